@@ -1,0 +1,550 @@
+// The JPEG codec over libjpeg-turbo's libjpeg API, bilinear resizing, and whole-file I/O.
+//
+// libjpeg reports fatal errors through error_exit(), which must not return. We longjmp out of it back to a
+// setjmp() taken in a small function that holds no C++ objects with destructors (the "phase" functions
+// below); everything that owns memory lives in the callers, outside the setjmp frames. So a corrupt or
+// truncated file costs a `return false` with libjpeg's own message, never an exit() or a crash.
+
+#include "io/image.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <csetjmp>
+#include <cstdio>
+#include <cstring>
+#include <system_error>
+
+// jpeglib.h needs size_t and FILE declared first.
+#include <jerror.h>
+#include <jpeglib.h>
+
+#include "engine/error.h"
+
+namespace stoke::io {
+
+namespace {
+
+constexpr JDIMENSION kMaxSide = 16384;               // per side
+constexpr uint64_t kMaxPixels = 100'000'000;         // per image
+constexpr int kMaxScans = 500;                       // progressive scans (a crafted file can hold thousands)
+
+// ---- error manager ----------------------------------------------------------------------------------
+
+struct ErrorMgr {
+  jpeg_error_mgr pub;  // first member: libjpeg sees a jpeg_error_mgr*
+  jmp_buf jump;
+  char message[JMSG_LENGTH_MAX];
+};
+
+[[noreturn]] void on_error_exit(j_common_ptr cinfo) {
+  auto* err = reinterpret_cast<ErrorMgr*>(cinfo->err);
+  (*cinfo->err->format_message)(cinfo, err->message);
+  longjmp(err->jump, 1);
+}
+
+// Warnings are silent, except running out of data: libjpeg then pads the stream with a fake EOI and goes
+// on, producing a half-grey image. For a training set that is a broken file, so it fails.
+void on_emit_message(j_common_ptr cinfo, int msg_level) {
+  if (msg_level < 0) {
+    if (cinfo->err->msg_code == JWRN_JPEG_EOF) on_error_exit(cinfo);
+    cinfo->err->num_warnings++;
+  }
+}
+
+void on_output_message(j_common_ptr) {}
+
+void install_error_mgr(ErrorMgr& err) {
+  jpeg_std_error(&err.pub);
+  err.pub.error_exit = on_error_exit;
+  err.pub.emit_message = on_emit_message;
+  err.pub.output_message = on_output_message;
+  err.message[0] = '\0';
+}
+
+// Bounds the work a crafted progressive file can ask for (libjpeg-turbo's TurboJPEG API does the same).
+void on_progress(j_common_ptr cinfo) {
+  if (!cinfo->is_decompressor) return;
+  auto* d = reinterpret_cast<j_decompress_ptr>(cinfo);
+  if (d->input_scan_number > kMaxScans) {
+    auto* err = reinterpret_cast<ErrorMgr*>(cinfo->err);
+    std::snprintf(err->message, sizeof err->message, "progressive JPEG has more than %d scans", kMaxScans);
+    longjmp(err->jump, 1);
+  }
+}
+
+// ---- the decoder: one libjpeg decompressor per thread, reused --------------------------------------------
+
+struct Decoder {
+  jpeg_decompress_struct cinfo;
+  ErrorMgr err;
+  jpeg_progress_mgr progress;
+  bool created = false;
+
+  Decoder() {
+    std::memset(&cinfo, 0, sizeof cinfo);
+    std::memset(&progress, 0, sizeof progress);
+    progress.progress_monitor = on_progress;
+    created = create();
+  }
+  ~Decoder() {
+    if (created) jpeg_destroy_decompress(&cinfo);
+  }
+  Decoder(const Decoder&) = delete;
+  Decoder& operator=(const Decoder&) = delete;
+
+  bool create() {
+    install_error_mgr(err);
+    cinfo.err = &err.pub;
+    if (setjmp(err.jump)) return false;
+    jpeg_create_decompress(&cinfo);
+    return true;
+  }
+
+  // Phase 1: the headers, up to the first scan.
+  bool read_header(const uint8_t* data, size_t size) {
+    install_error_mgr(err);
+    if (setjmp(err.jump)) {
+      jpeg_abort_decompress(&cinfo);
+      return false;
+    }
+    cinfo.progress = nullptr;
+    jpeg_mem_src(&cinfo, data, static_cast<unsigned long>(size));
+    jpeg_read_header(&cinfo, TRUE);
+    return true;
+  }
+
+  // Phase 2: output geometry for the parameters the caller set on cinfo.
+  bool calc_output() {
+    if (setjmp(err.jump)) {
+      jpeg_abort_decompress(&cinfo);
+      return false;
+    }
+    jpeg_calc_output_dimensions(&cinfo);
+    return true;
+  }
+
+  // Phase 3: every scanline into dst (rows of output_width * output_components bytes, contiguous).
+  bool read_pixels(uint8_t* dst) {
+    if (setjmp(err.jump)) {
+      jpeg_abort_decompress(&cinfo);
+      return false;
+    }
+    cinfo.progress = cinfo.progressive_mode ? &progress : nullptr;
+    jpeg_start_decompress(&cinfo);
+    const size_t stride = static_cast<size_t>(cinfo.output_width) * static_cast<size_t>(cinfo.output_components);
+    JSAMPROW rows[16];
+    while (cinfo.output_scanline < cinfo.output_height) {
+      JDIMENSION n = std::min<JDIMENSION>(16, cinfo.output_height - cinfo.output_scanline);
+      for (JDIMENSION i = 0; i < n; ++i) rows[i] = dst + (cinfo.output_scanline + i) * stride;
+      jpeg_read_scanlines(&cinfo, rows, n);
+    }
+    // Skip jpeg_finish_decompress: it would only parse what follows the last scan (a missing EOI is fine).
+    jpeg_abort_decompress(&cinfo);
+    return true;
+  }
+};
+
+Decoder& thread_decoder() {
+  thread_local Decoder dec;
+  return dec;
+}
+
+// Resets the decompressor whatever happens between the phases (e.g. a bad_alloc from a buffer resize).
+struct AbortGuard {
+  j_decompress_ptr cinfo;
+  ~AbortGuard() { jpeg_abort_decompress(cinfo); }
+};
+
+void set_error(std::string* error, std::string msg) {
+  if (error) *error = std::move(msg);
+}
+
+// Reads the headers and checks what we accept. On success the decoder is in DSTATE_READY.
+bool open_jpeg(Decoder& dec, const uint8_t* data, size_t size, std::string* error) {
+  if (!dec.created) {
+    set_error(error, "cannot create a JPEG decompressor (out of memory?)");
+    return false;
+  }
+  if (data == nullptr || size == 0) {
+    set_error(error, "empty JPEG data");
+    return false;
+  }
+  if (size < 4 || data[0] != 0xFF || data[1] != 0xD8) {
+    set_error(error, "not a JPEG file (no SOI marker)");
+    return false;
+  }
+  if (!dec.read_header(data, size)) {
+    set_error(error, dec.err.message);
+    return false;
+  }
+  const jpeg_decompress_struct& c = dec.cinfo;
+  if (c.data_precision != 8) {
+    set_error(error, str("unsupported JPEG data precision ", c.data_precision, " (only 8-bit)"));
+    jpeg_abort_decompress(&dec.cinfo);
+    return false;
+  }
+  if (c.image_width == 0 || c.image_height == 0 || c.image_width > kMaxSide || c.image_height > kMaxSide ||
+      uint64_t{c.image_width} * c.image_height > kMaxPixels) {
+    set_error(error, str("JPEG dimensions ", c.image_width, "x", c.image_height, " are out of range (at most ",
+                         kMaxSide, " per side and ", kMaxPixels, " pixels)"));
+    jpeg_abort_decompress(&dec.cinfo);
+    return false;
+  }
+  return true;
+}
+
+bool is_cmyk(J_COLOR_SPACE cs) { return cs == JCS_CMYK || cs == JCS_YCCK; }
+
+// Picks the output colour space for `channels`. CMYK/YCCK decode to CMYK and are converted by us.
+bool choose_color_space(Decoder& dec, int channels, std::string* error) {
+  jpeg_decompress_struct& c = dec.cinfo;
+  switch (c.jpeg_color_space) {
+    case JCS_GRAYSCALE:
+    case JCS_YCbCr:
+    case JCS_RGB:
+      c.out_color_space = channels == 1 ? JCS_GRAYSCALE : JCS_RGB;
+      return true;
+    case JCS_CMYK:
+    case JCS_YCCK:
+      c.out_color_space = JCS_CMYK;
+      return true;
+    default:
+      set_error(error, str("unsupported JPEG colour space (", c.num_components, " components, libjpeg colour space ",
+                           static_cast<int>(c.jpeg_color_space), ")"));
+      jpeg_abort_decompress(&c);
+      return false;
+  }
+}
+
+// CMYK -> RGB or gray. Adobe files (APP14 marker, which is what Photoshop and libjpeg write) store inverted
+// CMYK: 255 means no ink. Without the marker the values are taken as plain ink amounts.
+void convert_cmyk(const uint8_t* src, size_t npix, bool adobe_inverted, int channels, uint8_t* dst) {
+  for (size_t i = 0; i < npix; ++i) {
+    unsigned cc = src[4 * i], m = src[4 * i + 1], y = src[4 * i + 2], k = src[4 * i + 3];
+    if (!adobe_inverted) {
+      cc = 255 - cc;
+      m = 255 - m;
+      y = 255 - y;
+      k = 255 - k;
+    }
+    unsigned r = (cc * k + 127) / 255, g = (m * k + 127) / 255, b = (y * k + 127) / 255;
+    if (channels == 3) {
+      dst[3 * i] = static_cast<uint8_t>(r);
+      dst[3 * i + 1] = static_cast<uint8_t>(g);
+      dst[3 * i + 2] = static_cast<uint8_t>(b);
+    } else {
+      // libjpeg's own RGB -> gray weights (ITU-R BT.601), 16-bit fixed point.
+      dst[i] = static_cast<uint8_t>((19595u * r + 38470u * g + 7471u * b + 32768u) >> 16);
+    }
+  }
+}
+
+thread_local std::vector<uint8_t> t_scratch;  // decoded pixels before a resize
+thread_local std::vector<uint8_t> t_cmyk;     // CMYK pixels before conversion
+
+// Decodes the prepared decoder (colour space and scale set, output dimensions calculated) into dst, which
+// holds output_height * output_width * channels bytes.
+bool decode_into(Decoder& dec, int channels, uint8_t* dst, std::string* error) {
+  jpeg_decompress_struct& c = dec.cinfo;
+  if (is_cmyk(c.jpeg_color_space)) {
+    const size_t npix = static_cast<size_t>(c.output_width) * c.output_height;
+    const bool inverted = c.saw_Adobe_marker;
+    t_cmyk.resize(npix * 4);
+    if (!dec.read_pixels(t_cmyk.data())) {
+      set_error(error, dec.err.message);
+      return false;
+    }
+    convert_cmyk(t_cmyk.data(), npix, inverted, channels, dst);
+    return true;
+  }
+  if (!dec.read_pixels(dst)) {
+    set_error(error, dec.err.message);
+    return false;
+  }
+  return true;
+}
+
+bool valid_channels(int channels, std::string* error) {
+  if (channels == 1 || channels == 3) return true;
+  set_error(error, str("cannot decode to ", channels, " channels (1 or 3)"));
+  return false;
+}
+
+// ---- encoder: a destination manager appending to a std::vector owned by the caller ---------------------
+
+struct VectorDest {
+  jpeg_destination_mgr pub;  // first member
+  std::vector<uint8_t>* out;
+};
+
+void dest_init(j_compress_ptr cinfo) {
+  auto* d = reinterpret_cast<VectorDest*>(cinfo->dest);
+  d->pub.next_output_byte = d->out->data();
+  d->pub.free_in_buffer = d->out->size();
+}
+
+boolean dest_empty(j_compress_ptr cinfo) {
+  auto* d = reinterpret_cast<VectorDest*>(cinfo->dest);
+  const size_t used = d->out->size();
+  bool ok = true;
+  try {
+    d->out->resize(used * 2);
+  } catch (...) {
+    ok = false;
+  }
+  if (!ok) ERREXIT1(cinfo, JERR_OUT_OF_MEMORY, 10);
+  d->pub.next_output_byte = d->out->data() + used;
+  d->pub.free_in_buffer = d->out->size() - used;
+  return TRUE;
+}
+
+void dest_term(j_compress_ptr cinfo) {
+  auto* d = reinterpret_cast<VectorDest*>(cinfo->dest);
+  d->out->resize(d->out->size() - d->pub.free_in_buffer);
+}
+
+struct EncodeJob {
+  const uint8_t* pixels;
+  int h, w, c, quality;
+  std::vector<uint8_t>* out;  // pre-sized by the caller (the initial buffer)
+  ErrorMgr err;
+};
+
+// No C++ objects with destructors in this frame: it holds the setjmp.
+bool encode_core(EncodeJob* job) {
+  jpeg_compress_struct cinfo;
+  std::memset(&cinfo, 0, sizeof cinfo);
+  VectorDest dest;
+  dest.pub.init_destination = dest_init;
+  dest.pub.empty_output_buffer = dest_empty;
+  dest.pub.term_destination = dest_term;
+  dest.out = job->out;
+  install_error_mgr(job->err);
+  cinfo.err = &job->err.pub;
+  if (setjmp(job->err.jump)) {
+    jpeg_destroy_compress(&cinfo);
+    return false;
+  }
+  jpeg_create_compress(&cinfo);
+  cinfo.dest = &dest.pub;
+  cinfo.image_width = static_cast<JDIMENSION>(job->w);
+  cinfo.image_height = static_cast<JDIMENSION>(job->h);
+  cinfo.input_components = job->c;
+  cinfo.in_color_space = job->c == 1 ? JCS_GRAYSCALE : JCS_RGB;
+  jpeg_set_defaults(&cinfo);
+  jpeg_set_quality(&cinfo, job->quality, TRUE);
+  cinfo.optimize_coding = TRUE;  // still baseline (sequential, Huffman); smaller files
+  if (job->c == 3) {
+    // Chroma: 4:4:4 at quality >= 90, 4:2:0 (jpeg_set_defaults) below.
+    const int f = job->quality >= 90 ? 1 : 2;
+    cinfo.comp_info[0].h_samp_factor = f;
+    cinfo.comp_info[0].v_samp_factor = f;
+  }
+  jpeg_start_compress(&cinfo, TRUE);
+  const size_t stride = static_cast<size_t>(job->w) * static_cast<size_t>(job->c);
+  JSAMPROW rows[16];
+  while (cinfo.next_scanline < cinfo.image_height) {
+    JDIMENSION n = std::min<JDIMENSION>(16, cinfo.image_height - cinfo.next_scanline);
+    for (JDIMENSION i = 0; i < n; ++i)
+      rows[i] = const_cast<JSAMPROW>(job->pixels + (cinfo.next_scanline + i) * stride);
+    jpeg_write_scanlines(&cinfo, rows, n);
+  }
+  jpeg_finish_compress(&cinfo);
+  jpeg_destroy_compress(&cinfo);
+  return true;
+}
+
+std::string errno_text(int e) { return std::error_code(e, std::generic_category()).message(); }
+
+}  // namespace
+
+// ---- public API ---------------------------------------------------------------------------------------
+
+bool jpeg_info(const uint8_t* data, size_t size, JpegInfo& info, std::string* error) {
+  Decoder& dec = thread_decoder();
+  if (!open_jpeg(dec, data, size, error)) return false;
+  info.h = static_cast<int>(dec.cinfo.image_height);
+  info.w = static_cast<int>(dec.cinfo.image_width);
+  info.components = dec.cinfo.num_components;
+  jpeg_abort_decompress(&dec.cinfo);
+  return true;
+}
+
+bool decode_jpeg(const uint8_t* data, size_t size, int channels, Image& out, std::string* error) {
+  if (!valid_channels(channels, error)) return false;
+  Decoder& dec = thread_decoder();
+  if (!open_jpeg(dec, data, size, error)) return false;
+  AbortGuard guard{&dec.cinfo};
+  if (!choose_color_space(dec, channels, error)) return false;
+  dec.cinfo.scale_num = 1;
+  dec.cinfo.scale_denom = 1;
+  if (!dec.calc_output()) {
+    set_error(error, dec.err.message);
+    return false;
+  }
+  const int h = static_cast<int>(dec.cinfo.output_height), w = static_cast<int>(dec.cinfo.output_width);
+  out.h = h;
+  out.w = w;
+  out.c = channels;
+  out.pixels.resize(static_cast<size_t>(h) * w * channels);
+  if (!decode_into(dec, channels, out.pixels.data(), error)) {
+    out = Image{};
+    return false;
+  }
+  return true;
+}
+
+bool decode_jpeg_to(const uint8_t* data, size_t size, int h, int w, int channels, uint8_t* dst, std::string* error) {
+  if (!valid_channels(channels, error)) return false;
+  if (h <= 0 || w <= 0 || dst == nullptr) {
+    set_error(error, str("bad decode target ", h, "x", w));
+    return false;
+  }
+  Decoder& dec = thread_decoder();
+  if (!open_jpeg(dec, data, size, error)) return false;
+  AbortGuard guard{&dec.cinfo};
+  if (!choose_color_space(dec, channels, error)) return false;
+  // DCT-domain scaling by num/8: the smallest that still covers the target in both dimensions.
+  const uint64_t ih = dec.cinfo.image_height, iw = dec.cinfo.image_width;
+  unsigned num = 1;
+  while (num < 8 && ((ih * num + 7) / 8 < static_cast<uint64_t>(h) || (iw * num + 7) / 8 < static_cast<uint64_t>(w)))
+    ++num;
+  dec.cinfo.scale_num = num;
+  dec.cinfo.scale_denom = 8;
+  if (!dec.calc_output()) {
+    set_error(error, dec.err.message);
+    return false;
+  }
+  const int oh = static_cast<int>(dec.cinfo.output_height), ow = static_cast<int>(dec.cinfo.output_width);
+  if (oh == h && ow == w) return decode_into(dec, channels, dst, error);
+  t_scratch.resize(static_cast<size_t>(oh) * ow * channels);
+  if (!decode_into(dec, channels, t_scratch.data(), error)) return false;
+  resize_bilinear(t_scratch.data(), oh, ow, channels, dst, h, w);
+  return true;
+}
+
+std::vector<uint8_t> encode_jpeg(const uint8_t* pixels, int h, int w, int c, int quality) {
+  STOKE_CHECK(pixels != nullptr && h > 0 && w > 0 && (c == 1 || c == 3), "encode_jpeg(", h, "x", w, "x", c, ")");
+  STOKE_CHECK(h <= 65500 && w <= 65500, "encode_jpeg: ", h, "x", w, " exceeds the JPEG limit");
+  quality = std::clamp(quality, 1, 100);
+  std::vector<uint8_t> out(std::max<size_t>(4096, static_cast<size_t>(h) * w * c / 4));
+  EncodeJob job{pixels, h, w, c, quality, &out, {}};
+  if (!encode_core(&job)) throw Error(str("JPEG encoding failed: ", job.err.message));
+  return out;
+}
+
+void resize_bilinear(const uint8_t* src, int sh, int sw, int c, uint8_t* dst, int dh, int dw) {
+  STOKE_CHECK(sh > 0 && sw > 0 && dh > 0 && dw > 0 && c > 0, "resize_bilinear ", sh, "x", sw, " -> ", dh, "x", dw);
+  const size_t srow = static_cast<size_t>(sw) * c, drow = static_cast<size_t>(dw) * c;
+  if (sh == dh && sw == dw) {
+    std::memcpy(dst, src, static_cast<size_t>(sh) * srow);
+    return;
+  }
+  // Source coordinate of a destination centre: (x + 0.5) * scale - 0.5, clamped to the edge pixels.
+  struct Tap {
+    int i0, i1;
+    float f;
+  };
+  auto taps = [](int dn, int sn) {
+    std::vector<Tap> t(static_cast<size_t>(dn));
+    const double scale = static_cast<double>(sn) / dn;
+    for (int i = 0; i < dn; ++i) {
+      double s = (i + 0.5) * scale - 0.5;
+      if (s < 0) s = 0;
+      int i0 = static_cast<int>(s);
+      if (i0 >= sn - 1) {
+        t[static_cast<size_t>(i)] = {sn - 1, sn - 1, 0.0f};
+      } else {
+        t[static_cast<size_t>(i)] = {i0, i0 + 1, static_cast<float>(s - i0)};
+      }
+    }
+    return t;
+  };
+  const std::vector<Tap> xt = taps(dw, sw), yt = taps(dh, sh);
+  for (int y = 0; y < dh; ++y) {
+    const Tap ty = yt[static_cast<size_t>(y)];
+    const uint8_t* r0 = src + static_cast<size_t>(ty.i0) * srow;
+    const uint8_t* r1 = src + static_cast<size_t>(ty.i1) * srow;
+    uint8_t* out = dst + static_cast<size_t>(y) * drow;
+    for (int x = 0; x < dw; ++x) {
+      const Tap tx = xt[static_cast<size_t>(x)];
+      const size_t a = static_cast<size_t>(tx.i0) * c, b = static_cast<size_t>(tx.i1) * c;
+      for (int k = 0; k < c; ++k) {
+        const float top = r0[a + k] + tx.f * static_cast<float>(r0[b + k] - r0[a + k]);
+        const float bot = r1[a + k] + tx.f * static_cast<float>(r1[b + k] - r1[a + k]);
+        const float v = top + ty.f * (bot - top);
+        out[static_cast<size_t>(x) * c + k] = static_cast<uint8_t>(std::min(255.0f, v + 0.5f));
+      }
+    }
+  }
+}
+
+std::vector<uint8_t> read_file(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw Error(str("cannot open ", path, ": ", errno_text(errno)));
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    int e = errno;
+    ::close(fd);
+    throw Error(str("cannot stat ", path, ": ", errno_text(e)));
+  }
+  if (S_ISDIR(st.st_mode)) {
+    ::close(fd);
+    throw Error(str("cannot read ", path, ": ", errno_text(EISDIR)));
+  }
+  std::vector<uint8_t> data;
+  // Regular files: read the size fstat gave, then keep reading until EOF in case the file grew.
+  data.resize(st.st_size > 0 ? static_cast<size_t>(st.st_size) : size_t{65536});
+  size_t got = 0;
+  for (;;) {
+    if (got == data.size()) data.resize(data.size() * 2);
+    ssize_t n = ::read(fd, data.data() + got, data.size() - got);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      int e = errno;
+      ::close(fd);
+      throw Error(str("cannot read ", path, ": ", errno_text(e)));
+    }
+    if (n == 0) break;
+    got += static_cast<size_t>(n);
+  }
+  ::close(fd);
+  data.resize(got);
+  return data;
+}
+
+void write_file(const std::string& path, const void* data, size_t size) {
+  const std::string tmp = path + ".tmp";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) throw Error(str("cannot create ", tmp, ": ", errno_text(errno)));
+  const auto* p = static_cast<const uint8_t*>(data);
+  size_t left = size;
+  while (left > 0) {
+    ssize_t n = ::write(fd, p, left);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      int e = errno;
+      ::close(fd);
+      ::unlink(tmp.c_str());
+      throw Error(str("cannot write ", tmp, ": ", errno_text(e)));
+    }
+    p += n;
+    left -= static_cast<size_t>(n);
+  }
+  if (::close(fd) != 0) {
+    int e = errno;
+    ::unlink(tmp.c_str());
+    throw Error(str("cannot write ", tmp, ": ", errno_text(e)));
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    int e = errno;
+    ::unlink(tmp.c_str());
+    throw Error(str("cannot rename ", tmp, " to ", path, ": ", errno_text(e)));
+  }
+}
+
+}  // namespace stoke::io
