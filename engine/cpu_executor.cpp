@@ -1,0 +1,228 @@
+#include "engine/cpu_executor.h"
+
+#include <algorithm>
+
+#include "engine/error.h"
+#include "kernels/activation.h"
+#include "kernels/batchnorm.h"
+#include "kernels/conv2d.h"
+#include "kernels/linear.h"
+#include "kernels/parallel.h"
+#include "kernels/pool.h"
+#include "kernels/tensor_ops.h"
+
+namespace stoke {
+
+namespace {
+ConvShape conv_shape(const Node& nd, const Shape3& in, int n) {
+  ConvShape s;
+  s.n = n;
+  s.h = in.h;
+  s.w = in.w;
+  s.c = in.c;
+  s.k = nd.k;
+  s.r = nd.r;
+  s.s = nd.s;
+  s.stride = nd.stride;
+  s.pad = nd.pad;
+  return s;
+}
+PoolShape pool_shape(const Node& nd, const Shape3& in, int n) {
+  PoolShape s;
+  s.n = n;
+  s.h = in.h;
+  s.w = in.w;
+  s.c = in.c;
+  s.kernel = nd.r;
+  s.stride = nd.stride;
+  s.pad = nd.pad;
+  return s;
+}
+}  // namespace
+
+CpuExecutor::CpuExecutor(const Graph& graph, int max_batch) : graph_(graph), max_batch_(max_batch) {
+  STOKE_CHECK(max_batch >= 1);
+  const auto& nodes = graph.nodes();
+  size_t count = nodes.size();
+  act_.resize(count);
+  dact_.resize(count);
+  argmax_.resize(count);
+  save_mean_.resize(count);
+  save_invstd_.resize(count);
+  has_grad_.assign(count, 0);
+  int64_t largest = 0;
+  for (size_t i = 0; i < count; ++i) {
+    const Node& nd = nodes[i];
+    int64_t sz = nd.out.size() * max_batch;
+    largest = std::max(largest, sz);
+    if (i > 0) act_[i].resize(static_cast<size_t>(sz));  // node 0 is the caller's input
+    dact_[i].resize(i > 0 ? static_cast<size_t>(sz) : 0);
+    if (nd.op == Op::maxpool) argmax_[i].resize(static_cast<size_t>(sz));
+    if (nd.op == Op::batchnorm) {
+      save_mean_[i].resize(static_cast<size_t>(nd.out.c));
+      save_invstd_[i].resize(static_cast<size_t>(nd.out.c));
+    }
+  }
+  scratch_.resize(static_cast<size_t>(largest));
+}
+
+int64_t CpuExecutor::activation_bytes() const {
+  int64_t b = 0;
+  for (size_t i = 0; i < act_.size(); ++i)
+    b += static_cast<int64_t>((act_[i].size() + dact_[i].size() + save_mean_[i].size() + save_invstd_[i].size()) *
+                              sizeof(float) +
+                              argmax_[i].size() * sizeof(int32_t));
+  return b + static_cast<int64_t>(scratch_.size() * sizeof(float));
+}
+
+const float* CpuExecutor::forward(int n, const float* x, const float* params, float* buffers, bool train) {
+  STOKE_CHECK(n >= 1 && n <= max_batch_, "batch ", n, " > planned ", max_batch_);
+  n_ = n;
+  x_ = x;
+  const auto& nodes = graph_.nodes();
+  const auto& P = graph_.params();
+  const auto& B = graph_.buffers();
+  auto in_ptr = [&](int node) -> const float* { return node == 0 ? x : act(node); };
+  auto param = [&](int idx) -> const float* { return idx < 0 ? nullptr : params + P[static_cast<size_t>(idx)].offset; };
+  auto buffer = [&](int idx) { return buffers + B[static_cast<size_t>(idx)].offset; };
+
+  for (size_t i = 1; i < nodes.size(); ++i) {
+    const Node& nd = nodes[i];
+    int node = static_cast<int>(i);
+    const Shape3& in = graph_.node(nd.inputs[0]).out;
+    const float* xin = in_ptr(nd.inputs[0]);
+    float* y = act(node);
+    switch (nd.op) {
+      case Op::conv: cpu::conv2d_forward(conv_shape(nd, in, n), xin, param(nd.weight), param(nd.bias), y); break;
+      case Op::batchnorm: {
+        int rows = n * in.h * in.w;
+        if (train)
+          cpu::batchnorm_forward_train(rows, in.c, xin, param(nd.weight), param(nd.bias), nd.eps, nd.momentum,
+                                       buffer(nd.running_mean), buffer(nd.running_var), y, save_mean_[i].data(),
+                                       save_invstd_[i].data());
+        else
+          cpu::batchnorm_forward_eval(rows, in.c, xin, param(nd.weight), param(nd.bias), buffer(nd.running_mean),
+                                      buffer(nd.running_var), nd.eps, y);
+        break;
+      }
+      case Op::relu: cpu::relu_forward(n * in.size(), xin, y); break;
+      case Op::maxpool: cpu::maxpool_forward(pool_shape(nd, in, n), xin, y, argmax_[i].data()); break;
+      case Op::avgpool: cpu::avgpool_forward(pool_shape(nd, in, n), xin, y); break;
+      case Op::global_avgpool: cpu::global_avgpool_forward(n, in.h * in.w, in.c, xin, y); break;
+      case Op::linear:
+        cpu::linear_forward(n, nd.in_features, nd.out_features, xin, param(nd.weight), param(nd.bias), y);
+        break;
+      case Op::add: cpu::add_forward(n * in.size(), xin, in_ptr(nd.inputs[1]), y); break;
+      case Op::concat: {
+        std::vector<const float*> xs;
+        std::vector<int> cs;
+        for (int j : nd.inputs) {
+          xs.push_back(in_ptr(j));
+          cs.push_back(graph_.node(j).out.c);
+        }
+        cpu::concat_forward(int64_t{n} * in.h * in.w, static_cast<int>(xs.size()), xs.data(), cs.data(), y);
+        break;
+      }
+      case Op::input: STOKE_CHECK(false, "input node inside the graph"); break;
+    }
+  }
+  return act(graph_.output());
+}
+
+float* CpuExecutor::grad_target(int node, int64_t count) {
+  if (node == 0) return nullptr;
+  STOKE_CHECK(count <= static_cast<int64_t>(scratch_.size()));
+  return has_grad_[static_cast<size_t>(node)] ? scratch_.data() : grad(node);
+}
+
+void CpuExecutor::commit_grad(int node, float* written, int64_t count) {
+  if (node == 0 || written == nullptr) return;
+  if (has_grad_[static_cast<size_t>(node)]) {
+    cpu::add_forward(count, grad(node), written, grad(node));
+  } else {
+    has_grad_[static_cast<size_t>(node)] = 1;
+  }
+}
+
+void CpuExecutor::backward(const float* params, float* grads, const float* dout) {
+  STOKE_CHECK(x_ != nullptr, "backward before forward");
+  const int n = n_;
+  const auto& nodes = graph_.nodes();
+  const auto& P = graph_.params();
+  auto in_ptr = [&](int node) -> const float* { return node == 0 ? x_ : act(node); };
+  auto param = [&](int idx) -> const float* { return idx < 0 ? nullptr : params + P[static_cast<size_t>(idx)].offset; };
+  auto pgrad = [&](int idx) -> float* { return idx < 0 ? nullptr : grads + P[static_cast<size_t>(idx)].offset; };
+
+  std::fill(has_grad_.begin(), has_grad_.end(), 0);
+  const int out = graph_.output();
+  std::copy(dout, dout + nodes.back().out.size() * n, grad(out));
+  has_grad_[static_cast<size_t>(out)] = 1;
+
+  for (int node = out; node >= 1; --node) {
+    if (!has_grad_[static_cast<size_t>(node)]) continue;  // output unused by the loss
+    const Node& nd = nodes[static_cast<size_t>(node)];
+    const float* dy = grad(node);
+    const int x0 = nd.inputs[0];
+    const Shape3& in = graph_.node(x0).out;
+    const int64_t in_count = int64_t{n} * in.size();
+    float* dx = grad_target(x0, in_count);
+    switch (nd.op) {
+      case Op::conv:
+        cpu::conv2d_backward(conv_shape(nd, in, n), in_ptr(x0), param(nd.weight), dy, dx, pgrad(nd.weight),
+                             pgrad(nd.bias));
+        break;
+      case Op::batchnorm:
+        cpu::batchnorm_backward(n * in.h * in.w, in.c, in_ptr(x0), param(nd.weight),
+                                save_mean_[static_cast<size_t>(node)].data(),
+                                save_invstd_[static_cast<size_t>(node)].data(), dy, dx, pgrad(nd.weight),
+                                pgrad(nd.bias));
+        break;
+      case Op::relu:
+        if (dx) cpu::relu_backward(in_count, act(node), dy, dx);
+        break;
+      case Op::maxpool:
+        if (dx) cpu::maxpool_backward(pool_shape(nd, in, n), argmax_[static_cast<size_t>(node)].data(), dy, dx);
+        break;
+      case Op::avgpool:
+        if (dx) cpu::avgpool_backward(pool_shape(nd, in, n), dy, dx);
+        break;
+      case Op::global_avgpool:
+        if (dx) cpu::global_avgpool_backward(n, in.h * in.w, in.c, dy, dx);
+        break;
+      case Op::linear:
+        cpu::linear_backward(n, nd.in_features, nd.out_features, in_ptr(x0), param(nd.weight), dy, dx,
+                             pgrad(nd.weight), pgrad(nd.bias));
+        break;
+      case Op::add:
+        // Both inputs receive dy; route each through the same accumulate-or-assign logic.
+        if (dx) std::copy(dy, dy + in_count, dx);
+        commit_grad(x0, dx, in_count);
+        if (float* db = grad_target(nd.inputs[1], in_count)) {
+          std::copy(dy, dy + in_count, db);
+          commit_grad(nd.inputs[1], db, in_count);
+        }
+        continue;
+      case Op::concat: {
+        // Each part gets its channel slice of dy.
+        std::vector<int> cs;
+        for (int j : nd.inputs) cs.push_back(graph_.node(j).out.c);
+        const int64_t rows = int64_t{n} * in.h * in.w;
+        for (size_t p = 0; p < nd.inputs.size(); ++p) {
+          int j = nd.inputs[p];
+          int64_t cnt = rows * cs[p];
+          float* dj = grad_target(j, cnt);
+          if (!dj) continue;
+          std::vector<float*> dxs(nd.inputs.size(), nullptr);
+          dxs[p] = dj;
+          cpu::concat_backward(rows, static_cast<int>(cs.size()), dy, cs.data(), dxs.data());
+          commit_grad(j, dj, cnt);
+        }
+        continue;
+      }
+      case Op::input: break;
+    }
+    commit_grad(x0, dx, in_count);
+  }
+}
+
+}  // namespace stoke

@@ -1,0 +1,18 @@
+// Which backend runs: a probe of the CUDA runtime that never throws and explains itself in one line.
+#pragma once
+
+#include <string>
+
+namespace stoke {
+
+struct DeviceProbe {
+  bool cuda_built = false;   // this binary contains the CUDA backend
+  bool usable = false;       // a GPU answered
+  int count = 0;
+  std::string description;   // "NVIDIA H100 80GB HBM3, 132 SMs, 79.1 GiB, sm_90" for device 0
+  std::string reason;        // why not usable, in one line, e.g. the runtime's error name and text
+};
+
+DeviceProbe probe_cuda();
+
+}  // namespace stoke

@@ -1,0 +1,103 @@
+// The model graph: a list of nodes in execution order, built with the methods below, and the table of
+// parameters (and of non-trained buffers such as BN running statistics) laid out in ONE contiguous array
+// each. Backends (CPU now, CUDA later) execute a Graph; they do not own its structure.
+//
+// Shapes are per sample, NHWC (h, w, c); the batch size belongs to the executor.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace stoke {
+
+struct Shape3 {
+  int h = 1, w = 1, c = 1;
+  int64_t size() const { return int64_t{h} * w * c; }
+  bool operator==(const Shape3&) const = default;
+};
+
+enum class Op { input, conv, batchnorm, relu, maxpool, avgpool, global_avgpool, linear, add, concat };
+const char* op_name(Op op);
+
+enum class Init { zeros, ones, kaiming_conv, kaiming_linear_weight, linear_bias };
+
+// One named parameter (or buffer) inside the flat array.
+struct ParamInfo {
+  std::string name;         // e.g. "features.conv1.weight" (torchvision-style dotted names)
+  int64_t offset = 0;       // in floats
+  int64_t size = 0;
+  std::vector<int> shape;   // as stored: conv weights KRSC, linear [out, in]
+  Init init = Init::zeros;
+  int fan_in = 1;           // for the initialisers
+  bool weight_decay = true; // false for BN affine parameters and biases
+};
+
+struct Node {
+  Op op = Op::input;
+  std::string name;
+  std::vector<int> inputs;
+  Shape3 out;
+  // conv / pool geometry
+  int k = 0, r = 0, s = 0, stride = 1, pad = 0;
+  // linear
+  int in_features = 0, out_features = 0;
+  // batchnorm
+  float eps = 1e-5f, momentum = 0.1f;
+  // parameter indices into Graph::params() (-1 when absent)
+  int weight = -1, bias = -1;
+  // buffer indices into Graph::buffers() (batchnorm running mean / var)
+  int running_mean = -1, running_var = -1;
+};
+
+class Graph {
+ public:
+  explicit Graph(Shape3 input, std::string name = "model");
+
+  int input() const { return 0; }
+  int conv(int x, int out_channels, int kernel, int stride, int pad, bool bias, const std::string& name);
+  int batchnorm(int x, const std::string& name, float eps = 1e-5f, float momentum = 0.1f);
+  int relu(int x);
+  int maxpool(int x, int kernel, int stride, int pad = 0);
+  int avgpool(int x, int kernel, int stride, int pad = 0);
+  int global_avgpool(int x);
+  // Flattens its input (free in NHWC) and applies y = x W^T + b.
+  int linear(int x, int out_features, const std::string& name, bool bias = true);
+  int add(int a, int b);
+  int concat(const std::vector<int>& xs);
+
+  const std::string& name() const { return name_; }
+  const std::vector<Node>& nodes() const { return nodes_; }
+  const Node& node(int i) const { return nodes_.at(static_cast<size_t>(i)); }
+  int output() const { return static_cast<int>(nodes_.size()) - 1; }
+  Shape3 input_shape() const { return nodes_.front().out; }
+
+  const std::vector<ParamInfo>& params() const { return params_; }
+  const std::vector<ParamInfo>& buffers() const { return buffers_; }
+  int64_t num_params() const { return num_params_; }
+  int64_t num_buffers() const { return num_buffers_; }
+  // Multiply-accumulates of one forward pass per sample (convs and linears).
+  int64_t forward_macs() const;
+
+  // consumers()[i]: how many nodes read node i's output.
+  std::vector<int> consumers() const;
+
+  // Fills params with the initialisation (Kaiming normal for convs, PyTorch's default uniform for linears,
+  // BN gamma 1 / beta 0) from a deterministic RNG keyed by seed, and buffers (running var 1, mean 0).
+  void initialize(float* params, float* buffers, uint64_t seed) const;
+
+  std::string summary() const;  // one line per node
+
+ private:
+  int add_node(Node n);
+  int add_param(const std::string& name, std::vector<int> shape, Init init, int fan_in, bool decay);
+  int add_buffer(const std::string& name, std::vector<int> shape, Init init);
+  const Shape3& shape_of(int x) const;
+
+  std::string name_;
+  std::vector<Node> nodes_;
+  std::vector<ParamInfo> params_, buffers_;
+  int64_t num_params_ = 0, num_buffers_ = 0;
+};
+
+}  // namespace stoke

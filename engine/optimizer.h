@@ -1,0 +1,73 @@
+// Optimizers over the flat parameter array, and learning-rate schedules.
+//
+// Semantics follow PyTorch so a user's hyper-parameters mean the same here:
+//   SGD:   g = grad + wd*p;  buf = momentum*buf + g (buf = g on the first step);
+//          g = nesterov ? g + momentum*buf : buf;  p -= lr*g
+//   AdamW: p -= lr*wd*p;  m = b1*m + (1-b1)*g;  v = b2*v + (1-b2)*g^2;
+//          p -= lr * (m/(1-b1^t)) / (sqrt(v/(1-b2^t)) + eps)
+// Weight decay applies only to parameters whose ParamInfo says so (not to BN affine parameters or biases).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "engine/graph.h"
+
+namespace stoke {
+
+enum class OptimizerKind { sgd, adamw };
+OptimizerKind parse_optimizer(const std::string& s);  // throws UserError
+const char* to_string(OptimizerKind k);
+
+struct OptimizerConfig {
+  OptimizerKind kind = OptimizerKind::sgd;
+  float momentum = 0.9f;
+  bool nesterov = true;
+  float weight_decay = 5e-4f;
+  float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f;
+};
+
+class Optimizer {
+ public:
+  Optimizer(const OptimizerConfig& cfg, const std::vector<ParamInfo>& params, int64_t num_params);
+
+  // One update of params from grads (grads are already divided by the batch, as the loss is a mean).
+  void step(float* params, const float* grads, float lr);
+
+  const OptimizerConfig& config() const { return cfg_; }
+  int64_t steps() const { return t_; }
+  // State for checkpoints: the moment buffers (sgd: momentum; adamw: m then v) and the step count.
+  std::vector<float>& state() { return state_; }
+  const std::vector<float>& state() const { return state_; }
+  void set_steps(int64_t t) { t_ = t; }
+
+ private:
+  OptimizerConfig cfg_;
+  std::vector<ParamInfo> params_;
+  int64_t n_;
+  int64_t t_ = 0;
+  std::vector<float> state_;
+};
+
+enum class ScheduleKind { constant, cosine, onecycle };
+ScheduleKind parse_schedule(const std::string& s);  // throws UserError
+const char* to_string(ScheduleKind k);
+
+// lr(step) for step in [0, total): an optional linear warm-up from lr*warmup_start_factor to lr over
+// warmup_steps, then: constant; cosine decay to lr*final_factor; or one-cycle (PyTorch OneCycleLR with
+// cosine annealing: from lr/div_factor up to lr over pct_start of the run, then down to lr/(div*final_div)).
+struct Schedule {
+  ScheduleKind kind = ScheduleKind::constant;
+  float lr = 0.1f;
+  int64_t total_steps = 1;
+  int64_t warmup_steps = 0;
+  float warmup_start_factor = 0.1f;
+  float final_factor = 0.0f;    // cosine: end at lr*final_factor
+  float pct_start = 0.25f;      // one-cycle
+  float div_factor = 25.f;      // one-cycle
+  float final_div_factor = 1e4f;// one-cycle
+  float at(int64_t step) const;
+};
+
+}  // namespace stoke

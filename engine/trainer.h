@@ -1,0 +1,66 @@
+// Training a classifier from ImageFolder data: the loop behind `stoke train`.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "engine/graph.h"
+#include "engine/optimizer.h"
+
+namespace stoke {
+
+struct TrainConfig {
+  std::string data;            // training ImageFolder
+  std::string val;             // validation ImageFolder ("" = none)
+  std::string model = "small-cnn";
+  std::string out;             // run directory ("" = runs/<model>-<time>)
+  bool overwrite = false;      // allow an --out that already holds a run
+  std::string device = "auto"; // auto | cpu | cuda
+  int epochs = 3;
+  int batch_size = 128;
+  float lr = 0.1f;
+  OptimizerConfig optimizer;
+  ScheduleKind schedule = ScheduleKind::onecycle;
+  float warmup_epochs = 0.f;   // linear warm-up (constant and cosine schedules)
+  float label_smoothing = 0.f;
+  uint64_t seed = 0;
+  int threads = 0;             // CPU backend threads (0 = all cores)
+  int workers = 1;             // decoder threads of the simple loader
+  int64_t limit_train = 0;     // use a seeded random subset of this many training images (0 = all)
+  int64_t limit_val = 0;       // likewise for validation
+  int image_size = 0;          // resize inputs to this square size (0 = the data's own size)
+  bool strict = false;         // a corrupt image stops the run
+  bool quiet = false;          // no progress line (tests)
+};
+
+struct EpochStats {
+  int epoch = 0;
+  double train_loss = 0, train_acc = 0;
+  double val_loss = 0, val_acc = 0;  // NaN without validation data
+  double seconds = 0, images_per_s = 0;
+};
+
+struct TrainResult {
+  std::string run_dir;
+  std::string backend;  // "cpu"
+  std::vector<EpochStats> epochs;
+  double seconds = 0;
+  int64_t steps = 0;
+  int64_t corrupt_images = 0;
+  int64_t params = 0;
+  double final_val_acc() const { return epochs.empty() ? 0.0 : epochs.back().val_acc; }
+};
+
+// Builds the model named in the config for an input shape and class count (models/ provides build_model;
+// the engine does not depend on the model zoo).
+using ModelFactory = std::function<Graph(const std::string& name, Shape3 input, int classes)>;
+
+// Runs the whole job. Throws UserError for what the user can fix (missing data, bad flags).
+TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model);
+
+// The order of sample indices for an epoch: a permutation keyed by (seed, epoch) alone.
+std::vector<int64_t> epoch_permutation(int64_t n, uint64_t seed, int64_t epoch);
+
+}  // namespace stoke

@@ -1,0 +1,18 @@
+#include "models/models.h"
+
+#include "engine/error.h"
+
+namespace stoke {
+
+std::vector<std::string> model_names() { return {"small-cnn", "small-cnn-wide"}; }
+
+Graph build_model(const std::string& name, Shape3 input, int classes) {
+  if (classes < 2) throw UserError(str("a classifier needs at least 2 classes, the data has ", classes));
+  if (name == "small-cnn") return small_cnn(input, classes, 16);
+  if (name == "small-cnn-wide") return small_cnn(input, classes, 32);
+  std::string known;
+  for (const auto& n : model_names()) known += (known.empty() ? "" : ", ") + n;
+  throw UserError(str("unknown model '", name, "' (known: ", known, ")"));
+}
+
+}  // namespace stoke
