@@ -39,8 +39,8 @@ void micro_kernel(int kc, const float* __restrict a, const float* __restrict b, 
 }
 
 // Element (i, k) of op(A) and (k, j) of op(B).
-inline float at_a(const float* A, int lda, bool t, int i, int k) { return t ? A[k * lda + i] : A[i * lda + k]; }
-inline float at_b(const float* B, int ldb, bool t, int k, int j) { return t ? B[j * ldb + k] : B[k * ldb + j]; }
+inline float at_a(const float* A, long lda, bool t, long i, long k) { return t ? A[k * lda + i] : A[i * lda + k]; }
+inline float at_b(const float* B, long ldb, bool t, long k, long j) { return t ? B[j * ldb + k] : B[k * ldb + j]; }
 
 // Packs op(A)[i0:i0+mc, k0:k0+kc] into MR-row slabs, k-major inside a slab, zero padded.
 void pack_a(const float* A, int lda, bool t, int i0, int mc, int k0, int kc, float* out) {
@@ -50,9 +50,9 @@ void pack_a(const float* A, int lda, bool t, int i0, int mc, int k0, int kc, flo
       float* o = out + (s / MR) * (MR * kc) + k * MR;
       int i = 0;
       if (!t) {
-        for (; i < rows; ++i) o[i] = A[(i0 + s + i) * lda + k0 + k];
+        for (; i < rows; ++i) o[i] = A[static_cast<long>(i0 + s + i) * lda + k0 + k];
       } else {
-        const float* src = A + (k0 + k) * lda + i0 + s;
+        const float* src = A + static_cast<long>(k0 + k) * lda + i0 + s;
         for (; i < rows; ++i) o[i] = src[i];
       }
       for (; i < MR; ++i) o[i] = 0.f;
@@ -68,10 +68,10 @@ void pack_b(const float* B, int ldb, bool t, int k0, int kc, int j0, int nc, flo
       float* o = out + (s / NR) * (NR * kc) + k * NR;
       int j = 0;
       if (!t) {
-        const float* src = B + (k0 + k) * ldb + j0 + s;
+        const float* src = B + static_cast<long>(k0 + k) * ldb + j0 + s;
         for (; j < cols; ++j) o[j] = src[j];
       } else {
-        for (; j < cols; ++j) o[j] = B[(j0 + s + j) * ldb + k0 + k];
+        for (; j < cols; ++j) o[j] = B[static_cast<long>(j0 + s + j) * ldb + k0 + k];
       }
       for (; j < NR; ++j) o[j] = 0.f;
     }
