@@ -42,40 +42,42 @@ void micro_kernel(int kc, const float* __restrict a, const float* __restrict b, 
 inline float at_a(const float* A, long lda, bool t, long i, long k) { return t ? A[k * lda + i] : A[i * lda + k]; }
 inline float at_b(const float* B, long ldb, bool t, long k, long j) { return t ? B[j * ldb + k] : B[k * ldb + j]; }
 
-// Packs op(A)[i0:i0+mc, k0:k0+kc] into MR-row slabs, k-major inside a slab, zero padded.
-void pack_a(const float* A, int lda, bool t, int i0, int mc, int k0, int kc, float* out) {
-  for (int s = 0; s < mc; s += MR) {
-    int rows = std::min(MR, mc - s);
-    for (int k = 0; k < kc; ++k) {
-      float* o = out + (s / MR) * (MR * kc) + k * MR;
-      int i = 0;
-      if (!t) {
-        for (; i < rows; ++i) o[i] = A[static_cast<long>(i0 + s + i) * lda + k0 + k];
-      } else {
-        const float* src = A + static_cast<long>(k0 + k) * lda + i0 + s;
-        for (; i < rows; ++i) o[i] = src[i];
-      }
-      for (; i < MR; ++i) o[i] = 0.f;
+// Packs the panel P[i][k] = src[i*rs + k*ks] (i < rows, k < kc) into slabs of W rows, k-major inside a
+// slab (out[slab][k][0..W)), zero padding the last slab. The loops walk the source along whichever index
+// is contiguous in memory (a strided gather across rows per k was the hot spot when N is small).
+template <int W>
+void pack_panel(const float* src, long rs, long ks, int rows, int kc, float* out) {
+  for (int s = 0; s < rows; s += W) {
+    const int n = std::min(W, rows - s);
+    const float* p = src + s * rs;
+    float* o = out + static_cast<long>(s / W) * W * kc;
+    if (ks == 1) {
+      for (int i = 0; i < n; ++i)
+        for (int k = 0; k < kc; ++k) o[k * W + i] = p[i * rs + k];
+    } else {
+      for (int k = 0; k < kc; ++k)
+        for (int i = 0; i < n; ++i) o[k * W + i] = p[k * ks + i * rs];
     }
+    if (n < W)
+      for (int k = 0; k < kc; ++k)
+        for (int i = n; i < W; ++i) o[k * W + i] = 0.f;
   }
 }
 
+// Packs op(A)[i0:i0+mc, k0:k0+kc] into MR-row slabs, k-major inside a slab, zero padded.
+void pack_a(const float* A, long lda, bool t, int i0, int mc, int k0, int kc, float* out) {
+  if (!t)
+    pack_panel<MR>(A + i0 * lda + k0, lda, 1, mc, kc, out);
+  else
+    pack_panel<MR>(A + k0 * lda + i0, 1, lda, mc, kc, out);
+}
+
 // Packs op(B)[k0:k0+kc, j0:j0+nc] into NR-column slabs, k-major inside a slab, zero padded.
-void pack_b(const float* B, int ldb, bool t, int k0, int kc, int j0, int nc, float* out) {
-  for (int s = 0; s < nc; s += NR) {
-    int cols = std::min(NR, nc - s);
-    for (int k = 0; k < kc; ++k) {
-      float* o = out + (s / NR) * (NR * kc) + k * NR;
-      int j = 0;
-      if (!t) {
-        const float* src = B + static_cast<long>(k0 + k) * ldb + j0 + s;
-        for (; j < cols; ++j) o[j] = src[j];
-      } else {
-        for (; j < cols; ++j) o[j] = B[static_cast<long>(j0 + s + j) * ldb + k0 + k];
-      }
-      for (; j < NR; ++j) o[j] = 0.f;
-    }
-  }
+void pack_b(const float* B, long ldb, bool t, int k0, int kc, int j0, int nc, float* out) {
+  if (!t)
+    pack_panel<NR>(B + k0 * ldb + j0, 1, ldb, nc, kc, out);
+  else
+    pack_panel<NR>(B + j0 * ldb + k0, ldb, 1, nc, kc, out);
 }
 
 struct Scratch {
