@@ -79,7 +79,7 @@ int run_dataset_mnist(const DatasetArgs& d) {
     char line[160];
     std::snprintf(line, sizeof line, "writing JPEGs  %s/%s  %s img/s  ETA %s", format_count(static_cast<double>(done)).c_str(),
                   format_count(static_cast<double>(total)).c_str(), format_count(rate).c_str(),
-                  format_duration(static_cast<double>(total - done) / std::max(rate, 1e-9)).c_str());
+                  done > 0 ? format_duration(static_cast<double>(total - done) / rate).c_str() : "?");
     progress.update(line, done == total);
   });
   progress.finish();

@@ -82,7 +82,7 @@ float Schedule::at(int64_t step) const {
   if (kind == ScheduleKind::onecycle) {
     // PyTorch OneCycleLR (anneal_strategy="cos", three_phase=False). Its own warm-up replaces warmup_steps.
     const double initial = base / div_factor, final_lr = initial / final_div_factor;
-    const double up = std::max<double>(1.0, std::floor(pct_start * static_cast<double>(total_steps)) - 1.0);
+    const double up = std::max(1.0, static_cast<double>(pct_start) * static_cast<double>(total_steps) - 1.0);
     const double s = static_cast<double>(step);
     auto cosine = [&](double from, double to, double frac) { return to + (from - to) * 0.5 * (1.0 + std::cos(pi * frac)); };
     if (s <= up) return static_cast<float>(cosine(initial, base, s / up));

@@ -387,8 +387,8 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
   }
   write_json((fs::path(run_dir) / "summary.json").string(), summary);
   if (!cfg.quiet) {
-    std::printf("\nsummary: %s on %s, %d epochs, %lld steps in %s (%s img/s in the last epoch)\n", cfg.model.c_str(),
-                "the CPU backend", cfg.epochs, static_cast<long long>(step), format_duration(result.seconds).c_str(),
+    std::printf("\nsummary: %s on %s, %d epoch%s, %lld steps in %s (%s img/s in the last epoch)\n", cfg.model.c_str(),
+                "the CPU backend", cfg.epochs, cfg.epochs == 1 ? "" : "s", static_cast<long long>(step), format_duration(result.seconds).c_str(),
                 format_count(last.images_per_s).c_str());
     if (has_val)
       std::printf("         validation accuracy %.2f%% (%s images), loss %.4f\n", 100 * last.val_acc,

@@ -1,0 +1,74 @@
+// The stoke binary as users meet it: help everywhere, user errors as one line with exit code 2.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+
+#include "tests/test_util.h"
+
+using namespace stoke::test;
+
+namespace {
+int lines(const std::string& s) {
+  return static_cast<int>(std::count(s.begin(), s.end(), '\n')) + (!s.empty() && s.back() != '\n' ? 1 : 0);
+}
+void expect_user_error(const std::string& args, const std::string& needle) {
+  RunResult r = run_stoke(args);
+  EXPECT_EQ(r.exit_code, 2) << args << "\n" << r.output;
+  EXPECT_NE(r.output.find(needle), std::string::npos) << args << "\n" << r.output;
+  EXPECT_EQ(lines(r.output), 1) << args << "\n" << r.output;
+}
+}  // namespace
+
+TEST(Cli, HelpOnEverySubcommand) {
+  for (const char* sub : {"", "train", "dataset", "dataset mnist", "devices"}) {
+    RunResult r = run_stoke(std::string(sub) + " --help");
+    EXPECT_EQ(r.exit_code, 0) << sub;
+    EXPECT_NE(r.output.find("Usage"), std::string::npos) << sub << "\n" << r.output;
+  }
+  RunResult t = run_stoke("train --help");
+  for (const char* flag : {"--data", "--val", "--model", "--epochs", "--batch-size", "--lr", "--optimizer", "--seed",
+                           "--device", "--out"})
+    EXPECT_NE(t.output.find(flag), std::string::npos) << flag;
+}
+
+TEST(Cli, UserErrorsAreOneLineAndExitTwo) {
+  TempDir tmp("cli");
+  write_tiny_folder(tmp.path() / "ok", {"a", "b"}, 3);
+  const std::string ok = (tmp.path() / "ok").string();
+  expect_user_error("", "subcommand");
+  expect_user_error("train", "--data");
+  expect_user_error("train --data " + tmp.str() + "/missing", "no such folder");
+  expect_user_error("train --data " + ok + " --epochs abc", "--epochs");
+  expect_user_error("train --data " + ok + " --epochs 0", "--epochs");
+  expect_user_error("train --data " + ok + " --lr -1", "--lr");
+  expect_user_error("train --data " + ok + " --optimizer adam", "--optimizer");
+  expect_user_error("train --data " + ok + " --model resnet-1000 --out " + tmp.str() + "/r1", "unknown model");
+  expect_user_error("train --data " + ok + " --bogus-flag", "bogus");
+  fs::create_directories(tmp.path() / "empty" / "a");
+  write_tiny_folder(tmp.path() / "empty", {"b"}, 2);
+  expect_user_error("train --data " + tmp.str() + "/empty --out " + tmp.str() + "/r2", "'a'");
+  write_tiny_folder(tmp.path() / "other", {"x", "y", "z"}, 2);
+  expect_user_error("train --data " + ok + " --val " + tmp.str() + "/other --out " + tmp.str() + "/r3", "differ");
+}
+
+TEST(Cli, DevicesSaysWhichBackend) {
+  RunResult r = run_stoke("devices");
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_TRUE(r.output.find("GPU:") == 0 || r.output.find("no usable GPU") == 0) << r.output;
+}
+
+TEST(Cli, TrainsATinyFolderAndWritesTheRunFolder) {
+  TempDir tmp("cli-train");
+  write_tiny_folder(tmp.path() / "train", {"a", "b"}, 24);
+  write_tiny_folder(tmp.path() / "val", {"a", "b"}, 6);
+  const std::string run = tmp.str() + "/run";
+  RunResult r = run_stoke("train --data " + tmp.str() + "/train --val " + tmp.str() + "/val --epochs 2 --batch-size 8 --device cpu --out " + run);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("summary:"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("validation accuracy"), std::string::npos) << r.output;
+  for (const char* f : {"config.json", "metrics.jsonl", "summary.json"}) EXPECT_TRUE(fs::exists(fs::path(run) / f)) << f;
+  // A second run into the same folder must not silently overwrite it.
+  RunResult again = run_stoke("train --data " + tmp.str() + "/train --epochs 1 --out " + run);
+  EXPECT_EQ(again.exit_code, 2) << again.output;
+  EXPECT_NE(again.output.find("--overwrite"), std::string::npos) << again.output;
+}

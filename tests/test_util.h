@@ -1,0 +1,77 @@
+// Helpers shared by tests: temporary folders, tiny JPEG ImageFolders, running the stoke binary.
+#pragma once
+
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "engine/rng.h"
+#include "io/image.h"
+
+namespace stoke::test {
+
+namespace fs = std::filesystem;
+
+// A fresh, empty folder under the build tree (or /tmp), removed when the object dies.
+class TempDir {
+ public:
+  explicit TempDir(const std::string& tag) {
+    const char* bin = std::getenv("STOKE_BINARY_DIR");
+    fs::path base = bin ? fs::path(bin) / "test-tmp" : fs::temp_directory_path() / "stoke-test";
+    path_ = base / (tag + "-" + std::to_string(::getpid()));
+    fs::remove_all(path_);
+    fs::create_directories(path_);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  const fs::path& path() const { return path_; }
+  std::string str() const { return path_.string(); }
+
+ private:
+  fs::path path_;
+};
+
+// Writes root/<class>/<i>.jpg: `per_class` gray images of h x w whose brightness pattern depends on the class.
+inline void write_tiny_folder(const fs::path& root, const std::vector<std::string>& classes, int per_class, int h = 12,
+                              int w = 12) {
+  for (size_t c = 0; c < classes.size(); ++c) {
+    fs::create_directories(root / classes[c]);
+    for (int i = 0; i < per_class; ++i) {
+      std::vector<uint8_t> px(static_cast<size_t>(h * w));
+      for (int y = 0; y < h; ++y)
+        for (int x = 0; x < w; ++x)
+          px[static_cast<size_t>(y * w + x)] = static_cast<uint8_t>(
+              ((c % 2 == 0) ? (x * 255 / w) : (y * 255 / h)) / 2 + 60 * c % 128 + uniform_below(c * 1000 + i, y * w + x, 20));
+      std::vector<uint8_t> jpg = io::encode_jpeg(px.data(), h, w, 1, 90);
+      io::write_file((root / classes[c] / (std::to_string(i) + ".jpg")).string(), jpg.data(), jpg.size());
+    }
+  }
+}
+
+struct RunResult {
+  int exit_code = -1;
+  std::string output;  // stdout and stderr together
+};
+
+// Runs the stoke binary with arguments (quoted naively: tests use plain paths).
+inline RunResult run_stoke(const std::string& args) {
+  const char* bin = std::getenv("STOKE_BINARY_DIR");
+  std::string cmd = std::string(bin ? bin : ".") + "/bin/stoke " + args + " 2>&1";
+  RunResult r;
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (!p) return r;
+  char buf[4096];
+  size_t got;
+  while ((got = std::fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, got);
+  int status = ::pclose(p);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+}  // namespace stoke::test
