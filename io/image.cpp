@@ -247,6 +247,11 @@ void convert_cmyk(const uint8_t* src, size_t npix, bool adobe_inverted, int chan
 thread_local std::vector<uint8_t> t_scratch;  // decoded pixels before a resize
 thread_local std::vector<uint8_t> t_cmyk;     // CMYK pixels before conversion
 
+// The per-thread buffers keep their capacity between images, but not after a rare giant one.
+void release_if_huge(std::vector<uint8_t>& v) {
+  if (v.capacity() > (size_t{64} << 20)) std::vector<uint8_t>().swap(v);
+}
+
 // Decodes the prepared decoder (colour space and scale set, output dimensions calculated) into dst, which
 // holds output_height * output_width * channels bytes.
 bool decode_into(Decoder& dec, int channels, uint8_t* dst, std::string* error) {
@@ -392,11 +397,10 @@ bool decode_jpeg(const uint8_t* data, size_t size, int channels, Image& out, std
   out.w = w;
   out.c = channels;
   out.pixels.resize(static_cast<size_t>(h) * w * channels);
-  if (!decode_into(dec, channels, out.pixels.data(), error)) {
-    out = Image{};
-    return false;
-  }
-  return true;
+  const bool ok = decode_into(dec, channels, out.pixels.data(), error);
+  release_if_huge(t_cmyk);
+  if (!ok) out = Image{};
+  return ok;
 }
 
 bool decode_jpeg_to(const uint8_t* data, size_t size, int h, int w, int channels, uint8_t* dst, std::string* error) {
@@ -426,9 +430,11 @@ bool decode_jpeg_to(const uint8_t* data, size_t size, int h, int w, int channels
   const int oh = static_cast<int>(dec.cinfo.output_height), ow = static_cast<int>(dec.cinfo.output_width);
   if (oh == h && ow == w) return decode_into(dec, channels, dst, error);
   t_scratch.resize(static_cast<size_t>(oh) * ow * channels);
-  if (!decode_into(dec, channels, t_scratch.data(), error)) return false;
-  resize_bilinear(t_scratch.data(), oh, ow, channels, dst, h, w);
-  return true;
+  const bool ok = decode_into(dec, channels, t_scratch.data(), error);
+  if (ok) resize_bilinear(t_scratch.data(), oh, ow, channels, dst, h, w);
+  release_if_huge(t_scratch);
+  release_if_huge(t_cmyk);
+  return ok;
 }
 
 std::vector<uint8_t> encode_jpeg(const uint8_t* pixels, int h, int w, int c, int quality) {
@@ -469,44 +475,34 @@ std::vector<Tap> bilinear_taps(int dn, int sn) {
   return t;
 }
 
-// Separable: each source row that is needed is resized horizontally once (kept for the next output row),
-// then output rows blend two such rows. C is the channel count (0: runtime `c`).
+// Separable, vertical pass first: for each output row, blend its two source rows over the full source width
+// (contiguous, vectorizes), then pick and blend columns. Integer throughout with one rounding at the end, so
+// the result is the exact fixed-point bilinear value whichever pass runs first. C is the channel count
+// (0: runtime `c`).
 template <int C>
 void resize_rows(const uint8_t* src, int sh, int sw, int c_runtime, uint8_t* dst, int dh, int dw) {
   const int c = C > 0 ? C : c_runtime;
   const size_t srow = static_cast<size_t>(sw) * c, drow = static_cast<size_t>(dw) * c;
   const std::vector<Tap> xt = bilinear_taps(dw, sw), yt = bilinear_taps(dh, sh);
-  std::vector<int32_t> buf(2 * drow);
-  int32_t* rows[2] = {buf.data(), buf.data() + drow};
-  int have[2] = {-1, -1};  // which source row each buffer holds
-  auto hpass = [&](int sy, int32_t* out) {
-    const uint8_t* r = src + static_cast<size_t>(sy) * srow;
-    for (int x = 0; x < dw; ++x) {
-      const Tap t = xt[static_cast<size_t>(x)];
-      const uint8_t* a = r + static_cast<size_t>(t.i0) * c;
-      const uint8_t* b = r + static_cast<size_t>(t.i1) * c;
-      int32_t* o = out + static_cast<size_t>(x) * c;
-      for (int k = 0; k < c; ++k) o[k] = a[k] * (kOne - t.w1) + b[k] * t.w1;
-    }
-  };
-  auto row = [&](int sy) -> const int32_t* {
-    if (have[0] == sy) return rows[0];
-    if (have[1] == sy) return rows[1];
-    // Replace the buffer not holding the other row this output row needs (the older one).
-    const int slot = have[0] < have[1] ? 0 : 1;
-    hpass(sy, rows[slot]);
-    have[slot] = sy;
-    return rows[slot];
-  };
+  std::vector<int32_t> blended(srow);
+  int32_t* __restrict col = blended.data();
+  const Tap* taps = xt.data();
   constexpr int kShift = 2 * kWeightBits;
   constexpr int32_t kHalf = int32_t{1} << (kShift - 1);
   for (int y = 0; y < dh; ++y) {
-    const Tap t = yt[static_cast<size_t>(y)];
-    const int32_t* r0 = row(t.i0);
-    const int32_t* r1 = row(t.i1);
-    const int32_t w0 = kOne - t.w1, w1 = t.w1;
-    uint8_t* out = dst + static_cast<size_t>(y) * drow;
-    for (size_t i = 0; i < drow; ++i) out[i] = static_cast<uint8_t>((r0[i] * w0 + r1[i] * w1 + kHalf) >> kShift);
+    const Tap ty = yt[static_cast<size_t>(y)];
+    const uint8_t* __restrict r0 = src + static_cast<size_t>(ty.i0) * srow;
+    const uint8_t* __restrict r1 = src + static_cast<size_t>(ty.i1) * srow;
+    const int32_t w0 = kOne - ty.w1, w1 = ty.w1;
+    for (size_t i = 0; i < srow; ++i) col[i] = r0[i] * w0 + r1[i] * w1;
+    uint8_t* __restrict out = dst + static_cast<size_t>(y) * drow;
+    for (int x = 0; x < dw; ++x) {
+      const Tap t = taps[x];
+      const int32_t* a = col + static_cast<size_t>(t.i0) * c;
+      const int32_t* b = col + static_cast<size_t>(t.i1) * c;
+      uint8_t* o = out + static_cast<size_t>(x) * c;
+      for (int k = 0; k < c; ++k) o[k] = static_cast<uint8_t>((a[k] * (kOne - t.w1) + b[k] * t.w1 + kHalf) >> kShift);
+    }
   }
 }
 

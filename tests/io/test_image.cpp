@@ -336,6 +336,21 @@ TEST(JpegCodec, CmykAndYcckDecodeToRgb) {
   }
 }
 
+TEST(JpegCodec, RgbColourSpaceDecodes) {
+  // Components stored as R, G, B (Adobe transform 0) rather than YCbCr.
+  const int h = 24, w = 40;
+  auto src = make_image(h, w, 3);
+  auto jpg = libjpeg_encode(src, h, w, 3, false, JCS_RGB);
+  Image img, gray;
+  std::string err;
+  ASSERT_TRUE(decode_jpeg(jpg.data(), jpg.size(), 3, img, &err)) << err;
+  EXPECT_LE(mean_abs_diff(img.pixels.data(), src.data(), src.size()), 1.5);
+  ASSERT_TRUE(decode_jpeg(jpg.data(), jpg.size(), 1, gray, &err)) << err;
+  ASSERT_EQ(gray.pixels.size(), static_cast<size_t>(h * w));
+  const size_t mid = static_cast<size_t>(h / 2) * w + w / 2;
+  EXPECT_NEAR(gray.pixels[mid], 0.299 * src[3 * mid] + 0.587 * src[3 * mid + 1] + 0.114 * src[3 * mid + 2], 4);
+}
+
 TEST(JpegCodec, ProgressiveDecodes) {
   const int h = 120, w = 160;
   for (int c : {1, 3}) {
