@@ -380,7 +380,9 @@ bool jpeg_info(const uint8_t* data, size_t size, JpegInfo& info, std::string* er
   return true;
 }
 
-bool decode_jpeg(const uint8_t* data, size_t size, int channels, Image& out, std::string* error) {
+namespace {
+
+bool decode_jpeg_impl(const uint8_t* data, size_t size, int channels, Image& out, std::string* error) {
   if (!valid_channels(channels, error)) return false;
   Decoder& dec = thread_decoder();
   if (!open_jpeg(dec, data, size, error)) return false;
@@ -403,7 +405,8 @@ bool decode_jpeg(const uint8_t* data, size_t size, int channels, Image& out, std
   return ok;
 }
 
-bool decode_jpeg_to(const uint8_t* data, size_t size, int h, int w, int channels, uint8_t* dst, std::string* error) {
+bool decode_jpeg_to_impl(const uint8_t* data, size_t size, int h, int w, int channels, uint8_t* dst,
+                         std::string* error) {
   if (!valid_channels(channels, error)) return false;
   if (h <= 0 || w <= 0 || dst == nullptr) {
     set_error(error, str("bad decode target ", h, "x", w));
@@ -435,6 +438,28 @@ bool decode_jpeg_to(const uint8_t* data, size_t size, int h, int w, int channels
   release_if_huge(t_scratch);
   release_if_huge(t_cmyk);
   return ok;
+}
+
+}  // namespace
+
+// The pixel buffers can fail to allocate (a 100-megapixel image): that too is a `false`, never a throw.
+bool decode_jpeg(const uint8_t* data, size_t size, int channels, Image& out, std::string* error) {
+  try {
+    return decode_jpeg_impl(data, size, channels, out, error);
+  } catch (const std::exception& e) {
+    out = Image{};
+    set_error(error, str("JPEG decoding failed: ", e.what()));
+    return false;
+  }
+}
+
+bool decode_jpeg_to(const uint8_t* data, size_t size, int h, int w, int channels, uint8_t* dst, std::string* error) {
+  try {
+    return decode_jpeg_to_impl(data, size, h, w, channels, dst, error);
+  } catch (const std::exception& e) {
+    set_error(error, str("JPEG decoding failed: ", e.what()));
+    return false;
+  }
 }
 
 std::vector<uint8_t> encode_jpeg(const uint8_t* pixels, int h, int w, int c, int quality) {
