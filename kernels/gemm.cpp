@@ -93,15 +93,16 @@ Scratch& scratch() {
 void sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda,
            const float* B, int ldb, float beta, float* C, int ldc) {
   if (M <= 0 || N <= 0) return;
-  // Scale (or clear) C once; the K blocks below then accumulate.
-  for (int i = 0; i < M; ++i) {
-    float* c = C + static_cast<long>(i) * ldc;
-    if (beta == 0.f)
-      std::fill(c, c + N, 0.f);
-    else if (beta != 1.f)
-      for (int j = 0; j < N; ++j) c[j] *= beta;
+  if (K <= 0 || alpha == 0.f) {  // C = beta * C only
+    for (int i = 0; i < M; ++i) {
+      float* c = C + static_cast<long>(i) * ldc;
+      if (beta == 0.f)
+        std::fill(c, c + N, 0.f);
+      else if (beta != 1.f)
+        for (int j = 0; j < N; ++j) c[j] *= beta;
+    }
+    return;
   }
-  if (K <= 0 || alpha == 0.f) return;
 
   Scratch& sc = scratch();
   sc.a.resize(static_cast<size_t>(MC) * KC);
@@ -122,10 +123,17 @@ void sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const f
           for (int ir = 0; ir < mc; ir += MR) {
             int mr = std::min(MR, mc - ir);
             micro_kernel(kc, sc.a.data() + (ir / MR) * (MR * kc), bp, tile);
+            // The first K block applies beta (beta == 0 never reads C, so NaNs there do not propagate);
+            // later blocks accumulate. No separate pass over C.
             for (int i = 0; i < mr; ++i) {
               float* c = C + static_cast<long>(i0 + ir + i) * ldc + j0 + jr;
               const float* t = tile + i * NR;
-              for (int j = 0; j < nr; ++j) c[j] += alpha * t[j];
+              if (k0 > 0 || beta == 1.f)
+                for (int j = 0; j < nr; ++j) c[j] += alpha * t[j];
+              else if (beta == 0.f)
+                for (int j = 0; j < nr; ++j) c[j] = alpha * t[j];
+              else
+                for (int j = 0; j < nr; ++j) c[j] = alpha * t[j] + beta * c[j];
             }
           }
         }

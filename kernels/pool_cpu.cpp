@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <vector>
 
 #include "engine/error.h"
 #include "kernels/parallel.h"
@@ -25,38 +26,48 @@ void per_image(int n, F&& fn) {
   });
 }
 
+// y[c] = max of x over pixels [h0,h1) x [w0,w1) of one image, a[c] = the winner's h*W + w. Pixels are
+// scanned in row-major order and only a strictly greater value (or a NaN, which propagates) replaces the
+// current winner, so ties keep the first. Branch-free selects, so the channel loop vectorises.
+void max_window(const float* xn, int W, int C, int h0, int h1, int w0, int w1, float* __restrict y,
+                int32_t* __restrict a) {
+  if (h0 >= h1 || w0 >= w1) {  // a window entirely in the padding (pad >= kernel): nothing to take
+    std::fill(y, y + C, 0.f);
+    std::fill(a, a + C, -1);
+    return;
+  }
+  const float* first = xn + (int64_t{h0} * W + w0) * C;
+  std::copy(first, first + C, y);
+  std::fill(a, a + C, h0 * W + w0);
+  for (int h = h0; h < h1; ++h)
+    for (int w = (h == h0 ? w0 + 1 : w0); w < w1; ++w) {
+      const float* xv = xn + (int64_t{h} * W + w) * C;
+      const int32_t idx = h * W + w;
+      for (int c = 0; c < C; ++c) {
+        const float v = xv[c], best = y[c];
+        const bool take = (v > best) | (std::isnan(v) & !std::isnan(best));  // bitwise: no branches
+        y[c] = take ? v : best;
+        a[c] = take ? idx : a[c];
+      }
+    }
+}
+
 }  // namespace
 
 void maxpool_forward(const PoolShape& sh, const float* x, float* y, int32_t* argmax) {
   check(sh);
   const int H = sh.h, W = sh.w, C = sh.c, P = sh.p(), Q = sh.q();
-  per_image(sh.n, [&](int64_t n) {
+  per_image(sh.n, [=](int64_t n) {
+    thread_local std::vector<int32_t> no_argmax;  // winners still have to be tracked when argmax is null
+    if (!argmax && static_cast<int>(no_argmax.size()) < C) no_argmax.resize(static_cast<size_t>(C));
     const float* xn = x + n * H * W * C;
     for (int p = 0; p < P; ++p)
       for (int q = 0; q < Q; ++q) {
         const int64_t o = ((n * P + p) * Q + q) * C;
-        float* yo = y + o;
-        int32_t* ao = argmax ? argmax + o : nullptr;
+        int32_t* ao = argmax ? argmax + o : no_argmax.data();
         const int h0 = std::max(p * sh.stride - sh.pad, 0), h1 = std::min(p * sh.stride - sh.pad + sh.kernel, H);
         const int w0 = std::max(q * sh.stride - sh.pad, 0), w1 = std::min(q * sh.stride - sh.pad + sh.kernel, W);
-        if (h0 >= h1 || w0 >= w1) {  // a window entirely in the padding (pad >= kernel): nothing to take
-          std::fill(yo, yo + C, 0.f);
-          if (ao) std::fill(ao, ao + C, -1);
-          continue;
-        }
-        // Scan in row-major order; only a strictly greater value (or a NaN, which propagates) replaces
-        // the current winner, so ties keep the first.
-        std::copy(xn + (int64_t{h0} * W + w0) * C, xn + (int64_t{h0} * W + w0 + 1) * C, yo);
-        if (ao) std::fill(ao, ao + C, h0 * W + w0);
-        for (int h = h0; h < h1; ++h)
-          for (int w = (h == h0 ? w0 + 1 : w0); w < w1; ++w) {
-            const float* xv = xn + (int64_t{h} * W + w) * C;
-            for (int c = 0; c < C; ++c)
-              if (xv[c] > yo[c] || (std::isnan(xv[c]) && !std::isnan(yo[c]))) {
-                yo[c] = xv[c];
-                if (ao) ao[c] = h * W + w;
-              }
-          }
+        max_window(xn, W, C, h0, h1, w0, w1, y + o, ao);
       }
   });
 }

@@ -267,6 +267,23 @@ TEST(PoolKnown, MaxPoolChannelsAreIndependent) {
   EXPECT_EQ(am, (std::vector<int32_t>{3, 2}));
 }
 
+TEST(PoolKnown, MaxPoolPropagatesNaNAndAllowsNullArgmax) {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  // 2x4 image, kernel 2 stride 2: the windows hold {1, nan, 5, 6} and {3, 4, 7, 8}.
+  const std::vector<float> x = {1, nan, 3, 4, 5, 6, 7, 8};
+  const PoolShape sh = pool(1, 2, 4, 1, 2, 2, 0);
+  std::vector<float> y(2), y_null(2);
+  std::vector<int32_t> am(2);
+  cpu::maxpool_forward(sh, x.data(), y.data(), am.data());
+  EXPECT_TRUE(std::isnan(y[0]));
+  EXPECT_EQ(am[0], 1);
+  EXPECT_EQ(y[1], 8.f);
+  EXPECT_EQ(am[1], 7);
+  cpu::maxpool_forward(sh, x.data(), y_null.data(), nullptr);
+  EXPECT_TRUE(std::isnan(y_null[0]));
+  EXPECT_EQ(y_null[1], 8.f);
+}
+
 TEST(PoolKnown, AvgPool) {
   const std::vector<float> x = {1, 2, 3, 4, 5, 6, 7, 8, 9};
   std::vector<float> y(4);
