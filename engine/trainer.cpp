@@ -153,15 +153,6 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
                         ", but this build's trainer runs on the CPU backend only (the CUDA backend is not in yet)"));
   }
   ThreadPool::set_threads(cfg.threads);
-  if (!cfg.quiet) {
-    if (cfg.device == "cpu")
-      std::printf("device: CPU backend (--device cpu), %d threads\n", ThreadPool::threads());
-    else if (dev.usable)
-      std::printf("device: found %s, but the CUDA backend is not in yet: CPU backend, %d threads\n",
-                  dev.description.c_str(), ThreadPool::threads());
-    else
-      std::printf("device: no usable GPU (%s): CPU backend, %d threads\n", dev.reason.c_str(), ThreadPool::threads());
-  }
 
   // ---- data -------------------------------------------------------------------------------------------------
   io::ImageFolder train_set = io::index_image_folder(cfg.data);
@@ -196,6 +187,17 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
   fs::create_directories(run_dir, ec);
   if (ec) throw UserError(str("cannot create run folder ", run_dir, ": ", ec.message()));
   fs::remove(fs::path(run_dir) / "metrics.jsonl", ec);
+
+  // Everything the user could get wrong has been checked: now say what runs.
+  if (!cfg.quiet) {
+    if (cfg.device == "cpu")
+      std::printf("device: CPU backend (--device cpu), %d threads\n", ThreadPool::threads());
+    else if (dev.usable)
+      std::printf("device: found %s, but the CUDA backend is not in yet: CPU backend, %d threads\n",
+                  dev.description.c_str(), ThreadPool::threads());
+    else
+      std::printf("device: no usable GPU (%s): CPU backend, %d threads\n", dev.reason.c_str(), ThreadPool::threads());
+  }
 
   std::vector<float> mean, stdev;
   estimate_normalization(train_samples, shape, cfg.seed, cfg.workers, mean, stdev);

@@ -16,12 +16,20 @@ namespace stoke::test {
 
 namespace fs = std::filesystem;
 
+// The build tree (for the stoke binary and shared test data); $STOKE_BINARY_DIR overrides.
+inline std::string binary_dir() {
+  if (const char* b = std::getenv("STOKE_BINARY_DIR"); b && *b) return b;
+  return STOKE_TEST_BINARY_DIR;
+}
+
+// Where the MNIST download and JPEG tree for tests live: shared by every test binary of a build tree.
+inline std::string mnist_test_root() { return binary_dir() + "/test-data/mnist"; }
+
 // A fresh, empty folder under the build tree (or /tmp), removed when the object dies.
 class TempDir {
  public:
   explicit TempDir(const std::string& tag) {
-    const char* bin = std::getenv("STOKE_BINARY_DIR");
-    fs::path base = bin ? fs::path(bin) / "test-tmp" : fs::temp_directory_path() / "stoke-test";
+    fs::path base = fs::path(binary_dir()) / "test-tmp";
     path_ = base / (tag + "-" + std::to_string(::getpid()));
     fs::remove_all(path_);
     fs::create_directories(path_);
@@ -61,8 +69,7 @@ struct RunResult {
 
 // Runs the stoke binary with arguments (quoted naively: tests use plain paths).
 inline RunResult run_stoke(const std::string& args) {
-  const char* bin = std::getenv("STOKE_BINARY_DIR");
-  std::string cmd = std::string(bin ? bin : ".") + "/bin/stoke " + args + " 2>&1";
+  std::string cmd = binary_dir() + "/bin/stoke " + args + " 2>&1";
   RunResult r;
   FILE* p = ::popen(cmd.c_str(), "r");
   if (!p) return r;

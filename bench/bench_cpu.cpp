@@ -1,0 +1,84 @@
+// CPU backend microbenchmarks: GEMM and the convolution shapes of the small CNN. Each reports GFLOP/s;
+// BM_GemmNaive is the in-run reference the blocked kernel is compared against.
+#include <benchmark/benchmark.h>
+
+#include <vector>
+
+#include "engine/rng.h"
+#include "kernels/batchnorm.h"
+#include "kernels/conv2d.h"
+#include "kernels/gemm.h"
+#include "kernels/parallel.h"
+
+using namespace stoke;
+
+namespace {
+std::vector<float> randn(size_t n, uint64_t key) {
+  std::vector<float> v(n);
+  for (size_t i = 0; i < n; ++i) v[i] = normal01(key, i);
+  return v;
+}
+
+void BM_Gemm(benchmark::State& st) {
+  const int m = static_cast<int>(st.range(0)), n = static_cast<int>(st.range(1)), k = static_cast<int>(st.range(2));
+  auto a = randn(static_cast<size_t>(m) * k, 1), b = randn(static_cast<size_t>(k) * n, 2);
+  std::vector<float> c(static_cast<size_t>(m) * n);
+  for (auto _ : st) {
+    sgemm(false, true, m, n, k, 1.f, a.data(), k, b.data(), k, 0.f, c.data(), n);
+    benchmark::DoNotOptimize(c.data());
+  }
+  st.counters["GFLOP/s"] = benchmark::Counter(2e-9 * m * n * k, benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_Gemm)->Args({784, 32, 144})->Args({196, 64, 288})->Args({512, 512, 512})->Unit(benchmark::kMicrosecond);
+
+void BM_GemmNaive(benchmark::State& st) {
+  const int m = static_cast<int>(st.range(0)), n = static_cast<int>(st.range(1)), k = static_cast<int>(st.range(2));
+  auto a = randn(static_cast<size_t>(m) * k, 1), b = randn(static_cast<size_t>(k) * n, 2);
+  std::vector<float> c(static_cast<size_t>(m) * n);
+  for (auto _ : st) {
+    sgemm_naive(false, true, m, n, k, 1.f, a.data(), k, b.data(), k, 0.f, c.data(), n);
+    benchmark::DoNotOptimize(c.data());
+  }
+  st.counters["GFLOP/s"] = benchmark::Counter(2e-9 * m * n * k, benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_GemmNaive)->Args({784, 32, 144})->Unit(benchmark::kMicrosecond);
+
+// The small CNN's convolutions at batch 128: forward + backward.
+void BM_ConvFwdBwd(benchmark::State& st) {
+  ConvShape s;
+  s.n = 128;
+  s.h = s.w = static_cast<int>(st.range(0));
+  s.c = static_cast<int>(st.range(1));
+  s.k = static_cast<int>(st.range(2));
+  s.r = s.s = 3;
+  s.pad = 1;
+  auto x = randn(static_cast<size_t>(s.n) * s.h * s.w * s.c, 3), w = randn(static_cast<size_t>(s.k) * 9 * s.c, 4);
+  std::vector<float> y(static_cast<size_t>(s.n) * s.p() * s.q() * s.k), dx(x.size()), dw(w.size());
+  auto dy = randn(y.size(), 5);
+  for (auto _ : st) {
+    cpu::conv2d_forward(s, x.data(), w.data(), nullptr, y.data());
+    cpu::conv2d_backward(s, x.data(), w.data(), dy.data(), s.c > 1 ? dx.data() : nullptr, dw.data(), nullptr);
+    benchmark::DoNotOptimize(dw.data());
+  }
+  const double macs = double(s.n) * s.p() * s.q() * s.k * 9 * s.c;
+  st.counters["GFLOP/s"] = benchmark::Counter(2e-9 * macs * (s.c > 1 ? 3 : 2), benchmark::Counter::kIsIterationInvariantRate);
+  st.counters["threads"] = ThreadPool::threads();
+}
+BENCHMARK(BM_ConvFwdBwd)->Args({28, 1, 16})->Args({14, 16, 32})->Args({7, 32, 64})->Unit(benchmark::kMillisecond)->UseRealTime();
+
+void BM_BatchNormTrainFwdBwd(benchmark::State& st) {
+  const int rows = 128 * 14 * 14, c = 32;
+  auto x = randn(static_cast<size_t>(rows) * c, 6), dy = randn(x.size(), 7);
+  std::vector<float> y(x.size()), dx(x.size()), g(c, 1.f), b(c, 0.f), rm(c, 0.f), rv(c, 1.f), sm(c), si(c), dg(c), db(c);
+  for (auto _ : st) {
+    cpu::batchnorm_forward_train(rows, c, x.data(), g.data(), b.data(), 1e-5f, 0.1f, rm.data(), rv.data(), y.data(), sm.data(), si.data());
+    cpu::batchnorm_backward(rows, c, x.data(), g.data(), sm.data(), si.data(), dy.data(), dx.data(), dg.data(), db.data());
+    benchmark::DoNotOptimize(dx.data());
+  }
+  st.counters["GB/s"] = benchmark::Counter(1e-9 * 5.0 * sizeof(float) * x.size(), benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_BatchNormTrainFwdBwd)->Unit(benchmark::kMicrosecond)->UseRealTime();
+
+}  // namespace
+
+BENCHMARK_MAIN();
