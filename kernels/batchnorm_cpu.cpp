@@ -28,8 +28,9 @@ double* scratch_partials(int64_t n) {
   return buf.data();
 }
 
-// out[c] = sum over rows of f(row pointer, c), for one or two quantities at once, deterministic.
-// f(r, c, acc0, acc1) adds the row's contribution to acc0[c] (and acc1[c]).
+// Per-channel sums over the rows of one (nq = 1) or two (nq = 2) quantities, deterministic:
+// f(r, acc0, acc1) adds row r's contributions to acc0[0..C) (and acc1[0..C)); the totals land in out0
+// (and out1).
 template <typename F>
 void channel_sums(int64_t rows, int C, int nq, double* out0, double* out1, F f) {
   const int64_t nc = num_chunks(rows);
@@ -81,6 +82,7 @@ void batchnorm_forward_train(int rows, int C, const float* x, const float* gamma
     if (save_mean) save_mean[c] = m[c];
     if (save_invstd) save_invstd[c] = invstd;
     scale[c] = gamma[c] * invstd;
+    // PyTorch refuses a single row in training mode; here it simply keeps the (zero) biased variance.
     const double unbiased = rows > 1 ? var[c] * rows / (rows - 1) : var[c];
     if (running_mean)
       running_mean[c] = static_cast<float>((1.0 - momentum) * running_mean[c] + double{momentum} * mean[c]);
