@@ -25,7 +25,7 @@ struct DatasetArgs {
 
 void add_train(CLI::App& app, TrainConfig& cfg, std::string& optimizer, std::string& schedule) {
   auto* t = app.add_subcommand("train", "Train a CNN classifier on an ImageFolder of JPEGs (DIR/<class>/*.jpg)");
-  t->add_option("--data", cfg.data, "Training images: DIR/<class>/*.jpg")->required();
+  t->add_option("--data", cfg.data, "Training images: DIR/<class>/*.jpg (required unless --resume)");
   t->add_option("--val", cfg.val, "Validation images, same classes (evaluated after each epoch)");
   t->add_option("--model", cfg.model, "Model: small-cnn, small-cnn-wide")->capture_default_str();
   t->add_option("--epochs", cfg.epochs, "Passes over the training data")->capture_default_str()->check(CLI::PositiveNumber);
@@ -45,6 +45,16 @@ void add_train(CLI::App& app, TrainConfig& cfg, std::string& optimizer, std::str
   t->add_option("--device", cfg.device, "auto | cpu | cuda")->capture_default_str()->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   t->add_option("--out", cfg.out, "Run folder for metrics.jsonl, config.json, summary.json (default runs/<model>-<time>)");
   t->add_flag("--overwrite", cfg.overwrite, "Reuse an --out folder that already holds a run");
+  t->add_option("--resume", cfg.resume, "Continue the run in this folder from its latest checkpoint (its settings are reused; "
+                "--epochs, --threads, --workers, --device and --quiet may change)");
+  t->add_option("--checkpoint-every", cfg.checkpoint_every, "Also checkpoint every N steps (0: at each epoch's end only)")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
+  t->add_option("--keep-checkpoints", cfg.keep_checkpoints, "Newest checkpoints kept (the best is always kept)")
+      ->capture_default_str()->check(CLI::Range(1, 1000));
+  t->add_option("--clip-grad-norm", cfg.clip_grad_norm, "Clip the global gradient L2 norm (0 = off)")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
+  t->add_option("--max-nonfinite-steps", cfg.max_nonfinite_steps, "Stop after this many consecutive non-finite losses")
+      ->capture_default_str()->check(CLI::Range(1, 1000000));
   t->add_option("--threads", cfg.threads, "CPU backend threads (0 = all cores)")->capture_default_str()->check(CLI::NonNegativeNumber);
   t->add_option("--workers", cfg.workers, "JPEG decoder threads")->capture_default_str()->check(CLI::Range(1, 256));
   t->add_option("--limit-train", cfg.limit_train, "Train on a seeded random subset of N images (0 = all)")
@@ -112,8 +122,29 @@ int main(int argc, char** argv) {
 
   try {
     if (app.got_subcommand("train")) {
+      CLI::App* t = app.get_subcommand("train");
       cfg.optimizer.kind = parse_optimizer(optimizer);
       cfg.schedule = parse_schedule(schedule);
+      if (!cfg.resume.empty()) {
+        // The run's own settings, with the few that may change taken from the command line.
+        TrainConfig resumed = config_for_resume(cfg.resume);
+        for (const CLI::Option* o : t->get_options()) {
+          if (o->count() == 0) continue;
+          const std::string name = o->get_name();
+          if (name == "--resume" || name == "--help") continue;
+          if (name == "--epochs") resumed.epochs = cfg.epochs;
+          else if (name == "--threads") resumed.threads = cfg.threads;
+          else if (name == "--workers") resumed.workers = cfg.workers;
+          else if (name == "--device") resumed.device = cfg.device;
+          else if (name == "--quiet") resumed.quiet = cfg.quiet;
+          else
+            throw UserError(str(name, " cannot change when resuming (the run's settings are in ", cfg.resume,
+                                "/config.json): start a new run with --out instead"));
+        }
+        cfg = resumed;
+      } else if (cfg.data.empty()) {
+        throw UserError("--data is required (an ImageFolder: DIR/<class>/*.jpg), or --resume RUNDIR");
+      }
       TrainResult r = train(cfg, build_model);
       (void)r;
       return 0;

@@ -190,6 +190,15 @@ int Graph::concat(const std::vector<int>& xs) {
   return add_node(std::move(n));
 }
 
+static int find_named(const std::vector<ParamInfo>& list, const std::string& name) {
+  for (size_t i = 0; i < list.size(); ++i)
+    if (list[i].name == name) return static_cast<int>(i);
+  return -1;
+}
+
+int Graph::find_param(const std::string& name) const { return find_named(params_, name); }
+int Graph::find_buffer(const std::string& name) const { return find_named(buffers_, name); }
+
 std::vector<int> Graph::consumers() const {
   std::vector<int> c(nodes_.size(), 0);
   for (const Node& n : nodes_)

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace stoke {
@@ -67,6 +68,10 @@ class Graph {
   int concat(const std::vector<int>& xs);
 
   const std::string& name() const { return name_; }
+  // One human line on how the model was built for this input (e.g. which stem a ResNet chose); empty when
+  // there is nothing to say beyond the name. Front ends print it next to the model name.
+  const std::string& description() const { return description_; }
+  void set_description(std::string d) { description_ = std::move(d); }
   const std::vector<Node>& nodes() const { return nodes_; }
   const Node& node(int i) const { return nodes_.at(static_cast<size_t>(i)); }
   int output() const { return static_cast<int>(nodes_.size()) - 1; }
@@ -76,6 +81,9 @@ class Graph {
   const std::vector<ParamInfo>& buffers() const { return buffers_; }
   int64_t num_params() const { return num_params_; }
   int64_t num_buffers() const { return num_buffers_; }
+  // Index into params() / buffers() of the entry with this exact name, or -1.
+  int find_param(const std::string& name) const;
+  int find_buffer(const std::string& name) const;
   // Multiply-accumulates of one forward pass per sample (convs and linears).
   int64_t forward_macs() const;
 
@@ -94,7 +102,7 @@ class Graph {
   int add_buffer(const std::string& name, std::vector<int> shape, Init init);
   const Shape3& shape_of(int x) const;
 
-  std::string name_;
+  std::string name_, description_;
   std::vector<Node> nodes_;
   std::vector<ParamInfo> params_, buffers_;
   int64_t num_params_ = 0, num_buffers_ = 0;

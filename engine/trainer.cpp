@@ -1,6 +1,7 @@
 #include "engine/trainer.h"
 
 #include <algorithm>
+#include <csignal>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -11,9 +12,12 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/batch_loader.h"
+#include "engine/checkpoint.h"
 #include "engine/cpu_executor.h"
 #include "engine/device.h"
 #include "engine/error.h"
+#include "engine/fsutil.h"
+#include "engine/interrupt.h"
 #include "engine/progress.h"
 #include "engine/rng.h"
 #include "io/dataset.h"
@@ -123,14 +127,135 @@ class JsonlWriter {
   std::ofstream f_;
 };
 
-void write_json(const std::string& path, const json& j) {
-  std::string tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp);
-    f << j.dump(2) << '\n';
-    if (!f) throw Error(str("cannot write ", tmp));
+}  // namespace
+
+json config_to_json(const TrainConfig& c) {
+  return {{"data", c.data},
+          {"val", c.val},
+          {"model", c.model},
+          {"epochs", c.epochs},
+          {"batch_size", c.batch_size},
+          {"lr", c.lr},
+          {"optimizer", to_string(c.optimizer.kind)},
+          {"momentum", c.optimizer.momentum},
+          {"nesterov", c.optimizer.nesterov},
+          {"weight_decay", c.optimizer.weight_decay},
+          {"beta1", c.optimizer.beta1},
+          {"beta2", c.optimizer.beta2},
+          {"eps", c.optimizer.eps},
+          {"schedule", to_string(c.schedule)},
+          {"warmup_epochs", c.warmup_epochs},
+          {"label_smoothing", c.label_smoothing},
+          {"clip_grad_norm", c.clip_grad_norm},
+          {"seed", c.seed},
+          {"limit_train", c.limit_train},
+          {"limit_val", c.limit_val},
+          {"image_size", c.image_size},
+          {"strict", c.strict},
+          {"checkpoint_every", c.checkpoint_every},
+          {"keep_checkpoints", c.keep_checkpoints},
+          {"max_nonfinite_steps", c.max_nonfinite_steps}};
+}
+
+TrainConfig config_from_json(const json& j) {
+  TrainConfig c;
+  try {
+    c.data = j.at("data").get<std::string>();
+    c.val = j.value("val", std::string());
+    c.model = j.at("model").get<std::string>();
+    c.epochs = j.at("epochs").get<int>();
+    c.batch_size = j.at("batch_size").get<int>();
+    c.lr = j.at("lr").get<float>();
+    c.optimizer.kind = parse_optimizer(j.at("optimizer").get<std::string>());
+    c.optimizer.momentum = j.at("momentum").get<float>();
+    c.optimizer.nesterov = j.at("nesterov").get<bool>();
+    c.optimizer.weight_decay = j.at("weight_decay").get<float>();
+    c.optimizer.beta1 = j.value("beta1", c.optimizer.beta1);
+    c.optimizer.beta2 = j.value("beta2", c.optimizer.beta2);
+    c.optimizer.eps = j.value("eps", c.optimizer.eps);
+    c.schedule = parse_schedule(j.at("schedule").get<std::string>());
+    c.warmup_epochs = j.value("warmup_epochs", 0.f);
+    c.label_smoothing = j.value("label_smoothing", 0.f);
+    c.clip_grad_norm = j.value("clip_grad_norm", 0.f);
+    c.seed = j.at("seed").get<uint64_t>();
+    c.limit_train = j.value("limit_train", int64_t{0});
+    c.limit_val = j.value("limit_val", int64_t{0});
+    c.image_size = j.value("image_size", 0);
+    c.strict = j.value("strict", false);
+    c.checkpoint_every = j.value("checkpoint_every", int64_t{0});
+    c.keep_checkpoints = j.value("keep_checkpoints", 3);
+    c.max_nonfinite_steps = j.value("max_nonfinite_steps", 5);
+  } catch (const json::exception& e) {
+    throw Error(str("the saved run configuration is incomplete or damaged: ", e.what()));
   }
-  fs::rename(tmp, path);
+  return c;
+}
+
+TrainConfig config_for_resume(const std::string& run_dir) {
+  if (!fs::is_directory(run_dir)) throw UserError(str("--resume ", run_dir, ": no such run folder"));
+  const std::string ck = find_checkpoint(run_dir);
+  if (ck.empty())
+    throw UserError(str("--resume ", run_dir, ": the folder holds no checkpoint (", run_dir, "/checkpoints/latest)"));
+  json state;
+  try {
+    std::vector<uint8_t> text = read_whole_file((fs::path(ck) / "state.json").string());
+    state = json::parse(text.begin(), text.end());
+  } catch (const json::exception& e) {
+    throw Error(str(ck, "/state.json is damaged: ", e.what()));
+  }
+  if (!state.contains("config")) throw Error(str(ck, "/state.json holds no configuration"));
+  TrainConfig c = config_from_json(state["config"]);
+  c.resume = run_dir;
+  c.out = run_dir;
+  return c;
+}
+
+namespace {
+
+// A fingerprint of the data a run trains on: class names, and every sample's path (relative to the root)
+// and label. A resumed run refuses data that differs.
+std::string dataset_fingerprint(const io::ImageFolder& f, const std::vector<io::Sample>& used) {
+  uint64_t h = fnv1a64(nullptr, 0);
+  for (const std::string& c : f.classes) h = fnv1a64(c.data(), c.size() + 1, h);
+  const size_t root = f.root.size();
+  for (const io::Sample& s : used) {
+    std::string rel = s.path.size() > root ? s.path.substr(root) : s.path;
+    h = fnv1a64(rel.data(), rel.size() + 1, h);
+    h = fnv1a64(&s.label, sizeof s.label, h);
+  }
+  return str(used.size(), "-", hex64(h));
+}
+
+// Deterministic global L2 norm of the gradient (fixed chunking, partials summed in order).
+double grad_norm(const std::vector<float>& g) {
+  const int64_t n = static_cast<int64_t>(g.size());
+  const int64_t chunks = std::clamp<int64_t>(n / 65536, 1, 64);
+  std::vector<double> part(static_cast<size_t>(chunks), 0.0);
+  parallel_tasks(chunks, [&](int64_t t) {
+    double s = 0;
+    for (int64_t i = n * t / chunks; i < n * (t + 1) / chunks; ++i) s += static_cast<double>(g[static_cast<size_t>(i)]) * g[static_cast<size_t>(i)];
+    part[static_cast<size_t>(t)] = s;
+  });
+  double s = 0;
+  for (double p : part) s += p;
+  return std::sqrt(s);
+}
+
+// Keeps metrics.jsonl consistent with a resumed run: drops lines written after the checkpoint's step.
+void truncate_metrics(const std::string& path, int64_t step) {
+  std::ifstream in(path);
+  if (!in) return;
+  std::string line, kept;
+  while (std::getline(in, line)) {
+    try {
+      json j = json::parse(line);
+      if (j.value("step", int64_t{0}) > step) continue;
+    } catch (const json::exception&) {
+      continue;  // a line torn by the crash
+    }
+    kept += line + "\n";
+  }
+  atomic_write_file(path, kept);
 }
 
 }  // namespace
@@ -142,6 +267,7 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
   if (!(cfg.lr > 0.f) || !std::isfinite(cfg.lr)) throw UserError("--lr must be a positive number");
   if (cfg.label_smoothing < 0.f || cfg.label_smoothing >= 1.f) throw UserError("--label-smoothing must be in [0, 1)");
   if (cfg.data.empty()) throw UserError("--data is required (an ImageFolder: DIR/<class>/*.jpg)");
+  const bool resuming = !cfg.resume.empty();
 
   // ---- backend --------------------------------------------------------------------------------------------
   DeviceProbe dev = probe_cuda();
@@ -172,21 +298,57 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
   const int classes = static_cast<int>(train_set.classes.size());
   const int batch = static_cast<int>(std::min<int64_t>(cfg.batch_size, static_cast<int64_t>(train_samples.size())));
   const int64_t steps_per_epoch = static_cast<int64_t>(train_samples.size()) / batch;
+  const std::string fingerprint = dataset_fingerprint(train_set, train_samples);
 
   // ---- model ------------------------------------------------------------------------------------------------
   Graph graph = build_model(cfg.model, shape, classes);
   std::vector<float> params(static_cast<size_t>(graph.num_params())), grads(params.size()),
       buffers(static_cast<size_t>(graph.num_buffers()));
   graph.initialize(params.data(), buffers.data(), cfg.seed);
+  Optimizer opt(cfg.optimizer, graph.params(), graph.num_params());
 
-  // ---- run directory ----------------------------------------------------------------------------------------
+  // ---- run folder, or the checkpoint to continue from -------------------------------------------------------
   const std::string run_dir = cfg.out.empty() ? default_run_dir(cfg.model) : cfg.out;
+  const std::string metrics_path = (fs::path(run_dir) / "metrics.jsonl").string();
   std::error_code ec;
-  if (fs::exists(fs::path(run_dir) / "metrics.jsonl") && !cfg.overwrite)
-    throw UserError(str("--out ", run_dir, " already holds a run (metrics.jsonl): choose another folder or pass --overwrite"));
-  fs::create_directories(run_dir, ec);
-  if (ec) throw UserError(str("cannot create run folder ", run_dir, ": ", ec.message()));
-  fs::remove(fs::path(run_dir) / "metrics.jsonl", ec);
+  int64_t start_epoch = 0, start_cursor = 0, step = 0;
+  json resume_sums, history = json::array();
+  double best_val_acc = -1;
+  std::vector<float> mean, stdev;
+  std::string resumed_from;
+  if (resuming) {
+    resumed_from = find_checkpoint(run_dir);
+    if (resumed_from.empty()) throw UserError(str("--resume ", run_dir, ": no checkpoint to continue from"));
+    CheckpointData ck = load_checkpoint(resumed_from, graph, to_string(cfg.optimizer.kind));
+    const json& st = ck.state;
+    if (st.value("dataset", std::string()) != fingerprint)
+      throw UserError(str("--resume ", run_dir, ": the training data differ from the checkpoint's (",
+                          st.value("dataset", std::string("?")), " vs ", fingerprint,
+                          "): resume with the same --data, --limit-train and --seed"));
+    params = std::move(ck.params);
+    buffers = std::move(ck.buffers);
+    if (opt.state().size() != ck.optimizer_state.size())
+      throw UserError(str(resumed_from, ": the optimizer state does not fit this run's optimizer settings"));
+    opt.state() = std::move(ck.optimizer_state);
+    opt.set_steps(st.at("optimizer_steps").get<int64_t>());
+    start_epoch = st.at("epoch").get<int64_t>();
+    start_cursor = st.at("cursor").get<int64_t>();
+    step = st.at("step").get<int64_t>();
+    resume_sums = st.value("epoch_sums", json::object());
+    history = st.value("history", json::array());
+    best_val_acc = st.value("best_val_acc", -1.0);
+    mean = st.at("normalize_mean").get<std::vector<float>>();
+    stdev = st.at("normalize_std").get<std::vector<float>>();
+    truncate_metrics(metrics_path, step);
+  } else {
+    if (fs::exists(metrics_path) && !cfg.overwrite)
+      throw UserError(str("--out ", run_dir, " already holds a run (metrics.jsonl): choose another folder, pass --overwrite, or --resume ", run_dir));
+    fs::create_directories(run_dir, ec);
+    if (ec) throw UserError(str("cannot create run folder ", run_dir, ": ", ec.message()));
+    fs::remove(metrics_path, ec);
+    fs::remove_all(fs::path(run_dir) / "checkpoints", ec);
+    estimate_normalization(train_samples, shape, cfg.seed, cfg.workers, mean, stdev);
+  }
 
   // Everything the user could get wrong has been checked: now say what runs.
   if (!cfg.quiet) {
@@ -197,53 +359,36 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
                   dev.description.c_str(), ThreadPool::threads());
     else
       std::printf("device: no usable GPU (%s): CPU backend, %d threads\n", dev.reason.c_str(), ThreadPool::threads());
-  }
-
-  std::vector<float> mean, stdev;
-  estimate_normalization(train_samples, shape, cfg.seed, cfg.workers, mean, stdev);
-
-  if (!cfg.quiet) {
     std::printf("data: %s images in %d classes (%dx%dx%d)%s, val: %s images\n", format_count(static_cast<double>(train_samples.size())).c_str(),
-                classes, shape.h, shape.w, shape.c,
-                cfg.limit_train > 0 ? " (subset)" : "", has_val ? format_count(static_cast<double>(val_samples.size())).c_str() : "none");
+                classes, shape.h, shape.w, shape.c, cfg.limit_train > 0 ? " (subset)" : "",
+                has_val ? format_count(static_cast<double>(val_samples.size())).c_str() : "none");
     std::printf("model: %s, %s parameters, %.2f MMAC/image; %s, lr %g, %s schedule, batch %d, %d epochs\n",
                 cfg.model.c_str(), format_count(static_cast<double>(graph.num_params())).c_str(),
                 static_cast<double>(graph.forward_macs()) / 1e6, to_string(cfg.optimizer.kind), static_cast<double>(cfg.lr),
                 to_string(cfg.schedule), batch, cfg.epochs);
+    if (resuming)
+      std::printf("resuming: %s (epoch %lld, step %lld)\n", resumed_from.c_str(), static_cast<long long>(start_epoch + 1),
+                  static_cast<long long>(step));
     std::printf("run folder: %s\n", run_dir.c_str());
     std::fflush(stdout);
   }
 
-  json config = {
-      {"data", cfg.data},
-      {"val", cfg.val},
-      {"model", cfg.model},
-      {"backend", "cpu"},
-      {"epochs", cfg.epochs},
-      {"batch_size", batch},
-      {"lr", cfg.lr},
-      {"optimizer", to_string(cfg.optimizer.kind)},
-      {"momentum", cfg.optimizer.momentum},
-      {"nesterov", cfg.optimizer.nesterov},
-      {"weight_decay", cfg.optimizer.weight_decay},
-      {"schedule", to_string(cfg.schedule)},
-      {"warmup_epochs", cfg.warmup_epochs},
-      {"label_smoothing", cfg.label_smoothing},
-      {"seed", cfg.seed},
-      {"threads", ThreadPool::threads()},
-      {"input", {shape.h, shape.w, shape.c}},
-      {"classes", train_set.classes},
-      {"train_images", train_samples.size()},
-      {"val_images", val_samples.size()},
-      {"normalize_mean", mean},
-      {"normalize_std", stdev},
-      {"params", graph.num_params()},
-  };
-  write_json((fs::path(run_dir) / "config.json").string(), config);
-  JsonlWriter metrics((fs::path(run_dir) / "metrics.jsonl").string());
+  json config = config_to_json(cfg);
+  json run_info = config;
+  run_info["backend"] = "cpu";
+  run_info["threads"] = ThreadPool::threads();
+  run_info["input"] = {shape.h, shape.w, shape.c};
+  run_info["classes"] = train_set.classes;
+  run_info["train_images"] = train_samples.size();
+  run_info["val_images"] = val_samples.size();
+  run_info["normalize_mean"] = mean;
+  run_info["normalize_std"] = stdev;
+  run_info["params"] = graph.num_params();
+  run_info["dataset"] = fingerprint;
+  atomic_write_file((fs::path(run_dir) / "config.json").string(), run_info.dump(2) + "\n");
+  JsonlWriter metrics(metrics_path);
 
   // ---- training state ---------------------------------------------------------------------------------------
-  Optimizer opt(cfg.optimizer, graph.params(), graph.num_params());
   Schedule sched;
   sched.kind = cfg.schedule;
   sched.lr = cfg.lr;
@@ -260,47 +405,113 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
   result.run_dir = run_dir;
   result.backend = "cpu";
   result.params = graph.num_params();
+  result.first_step = step;
   Progress progress;
-  int64_t step = 0;
-  const double train_start = seconds_since(t_start);
   const auto loop_start = Clock::now();
+  const int64_t loop_first_step = step;
+  int nonfinite_run = 0;
+  install_interrupt_handlers();
+  struct HandlerGuard {
+    ~HandlerGuard() { remove_interrupt_handlers(); }
+  } handler_guard;
 
-  for (int epoch = 0; epoch < cfg.epochs; ++epoch) {
+  // Per-epoch running sums live here so a checkpoint mid-epoch can carry them.
+  double loss_sum = 0;
+  int64_t correct_sum = 0, seen = 0;
+
+  auto write_checkpoint = [&](int64_t epoch, int64_t cursor, bool best) {
+    CheckpointData d;
+    d.params = params;
+    d.buffers = buffers;
+    d.optimizer_state = opt.state();
+    d.state = {{"epoch", epoch},
+               {"cursor", cursor},
+               {"step", step},
+               {"optimizer_steps", opt.steps()},
+               {"config", config},
+               {"dataset", fingerprint},
+               {"normalize_mean", mean},
+               {"normalize_std", stdev},
+               {"epoch_sums", {{"loss_sum", loss_sum}, {"correct", correct_sum}, {"seen", seen}}},
+               {"history", history},
+               {"best_val_acc", best_val_acc},
+               {"loss_scale", 1.0}};
+    char name[32];
+    std::snprintf(name, sizeof name, "step-%08lld", static_cast<long long>(step));
+    result.last_checkpoint = save_checkpoint(run_dir, name, graph, to_string(cfg.optimizer.kind), d, best, cfg.keep_checkpoints);
+  };
+
+  for (int64_t epoch = start_epoch; epoch < cfg.epochs && !result.interrupted; ++epoch) {
     const auto epoch_start = Clock::now();
-    train_loader.start(epoch_permutation(static_cast<int64_t>(train_samples.size()), cfg.seed, epoch), true);
-    double loss_sum = 0;
-    int64_t correct_sum = 0, seen = 0;
+    const int64_t cursor0 = epoch == start_epoch ? start_cursor : 0;
+    std::vector<int64_t> order = epoch_permutation(static_cast<int64_t>(train_samples.size()), cfg.seed, epoch);
+    order.erase(order.begin(), order.begin() + std::min<int64_t>(cursor0 * batch, static_cast<int64_t>(order.size())));
+    train_loader.start(std::move(order), true);
+    loss_sum = 0;
+    correct_sum = seen = 0;
+    if (epoch == start_epoch && resuming && cursor0 > 0) {
+      loss_sum = resume_sums.value("loss_sum", 0.0);
+      correct_sum = resume_sums.value("correct", int64_t{0});
+      seen = resume_sums.value("seen", int64_t{0});
+    }
+    const int64_t seen_at_start = seen;
     double window_loss = 0;
     int64_t window_correct = 0, window_seen = 0;
-    int64_t b_in_epoch = 0;
+    int64_t b_in_epoch = cursor0;
     while (const HostBatch* hb = train_loader.next()) {
       const float lr = sched.at(step);
       normalize(*hb, shape, mean, stdev, input.data());
       const float* logits = exec.forward(hb->count, input.data(), params.data(), buffers.data(), true);
       int64_t correct = 0;
-      const float loss = cpu::softmax_cross_entropy(hb->count, classes, logits, hb->labels.data(), cfg.label_smoothing,
-                                                    1.f, nullptr, dlogits.data(), &correct);
-      if (!std::isfinite(loss))
-        throw Error(str("the loss became ", loss, " at epoch ", epoch + 1, " step ", b_in_epoch + 1,
-                        ": lower --lr (now ", cfg.lr, ")"));
-      std::fill(grads.begin(), grads.end(), 0.f);
-      exec.backward(params.data(), grads.data(), dlogits.data());
-      opt.step(params.data(), grads.data(), lr);
+      float loss = cpu::softmax_cross_entropy(hb->count, classes, logits, hb->labels.data(), cfg.label_smoothing, 1.f,
+                                              nullptr, dlogits.data(), &correct);
+      if (std::find(cfg.inject_nonfinite_steps.begin(), cfg.inject_nonfinite_steps.end(), step) !=
+          cfg.inject_nonfinite_steps.end())
+        loss = std::numeric_limits<float>::infinity();
       ++step;
       ++b_in_epoch;
-      loss_sum += static_cast<double>(loss) * hb->count;
-      correct_sum += correct;
-      seen += hb->count;
-      window_loss += static_cast<double>(loss) * hb->count;
-      window_correct += correct;
-      window_seen += hb->count;
+      result.step_losses.push_back(loss);
+      if (!std::isfinite(loss)) {
+        // Skip the update; stop if it keeps happening.
+        ++result.skipped_steps;
+        if (++nonfinite_run >= cfg.max_nonfinite_steps) {
+          progress.finish();
+          throw Error(str("the loss was ", loss, " for ", nonfinite_run, " consecutive steps (the last at epoch ", epoch + 1,
+                          ", step ", step, "); stopping. Last good checkpoint: ",
+                          result.last_checkpoint.empty() ? (resumed_from.empty() ? std::string("none") : resumed_from)
+                                                         : result.last_checkpoint,
+                          ". Try a lower --lr (now ", cfg.lr, ") or --clip-grad-norm"));
+        }
+        if (!cfg.quiet) {
+          progress.finish();
+          std::fprintf(stderr, "warning: non-finite loss at step %lld: update skipped (%d in a row)\n",
+                       static_cast<long long>(step), nonfinite_run);
+        }
+      } else {
+        nonfinite_run = 0;
+        std::fill(grads.begin(), grads.end(), 0.f);
+        exec.backward(params.data(), grads.data(), dlogits.data());
+        if (cfg.clip_grad_norm > 0.f) {
+          const double norm = grad_norm(grads);
+          if (norm > cfg.clip_grad_norm) {
+            const auto k = static_cast<float>(cfg.clip_grad_norm / (norm + 1e-6));
+            for (float& g : grads) g *= k;
+          }
+        }
+        opt.step(params.data(), grads.data(), lr);
+        loss_sum += static_cast<double>(loss) * hb->count;
+        correct_sum += correct;
+        seen += hb->count;
+        window_loss += static_cast<double>(loss) * hb->count;
+        window_correct += correct;
+        window_seen += hb->count;
+      }
 
       const double el = seconds_since(epoch_start);
-      const double rate = static_cast<double>(seen) / std::max(el, 1e-9);
-      const double total_el = seconds_since(loop_start);
-      const double overall_rate = static_cast<double>(step) / std::max(total_el, 1e-9);
+      const double rate = static_cast<double>(seen - seen_at_start) / std::max(el, 1e-9);
+      const double overall_rate = static_cast<double>(step - loop_first_step) / std::max(seconds_since(loop_start), 1e-9);
       const double eta = static_cast<double>(sched.total_steps - step) / overall_rate;
-      if (step % 50 == 0 || b_in_epoch == steps_per_epoch) {
+      if ((step % 50 == 0 || b_in_epoch == steps_per_epoch) && window_seen > 0) {
         metrics.write({{"kind", "train"}, {"epoch", epoch + 1}, {"step", step}, {"lr", lr},
                        {"loss", window_loss / static_cast<double>(window_seen)},
                        {"acc", static_cast<double>(window_correct) / static_cast<double>(window_seen)},
@@ -310,26 +521,38 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
       }
       if (!cfg.quiet) {
         char line[256];
-        std::snprintf(line, sizeof line, "epoch %d/%d  step %lld/%lld  loss %.4f  acc %.2f%%  %s img/s  ETA %s",
-                      epoch + 1, cfg.epochs, static_cast<long long>(b_in_epoch), static_cast<long long>(steps_per_epoch),
-                      loss_sum / static_cast<double>(seen), 100.0 * static_cast<double>(correct_sum) / static_cast<double>(seen),
+        std::snprintf(line, sizeof line, "epoch %lld/%d  step %lld/%lld  loss %.4f  acc %.2f%%  %s img/s  ETA %s",
+                      static_cast<long long>(epoch + 1), cfg.epochs, static_cast<long long>(b_in_epoch),
+                      static_cast<long long>(steps_per_epoch), loss_sum / static_cast<double>(std::max<int64_t>(seen, 1)),
+                      100.0 * static_cast<double>(correct_sum) / static_cast<double>(std::max<int64_t>(seen, 1)),
                       format_count(rate).c_str(), format_duration(eta).c_str());
         progress.update(line, b_in_epoch == steps_per_epoch);
       }
+      if (cfg.interrupt_after_steps > 0 && step - loop_first_step == cfg.interrupt_after_steps) request_interrupt(SIGINT);
+      if (interrupt_requested() && b_in_epoch < steps_per_epoch) {
+        result.interrupted = true;
+        break;
+      }
+      if (cfg.checkpoint_every > 0 && step % cfg.checkpoint_every == 0 && b_in_epoch < steps_per_epoch)
+        write_checkpoint(epoch, b_in_epoch, false);
     }
     progress.finish();
+    if (result.interrupted) {
+      write_checkpoint(epoch, b_in_epoch, false);
+      break;
+    }
     const double train_seconds = seconds_since(epoch_start);
 
     EpochStats es;
-    es.epoch = epoch + 1;
+    es.epoch = static_cast<int>(epoch + 1);
     es.train_loss = loss_sum / static_cast<double>(std::max<int64_t>(seen, 1));
     es.train_acc = static_cast<double>(correct_sum) / static_cast<double>(std::max<int64_t>(seen, 1));
-    es.images_per_s = static_cast<double>(seen) / std::max(train_seconds, 1e-9);
+    es.images_per_s = static_cast<double>(seen - seen_at_start) / std::max(train_seconds, 1e-9);
     es.val_loss = es.val_acc = std::numeric_limits<double>::quiet_NaN();
     if (has_val) {
-      std::vector<int64_t> order(val_samples.size());
-      for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int64_t>(i);
-      val_loader->start(std::move(order), false);
+      std::vector<int64_t> vorder(val_samples.size());
+      for (size_t i = 0; i < vorder.size(); ++i) vorder[i] = static_cast<int64_t>(i);
+      val_loader->start(std::move(vorder), false);
       double vloss = 0;
       int64_t vcorrect = 0, vseen = 0;
       while (const HostBatch* hb = val_loader->next()) {
@@ -355,6 +578,12 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
       ej["val_acc"] = es.val_acc;
     }
     metrics.write(ej);
+    history.push_back(ej);
+    const bool best = has_val && es.val_acc > best_val_acc;
+    if (best) best_val_acc = es.val_acc;
+    loss_sum = 0;
+    correct_sum = seen = 0;
+    write_checkpoint(epoch + 1, 0, best);
     if (!cfg.quiet) {
       if (has_val)
         std::printf("epoch %d/%d  train loss %.4f acc %.2f%%  |  val loss %.4f acc %.2f%%  |  %s img/s, %.1f s\n",
@@ -365,39 +594,57 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
                     es.train_loss, 100 * es.train_acc, format_count(es.images_per_s).c_str(), es.seconds);
       std::fflush(stdout);
     }
+    if (interrupt_requested()) result.interrupted = epoch + 1 < cfg.epochs;
   }
 
   result.seconds = seconds_since(t_start);
   result.steps = step;
   result.corrupt_images = train_loader.corrupt_count() + (val_loader ? val_loader->corrupt_count() : 0);
-  const EpochStats& last = result.epochs.back();
+  if (result.interrupted) {
+    if (!cfg.quiet)
+      std::printf("\ninterrupted at step %lld: checkpoint written to %s\ncontinue with: stoke train --resume %s\n",
+                  static_cast<long long>(step), result.last_checkpoint.c_str(), run_dir.c_str());
+    return result;
+  }
   json summary = {{"model", cfg.model},
                   {"backend", "cpu"},
                   {"epochs", cfg.epochs},
                   {"steps", step},
                   {"train_images", train_samples.size()},
-                  {"final_train_loss", last.train_loss},
-                  {"final_train_acc", last.train_acc},
                   {"seconds_total", result.seconds},
-                  {"seconds_setup", train_start},
                   {"corrupt_images", result.corrupt_images},
-                  {"params", graph.num_params()}};
-  if (has_val) {
-    summary["val_images"] = val_samples.size();
-    summary["final_val_loss"] = last.val_loss;
-    summary["final_val_acc"] = last.val_acc;
+                  {"skipped_steps", result.skipped_steps},
+                  {"params", graph.num_params()},
+                  {"last_checkpoint", result.last_checkpoint},
+                  {"history", history}};
+  if (!history.empty()) {
+    const json& last = history.back();
+    summary["final_train_loss"] = last["train_loss"];
+    summary["final_train_acc"] = last["train_acc"];
+    if (has_val) {
+      summary["val_images"] = val_samples.size();
+      summary["final_val_loss"] = last["val_loss"];
+      summary["final_val_acc"] = last["val_acc"];
+      summary["best_val_acc"] = best_val_acc;
+      summary["best_checkpoint"] = find_checkpoint(run_dir, "best");
+    }
   }
-  write_json((fs::path(run_dir) / "summary.json").string(), summary);
-  if (!cfg.quiet) {
+  atomic_write_file((fs::path(run_dir) / "summary.json").string(), summary.dump(2) + "\n");
+  if (!cfg.quiet && !history.empty()) {
+    const json& last = history.back();
     std::printf("\nsummary: %s on %s, %d epoch%s, %lld steps in %s (%s img/s in the last epoch)\n", cfg.model.c_str(),
-                "the CPU backend", cfg.epochs, cfg.epochs == 1 ? "" : "s", static_cast<long long>(step), format_duration(result.seconds).c_str(),
-                format_count(last.images_per_s).c_str());
+                "the CPU backend", cfg.epochs, cfg.epochs == 1 ? "" : "s", static_cast<long long>(step),
+                format_duration(result.seconds).c_str(), format_count(last["img_per_s"].get<double>()).c_str());
     if (has_val)
-      std::printf("         validation accuracy %.2f%% (%s images), loss %.4f\n", 100 * last.val_acc,
-                  format_count(static_cast<double>(val_samples.size())).c_str(), last.val_loss);
+      std::printf("         validation accuracy %.2f%% (%s images), loss %.4f; best %.2f%%\n",
+                  100 * last["val_acc"].get<double>(), format_count(static_cast<double>(val_samples.size())).c_str(),
+                  last["val_loss"].get<double>(), 100 * best_val_acc);
     if (result.corrupt_images > 0)
       std::printf("         %lld corrupt images were skipped\n", static_cast<long long>(result.corrupt_images));
-    std::printf("         metrics: %s/metrics.jsonl, summary: %s/summary.json\n", run_dir.c_str(), run_dir.c_str());
+    if (result.skipped_steps > 0)
+      std::printf("         %lld steps were skipped (non-finite loss)\n", static_cast<long long>(result.skipped_steps));
+    std::printf("         metrics: %s/metrics.jsonl, summary: %s/summary.json, checkpoint: %s\n", run_dir.c_str(),
+                run_dir.c_str(), result.last_checkpoint.c_str());
   }
   return result;
 }

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -17,6 +18,7 @@ struct TrainConfig {
   std::string model = "small-cnn";
   std::string out;             // run directory ("" = runs/<model>-<time>)
   bool overwrite = false;      // allow an --out that already holds a run
+  std::string resume;          // continue the run in this folder from its latest checkpoint
   std::string device = "auto"; // auto | cpu | cuda
   int epochs = 3;
   int batch_size = 128;
@@ -25,6 +27,7 @@ struct TrainConfig {
   ScheduleKind schedule = ScheduleKind::onecycle;
   float warmup_epochs = 0.f;   // linear warm-up (constant and cosine schedules)
   float label_smoothing = 0.f;
+  float clip_grad_norm = 0.f;  // clip the global gradient L2 norm to this (0 = off)
   uint64_t seed = 0;
   int threads = 0;             // CPU backend threads (0 = all cores)
   int workers = 1;             // decoder threads of the simple loader
@@ -33,7 +36,19 @@ struct TrainConfig {
   int image_size = 0;          // resize inputs to this square size (0 = the data's own size)
   bool strict = false;         // a corrupt image stops the run
   bool quiet = false;          // no progress line (tests)
+  int64_t checkpoint_every = 0;  // also checkpoint every N steps (0: at the end of each epoch only)
+  int keep_checkpoints = 3;    // newest step checkpoints kept (the best one is always kept)
+  int max_nonfinite_steps = 5; // stop after this many consecutive steps with a non-finite loss
+  // Test hooks (no flags): behave as if SIGINT arrived after this many steps of this process (0 = never);
+  // make the loss of these global steps non-finite.
+  int64_t interrupt_after_steps = 0;
+  std::vector<int64_t> inject_nonfinite_steps;
 };
+
+// The settings that define a run (everything but where and how fast it runs), as saved in config.json and
+// every checkpoint; config_from_json restores them.
+nlohmann::json config_to_json(const TrainConfig& cfg);
+TrainConfig config_from_json(const nlohmann::json& j);
 
 struct EpochStats {
   int epoch = 0;
@@ -45,11 +60,16 @@ struct EpochStats {
 struct TrainResult {
   std::string run_dir;
   std::string backend;  // "cpu"
-  std::vector<EpochStats> epochs;
+  std::vector<EpochStats> epochs;   // those completed by this process
+  std::vector<float> step_losses;   // the loss of every step this process trained, in order
+  int64_t first_step = 0;           // global step of step_losses[0] (non-zero after --resume)
   double seconds = 0;
-  int64_t steps = 0;
+  int64_t steps = 0;                // global steps completed
   int64_t corrupt_images = 0;
+  int64_t skipped_steps = 0;        // steps whose update was skipped (non-finite loss)
   int64_t params = 0;
+  bool interrupted = false;
+  std::string last_checkpoint;      // folder of the newest checkpoint written
   double final_val_acc() const { return epochs.empty() ? 0.0 : epochs.back().val_acc; }
 };
 
@@ -57,8 +77,12 @@ struct TrainResult {
 // the engine does not depend on the model zoo).
 using ModelFactory = std::function<Graph(const std::string& name, Shape3 input, int classes)>;
 
-// Runs the whole job. Throws UserError for what the user can fix (missing data, bad flags).
+// Runs the whole job (or continues it when cfg.resume names a run folder). Throws UserError for what the
+// user can fix (missing data, bad flags, a checkpoint of another model), Error for runtime failures.
 TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model);
+
+// The settings saved in a run folder (its latest checkpoint's, else config.json), with resume set.
+TrainConfig config_for_resume(const std::string& run_dir);
 
 // The order of sample indices for an epoch: a permutation keyed by (seed, epoch) alone.
 std::vector<int64_t> epoch_permutation(int64_t n, uint64_t seed, int64_t epoch);

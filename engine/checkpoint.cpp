@@ -1,0 +1,177 @@
+#include "engine/checkpoint.h"
+
+#include <algorithm>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "engine/error.h"
+#include "engine/fsutil.h"
+#include "engine/safetensors.h"
+
+namespace stoke {
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+namespace st = safetensors;
+
+namespace {
+
+std::vector<st::Tensor> model_tensors(const Graph& g, const float* params, const float* buffers) {
+  std::vector<st::Tensor> t;
+  for (const ParamInfo& p : g.params())
+    t.push_back({p.name, st::DType::F32, std::vector<int64_t>(p.shape.begin(), p.shape.end()), params + p.offset});
+  for (const ParamInfo& b : g.buffers())
+    t.push_back({b.name, st::DType::F32, std::vector<int64_t>(b.shape.begin(), b.shape.end()), buffers + b.offset});
+  return t;
+}
+
+// Names of the optimizer's moment buffers, in the order they sit in Optimizer::state().
+std::vector<std::string> moment_names(const std::string& kind, size_t state_size, int64_t num_params) {
+  if (state_size == 0) return {};
+  if (kind == "adamw") return {"exp_avg", "exp_avg_sq"};
+  STOKE_CHECK(static_cast<int64_t>(state_size) == num_params);
+  return {"momentum"};
+}
+
+std::vector<st::Tensor> optimizer_tensors(const Graph& g, const std::string& kind, const std::vector<float>& state) {
+  std::vector<st::Tensor> t;
+  const auto names = moment_names(kind, state.size(), g.num_params());
+  for (size_t m = 0; m < names.size(); ++m)
+    for (const ParamInfo& p : g.params())
+      t.push_back({names[m] + "." + p.name, st::DType::F32, std::vector<int64_t>(p.shape.begin(), p.shape.end()),
+                   state.data() + static_cast<int64_t>(m) * g.num_params() + p.offset});
+  return t;
+}
+
+void read_tensor(const st::File& f, const std::string& name, const std::vector<int>& shape, float* dst, int64_t size) {
+  const st::File::Entry* e = f.find(name);
+  if (!e) throw UserError(str(f.source(), " has no tensor '", name, "': it was written for another model"));
+  if (e->dtype != st::DType::F32) throw Error(str(f.source(), ": tensor '", name, "' is ", st::dtype_name(e->dtype), ", expected F32"));
+  std::vector<int64_t> want(shape.begin(), shape.end());
+  if (e->shape != want) {
+    auto dims = [](const std::vector<int64_t>& v) {
+      std::ostringstream os;
+      for (size_t i = 0; i < v.size(); ++i) os << (i ? "x" : "") << v[i];
+      return os.str();
+    };
+    const std::string have = dims(e->shape), need = dims(want);
+    throw UserError(str(f.source(), ": tensor '", name, "' has shape ", have, " but this model needs ", need,
+                        ": the checkpoint belongs to another model or data set"));
+  }
+  std::memcpy(dst, f.data(*e), static_cast<size_t>(size) * sizeof(float));
+}
+
+std::string read_pointer(const fs::path& p) {
+  std::ifstream f(p);
+  std::string name;
+  if (!(f >> name)) return "";
+  return name;
+}
+
+void prune(const fs::path& ckdir, int keep_last) {
+  std::vector<std::string> steps;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(ckdir, ec)) {
+    const std::string n = e.path().filename().string();
+    if (e.is_directory() && n.rfind("step-", 0) == 0) steps.push_back(n);
+    if (e.is_directory() && n.rfind(".tmp-", 0) == 0) fs::remove_all(e.path(), ec);  // a crash's leftovers
+  }
+  std::sort(steps.begin(), steps.end());  // zero-padded step numbers sort in time order
+  const std::string best = read_pointer(ckdir / "best"), latest = read_pointer(ckdir / "latest");
+  const size_t keep = static_cast<size_t>(std::max(keep_last, 1));
+  for (size_t i = 0; i + keep < steps.size(); ++i)
+    if (steps[i] != best && steps[i] != latest) fs::remove_all(ckdir / steps[i], ec);
+}
+
+}  // namespace
+
+std::string save_checkpoint(const std::string& run_dir, const std::string& name, const Graph& graph,
+                            const std::string& optimizer_kind, const CheckpointData& data, bool best, int keep_last) {
+  const fs::path ckdir = fs::path(run_dir) / "checkpoints";
+  std::error_code ec;
+  fs::create_directories(ckdir, ec);
+  if (ec) throw Error(str("cannot create ", ckdir.string(), ": ", ec.message()));
+  const fs::path tmp = ckdir / (".tmp-" + name), dst = ckdir / name;
+  fs::remove_all(tmp, ec);
+  fs::create_directories(tmp, ec);
+  if (ec) throw Error(str("cannot create ", tmp.string(), ": ", ec.message()));
+  try {
+    const std::map<std::string, std::string> meta = {{"format", "stoke-checkpoint"}, {"layout", "NHWC activations, KRSC conv weights"}};
+    std::vector<uint8_t> model = st::serialize(model_tensors(graph, data.params.data(), data.buffers.data()), meta);
+    std::vector<uint8_t> opt = st::serialize(optimizer_tensors(graph, optimizer_kind, data.optimizer_state), meta);
+    atomic_write_file((tmp / "model.safetensors").string(), model.data(), model.size());
+    atomic_write_file((tmp / "optimizer.safetensors").string(), opt.data(), opt.size());
+    json state = data.state;
+    state["files"] = {{"model.safetensors", {{"bytes", model.size()}, {"fnv1a64", hex64(fnv1a64(model.data(), model.size()))}}},
+                      {"optimizer.safetensors", {{"bytes", opt.size()}, {"fnv1a64", hex64(fnv1a64(opt.data(), opt.size()))}}}};
+    state["optimizer_kind"] = optimizer_kind;
+    atomic_write_file((tmp / "state.json").string(), state.dump(2) + "\n");
+    fs::remove_all(dst, ec);  // a folder of the same name from an earlier, abandoned attempt
+    durable_rename(tmp.string(), dst.string());
+    atomic_write_file((ckdir / "latest").string(), name + "\n");
+    if (best) atomic_write_file((ckdir / "best").string(), name + "\n");
+  } catch (...) {
+    fs::remove_all(tmp, ec);
+    throw;
+  }
+  prune(ckdir, keep_last);
+  return dst.string();
+}
+
+std::string find_checkpoint(const std::string& run_dir, const std::string& which) {
+  const fs::path ckdir = fs::path(run_dir) / "checkpoints";
+  const std::string name = read_pointer(ckdir / which);
+  if (name.empty() || !fs::is_directory(ckdir / name)) return "";
+  return (ckdir / name).string();
+}
+
+CheckpointData load_checkpoint(const std::string& dir, const Graph& graph, const std::string& optimizer_kind) {
+  const fs::path d(dir);
+  if (!fs::is_directory(d)) throw UserError(str("no checkpoint folder ", dir));
+  json state;
+  try {
+    std::vector<uint8_t> text = read_whole_file((d / "state.json").string());
+    state = json::parse(text.begin(), text.end());
+  } catch (const json::exception& e) {
+    throw Error(str((d / "state.json").string(), " is damaged: ", e.what()));
+  }
+  if (!state.contains("files") || !state["files"].is_object()) throw Error(str((d / "state.json").string(), " lists no files"));
+  auto load_checked = [&](const std::string& file) {
+    std::vector<uint8_t> bytes = read_whole_file((d / file).string());
+    const json& rec = state["files"][file];
+    if (!rec.is_object() || rec.value("bytes", uint64_t{0}) != bytes.size() ||
+        rec.value("fnv1a64", std::string()) != hex64(fnv1a64(bytes.data(), bytes.size())))
+      throw Error(str((d / file).string(), " is damaged: its size or checksum differs from state.json's record"));
+    return st::File::parse(std::move(bytes), (d / file).string());
+  };
+  st::File model = load_checked("model.safetensors");
+  st::File opt = load_checked("optimizer.safetensors");
+  if (state.value("optimizer_kind", std::string()) != optimizer_kind)
+    throw UserError(str(dir, " was written with optimizer ", state.value("optimizer_kind", std::string("?")),
+                        ", this run uses ", optimizer_kind));
+
+  CheckpointData out;
+  out.params.resize(static_cast<size_t>(graph.num_params()));
+  out.buffers.resize(static_cast<size_t>(graph.num_buffers()));
+  for (const ParamInfo& p : graph.params()) read_tensor(model, p.name, p.shape, out.params.data() + p.offset, p.size);
+  for (const ParamInfo& b : graph.buffers()) read_tensor(model, b.name, b.shape, out.buffers.data() + b.offset, b.size);
+  const size_t expected = graph.params().size() + graph.buffers().size();
+  if (model.entries().size() != expected)
+    throw UserError(str(model.source(), " holds ", model.entries().size(), " tensors, this model has ", expected,
+                        ": the checkpoint belongs to another model"));
+  const size_t moments = opt.entries().size() / std::max<size_t>(1, graph.params().size());
+  if (opt.entries().size() != moments * graph.params().size())
+    throw Error(str(opt.source(), " holds an unexpected number of tensors"));
+  out.optimizer_state.resize(moments * static_cast<size_t>(graph.num_params()));
+  const auto names = moment_names(optimizer_kind, out.optimizer_state.size(), graph.num_params());
+  if (names.size() != moments) throw UserError(str(opt.source(), " does not hold ", optimizer_kind, "'s state"));
+  for (size_t m = 0; m < names.size(); ++m)
+    for (const ParamInfo& p : graph.params())
+      read_tensor(opt, names[m] + "." + p.name, p.shape,
+                  out.optimizer_state.data() + static_cast<int64_t>(m) * graph.num_params() + p.offset, p.size);
+  out.state = std::move(state);
+  return out;
+}
+
+}  // namespace stoke

@@ -1,0 +1,46 @@
+// Checkpoints: RUNDIR/checkpoints/<name>/ holding
+//   model.safetensors      parameters and buffers (BN running statistics), stoke's layout (KRSC convs),
+//                          the parameter names of the Graph
+//   optimizer.safetensors  the optimizer's moment buffers (sgd: "momentum"; adamw: "exp_avg", "exp_avg_sq")
+//   state.json             epoch, cursor, step, optimizer steps, loss scale, the run's configuration, the
+//                          data set's fingerprint, running epoch sums, history, and the size and FNV-1a
+//                          checksum of both safetensors files
+// A checkpoint folder is written under a temporary name, every file fsynced, then renamed into place and the
+// parent folder fsynced; `checkpoints/latest` and `checkpoints/best` are one-line files naming a folder,
+// replaced atomically. So a crash or kill -9 at any moment leaves every named checkpoint complete.
+#pragma once
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "engine/graph.h"
+
+namespace stoke {
+
+struct CheckpointData {
+  // Tensors (host, fp32, the Graph's layout).
+  std::vector<float> params, buffers;
+  std::vector<float> optimizer_state;  // Optimizer::state()
+  // Everything else, free-form but validated by the trainer.
+  nlohmann::json state;
+};
+
+// Writes a checkpoint folder named `name` (e.g. "step-00001404") and points `checkpoints/latest` at it
+// (and `checkpoints/best` too when `best`). Keeps the newest `keep_last` step folders plus the best one.
+// Returns the folder's path. Throws stoke::Error (naming the file and the reason, e.g. disk full); the
+// previously named checkpoints stay intact.
+std::string save_checkpoint(const std::string& run_dir, const std::string& name, const Graph& graph,
+                            const std::string& optimizer_kind, const CheckpointData& data, bool best, int keep_last);
+
+// The folder `checkpoints/latest` (or `best`) names, or "" when there is none.
+std::string find_checkpoint(const std::string& run_dir, const std::string& which = "latest");
+
+// Loads and validates a checkpoint folder against `graph`: every file present, sizes and checksums as
+// recorded, every parameter and buffer present with its shape and dtype, nothing extra. Throws
+// stoke::UserError with a clear message when the checkpoint belongs to another model, or stoke::Error when
+// it is damaged.
+CheckpointData load_checkpoint(const std::string& dir, const Graph& graph, const std::string& optimizer_kind);
+
+}  // namespace stoke

@@ -1,0 +1,130 @@
+#include "engine/fsutil.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+
+#include "engine/error.h"
+
+namespace stoke {
+namespace {
+std::atomic<int64_t> g_fail_after{-1};
+
+// write(2) until done, honouring the injected failure.
+bool write_all(int fd, const uint8_t* p, size_t n) {
+  while (n > 0) {
+    size_t chunk = n;
+    int64_t budget = g_fail_after.load();
+    if (budget >= 0) {
+      if (budget == 0) {
+        errno = ENOSPC;
+        return false;
+      }
+      chunk = std::min<size_t>(chunk, static_cast<size_t>(budget));
+      g_fail_after.store(budget - static_cast<int64_t>(chunk));
+    }
+    ssize_t w = ::write(fd, p, chunk);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    p += w;
+    n -= static_cast<size_t>(w);
+  }
+  return true;
+}
+}  // namespace
+
+void inject_write_failure_after(int64_t bytes) { g_fail_after.store(bytes); }
+
+void fsync_dir(const std::string& dir) {
+  int fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) throw Error(str("cannot open folder ", dir, ": ", std::strerror(errno)));
+  if (::fsync(fd) != 0 && errno != EINVAL) {
+    int e = errno;
+    ::close(fd);
+    throw Error(str("cannot fsync folder ", dir, ": ", std::strerror(e)));
+  }
+  ::close(fd);
+}
+
+void atomic_write_file(const std::string& path, const void* data, size_t size) {
+  const std::string tmp = path + ".tmp";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) throw Error(str("cannot write ", tmp, ": ", std::strerror(errno)));
+  bool ok = write_all(fd, static_cast<const uint8_t*>(data), size);
+  int err = errno;
+  if (ok && ::fsync(fd) != 0) {
+    ok = false;
+    err = errno;
+  }
+  if (::close(fd) != 0 && ok) {
+    ok = false;
+    err = errno;
+  }
+  if (!ok) {
+    ::unlink(tmp.c_str());
+    throw Error(str("cannot write ", path, ": ", std::strerror(err)));
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    err = errno;
+    ::unlink(tmp.c_str());
+    throw Error(str("cannot rename ", tmp, " to ", path, ": ", std::strerror(err)));
+  }
+  fsync_dir(std::filesystem::path(path).parent_path().string());
+}
+
+void durable_rename(const std::string& from, const std::string& to) {
+  if (::rename(from.c_str(), to.c_str()) != 0)
+    throw Error(str("cannot rename ", from, " to ", to, ": ", std::strerror(errno)));
+  fsync_dir(std::filesystem::path(to).parent_path().string());
+}
+
+std::vector<uint8_t> read_whole_file(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw Error(str("cannot read ", path, ": ", std::strerror(errno)));
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    int e = errno;
+    ::close(fd);
+    throw Error(str("cannot stat ", path, ": ", std::strerror(e)));
+  }
+  std::vector<uint8_t> buf(static_cast<size_t>(st.st_size));
+  size_t got = 0;
+  while (got < buf.size()) {
+    ssize_t r = ::read(fd, buf.data() + got, buf.size() - got);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) {
+      int e = r < 0 ? errno : EIO;
+      ::close(fd);
+      throw Error(str("cannot read ", path, ": ", r == 0 ? "file shrank while reading" : std::strerror(e)));
+    }
+    got += static_cast<size_t>(r);
+  }
+  ::close(fd);
+  return buf;
+}
+
+uint64_t fnv1a64(const void* data, size_t size, uint64_t seed) {
+  const auto* p = static_cast<const uint8_t*>(data);
+  uint64_t h = seed;
+  for (size_t i = 0; i < size; ++i) {
+    h ^= p[i];
+    h *= 0x100000001b3ULL;
+  }
+  return h;
+}
+
+std::string hex64(uint64_t v) {
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
+}  // namespace stoke

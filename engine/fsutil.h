@@ -1,0 +1,36 @@
+// Durable file writes. Nothing the machine does (crash, kill -9, full disk) may leave a half-written file
+// where a good one was: write a temporary file, fsync it, rename it over the target, fsync the folder.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace stoke {
+
+// Atomically replaces `path` with `size` bytes. Throws stoke::Error naming the file and the system's reason
+// (e.g. "No space left on device"); on failure the previous content of `path` is untouched and the
+// temporary file is removed.
+void atomic_write_file(const std::string& path, const void* data, size_t size);
+inline void atomic_write_file(const std::string& path, const std::string& text) {
+  atomic_write_file(path, text.data(), text.size());
+}
+
+// fsync a folder (after renames inside it). Throws stoke::Error.
+void fsync_dir(const std::string& dir);
+
+// Renames `from` to `to` (both in the same folder, `to` must not be a non-empty folder) and fsyncs the folder.
+void durable_rename(const std::string& from, const std::string& to);
+
+// Whole file into memory; throws stoke::Error naming the file.
+std::vector<uint8_t> read_whole_file(const std::string& path);
+
+// 64-bit FNV-1a of bytes: the checksum recorded in checkpoint manifests.
+uint64_t fnv1a64(const void* data, size_t size, uint64_t seed = 0xcbf29ce484222325ULL);
+std::string hex64(uint64_t v);
+
+// Test hook: makes the next writes fail with ENOSPC after `bytes` bytes in total (negative: off).
+void inject_write_failure_after(int64_t bytes);
+
+}  // namespace stoke

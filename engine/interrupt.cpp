@@ -1,0 +1,54 @@
+#include "engine/interrupt.h"
+
+#include <unistd.h>
+
+#include <atomic>
+#include <csignal>
+
+namespace stoke {
+namespace {
+std::atomic<int> g_signal{0};
+std::atomic<int> g_count{0};
+
+extern "C" void on_signal(int sig) {
+  if (g_count.fetch_add(1) >= 1) {
+    static const char msg[] = "\nstoke: second interrupt: exiting now (checkpoints on disk are complete)\n";
+    ssize_t ignored = ::write(STDERR_FILENO, msg, sizeof msg - 1);
+    (void)ignored;
+    ::_exit(128 + sig);
+  }
+  static const char msg[] = "\nstoke: interrupt: finishing this step, then writing a checkpoint (interrupt again to quit now)\n";
+  ssize_t ignored = ::write(STDERR_FILENO, msg, sizeof msg - 1);
+  (void)ignored;
+  g_signal.store(sig);
+}
+}  // namespace
+
+void install_interrupt_handlers() {
+  clear_interrupt();
+  struct sigaction sa {};
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = 0;  // no SA_RESTART: a blocking read returns EINTR and the loop re-checks the flag
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+}
+
+void remove_interrupt_handlers() {
+  std::signal(SIGINT, SIG_DFL);
+  std::signal(SIGTERM, SIG_DFL);
+}
+
+int interrupt_requested() { return g_signal.load(); }
+
+void request_interrupt(int sig) {
+  g_count.fetch_add(1);
+  g_signal.store(sig);
+}
+
+void clear_interrupt() {
+  g_signal.store(0);
+  g_count.store(0);
+}
+
+}  // namespace stoke

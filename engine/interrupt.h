@@ -1,0 +1,18 @@
+// Clean interruption: the first SIGINT/SIGTERM asks the trainer to finish its step, write a checkpoint and
+// exit 0; a second SIGINT exits at once (every checkpoint on disk is complete by construction, so nothing
+// is lost but the steps since the last one).
+#pragma once
+
+namespace stoke {
+
+// Installs the handlers (idempotent) and clears any earlier request.
+void install_interrupt_handlers();
+// Restores the default dispositions.
+void remove_interrupt_handlers();
+// Non-zero when an interruption was requested: the signal number.
+int interrupt_requested();
+// For tests and internal stops: behave as if `sig` had arrived once.
+void request_interrupt(int sig);
+void clear_interrupt();
+
+}  // namespace stoke

@@ -1,0 +1,226 @@
+// Durable writes, the safetensors format, and checkpoints: round trips, validation, damage and full disks.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "engine/checkpoint.h"
+#include "engine/error.h"
+#include "engine/fsutil.h"
+#include "engine/graph.h"
+#include "engine/safetensors.h"
+#include "models/models.h"
+#include "tests/test_util.h"
+
+using namespace stoke;
+namespace st = stoke::safetensors;
+namespace fs = std::filesystem;
+using stoke::test::TempDir;
+
+namespace {
+std::string slurp(const fs::path& p) {
+  std::vector<uint8_t> b = read_whole_file(p.string());
+  return std::string(b.begin(), b.end());
+}
+void spit(const fs::path& p, const std::string& s) {
+  std::ofstream f(p, std::ios::binary | std::ios::trunc);
+  f << s;
+}
+}  // namespace
+
+TEST(AtomicWrite, ReplacesContentAndLeavesNoTemporary) {
+  TempDir tmp("atomic");
+  const std::string p = (tmp.path() / "f.txt").string();
+  atomic_write_file(p, "first");
+  atomic_write_file(p, "second");
+  EXPECT_EQ(slurp(p), "second");
+  EXPECT_FALSE(fs::exists(p + ".tmp"));
+}
+
+TEST(AtomicWrite, AFullDiskLeavesThePreviousFileIntact) {
+  TempDir tmp("atomic-full");
+  const std::string p = (tmp.path() / "f.bin").string();
+  atomic_write_file(p, std::string(1000, 'a'));
+  inject_write_failure_after(100);
+  try {
+    atomic_write_file(p, std::string(1000, 'b'));
+    ADD_FAILURE() << "the write should have failed";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("No space left on device"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << e.what();
+  }
+  inject_write_failure_after(-1);
+  EXPECT_EQ(slurp(p), std::string(1000, 'a'));
+  EXPECT_FALSE(fs::exists(p + ".tmp"));
+}
+
+TEST(Safetensors, SerializesExactlyAsTheSpecificationSays) {
+  const float v[2] = {1.f, 2.f};
+  std::vector<uint8_t> b = st::serialize({{"a", st::DType::F32, {2}, v}}, {});
+  const std::string json = R"({"a":{"data_offsets":[0,8],"dtype":"F32","shape":[2]}})";
+  size_t padded = (json.size() + 7) / 8 * 8;
+  ASSERT_EQ(b.size(), 8 + padded + 8);
+  uint64_t n = 0;
+  for (int i = 0; i < 8; ++i) n |= static_cast<uint64_t>(b[static_cast<size_t>(i)]) << (8 * i);  // little-endian length
+  EXPECT_EQ(n, padded);
+  EXPECT_EQ(std::string(b.begin() + 8, b.begin() + 8 + static_cast<long>(json.size())), json);
+  for (size_t i = 8 + json.size(); i < 8 + padded; ++i) EXPECT_EQ(b[i], ' ');
+  float back[2];
+  std::memcpy(back, b.data() + 8 + padded, 8);
+  EXPECT_EQ(back[0], 1.f);
+  EXPECT_EQ(back[1], 2.f);
+}
+
+TEST(Safetensors, RoundTripWithMetadataAndDtypes) {
+  const std::vector<float> w = {1, -2, 3.5f, 4, 5, 6};
+  const std::vector<int64_t> idx = {7, -8};
+  const std::vector<uint16_t> half = {0x3c00, 0xc000, 0x7bff};
+  std::vector<uint8_t> b = st::serialize({{"layer.weight", st::DType::F32, {2, 3}, w.data()},
+                                          {"ids", st::DType::I64, {2}, idx.data()},
+                                          {"h", st::DType::F16, {3}, half.data()},
+                                          {"empty", st::DType::F32, {0, 4}, nullptr}},
+                                         {{"format", "pt"}});
+  st::File f = st::File::parse(b, "mem");
+  ASSERT_EQ(f.entries().size(), 4u);
+  EXPECT_EQ(f.metadata().at("format"), "pt");
+  const auto* e = f.find("layer.weight");
+  ASSERT_NE(e, nullptr);
+  EXPECT_EQ(e->shape, (std::vector<int64_t>{2, 3}));
+  EXPECT_EQ(std::memcmp(f.data(*e), w.data(), 24), 0);
+  EXPECT_EQ(std::memcmp(f.data(*f.find("ids")), idx.data(), 16), 0);
+  EXPECT_EQ(f.find("h")->dtype, st::DType::F16);
+  EXPECT_EQ(f.find("empty")->end - f.find("empty")->begin, 0u);
+  EXPECT_EQ(f.find("missing"), nullptr);
+}
+
+TEST(Safetensors, RejectsEveryKindOfDamage) {
+  const float v[4] = {1, 2, 3, 4};
+  const std::vector<uint8_t> good = st::serialize({{"a", st::DType::F32, {2}, v}, {"b", st::DType::F32, {2}, v + 2}}, {});
+  auto header_with = [](const std::string& json, size_t data_bytes) {
+    std::vector<uint8_t> b;
+    b.reserve(8 + json.size() + data_bytes);
+    for (int i = 0; i < 8; ++i) b.push_back(static_cast<uint8_t>(json.size() >> (8 * i)));
+    for (char c : json) b.push_back(static_cast<uint8_t>(c));
+    b.resize(b.size() + data_bytes, 0);
+    return b;
+  };
+  auto expect_bad = [](std::vector<uint8_t> b, const std::string& needle) {
+    try {
+      st::File::parse(std::move(b), "damaged.safetensors");
+      ADD_FAILURE() << "accepted; expected: " << needle;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("damaged.safetensors"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  expect_bad({1, 2, 3}, "shorter");
+  expect_bad(std::vector<uint8_t>(good.begin(), good.begin() + 20), "exceeds the file");
+  expect_bad(std::vector<uint8_t>(good.begin(), good.end() - 4), "bytes");  // truncated data
+  expect_bad(header_with("{not json", 0), "not JSON");
+  expect_bad(header_with(R"({"a":{"dtype":"F99","shape":[1],"data_offsets":[0,4]}})", 4), "dtype");
+  expect_bad(header_with(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}})", 4), "need 8");
+  expect_bad(header_with(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,8]}})", 4), "outside");
+  expect_bad(header_with(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", 8), "hole");
+  expect_bad(header_with(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", 8), "overlap");
+  expect_bad(header_with(R"({"a":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}})", 4), "dimension");
+  expect_bad(header_with(R"({"a":{"dtype":"F32","shape":[1]}})", 4), "lacks");
+  expect_bad(header_with(R"({"__metadata__":{"k":1}})", 0), "metadata");
+}
+
+namespace {
+CheckpointData sample_data(const Graph& g, float base) {
+  CheckpointData d;
+  d.params.resize(static_cast<size_t>(g.num_params()));
+  d.buffers.resize(static_cast<size_t>(g.num_buffers()));
+  for (size_t i = 0; i < d.params.size(); ++i) d.params[i] = base + static_cast<float>(i) * 1e-3f;
+  for (size_t i = 0; i < d.buffers.size(); ++i) d.buffers[i] = -base - static_cast<float>(i);
+  d.optimizer_state.assign(d.params.size(), base * 2);
+  d.state = {{"epoch", 1}, {"cursor", 7}, {"step", 42}};
+  return d;
+}
+}  // namespace
+
+TEST(Checkpoint, RoundTripAndPointers) {
+  TempDir tmp("ckpt");
+  Graph g = small_cnn({28, 28, 1}, 10);
+  CheckpointData d = sample_data(g, 0.5f);
+  const std::string dir = save_checkpoint(tmp.str(), "step-00000042", g, "sgd", d, true, 3);
+  EXPECT_EQ(find_checkpoint(tmp.str()), dir);
+  EXPECT_EQ(find_checkpoint(tmp.str(), "best"), dir);
+  CheckpointData back = load_checkpoint(dir, g, "sgd");
+  EXPECT_EQ(back.params, d.params);
+  EXPECT_EQ(back.buffers, d.buffers);
+  EXPECT_EQ(back.optimizer_state, d.optimizer_state);
+  EXPECT_EQ(back.state["cursor"], 7);
+  // The weights file is plain safetensors with the graph's names.
+  st::File f = st::File::load(dir + "/model.safetensors");
+  EXPECT_NE(f.find("features.1.conv.weight"), nullptr);
+  EXPECT_NE(f.find("features.1.bn.running_var"), nullptr);
+}
+
+TEST(Checkpoint, KeepsTheNewestAndTheBest) {
+  TempDir tmp("ckpt-prune");
+  Graph g = small_cnn({28, 28, 1}, 10);
+  for (int s = 1; s <= 6; ++s) {
+    char name[32];
+    std::snprintf(name, sizeof name, "step-%08d", s);
+    save_checkpoint(tmp.str(), name, g, "sgd", sample_data(g, static_cast<float>(s)), s == 2, 2);
+  }
+  std::vector<std::string> left;
+  for (const auto& e : fs::directory_iterator(tmp.path() / "checkpoints"))
+    if (e.is_directory()) left.push_back(e.path().filename().string());
+  std::sort(left.begin(), left.end());
+  EXPECT_EQ(left, (std::vector<std::string>{"step-00000002", "step-00000005", "step-00000006"}));
+  EXPECT_EQ(fs::path(find_checkpoint(tmp.str(), "best")).filename(), "step-00000002");
+}
+
+TEST(Checkpoint, RefusesAnotherModelWithAClearMessage) {
+  TempDir tmp("ckpt-other");
+  Graph g = small_cnn({28, 28, 1}, 10);
+  const std::string dir = save_checkpoint(tmp.str(), "step-1", g, "sgd", sample_data(g, 1), false, 3);
+  Graph wider = small_cnn({28, 28, 1}, 10, 32);
+  try {
+    load_checkpoint(dir, wider, "sgd");
+    ADD_FAILURE() << "loaded a checkpoint of another model";
+  } catch (const UserError& e) {
+    EXPECT_NE(std::string(e.what()).find("another model"), std::string::npos) << e.what();
+  }
+  Graph other_classes = small_cnn({28, 28, 1}, 7);
+  EXPECT_THROW(load_checkpoint(dir, other_classes, "sgd"), UserError);
+  EXPECT_THROW(load_checkpoint(dir, g, "adamw"), UserError);
+}
+
+TEST(Checkpoint, DetectsDamage) {
+  TempDir tmp("ckpt-damage");
+  Graph g = small_cnn({28, 28, 1}, 10);
+  const std::string dir = save_checkpoint(tmp.str(), "step-1", g, "sgd", sample_data(g, 1), false, 3);
+  std::string bytes = slurp(dir + "/model.safetensors");
+  bytes[bytes.size() / 2] ^= 0x40;  // one flipped bit in the weights
+  spit(dir + "/model.safetensors", bytes);
+  try {
+    load_checkpoint(dir, g, "sgd");
+    ADD_FAILURE() << "loaded a damaged checkpoint";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("damaged"), std::string::npos) << e.what();
+  }
+  fs::remove(dir + "/optimizer.safetensors");
+  EXPECT_THROW(load_checkpoint(dir, g, "sgd"), Error);
+  spit(dir + "/state.json", "{\"files\": ");
+  EXPECT_THROW(load_checkpoint(dir, g, "sgd"), Error);
+}
+
+TEST(Checkpoint, AFullDiskKeepsThePreviousCheckpointLoadable) {
+  TempDir tmp("ckpt-full");
+  Graph g = small_cnn({28, 28, 1}, 10);
+  CheckpointData first = sample_data(g, 1);
+  const std::string dir1 = save_checkpoint(tmp.str(), "step-00000001", g, "sgd", first, false, 3);
+  for (int64_t budget : {int64_t{0}, int64_t{1000}, int64_t{100000}}) {
+    inject_write_failure_after(budget);
+    EXPECT_THROW(save_checkpoint(tmp.str(), "step-00000002", g, "sgd", sample_data(g, 2), false, 3), Error);
+    inject_write_failure_after(-1);
+    EXPECT_EQ(find_checkpoint(tmp.str()), dir1) << "budget " << budget;
+    EXPECT_EQ(load_checkpoint(dir1, g, "sgd").params, first.params);
+    EXPECT_FALSE(fs::exists(tmp.path() / "checkpoints" / "step-00000002"));
+  }
+}
