@@ -1,0 +1,209 @@
+// The model zoo: published parameter counts, PyTorch state_dict names and (KRSC) shapes, output shapes at
+// 224 and 64 px, the stems, and a few CPU training steps per model that must lower the loss.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "engine/cpu_executor.h"
+#include "engine/error.h"
+#include "engine/optimizer.h"
+#include "engine/rng.h"
+#include "kernels/softmax_ce.h"
+#include "models/models.h"
+
+using namespace stoke;
+
+namespace {
+
+const ParamInfo& param(const Graph& g, const std::string& name) {
+  int i = g.find_param(name);
+  if (i < 0) throw Error("no parameter named " + name);
+  return g.params()[static_cast<size_t>(i)];
+}
+
+std::vector<int> shape_of(const Graph& g, const std::string& name) { return param(g, name).shape; }
+
+// The feature map entering the global average pool.
+Shape3 final_features(const Graph& g) {
+  for (const Node& n : g.nodes())
+    if (n.op == Op::global_avgpool) return g.node(n.inputs[0]).out;
+  return {};
+}
+
+using V = std::vector<int>;
+
+}  // namespace
+
+// torchvision: sum(p.numel() for p in resnetXX().parameters()) and densenet121() (1000 classes, 3 channels).
+TEST(Zoo, ParameterCountsMatchPublishedNumbers) {
+  const Shape3 in{224, 224, 3};
+  EXPECT_EQ(build_model("resnet18", in, 1000).num_params(), 11'689'512);
+  EXPECT_EQ(build_model("resnet34", in, 1000).num_params(), 21'797'672);
+  EXPECT_EQ(build_model("resnet50", in, 1000).num_params(), 25'557'032);
+  EXPECT_EQ(build_model("densenet121", in, 1000).num_params(), 7'978'856);
+  // The MedNIST shape: 1 channel, 6 classes (conv0 loses 2*64*49 weights, the head 994*1025).
+  EXPECT_EQ(build_model("densenet121", {64, 64, 1}, 6).num_params(), 7'978'856 - 2 * 64 * 49 - 994 * 1025);
+  // Counted tensors: torchvision's len(list(model.parameters())).
+  EXPECT_EQ(build_model("resnet18", in, 1000).params().size(), 62u);
+  EXPECT_EQ(build_model("resnet50", in, 1000).params().size(), 161u);
+  EXPECT_EQ(build_model("densenet121", in, 1000).params().size(), 364u);
+}
+
+TEST(Zoo, ResNetNamesAndShapesFollowTorchvision) {
+  Graph g = build_model("resnet18", {224, 224, 3}, 1000);
+  const auto& P = g.params();
+  EXPECT_EQ(P.front().name, "conv1.weight");
+  EXPECT_EQ(P[1].name, "bn1.weight");
+  EXPECT_EQ(P[2].name, "bn1.bias");
+  EXPECT_EQ(P[3].name, "layer1.0.conv1.weight");
+  EXPECT_EQ(P[P.size() - 2].name, "fc.weight");
+  EXPECT_EQ(P.back().name, "fc.bias");
+  EXPECT_EQ(shape_of(g, "conv1.weight"), (V{64, 7, 7, 3}));  // PyTorch [64, 3, 7, 7]
+  EXPECT_EQ(shape_of(g, "layer2.0.downsample.0.weight"), (V{128, 1, 1, 64}));
+  EXPECT_LT(g.find_param("layer2.0.downsample.1.running_mean"), 0) << "buffers are not parameters";
+  EXPECT_EQ(shape_of(g, "layer4.1.bn2.bias"), (V{512}));
+  EXPECT_EQ(shape_of(g, "fc.weight"), (V{1000, 512}));
+  EXPECT_LT(g.find_param("layer1.0.downsample.0.weight"), 0) << "layer1 of a basic ResNet has no downsample";
+  EXPECT_GE(g.find_buffer("layer2.0.downsample.1.running_var"), 0);
+  EXPECT_EQ(g.buffers().front().name, "bn1.running_mean");
+  // state_dict order within a block: conv1, bn1, conv2, bn2, downsample.
+  EXPECT_LT(g.find_param("layer2.0.bn2.bias"), g.find_param("layer2.0.downsample.0.weight"));
+
+  Graph r50 = build_model("resnet50", {224, 224, 3}, 1000);
+  EXPECT_EQ(shape_of(r50, "layer1.0.downsample.0.weight"), (V{256, 1, 1, 64}));
+  EXPECT_EQ(shape_of(r50, "layer1.0.conv2.weight"), (V{64, 3, 3, 64}));
+  EXPECT_EQ(shape_of(r50, "layer3.5.conv3.weight"), (V{1024, 1, 1, 256}));
+  EXPECT_EQ(shape_of(r50, "layer4.2.bn3.weight"), (V{2048}));
+  EXPECT_EQ(shape_of(r50, "fc.weight"), (V{1000, 2048}));
+  EXPECT_EQ(r50.params().back().name, "fc.bias");
+  EXPECT_LT(r50.find_param("layer2.1.downsample.0.weight"), 0);
+  EXPECT_LT(r50.find_param("layer3.0.bn3.bias"), r50.find_param("layer3.0.downsample.0.weight"));
+
+  Graph r34 = build_model("resnet34", {224, 224, 3}, 1000);
+  EXPECT_GE(r34.find_param("layer3.5.conv2.weight"), 0);
+  EXPECT_LT(r34.find_param("layer3.6.conv2.weight"), 0);
+}
+
+// MONAI's DenseNet121 keys: features.*, "...denselayerN.layers.<norm1|conv1|norm2|conv2>", class_layers.out.
+TEST(Zoo, DenseNetNamesAndShapesFollowMonai) {
+  Graph g = build_model("densenet121", {224, 224, 3}, 1000);
+  const auto& P = g.params();
+  EXPECT_EQ(P.front().name, "features.conv0.weight");
+  EXPECT_EQ(P[1].name, "features.norm0.weight");
+  EXPECT_EQ(P[3].name, "features.denseblock1.denselayer1.layers.norm1.weight");
+  EXPECT_EQ(P[P.size() - 2].name, "class_layers.out.weight");
+  EXPECT_EQ(P.back().name, "class_layers.out.bias");
+  EXPECT_EQ(shape_of(g, "features.conv0.weight"), (V{64, 7, 7, 3}));
+  EXPECT_EQ(shape_of(g, "features.denseblock1.denselayer1.layers.conv1.weight"), (V{128, 1, 1, 64}));
+  EXPECT_EQ(shape_of(g, "features.denseblock1.denselayer1.layers.conv2.weight"), (V{32, 3, 3, 128}));
+  EXPECT_EQ(shape_of(g, "features.denseblock1.denselayer6.layers.norm1.weight"), (V{64 + 5 * 32}));
+  EXPECT_EQ(shape_of(g, "features.transition1.conv.weight"), (V{128, 1, 1, 256}));
+  EXPECT_GE(g.find_buffer("features.denseblock3.denselayer24.layers.norm2.running_var"), 0);
+  EXPECT_EQ(shape_of(g, "features.denseblock4.denselayer16.layers.conv2.weight"), (V{32, 3, 3, 128}));
+  EXPECT_EQ(shape_of(g, "features.transition3.conv.weight"), (V{512, 1, 1, 1024}));
+  EXPECT_EQ(shape_of(g, "features.norm5.weight"), (V{1024}));
+  EXPECT_EQ(shape_of(g, "class_layers.out.weight"), (V{1000, 1024}));
+  EXPECT_LT(g.find_param("features.transition4.conv.weight"), 0);
+  EXPECT_LT(g.find_param("features.denseblock4.denselayer17.layers.conv1.weight"), 0);
+  EXPECT_EQ(g.buffers().back().name, "features.norm5.running_var");
+}
+
+TEST(Zoo, OutputShapesAt224And64) {
+  struct Case {
+    const char* name;
+    Shape3 in;
+    Shape3 features;
+  };
+  const Case cases[] = {
+      {"resnet18", {224, 224, 3}, {7, 7, 512}},   {"resnet34", {224, 224, 3}, {7, 7, 512}},
+      {"resnet50", {224, 224, 3}, {7, 7, 2048}},  {"densenet121", {224, 224, 3}, {7, 7, 1024}},
+      {"resnet18", {64, 64, 1}, {8, 8, 512}},     {"resnet34", {64, 64, 1}, {8, 8, 512}},  // small stem
+      {"resnet50", {64, 64, 1}, {8, 8, 2048}},    {"densenet121", {64, 64, 1}, {2, 2, 1024}},
+      {"resnet18", {65, 65, 3}, {3, 3, 512}},  // just above the switch: torchvision stem
+  };
+  for (const Case& c : cases) {
+    Graph g = build_model(c.name, c.in, 6);
+    EXPECT_EQ(final_features(g), c.features) << c.name << " at " << c.in.h;
+    EXPECT_EQ(g.node(g.output()).out, (Shape3{1, 1, 6})) << c.name;
+  }
+}
+
+TEST(Zoo, ResNetStemSwitchesAt64PixelsAndSaysSo) {
+  Graph small = build_model("resnet18", {64, 64, 3}, 10);
+  Graph large = build_model("resnet18", {96, 96, 3}, 10);
+  EXPECT_EQ(shape_of(small, "conv1.weight"), (V{64, 3, 3, 3}));
+  EXPECT_EQ(shape_of(large, "conv1.weight"), (V{64, 7, 7, 3}));
+  EXPECT_NE(small.description().find("small-input stem"), std::string::npos) << small.description();
+  EXPECT_NE(large.description().find("torchvision"), std::string::npos) << large.description();
+  int pools = 0;
+  for (const Node& n : small.nodes()) pools += n.op == Op::maxpool;
+  EXPECT_EQ(pools, 0);
+  // The stem choice can be forced; everything but conv1 keeps its shape.
+  Graph forced = resnet(18, {64, 64, 3}, 10, ResNetStem::imagenet);
+  EXPECT_EQ(final_features(forced), (Shape3{2, 2, 512}));
+  EXPECT_EQ(forced.num_params() - small.num_params(), int64_t{64} * 3 * (49 - 9));
+  EXPECT_FALSE(build_model("densenet121", {64, 64, 1}, 6).description().empty());
+}
+
+TEST(Zoo, NamesAndErrors) {
+  const std::vector<std::string> want = {"small-cnn", "small-cnn-wide", "resnet18", "resnet34", "resnet50",
+                                         "densenet121"};
+  EXPECT_EQ(model_names(), want);
+  for (const auto& n : model_names()) EXPECT_EQ(build_model(n, {32, 32, 3}, 4).node(0).out, (Shape3{32, 32, 3}));
+  EXPECT_THROW(build_model("densenet121", {28, 28, 1}, 10), UserError);
+  EXPECT_NO_THROW(build_model("densenet121", {29, 29, 1}, 10));
+  EXPECT_THROW(build_model("resnet101", {224, 224, 3}, 10), UserError);
+  EXPECT_THROW(resnet(20, {32, 32, 3}, 10), UserError);
+}
+
+// A few AdamW steps on one tiny batch (32x32x3, batch 4, 3 classes) must lower the training loss, and the
+// logits must stay finite. It exercises every model's forward and backward on the CPU executor.
+class ZooLearns : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(ZooLearns, AFewStepsLowerTheLoss) {
+  const std::string name = GetParam();
+  const int n = 4, classes = 3;
+  const bool heavy = name == "resnet50" || name == "densenet121";
+  const int steps = heavy ? 3 : 5;
+  Graph g = build_model(name, {32, 32, 3}, classes);
+  std::vector<float> params(static_cast<size_t>(g.num_params())), grads(params.size()),
+      buffers(static_cast<size_t>(g.num_buffers()));
+  g.initialize(params.data(), buffers.data(), 5);
+  std::vector<float> x(static_cast<size_t>(n * g.input_shape().size()));
+  for (size_t i = 0; i < x.size(); ++i) x[i] = normal01(77, i);
+  std::vector<int32_t> labels = {0, 1, 2, 1};
+  OptimizerConfig oc;
+  oc.kind = OptimizerKind::adamw;
+  oc.weight_decay = 0.f;
+  Optimizer opt(oc, g.params(), g.num_params());
+  CpuExecutor ex(g, n);
+  std::vector<float> dl(static_cast<size_t>(n * classes));
+  std::vector<float> losses;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int step = 0; step <= steps; ++step) {
+    const float* logits = ex.forward(n, x.data(), params.data(), buffers.data(), true);
+    for (int i = 0; i < n * classes; ++i) ASSERT_TRUE(std::isfinite(logits[i])) << "step " << step;
+    losses.push_back(cpu::softmax_cross_entropy(n, classes, logits, labels.data(), 0.f, 1.f, nullptr, dl.data(), nullptr));
+    if (step == steps) break;
+    std::fill(grads.begin(), grads.end(), 0.f);
+    ex.backward(params.data(), grads.data(), dl.data());
+    opt.step(params.data(), grads.data(), 1e-3f);
+  }
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("%s: loss %.4f -> %.4f in %d steps (%.2f s per step, 32x32x3, batch %d)\n", name.c_str(),
+              static_cast<double>(losses.front()), static_cast<double>(losses.back()), steps, secs / (steps + 1), n);
+  EXPECT_LT(losses.back(), 0.8f * losses.front()) << name;
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, ZooLearns,
+                         ::testing::Values("small-cnn", "resnet18", "resnet34", "resnet50", "densenet121"),
+                         [](const ::testing::TestParamInfo<std::string>& p) {
+                           std::string s = p.param;
+                           std::replace(s.begin(), s.end(), '-', '_');
+                           return s;
+                         });
