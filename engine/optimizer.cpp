@@ -76,6 +76,26 @@ void Optimizer::step(float* params, const float* grads, float lr) {
   });
 }
 
+double clip_grad_norm(float* g, int64_t n, double max_norm) {
+  const int64_t chunks = std::clamp<int64_t>(n / 65536, 1, 64);
+  std::vector<double> part(static_cast<size_t>(chunks), 0.0);
+  parallel_tasks(chunks, [&](int64_t t) {
+    double s = 0;
+    for (int64_t i = n * t / chunks; i < n * (t + 1) / chunks; ++i) s += static_cast<double>(g[i]) * g[i];
+    part[static_cast<size_t>(t)] = s;
+  });
+  double sum = 0;
+  for (double p : part) sum += p;
+  const double norm = std::sqrt(sum);
+  if (norm > max_norm) {
+    const auto k = static_cast<float>(max_norm / (norm + 1e-12));
+    parallel_for(n, 1 << 16, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) g[i] *= k;
+    });
+  }
+  return norm;
+}
+
 float Schedule::at(int64_t step) const {
   constexpr double pi = 3.14159265358979323846;
   const double base = lr;

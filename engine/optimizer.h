@@ -50,6 +50,10 @@ class Optimizer {
   std::vector<float> state_;
 };
 
+// Scales g so its global L2 norm is at most max_norm (no-op when already below); returns the norm before.
+// Deterministic: fixed chunking, partial sums in order.
+double clip_grad_norm(float* g, int64_t n, double max_norm);
+
 enum class ScheduleKind { constant, cosine, onecycle };
 ScheduleKind parse_schedule(const std::string& s);  // throws UserError
 const char* to_string(ScheduleKind k);

@@ -226,21 +226,6 @@ std::string dataset_fingerprint(const io::ImageFolder& f, const std::vector<io::
   return str(used.size(), "-", hex64(h));
 }
 
-// Deterministic global L2 norm of the gradient (fixed chunking, partials summed in order).
-double grad_norm(const std::vector<float>& g) {
-  const int64_t n = static_cast<int64_t>(g.size());
-  const int64_t chunks = std::clamp<int64_t>(n / 65536, 1, 64);
-  std::vector<double> part(static_cast<size_t>(chunks), 0.0);
-  parallel_tasks(chunks, [&](int64_t t) {
-    double s = 0;
-    for (int64_t i = n * t / chunks; i < n * (t + 1) / chunks; ++i) s += static_cast<double>(g[static_cast<size_t>(i)]) * g[static_cast<size_t>(i)];
-    part[static_cast<size_t>(t)] = s;
-  });
-  double s = 0;
-  for (double p : part) s += p;
-  return std::sqrt(s);
-}
-
 // Keeps metrics.jsonl consistent with a resumed run: drops lines written after the checkpoint's step.
 void truncate_metrics(const std::string& path, int64_t step) {
   std::ifstream in(path);
@@ -491,13 +476,7 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
         nonfinite_run = 0;
         std::fill(grads.begin(), grads.end(), 0.f);
         exec.backward(params.data(), grads.data(), dlogits.data());
-        if (cfg.clip_grad_norm > 0.f) {
-          const double norm = grad_norm(grads);
-          if (norm > cfg.clip_grad_norm) {
-            const auto k = static_cast<float>(cfg.clip_grad_norm / (norm + 1e-6));
-            for (float& g : grads) g *= k;
-          }
-        }
+        if (cfg.clip_grad_norm > 0.f) clip_grad_norm(grads.data(), static_cast<int64_t>(grads.size()), cfg.clip_grad_norm);
         opt.step(params.data(), grads.data(), lr);
         loss_sum += static_cast<double>(loss) * hb->count;
         correct_sum += correct;

@@ -126,3 +126,15 @@ TEST(Schedule, OneCycleMatchesPyTorch) {
   for (int i = 1; i <= 24; ++i) EXPECT_GT(s.at(i), s.at(i - 1));
   for (int i = 25; i < 100; ++i) EXPECT_LT(s.at(i), s.at(i - 1));
 }
+
+TEST(ClipGradNorm, ScalesToTheLimitAndOnlyAboveIt) {
+  std::vector<float> g = {3, 4, 0, 0, 12};  // norm 13
+  EXPECT_DOUBLE_EQ(clip_grad_norm(g.data(), 5, 26.0), 13.0);
+  EXPECT_EQ(g, (std::vector<float>{3, 4, 0, 0, 12}));
+  EXPECT_DOUBLE_EQ(clip_grad_norm(g.data(), 5, 1.3), 13.0);
+  EXPECT_NEAR(g[0], 0.3f, 1e-6);
+  EXPECT_NEAR(g[4], 1.2f, 1e-6);
+  std::vector<float> big(300000, 1.f);  // several chunks
+  EXPECT_NEAR(clip_grad_norm(big.data(), 300000, 1.0), std::sqrt(300000.0), 1e-6);
+  EXPECT_NEAR(clip_grad_norm(big.data(), 300000, 1e9), 1.0, 1e-5);
+}
