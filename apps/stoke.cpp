@@ -63,6 +63,10 @@ void add_train(CLI::App& app, TrainConfig& cfg, std::string& optimizer, std::str
       ->capture_default_str()->check(CLI::NonNegativeNumber);
   t->add_option("--image-size", cfg.image_size, "Resize inputs to SxS (0 = the data's own size)")
       ->capture_default_str()->check(CLI::Range(0, 4096));
+  t->add_option("--eval-every", cfg.eval_every, "Validate every N epochs (and after the last)")
+      ->capture_default_str()->check(CLI::PositiveNumber);
+  t->add_option("--best-metric", cfg.best_metric, "What the best checkpoint maximises: val_acc | val_auc | val_loss")
+      ->capture_default_str()->check(CLI::IsMember({"val_acc", "val_auc", "val_loss"}));
   t->add_flag("--strict", cfg.strict, "Stop at the first corrupt image instead of skipping it");
   t->add_flag("--quiet", cfg.quiet, "No progress output");
 }

@@ -18,6 +18,7 @@
 #include "engine/error.h"
 #include "engine/fsutil.h"
 #include "engine/interrupt.h"
+#include "engine/metrics.h"
 #include "engine/progress.h"
 #include "engine/rng.h"
 #include "io/dataset.h"
@@ -154,7 +155,9 @@ json config_to_json(const TrainConfig& c) {
           {"strict", c.strict},
           {"checkpoint_every", c.checkpoint_every},
           {"keep_checkpoints", c.keep_checkpoints},
-          {"max_nonfinite_steps", c.max_nonfinite_steps}};
+          {"max_nonfinite_steps", c.max_nonfinite_steps},
+          {"eval_every", c.eval_every},
+          {"best_metric", c.best_metric}};
 }
 
 TrainConfig config_from_json(const json& j) {
@@ -185,6 +188,8 @@ TrainConfig config_from_json(const json& j) {
     c.checkpoint_every = j.value("checkpoint_every", int64_t{0});
     c.keep_checkpoints = j.value("keep_checkpoints", 3);
     c.max_nonfinite_steps = j.value("max_nonfinite_steps", 5);
+    c.eval_every = j.value("eval_every", 1);
+    c.best_metric = j.value("best_metric", std::string("val_acc"));
   } catch (const json::exception& e) {
     throw Error(str("the saved run configuration is incomplete or damaged: ", e.what()));
   }
@@ -252,6 +257,9 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
   if (!(cfg.lr > 0.f) || !std::isfinite(cfg.lr)) throw UserError("--lr must be a positive number");
   if (cfg.label_smoothing < 0.f || cfg.label_smoothing >= 1.f) throw UserError("--label-smoothing must be in [0, 1)");
   if (cfg.data.empty()) throw UserError("--data is required (an ImageFolder: DIR/<class>/*.jpg)");
+  if (cfg.eval_every < 1) throw UserError("--eval-every must be at least 1");
+  if (cfg.best_metric != "val_acc" && cfg.best_metric != "val_auc" && cfg.best_metric != "val_loss")
+    throw UserError(str("--best-metric must be val_acc, val_auc or val_loss (got '", cfg.best_metric, "')"));
   const bool resuming = !cfg.resume.empty();
 
   // ---- backend --------------------------------------------------------------------------------------------
@@ -298,7 +306,8 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
   std::error_code ec;
   int64_t start_epoch = 0, start_cursor = 0, step = 0;
   json resume_sums, history = json::array();
-  double best_val_acc = -1;
+  double best_val_acc = -std::numeric_limits<double>::infinity();  // best score of cfg.best_metric
+  ClassificationReport last_report;
   std::vector<float> mean, stdev;
   std::string resumed_from;
   if (resuming) {
@@ -321,7 +330,7 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
     step = st.at("step").get<int64_t>();
     resume_sums = st.value("epoch_sums", json::object());
     history = st.value("history", json::array());
-    best_val_acc = st.value("best_val_acc", -1.0);
+    if (st.contains("best_score") && st["best_score"].is_number()) best_val_acc = st["best_score"].get<double>();
     mean = st.at("normalize_mean").get<std::vector<float>>();
     stdev = st.at("normalize_std").get<std::vector<float>>();
     truncate_metrics(metrics_path, step);
@@ -419,7 +428,7 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
                {"normalize_std", stdev},
                {"epoch_sums", {{"loss_sum", loss_sum}, {"correct", correct_sum}, {"seen", seen}}},
                {"history", history},
-               {"best_val_acc", best_val_acc},
+               {"best_score", std::isfinite(best_val_acc) ? json(best_val_acc) : json()},
                {"loss_scale", 1.0}};
     char name[32];
     std::snprintf(name, sizeof name, "step-%08lld", static_cast<long long>(step));
@@ -527,47 +536,53 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
     es.train_loss = loss_sum / static_cast<double>(std::max<int64_t>(seen, 1));
     es.train_acc = static_cast<double>(correct_sum) / static_cast<double>(std::max<int64_t>(seen, 1));
     es.images_per_s = static_cast<double>(seen - seen_at_start) / std::max(train_seconds, 1e-9);
-    es.val_loss = es.val_acc = std::numeric_limits<double>::quiet_NaN();
-    if (has_val) {
+    es.val_loss = es.val_acc = es.val_auc = std::numeric_limits<double>::quiet_NaN();
+    const bool evaluate_now = has_val && ((epoch + 1) % cfg.eval_every == 0 || epoch + 1 == cfg.epochs);
+    ClassificationReport report;
+    if (evaluate_now) {
       std::vector<int64_t> vorder(val_samples.size());
       for (size_t i = 0; i < vorder.size(); ++i) vorder[i] = static_cast<int64_t>(i);
       val_loader->start(std::move(vorder), false);
-      double vloss = 0;
-      int64_t vcorrect = 0, vseen = 0;
+      MetricsAccumulator acc(classes);
       while (const HostBatch* hb = val_loader->next()) {
         normalize(*hb, shape, mean, stdev, input.data());
         const float* logits = exec.forward(hb->count, input.data(), params.data(), buffers.data(), false);
-        int64_t correct = 0;
         float loss = cpu::softmax_cross_entropy(hb->count, classes, logits, hb->labels.data(), 0.f, 1.f, nullptr,
-                                                nullptr, &correct);
-        vloss += static_cast<double>(loss) * hb->count;
-        vcorrect += correct;
-        vseen += hb->count;
+                                                nullptr, nullptr);
+        acc.add(hb->count, logits, hb->labels.data(), loss);
       }
-      es.val_loss = vloss / static_cast<double>(std::max<int64_t>(vseen, 1));
-      es.val_acc = static_cast<double>(vcorrect) / static_cast<double>(std::max<int64_t>(vseen, 1));
+      report = acc.report();
+      es.val_loss = report.loss;
+      es.val_acc = report.accuracy;
+      es.val_auc = report.macro_auc;
     }
     es.seconds = seconds_since(epoch_start);
     result.epochs.push_back(es);
     json ej = {{"kind", "epoch"}, {"epoch", es.epoch}, {"step", step}, {"train_loss", es.train_loss},
                {"train_acc", es.train_acc}, {"img_per_s", es.images_per_s}, {"seconds", es.seconds},
                {"elapsed_s", seconds_since(t_start)}};
-    if (has_val) {
+    if (evaluate_now) {
       ej["val_loss"] = es.val_loss;
       ej["val_acc"] = es.val_acc;
+      ej["val_auc"] = std::isnan(es.val_auc) ? json() : json(es.val_auc);
+      ej["val_report"] = report.to_json();
     }
     metrics.write(ej);
+    ej.erase("val_report");
     history.push_back(ej);
-    const bool best = has_val && es.val_acc > best_val_acc;
-    if (best) best_val_acc = es.val_acc;
+    // "Best" maximises the chosen metric (the loss is negated).
+    const double score = cfg.best_metric == "val_auc" ? es.val_auc : cfg.best_metric == "val_loss" ? -es.val_loss : es.val_acc;
+    const bool best = evaluate_now && std::isfinite(score) && score > best_val_acc;
+    if (best) best_val_acc = score;
+    if (evaluate_now) last_report = report;
     loss_sum = 0;
     correct_sum = seen = 0;
     write_checkpoint(epoch + 1, 0, best);
     if (!cfg.quiet) {
-      if (has_val)
-        std::printf("epoch %d/%d  train loss %.4f acc %.2f%%  |  val loss %.4f acc %.2f%%  |  %s img/s, %.1f s\n",
-                    es.epoch, cfg.epochs, es.train_loss, 100 * es.train_acc, es.val_loss, 100 * es.val_acc,
-                    format_count(es.images_per_s).c_str(), es.seconds);
+      if (evaluate_now)
+        std::printf("epoch %d/%d  train loss %.4f acc %.2f%%  |  val loss %.4f acc %.2f%% auc %.4f  |  %s img/s, %.1f s%s\n",
+                    es.epoch, cfg.epochs, es.train_loss, 100 * es.train_acc, es.val_loss, 100 * es.val_acc, es.val_auc,
+                    format_count(es.images_per_s).c_str(), es.seconds, best ? "  (best)" : "");
       else
         std::printf("epoch %d/%d  train loss %.4f acc %.2f%%  |  %s img/s, %.1f s\n", es.epoch, cfg.epochs,
                     es.train_loss, 100 * es.train_acc, format_count(es.images_per_s).c_str(), es.seconds);
@@ -604,8 +619,10 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
       summary["val_images"] = val_samples.size();
       summary["final_val_loss"] = last["val_loss"];
       summary["final_val_acc"] = last["val_acc"];
-      summary["best_val_acc"] = best_val_acc;
+      summary["final_val_auc"] = last["val_auc"];
+      summary["best_metric"] = cfg.best_metric;
       summary["best_checkpoint"] = find_checkpoint(run_dir, "best");
+      if (last_report.count > 0) summary["final_val_report"] = last_report.to_json();
     }
   }
   atomic_write_file((fs::path(run_dir) / "summary.json").string(), summary.dump(2) + "\n");
@@ -614,10 +631,12 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
     std::printf("\nsummary: %s on %s, %d epoch%s, %lld steps in %s (%s img/s in the last epoch)\n", cfg.model.c_str(),
                 "the CPU backend", cfg.epochs, cfg.epochs == 1 ? "" : "s", static_cast<long long>(step),
                 format_duration(result.seconds).c_str(), format_count(last["img_per_s"].get<double>()).c_str());
-    if (has_val)
-      std::printf("         validation accuracy %.2f%% (%s images), loss %.4f; best %.2f%%\n",
-                  100 * last["val_acc"].get<double>(), format_count(static_cast<double>(val_samples.size())).c_str(),
-                  last["val_loss"].get<double>(), 100 * best_val_acc);
+    if (has_val && last_report.count > 0) {
+      std::printf("         validation accuracy %.2f%% (%s images), loss %.4f, macro ROC-AUC %.4f\n",
+                  100 * last_report.accuracy, format_count(static_cast<double>(last_report.count)).c_str(),
+                  last_report.loss, last_report.macro_auc);
+      std::printf("\nconfusion matrix (validation, last epoch):\n%s", last_report.confusion_table(train_set.classes).c_str());
+    }
     if (result.corrupt_images > 0)
       std::printf("         %lld corrupt images were skipped\n", static_cast<long long>(result.corrupt_images));
     if (result.skipped_steps > 0)

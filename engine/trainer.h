@@ -39,6 +39,8 @@ struct TrainConfig {
   int64_t checkpoint_every = 0;  // also checkpoint every N steps (0: at the end of each epoch only)
   int keep_checkpoints = 3;    // newest step checkpoints kept (the best one is always kept)
   int max_nonfinite_steps = 5; // stop after this many consecutive steps with a non-finite loss
+  int eval_every = 1;          // validate every N epochs (and always after the last)
+  std::string best_metric = "val_acc";  // val_acc | val_auc | val_loss: what the best checkpoint maximises
   // Test hooks (no flags): behave as if SIGINT arrived after this many steps of this process (0 = never);
   // make the loss of these global steps non-finite.
   int64_t interrupt_after_steps = 0;
@@ -53,7 +55,7 @@ TrainConfig config_from_json(const nlohmann::json& j);
 struct EpochStats {
   int epoch = 0;
   double train_loss = 0, train_acc = 0;
-  double val_loss = 0, val_acc = 0;  // NaN without validation data
+  double val_loss = 0, val_acc = 0, val_auc = 0;  // NaN without validation (or when not evaluated)
   double seconds = 0, images_per_s = 0;
 };
 

@@ -1,0 +1,46 @@
+// Classification metrics over a whole evaluation pass: loss, accuracy, per-class accuracy, the confusion
+// matrix, and macro one-vs-rest ROC-AUC (as MONAI's ROCAUCMetric(average="macro") computes it: the AUC of
+// each class's softmax score against "is this class", averaged over classes; a class absent from the labels,
+// or present in every label, has no AUC and is left out of the average).
+#pragma once
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+namespace stoke {
+
+struct ClassificationReport {
+  int classes = 0;
+  int64_t count = 0;
+  double loss = 0, accuracy = 0, macro_auc = 0;  // macro_auc NaN when no class has an AUC
+  std::vector<double> class_accuracy;             // NaN for a class with no samples
+  std::vector<double> class_auc;                  // NaN where undefined
+  std::vector<int64_t> confusion;                 // [true * classes + predicted]
+
+  nlohmann::json to_json() const;
+  // The confusion matrix as aligned text, rows = true class, columns = predicted.
+  std::string confusion_table(const std::vector<std::string>& names) const;
+};
+
+class MetricsAccumulator {
+ public:
+  explicit MetricsAccumulator(int classes) : classes_(classes) {}
+  // logits[n, classes] of one batch, its labels, and the batch's mean loss.
+  void add(int n, const float* logits, const int32_t* labels, double mean_loss);
+  ClassificationReport report() const;
+  void clear();
+
+ private:
+  int classes_;
+  double loss_sum_ = 0;
+  std::vector<float> probs_;     // softmax rows, kept for the AUC
+  std::vector<int32_t> labels_;
+};
+
+// Area under the ROC curve of scores against binary targets (Mann-Whitney U with average ranks for ties).
+// NaN when all targets are equal.
+double roc_auc(const std::vector<float>& scores, const std::vector<uint8_t>& positive);
+
+}  // namespace stoke

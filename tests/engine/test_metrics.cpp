@@ -1,0 +1,49 @@
+// Classification metrics against hand-computed answers.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "engine/metrics.h"
+
+using namespace stoke;
+
+TEST(RocAuc, KnownAnswers) {
+  EXPECT_DOUBLE_EQ(roc_auc({0.1f, 0.2f, 0.8f, 0.9f}, {0, 0, 1, 1}), 1.0);
+  EXPECT_DOUBLE_EQ(roc_auc({0.9f, 0.8f, 0.2f, 0.1f}, {0, 0, 1, 1}), 0.0);
+  EXPECT_DOUBLE_EQ(roc_auc({0.5f, 0.5f, 0.5f, 0.5f}, {0, 1, 0, 1}), 0.5);  // all tied
+  // sklearn.metrics.roc_auc_score([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]) == 0.75
+  EXPECT_DOUBLE_EQ(roc_auc({0.1f, 0.4f, 0.35f, 0.8f}, {0, 0, 1, 1}), 0.75);
+  // With a tie between a positive and a negative: pairs (pos, neg) = 4, wins 3, one tie counted 1/2.
+  EXPECT_DOUBLE_EQ(roc_auc({0.2f, 0.6f, 0.6f, 0.9f}, {0, 0, 1, 1}), (3 + 0.5) / 4);
+  EXPECT_TRUE(std::isnan(roc_auc({0.1f, 0.2f}, {1, 1})));
+}
+
+TEST(Metrics, ConfusionAccuracyAndMacroAuc) {
+  MetricsAccumulator acc(3);
+  // Logits whose arg-max is the second column for sample 2 (true class 0): one error.
+  const float logits[] = {5, 0, 0,   // true 0, pred 0
+                          0, 4, 0,   // true 1, pred 1
+                          1, 3, 0,   // true 0, pred 1
+                          1.5f, 0, 2};  // true 2, pred 2
+  const int32_t labels[] = {0, 1, 0, 2};
+  acc.add(2, logits, labels, 0.5);
+  acc.add(2, logits + 6, labels + 2, 1.5);
+  ClassificationReport r = acc.report();
+  EXPECT_EQ(r.count, 4);
+  EXPECT_DOUBLE_EQ(r.loss, (0.5 * 2 + 1.5 * 2) / 4);
+  EXPECT_DOUBLE_EQ(r.accuracy, 0.75);
+  EXPECT_EQ(r.confusion, (std::vector<int64_t>{1, 1, 0, 0, 1, 0, 0, 0, 1}));
+  EXPECT_DOUBLE_EQ(r.class_accuracy[0], 0.5);
+  EXPECT_DOUBLE_EQ(r.class_accuracy[1], 1.0);
+  EXPECT_DOUBLE_EQ(r.class_accuracy[2], 1.0);
+  // Class-0 scores (softmax column 0): positives 0.987 (sample 0) and 0.114 (sample 2); negatives 0.018
+  // (sample 1) and 0.348 (sample 3): 3 of 4 pairs ordered, AUC 0.75. Classes 1 and 2 score highest exactly
+  // on their own samples: AUC 1.
+  EXPECT_DOUBLE_EQ(r.class_auc[2], 1.0);
+  EXPECT_DOUBLE_EQ(r.class_auc[1], 1.0);
+  EXPECT_NEAR(r.class_auc[0], 0.75, 1e-12);
+  EXPECT_NEAR(r.macro_auc, (1.0 + 1.0 + 0.75) / 3, 1e-12);
+  const std::string table = r.confusion_table({"cat", "dog", "eel"});
+  EXPECT_NE(table.find("dog"), std::string::npos);
+  EXPECT_NE(table.find("50.00%"), std::string::npos);
+}
