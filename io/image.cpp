@@ -147,6 +147,34 @@ struct Decoder {
     jpeg_abort_decompress(&cinfo);
     return true;
   }
+
+  // Phase 3b: rows [skip, skip + rows) of the output, optionally only the columns jpeg_crop_scanline keeps
+  // (*xoff, *width in: wanted, out: widened to iMCU boundaries; xoff == nullptr: every column), into dst
+  // (rows of the resulting output_width * output_components bytes, contiguous).
+  bool read_region(uint8_t* dst, JDIMENSION* xoff, JDIMENSION* width, JDIMENSION skip, JDIMENSION rows) {
+    if (setjmp(err.jump)) {
+      jpeg_abort_decompress(&cinfo);
+      return false;
+    }
+    cinfo.progress = cinfo.progressive_mode ? &progress : nullptr;
+    jpeg_start_decompress(&cinfo);
+    if (xoff) jpeg_crop_scanline(&cinfo, xoff, width);
+    *width = cinfo.output_width;
+    if (skip > 0) jpeg_skip_scanlines(&cinfo, skip);
+    const size_t stride = static_cast<size_t>(cinfo.output_width) * static_cast<size_t>(cinfo.output_components);
+    JSAMPROW rowp[16];
+    const JDIMENSION end = skip + rows;
+    while (cinfo.output_scanline < end) {
+      const JDIMENSION at = cinfo.output_scanline;
+      const JDIMENSION n = std::min<JDIMENSION>(16, end - at);
+      for (JDIMENSION i = 0; i < n; ++i) rowp[i] = dst + (at - skip + i) * stride;
+      if (jpeg_read_scanlines(&cinfo, rowp, n) == 0) break;  // cannot happen with a memory source
+    }
+    const bool complete = cinfo.output_scanline >= end;
+    jpeg_abort_decompress(&cinfo);  // the rows below the region are never decoded
+    if (!complete) std::snprintf(err.message, sizeof err.message, "JPEG decoder stopped early");
+    return complete;
+  }
 };
 
 Decoder& thread_decoder() {
@@ -440,7 +468,164 @@ bool decode_jpeg_to_impl(const uint8_t* data, size_t size, int h, int w, int cha
   return ok;
 }
 
+// Sizes a per-thread buffer, first dropping the capacity a rare giant image left behind.
+void size_scratch(std::vector<uint8_t>& v, size_t n) {
+  if (v.capacity() > (size_t{64} << 20) && n <= (size_t{64} << 20)) std::vector<uint8_t>().swap(v);
+  v.resize(n);
+}
+
+// Scaled-image coordinate of source coordinate `v` at scale num/8, rounded down (up when `up`).
+int64_t scaled(int64_t v, unsigned num, bool up) { return up ? (v * num + 7) / 8 : v * num / 8; }
+
+bool decode_region_impl(const uint8_t* data, size_t size, CropChooser choose, int th, int tw, int channels,
+                        DecodedRegion& out, std::string* error, uint8_t* dst_exact) {
+  if (!valid_channels(channels, error)) return false;
+  if (th <= 0 || tw <= 0) {
+    set_error(error, str("bad decode target ", th, "x", tw));
+    return false;
+  }
+  Decoder& dec = thread_decoder();
+  if (!open_jpeg(dec, data, size, error)) return false;
+  AbortGuard guard{&dec.cinfo};
+  if (!choose_color_space(dec, channels, error)) return false;
+  const int ih = static_cast<int>(dec.cinfo.image_height), iw = static_cast<int>(dec.cinfo.image_width);
+  CropBox cb = choose.fn ? choose.fn(choose.ctx, ih, iw) : CropBox{};
+  if (cb.h <= 0 || cb.w <= 0) cb = CropBox{0, 0, ih, iw};
+  cb.y = std::clamp(cb.y, 0, ih - 1);
+  cb.x = std::clamp(cb.x, 0, iw - 1);
+  cb.h = std::clamp(cb.h, 1, ih - cb.y);
+  cb.w = std::clamp(cb.w, 1, iw - cb.x);
+  // The smallest of the SIMD-accelerated scales 1/8, 2/8, 4/8, 8/8 at which the crop still covers the target
+  // (see decode_jpeg_to for why not 3/8, 5/8..7/8).
+  unsigned num = 1;
+  while (num < 8 && (scaled(cb.h, num, true) < th || scaled(cb.w, num, true) < tw)) num *= 2;
+  dec.cinfo.scale_num = num;
+  dec.cinfo.scale_denom = 8;
+  if (!dec.calc_output()) {
+    set_error(error, dec.err.message);
+    return false;
+  }
+  const auto oh = static_cast<int64_t>(dec.cinfo.output_height), ow = static_cast<int64_t>(dec.cinfo.output_width);
+  // The crop in scaled pixels, edges rounded outwards.
+  const int64_t sy0 = std::min(scaled(cb.y, num, false), oh - 1);
+  const int64_t sy1 = std::clamp(scaled(int64_t{cb.y} + cb.h, num, true), sy0 + 1, oh);
+  const int64_t sx0 = std::min(scaled(cb.x, num, false), ow - 1);
+  const int64_t sx1 = std::clamp(scaled(int64_t{cb.x} + cb.w, num, true), sx0 + 1, ow);
+  const bool cmyk = is_cmyk(dec.cinfo.jpeg_color_space);
+  const int comps = dec.cinfo.output_components;
+  const bool whole = sy0 == 0 && sy1 == oh && sx0 == 0 && sx1 == ow;
+
+  out = DecodedRegion{};
+  out.src_h = ih;
+  out.src_w = iw;
+  out.crop = cb;
+  out.scale_num = static_cast<int>(num);
+  out.c = channels;
+  out.h = static_cast<int>(sy1 - sy0);
+  out.w = static_cast<int>(sx1 - sx0);
+  if (whole && dst_exact && !cmyk && oh == th && ow == tw) {
+    JDIMENSION width = static_cast<JDIMENSION>(ow);
+    if (!dec.read_region(dst_exact, nullptr, &width, 0, static_cast<JDIMENSION>(oh))) {
+      set_error(error, dec.err.message);
+      return false;
+    }
+    out.pixels = dst_exact;
+    out.stride = static_cast<size_t>(tw) * channels;
+    return true;
+  }
+
+  // Decode a margin around the crop: chroma upsampling ("fancy", the default) blends each pixel with its
+  // neighbours, and at the edge of what jpeg_crop_scanline / jpeg_skip_scanlines leave it sees replicated edge
+  // pixels instead. With the margin, the crop's own pixels equal those of a whole-image decode.
+  constexpr int64_t kMargin = 4;
+  const int64_t dy0 = std::max<int64_t>(0, sy0 - kMargin), dy1 = std::min(oh, sy1 + kMargin);
+  const int64_t dx0 = std::max<int64_t>(0, sx0 - kMargin), dx1 = std::min(ow, sx1 + kMargin);
+  std::vector<uint8_t>& raw = cmyk ? t_cmyk : t_scratch;
+  const auto rows = static_cast<JDIMENSION>(dy1 - dy0);
+  size_scratch(raw, static_cast<size_t>(rows) * static_cast<size_t>(ow) * static_cast<size_t>(comps));
+  const bool crop_x = !(dx0 == 0 && dx1 == ow);
+  JDIMENSION xoff = static_cast<JDIMENSION>(dx0), width = static_cast<JDIMENSION>(dx1 - dx0);
+  bool ok = dec.read_region(raw.data(), crop_x ? &xoff : nullptr, &width, static_cast<JDIMENSION>(dy0), rows);
+  if (!ok && !whole) {
+    // A valid file must never be called corrupt because of the partial-decode path: try it whole.
+    const std::string first = dec.err.message;
+    if (!dec.read_header(data, size) || !choose_color_space(dec, channels, error)) {
+      set_error(error, first);
+      return false;
+    }
+    dec.cinfo.scale_num = num;
+    dec.cinfo.scale_denom = 8;
+    if (!dec.calc_output()) {
+      set_error(error, first);
+      return false;
+    }
+    size_scratch(raw, static_cast<size_t>(oh) * static_cast<size_t>(ow) * static_cast<size_t>(comps));
+    xoff = 0;
+    width = static_cast<JDIMENSION>(ow);
+    ok = dec.read_region(raw.data(), nullptr, &width, 0, static_cast<JDIMENSION>(oh));
+    if (!ok) {
+      set_error(error, first);
+      return false;
+    }
+    // The whole scaled image is in raw: the region starts at row sy0, column sx0.
+    if (cmyk) {
+      size_scratch(t_scratch, static_cast<size_t>(oh) * static_cast<size_t>(ow) * channels);
+      convert_cmyk(raw.data(), static_cast<size_t>(oh) * static_cast<size_t>(ow), dec.cinfo.saw_Adobe_marker, channels,
+                   t_scratch.data());
+    }
+    out.stride = static_cast<size_t>(width) * channels;
+    out.pixels = t_scratch.data() + static_cast<size_t>(sy0) * out.stride + static_cast<size_t>(sx0) * channels;
+    return true;
+  }
+  if (!ok) {
+    set_error(error, dec.err.message);
+    return false;
+  }
+  if (cmyk) {
+    const size_t npix = static_cast<size_t>(rows) * width;
+    size_scratch(t_scratch, npix * channels);
+    convert_cmyk(raw.data(), npix, dec.cinfo.saw_Adobe_marker, channels, t_scratch.data());
+  }
+  out.stride = static_cast<size_t>(width) * channels;
+  out.pixels = t_scratch.data() + static_cast<size_t>(sy0 - dy0) * out.stride +
+               static_cast<size_t>(sx0 - static_cast<int64_t>(xoff)) * channels;
+  return true;
+}
+
 }  // namespace
+
+bool decode_jpeg_region(const uint8_t* data, size_t size, CropChooser choose, int target_h, int target_w,
+                        int channels, DecodedRegion& out, std::string* error, uint8_t* dst_if_exact) {
+  try {
+    return decode_region_impl(data, size, choose, target_h, target_w, channels, out, error, dst_if_exact);
+  } catch (const std::exception& e) {
+    out = DecodedRegion{};
+    set_error(error, str("JPEG decoding failed: ", e.what()));
+    return false;
+  }
+}
+
+bool decode_jpeg_crop_to(const uint8_t* data, size_t size, CropChooser choose, bool flip, int h, int w,
+                         int channels, uint8_t* dst, std::string* error) {
+  DecodedRegion r;
+  if (!decode_jpeg_region(data, size, choose, h, w, channels, r, error, dst)) return false;
+  if (r.pixels != dst) resize_bilinear_strided(r.pixels, r.h, r.w, channels, r.stride, dst, h, w);
+  if (flip) flip_horizontal(dst, h, w, channels);
+  return true;
+}
+
+void flip_horizontal(uint8_t* pixels, int h, int w, int c) {
+  const size_t row = static_cast<size_t>(w) * c;
+  for (int y = 0; y < h; ++y) {
+    uint8_t* r = pixels + static_cast<size_t>(y) * row;
+    if (c == 1) {
+      std::reverse(r, r + w);
+      continue;
+    }
+    for (int a = 0, b = w - 1; a < b; ++a, --b)
+      for (int k = 0; k < c; ++k) std::swap(r[static_cast<size_t>(a) * c + k], r[static_cast<size_t>(b) * c + k]);
+  }
+}
 
 // The pixel buffers can fail to allocate (a 100-megapixel image): that too is a `false`, never a throw.
 bool decode_jpeg(const uint8_t* data, size_t size, int channels, Image& out, std::string* error) {
@@ -483,8 +668,9 @@ struct Tap {
 };
 
 // Source coordinate of a destination centre: (i + 0.5) * sn / dn - 0.5, clamped to the edge pixels.
-std::vector<Tap> bilinear_taps(int dn, int sn) {
-  std::vector<Tap> t(static_cast<size_t>(dn));
+// Fills a per-thread vector (no allocation once it has grown).
+void bilinear_taps(int dn, int sn, std::vector<Tap>& t) {
+  t.resize(static_cast<size_t>(dn));
   const double scale = static_cast<double>(sn) / dn;
   for (int i = 0; i < dn; ++i) {
     double s = (i + 0.5) * scale - 0.5;
@@ -497,27 +683,32 @@ std::vector<Tap> bilinear_taps(int dn, int sn) {
       tap = {i0, i0 + 1, static_cast<int>(std::lround((s - i0) * kOne))};
     }
   }
-  return t;
 }
+
+thread_local std::vector<Tap> t_xtaps, t_ytaps;
+thread_local std::vector<int32_t> t_blend;
 
 // Separable, vertical pass first: for each output row, blend its two source rows over the full source width
 // (contiguous, vectorizes), then pick and blend columns. Integer throughout with one rounding at the end, so
 // the result is the exact fixed-point bilinear value whichever pass runs first. C is the channel count
 // (0: runtime `c`).
 template <int C>
-void resize_rows(const uint8_t* src, int sh, int sw, int c_runtime, uint8_t* dst, int dh, int dw) {
+void resize_rows(const uint8_t* src, int sh, int sw, int c_runtime, size_t src_stride, uint8_t* dst, int dh, int dw) {
   const int c = C > 0 ? C : c_runtime;
   const size_t srow = static_cast<size_t>(sw) * c, drow = static_cast<size_t>(dw) * c;
-  const std::vector<Tap> xt = bilinear_taps(dw, sw), yt = bilinear_taps(dh, sh);
-  std::vector<int32_t> blended(srow);
-  int32_t* __restrict col = blended.data();
+  std::vector<Tap>& xt = t_xtaps;
+  std::vector<Tap>& yt = t_ytaps;
+  bilinear_taps(dw, sw, xt);
+  bilinear_taps(dh, sh, yt);
+  t_blend.resize(srow);
+  int32_t* __restrict col = t_blend.data();
   const Tap* taps = xt.data();
   constexpr int kShift = 2 * kWeightBits;
   constexpr int32_t kHalf = int32_t{1} << (kShift - 1);
   for (int y = 0; y < dh; ++y) {
     const Tap ty = yt[static_cast<size_t>(y)];
-    const uint8_t* __restrict r0 = src + static_cast<size_t>(ty.i0) * srow;
-    const uint8_t* __restrict r1 = src + static_cast<size_t>(ty.i1) * srow;
+    const uint8_t* __restrict r0 = src + static_cast<size_t>(ty.i0) * src_stride;
+    const uint8_t* __restrict r1 = src + static_cast<size_t>(ty.i1) * src_stride;
     const int32_t w0 = kOne - ty.w1, w1 = ty.w1;
     for (size_t i = 0; i < srow; ++i) col[i] = r0[i] * w0 + r1[i] * w1;
     uint8_t* __restrict out = dst + static_cast<size_t>(y) * drow;
@@ -534,20 +725,31 @@ void resize_rows(const uint8_t* src, int sh, int sw, int c_runtime, uint8_t* dst
 }  // namespace
 
 void resize_bilinear(const uint8_t* src, int sh, int sw, int c, uint8_t* dst, int dh, int dw) {
+  resize_bilinear_strided(src, sh, sw, c, static_cast<size_t>(sw) * static_cast<size_t>(c), dst, dh, dw);
+}
+
+void resize_bilinear_strided(const uint8_t* src, int sh, int sw, int c, size_t src_stride, uint8_t* dst, int dh,
+                             int dw) {
   STOKE_CHECK(sh > 0 && sw > 0 && dh > 0 && dw > 0 && c > 0, "resize_bilinear ", sh, "x", sw, " -> ", dh, "x", dw);
+  STOKE_CHECK(src_stride >= static_cast<size_t>(sw) * c, "resize_bilinear stride ", src_stride);
   if (sh == dh && sw == dw) {
-    std::memcpy(dst, src, static_cast<size_t>(sh) * sw * c);
+    const size_t row = static_cast<size_t>(sw) * c;
+    if (src_stride == row) {
+      std::memcpy(dst, src, row * sh);
+    } else {
+      for (int y = 0; y < sh; ++y) std::memcpy(dst + y * row, src + y * src_stride, row);
+    }
     return;
   }
   switch (c) {
     case 1:
-      resize_rows<1>(src, sh, sw, c, dst, dh, dw);
+      resize_rows<1>(src, sh, sw, c, src_stride, dst, dh, dw);
       break;
     case 3:
-      resize_rows<3>(src, sh, sw, c, dst, dh, dw);
+      resize_rows<3>(src, sh, sw, c, src_stride, dst, dh, dw);
       break;
     default:
-      resize_rows<0>(src, sh, sw, c, dst, dh, dw);
+      resize_rows<0>(src, sh, sw, c, src_stride, dst, dh, dw);
       break;
   }
 }

@@ -28,6 +28,52 @@ bool decode_jpeg(const uint8_t* data, size_t size, int channels, Image& out, std
 // Same error contract as decode_jpeg.
 bool decode_jpeg_to(const uint8_t* data, size_t size, int h, int w, int channels, uint8_t* dst, std::string* error);
 
+// ---- decoding only what a crop needs (the input pipeline's path) ----------------------------------------
+
+// A rectangle in source-image pixels. h <= 0 or w <= 0 means the whole image.
+struct CropBox {
+  int y = 0, x = 0, h = 0, w = 0;
+};
+
+// Chooses the crop once the header has given the source size (random-resized-crop needs it). fn == nullptr:
+// the whole image. A plain function pointer and context: no allocation, no exceptions across libjpeg.
+struct CropChooser {
+  CropBox (*fn)(const void* ctx, int src_h, int src_w) = nullptr;
+  const void* ctx = nullptr;
+};
+
+// The decoded crop: `h` rows of `w` pixels x `c` channels, rows `stride` bytes apart.
+struct DecodedRegion {
+  const uint8_t* pixels = nullptr;
+  int h = 0, w = 0, c = 0;
+  size_t stride = 0;
+  int src_h = 0, src_w = 0;  // the JPEG's own size
+  CropBox crop;              // the crop chosen, clamped to the image (source pixels)
+  int scale_num = 8;         // DCT scaling used: scale_num / 8
+};
+
+// Decodes the part of a JPEG that covers the chosen crop, at the smallest DCT scale n/8 (n in 1, 2, 4, 8) at
+// which the crop still covers target_h x target_w, skipping the rows above and below it
+// (jpeg_skip_scanlines) and the iMCU columns left and right of it (jpeg_crop_scanline). The crop edges are
+// rounded outwards to whole pixels of the scaled image.
+// out.pixels points into a per-thread buffer, valid until this thread's next decode -- or, when the region
+// comes out exactly target_h x target_w without cropping and dst_if_exact is given, the pixels are decoded
+// straight into dst_if_exact (h*w*channels bytes) and out.pixels == dst_if_exact.
+// Same error contract as decode_jpeg: false with the reason, never a throw, never an abort.
+bool decode_jpeg_region(const uint8_t* data, size_t size, CropChooser choose, int target_h, int target_w,
+                        int channels, DecodedRegion& out, std::string* error, uint8_t* dst_if_exact = nullptr);
+
+// decode_jpeg_region + resize to exactly h x w x channels into dst (+ a horizontal mirror when flip).
+bool decode_jpeg_crop_to(const uint8_t* data, size_t size, CropChooser choose, bool flip, int h, int w,
+                         int channels, uint8_t* dst, std::string* error);
+
+// resize_bilinear from a source whose rows are src_stride bytes apart (a region of a larger image).
+void resize_bilinear_strided(const uint8_t* src, int sh, int sw, int c, size_t src_stride, uint8_t* dst, int dh,
+                             int dw);
+
+// Mirrors HWC pixels left-right in place.
+void flip_horizontal(uint8_t* pixels, int h, int w, int c);
+
 // Encodes HWC pixels (c = 1 or 3) as a baseline JPEG.
 std::vector<uint8_t> encode_jpeg(const uint8_t* pixels, int h, int w, int c, int quality);
 

@@ -4,6 +4,7 @@ target_sources(stoke_io PRIVATE
   ${CMAKE_CURRENT_LIST_DIR}/host_memory.cpp
   ${CMAKE_CURRENT_LIST_DIR}/batch_ring.cpp
   ${CMAKE_CURRENT_LIST_DIR}/sampler.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/augment.cpp
 )
 if(STOKE_WITH_CUDA)
   # Pinned host memory (cudaHostAlloc) only; no kernels here.
