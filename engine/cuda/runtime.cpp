@@ -1,7 +1,5 @@
 #include "engine/cuda/runtime.h"
 
-#include <array>
-
 #include "engine/cuda/check.h"
 #include "engine/error.h"
 
@@ -48,19 +46,6 @@ DeviceInfo use_device(int id) {
   CUDA_CHECK(cudaDriverGetVersion(&d.driver_version));
   CUDA_CHECK(cudaRuntimeGetVersion(&d.runtime_version));
   return d;
-}
-
-int sm_count() {
-  static std::array<int, 64> cache{};  // one process, few devices; 0 = not asked yet
-  int dev = 0;
-  CUDA_CHECK(cudaGetDevice(&dev));
-  if (dev < 0 || dev >= static_cast<int>(cache.size())) dev = 0;
-  if (cache[static_cast<size_t>(dev)] == 0) {
-    int n = 0;
-    CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev));
-    cache[static_cast<size_t>(dev)] = n > 0 ? n : 1;
-  }
-  return cache[static_cast<size_t>(dev)];
 }
 
 Stream::Stream() { CUDA_CHECK(cudaStreamCreateWithFlags(&s_, cudaStreamNonBlocking)); }

@@ -33,9 +33,6 @@ std::string device_unavailable_reason(int id = 0);
 // "13.0" from 13000.
 std::string version_string(int cuda_version);
 
-// The multiprocessor count of the current device, cached per device (launch-grid sizing).
-int sm_count();
-
 class Stream {
  public:
   Stream();  // cudaStreamNonBlocking

@@ -1,0 +1,269 @@
+// CUDA batch normalisation (train and eval, forward and backward, optionally fused with a residual add and
+// ReLU). Three launches per pass: per-chunk partials, a per-channel finalize (statistics, running averages,
+// the per-channel coefficients of the element-wise pass) and the element-wise pass.
+//
+// Workspace layout: [3 * chunks * C doubles: partials][3 * C floats: per-channel coefficients].
+//   forward: coefficients (m, s, b) with y = (x - m) * s + b   (train: batch mean, gamma*invstd, beta;
+//                                                              eval: running mean, gamma*invstd_running, beta)
+//   backward: (k1, k2, k3) with dx = k1 * dz + k2 * (x - mean) + k3, as in the CPU reference.
+#include <cmath>
+
+#include "engine/error.h"
+#include "kernels/batchnorm.cuh"
+#include "kernels/channel_reduce.cuh"
+#include "kernels/cuda_util.cuh"
+
+namespace stoke::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+using reduce::kFinThreads;
+
+double* partials(void* ws) { return static_cast<double*>(ws); }
+float* coefficients(void* ws, int64_t rows, int C) {
+  return reinterpret_cast<float*>(static_cast<char*>(ws) + sizeof(double) * reduce::partial_doubles(rows, C));
+}
+
+__global__ void __launch_bounds__(kFinThreads)
+    train_finalize_kernel(int64_t rows, int C, int chunks, const double* __restrict__ part, const float* __restrict__ gamma,
+                          const float* __restrict__ beta, float eps, float momentum, float* running_mean,
+                          float* running_var, float* save_mean, float* save_invstd, float* __restrict__ coef) {
+  double N, M, Q;
+  reduce::welford_combine(C, chunks, part, N, M, Q);
+  if (threadIdx.x != 0) return;
+  const int c = blockIdx.x;
+  const double mean = M;
+  const double var = Q > 0.0 ? Q / static_cast<double>(rows) : 0.0;  // biased: the batch is normalised with it
+  const float m = static_cast<float>(mean);
+  const float invstd = static_cast<float>(1.0 / sqrt(var + static_cast<double>(eps)));
+  if (save_mean) save_mean[c] = m;
+  if (save_invstd) save_invstd[c] = invstd;
+  coef[c] = m;
+  coef[C + c] = gamma[c] * invstd;
+  coef[2 * C + c] = beta[c];
+  const double unbiased = rows > 1 ? var * static_cast<double>(rows) / static_cast<double>(rows - 1) : var;
+  const double mom = momentum;
+  if (running_mean) running_mean[c] = static_cast<float>((1.0 - mom) * running_mean[c] + mom * mean);
+  if (running_var) running_var[c] = static_cast<float>((1.0 - mom) * running_var[c] + mom * unbiased);
+}
+
+__global__ void eval_coef_kernel(int C, const float* __restrict__ gamma, const float* __restrict__ beta,
+                                 const float* __restrict__ running_mean, const float* __restrict__ running_var, float eps,
+                                 float* __restrict__ coef) {
+  const int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c >= C) return;
+  coef[c] = running_mean[c];
+  coef[C + c] = gamma[c] * static_cast<float>(1.0 / sqrt(static_cast<double>(running_var[c]) + static_cast<double>(eps)));
+  coef[2 * C + c] = beta[c];
+}
+
+// y = act((x - m[c]) * s[c] + b[c] + residual)
+template <typename T, int V>
+__global__ void apply_kernel(int64_t n, int C, const T* x, const T* residual, bool relu, const float* __restrict__ coef,
+                             T* y) {
+  const float* m = coef;
+  const float* s = coef + C;
+  const float* b = coef + 2 * C;
+  const int64_t nv = n / V;
+  for (int64_t j = global_thread(); j < nv; j += grid_threads()) {
+    const int64_t i = j * V;
+    float f[V], r[V] = {};
+    load_f<V>(x + i, f);
+    if (residual) load_f<V>(residual + i, r);
+    int c = static_cast<int>(i % C);
+#pragma unroll
+    for (int k = 0; k < V; ++k) {
+      float v = (f[k] - m[c]) * s[c] + b[c] + r[k];
+      if (relu) v = v > 0.f ? v : 0.f;
+      f[k] = v;
+      if (++c == C) c = 0;
+    }
+    store_f<V>(y + i, f);
+  }
+  for (int64_t i = nv * V + global_thread(); i < n; i += grid_threads()) {
+    const int c = static_cast<int>(i % C);
+    float v = (to_float(x[i]) - m[c]) * s[c] + b[c];
+    if (residual) v += to_float(residual[i]);
+    if (relu) v = v > 0.f ? v : 0.f;
+    y[i] = from_float<T>(v);
+  }
+}
+
+__global__ void __launch_bounds__(kFinThreads)
+    backward_finalize_kernel(int64_t rows, int C, int chunks, const double* __restrict__ part,
+                             const float* __restrict__ gamma, const float* __restrict__ save_invstd, float* dgamma,
+                             float* dbeta, float* __restrict__ coef) {
+  double sum_dz, sum_dz_xhat;
+  reduce::sums_combine(C, chunks, part, sum_dz, sum_dz_xhat);
+  if (threadIdx.x != 0) return;
+  const int c = blockIdx.x;
+  if (dbeta) dbeta[c] += static_cast<float>(sum_dz);
+  if (dgamma) dgamma[c] += static_cast<float>(sum_dz_xhat);
+  const double invstd = save_invstd[c];
+  const double g = static_cast<double>(gamma[c]) * invstd;
+  const double r = static_cast<double>(rows);
+  coef[c] = static_cast<float>(g);
+  coef[C + c] = static_cast<float>(-g * sum_dz_xhat * invstd / r);
+  coef[2 * C + c] = static_cast<float>(-g * sum_dz / r);
+}
+
+// dz = relu ? (y > 0 ? dy : 0) : dy;  dres = dz;  dx = k1 * dz + k2 * (x - mean) + k3
+template <typename T, int V>
+__global__ void backward_apply_kernel(int64_t n, int C, const T* x, const T* y, const T* dy, bool relu,
+                                      const float* __restrict__ mean, const float* __restrict__ coef, T* dx, T* dres) {
+  const float* k1 = coef;
+  const float* k2 = coef + C;
+  const float* k3 = coef + 2 * C;
+  const int64_t nv = n / V;
+  for (int64_t j = global_thread(); j < nv; j += grid_threads()) {
+    const int64_t i = j * V;
+    float g[V], fy[V] = {}, fx[V] = {};
+    load_f<V>(dy + i, g);
+    if (relu) load_f<V>(y + i, fy);
+    if (dx) load_f<V>(x + i, fx);
+#pragma unroll
+    for (int k = 0; k < V; ++k)
+      if (relu && !(fy[k] > 0.f)) g[k] = 0.f;
+    if (dres) store_f<V>(dres + i, g);
+    if (dx) {
+      int c = static_cast<int>(i % C);
+#pragma unroll
+      for (int k = 0; k < V; ++k) {
+        fx[k] = k1[c] * g[k] + k2[c] * (fx[k] - mean[c]) + k3[c];
+        if (++c == C) c = 0;
+      }
+      store_f<V>(dx + i, fx);
+    }
+  }
+  for (int64_t i = nv * V + global_thread(); i < n; i += grid_threads()) {
+    float g = to_float(dy[i]);
+    if (relu && !(to_float(y[i]) > 0.f)) g = 0.f;
+    if (dres) dres[i] = from_float<T>(g);
+    if (dx) {
+      const int c = static_cast<int>(i % C);
+      dx[i] = from_float<T>(k1[c] * g + k2[c] * (to_float(x[i]) - mean[c]) + k3[c]);
+    }
+  }
+}
+
+template <typename T>
+void launch_apply(int64_t n, int C, const T* x, const T* residual, bool relu, const float* coef, T* y,
+                  cudaStream_t stream) {
+  constexpr int V = vec_width<T>();
+  if (aligned16(x) && aligned16(residual) && aligned16(y))
+    apply_kernel<T, V><<<grid_for(n / V + 1, kThreads), kThreads, 0, stream>>>(n, C, x, residual, relu, coef, y);
+  else
+    apply_kernel<T, 1><<<grid_for(n, kThreads), kThreads, 0, stream>>>(n, C, x, residual, relu, coef, y);
+  CUDA_LAUNCH_CHECK(stream);
+}
+
+void check_shape(int rows, int C) { STOKE_CHECK(rows > 0 && C > 0, "batchnorm over an empty tensor"); }
+
+}  // namespace
+
+int64_t batchnorm_workspace_bytes(int64_t rows, int C) {
+  return static_cast<int64_t>(sizeof(double)) * reduce::partial_doubles(rows, C) +
+         static_cast<int64_t>(sizeof(float)) * 3 * C;
+}
+
+template <typename T>
+void batchnorm_add_relu_forward_train(int rows, int C, const T* x, const T* residual, bool relu, const float* gamma,
+                                      const float* beta, float eps, float momentum, float* running_mean,
+                                      float* running_var, T* y, float* save_mean, float* save_invstd, void* workspace,
+                                      cudaStream_t stream) {
+  check_shape(rows, C);
+  const int chunks = reduce::chunks_for(rows);
+  double* part = partials(workspace);
+  float* coef = coefficients(workspace, rows, C);
+  reduce::welford_partial_kernel<T>
+      <<<reduce::partial_grid(chunks, C), reduce::partial_block(), 0, stream>>>(rows, C, chunks, x, part);
+  CUDA_LAUNCH_CHECK(stream);
+  train_finalize_kernel<<<C, kFinThreads, 0, stream>>>(rows, C, chunks, part, gamma, beta, eps, momentum, running_mean,
+                                                       running_var, save_mean, save_invstd, coef);
+  CUDA_LAUNCH_CHECK(stream);
+  launch_apply(static_cast<int64_t>(rows) * C, C, x, residual, relu, coef, y, stream);
+}
+
+template <typename T>
+void batchnorm_add_relu_forward_eval(int rows, int C, const T* x, const T* residual, bool relu, const float* gamma,
+                                     const float* beta, const float* running_mean, const float* running_var, float eps,
+                                     T* y, void* workspace, cudaStream_t stream) {
+  check_shape(rows, C);
+  float* coef = coefficients(workspace, rows, C);
+  eval_coef_kernel<<<(C + kThreads - 1) / kThreads, kThreads, 0, stream>>>(C, gamma, beta, running_mean, running_var,
+                                                                          eps, coef);
+  CUDA_LAUNCH_CHECK(stream);
+  launch_apply(static_cast<int64_t>(rows) * C, C, x, residual, relu, coef, y, stream);
+}
+
+template <typename T>
+void batchnorm_add_relu_backward(int rows, int C, const T* x, const float* gamma, const float* save_mean,
+                                 const float* save_invstd, const T* y, const T* dy, bool relu, T* dx, T* dresidual,
+                                 float* dgamma, float* dbeta, void* workspace, cudaStream_t stream) {
+  check_shape(rows, C);
+  STOKE_CHECK(save_mean && save_invstd, "batchnorm backward needs the saved statistics");
+  STOKE_CHECK(!relu || y, "fused ReLU backward needs the forward output");
+  const int chunks = reduce::chunks_for(rows);
+  double* part = partials(workspace);
+  float* coef = coefficients(workspace, rows, C);
+  reduce::sums_partial_kernel<T><<<reduce::partial_grid(chunks, C), reduce::partial_block(), 0, stream>>>(
+      rows, C, chunks, dy, y, relu, x, save_mean, save_invstd, part);
+  CUDA_LAUNCH_CHECK(stream);
+  backward_finalize_kernel<<<C, kFinThreads, 0, stream>>>(rows, C, chunks, part, gamma, save_invstd, dgamma, dbeta,
+                                                          coef);
+  CUDA_LAUNCH_CHECK(stream);
+  if (!dx && !dresidual) return;
+  const int64_t n = static_cast<int64_t>(rows) * C;
+  constexpr int V = vec_width<T>();
+  if (aligned16(x) && aligned16(y) && aligned16(dy) && aligned16(dx) && aligned16(dresidual))
+    backward_apply_kernel<T, V><<<grid_for(n / V + 1, kThreads), kThreads, 0, stream>>>(n, C, x, y, dy, relu, save_mean,
+                                                                                        coef, dx, dresidual);
+  else
+    backward_apply_kernel<T, 1><<<grid_for(n, kThreads), kThreads, 0, stream>>>(n, C, x, y, dy, relu, save_mean, coef,
+                                                                                dx, dresidual);
+  CUDA_LAUNCH_CHECK(stream);
+}
+
+template <typename T>
+void batchnorm_forward_train(int rows, int C, const T* x, const float* gamma, const float* beta, float eps,
+                             float momentum, float* running_mean, float* running_var, T* y, float* save_mean,
+                             float* save_invstd, void* workspace, cudaStream_t stream) {
+  batchnorm_add_relu_forward_train<T>(rows, C, x, nullptr, false, gamma, beta, eps, momentum, running_mean, running_var,
+                                      y, save_mean, save_invstd, workspace, stream);
+}
+
+template <typename T>
+void batchnorm_forward_eval(int rows, int C, const T* x, const float* gamma, const float* beta,
+                            const float* running_mean, const float* running_var, float eps, T* y, void* workspace,
+                            cudaStream_t stream) {
+  batchnorm_add_relu_forward_eval<T>(rows, C, x, nullptr, false, gamma, beta, running_mean, running_var, eps, y,
+                                     workspace, stream);
+}
+
+template <typename T>
+void batchnorm_backward(int rows, int C, const T* x, const float* gamma, const float* save_mean,
+                        const float* save_invstd, const T* dy, T* dx, float* dgamma, float* dbeta, void* workspace,
+                        cudaStream_t stream) {
+  batchnorm_add_relu_backward<T>(rows, C, x, gamma, save_mean, save_invstd, nullptr, dy, false, dx, nullptr, dgamma,
+                                 dbeta, workspace, stream);
+}
+
+#define INSTANTIATE(T)                                                                                               \
+  template void batchnorm_forward_train<T>(int, int, const T*, const float*, const float*, float, float, float*,      \
+                                           float*, T*, float*, float*, void*, cudaStream_t);                         \
+  template void batchnorm_forward_eval<T>(int, int, const T*, const float*, const float*, const float*, const float*, \
+                                          float, T*, void*, cudaStream_t);                                           \
+  template void batchnorm_backward<T>(int, int, const T*, const float*, const float*, const float*, const T*, T*,     \
+                                      float*, float*, void*, cudaStream_t);                                          \
+  template void batchnorm_add_relu_forward_train<T>(int, int, const T*, const T*, bool, const float*, const float*,   \
+                                                    float, float, float*, float*, T*, float*, float*, void*,         \
+                                                    cudaStream_t);                                                   \
+  template void batchnorm_add_relu_forward_eval<T>(int, int, const T*, const T*, bool, const float*, const float*,    \
+                                                   const float*, const float*, float, T*, void*, cudaStream_t);      \
+  template void batchnorm_add_relu_backward<T>(int, int, const T*, const float*, const float*, const float*,          \
+                                               const T*, const T*, bool, T*, T*, float*, float*, void*,              \
+                                               cudaStream_t);
+STOKE_FOR_EACH_STORAGE(INSTANTIATE)
+#undef INSTANTIATE
+
+}  // namespace stoke::cuda

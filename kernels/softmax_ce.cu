@@ -1,0 +1,137 @@
+// CUDA softmax cross-entropy: kernel 1 gives every row a warp (lanes stride the classes; shuffles combine in a
+// fixed pattern), kernel 2 is one block that averages the per-row losses and counts the hits in a fixed order.
+#include <cmath>
+
+#include "engine/error.h"
+#include "kernels/cuda_util.cuh"
+#include "kernels/softmax_ce.cuh"
+
+namespace stoke::cuda {
+namespace {
+
+constexpr int kWarpsPerBlock = 8;
+constexpr int kMeanThreads = 512;  // a power of two
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+template <typename T>
+__global__ void __launch_bounds__(32 * kWarpsPerBlock)
+    rows_kernel(int n, int K, const T* __restrict__ logits, const int32_t* __restrict__ labels, float smoothing,
+                float g, float* __restrict__ row_loss, int32_t* __restrict__ row_hit, float* __restrict__ losses,
+                T* __restrict__ dlogits) {
+  const int row = blockIdx.x * kWarpsPerBlock + static_cast<int>(threadIdx.x) / 32;
+  const int lane = static_cast<int>(threadIdx.x) % 32;
+  if (row >= n) return;  // the whole warp leaves together
+  const T* z = logits + static_cast<int64_t>(row) * K;
+
+  // First maximum: per lane over its classes (increasing k, strict >), then across lanes preferring the larger
+  // value and, on ties, the smaller index.
+  float best = -INFINITY;
+  int arg = K;
+  for (int k = lane; k < K; k += 32) {
+    const float v = to_float(z[k]);
+    if (arg == K || v > best) {
+      best = v;
+      arg = k;
+    }
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    const float ob = __shfl_xor_sync(0xffffffffu, best, o);
+    const int oa = __shfl_xor_sync(0xffffffffu, arg, o);
+    if (oa < K && (arg == K || ob > best || (ob == best && oa < arg))) {
+      best = ob;
+      arg = oa;
+    }
+  }
+  const float m = best;
+
+  float se = 0.f, sz = 0.f;
+  for (int k = lane; k < K; k += 32) {
+    const float v = to_float(z[k]);
+    se += expf(v - m);
+    sz += v;
+  }
+  se = warp_sum(se);
+  sz = warp_sum(sz);
+  const float lse = m + logf(se);
+  const int y = labels[row];
+  const bool valid = y >= 0 && y < K;
+  const float off = smoothing / static_cast<float>(K);
+  const float on = 1.f - smoothing + off;
+  if (lane == 0) {
+    // -sum_k t_k (z_k - lse) = lse - (1 - e) z_y - (e / K) sum_k z_k
+    const float loss = valid ? lse - (1.f - smoothing) * to_float(z[y]) - off * sz : NAN;
+    row_loss[row] = loss;
+    row_hit[row] = valid && arg == y ? 1 : 0;
+    if (losses) losses[row] = loss;
+  }
+  if (dlogits) {
+    T* d = dlogits + static_cast<int64_t>(row) * K;
+    for (int k = lane; k < K; k += 32) {
+      const float p = expf(to_float(z[k]) - lse);
+      d[k] = from_float<T>(valid ? (p - (k == y ? on : off)) * g : 0.f);
+    }
+  }
+}
+
+__global__ void __launch_bounds__(kMeanThreads)
+    mean_kernel(int n, const float* __restrict__ row_loss, const int32_t* __restrict__ row_hit, float* __restrict__ mean_loss,
+                int32_t* __restrict__ correct) {
+  __shared__ double sl[kMeanThreads];
+  __shared__ int sh[kMeanThreads];
+  const int t = threadIdx.x;
+  double l = 0.0;
+  int h = 0;
+  for (int i = t; i < n; i += kMeanThreads) {
+    l += row_loss[i];
+    h += row_hit[i];
+  }
+  sl[t] = l;
+  sh[t] = h;
+  __syncthreads();
+  for (int s = kMeanThreads / 2; s > 0; s >>= 1) {
+    if (t < s) {
+      sl[t] += sl[t + s];
+      sh[t] += sh[t + s];
+    }
+    __syncthreads();
+  }
+  if (t == 0) {
+    *mean_loss = static_cast<float>(sl[0] / n);
+    if (correct) *correct = sh[0];
+  }
+}
+
+}  // namespace
+
+int64_t softmax_ce_workspace_bytes(int n) { return static_cast<int64_t>(n) * (sizeof(float) + sizeof(int32_t)) + 16; }
+
+template <typename T>
+void softmax_cross_entropy(int n, int classes, const T* logits, const int32_t* labels, float smoothing, float grad_scale,
+                           float* losses, T* dlogits, float* mean_loss, int32_t* correct, void* workspace,
+                           cudaStream_t stream) {
+  STOKE_CHECK(n > 0 && classes > 0, "softmax cross-entropy over an empty batch");
+  STOKE_CHECK(mean_loss != nullptr && workspace != nullptr);
+  auto* row_loss = static_cast<float*>(workspace);
+  auto* row_hit = reinterpret_cast<int32_t*>(row_loss + n);
+  const float g = grad_scale / static_cast<float>(n);
+  const int blocks = (n + kWarpsPerBlock - 1) / kWarpsPerBlock;
+  rows_kernel<T><<<blocks, 32 * kWarpsPerBlock, 0, stream>>>(n, classes, logits, labels, smoothing, g, row_loss, row_hit,
+                                                            losses, dlogits);
+  CUDA_LAUNCH_CHECK(stream);
+  mean_kernel<<<1, kMeanThreads, 0, stream>>>(n, row_loss, row_hit, mean_loss, correct);
+  CUDA_LAUNCH_CHECK(stream);
+}
+
+#define INSTANTIATE(T)                                                                                               \
+  template void softmax_cross_entropy<T>(int, int, const T*, const int32_t*, float, float, float*, T*, float*,       \
+                                         int32_t*, void*, cudaStream_t);
+STOKE_FOR_EACH_STORAGE(INSTANTIATE)
+#undef INSTANTIATE
+
+}  // namespace stoke::cuda
