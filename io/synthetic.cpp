@@ -32,8 +32,13 @@ struct Draw {
 
 // Coverage (0..1, about a pixel of soft edge) of an ellipse with semi-axes a (x) and b (y), turned by `angle`.
 float ellipse(float x, float y, float cx, float cy, float a, float b, float angle = 0.f) {
-  const float dx = x - cx, dy = y - cy, c = std::cos(angle), s = std::sin(angle);
-  const float rx = (dx * c + dy * s) / a, ry = (-dx * s + dy * c) / b;
+  float dx = x - cx, dy = y - cy;
+  if (angle != 0.f) {
+    const float c = std::cos(angle), s = std::sin(angle), r = dx * c + dy * s;
+    dy = -dx * s + dy * c;
+    dx = r;
+  }
+  const float rx = dx / a, ry = dy / b;
   const float d = std::sqrt(rx * rx + ry * ry);
   return std::clamp((1.f - d) * std::min(a, b) + 0.5f, 0.f, 1.f);
 }
