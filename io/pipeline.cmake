@@ -11,6 +11,8 @@ target_sources(stoke_io PRIVATE
   ${CMAKE_CURRENT_LIST_DIR}/augment.cpp
   ${CMAKE_CURRENT_LIST_DIR}/source.cpp
   ${CMAKE_CURRENT_LIST_DIR}/pack.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/decoder_pool.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/input_pipeline.cpp
 )
 target_link_libraries(stoke_io PRIVATE ZLIB::ZLIB)
 if(STOKE_WITH_CUDA)

@@ -2,19 +2,27 @@
 // writes), ImageFolder trees with sizes that vary, and broken files.
 #pragma once
 
+// jpeglib.h needs size_t and FILE declared first.
+#include <cstddef>
+#include <cstdio>
 #include <jpeglib.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
+#include <future>
+#include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "engine/error.h"
 #include "engine/rng.h"
 #include "io/image.h"
+#include "io/source.h"
 #include "tests/test_util.h"
 
 namespace stoke::test {
@@ -124,5 +132,45 @@ inline int max_abs_diff(const uint8_t* a, const uint8_t* b, size_t n) {
   for (size_t i = 0; i < n; ++i) m = std::max(m, std::abs(int{a[i]} - int{b[i]}));
   return m;
 }
+
+// Runs f on another thread; when it has not finished within `limit`, the test process exits with a failure
+// instead of hanging (threads stuck in a wait cannot be joined, and ctest's own timeout is long).
+template <typename F>
+void finishes_within(std::chrono::milliseconds limit, F&& f, const char* what = "") {
+  auto fut = std::async(std::launch::async, std::forward<F>(f));
+  if (fut.wait_for(limit) != std::future_status::ready) {
+    std::fprintf(stderr, "FAILED: %s did not finish within %lld ms (a hang)\n", what, static_cast<long long>(limit.count()));
+    std::fflush(stderr);
+    std::quick_exit(1);
+  }
+  fut.get();  // rethrows
+}
+
+// A source that behaves like `base` but takes `delay` to read sample `slow_id` (every time), or throws for it.
+class FaultySource final : public io::Source {
+ public:
+  enum class Fault { slow, throws };
+  FaultySource(std::shared_ptr<const io::Source> base, int64_t id, Fault fault, std::chrono::milliseconds delay = {})
+      : base_(std::move(base)), id_(id), fault_(fault), delay_(delay) {}
+  int64_t size() const override { return base_->size(); }
+  int32_t label(int64_t i) const override { return base_->label(i); }
+  const std::vector<std::string>& classes() const override { return base_->classes(); }
+  std::string name(int64_t i) const override { return base_->name(i); }
+  std::string description() const override { return "faulty " + base_->description(); }
+  io::ReadStatus read(int64_t i, std::vector<uint8_t>& scratch, std::span<const uint8_t>& bytes,
+                      std::string* error) const override {
+    if (i == id_) {
+      if (fault_ == Fault::throws) throw std::runtime_error("disk on fire");
+      std::this_thread::sleep_for(delay_);
+    }
+    return base_->read(i, scratch, bytes, error);
+  }
+
+ private:
+  std::shared_ptr<const io::Source> base_;
+  int64_t id_;
+  Fault fault_;
+  std::chrono::milliseconds delay_;
+};
 
 }  // namespace stoke::test
