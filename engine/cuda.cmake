@@ -14,6 +14,10 @@ if(STOKE_WITH_CUDA)
     ${CMAKE_CURRENT_LIST_DIR}/cuda/runtime.cpp
     ${CMAKE_CURRENT_LIST_DIR}/cuda/arena.cpp
     ${CMAKE_CURRENT_LIST_DIR}/cuda/context.cpp
+    ${CMAKE_CURRENT_LIST_DIR}/cuda/precision.cpp
+    ${CMAKE_CURRENT_LIST_DIR}/cuda/conv.cpp
+    ${CMAKE_CURRENT_LIST_DIR}/cuda/linear.cpp
+    ${CMAKE_CURRENT_LIST_DIR}/cuda/executor.cpp
   )
   target_include_directories(stoke_engine_cuda PUBLIC ${PROJECT_SOURCE_DIR})
   target_include_directories(stoke_engine_cuda SYSTEM PUBLIC ${STOKE_CUDNN_INCLUDE_DIR})

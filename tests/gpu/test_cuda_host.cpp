@@ -99,3 +99,60 @@ TEST(CudaRuntime, ProbeNeverThrowsAndUseDeviceExplains) {
 
 }  // namespace
 }  // namespace stoke::cuda
+
+#include "engine/cuda/loss_scaler.h"
+#include "engine/cuda/precision.h"
+
+namespace stoke::cuda {
+namespace {
+
+TEST(LossScaler, BacksOffOnOverflowAndGrowsAfterTheInterval) {
+  LossScaler s(1024.f, 3);
+  EXPECT_EQ(s.scale(), 1024.f);
+  s.update(false);  // overflow: halve, the step was skipped
+  EXPECT_EQ(s.scale(), 512.f);
+  EXPECT_EQ(s.skipped(), 1);
+  s.update(true);
+  s.update(true);
+  EXPECT_EQ(s.scale(), 512.f);
+  s.update(true);  // third finite step in a row: double
+  EXPECT_EQ(s.scale(), 1024.f);
+  EXPECT_EQ(s.streak(), 0);
+  s.update(true);
+  s.update(false);  // an overflow resets the streak
+  s.update(true);
+  s.update(true);
+  EXPECT_EQ(s.scale(), 512.f);
+  s.update(true);
+  EXPECT_EQ(s.scale(), 1024.f);
+}
+
+TEST(LossScaler, DefaultsArePyTorchs) {
+  LossScaler s;
+  EXPECT_EQ(s.scale(), 65536.f);
+  for (int i = 0; i < 1999; ++i) s.update(true);
+  EXPECT_EQ(s.scale(), 65536.f);
+  s.update(true);
+  EXPECT_EQ(s.scale(), 131072.f);
+}
+
+TEST(LossScaler, StaysWithinBounds) {
+  LossScaler s(2.f, 1);
+  for (int i = 0; i < 100; ++i) s.update(false);
+  EXPECT_EQ(s.scale(), LossScaler::kMinScale);
+  for (int i = 0; i < 100; ++i) s.update(true);
+  EXPECT_EQ(s.scale(), LossScaler::kMaxScale);
+}
+
+TEST(Precision, AutomaticIsBf16OnAmpereAndNewerElseFp16) {
+  EXPECT_EQ(resolve_precision(Precision::automatic, 9), Precision::bf16);
+  EXPECT_EQ(resolve_precision(Precision::automatic, 8), Precision::bf16);
+  EXPECT_EQ(resolve_precision(Precision::automatic, 7), Precision::fp16);
+  EXPECT_EQ(resolve_precision(Precision::fp32, 9), Precision::fp32);
+  EXPECT_THROW(resolve_precision(Precision::bf16, 7), UserError);
+  EXPECT_EQ(parse_precision("fp16"), Precision::fp16);
+  EXPECT_THROW(parse_precision("fp64"), UserError);
+}
+
+}  // namespace
+}  // namespace stoke::cuda

@@ -1,0 +1,138 @@
+// Runs a Graph on the GPU: the CUDA twin of engine/cpu_executor.h, plus the loss, the optimizer step and the fp16
+// loss scaler, so one training step is four calls that only enqueue work on one stream.
+//
+// Memory: everything lives in ONE device arena sized at construction for `max_batch` (engine/cuda/arena.h):
+// fp32 master weights, their bf16/fp16 copies, fp32 gradients, optimizer state, BN buffers, every activation and
+// activation gradient, argmax/BN saved statistics, the uint8 input staging, and the cuDNN / cuBLASLt / reduction
+// workspaces. Nothing is allocated on the device afterwards (cuDNN algorithms for a batch size not seen at
+// construction are chosen on first use, from heuristics, within the planned workspace).
+//
+// Precision (CudaExecutorOptions::precision): activations and the weight copies read by forward/backward are
+// bf16 (automatic on sm_80+), fp16 (automatic below; dynamic loss scaling), or fp32. Batch-norm statistics,
+// softmax and the loss, gradients, optimizer state and the master weights are fp32 always.
+//
+// Conventions as on the CPU: NHWC activations, the Graph's flat parameter layout (one fp32 array, offsets from
+// Graph::params()), parameter gradients accumulate within a backward (zeroed at its start), PyTorch's SGD/AdamW
+// semantics (engine/optimizer.h). Batch norm followed by ReLU, or by a residual add (and ReLU), runs as one fused
+// kernel pass; the graph is not changed.
+//
+// A training step, as the trainer drives it (all calls enqueue on stream(); only stats() waits):
+//
+//   CudaExecutor ex(graph, batch, opts);           // once: plans and allocates the arena, picks cuDNN algorithms
+//   ex.upload_params(params.data());               // fp32 masters in Graph layout (also makes the half copies)
+//   ex.upload_buffers(buffers.data());             // BN running statistics
+//   ex.set_normalization(mean, stdev);             // per channel, of pixel/255
+//   for each batch:
+//     copy pixels (uint8 NHWC), labels (int32) and flip flags (uint8) into ex.device_pixels() / device_labels()
+//       / device_flips() — or anywhere on the device — e.g. cudaMemcpyAsync on a copy stream + an event that
+//       ex.stream() waits on
+//     ex.forward(n, pixels, flips, /*train=*/true); // augment+normalise, then the graph
+//     ex.loss(n, labels, label_smoothing, /*train=*/true);  // fused softmax-CE: loss, correct, scaled dlogits
+//     ex.backward();
+//     ex.step(lr);                                  // fp16: finite check; fused unscale + SGD/AdamW + half copies
+//     CudaStepStats s = ex.stats();                 // waits for the stream: loss, correct, step applied, scale
+//   evaluation: forward(n, pixels, nullptr, false); loss(n, labels, 0, false); stats()
+//   checkpoints: download_params / download_buffers / download_optimizer_state (and the upload_ twins to resume)
+//
+// fp16 only: the loss scale of step k+1 depends on the overflow flag of step k, so loss() waits for the previous
+// step's flag (a 4-byte copy) before it launches; bf16 and fp32 never wait inside a step.
+// Not thread-safe: one host thread drives an executor. The Graph must outlive it.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/cuda/precision.h"
+#include "engine/cuda/runtime.h"
+#include "engine/graph.h"
+#include "engine/optimizer.h"
+
+namespace stoke {
+
+struct CudaExecutorOptions {
+  cuda::Precision precision = cuda::Precision::automatic;
+  OptimizerConfig optimizer;                   // the update step() applies (its state is planned in the arena)
+  bool deterministic = false;                  // cuDNN: only algorithms it reports deterministic
+  bool conv_benchmark = false;                 // time cuDNN's candidates at construction instead of its heuristics
+  size_t conv_workspace_limit = size_t{256} << 20;
+  int device = 0;
+  float loss_scale = 65536.f;                  // fp16: initial dynamic loss scale
+  int loss_scale_growth_interval = 2000;       // fp16: finite steps before the scale doubles
+};
+
+struct CudaStepStats {
+  float loss = 0.f;          // mean loss of the last loss() call
+  int64_t correct = 0;       // rows of that batch whose first arg-max is the label
+  bool step_applied = true;  // false when the fp16 overflow check skipped the last step()
+  float loss_scale = 1.f;    // the scale the last training loss() used (1 unless fp16)
+};
+
+class CudaExecutor {
+ public:
+  // Throws stoke::Error when there is no usable device or the arena does not fit (naming bytes needed and free),
+  // UserError for an impossible precision request (bf16 below sm_80).
+  CudaExecutor(const Graph& graph, int max_batch, const CudaExecutorOptions& options = {});
+  ~CudaExecutor();
+  CudaExecutor(const CudaExecutor&) = delete;
+  CudaExecutor& operator=(const CudaExecutor&) = delete;
+
+  cuda::Precision precision() const;
+  const cuda::DeviceInfo& device() const;
+  cudaStream_t stream() const;
+  size_t arena_bytes() const;
+  int max_batch() const;
+  int outputs() const;  // classes
+  // One line: device, precision, arena size, the chosen cuDNN algorithms count.
+  std::string describe() const;
+  // The cuDNN algorithm chosen for every convolution shape, one line each.
+  std::string conv_algorithms() const;
+
+  // ---- state in the Graph's flat layout (host arrays); downloads synchronise the stream ----
+  void upload_params(const float* params);  // num_params fp32 masters; the half copies are refreshed
+  void upload_buffers(const float* buffers);
+  void download_params(float* params) const;
+  void download_buffers(float* buffers) const;
+  // The fp32 gradients of the last backward(): multiplied by the loss scale in fp16 mode (see stats()).
+  void download_grads(float* grads) const;
+  // engine/optimizer.h's layout: SGD with momentum: num_params momentum values; AdamW: m then v (2 x num_params);
+  // plain SGD: empty. `steps` is the optimizer's step count t.
+  void upload_optimizer_state(const std::vector<float>& state, int64_t steps);
+  void download_optimizer_state(std::vector<float>& state, int64_t& steps) const;
+  int64_t optimizer_steps() const;
+  // Per-channel mean and std of pixel/255 (the trainer's normalisation).
+  void set_normalization(const std::vector<float>& mean, const std::vector<float>& stdev);
+
+  // ---- staging for one batch (max_batch samples), device memory in the arena ----
+  uint8_t* device_pixels();  // max_batch x H x W x C
+  int32_t* device_labels();  // max_batch
+  uint8_t* device_flips();   // max_batch, nonzero = mirror horizontally
+
+  // ---- one step ----
+  // pixels/flips: device pointers (flips may be null). train: batch statistics (and their running averages are
+  // updated) and everything backward needs is kept; eval: running statistics.
+  void forward(int n, const uint8_t* pixels, const uint8_t* flips, bool train);
+  // The same from an already normalised fp32 host batch (n x H x W x C) — for tests and comparisons; it copies
+  // synchronously and is not meant for the training loop.
+  void forward_normalized_host(int n, const float* x, bool train);
+  // Softmax cross-entropy of the last forward's logits against device labels. train: also the gradient (times the
+  // loss scale) that backward() starts from.
+  void loss(int n, const int32_t* labels, float label_smoothing, bool train);
+  void backward();
+  void step(float lr);
+  // Waits for the stream and returns the last loss()'s results and whether the last step() was applied.
+  CudaStepStats stats();
+  // Logits of the last forward, n x classes, as fp32 (synchronises).
+  void download_logits(float* logits) const;
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace stoke
