@@ -111,24 +111,28 @@ PackReport pack_image_folder(const std::string& dir, const std::string& out_file
   index.reserve(folder.samples.size() * kPackIndexEntryBytes);
   std::vector<uint8_t> scratch;
   uint64_t offset = kPackHeaderBytes;
+  int64_t good = 0;
   const auto total = static_cast<int64_t>(folder.samples.size());
   for (int64_t i = 0; i < total; ++i) {
     const Sample& s = folder.samples[static_cast<size_t>(i)];
     if (options.progress && (i % 1024 == 0)) options.progress(i, total);
     size_t n = 0;
     std::string err;
-    if (read_file_into(s.path, scratch, n, &err) != ReadStatus::ok) {
-      report.skipped.push_back(str(s.path, ": ", err));
-      continue;
-    }
+    bool ok = read_file_into(s.path, scratch, n, &err) == ReadStatus::ok;
+    if (!ok) n = 0;  // stored empty (the pipeline reports it as an empty file)
     JpegInfo info;
-    if (options.check_jpeg && !jpeg_info(scratch.data(), n, info, &err)) {
-      report.skipped.push_back(str(s.path, ": ", err));
-      continue;
+    if (ok && n > 0xffffffffu) {
+      ok = false;
+      err = "larger than 4 GiB";
+      n = 0;
     }
-    if (n > 0xffffffffu) {
-      report.skipped.push_back(str(s.path, ": larger than 4 GiB"));
-      continue;
+    if (ok && !jpeg_info(scratch.data(), n, info, &err)) ok = false;
+    if (!ok) {
+      report.bad.push_back(str(s.path, ": ", err));
+      if (options.drop_bad) {
+        ++report.dropped;
+        continue;
+      }
     }
     const std::span<const uint8_t> bytes(scratch.data(), n);
     out.write(bytes.data(), bytes.size());
@@ -145,9 +149,10 @@ PackReport pack_image_folder(const std::string& dir, const std::string& out_file
     strings += name;
     offset += n;
     ++report.samples;
+    good += ok ? 1 : 0;
   }
-  if (report.samples == 0)
-    throw UserError(str("no readable JPEG in ", dir, report.skipped.empty() ? "" : str(" (", report.skipped[0], ")")));
+  if (good == 0)
+    throw UserError(str("no readable JPEG in ", dir, report.bad.empty() ? "" : str(" (", report.bad[0], ")")));
   if (strings.size() > 0xffffffffu) throw UserError(str("too many file names in ", dir, " for one pack"));
 
   const uint64_t meta_offset = offset;

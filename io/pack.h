@@ -22,15 +22,19 @@ inline constexpr size_t kPackClassEntryBytes = 8;
 inline constexpr size_t kPackIndexEntryBytes = 32;
 
 struct PackOptions {
-  // Check each file's JPEG header while packing; files that fail are left out and listed in the report.
-  bool check_jpeg = true;
+  // Every file's JPEG header is checked while packing. drop_bad = false (default): every file keeps its index, so
+  // sample i of the pack is sample i of the folder and a run gives the same batches from either: a file that
+  // cannot be read is stored empty, an invalid one as it is, and the pipeline quarantines them when it meets
+  // them. drop_bad = true: such files are left out. Either way they are listed in PackReport::bad.
+  bool drop_bad = false;
   std::function<void(int64_t done, int64_t total)> progress;  // called now and then (may be empty)
 };
 
 struct PackReport {
-  int64_t samples = 0;               // packed
-  uint64_t bytes = 0;                // size of the pack file
-  std::vector<std::string> skipped;  // "path: reason" for each file left out
+  int64_t samples = 0;           // in the pack
+  uint64_t bytes = 0;            // size of the pack file
+  std::vector<std::string> bad;  // "path: reason" for each unreadable or invalid file
+  int64_t dropped = 0;           // of those, left out (drop_bad)
 };
 
 // Packs the ImageFolder `dir` (io/dataset.h rules: classes and files sorted) into out_file, atomically (written

@@ -68,7 +68,7 @@ class Pack : public ::testing::Test {
 TEST_F(Pack, RoundTripBytesLabelsNames) {
   const ImageFolder folder = index_image_folder((dir.path() / "data").string());
   ASSERT_EQ(report.samples, static_cast<int64_t>(folder.samples.size()));
-  EXPECT_TRUE(report.skipped.empty());
+  EXPECT_TRUE(report.bad.empty());
   EXPECT_EQ(report.bytes, fs::file_size(pack));
   EXPECT_FALSE(fs::exists(pack.string() + ".tmp"));
   auto r = PackReader::open(pack.string(), true);
@@ -119,13 +119,24 @@ TEST_F(Pack, OpenSourcePicksFolderOrPack) {
   EXPECT_THROW(open_source((dir.path() / "missing").string()), stoke::UserError);
 }
 
-TEST_F(Pack, SkipsUnreadableFilesWhenPacking) {
+TEST_F(Pack, BadFilesKeepTheirIndexOrAreDropped) {
   stoke::test::write_bytes(dir.path() / "data" / "c1" / "zz_broken.jpg", {'n', 'o', 'p', 'e'});
+  const auto folder = open_source((dir.path() / "data").string());
   const fs::path p2 = dir.path() / "p2.pack";
-  const PackReport r = pack_image_folder((dir.path() / "data").string(), p2.string());
-  EXPECT_EQ(r.samples, report.samples);
-  ASSERT_EQ(r.skipped.size(), 1u);
-  EXPECT_NE(r.skipped[0].find("zz_broken.jpg"), std::string::npos) << r.skipped[0];
+  const PackReport kept = pack_image_folder((dir.path() / "data").string(), p2.string());
+  EXPECT_EQ(kept.samples, report.samples + 1);
+  ASSERT_EQ(kept.bad.size(), 1u);
+  EXPECT_EQ(kept.dropped, 0);
+  EXPECT_NE(kept.bad[0].find("zz_broken.jpg"), std::string::npos) << kept.bad[0];
+  auto r = PackReader::open(p2.string(), true);
+  ASSERT_EQ(r->size(), folder->size());
+  for (int64_t i = 0; i < r->size(); ++i) ASSERT_EQ(std::string(r->sample_name(i)).substr(3), fs::path(folder->name(i)).filename().string());
+  const fs::path p3 = dir.path() / "p3.pack";
+  PackOptions drop;
+  drop.drop_bad = true;
+  const PackReport dropped = pack_image_folder((dir.path() / "data").string(), p3.string(), drop);
+  EXPECT_EQ(dropped.samples, report.samples);
+  EXPECT_EQ(dropped.dropped, 1);
   EXPECT_THROW(pack_image_folder((dir.path() / "nowhere").string(), p2.string()), stoke::UserError);
 }
 

@@ -295,6 +295,23 @@ TEST_F(BadInput, ReplacedCountedWarnedOnceAndQuarantined) {
   EXPECT_EQ(take(p1, 6), first);
 }
 
+TEST_F(BadInput, ItsPackGivesTheSameBatches) {
+  // Bad files keep their index in a pack (stored as they are), so the stand-ins are the same too.
+  const fs::path pack = dir.path() / "bad.pack";
+  const PackReport rep = pack_image_folder(root.string(), pack.string());
+  EXPECT_EQ(rep.bad.size(), 5u);
+  PipelineConfig c = train_cfg(2);
+  c.batch = 23;
+  InputPipeline a(folder(), c), b(open_source(pack.string()), c);
+  a.start(0);
+  b.start(0);
+  const auto from_folder = take(a, 4), from_pack = take(b, 4);
+  EXPECT_EQ(from_folder, from_pack);
+  EXPECT_EQ(a.stats().corrupt, 5);
+  EXPECT_EQ(b.stats().corrupt, 5);
+  for (const std::string& q : b.quarantined()) EXPECT_NE(q.find(pack.string() + "#"), std::string::npos) << q;
+}
+
 TEST_F(BadInput, StrictModeStopsWithTheFileName) {
   PipelineConfig c = train_cfg(2);
   c.batch = 23;
