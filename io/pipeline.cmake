@@ -13,6 +13,7 @@ target_sources(stoke_io PRIVATE
   ${CMAKE_CURRENT_LIST_DIR}/pack.cpp
   ${CMAKE_CURRENT_LIST_DIR}/decoder_pool.cpp
   ${CMAKE_CURRENT_LIST_DIR}/input_pipeline.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/bench_input.cpp
 )
 target_link_libraries(stoke_io PRIVATE ZLIB::ZLIB)
 if(STOKE_WITH_CUDA)
