@@ -198,6 +198,11 @@ class Engine final : public CudaExecutor::Impl {
       }
     }
 
+    // Batch sizes first seen later (an eval remainder) get algorithms chosen within this workspace: keep a floor
+    // so that choice is not limited to the zero-workspace algorithms.
+    if (conv_ws_bytes_ > 0 || max_conv_weight_ > 0)
+      conv_ws_bytes_ = std::max(conv_ws_bytes_, std::min(opt.conv_workspace_limit, size_t{32} << 20));
+
     // ---- optimizer chunks -------------------------------------------------------------------------------------
     const OptimizerConfig& oc = opt_.optimizer;
     for (const ParamInfo& p : g_.params())

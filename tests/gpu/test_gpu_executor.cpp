@@ -1,0 +1,345 @@
+// The CudaExecutor against the CPU backend: one whole training step of the small CNN (from uint8 pixels through
+// the augment kernel, loss, every gradient, the SGD update, BN running statistics), a graph with every op and
+// fusion (residual adds, a downsampling add of two BNs, concat, avg/global pooling, conv bias) under AdamW,
+// evaluation, fp16 loss scaling, deterministic mode, and 200 steps of training landing in the CPU's accuracy band.
+//
+// Whole-model comparisons use the relative L2 error per tensor (Tol<T>::model_l2), printed as a share of it.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <map>
+#include <vector>
+
+#include "engine/cpu_executor.h"
+#include "engine/cuda/executor.h"
+#include "engine/graph.h"
+#include "engine/optimizer.h"
+#include "kernels/softmax_ce.h"
+#include "models/models.h"
+#include "tests/gpu/gpu_test_util.h"
+#include "tests/gpu/synthetic_digits.h"
+#include "tests/gpu/train_util.h"
+
+namespace stoke {
+namespace {
+
+using namespace stoke::test;
+
+const bool kNoTf32 = [] { return ::setenv("NVIDIA_TF32_OVERRIDE", "0", 1) == 0; }();
+
+template <typename T>
+class GpuExecutor : public ::testing::Test {};
+TYPED_TEST_SUITE(GpuExecutor, StorageTypes, StorageNames);
+
+template <typename T>
+CudaExecutorOptions options_for(const OptimizerConfig& oc = {}) {
+  CudaExecutorOptions o;
+  o.precision = cuda::precision_of<T>();
+  o.optimizer = oc;
+  return o;
+}
+
+std::vector<float> slice(const std::vector<float>& v, const ParamInfo& p) {
+  return {v.begin() + p.offset, v.begin() + p.offset + p.size};
+}
+
+std::vector<float> minus(const std::vector<float>& a, const std::vector<float>& b) {
+  std::vector<float> d(a.size());
+  for (size_t i = 0; i < a.size(); ++i) d[i] = a[i] - b[i];
+  return d;
+}
+
+// One training step on both backends from the same state and batch; compares everything a step produces.
+// `pixels` set: the GPU starts from uint8 (augment kernel, flips); otherwise from the normalised floats `x`.
+struct StepInput {
+  int n = 0;
+  std::vector<float> x;           // normalised, n x H x W x C (what the CPU sees)
+  std::vector<uint8_t> pixels;    // optional: the raw batch the GPU normalises itself
+  std::vector<uint8_t> flips;     // with pixels
+  float mean = 0, stdev = 1;      // with pixels (one channel)
+  std::vector<int32_t> labels;
+  float smoothing = 0.1f;
+  float lr = 0.05f;
+};
+
+template <typename T>
+void compare_training_step(const Graph& g, const StepInput& in, const OptimizerConfig& oc, uint64_t seed) {
+  const double tol = Tol<T>::model_l2;
+  const int classes = static_cast<int>(g.nodes().back().out.size());
+  std::vector<float> params(static_cast<size_t>(g.num_params())), buffers(static_cast<size_t>(g.num_buffers()));
+  g.initialize(params.data(), buffers.data(), seed);
+  // Start from non-trivial running statistics so their update is visible.
+  for (const ParamInfo& b : g.buffers())
+    for (int64_t i = 0; i < b.size; ++i)
+      buffers[static_cast<size_t>(b.offset + i)] = b.init == Init::ones ? 1.f + 0.01f * static_cast<float>(i % 7) : 0.05f;
+
+  // CPU backend.
+  std::vector<float> cp = params, cb = buffers, cg(params.size(), 0.f), dlogits(static_cast<size_t>(in.n * classes));
+  CpuExecutor cex(g, in.n);
+  const float* logits = cex.forward(in.n, in.x.data(), cp.data(), cb.data(), true);
+  const std::vector<float> cpu_logits(logits, logits + in.n * classes);
+  int64_t cpu_correct = 0;
+  const float cpu_loss = cpu::softmax_cross_entropy(in.n, classes, logits, in.labels.data(), in.smoothing, 1.f, nullptr,
+                                                    dlogits.data(), &cpu_correct);
+  cex.backward(cp.data(), cg.data(), dlogits.data());
+  Optimizer opt(oc, g.params(), g.num_params());
+  opt.step(cp.data(), cg.data(), in.lr);
+
+  // CUDA backend, from the same state.
+  CudaExecutor ex(g, in.n + 3, options_for<T>(oc));
+  std::printf(" %s\n", ex.describe().c_str());
+  ex.upload_params(params.data());
+  ex.upload_buffers(buffers.data());
+  CUDA_CHECK(cudaMemcpy(ex.device_labels(), in.labels.data(), in.labels.size() * sizeof(int32_t), cudaMemcpyHostToDevice));
+  if (!in.pixels.empty()) {
+    ex.set_normalization({in.mean}, {in.stdev});
+    CUDA_CHECK(cudaMemcpy(ex.device_pixels(), in.pixels.data(), in.pixels.size(), cudaMemcpyHostToDevice));
+    if (!in.flips.empty()) CUDA_CHECK(cudaMemcpy(ex.device_flips(), in.flips.data(), in.flips.size(), cudaMemcpyHostToDevice));
+    ex.forward(in.n, ex.device_pixels(), in.flips.empty() ? nullptr : ex.device_flips(), true);
+  } else {
+    ex.forward_normalized_host(in.n, in.x.data(), true);
+  }
+  std::vector<float> gpu_logits(cpu_logits.size());
+  ex.download_logits(gpu_logits.data());
+  ex.loss(in.n, ex.device_labels(), in.smoothing, true);
+  ex.backward();
+  std::vector<float> gg(params.size());
+  ex.download_grads(gg.data());
+  ex.step(in.lr);
+  const CudaStepStats st = ex.stats();
+  EXPECT_TRUE(st.step_applied);
+  EXPECT_EQ(ex.optimizer_steps(), 1);
+  for (float& v : gg) v /= st.loss_scale;  // fp16: the gradients carry the loss scale
+  std::vector<float> gp(params.size()), gb(buffers.size());
+  ex.download_params(gp.data());
+  ex.download_buffers(gb.data());
+
+  expect_l2_close(std::string(Tol<T>::name) + " logits", gpu_logits, cpu_logits, tol);
+  expect_l2_close(std::string(Tol<T>::name) + " loss", {st.loss}, {cpu_loss}, tol);
+  EXPECT_NEAR(static_cast<double>(st.correct), static_cast<double>(cpu_correct), 1.0 + 0.05 * in.n);
+  for (const ParamInfo& p : g.params()) {
+    expect_l2_close(std::string(Tol<T>::name) + " grad " + p.name, slice(gg, p), slice(cg, p), tol);
+    expect_l2_close(std::string(Tol<T>::name) + " update " + p.name, minus(slice(gp, p), slice(params, p)),
+                    minus(slice(cp, p), slice(params, p)), tol);
+  }
+  for (const ParamInfo& b : g.buffers())
+    expect_l2_close(std::string(Tol<T>::name) + " running-stat change " + b.name, minus(slice(gb, b), slice(buffers, b)),
+                    minus(slice(cb, b), slice(buffers, b)), tol);
+}
+
+TYPED_TEST(GpuExecutor, SmallCnnTrainingStepMatchesTheCpuBackend) {
+  REQUIRE_GPU();
+  using T = TypeParam;
+  const Graph g = build_model("small-cnn", {28, 28, 1}, 10);
+  const DigitSet d = make_digits(37, 21);
+  const auto [mean, stdev] = digit_stats(d);
+  StepInput in;
+  in.n = d.n;
+  in.pixels = d.pixels;
+  in.labels = d.labels;
+  in.mean = mean;
+  in.stdev = stdev;
+  in.flips.resize(static_cast<size_t>(d.n));
+  for (int i = 0; i < d.n; ++i) in.flips[static_cast<size_t>(i)] = (i % 3) == 1;
+  // The CPU sees the flipped images, normalised exactly as the augment kernel does.
+  in.x.resize(d.pixels.size());
+  const float scale = 1.f / (255.f * stdev), shift = -mean / stdev;
+  for (int i = 0; i < d.n; ++i)
+    for (int y = 0; y < 28; ++y)
+      for (int x = 0; x < 28; ++x) {
+        const int sx = in.flips[static_cast<size_t>(i)] ? 27 - x : x;
+        in.x[static_cast<size_t>((i * 28 + y) * 28 + x)] =
+            static_cast<float>(d.pixels[static_cast<size_t>((i * 28 + y) * 28 + sx)]) * scale + shift;
+      }
+  OptimizerConfig sgd;  // Nesterov momentum 0.9, weight decay 5e-4
+  compare_training_step<T>(g, in, sgd, 3);
+}
+
+// Every op and every fusion the executor knows, under AdamW.
+Graph every_op_graph() {
+  Graph g({13, 11, 3}, "every-op");
+  int x = g.conv(g.input(), 8, 3, 1, 1, true, "stem");  // conv with bias
+  x = g.relu(g.batchnorm(x, "stem.bn"));                // fused BN + ReLU
+  const int p = g.maxpool(x, 3, 2, 1);                  // 7 x 6, overlapping windows
+  int a = g.relu(g.batchnorm(g.conv(p, 8, 3, 1, 1, false, "b1.c1"), "b1.bn1"));
+  a = g.batchnorm(g.conv(a, 8, 3, 1, 1, false, "b1.c2"), "b1.bn2");
+  const int r = g.relu(g.add(a, p));                    // fused BN + add + ReLU; p also feeds b1.c1
+  int d1 = g.relu(g.batchnorm(g.conv(r, 12, 3, 2, 1, false, "b2.c1"), "b2.bn1"));
+  d1 = g.batchnorm(g.conv(d1, 12, 3, 1, 1, false, "b2.c2"), "b2.bn2");
+  const int d2 = g.batchnorm(g.conv(r, 12, 1, 2, 0, false, "b2.down"), "b2.down.bn");
+  const int s = g.relu(g.add(d1, d2));                  // an add of two BNs: one fused, one plain
+  const int c1 = g.relu(g.batchnorm(g.conv(s, 5, 3, 1, 1, false, "dense.c1"), "dense.bn1"));
+  const int cat = g.concat({s, c1});                    // s also feeds dense.c1
+  const int u = g.avgpool(g.batchnorm(cat, "trans.bn"), 2, 2);  // a BN that is not fused (feeds avgpool)
+  const int v = g.global_avgpool(g.relu(u));            // a plain ReLU
+  g.linear(v, 7, "head");
+  return g;
+}
+
+TYPED_TEST(GpuExecutor, EveryOpGraphTrainingStepMatchesTheCpuBackend) {
+  REQUIRE_GPU();
+  using T = TypeParam;
+  const Graph g = every_op_graph();
+  StepInput in;
+  in.n = 9;
+  in.x = rounded<T>(random_vec(static_cast<size_t>(in.n) * 13 * 11 * 3, 301));
+  for (int i = 0; i < in.n; ++i) in.labels.push_back(i % 7);
+  in.smoothing = 0.f;
+  in.lr = 1e-3f;
+  OptimizerConfig adamw;
+  adamw.kind = OptimizerKind::adamw;
+  adamw.weight_decay = 0.05f;
+  compare_training_step<T>(g, in, adamw, 5);
+}
+
+TYPED_TEST(GpuExecutor, EvaluationMatchesTheCpuBackend) {
+  REQUIRE_GPU();
+  using T = TypeParam;
+  const Graph g = every_op_graph();
+  const int n = 11;
+  std::vector<float> params(static_cast<size_t>(g.num_params())), buffers(static_cast<size_t>(g.num_buffers()));
+  g.initialize(params.data(), buffers.data(), 9);
+  const auto rs = random_vec(buffers.size(), 302, 0.2f, 1.5f);
+  for (const ParamInfo& b : g.buffers())  // running means in [-0.5, 0.5], variances in [0.2, 1.5]
+    for (int64_t i = 0; i < b.size; ++i)
+      buffers[static_cast<size_t>(b.offset + i)] =
+          b.init == Init::ones ? rs[static_cast<size_t>(b.offset + i)] : rs[static_cast<size_t>(b.offset + i)] - 0.85f;
+  const auto x = rounded<T>(random_vec(static_cast<size_t>(n) * 13 * 11 * 3, 303));
+  CpuExecutor cex(g, n);
+  const float* logits = cex.forward(n, x.data(), params.data(), buffers.data(), false);
+  CudaExecutor ex(g, n, options_for<T>());
+  ex.upload_params(params.data());
+  ex.upload_buffers(buffers.data());
+  ex.forward_normalized_host(n, x.data(), false);
+  std::vector<float> gl(static_cast<size_t>(n) * 7);
+  ex.download_logits(gl.data());
+  expect_l2_close(std::string(Tol<T>::name) + " eval logits", gl, std::vector<float>(logits, logits + n * 7),
+                  Tol<T>::model_l2);
+  std::vector<float> gb(buffers.size());
+  ex.download_buffers(gb.data());
+  expect_bitwise("running statistics untouched by eval", gb, buffers);
+}
+
+// fp16: a loss scale so large that the gradients overflow makes the step a no-op and halves the scale.
+TEST(GpuExecutorFp16, OverflowSkipsTheStepAndBacksOff) {
+  REQUIRE_GPU();
+  const Graph g = build_model("small-cnn", {28, 28, 1}, 10);
+  CudaExecutorOptions o;
+  o.precision = cuda::Precision::fp16;
+  o.loss_scale = std::ldexp(1.f, 40);
+  CudaExecutor ex(g, 16, o);
+  const DigitSet d = make_digits(16, 31);
+  std::vector<float> before(static_cast<size_t>(g.num_params())), after(before.size());
+  ex.download_params(before.data());
+  CUDA_CHECK(cudaMemcpy(ex.device_pixels(), d.pixels.data(), d.pixels.size(), cudaMemcpyHostToDevice));
+  CUDA_CHECK(cudaMemcpy(ex.device_labels(), d.labels.data(), d.labels.size() * sizeof(int32_t), cudaMemcpyHostToDevice));
+  ex.forward(16, ex.device_pixels(), nullptr, true);
+  ex.loss(16, ex.device_labels(), 0.f, true);
+  ex.backward();
+  ex.step(0.1f);
+  CudaStepStats st = ex.stats();
+  EXPECT_FALSE(st.step_applied);
+  EXPECT_EQ(st.loss_scale, std::ldexp(1.f, 40));
+  EXPECT_EQ(ex.optimizer_steps(), 0);
+  ex.download_params(after.data());
+  expect_bitwise("fp16 params after a skipped step", after, before);
+  // The next step runs at half the scale.
+  ex.forward(16, ex.device_pixels(), nullptr, true);
+  ex.loss(16, ex.device_labels(), 0.f, true);
+  st = ex.stats();
+  EXPECT_EQ(st.loss_scale, std::ldexp(1.f, 39));
+}
+
+// --deterministic: two executors fed the same batches end with the same bits.
+TEST(GpuExecutorDeterminism, DeterministicRunsAreBitIdentical) {
+  REQUIRE_GPU();
+  const Graph g = every_op_graph();
+  const auto x = random_vec(static_cast<size_t>(12) * 13 * 11 * 3, 311);
+  std::vector<int32_t> labels(12);
+  for (int i = 0; i < 12; ++i) labels[static_cast<size_t>(i)] = (i * 5) % 7;
+  std::vector<std::vector<float>> finals;
+  std::vector<float> losses;
+  for (int run = 0; run < 2; ++run) {
+    CudaExecutorOptions o;
+    o.deterministic = true;
+    CudaExecutor ex(g, 12, o);
+    CUDA_CHECK(cudaMemcpy(ex.device_labels(), labels.data(), labels.size() * sizeof(int32_t), cudaMemcpyHostToDevice));
+    for (int step = 0; step < 3; ++step) {
+      ex.forward_normalized_host(12, x.data(), true);
+      ex.loss(12, ex.device_labels(), 0.f, true);
+      ex.backward();
+      ex.step(0.02f);
+      losses.push_back(ex.stats().loss);
+    }
+    finals.emplace_back(static_cast<size_t>(g.num_params()));
+    ex.download_params(finals.back().data());
+  }
+  expect_bitwise("params after 3 deterministic steps", finals[1], finals[0]);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(losses[static_cast<size_t>(i)], losses[static_cast<size_t>(i + 3)]);
+}
+
+// ---- 200 steps of training ------------------------------------------------------------------------------------------
+double train_gpu(const Graph& g, const DigitSet& train, const DigitSet& test, const TrainRecipe& r, cuda::Precision p) {
+  const auto [mean, stdev] = digit_stats(train);
+  std::vector<float> params(static_cast<size_t>(g.num_params())), buffers(static_cast<size_t>(g.num_buffers()));
+  g.initialize(params.data(), buffers.data(), r.seed);
+  CudaExecutorOptions o;
+  o.precision = p;
+  o.optimizer = r.optimizer;
+  CudaExecutor ex(g, r.batch, o);
+  ex.upload_params(params.data());
+  ex.upload_buffers(buffers.data());
+  ex.set_normalization({mean}, {stdev});
+  const Schedule sched = recipe_schedule(r);
+  constexpr int px = DigitSet::kSize * DigitSet::kSize;
+  std::vector<uint8_t> batch(static_cast<size_t>(r.batch) * px);
+  auto stage = [&](const DigitSet& set, int first, int count) {
+    for (int i = 0; i < count; ++i)
+      std::copy_n(set.pixels.begin() + static_cast<std::ptrdiff_t>(((first + i) % set.n) * px), px,
+                  batch.begin() + static_cast<std::ptrdiff_t>(i) * px);
+    const auto labels = batch_labels(set, first, count);
+    CUDA_CHECK(cudaMemcpyAsync(ex.device_pixels(), batch.data(), static_cast<size_t>(count) * px, cudaMemcpyHostToDevice,
+                               ex.stream()));
+    CUDA_CHECK(cudaMemcpyAsync(ex.device_labels(), labels.data(), labels.size() * sizeof(int32_t),
+                               cudaMemcpyHostToDevice, ex.stream()));
+    CUDA_CHECK(cudaStreamSynchronize(ex.stream()));  // the host buffers are reused next batch
+  };
+  int skipped = 0;
+  for (int step = 0; step < r.steps; ++step) {
+    stage(train, step * r.batch, r.batch);
+    ex.forward(r.batch, ex.device_pixels(), nullptr, true);
+    ex.loss(r.batch, ex.device_labels(), 0.f, true);
+    ex.backward();
+    ex.step(sched.at(step));
+    const CudaStepStats st = ex.stats();
+    skipped += st.step_applied ? 0 : 1;
+    EXPECT_TRUE(std::isfinite(st.loss)) << "step " << step;
+  }
+  int64_t correct = 0;
+  for (int first = 0; first < test.n; first += r.batch) {
+    const int count = std::min(r.batch, test.n - first);
+    stage(test, first, count);
+    ex.forward(count, ex.device_pixels(), nullptr, false);
+    ex.loss(count, ex.device_labels(), 0.f, false);
+    correct += ex.stats().correct;
+  }
+  std::printf("  %s: %d of %d steps skipped by the loss scaler\n", cuda::to_string(ex.precision()), skipped, r.steps);
+  return static_cast<double>(correct) / test.n;
+}
+
+TYPED_TEST(GpuExecutor, SyntheticDigits200StepsLandInTheCpuAccuracyBand) {
+  REQUIRE_GPU();
+  using T = TypeParam;
+  static const DigitSet train = make_digits(200 * 64, 11), test = make_digits(2000, 12);
+  static const Graph g = build_model("small-cnn", {28, 28, 1}, 10);
+  static const double cpu_acc = train_cpu(g, train, test, TrainRecipe{});
+  const double gpu_acc = train_gpu(g, train, test, TrainRecipe{}, cuda::precision_of<T>());
+  std::printf("  200 steps of 64 synthetic digits: CPU backend %.2f%%, CUDA %s %.2f%% (band +-2 points)\n", 100 * cpu_acc,
+              Tol<T>::name, 100 * gpu_acc);
+  EXPECT_GE(cpu_acc, 0.90);
+  EXPECT_NEAR(gpu_acc, cpu_acc, 0.02);
+}
+
+}  // namespace
+}  // namespace stoke
