@@ -20,9 +20,11 @@ namespace stoke::io {
 namespace {
 
 std::string mib(size_t bytes) {
-  const double m = static_cast<double>(bytes) / (1024.0 * 1024.0);
   char buf[32];
-  std::snprintf(buf, sizeof buf, "%.1f MiB", m);
+  if (bytes < (size_t{1} << 20))
+    std::snprintf(buf, sizeof buf, "%.1f KiB", static_cast<double>(bytes) / 1024.0);
+  else
+    std::snprintf(buf, sizeof buf, "%.1f MiB", static_cast<double>(bytes) / (1024.0 * 1024.0));
   return buf;
 }
 
