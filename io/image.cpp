@@ -468,10 +468,12 @@ bool decode_jpeg_to_impl(const uint8_t* data, size_t size, int h, int w, int cha
   return ok;
 }
 
-// Sizes a per-thread buffer, first dropping the capacity a rare giant image left behind.
+// Makes a per-thread buffer hold at least n bytes. It only grows (growing within the capacity would still zero
+// the new part on every image of a varying-size data set), except that the capacity a rare giant image left
+// behind is dropped.
 void size_scratch(std::vector<uint8_t>& v, size_t n) {
   if (v.capacity() > (size_t{64} << 20) && n <= (size_t{64} << 20)) std::vector<uint8_t>().swap(v);
-  v.resize(n);
+  if (v.size() < n) v.resize(n);
 }
 
 // Scaled-image coordinate of source coordinate `v` at scale num/8, rounded down (up when `up`).
