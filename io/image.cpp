@@ -687,6 +687,19 @@ void bilinear_taps(int dn, int sn, std::vector<Tap>& t) {
   }
 }
 
+// One output row's vertical blend over the whole source width: most of a downscale's arithmetic. 32-bit multiplies
+// need SSE4.1/AVX2 to vectorize well, so it is compiled for x86-64-v3 too and dispatched at load time (like the
+// GEMM); integer arithmetic, so every clone gives the same bytes.
+#if defined(__x86_64__)
+#define STOKE_RESIZE_CLONES __attribute__((target_clones("default", "arch=x86-64-v3")))
+#else
+#define STOKE_RESIZE_CLONES
+#endif
+STOKE_RESIZE_CLONES void blend_rows(const uint8_t* __restrict r0, const uint8_t* __restrict r1, int32_t w0, int32_t w1,
+                                    int32_t* __restrict col, size_t n) {
+  for (size_t i = 0; i < n; ++i) col[i] = r0[i] * w0 + r1[i] * w1;
+}
+
 thread_local std::vector<Tap> t_xtaps, t_ytaps;
 thread_local std::vector<int32_t> t_blend;
 
@@ -709,10 +722,8 @@ void resize_rows(const uint8_t* src, int sh, int sw, int c_runtime, size_t src_s
   constexpr int32_t kHalf = int32_t{1} << (kShift - 1);
   for (int y = 0; y < dh; ++y) {
     const Tap ty = yt[static_cast<size_t>(y)];
-    const uint8_t* __restrict r0 = src + static_cast<size_t>(ty.i0) * src_stride;
-    const uint8_t* __restrict r1 = src + static_cast<size_t>(ty.i1) * src_stride;
-    const int32_t w0 = kOne - ty.w1, w1 = ty.w1;
-    for (size_t i = 0; i < srow; ++i) col[i] = r0[i] * w0 + r1[i] * w1;
+    blend_rows(src + static_cast<size_t>(ty.i0) * src_stride, src + static_cast<size_t>(ty.i1) * src_stride,
+               kOne - ty.w1, ty.w1, col, srow);
     uint8_t* __restrict out = dst + static_cast<size_t>(y) * drow;
     for (int x = 0; x < dw; ++x) {
       const Tap t = taps[x];
