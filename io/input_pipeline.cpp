@@ -84,10 +84,11 @@ void InputPipeline::start(int64_t epoch, int64_t cursor) {
     throw UserError(str("cannot resume at epoch ", epoch, ", batch ", cursor, " (an epoch has ", bpe, " batches)"));
   stop();
   std::lock_guard lk(stop_mu_);
-  first_ = sampler_->global_batch(epoch, cursor);
-  const int64_t limit = cfg_.end_epoch >= 0 ? std::max<int64_t>(0, cfg_.end_epoch * bpe - first_) : -1;
+  const int64_t first = sampler_->global_batch(epoch, cursor);
+  first_.store(first, std::memory_order_relaxed);
+  const int64_t limit = cfg_.end_epoch >= 0 ? std::max<int64_t>(0, cfg_.end_epoch * bpe - first) : -1;
   ring_->reset(limit);
-  pool_->start(first_);
+  pool_->start(first);
   {
     std::lock_guard wl(wd_mu_);
     wd_stop_ = false;
@@ -153,7 +154,7 @@ PipelineStats InputPipeline::stats() const {
 std::string InputPipeline::watchdog_report() const {
   const int64_t since = ring_->consumer_waiting_since_ns();
   const int64_t t = ring_->consumed();
-  const Sampler::Position pos = sampler_->position(first_ + t);
+  const Sampler::Position pos = sampler_->position(first_.load(std::memory_order_relaxed) + t);
   std::string out;
   if (since) {
     out = str("input pipeline stalled: the trainer has waited ",
@@ -205,7 +206,11 @@ void InputPipeline::watchdog_main() {
       ++reports;
       const std::string report = watchdog_report();
       lk.unlock();
-      cfg_.on_stall(report);
+      try {
+        cfg_.on_stall(report);
+      } catch (...) {
+        // a failing report must not take the process down (std::terminate on this thread)
+      }
       lk.lock();
     }
     // Every decoder gone while the consumer waits, and nobody said why: fail loudly instead of waiting forever.

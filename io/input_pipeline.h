@@ -8,6 +8,9 @@
 //     in.release(b.ticket);                        // GPU: once that event has completed
 //   }
 //
+// Evaluation: a second pipeline with shuffle = false, augment = false, drop_last = false, end_epoch = 1, and
+// start(0) before each pass; acquire() returns an empty Batch after the last one; mask samples >= b.valid.
+//
 // Batches flow across epoch boundaries without draining (b.epoch, b.index tell where a batch belongs; b.index ==
 // batches_per_epoch() - 1 ends an epoch). Every batch holds exactly `batch` samples: the training sampler drops
 // the last partial batch (drop_last) or, for evaluation, pads it by repeating samples from the start of the
@@ -118,6 +121,7 @@ class InputPipeline {
   const Source& source() const { return *source_; }
   const Sampler& sampler() const { return *sampler_; }
   PipelineStats stats() const;
+  std::vector<DecoderStatus> decoder_status() const { return pool_->status(); }  // any thread
   std::vector<std::string> quarantined() const { return pool_->quarantined(); }
   // What the watchdog prints: the consumer's wait, every decoder's state, the ring's occupancy. Any thread.
   std::string watchdog_report() const;
@@ -131,7 +135,7 @@ class InputPipeline {
   std::unique_ptr<BatchRing> ring_;
   std::unique_ptr<DecoderPool> pool_;
   std::string decoders_reason_;
-  int64_t first_ = 0;  // global batch of ticket 0
+  std::atomic<int64_t> first_{0};  // global batch of ticket 0
   std::mutex stop_mu_;  // cold: start/stop
   std::thread watchdog_;
   std::mutex wd_mu_;  // cold: the watchdog's sleep
