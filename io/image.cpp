@@ -690,7 +690,9 @@ void bilinear_taps(int dn, int sn, std::vector<Tap>& t) {
 // One output row's vertical blend over the whole source width: most of a downscale's arithmetic. 32-bit multiplies
 // need SSE4.1/AVX2 to vectorize well, so it is compiled for x86-64-v3 too and dispatched at load time (like the
 // GEMM); integer arithmetic, so every clone gives the same bytes.
-#if defined(__x86_64__)
+// Not under ThreadSanitizer: the clones' ifunc resolver runs during relocation, before the TSan runtime is up,
+// and its instrumented entry segfaults the process at start.
+#if defined(__x86_64__) && !defined(__SANITIZE_THREAD__)
 #define STOKE_RESIZE_CLONES __attribute__((target_clones("default", "arch=x86-64-v3")))
 #else
 #define STOKE_RESIZE_CLONES
