@@ -10,6 +10,7 @@
 #include <fstream>
 #include <limits>
 #include <nlohmann/json.hpp>
+#include <unistd.h>
 
 #include "engine/batch_loader.h"
 #include "engine/checkpoint.h"
@@ -42,6 +43,14 @@ std::vector<int64_t> epoch_permutation(int64_t n, uint64_t seed, int64_t epoch) 
 }
 
 namespace {
+
+// Resident memory of this process, MiB (from /proc/self/statm; 0 where unavailable).
+double resident_mib() {
+  std::ifstream f("/proc/self/statm");
+  long pages = 0, resident = 0;
+  if (!(f >> pages >> resident)) return 0;
+  return static_cast<double>(resident) * static_cast<double>(sysconf(_SC_PAGESIZE)) / (1024.0 * 1024.0);
+}
 
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
@@ -560,7 +569,7 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
     result.epochs.push_back(es);
     json ej = {{"kind", "epoch"}, {"epoch", es.epoch}, {"step", step}, {"train_loss", es.train_loss},
                {"train_acc", es.train_acc}, {"img_per_s", es.images_per_s}, {"seconds", es.seconds},
-               {"elapsed_s", seconds_since(t_start)}};
+               {"elapsed_s", seconds_since(t_start)}, {"rss_mib", resident_mib()}};
     if (evaluate_now) {
       ej["val_loss"] = es.val_loss;
       ej["val_acc"] = es.val_acc;
