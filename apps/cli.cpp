@@ -15,7 +15,9 @@
 #include "engine/inference.h"
 #include "engine/progress.h"
 #include "engine/trainer.h"
+#include "io/bench_input.h"
 #include "io/mnist.h"
+#include "io/pack.h"
 #include "io/synthetic.h"
 #include "kernels/parallel.h"
 #include "models/models.h"
@@ -40,6 +42,19 @@ CLI::Validator number_check(bool allow_zero) {
 const CLI::Validator kPositive = number_check(false);
 const CLI::Validator kNonNegative = number_check(true);
 
+CLI::Validator decoders_check() {
+  return CLI::Validator(
+      [](std::string& v) -> std::string {
+        if (v == "auto") return "";
+        char* end = nullptr;
+        const long n = std::strtol(v.c_str(), &end, 10);
+        if (v.empty() || *end != '\0' || n < 1 || n > 256) return "must be auto or a number of threads (1-256), got '" + v + "'";
+        return "";
+      },
+      "auto|N");
+}
+int parse_decoders(const std::string& v) { return v == "auto" ? 0 : std::atoi(v.c_str()); }
+
 struct DatasetArgs {
   std::string out = "data/mnist";
   std::string cache;
@@ -50,7 +65,7 @@ struct DatasetArgs {
   bool split = true;
 };
 
-void add_train(CLI::App& app, TrainConfig& cfg, std::string& optimizer, std::string& schedule) {
+void add_train(CLI::App& app, TrainConfig& cfg, std::string& optimizer, std::string& schedule, std::string& decoders) {
   auto* t = app.add_subcommand("train", "Train a CNN classifier on an ImageFolder of JPEGs (DIR/<class>/*.jpg)");
   t->add_option("--data", cfg.data, "Training images: DIR/<class>/*.jpg (required unless --resume)");
   t->add_option("--val", cfg.val, "Validation images, same classes (evaluated after each epoch)");
@@ -74,7 +89,7 @@ void add_train(CLI::App& app, TrainConfig& cfg, std::string& optimizer, std::str
   t->add_option("--out", cfg.out, "Run folder for metrics.jsonl, config.json, summary.json (default runs/<model>-<time>)");
   t->add_flag("--overwrite", cfg.overwrite, "Reuse an --out folder that already holds a run");
   t->add_option("--resume", cfg.resume, "Continue the run in this folder from its latest checkpoint (its settings are reused; "
-                "--epochs, --threads, --workers, --device and --quiet may change)");
+                "--epochs, --threads, --decoders, --device and --quiet may change)");
   t->add_option("--checkpoint-every", cfg.checkpoint_every, "Also checkpoint every N steps (0: at each epoch's end only)")
       ->capture_default_str()->check(kNonNegative);
   t->add_option("--keep-checkpoints", cfg.keep_checkpoints, "Newest checkpoints kept (the best is always kept)")
@@ -84,7 +99,12 @@ void add_train(CLI::App& app, TrainConfig& cfg, std::string& optimizer, std::str
   t->add_option("--max-nonfinite-steps", cfg.max_nonfinite_steps, "Stop after this many consecutive non-finite losses")
       ->capture_default_str()->check(CLI::Range(1, 1000000));
   t->add_option("--threads", cfg.threads, "CPU backend threads (0 = all cores)")->capture_default_str()->check(kNonNegative);
-  t->add_option("--workers", cfg.workers, "JPEG decoder threads")->capture_default_str()->check(CLI::Range(1, 256));
+  t->add_option("--decoders,--workers", decoders, "JPEG decoder threads: auto (from the cores and a measured decode rate) or N")
+      ->capture_default_str()->check(decoders_check());
+  t->add_option("--augment", cfg.augment, "none | flip | crop-flip (random-resized-crop + horizontal flip)")
+      ->capture_default_str()->check(CLI::IsMember({"none", "flip", "crop-flip"}));
+  t->add_option("--watchdog", cfg.watchdog_seconds, "Report every decoder's state when a batch is this many seconds late")
+      ->capture_default_str()->check(kPositive);
   t->add_option("--limit-train", cfg.limit_train, "Train on a seeded random subset of N images (0 = all)")
       ->capture_default_str()->check(kNonNegative);
   t->add_option("--limit-val", cfg.limit_val, "Validate on a seeded random subset of N images (0 = all)")
@@ -161,6 +181,64 @@ void add_use(CLI::App& app, UseArgs& u) {
   ex->add_option("--checkpoint", u.which, "best | latest")->capture_default_str()->check(CLI::IsMember({"best", "latest"}));
 }
 
+struct InputArgs {
+  std::string dir, out, data;
+  bool drop_bad = false;
+  int image_size = 0;
+  int max_threads = 0;
+  double seconds = 2.0;
+  bool augment = false;
+};
+
+void add_input(CLI::App& app, InputArgs& a) {
+  auto* pk = app.add_subcommand("pack", "Pack an ImageFolder into one file (index + JPEG bytes, checksummed): no per-file "
+                                        "open/read/close during training; --data accepts it");
+  pk->add_option("dir", a.dir, "ImageFolder to pack")->required();
+  pk->add_option("-o,--out", a.out, "Pack file to write")->required();
+  pk->add_flag("--drop-bad", a.drop_bad, "Leave unreadable or invalid images out (default: keep them so sample i matches the folder)");
+  auto* bi = app.add_subcommand("bench-input", "Measure the input pipeline against raw libjpeg-turbo decoding of the same files");
+  bi->add_option("--data", a.data, "ImageFolder or pack")->required();
+  bi->add_option("--image-size", a.image_size, "Decode to SxS (0 = the data's own size)")->capture_default_str()->check(CLI::Range(0, 4096));
+  bi->add_option("--max-threads", a.max_threads, "Measure 1..N decoder threads (0 = all cores)")->capture_default_str()->check(CLI::Range(0, 256));
+  bi->add_option("--seconds", a.seconds, "Seconds per measurement")->capture_default_str()->check(kPositive);
+  bi->add_flag("--augment", a.augment, "Random-resized-crop + flip in the pipeline");
+}
+
+int run_pack(const InputArgs& a) {
+  Progress progress;
+  io::PackOptions o;
+  o.drop_bad = a.drop_bad;
+  const auto t0 = std::chrono::steady_clock::now();
+  o.progress = [&](int64_t done, int64_t total) {
+    char line[128];
+    std::snprintf(line, sizeof line, "packing  %s/%s images", format_count(static_cast<double>(done)).c_str(),
+                  format_count(static_cast<double>(total)).c_str());
+    progress.update(line, done == total);
+  };
+  io::PackReport r = io::pack_image_folder(a.dir, a.out, o);
+  progress.finish();
+  const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  for (const std::string& b : r.bad) std::fprintf(stderr, "warning: %s\n", b.c_str());
+  std::printf("wrote %s: %s images, %.1f MB in %.1f s%s\n", a.out.c_str(), format_count(static_cast<double>(r.samples)).c_str(),
+              static_cast<double>(r.bytes) / 1e6, el,
+              r.bad.empty() ? "" : str(" (", r.bad.size(), " bad file(s)", r.dropped ? ", left out" : ", kept: training will skip them", ")").c_str());
+  return 0;
+}
+
+int run_bench_input(const InputArgs& a) {
+  io::BenchInputOptions o;
+  o.data = a.data;
+  o.h = o.w = a.image_size;
+  o.max_threads = a.max_threads;
+  o.seconds = a.seconds;
+  o.augment = a.augment;
+  io::BenchInputResult r = io::bench_input(o, [](const std::string& line) {
+    std::fprintf(stderr, "%s\n", line.c_str());
+  });
+  std::printf("%s", io::format_bench_input(r).c_str());
+  return 0;
+}
+
 int run_eval(const UseArgs& u) {
   LoadedRun r = load_run(u.run, build_model, u.which);
   std::printf("model: %s from %s\n", r.model.c_str(), r.checkpoint.c_str());
@@ -231,10 +309,13 @@ int run_cli(int argc, const char* const* argv, bool dry_run) {
   TrainConfig cfg;
   std::string optimizer = "sgd", schedule = "onecycle";
   DatasetArgs dataset;
-  add_train(app, cfg, optimizer, schedule);
+  std::string decoders = "auto";
+  add_train(app, cfg, optimizer, schedule, decoders);
   add_dataset(app, dataset);
   UseArgs use;
   add_use(app, use);
+  InputArgs input;
+  add_input(app, input);
   auto* devices = app.add_subcommand("devices", "Say which backend stoke would use here, and why");
 
   try {
@@ -253,6 +334,7 @@ int run_cli(int argc, const char* const* argv, bool dry_run) {
       CLI::App* t = app.get_subcommand("train");
       cfg.optimizer.kind = parse_optimizer(optimizer);
       cfg.schedule = parse_schedule(schedule);
+      cfg.decoders = parse_decoders(decoders);
       if (!cfg.resume.empty()) {
         // The run's own settings, with the few that may change taken from the command line.
         TrainConfig resumed = config_for_resume(cfg.resume);
@@ -262,7 +344,7 @@ int run_cli(int argc, const char* const* argv, bool dry_run) {
           if (name == "--resume" || name == "--help") continue;
           if (name == "--epochs") resumed.epochs = cfg.epochs;
           else if (name == "--threads") resumed.threads = cfg.threads;
-          else if (name == "--workers") resumed.workers = cfg.workers;
+          else if (name == "--decoders") resumed.decoders = cfg.decoders;
           else if (name == "--device") resumed.device = cfg.device;
           else if (name == "--quiet") resumed.quiet = cfg.quiet;
           else
@@ -284,6 +366,8 @@ int run_cli(int argc, const char* const* argv, bool dry_run) {
     if (app.got_subcommand("eval")) return run_eval(use);
     if (app.got_subcommand("predict")) return run_predict(use);
     if (app.got_subcommand("export")) return run_export(use);
+    if (app.got_subcommand("pack")) return run_pack(input);
+    if (app.got_subcommand("bench-input")) return run_bench_input(input);
     if (devices->parsed()) {
       DeviceProbe p = probe_cuda();
       if (p.usable)

@@ -5,13 +5,15 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
-#include "engine/batch_loader.h"
 #include "engine/checkpoint.h"
 #include "engine/cpu_executor.h"
 #include "engine/error.h"
 #include "engine/fsutil.h"
 #include "engine/safetensors.h"
 #include "io/dataset.h"
+#include "io/input_pipeline.h"
+#include "io/source.h"
+#include "kernels/augment.h"
 #include "io/image.h"
 #include "kernels/parallel.h"
 #include "kernels/softmax_ce.h"
@@ -31,13 +33,11 @@ json read_json(const fs::path& p) {
   }
 }
 
-// uint8 HWC pixels of n samples -> normalised fp32.
-void normalize_into(const uint8_t* px, int64_t n, const LoadedRun& r, float* out) {
-  const int c = r.input.c;
-  const int64_t count = n * r.input.h * r.input.w;
-  for (int64_t i = 0; i < count; ++i)
-    for (int k = 0; k < c; ++k)
-      out[i * c + k] = (static_cast<float>(px[i * c + k]) / 255.f - r.mean[static_cast<size_t>(k)]) / r.stdev[static_cast<size_t>(k)];
+// uint8 HWC pixels of n samples -> normalised fp32, exactly as the trainer does it.
+void normalize_into(const uint8_t* px, int n, const LoadedRun& r, float* out) {
+  std::vector<float> scale, shift;
+  normalize_coefficients(r.mean, r.stdev, scale, shift);
+  cpu::augment_normalize(n, r.input.h, r.input.w, r.input.c, px, nullptr, scale.data(), shift.data(), out);
 }
 
 }  // namespace
@@ -126,24 +126,35 @@ std::vector<Prediction> predict(const LoadedRun& run, const std::vector<std::str
   return out;
 }
 
-ClassificationReport evaluate_folder(const LoadedRun& run, const std::string& folder, int batch, int workers) {
-  io::ImageFolder f = io::index_image_folder(folder);
-  if (f.classes != run.classes)
-    throw UserError(str("the classes of ", folder, " (", f.classes.size(), ") differ from the model's (", run.classes.size(), ")"));
-  BatchLoader loader(f.samples, run.input, batch, workers, false);
-  std::vector<int64_t> order(f.samples.size());
-  for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int64_t>(i);
-  loader.start(std::move(order), false);
-  CpuExecutor exec(run.graph, batch);
+ClassificationReport evaluate_folder(const LoadedRun& run, const std::string& folder, int batch, int decoders) {
+  std::shared_ptr<const io::Source> src = io::open_source(folder);
+  if (src->classes() != run.classes)
+    throw UserError(str("the classes of ", folder, " (", src->classes().size(), ") differ from the model's (", run.classes.size(), ")"));
+  io::PipelineConfig pc;
+  pc.h = run.input.h;
+  pc.w = run.input.w;
+  pc.c = run.input.c;
+  pc.batch = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(batch, src->size())));
+  pc.decoders = decoders;
+  pc.shuffle = false;
+  pc.augment = false;
+  pc.drop_last = false;
+  pc.end_epoch = 1;
+  io::InputPipeline in(src, pc);
+  in.start(0);
+  CpuExecutor exec(run.graph, pc.batch);
   std::vector<float> params = run.params, buffers = run.buffers;
-  std::vector<float> x(static_cast<size_t>(batch * run.input.size()));
+  std::vector<float> x(static_cast<size_t>(pc.batch * run.input.size()));
+  std::vector<int32_t> labels(static_cast<size_t>(pc.batch));
   const int classes = static_cast<int>(run.classes.size());
   MetricsAccumulator acc(classes);
-  while (const HostBatch* hb = loader.next()) {
-    normalize_into(hb->pixels.data(), hb->count, run, x.data());
-    const float* logits = exec.forward(hb->count, x.data(), params.data(), buffers.data(), false);
-    const float loss = cpu::softmax_cross_entropy(hb->count, classes, logits, hb->labels.data(), 0.f, 1.f, nullptr, nullptr, nullptr);
-    acc.add(hb->count, logits, hb->labels.data(), loss);
+  while (io::Batch b = in.acquire()) {
+    normalize_into(b.pixels, b.valid, run, x.data());
+    std::copy(b.labels, b.labels + b.valid, labels.begin());
+    in.release(b.ticket);
+    const float* logits = exec.forward(b.valid, x.data(), params.data(), buffers.data(), false);
+    const float loss = cpu::softmax_cross_entropy(b.valid, classes, logits, labels.data(), 0.f, 1.f, nullptr, nullptr, nullptr);
+    acc.add(b.valid, logits, labels.data(), loss);
   }
   return acc.report();
 }

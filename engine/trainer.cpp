@@ -12,7 +12,6 @@
 #include <nlohmann/json.hpp>
 #include <unistd.h>
 
-#include "engine/batch_loader.h"
 #include "engine/checkpoint.h"
 #include "engine/cpu_executor.h"
 #include "engine/device.h"
@@ -23,6 +22,9 @@
 #include "engine/progress.h"
 #include "engine/rng.h"
 #include "io/dataset.h"
+#include "io/input_pipeline.h"
+#include "io/source.h"
+#include "kernels/augment.h"
 #include "kernels/parallel.h"
 #include "kernels/softmax_ce.h"
 
@@ -63,64 +65,64 @@ std::string default_run_dir(const std::string& model) {
   return "runs/" + model + "-" + buf;
 }
 
-// A seeded random subset (in index order, so classes stay grouped as in the folder).
-std::vector<io::Sample> subset(const std::vector<io::Sample>& all, int64_t limit, uint64_t seed) {
-  if (limit <= 0 || limit >= static_cast<int64_t>(all.size())) return all;
-  std::vector<int64_t> p = epoch_permutation(static_cast<int64_t>(all.size()), seed, -1);
+// A seeded random subset of a source (in index order, so classes stay grouped as in the folder).
+std::shared_ptr<const io::Source> subset(std::shared_ptr<const io::Source> all, int64_t limit, uint64_t seed) {
+  if (limit <= 0 || limit >= all->size()) return all;
+  std::vector<int64_t> p = epoch_permutation(all->size(), seed, -1);
   p.resize(static_cast<size_t>(limit));
   std::sort(p.begin(), p.end());
-  std::vector<io::Sample> out;
-  out.reserve(p.size());
-  for (int64_t i : p) out.push_back(all[static_cast<size_t>(i)]);
-  return out;
+  return std::make_shared<io::SubsetSource>(std::move(all), std::move(p));
 }
 
-// Per-channel mean and std of pixel/255 over up to 2,000 training images.
-void estimate_normalization(const std::vector<io::Sample>& samples, Shape3 shape, uint64_t seed, int workers,
+// An evaluation-style pipeline: dataset order, no augmentation, the last batch padded (use b.valid).
+io::PipelineConfig eval_pipeline_config(Shape3 shape, int batch, int decoders, bool strict, const std::string& quarantine) {
+  io::PipelineConfig pc;
+  pc.h = shape.h;
+  pc.w = shape.w;
+  pc.c = shape.c;
+  pc.batch = batch;
+  pc.decoders = decoders;
+  pc.shuffle = false;
+  pc.augment = false;
+  pc.drop_last = false;
+  pc.end_epoch = 1;
+  pc.strict = strict;
+  pc.quarantine_path = quarantine;
+  return pc;
+}
+
+// Per-channel mean and std of pixel/255 over up to 2,000 training images (a seeded choice).
+void estimate_normalization(const std::shared_ptr<const io::Source>& source, Shape3 shape, uint64_t seed, int decoders,
                             std::vector<float>& mean, std::vector<float>& stdev) {
-  const int64_t n = std::min<int64_t>(2000, static_cast<int64_t>(samples.size()));
-  std::vector<int64_t> order = epoch_permutation(static_cast<int64_t>(samples.size()), seed, -2);
+  const int64_t n = std::min<int64_t>(2000, source->size());
+  std::vector<int64_t> order = epoch_permutation(source->size(), seed, -2);
   order.resize(static_cast<size_t>(n));
-  BatchLoader loader(samples, shape, 250, workers, false);
-  loader.start(order, false);
+  auto sample = std::make_shared<io::SubsetSource>(source, std::move(order));
+  io::PipelineConfig pc = eval_pipeline_config(shape, static_cast<int>(std::min<int64_t>(250, n)), decoders, false, "");
+  pc.on_warning = [](const std::string&) {};  // bad files are reported by the training pipeline
+  io::InputPipeline in(sample, pc);
+  in.start(0);
   std::vector<double> s(static_cast<size_t>(shape.c), 0.0), s2(static_cast<size_t>(shape.c), 0.0);
   int64_t count = 0;
-  while (const HostBatch* b = loader.next()) {
-    const int64_t px = int64_t{b->count} * shape.h * shape.w;
+  while (io::Batch b = in.acquire()) {
+    const int64_t px = int64_t{b.valid} * shape.h * shape.w;
     for (int64_t i = 0; i < px; ++i)
       for (int c = 0; c < shape.c; ++c) {
-        double v = b->pixels[static_cast<size_t>(i * shape.c + c)] / 255.0;
+        double v = b.pixels[i * shape.c + c] / 255.0;
         s[static_cast<size_t>(c)] += v;
         s2[static_cast<size_t>(c)] += v * v;
       }
     count += px;
+    in.release(b.ticket);
   }
   mean.resize(static_cast<size_t>(shape.c));
   stdev.resize(static_cast<size_t>(shape.c));
   for (size_t c = 0; c < s.size(); ++c) {
-    double m = s[c] / static_cast<double>(count);
-    double var = s2[c] / static_cast<double>(count) - m * m;
+    double m = s[c] / static_cast<double>(std::max<int64_t>(count, 1));
+    double var = s2[c] / static_cast<double>(std::max<int64_t>(count, 1)) - m * m;
     mean[c] = static_cast<float>(m);
     stdev[c] = static_cast<float>(std::sqrt(std::max(var, 1e-6)));
   }
-}
-
-// uint8 NHWC -> (x/255 - mean) / std, fp32.
-void normalize(const HostBatch& b, Shape3 shape, const std::vector<float>& mean, const std::vector<float>& stdev,
-               float* out) {
-  const int c = shape.c;
-  std::vector<float> scale(static_cast<size_t>(c)), shift(static_cast<size_t>(c));
-  for (int i = 0; i < c; ++i) {
-    scale[static_cast<size_t>(i)] = 1.f / (255.f * stdev[static_cast<size_t>(i)]);
-    shift[static_cast<size_t>(i)] = -mean[static_cast<size_t>(i)] / stdev[static_cast<size_t>(i)];
-  }
-  const int64_t px = int64_t{b.count} * shape.h * shape.w;
-  parallel_for(px, 4096, [&](int64_t lo, int64_t hi) {
-    for (int64_t i = lo; i < hi; ++i)
-      for (int k = 0; k < c; ++k)
-        out[i * c + k] = static_cast<float>(b.pixels[static_cast<size_t>(i * c + k)]) * scale[static_cast<size_t>(k)] +
-                         shift[static_cast<size_t>(k)];
-  });
 }
 
 class JsonlWriter {
@@ -161,6 +163,7 @@ json config_to_json(const TrainConfig& c) {
           {"limit_train", c.limit_train},
           {"limit_val", c.limit_val},
           {"image_size", c.image_size},
+          {"augment", c.augment},
           {"strict", c.strict},
           {"checkpoint_every", c.checkpoint_every},
           {"keep_checkpoints", c.keep_checkpoints},
@@ -193,6 +196,7 @@ TrainConfig config_from_json(const json& j) {
     c.limit_train = j.value("limit_train", int64_t{0});
     c.limit_val = j.value("limit_val", int64_t{0});
     c.image_size = j.value("image_size", 0);
+    c.augment = j.value("augment", std::string("none"));
     c.strict = j.value("strict", false);
     c.checkpoint_every = j.value("checkpoint_every", int64_t{0});
     c.keep_checkpoints = j.value("keep_checkpoints", 3);
@@ -226,18 +230,29 @@ TrainConfig config_for_resume(const std::string& run_dir) {
 
 namespace {
 
-// A fingerprint of the data a run trains on: class names, and every sample's path (relative to the root)
-// and label. A resumed run refuses data that differs.
-std::string dataset_fingerprint(const io::ImageFolder& f, const std::vector<io::Sample>& used) {
+// A fingerprint of the data a run trains on: class names, and every sample's name (its path relative to the
+// data root, or its pack entry) and label. A resumed run refuses data that differs.
+std::string dataset_fingerprint(const io::Source& src, const std::string& /*description*/) {
   uint64_t h = fnv1a64(nullptr, 0);
-  for (const std::string& c : f.classes) h = fnv1a64(c.data(), c.size() + 1, h);
-  const size_t root = f.root.size();
-  for (const io::Sample& s : used) {
-    std::string rel = s.path.size() > root ? s.path.substr(root) : s.path;
-    h = fnv1a64(rel.data(), rel.size() + 1, h);
-    h = fnv1a64(&s.label, sizeof s.label, h);
+  for (const std::string& c : src.classes()) h = fnv1a64(c.data(), c.size() + 1, h);
+  std::string common;  // the longest common directory prefix of the names, so a moved data set still matches
+  if (src.size() > 0) {
+    common = src.name(0);
+    for (int64_t i = 1; i < src.size() && !common.empty(); ++i) {
+      const std::string n = src.name(i);
+      size_t k = 0;
+      while (k < common.size() && k < n.size() && common[k] == n[k]) ++k;
+      common.resize(k);
+    }
+    common.resize(common.rfind('/') == std::string::npos ? 0 : common.rfind('/') + 1);
   }
-  return str(used.size(), "-", hex64(h));
+  for (int64_t i = 0; i < src.size(); ++i) {
+    const std::string rel = src.name(i).substr(common.size());
+    h = fnv1a64(rel.data(), rel.size() + 1, h);
+    const int32_t label = src.label(i);
+    h = fnv1a64(&label, sizeof label, h);
+  }
+  return str(src.size(), "-", hex64(h));
 }
 
 // Keeps metrics.jsonl consistent with a resumed run: drops lines written after the checkpoint's step.
@@ -267,6 +282,9 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
   if (cfg.label_smoothing < 0.f || cfg.label_smoothing >= 1.f) throw UserError("--label-smoothing must be in [0, 1)");
   if (cfg.data.empty()) throw UserError("--data is required (an ImageFolder: DIR/<class>/*.jpg)");
   if (cfg.eval_every < 1) throw UserError("--eval-every must be at least 1");
+  if (cfg.augment != "none" && cfg.augment != "flip" && cfg.augment != "crop-flip")
+    throw UserError(str("--augment must be none, flip or crop-flip (got '", cfg.augment, "')"));
+  if (cfg.decoders < 0) throw UserError("--decoders must be auto or a positive number");
   if (cfg.best_metric != "val_acc" && cfg.best_metric != "val_auc" && cfg.best_metric != "val_loss")
     throw UserError(str("--best-metric must be val_acc, val_auc or val_loss (got '", cfg.best_metric, "')"));
   const bool resuming = !cfg.resume.empty();
@@ -283,24 +301,27 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
   ThreadPool::set_threads(cfg.threads);
 
   // ---- data -------------------------------------------------------------------------------------------------
-  io::ImageFolder train_set = io::index_image_folder(cfg.data);
-  io::ImageFolder val_set;
+  // A folder (ImageFolder) or a pack file (stoke pack) for either.
+  std::shared_ptr<const io::Source> train_all = io::open_source(cfg.data);
+  std::shared_ptr<const io::Source> val_all;
   const bool has_val = !cfg.val.empty();
   if (has_val) {
-    val_set = io::index_image_folder(cfg.val);
-    if (val_set.classes != train_set.classes)
-      throw UserError(str("the classes of --val ", cfg.val, " (", val_set.classes.size(), ") differ from those of --data ",
-                          cfg.data, " (", train_set.classes.size(), ")"));
+    val_all = io::open_source(cfg.val);
+    if (val_all->classes() != train_all->classes())
+      throw UserError(str("the classes of --val ", cfg.val, " (", val_all->classes().size(), ") differ from those of --data ",
+                          cfg.data, " (", train_all->classes().size(), ")"));
   }
-  std::vector<io::Sample> train_samples = subset(train_set.samples, cfg.limit_train, cfg.seed);
-  std::vector<io::Sample> val_samples = has_val ? subset(val_set.samples, cfg.limit_val, cfg.seed + 1) : std::vector<io::Sample>{};
-  io::DataShape ds = io::probe_shape(train_set);
+  std::shared_ptr<const io::Source> train_src = subset(train_all, cfg.limit_train, cfg.seed);
+  std::shared_ptr<const io::Source> val_src = has_val ? subset(val_all, cfg.limit_val, cfg.seed + 1) : nullptr;
+  const std::vector<std::string>& class_names = train_all->classes();
+  io::DataShape ds = io::probe_source_shape(*train_all);
   Shape3 shape{ds.h, ds.w, ds.c};
   if (cfg.image_size > 0) shape.h = shape.w = cfg.image_size;
-  const int classes = static_cast<int>(train_set.classes.size());
-  const int batch = static_cast<int>(std::min<int64_t>(cfg.batch_size, static_cast<int64_t>(train_samples.size())));
-  const int64_t steps_per_epoch = static_cast<int64_t>(train_samples.size()) / batch;
-  const std::string fingerprint = dataset_fingerprint(train_set, train_samples);
+  const int classes = static_cast<int>(class_names.size());
+  const int64_t train_count = train_src->size(), val_count = has_val ? val_src->size() : 0;
+  const int batch = static_cast<int>(std::min<int64_t>(cfg.batch_size, train_count));
+  const int64_t steps_per_epoch = train_count / batch;
+  const std::string fingerprint = dataset_fingerprint(*train_src, train_all->description());
 
   // ---- model ------------------------------------------------------------------------------------------------
   Graph graph = build_model(cfg.model, shape, classes);
@@ -350,7 +371,7 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
     if (ec) throw UserError(str("cannot create run folder ", run_dir, ": ", ec.message()));
     fs::remove(metrics_path, ec);
     fs::remove_all(fs::path(run_dir) / "checkpoints", ec);
-    estimate_normalization(train_samples, shape, cfg.seed, cfg.workers, mean, stdev);
+    estimate_normalization(train_src, shape, cfg.seed, cfg.decoders, mean, stdev);
   }
 
   // Everything the user could get wrong has been checked: now say what runs.
@@ -362,9 +383,9 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
                   dev.description.c_str(), ThreadPool::threads());
     else
       std::printf("device: no usable GPU (%s): CPU backend, %d threads\n", dev.reason.c_str(), ThreadPool::threads());
-    std::printf("data: %s images in %d classes (%dx%dx%d)%s, val: %s images\n", format_count(static_cast<double>(train_samples.size())).c_str(),
+    std::printf("data: %s images in %d classes (%dx%dx%d)%s, val: %s images\n", format_count(static_cast<double>(train_count)).c_str(),
                 classes, shape.h, shape.w, shape.c, cfg.limit_train > 0 ? " (subset)" : "",
-                has_val ? format_count(static_cast<double>(val_samples.size())).c_str() : "none");
+                has_val ? format_count(static_cast<double>(val_count)).c_str() : "none");
     std::printf("model: %s, %s parameters, %.2f MMAC/image; %s, lr %g, %s schedule, batch %d, %d epochs\n",
                 graph.description().empty() ? cfg.model.c_str() : graph.description().c_str(), format_count(static_cast<double>(graph.num_params())).c_str(),
                 static_cast<double>(graph.forward_macs()) / 1e6, to_string(cfg.optimizer.kind), static_cast<double>(cfg.lr),
@@ -381,9 +402,9 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
   run_info["backend"] = "cpu";
   run_info["threads"] = ThreadPool::threads();
   run_info["input"] = {shape.h, shape.w, shape.c};
-  run_info["classes"] = train_set.classes;
-  run_info["train_images"] = train_samples.size();
-  run_info["val_images"] = val_samples.size();
+  run_info["classes"] = class_names;
+  run_info["train_images"] = train_count;
+  run_info["val_images"] = val_count;
   run_info["normalize_mean"] = mean;
   run_info["normalize_std"] = stdev;
   run_info["params"] = graph.num_params();
@@ -400,16 +421,58 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
   CpuExecutor exec(graph, batch);
   std::vector<float> input(static_cast<size_t>(batch * shape.size()));
   std::vector<float> dlogits(static_cast<size_t>(batch * classes));
-  BatchLoader train_loader(train_samples, shape, batch, cfg.workers, cfg.strict);
-  std::unique_ptr<BatchLoader> val_loader;
-  if (has_val) val_loader = std::make_unique<BatchLoader>(val_samples, shape, batch, cfg.workers, cfg.strict);
+  std::vector<float> norm_scale, norm_shift;
+  normalize_coefficients(mean, stdev, norm_scale, norm_shift);
+  Progress progress;
+  const std::string quarantine = (fs::path(run_dir) / "quarantine.txt").string();
+  auto warn = [&](const std::string& m) {
+    if (cfg.quiet) return;
+    progress.finish();
+    std::fprintf(stderr, "warning: %s\n", m.c_str());
+  };
+  auto stall = [&](const std::string& report) {
+    progress.finish();
+    std::fprintf(stderr, "%s\n", report.c_str());  // the watchdog speaks even with --quiet: something is stuck
+  };
+  io::PipelineConfig tpc;
+  tpc.h = shape.h;
+  tpc.w = shape.w;
+  tpc.c = shape.c;
+  tpc.batch = batch;
+  tpc.decoders = cfg.decoders;
+  tpc.seed = cfg.seed;
+  tpc.shuffle = true;
+  tpc.augment = cfg.augment != "none";
+  tpc.aug.random_resized_crop = cfg.augment == "crop-flip";
+  tpc.aug.hflip = cfg.augment != "none";
+  tpc.drop_last = true;
+  tpc.end_epoch = cfg.epochs;
+  tpc.strict = cfg.strict;
+  tpc.quarantine_path = quarantine;
+  tpc.watchdog_seconds = cfg.watchdog_seconds;
+  tpc.on_warning = warn;
+  tpc.on_stall = stall;
+  io::InputPipeline train_in(train_src, tpc);
+  std::unique_ptr<io::InputPipeline> val_in;
+  if (has_val) {
+    io::PipelineConfig vpc = eval_pipeline_config(shape, batch, cfg.decoders, cfg.strict, quarantine);
+    vpc.watchdog_seconds = cfg.watchdog_seconds;
+    vpc.on_warning = warn;
+    vpc.on_stall = stall;
+    val_in = std::make_unique<io::InputPipeline>(val_src, vpc);
+  }
+  if (!cfg.quiet) {
+    std::printf("input: %d decoder thread%s (%s), %d ring slots, %s host memory\n", train_in.decoders(),
+                train_in.decoders() == 1 ? "" : "s", train_in.decoders_reason().c_str(), train_in.slots(),
+                train_in.pinned() ? "pinned" : "pageable");
+    std::fflush(stdout);
+  }
 
   TrainResult result;
   result.run_dir = run_dir;
   result.backend = "cpu";
   result.params = graph.num_params();
   result.first_step = step;
-  Progress progress;
   const auto loop_start = Clock::now();
   const int64_t loop_first_step = step;
   int nonfinite_run = 0;
@@ -444,12 +507,13 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
     result.last_checkpoint = save_checkpoint(run_dir, name, graph, to_string(cfg.optimizer.kind), d, best, cfg.keep_checkpoints);
   };
 
+  std::vector<int32_t> labels(static_cast<size_t>(batch));
+  // One start for the whole run: the decoders flow across epoch boundaries without draining.
+  if (start_epoch < cfg.epochs) train_in.start(start_epoch, start_cursor);
   for (int64_t epoch = start_epoch; epoch < cfg.epochs && !result.interrupted; ++epoch) {
     const auto epoch_start = Clock::now();
+    const double wait_at_start = train_in.stats().consumer_wait_seconds;
     const int64_t cursor0 = epoch == start_epoch ? start_cursor : 0;
-    std::vector<int64_t> order = epoch_permutation(static_cast<int64_t>(train_samples.size()), cfg.seed, epoch);
-    order.erase(order.begin(), order.begin() + std::min<int64_t>(cursor0 * batch, static_cast<int64_t>(order.size())));
-    train_loader.start(std::move(order), true);
     loss_sum = 0;
     correct_sum = seen = 0;
     if (epoch == start_epoch && resuming && cursor0 > 0) {
@@ -461,12 +525,19 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
     double window_loss = 0;
     int64_t window_correct = 0, window_seen = 0;
     int64_t b_in_epoch = cursor0;
-    while (const HostBatch* hb = train_loader.next()) {
+    while (b_in_epoch < steps_per_epoch) {
+      io::Batch b = train_in.acquire();
+      if (!b) break;
+      STOKE_CHECK(b.epoch == epoch && b.index == b_in_epoch, "batch ", b.epoch, "/", b.index, " out of order");
+      const int n = b.size;
       const float lr = sched.at(step);
-      normalize(*hb, shape, mean, stdev, input.data());
-      const float* logits = exec.forward(hb->count, input.data(), params.data(), buffers.data(), true);
+      cpu::augment_normalize(n, shape.h, shape.w, shape.c, b.pixels, nullptr, norm_scale.data(), norm_shift.data(),
+                             input.data());
+      std::copy(b.labels, b.labels + n, labels.begin());
+      train_in.release(b.ticket);  // the pixels are copied: the slot goes back to the decoders now
+      const float* logits = exec.forward(n, input.data(), params.data(), buffers.data(), true);
       int64_t correct = 0;
-      float loss = cpu::softmax_cross_entropy(hb->count, classes, logits, hb->labels.data(), cfg.label_smoothing, 1.f,
+      float loss = cpu::softmax_cross_entropy(n, classes, logits, labels.data(), cfg.label_smoothing, 1.f,
                                               nullptr, dlogits.data(), &correct);
       if (std::find(cfg.inject_nonfinite_steps.begin(), cfg.inject_nonfinite_steps.end(), step) !=
           cfg.inject_nonfinite_steps.end())
@@ -496,12 +567,12 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
         exec.backward(params.data(), grads.data(), dlogits.data());
         if (cfg.clip_grad_norm > 0.f) clip_grad_norm(grads.data(), static_cast<int64_t>(grads.size()), cfg.clip_grad_norm);
         opt.step(params.data(), grads.data(), lr);
-        loss_sum += static_cast<double>(loss) * hb->count;
+        loss_sum += static_cast<double>(loss) * n;
         correct_sum += correct;
-        seen += hb->count;
-        window_loss += static_cast<double>(loss) * hb->count;
+        seen += n;
+        window_loss += static_cast<double>(loss) * n;
         window_correct += correct;
-        window_seen += hb->count;
+        window_seen += n;
       }
 
       const double el = seconds_since(epoch_start);
@@ -539,6 +610,7 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
       break;
     }
     const double train_seconds = seconds_since(epoch_start);
+    const double input_wait = train_in.stats().consumer_wait_seconds - wait_at_start;
 
     EpochStats es;
     es.epoch = static_cast<int>(epoch + 1);
@@ -549,16 +621,17 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
     const bool evaluate_now = has_val && ((epoch + 1) % cfg.eval_every == 0 || epoch + 1 == cfg.epochs);
     ClassificationReport report;
     if (evaluate_now) {
-      std::vector<int64_t> vorder(val_samples.size());
-      for (size_t i = 0; i < vorder.size(); ++i) vorder[i] = static_cast<int64_t>(i);
-      val_loader->start(std::move(vorder), false);
+      val_in->start(0);
       MetricsAccumulator acc(classes);
-      while (const HostBatch* hb = val_loader->next()) {
-        normalize(*hb, shape, mean, stdev, input.data());
-        const float* logits = exec.forward(hb->count, input.data(), params.data(), buffers.data(), false);
-        float loss = cpu::softmax_cross_entropy(hb->count, classes, logits, hb->labels.data(), 0.f, 1.f, nullptr,
-                                                nullptr, nullptr);
-        acc.add(hb->count, logits, hb->labels.data(), loss);
+      while (io::Batch b = val_in->acquire()) {
+        const int n = b.valid;  // the last batch is padded: only the first `valid` samples count
+        cpu::augment_normalize(n, shape.h, shape.w, shape.c, b.pixels, nullptr, norm_scale.data(), norm_shift.data(),
+                               input.data());
+        std::copy(b.labels, b.labels + n, labels.begin());
+        val_in->release(b.ticket);
+        const float* logits = exec.forward(n, input.data(), params.data(), buffers.data(), false);
+        float loss = cpu::softmax_cross_entropy(n, classes, logits, labels.data(), 0.f, 1.f, nullptr, nullptr, nullptr);
+        acc.add(n, logits, labels.data(), loss);
       }
       report = acc.report();
       es.val_loss = report.loss;
@@ -569,7 +642,8 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
     result.epochs.push_back(es);
     json ej = {{"kind", "epoch"}, {"epoch", es.epoch}, {"step", step}, {"train_loss", es.train_loss},
                {"train_acc", es.train_acc}, {"img_per_s", es.images_per_s}, {"seconds", es.seconds},
-               {"elapsed_s", seconds_since(t_start)}, {"rss_mib", resident_mib()}};
+               {"elapsed_s", seconds_since(t_start)}, {"rss_mib", resident_mib()},
+               {"input_wait_s", input_wait}, {"input_stall", input_wait / std::max(train_seconds, 1e-9)}};
     if (evaluate_now) {
       ej["val_loss"] = es.val_loss;
       ej["val_acc"] = es.val_acc;
@@ -602,7 +676,7 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
 
   result.seconds = seconds_since(t_start);
   result.steps = step;
-  result.corrupt_images = train_loader.corrupt_count() + (val_loader ? val_loader->corrupt_count() : 0);
+  result.corrupt_images = train_in.stats().corrupt + (val_in ? val_in->stats().corrupt : 0);
   if (result.interrupted) {
     if (!cfg.quiet)
       std::printf("\ninterrupted at step %lld: checkpoint written to %s\ncontinue with: stoke train --resume %s\n",
@@ -613,7 +687,7 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
                   {"backend", "cpu"},
                   {"epochs", cfg.epochs},
                   {"steps", step},
-                  {"train_images", train_samples.size()},
+                  {"train_images", train_count},
                   {"seconds_total", result.seconds},
                   {"corrupt_images", result.corrupt_images},
                   {"skipped_steps", result.skipped_steps},
@@ -625,7 +699,7 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
     summary["final_train_loss"] = last["train_loss"];
     summary["final_train_acc"] = last["train_acc"];
     if (has_val) {
-      summary["val_images"] = val_samples.size();
+      summary["val_images"] = val_count;
       summary["final_val_loss"] = last["val_loss"];
       summary["final_val_acc"] = last["val_acc"];
       summary["final_val_auc"] = last["val_auc"];
@@ -644,7 +718,7 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
       std::printf("         validation accuracy %.2f%% (%s images), loss %.4f, macro ROC-AUC %.4f\n",
                   100 * last_report.accuracy, format_count(static_cast<double>(last_report.count)).c_str(),
                   last_report.loss, last_report.macro_auc);
-      std::printf("\nconfusion matrix (validation, last epoch):\n%s", last_report.confusion_table(train_set.classes).c_str());
+      std::printf("\nconfusion matrix (validation, last epoch):\n%s", last_report.confusion_table(class_names).c_str());
     }
     if (result.corrupt_images > 0)
       std::printf("         %lld corrupt images were skipped\n", static_cast<long long>(result.corrupt_images));

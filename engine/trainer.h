@@ -30,7 +30,10 @@ struct TrainConfig {
   float clip_grad_norm = 0.f;  // clip the global gradient L2 norm to this (0 = off)
   uint64_t seed = 0;
   int threads = 0;             // CPU backend threads (0 = all cores)
-  int workers = 1;             // decoder threads of the simple loader
+  int decoders = 0;            // JPEG decoder threads (0 = auto: from the cores and a measured decode rate)
+  std::string augment = "none";  // none | flip | crop-flip (random-resized-crop + flip), decided per sample
+                                 // by (seed, epoch, sample id)
+  double watchdog_seconds = 30;  // report every decoder's state when a batch is this late
   int64_t limit_train = 0;     // use a seeded random subset of this many training images (0 = all)
   int64_t limit_val = 0;       // likewise for validation
   int image_size = 0;          // resize inputs to this square size (0 = the data's own size)

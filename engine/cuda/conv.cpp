@@ -4,6 +4,7 @@
 #include <sstream>
 #include <vector>
 
+#include "engine/cuda/check.h"
 #include "engine/cuda/lib_check.h"
 #include "engine/cuda/nvtx.h"
 #include "engine/error.h"
@@ -231,6 +232,7 @@ void ConvRunner::forward(const ConvShape& sh, const void* x, const void* w, void
   const float one = 1.f, zero = 0.f;
   CUDNN_CHECK(cudnnConvolutionForward(ctx_.cudnn(), &one, p.x, x, p.w, w, p.fwd, p.fwd_algo, workspace, p.fwd_ws, &zero,
                                       p.y, y));
+  CUDA_LAUNCH_CHECK(ctx_.stream());  // STOKE_CUDA_SYNC=1: a fault inside cuDNN surfaces here
 }
 
 void ConvRunner::backward_data(const ConvShape& sh, const void* w, const void* dy, void* dx, void* workspace,
@@ -240,6 +242,7 @@ void ConvRunner::backward_data(const ConvShape& sh, const void* w, const void* d
   const float one = 1.f, zero = 0.f;
   CUDNN_CHECK(cudnnConvolutionBackwardData(ctx_.cudnn(), &one, p.w, w, p.y, dy, p.data, p.data_algo, workspace,
                                            p.data_ws, &zero, p.x, dx));
+  CUDA_LAUNCH_CHECK(ctx_.stream());
 }
 
 void ConvRunner::backward_filter(const ConvShape& sh, const void* x, const void* dy, void* dw, float beta,
@@ -249,6 +252,7 @@ void ConvRunner::backward_filter(const ConvShape& sh, const void* x, const void*
   const float one = 1.f;
   CUDNN_CHECK(cudnnConvolutionBackwardFilter(ctx_.cudnn(), &one, p.x, x, p.y, dy, p.filter, p.filter_algo, workspace,
                                              p.filter_ws, &beta, p.w, dw));
+  CUDA_LAUNCH_CHECK(ctx_.stream());
 }
 
 std::string ConvRunner::describe() const {

@@ -70,7 +70,7 @@ TEST(Mnist, RunsAreBitReproducibleForAnyThreadCount) {
     cfg.epochs = 2;
     cfg.batch_size = 64;
     cfg.threads = threads;
-    cfg.workers = threads;
+    cfg.decoders = threads;
     cfg.seed = 5;
     cfg.out = tmp.str() + "/run" + std::to_string(runs.size());
     cfg.quiet = true;
