@@ -12,7 +12,8 @@ namespace {
 constexpr int MR = 6, NR = 16;
 constexpr int KC = 256, MC = 96, NC = 2048;
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__) && \
+    !defined(__SANITIZE_THREAD__)  // ifunc resolvers run before the TSan runtime is ready
 // ISA levels, not CPU names: "arch=haswell" dispatches on __builtin_cpu_is("haswell"), i.e. only on
 // Intel Haswell parts, so every AMD CPU (and newer Intel ones) silently ran the baseline clone.
 // x86-64-v3 = AVX2+FMA, x86-64-v4 = AVX-512 F/BW/CD/DQ/VL; both are feature checks.
