@@ -103,6 +103,10 @@ void add_train(CLI::App& app, TrainConfig& cfg, std::string& optimizer, std::str
       ->capture_default_str()->check(decoders_check());
   t->add_option("--augment", cfg.augment, "none | flip | crop-flip (random-resized-crop + horizontal flip)")
       ->capture_default_str()->check(CLI::IsMember({"none", "flip", "crop-flip"}));
+  t->add_option("--cache", cfg.cache, "none | decoded: decode every image once into memory, then train from there")
+      ->capture_default_str()->check(CLI::IsMember({"none", "decoded"}));
+  t->add_option("--cache-budget-mb", cfg.cache_budget_mb, "Largest --cache decoded allowed (0 = half the available memory)")
+      ->capture_default_str()->check(kNonNegative);
   t->add_option("--watchdog", cfg.watchdog_seconds, "Report every decoder's state when a batch is this many seconds late")
       ->capture_default_str()->check(kPositive);
   t->add_option("--limit-train", cfg.limit_train, "Train on a seeded random subset of N images (0 = all)")
@@ -345,6 +349,8 @@ int run_cli(int argc, const char* const* argv, bool dry_run) {
           if (name == "--epochs") resumed.epochs = cfg.epochs;
           else if (name == "--threads") resumed.threads = cfg.threads;
           else if (name == "--decoders") resumed.decoders = cfg.decoders;
+          else if (name == "--cache") resumed.cache = cfg.cache;
+          else if (name == "--cache-budget-mb") resumed.cache_budget_mb = cfg.cache_budget_mb;
           else if (name == "--device") resumed.device = cfg.device;
           else if (name == "--quiet") resumed.quiet = cfg.quiet;
           else

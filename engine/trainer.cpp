@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "engine/checkpoint.h"
+#include "engine/decoded_cache.h"
 #include "engine/cpu_executor.h"
 #include "engine/device.h"
 #include "engine/error.h"
@@ -285,6 +286,10 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
   if (cfg.augment != "none" && cfg.augment != "flip" && cfg.augment != "crop-flip")
     throw UserError(str("--augment must be none, flip or crop-flip (got '", cfg.augment, "')"));
   if (cfg.decoders < 0) throw UserError("--decoders must be auto or a positive number");
+  if (cfg.cache != "none" && cfg.cache != "decoded")
+    throw UserError(str("--cache must be none or decoded on the CPU backend (got '", cfg.cache, "')"));
+  if (cfg.cache == "decoded" && cfg.augment == "crop-flip")
+    throw UserError("--cache decoded keeps images at the model's input size, so random crops are not available: use --augment flip or --cache none");
   if (cfg.best_metric != "val_acc" && cfg.best_metric != "val_auc" && cfg.best_metric != "val_loss")
     throw UserError(str("--best-metric must be val_acc, val_auc or val_loss (got '", cfg.best_metric, "')"));
   const bool resuming = !cfg.resume.empty();
@@ -328,6 +333,23 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
   std::vector<float> params(static_cast<size_t>(graph.num_params())), grads(params.size()),
       buffers(static_cast<size_t>(graph.num_buffers()));
   graph.initialize(params.data(), buffers.data(), cfg.seed);
+  // Memory is planned, not grabbed: refuse a job this machine cannot hold, before allocating it.
+  {
+    const int64_t avail = available_memory_bytes();
+    int64_t act = 0;
+    for (const Node& nd : graph.nodes()) act += 2 * nd.out.size() * batch * static_cast<int64_t>(sizeof(float));
+    if (avail > 0 && act > avail * 8 / 10)
+      throw UserError(str("the model needs about ", act >> 20, " MiB of activations at ", shape.h, "x", shape.w, "x", shape.c,
+                          " with batch ", batch, " but ", avail >> 20, " MiB are available: lower --batch-size or --image-size"));
+    if (cfg.cache == "decoded") {
+      const int64_t need = DecodedCache::bytes_for(train_count + val_count, shape);
+      const int64_t budget = cfg.cache_budget_mb > 0 ? int64_t{cfg.cache_budget_mb} << 20 : avail / 2;
+      if (budget > 0 && need > budget)
+        throw UserError(str("--cache decoded needs ", need >> 20, " MiB for ", train_count + val_count, " images at ", shape.h,
+                            "x", shape.w, "x", shape.c, " but the budget is ", budget >> 20,
+                            " MiB (--cache-budget-mb; default half the available memory): use --cache none"));
+    }
+  }
   Optimizer opt(cfg.optimizer, graph.params(), graph.num_params());
 
   // ---- run folder, or the checkpoint to continue from -------------------------------------------------------
@@ -452,21 +474,92 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
   tpc.watchdog_seconds = cfg.watchdog_seconds;
   tpc.on_warning = warn;
   tpc.on_stall = stall;
-  io::InputPipeline train_in(train_src, tpc);
-  std::unique_ptr<io::InputPipeline> val_in;
-  if (has_val) {
-    io::PipelineConfig vpc = eval_pipeline_config(shape, batch, cfg.decoders, cfg.strict, quarantine);
-    vpc.watchdog_seconds = cfg.watchdog_seconds;
-    vpc.on_warning = warn;
-    vpc.on_stall = stall;
-    val_in = std::make_unique<io::InputPipeline>(val_src, vpc);
+  io::PipelineConfig vpc = eval_pipeline_config(shape, batch, cfg.decoders, cfg.strict, quarantine);
+  vpc.watchdog_seconds = cfg.watchdog_seconds;
+  vpc.on_warning = warn;
+  vpc.on_stall = stall;
+  // --cache decoded: decode everything once, then gather batches from memory in the pipeline's order.
+  std::unique_ptr<DecodedCache> train_cache, val_cache;
+  if (cfg.cache == "decoded") {
+    io::PipelineConfig cpc = tpc;
+    train_cache = std::make_unique<DecodedCache>(train_src, shape, cpc);
+    if (has_val) val_cache = std::make_unique<DecodedCache>(val_src, shape, vpc);
+    if (!cfg.quiet) {
+      std::printf("cache: decoded %s images once into %.1f MiB of memory in %.1f s\n",
+                  format_count(static_cast<double>(train_count + val_count)).c_str(),
+                  static_cast<double>(train_cache->bytes() + (val_cache ? val_cache->bytes() : 0)) / 1048576.0,
+                  train_cache->seconds() + (val_cache ? val_cache->seconds() : 0));
+      std::fflush(stdout);
+    }
   }
-  if (!cfg.quiet) {
-    std::printf("input: %d decoder thread%s (%s), %d ring slots, %s host memory\n", train_in.decoders(),
-                train_in.decoders() == 1 ? "" : "s", train_in.decoders_reason().c_str(), train_in.slots(),
-                train_in.pinned() ? "pinned" : "pageable");
+  std::unique_ptr<io::InputPipeline> train_in, val_in;
+  if (!train_cache) train_in = std::make_unique<io::InputPipeline>(train_src, tpc);
+  if (has_val && !val_cache) val_in = std::make_unique<io::InputPipeline>(val_src, vpc);
+  io::SamplerConfig scfg;
+  scfg.samples = train_count;
+  scfg.batch = batch;
+  scfg.shuffle = true;
+  scfg.drop_last = true;
+  scfg.seed = cfg.seed;
+  const io::Sampler sampler(scfg);
+  if (!cfg.quiet && train_in) {
+    std::printf("input: %d decoder thread%s (%s), %d ring slots, %s host memory\n", train_in->decoders(),
+                train_in->decoders() == 1 ? "" : "s", train_in->decoders_reason().c_str(), train_in->slots(),
+                train_in->pinned() ? "pinned" : "pageable");
     std::fflush(stdout);
   }
+  std::vector<uint8_t> gathered(train_cache ? static_cast<size_t>(batch * shape.size()) : 0), flips(static_cast<size_t>(batch));
+  std::vector<int64_t> perm;
+  int64_t perm_epoch = -1;
+  const bool flip_aug = cfg.augment != "none";
+  // The next training batch (batch `index` of `epoch`), normalised into `input` with its labels in `labels`.
+  // Returns its size, 0 when the pipeline has stopped.
+  auto next_train = [&](int64_t epoch, int64_t index, float* input_out, int32_t* labels_out) -> int {
+    if (train_cache) {
+      if (perm_epoch != epoch) {
+        perm = sampler.permutation(epoch);
+        perm_epoch = epoch;
+      }
+      train_cache->gather(sampler, perm, epoch, index, cfg.seed, flip_aug, gathered.data(), labels_out, flips.data());
+      cpu::augment_normalize(batch, shape.h, shape.w, shape.c, gathered.data(), flips.data(), norm_scale.data(),
+                             norm_shift.data(), input_out);
+      return batch;
+    }
+    io::Batch b = train_in->acquire();
+    if (!b) return 0;
+    STOKE_CHECK(b.epoch == epoch && b.index == index, "batch ", b.epoch, "/", b.index, " out of order");
+    cpu::augment_normalize(b.size, shape.h, shape.w, shape.c, b.pixels, nullptr, norm_scale.data(), norm_shift.data(),
+                           input_out);  // flips, if any, were applied by the decoders
+    std::copy(b.labels, b.labels + b.size, labels_out);
+    train_in->release(b.ticket);  // the pixels are copied: the slot goes back to the decoders now
+    return b.size;
+  };
+  // Runs fn(n) for every validation batch after normalising it into `input` (n = real samples).
+  auto for_each_val_batch = [&](float* input_out, int32_t* labels_out, const std::function<void(int)>& fn) {
+    if (val_cache) {
+      io::SamplerConfig vs;
+      vs.samples = val_count;
+      vs.batch = batch;
+      vs.shuffle = false;
+      vs.drop_last = false;
+      const io::Sampler vsampler(vs);
+      const std::vector<int64_t> vperm = vsampler.permutation(0);
+      for (int64_t i = 0; i < vsampler.batches_per_epoch(); ++i) {
+        const int n = val_cache->gather(vsampler, vperm, 0, i, 0, false, gathered.data(), labels_out, nullptr);
+        cpu::augment_normalize(n, shape.h, shape.w, shape.c, gathered.data(), nullptr, norm_scale.data(), norm_shift.data(), input_out);
+        fn(n);
+      }
+      return;
+    }
+    val_in->start(0);
+    while (io::Batch b = val_in->acquire()) {
+      const int n = b.valid;  // the last batch is padded: only the first `valid` samples count
+      cpu::augment_normalize(n, shape.h, shape.w, shape.c, b.pixels, nullptr, norm_scale.data(), norm_shift.data(), input_out);
+      std::copy(b.labels, b.labels + n, labels_out);
+      val_in->release(b.ticket);
+      fn(n);
+    }
+  };
 
   TrainResult result;
   result.run_dir = run_dir;
@@ -509,10 +602,11 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
 
   std::vector<int32_t> labels(static_cast<size_t>(batch));
   // One start for the whole run: the decoders flow across epoch boundaries without draining.
-  if (start_epoch < cfg.epochs) train_in.start(start_epoch, start_cursor);
+  if (start_epoch < cfg.epochs && train_in) train_in->start(start_epoch, start_cursor);
+  if (val_cache && gathered.size() < static_cast<size_t>(batch * shape.size())) gathered.resize(static_cast<size_t>(batch * shape.size()));
   for (int64_t epoch = start_epoch; epoch < cfg.epochs && !result.interrupted; ++epoch) {
     const auto epoch_start = Clock::now();
-    const double wait_at_start = train_in.stats().consumer_wait_seconds;
+    const double wait_at_start = train_in ? train_in->stats().consumer_wait_seconds : 0.0;
     const int64_t cursor0 = epoch == start_epoch ? start_cursor : 0;
     loss_sum = 0;
     correct_sum = seen = 0;
@@ -526,15 +620,9 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
     int64_t window_correct = 0, window_seen = 0;
     int64_t b_in_epoch = cursor0;
     while (b_in_epoch < steps_per_epoch) {
-      io::Batch b = train_in.acquire();
-      if (!b) break;
-      STOKE_CHECK(b.epoch == epoch && b.index == b_in_epoch, "batch ", b.epoch, "/", b.index, " out of order");
-      const int n = b.size;
+      const int n = next_train(epoch, b_in_epoch, input.data(), labels.data());
+      if (n == 0) break;
       const float lr = sched.at(step);
-      cpu::augment_normalize(n, shape.h, shape.w, shape.c, b.pixels, nullptr, norm_scale.data(), norm_shift.data(),
-                             input.data());
-      std::copy(b.labels, b.labels + n, labels.begin());
-      train_in.release(b.ticket);  // the pixels are copied: the slot goes back to the decoders now
       const float* logits = exec.forward(n, input.data(), params.data(), buffers.data(), true);
       int64_t correct = 0;
       float loss = cpu::softmax_cross_entropy(n, classes, logits, labels.data(), cfg.label_smoothing, 1.f,
@@ -610,7 +698,7 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
       break;
     }
     const double train_seconds = seconds_since(epoch_start);
-    const double input_wait = train_in.stats().consumer_wait_seconds - wait_at_start;
+    const double input_wait = train_in ? train_in->stats().consumer_wait_seconds - wait_at_start : 0.0;
 
     EpochStats es;
     es.epoch = static_cast<int>(epoch + 1);
@@ -621,18 +709,12 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
     const bool evaluate_now = has_val && ((epoch + 1) % cfg.eval_every == 0 || epoch + 1 == cfg.epochs);
     ClassificationReport report;
     if (evaluate_now) {
-      val_in->start(0);
       MetricsAccumulator acc(classes);
-      while (io::Batch b = val_in->acquire()) {
-        const int n = b.valid;  // the last batch is padded: only the first `valid` samples count
-        cpu::augment_normalize(n, shape.h, shape.w, shape.c, b.pixels, nullptr, norm_scale.data(), norm_shift.data(),
-                               input.data());
-        std::copy(b.labels, b.labels + n, labels.begin());
-        val_in->release(b.ticket);
+      for_each_val_batch(input.data(), labels.data(), [&](int n) {
         const float* logits = exec.forward(n, input.data(), params.data(), buffers.data(), false);
         float loss = cpu::softmax_cross_entropy(n, classes, logits, labels.data(), 0.f, 1.f, nullptr, nullptr, nullptr);
         acc.add(n, logits, labels.data(), loss);
-      }
+      });
       report = acc.report();
       es.val_loss = report.loss;
       es.val_acc = report.accuracy;
@@ -676,7 +758,8 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
 
   result.seconds = seconds_since(t_start);
   result.steps = step;
-  result.corrupt_images = train_in.stats().corrupt + (val_in ? val_in->stats().corrupt : 0);
+  result.corrupt_images = (train_in ? train_in->stats().corrupt : train_cache->corrupt()) +
+                          (val_in ? val_in->stats().corrupt : val_cache ? val_cache->corrupt() : 0);
   if (result.interrupted) {
     if (!cfg.quiet)
       std::printf("\ninterrupted at step %lld: checkpoint written to %s\ncontinue with: stoke train --resume %s\n",

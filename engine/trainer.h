@@ -34,6 +34,8 @@ struct TrainConfig {
   std::string augment = "none";  // none | flip | crop-flip (random-resized-crop + flip), decided per sample
                                  // by (seed, epoch, sample id)
   double watchdog_seconds = 30;  // report every decoder's state when a batch is this late
+  std::string cache = "none";  // none | decoded: decode every image once into memory
+  int cache_budget_mb = 0;     // largest cache allowed (0 = half the available memory)
   int64_t limit_train = 0;     // use a seeded random subset of this many training images (0 = all)
   int64_t limit_val = 0;       // likewise for validation
   int image_size = 0;          // resize inputs to this square size (0 = the data's own size)

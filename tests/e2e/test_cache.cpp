@@ -1,0 +1,73 @@
+// --cache decoded gives exactly the batches of the streaming pipeline (flip augmentation included).
+#include <gtest/gtest.h>
+
+#include "engine/error.h"
+#include "engine/trainer.h"
+#include "models/models.h"
+#include "tests/test_util.h"
+
+using namespace stoke;
+using stoke::test::TempDir;
+
+TEST(Cache, DecodedCacheReproducesTheStreamingRunBitForBit) {
+  TempDir tmp("cache");
+  test::write_tiny_folder(tmp.path() / "train", {"a", "b", "c"}, 14);
+  test::write_tiny_folder(tmp.path() / "val", {"a", "b", "c"}, 3);
+  for (const char* augment : {"none", "flip"}) {
+    std::vector<TrainResult> runs;
+    for (const char* cache : {"none", "decoded"}) {
+      TrainConfig c;
+      c.data = tmp.str() + "/train";
+      c.val = tmp.str() + "/val";
+      c.epochs = 2;
+      c.batch_size = 8;
+      c.quiet = true;
+      c.augment = augment;
+      c.cache = cache;
+      c.out = tmp.str() + "/run-" + augment + "-" + cache;
+      runs.push_back(train(c, build_model));
+    }
+    ASSERT_EQ(runs[0].step_losses.size(), runs[1].step_losses.size());
+    for (size_t i = 0; i < runs[0].step_losses.size(); ++i)
+      EXPECT_EQ(runs[0].step_losses[i], runs[1].step_losses[i]) << augment << " step " << i;
+    EXPECT_EQ(runs[0].epochs.back().val_loss, runs[1].epochs.back().val_loss) << augment;
+  }
+}
+
+TEST(Cache, RefusesRandomCropsAndOversizedCaches) {
+  TempDir tmp("cache-bad");
+  test::write_tiny_folder(tmp.path() / "train", {"a", "b"}, 10);
+  TrainConfig c;
+  c.data = tmp.str() + "/train";
+  c.quiet = true;
+  c.cache = "decoded";
+  c.augment = "crop-flip";
+  c.out = tmp.str() + "/r1";
+  EXPECT_THROW(train(c, build_model), UserError);
+  c.augment = "none";
+  c.image_size = 256;  // 20 images x 64 KiB > 1 MiB budget
+  c.cache_budget_mb = 1;
+  c.out = tmp.str() + "/r2";
+  try {
+    train(c, build_model);
+    ADD_FAILURE() << "an oversized cache was accepted";
+  } catch (const UserError& e) {
+    EXPECT_NE(std::string(e.what()).find("--cache-budget-mb"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Memory, AJobTooBigForThisMachineIsAUserErrorNotAnOomKill) {
+  TempDir tmp("toobig");
+  test::write_tiny_folder(tmp.path() / "train", {"a", "b"}, 10);
+  TrainConfig c;
+  c.data = tmp.str() + "/train";
+  c.quiet = true;
+  c.image_size = 4096;  // small-cnn activations at 4096x4096, batch 20: ~100 GiB
+  c.out = tmp.str() + "/r";
+  try {
+    train(c, build_model);
+    ADD_FAILURE() << "accepted a job that cannot fit";
+  } catch (const UserError& e) {
+    EXPECT_NE(std::string(e.what()).find("--batch-size"), std::string::npos) << e.what();
+  }
+}
