@@ -289,7 +289,7 @@ std::string svg_line_chart(const std::vector<ChartSeries>& series, const ChartOp
     double lx = 64, ly = top + 4;
     bool any = false;
     for (const Prepared& p : prep) {
-      if (p.name.empty()) continue;
+      if (p.name.empty() || p.segs.empty()) continue;  // a series with nothing to draw gets no entry
       const double w = 28 + text_width(p.name) + 16;
       if (any && lx + w > W - 8) {
         lx = 64;
@@ -722,10 +722,18 @@ std::string verdict_section(const json& v) {
   if (v.is_object()) {
     for (const char* key : {"status", "ok", "pass", "passed"})
       if (v.contains(key)) judge(v[key]);
+    // The headline fields first, the rest in name order.
+    std::vector<std::string> keys;
+    for (const char* k : {"status", "ok", "pass", "passed", "verdict", "text", "message", "summary"})
+      if (v.contains(k)) keys.push_back(k);
+    for (const auto& item : v.items())
+      if (std::find(keys.begin(), keys.end(), item.key()) == keys.end()) keys.push_back(item.key());
     body << "<table>";
-    for (const auto& [key, val] : v.items())
+    for (const std::string& key : keys) {
+      const json& val = v[key];
       body << "<tr><td><b>" << html_escape(key) << "</b></td><td>"
            << html_escape(val.is_string() ? val.get<std::string>() : val.dump()) << "</td></tr>";
+    }
     body << "</table>";
   } else if (v.is_array()) {
     body << "<ul>";
@@ -783,9 +791,9 @@ std::string render_report_html(const std::string& run_dir) {
   else if (std::isfinite(total_time) && total_time > 600) tscale = 60, tunit = "min";
   const std::string time_label = "run time (" + tunit + ")";
 
-  const std::string run_name = fs::path(run_dir).lexically_normal().filename().string().empty()
-                                   ? fs::path(run_dir).lexically_normal().parent_path().filename().string()
-                                   : fs::path(run_dir).lexically_normal().filename().string();
+  fs::path abs = fs::absolute(run_dir, ec).lexically_normal();
+  if (abs.filename().empty()) abs = abs.parent_path();  // "runs/x/"
+  const std::string run_name = abs.filename().string();
   const std::string model = pick("model");
 
   std::ostringstream o;
@@ -838,7 +846,7 @@ std::string render_report_html(const std::string& run_dir) {
     o << card("batch", std::isfinite(num(cfg, "batch_size")) ? fixed(num(cfg, "batch_size"), 0) : "&#8212;");
     std::string backend = pick("backend");
     const std::string device = pick("device");
-    if (!device.empty() && device != backend) backend = backend.empty() ? device : backend + " · " + device;
+    if (!device.empty() && device != backend && device != "auto") backend = backend.empty() ? device : backend + " · " + device;
     const double threads = num(cfg, "threads");
     if (std::isfinite(threads) && (backend == "cpu" || backend.empty())) backend += str(backend.empty() ? "" : ", ", threads, " threads");
     o << card("backend / device", backend.empty() ? "&#8212;" : html_escape(backend));

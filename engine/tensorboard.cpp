@@ -236,7 +236,7 @@ bool number_field(const json& j, const char* key, double& out) {
 void tensorboard_log_metrics(TensorBoardWriter& w, const json& line, double wall_time) {
   if (!line.is_object()) return;
   double step_d = 0;
-  if (!number_field(line, "step", step_d) || !std::isfinite(step_d)) return;
+  if (!number_field(line, "step", step_d) || !(std::fabs(step_d) < 9.2e18)) return;  // NaN or beyond int64: no step
   const auto step = static_cast<int64_t>(step_d);
   const std::string kind = line.contains("kind") && line["kind"].is_string() ? line["kind"].get<std::string>() : "";
   struct Map {

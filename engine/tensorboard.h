@@ -79,7 +79,7 @@ class TensorBoardWriter {
 //   {"kind":"epoch"}: epoch/train_loss, epoch/train_acc, val/loss, val/acc, val/auc, epoch/img_per_s,
 //                     epoch/seconds, perf/rss_mib, perf/input_wait_s, perf/input_stall, and when present
 //                     perf/gpu_busy, perf/decoders                                        (at "step")
-// Other kinds are ignored. Lines without a "step" are ignored.
+// Other kinds are ignored, and so are lines without a numeric "step" that fits an int64.
 void tensorboard_log_metrics(TensorBoardWriter& w, const nlohmann::json& line, double wall_time = unix_time_now());
 
 // Writes a new event file in `logdir` from RUNDIR/metrics.jsonl after the fact (for runs trained without a

@@ -339,6 +339,7 @@ TEST(TensorBoard, MetricsLinesAndExport) {
     tensorboard_log_metrics(w, json{{"kind", "other"}, {"step", 1}, {"x", 1}}, 12.0);
     tensorboard_log_metrics(w, json{{"kind", "train"}, {"loss", 1}}, 12.0);  // no step
     tensorboard_log_metrics(w, json::array(), 12.0);
+    tensorboard_log_metrics(w, json{{"kind", "train"}, {"step", 1e30}, {"loss", 1}}, 12.0);  // no int64 step
   }
   const Events ev = parse_events(slurp(path));
   std::map<std::string, std::pair<int64_t, float>> got;
