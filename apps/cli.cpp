@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "apps/cli.h"
+#include "engine/backend.h"
 #include "engine/device.h"
 #include "engine/error.h"
 #include "engine/inference.h"
@@ -103,6 +104,9 @@ void add_train(CLI::App& app, TrainConfig& cfg, std::string& optimizer, std::str
       ->capture_default_str()->check(decoders_check());
   t->add_option("--augment", cfg.augment, "none | flip | crop-flip (random-resized-crop + horizontal flip)")
       ->capture_default_str()->check(CLI::IsMember({"none", "flip", "crop-flip"}));
+  t->add_option("--precision", cfg.precision, "CUDA backend: auto (bf16 on sm_80+, fp16 below) | bf16 | fp16 | fp32")
+      ->capture_default_str()->check(CLI::IsMember({"auto", "bf16", "fp16", "fp32"}));
+  t->add_flag("--deterministic", cfg.deterministic, "CUDA backend: only deterministic cuDNN algorithms (bit-reproducible runs)");
   t->add_option("--cache", cfg.cache, "none | decoded: decode every image once into memory, then train from there")
       ->capture_default_str()->check(CLI::IsMember({"none", "decoded"}));
   t->add_option("--cache-budget-mb", cfg.cache_budget_mb, "Largest --cache decoded allowed (0 = half the available memory)")
@@ -307,6 +311,9 @@ int run_dataset_mnist(const DatasetArgs& d) {
 namespace stoke {
 
 int run_cli(int argc, const char* const* argv, bool dry_run) {
+#if STOKE_WITH_CUDA
+  set_cuda_backend_factory(&make_cuda_backend);
+#endif
   CLI::App app{"stoke: train CNN classifiers from folders of JPEGs, with the GPU never waiting", "stoke"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "stoke 0.1.0");

@@ -18,6 +18,7 @@ if(STOKE_WITH_CUDA)
     ${CMAKE_CURRENT_LIST_DIR}/cuda/conv.cpp
     ${CMAKE_CURRENT_LIST_DIR}/cuda/linear.cpp
     ${CMAKE_CURRENT_LIST_DIR}/cuda/executor.cpp
+    ${CMAKE_CURRENT_LIST_DIR}/cuda/cuda_backend.cpp
   )
   target_include_directories(stoke_engine_cuda PUBLIC ${PROJECT_SOURCE_DIR})
   target_include_directories(stoke_engine_cuda SYSTEM PUBLIC ${STOKE_CUDNN_INCLUDE_DIR})

@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <unistd.h>
 
+#include "engine/backend.h"
 #include "engine/checkpoint.h"
 #include "engine/decoded_cache.h"
 #include "engine/cpu_executor.h"
@@ -165,6 +166,8 @@ json config_to_json(const TrainConfig& c) {
           {"limit_val", c.limit_val},
           {"image_size", c.image_size},
           {"augment", c.augment},
+          {"precision", c.precision},
+          {"deterministic", c.deterministic},
           {"strict", c.strict},
           {"checkpoint_every", c.checkpoint_every},
           {"keep_checkpoints", c.keep_checkpoints},
@@ -198,6 +201,8 @@ TrainConfig config_from_json(const json& j) {
     c.limit_val = j.value("limit_val", int64_t{0});
     c.image_size = j.value("image_size", 0);
     c.augment = j.value("augment", std::string("none"));
+    c.precision = j.value("precision", std::string("auto"));
+    c.deterministic = j.value("deterministic", false);
     c.strict = j.value("strict", false);
     c.checkpoint_every = j.value("checkpoint_every", int64_t{0});
     c.keep_checkpoints = j.value("keep_checkpoints", 3);
@@ -298,11 +303,12 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
   DeviceProbe dev = probe_cuda();
   if (cfg.device != "auto" && cfg.device != "cpu" && cfg.device != "cuda")
     throw UserError(str("--device must be auto, cpu or cuda (got '", cfg.device, "')"));
-  if (cfg.device == "cuda") {
+  const bool cuda_available = dev.usable && static_cast<bool>(cuda_backend_factory());
+  if (cfg.device == "cuda" && !cuda_available) {
     if (!dev.usable) throw UserError(str("--device cuda: no usable GPU: ", dev.reason));
-    throw UserError(str("--device cuda: found ", dev.description,
-                        ", but this build's trainer runs on the CPU backend only (the CUDA backend is not in yet)"));
+    throw UserError(str("--device cuda: found ", dev.description, ", but this program was built without the CUDA backend"));
   }
+  const bool use_cuda = cfg.device == "cuda" || (cfg.device == "auto" && cuda_available);
   ThreadPool::set_threads(cfg.threads);
 
   // ---- data -------------------------------------------------------------------------------------------------
@@ -338,7 +344,7 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
     const int64_t avail = available_memory_bytes();
     int64_t act = 0;
     for (const Node& nd : graph.nodes()) act += 2 * nd.out.size() * batch * static_cast<int64_t>(sizeof(float));
-    if (avail > 0 && act > avail * 8 / 10)
+    if (!use_cuda && avail > 0 && act > avail * 8 / 10)  // the CUDA backend's arena checks device memory itself
       throw UserError(str("the model needs about ", act >> 20, " MiB of activations at ", shape.h, "x", shape.w, "x", shape.c,
                           " with batch ", batch, " but ", avail >> 20, " MiB are available: lower --batch-size or --image-size"));
     if (cfg.cache == "decoded") {
@@ -350,7 +356,8 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
                             " MiB (--cache-budget-mb; default half the available memory): use --cache none"));
     }
   }
-  Optimizer opt(cfg.optimizer, graph.params(), graph.num_params());
+  std::vector<float> opt_state = Optimizer(cfg.optimizer, graph.params(), graph.num_params()).state();
+  int64_t opt_steps = 0;
 
   // ---- run folder, or the checkpoint to continue from -------------------------------------------------------
   const std::string run_dir = cfg.out.empty() ? default_run_dir(cfg.model) : cfg.out;
@@ -373,10 +380,10 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
                           "): resume with the same --data, --limit-train and --seed"));
     params = std::move(ck.params);
     buffers = std::move(ck.buffers);
-    if (opt.state().size() != ck.optimizer_state.size())
+    if (opt_state.size() != ck.optimizer_state.size())
       throw UserError(str(resumed_from, ": the optimizer state does not fit this run's optimizer settings"));
-    opt.state() = std::move(ck.optimizer_state);
-    opt.set_steps(st.at("optimizer_steps").get<int64_t>());
+    opt_state = std::move(ck.optimizer_state);
+    opt_steps = st.at("optimizer_steps").get<int64_t>();
     start_epoch = st.at("epoch").get<int64_t>();
     start_cursor = st.at("cursor").get<int64_t>();
     step = st.at("step").get<int64_t>();
@@ -396,15 +403,28 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
     estimate_normalization(train_src, shape, cfg.seed, cfg.decoders, mean, stdev);
   }
 
+  // The backend, holding the model state from here on.
+  BackendOptions bopt;
+  bopt.max_batch = batch;
+  bopt.optimizer = cfg.optimizer;
+  bopt.mean = mean;
+  bopt.stdev = stdev;
+  bopt.label_smoothing = cfg.label_smoothing;
+  bopt.clip_grad_norm = cfg.clip_grad_norm;
+  bopt.precision = cfg.precision;
+  bopt.deterministic = cfg.deterministic;
+  std::unique_ptr<TrainingBackend> backend =
+      use_cuda ? cuda_backend_factory()(graph, bopt) : make_cpu_backend(graph, bopt);
+  backend->set_state(params, buffers, opt_state, opt_steps);
+
   // Everything the user could get wrong has been checked: now say what runs.
   if (!cfg.quiet) {
-    if (cfg.device == "cpu")
-      std::printf("device: CPU backend (--device cpu), %d threads\n", ThreadPool::threads());
-    else if (dev.usable)
-      std::printf("device: found %s, but the CUDA backend is not in yet: CPU backend, %d threads\n",
-                  dev.description.c_str(), ThreadPool::threads());
+    if (use_cuda)
+      std::printf("device: %s\n", backend->describe().c_str());
+    else if (cfg.device == "cpu")
+      std::printf("device: --device cpu: %s\n", backend->describe().c_str());
     else
-      std::printf("device: no usable GPU (%s): CPU backend, %d threads\n", dev.reason.c_str(), ThreadPool::threads());
+      std::printf("device: no usable GPU (%s): %s\n", dev.reason.c_str(), backend->describe().c_str());
     std::printf("data: %s images in %d classes (%dx%dx%d)%s, val: %s images\n", format_count(static_cast<double>(train_count)).c_str(),
                 classes, shape.h, shape.w, shape.c, cfg.limit_train > 0 ? " (subset)" : "",
                 has_val ? format_count(static_cast<double>(val_count)).c_str() : "none");
@@ -421,7 +441,8 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
 
   json config = config_to_json(cfg);
   json run_info = config;
-  run_info["backend"] = "cpu";
+  run_info["backend"] = backend->name();
+  run_info["device"] = backend->describe();
   run_info["threads"] = ThreadPool::threads();
   run_info["input"] = {shape.h, shape.w, shape.c};
   run_info["classes"] = class_names;
@@ -440,11 +461,6 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
   sched.lr = cfg.lr;
   sched.total_steps = steps_per_epoch * cfg.epochs;
   sched.warmup_steps = static_cast<int64_t>(std::llround(cfg.warmup_epochs * static_cast<double>(steps_per_epoch)));
-  CpuExecutor exec(graph, batch);
-  std::vector<float> input(static_cast<size_t>(batch * shape.size()));
-  std::vector<float> dlogits(static_cast<size_t>(batch * classes));
-  std::vector<float> norm_scale, norm_shift;
-  normalize_coefficients(mean, stdev, norm_scale, norm_shift);
   Progress progress;
   const std::string quarantine = (fs::path(run_dir) / "quarantine.txt").string();
   auto warn = [&](const std::string& m) {
@@ -510,32 +526,45 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
   }
   std::vector<uint8_t> gathered(train_cache ? static_cast<size_t>(batch * shape.size()) : 0), flips(static_cast<size_t>(batch));
   std::vector<int64_t> perm;
+  std::vector<int32_t> labels(static_cast<size_t>(batch));
   int64_t perm_epoch = -1;
   const bool flip_aug = cfg.augment != "none";
-  // The next training batch (batch `index` of `epoch`), normalised into `input` with its labels in `labels`.
-  // Returns its size, 0 when the pipeline has stopped.
-  auto next_train = [&](int64_t epoch, int64_t index, float* input_out, int32_t* labels_out) -> int {
+  // The next training batch (batch `index` of `epoch`): host pixels, labels and flips, valid until done(b).
+  struct RawBatch {
+    int n = 0;
+    const uint8_t* pixels = nullptr;
+    const int32_t* labels = nullptr;
+    const uint8_t* flips = nullptr;
+    int64_t ticket = -1;
+  };
+  auto next_train = [&](int64_t epoch, int64_t index) -> RawBatch {
+    RawBatch r;
     if (train_cache) {
       if (perm_epoch != epoch) {
         perm = sampler.permutation(epoch);
         perm_epoch = epoch;
       }
-      train_cache->gather(sampler, perm, epoch, index, cfg.seed, flip_aug, gathered.data(), labels_out, flips.data());
-      cpu::augment_normalize(batch, shape.h, shape.w, shape.c, gathered.data(), flips.data(), norm_scale.data(),
-                             norm_shift.data(), input_out);
-      return batch;
+      train_cache->gather(sampler, perm, epoch, index, cfg.seed, flip_aug, gathered.data(), labels.data(), flips.data());
+      r.n = batch;
+      r.pixels = gathered.data();
+      r.labels = labels.data();
+      r.flips = flip_aug ? flips.data() : nullptr;
+      return r;
     }
     io::Batch b = train_in->acquire();
-    if (!b) return 0;
+    if (!b) return r;
     STOKE_CHECK(b.epoch == epoch && b.index == index, "batch ", b.epoch, "/", b.index, " out of order");
-    cpu::augment_normalize(b.size, shape.h, shape.w, shape.c, b.pixels, nullptr, norm_scale.data(), norm_shift.data(),
-                           input_out);  // flips, if any, were applied by the decoders
-    std::copy(b.labels, b.labels + b.size, labels_out);
-    train_in->release(b.ticket);  // the pixels are copied: the slot goes back to the decoders now
-    return b.size;
+    r.n = b.size;
+    r.pixels = b.pixels;  // flips, if any, were applied by the decoders
+    r.labels = b.labels;
+    r.ticket = b.ticket;
+    return r;
   };
-  // Runs fn(n) for every validation batch after normalising it into `input` (n = real samples).
-  auto for_each_val_batch = [&](float* input_out, int32_t* labels_out, const std::function<void(int)>& fn) {
+  auto done = [&](const RawBatch& r) {
+    if (r.ticket >= 0) train_in->release(r.ticket);  // the slot goes back to the decoders
+  };
+  // Runs fn(n, pixels, labels) for every validation batch (n = real samples).
+  auto for_each_val_batch = [&](const std::function<void(int, const uint8_t*, const int32_t*)>& fn) {
     if (val_cache) {
       io::SamplerConfig vs;
       vs.samples = val_count;
@@ -545,25 +574,21 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
       const io::Sampler vsampler(vs);
       const std::vector<int64_t> vperm = vsampler.permutation(0);
       for (int64_t i = 0; i < vsampler.batches_per_epoch(); ++i) {
-        const int n = val_cache->gather(vsampler, vperm, 0, i, 0, false, gathered.data(), labels_out, nullptr);
-        cpu::augment_normalize(n, shape.h, shape.w, shape.c, gathered.data(), nullptr, norm_scale.data(), norm_shift.data(), input_out);
-        fn(n);
+        const int n = val_cache->gather(vsampler, vperm, 0, i, 0, false, gathered.data(), labels.data(), nullptr);
+        fn(n, gathered.data(), labels.data());
       }
       return;
     }
     val_in->start(0);
     while (io::Batch b = val_in->acquire()) {
-      const int n = b.valid;  // the last batch is padded: only the first `valid` samples count
-      cpu::augment_normalize(n, shape.h, shape.w, shape.c, b.pixels, nullptr, norm_scale.data(), norm_shift.data(), input_out);
-      std::copy(b.labels, b.labels + n, labels_out);
+      fn(b.valid, b.pixels, b.labels);  // the last batch is padded: only the first `valid` samples count
       val_in->release(b.ticket);
-      fn(n);
     }
   };
 
   TrainResult result;
   result.run_dir = run_dir;
-  result.backend = "cpu";
+  result.backend = backend->name();
   result.params = graph.num_params();
   result.first_step = step;
   const auto loop_start = Clock::now();
@@ -580,13 +605,12 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
 
   auto write_checkpoint = [&](int64_t epoch, int64_t cursor, bool best) {
     CheckpointData d;
-    d.params = params;
-    d.buffers = buffers;
-    d.optimizer_state = opt.state();
+    int64_t ost = 0;
+    backend->get_state(d.params, d.buffers, d.optimizer_state, ost);
     d.state = {{"epoch", epoch},
                {"cursor", cursor},
                {"step", step},
-               {"optimizer_steps", opt.steps()},
+               {"optimizer_steps", ost},
                {"config", config},
                {"dataset", fingerprint},
                {"normalize_mean", mean},
@@ -600,7 +624,6 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
     result.last_checkpoint = save_checkpoint(run_dir, name, graph, to_string(cfg.optimizer.kind), d, best, cfg.keep_checkpoints);
   };
 
-  std::vector<int32_t> labels(static_cast<size_t>(batch));
   // One start for the whole run: the decoders flow across epoch boundaries without draining.
   if (start_epoch < cfg.epochs && train_in) train_in->start(start_epoch, start_cursor);
   if (val_cache && gathered.size() < static_cast<size_t>(batch * shape.size())) gathered.resize(static_cast<size_t>(batch * shape.size()));
@@ -620,16 +643,16 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
     int64_t window_correct = 0, window_seen = 0;
     int64_t b_in_epoch = cursor0;
     while (b_in_epoch < steps_per_epoch) {
-      const int n = next_train(epoch, b_in_epoch, input.data(), labels.data());
-      if (n == 0) break;
+      const RawBatch rb = next_train(epoch, b_in_epoch);
+      if (rb.n == 0) break;
+      const int n = rb.n;
       const float lr = sched.at(step);
-      const float* logits = exec.forward(n, input.data(), params.data(), buffers.data(), true);
-      int64_t correct = 0;
-      float loss = cpu::softmax_cross_entropy(n, classes, logits, labels.data(), cfg.label_smoothing, 1.f,
-                                              nullptr, dlogits.data(), &correct);
-      if (std::find(cfg.inject_nonfinite_steps.begin(), cfg.inject_nonfinite_steps.end(), step) !=
-          cfg.inject_nonfinite_steps.end())
-        loss = std::numeric_limits<float>::infinity();
+      const bool inject = std::find(cfg.inject_nonfinite_steps.begin(), cfg.inject_nonfinite_steps.end(), step) !=
+                          cfg.inject_nonfinite_steps.end();
+      const StepOutcome so = backend->train_step(n, rb.pixels, rb.labels, rb.flips, lr, inject);
+      done(rb);
+      const float loss = so.loss;
+      const int64_t correct = so.correct;
       ++step;
       ++b_in_epoch;
       result.step_losses.push_back(loss);
@@ -651,10 +674,7 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
         }
       } else {
         nonfinite_run = 0;
-        std::fill(grads.begin(), grads.end(), 0.f);
-        exec.backward(params.data(), grads.data(), dlogits.data());
-        if (cfg.clip_grad_norm > 0.f) clip_grad_norm(grads.data(), static_cast<int64_t>(grads.size()), cfg.clip_grad_norm);
-        opt.step(params.data(), grads.data(), lr);
+        if (!so.applied) ++result.skipped_steps;  // fp16: the loss scaler found an overflow and lowered the scale
         loss_sum += static_cast<double>(loss) * n;
         correct_sum += correct;
         seen += n;
@@ -710,10 +730,10 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
     ClassificationReport report;
     if (evaluate_now) {
       MetricsAccumulator acc(classes);
-      for_each_val_batch(input.data(), labels.data(), [&](int n) {
-        const float* logits = exec.forward(n, input.data(), params.data(), buffers.data(), false);
-        float loss = cpu::softmax_cross_entropy(n, classes, logits, labels.data(), 0.f, 1.f, nullptr, nullptr, nullptr);
-        acc.add(n, logits, labels.data(), loss);
+      for_each_val_batch([&](int n, const uint8_t* px, const int32_t* lab) {
+        float loss = 0;
+        const float* logits = backend->eval_batch(n, px, lab, &loss);
+        acc.add(n, logits, lab, loss);
       });
       report = acc.report();
       es.val_loss = report.loss;
@@ -767,7 +787,8 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
     return result;
   }
   json summary = {{"model", cfg.model},
-                  {"backend", "cpu"},
+                  {"backend", backend->name()},
+                  {"device", backend->describe()},
                   {"epochs", cfg.epochs},
                   {"steps", step},
                   {"train_images", train_count},
@@ -795,7 +816,7 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
   if (!cfg.quiet && !history.empty()) {
     const json& last = history.back();
     std::printf("\nsummary: %s on %s, %d epoch%s, %lld steps in %s (%s img/s in the last epoch)\n", cfg.model.c_str(),
-                "the CPU backend", cfg.epochs, cfg.epochs == 1 ? "" : "s", static_cast<long long>(step),
+                use_cuda ? "the CUDA backend" : "the CPU backend", cfg.epochs, cfg.epochs == 1 ? "" : "s", static_cast<long long>(step),
                 format_duration(result.seconds).c_str(), format_count(last["img_per_s"].get<double>()).c_str());
     if (has_val && last_report.count > 0) {
       std::printf("         validation accuracy %.2f%% (%s images), loss %.4f, macro ROC-AUC %.4f\n",

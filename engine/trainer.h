@@ -34,6 +34,8 @@ struct TrainConfig {
   std::string augment = "none";  // none | flip | crop-flip (random-resized-crop + flip), decided per sample
                                  // by (seed, epoch, sample id)
   double watchdog_seconds = 30;  // report every decoder's state when a batch is this late
+  std::string precision = "auto";  // CUDA backend: auto (bf16 on sm_80+, fp16 below) | bf16 | fp16 | fp32
+  bool deterministic = false;  // CUDA backend: deterministic cuDNN algorithms
   std::string cache = "none";  // none | decoded: decode every image once into memory
   int cache_budget_mb = 0;     // largest cache allowed (0 = half the available memory)
   int64_t limit_train = 0;     // use a seeded random subset of this many training images (0 = all)
@@ -66,7 +68,7 @@ struct EpochStats {
 
 struct TrainResult {
   std::string run_dir;
-  std::string backend;  // "cpu"
+  std::string backend;  // "cpu" | "cuda"
   std::vector<EpochStats> epochs;   // those completed by this process
   std::vector<float> step_losses;   // the loss of every step this process trained, in order
   int64_t first_step = 0;           // global step of step_losses[0] (non-zero after --resume)

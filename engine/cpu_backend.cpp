@@ -1,0 +1,105 @@
+// The CPU backend: the reference ops, fp32, bit-reproducible for any thread count.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "engine/backend.h"
+#include "engine/cpu_executor.h"
+#include "engine/error.h"
+#include "kernels/augment.h"
+#include "kernels/parallel.h"
+#include "kernels/softmax_ce.h"
+
+namespace stoke {
+
+namespace {
+
+class CpuBackend final : public TrainingBackend {
+ public:
+  CpuBackend(const Graph& g, const BackendOptions& o)
+      : graph_(g),
+        opt_(o),
+        optimizer_(o.optimizer, g.params(), g.num_params()),
+        exec_(g, o.max_batch),
+        params_(static_cast<size_t>(g.num_params())),
+        grads_(params_.size()),
+        buffers_(static_cast<size_t>(g.num_buffers())),
+        input_(static_cast<size_t>(o.max_batch * g.input_shape().size())),
+        dlogits_(static_cast<size_t>(o.max_batch * exec_.outputs())) {
+    normalize_coefficients(o.mean, o.stdev, scale_, shift_);
+  }
+
+  std::string name() const override { return "cpu"; }
+  std::string describe() const override {
+    return str("CPU backend, fp32, ", ThreadPool::threads(), " threads, ",
+               exec_.activation_bytes() / (1024 * 1024), " MiB of activations");
+  }
+
+  void set_state(const std::vector<float>& params, const std::vector<float>& buffers,
+                 const std::vector<float>& optimizer_state, int64_t optimizer_steps) override {
+    STOKE_CHECK(params.size() == params_.size() && buffers.size() == buffers_.size());
+    params_ = params;
+    buffers_ = buffers;
+    STOKE_CHECK(optimizer_state.size() == optimizer_.state().size(), "optimizer state of ", optimizer_state.size(),
+                " values, expected ", optimizer_.state().size());
+    optimizer_.state() = optimizer_state;
+    optimizer_.set_steps(optimizer_steps);
+  }
+
+  void get_state(std::vector<float>& params, std::vector<float>& buffers, std::vector<float>& optimizer_state,
+                 int64_t& optimizer_steps) override {
+    params = params_;
+    buffers = buffers_;
+    optimizer_state = optimizer_.state();
+    optimizer_steps = optimizer_.steps();
+  }
+
+  StepOutcome train_step(int n, const uint8_t* pixels, const int32_t* labels, const uint8_t* flips, float lr,
+                         bool skip) override {
+    const Shape3 s = graph_.input_shape();
+    cpu::augment_normalize(n, s.h, s.w, s.c, pixels, flips, scale_.data(), shift_.data(), input_.data());
+    const float* logits = exec_.forward(n, input_.data(), params_.data(), buffers_.data(), true);
+    StepOutcome out;
+    out.loss = cpu::softmax_cross_entropy(n, exec_.outputs(), logits, labels, opt_.label_smoothing, 1.f, nullptr,
+                                          dlogits_.data(), &out.correct);
+    if (skip) out.loss = std::numeric_limits<float>::infinity();
+    if (!std::isfinite(out.loss)) return out;  // the update is skipped
+    std::fill(grads_.begin(), grads_.end(), 0.f);
+    exec_.backward(params_.data(), grads_.data(), dlogits_.data());
+    if (opt_.clip_grad_norm > 0.f) clip_grad_norm(grads_.data(), static_cast<int64_t>(grads_.size()), opt_.clip_grad_norm);
+    optimizer_.step(params_.data(), grads_.data(), lr);
+    out.applied = true;
+    return out;
+  }
+
+  const float* eval_batch(int n, const uint8_t* pixels, const int32_t* labels, float* loss) override {
+    const Shape3 s = graph_.input_shape();
+    cpu::augment_normalize(n, s.h, s.w, s.c, pixels, nullptr, scale_.data(), shift_.data(), input_.data());
+    const float* logits = exec_.forward(n, input_.data(), params_.data(), buffers_.data(), false);
+    *loss = cpu::softmax_cross_entropy(n, exec_.outputs(), logits, labels, 0.f, 1.f, nullptr, nullptr, nullptr);
+    return logits;
+  }
+
+ private:
+  const Graph& graph_;
+  BackendOptions opt_;
+  Optimizer optimizer_;
+  CpuExecutor exec_;
+  std::vector<float> params_, grads_, buffers_, input_, dlogits_, scale_, shift_;
+};
+
+BackendFactory& cuda_factory_slot() {
+  static BackendFactory f;
+  return f;
+}
+
+}  // namespace
+
+std::unique_ptr<TrainingBackend> make_cpu_backend(const Graph& graph, const BackendOptions& options) {
+  return std::make_unique<CpuBackend>(graph, options);
+}
+
+void set_cuda_backend_factory(BackendFactory factory) { cuda_factory_slot() = std::move(factory); }
+const BackendFactory& cuda_backend_factory() { return cuda_factory_slot(); }
+
+}  // namespace stoke
