@@ -15,6 +15,8 @@
 #include "engine/error.h"
 #include "engine/inference.h"
 #include "engine/progress.h"
+#include "engine/report.h"
+#include "engine/tensorboard.h"
 #include "engine/trainer.h"
 #include "io/bench_input.h"
 #include "io/mnist.h"
@@ -125,6 +127,7 @@ void add_train(CLI::App& app, TrainConfig& cfg, std::string& optimizer, std::str
       ->capture_default_str()->check(CLI::IsMember({"val_acc", "val_auc", "val_loss"}));
   t->add_flag("--strict", cfg.strict, "Stop at the first corrupt image instead of skipping it");
   t->add_flag("--quiet", cfg.quiet, "No progress output");
+  t->add_flag("--tensorboard", cfg.tensorboard, "Also write TensorBoard event files to RUNDIR/tensorboard");
 }
 
 void add_dataset(CLI::App& app, DatasetArgs& d) {
@@ -169,6 +172,7 @@ struct UseArgs {
   std::string format = "safetensors";
   int batch_size = 128;
   int top = 1;
+  bool tensorboard = false;
 };
 
 void add_use(CLI::App& app, UseArgs& u) {
@@ -182,6 +186,9 @@ void add_use(CLI::App& app, UseArgs& u) {
   pr->add_option("images", u.images, "JPEG files")->required();
   pr->add_option("--checkpoint", u.which, "best | latest")->capture_default_str()->check(CLI::IsMember({"best", "latest"}));
   pr->add_option("--top", u.top, "Show the K most likely classes")->capture_default_str()->check(kPositive);
+  auto* rp = app.add_subcommand("report", "(Re)write RUNDIR/report.html: curves, throughput, input stall, confusion matrix");
+  rp->add_option("--run", u.run, "Run folder")->required();
+  rp->add_flag("--tensorboard", u.tensorboard, "Also convert metrics.jsonl into TensorBoard event files (RUNDIR/tensorboard)");
   auto* ex = app.add_subcommand("export", "Write a trained run's weights for PyTorch (load_state_dict)");
   ex->add_option("--run", u.run, "Run folder (or one of its checkpoint folders)")->required();
   ex->add_option("--format", u.format, "safetensors")->capture_default_str()->check(CLI::IsMember({"safetensors"}));
@@ -244,6 +251,13 @@ int run_bench_input(const InputArgs& a) {
     std::fprintf(stderr, "%s\n", line.c_str());
   });
   std::printf("%s", io::format_bench_input(r).c_str());
+  return 0;
+}
+
+int run_report(const UseArgs& u, bool tensorboard) {
+  write_report_html(u.run);
+  std::printf("wrote %s/report.html\n", u.run.c_str());
+  if (tensorboard) std::printf("wrote %s\n", export_tensorboard(u.run, u.run + "/tensorboard").c_str());
   return 0;
 }
 
@@ -360,6 +374,7 @@ int run_cli(int argc, const char* const* argv, bool dry_run) {
           else if (name == "--cache-budget-mb") resumed.cache_budget_mb = cfg.cache_budget_mb;
           else if (name == "--device") resumed.device = cfg.device;
           else if (name == "--quiet") resumed.quiet = cfg.quiet;
+          else if (name == "--tensorboard") resumed.tensorboard = cfg.tensorboard;
           else
             throw UserError(str(name, " cannot change when resuming (the run's settings are in ", cfg.resume,
                                 "/config.json): start a new run with --out instead"));
@@ -379,6 +394,7 @@ int run_cli(int argc, const char* const* argv, bool dry_run) {
     if (app.got_subcommand("eval")) return run_eval(use);
     if (app.got_subcommand("predict")) return run_predict(use);
     if (app.got_subcommand("export")) return run_export(use);
+    if (app.got_subcommand("report")) return run_report(use, use.tensorboard);
     if (app.got_subcommand("pack")) return run_pack(input);
     if (app.got_subcommand("bench-input")) return run_bench_input(input);
     if (devices->parsed()) {

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <unistd.h>
 
@@ -22,6 +23,8 @@
 #include "engine/interrupt.h"
 #include "engine/metrics.h"
 #include "engine/progress.h"
+#include "engine/report.h"
+#include "engine/tensorboard.h"
 #include "engine/rng.h"
 #include "io/dataset.h"
 #include "io/input_pipeline.h"
@@ -127,19 +130,35 @@ void estimate_normalization(const std::shared_ptr<const io::Source>& source, Sha
   }
 }
 
+// metrics.jsonl, and the same numbers as TensorBoard scalars when asked (--tensorboard).
 class JsonlWriter {
  public:
-  explicit JsonlWriter(const std::string& path) : f_(path, std::ios::app) {
+  JsonlWriter(const std::string& path, const std::string& tensorboard_dir) : f_(path, std::ios::app) {
     if (!f_) throw Error(str("cannot write ", path));
+    if (!tensorboard_dir.empty()) tb_.emplace(tensorboard_dir);
   }
   void write(const json& j) {
     f_ << j.dump() << '\n';
     f_.flush();
+    if (tb_) tensorboard_log_metrics(*tb_, j);
+  }
+  void flush() {
+    if (tb_) tb_->flush();
   }
 
  private:
   std::ofstream f_;
+  std::optional<TensorBoardWriter> tb_;
 };
+
+// report.html must never stop a run: a failure is a warning.
+void refresh_report(const std::string& run_dir, bool quiet) {
+  try {
+    write_report_html(run_dir);
+  } catch (const std::exception& e) {
+    if (!quiet) std::fprintf(stderr, "warning: could not write the report: %s\n", e.what());
+  }
+}
 
 }  // namespace
 
@@ -453,7 +472,7 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
   run_info["params"] = graph.num_params();
   run_info["dataset"] = fingerprint;
   atomic_write_file((fs::path(run_dir) / "config.json").string(), run_info.dump(2) + "\n");
-  JsonlWriter metrics(metrics_path);
+  JsonlWriter metrics(metrics_path, cfg.tensorboard ? (fs::path(run_dir) / "tensorboard").string() : std::string());
 
   // ---- training state ---------------------------------------------------------------------------------------
   Schedule sched;
@@ -592,6 +611,7 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
   result.params = graph.num_params();
   result.first_step = step;
   const auto loop_start = Clock::now();
+  double total_wait = 0, total_train_seconds = 0;  // this process's input wait and training time
   const int64_t loop_first_step = step;
   int nonfinite_run = 0;
   install_interrupt_handlers();
@@ -624,6 +644,15 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
     result.last_checkpoint = save_checkpoint(run_dir, name, graph, to_string(cfg.optimizer.kind), d, best, cfg.keep_checkpoints);
   };
 
+  // The fraction of wall time since (wait0, t0) that the trainer spent waiting for the input pipeline; resets them.
+  auto window_stall = [&](double& wait0, Clock::time_point& t0) {
+    if (!train_in) return 0.0;
+    const double now_wait = train_in->stats().consumer_wait_seconds;
+    const double fraction = (now_wait - wait0) / std::max(seconds_since(t0), 1e-9);
+    wait0 = now_wait;
+    t0 = Clock::now();
+    return fraction;
+  };
   // One start for the whole run: the decoders flow across epoch boundaries without draining.
   if (start_epoch < cfg.epochs && train_in) train_in->start(start_epoch, start_cursor);
   if (val_cache && gathered.size() < static_cast<size_t>(batch * shape.size())) gathered.resize(static_cast<size_t>(batch * shape.size()));
@@ -641,6 +670,8 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
     const int64_t seen_at_start = seen;
     double window_loss = 0;
     int64_t window_correct = 0, window_seen = 0;
+    double window_wait0 = train_in ? train_in->stats().consumer_wait_seconds : 0.0;
+    auto window_t0 = Clock::now();
     int64_t b_in_epoch = cursor0;
     while (b_in_epoch < steps_per_epoch) {
       const RawBatch rb = next_train(epoch, b_in_epoch);
@@ -691,17 +722,20 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
         metrics.write({{"kind", "train"}, {"epoch", epoch + 1}, {"step", step}, {"lr", lr},
                        {"loss", window_loss / static_cast<double>(window_seen)},
                        {"acc", static_cast<double>(window_correct) / static_cast<double>(window_seen)},
-                       {"img_per_s", rate}, {"elapsed_s", seconds_since(t_start)}});
+                       {"img_per_s", rate}, {"elapsed_s", seconds_since(t_start)},
+                       {"input_stall", window_stall(window_wait0, window_t0)}});
         window_loss = 0;
         window_correct = window_seen = 0;
       }
       if (!cfg.quiet) {
         char line[256];
-        std::snprintf(line, sizeof line, "epoch %lld/%d  step %lld/%lld  loss %.4f  acc %.2f%%  %s img/s  ETA %s",
+        std::snprintf(line, sizeof line, "epoch %lld/%d  step %lld/%lld  loss %.4f  acc %.2f%%  %s img/s  input wait %.0f%%  ETA %s",
                       static_cast<long long>(epoch + 1), cfg.epochs, static_cast<long long>(b_in_epoch),
                       static_cast<long long>(steps_per_epoch), loss_sum / static_cast<double>(std::max<int64_t>(seen, 1)),
                       100.0 * static_cast<double>(correct_sum) / static_cast<double>(std::max<int64_t>(seen, 1)),
-                      format_count(rate).c_str(), format_duration(eta).c_str());
+                      format_count(rate).c_str(),
+                      100.0 * (train_in ? (train_in->stats().consumer_wait_seconds - wait_at_start) / std::max(el, 1e-9) : 0.0),
+                      format_duration(eta).c_str());
         progress.update(line, b_in_epoch == steps_per_epoch);
       }
       if (cfg.interrupt_after_steps > 0 && step - loop_first_step == cfg.interrupt_after_steps) request_interrupt(SIGINT);
@@ -753,6 +787,7 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
       ej["val_report"] = report.to_json();
     }
     metrics.write(ej);
+    metrics.flush();
     ej.erase("val_report");
     history.push_back(ej);
     // "Best" maximises the chosen metric (the loss is negated).
@@ -763,6 +798,9 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
     loss_sum = 0;
     correct_sum = seen = 0;
     write_checkpoint(epoch + 1, 0, best);
+    total_wait += input_wait;
+    total_train_seconds += train_seconds;
+    refresh_report(run_dir, cfg.quiet);
     if (!cfg.quiet) {
       if (evaluate_now)
         std::printf("epoch %d/%d  train loss %.4f acc %.2f%%  |  val loss %.4f acc %.2f%% auc %.4f  |  %s img/s, %.1f s%s\n",
@@ -812,7 +850,24 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
       if (last_report.count > 0) summary["final_val_report"] = last_report.to_json();
     }
   }
+  // The verdict: what limited this run (thresholds from the overlapped-step issue: 5% and 20% input stall).
+  const double run_stall = total_wait / std::max(total_train_seconds, 1e-9);
+  std::string verdict;
+  if (train_cache)
+    verdict = "compute-bound: the data came from the decoded cache (no input stage)";
+  else if (run_stall >= 0.20)
+    verdict = str("strongly input-bound: the trainer waited for data ", static_cast<int>(std::lround(100 * run_stall)), "% of the time; ",
+                  train_in->decoders(), " decoder thread(s) are the limiting stage: try --decoders N, stoke pack, or --cache decoded");
+  else if (run_stall >= 0.05)
+    verdict = str("input-bound: the trainer waited for data ", static_cast<int>(std::lround(100 * run_stall)), "% of the time (",
+                  train_in->decoders(), " decoder thread(s)): try more --decoders, stoke pack, or --cache decoded");
+  else
+    verdict = str("compute-bound: the input pipeline kept up (the trainer waited for data ",
+                  static_cast<int>(std::lround(100 * run_stall)), "% of the time); the ", backend->name(), " step is the limiting stage");
+  summary["input_stall"] = run_stall;
+  summary["verdict"] = verdict;
   atomic_write_file((fs::path(run_dir) / "summary.json").string(), summary.dump(2) + "\n");
+  refresh_report(run_dir, cfg.quiet);
   if (!cfg.quiet && !history.empty()) {
     const json& last = history.back();
     std::printf("\nsummary: %s on %s, %d epoch%s, %lld steps in %s (%s img/s in the last epoch)\n", cfg.model.c_str(),
@@ -828,7 +883,8 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
       std::printf("         %lld corrupt images were skipped\n", static_cast<long long>(result.corrupt_images));
     if (result.skipped_steps > 0)
       std::printf("         %lld steps were skipped (non-finite loss)\n", static_cast<long long>(result.skipped_steps));
-    std::printf("         metrics: %s/metrics.jsonl, summary: %s/summary.json, checkpoint: %s\n", run_dir.c_str(),
+    std::printf("         verdict: %s\n", verdict.c_str());
+    std::printf("         report: %s/report.html, metrics: %s/metrics.jsonl, checkpoint: %s\n", run_dir.c_str(),
                 run_dir.c_str(), result.last_checkpoint.c_str());
   }
   return result;

@@ -43,6 +43,7 @@ struct TrainConfig {
   int image_size = 0;          // resize inputs to this square size (0 = the data's own size)
   bool strict = false;         // a corrupt image stops the run
   bool quiet = false;          // no progress line (tests)
+  bool tensorboard = false;    // also write RUNDIR/tensorboard/ event files
   int64_t checkpoint_every = 0;  // also checkpoint every N steps (0: at the end of each epoch only)
   int keep_checkpoints = 3;    // newest step checkpoints kept (the best one is always kept)
   int max_nonfinite_steps = 5; // stop after this many consecutive steps with a non-finite loss

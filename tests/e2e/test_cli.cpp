@@ -66,7 +66,18 @@ TEST(Cli, TrainsATinyFolderAndWritesTheRunFolder) {
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("summary:"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("validation accuracy"), std::string::npos) << r.output;
-  for (const char* f : {"config.json", "metrics.jsonl", "summary.json"}) EXPECT_TRUE(fs::exists(fs::path(run) / f)) << f;
+  for (const char* f : {"config.json", "metrics.jsonl", "summary.json", "report.html"})
+    EXPECT_TRUE(fs::exists(fs::path(run) / f)) << f;
+  EXPECT_NE(r.output.find("verdict: "), std::string::npos) << r.output;
+  {
+    std::vector<uint8_t> html = stoke::io::read_file(run + "/report.html");
+    const std::string h(html.begin(), html.end());
+    EXPECT_NE(h.find("<svg"), std::string::npos);
+    EXPECT_NE(h.find("</html>"), std::string::npos);
+  }
+  RunResult rep = run_stoke("report --run " + run + " --tensorboard");
+  EXPECT_EQ(rep.exit_code, 0) << rep.output;
+  EXPECT_TRUE(fs::exists(fs::path(run) / "tensorboard")) << rep.output;
   // A second run into the same folder must not silently overwrite it.
   RunResult again = run_stoke("train --data " + tmp.str() + "/train --epochs 1 --out " + run);
   EXPECT_EQ(again.exit_code, 2) << again.output;
