@@ -11,6 +11,7 @@
 #include <fstream>
 #include <thread>
 
+#include "engine/checkpoint.h"
 #include "engine/error.h"
 #include "engine/fsutil.h"
 #include "engine/trainer.h"
@@ -225,4 +226,27 @@ TEST(Signals, SecondSigintExitsAtOnceAndLeavesCheckpointsLoadable) {
   // Whatever instant it died at, the named checkpoint is complete and the run resumes.
   test::RunResult ok = test::run_stoke("train --resume " + run + " --epochs 1 --quiet");
   EXPECT_EQ(ok.exit_code, 0) << ok.output;
+}
+
+TEST(Signals, KillNineAtAnyMomentLeavesTheLatestCheckpointLoadable) {
+  TempDir tmp("kill9");
+  make_data(tmp);
+  const std::string run = tmp.str() + "/run", log = tmp.str() + "/log";
+  // Checkpoint after every step, and kill -9 at scattered moments: mid-step, mid-write, mid-rename.
+  pid_t pid = spawn_stoke({"train", "--data", tmp.str() + "/train", "--epochs", "500", "--batch-size", "8",
+                           "--checkpoint-every", "1", "--out", run}, log);
+  ASSERT_TRUE(wait_for([&] { return fs::exists(run + "/checkpoints/latest"); }, 60)) << file_bytes(log);
+  for (int round = 0; round < 6; ++round) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(37 + 53 * round));
+    ::kill(pid, SIGKILL);
+    wait_exit(pid);
+    // The named checkpoint is complete, whatever was in flight.
+    EXPECT_NO_THROW(config_for_resume(run));
+    Graph g = small_cnn({12, 12, 1}, 3);
+    EXPECT_NO_THROW(load_checkpoint(find_checkpoint(run), g, "sgd")) << "round " << round;
+    pid = spawn_stoke({"train", "--resume", run, "--epochs", "500"}, log);
+    ASSERT_TRUE(wait_for([&] { return file_bytes(log).find("resuming: ") != std::string::npos; }, 60)) << file_bytes(log);
+  }
+  ::kill(pid, SIGKILL);
+  wait_exit(pid);
 }
