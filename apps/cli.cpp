@@ -12,6 +12,7 @@
 #include "apps/cli.h"
 #include "engine/backend.h"
 #include "engine/device.h"
+#include "engine/diagnose.h"
 #include "engine/error.h"
 #include "engine/inference.h"
 #include "engine/progress.h"
@@ -261,6 +262,33 @@ int run_report(const UseArgs& u, bool tensorboard) {
   return 0;
 }
 
+struct DiagArgs {
+  TrainConfig cfg;
+  std::string decoders = "auto";
+  double seconds = 3.0;
+};
+
+void add_diagnose(CLI::App& app, DiagArgs& d) {
+  auto* dg = app.add_subcommand("diagnose", "Measure decode capacity, compute and the full pipeline; name the stage that limits training");
+  dg->add_option("--data", d.cfg.data, "Training images: DIR/<class>/*.jpg or a pack")->required();
+  dg->add_option("--model", d.cfg.model, "Model")->capture_default_str();
+  dg->add_option("--batch-size", d.cfg.batch_size, "Images per step")->capture_default_str()->check(kPositive);
+  dg->add_option("--image-size", d.cfg.image_size, "Resize inputs to SxS (0 = the data's own size)")->capture_default_str()->check(CLI::Range(0, 4096));
+  dg->add_option("--device", d.cfg.device, "auto | cpu | cuda")->capture_default_str()->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+  dg->add_option("--precision", d.cfg.precision, "CUDA: auto | bf16 | fp16 | fp32")->capture_default_str()->check(CLI::IsMember({"auto", "bf16", "fp16", "fp32"}));
+  dg->add_option("--decoders", d.decoders, "auto | N")->capture_default_str()->check(decoders_check());
+  dg->add_option("--augment", d.cfg.augment, "none | flip | crop-flip")->capture_default_str()->check(CLI::IsMember({"none", "flip", "crop-flip"}));
+  dg->add_option("--threads", d.cfg.threads, "CPU backend threads (0 = all cores)")->capture_default_str()->check(kNonNegative);
+  dg->add_option("--seconds", d.seconds, "Seconds per measurement")->capture_default_str()->check(kPositive);
+}
+
+int run_diagnose(DiagArgs& d) {
+  d.cfg.decoders = parse_decoders(d.decoders);
+  DiagnoseResult r = diagnose(d.cfg, build_model, d.seconds);
+  std::printf("%s", r.table().c_str());
+  return 0;
+}
+
 int run_eval(const UseArgs& u) {
   LoadedRun r = load_run(u.run, build_model, u.which);
   std::printf("model: %s from %s\n", r.model.c_str(), r.checkpoint.c_str());
@@ -341,6 +369,8 @@ int run_cli(int argc, const char* const* argv, bool dry_run) {
   add_use(app, use);
   InputArgs input;
   add_input(app, input);
+  DiagArgs diag;
+  add_diagnose(app, diag);
   auto* devices = app.add_subcommand("devices", "Say which backend stoke would use here, and why");
 
   try {
@@ -396,6 +426,7 @@ int run_cli(int argc, const char* const* argv, bool dry_run) {
     if (app.got_subcommand("export")) return run_export(use);
     if (app.got_subcommand("report")) return run_report(use, use.tensorboard);
     if (app.got_subcommand("pack")) return run_pack(input);
+    if (app.got_subcommand("diagnose")) return run_diagnose(diag);
     if (app.got_subcommand("bench-input")) return run_bench_input(input);
     if (devices->parsed()) {
       DeviceProbe p = probe_cuda();

@@ -117,3 +117,15 @@ TEST(Cli, BenchInputPrintsEfficiencyAgainstRawDecode) {
   EXPECT_NE(r.output.find("reference (raw libjpeg-turbo"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("efficiency"), std::string::npos) << r.output;
 }
+
+TEST(Cli, DiagnoseMeasuresEveryStageAndGivesAVerdict) {
+  TempDir tmp("cli-diag");
+  write_tiny_folder(tmp.path() / "d", {"a", "b"}, 30);
+  RunResult r = run_stoke("diagnose --data " + tmp.str() + "/d --batch-size 8 --seconds 0.3 --device cpu");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  for (const char* s : {"(a) decode capacity", "(c) compute", "(d) full pipeline", "verdict: ", "recommendation: "})
+    EXPECT_NE(r.output.find(s), std::string::npos) << s << "\n" << r.output;
+  EXPECT_TRUE(r.output.find("input-bound") != std::string::npos || r.output.find("compute-bound") != std::string::npos);
+  RunResult bad = run_stoke("diagnose --data " + tmp.str() + "/none");
+  EXPECT_EQ(bad.exit_code, 2) << bad.output;
+}

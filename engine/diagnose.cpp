@@ -1,0 +1,178 @@
+#include "engine/diagnose.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <thread>
+#include <vector>
+
+#include "engine/backend.h"
+#include "engine/decoded_cache.h"
+#include "engine/device.h"
+#include "engine/error.h"
+#include "engine/progress.h"
+#include "io/input_pipeline.h"
+#include "io/source.h"
+#include "kernels/parallel.h"
+
+namespace stoke {
+namespace {
+using Clock = std::chrono::steady_clock;
+double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+}  // namespace
+
+DiagnoseResult diagnose(const TrainConfig& cfg, const ModelFactory& build_model, double seconds) {
+  if (cfg.data.empty()) throw UserError("--data is required");
+  if (cfg.batch_size < 1) throw UserError("--batch-size must be at least 1");
+  ThreadPool::set_threads(cfg.threads);
+  DiagnoseResult r;
+  std::shared_ptr<const io::Source> src = io::open_source(cfg.data);
+  r.folder_source = std::filesystem::is_directory(cfg.data);
+  io::DataShape ds = io::probe_source_shape(*src);
+  Shape3 shape{ds.h, ds.w, ds.c};
+  if (cfg.image_size > 0) shape.h = shape.w = cfg.image_size;
+  const int batch = static_cast<int>(std::min<int64_t>(cfg.batch_size, src->size()));
+  const int classes = static_cast<int>(src->classes().size());
+  Graph graph = build_model(cfg.model, shape, classes);
+
+  DeviceProbe dev = probe_cuda();
+  const bool cuda_available = dev.usable && static_cast<bool>(cuda_backend_factory());
+  if (cfg.device == "cuda" && !cuda_available)
+    throw UserError(str("--device cuda: ", dev.usable ? "this program was built without the CUDA backend" : "no usable GPU: " + dev.reason));
+  const bool use_cuda = cfg.device == "cuda" || (cfg.device == "auto" && cuda_available);
+
+  io::PipelineConfig pc;
+  pc.h = shape.h;
+  pc.w = shape.w;
+  pc.c = shape.c;
+  pc.batch = batch;
+  pc.decoders = cfg.decoders;
+  pc.seed = cfg.seed;
+  pc.augment = cfg.augment != "none";
+  pc.aug.random_resized_crop = cfg.augment == "crop-flip";
+  pc.aug.hflip = cfg.augment != "none";
+  pc.watchdog_seconds = std::max(30.0, cfg.watchdog_seconds);
+  pc.on_warning = [](const std::string&) {};
+
+  // (a) decode capacity
+  std::vector<uint8_t> px(static_cast<size_t>(batch * shape.size()));
+  std::vector<int32_t> labels(static_cast<size_t>(batch));
+  {
+    io::InputPipeline in(src, pc);
+    r.decoders = in.decoders();
+    r.decoders_reason = in.decoders_reason();
+    in.start(0);
+    io::Batch first = in.acquire();
+    std::copy(first.pixels, first.pixels + px.size(), px.begin());
+    std::copy(first.labels, first.labels + batch, labels.begin());
+    in.release(first.ticket);
+    int64_t images = 0;
+    const auto t0 = Clock::now();
+    while (since(t0) < seconds) {
+      io::Batch b = in.acquire();
+      if (!b) break;
+      images += b.size;
+      in.release(b.ticket);
+    }
+    r.decode_img_s = static_cast<double>(images) / since(t0);
+  }
+
+  // (c) compute on a batch already in memory
+  BackendOptions bo;
+  bo.max_batch = batch;
+  bo.optimizer = cfg.optimizer;
+  bo.mean.assign(static_cast<size_t>(shape.c), 0.5f);
+  bo.stdev.assign(static_cast<size_t>(shape.c), 0.25f);
+  bo.precision = cfg.precision;
+  std::unique_ptr<TrainingBackend> backend = use_cuda ? cuda_backend_factory()(graph, bo) : make_cpu_backend(graph, bo);
+  {
+    std::vector<float> params(static_cast<size_t>(graph.num_params())), buffers(static_cast<size_t>(graph.num_buffers()));
+    graph.initialize(params.data(), buffers.data(), cfg.seed);
+    backend->set_state(params, buffers, Optimizer(cfg.optimizer, graph.params(), graph.num_params()).state(), 0);
+  }
+  r.backend = backend->name();
+  r.device = backend->describe();
+  const float lr = 1e-4f;
+  backend->train_step(batch, px.data(), labels.data(), nullptr, lr, false);  // warm-up (algorithm choice, caches)
+  {
+    int64_t images = 0;
+    const auto t0 = Clock::now();
+    while (since(t0) < seconds) {
+      backend->train_step(batch, px.data(), labels.data(), nullptr, lr, false);
+      images += batch;
+    }
+    r.compute_img_s = static_cast<double>(images) / since(t0);
+  }
+
+  // (d) the full pipeline
+  {
+    io::InputPipeline in(src, pc);
+    in.start(0);
+    int64_t images = 0;
+    const auto t0 = Clock::now();
+    const double wait0 = in.stats().consumer_wait_seconds;
+    while (since(t0) < seconds) {
+      io::Batch b = in.acquire();
+      if (!b) break;
+      backend->train_step(b.size, b.pixels, b.labels, nullptr, lr, false);
+      in.release(b.ticket);
+      images += b.size;
+    }
+    const double el = since(t0);
+    r.full_img_s = static_cast<double>(images) / el;
+    r.full_stall = (in.stats().consumer_wait_seconds - wait0) / el;
+  }
+
+  r.cache_bytes = DecodedCache::bytes_for(src->size(), shape);
+  r.available_bytes = available_memory_bytes();
+  const bool fits = r.available_bytes > 0 && r.cache_bytes < r.available_bytes / 2;
+  if (r.decode_img_s < 1.2 * r.compute_img_s) {
+    r.verdict = str("input-bound: the decoders give ", format_count(r.decode_img_s), " img/s, the ", r.backend,
+                    " step takes ", format_count(r.compute_img_s), " img/s");
+    std::vector<std::string> tips;
+    const int cores = static_cast<int>(std::thread::hardware_concurrency());
+    if (!use_cuda && cores <= r.decoders + 1)
+      tips.push_back("the decoders and the CPU backend share " + std::to_string(cores) + " cores: a GPU frees them");
+    else if (r.decoders < cores - 1)
+      tips.push_back(str("use --decoders ", std::min(cores - 1, std::max(r.decoders + 1, static_cast<int>(r.decoders * 1.2 * r.compute_img_s / std::max(r.decode_img_s, 1.0)) + 1))));
+    if (r.folder_source) tips.push_back("stoke pack the folder (no per-file open/read/close)");
+    if (fits && cfg.augment != "crop-flip") tips.push_back(str("--cache decoded (", r.cache_bytes >> 20, " MiB fits in memory)"));
+    for (size_t i = 0; i < tips.size(); ++i) r.recommendation += (i ? ", " : "") + tips[i];
+  } else {
+    r.verdict = str("compute-bound: the decoders give ", format_count(r.decode_img_s), " img/s, ",
+                    std::lround(r.decode_img_s / std::max(r.compute_img_s, 1.0) * 10) / 10.0, "x what the ", r.backend,
+                    " step takes (", format_count(r.compute_img_s), " img/s)");
+    r.recommendation = use_cuda ? "the GPU is the limit: larger --batch-size or --precision bf16/fp16 if not already"
+                                : "the CPU backend is the limit: train on a GPU (--device cuda) for real speed";
+  }
+  return r;
+}
+
+std::string DiagnoseResult::table() const {
+  std::string t;
+  char line[256];
+  std::snprintf(line, sizeof line, "backend: %s\n", device.c_str());
+  t += line;
+  std::snprintf(line, sizeof line, "decoders: %d (%s)\n\n", decoders, decoders_reason.c_str());
+  t += line;
+  t += "stage                                   img/s\n";
+  std::snprintf(line, sizeof line, "(a) decode capacity (pipeline alone)  %9s\n", format_count(decode_img_s).c_str());
+  t += line;
+  if (h2d_pinned_gb_s > 0) {
+    std::snprintf(line, sizeof line, "(b) host->device: pinned %.1f GB/s, pageable %.1f GB/s\n", h2d_pinned_gb_s, h2d_pageable_gb_s);
+    t += line;
+  } else {
+    t += "(b) host->device copies                     n/a (no GPU copies on this backend)\n";
+  }
+  std::snprintf(line, sizeof line, "(c) compute (steps on data in memory) %9s\n", format_count(compute_img_s).c_str());
+  t += line;
+  std::snprintf(line, sizeof line, "(d) full pipeline                     %9s   input wait %.0f%%\n\n", format_count(full_img_s).c_str(),
+                100 * full_stall);
+  t += line;
+  t += "verdict: " + verdict + "\n";
+  if (!recommendation.empty()) t += "recommendation: " + recommendation + "\n";
+  return t;
+}
+
+}  // namespace stoke

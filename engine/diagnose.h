@@ -1,0 +1,33 @@
+// `stoke diagnose`: measures each stage of a training job in isolation, then together, and names the one that
+// limits it, with a concrete recommendation.
+//
+//   (a) decode capacity: the input pipeline alone (decoders -> ring -> a consumer that does nothing)
+//   (b) host->device copies: pinned and pageable bandwidth (GPU only; "n/a" on the CPU backend)
+//   (c) compute: training steps replayed on one batch already in memory (no input at all)
+//   (d) the full pipeline: decoders feeding real training steps
+// On the CPU backend the decoders and the compute share the same cores, so (a) and (c) are each measured with
+// the machine to themselves and (d) shows what is left when they compete.
+#pragma once
+
+#include <string>
+
+#include "engine/trainer.h"
+
+namespace stoke {
+
+struct DiagnoseResult {
+  std::string backend, device;
+  int decoders = 0;
+  std::string decoders_reason;
+  double decode_img_s = 0, compute_img_s = 0, full_img_s = 0, full_stall = 0;
+  double h2d_pinned_gb_s = 0, h2d_pageable_gb_s = 0;  // 0: not measured
+  bool folder_source = false;
+  int64_t cache_bytes = 0, available_bytes = 0;
+  std::string verdict, recommendation;
+  std::string table() const;  // the printed report
+};
+
+// cfg: as for train (data, model, batch size, device, decoders, augment, precision); `seconds` per measurement.
+DiagnoseResult diagnose(const TrainConfig& cfg, const ModelFactory& build_model, double seconds);
+
+}  // namespace stoke
