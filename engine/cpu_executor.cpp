@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "engine/error.h"
+#include "engine/op_shapes.h"
 #include "kernels/activation.h"
 #include "kernels/batchnorm.h"
 #include "kernels/conv2d.h"
@@ -12,33 +13,6 @@
 #include "kernels/tensor_ops.h"
 
 namespace stoke {
-
-namespace {
-ConvShape conv_shape(const Node& nd, const Shape3& in, int n) {
-  ConvShape s;
-  s.n = n;
-  s.h = in.h;
-  s.w = in.w;
-  s.c = in.c;
-  s.k = nd.k;
-  s.r = nd.r;
-  s.s = nd.s;
-  s.stride = nd.stride;
-  s.pad = nd.pad;
-  return s;
-}
-PoolShape pool_shape(const Node& nd, const Shape3& in, int n) {
-  PoolShape s;
-  s.n = n;
-  s.h = in.h;
-  s.w = in.w;
-  s.c = in.c;
-  s.kernel = nd.r;
-  s.stride = nd.stride;
-  s.pad = nd.pad;
-  return s;
-}
-}  // namespace
 
 CpuExecutor::CpuExecutor(const Graph& graph, int max_batch) : graph_(graph), max_batch_(max_batch) {
   STOKE_CHECK(max_batch >= 1);

@@ -20,6 +20,7 @@
 #include "engine/cuda/loss_scaler.h"
 #include "engine/cuda/nvtx.h"
 #include "engine/error.h"
+#include "engine/op_shapes.h"
 #include "kernels/activation.cuh"
 #include "kernels/augment.cuh"
 #include "kernels/batchnorm.cuh"
@@ -36,31 +37,6 @@ namespace {
 using cuda::DeviceArena;
 using cuda::Precision;
 
-ConvShape conv_shape(const Node& nd, const Shape3& in, int n) {
-  ConvShape s;
-  s.n = n;
-  s.h = in.h;
-  s.w = in.w;
-  s.c = in.c;
-  s.k = nd.k;
-  s.r = nd.r;
-  s.s = nd.s;
-  s.stride = nd.stride;
-  s.pad = nd.pad;
-  return s;
-}
-
-PoolShape pool_shape(const Node& nd, const Shape3& in, int n) {
-  PoolShape s;
-  s.n = n;
-  s.h = in.h;
-  s.w = in.w;
-  s.c = in.c;
-  s.kernel = nd.r;
-  s.stride = nd.stride;
-  s.pad = nd.pad;
-  return s;
-}
 
 template <typename T>
 T host_from_float(float v) {
