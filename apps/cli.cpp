@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -131,6 +132,20 @@ void add_train(CLI::App& app, TrainConfig& cfg, std::string& optimizer, std::str
   t->add_flag("--tensorboard", cfg.tensorboard, "Also write TensorBoard event files to RUNDIR/tensorboard");
 }
 
+// progress(done, total) for the data set writers: count, rate and ETA on the live line.
+std::function<void(int64_t, int64_t)> writing_progress(Progress& progress) {
+  const auto t0 = std::chrono::steady_clock::now();
+  return [&progress, t0](int64_t done, int64_t total) {
+    const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double rate = static_cast<double>(done) / std::max(el, 1e-9);
+    char line[160];
+    std::snprintf(line, sizeof line, "writing JPEGs  %s/%s  %s img/s  ETA %s", format_count(static_cast<double>(done)).c_str(),
+                  format_count(static_cast<double>(total)).c_str(), format_count(rate).c_str(),
+                  done > 0 ? format_duration(static_cast<double>(total - done) / rate).c_str() : "?");
+    progress.update(line, done == total);
+  };
+}
+
 void add_dataset(CLI::App& app, DatasetArgs& d) {
   auto* ds = app.add_subcommand("dataset", "Write a data set as a JPEG ImageFolder tree");
   ds->require_subcommand(1);
@@ -149,16 +164,8 @@ void add_dataset(CLI::App& app, DatasetArgs& d) {
 
 int run_dataset_synthetic(const DatasetArgs& d) {
   Progress progress;
-  const auto t0 = std::chrono::steady_clock::now();
-  io::write_synthetic_mednist_like(d.out, d.count, d.seed, [&](int64_t done, int64_t total) {
-    double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    double rate = static_cast<double>(done) / std::max(el, 1e-9);
-    char line[160];
-    std::snprintf(line, sizeof line, "writing JPEGs  %s/%s  %s img/s  ETA %s", format_count(static_cast<double>(done)).c_str(),
-                  format_count(static_cast<double>(total)).c_str(), format_count(rate).c_str(),
-                  done > 0 ? format_duration(static_cast<double>(total - done) / rate).c_str() : "?");
-    progress.update(line, done == total);
-  }, d.split ? io::SyntheticSplit::train_val_test : io::SyntheticSplit::none);
+  io::write_synthetic_mednist_like(d.out, d.count, d.seed, writing_progress(progress),
+                                   d.split ? io::SyntheticSplit::train_val_test : io::SyntheticSplit::none);
   progress.finish();
   std::printf("synthetic %s data set ready in %s%s\n", d.kind.c_str(), d.out.c_str(), d.split ? " (train/ val/ test/)" : "");
   return 0;
@@ -333,16 +340,7 @@ int run_dataset_mnist(const DatasetArgs& d) {
   std::fflush(stdout);
   const std::string idx = io::fetch_mnist_idx(cache);
   Progress progress;
-  const auto t0 = std::chrono::steady_clock::now();
-  io::write_mnist_image_folders(idx, d.out, d.quality, [&](int64_t done, int64_t total) {
-    double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    double rate = static_cast<double>(done) / std::max(el, 1e-9);
-    char line[160];
-    std::snprintf(line, sizeof line, "writing JPEGs  %s/%s  %s img/s  ETA %s", format_count(static_cast<double>(done)).c_str(),
-                  format_count(static_cast<double>(total)).c_str(), format_count(rate).c_str(),
-                  done > 0 ? format_duration(static_cast<double>(total - done) / rate).c_str() : "?");
-    progress.update(line, done == total);
-  });
+  io::write_mnist_image_folders(idx, d.out, d.quality, writing_progress(progress));
   progress.finish();
   std::printf("MNIST ready: %s/train (60,000 images), %s/test (10,000 images)\n", d.out.c_str(), d.out.c_str());
   return 0;

@@ -42,17 +42,7 @@ DiagnoseResult diagnose(const TrainConfig& cfg, const ModelFactory& build_model,
     throw UserError(str("--device cuda: ", dev.usable ? "this program was built without the CUDA backend" : "no usable GPU: " + dev.reason));
   const bool use_cuda = cfg.device == "cuda" || (cfg.device == "auto" && cuda_available);
 
-  io::PipelineConfig pc;
-  pc.h = shape.h;
-  pc.w = shape.w;
-  pc.c = shape.c;
-  pc.batch = batch;
-  pc.decoders = cfg.decoders;
-  pc.seed = cfg.seed;
-  pc.augment = cfg.augment != "none";
-  pc.aug.random_resized_crop = cfg.augment == "crop-flip";
-  pc.aug.hflip = cfg.augment != "none";
-  pc.watchdog_seconds = std::max(30.0, cfg.watchdog_seconds);
+  io::PipelineConfig pc = training_pipeline_config(cfg, shape, batch);
   pc.on_warning = [](const std::string&) {};
 
   // (a) decode capacity

@@ -162,6 +162,23 @@ void refresh_report(const std::string& run_dir, bool quiet) {
 
 }  // namespace
 
+io::PipelineConfig training_pipeline_config(const TrainConfig& cfg, Shape3 shape, int batch) {
+  io::PipelineConfig pc;
+  pc.h = shape.h;
+  pc.w = shape.w;
+  pc.c = shape.c;
+  pc.batch = batch;
+  pc.decoders = cfg.decoders;
+  pc.seed = cfg.seed;
+  pc.shuffle = true;
+  pc.augment = cfg.augment != "none";
+  pc.aug.random_resized_crop = cfg.augment == "crop-flip";
+  pc.aug.hflip = cfg.augment != "none";
+  pc.drop_last = true;
+  pc.watchdog_seconds = cfg.watchdog_seconds;
+  return pc;
+}
+
 json config_to_json(const TrainConfig& c) {
   return {{"data", c.data},
           {"val", c.val},
@@ -491,18 +508,7 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
     progress.finish();
     std::fprintf(stderr, "%s\n", report.c_str());  // the watchdog speaks even with --quiet: something is stuck
   };
-  io::PipelineConfig tpc;
-  tpc.h = shape.h;
-  tpc.w = shape.w;
-  tpc.c = shape.c;
-  tpc.batch = batch;
-  tpc.decoders = cfg.decoders;
-  tpc.seed = cfg.seed;
-  tpc.shuffle = true;
-  tpc.augment = cfg.augment != "none";
-  tpc.aug.random_resized_crop = cfg.augment == "crop-flip";
-  tpc.aug.hflip = cfg.augment != "none";
-  tpc.drop_last = true;
+  io::PipelineConfig tpc = training_pipeline_config(cfg, shape, batch);
   tpc.end_epoch = cfg.epochs;
   tpc.strict = cfg.strict;
   tpc.quarantine_path = quarantine;

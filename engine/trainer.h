@@ -9,6 +9,7 @@
 
 #include "engine/graph.h"
 #include "engine/optimizer.h"
+#include "io/input_pipeline.h"
 
 namespace stoke {
 
@@ -93,6 +94,9 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model);
 
 // The settings saved in a run folder (its latest checkpoint's, else config.json), with resume set.
 TrainConfig config_for_resume(const std::string& run_dir);
+
+// The training input pipeline's settings for a run (input size, batch, decoders, seed, augmentation, drop_last).
+io::PipelineConfig training_pipeline_config(const TrainConfig& cfg, Shape3 shape, int batch);
 
 // The order of sample indices for an epoch: a permutation keyed by (seed, epoch) alone.
 std::vector<int64_t> epoch_permutation(int64_t n, uint64_t seed, int64_t epoch);
