@@ -140,15 +140,19 @@ CheckpointData load_checkpoint(const std::string& dir, const Graph& graph, const
   auto load_checked = [&](const std::string& file) {
     std::vector<uint8_t> bytes = read_whole_file((d / file).string());
     const json& rec = state["files"][file];
-    if (!rec.is_object() || rec.value("bytes", uint64_t{0}) != bytes.size() ||
-        rec.value("fnv1a64", std::string()) != hex64(fnv1a64(bytes.data(), bytes.size())))
+    const bool recorded = rec.is_object() && rec.contains("bytes") && rec["bytes"].is_number_unsigned() &&
+                          rec.contains("fnv1a64") && rec["fnv1a64"].is_string();
+    if (!recorded || rec["bytes"].get<uint64_t>() != bytes.size() ||
+        rec["fnv1a64"].get<std::string>() != hex64(fnv1a64(bytes.data(), bytes.size())))
       throw Error(str((d / file).string(), " is damaged: its size or checksum differs from state.json's record"));
     return st::File::parse(std::move(bytes), (d / file).string());
   };
   st::File model = load_checked("model.safetensors");
   st::File opt = load_checked("optimizer.safetensors");
-  if (state.value("optimizer_kind", std::string()) != optimizer_kind)
-    throw UserError(str(dir, " was written with optimizer ", state.value("optimizer_kind", std::string("?")),
+  const std::string kind = state.contains("optimizer_kind") && state["optimizer_kind"].is_string()
+                               ? state["optimizer_kind"].get<std::string>() : std::string("?");
+  if (kind != optimizer_kind)
+    throw UserError(str(dir, " was written with optimizer ", kind,
                         ", this run uses ", optimizer_kind));
 
   CheckpointData out;

@@ -21,6 +21,7 @@
 #include "engine/error.h"
 #include "engine/fsutil.h"
 #include "engine/interrupt.h"
+#include "engine/json_util.h"
 #include "engine/metrics.h"
 #include "engine/progress.h"
 #include "engine/report.h"
@@ -214,38 +215,53 @@ json config_to_json(const TrainConfig& c) {
 
 TrainConfig config_from_json(const json& j) {
   TrainConfig c;
+  constexpr int64_t kBig = int64_t{1} << 40;
+  auto text = [&](const char* key, std::optional<std::string> def = std::nullopt) {
+    if (!j.contains(key) && def) return *def;
+    if (!j.contains(key) || !j[key].is_string()) throw Error(str("'", key, "' must be a string"));
+    return j[key].get<std::string>();
+  };
+  auto flag = [&](const char* key, bool def) {
+    if (!j.contains(key)) return def;
+    if (!j[key].is_boolean()) throw Error(str("'", key, "' must be true or false"));
+    return j[key].get<bool>();
+  };
+  auto real = [&](const char* key, double lo, double hi, std::optional<double> def = std::nullopt) {
+    return static_cast<float>(json_number(j, key, lo, hi, def));
+  };
   try {
-    c.data = j.at("data").get<std::string>();
-    c.val = j.value("val", std::string());
-    c.model = j.at("model").get<std::string>();
-    c.epochs = j.at("epochs").get<int>();
-    c.batch_size = j.at("batch_size").get<int>();
-    c.lr = j.at("lr").get<float>();
-    c.optimizer.kind = parse_optimizer(j.at("optimizer").get<std::string>());
-    c.optimizer.momentum = j.at("momentum").get<float>();
-    c.optimizer.nesterov = j.at("nesterov").get<bool>();
-    c.optimizer.weight_decay = j.at("weight_decay").get<float>();
-    c.optimizer.beta1 = j.value("beta1", c.optimizer.beta1);
-    c.optimizer.beta2 = j.value("beta2", c.optimizer.beta2);
-    c.optimizer.eps = j.value("eps", c.optimizer.eps);
-    c.schedule = parse_schedule(j.at("schedule").get<std::string>());
-    c.warmup_epochs = j.value("warmup_epochs", 0.f);
-    c.label_smoothing = j.value("label_smoothing", 0.f);
-    c.clip_grad_norm = j.value("clip_grad_norm", 0.f);
-    c.seed = j.at("seed").get<uint64_t>();
-    c.limit_train = j.value("limit_train", int64_t{0});
-    c.limit_val = j.value("limit_val", int64_t{0});
-    c.image_size = j.value("image_size", 0);
-    c.augment = j.value("augment", std::string("none"));
-    c.precision = j.value("precision", std::string("auto"));
-    c.deterministic = j.value("deterministic", false);
-    c.strict = j.value("strict", false);
-    c.checkpoint_every = j.value("checkpoint_every", int64_t{0});
-    c.keep_checkpoints = j.value("keep_checkpoints", 3);
-    c.max_nonfinite_steps = j.value("max_nonfinite_steps", 5);
-    c.eval_every = j.value("eval_every", 1);
-    c.best_metric = j.value("best_metric", std::string("val_acc"));
-  } catch (const json::exception& e) {
+    if (!j.is_object()) throw Error("not a JSON object");
+    c.data = text("data");
+    c.val = text("val", std::string());
+    c.model = text("model");
+    c.epochs = static_cast<int>(json_int(j, "epochs", 1, 1 << 30));
+    c.batch_size = static_cast<int>(json_int(j, "batch_size", 1, 1 << 30));
+    c.lr = real("lr", 0, 1e6);
+    c.optimizer.kind = parse_optimizer(text("optimizer"));
+    c.optimizer.momentum = real("momentum", 0, 1);
+    c.optimizer.nesterov = flag("nesterov", true);
+    c.optimizer.weight_decay = real("weight_decay", 0, 1e6);
+    c.optimizer.beta1 = real("beta1", 0, 1, c.optimizer.beta1);
+    c.optimizer.beta2 = real("beta2", 0, 1, c.optimizer.beta2);
+    c.optimizer.eps = real("eps", 0, 1, c.optimizer.eps);
+    c.schedule = parse_schedule(text("schedule"));
+    c.warmup_epochs = real("warmup_epochs", 0, 1e9, 0.0);
+    c.label_smoothing = real("label_smoothing", 0, 1, 0.0);
+    c.clip_grad_norm = real("clip_grad_norm", 0, 1e30, 0.0);
+    c.seed = static_cast<uint64_t>(json_int(j, "seed", 0, std::numeric_limits<int64_t>::max()));
+    c.limit_train = json_int(j, "limit_train", 0, kBig, 0);
+    c.limit_val = json_int(j, "limit_val", 0, kBig, 0);
+    c.image_size = static_cast<int>(json_int(j, "image_size", 0, 1 << 16, 0));
+    c.augment = text("augment", std::string("none"));
+    c.precision = text("precision", std::string("auto"));
+    c.deterministic = flag("deterministic", false);
+    c.strict = flag("strict", false);
+    c.checkpoint_every = json_int(j, "checkpoint_every", 0, kBig, 0);
+    c.keep_checkpoints = static_cast<int>(json_int(j, "keep_checkpoints", 1, 1 << 20, 3));
+    c.max_nonfinite_steps = static_cast<int>(json_int(j, "max_nonfinite_steps", 1, 1 << 30, 5));
+    c.eval_every = static_cast<int>(json_int(j, "eval_every", 1, 1 << 30, 1));
+    c.best_metric = text("best_metric", std::string("val_acc"));
+  } catch (const std::exception& e) {
     throw Error(str("the saved run configuration is incomplete or damaged: ", e.what()));
   }
   return c;
@@ -305,8 +321,8 @@ void truncate_metrics(const std::string& path, int64_t step) {
   while (std::getline(in, line)) {
     try {
       json j = json::parse(line);
-      if (j.value("step", int64_t{0}) > step) continue;
-    } catch (const json::exception&) {
+      if (json_int(j, "step", 0, std::numeric_limits<int64_t>::max(), 0) > step) continue;
+    } catch (const std::exception&) {
       continue;  // a line torn by the crash
     }
     kept += line + "\n";
@@ -419,15 +435,29 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
     if (opt_state.size() != ck.optimizer_state.size())
       throw UserError(str(resumed_from, ": the optimizer state does not fit this run's optimizer settings"));
     opt_state = std::move(ck.optimizer_state);
-    opt_steps = st.at("optimizer_steps").get<int64_t>();
-    start_epoch = st.at("epoch").get<int64_t>();
-    start_cursor = st.at("cursor").get<int64_t>();
-    step = st.at("step").get<int64_t>();
+    try {
+      opt_steps = json_int(st, "optimizer_steps", 0, int64_t{1} << 50);
+      start_epoch = json_int(st, "epoch", 0, 1 << 30);
+      start_cursor = json_int(st, "cursor", 0, steps_per_epoch);
+      step = json_int(st, "step", 0, int64_t{1} << 50);
+    } catch (const Error& e) {
+      throw Error(str(resumed_from, "/state.json is damaged: ", e.what()));
+    }
     resume_sums = st.value("epoch_sums", json::object());
     history = st.value("history", json::array());
     if (st.contains("best_score") && st["best_score"].is_number()) best_val_acc = st["best_score"].get<double>();
-    mean = st.at("normalize_mean").get<std::vector<float>>();
-    stdev = st.at("normalize_std").get<std::vector<float>>();
+    auto channels = [&](const char* key, double lo) {
+      std::vector<float> v;
+      if (!st.contains(key) || !st[key].is_array() || st[key].size() != static_cast<size_t>(shape.c))
+        throw Error(str(resumed_from, "/state.json is damaged: '", key, "' must hold ", shape.c, " numbers"));
+      for (size_t k = 0; k < st[key].size(); ++k) {
+        const nlohmann::json one = {{"v", st[key][k]}};
+        v.push_back(static_cast<float>(json_number(one, "v", lo, 1e6)));
+      }
+      return v;
+    };
+    mean = channels("normalize_mean", -1e6);
+    stdev = channels("normalize_std", 1e-12);
     truncate_metrics(metrics_path, step);
   } else {
     if (fs::exists(metrics_path) && !cfg.overwrite)
@@ -669,9 +699,9 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
     loss_sum = 0;
     correct_sum = seen = 0;
     if (epoch == start_epoch && resuming && cursor0 > 0) {
-      loss_sum = resume_sums.value("loss_sum", 0.0);
-      correct_sum = resume_sums.value("correct", int64_t{0});
-      seen = resume_sums.value("seen", int64_t{0});
+      loss_sum = json_number(resume_sums, "loss_sum", -1e300, 1e300, 0.0);
+      correct_sum = json_int(resume_sums, "correct", 0, int64_t{1} << 50, 0);
+      seen = json_int(resume_sums, "seen", 0, int64_t{1} << 50, 0);
     }
     const int64_t seen_at_start = seen;
     double window_loss = 0;
