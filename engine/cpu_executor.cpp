@@ -1,8 +1,10 @@
 #include "engine/cpu_executor.h"
 
 #include <algorithm>
+#include <new>
 
 #include "engine/error.h"
+#include "engine/memory_plan.h"
 #include "engine/op_shapes.h"
 #include "kernels/activation.h"
 #include "kernels/batchnorm.h"
@@ -16,38 +18,49 @@ namespace stoke {
 
 CpuExecutor::CpuExecutor(const Graph& graph, int max_batch) : graph_(graph), max_batch_(max_batch) {
   STOKE_CHECK(max_batch >= 1);
-  const auto& nodes = graph.nodes();
-  size_t count = nodes.size();
-  act_.resize(count);
-  dact_.resize(count);
-  argmax_.resize(count);
-  save_mean_.resize(count);
-  save_invstd_.resize(count);
+  MemoryPlanOptions opt;
+  opt.mode = PlanMode::train;  // a superset of what evaluation needs
+  opt.element_bytes = 4;
+  opt.alignment = 64;
+  opt.share_concat = false;    // the CPU ops take dense tensors
+  const MemoryPlan plan = plan_memory(graph, max_batch, opt);
+  arena_bytes_ = plan.arena_bytes;
+  arena_.reset(new (std::align_val_t{64}) std::byte[static_cast<size_t>(arena_bytes_)]);
+  const size_t count = graph.nodes().size();
+  const int steps_n = static_cast<int>(count);
+  act_.assign(count, nullptr);
+  dact_.assign(count, nullptr);
+  saved_.assign(count, nullptr);
+  scratch_.assign(count, nullptr);
+  scratch_floats_.assign(count, 0);
+  argmax_.assign(count, nullptr);
   has_grad_.assign(count, 0);
-  int64_t largest = 0;
-  for (size_t i = 0; i < count; ++i) {
-    const Node& nd = nodes[i];
-    int64_t sz = nd.out.size() * max_batch;
-    largest = std::max(largest, sz);
-    if (i > 0) act_[i].resize(static_cast<size_t>(sz));  // node 0 is the caller's input
-    dact_[i].resize(i > 0 ? static_cast<size_t>(sz) : 0);
-    if (nd.op == Op::maxpool) argmax_[i].resize(static_cast<size_t>(sz));
-    if (nd.op == Op::batchnorm) {
-      save_mean_[i].resize(static_cast<size_t>(nd.out.c));
-      save_invstd_[i].resize(static_cast<size_t>(nd.out.c));
-    }
+  auto at = [&](int t) -> std::byte* {
+    if (t < 0) return nullptr;
+    const PlannedTensor& pt = plan.tensors[static_cast<size_t>(t)];
+    STOKE_CHECK(pt.is_allocation() && pt.offset >= 0 && pt.offset + pt.bytes <= arena_bytes_, "tensor ", pt.name);
+    return arena_.get() + pt.offset;
+  };
+  for (size_t i = 1; i < count; ++i) {  // node 0 is the caller's input
+    const NodeMemory& nm = plan.nodes[i];
+    act_[i] = reinterpret_cast<float*>(at(nm.activation));
+    dact_[i] = reinterpret_cast<float*>(at(nm.gradient));
+    saved_[i] = reinterpret_cast<float*>(at(nm.bn_stats));
+    argmax_[i] = reinterpret_cast<int32_t*>(at(nm.argmax));
   }
-  scratch_.resize(static_cast<size_t>(largest));
+  for (size_t t = 0; t < plan.tensors.size(); ++t) {
+    const PlannedTensor& pt = plan.tensors[t];
+    if (pt.kind != TensorKind::grad_scratch) continue;
+    const int node = 2 * steps_n - pt.first;  // the backward of node j is step 2N - j
+    STOKE_CHECK(node >= 1 && node < steps_n);
+    scratch_[static_cast<size_t>(node)] = reinterpret_cast<float*>(at(static_cast<int>(t)));
+    scratch_floats_[static_cast<size_t>(node)] = pt.bytes / static_cast<int64_t>(sizeof(float));
+  }
 }
 
-int64_t CpuExecutor::activation_bytes() const {
-  int64_t b = 0;
-  for (size_t i = 0; i < act_.size(); ++i)
-    b += static_cast<int64_t>((act_[i].size() + dact_[i].size() + save_mean_[i].size() + save_invstd_[i].size()) *
-                              sizeof(float) +
-                              argmax_[i].size() * sizeof(int32_t));
-  return b + static_cast<int64_t>(scratch_.size() * sizeof(float));
-}
+CpuExecutor::~CpuExecutor() = default;
+
+int64_t CpuExecutor::activation_bytes() const { return arena_bytes_; }
 
 const float* CpuExecutor::forward(int n, const float* x, const float* params, float* buffers, bool train) {
   STOKE_CHECK(n >= 1 && n <= max_batch_, "batch ", n, " > planned ", max_batch_);
@@ -72,15 +85,15 @@ const float* CpuExecutor::forward(int n, const float* x, const float* params, fl
         int rows = n * in.h * in.w;
         if (train)
           cpu::batchnorm_forward_train(rows, in.c, xin, param(nd.weight), param(nd.bias), nd.eps, nd.momentum,
-                                       buffer(nd.running_mean), buffer(nd.running_var), y, save_mean_[i].data(),
-                                       save_invstd_[i].data());
+                                       buffer(nd.running_mean), buffer(nd.running_var), y, saved_[i],
+                                       saved_[i] + in.c);
         else
           cpu::batchnorm_forward_eval(rows, in.c, xin, param(nd.weight), param(nd.bias), buffer(nd.running_mean),
                                       buffer(nd.running_var), nd.eps, y);
         break;
       }
       case Op::relu: cpu::relu_forward(n * in.size(), xin, y); break;
-      case Op::maxpool: cpu::maxpool_forward(pool_shape(nd, in, n), xin, y, argmax_[i].data()); break;
+      case Op::maxpool: cpu::maxpool_forward(pool_shape(nd, in, n), xin, y, argmax_[i]); break;
       case Op::avgpool: cpu::avgpool_forward(pool_shape(nd, in, n), xin, y); break;
       case Op::global_avgpool: cpu::global_avgpool_forward(n, in.h * in.w, in.c, xin, y); break;
       case Op::linear:
@@ -103,10 +116,12 @@ const float* CpuExecutor::forward(int n, const float* x, const float* params, fl
   return act(graph_.output());
 }
 
-float* CpuExecutor::grad_target(int node, int64_t count) {
+float* CpuExecutor::grad_target(int node, int64_t count, int current) {
   if (node == 0) return nullptr;
-  STOKE_CHECK(count <= static_cast<int64_t>(scratch_.size()));
-  return has_grad_[static_cast<size_t>(node)] ? scratch_.data() : grad(node);
+  if (!has_grad_[static_cast<size_t>(node)]) return grad(node);
+  STOKE_CHECK(scratch_[static_cast<size_t>(current)] && count <= scratch_floats_[static_cast<size_t>(current)],
+              "no planned scratch for the backward of node ", current);
+  return scratch_[static_cast<size_t>(current)];
 }
 
 void CpuExecutor::commit_grad(int node, float* written, int64_t count) {
@@ -139,7 +154,7 @@ void CpuExecutor::backward(const float* params, float* grads, const float* dout)
     const int x0 = nd.inputs[0];
     const Shape3& in = graph_.node(x0).out;
     const int64_t in_count = int64_t{n} * in.size();
-    float* dx = grad_target(x0, in_count);
+    float* dx = grad_target(x0, in_count, node);
     switch (nd.op) {
       case Op::conv:
         cpu::conv2d_backward(conv_shape(nd, in, n), in_ptr(x0), param(nd.weight), dy, dx, pgrad(nd.weight),
@@ -147,15 +162,15 @@ void CpuExecutor::backward(const float* params, float* grads, const float* dout)
         break;
       case Op::batchnorm:
         cpu::batchnorm_backward(n * in.h * in.w, in.c, in_ptr(x0), param(nd.weight),
-                                save_mean_[static_cast<size_t>(node)].data(),
-                                save_invstd_[static_cast<size_t>(node)].data(), dy, dx, pgrad(nd.weight),
+                                saved_[static_cast<size_t>(node)], saved_[static_cast<size_t>(node)] + in.c, dy, dx,
+                                pgrad(nd.weight),
                                 pgrad(nd.bias));
         break;
       case Op::relu:
         if (dx) cpu::relu_backward(in_count, act(node), dy, dx);
         break;
       case Op::maxpool:
-        if (dx) cpu::maxpool_backward(pool_shape(nd, in, n), argmax_[static_cast<size_t>(node)].data(), dy, dx);
+        if (dx) cpu::maxpool_backward(pool_shape(nd, in, n), argmax_[static_cast<size_t>(node)], dy, dx);
         break;
       case Op::avgpool:
         if (dx) cpu::avgpool_backward(pool_shape(nd, in, n), dy, dx);
@@ -171,7 +186,7 @@ void CpuExecutor::backward(const float* params, float* grads, const float* dout)
         // Both inputs receive dy; route each through the same accumulate-or-assign logic.
         if (dx) std::copy(dy, dy + in_count, dx);
         commit_grad(x0, dx, in_count);
-        if (float* db = grad_target(nd.inputs[1], in_count)) {
+        if (float* db = grad_target(nd.inputs[1], in_count, node)) {
           std::copy(dy, dy + in_count, db);
           commit_grad(nd.inputs[1], db, in_count);
         }
@@ -184,7 +199,7 @@ void CpuExecutor::backward(const float* params, float* grads, const float* dout)
         for (size_t p = 0; p < nd.inputs.size(); ++p) {
           int j = nd.inputs[p];
           int64_t cnt = rows * cs[p];
-          float* dj = grad_target(j, cnt);
+          float* dj = grad_target(j, cnt, node);
           if (!dj) continue;
           std::vector<float*> dxs(nd.inputs.size(), nullptr);
           dxs[p] = dj;

@@ -1,11 +1,15 @@
 // Runs a Graph on the CPU backend with the reference ops in kernels/ (fp32, NHWC).
 //
-// Activations and their gradients are allocated once for the largest batch at construction; forward and
-// backward then allocate nothing. Parameter gradients accumulate (+=) into the caller's flat gradient
+// Activations, their gradients and the saved tensors live in ONE arena laid out by the memory planner
+// (engine/memory_plan.h, training plan, dense concats) for the largest batch at construction: a tensor's bytes
+// are reused once it is dead, and forward and backward allocate nothing. Parameter gradients accumulate (+=) into the caller's flat gradient
 // array, in the Graph's parameter layout; the caller zeroes it between steps.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <memory>
+#include <new>
 #include <vector>
 
 #include "engine/graph.h"
@@ -15,6 +19,7 @@ namespace stoke {
 class CpuExecutor {
  public:
   CpuExecutor(const Graph& graph, int max_batch);
+  ~CpuExecutor();
 
   // x: n x H x W x C normalised input (n <= max_batch). In training mode batch norm uses (and updates,
   // in `buffers`) batch statistics; in eval mode it uses the running statistics. Returns the output
@@ -30,22 +35,26 @@ class CpuExecutor {
   int64_t activation_bytes() const;
 
  private:
-  float* act(int node) { return act_[static_cast<size_t>(node)].data(); }
-  float* grad(int node) { return dact_[static_cast<size_t>(node)].data(); }
-  // Where the gradient for input `node` should be written: its own buffer when it has none yet, else
-  // scratch (then added). Returns nullptr when the node needs no gradient (the graph input).
-  float* grad_target(int node, int64_t count);
+  float* act(int node) { return act_[static_cast<size_t>(node)]; }
+  float* grad(int node) { return dact_[static_cast<size_t>(node)]; }
+  // Where the backward of node `current` should write the gradient for its input `node`: that gradient's own
+  // buffer when it holds none yet, else the step's scratch (then added). nullptr for the graph input.
+  float* grad_target(int node, int64_t count, int current);
   void commit_grad(int node, float* written, int64_t count);
 
   const Graph& graph_;
   int max_batch_;
   int n_ = 0;  // batch of the last forward
   const float* x_ = nullptr;
-  std::vector<std::vector<float>> act_, dact_;
-  std::vector<std::vector<int32_t>> argmax_;
-  std::vector<std::vector<float>> save_mean_, save_invstd_;
+  struct AlignedDelete {
+    void operator()(std::byte* p) const { ::operator delete[](p, std::align_val_t{64}); }
+  };
+  std::unique_ptr<std::byte[], AlignedDelete> arena_;
+  int64_t arena_bytes_ = 0;
+  std::vector<float*> act_, dact_, saved_, scratch_;  // per node (saved: BN mean then inv-std; scratch: per backward)
+  std::vector<int64_t> scratch_floats_;
+  std::vector<int32_t*> argmax_;
   std::vector<char> has_grad_;
-  std::vector<float> scratch_;
 };
 
 }  // namespace stoke
