@@ -132,6 +132,26 @@ void add_train(CLI::App& app, TrainConfig& cfg, std::string& optimizer, std::str
   t->add_flag("--strict", cfg.strict, "Stop at the first corrupt image instead of skipping it");
   t->add_flag("--quiet", cfg.quiet, "No progress output");
   t->add_flag("--tensorboard", cfg.tensorboard, "Also write TensorBoard event files to RUNDIR/tensorboard");
+  t->add_option_function<std::string>(
+       "--profile-steps",
+       [&cfg](const std::string& v) {
+         // A:B (global steps, 1-based, inclusive) or A (one step).
+         const size_t colon = v.find(':');
+         auto number = [&](const std::string& s) -> int64_t {
+           char* end = nullptr;
+           const long long x = std::strtoll(s.c_str(), &end, 10);
+           if (s.empty() || *end != '\0' || x < 1)
+             throw CLI::ValidationError("--profile-steps", "must be A:B with steps 1 <= A <= B, got '" + v + "'");
+           return x;
+         };
+         cfg.profile_first = number(v.substr(0, colon));
+         cfg.profile_last = colon == std::string::npos ? cfg.profile_first : number(v.substr(colon + 1));
+         if (cfg.profile_last < cfg.profile_first)
+           throw CLI::ValidationError("--profile-steps", "must be A:B with steps 1 <= A <= B, got '" + v + "'");
+       },
+       "Profile global steps A..B: an NVTX range 'profiled steps' and, on CUDA, cudaProfilerStart/Stop around them "
+       "(nsys --capture-range=cudaProfilerApi; docs/PROFILING.md)")
+      ->type_name("A:B");
 }
 
 // progress(done, total) for the data set writers: count, rate and ETA on the live line.
@@ -419,6 +439,10 @@ int run_cli(int argc, const char* const* argv, bool dry_run) {
           else if (name == "--device") resumed.device = cfg.device;
           else if (name == "--quiet") resumed.quiet = cfg.quiet;
           else if (name == "--tensorboard") resumed.tensorboard = cfg.tensorboard;
+          else if (name == "--profile-steps") {
+            resumed.profile_first = cfg.profile_first;
+            resumed.profile_last = cfg.profile_last;
+          }
           else
             throw UserError(str(name, " cannot change when resuming (the run's settings are in ", cfg.resume,
                                 "/config.json): start a new run with --out instead"));

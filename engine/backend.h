@@ -52,6 +52,9 @@ class TrainingBackend {
   // Evaluation-mode forward of n samples; returns the logits (n x classes, host, valid until the next call) and
   // the batch's mean loss in *loss.
   virtual const float* eval_batch(int n, const uint8_t* pixels, const int32_t* labels, float* loss) = 0;
+  // --profile-steps: start / stop the device profiler's capture (CUDA: cudaProfilerStart/Stop, for
+  // `nsys --capture-range=cudaProfilerApi`). Returns false when the backend has no device profiler.
+  virtual bool profiler(bool /*on*/) { return false; }
 };
 
 std::unique_ptr<TrainingBackend> make_cpu_backend(const Graph& graph, const BackendOptions& options);

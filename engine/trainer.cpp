@@ -33,6 +33,7 @@
 #include "kernels/augment.h"
 #include "kernels/parallel.h"
 #include "kernels/softmax_ce.h"
+#include "kernels/trace.h"
 
 namespace stoke {
 namespace fs = std::filesystem;
@@ -504,6 +505,26 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
     std::printf("run folder: %s\n", run_dir.c_str());
     std::fflush(stdout);
   }
+  const bool profile_window = cfg.profile_first > 0;
+  if (profile_window) {
+    const int64_t total = steps_per_epoch * cfg.epochs;
+    if (cfg.profile_last < cfg.profile_first)
+      throw UserError(str("--profile-steps ", cfg.profile_first, ":", cfg.profile_last, ": the last step comes before the first"));
+    if (cfg.profile_first > total)
+      throw UserError(str("--profile-steps ", cfg.profile_first, ":", cfg.profile_last, " starts after the run's last step (",
+                          total, " steps: ", steps_per_epoch, " per epoch x ", cfg.epochs, " epochs)"));
+    if (cfg.profile_first <= step)
+      throw UserError(str("--profile-steps ", cfg.profile_first, ":", cfg.profile_last, " starts at or before step ", step,
+                          ", where this resumed run begins"));
+    if (!cfg.quiet) {
+      std::printf("profile window: steps %lld-%lld in the NVTX range 'profiled steps'%s%s\n",
+                  static_cast<long long>(cfg.profile_first), static_cast<long long>(std::min(cfg.profile_last, total)),
+                  backend->name() == "cuda" ? " and between cudaProfilerStart/Stop (nsys --capture-range=cudaProfilerApi)"
+                                            : " (nsys --capture-range=nvtx --nvtx-capture='profiled steps'); the CPU backend has no device profiler",
+                  trace_enabled() ? "" : "; warning: this build has no NVTX (the nvtx3 headers were not found)");
+      std::fflush(stdout);
+    }
+  }
 
   json config = config_to_json(cfg);
   json run_info = config;
@@ -655,11 +676,35 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
     ~HandlerGuard() { remove_interrupt_handlers(); }
   } handler_guard;
 
+  // The --profile-steps window: an NVTX range on this thread, and the device profiler's capture where there is one.
+  bool profiling = false;
+  auto start_profile = [&] {
+    trace_push("profiled steps");
+    backend->profiler(true);
+    profiling = true;
+  };
+  auto stop_profile = [&] {
+    if (!profiling) return;
+    profiling = false;
+    backend->profiler(false);
+    trace_pop();
+  };
+  struct ProfileGuard {  // an error or Ctrl-C inside the window still ends the capture
+    std::function<void()> stop;
+    ~ProfileGuard() {
+      try {
+        stop();
+      } catch (...) {
+      }
+    }
+  } profile_guard{stop_profile};
+
   // Per-epoch running sums live here so a checkpoint mid-epoch can carry them.
   double loss_sum = 0;
   int64_t correct_sum = 0, seen = 0;
 
   auto write_checkpoint = [&](int64_t epoch, int64_t cursor, bool best) {
+    STOKE_TRACE("checkpoint");
     CheckpointData d;
     int64_t ost = 0;
     backend->get_state(d.params, d.buffers, d.optimizer_state, ost);
@@ -710,14 +755,22 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
     auto window_t0 = Clock::now();
     int64_t b_in_epoch = cursor0;
     while (b_in_epoch < steps_per_epoch) {
-      const RawBatch rb = next_train(epoch, b_in_epoch);
+      if (profile_window && step + 1 == cfg.profile_first) start_profile();
+      const RawBatch rb = [&] {
+        STOKE_TRACE("wait for batch");
+        return next_train(epoch, b_in_epoch);
+      }();
       if (rb.n == 0) break;
       const int n = rb.n;
       const float lr = sched.at(step);
       const bool inject = std::find(cfg.inject_nonfinite_steps.begin(), cfg.inject_nonfinite_steps.end(), step) !=
                           cfg.inject_nonfinite_steps.end();
-      const StepOutcome so = backend->train_step(n, rb.pixels, rb.labels, rb.flips, lr, inject);
+      const StepOutcome so = [&] {
+        STOKE_TRACE("train step");
+        return backend->train_step(n, rb.pixels, rb.labels, rb.flips, lr, inject);
+      }();
       done(rb);
+      if (profiling && step + 1 == cfg.profile_last) stop_profile();
       const float loss = so.loss;
       const int64_t correct = so.correct;
       ++step;
@@ -799,6 +852,7 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
     const bool evaluate_now = has_val && ((epoch + 1) % cfg.eval_every == 0 || epoch + 1 == cfg.epochs);
     ClassificationReport report;
     if (evaluate_now) {
+      STOKE_TRACE("eval");
       MetricsAccumulator acc(classes);
       for_each_val_batch([&](int n, const uint8_t* px, const int32_t* lab) {
         float loss = 0;

@@ -48,6 +48,8 @@ struct TrainConfig {
   int64_t checkpoint_every = 0;  // also checkpoint every N steps (0: at the end of each epoch only)
   int keep_checkpoints = 3;    // newest step checkpoints kept (the best one is always kept)
   int max_nonfinite_steps = 5; // stop after this many consecutive steps with a non-finite loss
+  int64_t profile_first = 0;   // --profile-steps A:B: global steps A..B (1-based, inclusive) are profiled
+  int64_t profile_last = 0;    // (0: no profile window)
   int eval_every = 1;          // validate every N epochs (and always after the last)
   std::string best_metric = "val_acc";  // val_acc | val_auc | val_loss: what the best checkpoint maximises
   // Test hooks (no flags): behave as if SIGINT arrived after this many steps of this process (0 = never);

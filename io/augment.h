@@ -20,6 +20,7 @@
 #include <string>
 
 #include "io/image.h"
+#include "kernels/trace.h"
 
 namespace stoke::io {
 
@@ -60,7 +61,9 @@ struct StageClock {
                std::chrono::steady_clock::now().time_since_epoch())
         .count();
   }
-  // Only the owning thread calls enter().
+  bool traced = false;  // an NVTX range for the current stage is open (owning thread only)
+
+  // Only the owning thread calls enter(). Each stage but idle is also an NVTX range named after it.
   void enter(Stage s) {
     const int64_t now = now_ns();
     const int prev = stage.load(std::memory_order_relaxed);
@@ -69,6 +72,11 @@ struct StageClock {
                                     std::memory_order_relaxed);
     stage.store(static_cast<int>(s), std::memory_order_relaxed);
     since_ns.store(now, std::memory_order_relaxed);
+    if constexpr (trace_enabled()) {
+      if (traced) trace_pop();
+      traced = s != Stage::idle;
+      if (traced) trace_push(stage_name(s));
+    }
   }
   double seconds(Stage s) const {
     return static_cast<double>(total_ns[static_cast<int>(s)].load(std::memory_order_relaxed)) * 1e-9;

@@ -162,6 +162,9 @@ void DecoderPool::stop() {
 }
 
 void DecoderPool::run(Worker& w) {
+  char name[32];
+  std::snprintf(name, sizeof name, "stoke decoder %d", w.id);
+  trace_name_thread(name);
   try {
     for (;;) {
       w.clock.enter(Stage::wait_slot);

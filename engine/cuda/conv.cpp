@@ -6,7 +6,7 @@
 
 #include "engine/cuda/check.h"
 #include "engine/cuda/lib_check.h"
-#include "engine/cuda/nvtx.h"
+#include "kernels/trace.h"
 #include "engine/error.h"
 
 namespace stoke::cuda {
@@ -116,7 +116,7 @@ ConvRunner::Plan& ConvRunner::plan(const ConvShape& sh, size_t workspace_limit, 
   const Key key{sh.n, sh.h, sh.w, sh.c, sh.k, sh.r, sh.s, sh.stride, sh.pad};
   if (auto it = plans_.find(key); it != plans_.end()) return *it->second;
 
-  STOKE_NVTX_RANGE("conv plan");
+  STOKE_TRACE("conv plan");
   STOKE_CHECK(sh.n > 0 && sh.h > 0 && sh.w > 0 && sh.c > 0 && sh.k > 0 && sh.r > 0 && sh.s > 0, "bad conv shape");
   STOKE_CHECK(sh.stride > 0 && sh.pad >= 0 && sh.h + 2 * sh.pad >= sh.r && sh.w + 2 * sh.pad >= sh.s,
               "bad conv geometry");

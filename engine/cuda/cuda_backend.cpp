@@ -4,6 +4,8 @@
 // backward, then reads the loss back (one small synchronisation) so that a non-finite bf16/fp32 loss skips the
 // update exactly as on the CPU; fp16 overflow is decided on the device by the executor's scaler. The overlapped,
 // graph-captured step without per-step synchronisation is the next step (issue: the overlapped step).
+#include <cuda_profiler_api.h>
+
 #include <cmath>
 #include <limits>
 
@@ -34,6 +36,16 @@ class CudaBackend final : public TrainingBackend {
 
   std::string name() const override { return "cuda"; }
   std::string describe() const override { return ex_.describe(); }
+  bool profiler(bool on) override {
+    if (on) {
+      CUDA_CHECK(cudaDeviceSynchronize());  // the window starts with nothing of earlier steps in flight
+      CUDA_CHECK(cudaProfilerStart());
+    } else {
+      CUDA_CHECK(cudaDeviceSynchronize());
+      CUDA_CHECK(cudaProfilerStop());
+    }
+    return true;
+  }
 
   void set_state(const std::vector<float>& params, const std::vector<float>& buffers,
                  const std::vector<float>& optimizer_state, int64_t optimizer_steps) override {

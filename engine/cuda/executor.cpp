@@ -18,7 +18,7 @@
 #include "engine/cuda/conv.h"
 #include "engine/cuda/linear.h"
 #include "engine/cuda/loss_scaler.h"
-#include "engine/cuda/nvtx.h"
+#include "kernels/trace.h"
 #include "engine/error.h"
 #include "engine/op_shapes.h"
 #include "kernels/activation.cuh"
@@ -128,7 +128,7 @@ class Engine final : public CudaExecutor::Impl {
  public:
   Engine(const Graph& graph, int max_batch, const CudaExecutorOptions& opt, Precision prec)
       : g_(graph), max_batch_(max_batch), opt_(opt), prec_(prec), ctx_(opt.device) {
-    STOKE_NVTX_RANGE("CudaExecutor plan");
+    STOKE_TRACE("CudaExecutor plan");
     STOKE_CHECK(max_batch >= 1, "max_batch ", max_batch);
     const auto& nodes = g_.nodes();
     const size_t N = nodes.size();
@@ -277,7 +277,7 @@ class Engine final : public CudaExecutor::Impl {
 
   // ---- one step -----------------------------------------------------------------------------------------------------
   void forward(int n, const uint8_t* pixels, const uint8_t* flips, bool train) override {
-    STOKE_NVTX_RANGE("forward");
+    STOKE_TRACE("forward");
     check_batch(n);
     const Shape3 in = g_.input_shape();
     cuda::augment_normalize<T>(n, in.h, in.w, in.c, pixels, flips, norm_, input_, ctx_.stream());
@@ -295,7 +295,7 @@ class Engine final : public CudaExecutor::Impl {
   }
 
   void loss(int n, const int32_t* labels, float smoothing, bool train) override {
-    STOKE_NVTX_RANGE("loss");
+    STOKE_TRACE("loss");
     STOKE_CHECK(have_forward_ && n == n_, "loss() of ", n, " rows after a forward of ", n_);
     STOKE_CHECK(!train || forward_train_, "a training loss needs a training forward");
     cudaStream_t s = ctx_.stream();
@@ -315,7 +315,7 @@ class Engine final : public CudaExecutor::Impl {
   }
 
   void backward() override {
-    STOKE_NVTX_RANGE("backward");
+    STOKE_TRACE("backward");
     STOKE_CHECK(have_forward_ && forward_train_ && have_loss_grad_, "backward() needs a training forward and loss()");
     have_loss_grad_ = false;
     cudaStream_t s = ctx_.stream();
@@ -421,7 +421,7 @@ class Engine final : public CudaExecutor::Impl {
   }
 
   void step(float lr) override {
-    STOKE_NVTX_RANGE("optimizer step");
+    STOKE_TRACE("optimizer step");
     cudaStream_t s = ctx_.stream();
     resolve_overflow_flag();
     const int32_t* flag = nullptr;

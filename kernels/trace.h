@@ -1,0 +1,68 @@
+// Named ranges for Nsight Systems (NVTX3, header-only), on every backend and in every thread.
+//
+//   STOKE_TRACE("forward");          a range for the rest of the scope
+//   trace_name_thread("decoder 3");  names the calling OS thread in the timeline
+//
+// With NVTX (STOKE_HAVE_NVTX: the CUDA Toolkit's nvtx3 headers were found at configure time, even for a
+// CPU-only build) a range costs one branch when no tool is attached: NVTX loads a tool only when a profiler
+// (nsys) sets NVTX_INJECTION64_PATH. Without NVTX the macros compile to nothing. Range names are string
+// literals: the profiler copies them, and so must anything that records them.
+#pragma once
+
+#if defined(STOKE_HAVE_NVTX) && STOKE_HAVE_NVTX
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cstdint>
+
+#include <nvtx3/nvToolsExt.h>
+#endif
+
+namespace stoke {
+
+class TraceRange {
+ public:
+#if defined(STOKE_HAVE_NVTX) && STOKE_HAVE_NVTX
+  explicit TraceRange(const char* name) { nvtxRangePushA(name); }
+  ~TraceRange() { nvtxRangePop(); }
+#else
+  explicit TraceRange(const char*) {}
+#endif
+  TraceRange(const TraceRange&) = delete;
+  TraceRange& operator=(const TraceRange&) = delete;
+};
+
+// Unscoped push/pop for ranges that follow a state machine (the decoders' stages); pops must match pushes on
+// the same thread.
+inline void trace_push([[maybe_unused]] const char* name) {
+#if defined(STOKE_HAVE_NVTX) && STOKE_HAVE_NVTX
+  nvtxRangePushA(name);
+#endif
+}
+inline void trace_pop() {
+#if defined(STOKE_HAVE_NVTX) && STOKE_HAVE_NVTX
+  nvtxRangePop();
+#endif
+}
+
+// Names the calling thread ("stoke decoder 0") in the profiler's timeline.
+inline void trace_name_thread([[maybe_unused]] const char* name) {
+#if defined(STOKE_HAVE_NVTX) && STOKE_HAVE_NVTX
+  nvtxNameOsThreadA(static_cast<uint32_t>(::syscall(SYS_gettid)), name);
+#endif
+}
+
+// True when this build emits NVTX ranges.
+constexpr bool trace_enabled() {
+#if defined(STOKE_HAVE_NVTX) && STOKE_HAVE_NVTX
+  return true;
+#else
+  return false;
+#endif
+}
+
+}  // namespace stoke
+
+#define STOKE_TRACE_CONCAT2(a, b) a##b
+#define STOKE_TRACE_CONCAT(a, b) STOKE_TRACE_CONCAT2(a, b)
+#define STOKE_TRACE(name) ::stoke::TraceRange STOKE_TRACE_CONCAT(stoke_trace_range_, __LINE__)(name)
