@@ -79,7 +79,21 @@ void add_train(CLI::App& app, TrainConfig& cfg, std::string& optimizer, std::str
   t->add_option("--model", cfg.model, "Model: small-cnn, small-cnn-wide, resnet18, resnet34, resnet50, densenet121")
       ->capture_default_str();
   t->add_option("--epochs", cfg.epochs, "Passes over the training data")->capture_default_str()->check(kPositive);
-  t->add_option("--batch-size", cfg.batch_size, "Images per step")->capture_default_str()->check(kPositive);
+  t->add_option_function<std::string>(
+       "--batch-size",
+       [&cfg](const std::string& v) {
+         if (v == "auto") {
+           cfg.batch_size = 0;
+           return;
+         }
+         char* end = nullptr;
+         const long n = std::strtol(v.c_str(), &end, 10);
+         if (v.empty() || *end != '\0' || n < 1 || n > (1 << 24))
+           throw CLI::ValidationError("--batch-size", "must be auto or a positive number, got '" + v + "'");
+         cfg.batch_size = static_cast<int>(n);
+       },
+       "Images per step, or auto: the largest multiple of 8 whose planned memory fits (default 128)")
+      ->type_name("N|auto");
   t->add_option("--lr", cfg.lr, "Peak learning rate")->capture_default_str()->check(kPositive);
   t->add_option("--optimizer", optimizer, "sgd | adamw")->capture_default_str()->check(CLI::IsMember({"sgd", "adamw"}));
   t->add_option("--momentum", cfg.optimizer.momentum, "SGD momentum")->capture_default_str()->check(CLI::Range(0.0, 1.0));

@@ -31,6 +31,13 @@ DeviceProbe probe_cuda() {
   }
   p.usable = true;
   p.count = count;
+  size_t free_b = 0, total_b = 0;
+  if (cudaSetDevice(0) == cudaSuccess && cudaMemGetInfo(&free_b, &total_b) == cudaSuccess) {
+    p.free_bytes = static_cast<int64_t>(free_b);
+    p.total_bytes = static_cast<int64_t>(total_b);
+  } else {
+    cudaGetLastError();
+  }
   p.description = str(prop.name, ", ", prop.multiProcessorCount, " SMs, ",
                       static_cast<double>(prop.totalGlobalMem) / (1024.0 * 1024.0 * 1024.0), " GiB, sm_", prop.major,
                       prop.minor);

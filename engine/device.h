@@ -1,6 +1,7 @@
 // Which backend runs: a probe of the CUDA runtime that never throws and explains itself in one line.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 namespace stoke {
@@ -10,6 +11,8 @@ struct DeviceProbe {
   bool usable = false;       // a GPU answered
   int count = 0;
   std::string description;   // "NVIDIA H100 80GB HBM3, 132 SMs, 79.1 GiB, sm_90" for device 0
+  int64_t free_bytes = 0;     // device 0's free and total memory (cudaMemGetInfo), when usable
+  int64_t total_bytes = 0;
   std::string reason;        // why not usable, in one line, e.g. the runtime's error name and text
 };
 

@@ -2,6 +2,7 @@
 //
 // UserError: the user can fix it (bad flag, missing folder, empty class). The CLI prints one line and exits 2.
 // Error:     a runtime failure (disk full, out of memory, corrupt checkpoint). The CLI prints it and exits 1.
+// OutOfMemory (an Error): an allocation a backend could not make.
 #pragma once
 
 #include <sstream>
@@ -15,6 +16,12 @@ struct Error : std::runtime_error {
 };
 
 struct UserError : Error {
+  using Error::Error;
+};
+
+// Memory a backend could not get (a device arena, a host buffer): the trainer turns it into advice (a batch size
+// that fits).
+struct OutOfMemory : Error {
   using Error::Error;
 };
 

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "engine/backend.h"
+#include "engine/batch_size.h"
 #include "engine/checkpoint.h"
 #include "engine/decoded_cache.h"
 #include "engine/cpu_executor.h"
@@ -336,7 +337,7 @@ void truncate_metrics(const std::string& path, int64_t step) {
 TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
   const auto t_start = Clock::now();
   if (cfg.epochs < 1) throw UserError("--epochs must be at least 1");
-  if (cfg.batch_size < 1) throw UserError("--batch-size must be at least 1");
+  if (cfg.batch_size < 0) throw UserError("--batch-size must be auto or at least 1");
   if (!(cfg.lr > 0.f) || !std::isfinite(cfg.lr)) throw UserError("--lr must be a positive number");
   if (cfg.label_smoothing < 0.f || cfg.label_smoothing >= 1.f) throw UserError("--label-smoothing must be in [0, 1)");
   if (cfg.data.empty()) throw UserError("--data is required (an ImageFolder: DIR/<class>/*.jpg)");
@@ -383,8 +384,6 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
   if (cfg.image_size > 0) shape.h = shape.w = cfg.image_size;
   const int classes = static_cast<int>(class_names.size());
   const int64_t train_count = train_src->size(), val_count = has_val ? val_src->size() : 0;
-  const int batch = static_cast<int>(std::min<int64_t>(cfg.batch_size, train_count));
-  const int64_t steps_per_epoch = train_count / batch;
   const std::string fingerprint = dataset_fingerprint(*train_src, train_all->description());
 
   // ---- model ------------------------------------------------------------------------------------------------
@@ -392,14 +391,60 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
   std::vector<float> params(static_cast<size_t>(graph.num_params())), grads(params.size()),
       buffers(static_cast<size_t>(graph.num_buffers()));
   graph.initialize(params.data(), buffers.data(), cfg.seed);
+
+  // ---- batch size: given, or (--batch-size auto) the largest multiple of 8 whose planned memory fits ------------
+  MemoryTarget mem_target;
+  mem_target.cuda = use_cuda;
+  mem_target.element_bytes = use_cuda && cfg.precision != "fp32" ? 2 : 4;
+  mem_target.optimizer = cfg.optimizer;
+  // What the batch may use: free device memory less a margin (the CUDA context, cuDNN/cuBLAS handles and
+  // fragmentation), or on the CPU backend half the available memory (the decoders, caches and the OS need the rest).
+  auto memory_budget = [&](std::string& what) -> int64_t {
+    if (use_cuda) {
+      const int64_t b = dev.free_bytes / 10 * 9 - (int64_t{768} << 20);
+      what = str("free device memory ", dev.free_bytes >> 20, " MiB less 10% and 768 MiB");
+      return std::max<int64_t>(b, 0);
+    }
+    const int64_t avail = available_memory_bytes();
+    what = str("half the available memory, ", avail >> 20, " MiB");
+    return avail / 2;
+  };
+  std::string batch_note;
+  int requested_batch = cfg.batch_size;
+  if (requested_batch == 0) {
+    std::string what;
+    const int64_t budget = memory_budget(what);
+    // Caps: the CPU backend gains nothing per image beyond a few hundred samples per GEMM; on any backend a
+    // batch that leaves fewer than 16 steps per epoch would make --epochs mean almost no updates.
+    const int64_t hard = use_cuda ? 4096 : 256;
+    const int64_t per_epoch = std::max<int64_t>(1, train_count / 16);
+    const int64_t cap = std::min(hard, per_epoch);
+    const std::string cap_why = cap == hard ? str(use_cuda ? "4096 at most" : "256 at most on the CPU backend")
+                                            : str("at least 16 steps per epoch over ", train_count, " images");
+    const BatchChoice bc = choose_batch_size(graph, mem_target, budget, what, cap, cap_why);
+    if (bc.batch == 0) throw UserError(str("--batch-size auto: ", bc.why));
+    requested_batch = bc.batch;
+    batch_note = str("batch size auto: ", bc.why);
+  }
+  const int batch = static_cast<int>(std::min<int64_t>(requested_batch, train_count));
+  const int64_t steps_per_epoch = train_count / batch;
+  // "--batch-size N fits" advice for an out-of-memory error.
+  auto fitting_batch_advice = [&]() -> std::string {
+    std::string what;
+    const int64_t budget = memory_budget(what);
+    const BatchChoice bc = choose_batch_size(graph, mem_target, budget, what, batch, "below the batch that failed");
+    if (bc.batch == 0) return str("; ", bc.why);
+    return str("; by plan --batch-size ", bc.batch, " fits (", format_count(static_cast<double>(bc.bytes) / 1048576.0),
+               " MiB of ", budget >> 20, " MiB), or use --batch-size auto");
+  };
   // Memory is planned, not grabbed: refuse a job this machine cannot hold, before allocating it.
   {
     const int64_t avail = available_memory_bytes();
-    int64_t act = 0;
-    for (const Node& nd : graph.nodes()) act += 2 * nd.out.size() * batch * static_cast<int64_t>(sizeof(float));
-    if (!use_cuda && avail > 0 && act > avail * 8 / 10)  // the CUDA backend's arena checks device memory itself
-      throw UserError(str("the model needs about ", act >> 20, " MiB of activations at ", shape.h, "x", shape.w, "x", shape.c,
-                          " with batch ", batch, " but ", avail >> 20, " MiB are available: lower --batch-size or --image-size"));
+    const int64_t step_bytes = planned_training_bytes(graph, batch, mem_target);
+    if (!use_cuda && avail > 0 && step_bytes > avail * 8 / 10)  // the CUDA backend's arena checks device memory itself
+      throw UserError(str("the model needs about ", step_bytes >> 20, " MiB at ", shape.h, "x", shape.w, "x", shape.c, " with batch ",
+                          batch, " but ", avail >> 20, " MiB are available", fitting_batch_advice(),
+                          " (or lower --image-size)"));
     if (cfg.cache == "decoded") {
       const int64_t need = DecodedCache::bytes_for(train_count + val_count, shape);
       const int64_t budget = cfg.cache_budget_mb > 0 ? int64_t{cfg.cache_budget_mb} << 20 : avail / 2;
@@ -480,8 +525,15 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
   bopt.clip_grad_norm = cfg.clip_grad_norm;
   bopt.precision = cfg.precision;
   bopt.deterministic = cfg.deterministic;
-  std::unique_ptr<TrainingBackend> backend =
-      use_cuda ? cuda_backend_factory()(graph, bopt) : make_cpu_backend(graph, bopt);
+  std::unique_ptr<TrainingBackend> backend;
+  try {
+    backend = use_cuda ? cuda_backend_factory()(graph, bopt) : make_cpu_backend(graph, bopt);
+  } catch (const OutOfMemory& e) {
+    throw UserError(str("out of memory at batch ", batch, ": ", e.what(), fitting_batch_advice()));
+  } catch (const std::bad_alloc&) {
+    throw UserError(str("out of memory at batch ", batch, " (the CPU backend could not allocate ",
+                        planned_training_bytes(graph, batch, mem_target) >> 20, " MiB)", fitting_batch_advice()));
+  }
   backend->set_state(params, buffers, opt_state, opt_steps);
 
   // Everything the user could get wrong has been checked: now say what runs.
@@ -492,13 +544,14 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
       std::printf("device: --device cpu: %s\n", backend->describe().c_str());
     else
       std::printf("device: no usable GPU (%s): %s\n", dev.reason.c_str(), backend->describe().c_str());
-    std::printf("data: %s images in %d classes (%dx%dx%d)%s, val: %s images\n", format_count(static_cast<double>(train_count)).c_str(),
+    std::printf("data: %s images in %d classes (%dx%dx%d)%s, val: %s\n", format_count(static_cast<double>(train_count)).c_str(),
                 classes, shape.h, shape.w, shape.c, cfg.limit_train > 0 ? " (subset)" : "",
-                has_val ? format_count(static_cast<double>(val_count)).c_str() : "none");
+                has_val ? (format_count(static_cast<double>(val_count)) + " images").c_str() : "none");
     std::printf("model: %s, %s parameters, %.2f MMAC/image; %s, lr %g, %s schedule, batch %d, %d epochs\n",
                 graph.description().empty() ? cfg.model.c_str() : graph.description().c_str(), format_count(static_cast<double>(graph.num_params())).c_str(),
                 static_cast<double>(graph.forward_macs()) / 1e6, to_string(cfg.optimizer.kind), static_cast<double>(cfg.lr),
                 to_string(cfg.schedule), batch, cfg.epochs);
+    if (!batch_note.empty()) std::printf("%s\n", batch_note.c_str());
     if (resuming)
       std::printf("resuming: %s (epoch %lld, step %lld)\n", resumed_from.c_str(), static_cast<long long>(start_epoch + 1),
                   static_cast<long long>(step));
@@ -527,9 +580,11 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
   }
 
   json config = config_to_json(cfg);
+  if (cfg.batch_size == 0) config["batch_size"] = batch;  // auto: a resumed run keeps the batch it started with
   json run_info = config;
   run_info["backend"] = backend->name();
   run_info["device"] = backend->describe();
+  if (!batch_note.empty()) run_info["batch_size_auto"] = batch_note;
   run_info["threads"] = ThreadPool::threads();
   run_info["input"] = {shape.h, shape.w, shape.c};
   run_info["classes"] = class_names;

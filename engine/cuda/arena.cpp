@@ -42,7 +42,7 @@ DeviceArena::DeviceArena(size_t bytes, std::string purpose) : purpose_(std::move
     cudaGetLastError();
     size_t free_b = 0, total_b = 0;
     cudaMemGetInfo(&free_b, &total_b);
-    throw Error(str("cannot allocate ", format_bytes(bytes), " of device memory for ", purpose_, ": ",
+    throw OutOfMemory(str("cannot allocate ", format_bytes(bytes), " of device memory for ", purpose_, ": ",
                     cudaGetErrorName(e), ", ", format_bytes(free_b), " free of ", format_bytes(total_b),
                     " (lower --batch-size, or free the GPU)"));
   }

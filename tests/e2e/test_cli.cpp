@@ -49,6 +49,8 @@ TEST(Cli, UserErrorsAreOneLineAndExitTwo) {
   expect_user_error("train --data " + tmp.str() + "/empty --out " + tmp.str() + "/r2", "'a'");
   write_tiny_folder(tmp.path() / "other", {"x", "y", "z"}, 2);
   expect_user_error("train --data " + ok + " --val " + tmp.str() + "/other --out " + tmp.str() + "/r3", "differ");
+  expect_user_error("train --data " + ok + " --batch-size 0", "--batch-size");
+  expect_user_error("train --data " + ok + " --batch-size big", "--batch-size");
   expect_user_error("dataset synthetic --kind mednist-like --classes 5 --out " + tmp.str() + "/s1", "--classes");
   expect_user_error("dataset synthetic --kind imagenet --out " + tmp.str() + "/s2", "--kind");
   expect_user_error("dataset synthetic --kind imagenet-like --count 5 --classes 10 --out " + tmp.str() + "/s3", "at least");
@@ -85,6 +87,22 @@ TEST(Cli, TrainsATinyFolderAndWritesTheRunFolder) {
   RunResult again = run_stoke("train --data " + tmp.str() + "/train --epochs 1 --out " + run);
   EXPECT_EQ(again.exit_code, 2) << again.output;
   EXPECT_NE(again.output.find("--overwrite"), std::string::npos) << again.output;
+}
+
+TEST(Cli, BatchSizeAutoSaysWhatItChoseAndResumeKeepsIt) {
+  TempDir tmp("cli-auto-batch");
+  write_tiny_folder(tmp.path() / "train", {"a", "b"}, 200);
+  const std::string run = tmp.str() + "/run";
+  RunResult r = run_stoke("train --data " + tmp.str() + "/train --epochs 1 --batch-size auto --device cpu --out " + run);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  // 400 images: at least 16 steps an epoch caps it at 25 -> 24.
+  EXPECT_NE(r.output.find("batch size auto: 24 (capped: at least 16 steps per epoch over 400 images"), std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("batch 24,"), std::string::npos) << r.output;
+  const std::vector<uint8_t> cfg = stoke::io::read_file(run + "/config.json");
+  EXPECT_NE(std::string(cfg.begin(), cfg.end()).find("\"batch_size\": 24"), std::string::npos) << "the resolved batch is saved";
+  RunResult again = run_stoke("train --resume " + run + " --epochs 2 --quiet");
+  EXPECT_EQ(again.exit_code, 0) << again.output;
 }
 
 TEST(Cli, PackThenTrainFromThePackGivesTheSameRun) {
