@@ -4,8 +4,10 @@
 #   scripts/gpu-check.sh --prepare        here, on the build machine: build build-gpu (preset "gpu": Release, sm_90,
 #                                         static cudart), record the commit, print what will travel (du -sh)
 #   scripts/gpu-check.sh OUTDIR           there: GPU tests (ctest -L gpu), compute-sanitizer memcheck + racecheck,
-#                                         kernel microbenchmarks, a short training through the CLI when the trainer
-#                                         takes --device cuda; writes OUTDIR/summary.json and OUTDIR/gpu-check.log
+#                                         kernel microbenchmarks, a short training through the CLI (with a
+#                                         --profile-steps window), the PyTorch export check, --batch-size auto
+#                                         and an nsys capture when the tools are there; writes
+#                                         OUTDIR/summary.json and OUTDIR/gpu-check.log
 #
 # Uses the carried build-gpu (STOKE_GPU_BUILD overrides) or builds it in place when it is missing. Every step runs
 # under `timeout` inside a total budget (STOKE_GPU_BUDGET seconds, default 530), so the script always ends, well
@@ -159,8 +161,9 @@ if [ -x "$STOKE_BIN" ]; then
   fi
   if [ -d "$TRAIN_DIR" ]; then
     rc=0
+    # --profile-steps exercises cudaProfilerStart/Stop (harmless without a profiler attached).
     step train 90 "$STOKE_BIN" train --device cuda --data "$TRAIN_DIR" --val "$VAL_DIR" --epochs 1 --batch-size 128 \
-      --out "$DATA/run" --overwrite > "$OUTDIR/train.log" 2>&1 || rc=$?
+      --profile-steps 10:12 --out "$DATA/run" --overwrite > "$OUTDIR/train.log" 2>&1 || rc=$?
     cat "$OUTDIR/train.log"
     if [ "$rc" -eq 0 ]; then
       TRAIN_STATUS="ok"
@@ -171,9 +174,41 @@ if [ -x "$STOKE_BIN" ]; then
     fi
     cp "$DATA/run/summary.json" "$OUTDIR/train-summary.json" 2>/dev/null || true
   fi
+  echo "training: $TRAIN_STATUS"
+
+  # ---- 5. the GPU-trained weights in PyTorch: strict load_state_dict, probabilities against stoke predict -------
+  if [ "$TRAIN_STATUS" = ok ] && timeout 60 python3 -c "import torch, torchvision" 2> /dev/null; then
+    step export-check 90 python3 bench/pytorch/check_export.py --stoke "$STOKE_BIN" --run "$DATA/run" \
+      --data "$VAL_DIR" --per-class 4 > "$OUTDIR/export-check.log" 2>&1 || true
+    cat "$OUTDIR/export-check.log"
+  else
+    echo "export check: not run (training did not pass, or this Python has no torch + torchvision)"
+  fi
+
+  # ---- 6. --batch-size auto on the device: what it plans, and that the arena it plans fits ----------------------
+  if [ "$TRAIN_STATUS" = ok ]; then
+    step batch-auto 90 "$STOKE_BIN" train --device cuda --data "$TRAIN_DIR" --epochs 1 --batch-size auto --model resnet18 \
+      --limit-train 4096 --out "$DATA/run-auto" --overwrite > "$OUTDIR/batch-auto.log" 2>&1 || true
+    grep -E "batch size auto|summary|error" "$OUTDIR/batch-auto.log" || tail -5 "$OUTDIR/batch-auto.log"
+  fi
+
+  # ---- 7. an Nsight Systems capture of a --profile-steps window, when nsys is installed ---------------------------
+  NSYS=$(command -v nsys || ls /usr/local/cuda/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys 2> /dev/null | head -1 || true)
+  if [ "$TRAIN_STATUS" = ok ] && [ -n "$NSYS" ]; then
+    step nsys 120 "$NSYS" profile -t cuda,nvtx,cudnn,cublas --capture-range=cudaProfilerApi --capture-range-end=stop \
+      -o "$OUTDIR/stoke-window" --force-overwrite true "$STOKE_BIN" train --device cuda --data "$TRAIN_DIR" --epochs 1 \
+      --batch-size 128 --profile-steps 20:24 --quiet --out "$DATA/run-nsys" --overwrite > "$OUTDIR/nsys.log" 2>&1 || true
+    if [ -f "$OUTDIR/stoke-window.nsys-rep" ]; then
+      timeout 60 "$NSYS" stats --report nvtx_sum,cuda_gpu_kern_sum --format csv -o "$OUTDIR/stoke-window" \
+        "$OUTDIR/stoke-window.nsys-rep" >> "$OUTDIR/nsys.log" 2>&1 || true
+      rm -f "$OUTDIR/stoke-window.nsys-rep" "$OUTDIR/stoke-window.sqlite"  # large; the CSV summaries stay
+    fi
+    tail -20 "$OUTDIR/nsys.log"
+  else
+    echo "nsys: not run (training did not pass, or no nsys on this machine)"
+  fi
   rm -rf "$DATA"
 fi
-echo "training: $TRAIN_STATUS"
 
 # ---- summary.json ----------------------------------------------------------------------------------------------
 say "summary"
@@ -232,6 +267,9 @@ summary = {
     "sanitizer": {k: steps.get(k, {"status": "not run"}) for k in ("memcheck", "racecheck")},
     "benchmarks": bench,
     "training": {"status": os.environ["TRAIN_STATUS"]},
+    "export_check": steps.get("export-check", {"status": "not run"}),
+    "batch_size_auto": next((l.strip() for l in read("batch-auto.log").splitlines() if "batch size auto" in l), "not run"),
+    "nsys": steps.get("nsys", {"status": "not run"}),
     "steps": steps,
     "seconds": int(os.environ["ELAPSED"]),
 }
