@@ -1,0 +1,161 @@
+#!/usr/bin/env python3
+"""stoke's MNIST job against its PyTorch twin (train.py --job mnist, tuned and naive), on the same machine.
+
+  side_by_side.py --stoke build/bin/stoke [--epochs N] [--repeats R] [--device cpu|cuda] --out RESULT.json
+
+stoke runs exactly as scripts/mnist.sh runs it (`stoke train --data data/mnist/train --val data/mnist/test --model
+small-cnn --out DIR --overwrite`, plus --epochs N when given: mnist.sh passes extra arguments through); PyTorch runs
+`train.py --job mnist --config tuned|naive` with the same epochs. The runs are interleaved (stoke, tuned, naive,
+stoke, ...) so that a change in the machine's load hits every contender alike. Each process is timed from the
+outside (wall, user + system CPU seconds from getrusage) with the load average before and after; img/s and test
+accuracy come from each one's own result (stoke: summary.json; PyTorch: train.py's JSON). Needs the MNIST JPEG tree
+(`stoke dataset mnist --out data/mnist`, which scripts/mnist.sh writes).
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def loadavg():
+    try:
+        with open("/proc/loadavg") as f:
+            return [float(v) for v in f.read().split()[:3]]
+    except OSError:
+        return None
+
+
+def machine():
+    info = {"platform": platform.platform(), "cores": len(os.sched_getaffinity(0))}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    info["cpu"] = line.split(":", 1)[1].strip()
+                    break
+        with open("/proc/meminfo") as f:
+            info["memory_gib"] = round(int(f.readline().split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    return info
+
+
+def timed(cmd, log):
+    """Runs cmd, output to log; returns wall seconds, CPU seconds (user + system of the child and its children)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    la0 = loadavg()
+    t0 = time.time()
+    with open(log, "w") as f:
+        rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT).returncode
+    wall = time.time() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    if rc != 0:
+        sys.exit(f"side_by_side: {' '.join(cmd)} exited {rc}; see {log}")
+    return {"wall_seconds": wall, "cpu_seconds": cpu, "loadavg_before": la0, "loadavg_after": loadavg(),
+            "command": " ".join(cmd)}
+
+
+def stoke_numbers(run_dir):
+    s = json.load(open(os.path.join(run_dir, "summary.json")))
+    cfg = json.load(open(os.path.join(run_dir, "config.json")))
+    hist = s["history"]
+    steps_per_epoch = s["steps"] // max(len(hist), 1)
+    imgs = steps_per_epoch * cfg["batch_size"]  # drop_last: full batches only
+    train_s = sum(imgs / h["img_per_s"] for h in hist)
+    return {"train_img_per_s": imgs * len(hist) / train_s, "train_seconds": train_s, "final_test_acc": s["final_val_acc"],
+            "epochs": s["epochs"], "steps": s["steps"], "seconds_total_own": s["seconds_total"], "device": s["device"],
+            "batch_size": cfg["batch_size"], "threads": cfg.get("threads"), "per_epoch_img_per_s": [h["img_per_s"] for h in hist]}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--stoke", default="build/bin/stoke")
+    ap.add_argument("--data", default="data/mnist/train")
+    ap.add_argument("--val", default="data/mnist/test")
+    ap.add_argument("--epochs", type=int, help="default: each side's own default (3)")
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--python", default=sys.executable, help="Python with torch for train.py")
+    ap.add_argument("--work", default="/tmp/stoke-side-by-side")
+    ap.add_argument("--commit", help="the stoke commit the binary was built from (recorded as given)")
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args()
+    os.makedirs(a.work, exist_ok=True)
+    ep = ["--epochs", str(a.epochs)] if a.epochs else []
+
+    runs = {"stoke": [], "pytorch_tuned": [], "pytorch_naive": []}
+    for r in range(a.repeats):
+        run_dir = os.path.join(a.work, f"stoke-{r}")
+        t = timed([a.stoke, "train", "--data", a.data, "--val", a.val, "--model", "small-cnn", "--out", run_dir,
+                   "--overwrite", "--device", a.device] + ep, os.path.join(a.work, f"stoke-{r}.log"))
+        t.update(stoke_numbers(run_dir))
+        runs["stoke"].append(t)
+        print(f"stoke #{r}: {t['wall_seconds']:.1f} s wall, {t['cpu_seconds']:.1f} s CPU, {t['train_img_per_s']:,.0f} img/s, "
+              f"acc {100 * t['final_test_acc']:.2f}%, load {t['loadavg_before']} -> {t['loadavg_after']}", flush=True)
+        for config in ("tuned", "naive"):
+            out = os.path.join(a.work, f"pytorch-{config}-{r}.json")
+            t = timed([a.python, os.path.join(HERE, "train.py"), "--job", "mnist", "--config", config, "--device",
+                       a.device, "--data", a.data, "--val", a.val, "--out", out] + ep,
+                      os.path.join(a.work, f"pytorch-{config}-{r}.log"))
+            p = json.load(open(out))
+            t.update({k: p[k] for k in ("train_img_per_s", "train_seconds", "final_test_acc", "epochs", "steps", "device",
+                                          "batch_size", "num_workers", "pin_memory", "persistent_workers",
+                                          "prefetch_factor", "amp", "channels_last", "torch_version", "gpu_busy_pct")})
+            t["threads"] = p["host"]["torch_threads"]
+            t["wall_seconds_own"] = p["wall_seconds"]  # train.py's own clock, from before `import torch`
+            runs[f"pytorch_{config}"].append(t)
+            print(f"pytorch {config} #{r}: {t['wall_seconds']:.1f} s wall, {t['cpu_seconds']:.1f} s CPU, "
+                  f"{t['train_img_per_s']:,.0f} img/s, acc {100 * t['final_test_acc']:.2f}%, "
+                  f"load {t['loadavg_before']} -> {t['loadavg_after']}", flush=True)
+
+    def med(name, key):
+        return statistics.median(x[key] for x in runs[name])
+
+    summary = {}
+    for name in runs:
+        summary[name] = {k: med(name, k) for k in ("wall_seconds", "cpu_seconds", "train_img_per_s", "final_test_acc")}
+    st = summary["stoke"]
+    ratios = {}
+    for name in ("pytorch_tuned", "pytorch_naive"):
+        pt = summary[name]
+        ratios[f"{name}_over_stoke"] = {
+            "wall_seconds": pt["wall_seconds"] / st["wall_seconds"],
+            "cpu_seconds": pt["cpu_seconds"] / st["cpu_seconds"],
+            "stoke_img_per_s_over_pytorch": st["train_img_per_s"] / pt["train_img_per_s"],
+            "test_acc_points_stoke_minus_pytorch": 100 * (st["final_test_acc"] - pt["final_test_acc"]),
+        }
+    result = {
+        "what": "stoke's MNIST job (scripts/mnist.sh's stoke train) vs its PyTorch twin (bench/pytorch/train.py --job mnist)",
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "commit": a.commit,
+        "device": a.device,
+        "epochs": a.epochs or 3,
+        "repeats": a.repeats,
+        "method": "processes run one after another, interleaved per repeat; wall = outside clock around each process "
+                  "(stoke: including its normalisation estimate and per-epoch validation; PyTorch: including Python "
+                  "start and `import torch`); CPU = user + system seconds of the process tree (getrusage); img/s = "
+                  "training images / training seconds (validation excluded) from each side's own record; medians over "
+                  "repeats",
+        "summary": summary,
+        "ratios": ratios,
+        "runs": runs,
+    }
+    with open(a.out, "w") as f:
+        json.dump(result, f, indent=2)
+        f.write("\n")
+    print(json.dumps({"summary": summary, "ratios": ratios}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
