@@ -127,9 +127,12 @@ void add_train(CLI::App& app, TrainConfig& cfg, std::string& optimizer, std::str
   t->add_option("--precision", cfg.precision, "CUDA backend: auto (bf16 on sm_80+, fp16 below) | bf16 | fp16 | fp32")
       ->capture_default_str()->check(CLI::IsMember({"auto", "bf16", "fp16", "fp32"}));
   t->add_flag("--deterministic", cfg.deterministic, "CUDA backend: only deterministic cuDNN algorithms (bit-reproducible runs)");
-  t->add_option("--cache", cfg.cache, "none | decoded: decode every image once into memory, then train from there")
-      ->capture_default_str()->check(CLI::IsMember({"none", "decoded"}));
-  t->add_option("--cache-budget-mb", cfg.cache_budget_mb, "Largest --cache decoded allowed (0 = half the available memory)")
+  t->add_option("--cache", cfg.cache,
+                "auto (files, for folders) | files: read each file once, keep its JPEG bytes in memory | decoded: decode "
+                "every image once into memory, then train from there | none")
+      ->capture_default_str()->check(CLI::IsMember({"auto", "files", "decoded", "none"}));
+  t->add_option("--cache-budget-mb", cfg.cache_budget_mb,
+                "Largest cache allowed (0 = files: a quarter of the available memory, at most 4 GiB; decoded: half)")
       ->capture_default_str()->check(kNonNegative);
   t->add_option("--watchdog", cfg.watchdog_seconds, "Report every decoder's state when a batch is this many seconds late")
       ->capture_default_str()->check(kPositive);
@@ -261,6 +264,7 @@ struct InputArgs {
   int max_threads = 0;
   double seconds = 2.0;
   bool augment = false;
+  std::string cache = "auto";
 };
 
 void add_input(CLI::App& app, InputArgs& a) {
@@ -275,6 +279,8 @@ void add_input(CLI::App& app, InputArgs& a) {
   bi->add_option("--max-threads", a.max_threads, "Measure 1..N decoder threads (0 = all cores)")->capture_default_str()->check(CLI::Range(0, 256));
   bi->add_option("--seconds", a.seconds, "Seconds per measurement")->capture_default_str()->check(kPositive);
   bi->add_flag("--augment", a.augment, "Random-resized-crop + flip in the pipeline");
+  bi->add_option("--cache", a.cache, "auto | files: read a folder through the file cache as training does | none: every read from disk")
+      ->capture_default_str()->check(CLI::IsMember({"auto", "files", "none"}));
 }
 
 int run_pack(const InputArgs& a) {
@@ -305,6 +311,7 @@ int run_bench_input(const InputArgs& a) {
   o.max_threads = a.max_threads;
   o.seconds = a.seconds;
   o.augment = a.augment;
+  o.cache = a.cache;
   io::BenchInputResult r = io::bench_input(o, [](const std::string& line) {
     std::fprintf(stderr, "%s\n", line.c_str());
   });

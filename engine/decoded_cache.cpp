@@ -2,10 +2,9 @@
 
 #include <chrono>
 #include <cstring>
-#include <fstream>
-#include <sstream>
 
 #include "engine/error.h"
+#include "io/file_cache.h"
 
 namespace stoke {
 
@@ -56,18 +55,6 @@ int DecodedCache::gather(const io::Sampler& sampler, const std::vector<int64_t>&
   return valid;
 }
 
-int64_t available_memory_bytes() {
-  std::ifstream f("/proc/meminfo");
-  std::string line;
-  while (std::getline(f, line)) {
-    if (line.rfind("MemAvailable:", 0) == 0) {
-      std::istringstream is(line.substr(13));
-      int64_t kb = 0;
-      is >> kb;
-      return kb * 1024;
-    }
-  }
-  return 0;
-}
+int64_t available_memory_bytes() { return io::available_memory_bytes(); }
 
 }  // namespace stoke

@@ -29,6 +29,7 @@
 #include "engine/tensorboard.h"
 #include "engine/rng.h"
 #include "io/dataset.h"
+#include "io/file_cache.h"
 #include "io/input_pipeline.h"
 #include "io/source.h"
 #include "kernels/augment.h"
@@ -345,8 +346,8 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
   if (cfg.augment != "none" && cfg.augment != "flip" && cfg.augment != "crop-flip")
     throw UserError(str("--augment must be none, flip or crop-flip (got '", cfg.augment, "')"));
   if (cfg.decoders < 0) throw UserError("--decoders must be auto or a positive number");
-  if (cfg.cache != "none" && cfg.cache != "decoded")
-    throw UserError(str("--cache must be none or decoded on the CPU backend (got '", cfg.cache, "')"));
+  if (cfg.cache != "auto" && cfg.cache != "files" && cfg.cache != "none" && cfg.cache != "decoded")
+    throw UserError(str("--cache must be auto, files, decoded or none (got '", cfg.cache, "')"));
   if (cfg.cache == "decoded" && cfg.augment == "crop-flip")
     throw UserError("--cache decoded keeps images at the model's input size, so random crops are not available: use --augment flip or --cache none");
   if (cfg.best_metric != "val_acc" && cfg.best_metric != "val_auc" && cfg.best_metric != "val_loss")
@@ -385,6 +386,20 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
   const int classes = static_cast<int>(class_names.size());
   const int64_t train_count = train_src->size(), val_count = has_val ? val_src->size() : 0;
   const std::string fingerprint = dataset_fingerprint(*train_src, train_all->description());
+  // --cache auto|files: a folder's files are read from disk once, then their (encoded) bytes come from memory, so
+  // small JPEGs cost no open/read/close per epoch (io/file_cache.h). One budget for both sets, shared by size.
+  std::shared_ptr<const io::FileCacheSource> train_files, val_files;
+  if ((cfg.cache == "auto" || cfg.cache == "files") && dynamic_cast<const io::FolderSource*>(train_all.get())) {
+    const int64_t budget = cfg.cache_budget_mb > 0 ? int64_t{cfg.cache_budget_mb} << 20 : io::default_file_cache_budget();
+    const int64_t n_train = train_src->size(), n_val = has_val ? val_src->size() : 0;
+    const int64_t train_budget = n_val == 0 ? budget : budget / (n_train + n_val) * n_train;
+    train_files = std::make_shared<io::FileCacheSource>(train_src, train_budget);
+    train_src = train_files;
+    if (has_val && dynamic_cast<const io::FolderSource*>(val_all.get())) {
+      val_files = std::make_shared<io::FileCacheSource>(val_src, budget - train_budget);
+      val_src = val_files;
+    }
+  }
 
   // ---- model ------------------------------------------------------------------------------------------------
   Graph graph = build_model(cfg.model, shape, classes);
@@ -653,6 +668,10 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
     std::printf("input: %d decoder thread%s (%s), %d ring slots, %s host memory\n", train_in->decoders(),
                 train_in->decoders() == 1 ? "" : "s", train_in->decoders_reason().c_str(), train_in->slots(),
                 train_in->pinned() ? "pinned" : "pageable");
+    if (train_files)
+      std::printf("file cache: each file is read from disk once, then its JPEG bytes come from memory (up to %lld MiB; "
+                  "--cache none turns it off)\n",
+                  static_cast<long long>((train_files->budget() + (val_files ? val_files->budget() : 0)) >> 20));
     std::fflush(stdout);
   }
   std::vector<uint8_t> gathered(train_cache ? static_cast<size_t>(batch * shape.size()) : 0), flips(static_cast<size_t>(batch));
@@ -981,6 +1000,13 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
                   {"params", graph.num_params()},
                   {"last_checkpoint", result.last_checkpoint},
                   {"history", history}};
+  if (train_files) {
+    const io::FileCacheSource::Stats ts = train_files->stats();
+    const io::FileCacheSource::Stats vs = val_files ? val_files->stats() : io::FileCacheSource::Stats{};
+    summary["file_cache"] = {{"files_kept", ts.kept + vs.kept}, {"bytes_kept", ts.kept_bytes + vs.kept_bytes},
+                             {"reads_from_memory", ts.hits + vs.hits}, {"reads_from_disk", ts.misses + vs.misses},
+                             {"full", ts.full || vs.full}};
+  }
   if (!history.empty()) {
     const json& last = history.back();
     summary["final_train_loss"] = last["train_loss"];
@@ -1023,6 +1049,16 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
                   100 * last_report.accuracy, format_count(static_cast<double>(last_report.count)).c_str(),
                   last_report.loss, last_report.macro_auc);
       std::printf("\nconfusion matrix (validation, last epoch):\n%s", last_report.confusion_table(class_names).c_str());
+    }
+    if (train_files) {
+      const io::FileCacheSource::Stats ts = train_files->stats();
+      const io::FileCacheSource::Stats vs = val_files ? val_files->stats() : io::FileCacheSource::Stats{};
+      std::printf("         file cache: %s files (%.1f MiB) kept; %s reads from memory, %s from disk%s\n",
+                  format_count(static_cast<double>(ts.kept + vs.kept)).c_str(),
+                  static_cast<double>(ts.kept_bytes + vs.kept_bytes) / 1048576.0,
+                  format_count(static_cast<double>(ts.hits + vs.hits)).c_str(),
+                  format_count(static_cast<double>(ts.misses + vs.misses)).c_str(),
+                  ts.full || vs.full ? " (the budget filled: raise --cache-budget-mb)" : "");
     }
     if (result.corrupt_images > 0)
       std::printf("         %lld corrupt images were skipped\n", static_cast<long long>(result.corrupt_images));

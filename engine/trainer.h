@@ -37,7 +37,8 @@ struct TrainConfig {
   double watchdog_seconds = 30;  // report every decoder's state when a batch is this late
   std::string precision = "auto";  // CUDA backend: auto (bf16 on sm_80+, fp16 below) | bf16 | fp16 | fp32
   bool deterministic = false;  // CUDA backend: deterministic cuDNN algorithms
-  std::string cache = "none";  // none | decoded: decode every image once into memory
+  std::string cache = "auto";  // auto (= files for folders) | files: keep each file's bytes after its first read |
+                               // decoded: decode every image once into memory | none
   int cache_budget_mb = 0;     // largest cache allowed (0 = half the available memory)
   int64_t limit_train = 0;     // use a seeded random subset of this many training images (0 = all)
   int64_t limit_val = 0;       // likewise for validation

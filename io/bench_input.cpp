@@ -13,6 +13,7 @@
 
 #include "engine/error.h"
 #include "io/decoder_pool.h"
+#include "io/file_cache.h"
 #include "io/input_pipeline.h"
 #include "io/source.h"
 
@@ -143,7 +144,11 @@ BenchInputResult bench_input(const BenchInputOptions& o, const std::function<voi
   if (files.empty()) throw UserError(str("no decodable JPEG in ", all->description()));
   r.files = static_cast<int64_t>(files.size());
   r.mean_file_bytes = static_cast<double>(bytes) / static_cast<double>(files.size());
-  const auto source = std::make_shared<SubsetSource>(all, picked);
+  if (o.cache != "auto" && o.cache != "files" && o.cache != "none")
+    throw UserError(str("--cache must be auto, files or none (got '", o.cache, "')"));
+  std::shared_ptr<const Source> source = std::make_shared<SubsetSource>(all, picked);
+  r.file_cache = o.cache != "none" && dynamic_cast<const FolderSource*>(all.get()) != nullptr;
+  if (r.file_cache) source = std::make_shared<FileCacheSource>(source, default_file_cache_budget());
   r.source = all->description();
   say(str("loaded ", r.files, " files (", std::lround(r.mean_file_bytes), " bytes each on average) from ", r.source));
 
@@ -207,7 +212,10 @@ BenchInputResult bench_input(const BenchInputOptions& o, const std::function<voi
 
 std::string format_bench_input(const BenchInputResult& r) {
   std::string out = str("data: ", r.source, "\ndecode to ", r.h, "x", r.w, "x", r.c, "; ", r.files,
-                        " files in memory, ", std::lround(r.mean_file_bytes), " bytes on average\n");
+                        " files in memory, ", std::lround(r.mean_file_bytes), " bytes on average\n",
+                        r.file_cache ? "pipeline reads: the folder through the file cache, as training does (each file from "
+                                       "disk once, then from memory; --cache none: every read from disk)\n"
+                                     : "");
   char line[200];
   std::snprintf(line, sizeof line,
                 "reference (raw libjpeg-turbo, 1 thread, from memory): %.0f img/s (%.0f per CPU-second)\n",

@@ -28,6 +28,8 @@ struct BenchInputOptions {
   int64_t max_files = 4000;
   int64_t max_bytes = int64_t{256} << 20;
   bool augment = false;        // random-resized-crop + flip in the pipeline (the reference stays a full decode)
+  std::string cache = "auto";  // auto | files: a folder's files through io::FileCacheSource, as training reads them
+                               // (each file from disk once, then from memory) | none: every read from disk
 };
 
 struct BenchInputRow {
@@ -45,6 +47,7 @@ struct BenchInputResult {
   int h = 0, w = 0, c = 0;
   int64_t files = 0;
   double mean_file_bytes = 0;
+  bool file_cache = false;      // the pipeline read a folder through the file cache
   double reference_images_per_second = 0;      // wall clock
   double reference_images_per_cpu_second = 0;  // thread CPU time
   std::vector<BenchInputRow> rows;

@@ -3,6 +3,8 @@
 
 #include <algorithm>
 
+#include <nlohmann/json.hpp>
+
 #include "tests/test_util.h"
 
 using namespace stoke::test;
@@ -103,6 +105,33 @@ TEST(Cli, BatchSizeAutoSaysWhatItChoseAndResumeKeepsIt) {
   EXPECT_NE(std::string(cfg.begin(), cfg.end()).find("\"batch_size\": 24"), std::string::npos) << "the resolved batch is saved";
   RunResult again = run_stoke("train --resume " + run + " --epochs 2 --quiet");
   EXPECT_EQ(again.exit_code, 0) << again.output;
+}
+
+TEST(Cli, AFoldersFilesAreReadFromDiskOnce) {
+  TempDir tmp("cli-file-cache");
+  write_tiny_folder(tmp.path() / "train", {"a", "b"}, 24);
+  auto summary = [&](const std::string& run) {
+    const std::vector<uint8_t> b = stoke::io::read_file(run + "/summary.json");
+    return nlohmann::json::parse(std::string(b.begin(), b.end()));
+  };
+  const std::string base = "train --data " + tmp.str() + "/train --epochs 3 --batch-size 8 --device cpu --out " + tmp.str();
+  RunResult r = run_stoke(base + "/cached");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("file cache: each file is read from disk once"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("file cache: 48 files"), std::string::npos) << r.output;
+  const nlohmann::json fc = summary(tmp.str() + "/cached")["file_cache"];
+  EXPECT_EQ(fc["files_kept"], 48);
+  EXPECT_EQ(fc["reads_from_disk"], 48) << "each file once (the normalisation estimate reads them first)";
+  EXPECT_GE(fc["reads_from_memory"].get<int64_t>(), 3 * 48) << "every epoch from memory";
+  EXPECT_EQ(fc["full"], false);
+
+  RunResult off = run_stoke(base + "/uncached --cache none");
+  ASSERT_EQ(off.exit_code, 0) << off.output;
+  EXPECT_EQ(off.output.find("file cache"), std::string::npos) << off.output;
+  EXPECT_FALSE(summary(tmp.str() + "/uncached").contains("file_cache"));
+  // Same data, same seed: the cache changes where bytes come from, not what training sees.
+  EXPECT_EQ(summary(tmp.str() + "/cached")["history"].back()["train_loss"],
+            summary(tmp.str() + "/uncached")["history"].back()["train_loss"]);
 }
 
 TEST(Cli, PackThenTrainFromThePackGivesTheSameRun) {
