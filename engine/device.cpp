@@ -2,6 +2,9 @@
 
 #include "engine/error.h"
 
+#include <cstdlib>
+#include <memory>
+
 #if STOKE_WITH_CUDA
 #include <cuda_runtime.h>
 #endif
@@ -45,6 +48,50 @@ DeviceProbe probe_cuda() {
   p.reason = "this build has no CUDA backend (configured with STOKE_CUDA=OFF or without nvcc)";
 #endif
   return p;
+}
+
+double measure_h2d_gb_s([[maybe_unused]] size_t bytes, [[maybe_unused]] bool pinned, [[maybe_unused]] int repeats) {
+#if STOKE_WITH_CUDA
+  if (!probe_cuda().usable || bytes == 0 || repeats < 1) return 0;
+  auto check = [](cudaError_t e, const char* what) {
+    if (e != cudaSuccess) {
+      cudaGetLastError();
+      throw Error(str("H2D measurement: ", what, ": ", cudaGetErrorName(e), " ", cudaGetErrorString(e)));
+    }
+  };
+  check(cudaSetDevice(0), "cudaSetDevice");
+  void* dev = nullptr;
+  check(cudaMalloc(&dev, bytes), "cudaMalloc");
+  std::unique_ptr<void, void (*)(void*)> dev_guard(dev, [](void* p) { cudaFree(p); });
+  void* host = nullptr;
+  if (pinned) {
+    check(cudaHostAlloc(&host, bytes, cudaHostAllocDefault), "cudaHostAlloc");
+  } else {
+    host = std::malloc(bytes);
+    if (!host) throw Error(str("H2D measurement: cannot allocate ", bytes, " bytes of host memory"));
+  }
+  void (*release)(void*) = pinned ? +[](void* p) { cudaFreeHost(p); } : +[](void* p) { std::free(p); };
+  std::unique_ptr<void, void (*)(void*)> host_guard(host, release);
+  for (size_t i = 0; i < bytes; i += 4096) static_cast<unsigned char*>(host)[i] = static_cast<unsigned char>(i);  // touch every page
+  cudaStream_t s = nullptr;
+  check(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "cudaStreamCreate");
+  std::unique_ptr<CUstream_st, void (*)(cudaStream_t)> stream_guard(s, [](cudaStream_t x) { cudaStreamDestroy(x); });
+  cudaEvent_t e0 = nullptr, e1 = nullptr;
+  check(cudaEventCreate(&e0), "cudaEventCreate");
+  check(cudaEventCreate(&e1), "cudaEventCreate");
+  check(cudaMemcpyAsync(dev, host, bytes, cudaMemcpyHostToDevice, s), "warm-up copy");
+  check(cudaEventRecord(e0, s), "cudaEventRecord");
+  for (int r = 0; r < repeats; ++r) check(cudaMemcpyAsync(dev, host, bytes, cudaMemcpyHostToDevice, s), "copy");
+  check(cudaEventRecord(e1, s), "cudaEventRecord");
+  check(cudaEventSynchronize(e1), "cudaEventSynchronize");
+  float ms = 0;
+  check(cudaEventElapsedTime(&ms, e0, e1), "cudaEventElapsedTime");
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  return ms > 0 ? static_cast<double>(bytes) * repeats / (static_cast<double>(ms) * 1e-3) / 1e9 : 0;
+#else
+  return 0;
+#endif
 }
 
 }  // namespace stoke

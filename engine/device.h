@@ -18,4 +18,9 @@ struct DeviceProbe {
 
 DeviceProbe probe_cuda();
 
+// Host->device copy bandwidth on device 0 in GB/s (1e9 bytes/s): `bytes` copied `repeats` times with
+// cudaMemcpyAsync on one stream, timed with CUDA events after a warm-up copy, from pinned (cudaHostAlloc) or
+// pageable (malloc) memory. Returns 0 without a usable GPU; throws stoke::Error when an allocation fails.
+double measure_h2d_gb_s(size_t bytes, bool pinned, int repeats = 20);
+
 }  // namespace stoke

@@ -12,6 +12,7 @@
 #include "engine/device.h"
 #include "engine/error.h"
 #include "engine/progress.h"
+#include "io/file_cache.h"
 #include "io/input_pipeline.h"
 #include "io/source.h"
 #include "kernels/parallel.h"
@@ -29,6 +30,8 @@ DiagnoseResult diagnose(const TrainConfig& cfg, const ModelFactory& build_model,
   DiagnoseResult r;
   std::shared_ptr<const io::Source> src = io::open_source(cfg.data);
   r.folder_source = std::filesystem::is_directory(cfg.data);
+  if (r.folder_source && (cfg.cache == "auto" || cfg.cache == "files"))  // as training reads a folder
+    src = std::make_shared<io::FileCacheSource>(src, io::default_file_cache_budget());
   io::DataShape ds = io::probe_source_shape(*src);
   Shape3 shape{ds.h, ds.w, ds.c};
   if (cfg.image_size > 0) shape.h = shape.w = cfg.image_size;
@@ -83,6 +86,14 @@ DiagnoseResult diagnose(const TrainConfig& cfg, const ModelFactory& build_model,
   }
   r.backend = backend->name();
   r.device = backend->describe();
+  // (b) host->device copies of one batch of pixels (what the trainer moves per step), pinned and pageable.
+  if (use_cuda) {
+    const size_t batch_bytes = std::max<size_t>(px.size(), size_t{1} << 20);
+    r.h2d_pinned_gb_s = measure_h2d_gb_s(batch_bytes, true);
+    r.h2d_pageable_gb_s = measure_h2d_gb_s(batch_bytes, false);
+    r.h2d_batch_bytes = static_cast<int64_t>(batch_bytes);
+    r.image_bytes = shape.size();
+  }
   const float lr = 1e-4f;
   backend->train_step(batch, px.data(), labels.data(), nullptr, lr, false);  // warm-up (algorithm choice, caches)
   {
@@ -126,7 +137,8 @@ DiagnoseResult diagnose(const TrainConfig& cfg, const ModelFactory& build_model,
       tips.push_back("the decoders and the CPU backend share " + std::to_string(cores) + " cores: a GPU frees them");
     else if (r.decoders < cores - 1)
       tips.push_back(str("use --decoders ", std::min(cores - 1, std::max(r.decoders + 1, static_cast<int>(r.decoders * 1.2 * r.compute_img_s / std::max(r.decode_img_s, 1.0)) + 1))));
-    if (r.folder_source) tips.push_back("stoke pack the folder (no per-file open/read/close)");
+    if (r.folder_source)
+      tips.push_back("stoke pack the folder (the first epoch opens every file; the file cache serves the later ones)");
     if (fits && cfg.augment != "crop-flip") tips.push_back(str("--cache decoded (", r.cache_bytes >> 20, " MiB fits in memory)"));
     for (size_t i = 0; i < tips.size(); ++i) r.recommendation += (i ? ", " : "") + tips[i];
   } else {
@@ -150,7 +162,9 @@ std::string DiagnoseResult::table() const {
   std::snprintf(line, sizeof line, "(a) decode capacity (pipeline alone)  %9s\n", format_count(decode_img_s).c_str());
   t += line;
   if (h2d_pinned_gb_s > 0) {
-    std::snprintf(line, sizeof line, "(b) host->device: pinned %.1f GB/s, pageable %.1f GB/s\n", h2d_pinned_gb_s, h2d_pageable_gb_s);
+    std::snprintf(line, sizeof line, "(b) host->device, %.1f MiB batches: pinned %.1f GB/s, pageable %.1f GB/s (%s img/s pinned)\n",
+                  static_cast<double>(h2d_batch_bytes) / 1048576.0, h2d_pinned_gb_s, h2d_pageable_gb_s,
+                  format_count(image_bytes > 0 ? h2d_pinned_gb_s * 1e9 / static_cast<double>(image_bytes) : 0).c_str());
     t += line;
   } else {
     t += "(b) host->device copies                     n/a (no GPU copies on this backend)\n";

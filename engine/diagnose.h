@@ -21,6 +21,8 @@ struct DiagnoseResult {
   std::string decoders_reason;
   double decode_img_s = 0, compute_img_s = 0, full_img_s = 0, full_stall = 0;
   double h2d_pinned_gb_s = 0, h2d_pageable_gb_s = 0;  // 0: not measured
+  int64_t h2d_batch_bytes = 0;                         // the copy size measured (one batch of uint8 pixels)
+  int64_t image_bytes = 0;                             // one image's uint8 pixels
   bool folder_source = false;
   int64_t cache_bytes = 0, available_bytes = 0;
   std::string verdict, recommendation;

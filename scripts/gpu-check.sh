@@ -192,6 +192,13 @@ if [ -x "$STOKE_BIN" ]; then
     grep -E "batch size auto|summary|error" "$OUTDIR/batch-auto.log" || tail -5 "$OUTDIR/batch-auto.log"
   fi
 
+  # ---- 6b. stoke diagnose on the device: decode capacity, H2D (pinned and pageable), compute, full pipeline --------
+  if [ "$TRAIN_STATUS" = ok ]; then
+    step diagnose 60 "$STOKE_BIN" diagnose --device cuda --data "$TRAIN_DIR" --batch-size 128 --seconds 3 \
+      > "$OUTDIR/diagnose.log" 2>&1 || true
+    cat "$OUTDIR/diagnose.log"
+  fi
+
   # ---- 7. an Nsight Systems capture of a --profile-steps window, when nsys is installed ---------------------------
   NSYS=$(command -v nsys || ls /usr/local/cuda/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys 2> /dev/null | head -1 || true)
   if [ "$TRAIN_STATUS" = ok ] && [ -n "$NSYS" ]; then
@@ -270,6 +277,7 @@ summary = {
     "export_check": steps.get("export-check", {"status": "not run"}),
     "batch_size_auto": next((l.strip() for l in read("batch-auto.log").splitlines() if "batch size auto" in l), "not run"),
     "nsys": steps.get("nsys", {"status": "not run"}),
+    "diagnose": [l for l in read("diagnose.log").splitlines() if l.startswith(("(", "verdict", "recommendation"))],
     "steps": steps,
     "seconds": int(os.environ["ELAPSED"]),
 }
