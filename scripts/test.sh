@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Sets up, builds (warnings are errors) and runs the whole test suite: the README's test command.
 # Two builds: the default one (CUDA backend when nvcc is found; GPU tests skip without a device) and a
-# CPU-only one (STOKE_CUDA=OFF), which must build and pass on its own.
+# CPU-only one (STOKE_CUDA=OFF) under AddressSanitizer + UBSan, which must build and pass on its own.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 cmake --workflow --preset test
-cmake --workflow --preset cpu
+# The CPU-only configuration (STOKE_CUDA=OFF), built with AddressSanitizer + UBSan and -Werror, over every test
+# but the slow ones and the PyTorch cross-checks (those run in the preset above; under ASan they take minutes).
+cmake --workflow --preset asan
 # A bounded slice of every fuzzer (about a minute each; the long run is documented in docs/RELIABILITY.md).
 scripts/fuzz.sh "${STOKE_FUZZ_SECONDS:-60}"
