@@ -4,17 +4,13 @@
 #include <array>
 #include <cmath>
 #include <cstdio>
-#include <filesystem>
-#include <system_error>
 
 #include "engine/error.h"
 #include "engine/rng.h"
 #include "io/image.h"
-#include "kernels/parallel.h"
+#include "io/synthetic_tree.h"
 
 namespace stoke::io {
-
-namespace fs = std::filesystem;
 
 namespace {
 
@@ -420,59 +416,30 @@ void write_imagenet_like(const std::string& out_dir, int64_t count, int classes,
   const std::string marker = str("stoke synthetic ImageNet-like ", kW, "x", kH, " colour JPEG tree\ncount ", count,
                                  "\nclasses ", classes, "\nseed ", seed, "\nsplit ",
                                  splitting ? "train/val/test 80/10/10" : "none", "\nquality ", quality, "\n");
-  const fs::path out(out_dir);
-  std::error_code ec;
-  if (fs::exists(out / kMarker, ec)) {
-    std::vector<uint8_t> old = read_file((out / kMarker).string());
-    if (std::string(old.begin(), old.end()) == marker) return;
-    throw UserError(str(out_dir, " already holds a different ImageNet-like data set (see ", (out / kMarker).string(),
-                        "): choose another folder or delete it"));
-  }
   const int64_t need = splitting ? 3 : 1;
   if (per_class.back() < need)
     throw UserError(str("an ImageNet-like data set of ", count, " images in ", classes, " classes leaves class ",
                         imagenet_like_class_name(classes - 1), " with ", per_class.back(), " images: every class needs at least ",
                         splitting ? "one image per split" : "one image", " (use a count of at least ", need * classes, ")"));
-
-  std::vector<std::string> names(static_cast<size_t>(classes));
-  for (int c = 0; c < classes; ++c) names[static_cast<size_t>(c)] = imagenet_like_class_name(c);
-  for (const char* sp : splitting ? std::vector<const char*>{"train/", "val/", "test/"} : std::vector<const char*>{""})
-    for (const std::string& cname : names) {
-      const fs::path dir = out / (sp + cname);
-      fs::create_directories(dir, ec);
-      if (ec) throw Error(str("cannot create ", dir.string(), ": ", ec.message()));
-    }
-
-  auto split_of = [&](size_t cls, int64_t k) -> const char* {
-    if (!splitting) return "";
-    const int64_t held = synthetic_split_held_out(per_class[cls]), train = per_class[cls] - 2 * held;
-    return k < train ? "train/" : k < train + held ? "val/" : "test/";
-  };
-  std::vector<int64_t> start(per_class.size() + 1, 0);
-  for (size_t c = 0; c < per_class.size(); ++c) start[c + 1] = start[c] + per_class[c];
-  const std::string root = out.string();
-  auto write_one = [&](int64_t g) {
-    const size_t cls = static_cast<size_t>(std::upper_bound(start.begin(), start.end(), g) - start.begin() - 1);
-    const int64_t k = g - start[cls];
-    thread_local std::vector<uint8_t> px;
-    px.resize(static_cast<size_t>(kW) * kH * 3);
-    render_imagenet_like(static_cast<int>(cls), seed, k, px.data());
-    std::vector<uint8_t> jpg = encode_jpeg(px.data(), kH, kW, 3, quality);
-    char name[32];
-    std::snprintf(name, sizeof name, "/%06lld.jpeg", static_cast<long long>(k));
-    write_file(str(root, "/", split_of(cls, k), names[cls], name), jpg.data(), jpg.size());
-  };
-
-  constexpr int64_t kChunk = 512;
-  if (progress) progress(0, count);
-  for (int64_t b = 0; b < count; b += kChunk) {
-    const int64_t e = std::min(count, b + kChunk);
-    parallel_for(e - b, 4, [&](int64_t lo, int64_t hi) {
-      for (int64_t i = lo; i < hi; ++i) write_one(b + i);
-    });
-    if (progress) progress(e, count);
-  }
-  write_file((out / kMarker).string(), marker.data(), marker.size());
+  SyntheticTree tree;
+  tree.out_dir = out_dir;
+  tree.marker_file = kMarker;
+  tree.marker = marker;
+  tree.what = "ImageNet-like data set";
+  for (int c = 0; c < classes; ++c) tree.classes.push_back(imagenet_like_class_name(c));
+  tree.per_class = per_class;
+  tree.split = split;
+  tree.chunk = 512;
+  tree.grain = 4;
+  write_synthetic_tree(
+      tree,
+      [&](int cls, int64_t k) {
+        thread_local std::vector<uint8_t> px;
+        px.resize(static_cast<size_t>(kW) * kH * 3);
+        render_imagenet_like(cls, seed, k, px.data());
+        return encode_jpeg(px.data(), kH, kW, 3, quality);
+      },
+      progress);
 }
 
 }  // namespace stoke::io

@@ -4,17 +4,13 @@
 #include <array>
 #include <cmath>
 #include <cstdio>
-#include <filesystem>
-#include <system_error>
 
 #include "engine/error.h"
 #include "engine/rng.h"
 #include "io/image.h"
-#include "kernels/parallel.h"
+#include "io/synthetic_tree.h"
 
 namespace stoke::io {
-
-namespace fs = std::filesystem;
 
 namespace {
 
@@ -201,58 +197,27 @@ void write_synthetic_mednist_like(const std::string& out_dir, int64_t count, uin
   const bool splitting = split == SyntheticSplit::train_val_test;
   const std::string marker = str("stoke synthetic MedNIST-like 64x64 gray JPEG tree\ncount ", count, "\nseed ", seed,
                                  "\nsplit ", splitting ? "train/val/test 80/10/10" : "none", "\nquality ", kQuality, "\n");
-  const fs::path out(out_dir);
-  std::error_code ec;
-  if (fs::exists(out / kMarker, ec)) {
-    std::vector<uint8_t> old = read_file((out / kMarker).string());
-    if (std::string(old.begin(), old.end()) == marker) return;
-    throw UserError(str(out_dir, " already holds a different synthetic data set (see ", (out / kMarker).string(),
-                        "): choose another folder or delete it"));
-  }
-
-  // Where image k of class c goes: its split folder (per class: val and test 10% each, rounded down but at
-  // least one, train the rest).
-  auto split_of = [&](size_t cls, int64_t k) -> const char* {
-    if (!splitting) return "";
-    const int64_t held = synthetic_split_held_out(per_class[cls]), train = per_class[cls] - 2 * held;
-    return k < train ? "train/" : k < train + held ? "val/" : "test/";
-  };
   for (size_t c = 0; c < per_class.size(); ++c)
     if (per_class[c] < (splitting ? 3 : 1))
       throw UserError(str("a synthetic data set of ", count, " images leaves class ", classes[c], " with ", per_class[c],
                           " images: every class needs at least ", splitting ? "one image per split" : "one image",
                           " (use a count of at least ", splitting ? 18 : 6, ")"));
-  for (const char* sp : splitting ? std::vector<const char*>{"train/", "val/", "test/"} : std::vector<const char*>{""})
-    for (const std::string& cname : classes) {
-      const fs::path dir = out / (sp + cname);
-      fs::create_directories(dir, ec);
-      if (ec) throw Error(str("cannot create ", dir.string(), ": ", ec.message()));
-    }
-
-  std::vector<int64_t> start(per_class.size() + 1, 0);
-  for (size_t c = 0; c < per_class.size(); ++c) start[c + 1] = start[c] + per_class[c];
-  const std::string root = out.string();
-  auto write_one = [&](int64_t g) {
-    const size_t cls = static_cast<size_t>(std::upper_bound(start.begin(), start.end(), g) - start.begin() - 1);
-    const int64_t k = g - start[cls];
-    uint8_t px[kSyntheticSize * kSyntheticSize];
-    render_synthetic_mednist_like(static_cast<int>(cls), seed, k, px);
-    std::vector<uint8_t> jpg = encode_jpeg(px, kSyntheticSize, kSyntheticSize, 1, kQuality);
-    char name[32];
-    std::snprintf(name, sizeof name, "/%06lld.jpeg", static_cast<long long>(k));
-    write_file(str(root, "/", split_of(cls, k), classes[cls], name), jpg.data(), jpg.size());
-  };
-
-  constexpr int64_t kChunk = 4096;
-  if (progress) progress(0, count);
-  for (int64_t b = 0; b < count; b += kChunk) {
-    const int64_t e = std::min(count, b + kChunk);
-    parallel_for(e - b, 64, [&](int64_t lo, int64_t hi) {
-      for (int64_t i = lo; i < hi; ++i) write_one(b + i);
-    });
-    if (progress) progress(e, count);
-  }
-  write_file((out / kMarker).string(), marker.data(), marker.size());
+  SyntheticTree tree;
+  tree.out_dir = out_dir;
+  tree.marker_file = kMarker;
+  tree.marker = marker;
+  tree.what = "synthetic data set";
+  tree.classes = classes;
+  tree.per_class = per_class;
+  tree.split = split;
+  write_synthetic_tree(
+      tree,
+      [&](int cls, int64_t k) {
+        uint8_t px[kSyntheticSize * kSyntheticSize];
+        render_synthetic_mednist_like(cls, seed, k, px);
+        return encode_jpeg(px, kSyntheticSize, kSyntheticSize, 1, kQuality);
+      },
+      progress);
 }
 
 }  // namespace stoke::io

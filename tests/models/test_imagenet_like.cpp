@@ -12,15 +12,12 @@
 #include <string>
 #include <vector>
 
-#include "engine/cpu_executor.h"
 #include "engine/error.h"
-#include "engine/optimizer.h"
 #include "io/dataset.h"
 #include "io/image.h"
 #include "io/imagenet_like.h"
 #include "kernels/parallel.h"
-#include "kernels/softmax_ce.h"
-#include "models/models.h"
+#include "tests/models/small_cnn_fit.h"
 #include "tests/test_util.h"
 
 using namespace stoke;
@@ -184,34 +181,8 @@ TEST(ImageNetLike, ClassesAreLearnableFromContent) {
     colour_acc = acc;
   }
 
-  Graph g = build_model("small-cnn", {S, S, C}, classes);
-  std::vector<float> params(static_cast<size_t>(g.num_params())), grads(params.size()),
-      buffers(static_cast<size_t>(g.num_buffers()));
-  g.initialize(params.data(), buffers.data(), 1);
-  OptimizerConfig oc;
-  oc.kind = OptimizerKind::adamw;
-  oc.weight_decay = 0.f;
-  Optimizer opt(oc, g.params(), g.num_params());
-  const int batch = 24, ntrain = static_cast<int>(ytr.size());
-  CpuExecutor ex(g, batch);
-  std::vector<float> dl(static_cast<size_t>(batch * classes));
-  for (int epoch = 0; epoch < 16; ++epoch)
-    for (int b = 0; b + batch <= ntrain; b += batch) {
-      const float* logits = ex.forward(batch, xtr.data() + static_cast<size_t>(b) * px, params.data(), buffers.data(), true);
-      cpu::softmax_cross_entropy(batch, classes, logits, ytr.data() + b, 0.f, 1.f, nullptr, dl.data(), nullptr);
-      std::fill(grads.begin(), grads.end(), 0.f);
-      ex.backward(params.data(), grads.data(), dl.data());
-      opt.step(params.data(), grads.data(), 3e-3f);
-    }
-  int64_t correct = 0;
-  for (size_t b = 0; b < yte.size(); b += batch) {
-    const int n = static_cast<int>(std::min<size_t>(batch, yte.size() - b));
-    int64_t c = 0;
-    const float* logits = ex.forward(n, xte.data() + b * px, params.data(), buffers.data(), false);
-    cpu::softmax_cross_entropy(n, classes, logits, yte.data() + b, 0.f, 1.f, nullptr, nullptr, &c);
-    correct += c;
-  }
-  const double acc = static_cast<double>(correct) / static_cast<double>(yte.size());
+  const int ntrain = static_cast<int>(ytr.size());
+  const double acc = test::small_cnn_held_out_accuracy({S, S, C}, classes, xtr, ytr, xte, yte, 16, 24, 3e-3f);
   std::printf("small-cnn, %d training images at %dx%d, 16 epochs: %.1f%% on %zu held-out images\n", ntrain, S, S, 100 * acc,
               yte.size());
   EXPECT_GE(acc, 0.7);
