@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -60,6 +61,14 @@ inline void write_tiny_folder(const fs::path& root, const std::vector<std::strin
       io::write_file((root / classes[c] / (std::to_string(i) + ".jpg")).string(), jpg.data(), jpg.size());
     }
   }
+}
+
+// Relative path -> bytes of every file under root (to compare written trees byte for byte).
+inline std::map<std::string, std::vector<uint8_t>> read_tree(const fs::path& root) {
+  std::map<std::string, std::vector<uint8_t>> files;
+  for (const auto& e : fs::recursive_directory_iterator(root))
+    if (e.is_regular_file()) files[fs::relative(e.path(), root).string()] = io::read_file(e.path().string());
+  return files;
 }
 
 struct RunResult {

@@ -23,16 +23,7 @@
 using namespace stoke;
 namespace fs = std::filesystem;
 
-namespace {
-
-std::map<std::string, std::vector<uint8_t>> read_tree(const fs::path& root) {
-  std::map<std::string, std::vector<uint8_t>> files;
-  for (const auto& e : fs::recursive_directory_iterator(root))
-    if (e.is_regular_file()) files[fs::relative(e.path(), root).string()] = io::read_file(e.path().string());
-  return files;
-}
-
-}  // namespace
+using test::read_tree;
 
 TEST(ImageNetLike, ClassCountsAndNames) {
   EXPECT_EQ(io::imagenet_like_counts(10, 4), (std::vector<int64_t>{3, 3, 2, 2}));

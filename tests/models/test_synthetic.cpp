@@ -20,17 +20,7 @@
 using namespace stoke;
 namespace fs = std::filesystem;
 
-namespace {
-
-// Relative path -> bytes of every file under root.
-std::map<std::string, std::vector<uint8_t>> read_tree(const fs::path& root) {
-  std::map<std::string, std::vector<uint8_t>> files;
-  for (const auto& e : fs::recursive_directory_iterator(root))
-    if (e.is_regular_file()) files[fs::relative(e.path(), root).string()] = io::read_file(e.path().string());
-  return files;
-}
-
-}  // namespace
+using test::read_tree;
 
 TEST(Synthetic, ClassCountsFollowMedNist) {
   EXPECT_EQ(io::synthetic_mednist_counts(io::kMedNistCount), (std::vector<int64_t>{10000, 8954, 10000, 10000, 10000, 10000}));
