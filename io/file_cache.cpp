@@ -7,6 +7,7 @@
 #include <cstring>
 #include <fstream>
 #include <string>
+#include <utility>
 
 #include "engine/error.h"
 
@@ -18,14 +19,48 @@ constexpr int64_t kAlign = 16;
 
 }  // namespace
 
-int64_t available_memory_bytes() {
-  std::ifstream in("/proc/meminfo");
-  std::string key, unit;
-  int64_t kb = 0;
-  while (in >> key >> kb >> unit)
-    if (key == "MemAvailable:") return kb * 1024;
-  return 0;
+namespace {
+
+// The first number in a file ("max" or anything unreadable: -1).
+int64_t read_number(const std::string& path) {
+  std::ifstream in(path);
+  std::string word;
+  if (!(in >> word) || word.empty() || word.find_first_not_of("0123456789") != std::string::npos) return -1;
+  try {
+    return std::stoll(word);
+  } catch (const std::exception&) {
+    return -1;
+  }
 }
+
+}  // namespace
+
+int64_t available_memory_bytes_from(const std::string& meminfo, const std::string& cgroup_dir) {
+  int64_t avail = 0;
+  {
+    std::ifstream in(meminfo);
+    std::string key, unit;
+    int64_t kb = 0;
+    while (in >> key >> kb >> unit)
+      if (key == "MemAvailable:") {
+        avail = kb * 1024;
+        break;
+      }
+  }
+  if (cgroup_dir.empty()) return avail;
+  // cgroup v2, then v1 (a v1 "no limit" is a huge number: it never wins the min).
+  for (const auto& [limit_file, usage_file] : {std::pair{"/memory.max", "/memory.current"},
+                                               std::pair{"/memory/memory.limit_in_bytes", "/memory/memory.usage_in_bytes"}}) {
+    const int64_t limit = read_number(cgroup_dir + limit_file), used = read_number(cgroup_dir + usage_file);
+    if (limit > 0 && used >= 0) {
+      const int64_t left = std::max<int64_t>(limit - used, 0);
+      return avail > 0 ? std::min(avail, left) : left;
+    }
+  }
+  return avail;
+}
+
+int64_t available_memory_bytes() { return available_memory_bytes_from("/proc/meminfo", "/sys/fs/cgroup"); }
 
 int64_t default_file_cache_budget() {
   const int64_t avail = available_memory_bytes();

@@ -66,8 +66,12 @@ class FileCacheSource final : public Source {
   mutable std::atomic<bool> full_{false};
 };
 
-// Bytes of memory this machine has available now (MemAvailable in /proc/meminfo), 0 when unknown.
+// Bytes of memory this process may still use now: MemAvailable from /proc/meminfo, lowered to what the cgroup's
+// limit leaves (cgroup v2 memory.max - memory.current, or v1 memory.limit_in_bytes - memory.usage_in_bytes) when
+// the process runs in a container with a memory limit. 0 when unknown.
 int64_t available_memory_bytes();
+// The same from other files (tests): a meminfo file and a cgroup folder ("" or missing files: no limit).
+int64_t available_memory_bytes_from(const std::string& meminfo, const std::string& cgroup_dir);
 
 // The default budget for folder sources: a quarter of the available memory, at most 4 GiB (0 when unknown).
 int64_t default_file_cache_budget();

@@ -150,3 +150,38 @@ TEST_F(FileCache, ThePipelineGivesTheSameBatchesThroughTheCache) {
   EXPECT_EQ(cached->stats().kept, 60);
   EXPECT_GE(cached->stats().hits, 2 * 60) << "epochs 2 and 3 from memory";
 }
+
+TEST(AvailableMemory, AContainersMemoryLimitLowersWhatIsAvailable) {
+  TempDir d("available-memory");
+  const fs::path meminfo = d.path() / "meminfo";
+  stoke::test::write_bytes(meminfo, [] {
+    const std::string m = "MemTotal:       24000000 kB\nMemFree:         1000000 kB\nMemAvailable:   20000000 kB\n";
+    return std::vector<uint8_t>(m.begin(), m.end());
+  }());
+  auto put = [&](const fs::path& p, const std::string& text) {
+    fs::create_directories(p.parent_path());
+    stoke::test::write_bytes(p, std::vector<uint8_t>(text.begin(), text.end()));
+  };
+  const int64_t host = int64_t{20000000} * 1024;
+  EXPECT_EQ(available_memory_bytes_from(meminfo.string(), ""), host);
+  EXPECT_EQ(available_memory_bytes_from(meminfo.string(), (d.path() / "none").string()), host) << "no cgroup files";
+
+  const fs::path v2 = d.path() / "v2";
+  put(v2 / "memory.max", "max\n");
+  put(v2 / "memory.current", "123456\n");
+  EXPECT_EQ(available_memory_bytes_from(meminfo.string(), v2.string()), host) << "cgroup v2 without a limit";
+  put(v2 / "memory.max", "8589934592\n");  // 8 GiB limit, 3 GiB used
+  put(v2 / "memory.current", "3221225472\n");
+  EXPECT_EQ(available_memory_bytes_from(meminfo.string(), v2.string()), int64_t{5} << 30);
+  put(v2 / "memory.current", "9000000000\n");  // over the limit (page cache counts): nothing left
+  EXPECT_EQ(available_memory_bytes_from(meminfo.string(), v2.string()), 0);
+
+  const fs::path v1 = d.path() / "v1";
+  put(v1 / "memory" / "memory.limit_in_bytes", "4294967296\n");
+  put(v1 / "memory" / "memory.usage_in_bytes", "1073741824\n");
+  EXPECT_EQ(available_memory_bytes_from(meminfo.string(), v1.string()), int64_t{3} << 30);
+  put(v1 / "memory" / "memory.limit_in_bytes", "9223372036854771712\n");  // v1's "unlimited"
+  EXPECT_EQ(available_memory_bytes_from(meminfo.string(), v1.string()), host);
+
+  EXPECT_GT(available_memory_bytes(), 0) << "this machine";
+}
