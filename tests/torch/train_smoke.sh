@@ -7,13 +7,7 @@
 # torch, torchvision, numpy or Pillow.
 set -euo pipefail
 STOKE=$1 SRC=$2 WORK=$3
-PY=${STOKE_TORCH_PYTHON:-${4:-/usr/bin/python3}}
-
-if ! "$PY" -c 'import torch, torchvision, numpy, PIL' > /dev/null 2>&1; then
-  echo "SKIP: $PY cannot import torch, torchvision, numpy and PIL (Debian: apt-get install python3-torch" \
-       "python3-torchvision python3-numpy python3-pil, or set STOKE_TORCH_PYTHON)"
-  exit 77
-fi
+source "$(dirname "${BASH_SOURCE[0]}")/require_torch.sh"
 rm -rf "$WORK"
 mkdir -p "$WORK"
 cd "$WORK"
