@@ -86,36 +86,7 @@ fi
 
 # ---- cuDNN / cuBLAS: the libraries the binaries load -------------------------------------------------------------
 say "libraries"
-find_lib_dir() {  # the first directory holding $1, among the usual places and Python's nvidia wheels
-  local name=$1 d
-  local candidates=(/usr/local/cuda/lib64 /usr/local/cuda/lib /usr/local/cuda/targets/x86_64-linux/lib
-                    /usr/lib/x86_64-linux-gnu /usr/local/lib)
-  if command -v python3 > /dev/null; then
-    while IFS= read -r d; do candidates+=("$d"); done < <(timeout 20 python3 - <<'PY' 2>/dev/null
-import glob, os, site, sys
-roots = set(site.getsitepackages() + [site.getusersitepackages()] + [p for p in sys.path if p.endswith("site-packages")])
-for r in sorted(roots):
-    for d in sorted(glob.glob(os.path.join(r, "nvidia", "*", "lib")) + glob.glob(os.path.join(r, "nvidia", "cu*", "lib*"))):
-        print(d)
-PY
-    )
-  fi
-  for d in "${candidates[@]}"; do
-    [ -e "$d/$name" ] && { echo "$d"; return 0; }
-  done
-  timeout 30 find / -xdev -name "$name" -not -path '/proc/*' 2>/dev/null | head -1 | xargs -r dirname
-}
-LIBDIRS=""
-for lib in libcudnn.so.9 libcublasLt.so.13; do
-  d=$(find_lib_dir "$lib")
-  if [ -n "$d" ]; then
-    echo "$lib: $d"
-    case ":$LIBDIRS:" in *":$d:"*) ;; *) LIBDIRS="${LIBDIRS:+$LIBDIRS:}$d" ;; esac
-  else
-    echo "$lib: NOT FOUND (the GPU tests will not start)"
-  fi
-done
-export LD_LIBRARY_PATH="${LIBDIRS}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+source "$ROOT/scripts/gpu-libs.sh"
 echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
 ldd "$BUILD/tests/gpu/test_gpu" 2>&1 | grep -E "cudnn|cublas|not found" || true
 COMMIT=$(git rev-parse HEAD 2>/dev/null || head -1 "$BUILD/stoke-commit.txt" 2>/dev/null || echo unknown)

@@ -1,7 +1,12 @@
 #!/usr/bin/env python3
-"""stoke's MNIST job against its PyTorch twin (train.py --job mnist, tuned and naive), on the same machine.
+"""stoke's end-to-end jobs against their PyTorch twins (train.py --job J, tuned and naive), on the same machine.
 
-  side_by_side.py --stoke build/bin/stoke [--epochs N] [--repeats R] [--device cpu|cuda] --out RESULT.json
+  side_by_side.py --stoke build/bin/stoke [--job mnist|mednist|resnet50] [--epochs N] [--repeats R]
+                  [--device cpu|cuda] [--data DIR --val DIR] --out RESULT.json
+
+Every job's settings come from train.py's JOBS table, and stoke gets them as explicit flags (model, batch size,
+epochs, optimizer, lr, weight decay, schedule, augmentation, image size), so both sides run the same recipe.
+For the MNIST job (the default) that is exactly what scripts/mnist.sh runs:
 
 stoke runs exactly as scripts/mnist.sh runs it (`stoke train --data data/mnist/train --val data/mnist/test --model
 small-cnn --out DIR --overwrite`, plus --epochs N when given: mnist.sh passes extra arguments through); PyTorch runs
@@ -77,12 +82,26 @@ def stoke_numbers(run_dir):
             "batch_size": cfg["batch_size"], "threads": cfg.get("threads"), "per_epoch_img_per_s": [h["img_per_s"] for h in hist]}
 
 
+def stoke_job_args(job):
+    """stoke train flags for a train.py JOBS entry (PyTorch's Adam with weight decay 0 is stoke's adamw with 0)."""
+    args = ["--model", job["model"], "--batch-size", str(job["batch_size"]), "--epochs", str(job["epochs"]),
+            "--optimizer", "adamw" if job["optimizer"] in ("adam", "adamw") else job["optimizer"], "--lr", str(job["lr"]),
+            "--weight-decay", str(job["weight_decay"]), "--schedule", job["schedule"], "--augment", job["augment"]]
+    if job.get("image_size"):
+        args += ["--image-size", str(job["image_size"])]
+    return args
+
+
 def main():
+    sys.path.insert(0, HERE)
+    from train import JOBS  # noqa: E402  (the one table of job settings)
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--stoke", default="build/bin/stoke")
-    ap.add_argument("--data", default="data/mnist/train")
-    ap.add_argument("--val", default="data/mnist/test")
-    ap.add_argument("--epochs", type=int, help="default: each side's own default (3)")
+    ap.add_argument("--job", default="mnist", choices=sorted(JOBS))
+    ap.add_argument("--data", help="training ImageFolder (default: the job's)")
+    ap.add_argument("--val", help="validation ImageFolder (default: the job's)")
+    ap.add_argument("--epochs", type=int, help="default: the job's")
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--python", default=sys.executable, help="Python with torch for train.py")
@@ -90,21 +109,26 @@ def main():
     ap.add_argument("--commit", help="the stoke commit the binary was built from (recorded as given)")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
+    job = dict(JOBS[a.job])
+    if a.epochs:
+        job["epochs"] = a.epochs
+    a.data = a.data or job["data"]
+    a.val = a.val or job["val"]
     os.makedirs(a.work, exist_ok=True)
-    ep = ["--epochs", str(a.epochs)] if a.epochs else []
+    ep = ["--epochs", str(job["epochs"])]
 
     runs = {"stoke": [], "pytorch_tuned": [], "pytorch_naive": []}
     for r in range(a.repeats):
         run_dir = os.path.join(a.work, f"stoke-{r}")
-        t = timed([a.stoke, "train", "--data", a.data, "--val", a.val, "--model", "small-cnn", "--out", run_dir,
-                   "--overwrite", "--device", a.device] + ep, os.path.join(a.work, f"stoke-{r}.log"))
+        t = timed([a.stoke, "train", "--data", a.data, "--val", a.val, "--out", run_dir, "--overwrite", "--device", a.device]
+                  + stoke_job_args(job), os.path.join(a.work, f"stoke-{r}.log"))
         t.update(stoke_numbers(run_dir))
         runs["stoke"].append(t)
         print(f"stoke #{r}: {t['wall_seconds']:.1f} s wall, {t['cpu_seconds']:.1f} s CPU, {t['train_img_per_s']:,.0f} img/s, "
               f"acc {100 * t['final_test_acc']:.2f}%, load {t['loadavg_before']} -> {t['loadavg_after']}", flush=True)
         for config in ("tuned", "naive"):
             out = os.path.join(a.work, f"pytorch-{config}-{r}.json")
-            t = timed([a.python, os.path.join(HERE, "train.py"), "--job", "mnist", "--config", config, "--device",
+            t = timed([a.python, os.path.join(HERE, "train.py"), "--job", a.job, "--config", config, "--device",
                        a.device, "--data", a.data, "--val", a.val, "--out", out] + ep,
                       os.path.join(a.work, f"pytorch-{config}-{r}.log"))
             p = json.load(open(out))
@@ -135,12 +159,14 @@ def main():
             "test_acc_points_stoke_minus_pytorch": 100 * (st["final_test_acc"] - pt["final_test_acc"]),
         }
     result = {
-        "what": "stoke's MNIST job (scripts/mnist.sh's stoke train) vs its PyTorch twin (bench/pytorch/train.py --job mnist)",
+        "what": f"stoke's {a.job} job vs its PyTorch twin (bench/pytorch/train.py --job {a.job})",
+        "job": a.job,
+        "stoke_command": " ".join(["stoke", "train", "--data", a.data, "--val", a.val] + stoke_job_args(job)),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine(),
         "commit": a.commit,
         "device": a.device,
-        "epochs": a.epochs or 3,
+        "epochs": job["epochs"],
         "repeats": a.repeats,
         "method": "processes run one after another, interleaved per repeat; wall = outside clock around each process "
                   "(stoke: including its normalisation estimate and per-epoch validation; PyTorch: including Python "
