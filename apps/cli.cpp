@@ -1,6 +1,7 @@
 // stoke: one binary, subcommands. User errors are one line on stderr and exit code 2; runtime failures
 // exit 1; help exits 0.
 #include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 #include <cstdio>
 #include <filesystem>
 #include <algorithm>
@@ -234,6 +235,7 @@ struct UseArgs {
   int batch_size = 128;
   int top = 1;
   bool tensorboard = false;
+  bool json = false;
 };
 
 void add_use(CLI::App& app, UseArgs& u) {
@@ -247,6 +249,8 @@ void add_use(CLI::App& app, UseArgs& u) {
   pr->add_option("images", u.images, "JPEG files")->required();
   pr->add_option("--checkpoint", u.which, "best | latest")->capture_default_str()->check(CLI::IsMember({"best", "latest"}));
   pr->add_option("--top", u.top, "Show the K most likely classes")->capture_default_str()->check(kPositive);
+  pr->add_flag("--json", u.json, "One JSON object per image and line: path, class, probability and every class's "
+                                 "probability at full precision (or path and error)");
   auto* rp = app.add_subcommand("report", "(Re)write RUNDIR/report.html: curves, throughput, input stall, confusion matrix");
   rp->add_option("--run", u.run, "Run folder")->required();
   rp->add_flag("--tensorboard", u.tensorboard, "Also convert metrics.jsonl into TensorBoard event files (RUNDIR/tensorboard)");
@@ -366,6 +370,21 @@ int run_predict(const UseArgs& u) {
   LoadedRun r = load_run(u.run, build_model, u.which);
   int bad = 0;
   for (const Prediction& p : predict(r, u.images)) {
+    if (u.json) {
+      nlohmann::json j = {{"path", p.path}};
+      if (!p.ok) {
+        j["error"] = p.error;
+        ++bad;
+      } else {
+        j["class"] = r.classes[static_cast<size_t>(p.top_class)];
+        j["probability"] = p.probs[static_cast<size_t>(p.top_class)];
+        nlohmann::json all = nlohmann::json::object();
+        for (size_t c = 0; c < p.probs.size(); ++c) all[r.classes[c]] = p.probs[c];
+        j["probabilities"] = all;
+      }
+      std::printf("%s\n", j.dump().c_str());
+      continue;
+    }
     if (!p.ok) {
       std::fprintf(stderr, "%s: error: %s\n", p.path.c_str(), p.error.c_str());
       ++bad;

@@ -6,7 +6,7 @@
 1. `stoke export` (unless --export names an existing file) -> a safetensors file;
 2. the matching PyTorch module (torchvision resnetN -- with stoke's small-input stem when conv1 is 3x3 --,
    MONAI's DenseNet121 module tree, or stoke's small CNN), model.load_state_dict(..., strict=True);
-3. `stoke predict --top <all classes>` on the images, and the same images decoded, resized and normalised as stoke
+3. `stoke predict --json` (every class's probability at full precision) on the images, and the same images decoded, resized and normalised as stoke
    does it (the mean/std from the export's metadata) through the PyTorch model in eval mode;
 4. the class probabilities must agree within --tol (absolute, default 1e-3); the worst difference is printed.
 
@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -44,24 +43,24 @@ def run(cmd):
 
 
 def parse_predict(text, images, classes):
-    """`stoke predict --top K` prints one line per image: `PATH: CLASS P% CLASS P% ...` (P with 2 decimals)."""
+    """`stoke predict --json` prints one object per image and line: path, class, probability, probabilities
+    (every class, full precision) -- or path and error."""
     probs = {}
-    known = set(classes)
-    for path in images:
-        prefix = path + ":"
-        line = next((l for l in text.splitlines() if l.startswith(prefix)), None)
-        if line is None:
-            fail(f"stoke predict printed no line for {path}", 2)
-        toks = line[len(prefix):].split()
-        if len(toks) != 2 * len(classes):
-            fail(f"cannot parse stoke predict's line (class names with spaces?): {line!r}", 2)
+    for line in text.splitlines():
+        if not line.startswith("{"):
+            continue
+        j = json.loads(line)
+        if "error" in j:
+            fail(f"stoke predict could not read {j['path']}: {j['error']}", 2)
         p = np.full(len(classes), np.nan)
-        for name, val in zip(toks[0::2], toks[1::2]):
-            m = re.fullmatch(r"([0-9.]+)%", val)
-            if name not in known or m is None:
-                fail(f"cannot parse stoke predict's line: {line!r}", 2)
-            p[classes.index(name)] = float(m.group(1)) / 100.0
-        probs[path] = p
+        for name, v in j["probabilities"].items():
+            if name not in classes:
+                fail(f"stoke predict names an unknown class {name!r}", 2)
+            p[classes.index(name)] = float(v)
+        probs[j["path"]] = p
+    for path in images:
+        if path not in probs or np.isnan(probs[path]).any():
+            fail(f"stoke predict printed no complete result for {path}", 2)
     return probs
 
 
@@ -155,7 +154,7 @@ def main():
     if not images:
         fail("no images to compare", 2)
 
-    out = run([a.stoke, "predict", "--run", a.run, "--checkpoint", a.checkpoint, "--top", str(len(classes))] + images)
+    out = run([a.stoke, "predict", "--json", "--run", a.run, "--checkpoint", a.checkpoint] + images)
     ref = parse_predict(out, images, classes)
 
     px = np.stack([st.decode_like_stoke(p, h, w, c) for p in images])
@@ -169,7 +168,7 @@ def main():
     worst = float(diff[i, k])
     agree = int(sum(int(np.argmax(probs[j])) == int(np.argmax(ref[images[j]])) for j in range(len(images))))
     print(f"check_export: {len(images)} images: worst |p_torch - p_stoke| = {worst:.2e} "
-          f"({images[i]}, class {classes[k]}: torch {probs[i, k]:.6f}, stoke {ref[images[i]][k]:.4f}); "
+          f"({images[i]}, class {classes[k]}: torch {probs[i, k]:.6f}, stoke {ref[images[i]][k]:.6f}); "
           f"top-1 agrees on {agree}/{len(images)}; tolerance {a.tol:g}")
     informative = int(sum(int(((ref[p] >= 0.01) & (ref[p] <= 0.99)).sum()) for p in images))
     print(f"check_export: {informative} of {len(images) * len(classes)} stoke probabilities lie in [0.01, 0.99]")

@@ -3,6 +3,8 @@
 
 #include <cmath>
 #include <cstring>
+#include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "engine/error.h"
 #include "engine/inference.h"
@@ -117,6 +119,31 @@ TEST(Use, CliCommands) {
   EXPECT_NE(pr.output.find("%"), std::string::npos) << pr.output;
   test::RunResult bad = test::run_stoke("predict --run " + run + " " + fx().tmp.str() + "/nope.jpg");
   EXPECT_EQ(bad.exit_code, 2) << bad.output;
+  // --json: one object per image, full-precision probabilities that sum to 1, errors as objects too.
+  test::RunResult js = test::run_stoke("predict --json --run " + run + " " + fx().tmp.str() + "/val/b/2.jpg " + fx().tmp.str() +
+                                       "/nope.jpg");
+  EXPECT_EQ(js.exit_code, 2) << js.output;
+  std::istringstream lines(js.output);
+  std::string line;
+  int objects = 0;
+  while (std::getline(lines, line)) {
+    if (line.empty() || line[0] != '{') continue;
+    const nlohmann::json j = nlohmann::json::parse(line);
+    ++objects;
+    if (j.contains("error")) {
+      EXPECT_NE(j["path"].get<std::string>().find("nope.jpg"), std::string::npos);
+      continue;
+    }
+    double sum = 0, best = 0;
+    for (const auto& [name, pv] : j["probabilities"].items()) {
+      sum += pv.get<double>();
+      best = std::max(best, pv.get<double>());
+    }
+    EXPECT_NEAR(sum, 1.0, 1e-5);
+    EXPECT_DOUBLE_EQ(j["probability"].get<double>(), best);
+    EXPECT_EQ(j["probabilities"][j["class"].get<std::string>()].get<double>(), best);
+  }
+  EXPECT_EQ(objects, 2) << js.output;
   test::RunResult ex = test::run_stoke("export --run " + run + " -o " + fx().tmp.str() + "/m.safetensors");
   EXPECT_EQ(ex.exit_code, 0) << ex.output;
   test::RunResult none = test::run_stoke("eval --run " + fx().tmp.str() + "/nowhere --data " + fx().tmp.str() + "/val");
