@@ -55,6 +55,4 @@ int DecodedCache::gather(const io::Sampler& sampler, const std::vector<int64_t>&
   return valid;
 }
 
-int64_t available_memory_bytes() { return io::available_memory_bytes(); }
-
 }  // namespace stoke

@@ -11,6 +11,7 @@
 
 #include "engine/graph.h"
 #include "io/augment.h"
+#include "io/file_cache.h"
 #include "io/input_pipeline.h"
 #include "io/sampler.h"
 #include "io/source.h"
@@ -46,7 +47,7 @@ class DecodedCache {
   mutable std::vector<int64_t> ids_;
 };
 
-// Bytes of memory this machine has available now (MemAvailable), 0 when unknown.
-int64_t available_memory_bytes();
+// Bytes of memory this process may use now (MemAvailable, lowered to a container's cgroup limit): io's.
+using io::available_memory_bytes;
 
 }  // namespace stoke

@@ -1000,13 +1000,20 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
                   {"params", graph.num_params()},
                   {"last_checkpoint", result.last_checkpoint},
                   {"history", history}};
-  if (train_files) {
-    const io::FileCacheSource::Stats ts = train_files->stats();
-    const io::FileCacheSource::Stats vs = val_files ? val_files->stats() : io::FileCacheSource::Stats{};
-    summary["file_cache"] = {{"files_kept", ts.kept + vs.kept}, {"bytes_kept", ts.kept_bytes + vs.kept_bytes},
-                             {"reads_from_memory", ts.hits + vs.hits}, {"reads_from_disk", ts.misses + vs.misses},
-                             {"full", ts.full || vs.full}};
+  // Both file caches together (train and val), once for summary.json and the printed summary.
+  io::FileCacheSource::Stats fc;
+  for (const auto& cache : {train_files, val_files}) {
+    if (!cache) continue;
+    const io::FileCacheSource::Stats s = cache->stats();
+    fc.kept += s.kept;
+    fc.kept_bytes += s.kept_bytes;
+    fc.hits += s.hits;
+    fc.misses += s.misses;
+    fc.full = fc.full || s.full;
   }
+  if (train_files)
+    summary["file_cache"] = {{"files_kept", fc.kept}, {"bytes_kept", fc.kept_bytes}, {"reads_from_memory", fc.hits},
+                             {"reads_from_disk", fc.misses}, {"full", fc.full}};
   if (!history.empty()) {
     const json& last = history.back();
     summary["final_train_loss"] = last["train_loss"];
@@ -1050,16 +1057,11 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
                   last_report.loss, last_report.macro_auc);
       std::printf("\nconfusion matrix (validation, last epoch):\n%s", last_report.confusion_table(class_names).c_str());
     }
-    if (train_files) {
-      const io::FileCacheSource::Stats ts = train_files->stats();
-      const io::FileCacheSource::Stats vs = val_files ? val_files->stats() : io::FileCacheSource::Stats{};
+    if (train_files)
       std::printf("         file cache: %s files (%.1f MiB) kept; %s reads from memory, %s from disk%s\n",
-                  format_count(static_cast<double>(ts.kept + vs.kept)).c_str(),
-                  static_cast<double>(ts.kept_bytes + vs.kept_bytes) / 1048576.0,
-                  format_count(static_cast<double>(ts.hits + vs.hits)).c_str(),
-                  format_count(static_cast<double>(ts.misses + vs.misses)).c_str(),
-                  ts.full || vs.full ? " (the budget filled: raise --cache-budget-mb)" : "");
-    }
+                  format_count(static_cast<double>(fc.kept)).c_str(), static_cast<double>(fc.kept_bytes) / 1048576.0,
+                  format_count(static_cast<double>(fc.hits)).c_str(), format_count(static_cast<double>(fc.misses)).c_str(),
+                  fc.full ? " (the budget filled: raise --cache-budget-mb)" : "");
     if (result.corrupt_images > 0)
       std::printf("         %lld corrupt images were skipped\n", static_cast<long long>(result.corrupt_images));
     if (result.skipped_steps > 0)
