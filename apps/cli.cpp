@@ -12,12 +12,13 @@
 #include <vector>
 
 #include "apps/cli.h"
+#include "base/format.h"
 #include "engine/backend.h"
 #include "engine/device.h"
 #include "engine/diagnose.h"
-#include "engine/error.h"
+#include "base/error.h"
 #include "engine/inference.h"
-#include "engine/progress.h"
+#include "base/progress.h"
 #include "engine/report.h"
 #include "engine/tensorboard.h"
 #include "engine/trainer.h"
@@ -26,7 +27,7 @@
 #include "io/pack.h"
 #include "io/imagenet_like.h"
 #include "io/synthetic.h"
-#include "kernels/parallel.h"
+#include "base/parallel.h"
 #include "models/models.h"
 
 namespace {

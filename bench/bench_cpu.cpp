@@ -4,11 +4,11 @@
 
 #include <vector>
 
-#include "engine/rng.h"
+#include "base/rng.h"
 #include "kernels/batchnorm.h"
 #include "kernels/conv2d.h"
 #include "kernels/gemm.h"
-#include "kernels/parallel.h"
+#include "base/parallel.h"
 
 using namespace stoke;
 

@@ -18,7 +18,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/cuda/check.h"
+#include "base/cuda_check.h"
 #include "kernels/activation.cuh"
 #include "kernels/augment.cuh"
 #include "kernels/batchnorm.cuh"

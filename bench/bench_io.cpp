@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "base/fs.h"
 #include "io/augment.h"
 #include "io/batch_ring.h"
 #include "io/bench_input.h"
@@ -143,7 +144,7 @@ struct SmallFiles {
     std::filesystem::create_directories(dir / "data" / "a");
     for (int i = 0; i < 256; ++i) {
       const std::string p = (dir / "data" / "a" / (std::to_string(i) + ".jpg")).string();
-      write_file(p, small_jpeg().data(), small_jpeg().size());
+      stoke::write_file(p, small_jpeg().data(), small_jpeg().size());
       paths.push_back(p);
     }
     pack_image_folder((dir / "data").string(), (dir / "data.pack").string());

@@ -3,7 +3,8 @@
 #include <algorithm>
 #include <cstdio>
 
-#include "engine/error.h"
+#include "base/error.h"
+#include "base/format.h"
 #include "engine/memory_plan.h"
 
 namespace stoke {
@@ -12,14 +13,6 @@ namespace {
 
 constexpr int64_t kAlign = 256;
 int64_t round_up(int64_t b) { return (b + kAlign - 1) / kAlign * kAlign; }
-
-std::string mib(int64_t bytes) {
-  char b[32];
-  const double m = static_cast<double>(bytes) / (1024.0 * 1024.0);
-  if (m >= 1024) std::snprintf(b, sizeof b, "%.1f GiB", m / 1024);
-  else std::snprintf(b, sizeof b, "%.0f MiB", m);
-  return b;
-}
 
 }  // namespace
 
@@ -67,8 +60,8 @@ BatchChoice choose_batch_size(const Graph& graph, const MemoryTarget& target, in
   BatchChoice c;
   auto fits = [&](int64_t b) { return planned_training_bytes(graph, static_cast<int>(b), target) <= budget; };
   if (!fits(1)) {
-    c.why = str("not even one sample fits: ", mib(planned_training_bytes(graph, 1, target)), " planned at batch 1, ",
-                mib(budget), " available (", budget_what, ")");
+    c.why = str("not even one sample fits: ", format_bytes(static_cast<size_t>(planned_training_bytes(graph, 1, target))), " planned at batch 1, ",
+                format_bytes(static_cast<size_t>(budget)), " available (", budget_what, ")");
     return c;
   }
   // Largest fitting multiple of 8 (planned bytes grow with the batch): grow by doubling, then bisect.
@@ -97,7 +90,7 @@ BatchChoice choose_batch_size(const Graph& graph, const MemoryTarget& target, in
   }
   c.batch = static_cast<int>(chosen);
   c.bytes = planned_training_bytes(graph, c.batch, target);
-  c.why = str(c.batch, " (", decided, "; planned ", mib(c.bytes), " of ", mib(budget), " = ", budget_what, ")");
+  c.why = str(c.batch, " (", decided, "; planned ", format_bytes(static_cast<size_t>(c.bytes)), " of ", format_bytes(static_cast<size_t>(budget)), " = ", budget_what, ")");
   return c;
 }
 

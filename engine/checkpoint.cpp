@@ -6,8 +6,8 @@
 #include <fstream>
 #include <sstream>
 
-#include "engine/error.h"
-#include "engine/fsutil.h"
+#include "base/error.h"
+#include "base/fs.h"
 #include "engine/safetensors.h"
 
 namespace stoke {
@@ -131,14 +131,14 @@ CheckpointData load_checkpoint(const std::string& dir, const Graph& graph, const
   if (!fs::is_directory(d)) throw UserError(str("no checkpoint folder ", dir));
   json state;
   try {
-    std::vector<uint8_t> text = read_whole_file((d / "state.json").string());
+    std::vector<uint8_t> text = read_file((d / "state.json").string());
     state = json::parse(text.begin(), text.end());
   } catch (const json::exception& e) {
     throw Error(str((d / "state.json").string(), " is damaged: ", e.what()));
   }
   if (!state.contains("files") || !state["files"].is_object()) throw Error(str((d / "state.json").string(), " lists no files"));
   auto load_checked = [&](const std::string& file) {
-    std::vector<uint8_t> bytes = read_whole_file((d / file).string());
+    std::vector<uint8_t> bytes = read_file((d / file).string());
     const json& rec = state["files"][file];
     const bool recorded = rec.is_object() && rec.contains("bytes") && rec["bytes"].is_number_unsigned() &&
                           rec.contains("fnv1a64") && rec["fnv1a64"].is_string();

@@ -5,9 +5,9 @@
 
 #include "engine/backend.h"
 #include "engine/cpu_executor.h"
-#include "engine/error.h"
+#include "base/error.h"
 #include "kernels/augment.h"
-#include "kernels/parallel.h"
+#include "base/parallel.h"
 #include "kernels/softmax_ce.h"
 
 namespace stoke {

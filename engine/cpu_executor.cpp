@@ -3,14 +3,14 @@
 #include <algorithm>
 #include <new>
 
-#include "engine/error.h"
+#include "base/error.h"
 #include "engine/memory_plan.h"
 #include "engine/op_shapes.h"
 #include "kernels/activation.h"
 #include "kernels/batchnorm.h"
 #include "kernels/conv2d.h"
 #include "kernels/linear.h"
-#include "kernels/parallel.h"
+#include "base/parallel.h"
 #include "kernels/pool.h"
 #include "kernels/tensor_ops.h"
 

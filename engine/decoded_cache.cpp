@@ -3,7 +3,7 @@
 #include <chrono>
 #include <cstring>
 
-#include "engine/error.h"
+#include "base/error.h"
 #include "io/file_cache.h"
 
 namespace stoke {

@@ -1,6 +1,6 @@
 #include "engine/device.h"
 
-#include "engine/error.h"
+#include "base/error.h"
 
 #include <cstdlib>
 #include <memory>

@@ -7,15 +7,16 @@
 #include <thread>
 #include <vector>
 
+#include "base/format.h"
 #include "engine/backend.h"
 #include "engine/decoded_cache.h"
 #include "engine/device.h"
-#include "engine/error.h"
-#include "engine/progress.h"
+#include "base/error.h"
+#include "base/progress.h"
 #include "io/file_cache.h"
 #include "io/input_pipeline.h"
 #include "io/source.h"
-#include "kernels/parallel.h"
+#include "base/parallel.h"
 
 namespace stoke {
 namespace {

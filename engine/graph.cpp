@@ -3,8 +3,8 @@
 #include <cmath>
 #include <sstream>
 
-#include "engine/error.h"
-#include "engine/rng.h"
+#include "base/error.h"
+#include "base/rng.h"
 
 namespace stoke {
 

@@ -1,6 +1,6 @@
 // The model graph: a list of nodes in execution order, built with the methods below, and the table of
 // parameters (and of non-trained buffers such as BN running statistics) laid out in ONE contiguous array
-// each. Backends (CPU now, CUDA later) execute a Graph; they do not own its structure.
+// each. Backends (CPU and CUDA) execute a Graph; they do not own its structure.
 //
 // Shapes are per sample, NHWC (h, w, c); the batch size belongs to the executor.
 #pragma once
@@ -10,13 +10,9 @@
 #include <utility>
 #include <vector>
 
-namespace stoke {
+#include "base/shape.h"
 
-struct Shape3 {
-  int h = 1, w = 1, c = 1;
-  int64_t size() const { return int64_t{h} * w * c; }
-  bool operator==(const Shape3&) const = default;
-};
+namespace stoke {
 
 enum class Op { input, conv, batchnorm, relu, maxpool, avgpool, global_avgpool, linear, add, concat };
 const char* op_name(Op op);

@@ -7,15 +7,15 @@
 
 #include "engine/checkpoint.h"
 #include "engine/cpu_executor.h"
-#include "engine/error.h"
-#include "engine/fsutil.h"
+#include "base/error.h"
+#include "base/fs.h"
 #include "engine/safetensors.h"
 #include "io/dataset.h"
 #include "io/input_pipeline.h"
 #include "io/source.h"
 #include "kernels/augment.h"
 #include "io/image.h"
-#include "kernels/parallel.h"
+#include "base/parallel.h"
 #include "kernels/softmax_ce.h"
 
 namespace stoke {
@@ -26,7 +26,7 @@ namespace {
 
 json read_json(const fs::path& p) {
   try {
-    std::vector<uint8_t> b = read_whole_file(p.string());
+    std::vector<uint8_t> b = read_file(p.string());
     return json::parse(b.begin(), b.end());
   } catch (const json::exception& e) {
     throw Error(str(p.string(), " is damaged: ", e.what()));
@@ -95,7 +95,7 @@ std::vector<Prediction> predict(const LoadedRun& run, const std::vector<std::str
     for (size_t i = b0; i < std::min(images.size(), b0 + static_cast<size_t>(batch)); ++i) {
       out[i].path = images[i];
       try {
-        std::vector<uint8_t> bytes = io::read_file(images[i]);
+        std::vector<uint8_t> bytes = read_file(images[i]);
         std::string err;
         if (!io::decode_jpeg_to(bytes.data(), bytes.size(), s.h, s.w, s.c, px.data() + ok.size() * static_cast<size_t>(s.size()), &err)) {
           out[i].error = err;

@@ -6,7 +6,7 @@
 #include <numeric>
 #include <sstream>
 
-#include "engine/error.h"
+#include "base/error.h"
 
 namespace stoke {
 

@@ -3,8 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
-#include "engine/error.h"
-#include "kernels/parallel.h"
+#include "base/error.h"
+#include "base/parallel.h"
 
 namespace stoke {
 

@@ -10,9 +10,10 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "engine/error.h"
-#include "engine/fsutil.h"
-#include "engine/progress.h"
+#include "base/error.h"
+#include "base/format.h"
+#include "base/fs.h"
+#include "base/progress.h"
 
 namespace stoke {
 namespace fs = std::filesystem;
@@ -454,7 +455,7 @@ json read_object(const fs::path& p, bool& present, std::vector<std::string>& not
   std::error_code ec;
   if (!fs::is_regular_file(p, ec)) return json::object();
   try {
-    std::vector<uint8_t> bytes = read_whole_file(p.string());
+    std::vector<uint8_t> bytes = read_file(p.string());
     json j = json::parse(bytes.begin(), bytes.end());
     if (!j.is_object()) {
       notes.push_back(str(p.filename().string(), " is not a JSON object; ignored"));

@@ -75,7 +75,7 @@ std::string html_escape(std::string_view text);
 // missing or damaged files inside it only leave their parts of the page empty (and say so).
 std::string render_report_html(const std::string& run_dir);
 
-// Writes RUNDIR/report.html atomically (engine/fsutil.h). Throws stoke::UserError when run_dir is not a
+// Writes RUNDIR/report.html atomically (base/fs.h). Throws stoke::UserError when run_dir is not a
 // folder, stoke::Error when the file cannot be written. Safe to call while the run is training (it reads a
 // snapshot; a line being written is skipped), at every epoch's end or once at the end of the run.
 void write_report_html(const std::string& run_dir);

@@ -4,8 +4,8 @@
 #include <cstring>
 #include <nlohmann/json.hpp>
 
-#include "engine/error.h"
-#include "engine/fsutil.h"
+#include "base/error.h"
+#include "base/fs.h"
 
 namespace stoke::safetensors {
 using json = nlohmann::json;
@@ -81,7 +81,7 @@ void save(const std::string& path, const std::vector<Tensor>& tensors, const std
   atomic_write_file(path, bytes.data(), bytes.size());
 }
 
-File File::load(const std::string& path) { return parse(read_whole_file(path), path); }
+File File::load(const std::string& path) { return parse(read_file(path), path); }
 
 File File::parse(std::vector<uint8_t> bytes, const std::string& source) {
   auto fail = [&](const std::string& why) -> Error { return Error(str(source, ": not a valid safetensors file: ", why)); };

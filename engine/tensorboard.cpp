@@ -15,7 +15,7 @@
 #include <sstream>
 #include <vector>
 
-#include "engine/error.h"
+#include "base/error.h"
 
 namespace stoke {
 namespace fs = std::filesystem;

@@ -13,45 +13,36 @@
 #include <nlohmann/json.hpp>
 #include <unistd.h>
 
+#include "base/format.h"
 #include "engine/backend.h"
 #include "engine/batch_size.h"
 #include "engine/checkpoint.h"
 #include "engine/decoded_cache.h"
 #include "engine/cpu_executor.h"
 #include "engine/device.h"
-#include "engine/error.h"
-#include "engine/fsutil.h"
+#include "base/error.h"
+#include "base/fs.h"
 #include "engine/interrupt.h"
-#include "engine/json_util.h"
+#include "base/json_util.h"
 #include "engine/metrics.h"
-#include "engine/progress.h"
+#include "base/progress.h"
 #include "engine/report.h"
 #include "engine/tensorboard.h"
-#include "engine/rng.h"
+#include "base/permutation.h"
+#include "base/rng.h"
 #include "io/dataset.h"
 #include "io/file_cache.h"
 #include "io/input_pipeline.h"
 #include "io/source.h"
 #include "kernels/augment.h"
-#include "kernels/parallel.h"
+#include "base/parallel.h"
 #include "kernels/softmax_ce.h"
-#include "kernels/trace.h"
+#include "base/trace.h"
 
 namespace stoke {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
-
-std::vector<int64_t> epoch_permutation(int64_t n, uint64_t seed, int64_t epoch) {
-  std::vector<int64_t> p(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) p[static_cast<size_t>(i)] = i;
-  const uint64_t key = hash_key(seed, 0x5a3b1e, static_cast<uint64_t>(epoch));
-  for (int64_t i = n - 1; i > 0; --i) {  // Fisher-Yates, one keyed draw per position
-    auto j = static_cast<int64_t>(uniform_below(key, static_cast<uint64_t>(i), static_cast<uint64_t>(i + 1)));
-    std::swap(p[static_cast<size_t>(i)], p[static_cast<size_t>(j)]);
-  }
-  return p;
-}
 
 namespace {
 
@@ -277,7 +268,7 @@ TrainConfig config_for_resume(const std::string& run_dir) {
     throw UserError(str("--resume ", run_dir, ": the folder holds no checkpoint (", run_dir, "/checkpoints/latest)"));
   json state;
   try {
-    std::vector<uint8_t> text = read_whole_file((fs::path(ck) / "state.json").string());
+    std::vector<uint8_t> text = read_file((fs::path(ck) / "state.json").string());
     state = json::parse(text.begin(), text.end());
   } catch (const json::exception& e) {
     throw Error(str(ck, "/state.json is damaged: ", e.what()));

@@ -101,7 +101,4 @@ TrainConfig config_for_resume(const std::string& run_dir);
 // The training input pipeline's settings for a run (input size, batch, decoders, seed, augmentation, drop_last).
 io::PipelineConfig training_pipeline_config(const TrainConfig& cfg, Shape3 shape, int batch);
 
-// The order of sample indices for an epoch: a permutation keyed by (seed, epoch) alone.
-std::vector<int64_t> epoch_permutation(int64_t n, uint64_t seed, int64_t epoch);
-
 }  // namespace stoke

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
-#include "engine/rng.h"
+#include "base/rng.h"
 
 namespace stoke::io {
 

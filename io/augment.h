@@ -5,7 +5,7 @@
 // the whole image resized to h x w (no centre crop: the data sets stoke targets are stored at or near the model
 // size, and a plain resize keeps every pixel; the trainer's simple loader did the same).
 //
-// Every random choice is a pure function of (seed, epoch, sample id) through engine/rng.h, so a batch is the
+// Every random choice is a pure function of (seed, epoch, sample id) through base/rng.h, so a batch is the
 // same bytes whichever decoder thread, and however many, produced it. Normalisation and casting are not done
 // here (the GPU augment kernel, or the CPU reference, does that from the uint8 batch).
 //
@@ -20,7 +20,7 @@
 #include <string>
 
 #include "io/image.h"
-#include "kernels/trace.h"
+#include "base/trace.h"
 
 namespace stoke::io {
 

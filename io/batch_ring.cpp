@@ -3,7 +3,7 @@
 #include <chrono>
 #include <thread>
 
-#include "engine/error.h"
+#include "base/error.h"
 
 namespace stoke::io {
 

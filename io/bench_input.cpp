@@ -11,7 +11,7 @@
 // jpeglib.h needs size_t and FILE declared first.
 #include <jpeglib.h>
 
-#include "engine/error.h"
+#include "base/error.h"
 #include "io/decoder_pool.h"
 #include "io/file_cache.h"
 #include "io/input_pipeline.h"

@@ -6,7 +6,8 @@
 #include <system_error>
 #include <utility>
 
-#include "engine/error.h"
+#include "base/error.h"
+#include "base/fs.h"
 #include "io/image.h"
 
 namespace stoke::io {

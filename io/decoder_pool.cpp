@@ -7,8 +7,8 @@
 #include <cmath>
 #include <cstdio>
 
-#include "engine/error.h"
-#include "engine/rng.h"
+#include "base/error.h"
+#include "base/rng.h"
 
 namespace stoke::io {
 

@@ -9,7 +9,7 @@
 #include <string>
 #include <utility>
 
-#include "engine/error.h"
+#include "base/error.h"
 
 namespace stoke::io {
 

@@ -9,7 +9,8 @@
 #include <new>
 #include <utility>
 
-#include "engine/error.h"
+#include "base/error.h"
+#include "base/format.h"
 
 #if STOKE_WITH_CUDA
 #include <cuda_runtime_api.h>
@@ -18,15 +19,6 @@
 namespace stoke::io {
 
 namespace {
-
-std::string mib(size_t bytes) {
-  char buf[32];
-  if (bytes < (size_t{1} << 20))
-    std::snprintf(buf, sizeof buf, "%.1f KiB", static_cast<double>(bytes) / 1024.0);
-  else
-    std::snprintf(buf, sizeof buf, "%.1f MiB", static_cast<double>(bytes) / (1024.0 * 1024.0));
-  return buf;
-}
 
 size_t page_size() {
   const long p = ::sysconf(_SC_PAGESIZE);
@@ -77,20 +69,20 @@ HostMemory::HostMemory(size_t bytes, bool want_pinned) {
       data_ = static_cast<uint8_t*>(p);
       pinned_ = true;
       std::memset(data_, 0, size_);
-      reason_ = str("pinned host memory (", mib(size_), ", cudaHostAlloc)");
+      reason_ = str("pinned host memory (", format_bytes(size_), ", cudaHostAlloc)");
       return;
     }
     (void)cudaGetLastError();
-    why_not = str("cudaHostAlloc of ", mib(size_), " failed (", cudaGetErrorName(e),
+    why_not = str("cudaHostAlloc of ", format_bytes(size_), " failed (", cudaGetErrorName(e),
                   "; a locked-memory limit? see ulimit -l), falling back");
 #endif
   }
   void* p = nullptr;
   if (::posix_memalign(&p, page, size_) != 0 || p == nullptr)
-    throw Error(str("cannot allocate ", mib(size_), " of host memory for the input pipeline"));
+    throw Error(str("cannot allocate ", format_bytes(size_), " of host memory for the input pipeline"));
   data_ = static_cast<uint8_t*>(p);
   std::memset(data_, 0, size_);  // touches every page now, not in the first batches
-  reason_ = str("pageable host memory (", mib(size_), "): ", why_not);
+  reason_ = str("pageable host memory (", format_bytes(size_), "): ", why_not);
 }
 
 void HostMemory::free_memory() noexcept {

@@ -23,7 +23,7 @@
 #include <jerror.h>
 #include <jpeglib.h>
 
-#include "engine/error.h"
+#include "base/error.h"
 
 namespace stoke::io {
 
@@ -392,7 +392,6 @@ bool encode_core(EncodeJob* job) {
   return true;
 }
 
-std::string errno_text(int e) { return std::error_code(e, std::generic_category()).message(); }
 
 }  // namespace
 
@@ -766,70 +765,6 @@ void resize_bilinear_strided(const uint8_t* src, int sh, int sw, int c, size_t s
     default:
       resize_rows<0>(src, sh, sw, c, src_stride, dst, dh, dw);
       break;
-  }
-}
-
-std::vector<uint8_t> read_file(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw Error(str("cannot open ", path, ": ", errno_text(errno)));
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) {
-    int e = errno;
-    ::close(fd);
-    throw Error(str("cannot stat ", path, ": ", errno_text(e)));
-  }
-  if (S_ISDIR(st.st_mode)) {
-    ::close(fd);
-    throw Error(str("cannot read ", path, ": ", errno_text(EISDIR)));
-  }
-  std::vector<uint8_t> data;
-  // Regular files: read the size fstat gave, then keep reading until EOF in case the file grew.
-  data.resize(st.st_size > 0 ? static_cast<size_t>(st.st_size) : size_t{65536});
-  size_t got = 0;
-  for (;;) {
-    if (got == data.size()) data.resize(data.size() * 2);
-    ssize_t n = ::read(fd, data.data() + got, data.size() - got);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      int e = errno;
-      ::close(fd);
-      throw Error(str("cannot read ", path, ": ", errno_text(e)));
-    }
-    if (n == 0) break;
-    got += static_cast<size_t>(n);
-  }
-  ::close(fd);
-  data.resize(got);
-  return data;
-}
-
-void write_file(const std::string& path, const void* data, size_t size) {
-  const std::string tmp = path + ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) throw Error(str("cannot create ", tmp, ": ", errno_text(errno)));
-  const auto* p = static_cast<const uint8_t*>(data);
-  size_t left = size;
-  while (left > 0) {
-    ssize_t n = ::write(fd, p, left);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      int e = errno;
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      throw Error(str("cannot write ", tmp, ": ", errno_text(e)));
-    }
-    p += n;
-    left -= static_cast<size_t>(n);
-  }
-  if (::close(fd) != 0) {
-    int e = errno;
-    ::unlink(tmp.c_str());
-    throw Error(str("cannot write ", tmp, ": ", errno_text(e)));
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    int e = errno;
-    ::unlink(tmp.c_str());
-    throw Error(str("cannot rename ", tmp, " to ", path, ": ", errno_text(e)));
   }
 }
 

@@ -80,9 +80,4 @@ std::vector<uint8_t> encode_jpeg(const uint8_t* pixels, int h, int w, int c, int
 // Bilinear resize (half-pixel centres, as OpenCV/PIL "bilinear" without antialiasing), HWC uint8.
 void resize_bilinear(const uint8_t* src, int sh, int sw, int c, uint8_t* dst, int dh, int dw);
 
-// Whole file into memory. Throws stoke::Error naming the file on failure.
-std::vector<uint8_t> read_file(const std::string& path);
-// Atomically enough for data files: write to path.tmp then rename. Throws stoke::Error on failure.
-void write_file(const std::string& path, const void* data, size_t size);
-
 }  // namespace stoke::io

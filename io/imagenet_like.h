@@ -43,7 +43,7 @@ void render_imagenet_like(int cls, uint64_t seed, int64_t index, uint8_t* rgb);
 
 // Writes out_dir/<class>/<index>.jpeg (or out_dir/{train,val,test}/<class>/ with SyntheticSplit::train_val_test:
 // per class synthetic_split_held_out(n) images each to val and test, the last ones, the rest to train), in
-// parallel (kernels/parallel.h), then a marker file naming count, classes, seed, split and quality. When out_dir
+// parallel (base/parallel.h), then a marker file naming count, classes, seed, split and quality. When out_dir
 // already holds a complete tree with the same parameters nothing is written; with different ones it throws
 // UserError. progress(done, total) is called from time to time on the calling thread. Throws UserError when a
 // class (or a class in a split) would be empty, or for classes outside 2..100000 or quality outside 1..100.

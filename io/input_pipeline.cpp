@@ -4,7 +4,7 @@
 #include <chrono>
 #include <cstdio>
 
-#include "engine/error.h"
+#include "base/error.h"
 
 namespace stoke::io {
 

@@ -12,9 +12,10 @@
 #include <filesystem>
 #include <system_error>
 
-#include "engine/error.h"
+#include "base/error.h"
+#include "base/fs.h"
 #include "io/image.h"
-#include "kernels/parallel.h"
+#include "base/parallel.h"
 
 extern char** environ;
 

@@ -13,7 +13,7 @@
 #include <filesystem>
 #include <system_error>
 
-#include "engine/error.h"
+#include "base/error.h"
 #include "io/image.h"
 
 namespace stoke::io {

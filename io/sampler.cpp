@@ -2,8 +2,8 @@
 
 #include <utility>
 
-#include "engine/error.h"
-#include "engine/rng.h"
+#include "base/error.h"
+#include "base/permutation.h"
 
 namespace stoke::io {
 
@@ -23,13 +23,11 @@ Sampler::Sampler(const SamplerConfig& cfg) : cfg_(cfg) {
 void Sampler::permutation(int64_t epoch, std::span<int64_t> out) const {
   const int64_t n = cfg_.samples;
   STOKE_CHECK(static_cast<int64_t>(out.size()) == n, "permutation buffer of ", out.size(), " for ", n, " samples");
-  for (int64_t i = 0; i < n; ++i) out[static_cast<size_t>(i)] = i;
-  if (!cfg_.shuffle) return;
-  const uint64_t key = hash_key(cfg_.seed, 0x5a3b1e, static_cast<uint64_t>(epoch));
-  for (int64_t i = n - 1; i > 0; --i) {  // Fisher-Yates, one keyed draw per position (= engine's epoch_permutation)
-    const auto j = static_cast<int64_t>(uniform_below(key, static_cast<uint64_t>(i), static_cast<uint64_t>(i + 1)));
-    std::swap(out[static_cast<size_t>(i)], out[static_cast<size_t>(j)]);
+  if (!cfg_.shuffle) {
+    for (int64_t i = 0; i < n; ++i) out[static_cast<size_t>(i)] = i;
+    return;
   }
+  epoch_permutation(cfg_.seed, epoch, out);
 }
 
 std::vector<int64_t> Sampler::permutation(int64_t epoch) const {

@@ -1,8 +1,8 @@
 // Which samples go into which batch: a keyed permutation per epoch, sharded over ranks, resumable.
 //
 // Order. Epoch e visits a permutation of [0, n) that depends only on (seed, e): Fisher-Yates from i = n-1 down,
-// j = uniform_below(hash_key(seed, 0x5a3b1e, e), i, i + 1) -- the same algorithm as engine's
-// epoch_permutation(), so rank 0 of world 1 sees exactly the order the simple loader saw. shuffle = false
+// j = uniform_below(hash_key(seed, 0x5a3b1e, e), i, i + 1) -- base/permutation.h, the one order every
+// part of stoke uses, so rank 0 of world 1 sees exactly the order of a plain loop. shuffle = false
 // keeps [0, n) in order (evaluation).
 //
 // Sharding. The permutation is cut into global batches of `batch` samples; rank r of W takes global batches

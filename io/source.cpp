@@ -10,7 +10,7 @@
 #include <system_error>
 #include <utility>
 
-#include "engine/error.h"
+#include "base/error.h"
 #include "io/image.h"
 #include "io/pack.h"
 

@@ -5,8 +5,8 @@
 #include <cmath>
 #include <cstdio>
 
-#include "engine/error.h"
-#include "engine/rng.h"
+#include "base/error.h"
+#include "base/rng.h"
 #include "io/image.h"
 #include "io/synthetic_tree.h"
 

@@ -39,7 +39,7 @@ enum class SyntheticSplit {
 // Images of a class of n that go to val, and as many to test: 10% rounded down, at least 1 (n >= 3).
 int64_t synthetic_split_held_out(int64_t n);
 
-// Writes the tree in parallel (kernels/parallel.h) at JPEG quality 90, then a marker file naming count, seed
+// Writes the tree in parallel (base/parallel.h) at JPEG quality 90, then a marker file naming count, seed
 // and split. When out_dir already holds a complete tree with the same parameters nothing is written; with
 // different ones it throws UserError rather than mixing two data sets. progress(done, total) is called from
 // time to time on the calling thread. Throws UserError when a class (or a class in a split) would be empty.

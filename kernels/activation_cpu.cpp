@@ -2,7 +2,7 @@
 #include <cstdint>
 
 #include "kernels/activation.h"
-#include "kernels/parallel.h"
+#include "base/parallel.h"
 
 namespace stoke::cpu {
 namespace {

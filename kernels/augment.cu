@@ -1,6 +1,6 @@
 // uint8 NHWC -> normalised T, one thread per output value (coalesced writes; the flipped read walks the row
 // backwards a pixel at a time, which stays within the same cache lines).
-#include "engine/error.h"
+#include "base/error.h"
 #include "kernels/augment.cuh"
 #include "kernels/cuda_util.cuh"
 

@@ -2,7 +2,7 @@
 
 #include <cstddef>
 
-#include "kernels/parallel.h"
+#include "base/parallel.h"
 
 namespace stoke {
 

@@ -8,7 +8,7 @@
 //   backward: (k1, k2, k3) with dx = k1 * dz + k2 * (x - mean) + k3, as in the CPU reference.
 #include <cmath>
 
-#include "engine/error.h"
+#include "base/error.h"
 #include "kernels/batchnorm.cuh"
 #include "kernels/channel_reduce.cuh"
 #include "kernels/cuda_util.cuh"

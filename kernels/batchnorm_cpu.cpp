@@ -8,9 +8,9 @@
 #include <cstdint>
 #include <vector>
 
-#include "engine/error.h"
+#include "base/error.h"
 #include "kernels/batchnorm.h"
-#include "kernels/parallel.h"
+#include "base/parallel.h"
 
 namespace stoke::cpu {
 namespace {

@@ -18,10 +18,10 @@
 #include <cstring>
 #include <vector>
 
-#include "engine/error.h"
+#include "base/error.h"
 #include "kernels/conv2d.h"
 #include "kernels/gemm.h"
-#include "kernels/parallel.h"
+#include "base/parallel.h"
 
 namespace stoke::cpu {
 namespace {

@@ -13,7 +13,7 @@
 #include <array>
 #include <cstdint>
 
-#include "engine/cuda/check.h"
+#include "base/cuda_check.h"
 
 namespace stoke::cuda {
 

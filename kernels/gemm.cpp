@@ -4,7 +4,7 @@
 #include <cstring>
 #include <vector>
 
-#include "kernels/parallel.h"
+#include "base/parallel.h"
 
 namespace stoke {
 namespace {

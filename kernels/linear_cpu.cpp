@@ -6,7 +6,7 @@
 
 #include "kernels/gemm.h"
 #include "kernels/linear.h"
-#include "kernels/parallel.h"
+#include "base/parallel.h"
 
 namespace stoke::cpu {
 

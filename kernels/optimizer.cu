@@ -1,7 +1,7 @@
 // Fused SGD / AdamW over chunks of the flat parameter array, and the finite check of the fp16 loss scaler.
 // __fmul_rn / __fadd_rn / __fsub_rn / __fdiv_rn / __fsqrt_rn keep the compiler from contracting into FMAs, so
 // the arithmetic is the CPU reference's, operation for operation.
-#include "engine/error.h"
+#include "base/error.h"
 #include "kernels/cuda_util.cuh"
 #include "kernels/optimizer.cuh"
 

@@ -2,7 +2,7 @@
 // channel index is the fastest, so a warp reads and writes consecutive channels (coalesced).
 #include <cmath>
 
-#include "engine/error.h"
+#include "base/error.h"
 #include "kernels/cuda_util.cuh"
 #include "kernels/pool.cuh"
 

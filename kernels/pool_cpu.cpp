@@ -5,8 +5,8 @@
 #include <cstdint>
 #include <vector>
 
-#include "engine/error.h"
-#include "kernels/parallel.h"
+#include "base/error.h"
+#include "base/parallel.h"
 #include "kernels/pool.h"
 
 namespace stoke::cpu {

@@ -2,7 +2,7 @@
 // fixed pattern), kernel 2 is one block that averages the per-row losses and counts the hits in a fixed order.
 #include <cmath>
 
-#include "engine/error.h"
+#include "base/error.h"
 #include "kernels/cuda_util.cuh"
 #include "kernels/softmax_ce.cuh"
 

@@ -7,8 +7,8 @@
 #include <cstdint>
 #include <vector>
 
-#include "engine/error.h"
-#include "kernels/parallel.h"
+#include "base/error.h"
+#include "base/parallel.h"
 #include "kernels/softmax_ce.h"
 
 namespace stoke::cpu {

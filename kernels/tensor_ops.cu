@@ -1,5 +1,5 @@
 // CUDA residual add, concatenation by channel-slice copies, and per-channel bias forward/backward.
-#include "engine/error.h"
+#include "base/error.h"
 #include "kernels/channel_reduce.cuh"
 #include "kernels/cuda_util.cuh"
 #include "kernels/tensor_ops.cuh"

@@ -3,7 +3,7 @@
 #include <cstdint>
 #include <cstring>
 
-#include "kernels/parallel.h"
+#include "base/parallel.h"
 #include "kernels/tensor_ops.h"
 
 namespace stoke::cpu {

@@ -18,7 +18,7 @@
 // torchvision's fan_out initialisation for every conv — a choice of starting point, not of architecture.
 #include <algorithm>
 
-#include "engine/error.h"
+#include "base/error.h"
 #include "models/models.h"
 
 namespace stoke {

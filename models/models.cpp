@@ -1,6 +1,6 @@
 #include "models/models.h"
 
-#include "engine/error.h"
+#include "base/error.h"
 
 namespace stoke {
 

@@ -12,7 +12,7 @@
 // downsample: the main branch is built before the shortcut here for the same parameter order.
 #include <algorithm>
 
-#include "engine/error.h"
+#include "base/error.h"
 #include "models/models.h"
 
 namespace stoke {

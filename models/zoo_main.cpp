@@ -10,11 +10,11 @@
 #include <vector>
 
 #include "engine/cpu_executor.h"
-#include "engine/error.h"
+#include "base/error.h"
 #include "engine/memory_plan.h"
 #include "engine/optimizer.h"
-#include "engine/rng.h"
-#include "kernels/parallel.h"
+#include "base/rng.h"
+#include "base/parallel.h"
 #include "kernels/softmax_ce.h"
 #include "models/models.h"
 

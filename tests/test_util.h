@@ -10,7 +10,8 @@
 #include <string>
 #include <vector>
 
-#include "engine/rng.h"
+#include "base/fs.h"
+#include "base/rng.h"
 #include "io/image.h"
 
 namespace stoke::test {
@@ -58,7 +59,7 @@ inline void write_tiny_folder(const fs::path& root, const std::vector<std::strin
           px[static_cast<size_t>(y * w + x)] = static_cast<uint8_t>(
               ((c % 2 == 0) ? (x * 255 / w) : (y * 255 / h)) / 2 + 60 * c % 128 + uniform_below(c * 1000 + i, y * w + x, 20));
       std::vector<uint8_t> jpg = io::encode_jpeg(px.data(), h, w, 1, 90);
-      io::write_file((root / classes[c] / (std::to_string(i) + ".jpg")).string(), jpg.data(), jpg.size());
+      write_file((root / classes[c] / (std::to_string(i) + ".jpg")).string(), jpg.data(), jpg.size());
     }
   }
 }
@@ -67,7 +68,7 @@ inline void write_tiny_folder(const fs::path& root, const std::vector<std::strin
 inline std::map<std::string, std::vector<uint8_t>> read_tree(const fs::path& root) {
   std::map<std::string, std::vector<uint8_t>> files;
   for (const auto& e : fs::recursive_directory_iterator(root))
-    if (e.is_regular_file()) files[fs::relative(e.path(), root).string()] = io::read_file(e.path().string());
+    if (e.is_regular_file()) files[fs::relative(e.path(), root).string()] = read_file(e.path().string());
   return files;
 }
 

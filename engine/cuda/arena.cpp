@@ -6,24 +6,11 @@
 #include <limits>
 #include <utility>
 
-#include "engine/cuda/check.h"
-#include "engine/error.h"
+#include "base/cuda_check.h"
+#include "base/error.h"
+#include "base/format.h"
 
 namespace stoke::cuda {
-
-std::string format_bytes(size_t bytes) {
-  char buf[64];
-  const double b = static_cast<double>(bytes);
-  if (bytes >= (size_t{1} << 30))
-    std::snprintf(buf, sizeof buf, "%.2f GiB", b / (1024.0 * 1024.0 * 1024.0));
-  else if (bytes >= (size_t{1} << 20))
-    std::snprintf(buf, sizeof buf, "%.1f MiB", b / (1024.0 * 1024.0));
-  else if (bytes >= 1024)
-    std::snprintf(buf, sizeof buf, "%.1f KiB", b / 1024.0);
-  else
-    std::snprintf(buf, sizeof buf, "%zu B", bytes);
-  return buf;
-}
 
 DeviceArena DeviceArena::counting() {
   DeviceArena a;

@@ -51,7 +51,4 @@ class DeviceArena {
 // Bytes rounded up to the arena's alignment.
 constexpr size_t arena_round(size_t bytes) { return (bytes + DeviceArena::kAlign - 1) / DeviceArena::kAlign * DeviceArena::kAlign; }
 
-// "12.3 MiB" (for messages).
-std::string format_bytes(size_t bytes);
-
 }  // namespace stoke::cuda

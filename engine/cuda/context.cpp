@@ -1,6 +1,6 @@
 #include "engine/cuda/context.h"
 
-#include "engine/cuda/check.h"
+#include "base/cuda_check.h"
 #include "engine/cuda/lib_check.h"
 
 namespace stoke::cuda {

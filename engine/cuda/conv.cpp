@@ -4,10 +4,10 @@
 #include <sstream>
 #include <vector>
 
-#include "engine/cuda/check.h"
+#include "base/cuda_check.h"
 #include "engine/cuda/lib_check.h"
-#include "kernels/trace.h"
-#include "engine/error.h"
+#include "base/trace.h"
+#include "base/error.h"
 
 namespace stoke::cuda {
 

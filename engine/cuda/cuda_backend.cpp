@@ -10,9 +10,9 @@
 #include <limits>
 
 #include "engine/backend.h"
-#include "engine/cuda/check.h"
+#include "base/cuda_check.h"
 #include "engine/cuda/executor.h"
-#include "engine/error.h"
+#include "base/error.h"
 
 namespace stoke {
 namespace {

@@ -13,13 +13,14 @@
 #include <type_traits>
 
 #include "engine/cuda/arena.h"
-#include "engine/cuda/check.h"
+#include "base/cuda_check.h"
 #include "engine/cuda/context.h"
 #include "engine/cuda/conv.h"
 #include "engine/cuda/linear.h"
 #include "engine/cuda/loss_scaler.h"
-#include "kernels/trace.h"
-#include "engine/error.h"
+#include "base/trace.h"
+#include "base/error.h"
+#include "base/format.h"
 #include "engine/op_shapes.h"
 #include "kernels/activation.cuh"
 #include "kernels/augment.cuh"
@@ -225,8 +226,8 @@ class Engine final : public CudaExecutor::Impl {
   int outputs() const override { return static_cast<int>(g_.nodes().back().out.size()); }
 
   std::string describe() const override {
-    return str(ctx_.device().name, ", ", cuda::to_string(prec_), ", arena ", cuda::format_bytes(arena_.capacity()),
-               " for batch ", max_batch_, " (conv workspace ", cuda::format_bytes(conv_ws_bytes_), "), ", groups_.size(),
+    return str(ctx_.device().name, ", ", cuda::to_string(prec_), ", arena ", format_bytes(arena_.capacity()),
+               " for batch ", max_batch_, " (conv workspace ", format_bytes(conv_ws_bytes_), "), ", groups_.size(),
                " fused BN groups", opt_.deterministic ? ", deterministic" : "", ", cuDNN ", ctx_.cudnn_version(),
                ", cuBLASLt ", ctx_.cublaslt_version());
   }

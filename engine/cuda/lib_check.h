@@ -11,7 +11,7 @@
 #include <cstdio>
 #include <string>
 
-#include "engine/error.h"
+#include "base/error.h"
 
 namespace stoke::cuda {
 

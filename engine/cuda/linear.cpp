@@ -4,9 +4,9 @@
 
 #include <cstdint>
 
-#include "engine/cuda/check.h"
+#include "base/cuda_check.h"
 #include "engine/cuda/lib_check.h"
-#include "engine/error.h"
+#include "base/error.h"
 #include "kernels/cast.cuh"
 #include "kernels/tensor_ops.cuh"
 

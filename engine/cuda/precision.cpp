@@ -1,6 +1,6 @@
 #include "engine/cuda/precision.h"
 
-#include "engine/error.h"
+#include "base/error.h"
 
 namespace stoke::cuda {
 

@@ -1,7 +1,7 @@
 #include "engine/cuda/runtime.h"
 
-#include "engine/cuda/check.h"
-#include "engine/error.h"
+#include "base/cuda_check.h"
+#include "base/error.h"
 
 namespace stoke::cuda {
 

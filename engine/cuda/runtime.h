@@ -1,6 +1,6 @@
 // The CUDA device runtime: which device, what it is (one line), streams and events as RAII objects.
 //
-// Every call is checked (engine/cuda/check.h). Streams are created non-blocking (they never wait on the legacy
+// Every call is checked (base/cuda_check.h). Streams are created non-blocking (they never wait on the legacy
 // default stream); events without timing unless asked, so a copy/compute handshake costs nothing extra.
 #pragma once
 

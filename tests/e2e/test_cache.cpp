@@ -1,7 +1,7 @@
 // --cache decoded gives exactly the batches of the streaming pipeline (flip augmentation included).
 #include <gtest/gtest.h>
 
-#include "engine/error.h"
+#include "base/error.h"
 #include "engine/trainer.h"
 #include "models/models.h"
 #include "tests/test_util.h"

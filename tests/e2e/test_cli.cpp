@@ -5,6 +5,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "base/fs.h"
 #include "tests/test_util.h"
 
 using namespace stoke::test;
@@ -77,7 +78,7 @@ TEST(Cli, TrainsATinyFolderAndWritesTheRunFolder) {
     EXPECT_TRUE(fs::exists(fs::path(run) / f)) << f;
   EXPECT_NE(r.output.find("verdict: "), std::string::npos) << r.output;
   {
-    std::vector<uint8_t> html = stoke::io::read_file(run + "/report.html");
+    std::vector<uint8_t> html = stoke::read_file(run + "/report.html");
     const std::string h(html.begin(), html.end());
     EXPECT_NE(h.find("<svg"), std::string::npos);
     EXPECT_NE(h.find("</html>"), std::string::npos);
@@ -101,7 +102,7 @@ TEST(Cli, BatchSizeAutoSaysWhatItChoseAndResumeKeepsIt) {
   EXPECT_NE(r.output.find("batch size auto: 24 (capped: at least 16 steps per epoch over 400 images"), std::string::npos)
       << r.output;
   EXPECT_NE(r.output.find("batch 24,"), std::string::npos) << r.output;
-  const std::vector<uint8_t> cfg = stoke::io::read_file(run + "/config.json");
+  const std::vector<uint8_t> cfg = stoke::read_file(run + "/config.json");
   EXPECT_NE(std::string(cfg.begin(), cfg.end()).find("\"batch_size\": 24"), std::string::npos) << "the resolved batch is saved";
   RunResult again = run_stoke("train --resume " + run + " --epochs 2 --quiet");
   EXPECT_EQ(again.exit_code, 0) << again.output;
@@ -111,7 +112,7 @@ TEST(Cli, AFoldersFilesAreReadFromDiskOnce) {
   TempDir tmp("cli-file-cache");
   write_tiny_folder(tmp.path() / "train", {"a", "b"}, 24);
   auto summary = [&](const std::string& run) {
-    const std::vector<uint8_t> b = stoke::io::read_file(run + "/summary.json");
+    const std::vector<uint8_t> b = stoke::read_file(run + "/summary.json");
     return nlohmann::json::parse(std::string(b.begin(), b.end()));
   };
   const std::string base = "train --data " + tmp.str() + "/train --epochs 3 --batch-size 8 --device cpu --out " + tmp.str();
@@ -147,7 +148,7 @@ TEST(Cli, PackThenTrainFromThePackGivesTheSameRun) {
   }
   // Same samples, same order, same bytes: the same losses.
   auto loss_of = [&](const std::string& run) {
-    std::vector<uint8_t> b = stoke::io::read_file(run + "/summary.json");
+    std::vector<uint8_t> b = stoke::read_file(run + "/summary.json");
     std::string t(b.begin(), b.end());
     size_t k = t.find("\"final_train_loss\"");
     return t.substr(k, t.find(',', k) - k);

@@ -8,7 +8,7 @@
 #include "engine/trainer.h"
 #include "io/dataset.h"
 #include "io/mnist.h"
-#include "kernels/parallel.h"
+#include "base/parallel.h"
 #include "models/models.h"
 #include "tests/test_util.h"
 

@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "kernels/trace.h"
+#include "base/trace.h"
 #include "tests/test_util.h"
 
 using namespace stoke::test;

@@ -10,7 +10,7 @@
 #include <fstream>
 
 #include "engine/checkpoint.h"
-#include "engine/error.h"
+#include "base/error.h"
 #include "engine/trainer.h"
 #include "models/models.h"
 #include "tests/test_util.h"

@@ -12,8 +12,8 @@
 #include <thread>
 
 #include "engine/checkpoint.h"
-#include "engine/error.h"
-#include "engine/fsutil.h"
+#include "base/error.h"
+#include "base/fs.h"
 #include "engine/trainer.h"
 #include "models/models.h"
 #include "tests/test_util.h"
@@ -46,7 +46,7 @@ void make_data(const TempDir& tmp) {
 }
 
 std::string file_bytes(const std::string& p) {
-  std::vector<uint8_t> b = read_whole_file(p);
+  std::vector<uint8_t> b = read_file(p);
   return std::string(b.begin(), b.end());
 }
 

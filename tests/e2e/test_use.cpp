@@ -6,7 +6,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "engine/error.h"
+#include "base/error.h"
 #include "engine/inference.h"
 #include "engine/safetensors.h"
 #include "engine/trainer.h"

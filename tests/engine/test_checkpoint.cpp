@@ -6,8 +6,8 @@
 #include <fstream>
 
 #include "engine/checkpoint.h"
-#include "engine/error.h"
-#include "engine/fsutil.h"
+#include "base/error.h"
+#include "base/fs.h"
 #include "engine/graph.h"
 #include "engine/safetensors.h"
 #include "models/models.h"
@@ -20,7 +20,7 @@ using stoke::test::TempDir;
 
 namespace {
 std::string slurp(const fs::path& p) {
-  std::vector<uint8_t> b = read_whole_file(p.string());
+  std::vector<uint8_t> b = read_file(p.string());
   return std::string(b.begin(), b.end());
 }
 void spit(const fs::path& p, const std::string& s) {

@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "engine/checkpoint.h"
-#include "engine/error.h"
+#include "base/error.h"
 #include "engine/graph.h"
 
 namespace {

@@ -3,7 +3,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "engine/error.h"
+#include "base/error.h"
 #include "engine/safetensors.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {

@@ -17,7 +17,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "engine/cuda/check.h"
+#include "base/cuda_check.h"
 #include "engine/cuda/runtime.h"
 
 namespace stoke::test {

@@ -2,7 +2,7 @@
 // (the GPU machine has no network). Each digit 0-9 is a fixed stroke drawing (polylines in a unit box) rendered
 // anti-aliased into 28x28 uint8 with a random affine jitter (scale, rotation, shear, shift), stroke width and
 // background noise, so a CNN has to learn shapes. Image i of a set is a pure function of (seed, i), via the
-// counter-based RNG of engine/rng.h: identical on every machine and for every thread count.
+// counter-based RNG of base/rng.h: identical on every machine and for every thread count.
 #pragma once
 
 #include <algorithm>
@@ -11,7 +11,7 @@
 #include <utility>
 #include <vector>
 
-#include "engine/rng.h"
+#include "base/rng.h"
 
 namespace stoke::test {
 

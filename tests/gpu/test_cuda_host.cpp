@@ -5,10 +5,11 @@
 #include <string>
 
 #include "engine/cuda/arena.h"
-#include "engine/cuda/check.h"
+#include "base/cuda_check.h"
 #include "engine/cuda/lib_check.h"
 #include "engine/cuda/runtime.h"
-#include "engine/error.h"
+#include "base/error.h"
+#include "base/format.h"
 
 namespace stoke::cuda {
 namespace {

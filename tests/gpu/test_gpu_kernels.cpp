@@ -7,7 +7,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "engine/cuda/check.h"
+#include "base/cuda_check.h"
 #include "kernels/activation.cuh"
 #include "kernels/activation.h"
 #include "kernels/augment.cuh"

@@ -8,7 +8,8 @@
 #include <string>
 #include <vector>
 
-#include "engine/error.h"
+#include "base/error.h"
+#include "base/fs.h"
 #include "io/dataset.h"
 #include "io/image.h"
 
@@ -38,7 +39,7 @@ class TempDir {
 
 void touch(const std::string& path, const std::string& content = "x") {
   fs::create_directories(fs::path(path).parent_path());
-  stoke::io::write_file(path, content.data(), content.size());
+  stoke::write_file(path, content.data(), content.size());
 }
 
 void write_jpeg(const std::string& path, int h, int w, int c) {
@@ -46,7 +47,7 @@ void write_jpeg(const std::string& path, int h, int w, int c) {
   for (size_t i = 0; i < px.size(); ++i) px[i] = static_cast<uint8_t>(i * 7);
   auto jpg = stoke::io::encode_jpeg(px.data(), h, w, c, 90);
   fs::create_directories(fs::path(path).parent_path());
-  stoke::io::write_file(path, jpg.data(), jpg.size());
+  stoke::write_file(path, jpg.data(), jpg.size());
 }
 
 // Runs fn, which must throw stoke::UserError (not just stoke::Error) holding `substr` in one line.

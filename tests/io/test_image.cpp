@@ -14,7 +14,8 @@
 // For encoding test inputs the codec itself never writes (CMYK, progressive).
 #include <jpeglib.h>
 
-#include "engine/error.h"
+#include "base/error.h"
+#include "base/fs.h"
 #include "io/image.h"
 
 namespace {
@@ -582,25 +583,25 @@ TEST(Files, WriteReadAndErrors) {
   std::vector<uint8_t> data(100000);
   for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<uint8_t>(i * 31 + 7);
   const std::string path = dir + "/a.bin";
-  stoke::io::write_file(path, data.data(), data.size());
+  stoke::write_file(path, data.data(), data.size());
   EXPECT_FALSE(fs::exists(path + ".tmp"));
-  EXPECT_EQ(stoke::io::read_file(path), data);
-  stoke::io::write_file(path, "xy", 2);  // replaces
-  EXPECT_EQ(stoke::io::read_file(path), (std::vector<uint8_t>{'x', 'y'}));
-  stoke::io::write_file(dir + "/empty", nullptr, 0);
-  EXPECT_TRUE(stoke::io::read_file(dir + "/empty").empty());
+  EXPECT_EQ(stoke::read_file(path), data);
+  stoke::write_file(path, "xy", 2);  // replaces
+  EXPECT_EQ(stoke::read_file(path), (std::vector<uint8_t>{'x', 'y'}));
+  stoke::write_file(dir + "/empty", nullptr, 0);
+  EXPECT_TRUE(stoke::read_file(dir + "/empty").empty());
 
   try {
-    stoke::io::read_file(dir + "/missing.jpg");
+    stoke::read_file(dir + "/missing.jpg");
     ADD_FAILURE() << "no throw";
   } catch (const stoke::Error& e) {
     std::string m = e.what();
     EXPECT_NE(m.find(dir + "/missing.jpg"), std::string::npos) << m;
     EXPECT_NE(m.find("No such file"), std::string::npos) << m;
   }
-  EXPECT_THROW(stoke::io::read_file(dir), stoke::Error);  // a folder
+  EXPECT_THROW(stoke::read_file(dir), stoke::Error);  // a folder
   try {
-    stoke::io::write_file(dir + "/no/such/dir/x.bin", "a", 1);
+    stoke::write_file(dir + "/no/such/dir/x.bin", "a", 1);
     ADD_FAILURE() << "no throw";
   } catch (const stoke::Error& e) {
     EXPECT_NE(std::string(e.what()).find(dir + "/no/such/dir/x.bin"), std::string::npos) << e.what();

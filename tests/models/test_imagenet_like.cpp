@@ -12,11 +12,12 @@
 #include <string>
 #include <vector>
 
-#include "engine/error.h"
+#include "base/error.h"
+#include "base/fs.h"
 #include "io/dataset.h"
 #include "io/image.h"
 #include "io/imagenet_like.h"
-#include "kernels/parallel.h"
+#include "base/parallel.h"
 #include "tests/models/small_cnn_fit.h"
 #include "tests/test_util.h"
 
@@ -51,7 +52,7 @@ TEST(ImageNetLike, TreeLooksLikePhotosAndIsDeterministic) {
   EXPECT_EQ(f.class_counts, (std::vector<int64_t>{6, 6, 6, 6}));
   size_t bytes_total = 0, smallest = SIZE_MAX, largest = 0;
   for (const io::Sample& s : f.samples) {
-    std::vector<uint8_t> bytes = io::read_file(s.path);
+    std::vector<uint8_t> bytes = read_file(s.path);
     io::JpegInfo info;
     std::string err;
     ASSERT_TRUE(io::jpeg_info(bytes.data(), bytes.size(), info, &err)) << s.path << ": " << err;
@@ -80,7 +81,7 @@ TEST(ImageNetLike, TreeLooksLikePhotosAndIsDeterministic) {
   // Image k of class c depends on neither the count nor the number of classes.
   test::TempDir more("imagenet-like-more");
   io::write_imagenet_like(more.str(), 30, 5, 5);
-  EXPECT_EQ(io::read_file((more.path() / "n00000002" / "000004.jpeg").string()), ta.at("n00000002/000004.jpeg"));
+  EXPECT_EQ(read_file((more.path() / "n00000002" / "000004.jpeg").string()), ta.at("n00000002/000004.jpeg"));
 
   // A complete tree is not rewritten; a different one is refused; classes must not be empty.
   const auto stamp = fs::last_write_time(a / "n00000001" / "000000.jpeg");
@@ -108,8 +109,8 @@ TEST(ImageNetLike, TrainValTestSplit) {
   EXPECT_EQ(total, 30);
   test::TempDir plain("imagenet-like-plain");
   io::write_imagenet_like(plain.str(), 30, 3, 1);
-  EXPECT_EQ(io::read_file((tmp.path() / "test" / "n00000001" / "000009.jpeg").string()),
-            io::read_file((plain.path() / "n00000001" / "000009.jpeg").string()));
+  EXPECT_EQ(read_file((tmp.path() / "test" / "n00000001" / "000009.jpeg").string()),
+            read_file((plain.path() / "n00000001" / "000009.jpeg").string()));
 }
 
 // The classes are objects (shape, arrangement, palette, texture) at random places, sizes and rotations over

@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/error.h"
+#include "base/error.h"
 #include "engine/graph.h"
 #include "engine/memory_plan.h"
 #include "models/models.h"

@@ -11,7 +11,7 @@
 
 #include "engine/cpu_executor.h"
 #include "engine/optimizer.h"
-#include "engine/rng.h"
+#include "base/rng.h"
 #include "kernels/softmax_ce.h"
 #include "models/models.h"
 

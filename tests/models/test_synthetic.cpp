@@ -10,7 +10,8 @@
 #include <string>
 #include <vector>
 
-#include "engine/error.h"
+#include "base/error.h"
+#include "base/fs.h"
 #include "io/dataset.h"
 #include "io/image.h"
 #include "io/synthetic.h"
@@ -54,7 +55,7 @@ TEST(Synthetic, TreeIsDecodableDeterministicAndMarked) {
   EXPECT_EQ(f.class_counts, io::synthetic_mednist_counts(60));
   ASSERT_EQ(f.samples.size(), 60u);
   for (const io::Sample& s : f.samples) {
-    std::vector<uint8_t> bytes = io::read_file(s.path);
+    std::vector<uint8_t> bytes = read_file(s.path);
     io::Image img;
     std::string err;
     ASSERT_TRUE(io::decode_jpeg(bytes.data(), bytes.size(), 1, img, &err)) << s.path << ": " << err;
@@ -77,7 +78,7 @@ TEST(Synthetic, TreeIsDecodableDeterministicAndMarked) {
   // Image k of a class does not depend on the total count.
   test::TempDir tmp2("synthetic-more");
   io::write_synthetic_mednist_like(tmp2.str(), 120, 3);
-  EXPECT_EQ(io::read_file((tmp2.path() / "Hand" / "000007.jpeg").string()), ta.at("Hand/000007.jpeg"));
+  EXPECT_EQ(read_file((tmp2.path() / "Hand" / "000007.jpeg").string()), ta.at("Hand/000007.jpeg"));
 
   // A complete tree is not rewritten; a different one is refused.
   const auto stamp = fs::last_write_time(a / "CXR" / "000000.jpeg");
@@ -115,8 +116,8 @@ TEST(Synthetic, TrainValTestSplit) {
   // The split folders hold the same images the plain tree would, moved.
   test::TempDir plain("synthetic-plain");
   io::write_synthetic_mednist_like(plain.str(), 60, 3);
-  EXPECT_EQ(io::read_file((tmp.path() / "test" / "AbdomenCT" / "000010.jpeg").string()),  // 11: 9 / 1 / 1
-            io::read_file((plain.path() / "AbdomenCT" / "000010.jpeg").string()));
+  EXPECT_EQ(read_file((tmp.path() / "test" / "AbdomenCT" / "000010.jpeg").string()),  // 11: 9 / 1 / 1
+            read_file((plain.path() / "AbdomenCT" / "000010.jpeg").string()));
 }
 
 // The small CNN on 64 images per class (JPEG round trip, as training would see them), tested on 32 others per

@@ -19,8 +19,9 @@
 #include <thread>
 #include <vector>
 
-#include "engine/error.h"
-#include "engine/rng.h"
+#include "base/error.h"
+#include "base/fs.h"
+#include "base/rng.h"
 #include "io/image.h"
 #include "io/source.h"
 #include "tests/test_util.h"
@@ -43,7 +44,7 @@ inline std::vector<uint8_t> smooth_image(int h, int w, int c, uint64_t seed = 0)
 
 inline void write_bytes(const fs::path& p, const std::vector<uint8_t>& b) {
   fs::create_directories(p.parent_path());
-  io::write_file(p.string(), b.data(), b.size());
+  write_file(p.string(), b.data(), b.size());
 }
 
 // root/c<k>/<i>.jpg for k < classes, i < per_class: h x w x c images, sizes varying by up to +-jitter pixels.

@@ -6,7 +6,8 @@
 #include <cstring>
 #include <fstream>
 
-#include "engine/error.h"
+#include "base/error.h"
+#include "base/fs.h"
 #include "io/dataset.h"
 #include "io/pack.h"
 #include "io/source.h"
@@ -18,8 +19,8 @@ using namespace stoke::io;
 namespace fs = std::filesystem;
 using stoke::test::TempDir;
 
-std::vector<uint8_t> slurp(const fs::path& p) { return read_file(p.string()); }
-void spit(const fs::path& p, const std::vector<uint8_t>& b) { write_file(p.string(), b.data(), b.size()); }
+std::vector<uint8_t> slurp(const fs::path& p) { return stoke::read_file(p.string()); }
+void spit(const fs::path& p, const std::vector<uint8_t>& b) { stoke::write_file(p.string(), b.data(), b.size()); }
 
 uint32_t get32(const std::vector<uint8_t>& b, size_t off) {
   return uint32_t{b[off]} | uint32_t{b[off + 1]} << 8 | uint32_t{b[off + 2]} << 16 | uint32_t{b[off + 3]} << 24;

@@ -8,7 +8,7 @@
 #include <set>
 #include <thread>
 
-#include "engine/error.h"
+#include "base/error.h"
 #include "io/input_pipeline.h"
 #include "io/pack.h"
 #include "io/source.h"

@@ -9,8 +9,8 @@
 #include <thread>
 #include <vector>
 
-#include "engine/error.h"
-#include "engine/rng.h"
+#include "base/error.h"
+#include "base/rng.h"
 #include "io/batch_ring.h"
 #include "io/host_memory.h"
 

@@ -6,8 +6,8 @@
 #include <set>
 #include <vector>
 
-#include "engine/error.h"
-#include "engine/rng.h"
+#include "base/error.h"
+#include "base/rng.h"
 #include "io/sampler.h"
 
 namespace {
@@ -15,8 +15,8 @@ namespace {
 using stoke::io::Sampler;
 using stoke::io::SamplerConfig;
 
-// engine/trainer.cpp's epoch_permutation, copied verbatim (the engine is not a dependency of io/): rank 0 of
-// world 1 must see exactly this order.
+// The one sample order (base/permutation.h): rank 0 of world 1 must see exactly it. Restated here from its
+// definition (Fisher-Yates, one keyed draw per position) so a change to the shared function fails this test.
 std::vector<int64_t> reference_epoch_permutation(int64_t n, uint64_t seed, int64_t epoch) {
   std::vector<int64_t> p(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) p[static_cast<size_t>(i)] = i;

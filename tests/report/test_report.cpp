@@ -8,8 +8,8 @@
 #include <nlohmann/json.hpp>
 #include <regex>
 
-#include "engine/error.h"
-#include "engine/fsutil.h"
+#include "base/error.h"
+#include "base/fs.h"
 #include "engine/report.h"
 #include "tests/report/html_check.h"
 
@@ -116,7 +116,7 @@ TEST(Report, FullRunIsWellFormedWithAChartPerPlotAndTheConfusionMatrix) {
   run.write("summary.json", summary.dump(2));
   write_report_html(run.str());
   const std::string html = [&] {
-    std::vector<uint8_t> b = read_whole_file(run.str() + "/report.html");
+    std::vector<uint8_t> b = read_file(run.str() + "/report.html");
     return std::string(b.begin(), b.end());
   }();
   expect_well_formed(html);

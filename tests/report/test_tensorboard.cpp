@@ -12,8 +12,8 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "engine/error.h"
-#include "engine/fsutil.h"
+#include "base/error.h"
+#include "base/fs.h"
 #include "engine/tensorboard.h"
 
 namespace stoke {
@@ -172,7 +172,7 @@ Events parse_events(const std::string& file) {
 }
 
 std::string slurp(const std::string& path) {
-  std::vector<uint8_t> b = read_whole_file(path);
+  std::vector<uint8_t> b = read_file(path);
   return {b.begin(), b.end()};
 }
 

@@ -9,7 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 
-#include "engine/error.h"
+#include "base/error.h"
 
 namespace stoke {
 

@@ -1,4 +1,4 @@
-#include "kernels/parallel.h"
+#include "base/parallel.h"
 
 #include <atomic>
 #include <condition_variable>

@@ -1,6 +1,5 @@
-#include "engine/progress.h"
+#include "base/progress.h"
 
-#include <cmath>
 #include <unistd.h>
 
 namespace stoke {
@@ -26,27 +25,6 @@ void Progress::finish() {
   if (tty_ && live_) std::fprintf(out_, "\n");
   live_ = false;
   std::fflush(out_);
-}
-
-std::string format_duration(double seconds) {
-  if (!std::isfinite(seconds) || seconds < 0) return "?";
-  long s = std::lround(seconds);
-  char buf[32];
-  if (s >= 3600)
-    std::snprintf(buf, sizeof buf, "%ld:%02ld:%02ld", s / 3600, (s / 60) % 60, s % 60);
-  else
-    std::snprintf(buf, sizeof buf, "%ld:%02ld", s / 60, s % 60);
-  return buf;
-}
-
-std::string format_count(double v) {
-  long n = std::lround(v);
-  std::string digits = std::to_string(n < 0 ? -n : n), out;
-  for (size_t i = 0; i < digits.size(); ++i) {
-    if (i > 0 && (digits.size() - i) % 3 == 0) out += ',';
-    out += digits[i];
-  }
-  return n < 0 ? "-" + out : out;
 }
 
 }  // namespace stoke

@@ -1,4 +1,4 @@
-#include "engine/fsutil.h"
+#include "base/fs.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -10,7 +10,7 @@
 #include <cstring>
 #include <filesystem>
 
-#include "engine/error.h"
+#include "base/error.h"
 
 namespace stoke {
 namespace {
@@ -54,13 +54,16 @@ void fsync_dir(const std::string& dir) {
   ::close(fd);
 }
 
-void atomic_write_file(const std::string& path, const void* data, size_t size) {
+namespace {
+// Writes `path` through a temporary file and a rename, so a reader sees the old content or the new, never a
+// torn file. `durable` adds the fsyncs (file, then folder) that make the new content survive a power cut.
+void write_replacing(const std::string& path, const void* data, size_t size, bool durable) {
   const std::string tmp = path + ".tmp";
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) throw Error(str("cannot write ", tmp, ": ", std::strerror(errno)));
   bool ok = write_all(fd, static_cast<const uint8_t*>(data), size);
   int err = errno;
-  if (ok && ::fsync(fd) != 0) {
+  if (ok && durable && ::fsync(fd) != 0) {
     ok = false;
     err = errno;
   }
@@ -77,8 +80,15 @@ void atomic_write_file(const std::string& path, const void* data, size_t size) {
     ::unlink(tmp.c_str());
     throw Error(str("cannot rename ", tmp, " to ", path, ": ", std::strerror(err)));
   }
-  fsync_dir(std::filesystem::path(path).parent_path().string());
+  if (durable) fsync_dir(std::filesystem::path(path).parent_path().string());
 }
+}  // namespace
+
+void atomic_write_file(const std::string& path, const void* data, size_t size) {
+  write_replacing(path, data, size, true);
+}
+
+void write_file(const std::string& path, const void* data, size_t size) { write_replacing(path, data, size, false); }
 
 void durable_rename(const std::string& from, const std::string& to) {
   if (::rename(from.c_str(), to.c_str()) != 0)
@@ -86,7 +96,7 @@ void durable_rename(const std::string& from, const std::string& to) {
   fsync_dir(std::filesystem::path(to).parent_path().string());
 }
 
-std::vector<uint8_t> read_whole_file(const std::string& path) {
+std::vector<uint8_t> read_file(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) throw Error(str("cannot read ", path, ": ", std::strerror(errno)));
   struct stat st {};
@@ -95,20 +105,29 @@ std::vector<uint8_t> read_whole_file(const std::string& path) {
     ::close(fd);
     throw Error(str("cannot stat ", path, ": ", std::strerror(e)));
   }
-  std::vector<uint8_t> buf(static_cast<size_t>(st.st_size));
+  if (S_ISDIR(st.st_mode)) {
+    ::close(fd);
+    throw Error(str("cannot read ", path, ": ", std::strerror(EISDIR)));
+  }
+  // Read the size fstat gave, then on until end of file: a file that grew while we read it is read whole, and
+  // files whose size fstat does not know (/proc, pipes) too.
+  std::vector<uint8_t> data(st.st_size > 0 ? static_cast<size_t>(st.st_size) : size_t{65536});
   size_t got = 0;
-  while (got < buf.size()) {
-    ssize_t r = ::read(fd, buf.data() + got, buf.size() - got);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) {
-      int e = r < 0 ? errno : EIO;
+  for (;;) {
+    if (got == data.size()) data.resize(data.size() * 2);
+    ssize_t n = ::read(fd, data.data() + got, data.size() - got);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      int e = errno;
       ::close(fd);
-      throw Error(str("cannot read ", path, ": ", r == 0 ? "file shrank while reading" : std::strerror(e)));
+      throw Error(str("cannot read ", path, ": ", std::strerror(e)));
     }
-    got += static_cast<size_t>(r);
+    if (n == 0) break;
+    got += static_cast<size_t>(n);
   }
   ::close(fd);
-  return buf;
+  data.resize(got);
+  return data;
 }
 
 uint64_t fnv1a64(const void* data, size_t size, uint64_t seed) {

@@ -6,6 +6,8 @@
 #include <cstdio>
 #include <string>
 
+#include "base/format.h"  // the progress lines use these formatters
+
 namespace stoke {
 
 class Progress {
@@ -24,10 +26,5 @@ class Progress {
   bool live_ = false;
   std::chrono::steady_clock::time_point last_{};
 };
-
-// "1:02:03" / "2:03"
-std::string format_duration(double seconds);
-// "12,345"
-std::string format_count(double v);
 
 }  // namespace stoke

@@ -1,5 +1,8 @@
-// Durable file writes. Nothing the machine does (crash, kill -9, full disk) may leave a half-written file
-// where a good one was: write a temporary file, fsync it, rename it over the target, fsync the folder.
+// Reading and writing whole files. Every write goes through a temporary file and a rename, so no reader ever
+// sees a half-written file. atomic_write_file is also durable (fsync of the file and of its folder): for
+// checkpoints, run state and reports, which must survive a crash or power cut. write_file skips the fsyncs:
+// for data sets of thousands of files that can be made again, where an fsync per file would cost minutes.
+// Errors throw stoke::Error naming the file and the system's reason.
 #pragma once
 
 #include <cstddef>
@@ -23,8 +26,11 @@ void fsync_dir(const std::string& dir);
 // Renames `from` to `to` (both in the same folder, `to` must not be a non-empty folder) and fsyncs the folder.
 void durable_rename(const std::string& from, const std::string& to);
 
-// Whole file into memory; throws stoke::Error naming the file.
-std::vector<uint8_t> read_whole_file(const std::string& path);
+// Temporary file + rename, without fsync (see above). Honours inject_write_failure_after too.
+void write_file(const std::string& path, const void* data, size_t size);
+
+// Whole file into memory (also one that grows while being read); throws stoke::Error naming the file.
+std::vector<uint8_t> read_file(const std::string& path);
 
 // 64-bit FNV-1a of bytes: the checksum recorded in checkpoint manifests.
 uint64_t fnv1a64(const void* data, size_t size, uint64_t seed = 0xcbf29ce484222325ULL);

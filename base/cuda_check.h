@@ -1,4 +1,4 @@
-// Checking CUDA runtime calls and kernel launches (header-only, like engine/error.h, so kernels/ may use it).
+// Checking CUDA runtime calls and kernel launches (header-only, like base/error.h, so kernels/ may use it).
 //
 //   CUDA_CHECK(cudaMalloc(&p, n));          throws stoke::Error: status name, code, text, expression, file, line
 //   CUDA_CHECK_NOEXCEPT(cudaFree(p));       prints the same to stderr and carries on (for destructors)
@@ -16,7 +16,7 @@
 #include <cstring>
 #include <string>
 
-#include "engine/error.h"
+#include "base/error.h"
 
 namespace stoke::cuda {
 
