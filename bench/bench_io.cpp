@@ -1,6 +1,6 @@
 // Input-pipeline microbenchmarks: the cost of handing a batch through the BatchRing (1 and several producers,
 // no decoding), the JPEG decode paths on a 28x28 gray and a 500x375 RGB image, and reading a small sample from
-// a file versus a pack. The end-to-end pipeline against raw libjpeg-turbo is `stoke bench-input` (io/bench_input.h).
+// a file versus a pack. The end-to-end pipeline against raw libjpeg-turbo is `stoke bench-input` (io/pipeline/bench_input.h).
 #include <benchmark/benchmark.h>
 
 #include <unistd.h>
@@ -14,11 +14,11 @@
 #include <vector>
 
 #include "base/fs.h"
-#include "io/augment.h"
-#include "io/batch_ring.h"
-#include "io/bench_input.h"
-#include "io/image.h"
-#include "io/pack.h"
+#include "io/pipeline/augment.h"
+#include "io/pipeline/batch_ring.h"
+#include "io/pipeline/bench_input.h"
+#include "io/codec/jpeg.h"
+#include "io/source/pack.h"
 
 using namespace stoke::io;
 

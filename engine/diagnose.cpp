@@ -9,13 +9,13 @@
 
 #include "base/format.h"
 #include "engine/backend.h"
-#include "engine/decoded_cache.h"
+#include "io/source/decoded_cache.h"
 #include "engine/device.h"
 #include "base/error.h"
 #include "base/progress.h"
-#include "io/file_cache.h"
-#include "io/input_pipeline.h"
-#include "io/source.h"
+#include "io/source/file_cache.h"
+#include "io/pipeline/input_pipeline.h"
+#include "io/source/source.h"
 #include "base/parallel.h"
 
 namespace stoke {
@@ -126,8 +126,8 @@ DiagnoseResult diagnose(const TrainConfig& cfg, const ModelFactory& build_model,
     r.full_stall = (in.stats().consumer_wait_seconds - wait0) / el;
   }
 
-  r.cache_bytes = DecodedCache::bytes_for(src->size(), shape);
-  r.available_bytes = available_memory_bytes();
+  r.cache_bytes = io::DecodedCache::bytes_for(src->size(), shape);
+  r.available_bytes = io::available_memory_bytes();
   const bool fits = r.available_bytes > 0 && r.cache_bytes < r.available_bytes / 2;
   if (r.decode_img_s < 1.2 * r.compute_img_s) {
     r.verdict = str("input-bound: the decoders give ", format_count(r.decode_img_s), " img/s, the ", r.backend,

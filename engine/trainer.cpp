@@ -17,7 +17,7 @@
 #include "engine/backend.h"
 #include "engine/batch_size.h"
 #include "engine/checkpoint.h"
-#include "engine/decoded_cache.h"
+#include "io/source/decoded_cache.h"
 #include "engine/cpu_executor.h"
 #include "engine/device.h"
 #include "base/error.h"
@@ -30,10 +30,10 @@
 #include "engine/tensorboard.h"
 #include "base/permutation.h"
 #include "base/rng.h"
-#include "io/dataset.h"
-#include "io/file_cache.h"
-#include "io/input_pipeline.h"
-#include "io/source.h"
+#include "io/source/image_folder.h"
+#include "io/source/file_cache.h"
+#include "io/pipeline/input_pipeline.h"
+#include "io/source/source.h"
 #include "kernels/augment.h"
 #include "base/parallel.h"
 #include "kernels/softmax_ce.h"
@@ -378,7 +378,7 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
   const int64_t train_count = train_src->size(), val_count = has_val ? val_src->size() : 0;
   const std::string fingerprint = dataset_fingerprint(*train_src, train_all->description());
   // --cache auto|files: a folder's files are read from disk once, then their (encoded) bytes come from memory, so
-  // small JPEGs cost no open/read/close per epoch (io/file_cache.h). One budget for both sets, shared by size.
+  // small JPEGs cost no open/read/close per epoch (io/source/file_cache.h). One budget for both sets, shared by size.
   std::shared_ptr<const io::FileCacheSource> train_files, val_files;
   if ((cfg.cache == "auto" || cfg.cache == "files") && dynamic_cast<const io::FolderSource*>(train_all.get())) {
     const int64_t budget = cfg.cache_budget_mb > 0 ? int64_t{cfg.cache_budget_mb} << 20 : io::default_file_cache_budget();
@@ -411,7 +411,7 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
       what = str("free device memory ", dev.free_bytes >> 20, " MiB less 10% and 768 MiB");
       return std::max<int64_t>(b, 0);
     }
-    const int64_t avail = available_memory_bytes();
+    const int64_t avail = io::available_memory_bytes();
     what = str("half the available memory, ", avail >> 20, " MiB");
     return avail / 2;
   };
@@ -445,14 +445,14 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
   };
   // Memory is planned, not grabbed: refuse a job this machine cannot hold, before allocating it.
   {
-    const int64_t avail = available_memory_bytes();
+    const int64_t avail = io::available_memory_bytes();
     const int64_t step_bytes = planned_training_bytes(graph, batch, mem_target);
     if (!use_cuda && avail > 0 && step_bytes > avail * 8 / 10)  // the CUDA backend's arena checks device memory itself
       throw UserError(str("the model needs about ", step_bytes >> 20, " MiB at ", shape.h, "x", shape.w, "x", shape.c, " with batch ",
                           batch, " but ", avail >> 20, " MiB are available", fitting_batch_advice(),
                           " (or lower --image-size)"));
     if (cfg.cache == "decoded") {
-      const int64_t need = DecodedCache::bytes_for(train_count + val_count, shape);
+      const int64_t need = io::DecodedCache::bytes_for(train_count + val_count, shape);
       const int64_t budget = cfg.cache_budget_mb > 0 ? int64_t{cfg.cache_budget_mb} << 20 : avail / 2;
       if (budget > 0 && need > budget)
         throw UserError(str("--cache decoded needs ", need >> 20, " MiB for ", train_count + val_count, " images at ", shape.h,
@@ -632,11 +632,11 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
   vpc.on_warning = warn;
   vpc.on_stall = stall;
   // --cache decoded: decode everything once, then gather batches from memory in the pipeline's order.
-  std::unique_ptr<DecodedCache> train_cache, val_cache;
+  std::unique_ptr<io::DecodedCache> train_cache, val_cache;
   if (cfg.cache == "decoded") {
     io::PipelineConfig cpc = tpc;
-    train_cache = std::make_unique<DecodedCache>(train_src, shape, cpc);
-    if (has_val) val_cache = std::make_unique<DecodedCache>(val_src, shape, vpc);
+    train_cache = std::make_unique<io::DecodedCache>(train_src, shape, cpc);
+    if (has_val) val_cache = std::make_unique<io::DecodedCache>(val_src, shape, vpc);
     if (!cfg.quiet) {
       std::printf("cache: decoded %s images once into %.1f MiB of memory in %.1f s\n",
                   format_count(static_cast<double>(train_count + val_count)).c_str(),

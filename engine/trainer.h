@@ -9,7 +9,7 @@
 
 #include "engine/graph.h"
 #include "engine/optimizer.h"
-#include "io/input_pipeline.h"
+#include "io/pipeline/input_pipeline.h"
 
 namespace stoke {
 

@@ -4,7 +4,7 @@
 set -euo pipefail
 
 packages=(
-  cmake ninja-build g++ pkg-config
+  cmake ninja-build g++ pkg-config ccache
   libjpeg62-turbo-dev        # libjpeg-turbo (linked statically: libjpeg.a)
   zlib1g-dev
   googletest libgtest-dev    # GoogleTest

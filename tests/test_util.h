@@ -12,7 +12,7 @@
 
 #include "base/fs.h"
 #include "base/rng.h"
-#include "io/image.h"
+#include "io/codec/jpeg.h"
 
 namespace stoke::test {
 

@@ -241,7 +241,7 @@ def build_model(name, in_channels, num_classes, height, width, small_stem=None):
 
 
 def _bilinear_taps(dn, sn):
-    """io/image.cpp bilinear_taps: half-pixel centres, clamped; weights in 11-bit fixed point."""
+    """io/codec/image.cpp bilinear_taps: half-pixel centres, clamped; weights in 11-bit fixed point."""
     i0 = np.zeros(dn, np.int64)
     i1 = np.zeros(dn, np.int64)
     w1 = np.zeros(dn, np.int64)
@@ -259,7 +259,7 @@ def _bilinear_taps(dn, sn):
 
 
 def resize_bilinear(px, dh, dw):
-    """io/image.cpp resize_bilinear (uint8 HWC, fixed point, one rounding at the end), bit for bit."""
+    """io/codec/image.cpp resize_bilinear (uint8 HWC, fixed point, one rounding at the end), bit for bit."""
     sh, sw = px.shape[:2]
     if (sh, sw) == (dh, dw):
         return px.copy()
@@ -272,7 +272,7 @@ def resize_bilinear(px, dh, dw):
 
 
 def decode_like_stoke(path, h, w, c):
-    """io/image.cpp decode_jpeg_to: libjpeg-turbo decode to gray (c=1) or RGB (c=3) -- a colour JPEG decoded to
+    """io/codec/image.cpp decode_jpeg_to: libjpeg-turbo decode to gray (c=1) or RGB (c=3) -- a colour JPEG decoded to
     gray is libjpeg's Y channel --, DCT-domain scaling by the smallest n/8 (n in 1, 2, 4, 8) that still covers h x w,
     then stoke's bilinear resize. Returns uint8 HWC."""
     from PIL import Image

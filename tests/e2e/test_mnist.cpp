@@ -6,8 +6,8 @@
 #include <filesystem>
 
 #include "engine/trainer.h"
-#include "io/dataset.h"
-#include "io/mnist.h"
+#include "io/source/image_folder.h"
+#include "io/datasets/mnist.h"
 #include "base/parallel.h"
 #include "models/models.h"
 #include "tests/test_util.h"

@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-#include "io/image.h"
+#include "io/codec/jpeg.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size < 1) return 0;

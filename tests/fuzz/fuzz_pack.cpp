@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "base/error.h"
-#include "io/pack.h"
+#include "io/source/pack.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const std::string path =

@@ -10,8 +10,8 @@
 
 #include "base/error.h"
 #include "base/fs.h"
-#include "io/dataset.h"
-#include "io/image.h"
+#include "io/source/image_folder.h"
+#include "io/codec/jpeg.h"
 
 namespace {
 

@@ -16,7 +16,8 @@
 
 #include "base/error.h"
 #include "base/fs.h"
-#include "io/image.h"
+#include "io/codec/jpeg.h"
+#include "io/codec/resize.h"
 
 namespace {
 

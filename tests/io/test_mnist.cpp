@@ -11,8 +11,8 @@
 
 #include "base/error.h"
 #include "base/fs.h"
-#include "io/image.h"
-#include "io/mnist.h"
+#include "io/codec/jpeg.h"
+#include "io/datasets/mnist.h"
 
 namespace {
 

@@ -11,7 +11,7 @@
 #include <sstream>
 #include <string>
 
-#include "io/mnist.h"
+#include "io/datasets/mnist.h"
 #include "tests/test_util.h"
 
 namespace {

@@ -14,9 +14,9 @@
 
 #include "base/error.h"
 #include "base/fs.h"
-#include "io/dataset.h"
-#include "io/image.h"
-#include "io/imagenet_like.h"
+#include "io/source/image_folder.h"
+#include "io/codec/jpeg.h"
+#include "io/datasets/imagenet_like.h"
 #include "base/parallel.h"
 #include "tests/models/small_cnn_fit.h"
 #include "tests/test_util.h"

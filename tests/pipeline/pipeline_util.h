@@ -22,8 +22,8 @@
 #include "base/error.h"
 #include "base/fs.h"
 #include "base/rng.h"
-#include "io/image.h"
-#include "io/source.h"
+#include "io/codec/jpeg.h"
+#include "io/source/source.h"
 #include "tests/test_util.h"
 
 namespace stoke::test {

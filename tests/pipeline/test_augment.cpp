@@ -7,8 +7,9 @@
 #include <cstring>
 #include <thread>
 
-#include "io/augment.h"
-#include "io/image.h"
+#include "io/pipeline/augment.h"
+#include "io/codec/jpeg.h"
+#include "io/codec/resize.h"
 #include "tests/pipeline/pipeline_util.h"
 
 namespace {

@@ -6,9 +6,9 @@
 #include <random>
 #include <thread>
 
-#include "io/file_cache.h"
-#include "io/input_pipeline.h"
-#include "io/source.h"
+#include "io/source/file_cache.h"
+#include "io/pipeline/input_pipeline.h"
+#include "io/source/source.h"
 #include "tests/pipeline/pipeline_util.h"
 
 using namespace std::chrono_literals;

@@ -8,9 +8,9 @@
 
 #include "base/error.h"
 #include "base/fs.h"
-#include "io/dataset.h"
-#include "io/pack.h"
-#include "io/source.h"
+#include "io/source/image_folder.h"
+#include "io/source/pack.h"
+#include "io/source/source.h"
 #include "tests/pipeline/pipeline_util.h"
 
 namespace {

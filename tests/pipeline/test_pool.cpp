@@ -9,9 +9,9 @@
 #include <thread>
 
 #include "base/error.h"
-#include "io/input_pipeline.h"
-#include "io/pack.h"
-#include "io/source.h"
+#include "io/pipeline/input_pipeline.h"
+#include "io/source/pack.h"
+#include "io/source/source.h"
 #include "tests/pipeline/pipeline_util.h"
 
 namespace {

@@ -11,8 +11,8 @@
 
 #include "base/error.h"
 #include "base/rng.h"
-#include "io/batch_ring.h"
-#include "io/host_memory.h"
+#include "io/pipeline/batch_ring.h"
+#include "io/pipeline/host_memory.h"
 
 namespace {
 

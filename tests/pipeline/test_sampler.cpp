@@ -8,7 +8,7 @@
 
 #include "base/error.h"
 #include "base/rng.h"
-#include "io/sampler.h"
+#include "io/pipeline/sampler.h"
 
 namespace {
 

@@ -1,0 +1,144 @@
+#include "io/source/source.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <map>
+#include <system_error>
+#include <utility>
+
+#include "base/error.h"
+#include "io/codec/jpeg.h"
+#include "io/source/pack.h"
+
+namespace stoke::io {
+
+namespace {
+
+std::string errno_text(int e) { return std::error_code(e, std::generic_category()).message(); }
+
+bool is_gone(int e) { return e == ENOENT || e == ENOTDIR; }
+
+}  // namespace
+
+ReadStatus read_file_into(const std::string& path, std::vector<uint8_t>& scratch, size_t& size, std::string* error) {
+  size = 0;
+  int fd;
+  do {
+    fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  } while (fd < 0 && errno == EINTR);
+  if (fd < 0) {
+    const int e = errno;
+    if (error) *error = str("cannot open: ", errno_text(e));
+    return is_gone(e) ? ReadStatus::vanished : ReadStatus::failed;
+  }
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    const int e = S_ISDIR(st.st_mode) ? EISDIR : errno;
+    ::close(fd);
+    if (error) *error = str("cannot read: ", errno_text(e));
+    return ReadStatus::failed;
+  }
+  const auto want = static_cast<size_t>(st.st_size);
+  if (scratch.size() < want) {
+    try {
+      scratch.resize(want);
+    } catch (const std::exception&) {
+      ::close(fd);
+      if (error) *error = str("cannot allocate ", want, " bytes to read it");
+      return ReadStatus::failed;
+    }
+  }
+  size_t got = 0;
+  while (got < want) {
+    const ssize_t n = ::read(fd, scratch.data() + got, want - got);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      const int e = errno;
+      ::close(fd);
+      if (error) *error = str("cannot read: ", errno_text(e));
+      return ReadStatus::failed;
+    }
+    if (n == 0) break;  // shrank meanwhile: what is there is what the decoder gets
+    got += static_cast<size_t>(n);
+  }
+  ::close(fd);
+  size = got;
+  return ReadStatus::ok;
+}
+
+FolderSource::FolderSource(ImageFolder folder)
+    : samples_(std::move(folder.samples)), classes_(std::move(folder.classes)), root_(std::move(folder.root)) {}
+
+FolderSource::FolderSource(std::vector<Sample> samples, std::vector<std::string> classes, std::string root)
+    : samples_(std::move(samples)), classes_(std::move(classes)), root_(std::move(root)) {}
+
+std::string FolderSource::description() const {
+  return str("ImageFolder ", root_, ": ", samples_.size(), " images, ", classes_.size(), " classes");
+}
+
+ReadStatus FolderSource::read(int64_t i, std::vector<uint8_t>& scratch, std::span<const uint8_t>& bytes,
+                              std::string* error) const {
+  size_t n = 0;
+  const ReadStatus st = read_file_into(samples_[static_cast<size_t>(i)].path, scratch, n, error);
+  bytes = st == ReadStatus::ok ? std::span<const uint8_t>(scratch.data(), n) : std::span<const uint8_t>();
+  return st;
+}
+
+SubsetSource::SubsetSource(std::shared_ptr<const Source> base, std::vector<int64_t> indices)
+    : base_(std::move(base)), indices_(std::move(indices)) {
+  STOKE_CHECK(base_ != nullptr);
+  for (int64_t i : indices_) STOKE_CHECK(i >= 0 && i < base_->size(), "subset index ", i, " of ", base_->size());
+}
+
+std::string SubsetSource::description() const {
+  return str(indices_.size(), " of ", base_->description());
+}
+
+std::shared_ptr<const Source> open_source(const std::string& path, bool verify_checksums) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    const int e = errno;
+    if (is_gone(e)) throw UserError(str("no such folder or pack file: ", path));
+    throw UserError(str("cannot read ", path, ": ", errno_text(e)));
+  }
+  if (S_ISDIR(st.st_mode)) return std::make_shared<FolderSource>(index_image_folder(path));
+  if (S_ISREG(st.st_mode)) return PackReader::open(path, verify_checksums);
+  throw UserError(str(path, " is neither a folder nor a pack file"));
+}
+
+DataShape probe_source_shape(const Source& source, int max_probe) {
+  const auto n = static_cast<size_t>(source.size());
+  if (n == 0) throw UserError(str(source.description(), " holds no images"));
+  const size_t nprobe = std::min(n, static_cast<size_t>(std::max(1, max_probe)));
+  std::map<std::pair<int, int>, int> votes;
+  std::pair<int, int> best{0, 0};
+  int best_votes = 0, ok = 0;
+  bool all_gray = true;
+  std::string first_error;
+  std::vector<uint8_t> scratch;
+  for (size_t k = 0; k < nprobe; ++k) {
+    const auto i = static_cast<int64_t>(k * n / nprobe);
+    std::span<const uint8_t> bytes;
+    std::string err;
+    JpegInfo info;
+    if (source.read(i, scratch, bytes, &err) != ReadStatus::ok || !jpeg_info(bytes.data(), bytes.size(), info, &err)) {
+      if (first_error.empty()) first_error = str(source.name(i), ": ", err);
+      continue;
+    }
+    ++ok;
+    if (info.components != 1) all_gray = false;
+    const int v = ++votes[{info.h, info.w}];
+    if (v > best_votes) {
+      best_votes = v;
+      best = {info.h, info.w};
+    }
+  }
+  if (ok == 0) throw UserError(str("cannot read any image header in ", source.description(), " (", first_error, ")"));
+  return DataShape{best.first, best.second, all_gray ? 1 : 3};
+}
+
+}  // namespace stoke::io
