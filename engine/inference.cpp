@@ -6,7 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/checkpoint.h"
-#include "engine/cpu_executor.h"
+#include "engine/cpu/executor.h"
 #include "base/error.h"
 #include "base/fs.h"
 #include "engine/safetensors.h"
@@ -14,7 +14,7 @@
 #include "io/pipeline/input_pipeline.h"
 #include "io/source/source.h"
 #include "kernels/augment.h"
-#include "io/codec/jpeg.h"
+#include "io/codec/codec.h"
 #include "base/parallel.h"
 #include "kernels/softmax_ce.h"
 
@@ -97,7 +97,7 @@ std::vector<Prediction> predict(const LoadedRun& run, const std::vector<std::str
       try {
         std::vector<uint8_t> bytes = read_file(images[i]);
         std::string err;
-        if (!io::decode_jpeg_to(bytes.data(), bytes.size(), s.h, s.w, s.c, px.data() + ok.size() * static_cast<size_t>(s.size()), &err)) {
+        if (!io::decode_to(bytes.data(), bytes.size(), s.h, s.w, s.c, px.data() + ok.size() * static_cast<size_t>(s.size()), &err)) {
           out[i].error = err;
           continue;
         }

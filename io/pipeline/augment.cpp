@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "io/codec/codec.h"
 #include "base/rng.h"
 #include "io/codec/resize.h"
 
@@ -89,7 +90,7 @@ bool decode_sample(const TransformConfig& t, std::span<const uint8_t> bytes, int
   if (t.augment) chooser = CropChooser{&choose_crop, &ctx};
   if (clock) clock->enter(Stage::decode);
   DecodedRegion r;
-  if (!decode_jpeg_region(bytes.data(), bytes.size(), chooser, t.h, t.w, t.c, r, error, dst)) return false;
+  if (!decode_region(bytes.data(), bytes.size(), chooser, t.h, t.w, t.c, r, error, dst)) return false;
   if (!t.augment) p->crop = r.crop;
   if (clock) clock->enter(Stage::resize);
   if (r.pixels != dst) resize_bilinear_strided(r.pixels, r.h, r.w, t.c, r.stride, dst, t.h, t.w);

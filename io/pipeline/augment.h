@@ -9,7 +9,7 @@
 // same bytes whichever decoder thread, and however many, produced it. Normalisation and casting are not done
 // here (the GPU augment kernel, or the CPU reference, does that from the uint8 batch).
 //
-// The decode itself only touches what the crop needs (io/codec/image.h decode_jpeg_region: DCT-domain scaling,
+// The decode itself only touches what the crop needs (io/codec/codec.h decode_region; for JPEG DCT-domain scaling,
 // jpeg_skip_scanlines, jpeg_crop_scanline).
 #pragma once
 
@@ -19,7 +19,7 @@
 #include <span>
 #include <string>
 
-#include "io/codec/jpeg.h"
+#include "io/codec/codec.h"
 #include "base/trace.h"
 
 namespace stoke::io {

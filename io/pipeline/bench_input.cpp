@@ -11,6 +11,7 @@
 // jpeglib.h needs size_t and FILE declared first.
 #include <jpeglib.h>
 
+#include "io/codec/codec.h"
 #include "base/error.h"
 #include "io/pipeline/decoder_pool.h"
 #include "io/source/file_cache.h"
@@ -92,8 +93,8 @@ double raw_decode_rate(std::span<const std::vector<uint8_t>> files, int channels
   // Big enough for any image we accept (io/codec/image.cpp caps at 100 megapixels), allocated lazily by size.
   size_t biggest = 0;
   for (const auto& f : files) {
-    JpegInfo info;
-    if (jpeg_info(f.data(), f.size(), info, nullptr))
+    ImageInfo info;
+    if (image_info(f.data(), f.size(), info, nullptr))
       biggest = std::max(biggest, static_cast<size_t>(info.h) * info.w * static_cast<size_t>(std::max(channels, 3)));
   }
   if (biggest == 0) return 0;
@@ -135,8 +136,8 @@ BenchInputResult bench_input(const BenchInputOptions& o, const std::function<voi
     const int64_t i = k * n / want;
     std::span<const uint8_t> b;
     std::string err;
-    JpegInfo info;
-    if (all->read(i, scratch, b, &err) != ReadStatus::ok || !jpeg_info(b.data(), b.size(), info, &err)) continue;
+    ImageInfo info;
+    if (all->read(i, scratch, b, &err) != ReadStatus::ok || !image_info(b.data(), b.size(), info, &err)) continue;
     picked.push_back(i);
     files.emplace_back(b.begin(), b.end());
     bytes += static_cast<int64_t>(b.size());

@@ -8,7 +8,7 @@
 
 #include "base/error.h"
 #include "base/fs.h"
-#include "io/codec/jpeg.h"
+#include "io/codec/codec.h"
 
 namespace stoke::io {
 
@@ -17,20 +17,6 @@ namespace fs = std::filesystem;
 namespace {
 
 bool is_hidden(const std::string& name) { return !name.empty() && name[0] == '.'; }
-
-bool has_jpeg_extension(const std::string& name) {
-  auto ends_with_ci = [&](const char* ext) {
-    const size_t n = std::char_traits<char>::length(ext);
-    if (name.size() <= n) return false;
-    for (size_t i = 0; i < n; ++i) {
-      char ch = name[name.size() - n + i];
-      if (ch >= 'A' && ch <= 'Z') ch = static_cast<char>(ch - 'A' + 'a');
-      if (ch != ext[i]) return false;
-    }
-    return true;
-  };
-  return ends_with_ci(".jpg") || ends_with_ci(".jpeg");
-}
 
 // The names of the entries of `dir` (not hidden) for which keep(entry) holds, sorted by byte order.
 template <typename Keep>
@@ -74,11 +60,11 @@ ImageFolder index_image_folder(const std::string& root) {
     const std::string& cls = folder.classes[k];
     const fs::path dir = rootp / cls;
     std::vector<std::string> files = list_dir(dir, [](const fs::directory_entry& e, const std::string& name) {
-      if (!has_jpeg_extension(name)) return false;
+      if (!has_image_extension(name)) return false;
       std::error_code e2;
       return e.is_regular_file(e2);  // follows symlinks
     });
-    if (files.empty()) throw UserError(str("class '", cls, "' in ", root, " holds no .jpg/.jpeg images"));
+    if (files.empty()) throw UserError(str("class '", cls, "' in ", root, " holds no ", image_extensions(), " images"));
     folder.class_counts.push_back(static_cast<int64_t>(files.size()));
     for (const std::string& f : files) folder.samples.push_back(Sample{(dir / f).string(), static_cast<int32_t>(k)});
   }
@@ -99,11 +85,11 @@ DataShape probe_shape(const ImageFolder& folder, int max_probe) {
   for (size_t i = 0; i < nprobe; ++i) {
     const Sample& s = folder.samples[i * n / nprobe];
     std::string err;
-    JpegInfo info;
+    ImageInfo info;
     bool good = false;
     try {
       std::vector<uint8_t> bytes = read_file(s.path);
-      good = jpeg_info(bytes.data(), bytes.size(), info, &err);
+      good = image_info(bytes.data(), bytes.size(), info, &err);
     } catch (const Error& e) {
       err = e.what();
     }

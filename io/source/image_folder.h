@@ -1,4 +1,5 @@
-// ImageFolder indexing: root/<class>/<file>.jpg|.jpeg, classes sorted by name, files sorted by name.
+// ImageFolder indexing: root/<class>/<file> for every image extension the codecs register (io/codec/codec.h),
+// classes sorted by name, files sorted by name.
 #pragma once
 
 #include <cstdint>
@@ -20,8 +21,9 @@ struct ImageFolder {
 };
 
 // Throws stoke::UserError with one clear line for: a missing or unreadable folder, a folder with no class
-// sub-folders, a class folder with no .jpg/.jpeg files (names the class). Extensions match case-insensitively.
-// Files that are not JPEG by extension are ignored; hidden files (".x") are ignored.
+// sub-folders, a class folder with no image files (names the class). Extensions match case-insensitively; files
+// with other extensions are ignored, and so are hidden files (".x"). How a file is decoded is then decided by its
+// content, not its name.
 ImageFolder index_image_folder(const std::string& root);
 
 // The geometry of the data set, read from the headers of the first few images: the most common

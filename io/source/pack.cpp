@@ -14,7 +14,7 @@
 #include <system_error>
 
 #include "base/error.h"
-#include "io/codec/jpeg.h"
+#include "io/codec/codec.h"
 
 namespace stoke::io {
 
@@ -120,13 +120,13 @@ PackReport pack_image_folder(const std::string& dir, const std::string& out_file
     std::string err;
     bool ok = read_file_into(s.path, scratch, n, &err) == ReadStatus::ok;
     if (!ok) n = 0;  // stored empty (the pipeline reports it as an empty file)
-    JpegInfo info;
+    ImageInfo info;
     if (ok && n > 0xffffffffu) {
       ok = false;
       err = "larger than 4 GiB";
       n = 0;
     }
-    if (ok && !jpeg_info(scratch.data(), n, info, &err)) ok = false;
+    if (ok && !image_info(scratch.data(), n, info, &err)) ok = false;
     if (!ok) {
       report.bad.push_back(str(s.path, ": ", err));
       if (options.drop_bad) {

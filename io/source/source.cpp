@@ -11,7 +11,7 @@
 #include <utility>
 
 #include "base/error.h"
-#include "io/codec/jpeg.h"
+#include "io/codec/codec.h"
 #include "io/source/pack.h"
 
 namespace stoke::io {
@@ -124,8 +124,8 @@ DataShape probe_source_shape(const Source& source, int max_probe) {
     const auto i = static_cast<int64_t>(k * n / nprobe);
     std::span<const uint8_t> bytes;
     std::string err;
-    JpegInfo info;
-    if (source.read(i, scratch, bytes, &err) != ReadStatus::ok || !jpeg_info(bytes.data(), bytes.size(), info, &err)) {
+    ImageInfo info;
+    if (source.read(i, scratch, bytes, &err) != ReadStatus::ok || !image_info(bytes.data(), bytes.size(), info, &err)) {
       if (first_error.empty()) first_error = str(source.name(i), ": ", err);
       continue;
     }

@@ -1,0 +1,116 @@
+#include "io/codec/codec.h"
+
+#include <cstring>
+#include <iterator>
+
+#include "io/codec/jpeg.h"
+#include "io/codec/resize.h"
+
+namespace stoke::io {
+
+namespace {
+
+bool jpeg_matches(const uint8_t* d, size_t n) { return n >= 3 && d[0] == 0xFF && d[1] == 0xD8 && d[2] == 0xFF; }
+
+bool jpeg_header(const uint8_t* d, size_t n, ImageInfo& info, std::string* error) {
+  JpegInfo j;
+  if (!jpeg_info(d, n, j, error)) return false;
+  info = ImageInfo{"JPEG", j.h, j.w, j.components};
+  return true;
+}
+
+// The registered formats, tried in order. One line per format.
+constexpr Codec kCodecs[] = {
+    {"JPEG", "jpg jpeg", jpeg_matches, jpeg_header, decode_jpeg_region},
+};
+
+// What the bytes look like when no codec claims them: for the message.
+std::string describe_unknown(const uint8_t* d, size_t n) {
+  if (n == 0) return "empty file";
+  if (n >= 8 && std::memcmp(d, "\x89PNG\r\n\x1a\n", 8) == 0) return "a PNG image (not supported by this build)";
+  if (n >= 12 && std::memcmp(d, "RIFF", 4) == 0 && std::memcmp(d + 8, "WEBP", 4) == 0)
+    return "a WebP image (not supported by this build)";
+  if (n >= 6 && (std::memcmp(d, "GIF87a", 6) == 0 || std::memcmp(d, "GIF89a", 6) == 0)) return "a GIF image (not supported)";
+  if (n >= 2 && d[0] == 'B' && d[1] == 'M') return "a BMP image (not supported)";
+  return "not an image (unrecognised content)";
+}
+
+const Codec* find(const uint8_t* data, size_t size, std::string* error) {
+  if (const Codec* c = codec_for(data, size)) return c;
+  if (error) *error = describe_unknown(data, size) + "; readable formats: " + supported_formats();
+  return nullptr;
+}
+
+}  // namespace
+
+const Codec* codec_for(const uint8_t* data, size_t size) {
+  if (data == nullptr) return nullptr;
+  for (const Codec& c : kCodecs)
+    if (c.matches(data, size)) return &c;
+  return nullptr;
+}
+
+std::string supported_formats() {
+  std::string s;
+  for (const Codec& c : kCodecs) s += (s.empty() ? "" : ", ") + std::string(c.name);
+  return s;
+}
+
+namespace {
+// Calls f(extension) for every registered extension.
+template <typename F>
+void for_each_extension(F f) {
+  for (const Codec& c : kCodecs) {
+    const std::string all = c.extensions;
+    for (size_t b = 0; b < all.size();) {
+      size_t e = all.find(' ', b);
+      if (e == std::string::npos) e = all.size();
+      if (e > b) f(all.substr(b, e - b));
+      b = e + 1;
+    }
+  }
+}
+}  // namespace
+
+bool has_image_extension(const std::string& name) {
+  const size_t dot = name.rfind('.');
+  if (dot == std::string::npos || dot == 0) return false;
+  std::string ext = name.substr(dot + 1);
+  for (char& ch : ext)
+    if (ch >= 'A' && ch <= 'Z') ch = static_cast<char>(ch - 'A' + 'a');
+  bool found = false;
+  for_each_extension([&](const std::string& e) { found = found || e == ext; });
+  return found;
+}
+
+std::string image_extensions() {
+  std::string s;
+  for_each_extension([&](const std::string& e) { s += (s.empty() ? "." : "/.") + e; });
+  return s;
+}
+
+bool image_info(const uint8_t* data, size_t size, ImageInfo& info, std::string* error) {
+  const Codec* c = find(data, size, error);
+  return c != nullptr && c->info(data, size, info, error);
+}
+
+bool decode_region(const uint8_t* data, size_t size, CropChooser choose, int target_h, int target_w, int channels,
+                   DecodedRegion& out, std::string* error, uint8_t* dst_if_exact) {
+  const Codec* c = find(data, size, error);
+  return c != nullptr && c->decode_region(data, size, choose, target_h, target_w, channels, out, error, dst_if_exact);
+}
+
+bool decode_crop_to(const uint8_t* data, size_t size, CropChooser choose, bool flip, int h, int w, int channels,
+                    uint8_t* dst, std::string* error) {
+  DecodedRegion r;
+  if (!decode_region(data, size, choose, h, w, channels, r, error, dst)) return false;
+  if (r.pixels != dst) resize_bilinear_strided(r.pixels, r.h, r.w, channels, r.stride, dst, h, w);
+  if (flip) flip_horizontal(dst, h, w, channels);
+  return true;
+}
+
+bool decode_to(const uint8_t* data, size_t size, int h, int w, int channels, uint8_t* dst, std::string* error) {
+  return decode_crop_to(data, size, CropChooser{}, false, h, w, channels, dst, error);
+}
+
+}  // namespace stoke::io
