@@ -1,6 +1,6 @@
 // Counter-based random numbers: every value is a pure function of (key, counter), so sample order,
 // augmentation and initialisation depend only on the seed and indices — never on thread scheduling —
-// and the same function runs on the host and (later) on the device.
+// and the same functions run on the host and on the device.
 #pragma once
 
 #include <cmath>

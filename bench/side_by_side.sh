@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The side-by-side (issue 8) in one command: stoke against PyTorch (tuned and naive DataLoader configurations) on the
+# The side-by-side in one command: stoke against PyTorch (tuned and naive DataLoader configurations) on the
 # same machine, data and recipe, for each job, then one result file.
 #
 #   bench/side_by_side.sh OUTDIR [mnist] [mednist] [resnet50]      (default: all three)

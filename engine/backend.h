@@ -1,5 +1,5 @@
 // What the trainer drives: one training step and one evaluation batch on some device. The CPU backend
-// (engine/cpu_backend.cpp) runs the reference ops; the CUDA backend (engine/cuda/cuda_backend.cpp, only in CUDA
+// (engine/cpu/cpu_backend.cpp) runs the reference ops; the CUDA backend (engine/cuda/cuda_backend.cpp, only in CUDA
 // builds) runs CudaExecutor. Both take uint8 NHWC batches exactly as the input pipeline produces them and do
 // the normalisation (and flips) themselves; both keep PyTorch's optimizer semantics and the Graph's flat
 // parameter layout, so checkpoints are interchangeable.

@@ -6,6 +6,7 @@
 #include "base/error.h"
 #include "base/format.h"
 #include "engine/memory_plan.h"
+#include "engine/op_traits.h"
 
 namespace stoke {
 
@@ -42,8 +43,8 @@ int64_t planned_training_bytes(const Graph& graph, int batch, const MemoryTarget
     const int64_t count = B * nd.out.size();
     largest = std::max(largest, count);
     total += 2 * round_up(count * eb);                         // activation and its gradient
-    if (nd.op == Op::maxpool) total += round_up(count * 4);    // argmax
-    if (nd.op == Op::batchnorm) total += 2 * round_up(int64_t{nd.out.c} * 4);
+    if (op_traits(nd.op).saves_argmax) total += round_up(count * 4);
+    if (op_traits(nd.op).saves_channel_stats) total += 2 * round_up(int64_t{nd.out.c} * 4);
     if (nd.op == Op::conv) max_conv_w = std::max(max_conv_w, graph.params()[static_cast<size_t>(nd.weight)].size);
     if (nd.op == Op::linear) max_linear_w = std::max(max_linear_w, int64_t{nd.in_features} * nd.out_features);
   }

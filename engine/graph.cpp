@@ -5,24 +5,11 @@
 
 #include "base/error.h"
 #include "base/rng.h"
+#include "engine/op_traits.h"
 
 namespace stoke {
 
-const char* op_name(Op op) {
-  switch (op) {
-    case Op::input: return "input";
-    case Op::conv: return "conv";
-    case Op::batchnorm: return "batchnorm";
-    case Op::relu: return "relu";
-    case Op::maxpool: return "maxpool";
-    case Op::avgpool: return "avgpool";
-    case Op::global_avgpool: return "global_avgpool";
-    case Op::linear: return "linear";
-    case Op::add: return "add";
-    case Op::concat: return "concat";
-  }
-  return "?";
-}
+const char* op_name(Op op) { return op_traits(op).name; }
 
 Graph::Graph(Shape3 input, std::string name) : name_(std::move(name)) {
   if (input.h < 1 || input.w < 1 || input.c < 1)

@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "base/error.h"
+#include "engine/op_traits.h"
 
 namespace stoke {
 
@@ -23,9 +24,6 @@ const char* tensor_kind_name(TensorKind k) {
 namespace {
 
 int64_t round_up(int64_t v, int64_t a) { return (v + a - 1) / a * a; }
-
-// The op's backward reads its input activation (conv, linear: weight gradient; batch norm: normalisation).
-bool backward_reads_input(Op op) { return op == Op::conv || op == Op::linear || op == Op::batchnorm; }
 
 // One zero-copy concat chain under construction.
 struct Share {
@@ -177,16 +175,16 @@ MemoryPlan plan_memory(const Graph& graph, int batch, const MemoryPlanOptions& o
     int last = i;
     for (int j : consumers[static_cast<size_t>(i)]) {
       last = std::max(last, j);
-      if (train && reach[static_cast<size_t>(j)] && backward_reads_input(node_at(j).op)) last = std::max(last, bwd(j));
+      if (train && reach[static_cast<size_t>(j)] && op_traits(node_at(j).op).backward_reads_input) last = std::max(last, bwd(j));
     }
     if (i == out) last = std::max(last, loss_step);
-    if (train && reach[static_cast<size_t>(i)] && nd.op == Op::relu) last = std::max(last, bwd(i));
+    if (train && reach[static_cast<size_t>(i)] && op_traits(nd.op).backward_reads_output) last = std::max(last, bwd(i));
     nm.activation = add(TensorKind::activation, nd.name, i, dense_bytes(i), i, last);
 
-    if (nd.op == Op::maxpool)  // int32 winners; in eval only scratch for the op
+    if (op_traits(nd.op).saves_argmax)  // int32 winners; in eval only scratch for the op
       nm.argmax = add(TensorKind::argmax, nd.name + ".argmax", i, nd.out.size() * batch * 4, i,
                       train && reach[static_cast<size_t>(i)] ? bwd(i) : i);
-    if (train && nd.op == Op::batchnorm)
+    if (train && op_traits(nd.op).saves_channel_stats)
       nm.bn_stats = add(TensorKind::bn_stats, nd.name + ".saved", i, int64_t{2} * nd.out.c * 4, i,
                         reach[static_cast<size_t>(i)] ? bwd(i) : i);
 

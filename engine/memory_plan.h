@@ -10,7 +10,7 @@
 // its input and per-channel saved mean/inv-std, ReLU its output, max pooling its argmax; average pooling,
 // add and concat keep nothing. In an eval plan every activation dies after its last consumer.
 //
-// Gradients follow the CPU executor's convention (DESIGN-NOTES, "The graph and executor"): a node's output
+// Gradients follow the CPU executor's convention (docs/ARCHITECTURE.md, "The graph and executor"): a node's output
 // gradient is born at the backward of its last reaching consumer and dies after its own backward; when a
 // second consumer contributes, the op writes into a per-step scratch tensor that is then added.
 //

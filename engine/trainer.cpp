@@ -18,7 +18,7 @@
 #include "engine/batch_size.h"
 #include "engine/checkpoint.h"
 #include "io/source/decoded_cache.h"
-#include "engine/cpu_executor.h"
+#include "engine/cpu/executor.h"
 #include "engine/device.h"
 #include "base/error.h"
 #include "base/fs.h"
@@ -1019,7 +1019,7 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
       if (last_report.count > 0) summary["final_val_report"] = last_report.to_json();
     }
   }
-  // The verdict: what limited this run (thresholds from the overlapped-step issue: 5% and 20% input stall).
+  // The verdict: what limited this run (thresholds: 5% and 20% input stall).
   const double run_stall = total_wait / std::max(total_train_seconds, 1e-9);
   std::string verdict;
   if (train_cache)

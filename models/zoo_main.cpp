@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/cpu_executor.h"
+#include "engine/cpu/executor.h"
 #include "base/error.h"
 #include "engine/memory_plan.h"
 #include "engine/optimizer.h"

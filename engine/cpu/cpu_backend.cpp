@@ -4,7 +4,7 @@
 #include <limits>
 
 #include "engine/backend.h"
-#include "engine/cpu_executor.h"
+#include "engine/cpu/executor.h"
 #include "base/error.h"
 #include "kernels/augment.h"
 #include "base/parallel.h"

@@ -1,6 +1,7 @@
-#include "engine/cpu_executor.h"
+#include "engine/cpu/executor.h"
 
 #include <algorithm>
+#include <limits>
 #include <new>
 
 #include "base/error.h"
@@ -16,7 +17,7 @@
 
 namespace stoke {
 
-CpuExecutor::CpuExecutor(const Graph& graph, int max_batch) : graph_(graph), max_batch_(max_batch) {
+CpuExecutor::CpuExecutor(const Graph& graph, int max_batch, bool poison_dead) : graph_(graph), max_batch_(max_batch) {
   STOKE_CHECK(max_batch >= 1);
   MemoryPlanOptions opt;
   opt.mode = PlanMode::train;  // a superset of what evaluation needs
@@ -56,6 +57,18 @@ CpuExecutor::CpuExecutor(const Graph& graph, int max_batch) : graph_(graph), max
     scratch_[static_cast<size_t>(node)] = reinterpret_cast<float*>(at(static_cast<int>(t)));
     scratch_floats_[static_cast<size_t>(node)] = pt.bytes / static_cast<int64_t>(sizeof(float));
   }
+  if (poison_dead) {
+    for (size_t t = 0; t < plan.tensors.size(); ++t)
+      if (plan.tensors[t].is_allocation())
+        dying_.push_back({plan.tensors[t].last, reinterpret_cast<float*>(at(static_cast<int>(t))),
+                          plan.tensors[t].bytes / static_cast<int64_t>(sizeof(float))});
+    std::stable_sort(dying_.begin(), dying_.end(), [](const Dying& a, const Dying& b) { return a.last < b.last; });
+  }
+}
+
+void CpuExecutor::poison_through(int step) {
+  for (; poisoned_ < dying_.size() && dying_[poisoned_].last <= step; ++poisoned_)
+    std::fill_n(dying_[poisoned_].at, dying_[poisoned_].floats, std::numeric_limits<float>::quiet_NaN());
 }
 
 CpuExecutor::~CpuExecutor() = default;
@@ -66,6 +79,7 @@ const float* CpuExecutor::forward(int n, const float* x, const float* params, fl
   STOKE_CHECK(n >= 1 && n <= max_batch_, "batch ", n, " > planned ", max_batch_);
   n_ = n;
   x_ = x;
+  poisoned_ = 0;
   const auto& nodes = graph_.nodes();
   const auto& P = graph_.params();
   const auto& B = graph_.buffers();
@@ -112,6 +126,7 @@ const float* CpuExecutor::forward(int n, const float* x, const float* params, fl
       }
       case Op::input: STOKE_CHECK(false, "input node inside the graph"); break;
     }
+    if (train) poison_through(node);  // the forward of node i is step i
   }
   return act(graph_.output());
 }
@@ -146,8 +161,11 @@ void CpuExecutor::backward(const float* params, float* grads, const float* dout)
   const int out = graph_.output();
   std::copy(dout, dout + nodes.back().out.size() * n, grad(out));
   has_grad_[static_cast<size_t>(out)] = 1;
+  const int steps_n = static_cast<int>(nodes.size());
+  poison_through(steps_n);  // the loss is step N
 
   for (int node = out; node >= 1; --node) {
+    poison_through(2 * steps_n - node - 1);  // everything that died before this node's backward (step 2N - i)
     if (!has_grad_[static_cast<size_t>(node)]) continue;  // output unused by the loss
     const Node& nd = nodes[static_cast<size_t>(node)];
     const float* dy = grad(node);

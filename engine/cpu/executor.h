@@ -2,8 +2,8 @@
 //
 // Activations, their gradients and the saved tensors live in ONE arena laid out by the memory planner
 // (engine/memory_plan.h, training plan, dense concats) for the largest batch at construction: a tensor's bytes
-// are reused once it is dead, and forward and backward allocate nothing. Parameter gradients accumulate (+=) into the caller's flat gradient
-// array, in the Graph's parameter layout; the caller zeroes it between steps.
+// are reused once it is dead, and forward and backward allocate nothing.
+// Parameter gradients accumulate (+=) into the caller's flat gradient array, in the Graph's parameter layout; the caller zeroes it between steps.
 #pragma once
 
 #include <cstddef>
@@ -18,7 +18,10 @@ namespace stoke {
 
 class CpuExecutor {
  public:
-  CpuExecutor(const Graph& graph, int max_batch);
+  // poison_dead: a checking mode for tests. Every tensor is overwritten with NaN as soon as the memory plan says
+  // it is dead, so an op whose backward reads a tensor the plan (engine/op_traits.h) let die gives NaN gradients
+  // instead of silently right ones that happen to survive in a reused buffer.
+  CpuExecutor(const Graph& graph, int max_batch, bool poison_dead = false);
   ~CpuExecutor();
 
   // x: n x H x W x C normalised input (n <= max_batch). In training mode batch norm uses (and updates,
@@ -41,6 +44,8 @@ class CpuExecutor {
   // buffer when it holds none yet, else the step's scratch (then added). nullptr for the graph input.
   float* grad_target(int node, int64_t count, int current);
   void commit_grad(int node, float* written, int64_t count);
+  // poison_dead: NaN into every not yet poisoned tensor whose last live step is <= step.
+  void poison_through(int step);
 
   const Graph& graph_;
   int max_batch_;
@@ -55,6 +60,13 @@ class CpuExecutor {
   std::vector<int64_t> scratch_floats_;
   std::vector<int32_t*> argmax_;
   std::vector<char> has_grad_;
+  struct Dying {
+    int last;
+    float* at;
+    int64_t floats;
+  };
+  std::vector<Dying> dying_;  // poison_dead: every planned tensor, by last live step
+  size_t poisoned_ = 0;       // how many of dying_ are poisoned since the last forward
 };
 
 }  // namespace stoke

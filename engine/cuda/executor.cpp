@@ -1,7 +1,7 @@
 // The CUDA executor: Engine<T> runs the graph with storage type T (float, __nv_bfloat16, __half); CudaExecutor
 // picks T from the resolved precision and forwards to it.
 //
-// Gradient routing follows engine/cpu_executor.cpp: a node's gradient buffer is written directly by the first
+// Gradient routing follows engine/cpu/executor.cpp: a node's gradient buffer is written directly by the first
 // backward op that reaches it and later contributions go to a scratch buffer that is then added, so every op
 // assigns its activation gradient (=) and only parameter gradients accumulate (+=).
 #include "engine/cuda/executor.h"
@@ -18,6 +18,7 @@
 #include "engine/cuda/conv.h"
 #include "engine/cuda/linear.h"
 #include "engine/cuda/loss_scaler.h"
+#include "engine/op_traits.h"
 #include "base/trace.h"
 #include "base/error.h"
 #include "base/format.h"
@@ -623,8 +624,8 @@ class Engine final : public CudaExecutor::Impl {
         act_[i] = a.alloc<T>(count, "activation");
         dact_[i] = a.alloc<T>(count, "activation gradient");
       }
-      if (nd.op == Op::maxpool) argmax_[i] = a.alloc<int32_t>(count, "max-pool argmax");
-      if (nd.op == Op::batchnorm) {
+      if (op_traits(nd.op).saves_argmax) argmax_[i] = a.alloc<int32_t>(count, "max-pool argmax");
+      if (op_traits(nd.op).saves_channel_stats) {
         save_mean_[i] = a.alloc<float>(static_cast<size_t>(nd.out.c), "BN saved mean");
         save_invstd_[i] = a.alloc<float>(static_cast<size_t>(nd.out.c), "BN saved inv-std");
       }

@@ -1,4 +1,4 @@
-// Runs a Graph on the GPU: the CUDA twin of engine/cpu_executor.h, plus the loss, the optimizer step and the fp16
+// Runs a Graph on the GPU: the CUDA twin of engine/cpu/executor.h, plus the loss, the optimizer step and the fp16
 // loss scaler, so one training step is four calls that only enqueue work on one stream.
 //
 // Memory: everything lives in ONE device arena sized at construction for `max_batch` (engine/cuda/arena.h):

@@ -2,7 +2,7 @@
 #include <gtest/gtest.h>
 
 #include "engine/batch_size.h"
-#include "engine/cpu_executor.h"
+#include "engine/cpu/executor.h"
 #include "engine/memory_plan.h"
 #include "models/models.h"
 

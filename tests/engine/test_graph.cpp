@@ -5,7 +5,7 @@
 #include <cmath>
 #include <numeric>
 
-#include "engine/cpu_executor.h"
+#include "engine/cpu/executor.h"
 #include "base/error.h"
 #include "engine/graph.h"
 #include "engine/optimizer.h"

@@ -11,7 +11,7 @@
 #include <map>
 #include <vector>
 
-#include "engine/cpu_executor.h"
+#include "engine/cpu/executor.h"
 #include "engine/cuda/executor.h"
 #include "engine/graph.h"
 #include "engine/optimizer.h"

@@ -8,7 +8,7 @@
 #include <cstdio>
 #include <vector>
 
-#include "engine/cpu_executor.h"
+#include "engine/cpu/executor.h"
 #include "engine/graph.h"
 #include "engine/optimizer.h"
 #include "kernels/softmax_ce.h"

@@ -6,7 +6,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "engine/cpu_executor.h"
+#include "engine/cpu/executor.h"
 #include "engine/optimizer.h"
 #include "kernels/softmax_ce.h"
 #include "models/models.h"

@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/cpu_executor.h"
+#include "engine/cpu/executor.h"
 #include "engine/optimizer.h"
 #include "base/rng.h"
 #include "kernels/softmax_ce.h"
