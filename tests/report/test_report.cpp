@@ -10,7 +10,7 @@
 
 #include "base/error.h"
 #include "base/fs.h"
-#include "engine/report.h"
+#include "report/report.h"
 #include "tests/report/html_check.h"
 
 namespace stoke {

@@ -1,4 +1,4 @@
-#include "engine/report.h"
+#include "report/report.h"
 
 #include <algorithm>
 #include <cctype>
@@ -13,7 +13,6 @@
 #include "base/error.h"
 #include "base/format.h"
 #include "base/fs.h"
-#include "base/progress.h"
 
 namespace stoke {
 namespace fs = std::filesystem;
