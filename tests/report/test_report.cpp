@@ -10,6 +10,7 @@
 
 #include "base/error.h"
 #include "base/fs.h"
+#include "report/html.h"
 #include "report/report.h"
 #include "tests/report/html_check.h"
 
