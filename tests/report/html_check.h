@@ -1,4 +1,4 @@
-// A strict well-formedness checker for the HTML and SVG that engine/report.cpp writes: every opened non-void
+// A strict well-formedness checker for the HTML and SVG that report/ writes: every opened non-void
 // tag closed in order (or self-closed with "/>"), every attribute value quoted, every '&' an entity, no raw
 // '<' or '>' in text, no scripts, no references outside the file.
 #pragma once

@@ -10,7 +10,8 @@
 
 #include "base/error.h"
 #include "base/fs.h"
-#include "engine/report.h"
+#include "report/html.h"
+#include "report/report.h"
 #include "tests/report/html_check.h"
 
 namespace stoke {

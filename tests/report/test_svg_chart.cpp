@@ -5,7 +5,7 @@
 #include <cmath>
 #include <limits>
 
-#include "engine/report.h"
+#include "report/svg_chart.h"
 #include "tests/report/html_check.h"
 
 namespace stoke {

@@ -14,7 +14,7 @@
 
 #include "base/error.h"
 #include "base/fs.h"
-#include "engine/tensorboard.h"
+#include "report/tensorboard.h"
 
 namespace stoke {
 namespace {

@@ -1,4 +1,4 @@
-#include "engine/tensorboard.h"
+#include "report/tensorboard.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
