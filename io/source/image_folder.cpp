@@ -98,7 +98,7 @@ DataShape probe_shape(const ImageFolder& folder, int max_probe) {
       continue;
     }
     ++ok;
-    if (info.components != 1) all_gray = false;
+    if (!is_gray(info)) all_gray = false;
     int v = ++votes[{info.h, info.w}];
     if (v > best_votes) {  // ties go to the shape seen first
       best_votes = v;
