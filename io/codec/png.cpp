@@ -68,6 +68,10 @@ bool read_header(Reader* r) {
   }
   if (setjmp(png_jmpbuf(r->png))) return false;
   png_set_read_fn(r->png, r, on_read);
+#ifdef STOKE_FUZZING
+  png_set_crc_action(r->png, PNG_CRC_QUIET_USE, PNG_CRC_QUIET_USE);
+  png_set_option(r->png, PNG_IGNORE_ADLER32, PNG_OPTION_ON);
+#endif
   png_set_chunk_cache_max(r->png, 1000);                // ancillary chunks kept (sPLT, text, unknown)
   png_set_chunk_malloc_max(r->png, size_t{8} << 20);   // bytes any one chunk may decompress to (iCCP, zTXt)
   png_read_info(r->png, r->info);
