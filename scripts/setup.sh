@@ -6,6 +6,8 @@ set -euo pipefail
 packages=(
   cmake ninja-build g++ pkg-config ccache
   libjpeg62-turbo-dev        # libjpeg-turbo (linked statically: libjpeg.a)
+  libpng-dev                 # PNG (linked statically: libpng16.a)
+  libwebp-dev                # WebP (linked statically: libwebp.a; the encoder too, for the tests)
   zlib1g-dev
   googletest libgtest-dev    # GoogleTest
   libbenchmark-dev           # Google Benchmark

@@ -1,10 +1,15 @@
 #include "io/codec/codec.h"
 
+#include <atomic>
 #include <cstring>
 #include <iterator>
+#include <string_view>
 
+#include "base/error.h"
 #include "io/codec/jpeg.h"
+#include "io/codec/png.h"
 #include "io/codec/resize.h"
+#include "io/codec/webp.h"
 
 namespace stoke::io {
 
@@ -19,19 +24,46 @@ bool jpeg_header(const uint8_t* d, size_t n, ImageInfo& info, std::string* error
   return true;
 }
 
+bool png_header(const uint8_t* d, size_t n, ImageInfo& info, std::string* error) {
+  PngInfo p;
+  if (!png_info(d, n, p, error)) return false;
+  info = ImageInfo{"PNG", p.h, p.w, p.components};
+  return true;
+}
+
+bool webp_header(const uint8_t* d, size_t n, ImageInfo& info, std::string* error) {
+  WebpInfo p;
+  if (!webp_info(d, n, p, error)) return false;
+  info = ImageInfo{"WebP", p.h, p.w, p.components};
+  return true;
+}
+
 // The registered formats, tried in order. One line per format.
 constexpr Codec kCodecs[] = {
     {"JPEG", "jpg jpeg", jpeg_matches, jpeg_header, decode_jpeg_region},
+    {"PNG", "png", png_matches, png_header, decode_png_region},
+    {"WebP", "webp", webp_matches, webp_header, decode_webp_region},
 };
 
-// What the bytes look like when no codec claims them: for the message.
+// What the bytes look like when no codec claims them: for the message. A known image format we do not read is
+// "unsupported" (problem_of), anything else is bad data.
 std::string describe_unknown(const uint8_t* d, size_t n) {
   if (n == 0) return "empty file";
-  if (n >= 8 && std::memcmp(d, "\x89PNG\r\n\x1a\n", 8) == 0) return "a PNG image (not supported by this build)";
-  if (n >= 12 && std::memcmp(d, "RIFF", 4) == 0 && std::memcmp(d + 8, "WEBP", 4) == 0)
-    return "a WebP image (not supported by this build)";
-  if (n >= 6 && (std::memcmp(d, "GIF87a", 6) == 0 || std::memcmp(d, "GIF89a", 6) == 0)) return "a GIF image (not supported)";
-  if (n >= 2 && d[0] == 'B' && d[1] == 'M') return "a BMP image (not supported)";
+  using namespace std::string_view_literals;  // "..."sv keeps embedded zero bytes
+  auto starts = [&](std::string_view magic, size_t at = 0) {
+    return n >= at + magic.size() && std::memcmp(d + at, magic.data(), magic.size()) == 0;
+  };
+  const char* kind = nullptr;
+  if (starts("\x89PNG\r\n\x1a\n"sv)) kind = "PNG";
+  else if (starts("RIFF"sv) && starts("WEBP"sv, 8)) kind = "WebP";
+  else if (starts("GIF87a"sv) || starts("GIF89a"sv)) kind = "GIF";
+  else if (starts("BM"sv)) kind = "BMP";
+  else if (starts("II*"sv) || starts("MM\x00*"sv)) kind = "TIFF";
+  else if (starts("ftypheic"sv, 4) || starts("ftypheix"sv, 4) || starts("ftypmif1"sv, 4)) kind = "HEIF";
+  else if (starts("ftypavif"sv, 4)) kind = "AVIF";
+  else if (starts("\xff\x0a"sv) || starts("\x00\x00\x00\x0cJXL "sv)) kind = "JPEG XL";
+  else if (starts("\x00\x00\x00\x0cjP  "sv)) kind = "JPEG 2000";
+  if (kind) return str("unsupported format: a ", kind, " image");
   return "not an image (unrecognised content)";
 }
 
@@ -42,6 +74,19 @@ const Codec* find(const uint8_t* data, size_t size, std::string* error) {
 }
 
 }  // namespace
+
+Problem problem_of(const std::string& reason) {
+  return reason.rfind("unsupported", 0) == 0 ? Problem::unsupported : Problem::corrupt;
+}
+
+const char* problem_name(Problem p) { return p == Problem::unsupported ? "unsupported" : "corrupt"; }
+
+namespace {
+std::atomic<bool> g_exif_orientation{true};
+}  // namespace
+
+void set_apply_exif_orientation(bool on) { g_exif_orientation.store(on, std::memory_order_relaxed); }
+bool apply_exif_orientation() { return g_exif_orientation.load(std::memory_order_relaxed); }
 
 const Codec* codec_for(const uint8_t* data, size_t size) {
   if (data == nullptr) return nullptr;

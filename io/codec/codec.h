@@ -8,7 +8,14 @@
 // codec.cpp, and its fuzz target in tests/fuzz/.
 //
 // Error contract, for every codec: bad data gives false and the reason in *error (when error is not null);
-// never a throw, never an abort.
+// never a throw, never an abort. A reason that starts with "unsupported" means a real image of a kind this build
+// does not read (12-bit or lossless JPEG, an animated WebP, a GIF); any other reason means the bytes are bad
+// (corrupt, truncated, empty, not an image at all). problem_of() tells the two apart for the quarantine list.
+//
+// Formats: JPEG (libjpeg-turbo; EXIF orientation applied, see below), PNG (libpng) and WebP (libwebp). Whatever
+// the file holds -- gray, gray + alpha, palette, RGB, RGBA, CMYK, 16-bit -- comes out as the requested channels:
+// 3 = RGB, 1 = luminance with BT.601 weights (0.299 R + 0.587 G + 0.114 B, libjpeg's own); alpha is composited
+// over black (a transparent pixel is black). io/codec/pixels.h has the details.
 #pragma once
 
 #include <cstddef>
@@ -21,9 +28,9 @@ namespace stoke::io {
 
 // Header facts without decoding the pixels.
 struct ImageInfo {
-  const char* format = "";  // "JPEG", ...
-  int h = 0, w = 0;
-  int components = 0;       // in the file: 1 gray, 3 colour, 4 CMYK or colour + alpha
+  const char* format = "";  // "JPEG", "PNG", "WebP"
+  int h = 0, w = 0;         // as displayed: a JPEG turned by its EXIF orientation has h and w swapped
+  int components = 0;       // in the file: 1 gray, 2 gray + alpha, 3 colour, 4 CMYK or colour + alpha
 };
 
 struct Codec {
@@ -49,6 +56,19 @@ bool has_image_extension(const std::string& name);
 std::string image_extensions();
 
 bool image_info(const uint8_t* data, size_t size, ImageInfo& info, std::string* error);
+
+// Whether an image is gray (decode it to 1 channel without losing colour): 1 or 2 (gray + alpha) components.
+inline bool is_gray(const ImageInfo& info) { return info.components == 1 || info.components == 2; }
+
+// Why bytes did not become pixels, from the reason a decoder gave (see the error contract above).
+enum class Problem { corrupt, unsupported };
+Problem problem_of(const std::string& reason);
+const char* problem_name(Problem p);  // "corrupt", "unsupported"
+
+// EXIF orientation (JPEG): on by default, so images come out as every viewer shows them, and image_info reports
+// the displayed height and width. Process-wide; set it before decoding starts (e.g. from a command-line flag).
+void set_apply_exif_orientation(bool on);
+bool apply_exif_orientation();
 
 // Decodes the part of the image that covers the chosen crop (CropChooser: decided once the header has given
 // the source size), as `channels` (1 gray, 3 RGB) whatever the file holds, at the smallest scale the format

@@ -19,6 +19,9 @@
 #include <jpeglib.h>
 
 #include "base/error.h"
+#include "io/codec/codec.h"
+#include "io/codec/exif.h"
+#include "io/codec/pixels.h"
 #include "io/codec/resize.h"
 
 namespace stoke::io {
@@ -37,9 +40,22 @@ struct ErrorMgr {
   char message[JMSG_LENGTH_MAX];
 };
 
+// Errors that mean a real JPEG of a kind libjpeg-turbo does not decode (12-bit, lossless, hierarchical): their
+// message starts with "unsupported" (io/codec/codec.h's error contract); every other error is bad data.
+bool is_unsupported_kind(int code) {
+  return code == JERR_BAD_PRECISION || code == JERR_SOF_UNSUPPORTED || code == JERR_NOT_COMPILED ||
+         code == JERR_ARITH_NOTIMPL || code == JERR_CCIR601_NOTIMPL;
+}
+
 [[noreturn]] void on_error_exit(j_common_ptr cinfo) {
   auto* err = reinterpret_cast<ErrorMgr*>(cinfo->err);
-  (*cinfo->err->format_message)(cinfo, err->message);
+  char text[JMSG_LENGTH_MAX];
+  (*cinfo->err->format_message)(cinfo, text);
+  const char* prefix = is_unsupported_kind(cinfo->err->msg_code) ? "unsupported JPEG kind: " : "";
+  const size_t p = std::strlen(prefix);
+  std::memcpy(err->message, prefix, p);
+  std::memcpy(err->message + p, text, std::min(std::strlen(text), sizeof err->message - p - 1));
+  err->message[std::min(std::strlen(text), sizeof err->message - p - 1) + p] = '\0';
   longjmp(err->jump, 1);
 }
 
@@ -80,6 +96,7 @@ struct Decoder {
   ErrorMgr err;
   jpeg_progress_mgr progress;
   bool created = false;
+  int orientation = 1;  // EXIF orientation of the file whose header was read last (1 when not applied)
 
   Decoder() {
     std::memset(&cinfo, 0, sizeof cinfo);
@@ -109,8 +126,21 @@ struct Decoder {
       return false;
     }
     cinfo.progress = nullptr;
+    orientation = 1;
+    const bool exif = apply_exif_orientation();
+    jpeg_save_markers(&cinfo, JPEG_APP0 + 1, exif ? 0xFFFF : 0);  // APP1: EXIF
     jpeg_mem_src(&cinfo, data, static_cast<unsigned long>(size));
     jpeg_read_header(&cinfo, TRUE);
+    if (exif) {
+      for (jpeg_saved_marker_ptr m = cinfo.marker_list; m != nullptr; m = m->next) {
+        if (m->marker != JPEG_APP0 + 1) continue;
+        const int o = exif::orientation(m->data, m->data_length);
+        if (o != 1 || (m->data_length >= 6 && std::memcmp(m->data, "Exif\0\0", 6) == 0)) {
+          orientation = o;
+          break;  // the first EXIF segment decides
+        }
+      }
+    }
     return true;
   }
 
@@ -398,6 +428,8 @@ bool jpeg_info(const uint8_t* data, size_t size, JpegInfo& info, std::string* er
   if (!open_jpeg(dec, data, size, error)) return false;
   info.h = static_cast<int>(dec.cinfo.image_height);
   info.w = static_cast<int>(dec.cinfo.image_width);
+  if (exif::swaps_axes(dec.orientation)) std::swap(info.h, info.w);
+  info.orientation = dec.orientation;
   info.components = dec.cinfo.num_components;
   jpeg_abort_decompress(&dec.cinfo);
   return true;
@@ -424,8 +456,21 @@ bool decode_jpeg_impl(const uint8_t* data, size_t size, int channels, Image& out
   out.pixels.resize(static_cast<size_t>(h) * w * channels);
   const bool ok = decode_into(dec, channels, out.pixels.data(), error);
   release_if_huge(t_cmyk);
-  if (!ok) out = Image{};
-  return ok;
+  if (!ok) {
+    out = Image{};
+    return false;
+  }
+  if (const int o = dec.orientation; o != 1) {
+    Image turned;
+    turned.h = exif::swaps_axes(o) ? w : h;
+    turned.w = exif::swaps_axes(o) ? h : w;
+    turned.c = channels;
+    turned.pixels.resize(out.pixels.size());
+    exif::apply(o, out.pixels.data(), h, w, channels, static_cast<size_t>(w) * channels, turned.pixels.data(),
+                static_cast<size_t>(turned.w) * channels);
+    out = std::move(turned);
+  }
+  return true;
 }
 
 bool decode_jpeg_to_impl(const uint8_t* data, size_t size, int h, int w, int channels, uint8_t* dst,
@@ -437,6 +482,10 @@ bool decode_jpeg_to_impl(const uint8_t* data, size_t size, int h, int w, int cha
   }
   Decoder& dec = thread_decoder();
   if (!open_jpeg(dec, data, size, error)) return false;
+  if (dec.orientation != 1) {  // the region path turns the image
+    jpeg_abort_decompress(&dec.cinfo);
+    return decode_jpeg_crop_to(data, size, CropChooser{}, false, h, w, channels, dst, error);
+  }
   AbortGuard guard{&dec.cinfo};
   if (!choose_color_space(dec, channels, error)) return false;
   // DCT-domain scaling by num/8: the smallest num in {1, 2, 4, 8} that still covers the target in both
@@ -474,8 +523,12 @@ void size_scratch(std::vector<uint8_t>& v, size_t n) {
 // Scaled-image coordinate of source coordinate `v` at scale num/8, rounded down (up when `up`).
 int64_t scaled(int64_t v, unsigned num, bool up) { return up ? (v * num + 7) / 8 : v * num / 8; }
 
+// Decodes in stored orientation; *orientation gets the file's EXIF orientation and *shown the crop chosen in
+// displayed coordinates. With an orientation other than 1, choose picks its crop from the displayed size, th x tw
+// is the displayed target, and out describes the stored region (the caller turns it).
 bool decode_region_impl(const uint8_t* data, size_t size, CropChooser choose, int th, int tw, int channels,
-                        DecodedRegion& out, std::string* error, uint8_t* dst_exact) {
+                        DecodedRegion& out, std::string* error, uint8_t* dst_exact, int* orientation,
+                        CropBox* shown) {
   if (!valid_channels(channels, error)) return false;
   if (th <= 0 || tw <= 0) {
     set_error(error, str("bad decode target ", th, "x", tw));
@@ -486,12 +539,16 @@ bool decode_region_impl(const uint8_t* data, size_t size, CropChooser choose, in
   AbortGuard guard{&dec.cinfo};
   if (!choose_color_space(dec, channels, error)) return false;
   const int ih = static_cast<int>(dec.cinfo.image_height), iw = static_cast<int>(dec.cinfo.image_width);
-  CropBox cb = choose.fn ? choose.fn(choose.ctx, ih, iw) : CropBox{};
-  if (cb.h <= 0 || cb.w <= 0) cb = CropBox{0, 0, ih, iw};
-  cb.y = std::clamp(cb.y, 0, ih - 1);
-  cb.x = std::clamp(cb.x, 0, iw - 1);
-  cb.h = std::clamp(cb.h, 1, ih - cb.y);
-  cb.w = std::clamp(cb.w, 1, iw - cb.x);
+  const int o = dec.orientation;
+  *orientation = o;
+  const bool swap = exif::swaps_axes(o);
+  CropBox cb = pixels::choose_crop(choose, swap ? iw : ih, swap ? ih : iw);  // displayed coordinates
+  *shown = cb;
+  if (o != 1) {
+    cb = exif::stored_box(o, ih, iw, cb);
+    if (swap) std::swap(th, tw);
+    dst_exact = nullptr;  // the caller turns the region into place
+  }
   // The smallest of the SIMD-accelerated scales 1/8, 2/8, 4/8, 8/8 at which the crop still covers the target
   // (see decode_jpeg_to for why not 3/8, 5/8..7/8).
   unsigned num = 1;
@@ -591,10 +648,37 @@ bool decode_region_impl(const uint8_t* data, size_t size, CropChooser choose, in
 
 }  // namespace
 
+namespace {
+thread_local std::vector<uint8_t> t_turned;  // a region turned by its EXIF orientation
+}  // namespace
+
 bool decode_jpeg_region(const uint8_t* data, size_t size, CropChooser choose, int target_h, int target_w,
                         int channels, DecodedRegion& out, std::string* error, uint8_t* dst_if_exact) {
   try {
-    return decode_region_impl(data, size, choose, target_h, target_w, channels, out, error, dst_if_exact);
+    int o = 1;
+    CropBox shown;
+    if (!decode_region_impl(data, size, choose, target_h, target_w, channels, out, error, dst_if_exact, &o, &shown))
+      return false;
+    if (o == 1) return true;
+    // Turn the stored region into the displayed one.
+    const bool swap = exif::swaps_axes(o);
+    const int h = swap ? out.w : out.h, w = swap ? out.h : out.w;
+    const size_t stride = static_cast<size_t>(w) * channels;
+    uint8_t* dst = nullptr;
+    if (dst_if_exact && h == target_h && w == target_w) {
+      dst = dst_if_exact;
+    } else {
+      pixels::size_buffer(t_turned, stride * h);
+      dst = t_turned.data();
+    }
+    exif::apply(o, out.pixels, out.h, out.w, channels, out.stride, dst, stride);
+    out.pixels = dst;
+    out.h = h;
+    out.w = w;
+    out.stride = stride;
+    if (swap) std::swap(out.src_h, out.src_w);
+    out.crop = shown;
+    return true;
   } catch (const std::exception& e) {
     out = DecodedRegion{};
     set_error(error, str("JPEG decoding failed: ", e.what()));

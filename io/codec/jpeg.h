@@ -1,5 +1,7 @@
 // The JPEG codec (libjpeg-turbo): header facts, whole and region decoding with DCT-domain scaling, encoding.
 // Every decoder returns false with the reason on bad data: never a throw, never an abort.
+// Every decoder applies the EXIF orientation (APP1 "Exif", tag 0x0112; io/codec/exif.h) unless it is turned off
+// with set_apply_exif_orientation(false): sizes, crops and pixels are those of the image as viewers show it.
 #pragma once
 
 #include <cstddef>
@@ -12,8 +14,11 @@
 namespace stoke::io {
 
 // Header facts without decoding the pixels. Returns false (and says why in *error) on bad data.
+// h and w are as displayed: swapped when the EXIF orientation (applied unless set_apply_exif_orientation(false),
+// io/codec/codec.h) turns the image by 90 degrees.
 struct JpegInfo {
   int h = 0, w = 0, components = 0;
+  int orientation = 1;  // EXIF orientation 1..8 (1 when absent or not applied)
 };
 bool jpeg_info(const uint8_t* data, size_t size, JpegInfo& info, std::string* error);
 

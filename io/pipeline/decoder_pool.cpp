@@ -8,6 +8,7 @@
 #include <cstdio>
 
 #include "base/error.h"
+#include "io/codec/codec.h"
 #include "base/rng.h"
 
 namespace stoke::io {
@@ -205,7 +206,11 @@ const int64_t* DecoderPool::permutation(int64_t epoch) {
 
 void DecoderPool::report_bad(int64_t id, ReadStatus status, const std::string& why) {
   const std::string name = source_->name(id);
-  const std::string what = status == ReadStatus::vanished ? "vanished" : "corrupt";
+  // vanished: the file is gone; unreadable: another read error; corrupt / unsupported: the decoder's verdict
+  // (io/codec/codec.h problem_of).
+  const std::string what = status == ReadStatus::vanished ? "vanished"
+                           : status == ReadStatus::failed ? "unreadable"
+                                                          : problem_name(problem_of(why));
   if (cfg_.strict) throw UserError(str(what, " image ", name, ": ", why, " (strict mode)"));
   if (bad_[static_cast<size_t>(id)].exchange(1, std::memory_order_acq_rel) != 0) return;  // told already
   corrupt_.fetch_add(1, std::memory_order_relaxed);

@@ -37,7 +37,8 @@ struct PoolConfig {
   int reserve_cores = 1;         // auto: cores left to the trainer's own threads
   double target_images_per_second = 0;  // auto: stop adding threads once this rate is covered (0: no target)
   bool strict = false;
-  std::string quarantine_path;   // e.g. RUNDIR/quarantine.txt ("" = none); one "name<TAB>reason" line per file
+  std::string quarantine_path;   // e.g. RUNDIR/quarantine.txt ("" = none); one "name<TAB>kind: reason" line per
+                                 // file, kind = corrupt, unsupported (io/codec/codec.h), vanished or unreadable
   std::function<void(const std::string&)> on_warning;  // a bad file, once per file (default: stderr)
   int max_consecutive_bad = 64;  // replacements tried for one position before giving up with an error
 };

@@ -1,7 +1,12 @@
-// ImageFolder indexing: root/<class>/<file> for every image extension the codecs register (io/codec/codec.h),
-// classes sorted by name, files sorted by name.
+// ImageFolder indexing: root/<class>/.../<file> for every image extension the codecs register
+// (io/codec/codec.h), classes sorted by name; inside a class, sub-folders are included recursively (as
+// torchvision's ImageFolder does) and files are ordered by folder path, then by name (byte order).
+//
+// Nothing is skipped without a word: every entry that is not indexed is counted per class with its reason, and
+// its path kept in ImageFolder::left_out, so the trainer can print index_summary() and write the list.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -9,25 +14,59 @@
 namespace stoke::io {
 
 struct Sample {
-  std::string path;  // full path
+  std::string path;  // full path (bytes as the file system has them: not necessarily UTF-8; see display_name.h)
   int32_t label = 0;
+};
+
+// Why an entry of the tree was not indexed.
+enum class LeftOutReason {
+  other_extension,  // a file whose extension no codec registers (notes.txt, a.gif, x.jpg.bak)
+  hidden_or_system, // ".x" (.DS_Store, ._x AppleDouble files, .git), Thumbs.db, desktop.ini, __MACOSX, @eaDir, ...
+  dangling_link,    // a symbolic link whose target does not exist
+  unreadable,       // an entry that cannot be examined or a sub-folder that cannot be listed (detail says why),
+                    // a link back to a folder above it, or something that is neither file nor folder (a FIFO)
+  not_in_class,     // a file directly in the root, outside every class folder
+};
+inline constexpr int kLeftOutReasons = 5;
+// "other extension", "hidden/system", "dangling link", "unreadable", "not in a class folder"
+const char* left_out_reason_name(LeftOutReason r);
+
+struct LeftOut {
+  std::string path;     // full path
+  LeftOutReason reason;
+  std::string detail;   // e.g. the error for `unreadable`; may be empty
+};
+
+struct LeftOutCounts {
+  std::array<int64_t, kLeftOutReasons> by_reason{};
+  int64_t operator[](LeftOutReason r) const { return by_reason[static_cast<size_t>(r)]; }
+  int64_t total() const;
 };
 
 struct ImageFolder {
   std::string root;
-  std::vector<std::string> classes;  // sorted
-  std::vector<Sample> samples;       // grouped by class, sorted by file name inside a class
-  std::vector<int64_t> class_counts;
+  std::vector<std::string> classes;  // sorted (byte order)
+  std::vector<Sample> samples;       // grouped by class; inside a class by folder path, then file name
+  std::vector<int64_t> class_counts; // images indexed per class
+  std::vector<LeftOutCounts> class_left_out;  // per class: entries left out, by reason
+  LeftOutCounts root_left_out;                // entries of the root itself that are no class folder
+  std::vector<LeftOut> left_out;              // every entry left out, in the order met (classes, then paths)
 };
 
 // Throws stoke::UserError with one clear line for: a missing or unreadable folder, a folder with no class
-// sub-folders, a class folder with no image files (names the class). Extensions match case-insensitively; files
-// with other extensions are ignored, and so are hidden files (".x"). How a file is decoded is then decided by its
-// content, not its name.
+// sub-folders, a class folder with no image files (names the class), and a folder that holds train/ and val/
+// (or test/) split folders with class folders inside: one level too high (the message suggests ROOT/train).
+// Extensions match case-insensitively. How a file is decoded is then decided by its content, not its name.
+// Symbolic links are followed (to files and to folders); a link that leads back to a folder above it is left
+// out as unreadable rather than followed for ever.
 ImageFolder index_image_folder(const std::string& root);
 
+// One line: "indexed 1234 images in 10 classes; left out 7: 4 other extension (.txt 3, .gif 1), 2 hidden/system,
+// 1 dangling link". Names in it are valid UTF-8 (display_name).
+std::string index_summary(const ImageFolder& folder);
+
 // The geometry of the data set, read from the headers of the first few images: the most common
-// height/width, and channels = 1 when every probed image is grayscale, else 3.
+// height/width, and channels = 1 when every probed image is grayscale (or gray + alpha), else 3.
 struct DataShape {
   int h = 0, w = 0, c = 0;
 };

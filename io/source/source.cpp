@@ -130,7 +130,7 @@ DataShape probe_source_shape(const Source& source, int max_probe) {
       continue;
     }
     ++ok;
-    if (info.components != 1) all_gray = false;
+    if (!is_gray(info)) all_gray = false;
     const int v = ++votes[{info.h, info.w}];
     if (v > best_votes) {
       best_votes = v;

@@ -58,10 +58,8 @@ TEST(Codec, NonImagesAreNamedNotCalledCorrupt) {
   EXPECT_NE(err.find("not an image"), std::string::npos) << err;
   EXPECT_NE(err.find("JPEG"), std::string::npos) << "names the formats it can read: " << err;
   EXPECT_NE(why_not({}).find("empty file"), std::string::npos);
-  std::vector<uint8_t> png = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 0, 0, 0, 13};
-  if (codec_for(png.data(), png.size()) == nullptr) {
-    EXPECT_NE(why_not(png).find("PNG"), std::string::npos) << "a PNG is named as one";
-  }
+  std::vector<uint8_t> gif = {'G', 'I', 'F', '8', '9', 'a', 1, 0, 1, 0};
+  EXPECT_NE(why_not(gif).find("GIF"), std::string::npos) << "a GIF is named as one";
 }
 
 TEST(Codec, ATruncatedJpegIsCorruptWithTheDecodersReason) {

@@ -72,7 +72,7 @@ TEST(ImageFolder, SortsClassesAndFilesByByteOrder) {
   touch(root + "/dog/C.Jpg");
   touch(root + "/dog/notes.txt");      // not a JPEG by extension
   touch(root + "/dog/.hidden.jpg");    // hidden
-  touch(root + "/dog/d.png");
+  touch(root + "/dog/d.gif");            // not a registered format
   touch(root + "/dog/jpg");            // no extension, just the name
   touch(root + "/dog/x.jpg.bak");
   fs::create_directories(root + "/dog/sub.jpg");  // a folder, not a file
@@ -122,7 +122,7 @@ TEST(ImageFolder, Errors) {
   touch(t / "d/dog/a.jpg");
   touch(t / "d/cat/readme.txt");
   touch(t / "d/cat/.b.jpg");
-  expect_user_error([&] { index_image_folder(t / "d"); }, "class 'cat' in " + (t / "d") + " holds no .jpg/.jpeg images");
+  expect_user_error([&] { index_image_folder(t / "d"); }, "class 'cat' in " + (t / "d") + " holds no .jpg/.jpeg/.png/.webp images");
   fs::create_directories(t / "d2/emptyclass");
   touch(t / "d2/ok/a.jpg");
   expect_user_error([&] { index_image_folder(t / "d2"); }, "class 'emptyclass' in ");
