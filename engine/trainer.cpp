@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <deque>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
@@ -37,6 +38,7 @@
 #include "kernels/augment.h"
 #include "base/parallel.h"
 #include "kernels/softmax_ce.h"
+#include "base/timeline.h"
 #include "base/trace.h"
 
 namespace stoke {
@@ -665,19 +667,35 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
                   static_cast<long long>((train_files->budget() + (val_files ? val_files->budget() : 0)) >> 20));
     std::fflush(stdout);
   }
-  std::vector<uint8_t> gathered(train_cache ? static_cast<size_t>(batch * shape.size()) : 0), flips(static_cast<size_t>(batch));
+  // --cache decoded gathers each batch into one of these host buffers; a buffer is refilled only after the backend
+  // released it (its copy completed), like a ring slot.
+  constexpr int kGatherBuffers = 3;  // the backend's queue holds two steps; one more is being gathered
+  std::vector<std::vector<uint8_t>> gathered_px, gathered_flips;
+  std::vector<std::vector<int32_t>> gathered_labels;
+  std::vector<char> gathered_free;
+  if (train_cache)
+    for (int k = 0; k < kGatherBuffers; ++k) {
+      gathered_px.emplace_back(static_cast<size_t>(batch * shape.size()));
+      gathered_flips.emplace_back(static_cast<size_t>(batch));
+      gathered_labels.emplace_back(static_cast<size_t>(batch));
+      gathered_free.push_back(1);
+    }
+  std::vector<uint8_t> val_px(val_cache ? static_cast<size_t>(batch * shape.size()) : 0);
+  std::vector<int32_t> val_labels(static_cast<size_t>(batch));
   std::vector<int64_t> perm;
-  std::vector<int32_t> labels(static_cast<size_t>(batch));
   int64_t perm_epoch = -1;
   const bool flip_aug = cfg.augment != "none";
-  // The next training batch (batch `index` of `epoch`): host pixels, labels and flips, valid until done(b).
+  // The next training batch (batch `index` of `epoch`): host pixels, labels and flips, valid until its tag is
+  // released. Tags: a ring ticket (>= 0), or -1 - k for gather buffer k.
   struct RawBatch {
     int n = 0;
     const uint8_t* pixels = nullptr;
     const int32_t* labels = nullptr;
     const uint8_t* flips = nullptr;
-    int64_t ticket = -1;
+    int64_t tag = 0;
   };
+  // (wait_for_buffer: collects from the backend until a gather buffer is free; defined with the loop below.)
+  std::function<int()> wait_for_buffer;
   auto next_train = [&](int64_t epoch, int64_t index) -> RawBatch {
     RawBatch r;
     if (train_cache) {
@@ -685,11 +703,16 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
         perm = sampler.permutation(epoch);
         perm_epoch = epoch;
       }
-      train_cache->gather(sampler, perm, epoch, index, cfg.seed, flip_aug, gathered.data(), labels.data(), flips.data());
+      const int k = wait_for_buffer();
+      const size_t ku = static_cast<size_t>(k);
+      gathered_free[ku] = 0;
+      train_cache->gather(sampler, perm, epoch, index, cfg.seed, flip_aug, gathered_px[ku].data(),
+                          gathered_labels[ku].data(), gathered_flips[ku].data());
       r.n = batch;
-      r.pixels = gathered.data();
-      r.labels = labels.data();
-      r.flips = flip_aug ? flips.data() : nullptr;
+      r.pixels = gathered_px[ku].data();
+      r.labels = gathered_labels[ku].data();
+      r.flips = flip_aug ? gathered_flips[ku].data() : nullptr;
+      r.tag = -1 - k;
       return r;
     }
     io::Batch b = train_in->acquire();
@@ -698,11 +721,15 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
     r.n = b.size;
     r.pixels = b.pixels;  // flips, if any, were applied by the decoders
     r.labels = b.labels;
-    r.ticket = b.ticket;
+    r.tag = b.ticket;
     return r;
   };
-  auto done = [&](const RawBatch& r) {
-    if (r.ticket >= 0) train_in->release(r.ticket);  // the slot goes back to the decoders
+  // The backend has its own copy of the batch with this tag: its memory goes back to the decoders (or the gatherer).
+  auto release = [&](int64_t tag) {
+    if (tag >= 0)
+      train_in->release(tag);
+    else
+      gathered_free[static_cast<size_t>(-1 - tag)] = 1;
   };
   // Runs fn(n, pixels, labels) for every validation batch (n = real samples).
   auto for_each_val_batch = [&](const std::function<void(int, const uint8_t*, const int32_t*)>& fn) {
@@ -715,8 +742,8 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
       const io::Sampler vsampler(vs);
       const std::vector<int64_t> vperm = vsampler.permutation(0);
       for (int64_t i = 0; i < vsampler.batches_per_epoch(); ++i) {
-        const int n = val_cache->gather(vsampler, vperm, 0, i, 0, false, gathered.data(), labels.data(), nullptr);
-        fn(n, gathered.data(), labels.data());
+        const int n = val_cache->gather(vsampler, vperm, 0, i, 0, false, val_px.data(), val_labels.data(), nullptr);
+        fn(n, val_px.data(), val_labels.data());
       }
       return;
     }
@@ -764,6 +791,23 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
     }
   } profile_guard{stop_profile};
 
+  // --trace: stoke's own timeline of steps trace_first..trace_last (base/timeline.h).
+  const bool trace_window = !cfg.trace_file.empty();
+  auto finish_trace = [&] {
+    if (!timeline::recording()) return;
+    timeline::stop();
+    timeline::write_json(cfg.trace_file);
+    if (!cfg.quiet) {
+      progress.finish();
+      std::printf("timeline: %s (%lld ranges; open it in ui.perfetto.dev or chrome://tracing)\n", cfg.trace_file.c_str(),
+                  static_cast<long long>(timeline::events()));
+      std::fflush(stdout);
+    }
+  };
+  struct TraceGuard {  // an error or Ctrl-C inside the window still stops the recording
+    ~TraceGuard() { timeline::stop(); }
+  } trace_guard;
+
   // Per-epoch running sums live here so a checkpoint mid-epoch can carry them.
   double loss_sum = 0;
   int64_t correct_sum = 0, seen = 0;
@@ -801,7 +845,6 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
   };
   // One start for the whole run: the decoders flow across epoch boundaries without draining.
   if (start_epoch < cfg.epochs && train_in) train_in->start(start_epoch, start_cursor);
-  if (val_cache && gathered.size() < static_cast<size_t>(batch * shape.size())) gathered.resize(static_cast<size_t>(batch * shape.size()));
   for (int64_t epoch = start_epoch; epoch < cfg.epochs && !result.interrupted; ++epoch) {
     const auto epoch_start = Clock::now();
     const double wait_at_start = train_in ? train_in->stats().consumer_wait_seconds : 0.0;
@@ -818,31 +861,26 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
     int64_t window_correct = 0, window_seen = 0;
     double window_wait0 = train_in ? train_in->stats().consumer_wait_seconds : 0.0;
     auto window_t0 = Clock::now();
-    int64_t b_in_epoch = cursor0;
-    while (b_in_epoch < steps_per_epoch) {
-      if (profile_window && step + 1 == cfg.profile_first) start_profile();
-      const RawBatch rb = [&] {
-        STOKE_TRACE("wait for batch");
-        return next_train(epoch, b_in_epoch);
-      }();
-      if (rb.n == 0) break;
-      const int n = rb.n;
-      const float lr = sched.at(step);
-      const bool inject = std::find(cfg.inject_nonfinite_steps.begin(), cfg.inject_nonfinite_steps.end(), step) !=
-                          cfg.inject_nonfinite_steps.end();
-      const StepOutcome so = [&] {
-        STOKE_TRACE("train step");
-        return backend->train_step(n, rb.pixels, rb.labels, rb.flips, lr, inject);
-      }();
-      done(rb);
-      if (profiling && step + 1 == cfg.profile_last) stop_profile();
+    // The asynchronous loop: hand batch k to the backend and go on; its result arrives some steps later (in order)
+    // and is accounted for then. `step`/`b_in_epoch` count finished steps, `sub_step`/`sub_b` submitted ones.
+    int64_t b_in_epoch = cursor0, sub_b = cursor0, sub_step = step;
+    struct Pending {
+      float lr;
+      int n;
+    };
+    std::deque<Pending> pending;  // per submitted step not yet finished, in order
+    // One finished step: running sums, metrics, the progress line, the non-finite guard.
+    auto on_result = [&](const StepResult& so) {
+      const float lr = pending.front().lr;
+      const int n = pending.front().n;
+      pending.pop_front();
       const float loss = so.loss;
       const int64_t correct = so.correct;
       ++step;
       ++b_in_epoch;
       result.step_losses.push_back(loss);
       if (!std::isfinite(loss)) {
-        // Skip the update; stop if it keeps happening.
+        // The backend skipped the update; stop if it keeps happening.
         ++result.skipped_steps;
         if (++nonfinite_run >= cfg.max_nonfinite_steps) {
           progress.finish();
@@ -892,14 +930,73 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
                       format_duration(eta).c_str());
         progress.update(line, b_in_epoch == steps_per_epoch);
       }
-      if (cfg.interrupt_after_steps > 0 && step - loop_first_step == cfg.interrupt_after_steps) request_interrupt(SIGINT);
-      if (interrupt_requested() && b_in_epoch < steps_per_epoch) {
+    };
+    std::vector<int64_t> released;
+    std::vector<StepResult> results;
+    // Takes what the backend has finished: releases go back to the ring, results are accounted in order.
+    auto take = [&](bool wait) {
+      released.clear();
+      results.clear();
+      backend->collect(released, results, wait);
+      for (int64_t tag : released) release(tag);
+      for (const StepResult& r : results) on_result(r);
+      if (step >= cfg.trace_last) finish_trace();
+    };
+    // A step boundary: nothing in flight, every result accounted (before a checkpoint, eval, the profiler).
+    auto settle = [&] {
+      backend->drain();
+      take(false);
+      STOKE_CHECK(pending.empty() && step == sub_step, "results missing after a drain");
+      if (profiling && step >= cfg.profile_last) stop_profile();
+    };
+    wait_for_buffer = [&] {
+      for (;;) {
+        for (int k = 0; k < kGatherBuffers; ++k)
+          if (gathered_free[static_cast<size_t>(k)]) return k;
+        take(true);
+      }
+    };
+    while (sub_b < steps_per_epoch) {
+      if (profile_window && sub_step + 1 == cfg.profile_first) {
+        settle();
+        start_profile();
+      }
+      if (profiling && sub_step + 1 > cfg.profile_last) settle();
+      if (trace_window && sub_step + 1 == cfg.trace_first) timeline::start();
+      const RawBatch rb = [&] {
+        STOKE_TRACE("wait for batch");
+        return next_train(epoch, sub_b);
+      }();
+      if (rb.n == 0) break;
+      StepRequest req;
+      req.tag = rb.tag;
+      req.n = rb.n;
+      req.pixels = rb.pixels;
+      req.labels = rb.labels;
+      req.flips = rb.flips;
+      req.lr = sched.at(sub_step);
+      req.skip = std::find(cfg.inject_nonfinite_steps.begin(), cfg.inject_nonfinite_steps.end(), sub_step) !=
+                 cfg.inject_nonfinite_steps.end();
+      {
+        STOKE_TRACE("train step");
+        backend->submit(req);
+      }
+      pending.push_back({req.lr, req.n});
+      ++sub_step;
+      ++sub_b;
+      take(false);
+      if (cfg.interrupt_after_steps > 0 && sub_step - loop_first_step == cfg.interrupt_after_steps) request_interrupt(SIGINT);
+      if (interrupt_requested() && sub_b < steps_per_epoch) {
+        settle();
         result.interrupted = true;
         break;
       }
-      if (cfg.checkpoint_every > 0 && step % cfg.checkpoint_every == 0 && b_in_epoch < steps_per_epoch)
+      if (cfg.checkpoint_every > 0 && sub_step % cfg.checkpoint_every == 0 && sub_b < steps_per_epoch) {
+        settle();
         write_checkpoint(epoch, b_in_epoch, false);
+      }
     }
+    settle();
     progress.finish();
     if (result.interrupted) {
       write_checkpoint(epoch, b_in_epoch, false);
@@ -969,6 +1066,7 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
     if (interrupt_requested()) result.interrupted = epoch + 1 < cfg.epochs;
   }
 
+  finish_trace();  // a window reaching past the last step ends with the run
   result.seconds = seconds_since(t_start);
   result.steps = step;
   result.corrupt_images = (train_in ? train_in->stats().corrupt : train_cache->corrupt()) +
