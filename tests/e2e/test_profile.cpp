@@ -129,10 +129,10 @@ TEST(Profile, RangesAndTheProfileWindowReachAnNvtxTool) {
 // the decoders decode the next batches: the timeline must show that overlap, and every range it names.
 TEST(Profile, TraceShowsDecodingOverlappingCompute) {
   TempDir tmp("profile-trace");
-  write_tiny_folder(tmp.path() / "train", {"a", "b"}, 32, 64);
+  write_tiny_folder(tmp.path() / "train", {"a", "b"}, 48, 64);
   const std::string trace = tmp.str() + "/trace.json";
   RunResult r = run_stoke("train --data " + tmp.str() + "/train --epochs 1 --batch-size 8 --device cpu --decoders 2 "
-                          "--model resnet18 --trace " + trace + " --trace-steps 2:7 --out " + tmp.str() + "/run");
+                          "--trace " + trace + " --trace-steps 2:7 --out " + tmp.str() + "/run");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("timeline: " + trace), std::string::npos) << r.output;
   const std::vector<uint8_t> bytes = stoke::read_file(trace);

@@ -59,8 +59,9 @@ TEST(Codec, NonImagesAreNamedNotCalledCorrupt) {
   EXPECT_NE(err.find("JPEG"), std::string::npos) << "names the formats it can read: " << err;
   EXPECT_NE(why_not({}).find("empty file"), std::string::npos);
   std::vector<uint8_t> png = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 0, 0, 0, 13};
-  if (codec_for(png.data(), png.size()) == nullptr)
+  if (codec_for(png.data(), png.size()) == nullptr) {
     EXPECT_NE(why_not(png).find("PNG"), std::string::npos) << "a PNG is named as one";
+  }
 }
 
 TEST(Codec, ATruncatedJpegIsCorruptWithTheDecodersReason) {

@@ -312,7 +312,7 @@ TEST(DecodeSample, BadInputIsFalseWithAReason) {
     const char* reason;
   } cases[] = {
       {"empty", {}, "empty"},
-      {"garbage", garbage, "not a JPEG"},
+      {"garbage", garbage, "not an image"},
       {"truncated", truncated, ""},
       {"12-bit", stoke::test::with_precision(good, 12), "precision"},
       {"absurd", stoke::test::with_dims(good, 60000, 60000), "out of range"},
