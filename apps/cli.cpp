@@ -151,25 +151,33 @@ void add_train(CLI::App& app, TrainConfig& cfg, std::string& optimizer, std::str
   t->add_flag("--strict", cfg.strict, "Stop at the first corrupt image instead of skipping it");
   t->add_flag("--quiet", cfg.quiet, "No progress output");
   t->add_flag("--tensorboard", cfg.tensorboard, "Also write TensorBoard event files to RUNDIR/tensorboard");
-  t->add_option_function<std::string>(
-       "--profile-steps",
-       [&cfg](const std::string& v) {
-         // A:B (global steps, 1-based, inclusive) or A (one step).
-         const size_t colon = v.find(':');
-         auto number = [&](const std::string& s) -> int64_t {
-           char* end = nullptr;
-           const long long x = std::strtoll(s.c_str(), &end, 10);
-           if (s.empty() || *end != '\0' || x < 1)
-             throw CLI::ValidationError("--profile-steps", "must be A:B with steps 1 <= A <= B, got '" + v + "'");
-           return x;
-         };
-         cfg.profile_first = number(v.substr(0, colon));
-         cfg.profile_last = colon == std::string::npos ? cfg.profile_first : number(v.substr(colon + 1));
-         if (cfg.profile_last < cfg.profile_first)
-           throw CLI::ValidationError("--profile-steps", "must be A:B with steps 1 <= A <= B, got '" + v + "'");
-       },
-       "Profile global steps A..B: an NVTX range 'profiled steps' and, on CUDA, cudaProfilerStart/Stop around them "
-       "(nsys --capture-range=cudaProfilerApi; docs/PROFILING.md)")
+  // A:B (global steps, 1-based, inclusive) or A (one step), for --profile-steps and --trace-steps.
+  auto step_window = [](const char* flag, int64_t& first, int64_t& last) {
+    return [flag, &first, &last](const std::string& v) {
+      const size_t colon = v.find(':');
+      auto number = [&](const std::string& s) -> int64_t {
+        char* end = nullptr;
+        const long long x = std::strtoll(s.c_str(), &end, 10);
+        if (s.empty() || *end != '\0' || x < 1)
+          throw CLI::ValidationError(flag, "must be A:B with steps 1 <= A <= B, got '" + v + "'");
+        return x;
+      };
+      first = number(v.substr(0, colon));
+      last = colon == std::string::npos ? first : number(v.substr(colon + 1));
+      if (last < first) throw CLI::ValidationError(flag, "must be A:B with steps 1 <= A <= B, got '" + v + "'");
+    };
+  };
+  t->add_option_function<std::string>("--profile-steps", step_window("--profile-steps", cfg.profile_first, cfg.profile_last),
+                                      "Profile global steps A..B: an NVTX range 'profiled steps' and, on CUDA, "
+                                      "cudaProfilerStart/Stop around them (nsys --capture-range=cudaProfilerApi; "
+                                      "docs/PROFILING.md)")
+      ->type_name("A:B");
+  t->add_option("--trace", cfg.trace_file,
+                "Write a timeline of the --trace-steps window (decoders, ring waits, copies, steps on every thread) as "
+                "Chrome-trace JSON to FILE: open it in ui.perfetto.dev or chrome://tracing")
+      ->type_name("FILE");
+  t->add_option_function<std::string>("--trace-steps", step_window("--trace-steps", cfg.trace_first, cfg.trace_last),
+                                      "The steps --trace records (default 1:50)")
       ->type_name("A:B");
 }
 
@@ -483,6 +491,10 @@ int run_cli(int argc, const char* const* argv, bool dry_run) {
           else if (name == "--profile-steps") {
             resumed.profile_first = cfg.profile_first;
             resumed.profile_last = cfg.profile_last;
+          } else if (name == "--trace") resumed.trace_file = cfg.trace_file;
+          else if (name == "--trace-steps") {
+            resumed.trace_first = cfg.trace_first;
+            resumed.trace_last = cfg.trace_last;
           }
           else
             throw UserError(str(name, " cannot change when resuming (the run's settings are in ", cfg.resume,

@@ -4,7 +4,9 @@
 // the normalisation (and flips) themselves; both keep PyTorch's optimizer semantics and the Graph's flat
 // parameter layout, so checkpoints are interchangeable.
 //
-// Calls are synchronous in effect: when a call returns, the caller may reuse the pixel and label memory.
+// Training steps are asynchronous (the protocol below): the trainer submits a step and goes on; the backend says
+// later when the batch's host memory may be reused (its copy has completed) and what the step gave. Everything
+// else (state, evaluation, the profiler) is called only with nothing in flight, after drain().
 #pragma once
 
 #include <cstdint>
@@ -28,10 +30,24 @@ struct BackendOptions {
   bool deterministic = false;      // CUDA: deterministic cuDNN algorithms
 };
 
-struct StepOutcome {
+// One training step as the trainer hands it over: n samples of uint8 NHWC pixels, labels and optional per-sample
+// flip flags, in host memory that stays untouched until the backend releases `tag`.
+struct StepRequest {
+  int64_t tag = 0;  // the trainer's name for this batch (a ring ticket); comes back once its memory may be reused
+  int n = 0;
+  const uint8_t* pixels = nullptr;
+  const int32_t* labels = nullptr;
+  const uint8_t* flips = nullptr;
+  float lr = 0.f;
+  bool skip = false;  // fault injection (tests): report a non-finite loss and skip the update
+};
+
+struct StepResult {
+  int64_t tag = 0;
   float loss = 0.f;      // the batch's mean loss (inf/NaN when it was not finite)
   int64_t correct = 0;   // rows whose arg-max is the label
-  bool applied = false;  // the parameters were updated (false: non-finite loss, or fp16 overflow)
+  bool applied = false;  // the parameters were updated (false: non-finite loss, or fp16 overflow), decided by the
+                         // backend itself: the host never reads the loss before the update
   float loss_scale = 1.f;
 };
 
@@ -45,16 +61,36 @@ class TrainingBackend {
                          const std::vector<float>& optimizer_state, int64_t optimizer_steps) = 0;
   virtual void get_state(std::vector<float>& params, std::vector<float>& buffers, std::vector<float>& optimizer_state,
                          int64_t& optimizer_steps) = 0;
-  // One training step on n samples (uint8 NHWC pixels, labels, optional per-sample flip flags, host memory).
-  // `skip` forces the update to be skipped and the loss reported as infinite (fault injection in tests).
-  virtual StepOutcome train_step(int n, const uint8_t* pixels, const int32_t* labels, const uint8_t* flips, float lr,
-                                 bool skip) = 0;
+
+  // ---- the asynchronous step ----------------------------------------------------------------------------------
+  // submit() queues one step and returns (it blocks only while the backend's queue is full). collect() moves out
+  // what has happened since the last call, in submission order: the tags of batches whose copy has completed (the
+  // trainer may now reuse their memory: a ring slot goes back to the decoders only then) and finished steps'
+  // results. With wait, it blocks until there is at least one of either, or nothing is in flight. drain() blocks
+  // until every submitted step has finished; its releases and results are then ready to collect.
+  // The default runs each step inside submit() (a backend without a queue of its own).
+  virtual void submit(const StepRequest& request);
+  virtual void collect(std::vector<int64_t>& released, std::vector<StepResult>& results, bool wait);
+  virtual void drain() {}
+  virtual int in_flight() const { return 0; }
+  // One step, synchronously (submit, drain, collect): for diagnose and tests. Nothing else may be in flight.
+  StepResult train_step(const StepRequest& request);
+  StepResult train_step(int n, const uint8_t* pixels, const int32_t* labels, const uint8_t* flips, float lr,
+                        bool skip = false);
   // Evaluation-mode forward of n samples; returns the logits (n x classes, host, valid until the next call) and
   // the batch's mean loss in *loss.
   virtual const float* eval_batch(int n, const uint8_t* pixels, const int32_t* labels, float* loss) = 0;
   // --profile-steps: start / stop the device profiler's capture (CUDA: cudaProfilerStart/Stop, for
   // `nsys --capture-range=cudaProfilerApi`). Returns false when the backend has no device profiler.
   virtual bool profiler(bool /*on*/) { return false; }
+
+ protected:
+  // The step itself, for the default protocol: run it to the end before returning.
+  virtual StepResult run_step(const StepRequest& request) = 0;
+
+ private:
+  std::vector<int64_t> released_;
+  std::vector<StepResult> results_;
 };
 
 std::unique_ptr<TrainingBackend> make_cpu_backend(const Graph& graph, const BackendOptions& options);

@@ -70,6 +70,60 @@ int64_t place(std::vector<PlannedTensor>& ts, const MemoryPlan& plan) {
   return arena;
 }
 
+// The zero-copy concat chains of a graph (see memory_plan.h): which node joins which chain (share_of, -1 for none)
+// at which channel offset.
+std::vector<Share> find_concat_chains(const std::vector<Node>& nodes, std::vector<int>& share_of,
+                                      std::vector<int>& share_offset) {
+  const int n_nodes = static_cast<int>(nodes.size());
+  auto node_at = [&](int i) -> const Node& { return nodes[static_cast<size_t>(i)]; };
+  std::vector<Share> shares;
+  std::vector<int> in_concats(static_cast<size_t>(n_nodes), 0);
+  for (const Node& nd : nodes)
+    if (nd.op == Op::concat)
+      for (int i : nd.inputs) ++in_concats[static_cast<size_t>(i)];
+  auto free_member = [&](int i) {
+    return i > 0 && in_concats[static_cast<size_t>(i)] == 1 && share_of[static_cast<size_t>(i)] < 0;
+  };
+  for (int c = 0; c < n_nodes; ++c) {
+    const Node& nd = node_at(c);
+    if (nd.op != Op::concat) continue;
+    const int a = nd.inputs[0];
+    bool rest_ok = true;
+    for (size_t p = 1; p < nd.inputs.size(); ++p) rest_ok = rest_ok && free_member(nd.inputs[p]);
+    if (!rest_ok) continue;
+    int s = -1;
+    const int sa = share_of[static_cast<size_t>(a)];
+    if (node_at(a).op == Op::concat && sa >= 0 && in_concats[static_cast<size_t>(a)] == 1 &&
+        shares[static_cast<size_t>(sa)].used == node_at(a).out.c && share_offset[static_cast<size_t>(a)] == 0) {
+      s = sa;  // extend a's chain
+    } else if (free_member(a)) {
+      s = static_cast<int>(shares.size());
+      shares.emplace_back();
+      Share& sh = shares.back();
+      sh.members.push_back(a);
+      sh.offsets.push_back(0);
+      sh.used = node_at(a).out.c;
+      share_of[static_cast<size_t>(a)] = s;
+    } else {
+      continue;
+    }
+    Share& sh = shares[static_cast<size_t>(s)];
+    for (size_t p = 1; p < nd.inputs.size(); ++p) {
+      const int b = nd.inputs[p];
+      sh.members.push_back(b);
+      sh.offsets.push_back(sh.used);
+      share_of[static_cast<size_t>(b)] = s;
+      share_offset[static_cast<size_t>(b)] = sh.used;
+      sh.used += node_at(b).out.c;
+    }
+    sh.members.push_back(c);  // the concat itself: the prefix [0, used)
+    sh.offsets.push_back(0);
+    share_of[static_cast<size_t>(c)] = s;
+    share_offset[static_cast<size_t>(c)] = 0;
+  }
+  return shares;
+}
+
 }  // namespace
 
 int64_t MemoryPlan::allocated_size(const PlannedTensor& t) const { return round_up(t.bytes, alignment); }
@@ -105,53 +159,8 @@ MemoryPlan plan_memory(const Graph& graph, int batch, const MemoryPlanOptions& o
 
   // ---- zero-copy concat chains -------------------------------------------------------------------------
   std::vector<int> share_of(static_cast<size_t>(n_nodes), -1), share_offset(static_cast<size_t>(n_nodes), 0);
-  std::vector<Share> shares;
-  if (opt.share_concat) {
-    std::vector<int> in_concats(static_cast<size_t>(n_nodes), 0);
-    for (const Node& nd : nodes)
-      if (nd.op == Op::concat)
-        for (int i : nd.inputs) ++in_concats[static_cast<size_t>(i)];
-    auto free_member = [&](int i) {
-      return i > 0 && in_concats[static_cast<size_t>(i)] == 1 && share_of[static_cast<size_t>(i)] < 0;
-    };
-    for (int c = 0; c < n_nodes; ++c) {
-      const Node& nd = node_at(c);
-      if (nd.op != Op::concat) continue;
-      const int a = nd.inputs[0];
-      bool rest_ok = true;
-      for (size_t p = 1; p < nd.inputs.size(); ++p) rest_ok = rest_ok && free_member(nd.inputs[p]);
-      if (!rest_ok) continue;
-      int s = -1;
-      const int sa = share_of[static_cast<size_t>(a)];
-      if (node_at(a).op == Op::concat && sa >= 0 && in_concats[static_cast<size_t>(a)] == 1 &&
-          shares[static_cast<size_t>(sa)].used == node_at(a).out.c && share_offset[static_cast<size_t>(a)] == 0) {
-        s = sa;  // extend a's chain
-      } else if (free_member(a)) {
-        s = static_cast<int>(shares.size());
-        shares.emplace_back();
-        Share& sh = shares.back();
-        sh.members.push_back(a);
-        sh.offsets.push_back(0);
-        sh.used = node_at(a).out.c;
-        share_of[static_cast<size_t>(a)] = s;
-      } else {
-        continue;
-      }
-      Share& sh = shares[static_cast<size_t>(s)];
-      for (size_t p = 1; p < nd.inputs.size(); ++p) {
-        const int b = nd.inputs[p];
-        sh.members.push_back(b);
-        sh.offsets.push_back(sh.used);
-        share_of[static_cast<size_t>(b)] = s;
-        share_offset[static_cast<size_t>(b)] = sh.used;
-        sh.used += node_at(b).out.c;
-      }
-      sh.members.push_back(c);  // the concat itself: the prefix [0, used)
-      sh.offsets.push_back(0);
-      share_of[static_cast<size_t>(c)] = s;
-      share_offset[static_cast<size_t>(c)] = 0;
-    }
-  }
+  const std::vector<Share> shares =
+      opt.share_concat ? find_concat_chains(nodes, share_of, share_offset) : std::vector<Share>{};
 
   // ---- lifetimes ---------------------------------------------------------------------------------------
   auto& T = plan.tensors;

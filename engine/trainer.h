@@ -51,6 +51,8 @@ struct TrainConfig {
   int max_nonfinite_steps = 5; // stop after this many consecutive steps with a non-finite loss
   int64_t profile_first = 0;   // --profile-steps A:B: global steps A..B (1-based, inclusive) are profiled
   int64_t profile_last = 0;    // (0: no profile window)
+  std::string trace_file;      // --trace: write the timeline of steps trace_first..trace_last here ("" = none)
+  int64_t trace_first = 1, trace_last = 50;
   int eval_every = 1;          // validate every N epochs (and always after the last)
   std::string best_metric = "val_acc";  // val_acc | val_auc | val_loss: what the best checkpoint maximises
   // Test hooks (no flags): behave as if SIGINT arrived after this many steps of this process (0 = never);

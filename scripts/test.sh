@@ -9,5 +9,7 @@ cmake --workflow --preset test
 # The CPU-only configuration (STOKE_CUDA=OFF), built with AddressSanitizer + UBSan and -Werror, over every test
 # but the slow ones and the PyTorch cross-checks (those run in the preset above; under ASan they take minutes).
 cmake --workflow --preset asan
+# The threaded protocols (the asynchronous step queue, the batch ring) under ThreadSanitizer: two test binaries.
+cmake --workflow --preset tsan
 # A bounded slice of every fuzzer (about a minute each; the long run is documented in docs/RELIABILITY.md).
 scripts/fuzz.sh "${STOKE_FUZZ_SECONDS:-60}"

@@ -1,13 +1,19 @@
-// The CPU backend: the reference ops, fp32, bit-reproducible for any thread count.
+// The CPU backend: the reference ops, fp32, bit-reproducible for any thread count. Steps run on the StepQueue's
+// compute thread (engine/step_queue.h), so the trainer drives it through the same asynchronous protocol as the
+// CUDA backend: while a step computes, the trainer takes the next batch from the ring and hands it over, and a
+// ring slot is released only once the queue's copy of it is complete.
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <memory>
 
 #include "engine/backend.h"
 #include "engine/cpu/executor.h"
+#include "engine/step_queue.h"
 #include "base/error.h"
 #include "kernels/augment.h"
 #include "base/parallel.h"
+#include "base/trace.h"
 #include "kernels/softmax_ce.h"
 
 namespace stoke {
@@ -27,6 +33,8 @@ class CpuBackend final : public TrainingBackend {
         input_(static_cast<size_t>(o.max_batch * g.input_shape().size())),
         dlogits_(static_cast<size_t>(o.max_batch * exec_.outputs())) {
     normalize_coefficients(o.mean, o.stdev, scale_, shift_);
+    queue_ = std::make_unique<StepQueue>(o.max_batch, int64_t{o.max_batch} * g.input_shape().size(), 2,
+                                         [this](const StagedStep& s) { return compute(s); });
   }
 
   std::string name() const override { return "cpu"; }
@@ -37,6 +45,7 @@ class CpuBackend final : public TrainingBackend {
 
   void set_state(const std::vector<float>& params, const std::vector<float>& buffers,
                  const std::vector<float>& optimizer_state, int64_t optimizer_steps) override {
+    drain();
     STOKE_CHECK(params.size() == params_.size() && buffers.size() == buffers_.size());
     params_ = params;
     buffers_ = buffers;
@@ -48,31 +57,22 @@ class CpuBackend final : public TrainingBackend {
 
   void get_state(std::vector<float>& params, std::vector<float>& buffers, std::vector<float>& optimizer_state,
                  int64_t& optimizer_steps) override {
+    drain();
     params = params_;
     buffers = buffers_;
     optimizer_state = optimizer_.state();
     optimizer_steps = optimizer_.steps();
   }
 
-  StepOutcome train_step(int n, const uint8_t* pixels, const int32_t* labels, const uint8_t* flips, float lr,
-                         bool skip) override {
-    const Shape3 s = graph_.input_shape();
-    cpu::augment_normalize(n, s.h, s.w, s.c, pixels, flips, scale_.data(), shift_.data(), input_.data());
-    const float* logits = exec_.forward(n, input_.data(), params_.data(), buffers_.data(), true);
-    StepOutcome out;
-    out.loss = cpu::softmax_cross_entropy(n, exec_.outputs(), logits, labels, opt_.label_smoothing, 1.f, nullptr,
-                                          dlogits_.data(), &out.correct);
-    if (skip) out.loss = std::numeric_limits<float>::infinity();
-    if (!std::isfinite(out.loss)) return out;  // the update is skipped
-    std::fill(grads_.begin(), grads_.end(), 0.f);
-    exec_.backward(params_.data(), grads_.data(), dlogits_.data());
-    if (opt_.clip_grad_norm > 0.f) clip_grad_norm(grads_.data(), static_cast<int64_t>(grads_.size()), opt_.clip_grad_norm);
-    optimizer_.step(params_.data(), grads_.data(), lr);
-    out.applied = true;
-    return out;
+  void submit(const StepRequest& r) override { queue_->submit(r); }
+  void collect(std::vector<int64_t>& released, std::vector<StepResult>& results, bool wait) override {
+    queue_->collect(released, results, wait);
   }
+  void drain() override { queue_->drain(); }
+  int in_flight() const override { return queue_->in_flight(); }
 
   const float* eval_batch(int n, const uint8_t* pixels, const int32_t* labels, float* loss) override {
+    drain();
     const Shape3 s = graph_.input_shape();
     cpu::augment_normalize(n, s.h, s.w, s.c, pixels, nullptr, scale_.data(), shift_.data(), input_.data());
     const float* logits = exec_.forward(n, input_.data(), params_.data(), buffers_.data(), false);
@@ -80,12 +80,39 @@ class CpuBackend final : public TrainingBackend {
     return logits;
   }
 
+ protected:
+  StepResult run_step(const StepRequest& r) override {  // not used: submit() goes through the queue
+    return compute(StagedStep{r.tag, r.n, r.pixels, r.labels, r.flips, r.lr, r.skip});
+  }
+
  private:
+  // One step on the compute thread, from the queue's own copy of the batch.
+  StepResult compute(const StagedStep& st) {
+    STOKE_TRACE("train step compute");
+    const Shape3 s = graph_.input_shape();
+    const int n = st.n;
+    cpu::augment_normalize(n, s.h, s.w, s.c, st.pixels, st.flips, scale_.data(), shift_.data(), input_.data());
+    const float* logits = exec_.forward(n, input_.data(), params_.data(), buffers_.data(), true);
+    StepResult out;
+    out.tag = st.tag;
+    out.loss = cpu::softmax_cross_entropy(n, exec_.outputs(), logits, st.labels, opt_.label_smoothing, 1.f, nullptr,
+                                          dlogits_.data(), &out.correct);
+    if (st.skip) out.loss = std::numeric_limits<float>::infinity();
+    if (!std::isfinite(out.loss)) return out;  // the update is skipped
+    std::fill(grads_.begin(), grads_.end(), 0.f);
+    exec_.backward(params_.data(), grads_.data(), dlogits_.data());
+    if (opt_.clip_grad_norm > 0.f) clip_grad_norm(grads_.data(), static_cast<int64_t>(grads_.size()), opt_.clip_grad_norm);
+    optimizer_.step(params_.data(), grads_.data(), st.lr);
+    out.applied = true;
+    return out;
+  }
+
   const Graph& graph_;
   BackendOptions opt_;
   Optimizer optimizer_;
   CpuExecutor exec_;
   std::vector<float> params_, grads_, buffers_, input_, dlogits_, scale_, shift_;
+  std::unique_ptr<StepQueue> queue_;  // last: its threads stop before the state they use is destroyed
 };
 
 BackendFactory& cuda_factory_slot() {

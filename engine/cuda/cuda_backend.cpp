@@ -71,23 +71,6 @@ class CudaBackend final : public TrainingBackend {
     if (flips) CUDA_CHECK(cudaMemcpyAsync(ex_.device_flips(), flips, static_cast<size_t>(n), cudaMemcpyHostToDevice, s));
   }
 
-  StepOutcome train_step(int n, const uint8_t* pixels, const int32_t* labels, const uint8_t* flips, float lr,
-                         bool skip) override {
-    stage(n, pixels, labels, flips);
-    ex_.forward(n, ex_.device_pixels(), flips ? ex_.device_flips() : nullptr, true);
-    ex_.loss(n, ex_.device_labels(), opt_.label_smoothing, true);
-    ex_.backward();
-    CudaStepStats st = ex_.stats();  // the host buffers may be reused from here on
-    StepOutcome out;
-    out.loss = skip ? std::numeric_limits<float>::infinity() : st.loss;
-    out.correct = st.correct;
-    out.loss_scale = st.loss_scale;
-    if (!std::isfinite(out.loss)) return out;
-    ex_.step(lr);
-    out.applied = ex_.stats().step_applied;
-    return out;
-  }
-
   const float* eval_batch(int n, const uint8_t* pixels, const int32_t* labels, float* loss) override {
     stage(n, pixels, labels, nullptr);
     ex_.forward(n, ex_.device_pixels(), nullptr, false);
@@ -95,6 +78,29 @@ class CudaBackend final : public TrainingBackend {
     *loss = ex_.stats().loss;
     ex_.download_logits(logits_.data());
     return logits_.data();
+  }
+
+ protected:
+  // The default protocol (engine/backend.cpp): each step runs to its end inside submit(). The copy stream, the
+  // event-gated release and the captured graph replace this in the asynchronous CUDA step.
+  StepResult run_step(const StepRequest& r) override {
+    const int n = r.n;
+    const uint8_t* flips = r.flips;
+    const bool skip = r.skip;
+    const float lr = r.lr;
+    stage(n, r.pixels, r.labels, flips);
+    ex_.forward(n, ex_.device_pixels(), flips ? ex_.device_flips() : nullptr, true);
+    ex_.loss(n, ex_.device_labels(), opt_.label_smoothing, true);
+    ex_.backward();
+    CudaStepStats st = ex_.stats();  // the host buffers may be reused from here on
+    StepResult out;
+    out.loss = skip ? std::numeric_limits<float>::infinity() : st.loss;
+    out.correct = st.correct;
+    out.loss_scale = st.loss_scale;
+    if (!std::isfinite(out.loss)) return out;
+    ex_.step(lr);
+    out.applied = ex_.stats().step_applied;
+    return out;
   }
 
  private:

@@ -12,6 +12,9 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
+#include "base/fs.h"
 #include "base/trace.h"
 #include "tests/test_util.h"
 
@@ -120,4 +123,48 @@ TEST(Profile, RangesAndTheProfileWindowReachAnNvtxTool) {
   for (const auto& [tid, n] : thread_names) names.insert(n);
   EXPECT_TRUE(names.count("stoke decoder 0") && names.count("stoke decoder 1")) << "decoder threads are named";
 #endif
+}
+
+// --trace: stoke's own timeline as Chrome-trace JSON. The CPU backend's steps run on their compute thread while
+// the decoders decode the next batches: the timeline must show that overlap, and every range it names.
+TEST(Profile, TraceShowsDecodingOverlappingCompute) {
+  TempDir tmp("profile-trace");
+  write_tiny_folder(tmp.path() / "train", {"a", "b"}, 48, 64);
+  const std::string trace = tmp.str() + "/trace.json";
+  RunResult r = run_stoke("train --data " + tmp.str() + "/train --epochs 1 --batch-size 8 --device cpu --decoders 2 "
+                          "--trace " + trace + " --trace-steps 2:7 --out " + tmp.str() + "/run");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("timeline: " + trace), std::string::npos) << r.output;
+  const std::vector<uint8_t> bytes = stoke::read_file(trace);
+  const nlohmann::json j = nlohmann::json::parse(bytes.begin(), bytes.end());
+  std::map<long, std::string> thread_name;
+  struct Span {
+    double t0, t1;
+  };
+  std::map<std::string, std::vector<Span>> by_name;
+  std::map<std::string, std::set<std::string>> threads_of;
+  for (const auto& e : j.at("traceEvents")) {
+    if (e.at("ph") == "M") thread_name[e.at("tid").get<long>()] = e.at("args").at("name").get<std::string>();
+  }
+  for (const auto& e : j.at("traceEvents")) {
+    if (e.at("ph") != "X") continue;
+    const std::string name = e.at("name");
+    const double ts = e.at("ts"), dur = e.at("dur");
+    EXPECT_GE(dur, 0.0) << name;
+    by_name[name].push_back({ts, ts + dur});
+    threads_of[name].insert(thread_name[e.at("tid").get<long>()]);
+  }
+  // Steps 2..7 were submitted inside the window (step 1 before it, step 8 after).
+  EXPECT_EQ(by_name["train step"].size(), 6u);
+  EXPECT_GE(by_name["train step compute"].size(), 5u);
+  EXPECT_TRUE(threads_of["train step compute"].count("stoke compute"));
+  EXPECT_TRUE(threads_of["copy batch"].count("stoke copy"));
+  EXPECT_FALSE(by_name["decode"].empty());
+  for (const std::string& t : threads_of["decode"]) EXPECT_EQ(t.rfind("stoke decoder", 0), 0u) << t;
+  // Overlap: some decode range runs while a step computes.
+  int overlapping = 0;
+  for (const Span& d : by_name["decode"])
+    for (const Span& c : by_name["train step compute"])
+      if (d.t0 < c.t1 && c.t0 < d.t1) ++overlapping;
+  EXPECT_GT(overlapping, 0) << "no decode range overlaps a compute range";
 }

@@ -1,0 +1,46 @@
+#include "engine/backend.h"
+
+#include "base/error.h"
+
+namespace stoke {
+
+void TrainingBackend::submit(const StepRequest& request) {
+  StepResult r = run_step(request);
+  r.tag = request.tag;
+  released_.push_back(request.tag);
+  results_.push_back(r);
+}
+
+void TrainingBackend::collect(std::vector<int64_t>& released, std::vector<StepResult>& results, bool /*wait*/) {
+  released.insert(released.end(), released_.begin(), released_.end());
+  results.insert(results.end(), results_.begin(), results_.end());
+  released_.clear();
+  results_.clear();
+}
+
+StepResult TrainingBackend::train_step(const StepRequest& request) {
+  STOKE_CHECK(in_flight() == 0, "a synchronous step with ", in_flight(), " steps in flight");
+  std::vector<int64_t> released;
+  std::vector<StepResult> results;
+  collect(released, results, false);
+  STOKE_CHECK(results.empty(), "a synchronous step with ", results.size(), " uncollected results");
+  submit(request);
+  drain();
+  collect(released, results, false);
+  STOKE_CHECK(results.size() == 1, results.size(), " results for one step");
+  return results.front();
+}
+
+StepResult TrainingBackend::train_step(int n, const uint8_t* pixels, const int32_t* labels, const uint8_t* flips,
+                                       float lr, bool skip) {
+  StepRequest r;
+  r.n = n;
+  r.pixels = pixels;
+  r.labels = labels;
+  r.flips = flips;
+  r.lr = lr;
+  r.skip = skip;
+  return train_step(r);
+}
+
+}  // namespace stoke

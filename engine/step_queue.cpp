@@ -1,0 +1,134 @@
+#include "engine/step_queue.h"
+
+#include <cstring>
+#include <utility>
+
+#include "base/error.h"
+#include "base/trace.h"
+
+namespace stoke {
+
+StepQueue::StepQueue(int max_batch, int64_t pixels_per_batch, int slots, Compute compute, CopyHook before_copy)
+    : max_batch_(max_batch), pixel_bytes_(pixels_per_batch), compute_(std::move(compute)),
+      before_copy_(std::move(before_copy)), slots_(static_cast<size_t>(slots)) {
+  STOKE_CHECK(max_batch >= 1 && pixels_per_batch >= 0 && slots >= 2);
+  // Every buffer exists before either thread starts: nothing is allocated per step.
+  for (size_t i = 0; i < slots_.size(); ++i) {
+    slots_[i].pixels.resize(static_cast<size_t>(pixel_bytes_));
+    slots_[i].flips.resize(static_cast<size_t>(max_batch));
+    slots_[i].labels.resize(static_cast<size_t>(max_batch));
+    free_slots_.push_back(static_cast<int>(i));
+  }
+  released_.reserve(slots_.size() * 2);
+  results_.reserve(slots_.size() * 2);
+  copy_thread_ = std::thread([this] { copy_loop(); });
+  compute_thread_ = std::thread([this] { compute_loop(); });
+}
+
+StepQueue::~StepQueue() {
+  {
+    std::lock_guard<std::mutex> lock(m_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  copy_thread_.join();
+  compute_thread_.join();
+}
+
+void StepQueue::submit(const StepRequest& r) {
+  STOKE_CHECK(r.n >= 1 && r.n <= max_batch_, "batch of ", r.n, " for a queue of ", max_batch_);
+  std::unique_lock<std::mutex> lock(m_);
+  cv_.wait(lock, [&] { return stop_ || error_ || to_copy_.size() < slots_.size(); });
+  if (error_) std::rethrow_exception(error_);
+  to_copy_.push_back(r);
+  ++submitted_;
+  cv_.notify_all();
+}
+
+void StepQueue::collect(std::vector<int64_t>& released, std::vector<StepResult>& results, bool wait) {
+  std::unique_lock<std::mutex> lock(m_);
+  if (wait)
+    cv_.wait(lock, [&] { return error_ || !released_.empty() || !results_.empty() || computed_ == submitted_; });
+  if (error_) std::rethrow_exception(error_);
+  released.insert(released.end(), released_.begin(), released_.end());
+  results.insert(results.end(), results_.begin(), results_.end());
+  released_.clear();
+  results_.clear();
+}
+
+void StepQueue::drain() {
+  std::unique_lock<std::mutex> lock(m_);
+  cv_.wait(lock, [&] { return error_ || computed_ == submitted_; });
+  if (error_) std::rethrow_exception(error_);
+}
+
+int StepQueue::in_flight() const {
+  std::lock_guard<std::mutex> lock(m_);
+  return static_cast<int>(submitted_ - computed_);
+}
+
+void StepQueue::copy_loop() {
+  trace_name_thread("stoke copy");
+  for (;;) {
+    StepRequest r;
+    int slot = -1;
+    {
+      std::unique_lock<std::mutex> lock(m_);
+      cv_.wait(lock, [&] { return stop_ || (!to_copy_.empty() && !free_slots_.empty()); });
+      if (stop_) return;
+      r = to_copy_.front();
+      to_copy_.pop_front();
+      slot = free_slots_.front();
+      free_slots_.pop_front();
+    }
+    try {
+      STOKE_TRACE("copy batch");
+      if (before_copy_) before_copy_(r.tag);
+      Slot& s = slots_[static_cast<size_t>(slot)];
+      const size_t px = static_cast<size_t>(pixel_bytes_ / max_batch_) * static_cast<size_t>(r.n);
+      std::memcpy(s.pixels.data(), r.pixels, px);
+      std::memcpy(s.labels.data(), r.labels, static_cast<size_t>(r.n) * sizeof(int32_t));
+      if (r.flips) std::memcpy(s.flips.data(), r.flips, static_cast<size_t>(r.n));
+      s.staged = StagedStep{r.tag, r.n, s.pixels.data(), s.labels.data(), r.flips ? s.flips.data() : nullptr, r.lr, r.skip};
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(m_);
+      if (!error_) error_ = std::current_exception();
+      cv_.notify_all();
+      return;
+    }
+    std::lock_guard<std::mutex> lock(m_);
+    released_.push_back(r.tag);  // the copy has completed: the caller's memory may be reused now
+    to_compute_.push_back(slot);
+    cv_.notify_all();
+  }
+}
+
+void StepQueue::compute_loop() {
+  trace_name_thread("stoke compute");
+  for (;;) {
+    int slot = -1;
+    {
+      std::unique_lock<std::mutex> lock(m_);
+      cv_.wait(lock, [&] { return stop_ || !to_compute_.empty(); });
+      if (stop_) return;
+      slot = to_compute_.front();
+      to_compute_.pop_front();
+    }
+    StepResult result;
+    try {
+      result = compute_(slots_[static_cast<size_t>(slot)].staged);
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(m_);
+      if (!error_) error_ = std::current_exception();
+      cv_.notify_all();
+      return;
+    }
+    std::lock_guard<std::mutex> lock(m_);
+    free_slots_.push_back(slot);
+    results_.push_back(result);
+    ++computed_;
+    cv_.notify_all();
+  }
+}
+
+}  // namespace stoke

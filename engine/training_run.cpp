@@ -1,0 +1,469 @@
+// The planning half of a training run: flags, device, data, model and batch size, the run folder (new or resumed),
+// the backend, and the lines that say what will run. See engine/training_run.h.
+#include "engine/training_run.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <ctime>
+#include <filesystem>
+#include <limits>
+
+#include "base/error.h"
+#include "base/format.h"
+#include "base/fs.h"
+#include "base/json_util.h"
+#include "base/parallel.h"
+#include "base/permutation.h"
+#include "base/trace.h"
+#include "engine/checkpoint.h"
+#include "report/report.h"
+#include "io/source/image_folder.h"
+
+namespace stoke {
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+
+std::string default_run_dir(const std::string& model) {
+  std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  localtime_r(&t, &tm);
+  char buf[64];
+  std::strftime(buf, sizeof buf, "%Y%m%d-%H%M%S", &tm);
+  return "runs/" + model + "-" + buf;
+}
+
+// A seeded random subset of a source (in index order, so classes stay grouped as in the folder).
+std::shared_ptr<const io::Source> subset(std::shared_ptr<const io::Source> all, int64_t limit, uint64_t seed) {
+  if (limit <= 0 || limit >= all->size()) return all;
+  std::vector<int64_t> p = epoch_permutation(all->size(), seed, -1);
+  p.resize(static_cast<size_t>(limit));
+  std::sort(p.begin(), p.end());
+  return std::make_shared<io::SubsetSource>(std::move(all), std::move(p));
+}
+
+// Per-channel mean and std of pixel/255 over up to 2,000 training images (a seeded choice).
+void estimate_normalization(const std::shared_ptr<const io::Source>& source, Shape3 shape, uint64_t seed, int decoders,
+                            std::vector<float>& mean, std::vector<float>& stdev) {
+  const int64_t n = std::min<int64_t>(2000, source->size());
+  std::vector<int64_t> order = epoch_permutation(source->size(), seed, -2);
+  order.resize(static_cast<size_t>(n));
+  auto sample = std::make_shared<io::SubsetSource>(source, std::move(order));
+  io::PipelineConfig pc = eval_pipeline_config(shape, static_cast<int>(std::min<int64_t>(250, n)), decoders, false, "");
+  pc.on_warning = [](const std::string&) {};  // bad files are reported by the training pipeline
+  io::InputPipeline in(sample, pc);
+  in.start(0);
+  std::vector<double> s(static_cast<size_t>(shape.c), 0.0), s2(static_cast<size_t>(shape.c), 0.0);
+  int64_t count = 0;
+  while (io::Batch b = in.acquire()) {
+    const int64_t px = int64_t{b.valid} * shape.h * shape.w;
+    for (int64_t i = 0; i < px; ++i)
+      for (int c = 0; c < shape.c; ++c) {
+        double v = b.pixels[i * shape.c + c] / 255.0;
+        s[static_cast<size_t>(c)] += v;
+        s2[static_cast<size_t>(c)] += v * v;
+      }
+    count += px;
+    in.release(b.ticket);
+  }
+  mean.resize(static_cast<size_t>(shape.c));
+  stdev.resize(static_cast<size_t>(shape.c));
+  for (size_t c = 0; c < s.size(); ++c) {
+    double m = s[c] / static_cast<double>(std::max<int64_t>(count, 1));
+    double var = s2[c] / static_cast<double>(std::max<int64_t>(count, 1)) - m * m;
+    mean[c] = static_cast<float>(m);
+    stdev[c] = static_cast<float>(std::sqrt(std::max(var, 1e-6)));
+  }
+}
+
+// A fingerprint of the data a run trains on: class names, and every sample's name (its path relative to the
+// data root, or its pack entry) and label. A resumed run refuses data that differs.
+std::string dataset_fingerprint(const io::Source& src, const std::string& /*description*/) {
+  uint64_t h = fnv1a64(nullptr, 0);
+  for (const std::string& c : src.classes()) h = fnv1a64(c.data(), c.size() + 1, h);
+  std::string common;  // the longest common directory prefix of the names, so a moved data set still matches
+  if (src.size() > 0) {
+    common = src.name(0);
+    for (int64_t i = 1; i < src.size() && !common.empty(); ++i) {
+      const std::string n = src.name(i);
+      size_t k = 0;
+      while (k < common.size() && k < n.size() && common[k] == n[k]) ++k;
+      common.resize(k);
+    }
+    common.resize(common.rfind('/') == std::string::npos ? 0 : common.rfind('/') + 1);
+  }
+  for (int64_t i = 0; i < src.size(); ++i) {
+    const std::string rel = src.name(i).substr(common.size());
+    h = fnv1a64(rel.data(), rel.size() + 1, h);
+    const int32_t label = src.label(i);
+    h = fnv1a64(&label, sizeof label, h);
+  }
+  return str(src.size(), "-", hex64(h));
+}
+
+// Keeps metrics.jsonl consistent with a resumed run: drops lines written after the checkpoint's step.
+void truncate_metrics(const std::string& path, int64_t step) {
+  std::ifstream in(path);
+  if (!in) return;
+  std::string line, kept;
+  while (std::getline(in, line)) {
+    try {
+      json j = json::parse(line);
+      if (json_int(j, "step", 0, std::numeric_limits<int64_t>::max(), 0) > step) continue;
+    } catch (const std::exception&) {
+      continue;  // a line torn by the crash
+    }
+    kept += line + "\n";
+  }
+  atomic_write_file(path, kept);
+}
+
+}  // namespace
+
+// An evaluation-style pipeline: dataset order, no augmentation, the last batch padded (use b.valid).
+io::PipelineConfig eval_pipeline_config(Shape3 shape, int batch, int decoders, bool strict, const std::string& quarantine) {
+  io::PipelineConfig pc;
+  pc.h = shape.h;
+  pc.w = shape.w;
+  pc.c = shape.c;
+  pc.batch = batch;
+  pc.decoders = decoders;
+  pc.shuffle = false;
+  pc.augment = false;
+  pc.drop_last = false;
+  pc.end_epoch = 1;
+  pc.strict = strict;
+  pc.quarantine_path = quarantine;
+  return pc;
+}
+
+
+double seconds_since(TrainClock::time_point t0) { return std::chrono::duration<double>(TrainClock::now() - t0).count(); }
+
+JsonlWriter::JsonlWriter(const std::string& path, const std::string& tensorboard_dir) : f_(path, std::ios::app) {
+  if (!f_) throw Error(str("cannot write ", path));
+  if (!tensorboard_dir.empty()) tb_.emplace(tensorboard_dir);
+}
+
+void JsonlWriter::write(const json& j) {
+  f_ << j.dump() << '\n';
+  f_.flush();
+  if (tb_) tensorboard_log_metrics(*tb_, j);
+}
+
+void JsonlWriter::flush() {
+  if (tb_) tb_->flush();
+}
+
+void refresh_report(const std::string& run_dir, bool quiet) {
+  try {
+    write_report_html(run_dir);
+  } catch (const std::exception& e) {
+    if (!quiet) std::fprintf(stderr, "warning: could not write the report: %s\n", e.what());
+  }
+}
+
+void check_train_config(const TrainConfig& cfg) {
+  if (cfg.epochs < 1) throw UserError("--epochs must be at least 1");
+  if (cfg.batch_size < 0) throw UserError("--batch-size must be auto or at least 1");
+  if (!(cfg.lr > 0.f) || !std::isfinite(cfg.lr)) throw UserError("--lr must be a positive number");
+  if (cfg.label_smoothing < 0.f || cfg.label_smoothing >= 1.f) throw UserError("--label-smoothing must be in [0, 1)");
+  if (cfg.data.empty()) throw UserError("--data is required (an ImageFolder: DIR/<class>/*.jpg)");
+  if (cfg.eval_every < 1) throw UserError("--eval-every must be at least 1");
+  if (cfg.augment != "none" && cfg.augment != "flip" && cfg.augment != "crop-flip")
+    throw UserError(str("--augment must be none, flip or crop-flip (got '", cfg.augment, "')"));
+  if (cfg.decoders < 0) throw UserError("--decoders must be auto or a positive number");
+  if (cfg.cache != "auto" && cfg.cache != "files" && cfg.cache != "none" && cfg.cache != "decoded")
+    throw UserError(str("--cache must be auto, files, decoded or none (got '", cfg.cache, "')"));
+  if (cfg.cache == "decoded" && cfg.augment == "crop-flip")
+    throw UserError("--cache decoded keeps images at the model's input size, so random crops are not available: use --augment flip or --cache none");
+  if (cfg.best_metric != "val_acc" && cfg.best_metric != "val_auc" && cfg.best_metric != "val_loss")
+    throw UserError(str("--best-metric must be val_acc, val_auc or val_loss (got '", cfg.best_metric, "')"));
+}
+
+TrainingRun::TrainingRun(const TrainConfig& cfg, const ModelFactory& build_model)
+    : cfg_(cfg), build_model_(build_model), resuming_(!cfg.resume.empty()),
+      best_score_(-std::numeric_limits<double>::infinity()) {}
+
+TrainingRun::~TrainingRun() = default;
+
+// ---- the device --------------------------------------------------------------------------------------------------
+void TrainingRun::choose_device() {
+  dev_ = probe_cuda();
+  if (cfg_.device != "auto" && cfg_.device != "cpu" && cfg_.device != "cuda")
+    throw UserError(str("--device must be auto, cpu or cuda (got '", cfg_.device, "')"));
+  const bool cuda_available = dev_.usable && static_cast<bool>(cuda_backend_factory());
+  if (cfg_.device == "cuda" && !cuda_available) {
+    if (!dev_.usable) throw UserError(str("--device cuda: no usable GPU: ", dev_.reason));
+    throw UserError(str("--device cuda: found ", dev_.description, ", but this program was built without the CUDA backend"));
+  }
+  use_cuda_ = cfg_.device == "cuda" || (cfg_.device == "auto" && cuda_available);
+  ThreadPool::set_threads(cfg_.threads);
+}
+
+// ---- the data ----------------------------------------------------------------------------------------------------
+void TrainingRun::open_data() {
+  // A folder (ImageFolder) or a pack file (stoke pack) for either.
+  train_all_ = io::open_source(cfg_.data);
+  has_val_ = !cfg_.val.empty();
+  if (has_val_) {
+    val_all_ = io::open_source(cfg_.val);
+    if (val_all_->classes() != train_all_->classes())
+      throw UserError(str("the classes of --val ", cfg_.val, " (", val_all_->classes().size(), ") differ from those of --data ",
+                          cfg_.data, " (", train_all_->classes().size(), ")"));
+  }
+  train_src_ = subset(train_all_, cfg_.limit_train, cfg_.seed);
+  val_src_ = has_val_ ? subset(val_all_, cfg_.limit_val, cfg_.seed + 1) : nullptr;
+  class_names_ = train_all_->classes();
+  io::DataShape ds = io::probe_source_shape(*train_all_);
+  shape_ = Shape3{ds.h, ds.w, ds.c};
+  if (cfg_.image_size > 0) shape_.h = shape_.w = cfg_.image_size;
+  classes_ = static_cast<int>(class_names_.size());
+  train_count_ = train_src_->size();
+  val_count_ = has_val_ ? val_src_->size() : 0;
+  fingerprint_ = dataset_fingerprint(*train_src_, train_all_->description());
+  // --cache auto|files: a folder's files are read from disk once, then their (encoded) bytes come from memory, so
+  // small JPEGs cost no open/read/close per epoch (io/source/file_cache.h). One budget for both sets, shared by size.
+  if ((cfg_.cache == "auto" || cfg_.cache == "files") && dynamic_cast<const io::FolderSource*>(train_all_.get())) {
+    const int64_t budget = cfg_.cache_budget_mb > 0 ? int64_t{cfg_.cache_budget_mb} << 20 : io::default_file_cache_budget();
+    const int64_t n_train = train_src_->size(), n_val = has_val_ ? val_src_->size() : 0;
+    const int64_t train_budget = n_val == 0 ? budget : budget / (n_train + n_val) * n_train;
+    train_files_ = std::make_shared<io::FileCacheSource>(train_src_, train_budget);
+    train_src_ = train_files_;
+    if (has_val_ && dynamic_cast<const io::FolderSource*>(val_all_.get())) {
+      val_files_ = std::make_shared<io::FileCacheSource>(val_src_, budget - train_budget);
+      val_src_ = val_files_;
+    }
+  }
+}
+
+// ---- the model, and the batch size: given, or (--batch-size auto) the largest multiple of 8 whose planned memory fits
+void TrainingRun::build_model_and_batch() {
+  graph_ = build_model_(cfg_.model, shape_, classes_);
+  params_.assign(static_cast<size_t>(graph_.num_params()), 0.f);
+  buffers_.assign(static_cast<size_t>(graph_.num_buffers()), 0.f);
+  graph_.initialize(params_.data(), buffers_.data(), cfg_.seed);
+
+  mem_target_.cuda = use_cuda_;
+  mem_target_.element_bytes = use_cuda_ && cfg_.precision != "fp32" ? 2 : 4;
+  mem_target_.optimizer = cfg_.optimizer;
+  int requested_batch = cfg_.batch_size;
+  if (requested_batch == 0) {
+    std::string what;
+    const int64_t budget = memory_budget(what);
+    // Caps: the CPU backend gains nothing per image beyond a few hundred samples per GEMM; on any backend a
+    // batch that leaves fewer than 16 steps per epoch would make --epochs mean almost no updates.
+    const int64_t hard = use_cuda_ ? 4096 : 256;
+    const int64_t per_epoch = std::max<int64_t>(1, train_count_ / 16);
+    const int64_t cap = std::min(hard, per_epoch);
+    const std::string cap_why = cap == hard ? str(use_cuda_ ? "4096 at most" : "256 at most on the CPU backend")
+                                            : str("at least 16 steps per epoch over ", train_count_, " images");
+    const BatchChoice bc = choose_batch_size(graph_, mem_target_, budget, what, cap, cap_why);
+    if (bc.batch == 0) throw UserError(str("--batch-size auto: ", bc.why));
+    requested_batch = bc.batch;
+    batch_note_ = str("batch size auto: ", bc.why);
+  }
+  batch_ = static_cast<int>(std::min<int64_t>(requested_batch, train_count_));
+  steps_per_epoch_ = train_count_ / batch_;
+  // Memory is planned, not grabbed: refuse a job this machine cannot hold, before allocating it.
+  {
+    const int64_t avail = io::available_memory_bytes();
+    const int64_t step_bytes = planned_training_bytes(graph_, batch_, mem_target_);
+    if (!use_cuda_ && avail > 0 && step_bytes > avail * 8 / 10)  // the CUDA backend's arena checks device memory itself
+      throw UserError(str("the model needs about ", step_bytes >> 20, " MiB at ", shape_.h, "x", shape_.w, "x", shape_.c, " with batch ",
+                          batch_, " but ", avail >> 20, " MiB are available", fitting_batch_advice(),
+                          " (or lower --image-size)"));
+    if (cfg_.cache == "decoded") {
+      const int64_t need = io::DecodedCache::bytes_for(train_count_ + val_count_, shape_);
+      const int64_t budget = cfg_.cache_budget_mb > 0 ? int64_t{cfg_.cache_budget_mb} << 20 : avail / 2;
+      if (budget > 0 && need > budget)
+        throw UserError(str("--cache decoded needs ", need >> 20, " MiB for ", train_count_ + val_count_, " images at ", shape_.h,
+                            "x", shape_.w, "x", shape_.c, " but the budget is ", budget >> 20,
+                            " MiB (--cache-budget-mb; default half the available memory): use --cache none"));
+    }
+  }
+  opt_state_ = Optimizer(cfg_.optimizer, graph_.params(), graph_.num_params()).state();
+  opt_steps_ = 0;
+
+}
+
+// What the batch may use: free device memory less a margin (the CUDA context, cuDNN/cuBLAS handles and
+// fragmentation), or on the CPU backend half the available memory (the decoders, caches and the OS need the rest).
+int64_t TrainingRun::memory_budget(std::string& what) const {
+  if (use_cuda_) {
+    const int64_t b = dev_.free_bytes / 10 * 9 - (int64_t{768} << 20);
+    what = str("free device memory ", dev_.free_bytes >> 20, " MiB less 10% and 768 MiB");
+    return std::max<int64_t>(b, 0);
+  }
+  const int64_t avail = io::available_memory_bytes();
+  what = str("half the available memory, ", avail >> 20, " MiB");
+  return avail / 2;
+}
+
+// "--batch-size N fits" advice for an out-of-memory error.
+std::string TrainingRun::fitting_batch_advice() const {
+  std::string what;
+  const int64_t budget = memory_budget(what);
+  const BatchChoice bc = choose_batch_size(graph_, mem_target_, budget, what, batch_, "below the batch that failed");
+  if (bc.batch == 0) return str("; ", bc.why);
+  return str("; by plan --batch-size ", bc.batch, " fits (", format_count(static_cast<double>(bc.bytes) / 1048576.0),
+             " MiB of ", budget >> 20, " MiB), or use --batch-size auto");
+}
+
+// ---- the run folder, or the checkpoint to continue from ----------------------------------------------------------
+void TrainingRun::open_run_folder() {
+  run_dir_ = cfg_.out.empty() ? default_run_dir(cfg_.model) : cfg_.out;
+  metrics_path_ = (fs::path(run_dir_) / "metrics.jsonl").string();
+  if (resuming_) {
+    resume_from_checkpoint();
+    return;
+  }
+  std::error_code ec;
+  if (fs::exists(metrics_path_) && !cfg_.overwrite)
+    throw UserError(str("--out ", run_dir_, " already holds a run (metrics.jsonl): choose another folder, pass --overwrite, or --resume ", run_dir_));
+  fs::create_directories(run_dir_, ec);
+  if (ec) throw UserError(str("cannot create run folder ", run_dir_, ": ", ec.message()));
+  fs::remove(metrics_path_, ec);
+  fs::remove_all(fs::path(run_dir_) / "checkpoints", ec);
+  estimate_normalization(train_src_, shape_, cfg_.seed, cfg_.decoders, mean_, stdev_);
+}
+
+void TrainingRun::resume_from_checkpoint() {
+  resumed_from_ = find_checkpoint(run_dir_);
+  if (resumed_from_.empty()) throw UserError(str("--resume ", run_dir_, ": no checkpoint to continue from"));
+  CheckpointData ck = load_checkpoint(resumed_from_, graph_, to_string(cfg_.optimizer.kind));
+  const json& st = ck.state;
+  if (st.value("dataset", std::string()) != fingerprint_)
+    throw UserError(str("--resume ", run_dir_, ": the training data differ from the checkpoint's (",
+                        st.value("dataset", std::string("?")), " vs ", fingerprint_,
+                        "): resume with the same --data, --limit-train and --seed"));
+  params_ = std::move(ck.params);
+  buffers_ = std::move(ck.buffers);
+  if (opt_state_.size() != ck.optimizer_state.size())
+    throw UserError(str(resumed_from_, ": the optimizer state does not fit this run's optimizer settings"));
+  opt_state_ = std::move(ck.optimizer_state);
+  try {
+    opt_steps_ = json_int(st, "optimizer_steps", 0, int64_t{1} << 50);
+    start_epoch_ = json_int(st, "epoch", 0, 1 << 30);
+    start_cursor_ = json_int(st, "cursor", 0, steps_per_epoch_);
+    step_ = json_int(st, "step", 0, int64_t{1} << 50);
+  } catch (const Error& e) {
+    throw Error(str(resumed_from_, "/state.json is damaged: ", e.what()));
+  }
+  resume_sums_ = st.value("epoch_sums", json::object());
+  history_ = st.value("history", json::array());
+  if (st.contains("best_score") && st["best_score"].is_number()) best_score_ = st["best_score"].get<double>();
+  auto channels = [&](const char* key, double lo) {
+    std::vector<float> v;
+    if (!st.contains(key) || !st[key].is_array() || st[key].size() != static_cast<size_t>(shape_.c))
+      throw Error(str(resumed_from_, "/state.json is damaged: '", key, "' must hold ", shape_.c, " numbers"));
+    for (size_t k = 0; k < st[key].size(); ++k) {
+      const nlohmann::json one = {{"v", st[key][k]}};
+      v.push_back(static_cast<float>(json_number(one, "v", lo, 1e6)));
+    }
+    return v;
+  };
+  mean_ = channels("normalize_mean", -1e6);
+  stdev_ = channels("normalize_std", 1e-12);
+  truncate_metrics(metrics_path_, step_);
+}
+
+// ---- the backend, holding the model state from here on ----------------------------------------------------------
+void TrainingRun::start_backend() {
+  BackendOptions bopt;
+  bopt.max_batch = batch_;
+  bopt.optimizer = cfg_.optimizer;
+  bopt.mean = mean_;
+  bopt.stdev = stdev_;
+  bopt.label_smoothing = cfg_.label_smoothing;
+  bopt.clip_grad_norm = cfg_.clip_grad_norm;
+  bopt.precision = cfg_.precision;
+  bopt.deterministic = cfg_.deterministic;
+  try {
+    backend_ = use_cuda_ ? cuda_backend_factory()(graph_, bopt) : make_cpu_backend(graph_, bopt);
+  } catch (const OutOfMemory& e) {
+    throw UserError(str("out of memory at batch ", batch_, ": ", e.what(), fitting_batch_advice()));
+  } catch (const std::bad_alloc&) {
+    throw UserError(str("out of memory at batch ", batch_, " (the CPU backend could not allocate ",
+                        planned_training_bytes(graph_, batch_, mem_target_) >> 20, " MiB)", fitting_batch_advice()));
+  }
+  backend_->set_state(params_, buffers_, opt_state_, opt_steps_);
+}
+
+// ---- everything the user could get wrong has been checked: now say what runs ------------------------------------
+void TrainingRun::announce() {
+  if (!cfg_.quiet) {
+    if (use_cuda_)
+      std::printf("device: %s\n", backend_->describe().c_str());
+    else if (cfg_.device == "cpu")
+      std::printf("device: --device cpu: %s\n", backend_->describe().c_str());
+    else
+      std::printf("device: no usable GPU (%s): %s\n", dev_.reason.c_str(), backend_->describe().c_str());
+    std::printf("data: %s images in %d classes (%dx%dx%d)%s, val: %s\n", format_count(static_cast<double>(train_count_)).c_str(),
+                classes_, shape_.h, shape_.w, shape_.c, cfg_.limit_train > 0 ? " (subset)" : "",
+                has_val_ ? (format_count(static_cast<double>(val_count_)) + " images").c_str() : "none");
+    std::printf("model: %s, %s parameters, %.2f MMAC/image; %s, lr %g, %s schedule, batch %d, %d epochs\n",
+                graph_.description().empty() ? cfg_.model.c_str() : graph_.description().c_str(),
+                format_count(static_cast<double>(graph_.num_params())).c_str(),
+                static_cast<double>(graph_.forward_macs()) / 1e6, to_string(cfg_.optimizer.kind), static_cast<double>(cfg_.lr),
+                to_string(cfg_.schedule), batch_, cfg_.epochs);
+    if (!batch_note_.empty()) std::printf("%s\n", batch_note_.c_str());
+    if (resuming_)
+      std::printf("resuming: %s (epoch %lld, step %lld)\n", resumed_from_.c_str(), static_cast<long long>(start_epoch_ + 1),
+                  static_cast<long long>(step_));
+    std::printf("run folder: %s\n", run_dir_.c_str());
+    std::fflush(stdout);
+  }
+  check_profile_window();
+  write_run_info();
+}
+
+void TrainingRun::check_profile_window() const {
+  if (cfg_.profile_first <= 0) return;
+  const int64_t total = steps_per_epoch_ * cfg_.epochs;
+  if (cfg_.profile_last < cfg_.profile_first)
+    throw UserError(str("--profile-steps ", cfg_.profile_first, ":", cfg_.profile_last, ": the last step comes before the first"));
+  if (cfg_.profile_first > total)
+    throw UserError(str("--profile-steps ", cfg_.profile_first, ":", cfg_.profile_last, " starts after the run's last step (",
+                        total, " steps: ", steps_per_epoch_, " per epoch x ", cfg_.epochs, " epochs)"));
+  if (cfg_.profile_first <= step_)
+    throw UserError(str("--profile-steps ", cfg_.profile_first, ":", cfg_.profile_last, " starts at or before step ", step_,
+                        ", where this resumed run begins"));
+  if (!cfg_.quiet) {
+    std::printf("profile window: steps %lld-%lld in the NVTX range 'profiled steps'%s%s\n",
+                static_cast<long long>(cfg_.profile_first), static_cast<long long>(std::min(cfg_.profile_last, total)),
+                backend_->name() == "cuda" ? " and between cudaProfilerStart/Stop (nsys --capture-range=cudaProfilerApi)"
+                                           : " (nsys --capture-range=nvtx --nvtx-capture='profiled steps'); the CPU backend has no device profiler",
+                trace_enabled() ? "" : "; warning: this build has no NVTX (the nvtx3 headers were not found)");
+    std::fflush(stdout);
+  }
+}
+
+// config.json: every setting, the classes, the normalisation; and metrics.jsonl opened for appending.
+void TrainingRun::write_run_info() {
+  config_ = config_to_json(cfg_);
+  if (cfg_.batch_size == 0) config_["batch_size"] = batch_;  // auto: a resumed run keeps the batch it started with
+  json run_info = config_;
+  run_info["backend"] = backend_->name();
+  run_info["device"] = backend_->describe();
+  if (!batch_note_.empty()) run_info["batch_size_auto"] = batch_note_;
+  run_info["threads"] = ThreadPool::threads();
+  run_info["input"] = {shape_.h, shape_.w, shape_.c};
+  run_info["classes"] = class_names_;
+  run_info["train_images"] = train_count_;
+  run_info["val_images"] = val_count_;
+  run_info["normalize_mean"] = mean_;
+  run_info["normalize_std"] = stdev_;
+  run_info["params"] = graph_.num_params();
+  run_info["dataset"] = fingerprint_;
+  atomic_write_file((fs::path(run_dir_) / "config.json").string(), run_info.dump(2) + "\n");
+  metrics_ = std::make_unique<JsonlWriter>(metrics_path_, cfg_.tensorboard ? (fs::path(run_dir_) / "tensorboard").string()
+                                                                           : std::string());
+}
+
+}  // namespace stoke

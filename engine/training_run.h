@@ -1,0 +1,185 @@
+// The parts of one training run, in the order train() (engine/trainer.cpp) calls them. Internal to the trainer:
+// the state a run carries from one part to the next lives here, each part is a method that reads as one step of
+// the story (plan the device, the data, the model and batch; open or resume the run folder; start the backend;
+// start the input; the epochs; the summary).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "base/progress.h"
+#include "base/shape.h"
+#include "engine/backend.h"
+#include "engine/batch_size.h"
+#include "engine/device.h"
+#include "engine/graph.h"
+#include "engine/metrics.h"
+#include "engine/optimizer.h"
+#include "report/tensorboard.h"
+#include "engine/trainer.h"
+#include "io/pipeline/input_pipeline.h"
+#include "io/pipeline/sampler.h"
+#include "io/source/decoded_cache.h"
+#include "io/source/file_cache.h"
+#include "io/source/source.h"
+
+namespace stoke {
+
+using TrainClock = std::chrono::steady_clock;
+double seconds_since(TrainClock::time_point t0);
+
+// metrics.jsonl, and the same numbers as TensorBoard scalars when asked (--tensorboard).
+class JsonlWriter {
+ public:
+  JsonlWriter(const std::string& path, const std::string& tensorboard_dir);
+  void write(const nlohmann::json& j);
+  void flush();
+
+ private:
+  std::ofstream f_;
+  std::optional<TensorBoardWriter> tb_;
+};
+
+// An evaluation-style pipeline: dataset order, no augmentation, the last batch padded (use b.valid).
+io::PipelineConfig eval_pipeline_config(Shape3 shape, int batch, int decoders, bool strict, const std::string& quarantine);
+
+// report.html must never stop a run: a failure is a warning.
+void refresh_report(const std::string& run_dir, bool quiet);
+
+// The user's flags, checked before anything is opened. Throws UserError.
+void check_train_config(const TrainConfig& cfg);
+
+class TrainingRun {
+ public:
+  TrainingRun(const TrainConfig& cfg, const ModelFactory& build_model);
+  ~TrainingRun();
+
+  // ---- plan (training_run.cpp) ----
+  void choose_device();
+  void open_data();
+  void build_model_and_batch();
+  void open_run_folder();
+  void start_backend();
+  void announce();
+  // ---- train (training_loop.cpp) ----
+  void start_input();
+  void train_epochs();
+  // ---- summary (training_summary.cpp) ----
+  TrainResult finish();
+
+ private:
+  // training_run.cpp
+  int64_t memory_budget(std::string& what) const;
+  std::string fitting_batch_advice() const;
+  void resume_from_checkpoint();
+  void check_profile_window() const;
+  void write_run_info();
+  // training_loop.cpp
+  struct RawBatch {
+    int n = 0;
+    const uint8_t* pixels = nullptr;
+    const int32_t* labels = nullptr;
+    const uint8_t* flips = nullptr;
+    int64_t tag = 0;  // a ring ticket (>= 0), or -1 - k for gather buffer k
+  };
+  RawBatch next_train(int64_t epoch, int64_t index);
+  void release(int64_t tag);
+  int free_gather_buffer();
+  bool train_epoch(int64_t epoch);  // false when interrupted
+  void end_epoch(int64_t epoch, double train_seconds, double input_wait);
+  ClassificationReport evaluate();
+  void on_result(const StepResult& r, int64_t epoch);
+  void take(bool wait, int64_t epoch);
+  void settle(int64_t epoch);
+  void write_checkpoint(int64_t epoch, int64_t cursor, bool best);
+  double window_stall();
+  void start_profile();
+  void stop_profile();
+  void finish_trace();
+  void warn(const std::string& m);
+  // training_summary.cpp
+  std::string verdict(double run_stall) const;
+
+  const TrainConfig& cfg_;
+  const ModelFactory& build_model_;
+  const TrainClock::time_point t_start_ = TrainClock::now();
+  bool resuming_ = false;
+
+  // device
+  DeviceProbe dev_;
+  bool use_cuda_ = false;
+  // data
+  std::shared_ptr<const io::Source> train_all_, val_all_, train_src_, val_src_;
+  std::shared_ptr<const io::FileCacheSource> train_files_, val_files_;
+  bool has_val_ = false;
+  std::vector<std::string> class_names_;
+  Shape3 shape_;
+  int classes_ = 0;
+  int64_t train_count_ = 0, val_count_ = 0;
+  std::string fingerprint_;
+  // model and batch
+  Graph graph_{Shape3{}};  // replaced by the model once the data gave its input shape
+  std::vector<float> params_, buffers_, opt_state_;
+  int64_t opt_steps_ = 0;
+  MemoryTarget mem_target_;
+  std::string batch_note_;
+  int batch_ = 0;
+  int64_t steps_per_epoch_ = 0;
+  // run folder
+  std::string run_dir_, metrics_path_, resumed_from_;
+  int64_t start_epoch_ = 0, start_cursor_ = 0, step_ = 0;
+  nlohmann::json resume_sums_, history_ = nlohmann::json::array(), config_;
+  double best_score_ = 0;  // best value of cfg.best_metric (negated for val_loss); -inf before any evaluation
+  ClassificationReport last_report_;
+  std::vector<float> mean_, stdev_;
+  std::unique_ptr<JsonlWriter> metrics_;
+  // backend
+  std::unique_ptr<TrainingBackend> backend_;
+  // input
+  Progress progress_;
+  Schedule sched_;
+  std::unique_ptr<io::DecodedCache> train_cache_, val_cache_;
+  std::unique_ptr<io::InputPipeline> train_in_, val_in_;
+  std::optional<io::Sampler> sampler_;
+  static constexpr int kGatherBuffers = 3;  // the backend's queue holds two steps; one more is being gathered
+  std::vector<std::vector<uint8_t>> gathered_px_, gathered_flips_;
+  std::vector<std::vector<int32_t>> gathered_labels_;
+  std::vector<char> gathered_free_;
+  std::vector<uint8_t> val_px_;
+  std::vector<int32_t> val_labels_;
+  std::vector<int64_t> perm_;
+  int64_t perm_epoch_ = -1;
+  // the loop
+  TrainResult result_;
+  TrainClock::time_point loop_start_;
+  int64_t loop_first_step_ = 0;
+  double total_wait_ = 0, total_train_seconds_ = 0;  // this process's input wait and training time
+  int nonfinite_run_ = 0;
+  bool profiling_ = false;
+  // per epoch (a checkpoint mid-epoch carries the sums)
+  double loss_sum_ = 0;
+  int64_t correct_sum_ = 0, seen_ = 0, seen_at_start_ = 0;
+  TrainClock::time_point epoch_start_;
+  double wait_at_start_ = 0;
+  double window_loss_ = 0;
+  int64_t window_correct_ = 0, window_seen_ = 0;
+  double window_wait0_ = 0;
+  TrainClock::time_point window_t0_;
+  int64_t b_in_epoch_ = 0, sub_b_ = 0, sub_step_ = 0;  // finished and submitted steps
+  struct Pending {
+    float lr;
+    int n;
+  };
+  std::deque<Pending> pending_;  // submitted steps not yet finished, in order
+  std::vector<int64_t> released_;
+  std::vector<StepResult> results_;
+};
+
+}  // namespace stoke

@@ -1,0 +1,120 @@
+// The end of a run: summary.json (the numbers and a verdict naming the limiting stage), the report, and the
+// closing lines on the console.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+
+#include "base/error.h"
+#include "base/format.h"
+#include "base/fs.h"
+#include "engine/checkpoint.h"
+#include "engine/training_run.h"
+
+namespace stoke {
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+TrainResult TrainingRun::finish() {
+  result_.seconds = seconds_since(t_start_);
+  result_.steps = step_;
+  result_.corrupt_images = (train_in_ ? train_in_->stats().corrupt : train_cache_->corrupt()) +
+                          (val_in_ ? val_in_->stats().corrupt : val_cache_ ? val_cache_->corrupt() : 0);
+  if (result_.interrupted) {
+    if (!cfg_.quiet)
+      std::printf("\ninterrupted at step %lld: checkpoint written to %s\ncontinue with: stoke train --resume %s\n",
+                  static_cast<long long>(step_), result_.last_checkpoint.c_str(), run_dir_.c_str());
+    return result_;
+  }
+  json summary = {{"model", cfg_.model},
+                  {"backend", backend_->name()},
+                  {"device", backend_->describe()},
+                  {"epochs", cfg_.epochs},
+                  {"steps", step_},
+                  {"train_images", train_count_},
+                  {"seconds_total", result_.seconds},
+                  {"corrupt_images", result_.corrupt_images},
+                  {"skipped_steps", result_.skipped_steps},
+                  {"params", graph_.num_params()},
+                  {"last_checkpoint", result_.last_checkpoint},
+                  {"history", history_}};
+  // Both file caches together (train and val), once for summary.json and the printed summary.
+  io::FileCacheSource::Stats fc;
+  for (const auto& cache : {train_files_, val_files_}) {
+    if (!cache) continue;
+    const io::FileCacheSource::Stats s = cache->stats();
+    fc.kept += s.kept;
+    fc.kept_bytes += s.kept_bytes;
+    fc.hits += s.hits;
+    fc.misses += s.misses;
+    fc.full = fc.full || s.full;
+  }
+  if (train_files_)
+    summary["file_cache"] = {{"files_kept", fc.kept}, {"bytes_kept", fc.kept_bytes}, {"reads_from_memory", fc.hits},
+                             {"reads_from_disk", fc.misses}, {"full", fc.full}};
+  if (!history_.empty()) {
+    const json& last = history_.back();
+    summary["final_train_loss"] = last["train_loss"];
+    summary["final_train_acc"] = last["train_acc"];
+    if (has_val_) {
+      summary["val_images"] = val_count_;
+      summary["final_val_loss"] = last["val_loss"];
+      summary["final_val_acc"] = last["val_acc"];
+      summary["final_val_auc"] = last["val_auc"];
+      summary["best_metric"] = cfg_.best_metric;
+      summary["best_checkpoint"] = find_checkpoint(run_dir_, "best");
+      if (last_report_.count > 0) summary["final_val_report"] = last_report_.to_json();
+    }
+  }
+  // The verdict: what limited this run (thresholds: 5% and 20% input stall).
+  const double run_stall = total_wait_ / std::max(total_train_seconds_, 1e-9);
+  const std::string verdict_text = verdict(run_stall);
+  summary["input_stall"] = run_stall;
+  summary["verdict"] = verdict_text;
+  atomic_write_file((fs::path(run_dir_) / "summary.json").string(), summary.dump(2) + "\n");
+  refresh_report(run_dir_, cfg_.quiet);
+  if (!cfg_.quiet && !history_.empty()) {
+    const json& last = history_.back();
+    std::printf("\nsummary: %s on %s, %d epoch%s, %lld steps in %s (%s img/s in the last epoch)\n", cfg_.model.c_str(),
+                use_cuda_ ? "the CUDA backend" : "the CPU backend", cfg_.epochs, cfg_.epochs == 1 ? "" : "s", static_cast<long long>(step_),
+                format_duration(result_.seconds).c_str(), format_count(last["img_per_s"].get<double>()).c_str());
+    if (has_val_ && last_report_.count > 0) {
+      std::printf("         validation accuracy %.2f%% (%s images), loss %.4f, macro ROC-AUC %.4f\n",
+                  100 * last_report_.accuracy, format_count(static_cast<double>(last_report_.count)).c_str(),
+                  last_report_.loss, last_report_.macro_auc);
+      std::printf("\nconfusion matrix (validation, last epoch):\n%s", last_report_.confusion_table(class_names_).c_str());
+    }
+    if (train_files_)
+      std::printf("         file cache: %s files (%.1f MiB) kept; %s reads from memory, %s from disk%s\n",
+                  format_count(static_cast<double>(fc.kept)).c_str(), static_cast<double>(fc.kept_bytes) / 1048576.0,
+                  format_count(static_cast<double>(fc.hits)).c_str(), format_count(static_cast<double>(fc.misses)).c_str(),
+                  fc.full ? " (the budget filled: raise --cache-budget-mb)" : "");
+    if (result_.corrupt_images > 0)
+      std::printf("         %lld corrupt images were skipped\n", static_cast<long long>(result_.corrupt_images));
+    if (result_.skipped_steps > 0)
+      std::printf("         %lld steps were skipped (non-finite loss)\n", static_cast<long long>(result_.skipped_steps));
+    std::printf("         verdict: %s\n", verdict_text.c_str());
+    std::printf("         report: %s/report.html, metrics: %s/metrics.jsonl, checkpoint: %s\n", run_dir_.c_str(),
+                run_dir_.c_str(), result_.last_checkpoint.c_str());
+  }
+  return result_;
+}
+
+// What limited this run, from the share of time the trainer waited for data.
+std::string TrainingRun::verdict(double run_stall) const {
+  std::string v;
+  if (train_cache_)
+    v = "compute-bound: the data came from the decoded cache (no input stage)";
+  else if (run_stall >= 0.20)
+    v = str("strongly input-bound: the trainer waited for data ", static_cast<int>(std::lround(100 * run_stall)), "% of the time; ",
+                  train_in_->decoders(), " decoder thread(s) are the limiting stage: try --decoders N, stoke pack, or --cache decoded");
+  else if (run_stall >= 0.05)
+    v = str("input-bound: the trainer waited for data ", static_cast<int>(std::lround(100 * run_stall)), "% of the time (",
+                  train_in_->decoders(), " decoder thread(s)): try more --decoders, stoke pack, or --cache decoded");
+  else
+    v = str("compute-bound: the input pipeline kept up (the trainer waited for data ",
+                  static_cast<int>(std::lround(100 * run_stall)), "% of the time); the ", backend_->name(), " step is the limiting stage");
+  return v;
+}
+
+}  // namespace stoke

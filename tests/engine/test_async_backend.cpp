@@ -1,0 +1,177 @@
+// The asynchronous step protocol (engine/step_queue.h, which the CPU backend runs on): batches handed over are
+// released only once their copy has completed, results come back in order, and drain loses nothing. These tests
+// fail when the mechanism they guard is removed: releasing a batch when its copy is issued rather than completed
+// lets the test overwrite the batch before the (deliberately slow) copy reads it, and the compute side then sees
+// the overwritten bytes.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <map>
+#include <stdexcept>
+#include <thread>
+#include <vector>
+
+#include "engine/step_queue.h"
+
+namespace stoke {
+namespace {
+
+constexpr int kBatch = 4;
+constexpr int64_t kPixels = kBatch * 8;  // 8 bytes a sample
+
+// The pattern batch `tag` carries: every byte a function of (tag, position).
+uint8_t pattern(int64_t tag, size_t i) { return static_cast<uint8_t>((tag * 131 + static_cast<int64_t>(i) * 7) & 0xff); }
+
+struct HostBatch {
+  std::vector<uint8_t> pixels = std::vector<uint8_t>(kPixels);
+  std::vector<int32_t> labels = std::vector<int32_t>(kBatch);
+  int64_t tag = -1;
+  void fill(int64_t t) {
+    tag = t;
+    for (size_t i = 0; i < pixels.size(); ++i) pixels[i] = pattern(t, i);
+    for (int i = 0; i < kBatch; ++i) labels[static_cast<size_t>(i)] = static_cast<int32_t>(t * 10 + i);
+  }
+  void poison() {
+    std::memset(pixels.data(), 0xEE, pixels.size());
+    std::fill(labels.begin(), labels.end(), -1);
+  }
+};
+
+// A compute step that checks it sees exactly what was submitted, and reports the check as `correct`.
+StepResult checking_compute(const StagedStep& s, std::chrono::microseconds delay) {
+  std::this_thread::sleep_for(delay);
+  bool intact = true;
+  for (size_t i = 0; i < static_cast<size_t>(kPixels); ++i) intact = intact && s.pixels[i] == pattern(s.tag, i);
+  for (int i = 0; i < s.n; ++i) intact = intact && s.labels[i] == static_cast<int32_t>(s.tag * 10 + i);
+  StepResult r;
+  r.tag = s.tag;
+  r.loss = static_cast<float>(s.tag);
+  r.correct = intact ? 1 : 0;
+  r.applied = !s.skip;
+  return r;
+}
+
+// Drives `steps` steps through a queue the way the trainer does: a ring of `ring` host batches, a batch refilled
+// only once released, and every released batch poisoned at once (as a decoder would overwrite its slot).
+void run_like_the_trainer(StepQueue& q, int steps, int ring, std::vector<StepResult>& results) {
+  std::vector<HostBatch> host(static_cast<size_t>(ring));
+  std::map<int64_t, size_t> in_use;  // tag -> host batch
+  std::vector<size_t> free_batches;
+  for (size_t i = 0; i < host.size(); ++i) free_batches.push_back(i);
+  std::vector<int64_t> released;
+  auto take = [&](bool wait) {
+    released.clear();
+    q.collect(released, results, wait);
+    for (int64_t tag : released) {
+      const size_t b = in_use.at(tag);
+      in_use.erase(tag);
+      host[b].poison();
+      free_batches.push_back(b);
+    }
+  };
+  for (int64_t t = 0; t < steps; ++t) {
+    while (free_batches.empty()) take(true);
+    const size_t b = free_batches.back();
+    free_batches.pop_back();
+    host[b].fill(t);
+    in_use[t] = b;
+    StepRequest r;
+    r.tag = t;
+    r.n = kBatch;
+    r.pixels = host[b].pixels.data();
+    r.labels = host[b].labels.data();
+    r.lr = 0.1f;
+    r.skip = t % 5 == 3;
+    q.submit(r);
+    take(false);
+  }
+  q.drain();
+  take(false);
+  EXPECT_TRUE(in_use.empty()) << "every batch was released after drain()";
+}
+
+TEST(AsyncStep, ABatchIsReleasedOnlyAfterItsCopyCompleted) {
+  // A slow copy: if the release came before the copy, the poisoning above would reach the staged bytes.
+  StepQueue q(kBatch, kPixels, 2, [](const StagedStep& s) { return checking_compute(s, std::chrono::microseconds(200)); },
+              [](int64_t) { std::this_thread::sleep_for(std::chrono::milliseconds(2)); });
+  std::vector<StepResult> results;
+  run_like_the_trainer(q, 40, 3, results);
+  ASSERT_EQ(results.size(), 40u);
+  for (const StepResult& r : results) EXPECT_EQ(r.correct, 1) << "step " << r.tag << " computed on overwritten bytes";
+}
+
+TEST(AsyncStep, ResultsArriveInSubmissionOrderWhateverTheDelays) {
+  std::atomic<int> calls{0};
+  StepQueue q(kBatch, kPixels, 3,
+              [&](const StagedStep& s) {
+                return checking_compute(s, std::chrono::microseconds((calls++ % 3) * 700));  // uneven compute
+              },
+              [](int64_t tag) { std::this_thread::sleep_for(std::chrono::microseconds((tag % 4) * 500)); });
+  std::vector<StepResult> results;
+  run_like_the_trainer(q, 60, 4, results);
+  ASSERT_EQ(results.size(), 60u);
+  for (size_t i = 0; i < results.size(); ++i) {
+    EXPECT_EQ(results[i].tag, static_cast<int64_t>(i));
+    EXPECT_EQ(results[i].loss, static_cast<float>(i));
+    EXPECT_EQ(results[i].applied, i % 5 != 3) << "the skip flag travels with its step";
+    EXPECT_EQ(results[i].correct, 1);
+  }
+}
+
+TEST(AsyncStep, DrainLeavesNothingInFlight) {
+  StepQueue q(kBatch, kPixels, 2, [](const StagedStep& s) { return checking_compute(s, std::chrono::milliseconds(3)); });
+  HostBatch a, b;
+  a.fill(0);
+  b.fill(1);
+  StepRequest r;
+  r.n = kBatch;
+  r.tag = 0;
+  r.pixels = a.pixels.data();
+  r.labels = a.labels.data();
+  q.submit(r);
+  r.tag = 1;
+  r.pixels = b.pixels.data();
+  r.labels = b.labels.data();
+  q.submit(r);
+  q.drain();
+  EXPECT_EQ(q.in_flight(), 0);
+  std::vector<int64_t> released;
+  std::vector<StepResult> results;
+  q.collect(released, results, false);
+  EXPECT_EQ(released, (std::vector<int64_t>{0, 1}));
+  ASSERT_EQ(results.size(), 2u);
+  EXPECT_EQ(results[0].correct + results[1].correct, 2);
+}
+
+TEST(AsyncStep, AFailingStepReachesTheCallerAndNothingHangs) {
+  StepQueue q(kBatch, kPixels, 2, [](const StagedStep& s) -> StepResult {
+    if (s.tag == 2) throw std::runtime_error("step 2 failed on the device");
+    return checking_compute(s, std::chrono::microseconds(0));
+  });
+  HostBatch h;
+  std::vector<int64_t> released;
+  std::vector<StepResult> results;
+  bool thrown = false;
+  try {
+    for (int64_t t = 0; t < 10; ++t) {
+      h.fill(t);
+      StepRequest r;
+      r.tag = t;
+      r.n = kBatch;
+      r.pixels = h.pixels.data();
+      r.labels = h.labels.data();
+      q.submit(r);
+      q.drain();
+      q.collect(released, results, false);
+    }
+  } catch (const std::runtime_error& e) {
+    thrown = std::string(e.what()).find("step 2 failed") != std::string::npos;
+  }
+  EXPECT_TRUE(thrown);
+  EXPECT_EQ(results.size(), 2u) << "steps 0 and 1 finished before the failure";
+}
+
+}  // namespace
+}  // namespace stoke
