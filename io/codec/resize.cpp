@@ -6,7 +6,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <cstring>
 #include <vector>
+
+#include "base/error.h"
 
 namespace stoke::io {
 
