@@ -3,7 +3,7 @@
 // Each train_step copies the batch (pixels, labels, flips) into the executor's staging, runs forward, loss and
 // backward, then reads the loss back (one small synchronisation) so that a non-finite bf16/fp32 loss skips the
 // update exactly as on the CPU; fp16 overflow is decided on the device by the executor's scaler. The overlapped,
-// graph-captured step without per-step synchronisation is the next step (issue: the overlapped step).
+// graph-captured step without per-step synchronisation is the next step.
 #include <cuda_profiler_api.h>
 
 #include <cmath>
