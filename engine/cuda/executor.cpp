@@ -19,6 +19,7 @@
 #include "engine/cuda/linear.h"
 #include "engine/cuda/loss_scaler.h"
 #include "engine/op_traits.h"
+#include "engine/cuda/param_layout.h"
 #include "base/trace.h"
 #include "base/error.h"
 #include "base/format.h"
@@ -139,6 +140,12 @@ class Engine final : public CudaExecutor::Impl {
                 " channels (the augment kernel takes at most ", cuda::kMaxNormalizeChannels, ")");
     if (prec_ == Precision::fp16) scaler_.emplace(opt.loss_scale, opt.loss_scale_growth_interval);
     plan_fusion();
+    pl_ = cuda::DeviceParamLayout(g_.params());
+    bool only_convs = true;
+    for (size_t i = 1; i < N; ++i)
+      for (int j : nodes[i].inputs)
+        if (j == 0 && nodes[i].op != Op::conv) only_convs = false;
+    in_c_dev_ = cuda::device_input_channels(prec_, g_.input_shape().c, only_convs);
 
     // ---- cuDNN algorithms and workspaces at the largest batch --------------------------------------------------
     cuda::ConvOptions co;
@@ -150,7 +157,7 @@ class Engine final : public CudaExecutor::Impl {
       const Node& nd = nodes[i];
       const Shape3& in = g_.node(nd.inputs[0]).out;
       if (nd.op == Op::conv) {
-        const ConvShape sh = conv_shape(nd, in, max_batch_);
+        const ConvShape sh = dev_conv_shape(nd, max_batch_);
         if (opt.conv_benchmark) {
           const size_t xe = static_cast<size_t>(sh.n) * sh.h * sh.w * sh.c, we = static_cast<size_t>(sh.k) * sh.r * sh.s * sh.c,
                        ye = static_cast<size_t>(sh.n) * sh.p() * sh.q() * sh.k;
@@ -164,7 +171,7 @@ class Engine final : public CudaExecutor::Impl {
         if (nd.bias >= 0)
           reduce_ws_bytes_ = std::max<size_t>(reduce_ws_bytes_, static_cast<size_t>(cuda::bias_backward_workspace_bytes(
                                                                     static_cast<int64_t>(max_batch_) * nd.out.h * nd.out.w, nd.k)));
-        max_conv_weight_ = std::max<int64_t>(max_conv_weight_, g_.params()[static_cast<size_t>(nd.weight)].size);
+        max_conv_weight_ = std::max<int64_t>(max_conv_weight_, int64_t{sh.k} * sh.r * sh.s * sh.c);  // padded
       } else if (nd.op == Op::batchnorm) {
         reduce_ws_bytes_ = std::max<size_t>(reduce_ws_bytes_, static_cast<size_t>(cuda::batchnorm_workspace_bytes(
                                                                   static_cast<int64_t>(max_batch_) * in.h * in.w, in.c)));
@@ -183,12 +190,16 @@ class Engine final : public CudaExecutor::Impl {
 
     // ---- optimizer chunks -------------------------------------------------------------------------------------
     const OptimizerConfig& oc = opt_.optimizer;
-    for (const ParamInfo& p : g_.params())
+    // Chunks cover the tensors at their device offsets; the alignment gaps between them are never touched.
+    for (size_t i = 0; i < g_.params().size(); ++i) {
+      const ParamInfo& p = g_.params()[i];
       for (int64_t b = 0; b < p.size; b += cuda::kOptimizerChunk)
-        chunks_host_.push_back({p.offset + b, static_cast<int32_t>(std::min<int64_t>(cuda::kOptimizerChunk, p.size - b)),
+        chunks_host_.push_back({pl_.offset(i) + b,
+                                static_cast<int32_t>(std::min<int64_t>(cuda::kOptimizerChunk, p.size - b)),
                                 p.weight_decay ? oc.weight_decay : 0.f});
-    if (oc.kind == OptimizerKind::sgd && oc.momentum != 0.f) state_count_ = g_.num_params();
-    if (oc.kind == OptimizerKind::adamw) state_count_ = 2 * g_.num_params();
+    }
+    if (oc.kind == OptimizerKind::sgd && oc.momentum != 0.f) state_sets_ = 1;
+    if (oc.kind == OptimizerKind::adamw) state_sets_ = 2;
 
     // ---- the arena: plan, then allocate exactly that ---------------------------------------------------------
     DeviceArena plan = DeviceArena::counting();
@@ -196,7 +207,7 @@ class Engine final : public CudaExecutor::Impl {
     arena_ = DeviceArena(plan.used(), str("the ", g_.name(), " executor (batch ", max_batch_, ", ", cuda::to_string(prec_), ")"));
     layout(arena_);
     cudaStream_t s = ctx_.stream();
-    CUDA_CHECK(cudaMemsetAsync(arena_.base(), 0, arena_.capacity(), s));
+    arena_.zero(s);  // the alignment gaps and the input's padding channels stay zero from here on
     linear_ = std::make_unique<cuda::LinearRunner>(ctx_, prec_, lt_ws_, cuda::LinearRunner::kDefaultWorkspace);
     if (!chunks_host_.empty())
       CUDA_CHECK(cudaMemcpyAsync(chunks_, chunks_host_.data(), chunks_host_.size() * sizeof(cuda::OptimizerChunk),
@@ -237,10 +248,11 @@ class Engine final : public CudaExecutor::Impl {
   // ---- state ------------------------------------------------------------------------------------------------------
   void upload_params(const float* p) override {
     cudaStream_t s = ctx_.stream();
-    const int64_t P = g_.num_params();
-    CUDA_CHECK(cudaMemcpyAsync(params_, p, static_cast<size_t>(P) * sizeof(float), cudaMemcpyHostToDevice, s));
-    if constexpr (!std::is_same_v<T, float>) cuda::cast<float, T>(P, params_, params_half_, s);
-    CUDA_CHECK(cudaStreamSynchronize(s));
+    const std::vector<float> d = pl_.to_device(p);
+    CUDA_CHECK(cudaMemcpyAsync(params_, d.data(), d.size() * sizeof(float), cudaMemcpyHostToDevice, s));
+    if constexpr (!std::is_same_v<T, float>) cuda::cast<float, T>(pl_.total(), params_, params_half_, s);
+    refresh_padded_weights();
+    CUDA_CHECK(cudaStreamSynchronize(s));  // `d` dies here
   }
   void upload_buffers(const float* b) override {
     if (g_.num_buffers() == 0) return;
@@ -248,21 +260,27 @@ class Engine final : public CudaExecutor::Impl {
                                cudaMemcpyHostToDevice, ctx_.stream()));
     CUDA_CHECK(cudaStreamSynchronize(ctx_.stream()));
   }
-  void download_params(float* p) override { download(params_, p, g_.num_params()); }
+  void download_params(float* p) override { download_layout(params_, p); }
   void download_buffers(float* b) override { download(buffers_, b, g_.num_buffers()); }
-  void download_grads(float* gr) override { download(grads_, gr, g_.num_params()); }
+  void download_grads(float* gr) override { download_layout(grads_, gr); }
+  // The CPU layout: state_sets_ arrays of num_params (momentum; or m then v), each flat.
   void upload_optimizer_state(const std::vector<float>& st, int64_t steps) override {
-    STOKE_CHECK(static_cast<int64_t>(st.size()) == state_count_, "optimizer state of ", st.size(), " values, expected ",
-                state_count_);
-    if (state_count_ > 0)
-      CUDA_CHECK(cudaMemcpyAsync(state_, st.data(), st.size() * sizeof(float), cudaMemcpyHostToDevice, ctx_.stream()));
-    CUDA_CHECK(cudaStreamSynchronize(ctx_.stream()));
+    const int64_t P = g_.num_params();
+    STOKE_CHECK(static_cast<int64_t>(st.size()) == state_sets_ * P, "optimizer state of ", st.size(),
+                " values, expected ", state_sets_ * P);
+    for (int k = 0; k < state_sets_; ++k) {
+      const std::vector<float> d = pl_.to_device(st.data() + k * P);
+      CUDA_CHECK(cudaMemcpyAsync(state_ + k * pl_.total(), d.data(), d.size() * sizeof(float), cudaMemcpyHostToDevice,
+                                 ctx_.stream()));
+      CUDA_CHECK(cudaStreamSynchronize(ctx_.stream()));  // `d` dies here
+    }
     resolve_overflow_flag();
     t_ = steps;
   }
   void download_optimizer_state(std::vector<float>& st, int64_t& steps) override {
-    st.assign(static_cast<size_t>(state_count_), 0.f);
-    download(state_, st.data(), state_count_);
+    const int64_t P = g_.num_params();
+    st.assign(static_cast<size_t>(state_sets_ * P), 0.f);
+    for (int k = 0; k < state_sets_; ++k) download_layout(state_ + k * pl_.total(), st.data() + k * P);
     resolve_overflow_flag();
     steps = t_;
   }
@@ -282,15 +300,19 @@ class Engine final : public CudaExecutor::Impl {
     STOKE_TRACE("forward");
     check_batch(n);
     const Shape3 in = g_.input_shape();
-    cuda::augment_normalize<T>(n, in.h, in.w, in.c, pixels, flips, norm_, input_, ctx_.stream());
+    cuda::augment_normalize<T>(n, in.h, in.w, in.c, pixels, flips, norm_, input_, ctx_.stream(), in_c_dev_);
     run_forward(n, train);
   }
 
   void forward_normalized_host(int n, const float* x, bool train) override {
     check_batch(n);
-    const size_t count = static_cast<size_t>(n) * static_cast<size_t>(g_.input_shape().size());
-    std::vector<T> h(count);
-    for (size_t i = 0; i < count; ++i) h[i] = host_from_float<T>(x[i]);
+    const int c = g_.input_shape().c;
+    const size_t pixels = static_cast<size_t>(n) * static_cast<size_t>(g_.input_shape().h * g_.input_shape().w);
+    const size_t count = pixels * static_cast<size_t>(in_c_dev_);
+    const size_t cd = static_cast<size_t>(in_c_dev_), cs = static_cast<size_t>(c);
+    std::vector<T> h(count, host_from_float<T>(0.f));  // padding channels (in_c_dev_ > c) are zeros
+    for (size_t px = 0; px < pixels; ++px)
+      for (size_t k = 0; k < cs; ++k) h[px * cd + k] = host_from_float<T>(x[px * cs + k]);
     CUDA_CHECK(cudaMemcpyAsync(input_, h.data(), count * sizeof(T), cudaMemcpyHostToDevice, ctx_.stream()));
     CUDA_CHECK(cudaStreamSynchronize(ctx_.stream()));
     run_forward(n, train);
@@ -323,7 +345,7 @@ class Engine final : public CudaExecutor::Impl {
     cudaStream_t s = ctx_.stream();
     const int n = n_;
     const auto& nodes = g_.nodes();
-    CUDA_CHECK(cudaMemsetAsync(grads_, 0, static_cast<size_t>(g_.num_params()) * sizeof(float), s));
+    CUDA_CHECK(cudaMemsetAsync(grads_, 0, static_cast<size_t>(pl_.total()) * sizeof(float), s));
     std::fill(has_grad_.begin(), has_grad_.end(), 0);
     const int out = g_.output();
     has_grad_[static_cast<size_t>(out)] = 1;  // loss() wrote dlogits into it
@@ -341,15 +363,20 @@ class Engine final : public CudaExecutor::Impl {
       const int64_t in_count = int64_t{n} * in.size();
       switch (nd.op) {
         case Op::conv: {
-          const ConvShape sh = conv_shape(nd, in, n);
+          const ConvShape sh = dev_conv_shape(nd, n);
           Slot dx = take(x0, 0, in_count);
-          if (dx.ptr) conv_->backward_data(sh, weight(nd.weight), dy, dx.ptr, conv_ws_, conv_ws_bytes_);
+          if (dx.ptr) conv_->backward_data(sh, conv_weight(nd, node), dy, dx.ptr, conv_ws_, conv_ws_bytes_);
           give(dx);
           if constexpr (std::is_same_v<T, float>) {
             conv_->backward_filter(sh, in_ptr(x0), dy, grad(nd.weight), 1.f, conv_ws_, conv_ws_bytes_);
           } else {
             conv_->backward_filter(sh, in_ptr(x0), dy, conv_dw_, 0.f, conv_ws_, conv_ws_bytes_);
-            cuda::accumulate<T>(g_.params()[static_cast<size_t>(nd.weight)].size, conv_dw_, grad(nd.weight), s);
+            const T* dw = conv_dw_;
+            if (sh.c != in.c) {  // padded input: drop the zero filter slices (their dW is exactly zero)
+              cuda::copy_channels<T>(int64_t{sh.k} * sh.r * sh.s, in.c, conv_dw_, sh.c, conv_dw_unpad_, in.c, s);
+              dw = conv_dw_unpad_;
+            }
+            cuda::accumulate<T>(g_.params()[static_cast<size_t>(nd.weight)].size, dw, grad(nd.weight), s);
           }
           if (nd.bias >= 0)
             cuda::bias_backward<T>(int64_t{n} * nd.out.h * nd.out.w, nd.k, dy, grad(nd.bias), reduce_ws_, s);
@@ -429,7 +456,7 @@ class Engine final : public CudaExecutor::Impl {
     const int32_t* flag = nullptr;
     if (scaler_) {
       CUDA_CHECK(cudaMemsetAsync(&dev_->found_inf, 0, sizeof(int32_t), s));
-      cuda::check_finite(g_.num_params(), grads_, &dev_->found_inf, s);
+      cuda::check_finite(pl_.total(), grads_, &dev_->found_inf, s);
       flag = &dev_->found_inf;
     }
     ++t_;
@@ -459,9 +486,10 @@ class Engine final : public CudaExecutor::Impl {
       a.step_size = static_cast<float>(lr / bc1);
       a.inv_sqrt_bc2 = static_cast<float>(1.0 / std::sqrt(bc2));
       a.inv_scale = inv_scale;
-      cuda::adamw_step<T>(chunks_, nchunks, params_, half, grads_, state_, state_ ? state_ + g_.num_params() : nullptr, a,
+      cuda::adamw_step<T>(chunks_, nchunks, params_, half, grads_, state_, state_ ? state_ + pl_.total() : nullptr, a,
                           flag, s);
     }
+    refresh_padded_weights();
     if (scaler_) {
       CUDA_CHECK(cudaMemcpyAsync(&host_->found_inf, &dev_->found_inf, sizeof(int32_t), cudaMemcpyDeviceToHost, s));
       flag_ready_.record(s);
@@ -523,13 +551,37 @@ class Engine final : public CudaExecutor::Impl {
   }
 
   const T* in_ptr(int node) const { return node == 0 ? input_ : act_[static_cast<size_t>(node)]; }
-  float* master(int idx) const {
-    return idx < 0 ? nullptr : params_ + g_.params()[static_cast<size_t>(idx)].offset;
+  // Parameter pointers at their device offsets (engine/cuda/param_layout.h), not the Graph's flat ones.
+  float* master(int idx) const { return idx < 0 ? nullptr : params_ + pl_.offset(static_cast<size_t>(idx)); }
+  const T* weight(int idx) const { return idx < 0 ? nullptr : params_half_ + pl_.offset(static_cast<size_t>(idx)); }
+  float* grad(int idx) const { return idx < 0 ? nullptr : grads_ + pl_.offset(static_cast<size_t>(idx)); }
+
+  // The convolution as cuDNN sees it: a conv reading the padded input gets the padded channel count.
+  ConvShape dev_conv_shape(const Node& nd, int n) const {
+    Shape3 in = g_.node(nd.inputs[0]).out;
+    if (nd.inputs[0] == 0) in.c = in_c_dev_;
+    return conv_shape(nd, in, n);
   }
-  const T* weight(int idx) const {
-    return idx < 0 ? nullptr : params_half_ + g_.params()[static_cast<size_t>(idx)].offset;
+  const T* conv_weight(const Node& nd, int node) const {
+    const T* padded = padded_w_.empty() ? nullptr : padded_w_[static_cast<size_t>(node)];
+    return padded ? padded : weight(nd.weight);
   }
-  float* grad(int idx) const { return idx < 0 ? nullptr : grads_ + g_.params()[static_cast<size_t>(idx)].offset; }
+  // The zero-padded filter copies (K R S x in_c_dev_) follow the half copies: after an upload and every step.
+  void refresh_padded_weights() {
+    const int c = g_.input_shape().c;
+    for (size_t i = 0; i < padded_w_.size(); ++i) {
+      if (!padded_w_[i]) continue;
+      const Node& nd = g_.nodes()[i];
+      const int64_t rows = g_.params()[static_cast<size_t>(nd.weight)].size / c;
+      cuda::copy_channels<T>(rows, c, weight(nd.weight), c, padded_w_[i], in_c_dev_, ctx_.stream());
+    }
+  }
+  // A device array in the padded layout -> the Graph's flat layout (synchronises).
+  void download_layout(const float* src, float* flat) {
+    std::vector<float> d(static_cast<size_t>(pl_.total()));
+    download(src, d.data(), pl_.total());
+    pl_.to_flat(d, flat);
+  }
   float* buffer(int idx) const {
     return idx < 0 ? nullptr : buffers_ + g_.buffers()[static_cast<size_t>(idx)].offset;
   }
@@ -593,22 +645,31 @@ class Engine final : public CudaExecutor::Impl {
   void layout(DeviceArena& a) {
     const auto& nodes = g_.nodes();
     const size_t N = nodes.size();
-    const int64_t P = g_.num_params();
     const Shape3 in = g_.input_shape();
     const size_t mb = static_cast<size_t>(max_batch_);
-    params_ = a.alloc<float>(static_cast<size_t>(P), "fp32 master weights");
+    const size_t Pd = static_cast<size_t>(pl_.total());  // the padded device layout of the parameters
+    params_ = a.alloc<float>(Pd, "fp32 master weights");
     if constexpr (std::is_same_v<T, float>)
       params_half_ = params_;
     else
-      params_half_ = a.alloc<T>(static_cast<size_t>(P), "half-precision weights");
-    grads_ = a.alloc<float>(static_cast<size_t>(P), "gradients");
-    state_ = state_count_ > 0 ? a.alloc<float>(static_cast<size_t>(state_count_), "optimizer state") : nullptr;
+      params_half_ = a.alloc<T>(Pd, "half-precision weights");
+    grads_ = a.alloc<float>(Pd, "gradients");
+    state_ = state_sets_ > 0 ? a.alloc<float>(static_cast<size_t>(state_sets_) * Pd, "optimizer state") : nullptr;
     buffers_ = a.alloc<float>(static_cast<size_t>(std::max<int64_t>(g_.num_buffers(), 1)), "BN running statistics");
     chunks_ = a.alloc<cuda::OptimizerChunk>(std::max<size_t>(chunks_host_.size(), 1), "optimizer chunk table");
     pixels_ = a.alloc<uint8_t>(mb * static_cast<size_t>(in.size()), "input pixels");
     labels_ = a.alloc<int32_t>(mb, "labels");
     flips_ = a.alloc<uint8_t>(mb, "flip flags");
-    input_ = a.alloc<T>(mb * static_cast<size_t>(in.size()), "normalised input");
+    input_ = a.alloc<T>(mb * static_cast<size_t>(in.h * in.w * in_c_dev_), "normalised input");
+    padded_w_.assign(in_c_dev_ != in.c ? N : 0, nullptr);
+    int64_t largest_padded = 0;
+    for (size_t i = 0; i < padded_w_.size(); ++i)
+      if (nodes[i].op == Op::conv && nodes[i].inputs[0] == 0) {
+        const int64_t w = g_.params()[static_cast<size_t>(nodes[i].weight)].size;
+        padded_w_[i] = a.alloc<T>(static_cast<size_t>(w / in.c * in_c_dev_), "zero-padded first-conv filter");
+        largest_padded = std::max(largest_padded, w);
+      }
+    conv_dw_unpad_ = largest_padded > 0 ? a.alloc<T>(static_cast<size_t>(largest_padded), "first-conv dW (unpadded)") : nullptr;
     act_.assign(N, nullptr);
     dact_.assign(N, nullptr);
     argmax_.assign(N, nullptr);
@@ -663,8 +724,8 @@ class Engine final : public CudaExecutor::Impl {
       T* y = act_[i];
       switch (nd.op) {
         case Op::conv: {
-          const ConvShape sh = conv_shape(nd, in, n);
-          conv_->forward(sh, x, weight(nd.weight), y, conv_ws_, conv_ws_bytes_);
+          const ConvShape sh = dev_conv_shape(nd, n);
+          conv_->forward(sh, x, conv_weight(nd, i), y, conv_ws_, conv_ws_bytes_);
           if (nd.bias >= 0) cuda::bias_forward<T>(int64_t{n} * sh.p() * sh.q(), sh.k, master(nd.bias), y, s);
           break;
         }
@@ -756,7 +817,9 @@ class Engine final : public CudaExecutor::Impl {
   std::vector<int> group_at_out_;
   std::vector<char> interior_;
   std::vector<cuda::OptimizerChunk> chunks_host_;
-  int64_t state_count_ = 0;
+  cuda::DeviceParamLayout pl_;  // device offsets of the parameter tensors (16-byte aligned and more)
+  int state_sets_ = 0;          // optimizer state arrays: 1 (momentum), 2 (AdamW m, v) or 0
+  int in_c_dev_ = 0;            // input channels on the device (padded to 8 in half precision when < 8)
   int64_t max_conv_weight_ = 0, max_linear_weight_ = 0;
   size_t conv_ws_bytes_ = 0, reduce_ws_bytes_ = 0;
 
@@ -781,6 +844,8 @@ class Engine final : public CudaExecutor::Impl {
   void* conv_ws_ = nullptr;
   void* lt_ws_ = nullptr;
   T* conv_dw_ = nullptr;
+  T* conv_dw_unpad_ = nullptr;
+  std::vector<T*> padded_w_;  // per node: the zero-padded filter of a conv reading the padded input
   T* linear_dw_ = nullptr;
   void* ce_ws_ = nullptr;
   StepScalars* dev_ = nullptr;

@@ -2,9 +2,13 @@
 // counting arena that plans device memory, and the device probe's behaviour on a machine without a device.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <string>
 
 #include "engine/cuda/arena.h"
+#include "engine/cuda/conv.h"
+#include "engine/cuda/param_layout.h"
+#include "engine/graph.h"
 #include "base/cuda_check.h"
 #include "engine/cuda/lib_check.h"
 #include "engine/cuda/runtime.h"
@@ -68,6 +72,47 @@ TEST(DeviceArena, EmptyArenaRefusesWithTheRequestNamed) {
     const std::string m = e.what();
     EXPECT_NE(m.find("activations of conv1"), std::string::npos) << m;
     EXPECT_NE(m.find("1.0 KiB"), std::string::npos) << m;  // 1000 rounded up to 1024
+  }
+}
+
+TEST(DeviceArena, DebugModeFromTheEnvironment) {
+  const char* old = std::getenv("STOKE_ARENA_DEBUG");
+  const std::string saved = old ? old : "";
+  ::unsetenv("STOKE_ARENA_DEBUG");
+  EXPECT_FALSE(DeviceArena::debug_from_env());
+  ::setenv("STOKE_ARENA_DEBUG", "0", 1);
+  EXPECT_FALSE(DeviceArena::debug_from_env());
+  ::setenv("STOKE_ARENA_DEBUG", "1", 1);
+  EXPECT_TRUE(DeviceArena::debug_from_env());
+  if (old) ::setenv("STOKE_ARENA_DEBUG", saved.c_str(), 1); else ::unsetenv("STOKE_ARENA_DEBUG");
+}
+
+// Debug mode: construction allocates nothing, each allocate() is its own cudaMalloc, the capacity accounting is
+// the normal arena's (an under-counted plan still fails, naming the request).
+TEST(DeviceArena, DebugModeAllocatesEachBufferAlone) {
+  DeviceArena a(1000, "debug test", /*debug=*/true);  // 1024 B after rounding
+  EXPECT_TRUE(a.is_debug());
+  EXPECT_EQ(a.base(), nullptr);
+  EXPECT_EQ(a.capacity(), 1024u);
+  if (device_unavailable_reason(0).empty()) {
+    void* p = a.allocate(13, "thirteen bytes");
+    void* q = a.allocate(300, "three hundred bytes");
+    EXPECT_NE(p, q);
+    EXPECT_EQ(a.used(), 256u + 512u);
+    try {
+      a.allocate(300, "one too many");
+      FAIL() << "no throw";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("one too many"), std::string::npos) << e.what();
+    }
+  } else {
+    try {
+      a.allocate(13, "thirteen bytes");
+      FAIL() << "a cudaMalloc succeeded without a device";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("thirteen bytes"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("STOKE_ARENA_DEBUG"), std::string::npos) << e.what();
+    }
   }
 }
 
@@ -143,6 +188,65 @@ TEST(LossScaler, StaysWithinBounds) {
   EXPECT_EQ(s.scale(), LossScaler::kMinScale);
   for (int i = 0; i < 100; ++i) s.update(true);
   EXPECT_EQ(s.scale(), LossScaler::kMaxScale);
+}
+
+// Every parameter tensor's device offset is aligned for 16-byte (and wider) accesses in fp32 and in half, for
+// tensors whose sizes are not multiples of 8 (3- and 5-channel convs, odd biases); the flat CPU layout round-trips.
+TEST(DeviceParamLayout, EveryTensorStartsAligned) {
+  Graph g({13, 11, 3}, "odd");
+  int x = g.conv(g.input(), 5, 3, 1, 1, true, "c1");   // 5x3x3x3 = 135 weights, 5 biases
+  x = g.relu(g.batchnorm(x, "bn1"));                    // 5 + 5
+  x = g.conv(x, 7, 1, 1, 0, true, "c2");               // 35 + 7
+  g.linear(g.global_avgpool(x), 3, "head");            // 21 + 3
+  const DeviceParamLayout pl(g.params());
+  ASSERT_EQ(pl.tensors(), g.params().size());
+  EXPECT_EQ(pl.flat_total(), g.num_params());
+  int64_t end = 0;
+  bool some_flat_offset_misaligned = false;
+  for (size_t i = 0; i < pl.tensors(); ++i) {
+    const ParamInfo& p = g.params()[i];
+    EXPECT_EQ(pl.offset(i) * 2 % 16, 0) << p.name << " half copy";
+    EXPECT_EQ(pl.offset(i) * 4 % 16, 0) << p.name << " fp32";
+    EXPECT_EQ(pl.offset(i) % DeviceParamLayout::kParamAlignElems, 0) << p.name;
+    EXPECT_GE(pl.offset(i), end) << p.name << " overlaps the tensor before it";
+    end = pl.offset(i) + p.size;
+    some_flat_offset_misaligned |= (p.offset * 2) % 16 != 0;
+  }
+  EXPECT_TRUE(some_flat_offset_misaligned) << "the graph no longer exercises a misaligned flat offset";
+  EXPECT_GE(pl.total(), end);
+  EXPECT_EQ(pl.total() % DeviceParamLayout::kParamAlignElems, 0);
+
+  std::vector<float> flat(static_cast<size_t>(g.num_params()));
+  for (size_t i = 0; i < flat.size(); ++i) flat[i] = static_cast<float>(i) + 0.5f;
+  const std::vector<float> dev = pl.to_device(flat.data());
+  ASSERT_EQ(static_cast<int64_t>(dev.size()), pl.total());
+  double gap_sum = 0, tensor_sum = 0;
+  for (float v : dev) gap_sum += v;
+  for (float v : flat) tensor_sum += v;
+  EXPECT_EQ(gap_sum, tensor_sum) << "the gaps must be zeros";
+  for (size_t i = 0; i < pl.tensors(); ++i)
+    EXPECT_EQ(dev[static_cast<size_t>(pl.offset(i))], flat[static_cast<size_t>(g.params()[i].offset)]) << i;
+  std::vector<float> back(flat.size(), -1.f);
+  pl.to_flat(dev, back.data());
+  EXPECT_EQ(back, flat);
+}
+
+TEST(DeviceInputChannels, HalfPrecisionPadsFewChannelsToEight) {
+  EXPECT_EQ(device_input_channels(Precision::bf16, 1, true), 8);
+  EXPECT_EQ(device_input_channels(Precision::fp16, 3, true), 8);
+  EXPECT_EQ(device_input_channels(Precision::bf16, 8, true), 8);
+  EXPECT_EQ(device_input_channels(Precision::bf16, 12, true), 16);
+  EXPECT_EQ(device_input_channels(Precision::fp32, 3, true), 3);   // fp32 stays the CPU's layout
+  EXPECT_EQ(device_input_channels(Precision::bf16, 3, false), 3);  // a non-conv reader would see the padding
+}
+
+TEST(ConvMath, Fp32NeverRunsTensorOpOrDefaultMath) {
+  EXPECT_EQ(conv_math_for(Precision::fp32, CUDNN_DEFAULT_MATH), CUDNN_FMA_MATH);  // default may pick TF32
+  EXPECT_EQ(conv_math_for(Precision::fp32, CUDNN_FMA_MATH), CUDNN_FMA_MATH);
+  EXPECT_FALSE(conv_math_for(Precision::fp32, CUDNN_TENSOR_OP_MATH).has_value());
+  EXPECT_FALSE(conv_math_for(Precision::fp32, CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION).has_value());
+  EXPECT_EQ(conv_math_for(Precision::bf16, CUDNN_TENSOR_OP_MATH), CUDNN_TENSOR_OP_MATH);
+  EXPECT_EQ(conv_math_for(Precision::fp16, CUDNN_DEFAULT_MATH), CUDNN_DEFAULT_MATH);
 }
 
 TEST(Precision, AutomaticIsBf16OnAmpereAndNewerElseFp16) {
