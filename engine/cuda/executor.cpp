@@ -16,6 +16,7 @@
 #include "base/cuda_check.h"
 #include "engine/cuda/context.h"
 #include "engine/cuda/conv.h"
+#include "engine/cuda/fusion.h"
 #include "engine/cuda/linear.h"
 #include "engine/cuda/loss_scaler.h"
 #include "engine/op_traits.h"
@@ -77,19 +78,9 @@ class TempDevice {
   void* p_ = nullptr;
 };
 
-// Results the host reads back, in one pinned block (allocated at construction).
-struct StepScalars {
-  float loss = 0.f;
-  int32_t correct = 0;
-  int32_t found_inf = 0;
-  int32_t pad = 0;
-};
-
 // Batch norm followed by ReLU, or by a residual add (and maybe ReLU), executed as one fused op when the graph
-// reaches `out` (forward) and when backward reaches `out`.
-struct Group {
-  int bn = -1, add = -1, relu = -1, residual = -1, out = -1;
-};
+// reaches `out` (forward) and when backward reaches `out` (engine/cuda/fusion.h).
+using Group = cuda::FusionGroup;
 
 }  // namespace
 
@@ -120,6 +111,8 @@ struct CudaExecutor::Impl {
   virtual void loss(int n, const int32_t* labels, float smoothing, bool train) = 0;
   virtual void backward() = 0;
   virtual void step(float lr) = 0;
+  virtual void step(const cuda::StepControl* control) = 0;
+  virtual const cuda::StepRecord* device_record() const = 0;
   virtual CudaStepStats stats() = 0;
   virtual void download_logits(float* out) = 0;
 };
@@ -139,7 +132,12 @@ class Engine final : public CudaExecutor::Impl {
     STOKE_CHECK(g_.input_shape().c <= cuda::kMaxNormalizeChannels, "inputs of ", g_.input_shape().c,
                 " channels (the augment kernel takes at most ", cuda::kMaxNormalizeChannels, ")");
     if (prec_ == Precision::fp16) scaler_.emplace(opt.loss_scale, opt.loss_scale_growth_interval);
-    plan_fusion();
+    {
+      cuda::FusionPlan fp = cuda::plan_fusion(g_);
+      groups_ = std::move(fp.groups);
+      group_at_out_ = std::move(fp.group_at_out);
+      interior_ = std::move(fp.interior);
+    }
     pl_ = cuda::DeviceParamLayout(g_.params());
     bool only_convs = true;
     for (size_t i = 1; i < N; ++i)
@@ -212,8 +210,9 @@ class Engine final : public CudaExecutor::Impl {
     if (!chunks_host_.empty())
       CUDA_CHECK(cudaMemcpyAsync(chunks_, chunks_host_.data(), chunks_host_.size() * sizeof(cuda::OptimizerChunk),
                                  cudaMemcpyHostToDevice, s));
-    CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&host_), sizeof(StepScalars), cudaHostAllocDefault));
-    *host_ = StepScalars{};
+    CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&host_), sizeof(cuda::StepRecord), cudaHostAllocDefault));
+    *host_ = cuda::StepRecord{};
+    init_step_state();
 
     // A usable starting point: Graph::initialize(seed 0) and pixel/255 normalisation (callers upload their own).
     std::vector<float> p(static_cast<size_t>(g_.num_params())), b(static_cast<size_t>(std::max<int64_t>(g_.num_buffers(), 1)));
@@ -274,17 +273,22 @@ class Engine final : public CudaExecutor::Impl {
                                  ctx_.stream()));
       CUDA_CHECK(cudaStreamSynchronize(ctx_.stream()));  // `d` dies here
     }
-    resolve_overflow_flag();
-    t_ = steps;
+    CUDA_CHECK(cudaMemcpyAsync(&state_dev_->t, &steps, sizeof(int64_t), cudaMemcpyHostToDevice, ctx_.stream()));
+    CUDA_CHECK(cudaStreamSynchronize(ctx_.stream()));  // `steps` is the caller's
   }
   void download_optimizer_state(std::vector<float>& st, int64_t& steps) override {
     const int64_t P = g_.num_params();
     st.assign(static_cast<size_t>(state_sets_ * P), 0.f);
     for (int k = 0; k < state_sets_; ++k) download_layout(state_ + k * pl_.total(), st.data() + k * P);
-    resolve_overflow_flag();
-    steps = t_;
+    steps = optimizer_steps();
   }
-  int64_t optimizer_steps() const override { return t_; }
+  // The count lives on the device (a step skipped there is not counted): reading it waits for the stream.
+  int64_t optimizer_steps() const override {
+    int64_t t = 0;
+    CUDA_CHECK(cudaMemcpyAsync(&t, &state_dev_->t, sizeof(int64_t), cudaMemcpyDeviceToHost, ctx_.stream()));
+    CUDA_CHECK(cudaStreamSynchronize(ctx_.stream()));
+    return t;
+  }
   void set_normalization(const std::vector<float>& mean, const std::vector<float>& stdev) override {
     const int c = g_.input_shape().c;
     STOKE_CHECK(static_cast<int>(mean.size()) == c && static_cast<int>(stdev.size()) == c, "normalisation of ",
@@ -323,19 +327,16 @@ class Engine final : public CudaExecutor::Impl {
     STOKE_CHECK(have_forward_ && n == n_, "loss() of ", n, " rows after a forward of ", n_);
     STOKE_CHECK(!train || forward_train_, "a training loss needs a training forward");
     cudaStream_t s = ctx_.stream();
-    float scale = 1.f;
-    if (train && scaler_) {
-      resolve_overflow_flag();  // the scale of this step depends on the last step's overflow
-      scale = scaler_->scale();
-    }
+    // fp16: the scale is the device's (moved by the last step's prepare_step), read by the kernel — never waited
+    // for here, so the step can be captured and nothing on the host depends on the last step's overflow.
+    const float* scale = train && scaler_ ? &state_dev_->scaler.scale : nullptr;
     const int out = g_.output();
-    cuda::softmax_cross_entropy<T>(n, outputs(), act_[static_cast<size_t>(out)], labels, smoothing, scale, nullptr,
-                                   train ? dact_[static_cast<size_t>(out)] : nullptr, &dev_->loss, &dev_->correct, ce_ws_, s);
-    CUDA_CHECK(cudaMemcpyAsync(host_, dev_, 2 * sizeof(int32_t), cudaMemcpyDeviceToHost, s));  // loss, correct
-    if (train) {
-      last_scale_ = scale;
-      have_loss_grad_ = true;
-    }
+    cuda::softmax_cross_entropy<T>(n, outputs(), act_[static_cast<size_t>(out)], labels, smoothing, 1.f, nullptr,
+                                   train ? dact_[static_cast<size_t>(out)] : nullptr, &state_dev_->record.loss,
+                                   &state_dev_->record.correct, ce_ws_, s, scale);
+    if (train && scaler_)  // the record's scale is the one this loss used (a device-to-device copy: capturable)
+      CUDA_CHECK(cudaMemcpyAsync(&state_dev_->record.loss_scale, scale, sizeof(float), cudaMemcpyDeviceToDevice, s));
+    if (train) have_loss_grad_ = true;
   }
 
   void backward() override {
@@ -450,63 +451,47 @@ class Engine final : public CudaExecutor::Impl {
   }
 
   void step(float lr) override {
-    STOKE_TRACE("optimizer step");
-    cudaStream_t s = ctx_.stream();
-    resolve_overflow_flag();
-    const int32_t* flag = nullptr;
-    if (scaler_) {
-      CUDA_CHECK(cudaMemsetAsync(&dev_->found_inf, 0, sizeof(int32_t), s));
-      cuda::check_finite(pl_.total(), grads_, &dev_->found_inf, s);
-      flag = &dev_->found_inf;
-    }
-    ++t_;
-    const OptimizerConfig& c = opt_.optimizer;
-    const float inv_scale = scaler_ ? 1.f / last_scale_ : 1.f;
-    T* half = std::is_same_v<T, float> ? nullptr : params_half_;
-    const int nchunks = static_cast<int>(chunks_host_.size());
-    if (c.kind == OptimizerKind::sgd) {
-      cuda::SgdArgs a;
-      a.lr = lr;
-      a.momentum = c.momentum;
-      a.nesterov = c.nesterov;
-      a.first = t_ == 1;
-      a.inv_scale = inv_scale;
-      cuda::sgd_step<T>(chunks_, nchunks, params_, half, grads_, state_, a, flag, s);
-    } else {
-      // As engine/optimizer.cpp computes them.
-      const double bc1 = 1.0 - std::pow(static_cast<double>(c.beta1), static_cast<double>(t_));
-      const double bc2 = 1.0 - std::pow(static_cast<double>(c.beta2), static_cast<double>(t_));
-      cuda::AdamwArgs a;
-      a.lr = lr;
-      a.beta1 = c.beta1;
-      a.beta2 = c.beta2;
-      a.eps = c.eps;
-      a.one_minus_beta1 = 1.f - c.beta1;
-      a.one_minus_beta2 = 1.f - c.beta2;
-      a.step_size = static_cast<float>(lr / bc1);
-      a.inv_sqrt_bc2 = static_cast<float>(1.0 / std::sqrt(bc2));
-      a.inv_scale = inv_scale;
-      cuda::adamw_step<T>(chunks_, nchunks, params_, half, grads_, state_, state_ ? state_ + pl_.total() : nullptr, a,
-                          flag, s);
-    }
-    refresh_padded_weights();
-    if (scaler_) {
-      CUDA_CHECK(cudaMemcpyAsync(&host_->found_inf, &dev_->found_inf, sizeof(int32_t), cudaMemcpyDeviceToHost, s));
-      flag_ready_.record(s);
-      flag_pending_ = true;
-    } else {
-      last_applied_ = true;
-    }
+    cuda::set_step_control(ctl_, lr, false, ctx_.stream());
+    step(ctl_);
   }
 
+  // Everything the update depends on that changes per step is in device memory (control: lr and the injected
+  // skip; state_dev_: t, the loss scale, the loss itself), so this enqueues the same launches every step and
+  // can be captured into a graph.
+  void step(const cuda::StepControl* control) override {
+    STOKE_TRACE("optimizer step");
+    cudaStream_t s = ctx_.stream();
+    if (scaler_) {
+      CUDA_CHECK(cudaMemsetAsync(&state_dev_->found_inf, 0, sizeof(int32_t), s));
+      cuda::check_finite(pl_.total(), grads_, &state_dev_->found_inf, s);
+    }
+    cuda::prepare_step(state_dev_, control, step_config_, s);
+    const OptimizerConfig& c = opt_.optimizer;
+    T* half = std::is_same_v<T, float> ? nullptr : params_half_;
+    const int nchunks = static_cast<int>(chunks_host_.size());
+    const int32_t* skip = &state_dev_->skip_update;
+    if (c.kind == OptimizerKind::sgd) {
+      cuda::SgdArgs a;  // the host's copy only says whether there is a momentum buffer; the kernel reads the rest
+      a.momentum = c.momentum;
+      cuda::sgd_step<T>(chunks_, nchunks, params_, half, grads_, state_, a, skip, s, &state_dev_->sgd);
+    } else {
+      cuda::adamw_step<T>(chunks_, nchunks, params_, half, grads_, state_, state_ ? state_ + pl_.total() : nullptr,
+                          cuda::AdamwArgs{}, skip, s, &state_dev_->adamw);
+    }
+    refresh_padded_weights();
+  }
+
+  const cuda::StepRecord* device_record() const override { return &state_dev_->record; }
+
   CudaStepStats stats() override {
+    CUDA_CHECK(cudaMemcpyAsync(host_, &state_dev_->record, sizeof(cuda::StepRecord), cudaMemcpyDeviceToHost,
+                               ctx_.stream()));
     CUDA_CHECK(cudaStreamSynchronize(ctx_.stream()));
-    resolve_overflow_flag();
     CudaStepStats st;
     st.loss = host_->loss;
     st.correct = host_->correct;
-    st.step_applied = last_applied_;
-    st.loss_scale = last_scale_;
+    st.step_applied = host_->applied != 0;
+    st.loss_scale = host_->loss_scale;
     return st;
   }
 
@@ -594,51 +579,24 @@ class Engine final : public CudaExecutor::Impl {
     CUDA_CHECK(cudaStreamSynchronize(ctx_.stream()));
   }
 
-  // fp16: reads the last step's overflow flag (waiting for it) and moves the loss scaler's state machine.
-  void resolve_overflow_flag() {
-    if (!flag_pending_) return;
-    flag_ready_.synchronize();
-    flag_pending_ = false;
-    const bool finite = host_->found_inf == 0;
-    scaler_->update(finite);
-    last_applied_ = finite;
-    if (!finite) --t_;  // the kernel skipped the update: it was not a step
-  }
-
-  // Decides which batch norms run fused with what follows them (the graph itself is not changed).
-  void plan_fusion() {
-    const auto& nodes = g_.nodes();
-    const size_t N = nodes.size();
-    std::vector<std::vector<int>> users(N);
-    for (size_t i = 0; i < N; ++i)
-      for (int j : nodes[i].inputs) users[static_cast<size_t>(j)].push_back(static_cast<int>(i));
-    group_at_out_.assign(N, -1);
-    interior_.assign(N, 0);
-    std::vector<char> claimed(N, 0);
-    for (size_t b = 1; b < N; ++b) {
-      if (nodes[b].op != Op::batchnorm || users[b].size() != 1) continue;
-      const int c = users[b][0];
-      const Node& cn = nodes[static_cast<size_t>(c)];
-      if (claimed[static_cast<size_t>(c)]) continue;
-      Group gr;
-      gr.bn = static_cast<int>(b);
-      if (cn.op == Op::relu) {
-        gr.relu = gr.out = c;
-      } else if (cn.op == Op::add && cn.inputs.size() == 2 && cn.inputs[0] != cn.inputs[1]) {
-        gr.add = gr.out = c;
-        gr.residual = cn.inputs[0] == gr.bn ? cn.inputs[1] : cn.inputs[0];
-        const auto& au = users[static_cast<size_t>(c)];
-        if (au.size() == 1 && nodes[static_cast<size_t>(au[0])].op == Op::relu) gr.relu = gr.out = au[0];
-      } else {
-        continue;
-      }
-      claimed[static_cast<size_t>(c)] = 1;
-      if (gr.relu >= 0) claimed[static_cast<size_t>(gr.relu)] = 1;
-      interior_[b] = 1;
-      if (gr.add >= 0 && gr.out != gr.add) interior_[static_cast<size_t>(gr.add)] = 1;
-      group_at_out_[static_cast<size_t>(gr.out)] = static_cast<int>(groups_.size());
-      groups_.push_back(gr);
+  // The device's step state at construction: t = 0, the initial loss scale (fp16), and the constants of the update.
+  void init_step_state() {
+    const OptimizerConfig& c = opt_.optimizer;
+    step_config_.adamw = c.kind == OptimizerKind::adamw;
+    step_config_.momentum = c.momentum;
+    step_config_.nesterov = c.nesterov;
+    step_config_.beta1 = c.beta1;
+    step_config_.beta2 = c.beta2;
+    step_config_.eps = c.eps;
+    step_config_.loss_scaling = scaler_.has_value();
+    cuda::StepState init;
+    if (scaler_) {
+      step_config_.rule = scaler_->rule();
+      init.scaler = scaler_->state();
     }
+    CUDA_CHECK(cudaMemcpyAsync(state_dev_, &init, sizeof(init), cudaMemcpyHostToDevice, ctx_.stream()));
+    cuda::set_step_control(ctl_, 0.f, false, ctx_.stream());
+    CUDA_CHECK(cudaStreamSynchronize(ctx_.stream()));  // `init` dies here
   }
 
   // Every device buffer, in one fixed order (run once on a counting arena, once on the real one).
@@ -702,7 +660,8 @@ class Engine final : public CudaExecutor::Impl {
       linear_dw_ = max_linear_weight_ > 0 ? a.alloc<T>(static_cast<size_t>(max_linear_weight_), "linear dW (half)") : nullptr;
     }
     ce_ws_ = a.allocate(static_cast<size_t>(cuda::softmax_ce_workspace_bytes(max_batch_)), "softmax-CE workspace");
-    dev_ = a.alloc<StepScalars>(1, "step scalars");
+    state_dev_ = a.alloc<cuda::StepState>(1, "step state");
+    ctl_ = a.alloc<cuda::StepControl>(1, "step control");
   }
 
   void run_forward(int n, bool train) {
@@ -810,8 +769,8 @@ class Engine final : public CudaExecutor::Impl {
   std::unique_ptr<cuda::ConvRunner> conv_;
   std::unique_ptr<cuda::LinearRunner> linear_;
   DeviceArena arena_;
-  std::optional<cuda::LossScaler> scaler_;
-  cuda::Event flag_ready_;
+  std::optional<cuda::LossScaler> scaler_;  // fp16: the rule and initial scale; the live state is on the device
+  cuda::StepConfig step_config_;
 
   std::vector<Group> groups_;
   std::vector<int> group_at_out_;
@@ -848,15 +807,13 @@ class Engine final : public CudaExecutor::Impl {
   std::vector<T*> padded_w_;  // per node: the zero-padded filter of a conv reading the padded input
   T* linear_dw_ = nullptr;
   void* ce_ws_ = nullptr;
-  StepScalars* dev_ = nullptr;
-  StepScalars* host_ = nullptr;  // pinned
+  cuda::StepState* state_dev_ = nullptr;
+  cuda::StepControl* ctl_ = nullptr;     // step(float lr) writes it; the asynchronous backend brings its own
+  cuda::StepRecord* host_ = nullptr;     // pinned, for stats()
 
   cuda::NormalizeParams norm_;
   int n_ = 0;
   bool have_forward_ = false, forward_train_ = false, have_loss_grad_ = false;
-  int64_t t_ = 0;
-  bool flag_pending_ = false, last_applied_ = true;
-  float last_scale_ = 1.f;
 };
 
 }  // namespace
@@ -909,6 +866,8 @@ void CudaExecutor::loss(int n, const int32_t* labels, float label_smoothing, boo
 }
 void CudaExecutor::backward() { impl_->backward(); }
 void CudaExecutor::step(float lr) { impl_->step(lr); }
+void CudaExecutor::step(const cuda::StepControl* control) { impl_->step(control); }
+const cuda::StepRecord* CudaExecutor::device_record() const { return impl_->device_record(); }
 CudaStepStats CudaExecutor::stats() { return impl_->stats(); }
 void CudaExecutor::download_logits(float* logits) const { impl_->download_logits(logits); }
 
