@@ -73,42 +73,7 @@ __global__ void set_step_control_kernel(StepControl* ctl, float lr, int32_t skip
 }
 
 __global__ void prepare_step_kernel(StepState* st, const StepControl* __restrict__ ctl, StepConfig c) {
-  const bool bad_loss = ctl->skip != 0 || !isfinite(st->record.loss);
-  const bool overflow = c.loss_scaling && st->found_inf != 0;
-  const bool skip = bad_loss || overflow;
-  st->skip_update = skip ? 1 : 0;
-  st->record.applied = skip ? 0 : 1;
-  const float scale = st->scaler.scale;
-  st->record.loss_scale = scale;
-  const float inv_scale = c.loss_scaling ? 1.f / scale : 1.f;
-  if (!skip) ++st->t;
-  const int64_t t = st->t > 0 ? st->t : 1;  // a skipped first step: arguments unused, keep them finite
-  const float lr = ctl->lr;
-  if (c.adamw) {
-    // As engine/optimizer.cpp computes them (double, then rounded to float once).
-    const double bc1 = 1.0 - pow(static_cast<double>(c.beta1), static_cast<double>(t));
-    const double bc2 = 1.0 - pow(static_cast<double>(c.beta2), static_cast<double>(t));
-    AdamwArgs a;
-    a.lr = lr;
-    a.beta1 = c.beta1;
-    a.beta2 = c.beta2;
-    a.eps = c.eps;
-    a.one_minus_beta1 = 1.f - c.beta1;
-    a.one_minus_beta2 = 1.f - c.beta2;
-    a.step_size = static_cast<float>(lr / bc1);
-    a.inv_sqrt_bc2 = static_cast<float>(1.0 / sqrt(bc2));
-    a.inv_scale = inv_scale;
-    st->adamw = a;
-  } else {
-    SgdArgs a;
-    a.lr = lr;
-    a.momentum = c.momentum;
-    a.nesterov = c.nesterov;
-    a.first = t == 1;
-    a.inv_scale = inv_scale;
-    st->sgd = a;
-  }
-  if (c.loss_scaling && !bad_loss) update_loss_scale(st->scaler, c.rule, !overflow);
+  prepare_step_state(*st, *ctl, c);
 }
 
 }  // namespace

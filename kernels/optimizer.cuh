@@ -19,6 +19,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime_api.h>
 
+#include <cmath>
 #include <cstdint>
 
 #if defined(__CUDACC__)
@@ -133,6 +134,57 @@ struct StepConfig {
   bool loss_scaling = false;  // fp16: read found_inf, move the scale
   LossScaleRule rule;
 };
+
+// The decision and the arguments of one step: prepare_step's whole body, a plain function so that the host tests
+// it (tests/gpu/test_cuda_host.cpp) and the kernel runs exactly this.
+STOKE_HOST_DEVICE inline void prepare_step_state(StepState& st, const StepControl& ctl, const StepConfig& c) {
+#if defined(__CUDA_ARCH__)
+  const bool finite_loss = isfinite(st.record.loss);
+  auto dpow = [](double x, double y) { return pow(x, y); };
+  auto dsqrt = [](double x) { return sqrt(x); };
+#else
+  const bool finite_loss = std::isfinite(st.record.loss);
+  auto dpow = [](double x, double y) { return std::pow(x, y); };
+  auto dsqrt = [](double x) { return std::sqrt(x); };
+#endif
+  const bool bad_loss = ctl.skip != 0 || !finite_loss;
+  const bool overflow = c.loss_scaling && st.found_inf != 0;
+  const bool skip = bad_loss || overflow;
+  st.skip_update = skip ? 1 : 0;
+  st.record.applied = skip ? 0 : 1;
+  const float scale = st.scaler.scale;
+  st.record.loss_scale = scale;
+  const float inv_scale = c.loss_scaling ? 1.f / scale : 1.f;
+  if (!skip) ++st.t;
+  const int64_t t = st.t > 0 ? st.t : 1;  // a skipped first step: arguments unused, keep them finite
+  const float lr = ctl.lr;
+  if (c.adamw) {
+    // As engine/optimizer.cpp computes them (double, then rounded to float once).
+    const double bc1 = 1.0 - dpow(static_cast<double>(c.beta1), static_cast<double>(t));
+    const double bc2 = 1.0 - dpow(static_cast<double>(c.beta2), static_cast<double>(t));
+    AdamwArgs a;
+    a.lr = lr;
+    a.beta1 = c.beta1;
+    a.beta2 = c.beta2;
+    a.eps = c.eps;
+    a.one_minus_beta1 = 1.f - c.beta1;
+    a.one_minus_beta2 = 1.f - c.beta2;
+    a.step_size = static_cast<float>(lr / bc1);
+    a.inv_sqrt_bc2 = static_cast<float>(1.0 / dsqrt(bc2));
+    a.inv_scale = inv_scale;
+    st.adamw = a;
+  } else {
+    SgdArgs a;
+    a.lr = lr;
+    a.momentum = c.momentum;
+    a.nesterov = c.nesterov;
+    a.first = t == 1;
+    a.inv_scale = inv_scale;
+    st.sgd = a;
+  }
+  // A non-finite loss never reached the scaler before the update moved onto the device: it still does not.
+  if (c.loss_scaling && !bad_loss) update_loss_scale(st.scaler, c.rule, !overflow);
+}
 
 // One thread: ctl = {lr, skip}.
 void set_step_control(StepControl* ctl, float lr, bool skip, cudaStream_t stream);
