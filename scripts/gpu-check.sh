@@ -14,7 +14,7 @@
 # Steps (device mode): preflight (the carried binaries start: glibc/GLIBCXX, cuDNN/cuBLASLt resolve), parity
 # tests (ctest -L gpu, or the gtest binary when there is no ctest), the first training step with STOKE_CUDA_SYNC=1
 # (faults inside cuDNN/cuBLASLt surface at the call that made them), one CLI training run per precision on the
-# MNIST-shaped data, compute-sanitizer memcheck (kernels + one executor step with STOKE_ARENA_DEBUG=1, so a write
+# MNIST-shaped data with CUDA graphs and one without (STOKE_NO_GRAPHS=1; images/s of both), compute-sanitizer memcheck (kernels + one executor step with STOKE_ARENA_DEBUG=1, so a write
 # past any arena buffer is seen) and racecheck, kernel benchmarks, then the rest (export check, --batch-size auto,
 # diagnose). Writes OUTDIR/summary.json (device, driver, CUDA runtime, commit, date, test names by outcome,
 # every step's status and seconds, ok) and OUTDIR/gpu-check.log. Exit 0 only when ok.
@@ -188,6 +188,12 @@ if [ -d "$DATA/train" ] || [ "$DRY" = 1 ]; then
   step train-first-step-sync 60 device env STOKE_CUDA_SYNC=1 bash -c 'train "$@"' _ train-sync bf16 --limit-train 64 \
     --limit-val 64
   for p in bf16 fp16 fp32; do step "train-$p" 60 device bash -c 'train "$@"' _ "train-$p" "$p"; done
+  # The same runs with every step launched eagerly instead of replayed as a captured CUDA graph: the summary
+  # sets images/s side by side (training.<precision> vs training.<precision>-nographs). STOKE_NO_GRAPHS is the
+  # backend's switch until the CLI has --no-graphs.
+  for p in bf16 fp16 fp32; do
+    step "train-$p-nographs" 60 device env STOKE_NO_GRAPHS=1 bash -c 'train "$@"' _ "train-$p-nographs" "$p"
+  done
 else
   record train -1 0 "failed: no data set at $DATA (run --prepare)"
 fi
@@ -258,7 +264,7 @@ runtime = dev.rsplit("runtime ", 1)[1].split()[0] if "runtime " in dev else "unk
 if not has_smi and "driver " in dev:
     smi, has_smi = [dev.split(",")[0].replace("device: ", ""), dev.rsplit("driver ", 1)[1].split(",")[0]], True
 training = {}
-for p in ("bf16", "fp16", "fp32"):
+for p in ("bf16", "fp16", "fp32", "bf16-nographs", "fp16-nographs", "fp32-nographs"):
     try:
         s = json.load(open(os.path.join(out, "train-%s-summary.json" % p)))
         training[p] = {k: s[k] for k in s if isinstance(s[k], (int, float, str)) and len(str(s[k])) < 80}

@@ -261,3 +261,212 @@ TEST(Precision, AutomaticIsBf16OnAmpereAndNewerElseFp16) {
 
 }  // namespace
 }  // namespace stoke::cuda
+
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "engine/cuda/fusion.h"
+#include "engine/cuda/step_ring.h"
+
+namespace stoke::cuda {
+namespace {
+
+// The asynchronous step's bookkeeping with fake events: copy_done / step_done say what the "device" has
+// completed. A tag is released only when its copy completed — not when it was issued (pushed).
+struct FakeDevice {
+  std::vector<bool> copy_done = std::vector<bool>(StepRing::kSlots, false);
+  std::vector<bool> step_done = std::vector<bool>(StepRing::kSlots, false);
+  std::vector<int64_t> released, finished;
+  void poll(StepRing& r) {
+    r.poll([&](int s) { return bool(copy_done[static_cast<size_t>(s)]); },
+           [&](int s) { return bool(step_done[static_cast<size_t>(s)]); },
+           [&](int64_t tag) { released.push_back(tag); },
+           [&](int s, int64_t tag) {
+             finished.push_back(tag);
+             copy_done[static_cast<size_t>(s)] = step_done[static_cast<size_t>(s)] = false;  // the slot is free
+           });
+  }
+};
+
+TEST(StepRing, ReleasesOnlyAfterTheCopyCompleted) {
+  StepRing r;
+  FakeDevice d;
+  const int s = r.push(10);
+  d.poll(r);
+  EXPECT_TRUE(d.released.empty()) << "released at issue time, before the copy completed";
+  EXPECT_EQ(r.in_flight(), 1);
+  d.copy_done[static_cast<size_t>(s)] = true;
+  d.poll(r);
+  EXPECT_EQ(d.released, (std::vector<int64_t>{10}));
+  EXPECT_TRUE(d.finished.empty());
+  EXPECT_EQ(r.in_flight(), 1);
+  d.poll(r);  // reported once
+  EXPECT_EQ(d.released.size(), 1u);
+  d.step_done[static_cast<size_t>(s)] = true;
+  d.poll(r);
+  EXPECT_EQ(d.finished, (std::vector<int64_t>{10}));
+  EXPECT_TRUE(r.empty());
+}
+
+TEST(StepRing, AResultNeverOvertakesItsRelease) {
+  StepRing r;
+  FakeDevice d;
+  const int s = r.push(1);
+  d.step_done[static_cast<size_t>(s)] = true;  // an inconsistent device: the step "done" before its copy
+  d.poll(r);
+  EXPECT_TRUE(d.released.empty());
+  EXPECT_TRUE(d.finished.empty());
+}
+
+TEST(StepRing, TwoInFlightAlternateSlotsAndReportInOrder) {
+  StepRing r;
+  FakeDevice d;
+  const int a = r.push(100);
+  const int b = r.push(101);
+  EXPECT_NE(a, b);
+  EXPECT_TRUE(r.full());
+  EXPECT_THROW(r.push(102), Error);
+  // The second copy completing first (cannot happen on one copy stream) still does not release it before the first.
+  d.copy_done[static_cast<size_t>(b)] = true;
+  d.poll(r);
+  EXPECT_TRUE(d.released.empty());
+  d.copy_done[static_cast<size_t>(a)] = true;
+  d.poll(r);
+  EXPECT_EQ(d.released, (std::vector<int64_t>{100, 101}));
+  d.step_done[static_cast<size_t>(b)] = true;
+  d.poll(r);
+  EXPECT_TRUE(d.finished.empty()) << "the second result overtook the first";
+  d.step_done[static_cast<size_t>(a)] = true;
+  d.poll(r);
+  EXPECT_EQ(d.finished, (std::vector<int64_t>{100, 101}));
+  // Slots come round: the third step reuses the first's slot, only after it finished.
+  EXPECT_EQ(r.push(102), a);
+  EXPECT_EQ(r.oldest(), a);
+  EXPECT_FALSE(r.oldest_released());
+  EXPECT_EQ(r.pushed(), 3);
+}
+
+// The device step rule of the loss scale is the host class's rule (one definition): a long run matches a replay.
+TEST(LossScaler, DeviceRuleIsTheHostRule) {
+  LossScaler host(1024.f, 3);
+  LossScaleState dev{1024.f, 0, 0};
+  const LossScaleRule rule{3, 0.5f, 2.f};
+  for (int i = 0; i < 40; ++i) {
+    const bool finite = (i % 7) != 3;
+    host.update(finite);
+    update_loss_scale(dev, rule, finite);
+    ASSERT_EQ(host.scale(), dev.scale) << i;
+    ASSERT_EQ(host.streak(), dev.streak) << i;
+  }
+  EXPECT_EQ(host.skipped(), dev.skipped);
+}
+
+// The step decision that runs on the device (prepare_step's body), on the host: skip, non-finite loss and fp16
+// overflow all keep the update from running and t from counting; the arguments are the CPU optimizer's.
+TEST(PrepareStep, SkipsCountsAndComputesArguments) {
+  StepState st;
+  StepConfig c;
+  c.momentum = 0.9f;
+  c.nesterov = true;
+  StepControl ctl{0.1f, 0};
+  st.record.loss = 2.f;
+  prepare_step_state(st, ctl, c);
+  EXPECT_EQ(st.t, 1);
+  EXPECT_EQ(st.skip_update, 0);
+  EXPECT_EQ(st.record.applied, 1);
+  EXPECT_TRUE(st.sgd.first);
+  EXPECT_EQ(st.sgd.lr, 0.1f);
+  EXPECT_EQ(st.sgd.inv_scale, 1.f);
+  ctl = StepControl{0.2f, 1};  // injected skip
+  prepare_step_state(st, ctl, c);
+  EXPECT_EQ(st.t, 1);
+  EXPECT_EQ(st.skip_update, 1);
+  EXPECT_EQ(st.record.applied, 0);
+  ctl.skip = 0;
+  st.record.loss = std::numeric_limits<float>::quiet_NaN();  // non-finite loss, any precision
+  prepare_step_state(st, ctl, c);
+  EXPECT_EQ(st.t, 1);
+  EXPECT_EQ(st.skip_update, 1);
+  st.record.loss = 1.5f;
+  prepare_step_state(st, ctl, c);
+  EXPECT_EQ(st.t, 2);
+  EXPECT_EQ(st.skip_update, 0);
+  EXPECT_FALSE(st.sgd.first);
+  EXPECT_EQ(st.sgd.lr, 0.2f);
+}
+
+TEST(PrepareStep, Fp16OverflowBacksOffAndANonFiniteLossLeavesTheScale) {
+  StepState st;
+  StepConfig c;
+  c.loss_scaling = true;
+  c.rule = LossScaleRule{3, 0.5f, 2.f};
+  st.scaler = LossScaleState{1024.f, 0, 0};
+  StepControl ctl{0.1f, 0};
+  st.record.loss = 1.f;
+  st.found_inf = 1;  // gradient overflow
+  prepare_step_state(st, ctl, c);
+  EXPECT_EQ(st.skip_update, 1);
+  EXPECT_EQ(st.t, 0);
+  EXPECT_EQ(st.record.loss_scale, 1024.f);  // the scale this step used
+  EXPECT_EQ(st.scaler.scale, 512.f);       // the next step's
+  st.found_inf = 0;
+  prepare_step_state(st, ctl, c);
+  EXPECT_EQ(st.skip_update, 0);
+  EXPECT_EQ(st.t, 1);
+  EXPECT_EQ(st.sgd.inv_scale, 1.f / 512.f);
+  EXPECT_EQ(st.scaler.streak, 1);
+  st.record.loss = std::numeric_limits<float>::infinity();
+  prepare_step_state(st, ctl, c);
+  EXPECT_EQ(st.skip_update, 1);
+  EXPECT_EQ(st.scaler.scale, 512.f);
+  EXPECT_EQ(st.scaler.streak, 1);
+  EXPECT_EQ(st.scaler.skipped, 1);
+}
+
+TEST(PrepareStep, AdamwArgumentsAreTheCpuOptimizers) {
+  StepState st;
+  StepConfig c;
+  c.adamw = true;
+  c.beta1 = 0.9f;
+  c.beta2 = 0.999f;
+  c.eps = 1e-8f;
+  st.t = 41;  // resumed from a checkpoint
+  st.record.loss = 0.5f;
+  const StepControl ctl{3e-4f, 0};
+  prepare_step_state(st, ctl, c);
+  ASSERT_EQ(st.t, 42);
+  // engine/optimizer.cpp's arithmetic.
+  const double bc1 = 1.0 - std::pow(static_cast<double>(c.beta1), 42.0);
+  const double bc2 = 1.0 - std::pow(static_cast<double>(c.beta2), 42.0);
+  EXPECT_EQ(st.adamw.step_size, static_cast<float>(ctl.lr / bc1));
+  EXPECT_EQ(st.adamw.inv_sqrt_bc2, static_cast<float>(1.0 / std::sqrt(bc2)));
+  EXPECT_EQ(st.adamw.one_minus_beta1, 1.f - c.beta1);
+  EXPECT_EQ(st.adamw.lr, ctl.lr);
+}
+
+TEST(FusionPlan, BatchNormReluAndResidualGroups) {
+  Graph g({8, 8, 3}, "fuse");
+  int x = g.conv(g.input(), 4, 3, 1, 1, false, "c1");
+  const int bn1 = g.batchnorm(x, "bn1");
+  const int r1 = g.relu(bn1);
+  const int c2 = g.conv(r1, 4, 3, 1, 1, false, "c2");
+  const int bn2 = g.batchnorm(c2, "bn2");
+  const int add = g.add(bn2, r1);
+  const int r2 = g.relu(add);
+  g.linear(g.global_avgpool(r2), 2, "head");
+  const FusionPlan p = plan_fusion(g);
+  ASSERT_EQ(p.groups.size(), 2u);
+  EXPECT_EQ(p.groups[0].bn, bn1);
+  EXPECT_EQ(p.groups[0].out, r1);
+  EXPECT_EQ(p.groups[1].bn, bn2);
+  EXPECT_EQ(p.groups[1].residual, r1);
+  EXPECT_EQ(p.groups[1].out, r2);
+  EXPECT_TRUE(p.interior[static_cast<size_t>(bn2)]);
+  EXPECT_TRUE(p.interior[static_cast<size_t>(add)]);
+  EXPECT_FALSE(p.interior[static_cast<size_t>(r2)]);
+  EXPECT_EQ(p.group_at_out[static_cast<size_t>(r2)], 1);
+}
+
+}  // namespace
+}  // namespace stoke::cuda
