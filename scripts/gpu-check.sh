@@ -14,7 +14,8 @@
 # Steps (device mode): preflight (the carried binaries start: glibc/GLIBCXX, cuDNN/cuBLASLt resolve), parity
 # tests (ctest -L gpu, or the gtest binary when there is no ctest), the first training step with STOKE_CUDA_SYNC=1
 # (faults inside cuDNN/cuBLASLt surface at the call that made them), one CLI training run per precision on the
-# MNIST-shaped data with CUDA graphs and one without (STOKE_NO_GRAPHS=1; images/s of both), compute-sanitizer memcheck (kernels + one executor step with STOKE_ARENA_DEBUG=1, so a write
+# MNIST-shaped data with CUDA graphs and one without (STOKE_NO_GRAPHS=1; images/s of both), the asynchronous
+# step's test with its output (host time per submit), compute-sanitizer memcheck (kernels + one executor step with STOKE_ARENA_DEBUG=1, so a write
 # past any arena buffer is seen) and racecheck, kernel benchmarks, then the rest (export check, --batch-size auto,
 # diagnose). Writes OUTDIR/summary.json (device, driver, CUDA runtime, commit, date, test names by outcome,
 # every step's status and seconds, ok) and OUTDIR/gpu-check.log. Exit 0 only when ok.
@@ -194,6 +195,9 @@ if [ -d "$DATA/train" ] || [ "$DRY" = 1 ]; then
   for p in bf16 fp16 fp32; do
     step "train-$p-nographs" 60 device env STOKE_NO_GRAPHS=1 bash -c 'train "$@"' _ "train-$p-nographs" "$p"
   done
+  # The asynchronous step against the synchronous executor again, this time with its output kept: the host time
+  # per submit with and without graphs is printed there (the parity step's ctest shows output only on failure).
+  step async-step 60 device "$B/tests/gpu/test_gpu" --gtest_filter='GpuAsyncStep.*' --gtest_brief=0
 else
   record train -1 0 "failed: no data set at $DATA (run --prepare)"
 fi
