@@ -15,9 +15,9 @@
 # tests (ctest -L gpu, or the gtest binary when there is no ctest), the first training step with STOKE_CUDA_SYNC=1
 # (faults inside cuDNN/cuBLASLt surface at the call that made them), one CLI training run per precision on the
 # MNIST-shaped data with CUDA graphs and one without (STOKE_NO_GRAPHS=1; images/s of both), the asynchronous
-# step's test with its output (host time per submit), compute-sanitizer memcheck (kernels + one executor step with STOKE_ARENA_DEBUG=1, so a write
-# past any arena buffer is seen) and racecheck, kernel benchmarks, then the rest (export check, --batch-size auto,
-# diagnose). Writes OUTDIR/summary.json (device, driver, CUDA runtime, commit, date, test names by outcome,
+# step's test with its output (host time per submit), compute-sanitizer memcheck (kernels + one executor step
+# with STOKE_ARENA_DEBUG=1, so a write past any arena buffer is seen) and racecheck, kernel benchmarks, then the
+# rest (export check, --batch-size auto, diagnose). Writes OUTDIR/summary.json (device, driver, CUDA runtime, commit, date, test names by outcome,
 # every step's status and seconds, ok) and OUTDIR/gpu-check.log. Exit 0 only when ok.
 set -uo pipefail
 cd "$(dirname "$0")/.."
