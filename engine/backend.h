@@ -28,6 +28,7 @@ struct BackendOptions {
   float clip_grad_norm = 0.f;      // 0 = off
   std::string precision = "auto";  // CUDA: auto | bf16 | fp16 | fp32 (the CPU backend is fp32)
   bool deterministic = false;      // CUDA: deterministic cuDNN algorithms
+  bool graphs = true;              // CUDA: replay full-size training steps as captured CUDA graphs
 };
 
 // One training step as the trainer hands it over: n samples of uint8 NHWC pixels, labels and optional per-sample
@@ -49,6 +50,7 @@ struct StepResult {
   bool applied = false;  // the parameters were updated (false: non-finite loss, or fp16 overflow), decided by the
                          // backend itself: the host never reads the loss before the update
   float loss_scale = 1.f;
+  double device_seconds = 0;  // CUDA: the step's compute on the device, between events (0 where not measured)
 };
 
 class TrainingBackend {

@@ -10,11 +10,15 @@ namespace {
 constexpr int kThreads = 256;
 
 template <typename T>
-__global__ void augment_normalize_kernel(int64_t total, int H, int W, int C, const uint8_t* __restrict__ x,
+__global__ void augment_normalize_kernel(int64_t total, int H, int W, int C, int OC, const uint8_t* __restrict__ x,
                                          const uint8_t* __restrict__ flips, NormalizeParams p, T* __restrict__ y) {
   for (int64_t i = global_thread(); i < total; i += grid_threads()) {
-    const int c = static_cast<int>(i % C);
-    int64_t t = i / C;
+    const int c = static_cast<int>(i % OC);
+    if (c >= C) {  // a padding channel (out_c > c): an exact zero
+      y[i] = from_float<T>(0.f);
+      continue;
+    }
+    int64_t t = i / OC;
     int w = static_cast<int>(t % W);
     t /= W;
     const int h = static_cast<int>(t % H);
@@ -41,17 +45,19 @@ NormalizeParams normalize_params(const float* mean, const float* stdev, int chan
 
 template <typename T>
 void augment_normalize(int n, int h, int w, int c, const uint8_t* x, const uint8_t* flips, const NormalizeParams& p,
-                       T* y, cudaStream_t stream) {
+                       T* y, cudaStream_t stream, int out_c) {
   STOKE_CHECK(n > 0 && h > 0 && w > 0 && c > 0, "empty input batch");
   STOKE_CHECK(c == p.channels, "normalisation for ", p.channels, " channels applied to ", c);
-  const int64_t total = static_cast<int64_t>(n) * h * w * c;
-  augment_normalize_kernel<T><<<grid_for(total, kThreads), kThreads, 0, stream>>>(total, h, w, c, x, flips, p, y);
+  if (out_c == 0) out_c = c;
+  STOKE_CHECK(out_c >= c, "output of ", out_c, " channels for a ", c, "-channel input");
+  const int64_t total = static_cast<int64_t>(n) * h * w * out_c;
+  augment_normalize_kernel<T><<<grid_for(total, kThreads), kThreads, 0, stream>>>(total, h, w, c, out_c, x, flips, p, y);
   CUDA_LAUNCH_CHECK(stream);
 }
 
 #define INSTANTIATE(T)                                                                                         \
   template void augment_normalize<T>(int, int, int, int, const uint8_t*, const uint8_t*, const NormalizeParams&, \
-                                     T*, cudaStream_t);
+                                     T*, cudaStream_t, int);
 STOKE_FOR_EACH_STORAGE(INSTANTIATE)
 #undef INSTANTIATE
 

@@ -26,9 +26,11 @@ struct NormalizeParams {
 // From per-channel mean and std of pixel/255 (host arrays of `channels` values, channels <= 4).
 NormalizeParams normalize_params(const float* mean, const float* stdev, int channels);
 
-// flips: n bytes, nonzero = mirror that sample (may be null: no flips).
+// flips: n bytes, nonzero = mirror that sample (may be null: no flips). out_c (0 = c): channels of y per pixel;
+// channels c..out_c-1 are written as zeros (the executor pads 1- or 3-channel inputs to 8 in half precision, see
+// engine/cuda/param_layout.h).
 template <typename T>
 void augment_normalize(int n, int h, int w, int c, const uint8_t* x, const uint8_t* flips, const NormalizeParams& p,
-                       T* y, cudaStream_t stream);
+                       T* y, cudaStream_t stream, int out_c = 0);
 
 }  // namespace stoke::cuda

@@ -13,8 +13,10 @@ constexpr int kThreads = 256;
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
     sgd_kernel(const OptimizerChunk* __restrict__ chunks, float* __restrict__ params, T* __restrict__ params_half,
-               const float* __restrict__ grads, float* __restrict__ buf, SgdArgs a, const int32_t* __restrict__ found_inf) {
+               const float* __restrict__ grads, float* __restrict__ buf, SgdArgs a, const int32_t* __restrict__ found_inf,
+               const SgdArgs* __restrict__ args_device) {
   if (found_inf && *found_inf) return;
+  if (args_device) a = *args_device;
   const OptimizerChunk ch = chunks[blockIdx.x];
   const float wd = ch.weight_decay;
   for (int32_t j = threadIdx.x; j < ch.count; j += kThreads) {
@@ -38,8 +40,9 @@ template <typename T>
 __global__ void __launch_bounds__(kThreads)
     adamw_kernel(const OptimizerChunk* __restrict__ chunks, float* __restrict__ params, T* __restrict__ params_half,
                  const float* __restrict__ grads, float* __restrict__ m, float* __restrict__ v, AdamwArgs a,
-                 const int32_t* __restrict__ found_inf) {
+                 const int32_t* __restrict__ found_inf, const AdamwArgs* __restrict__ args_device) {
   if (found_inf && *found_inf) return;
+  if (args_device) a = *args_device;
   const OptimizerChunk ch = chunks[blockIdx.x];
   const float lr_wd = __fmul_rn(a.lr, ch.weight_decay);
   for (int32_t j = threadIdx.x; j < ch.count; j += kThreads) {
@@ -64,23 +67,44 @@ __global__ void __launch_bounds__(kThreads) check_finite_kernel(int64_t n, const
   if (__any_sync(0xffffffffu, bad) && (threadIdx.x % 32) == 0) atomicOr(found_inf, 1);
 }
 
+__global__ void set_step_control_kernel(StepControl* ctl, float lr, int32_t skip) {
+  ctl->lr = lr;
+  ctl->skip = skip;
+}
+
+__global__ void prepare_step_kernel(StepState* st, const StepControl* __restrict__ ctl, StepConfig c) {
+  prepare_step_state(*st, *ctl, c);
+}
+
 }  // namespace
+
+void set_step_control(StepControl* ctl, float lr, bool skip, cudaStream_t stream) {
+  set_step_control_kernel<<<1, 1, 0, stream>>>(ctl, lr, skip ? 1 : 0);
+  CUDA_LAUNCH_CHECK(stream);
+}
+
+void prepare_step(StepState* state, const StepControl* ctl, const StepConfig& config, cudaStream_t stream) {
+  prepare_step_kernel<<<1, 1, 0, stream>>>(state, ctl, config);
+  CUDA_LAUNCH_CHECK(stream);
+}
 
 template <typename T>
 void sgd_step(const OptimizerChunk* chunks, int nchunks, float* params, T* params_half, const float* grads,
-              float* momentum_buf, const SgdArgs& a, const int32_t* found_inf, cudaStream_t stream) {
+              float* momentum_buf, const SgdArgs& a, const int32_t* found_inf, cudaStream_t stream,
+              const SgdArgs* args_device) {
   if (nchunks <= 0) return;
   STOKE_CHECK(a.momentum == 0.f || momentum_buf != nullptr, "SGD with momentum needs its buffer");
   float* buf = a.momentum == 0.f ? nullptr : momentum_buf;
-  sgd_kernel<T><<<nchunks, kThreads, 0, stream>>>(chunks, params, params_half, grads, buf, a, found_inf);
+  sgd_kernel<T><<<nchunks, kThreads, 0, stream>>>(chunks, params, params_half, grads, buf, a, found_inf, args_device);
   CUDA_LAUNCH_CHECK(stream);
 }
 
 template <typename T>
 void adamw_step(const OptimizerChunk* chunks, int nchunks, float* params, T* params_half, const float* grads, float* m,
-                float* v, const AdamwArgs& a, const int32_t* found_inf, cudaStream_t stream) {
+                float* v, const AdamwArgs& a, const int32_t* found_inf, cudaStream_t stream,
+                const AdamwArgs* args_device) {
   if (nchunks <= 0) return;
-  adamw_kernel<T><<<nchunks, kThreads, 0, stream>>>(chunks, params, params_half, grads, m, v, a, found_inf);
+  adamw_kernel<T><<<nchunks, kThreads, 0, stream>>>(chunks, params, params_half, grads, m, v, a, found_inf, args_device);
   CUDA_LAUNCH_CHECK(stream);
 }
 
@@ -92,9 +116,9 @@ void check_finite(int64_t n, const float* x, int32_t* found_inf, cudaStream_t st
 
 #define INSTANTIATE(T)                                                                                             \
   template void sgd_step<T>(const OptimizerChunk*, int, float*, T*, const float*, float*, const SgdArgs&,           \
-                            const int32_t*, cudaStream_t);                                                         \
+                            const int32_t*, cudaStream_t, const SgdArgs*);                                         \
   template void adamw_step<T>(const OptimizerChunk*, int, float*, T*, const float*, float*, float*, const AdamwArgs&, \
-                              const int32_t*, cudaStream_t);
+                              const int32_t*, cudaStream_t, const AdamwArgs*);
 STOKE_FOR_EACH_STORAGE(INSTANTIATE)
 #undef INSTANTIATE
 

@@ -7,13 +7,26 @@
 // pass the gradient is unscaled (g * inv_scale, the fp16 loss scale's inverse; 1 otherwise) and the half-precision
 // copy of the weights that forward/backward read is rewritten (params_half may be null when there is none).
 // found_inf (may be null): when *found_inf != 0 the kernel changes nothing: the step is skipped.
+//
+// The captured step (engine/cuda/executor.h, CUDA graphs): a graph replays the same kernel arguments every time,
+// so what changes from step to step — lr, the step count t, the loss scale, whether to skip — lives in device
+// memory (StepState, StepControl). prepare_step() turns them into SgdArgs/AdamwArgs on the device and the update
+// kernels read those (args_device) instead of their by-value arguments. The host never reads the loss or an
+// overflow flag before the update.
 #pragma once
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime_api.h>
 
+#include <cmath>
 #include <cstdint>
+
+#if defined(__CUDACC__)
+#define STOKE_HOST_DEVICE __host__ __device__
+#else
+#define STOKE_HOST_DEVICE
+#endif
 
 namespace stoke::cuda {
 
@@ -31,10 +44,12 @@ struct SgdArgs {
   float inv_scale = 1.f;
 };
 
-// momentum_buf may be null when momentum == 0.
+// momentum_buf may be null when momentum == 0. args_device (may be null): read the arguments from device memory
+// (written by prepare_step) instead of `a` — a captured graph replays launch arguments unchanged.
 template <typename T>
 void sgd_step(const OptimizerChunk* chunks, int nchunks, float* params, T* params_half, const float* grads,
-              float* momentum_buf, const SgdArgs& a, const int32_t* found_inf, cudaStream_t stream);
+              float* momentum_buf, const SgdArgs& a, const int32_t* found_inf, cudaStream_t stream,
+              const SgdArgs* args_device = nullptr);
 
 struct AdamwArgs {
   float lr = 0.f, beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f;
@@ -46,10 +61,137 @@ struct AdamwArgs {
 
 template <typename T>
 void adamw_step(const OptimizerChunk* chunks, int nchunks, float* params, T* params_half, const float* grads, float* m,
-                float* v, const AdamwArgs& a, const int32_t* found_inf, cudaStream_t stream);
+                float* v, const AdamwArgs& a, const int32_t* found_inf, cudaStream_t stream,
+                const AdamwArgs* args_device = nullptr);
 
 // Sets *found_inf = 1 when any of x[0, n) is infinite or NaN (never clears it: zero it before the first check of
 // a step). Integer atomics only, so the flag is deterministic.
 void check_finite(int64_t n, const float* x, int32_t* found_inf, cudaStream_t stream);
+
+// ---- the step's control state in device memory -----------------------------------------------------------------
+
+// fp16 dynamic loss scaling (PyTorch GradScaler's rules), one definition for the host LossScaler
+// (engine/cuda/loss_scaler.h) and the device's prepare_step:
+//   not finite: the step was skipped, scale *= backoff (not below kMinLossScale), streak = 0, ++skipped
+//   finite:     ++streak; after `interval` finite steps in a row, scale *= growth (not above kMaxLossScale)
+inline constexpr float kMinLossScale = 1.f / 65536.f;
+inline constexpr float kMaxLossScale = 16777216.f;  // 2^24: far past what fp16 gradients ever need
+struct LossScaleRule {
+  int32_t interval = 2000;
+  float backoff = 0.5f, growth = 2.f;
+};
+struct LossScaleState {
+  float scale = 65536.f;
+  int32_t streak = 0;
+  int64_t skipped = 0;
+};
+STOKE_HOST_DEVICE inline void update_loss_scale(LossScaleState& s, const LossScaleRule& r, bool finite) {
+  if (!finite) {
+    s.scale *= r.backoff;
+    if (s.scale < kMinLossScale) s.scale = kMinLossScale;
+    s.streak = 0;
+    ++s.skipped;
+    return;
+  }
+  if (++s.streak >= r.interval) {
+    const float grown = s.scale * r.growth;
+    if (grown <= kMaxLossScale) s.scale = grown;
+    s.streak = 0;
+  }
+}
+
+// What the host sets per step: written by set_step_control, or copied into device memory with the batch.
+struct StepControl {
+  float lr = 0.f;
+  int32_t skip = 0;  // fault injection: treat the loss as non-finite (skip the update)
+};
+
+// What the host reads back per step (one small device-to-host copy, no wait inside the step).
+struct StepRecord {
+  float loss = 0.f;        // mean loss of the last loss() (written by softmax_cross_entropy)
+  int32_t correct = 0;
+  int32_t applied = 1;     // the last prepare_step let the update run
+  float loss_scale = 1.f;  // the scale the last step's loss was computed with
+};
+
+// Device-resident across steps (one per executor).
+struct StepState {
+  StepRecord record;
+  int32_t found_inf = 0;    // fp16: gradient overflow, set by check_finite
+  int32_t skip_update = 0;  // the update kernels' flag: non-finite loss, injected skip or overflow
+  int64_t t = 0;            // optimizer steps applied
+  LossScaleState scaler{1.f, 0, 0};  // scale stays 1 without loss scaling
+  SgdArgs sgd;
+  AdamwArgs adamw;
+};
+
+// The constant part of the update (engine/optimizer.h's config); lr comes from StepControl.
+struct StepConfig {
+  bool adamw = false;
+  float momentum = 0.f;
+  bool nesterov = false;
+  float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f;
+  bool loss_scaling = false;  // fp16: read found_inf, move the scale
+  LossScaleRule rule;
+};
+
+// The decision and the arguments of one step: prepare_step's whole body, a plain function so that the host tests
+// it (tests/gpu/test_cuda_host.cpp) and the kernel runs exactly this.
+STOKE_HOST_DEVICE inline void prepare_step_state(StepState& st, const StepControl& ctl, const StepConfig& c) {
+#if defined(__CUDA_ARCH__)
+  const bool finite_loss = isfinite(st.record.loss);
+  auto dpow = [](double x, double y) { return pow(x, y); };
+  auto dsqrt = [](double x) { return sqrt(x); };
+#else
+  const bool finite_loss = std::isfinite(st.record.loss);
+  auto dpow = [](double x, double y) { return std::pow(x, y); };
+  auto dsqrt = [](double x) { return std::sqrt(x); };
+#endif
+  const bool bad_loss = ctl.skip != 0 || !finite_loss;
+  const bool overflow = c.loss_scaling && st.found_inf != 0;
+  const bool skip = bad_loss || overflow;
+  st.skip_update = skip ? 1 : 0;
+  st.record.applied = skip ? 0 : 1;
+  const float scale = st.scaler.scale;
+  st.record.loss_scale = scale;
+  const float inv_scale = c.loss_scaling ? 1.f / scale : 1.f;
+  if (!skip) ++st.t;
+  const int64_t t = st.t > 0 ? st.t : 1;  // a skipped first step: arguments unused, keep them finite
+  const float lr = ctl.lr;
+  if (c.adamw) {
+    // As engine/optimizer.cpp computes them (double, then rounded to float once).
+    const double bc1 = 1.0 - dpow(static_cast<double>(c.beta1), static_cast<double>(t));
+    const double bc2 = 1.0 - dpow(static_cast<double>(c.beta2), static_cast<double>(t));
+    AdamwArgs a;
+    a.lr = lr;
+    a.beta1 = c.beta1;
+    a.beta2 = c.beta2;
+    a.eps = c.eps;
+    a.one_minus_beta1 = 1.f - c.beta1;
+    a.one_minus_beta2 = 1.f - c.beta2;
+    a.step_size = static_cast<float>(lr / bc1);
+    a.inv_sqrt_bc2 = static_cast<float>(1.0 / dsqrt(bc2));
+    a.inv_scale = inv_scale;
+    st.adamw = a;
+  } else {
+    SgdArgs a;
+    a.lr = lr;
+    a.momentum = c.momentum;
+    a.nesterov = c.nesterov;
+    a.first = t == 1;
+    a.inv_scale = inv_scale;
+    st.sgd = a;
+  }
+  // A non-finite loss never reached the scaler before the update moved onto the device: it still does not.
+  if (c.loss_scaling && !bad_loss) update_loss_scale(st.scaler, c.rule, !overflow);
+}
+
+// One thread: ctl = {lr, skip}.
+void set_step_control(StepControl* ctl, float lr, bool skip, cudaStream_t stream);
+// One thread, after the loss (and, with loss scaling, check_finite of the gradients): decides skip_update
+// (ctl->skip, a non-finite record.loss, or found_inf), counts t when the update will run, writes sgd/adamw
+// arguments as the host used to compute them (bias corrections in double) and the record's applied/loss_scale,
+// then moves the loss scale (not on a non-finite loss: as before, such a step never reached the scaler).
+void prepare_step(StepState* state, const StepControl* ctl, const StepConfig& config, cudaStream_t stream);
 
 }  // namespace stoke::cuda

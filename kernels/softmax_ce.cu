@@ -21,8 +21,9 @@ __device__ __forceinline__ float warp_sum(float v) {
 template <typename T>
 __global__ void __launch_bounds__(32 * kWarpsPerBlock)
     rows_kernel(int n, int K, const T* __restrict__ logits, const int32_t* __restrict__ labels, float smoothing,
-                float g, float* __restrict__ row_loss, int32_t* __restrict__ row_hit, float* __restrict__ losses,
-                T* __restrict__ dlogits) {
+                float g, const float* __restrict__ grad_scale_device, float* __restrict__ row_loss,
+                int32_t* __restrict__ row_hit, float* __restrict__ losses, T* __restrict__ dlogits) {
+  if (grad_scale_device) g = *grad_scale_device / static_cast<float>(n);  // as the host computes it below
   const int row = blockIdx.x * kWarpsPerBlock + static_cast<int>(threadIdx.x) / 32;
   const int lane = static_cast<int>(threadIdx.x) % 32;
   if (row >= n) return;  // the whole warp leaves together
@@ -114,15 +115,15 @@ int64_t softmax_ce_workspace_bytes(int n) { return static_cast<int64_t>(n) * (si
 template <typename T>
 void softmax_cross_entropy(int n, int classes, const T* logits, const int32_t* labels, float smoothing, float grad_scale,
                            float* losses, T* dlogits, float* mean_loss, int32_t* correct, void* workspace,
-                           cudaStream_t stream) {
+                           cudaStream_t stream, const float* grad_scale_device) {
   STOKE_CHECK(n > 0 && classes > 0, "softmax cross-entropy over an empty batch");
   STOKE_CHECK(mean_loss != nullptr && workspace != nullptr);
   auto* row_loss = static_cast<float*>(workspace);
   auto* row_hit = reinterpret_cast<int32_t*>(row_loss + n);
   const float g = grad_scale / static_cast<float>(n);
   const int blocks = (n + kWarpsPerBlock - 1) / kWarpsPerBlock;
-  rows_kernel<T><<<blocks, 32 * kWarpsPerBlock, 0, stream>>>(n, classes, logits, labels, smoothing, g, row_loss, row_hit,
-                                                            losses, dlogits);
+  rows_kernel<T><<<blocks, 32 * kWarpsPerBlock, 0, stream>>>(n, classes, logits, labels, smoothing, g, grad_scale_device,
+                                                            row_loss, row_hit, losses, dlogits);
   CUDA_LAUNCH_CHECK(stream);
   mean_kernel<<<1, kMeanThreads, 0, stream>>>(n, row_loss, row_hit, mean_loss, correct);
   CUDA_LAUNCH_CHECK(stream);
@@ -130,7 +131,7 @@ void softmax_cross_entropy(int n, int classes, const T* logits, const int32_t* l
 
 #define INSTANTIATE(T)                                                                                               \
   template void softmax_cross_entropy<T>(int, int, const T*, const int32_t*, float, float, float*, T*, float*,       \
-                                         int32_t*, void*, cudaStream_t);
+                                         int32_t*, void*, cudaStream_t, const float*);
 STOKE_FOR_EACH_STORAGE(INSTANTIATE)
 #undef INSTANTIATE
 

@@ -7,7 +7,8 @@
 // label; may be null), losses[n] (per-row loss; may be null). dlogits (may be null) receives the gradient of
 // the mean loss times grad_scale. A label outside [0, classes) cannot throw on the device: its row's loss is NaN
 // (so the mean is NaN and the caller's finite check fires) and its gradient row is zero.
-// `workspace`: softmax_ce_workspace_bytes(n) bytes.
+// `workspace`: softmax_ce_workspace_bytes(n) bytes. grad_scale_device (may be null): read the scale from device
+// memory instead (the fp16 loss scale of a captured step, which changes between replays of the same graph).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -23,6 +24,6 @@ int64_t softmax_ce_workspace_bytes(int n);
 template <typename T>
 void softmax_cross_entropy(int n, int classes, const T* logits, const int32_t* labels, float smoothing, float grad_scale,
                            float* losses, T* dlogits, float* mean_loss, int32_t* correct, void* workspace,
-                           cudaStream_t stream);
+                           cudaStream_t stream, const float* grad_scale_device = nullptr);
 
 }  // namespace stoke::cuda

@@ -3,6 +3,8 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <limits>
 #include <utility>
 
@@ -21,8 +23,18 @@ DeviceArena DeviceArena::counting() {
   return a;
 }
 
-DeviceArena::DeviceArena(size_t bytes, std::string purpose) : purpose_(std::move(purpose)) {
+bool DeviceArena::debug_from_env() {
+  const char* e = std::getenv("STOKE_ARENA_DEBUG");
+  return e != nullptr && *e != '\0' && std::strcmp(e, "0") != 0;
+}
+
+DeviceArena::DeviceArena(size_t bytes, std::string purpose, bool debug) : debug_(debug), purpose_(std::move(purpose)) {
   bytes = arena_round(bytes == 0 ? 1 : bytes);
+  if (debug_) {  // no block: allocate() makes one per request
+    capacity_ = bytes;
+    std::fprintf(stderr, "stoke: STOKE_ARENA_DEBUG: %s gets one cudaMalloc per buffer\n", purpose_.c_str());
+    return;
+  }
   cudaError_t e = cudaMalloc(&base_, bytes);
   if (e != cudaSuccess) {
     base_ = nullptr;
@@ -38,17 +50,32 @@ DeviceArena::DeviceArena(size_t bytes, std::string purpose) : purpose_(std::move
 
 void DeviceArena::release() noexcept {
   if (base_ && !counting_) CUDA_CHECK_NOEXCEPT(cudaFree(base_));
+  for (const Block& b : blocks_) CUDA_CHECK_NOEXCEPT(cudaFree(b.ptr));
+  blocks_.clear();
   base_ = nullptr;
   capacity_ = used_ = 0;
+}
+
+void DeviceArena::zero(cudaStream_t stream) {
+  STOKE_CHECK(!counting_, "zero() on a counting arena");
+  if (base_) CUDA_CHECK(cudaMemsetAsync(base_, 0, capacity_, stream));
+  for (const Block& b : blocks_) CUDA_CHECK(cudaMemsetAsync(b.ptr, 0, b.bytes, stream));
 }
 
 DeviceArena::~DeviceArena() { release(); }
 
 DeviceArena::DeviceArena(DeviceArena&& o) noexcept
-    : base_(o.base_), capacity_(o.capacity_), used_(o.used_), counting_(o.counting_), purpose_(std::move(o.purpose_)) {
+    : base_(o.base_),
+      capacity_(o.capacity_),
+      used_(o.used_),
+      counting_(o.counting_),
+      debug_(o.debug_),
+      purpose_(std::move(o.purpose_)),
+      blocks_(std::move(o.blocks_)) {
   o.base_ = nullptr;
   o.capacity_ = o.used_ = 0;
-  o.counting_ = false;
+  o.counting_ = o.debug_ = false;
+  o.blocks_.clear();
 }
 
 DeviceArena& DeviceArena::operator=(DeviceArena&& o) noexcept {
@@ -58,20 +85,36 @@ DeviceArena& DeviceArena::operator=(DeviceArena&& o) noexcept {
     capacity_ = o.capacity_;
     used_ = o.used_;
     counting_ = o.counting_;
+    debug_ = o.debug_;
     purpose_ = std::move(o.purpose_);
+    blocks_ = std::move(o.blocks_);
     o.base_ = nullptr;
     o.capacity_ = o.used_ = 0;
-    o.counting_ = false;
+    o.counting_ = o.debug_ = false;
+    o.blocks_.clear();
   }
   return *this;
 }
 
 void* DeviceArena::allocate(size_t bytes, const char* what) {
   const size_t need = arena_round(bytes == 0 ? 1 : bytes);
-  if (base_ == nullptr || need > capacity_ - used_)
+  if ((base_ == nullptr && !debug_) || need > capacity_ - used_)
     throw Error(str("device arena (", purpose_, ") exhausted: ", what, " needs ", format_bytes(need), " but ",
                     format_bytes(capacity_ - used_), " of ", format_bytes(capacity_),
                     " are left (the memory plan under-counted: an internal error, please report it)"));
+  if (debug_) {
+    const size_t exact = bytes == 0 ? 1 : bytes;  // exactly what was asked: memcheck flags the first byte past it
+    void* p = nullptr;
+    const cudaError_t e = cudaMalloc(&p, exact);
+    if (e != cudaSuccess) {
+      cudaGetLastError();
+      throw OutOfMemory(str("STOKE_ARENA_DEBUG: cannot cudaMalloc ", format_bytes(exact), " for ", what, " (",
+                            purpose_, "): ", cudaGetErrorName(e)));
+    }
+    blocks_.push_back({p, exact});
+    used_ += need;
+    return p;
+  }
   void* p = reinterpret_cast<void*>(reinterpret_cast<uintptr_t>(base_) + used_);
   used_ += need;
   return p;

@@ -38,36 +38,31 @@ const char* math_name(cudnnMathType_t m) {
   return "?";
 }
 
-// Whether a candidate may be used: it ran (or would run), is deterministic when asked, and for fp32 storage
-// does not use tensor cores (TF32) — the fp32 path is the exact one.
+// Whether a candidate may be used: it ran (or would run), is deterministic when asked, and has a math type
+// this storage may run with (conv_math_for).
 template <typename Perf>
-bool usable(const Perf& p, bool deterministic, Precision storage, bool fma_only) {
+bool usable(const Perf& p, bool deterministic, Precision storage) {
   if (p.status != CUDNN_STATUS_SUCCESS) return false;
   if (deterministic && p.determinism != CUDNN_DETERMINISTIC) return false;
-  if (storage == Precision::fp32) {
-    if (p.mathType == CUDNN_TENSOR_OP_MATH || p.mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION) return false;
-    if (fma_only && p.mathType != CUDNN_FMA_MATH) return false;
-  }
-  return true;
+  return conv_math_for(storage, p.mathType).has_value();
 }
 
 // Walks cuDNN's ranked candidates and takes the first usable one whose workspace fits. `ws_of(algo)` returns the
-// workspace (after the caller's descriptor has the candidate's math type) or SIZE_MAX when cuDNN refuses.
+// workspace (after the caller's descriptor has the math type it will run with) or SIZE_MAX when cuDNN refuses.
 template <typename Perf, typename Algo, typename SetMath, typename WsOf>
 bool choose(const std::vector<Perf>& perf, int got, bool deterministic, Precision storage, size_t limit, SetMath set_math,
             WsOf ws_of, Algo& algo, cudnnMathType_t& math, size_t& ws, std::string& why) {
-  for (int pass = 0; pass < (storage == Precision::fp32 ? 2 : 1); ++pass) {
-    for (int i = 0; i < got; ++i) {
-      const Perf& p = perf[static_cast<size_t>(i)];
-      if (!usable(p, deterministic, storage, storage == Precision::fp32 && pass == 0)) continue;
-      set_math(p.mathType);
-      const size_t need = ws_of(p.algo);
-      if (need == SIZE_MAX || need > limit) continue;
-      algo = p.algo;
-      math = p.mathType;
-      ws = need;
-      return true;
-    }
+  for (int i = 0; i < got; ++i) {
+    const Perf& p = perf[static_cast<size_t>(i)];
+    if (!usable(p, deterministic, storage)) continue;
+    const cudnnMathType_t m = *conv_math_for(storage, p.mathType);
+    set_math(m);
+    const size_t need = ws_of(p.algo);
+    if (need == SIZE_MAX || need > limit) continue;
+    algo = p.algo;
+    math = m;
+    ws = need;
+    return true;
   }
   std::ostringstream os;
   for (int i = 0; i < got; ++i) {
@@ -80,6 +75,14 @@ bool choose(const std::vector<Perf>& perf, int got, bool deterministic, Precisio
 }
 
 }  // namespace
+
+std::optional<cudnnMathType_t> conv_math_for(Precision storage, cudnnMathType_t offered) {
+  if (storage != Precision::fp32) return offered;
+  // fp32: CUDNN_DEFAULT_MATH lets cuDNN pick TF32 tensor cores on sm_80+ (unless NVIDIA_TF32_OVERRIDE=0 is set),
+  // so a default-math candidate runs with FMA math forced; tensor-op candidates are refused.
+  if (offered == CUDNN_FMA_MATH || offered == CUDNN_DEFAULT_MATH) return CUDNN_FMA_MATH;
+  return std::nullopt;
+}
 
 struct ConvRunner::Plan {
   ConvShape shape;

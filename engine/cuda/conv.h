@@ -2,7 +2,7 @@
 // kernels/conv2d.h, so no transposes anywhere.
 //
 // Half precision (bf16/fp16) runs on tensor cores with fp32 accumulation (CUDNN_TENSOR_OP_MATH, compute type
-// float); fp32 asks for FMA kernels (CUDNN_FMA_MATH, no TF32). Algorithms are chosen once per shape — by the
+// float); fp32 runs every algorithm with CUDNN_FMA_MATH (no TF32, whatever NVIDIA_TF32_OVERRIDE says). Algorithms are chosen once per shape — by the
 // _v7 heuristics, or by timing them (cudnnFind*AlgorithmEx) when `benchmark` is on and prepare() is given
 // buffers — and cached with their descriptors, so a training step only looks up a map. With `deterministic`
 // only algorithms cuDNN reports as deterministic are taken. The workspace comes from the caller (the arena):
@@ -17,6 +17,7 @@
 #include <cstddef>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <tuple>
 
@@ -42,6 +43,11 @@ struct ConvBenchBuffers {
   void* workspace = nullptr;
   size_t workspace_bytes = 0;
 };
+
+// The math type a candidate cuDNN offered with `offered` runs with for this storage, or nullopt when it must not
+// be used. fp32 means fp32 arithmetic: always CUDNN_FMA_MATH (never TF32), whatever the candidate listed;
+// bf16/fp16 take the candidate's own (tensor cores, fp32 accumulation). Host-only (tested without a device).
+std::optional<cudnnMathType_t> conv_math_for(Precision storage, cudnnMathType_t offered);
 
 class ConvRunner {
  public:

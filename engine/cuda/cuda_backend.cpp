@@ -1,27 +1,103 @@
-// The CUDA backend behind engine/backend.h: CudaExecutor driven one synchronous step at a time.
+// The CUDA backend behind engine/backend.h: CudaExecutor driven by the asynchronous step protocol.
 //
-// Each train_step copies the batch (pixels, labels, flips) into the executor's staging, runs forward, loss and
-// backward, then reads the loss back (one small synchronisation) so that a non-finite bf16/fp32 loss skips the
-// update exactly as on the CPU; fp16 overflow is decided on the device by the executor's scaler. The overlapped,
-// graph-captured step without per-step synchronisation is not written yet.
+//   submit(step k)   slot b = k % 2 (engine/cuda/step_ring.h). On the copy stream: wait until the compute that
+//                    last read input buffer b finished (its done event), copy pixels, labels, flips and the step's
+//                    StepControl {lr, skip} into buffer b, record copied[b]. On the compute stream: wait for
+//                    copied[b], record start[b], run the step (a replayed CUDA graph, or the launches themselves),
+//                    copy the step's StepRecord to pinned memory, record done[b]. At most 2 steps are in flight:
+//                    a third submit waits for the oldest's done event first.
+//   collect()        a tag is released once copied[b] has *completed* (cudaEventQuery) — the trainer then gives
+//                    its host memory back to the decoders, so a release at issue time would let the next batch
+//                    overwrite pixels the copy engine is still reading. Results once done[b] has completed, read
+//                    from the pinned record, in order.
+//   drain()          waits for both streams.
+//
+// Nothing inside a step waits for the host: whether the update runs (non-finite loss, injected skip, fp16
+// overflow), t, lr and the loss scale are on the device (CudaExecutor::step(const StepControl*)). The host never
+// reads the loss before the update; it learns everything from the record.
 #include <cuda_profiler_api.h>
 
-#include <cmath>
+#include <array>
+#include <cstdlib>
+#include <cstring>
 #include <limits>
 
-#include "engine/backend.h"
 #include "base/cuda_check.h"
-#include "engine/cuda/executor.h"
 #include "base/error.h"
+#include "base/trace.h"
+#include "engine/backend.h"
+#include "engine/cuda/arena.h"
+#include "engine/cuda/executor.h"
+#include "engine/cuda/runtime.h"
+#include "engine/cuda/step_graph.h"
+#include "engine/cuda/step_ring.h"
 
 namespace stoke {
 namespace {
 
+using cuda::StepRing;
+constexpr int kSlots = StepRing::kSlots;
+// Full-size steps run uncaptured before the first capture: cuDNN/cuBLASLt set-up on first use and lazy kernel
+// loading must not happen inside a capture.
+constexpr int kWarmupSteps = 3;
+
+bool graphs_disabled_by_env() {
+  const char* e = std::getenv("STOKE_NO_GRAPHS");
+  return e != nullptr && *e != '\0' && std::strcmp(e, "0") != 0;
+}
+
+// The per-slot host memory the device writes to and copies from: pinned, so the copies are truly asynchronous
+// and nothing is staged through pageable memory.
+class PinnedSlots {
+ public:
+  PinnedSlots() {
+    CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&p_), sizeof(Block), cudaHostAllocDefault));
+    *p_ = Block{};
+  }
+  ~PinnedSlots() { CUDA_CHECK_NOEXCEPT(cudaFreeHost(p_)); }
+  PinnedSlots(const PinnedSlots&) = delete;
+  PinnedSlots& operator=(const PinnedSlots&) = delete;
+  cuda::StepControl& control(int slot) { return p_->control[static_cast<size_t>(slot)]; }
+  cuda::StepRecord& record(int slot) { return p_->record[static_cast<size_t>(slot)]; }
+
+ private:
+  struct Block {
+    std::array<cuda::StepControl, kSlots> control;
+    std::array<cuda::StepRecord, kSlots> record;
+  };
+  Block* p_ = nullptr;
+};
+
+// One device input buffer: what a step reads, filled by the copy stream.
+struct InputBuffer {
+  uint8_t* pixels = nullptr;
+  int32_t* labels = nullptr;
+  uint8_t* flips = nullptr;
+  cuda::StepControl* control = nullptr;
+};
+
 class CudaBackend final : public TrainingBackend {
  public:
-  CudaBackend(const Graph& g, const BackendOptions& o) : graph_(g), opt_(o), ex_(g, o.max_batch, options(o)) {
+  CudaBackend(const Graph& g, const BackendOptions& o)
+      : graph_(g), opt_(o), ex_(g, o.max_batch, options(o)), graphs_(o.graphs && !graphs_disabled_by_env()),
+        start_{cuda::Event(true), cuda::Event(true)}, done_{cuda::Event(true), cuda::Event(true)} {
     ex_.set_normalization(o.mean, o.stdev);
     logits_.resize(static_cast<size_t>(o.max_batch) * static_cast<size_t>(ex_.outputs()));
+    // Both input buffers in one allocation, made once: no step allocates.
+    cuda::DeviceArena plan = cuda::DeviceArena::counting();
+    layout_inputs(plan);
+    inputs_arena_ = cuda::DeviceArena(plan.used(), "the input buffers of the asynchronous step");
+    layout_inputs(inputs_arena_);
+    inputs_arena_.zero(copy_);
+    copy_.synchronize();
+    released_.reserve(4 * kSlots);
+    results_.reserve(4 * kSlots);
+  }
+
+  ~CudaBackend() override {
+    // The streams may still read the input buffers and write the pinned records that die with this object.
+    CUDA_CHECK_NOEXCEPT(cudaStreamSynchronize(copy_.get()));
+    CUDA_CHECK_NOEXCEPT(cudaStreamSynchronize(ex_.stream()));
   }
 
   static CudaExecutorOptions options(const BackendOptions& o) {
@@ -35,20 +111,23 @@ class CudaBackend final : public TrainingBackend {
   }
 
   std::string name() const override { return "cuda"; }
-  std::string describe() const override { return ex_.describe(); }
+  std::string describe() const override {
+    return ex_.describe() + (graphs_ ? ", CUDA graphs" : ", no CUDA graphs");
+  }
   bool profiler(bool on) override {
-    if (on) {
-      CUDA_CHECK(cudaDeviceSynchronize());  // the window starts with nothing of earlier steps in flight
+    drain();
+    CUDA_CHECK(cudaDeviceSynchronize());  // the window starts (and ends) with nothing of other steps in flight
+    if (on)
       CUDA_CHECK(cudaProfilerStart());
-    } else {
-      CUDA_CHECK(cudaDeviceSynchronize());
+    else
       CUDA_CHECK(cudaProfilerStop());
-    }
     return true;
   }
 
   void set_state(const std::vector<float>& params, const std::vector<float>& buffers,
                  const std::vector<float>& optimizer_state, int64_t optimizer_steps) override {
+    drain();
+    // Same device addresses: captured graphs stay valid (they read the state, they do not hold it).
     ex_.upload_params(params.data());
     ex_.upload_buffers(buffers.data());
     ex_.upload_optimizer_state(optimizer_state, optimizer_steps);
@@ -56,6 +135,7 @@ class CudaBackend final : public TrainingBackend {
 
   void get_state(std::vector<float>& params, std::vector<float>& buffers, std::vector<float>& optimizer_state,
                  int64_t& optimizer_steps) override {
+    drain();
     params.resize(static_cast<size_t>(graph_.num_params()));
     buffers.resize(static_cast<size_t>(graph_.num_buffers()));
     ex_.download_params(params.data());
@@ -63,16 +143,9 @@ class CudaBackend final : public TrainingBackend {
     ex_.download_optimizer_state(optimizer_state, optimizer_steps);
   }
 
-  void stage(int n, const uint8_t* pixels, const int32_t* labels, const uint8_t* flips) {
-    const size_t px = static_cast<size_t>(n) * static_cast<size_t>(graph_.input_shape().size());
-    cudaStream_t s = ex_.stream();
-    CUDA_CHECK(cudaMemcpyAsync(ex_.device_pixels(), pixels, px, cudaMemcpyHostToDevice, s));
-    CUDA_CHECK(cudaMemcpyAsync(ex_.device_labels(), labels, static_cast<size_t>(n) * sizeof(int32_t), cudaMemcpyHostToDevice, s));
-    if (flips) CUDA_CHECK(cudaMemcpyAsync(ex_.device_flips(), flips, static_cast<size_t>(n), cudaMemcpyHostToDevice, s));
-  }
-
   const float* eval_batch(int n, const uint8_t* pixels, const int32_t* labels, float* loss) override {
-    stage(n, pixels, labels, nullptr);
+    drain();
+    stage_sync(n, pixels, labels, nullptr);
     ex_.forward(n, ex_.device_pixels(), nullptr, false);
     ex_.loss(n, ex_.device_labels(), 0.f, false);
     *loss = ex_.stats().loss;
@@ -80,33 +153,190 @@ class CudaBackend final : public TrainingBackend {
     return logits_.data();
   }
 
+  // ---- the asynchronous step -------------------------------------------------------------------------------------
+  void submit(const StepRequest& r) override {
+    STOKE_CHECK(r.n >= 1 && r.n <= opt_.max_batch, "batch of ", r.n, " for a backend of ", opt_.max_batch);
+    STOKE_TRACE("submit");
+    if (ring_.full()) {
+      // The host-side bound: the oldest step's slot (input buffer, pinned control and record) is needed again.
+      done_[static_cast<size_t>(ring_.oldest())].synchronize();
+      poll();
+    }
+    const int slot = ring_.push(r.tag);
+    skip_[static_cast<size_t>(slot)] = r.skip;
+    copy_in(slot, r);
+    compute(slot, r.n);
+    poll();
+  }
+
+  void collect(std::vector<int64_t>& released, std::vector<StepResult>& results, bool wait) override {
+    poll();
+    if (wait && released_.empty() && results_.empty() && !ring_.empty()) {
+      // Block on whatever the oldest step reports next: its release, else its result.
+      const size_t s = static_cast<size_t>(ring_.oldest());
+      if (ring_.oldest_released())
+        done_[s].synchronize();
+      else
+        copied_[s].synchronize();
+      poll();
+    }
+    released.insert(released.end(), released_.begin(), released_.end());
+    results.insert(results.end(), results_.begin(), results_.end());
+    released_.clear();
+    results_.clear();
+  }
+
+  void drain() override {
+    copy_.synchronize();
+    CUDA_CHECK(cudaStreamSynchronize(ex_.stream()));
+    poll();
+    STOKE_CHECK(ring_.empty(), ring_.in_flight(), " steps still in flight after both streams finished");
+  }
+
+  int in_flight() const override { return ring_.in_flight(); }
+
  protected:
-  // The default protocol (engine/backend.cpp): each step runs to its end inside submit(). The copy stream, the
-  // event-gated release and the captured graph replace this in the asynchronous CUDA step.
+  // The synchronous reference path (the default protocol's hook; this backend's submit() does not use it): the
+  // batch copied on the compute stream into the executor's own staging, the step, then a wait for its results.
   StepResult run_step(const StepRequest& r) override {
-    const int n = r.n;
-    const uint8_t* flips = r.flips;
-    const bool skip = r.skip;
-    const float lr = r.lr;
-    stage(n, r.pixels, r.labels, flips);
-    ex_.forward(n, ex_.device_pixels(), flips ? ex_.device_flips() : nullptr, true);
-    ex_.loss(n, ex_.device_labels(), opt_.label_smoothing, true);
+    drain();
+    stage_sync(r.n, r.pixels, r.labels, r.flips);
+    ex_.forward(r.n, ex_.device_pixels(), r.flips ? ex_.device_flips() : nullptr, true);
+    ex_.loss(r.n, ex_.device_labels(), opt_.label_smoothing, true);
     ex_.backward();
-    CudaStepStats st = ex_.stats();  // the host buffers may be reused from here on
+    cuda::set_step_control(ctl_sync(), r.lr, r.skip, ex_.stream());
+    ex_.step(ctl_sync());
+    const CudaStepStats st = ex_.stats();
     StepResult out;
-    out.loss = skip ? std::numeric_limits<float>::infinity() : st.loss;
+    out.tag = r.tag;
+    out.loss = r.skip ? std::numeric_limits<float>::infinity() : st.loss;
     out.correct = st.correct;
+    out.applied = st.step_applied;
     out.loss_scale = st.loss_scale;
-    if (!std::isfinite(out.loss)) return out;
-    ex_.step(lr);
-    out.applied = ex_.stats().step_applied;
     return out;
   }
 
  private:
+  void layout_inputs(cuda::DeviceArena& a) {
+    const size_t mb = static_cast<size_t>(opt_.max_batch);
+    const size_t px = mb * static_cast<size_t>(graph_.input_shape().size());
+    for (InputBuffer& b : inputs_) {
+      b.pixels = a.alloc<uint8_t>(px, "input pixels (asynchronous step)");
+      b.labels = a.alloc<int32_t>(mb, "labels (asynchronous step)");
+      b.flips = a.alloc<uint8_t>(mb, "flip flags (asynchronous step)");
+      b.control = a.alloc<cuda::StepControl>(1, "step control (asynchronous step)");
+    }
+    sync_control_ = a.alloc<cuda::StepControl>(1, "step control (synchronous step)");
+  }
+  cuda::StepControl* ctl_sync() { return sync_control_; }
+
+  // Eval and the synchronous path: the executor's staging, on the compute stream, waited for (the caller's memory
+  // is free when this returns).
+  void stage_sync(int n, const uint8_t* pixels, const int32_t* labels, const uint8_t* flips) {
+    const size_t px = static_cast<size_t>(n) * static_cast<size_t>(graph_.input_shape().size());
+    cudaStream_t s = ex_.stream();
+    CUDA_CHECK(cudaMemcpyAsync(ex_.device_pixels(), pixels, px, cudaMemcpyHostToDevice, s));
+    CUDA_CHECK(cudaMemcpyAsync(ex_.device_labels(), labels, static_cast<size_t>(n) * sizeof(int32_t),
+                               cudaMemcpyHostToDevice, s));
+    if (flips) CUDA_CHECK(cudaMemcpyAsync(ex_.device_flips(), flips, static_cast<size_t>(n), cudaMemcpyHostToDevice, s));
+    CUDA_CHECK(cudaStreamSynchronize(s));
+  }
+
+  // The copy stream's part of step `slot`. The slot's previous step has finished (StepRing frees a slot only then),
+  // so its pinned control may be rewritten; the device-side wait on done_[slot] says the same to the copy engine
+  // (a never-recorded event counts as complete).
+  void copy_in(int slot, const StepRequest& r) {
+    STOKE_TRACE("copy batch");
+    const size_t b = static_cast<size_t>(slot);
+    const InputBuffer& in = inputs_[b];
+    const size_t n = static_cast<size_t>(r.n);
+    cuda::StepControl& ctl = pinned_.control(slot);
+    ctl.lr = r.lr;
+    ctl.skip = r.skip ? 1 : 0;
+    CUDA_CHECK(cudaStreamWaitEvent(copy_.get(), done_[b].get(), 0));
+    CUDA_CHECK(cudaMemcpyAsync(in.pixels, r.pixels, n * static_cast<size_t>(graph_.input_shape().size()),
+                               cudaMemcpyHostToDevice, copy_.get()));
+    CUDA_CHECK(cudaMemcpyAsync(in.labels, r.labels, n * sizeof(int32_t), cudaMemcpyHostToDevice, copy_.get()));
+    // The captured step always reads a flips buffer: no flips means zeros (no mirroring), the same pixels as null.
+    if (r.flips)
+      CUDA_CHECK(cudaMemcpyAsync(in.flips, r.flips, n, cudaMemcpyHostToDevice, copy_.get()));
+    else
+      CUDA_CHECK(cudaMemsetAsync(in.flips, 0, n, copy_.get()));
+    CUDA_CHECK(cudaMemcpyAsync(in.control, &ctl, sizeof(ctl), cudaMemcpyHostToDevice, copy_.get()));
+    copied_[b].record(copy_.get());
+  }
+
+  // The compute stream's part of step `slot`: after its copy, the step (captured once warm, for full batches),
+  // then its record to pinned memory.
+  void compute(int slot, int n) {
+    const size_t b = static_cast<size_t>(slot);
+    cudaStream_t s = ex_.stream();
+    CUDA_CHECK(cudaStreamWaitEvent(s, copied_[b].get(), 0));
+    start_[b].record(s);
+    const bool full = n == opt_.max_batch;
+    if (graphs_ && full && full_steps_ >= kWarmupSteps) {
+      if (!captured_[b].ready()) {
+        STOKE_TRACE("capture step graph");
+        captured_[b].capture(s, [&] { enqueue_step(slot, n); });
+      }
+      captured_[b].launch(s);
+    } else {
+      enqueue_step(slot, n);
+    }
+    if (full) ++full_steps_;
+    CUDA_CHECK(cudaMemcpyAsync(&pinned_.record(slot), ex_.device_record(), sizeof(cuda::StepRecord),
+                               cudaMemcpyDeviceToHost, s));
+    done_[b].record(s);
+  }
+
+  // Everything a training step launches, all reading input buffer `slot`: the same calls eager or captured.
+  void enqueue_step(int slot, int n) {
+    const InputBuffer& in = inputs_[static_cast<size_t>(slot)];
+    ex_.forward(n, in.pixels, in.flips, true);
+    ex_.loss(n, in.labels, opt_.label_smoothing, true);
+    ex_.backward();
+    ex_.step(in.control);
+  }
+
+  // Moves completed copies (releases) and finished steps (results) out of the ring, never waiting.
+  void poll() {
+    ring_.poll([&](int s) { return copied_[static_cast<size_t>(s)].done(); },
+               [&](int s) { return done_[static_cast<size_t>(s)].done(); },
+               [&](int64_t tag) { released_.push_back(tag); },
+               [&](int s, int64_t tag) { results_.push_back(result_of(s, tag)); });
+  }
+
+  StepResult result_of(int slot, int64_t tag) {
+    const size_t b = static_cast<size_t>(slot);
+    const cuda::StepRecord& rec = pinned_.record(slot);
+    StepResult out;
+    out.tag = tag;
+    // The device skipped the update on the injected flag; the host reports what the trainer expects of it.
+    out.loss = skip_[b] ? std::numeric_limits<float>::infinity() : rec.loss;
+    out.correct = rec.correct;
+    out.applied = rec.applied != 0;
+    out.loss_scale = rec.loss_scale;
+    out.device_seconds = static_cast<double>(cuda::Event::elapsed_ms(start_[b], done_[b])) * 1e-3;
+    return out;
+  }
+
   const Graph& graph_;
   BackendOptions opt_;
-  CudaExecutor ex_;
+  CudaExecutor ex_;  // first: it selects the device the streams, events and buffers below belong to
+  const bool graphs_;
+  cuda::Stream copy_;
+  cuda::DeviceArena inputs_arena_;
+  std::array<InputBuffer, kSlots> inputs_{};
+  cuda::StepControl* sync_control_ = nullptr;
+  PinnedSlots pinned_;
+  std::array<cuda::Event, kSlots> copied_;       // the batch is on the device (no timing: cheapest to record)
+  std::array<cuda::Event, kSlots> start_, done_;  // the step's compute began / ended (timed: device_seconds)
+  std::array<bool, kSlots> skip_{};
+  std::array<cuda::CapturedStep, kSlots> captured_;  // one per input buffer: the pointers a graph replays are fixed
+  int64_t full_steps_ = 0;
+  StepRing ring_;
+  std::vector<int64_t> released_;
+  std::vector<StepResult> results_;
   std::vector<float> logits_;
 };
 

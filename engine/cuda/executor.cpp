@@ -16,9 +16,11 @@
 #include "base/cuda_check.h"
 #include "engine/cuda/context.h"
 #include "engine/cuda/conv.h"
+#include "engine/cuda/fusion.h"
 #include "engine/cuda/linear.h"
 #include "engine/cuda/loss_scaler.h"
 #include "engine/op_traits.h"
+#include "engine/cuda/param_layout.h"
 #include "base/trace.h"
 #include "base/error.h"
 #include "base/format.h"
@@ -76,19 +78,9 @@ class TempDevice {
   void* p_ = nullptr;
 };
 
-// Results the host reads back, in one pinned block (allocated at construction).
-struct StepScalars {
-  float loss = 0.f;
-  int32_t correct = 0;
-  int32_t found_inf = 0;
-  int32_t pad = 0;
-};
-
 // Batch norm followed by ReLU, or by a residual add (and maybe ReLU), executed as one fused op when the graph
-// reaches `out` (forward) and when backward reaches `out`.
-struct Group {
-  int bn = -1, add = -1, relu = -1, residual = -1, out = -1;
-};
+// reaches `out` (forward) and when backward reaches `out` (engine/cuda/fusion.h).
+using Group = cuda::FusionGroup;
 
 }  // namespace
 
@@ -119,6 +111,8 @@ struct CudaExecutor::Impl {
   virtual void loss(int n, const int32_t* labels, float smoothing, bool train) = 0;
   virtual void backward() = 0;
   virtual void step(float lr) = 0;
+  virtual void step(const cuda::StepControl* control) = 0;
+  virtual const cuda::StepRecord* device_record() const = 0;
   virtual CudaStepStats stats() = 0;
   virtual void download_logits(float* out) = 0;
 };
@@ -138,7 +132,18 @@ class Engine final : public CudaExecutor::Impl {
     STOKE_CHECK(g_.input_shape().c <= cuda::kMaxNormalizeChannels, "inputs of ", g_.input_shape().c,
                 " channels (the augment kernel takes at most ", cuda::kMaxNormalizeChannels, ")");
     if (prec_ == Precision::fp16) scaler_.emplace(opt.loss_scale, opt.loss_scale_growth_interval);
-    plan_fusion();
+    {
+      cuda::FusionPlan fp = cuda::plan_fusion(g_);
+      groups_ = std::move(fp.groups);
+      group_at_out_ = std::move(fp.group_at_out);
+      interior_ = std::move(fp.interior);
+    }
+    pl_ = cuda::DeviceParamLayout(g_.params());
+    bool only_convs = true;
+    for (size_t i = 1; i < N; ++i)
+      for (int j : nodes[i].inputs)
+        if (j == 0 && nodes[i].op != Op::conv) only_convs = false;
+    in_c_dev_ = cuda::device_input_channels(prec_, g_.input_shape().c, only_convs);
 
     // ---- cuDNN algorithms and workspaces at the largest batch --------------------------------------------------
     cuda::ConvOptions co;
@@ -150,7 +155,7 @@ class Engine final : public CudaExecutor::Impl {
       const Node& nd = nodes[i];
       const Shape3& in = g_.node(nd.inputs[0]).out;
       if (nd.op == Op::conv) {
-        const ConvShape sh = conv_shape(nd, in, max_batch_);
+        const ConvShape sh = dev_conv_shape(nd, max_batch_);
         if (opt.conv_benchmark) {
           const size_t xe = static_cast<size_t>(sh.n) * sh.h * sh.w * sh.c, we = static_cast<size_t>(sh.k) * sh.r * sh.s * sh.c,
                        ye = static_cast<size_t>(sh.n) * sh.p() * sh.q() * sh.k;
@@ -164,7 +169,7 @@ class Engine final : public CudaExecutor::Impl {
         if (nd.bias >= 0)
           reduce_ws_bytes_ = std::max<size_t>(reduce_ws_bytes_, static_cast<size_t>(cuda::bias_backward_workspace_bytes(
                                                                     static_cast<int64_t>(max_batch_) * nd.out.h * nd.out.w, nd.k)));
-        max_conv_weight_ = std::max<int64_t>(max_conv_weight_, g_.params()[static_cast<size_t>(nd.weight)].size);
+        max_conv_weight_ = std::max<int64_t>(max_conv_weight_, int64_t{sh.k} * sh.r * sh.s * sh.c);  // padded
       } else if (nd.op == Op::batchnorm) {
         reduce_ws_bytes_ = std::max<size_t>(reduce_ws_bytes_, static_cast<size_t>(cuda::batchnorm_workspace_bytes(
                                                                   static_cast<int64_t>(max_batch_) * in.h * in.w, in.c)));
@@ -183,12 +188,16 @@ class Engine final : public CudaExecutor::Impl {
 
     // ---- optimizer chunks -------------------------------------------------------------------------------------
     const OptimizerConfig& oc = opt_.optimizer;
-    for (const ParamInfo& p : g_.params())
+    // Chunks cover the tensors at their device offsets; the alignment gaps between them are never touched.
+    for (size_t i = 0; i < g_.params().size(); ++i) {
+      const ParamInfo& p = g_.params()[i];
       for (int64_t b = 0; b < p.size; b += cuda::kOptimizerChunk)
-        chunks_host_.push_back({p.offset + b, static_cast<int32_t>(std::min<int64_t>(cuda::kOptimizerChunk, p.size - b)),
+        chunks_host_.push_back({pl_.offset(i) + b,
+                                static_cast<int32_t>(std::min<int64_t>(cuda::kOptimizerChunk, p.size - b)),
                                 p.weight_decay ? oc.weight_decay : 0.f});
-    if (oc.kind == OptimizerKind::sgd && oc.momentum != 0.f) state_count_ = g_.num_params();
-    if (oc.kind == OptimizerKind::adamw) state_count_ = 2 * g_.num_params();
+    }
+    if (oc.kind == OptimizerKind::sgd && oc.momentum != 0.f) state_sets_ = 1;
+    if (oc.kind == OptimizerKind::adamw) state_sets_ = 2;
 
     // ---- the arena: plan, then allocate exactly that ---------------------------------------------------------
     DeviceArena plan = DeviceArena::counting();
@@ -196,13 +205,14 @@ class Engine final : public CudaExecutor::Impl {
     arena_ = DeviceArena(plan.used(), str("the ", g_.name(), " executor (batch ", max_batch_, ", ", cuda::to_string(prec_), ")"));
     layout(arena_);
     cudaStream_t s = ctx_.stream();
-    CUDA_CHECK(cudaMemsetAsync(arena_.base(), 0, arena_.capacity(), s));
+    arena_.zero(s);  // the alignment gaps and the input's padding channels stay zero from here on
     linear_ = std::make_unique<cuda::LinearRunner>(ctx_, prec_, lt_ws_, cuda::LinearRunner::kDefaultWorkspace);
     if (!chunks_host_.empty())
       CUDA_CHECK(cudaMemcpyAsync(chunks_, chunks_host_.data(), chunks_host_.size() * sizeof(cuda::OptimizerChunk),
                                  cudaMemcpyHostToDevice, s));
-    CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&host_), sizeof(StepScalars), cudaHostAllocDefault));
-    *host_ = StepScalars{};
+    CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&host_), sizeof(cuda::StepRecord), cudaHostAllocDefault));
+    *host_ = cuda::StepRecord{};
+    init_step_state();
 
     // A usable starting point: Graph::initialize(seed 0) and pixel/255 normalisation (callers upload their own).
     std::vector<float> p(static_cast<size_t>(g_.num_params())), b(static_cast<size_t>(std::max<int64_t>(g_.num_buffers(), 1)));
@@ -237,10 +247,11 @@ class Engine final : public CudaExecutor::Impl {
   // ---- state ------------------------------------------------------------------------------------------------------
   void upload_params(const float* p) override {
     cudaStream_t s = ctx_.stream();
-    const int64_t P = g_.num_params();
-    CUDA_CHECK(cudaMemcpyAsync(params_, p, static_cast<size_t>(P) * sizeof(float), cudaMemcpyHostToDevice, s));
-    if constexpr (!std::is_same_v<T, float>) cuda::cast<float, T>(P, params_, params_half_, s);
-    CUDA_CHECK(cudaStreamSynchronize(s));
+    const std::vector<float> d = pl_.to_device(p);
+    CUDA_CHECK(cudaMemcpyAsync(params_, d.data(), d.size() * sizeof(float), cudaMemcpyHostToDevice, s));
+    if constexpr (!std::is_same_v<T, float>) cuda::cast<float, T>(pl_.total(), params_, params_half_, s);
+    refresh_padded_weights();
+    CUDA_CHECK(cudaStreamSynchronize(s));  // `d` dies here
   }
   void upload_buffers(const float* b) override {
     if (g_.num_buffers() == 0) return;
@@ -248,25 +259,36 @@ class Engine final : public CudaExecutor::Impl {
                                cudaMemcpyHostToDevice, ctx_.stream()));
     CUDA_CHECK(cudaStreamSynchronize(ctx_.stream()));
   }
-  void download_params(float* p) override { download(params_, p, g_.num_params()); }
+  void download_params(float* p) override { download_layout(params_, p); }
   void download_buffers(float* b) override { download(buffers_, b, g_.num_buffers()); }
-  void download_grads(float* gr) override { download(grads_, gr, g_.num_params()); }
+  void download_grads(float* gr) override { download_layout(grads_, gr); }
+  // The CPU layout: state_sets_ arrays of num_params (momentum; or m then v), each flat.
   void upload_optimizer_state(const std::vector<float>& st, int64_t steps) override {
-    STOKE_CHECK(static_cast<int64_t>(st.size()) == state_count_, "optimizer state of ", st.size(), " values, expected ",
-                state_count_);
-    if (state_count_ > 0)
-      CUDA_CHECK(cudaMemcpyAsync(state_, st.data(), st.size() * sizeof(float), cudaMemcpyHostToDevice, ctx_.stream()));
-    CUDA_CHECK(cudaStreamSynchronize(ctx_.stream()));
-    resolve_overflow_flag();
-    t_ = steps;
+    const int64_t P = g_.num_params();
+    STOKE_CHECK(static_cast<int64_t>(st.size()) == state_sets_ * P, "optimizer state of ", st.size(),
+                " values, expected ", state_sets_ * P);
+    for (int k = 0; k < state_sets_; ++k) {
+      const std::vector<float> d = pl_.to_device(st.data() + k * P);
+      CUDA_CHECK(cudaMemcpyAsync(state_ + k * pl_.total(), d.data(), d.size() * sizeof(float), cudaMemcpyHostToDevice,
+                                 ctx_.stream()));
+      CUDA_CHECK(cudaStreamSynchronize(ctx_.stream()));  // `d` dies here
+    }
+    CUDA_CHECK(cudaMemcpyAsync(&state_dev_->t, &steps, sizeof(int64_t), cudaMemcpyHostToDevice, ctx_.stream()));
+    CUDA_CHECK(cudaStreamSynchronize(ctx_.stream()));  // `steps` is the caller's
   }
   void download_optimizer_state(std::vector<float>& st, int64_t& steps) override {
-    st.assign(static_cast<size_t>(state_count_), 0.f);
-    download(state_, st.data(), state_count_);
-    resolve_overflow_flag();
-    steps = t_;
+    const int64_t P = g_.num_params();
+    st.assign(static_cast<size_t>(state_sets_ * P), 0.f);
+    for (int k = 0; k < state_sets_; ++k) download_layout(state_ + k * pl_.total(), st.data() + k * P);
+    steps = optimizer_steps();
   }
-  int64_t optimizer_steps() const override { return t_; }
+  // The count lives on the device (a step skipped there is not counted): reading it waits for the stream.
+  int64_t optimizer_steps() const override {
+    int64_t t = 0;
+    CUDA_CHECK(cudaMemcpyAsync(&t, &state_dev_->t, sizeof(int64_t), cudaMemcpyDeviceToHost, ctx_.stream()));
+    CUDA_CHECK(cudaStreamSynchronize(ctx_.stream()));
+    return t;
+  }
   void set_normalization(const std::vector<float>& mean, const std::vector<float>& stdev) override {
     const int c = g_.input_shape().c;
     STOKE_CHECK(static_cast<int>(mean.size()) == c && static_cast<int>(stdev.size()) == c, "normalisation of ",
@@ -282,15 +304,19 @@ class Engine final : public CudaExecutor::Impl {
     STOKE_TRACE("forward");
     check_batch(n);
     const Shape3 in = g_.input_shape();
-    cuda::augment_normalize<T>(n, in.h, in.w, in.c, pixels, flips, norm_, input_, ctx_.stream());
+    cuda::augment_normalize<T>(n, in.h, in.w, in.c, pixels, flips, norm_, input_, ctx_.stream(), in_c_dev_);
     run_forward(n, train);
   }
 
   void forward_normalized_host(int n, const float* x, bool train) override {
     check_batch(n);
-    const size_t count = static_cast<size_t>(n) * static_cast<size_t>(g_.input_shape().size());
-    std::vector<T> h(count);
-    for (size_t i = 0; i < count; ++i) h[i] = host_from_float<T>(x[i]);
+    const int c = g_.input_shape().c;
+    const size_t pixels = static_cast<size_t>(n) * static_cast<size_t>(g_.input_shape().h * g_.input_shape().w);
+    const size_t count = pixels * static_cast<size_t>(in_c_dev_);
+    const size_t cd = static_cast<size_t>(in_c_dev_), cs = static_cast<size_t>(c);
+    std::vector<T> h(count, host_from_float<T>(0.f));  // padding channels (in_c_dev_ > c) are zeros
+    for (size_t px = 0; px < pixels; ++px)
+      for (size_t k = 0; k < cs; ++k) h[px * cd + k] = host_from_float<T>(x[px * cs + k]);
     CUDA_CHECK(cudaMemcpyAsync(input_, h.data(), count * sizeof(T), cudaMemcpyHostToDevice, ctx_.stream()));
     CUDA_CHECK(cudaStreamSynchronize(ctx_.stream()));
     run_forward(n, train);
@@ -301,19 +327,16 @@ class Engine final : public CudaExecutor::Impl {
     STOKE_CHECK(have_forward_ && n == n_, "loss() of ", n, " rows after a forward of ", n_);
     STOKE_CHECK(!train || forward_train_, "a training loss needs a training forward");
     cudaStream_t s = ctx_.stream();
-    float scale = 1.f;
-    if (train && scaler_) {
-      resolve_overflow_flag();  // the scale of this step depends on the last step's overflow
-      scale = scaler_->scale();
-    }
+    // fp16: the scale is the device's (moved by the last step's prepare_step), read by the kernel — never waited
+    // for here, so the step can be captured and nothing on the host depends on the last step's overflow.
+    const float* scale = train && scaler_ ? &state_dev_->scaler.scale : nullptr;
     const int out = g_.output();
-    cuda::softmax_cross_entropy<T>(n, outputs(), act_[static_cast<size_t>(out)], labels, smoothing, scale, nullptr,
-                                   train ? dact_[static_cast<size_t>(out)] : nullptr, &dev_->loss, &dev_->correct, ce_ws_, s);
-    CUDA_CHECK(cudaMemcpyAsync(host_, dev_, 2 * sizeof(int32_t), cudaMemcpyDeviceToHost, s));  // loss, correct
-    if (train) {
-      last_scale_ = scale;
-      have_loss_grad_ = true;
-    }
+    cuda::softmax_cross_entropy<T>(n, outputs(), act_[static_cast<size_t>(out)], labels, smoothing, 1.f, nullptr,
+                                   train ? dact_[static_cast<size_t>(out)] : nullptr, &state_dev_->record.loss,
+                                   &state_dev_->record.correct, ce_ws_, s, scale);
+    if (train && scaler_)  // the record's scale is the one this loss used (a device-to-device copy: capturable)
+      CUDA_CHECK(cudaMemcpyAsync(&state_dev_->record.loss_scale, scale, sizeof(float), cudaMemcpyDeviceToDevice, s));
+    if (train) have_loss_grad_ = true;
   }
 
   void backward() override {
@@ -323,7 +346,7 @@ class Engine final : public CudaExecutor::Impl {
     cudaStream_t s = ctx_.stream();
     const int n = n_;
     const auto& nodes = g_.nodes();
-    CUDA_CHECK(cudaMemsetAsync(grads_, 0, static_cast<size_t>(g_.num_params()) * sizeof(float), s));
+    CUDA_CHECK(cudaMemsetAsync(grads_, 0, static_cast<size_t>(pl_.total()) * sizeof(float), s));
     std::fill(has_grad_.begin(), has_grad_.end(), 0);
     const int out = g_.output();
     has_grad_[static_cast<size_t>(out)] = 1;  // loss() wrote dlogits into it
@@ -341,15 +364,20 @@ class Engine final : public CudaExecutor::Impl {
       const int64_t in_count = int64_t{n} * in.size();
       switch (nd.op) {
         case Op::conv: {
-          const ConvShape sh = conv_shape(nd, in, n);
+          const ConvShape sh = dev_conv_shape(nd, n);
           Slot dx = take(x0, 0, in_count);
-          if (dx.ptr) conv_->backward_data(sh, weight(nd.weight), dy, dx.ptr, conv_ws_, conv_ws_bytes_);
+          if (dx.ptr) conv_->backward_data(sh, conv_weight(nd, node), dy, dx.ptr, conv_ws_, conv_ws_bytes_);
           give(dx);
           if constexpr (std::is_same_v<T, float>) {
             conv_->backward_filter(sh, in_ptr(x0), dy, grad(nd.weight), 1.f, conv_ws_, conv_ws_bytes_);
           } else {
             conv_->backward_filter(sh, in_ptr(x0), dy, conv_dw_, 0.f, conv_ws_, conv_ws_bytes_);
-            cuda::accumulate<T>(g_.params()[static_cast<size_t>(nd.weight)].size, conv_dw_, grad(nd.weight), s);
+            const T* dw = conv_dw_;
+            if (sh.c != in.c) {  // padded input: drop the zero filter slices (their dW is exactly zero)
+              cuda::copy_channels<T>(int64_t{sh.k} * sh.r * sh.s, in.c, conv_dw_, sh.c, conv_dw_unpad_, in.c, s);
+              dw = conv_dw_unpad_;
+            }
+            cuda::accumulate<T>(g_.params()[static_cast<size_t>(nd.weight)].size, dw, grad(nd.weight), s);
           }
           if (nd.bias >= 0)
             cuda::bias_backward<T>(int64_t{n} * nd.out.h * nd.out.w, nd.k, dy, grad(nd.bias), reduce_ws_, s);
@@ -423,62 +451,47 @@ class Engine final : public CudaExecutor::Impl {
   }
 
   void step(float lr) override {
-    STOKE_TRACE("optimizer step");
-    cudaStream_t s = ctx_.stream();
-    resolve_overflow_flag();
-    const int32_t* flag = nullptr;
-    if (scaler_) {
-      CUDA_CHECK(cudaMemsetAsync(&dev_->found_inf, 0, sizeof(int32_t), s));
-      cuda::check_finite(g_.num_params(), grads_, &dev_->found_inf, s);
-      flag = &dev_->found_inf;
-    }
-    ++t_;
-    const OptimizerConfig& c = opt_.optimizer;
-    const float inv_scale = scaler_ ? 1.f / last_scale_ : 1.f;
-    T* half = std::is_same_v<T, float> ? nullptr : params_half_;
-    const int nchunks = static_cast<int>(chunks_host_.size());
-    if (c.kind == OptimizerKind::sgd) {
-      cuda::SgdArgs a;
-      a.lr = lr;
-      a.momentum = c.momentum;
-      a.nesterov = c.nesterov;
-      a.first = t_ == 1;
-      a.inv_scale = inv_scale;
-      cuda::sgd_step<T>(chunks_, nchunks, params_, half, grads_, state_, a, flag, s);
-    } else {
-      // As engine/optimizer.cpp computes them.
-      const double bc1 = 1.0 - std::pow(static_cast<double>(c.beta1), static_cast<double>(t_));
-      const double bc2 = 1.0 - std::pow(static_cast<double>(c.beta2), static_cast<double>(t_));
-      cuda::AdamwArgs a;
-      a.lr = lr;
-      a.beta1 = c.beta1;
-      a.beta2 = c.beta2;
-      a.eps = c.eps;
-      a.one_minus_beta1 = 1.f - c.beta1;
-      a.one_minus_beta2 = 1.f - c.beta2;
-      a.step_size = static_cast<float>(lr / bc1);
-      a.inv_sqrt_bc2 = static_cast<float>(1.0 / std::sqrt(bc2));
-      a.inv_scale = inv_scale;
-      cuda::adamw_step<T>(chunks_, nchunks, params_, half, grads_, state_, state_ ? state_ + g_.num_params() : nullptr, a,
-                          flag, s);
-    }
-    if (scaler_) {
-      CUDA_CHECK(cudaMemcpyAsync(&host_->found_inf, &dev_->found_inf, sizeof(int32_t), cudaMemcpyDeviceToHost, s));
-      flag_ready_.record(s);
-      flag_pending_ = true;
-    } else {
-      last_applied_ = true;
-    }
+    cuda::set_step_control(ctl_, lr, false, ctx_.stream());
+    step(ctl_);
   }
 
+  // Everything the update depends on that changes per step is in device memory (control: lr and the injected
+  // skip; state_dev_: t, the loss scale, the loss itself), so this enqueues the same launches every step and
+  // can be captured into a graph.
+  void step(const cuda::StepControl* control) override {
+    STOKE_TRACE("optimizer step");
+    cudaStream_t s = ctx_.stream();
+    if (scaler_) {
+      CUDA_CHECK(cudaMemsetAsync(&state_dev_->found_inf, 0, sizeof(int32_t), s));
+      cuda::check_finite(pl_.total(), grads_, &state_dev_->found_inf, s);
+    }
+    cuda::prepare_step(state_dev_, control, step_config_, s);
+    const OptimizerConfig& c = opt_.optimizer;
+    T* half = std::is_same_v<T, float> ? nullptr : params_half_;
+    const int nchunks = static_cast<int>(chunks_host_.size());
+    const int32_t* skip = &state_dev_->skip_update;
+    if (c.kind == OptimizerKind::sgd) {
+      cuda::SgdArgs a;  // the host's copy only says whether there is a momentum buffer; the kernel reads the rest
+      a.momentum = c.momentum;
+      cuda::sgd_step<T>(chunks_, nchunks, params_, half, grads_, state_, a, skip, s, &state_dev_->sgd);
+    } else {
+      cuda::adamw_step<T>(chunks_, nchunks, params_, half, grads_, state_, state_ ? state_ + pl_.total() : nullptr,
+                          cuda::AdamwArgs{}, skip, s, &state_dev_->adamw);
+    }
+    refresh_padded_weights();
+  }
+
+  const cuda::StepRecord* device_record() const override { return &state_dev_->record; }
+
   CudaStepStats stats() override {
+    CUDA_CHECK(cudaMemcpyAsync(host_, &state_dev_->record, sizeof(cuda::StepRecord), cudaMemcpyDeviceToHost,
+                               ctx_.stream()));
     CUDA_CHECK(cudaStreamSynchronize(ctx_.stream()));
-    resolve_overflow_flag();
     CudaStepStats st;
     st.loss = host_->loss;
     st.correct = host_->correct;
-    st.step_applied = last_applied_;
-    st.loss_scale = last_scale_;
+    st.step_applied = host_->applied != 0;
+    st.loss_scale = host_->loss_scale;
     return st;
   }
 
@@ -523,13 +536,37 @@ class Engine final : public CudaExecutor::Impl {
   }
 
   const T* in_ptr(int node) const { return node == 0 ? input_ : act_[static_cast<size_t>(node)]; }
-  float* master(int idx) const {
-    return idx < 0 ? nullptr : params_ + g_.params()[static_cast<size_t>(idx)].offset;
+  // Parameter pointers at their device offsets (engine/cuda/param_layout.h), not the Graph's flat ones.
+  float* master(int idx) const { return idx < 0 ? nullptr : params_ + pl_.offset(static_cast<size_t>(idx)); }
+  const T* weight(int idx) const { return idx < 0 ? nullptr : params_half_ + pl_.offset(static_cast<size_t>(idx)); }
+  float* grad(int idx) const { return idx < 0 ? nullptr : grads_ + pl_.offset(static_cast<size_t>(idx)); }
+
+  // The convolution as cuDNN sees it: a conv reading the padded input gets the padded channel count.
+  ConvShape dev_conv_shape(const Node& nd, int n) const {
+    Shape3 in = g_.node(nd.inputs[0]).out;
+    if (nd.inputs[0] == 0) in.c = in_c_dev_;
+    return conv_shape(nd, in, n);
   }
-  const T* weight(int idx) const {
-    return idx < 0 ? nullptr : params_half_ + g_.params()[static_cast<size_t>(idx)].offset;
+  const T* conv_weight(const Node& nd, int node) const {
+    const T* padded = padded_w_.empty() ? nullptr : padded_w_[static_cast<size_t>(node)];
+    return padded ? padded : weight(nd.weight);
   }
-  float* grad(int idx) const { return idx < 0 ? nullptr : grads_ + g_.params()[static_cast<size_t>(idx)].offset; }
+  // The zero-padded filter copies (K R S x in_c_dev_) follow the half copies: after an upload and every step.
+  void refresh_padded_weights() {
+    const int c = g_.input_shape().c;
+    for (size_t i = 0; i < padded_w_.size(); ++i) {
+      if (!padded_w_[i]) continue;
+      const Node& nd = g_.nodes()[i];
+      const int64_t rows = g_.params()[static_cast<size_t>(nd.weight)].size / c;
+      cuda::copy_channels<T>(rows, c, weight(nd.weight), c, padded_w_[i], in_c_dev_, ctx_.stream());
+    }
+  }
+  // A device array in the padded layout -> the Graph's flat layout (synchronises).
+  void download_layout(const float* src, float* flat) {
+    std::vector<float> d(static_cast<size_t>(pl_.total()));
+    download(src, d.data(), pl_.total());
+    pl_.to_flat(d, flat);
+  }
   float* buffer(int idx) const {
     return idx < 0 ? nullptr : buffers_ + g_.buffers()[static_cast<size_t>(idx)].offset;
   }
@@ -542,73 +579,55 @@ class Engine final : public CudaExecutor::Impl {
     CUDA_CHECK(cudaStreamSynchronize(ctx_.stream()));
   }
 
-  // fp16: reads the last step's overflow flag (waiting for it) and moves the loss scaler's state machine.
-  void resolve_overflow_flag() {
-    if (!flag_pending_) return;
-    flag_ready_.synchronize();
-    flag_pending_ = false;
-    const bool finite = host_->found_inf == 0;
-    scaler_->update(finite);
-    last_applied_ = finite;
-    if (!finite) --t_;  // the kernel skipped the update: it was not a step
-  }
-
-  // Decides which batch norms run fused with what follows them (the graph itself is not changed).
-  void plan_fusion() {
-    const auto& nodes = g_.nodes();
-    const size_t N = nodes.size();
-    std::vector<std::vector<int>> users(N);
-    for (size_t i = 0; i < N; ++i)
-      for (int j : nodes[i].inputs) users[static_cast<size_t>(j)].push_back(static_cast<int>(i));
-    group_at_out_.assign(N, -1);
-    interior_.assign(N, 0);
-    std::vector<char> claimed(N, 0);
-    for (size_t b = 1; b < N; ++b) {
-      if (nodes[b].op != Op::batchnorm || users[b].size() != 1) continue;
-      const int c = users[b][0];
-      const Node& cn = nodes[static_cast<size_t>(c)];
-      if (claimed[static_cast<size_t>(c)]) continue;
-      Group gr;
-      gr.bn = static_cast<int>(b);
-      if (cn.op == Op::relu) {
-        gr.relu = gr.out = c;
-      } else if (cn.op == Op::add && cn.inputs.size() == 2 && cn.inputs[0] != cn.inputs[1]) {
-        gr.add = gr.out = c;
-        gr.residual = cn.inputs[0] == gr.bn ? cn.inputs[1] : cn.inputs[0];
-        const auto& au = users[static_cast<size_t>(c)];
-        if (au.size() == 1 && nodes[static_cast<size_t>(au[0])].op == Op::relu) gr.relu = gr.out = au[0];
-      } else {
-        continue;
-      }
-      claimed[static_cast<size_t>(c)] = 1;
-      if (gr.relu >= 0) claimed[static_cast<size_t>(gr.relu)] = 1;
-      interior_[b] = 1;
-      if (gr.add >= 0 && gr.out != gr.add) interior_[static_cast<size_t>(gr.add)] = 1;
-      group_at_out_[static_cast<size_t>(gr.out)] = static_cast<int>(groups_.size());
-      groups_.push_back(gr);
+  // The device's step state at construction: t = 0, the initial loss scale (fp16), and the constants of the update.
+  void init_step_state() {
+    const OptimizerConfig& c = opt_.optimizer;
+    step_config_.adamw = c.kind == OptimizerKind::adamw;
+    step_config_.momentum = c.momentum;
+    step_config_.nesterov = c.nesterov;
+    step_config_.beta1 = c.beta1;
+    step_config_.beta2 = c.beta2;
+    step_config_.eps = c.eps;
+    step_config_.loss_scaling = scaler_.has_value();
+    cuda::StepState init;
+    if (scaler_) {
+      step_config_.rule = scaler_->rule();
+      init.scaler = scaler_->state();
     }
+    CUDA_CHECK(cudaMemcpyAsync(state_dev_, &init, sizeof(init), cudaMemcpyHostToDevice, ctx_.stream()));
+    cuda::set_step_control(ctl_, 0.f, false, ctx_.stream());
+    CUDA_CHECK(cudaStreamSynchronize(ctx_.stream()));  // `init` dies here
   }
 
   // Every device buffer, in one fixed order (run once on a counting arena, once on the real one).
   void layout(DeviceArena& a) {
     const auto& nodes = g_.nodes();
     const size_t N = nodes.size();
-    const int64_t P = g_.num_params();
     const Shape3 in = g_.input_shape();
     const size_t mb = static_cast<size_t>(max_batch_);
-    params_ = a.alloc<float>(static_cast<size_t>(P), "fp32 master weights");
+    const size_t Pd = static_cast<size_t>(pl_.total());  // the padded device layout of the parameters
+    params_ = a.alloc<float>(Pd, "fp32 master weights");
     if constexpr (std::is_same_v<T, float>)
       params_half_ = params_;
     else
-      params_half_ = a.alloc<T>(static_cast<size_t>(P), "half-precision weights");
-    grads_ = a.alloc<float>(static_cast<size_t>(P), "gradients");
-    state_ = state_count_ > 0 ? a.alloc<float>(static_cast<size_t>(state_count_), "optimizer state") : nullptr;
+      params_half_ = a.alloc<T>(Pd, "half-precision weights");
+    grads_ = a.alloc<float>(Pd, "gradients");
+    state_ = state_sets_ > 0 ? a.alloc<float>(static_cast<size_t>(state_sets_) * Pd, "optimizer state") : nullptr;
     buffers_ = a.alloc<float>(static_cast<size_t>(std::max<int64_t>(g_.num_buffers(), 1)), "BN running statistics");
     chunks_ = a.alloc<cuda::OptimizerChunk>(std::max<size_t>(chunks_host_.size(), 1), "optimizer chunk table");
     pixels_ = a.alloc<uint8_t>(mb * static_cast<size_t>(in.size()), "input pixels");
     labels_ = a.alloc<int32_t>(mb, "labels");
     flips_ = a.alloc<uint8_t>(mb, "flip flags");
-    input_ = a.alloc<T>(mb * static_cast<size_t>(in.size()), "normalised input");
+    input_ = a.alloc<T>(mb * static_cast<size_t>(in.h * in.w * in_c_dev_), "normalised input");
+    padded_w_.assign(in_c_dev_ != in.c ? N : 0, nullptr);
+    int64_t largest_padded = 0;
+    for (size_t i = 0; i < padded_w_.size(); ++i)
+      if (nodes[i].op == Op::conv && nodes[i].inputs[0] == 0) {
+        const int64_t w = g_.params()[static_cast<size_t>(nodes[i].weight)].size;
+        padded_w_[i] = a.alloc<T>(static_cast<size_t>(w / in.c * in_c_dev_), "zero-padded first-conv filter");
+        largest_padded = std::max(largest_padded, w);
+      }
+    conv_dw_unpad_ = largest_padded > 0 ? a.alloc<T>(static_cast<size_t>(largest_padded), "first-conv dW (unpadded)") : nullptr;
     act_.assign(N, nullptr);
     dact_.assign(N, nullptr);
     argmax_.assign(N, nullptr);
@@ -641,7 +660,8 @@ class Engine final : public CudaExecutor::Impl {
       linear_dw_ = max_linear_weight_ > 0 ? a.alloc<T>(static_cast<size_t>(max_linear_weight_), "linear dW (half)") : nullptr;
     }
     ce_ws_ = a.allocate(static_cast<size_t>(cuda::softmax_ce_workspace_bytes(max_batch_)), "softmax-CE workspace");
-    dev_ = a.alloc<StepScalars>(1, "step scalars");
+    state_dev_ = a.alloc<cuda::StepState>(1, "step state");
+    ctl_ = a.alloc<cuda::StepControl>(1, "step control");
   }
 
   void run_forward(int n, bool train) {
@@ -663,8 +683,8 @@ class Engine final : public CudaExecutor::Impl {
       T* y = act_[i];
       switch (nd.op) {
         case Op::conv: {
-          const ConvShape sh = conv_shape(nd, in, n);
-          conv_->forward(sh, x, weight(nd.weight), y, conv_ws_, conv_ws_bytes_);
+          const ConvShape sh = dev_conv_shape(nd, n);
+          conv_->forward(sh, x, conv_weight(nd, i), y, conv_ws_, conv_ws_bytes_);
           if (nd.bias >= 0) cuda::bias_forward<T>(int64_t{n} * sh.p() * sh.q(), sh.k, master(nd.bias), y, s);
           break;
         }
@@ -749,14 +769,16 @@ class Engine final : public CudaExecutor::Impl {
   std::unique_ptr<cuda::ConvRunner> conv_;
   std::unique_ptr<cuda::LinearRunner> linear_;
   DeviceArena arena_;
-  std::optional<cuda::LossScaler> scaler_;
-  cuda::Event flag_ready_;
+  std::optional<cuda::LossScaler> scaler_;  // fp16: the rule and initial scale; the live state is on the device
+  cuda::StepConfig step_config_;
 
   std::vector<Group> groups_;
   std::vector<int> group_at_out_;
   std::vector<char> interior_;
   std::vector<cuda::OptimizerChunk> chunks_host_;
-  int64_t state_count_ = 0;
+  cuda::DeviceParamLayout pl_;  // device offsets of the parameter tensors (16-byte aligned and more)
+  int state_sets_ = 0;          // optimizer state arrays: 1 (momentum), 2 (AdamW m, v) or 0
+  int in_c_dev_ = 0;            // input channels on the device (padded to 8 in half precision when < 8)
   int64_t max_conv_weight_ = 0, max_linear_weight_ = 0;
   size_t conv_ws_bytes_ = 0, reduce_ws_bytes_ = 0;
 
@@ -781,17 +803,17 @@ class Engine final : public CudaExecutor::Impl {
   void* conv_ws_ = nullptr;
   void* lt_ws_ = nullptr;
   T* conv_dw_ = nullptr;
+  T* conv_dw_unpad_ = nullptr;
+  std::vector<T*> padded_w_;  // per node: the zero-padded filter of a conv reading the padded input
   T* linear_dw_ = nullptr;
   void* ce_ws_ = nullptr;
-  StepScalars* dev_ = nullptr;
-  StepScalars* host_ = nullptr;  // pinned
+  cuda::StepState* state_dev_ = nullptr;
+  cuda::StepControl* ctl_ = nullptr;     // step(float lr) writes it; the asynchronous backend brings its own
+  cuda::StepRecord* host_ = nullptr;     // pinned, for stats()
 
   cuda::NormalizeParams norm_;
   int n_ = 0;
   bool have_forward_ = false, forward_train_ = false, have_loss_grad_ = false;
-  int64_t t_ = 0;
-  bool flag_pending_ = false, last_applied_ = true;
-  float last_scale_ = 1.f;
 };
 
 }  // namespace
@@ -844,6 +866,8 @@ void CudaExecutor::loss(int n, const int32_t* labels, float label_smoothing, boo
 }
 void CudaExecutor::backward() { impl_->backward(); }
 void CudaExecutor::step(float lr) { impl_->step(lr); }
+void CudaExecutor::step(const cuda::StepControl* control) { impl_->step(control); }
+const cuda::StepRecord* CudaExecutor::device_record() const { return impl_->device_record(); }
 CudaStepStats CudaExecutor::stats() { return impl_->stats(); }
 void CudaExecutor::download_logits(float* logits) const { impl_->download_logits(logits); }
 

@@ -29,13 +29,17 @@
 //     ex.forward(n, pixels, flips, /*train=*/true); // augment+normalise, then the graph
 //     ex.loss(n, labels, label_smoothing, /*train=*/true);  // fused softmax-CE: loss, correct, scaled dlogits
 //     ex.backward();
-//     ex.step(lr);                                  // fp16: finite check; fused unscale + SGD/AdamW + half copies
+//     ex.step(lr);                                  // finite decision on the device; fused unscale + SGD/AdamW
 //     CudaStepStats s = ex.stats();                 // waits for the stream: loss, correct, step applied, scale
 //   evaluation: forward(n, pixels, nullptr, false); loss(n, labels, 0, false); stats()
 //   checkpoints: download_params / download_buffers / download_optimizer_state (and the upload_ twins to resume)
 //
-// fp16 only: the loss scale of step k+1 depends on the overflow flag of step k, so loss() waits for the previous
-// step's flag (a 4-byte copy) before it launches; bf16 and fp32 never wait inside a step.
+// Nothing inside a step waits for the host, in any precision: whether the update runs (a non-finite loss, an
+// injected skip, fp16 gradient overflow), the step count t, the fp16 loss scale and lr all live in device memory
+// (kernels/optimizer.cuh: StepState, StepControl), so a step enqueues the same launches every time and can be
+// captured into a CUDA graph. step(control) reads lr/skip from a device StepControl (the asynchronous backend
+// copies it with the batch); step(lr) writes the executor's own one first. device_record() is where the step's
+// loss, correct count, applied flag and loss scale land on the device (the backend copies it to pinned memory).
 // Not thread-safe: one host thread drives an executor. The Graph must outlive it.
 #pragma once
 
@@ -48,6 +52,7 @@
 #include <vector>
 
 #include "engine/cuda/precision.h"
+#include "kernels/optimizer.cuh"
 #include "engine/cuda/runtime.h"
 #include "engine/graph.h"
 #include "engine/optimizer.h"
@@ -124,6 +129,9 @@ class CudaExecutor {
   void loss(int n, const int32_t* labels, float label_smoothing, bool train);
   void backward();
   void step(float lr);
+  void step(const cuda::StepControl* control);  // control: device memory, read when the step runs
+  // Device memory holding the last loss() / step()'s results (valid until the next step is enqueued).
+  const cuda::StepRecord* device_record() const;
   // Waits for the stream and returns the last loss()'s results and whether the last step() was applied.
   CudaStepStats stats();
   // Logits of the last forward, n x classes, as fp32 (synchronises).

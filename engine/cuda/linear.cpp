@@ -81,6 +81,8 @@ LinearRunner::Op* LinearRunner::op(int kind, int m, int nn, int k, const void* a
   auto o = std::make_unique<Op>();
   const cudaDataType_t t = cuda_type(storage_);
   const cudaDataType_t td = fp32_out ? CUDA_R_32F : t;
+  // CUBLAS_COMPUTE_32F: fp32 accumulation; with fp32 inputs plain fp32 arithmetic (TF32 tensor cores need
+  // CUBLAS_COMPUTE_32F_FAST_TF32, never asked for), with bf16/fp16 inputs tensor cores accumulating in fp32.
   CUBLAS_CHECK(cublasLtMatmulDescCreate(&o->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
   cublasOperation_t ta = CUBLAS_OP_N, tb = CUBLAS_OP_N;
   switch (kind) {

@@ -2,9 +2,13 @@
 // counting arena that plans device memory, and the device probe's behaviour on a machine without a device.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <string>
 
 #include "engine/cuda/arena.h"
+#include "engine/cuda/conv.h"
+#include "engine/cuda/param_layout.h"
+#include "engine/graph.h"
 #include "base/cuda_check.h"
 #include "engine/cuda/lib_check.h"
 #include "engine/cuda/runtime.h"
@@ -68,6 +72,47 @@ TEST(DeviceArena, EmptyArenaRefusesWithTheRequestNamed) {
     const std::string m = e.what();
     EXPECT_NE(m.find("activations of conv1"), std::string::npos) << m;
     EXPECT_NE(m.find("1.0 KiB"), std::string::npos) << m;  // 1000 rounded up to 1024
+  }
+}
+
+TEST(DeviceArena, DebugModeFromTheEnvironment) {
+  const char* old = std::getenv("STOKE_ARENA_DEBUG");
+  const std::string saved = old ? old : "";
+  ::unsetenv("STOKE_ARENA_DEBUG");
+  EXPECT_FALSE(DeviceArena::debug_from_env());
+  ::setenv("STOKE_ARENA_DEBUG", "0", 1);
+  EXPECT_FALSE(DeviceArena::debug_from_env());
+  ::setenv("STOKE_ARENA_DEBUG", "1", 1);
+  EXPECT_TRUE(DeviceArena::debug_from_env());
+  if (old) ::setenv("STOKE_ARENA_DEBUG", saved.c_str(), 1); else ::unsetenv("STOKE_ARENA_DEBUG");
+}
+
+// Debug mode: construction allocates nothing, each allocate() is its own cudaMalloc, the capacity accounting is
+// the normal arena's (an under-counted plan still fails, naming the request).
+TEST(DeviceArena, DebugModeAllocatesEachBufferAlone) {
+  DeviceArena a(1000, "debug test", /*debug=*/true);  // 1024 B after rounding
+  EXPECT_TRUE(a.is_debug());
+  EXPECT_EQ(a.base(), nullptr);
+  EXPECT_EQ(a.capacity(), 1024u);
+  if (device_unavailable_reason(0).empty()) {
+    void* p = a.allocate(13, "thirteen bytes");
+    void* q = a.allocate(300, "three hundred bytes");
+    EXPECT_NE(p, q);
+    EXPECT_EQ(a.used(), 256u + 512u);
+    try {
+      a.allocate(300, "one too many");
+      FAIL() << "no throw";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("one too many"), std::string::npos) << e.what();
+    }
+  } else {
+    try {
+      a.allocate(13, "thirteen bytes");
+      FAIL() << "a cudaMalloc succeeded without a device";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("thirteen bytes"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("STOKE_ARENA_DEBUG"), std::string::npos) << e.what();
+    }
   }
 }
 
@@ -145,6 +190,65 @@ TEST(LossScaler, StaysWithinBounds) {
   EXPECT_EQ(s.scale(), LossScaler::kMaxScale);
 }
 
+// Every parameter tensor's device offset is aligned for 16-byte (and wider) accesses in fp32 and in half, for
+// tensors whose sizes are not multiples of 8 (3- and 5-channel convs, odd biases); the flat CPU layout round-trips.
+TEST(DeviceParamLayout, EveryTensorStartsAligned) {
+  Graph g({13, 11, 3}, "odd");
+  int x = g.conv(g.input(), 5, 3, 1, 1, true, "c1");   // 5x3x3x3 = 135 weights, 5 biases
+  x = g.relu(g.batchnorm(x, "bn1"));                    // 5 + 5
+  x = g.conv(x, 7, 1, 1, 0, true, "c2");               // 35 + 7
+  g.linear(g.global_avgpool(x), 3, "head");            // 21 + 3
+  const DeviceParamLayout pl(g.params());
+  ASSERT_EQ(pl.tensors(), g.params().size());
+  EXPECT_EQ(pl.flat_total(), g.num_params());
+  int64_t end = 0;
+  bool some_flat_offset_misaligned = false;
+  for (size_t i = 0; i < pl.tensors(); ++i) {
+    const ParamInfo& p = g.params()[i];
+    EXPECT_EQ(pl.offset(i) * 2 % 16, 0) << p.name << " half copy";
+    EXPECT_EQ(pl.offset(i) * 4 % 16, 0) << p.name << " fp32";
+    EXPECT_EQ(pl.offset(i) % DeviceParamLayout::kParamAlignElems, 0) << p.name;
+    EXPECT_GE(pl.offset(i), end) << p.name << " overlaps the tensor before it";
+    end = pl.offset(i) + p.size;
+    some_flat_offset_misaligned |= (p.offset * 2) % 16 != 0;
+  }
+  EXPECT_TRUE(some_flat_offset_misaligned) << "the graph no longer exercises a misaligned flat offset";
+  EXPECT_GE(pl.total(), end);
+  EXPECT_EQ(pl.total() % DeviceParamLayout::kParamAlignElems, 0);
+
+  std::vector<float> flat(static_cast<size_t>(g.num_params()));
+  for (size_t i = 0; i < flat.size(); ++i) flat[i] = static_cast<float>(i) + 0.5f;
+  const std::vector<float> dev = pl.to_device(flat.data());
+  ASSERT_EQ(static_cast<int64_t>(dev.size()), pl.total());
+  double gap_sum = 0, tensor_sum = 0;
+  for (float v : dev) gap_sum += v;
+  for (float v : flat) tensor_sum += v;
+  EXPECT_EQ(gap_sum, tensor_sum) << "the gaps must be zeros";
+  for (size_t i = 0; i < pl.tensors(); ++i)
+    EXPECT_EQ(dev[static_cast<size_t>(pl.offset(i))], flat[static_cast<size_t>(g.params()[i].offset)]) << i;
+  std::vector<float> back(flat.size(), -1.f);
+  pl.to_flat(dev, back.data());
+  EXPECT_EQ(back, flat);
+}
+
+TEST(DeviceInputChannels, HalfPrecisionPadsFewChannelsToEight) {
+  EXPECT_EQ(device_input_channels(Precision::bf16, 1, true), 8);
+  EXPECT_EQ(device_input_channels(Precision::fp16, 3, true), 8);
+  EXPECT_EQ(device_input_channels(Precision::bf16, 8, true), 8);
+  EXPECT_EQ(device_input_channels(Precision::bf16, 12, true), 16);
+  EXPECT_EQ(device_input_channels(Precision::fp32, 3, true), 3);   // fp32 stays the CPU's layout
+  EXPECT_EQ(device_input_channels(Precision::bf16, 3, false), 3);  // a non-conv reader would see the padding
+}
+
+TEST(ConvMath, Fp32NeverRunsTensorOpOrDefaultMath) {
+  EXPECT_EQ(conv_math_for(Precision::fp32, CUDNN_DEFAULT_MATH), CUDNN_FMA_MATH);  // default may pick TF32
+  EXPECT_EQ(conv_math_for(Precision::fp32, CUDNN_FMA_MATH), CUDNN_FMA_MATH);
+  EXPECT_FALSE(conv_math_for(Precision::fp32, CUDNN_TENSOR_OP_MATH).has_value());
+  EXPECT_FALSE(conv_math_for(Precision::fp32, CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION).has_value());
+  EXPECT_EQ(conv_math_for(Precision::bf16, CUDNN_TENSOR_OP_MATH), CUDNN_TENSOR_OP_MATH);
+  EXPECT_EQ(conv_math_for(Precision::fp16, CUDNN_DEFAULT_MATH), CUDNN_DEFAULT_MATH);
+}
+
 TEST(Precision, AutomaticIsBf16OnAmpereAndNewerElseFp16) {
   EXPECT_EQ(resolve_precision(Precision::automatic, 9), Precision::bf16);
   EXPECT_EQ(resolve_precision(Precision::automatic, 8), Precision::bf16);
@@ -153,6 +257,215 @@ TEST(Precision, AutomaticIsBf16OnAmpereAndNewerElseFp16) {
   EXPECT_THROW(resolve_precision(Precision::bf16, 7), UserError);
   EXPECT_EQ(parse_precision("fp16"), Precision::fp16);
   EXPECT_THROW(parse_precision("fp64"), UserError);
+}
+
+}  // namespace
+}  // namespace stoke::cuda
+
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "engine/cuda/fusion.h"
+#include "engine/cuda/step_ring.h"
+
+namespace stoke::cuda {
+namespace {
+
+// The asynchronous step's bookkeeping with fake events: copy_done / step_done say what the "device" has
+// completed. A tag is released only when its copy completed — not when it was issued (pushed).
+struct FakeDevice {
+  std::vector<bool> copy_done = std::vector<bool>(StepRing::kSlots, false);
+  std::vector<bool> step_done = std::vector<bool>(StepRing::kSlots, false);
+  std::vector<int64_t> released, finished;
+  void poll(StepRing& r) {
+    r.poll([&](int s) { return bool(copy_done[static_cast<size_t>(s)]); },
+           [&](int s) { return bool(step_done[static_cast<size_t>(s)]); },
+           [&](int64_t tag) { released.push_back(tag); },
+           [&](int s, int64_t tag) {
+             finished.push_back(tag);
+             copy_done[static_cast<size_t>(s)] = step_done[static_cast<size_t>(s)] = false;  // the slot is free
+           });
+  }
+};
+
+TEST(StepRing, ReleasesOnlyAfterTheCopyCompleted) {
+  StepRing r;
+  FakeDevice d;
+  const int s = r.push(10);
+  d.poll(r);
+  EXPECT_TRUE(d.released.empty()) << "released at issue time, before the copy completed";
+  EXPECT_EQ(r.in_flight(), 1);
+  d.copy_done[static_cast<size_t>(s)] = true;
+  d.poll(r);
+  EXPECT_EQ(d.released, (std::vector<int64_t>{10}));
+  EXPECT_TRUE(d.finished.empty());
+  EXPECT_EQ(r.in_flight(), 1);
+  d.poll(r);  // reported once
+  EXPECT_EQ(d.released.size(), 1u);
+  d.step_done[static_cast<size_t>(s)] = true;
+  d.poll(r);
+  EXPECT_EQ(d.finished, (std::vector<int64_t>{10}));
+  EXPECT_TRUE(r.empty());
+}
+
+TEST(StepRing, AResultNeverOvertakesItsRelease) {
+  StepRing r;
+  FakeDevice d;
+  const int s = r.push(1);
+  d.step_done[static_cast<size_t>(s)] = true;  // an inconsistent device: the step "done" before its copy
+  d.poll(r);
+  EXPECT_TRUE(d.released.empty());
+  EXPECT_TRUE(d.finished.empty());
+}
+
+TEST(StepRing, TwoInFlightAlternateSlotsAndReportInOrder) {
+  StepRing r;
+  FakeDevice d;
+  const int a = r.push(100);
+  const int b = r.push(101);
+  EXPECT_NE(a, b);
+  EXPECT_TRUE(r.full());
+  EXPECT_THROW(r.push(102), Error);
+  // The second copy completing first (cannot happen on one copy stream) still does not release it before the first.
+  d.copy_done[static_cast<size_t>(b)] = true;
+  d.poll(r);
+  EXPECT_TRUE(d.released.empty());
+  d.copy_done[static_cast<size_t>(a)] = true;
+  d.poll(r);
+  EXPECT_EQ(d.released, (std::vector<int64_t>{100, 101}));
+  d.step_done[static_cast<size_t>(b)] = true;
+  d.poll(r);
+  EXPECT_TRUE(d.finished.empty()) << "the second result overtook the first";
+  d.step_done[static_cast<size_t>(a)] = true;
+  d.poll(r);
+  EXPECT_EQ(d.finished, (std::vector<int64_t>{100, 101}));
+  // Slots come round: the third step reuses the first's slot, only after it finished.
+  EXPECT_EQ(r.push(102), a);
+  EXPECT_EQ(r.oldest(), a);
+  EXPECT_FALSE(r.oldest_released());
+  EXPECT_EQ(r.pushed(), 3);
+}
+
+// The device step rule of the loss scale is the host class's rule (one definition): a long run matches a replay.
+TEST(LossScaler, DeviceRuleIsTheHostRule) {
+  LossScaler host(1024.f, 3);
+  LossScaleState dev{1024.f, 0, 0};
+  const LossScaleRule rule{3, 0.5f, 2.f};
+  for (int i = 0; i < 40; ++i) {
+    const bool finite = (i % 7) != 3;
+    host.update(finite);
+    update_loss_scale(dev, rule, finite);
+    ASSERT_EQ(host.scale(), dev.scale) << i;
+    ASSERT_EQ(host.streak(), dev.streak) << i;
+  }
+  EXPECT_EQ(host.skipped(), dev.skipped);
+}
+
+// The step decision that runs on the device (prepare_step's body), on the host: skip, non-finite loss and fp16
+// overflow all keep the update from running and t from counting; the arguments are the CPU optimizer's.
+TEST(PrepareStep, SkipsCountsAndComputesArguments) {
+  StepState st;
+  StepConfig c;
+  c.momentum = 0.9f;
+  c.nesterov = true;
+  StepControl ctl{0.1f, 0};
+  st.record.loss = 2.f;
+  prepare_step_state(st, ctl, c);
+  EXPECT_EQ(st.t, 1);
+  EXPECT_EQ(st.skip_update, 0);
+  EXPECT_EQ(st.record.applied, 1);
+  EXPECT_TRUE(st.sgd.first);
+  EXPECT_EQ(st.sgd.lr, 0.1f);
+  EXPECT_EQ(st.sgd.inv_scale, 1.f);
+  ctl = StepControl{0.2f, 1};  // injected skip
+  prepare_step_state(st, ctl, c);
+  EXPECT_EQ(st.t, 1);
+  EXPECT_EQ(st.skip_update, 1);
+  EXPECT_EQ(st.record.applied, 0);
+  ctl.skip = 0;
+  st.record.loss = std::numeric_limits<float>::quiet_NaN();  // non-finite loss, any precision
+  prepare_step_state(st, ctl, c);
+  EXPECT_EQ(st.t, 1);
+  EXPECT_EQ(st.skip_update, 1);
+  st.record.loss = 1.5f;
+  prepare_step_state(st, ctl, c);
+  EXPECT_EQ(st.t, 2);
+  EXPECT_EQ(st.skip_update, 0);
+  EXPECT_FALSE(st.sgd.first);
+  EXPECT_EQ(st.sgd.lr, 0.2f);
+}
+
+TEST(PrepareStep, Fp16OverflowBacksOffAndANonFiniteLossLeavesTheScale) {
+  StepState st;
+  StepConfig c;
+  c.loss_scaling = true;
+  c.rule = LossScaleRule{3, 0.5f, 2.f};
+  st.scaler = LossScaleState{1024.f, 0, 0};
+  StepControl ctl{0.1f, 0};
+  st.record.loss = 1.f;
+  st.found_inf = 1;  // gradient overflow
+  prepare_step_state(st, ctl, c);
+  EXPECT_EQ(st.skip_update, 1);
+  EXPECT_EQ(st.t, 0);
+  EXPECT_EQ(st.record.loss_scale, 1024.f);  // the scale this step used
+  EXPECT_EQ(st.scaler.scale, 512.f);       // the next step's
+  st.found_inf = 0;
+  prepare_step_state(st, ctl, c);
+  EXPECT_EQ(st.skip_update, 0);
+  EXPECT_EQ(st.t, 1);
+  EXPECT_EQ(st.sgd.inv_scale, 1.f / 512.f);
+  EXPECT_EQ(st.scaler.streak, 1);
+  st.record.loss = std::numeric_limits<float>::infinity();
+  prepare_step_state(st, ctl, c);
+  EXPECT_EQ(st.skip_update, 1);
+  EXPECT_EQ(st.scaler.scale, 512.f);
+  EXPECT_EQ(st.scaler.streak, 1);
+  EXPECT_EQ(st.scaler.skipped, 1);
+}
+
+TEST(PrepareStep, AdamwArgumentsAreTheCpuOptimizers) {
+  StepState st;
+  StepConfig c;
+  c.adamw = true;
+  c.beta1 = 0.9f;
+  c.beta2 = 0.999f;
+  c.eps = 1e-8f;
+  st.t = 41;  // resumed from a checkpoint
+  st.record.loss = 0.5f;
+  const StepControl ctl{3e-4f, 0};
+  prepare_step_state(st, ctl, c);
+  ASSERT_EQ(st.t, 42);
+  // engine/optimizer.cpp's arithmetic.
+  const double bc1 = 1.0 - std::pow(static_cast<double>(c.beta1), 42.0);
+  const double bc2 = 1.0 - std::pow(static_cast<double>(c.beta2), 42.0);
+  EXPECT_EQ(st.adamw.step_size, static_cast<float>(ctl.lr / bc1));
+  EXPECT_EQ(st.adamw.inv_sqrt_bc2, static_cast<float>(1.0 / std::sqrt(bc2)));
+  EXPECT_EQ(st.adamw.one_minus_beta1, 1.f - c.beta1);
+  EXPECT_EQ(st.adamw.lr, ctl.lr);
+}
+
+TEST(FusionPlan, BatchNormReluAndResidualGroups) {
+  Graph g({8, 8, 3}, "fuse");
+  int x = g.conv(g.input(), 4, 3, 1, 1, false, "c1");
+  const int bn1 = g.batchnorm(x, "bn1");
+  const int r1 = g.relu(bn1);
+  const int c2 = g.conv(r1, 4, 3, 1, 1, false, "c2");
+  const int bn2 = g.batchnorm(c2, "bn2");
+  const int add = g.add(bn2, r1);
+  const int r2 = g.relu(add);
+  g.linear(g.global_avgpool(r2), 2, "head");
+  const FusionPlan p = plan_fusion(g);
+  ASSERT_EQ(p.groups.size(), 2u);
+  EXPECT_EQ(p.groups[0].bn, bn1);
+  EXPECT_EQ(p.groups[0].out, r1);
+  EXPECT_EQ(p.groups[1].bn, bn2);
+  EXPECT_EQ(p.groups[1].residual, r1);
+  EXPECT_EQ(p.groups[1].out, r2);
+  EXPECT_TRUE(p.interior[static_cast<size_t>(bn2)]);
+  EXPECT_TRUE(p.interior[static_cast<size_t>(add)]);
+  EXPECT_FALSE(p.interior[static_cast<size_t>(r2)]);
+  EXPECT_EQ(p.group_at_out[static_cast<size_t>(r2)], 1);
 }
 
 }  // namespace

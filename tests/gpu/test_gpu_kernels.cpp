@@ -393,6 +393,19 @@ TYPED_TEST(GpuOps, AugmentNormalize) {
           ref[((static_cast<size_t>(i) * h + y) * w + x) * c + k] = v * scale + shift;
         }
   expect_bitwise(tag<T>("augment+normalise (bit-exact after rounding)"), download(dy.get(), ref.size()), rounded<T>(ref));
+
+  // Padded to 8 channels (the executor's half-precision input): the same values, then exact zeros, written over
+  // a buffer first filled with NaN-like bytes so a channel the kernel skipped shows up.
+  constexpr int oc = 8;
+  DeviceBuffer<T> dp(static_cast<size_t>(n) * h * w * oc);
+  CUDA_CHECK(cudaMemset(dp.get(), 0xFF, dp.size() * sizeof(T)));
+  CUDA_CHECK(cudaDeviceSynchronize());
+  cuda::augment_normalize<T>(n, h, w, c, dpx.get(), dfl.get(), p, dp.get(), kStream, oc);
+  std::vector<float> padded(dp.size(), 0.f);
+  const std::vector<float> r = rounded<T>(ref);
+  for (size_t pix = 0; pix < static_cast<size_t>(n) * h * w; ++pix)
+    for (int k = 0; k < c; ++k) padded[pix * oc + static_cast<size_t>(k)] = r[pix * c + static_cast<size_t>(k)];
+  expect_bitwise(tag<T>("augment+normalise padded to 8 channels"), download(dp.get(), dp.size()), padded);
 }
 
 // ---- optimizer --------------------------------------------------------------------------------------------------
