@@ -122,13 +122,17 @@ void add_train(CLI::App& app, TrainConfig& cfg, std::string& optimizer, std::str
   t->add_option("--max-nonfinite-steps", cfg.max_nonfinite_steps, "Stop after this many consecutive non-finite losses")
       ->capture_default_str()->check(CLI::Range(1, 1000000));
   t->add_option("--threads", cfg.threads, "CPU backend threads (0 = all cores)")->capture_default_str()->check(kNonNegative);
-  t->add_option("--decoders,--workers", decoders, "JPEG decoder threads: auto (from the cores and a measured decode rate) or N")
+  t->add_option("--decoders,--workers,--num-workers", decoders, "JPEG decoder threads: auto (from the cores and a measured decode rate) or N")
       ->capture_default_str()->check(decoders_check());
   t->add_option("--augment", cfg.augment, "none | flip | crop-flip (random-resized-crop + horizontal flip)")
       ->capture_default_str()->check(CLI::IsMember({"none", "flip", "crop-flip"}));
   t->add_option("--precision", cfg.precision, "CUDA backend: auto (bf16 on sm_80+, fp16 below) | bf16 | fp16 | fp32")
       ->capture_default_str()->check(CLI::IsMember({"auto", "bf16", "fp16", "fp32"}));
   t->add_flag("--deterministic", cfg.deterministic, "CUDA backend: only deterministic cuDNN algorithms (bit-reproducible runs)");
+  t->add_flag("!--no-graphs", cfg.graphs,
+              "CUDA backend: run every step uncaptured (by default the step is captured once as a CUDA graph and replayed)");
+  t->add_flag("!--no-exif-orientation", cfg.exif_orientation,
+              "Decode JPEGs as stored, ignoring their EXIF orientation (by default they are turned as viewers show them)");
   t->add_option("--cache", cfg.cache,
                 "auto (files, for folders) | files: read each file once, keep its JPEG bytes in memory | decoded: decode "
                 "every image once into memory, then train from there | none")
@@ -483,6 +487,7 @@ int run_cli(int argc, const char* const* argv, bool dry_run) {
           if (name == "--epochs") resumed.epochs = cfg.epochs;
           else if (name == "--threads") resumed.threads = cfg.threads;
           else if (name == "--decoders") resumed.decoders = cfg.decoders;
+          else if (name == "--no-graphs") resumed.graphs = cfg.graphs;
           else if (name == "--cache") resumed.cache = cfg.cache;
           else if (name == "--cache-budget-mb") resumed.cache_budget_mb = cfg.cache_budget_mb;
           else if (name == "--device") resumed.device = cfg.device;

@@ -59,6 +59,7 @@ json config_to_json(const TrainConfig& c) {
           {"augment", c.augment},
           {"precision", c.precision},
           {"deterministic", c.deterministic},
+          {"exif_orientation", c.exif_orientation},
           {"strict", c.strict},
           {"checkpoint_every", c.checkpoint_every},
           {"keep_checkpoints", c.keep_checkpoints},
@@ -109,6 +110,7 @@ TrainConfig config_from_json(const json& j) {
     c.augment = text("augment", std::string("none"));
     c.precision = text("precision", std::string("auto"));
     c.deterministic = flag("deterministic", false);
+    c.exif_orientation = flag("exif_orientation", true);
     c.strict = flag("strict", false);
     c.checkpoint_every = json_int(j, "checkpoint_every", 0, kBig, 0);
     c.keep_checkpoints = static_cast<int>(json_int(j, "keep_checkpoints", 1, 1 << 20, 3));

@@ -37,6 +37,8 @@ struct TrainConfig {
   double watchdog_seconds = 30;  // report every decoder's state when a batch is this late
   std::string precision = "auto";  // CUDA backend: auto (bf16 on sm_80+, fp16 below) | bf16 | fp16 | fp32
   bool deterministic = false;  // CUDA backend: deterministic cuDNN algorithms
+  bool graphs = true;          // CUDA backend: capture the step as a CUDA graph after warm-up (--no-graphs: off)
+  bool exif_orientation = true;  // turn JPEGs as their EXIF orientation says (as every viewer shows them)
   std::string cache = "auto";  // auto (= files for folders) | files: keep each file's bytes after its first read |
                                // decoded: decode every image once into memory | none
   int cache_budget_mb = 0;     // largest cache allowed (0 = half the available memory)

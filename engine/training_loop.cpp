@@ -300,7 +300,7 @@ bool TrainingRun::train_epoch(int64_t epoch) {
     seen_ = json_int(resume_sums_, "seen", 0, int64_t{1} << 50, 0);
   }
   seen_at_start_ = seen_;
-  window_loss_ = 0;
+  window_loss_ = window_device_s_ = epoch_device_s_ = 0;
   window_correct_ = window_seen_ = 0;
   window_wait0_ = wait_at_start_;
   window_t0_ = TrainClock::now();
@@ -381,6 +381,8 @@ void TrainingRun::on_result(const StepResult& so, int64_t epoch) {
   const int n = pending_.front().n;
   pending_.pop_front();
   const float loss = so.loss;
+  window_device_s_ += so.device_seconds;
+  epoch_device_s_ += so.device_seconds;
   ++step_;
   ++b_in_epoch_;
   result_.step_losses.push_back(loss);
@@ -415,10 +417,16 @@ void TrainingRun::on_result(const StepResult& so, int64_t epoch) {
   const double overall_rate = static_cast<double>(step_ - loop_first_step_) / std::max(seconds_since(loop_start_), 1e-9);
   const double eta = static_cast<double>(sched_.total_steps - step_) / overall_rate;
   if ((step_ % 50 == 0 || b_in_epoch_ == steps_per_epoch_) && window_seen_ > 0) {
-    metrics_->write({{"kind", "train"}, {"epoch", epoch + 1}, {"step", step_}, {"lr", lr},
-                     {"loss", window_loss_ / static_cast<double>(window_seen_)},
-                     {"acc", static_cast<double>(window_correct_) / static_cast<double>(window_seen_)},
-                     {"img_per_s", rate}, {"elapsed_s", seconds_since(t_start_)}, {"input_stall", window_stall()}});
+    const double window_s = std::max(seconds_since(window_t0_), 1e-9);  // before window_stall() restarts it
+    json line = {{"kind", "train"}, {"epoch", epoch + 1}, {"step", step_}, {"lr", lr},
+                 {"loss", window_loss_ / static_cast<double>(window_seen_)},
+                 {"acc", static_cast<double>(window_correct_) / static_cast<double>(window_seen_)},
+                 {"img_per_s", rate}, {"elapsed_s", seconds_since(t_start_)}, {"input_stall", window_stall()}};
+    // GPU busy: the device's time on this window's steps (CUDA events) over its wall time. Backends without
+    // device timing report none, and the line says nothing rather than 0%.
+    if (window_device_s_ > 0) line["gpu_busy"] = std::min(1.0, window_device_s_ / window_s);
+    metrics_->write(line);
+    window_device_s_ = 0;
     window_loss_ = 0;
     window_correct_ = window_seen_ = 0;
   }
@@ -458,6 +466,7 @@ void TrainingRun::end_epoch(int64_t epoch, double train_seconds, double input_wa
              {"train_acc", es.train_acc}, {"img_per_s", es.images_per_s}, {"seconds", es.seconds},
              {"elapsed_s", seconds_since(t_start_)}, {"rss_mib", resident_mib()},
              {"input_wait_s", input_wait}, {"input_stall", input_wait / std::max(train_seconds, 1e-9)}};
+  if (epoch_device_s_ > 0) ej["gpu_busy"] = std::min(1.0, epoch_device_s_ / std::max(train_seconds, 1e-9));
   if (evaluate_now) {
     ej["val_loss"] = es.val_loss;
     ej["val_acc"] = es.val_acc;
@@ -479,6 +488,7 @@ void TrainingRun::end_epoch(int64_t epoch, double train_seconds, double input_wa
   write_checkpoint(epoch + 1, 0, best);
   total_wait_ += input_wait;
   total_train_seconds_ += train_seconds;
+  total_device_s_ += epoch_device_s_;
   refresh_report(run_dir_, cfg_.quiet);
   if (!cfg_.quiet) {
     if (evaluate_now)

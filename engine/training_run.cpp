@@ -20,6 +20,8 @@
 #include "base/trace.h"
 #include "engine/checkpoint.h"
 #include "report/report.h"
+#include "io/codec/codec.h"
+#include "io/source/display_name.h"
 #include "io/source/image_folder.h"
 
 namespace stoke {
@@ -208,6 +210,7 @@ void TrainingRun::choose_device() {
 
 // ---- the data ----------------------------------------------------------------------------------------------------
 void TrainingRun::open_data() {
+  io::set_apply_exif_orientation(cfg_.exif_orientation);  // before any header is read: it decides the image sizes
   // A folder (ImageFolder) or a pack file (stoke pack) for either.
   train_all_ = io::open_source(cfg_.data);
   has_val_ = !cfg_.val.empty();
@@ -384,6 +387,7 @@ void TrainingRun::start_backend() {
   bopt.clip_grad_norm = cfg_.clip_grad_norm;
   bopt.precision = cfg_.precision;
   bopt.deterministic = cfg_.deterministic;
+  bopt.graphs = cfg_.graphs;
   try {
     backend_ = use_cuda_ ? cuda_backend_factory()(graph_, bopt) : make_cpu_backend(graph_, bopt);
   } catch (const OutOfMemory& e) {
@@ -412,6 +416,10 @@ void TrainingRun::announce() {
                 format_count(static_cast<double>(graph_.num_params())).c_str(),
                 static_cast<double>(graph_.forward_macs()) / 1e6, to_string(cfg_.optimizer.kind), static_cast<double>(cfg_.lr),
                 to_string(cfg_.schedule), batch_, cfg_.epochs);
+    for (const auto& [what, src] : {std::pair{"data", train_all_.get()}, std::pair{"val", val_all_.get()}})
+      if (const auto* folder = dynamic_cast<const io::FolderSource*>(src))
+        std::printf("%s: %s%s\n", what, folder->index_summary().c_str(),
+                    folder->left_out().empty() ? "" : " (every path in left_out.txt in the run folder)");
     if (!batch_note_.empty()) std::printf("%s\n", batch_note_.c_str());
     if (resuming_)
       std::printf("resuming: %s (epoch %lld, step %lld)\n", resumed_from_.c_str(), static_cast<long long>(start_epoch_ + 1),
@@ -462,8 +470,21 @@ void TrainingRun::write_run_info() {
   run_info["params"] = graph_.num_params();
   run_info["dataset"] = fingerprint_;
   atomic_write_file((fs::path(run_dir_) / "config.json").string(), run_info.dump(2) + "\n");
+  write_left_out();
   metrics_ = std::make_unique<JsonlWriter>(metrics_path_, cfg_.tensorboard ? (fs::path(run_dir_) / "tensorboard").string()
                                                                            : std::string());
+}
+
+// left_out.txt: every file of the data folders that indexing did not take, with its reason (nothing is skipped
+// without a word).
+void TrainingRun::write_left_out() const {
+  std::string text;
+  for (const auto* src : {train_all_.get(), val_all_.get()})
+    if (const auto* folder = dynamic_cast<const io::FolderSource*>(src))
+      for (const io::LeftOut& l : folder->left_out())
+        text += str(io::left_out_reason_name(l.reason), "\t", io::display_name(l.path),
+                    l.detail.empty() ? std::string() : "\t" + l.detail, "\n");
+  if (!text.empty()) atomic_write_file((fs::path(run_dir_) / "left_out.txt").string(), text);
 }
 
 }  // namespace stoke

@@ -81,6 +81,7 @@ class TrainingRun {
   void resume_from_checkpoint();
   void check_profile_window() const;
   void write_run_info();
+  void write_left_out() const;
   // training_loop.cpp
   struct RawBatch {
     int n = 0;
@@ -161,6 +162,7 @@ class TrainingRun {
   TrainClock::time_point loop_start_;
   int64_t loop_first_step_ = 0;
   double total_wait_ = 0, total_train_seconds_ = 0;  // this process's input wait and training time
+  double total_device_s_ = 0;                          // and the device's busy time (CUDA events; 0 elsewhere)
   int nonfinite_run_ = 0;
   bool profiling_ = false;
   // per epoch (a checkpoint mid-epoch carries the sums)
@@ -168,7 +170,7 @@ class TrainingRun {
   int64_t correct_sum_ = 0, seen_ = 0, seen_at_start_ = 0;
   TrainClock::time_point epoch_start_;
   double wait_at_start_ = 0;
-  double window_loss_ = 0;
+  double window_loss_ = 0, window_device_s_ = 0, epoch_device_s_ = 0;  // device busy time (CUDA events)
   int64_t window_correct_ = 0, window_seen_ = 0;
   double window_wait0_ = 0;
   TrainClock::time_point window_t0_;

@@ -70,6 +70,7 @@ TrainResult TrainingRun::finish() {
   const double run_stall = total_wait_ / std::max(total_train_seconds_, 1e-9);
   const std::string verdict_text = verdict(run_stall);
   summary["input_stall"] = run_stall;
+  if (total_device_s_ > 0) summary["gpu_busy"] = std::min(1.0, total_device_s_ / std::max(total_train_seconds_, 1e-9));
   summary["verdict"] = verdict_text;
   atomic_write_file((fs::path(run_dir_) / "summary.json").string(), summary.dump(2) + "\n");
   refresh_report(run_dir_, cfg_.quiet);
@@ -113,7 +114,10 @@ std::string TrainingRun::verdict(double run_stall) const {
                   train_in_->decoders(), " decoder thread(s)): try more --decoders, stoke pack, or --cache decoded");
   else
     v = str("compute-bound: the input pipeline kept up (the trainer waited for data ",
-                  static_cast<int>(std::lround(100 * run_stall)), "% of the time); the ", backend_->name(), " step is the limiting stage");
+            static_cast<int>(std::lround(100 * run_stall)), "% of the time); the ", backend_->name(),
+            " step is the limiting stage",
+            total_device_s_ > 0 ? str(" (GPU busy ", std::lround(100 * std::min(1.0, total_device_s_ / std::max(total_train_seconds_, 1e-9))), "%)")
+                                : std::string());
   return v;
 }
 

@@ -71,7 +71,11 @@ ReadStatus read_file_into(const std::string& path, std::vector<uint8_t>& scratch
 }
 
 FolderSource::FolderSource(ImageFolder folder)
-    : samples_(std::move(folder.samples)), classes_(std::move(folder.classes)), root_(std::move(folder.root)) {}
+    : index_summary_(stoke::io::index_summary(folder)), left_out_(std::move(folder.left_out)) {
+  samples_ = std::move(folder.samples);
+  classes_ = std::move(folder.classes);
+  root_ = std::move(folder.root);
+}
 
 FolderSource::FolderSource(std::vector<Sample> samples, std::vector<std::string> classes, std::string root)
     : samples_(std::move(samples)), classes_(std::move(classes)), root_(std::move(root)) {}

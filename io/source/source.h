@@ -52,11 +52,16 @@ class FolderSource final : public Source {
   ReadStatus read(int64_t i, std::vector<uint8_t>& scratch, std::span<const uint8_t>& bytes,
                   std::string* error) const override;
   const std::vector<Sample>& samples() const { return samples_; }
+  // What indexing found and left out (empty for a list of samples): index_summary()'s line, and every path.
+  const std::string& index_summary() const { return index_summary_; }
+  const std::vector<LeftOut>& left_out() const { return left_out_; }
 
  private:
   std::vector<Sample> samples_;
   std::vector<std::string> classes_;
   std::string root_;
+  std::string index_summary_;
+  std::vector<LeftOut> left_out_;
 };
 
 // A view of some samples of another source (e.g. a seeded subset): sample k of the subset is indices[k] there.
