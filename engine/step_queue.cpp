@@ -67,6 +67,12 @@ int StepQueue::in_flight() const {
   return static_cast<int>(submitted_ - computed_);
 }
 
+void StepQueue::fail(std::exception_ptr e) {
+  std::lock_guard<std::mutex> lock(m_);
+  if (!error_) error_ = std::move(e);  // the first failure is the one the caller sees
+  cv_.notify_all();
+}
+
 void StepQueue::copy_loop() {
   trace_name_thread("stoke copy");
   for (;;) {
@@ -91,9 +97,7 @@ void StepQueue::copy_loop() {
       if (r.flips) std::memcpy(s.flips.data(), r.flips, static_cast<size_t>(r.n));
       s.staged = StagedStep{r.tag, r.n, s.pixels.data(), s.labels.data(), r.flips ? s.flips.data() : nullptr, r.lr, r.skip};
     } catch (...) {
-      std::lock_guard<std::mutex> lock(m_);
-      if (!error_) error_ = std::current_exception();
-      cv_.notify_all();
+      fail(std::current_exception());
       return;
     }
     std::lock_guard<std::mutex> lock(m_);
@@ -118,9 +122,7 @@ void StepQueue::compute_loop() {
     try {
       result = compute_(slots_[static_cast<size_t>(slot)].staged);
     } catch (...) {
-      std::lock_guard<std::mutex> lock(m_);
-      if (!error_) error_ = std::current_exception();
-      cv_.notify_all();
+      fail(std::current_exception());
       return;
     }
     std::lock_guard<std::mutex> lock(m_);

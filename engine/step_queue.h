@@ -60,6 +60,8 @@ class StepQueue {
  private:
   void copy_loop();
   void compute_loop();
+  // A thread's exception: kept for the caller (submit, collect and drain rethrow it) and every waiter woken.
+  void fail(std::exception_ptr e);
 
   const int max_batch_;
   const int64_t pixel_bytes_;

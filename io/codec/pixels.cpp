@@ -14,6 +14,18 @@ bool dims_ok(const char* format, uint64_t h, uint64_t w, std::string* error) {
   return false;
 }
 
+bool target_ok(int channels, int h, int w, std::string* error) {
+  if (channels != 1 && channels != 3) {
+    if (error) *error = str("cannot decode to ", channels, " channels (1 or 3)");
+    return false;
+  }
+  if (h <= 0 || w <= 0) {
+    if (error) *error = str("bad decode target ", h, "x", w);
+    return false;
+  }
+  return true;
+}
+
 namespace {
 inline unsigned over_black(unsigned c, unsigned a) { return (c * a + 127) / 255; }
 }  // namespace

@@ -25,6 +25,8 @@ inline constexpr uint64_t kMaxPixels = 100'000'000;     // per image, as the JPE
 
 // Whether h x w is within the limits; if not, *error says so (naming `format`).
 bool dims_ok(const char* format, uint64_t h, uint64_t w, std::string* error);
+// A decode target every codec accepts: 1 or 3 channels, a positive size. False with the reason otherwise.
+bool target_ok(int channels, int h, int w, std::string* error);
 
 // BT.601 luma of 8-bit R, G, B (libjpeg's weights, 16-bit fixed point).
 inline uint8_t luma(unsigned r, unsigned g, unsigned b) {

@@ -150,14 +150,7 @@ thread_local std::vector<png_bytep> t_rows;       // row pointers into t_pixels
 
 bool decode_region_impl(const uint8_t* data, size_t size, CropChooser choose, int th, int tw, int channels,
                         DecodedRegion& out, std::string* error, uint8_t* dst_exact) {
-  if (channels != 1 && channels != 3) {
-    set_error(error, str("cannot decode to ", channels, " channels (1 or 3)"));
-    return false;
-  }
-  if (th <= 0 || tw <= 0) {
-    set_error(error, str("bad decode target ", th, "x", tw));
-    return false;
-  }
+  if (!pixels::target_ok(channels, th, tw, error)) return false;
   Reader r;
   if (!open_png(r, data, size, error)) return false;
   int in_c = 0;

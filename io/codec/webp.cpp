@@ -53,14 +53,7 @@ thread_local std::vector<uint8_t> t_pixels;  // the decoded image, RGB or RGBA
 
 bool decode_region_impl(const uint8_t* data, size_t size, CropChooser choose, int th, int tw, int channels,
                         DecodedRegion& out, std::string* error, uint8_t* dst_exact) {
-  if (channels != 1 && channels != 3) {
-    set_error(error, str("cannot decode to ", channels, " channels (1 or 3)"));
-    return false;
-  }
-  if (th <= 0 || tw <= 0) {
-    set_error(error, str("bad decode target ", th, "x", tw));
-    return false;
-  }
+  if (!pixels::target_ok(channels, th, tw, error)) return false;
   WebPDecoderConfig config;
   if (!WebPInitDecoderConfig(&config)) {
     set_error(error, "WebP: library version mismatch");
