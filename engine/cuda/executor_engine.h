@@ -1,0 +1,466 @@
+// Internal to the CUDA executor: Engine<T> runs the graph with storage type T (float, __nv_bfloat16, __half).
+// engine/cuda/executor.cpp picks T and forwards to it; the long passes (construction and planning, the arena
+// layout, forward and backward, the fused batch-norm groups) are defined in engine/cuda/executor_passes.cpp,
+// which instantiates Engine for the three storage types.
+//
+// Gradient routing follows engine/cpu/executor.cpp: a node's gradient buffer is written directly by the first
+// backward op that reaches it and later contributions go to a scratch buffer that is then added, so every op
+// assigns its activation gradient (=) and only parameter gradients accumulate (+=).
+#pragma once
+
+#include "engine/cuda/executor.h"
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <optional>
+#include <type_traits>
+#include "engine/cuda/arena.h"
+#include "base/cuda_check.h"
+#include "engine/cuda/context.h"
+#include "engine/cuda/conv.h"
+#include "engine/cuda/fusion.h"
+#include "engine/cuda/linear.h"
+#include "engine/cuda/loss_scaler.h"
+#include "engine/op_traits.h"
+#include "engine/cuda/param_layout.h"
+#include "base/trace.h"
+#include "base/error.h"
+#include "base/format.h"
+#include "engine/op_shapes.h"
+#include "kernels/activation.cuh"
+#include "kernels/augment.cuh"
+#include "kernels/batchnorm.cuh"
+#include "kernels/cast.cuh"
+#include "kernels/optimizer.cuh"
+#include "kernels/pool.cuh"
+#include "kernels/softmax_ce.cuh"
+#include "kernels/tensor_ops.cuh"
+
+namespace stoke {
+
+namespace cuda_engine {
+
+using cuda::DeviceArena;
+using cuda::Precision;
+
+
+template <typename T>
+T host_from_float(float v) {
+  if constexpr (std::is_same_v<T, float>)
+    return v;
+  else if constexpr (std::is_same_v<T, __half>)
+    return __float2half_rn(v);
+  else
+    return __float2bfloat16_rn(v);
+}
+
+template <typename T>
+float host_to_float(T v) {
+  if constexpr (std::is_same_v<T, float>)
+    return v;
+  else if constexpr (std::is_same_v<T, __half>)
+    return __half2float(v);
+  else
+    return __bfloat162float(v);
+}
+
+// Construction-time scratch (cuDNN benchmarking only): never used inside a step.
+class TempDevice {
+ public:
+  explicit TempDevice(size_t bytes) {
+    CUDA_CHECK(cudaMalloc(&p_, std::max<size_t>(bytes, 1)));
+    CUDA_CHECK(cudaMemset(p_, 0, std::max<size_t>(bytes, 1)));
+  }
+  ~TempDevice() { CUDA_CHECK_NOEXCEPT(cudaFree(p_)); }
+  TempDevice(const TempDevice&) = delete;
+  TempDevice& operator=(const TempDevice&) = delete;
+  void* get() const { return p_; }
+
+ private:
+  void* p_ = nullptr;
+};
+
+// Batch norm followed by ReLU, or by a residual add (and maybe ReLU), executed as one fused op when the graph
+// reaches `out` (forward) and when backward reaches `out` (engine/cuda/fusion.h).
+using Group = cuda::FusionGroup;
+
+}  // namespace cuda_engine
+
+struct CudaExecutor::Impl {
+  virtual ~Impl() = default;
+  virtual cuda::Precision precision() const = 0;
+  virtual const cuda::DeviceInfo& device() const = 0;
+  virtual cudaStream_t stream() const = 0;
+  virtual size_t arena_bytes() const = 0;
+  virtual int max_batch() const = 0;
+  virtual int outputs() const = 0;
+  virtual std::string describe() const = 0;
+  virtual std::string conv_algorithms() const = 0;
+  virtual void upload_params(const float* p) = 0;
+  virtual void upload_buffers(const float* b) = 0;
+  virtual void download_params(float* p) = 0;
+  virtual void download_buffers(float* b) = 0;
+  virtual void download_grads(float* g) = 0;
+  virtual void upload_optimizer_state(const std::vector<float>& s, int64_t steps) = 0;
+  virtual void download_optimizer_state(std::vector<float>& s, int64_t& steps) = 0;
+  virtual int64_t optimizer_steps() const = 0;
+  virtual void set_normalization(const std::vector<float>& mean, const std::vector<float>& stdev) = 0;
+  virtual uint8_t* device_pixels() = 0;
+  virtual int32_t* device_labels() = 0;
+  virtual uint8_t* device_flips() = 0;
+  virtual void forward(int n, const uint8_t* pixels, const uint8_t* flips, bool train) = 0;
+  virtual void forward_normalized_host(int n, const float* x, bool train) = 0;
+  virtual void loss(int n, const int32_t* labels, float smoothing, bool train) = 0;
+  virtual void backward() = 0;
+  virtual void step(float lr) = 0;
+  virtual void step(const cuda::StepControl* control) = 0;
+  virtual const cuda::StepRecord* device_record() const = 0;
+  virtual CudaStepStats stats() = 0;
+  virtual void download_logits(float* out) = 0;
+};
+
+namespace cuda_engine {
+
+template <typename T>
+class Engine final : public CudaExecutor::Impl {
+ public:
+  Engine(const Graph& graph, int max_batch, const CudaExecutorOptions& opt, Precision prec);
+
+  ~Engine() override {
+    CUDA_CHECK_NOEXCEPT(cudaStreamSynchronize(ctx_.stream()));
+    if (host_) CUDA_CHECK_NOEXCEPT(cudaFreeHost(host_));
+  }
+
+  Precision precision() const override { return prec_; }
+  const cuda::DeviceInfo& device() const override { return ctx_.device(); }
+  cudaStream_t stream() const override { return ctx_.stream(); }
+  size_t arena_bytes() const override { return arena_.capacity(); }
+  int max_batch() const override { return max_batch_; }
+  int outputs() const override { return static_cast<int>(g_.nodes().back().out.size()); }
+
+  std::string describe() const override {
+    return str(ctx_.device().name, ", ", cuda::to_string(prec_), ", arena ", format_bytes(arena_.capacity()),
+               " for batch ", max_batch_, " (conv workspace ", format_bytes(conv_ws_bytes_), "), ", groups_.size(),
+               " fused BN groups", opt_.deterministic ? ", deterministic" : "", ", cuDNN ", ctx_.cudnn_version(),
+               ", cuBLASLt ", ctx_.cublaslt_version());
+  }
+  std::string conv_algorithms() const override { return conv_->describe(); }
+
+  // ---- state ------------------------------------------------------------------------------------------------------
+  void upload_params(const float* p) override {
+    cudaStream_t s = ctx_.stream();
+    const std::vector<float> d = pl_.to_device(p);
+    CUDA_CHECK(cudaMemcpyAsync(params_, d.data(), d.size() * sizeof(float), cudaMemcpyHostToDevice, s));
+    if constexpr (!std::is_same_v<T, float>) cuda::cast<float, T>(pl_.total(), params_, params_half_, s);
+    refresh_padded_weights();
+    CUDA_CHECK(cudaStreamSynchronize(s));  // `d` dies here
+  }
+  void upload_buffers(const float* b) override {
+    if (g_.num_buffers() == 0) return;
+    CUDA_CHECK(cudaMemcpyAsync(buffers_, b, static_cast<size_t>(g_.num_buffers()) * sizeof(float),
+                               cudaMemcpyHostToDevice, ctx_.stream()));
+    CUDA_CHECK(cudaStreamSynchronize(ctx_.stream()));
+  }
+  void download_params(float* p) override { download_layout(params_, p); }
+  void download_buffers(float* b) override { download(buffers_, b, g_.num_buffers()); }
+  void download_grads(float* gr) override { download_layout(grads_, gr); }
+  // The CPU layout: state_sets_ arrays of num_params (momentum; or m then v), each flat.
+  void upload_optimizer_state(const std::vector<float>& st, int64_t steps) override {
+    const int64_t P = g_.num_params();
+    STOKE_CHECK(static_cast<int64_t>(st.size()) == state_sets_ * P, "optimizer state of ", st.size(),
+                " values, expected ", state_sets_ * P);
+    for (int k = 0; k < state_sets_; ++k) {
+      const std::vector<float> d = pl_.to_device(st.data() + k * P);
+      CUDA_CHECK(cudaMemcpyAsync(state_ + k * pl_.total(), d.data(), d.size() * sizeof(float), cudaMemcpyHostToDevice,
+                                 ctx_.stream()));
+      CUDA_CHECK(cudaStreamSynchronize(ctx_.stream()));  // `d` dies here
+    }
+    CUDA_CHECK(cudaMemcpyAsync(&state_dev_->t, &steps, sizeof(int64_t), cudaMemcpyHostToDevice, ctx_.stream()));
+    CUDA_CHECK(cudaStreamSynchronize(ctx_.stream()));  // `steps` is the caller's
+  }
+  void download_optimizer_state(std::vector<float>& st, int64_t& steps) override {
+    const int64_t P = g_.num_params();
+    st.assign(static_cast<size_t>(state_sets_ * P), 0.f);
+    for (int k = 0; k < state_sets_; ++k) download_layout(state_ + k * pl_.total(), st.data() + k * P);
+    steps = optimizer_steps();
+  }
+  // The count lives on the device (a step skipped there is not counted): reading it waits for the stream.
+  int64_t optimizer_steps() const override {
+    int64_t t = 0;
+    CUDA_CHECK(cudaMemcpyAsync(&t, &state_dev_->t, sizeof(int64_t), cudaMemcpyDeviceToHost, ctx_.stream()));
+    CUDA_CHECK(cudaStreamSynchronize(ctx_.stream()));
+    return t;
+  }
+  void set_normalization(const std::vector<float>& mean, const std::vector<float>& stdev) override {
+    const int c = g_.input_shape().c;
+    STOKE_CHECK(static_cast<int>(mean.size()) == c && static_cast<int>(stdev.size()) == c, "normalisation of ",
+                mean.size(), "/", stdev.size(), " channels for a ", c, "-channel input");
+    norm_ = cuda::normalize_params(mean.data(), stdev.data(), c);
+  }
+  uint8_t* device_pixels() override { return pixels_; }
+  int32_t* device_labels() override { return labels_; }
+  uint8_t* device_flips() override { return flips_; }
+
+  // ---- one step -----------------------------------------------------------------------------------------------------
+  void forward(int n, const uint8_t* pixels, const uint8_t* flips, bool train) override {
+    STOKE_TRACE("forward");
+    check_batch(n);
+    const Shape3 in = g_.input_shape();
+    cuda::augment_normalize<T>(n, in.h, in.w, in.c, pixels, flips, norm_, input_, ctx_.stream(), in_c_dev_);
+    run_forward(n, train);
+  }
+
+  void forward_normalized_host(int n, const float* x, bool train) override {
+    check_batch(n);
+    const int c = g_.input_shape().c;
+    const size_t pixels = static_cast<size_t>(n) * static_cast<size_t>(g_.input_shape().h * g_.input_shape().w);
+    const size_t count = pixels * static_cast<size_t>(in_c_dev_);
+    const size_t cd = static_cast<size_t>(in_c_dev_), cs = static_cast<size_t>(c);
+    std::vector<T> h(count, host_from_float<T>(0.f));  // padding channels (in_c_dev_ > c) are zeros
+    for (size_t px = 0; px < pixels; ++px)
+      for (size_t k = 0; k < cs; ++k) h[px * cd + k] = host_from_float<T>(x[px * cs + k]);
+    CUDA_CHECK(cudaMemcpyAsync(input_, h.data(), count * sizeof(T), cudaMemcpyHostToDevice, ctx_.stream()));
+    CUDA_CHECK(cudaStreamSynchronize(ctx_.stream()));
+    run_forward(n, train);
+  }
+
+  void loss(int n, const int32_t* labels, float smoothing, bool train) override {
+    STOKE_TRACE("loss");
+    STOKE_CHECK(have_forward_ && n == n_, "loss() of ", n, " rows after a forward of ", n_);
+    STOKE_CHECK(!train || forward_train_, "a training loss needs a training forward");
+    cudaStream_t s = ctx_.stream();
+    // fp16: the scale is the device's (moved by the last step's prepare_step), read by the kernel — never waited
+    // for here, so the step can be captured and nothing on the host depends on the last step's overflow.
+    const float* scale = train && scaler_ ? &state_dev_->scaler.scale : nullptr;
+    const int out = g_.output();
+    cuda::softmax_cross_entropy<T>(n, outputs(), act_[static_cast<size_t>(out)], labels, smoothing, 1.f, nullptr,
+                                   train ? dact_[static_cast<size_t>(out)] : nullptr, &state_dev_->record.loss,
+                                   &state_dev_->record.correct, ce_ws_, s, scale);
+    if (train && scaler_)  // the record's scale is the one this loss used (a device-to-device copy: capturable)
+      CUDA_CHECK(cudaMemcpyAsync(&state_dev_->record.loss_scale, scale, sizeof(float), cudaMemcpyDeviceToDevice, s));
+    if (train) have_loss_grad_ = true;
+  }
+
+  void backward() override;
+
+  void step(float lr) override {
+    cuda::set_step_control(ctl_, lr, false, ctx_.stream());
+    step(ctl_);
+  }
+
+  // Everything the update depends on that changes per step is in device memory (control: lr and the injected
+  // skip; state_dev_: t, the loss scale, the loss itself), so this enqueues the same launches every step and
+  // can be captured into a graph.
+  void step(const cuda::StepControl* control) override {
+    STOKE_TRACE("optimizer step");
+    cudaStream_t s = ctx_.stream();
+    if (scaler_) {
+      CUDA_CHECK(cudaMemsetAsync(&state_dev_->found_inf, 0, sizeof(int32_t), s));
+      cuda::check_finite(pl_.total(), grads_, &state_dev_->found_inf, s);
+    }
+    cuda::prepare_step(state_dev_, control, step_config_, s);
+    const OptimizerConfig& c = opt_.optimizer;
+    T* half = std::is_same_v<T, float> ? nullptr : params_half_;
+    const int nchunks = static_cast<int>(chunks_host_.size());
+    const int32_t* skip = &state_dev_->skip_update;
+    if (c.kind == OptimizerKind::sgd) {
+      cuda::SgdArgs a;  // the host's copy only says whether there is a momentum buffer; the kernel reads the rest
+      a.momentum = c.momentum;
+      cuda::sgd_step<T>(chunks_, nchunks, params_, half, grads_, state_, a, skip, s, &state_dev_->sgd);
+    } else {
+      cuda::adamw_step<T>(chunks_, nchunks, params_, half, grads_, state_, state_ ? state_ + pl_.total() : nullptr,
+                          cuda::AdamwArgs{}, skip, s, &state_dev_->adamw);
+    }
+    refresh_padded_weights();
+  }
+
+  const cuda::StepRecord* device_record() const override { return &state_dev_->record; }
+
+  CudaStepStats stats() override {
+    CUDA_CHECK(cudaMemcpyAsync(host_, &state_dev_->record, sizeof(cuda::StepRecord), cudaMemcpyDeviceToHost,
+                               ctx_.stream()));
+    CUDA_CHECK(cudaStreamSynchronize(ctx_.stream()));
+    CudaStepStats st;
+    st.loss = host_->loss;
+    st.correct = host_->correct;
+    st.step_applied = host_->applied != 0;
+    st.loss_scale = host_->loss_scale;
+    return st;
+  }
+
+  void download_logits(float* out) override {
+    STOKE_CHECK(have_forward_, "no forward yet");
+    const size_t count = static_cast<size_t>(n_) * static_cast<size_t>(outputs());
+    std::vector<T> h(count);
+    CUDA_CHECK(cudaMemcpyAsync(h.data(), act_[static_cast<size_t>(g_.output())], count * sizeof(T),
+                               cudaMemcpyDeviceToHost, ctx_.stream()));
+    CUDA_CHECK(cudaStreamSynchronize(ctx_.stream()));
+    for (size_t i = 0; i < count; ++i) out[i] = host_to_float(h[i]);
+  }
+
+ private:
+  struct Slot {
+    T* ptr = nullptr;
+    int node = -1;
+    bool add = false;  // ptr is scratch: add it into the node's gradient after the op
+    int64_t count = 0;
+  };
+
+  // Where an op writes node's gradient: its own buffer the first time, else scratch (slot 0 or 1) to be added.
+  Slot take(int node, int slot, int64_t count) {
+    Slot r;
+    if (node == 0) return r;  // the graph input needs no gradient
+    r.node = node;
+    r.count = count;
+    if (!has_grad_[static_cast<size_t>(node)]) {
+      has_grad_[static_cast<size_t>(node)] = 1;
+      r.ptr = dact_[static_cast<size_t>(node)];
+    } else {
+      STOKE_CHECK(count <= scratch_count_, "gradient scratch too small");
+      r.ptr = scratch_[slot];
+      r.add = true;
+    }
+    return r;
+  }
+  void give(const Slot& sl) {
+    if (sl.ptr && sl.add)
+      cuda::add_forward<T>(sl.count, dact_[static_cast<size_t>(sl.node)], sl.ptr, dact_[static_cast<size_t>(sl.node)],
+                           ctx_.stream());
+  }
+
+  const T* in_ptr(int node) const { return node == 0 ? input_ : act_[static_cast<size_t>(node)]; }
+  // Parameter pointers at their device offsets (engine/cuda/param_layout.h), not the Graph's flat ones.
+  float* master(int idx) const { return idx < 0 ? nullptr : params_ + pl_.offset(static_cast<size_t>(idx)); }
+  const T* weight(int idx) const { return idx < 0 ? nullptr : params_half_ + pl_.offset(static_cast<size_t>(idx)); }
+  float* grad(int idx) const { return idx < 0 ? nullptr : grads_ + pl_.offset(static_cast<size_t>(idx)); }
+
+  // The convolution as cuDNN sees it: a conv reading the padded input gets the padded channel count.
+  ConvShape dev_conv_shape(const Node& nd, int n) const {
+    Shape3 in = g_.node(nd.inputs[0]).out;
+    if (nd.inputs[0] == 0) in.c = in_c_dev_;
+    return conv_shape(nd, in, n);
+  }
+  const T* conv_weight(const Node& nd, int node) const {
+    const T* padded = padded_w_.empty() ? nullptr : padded_w_[static_cast<size_t>(node)];
+    return padded ? padded : weight(nd.weight);
+  }
+  // The zero-padded filter copies (K R S x in_c_dev_) follow the half copies: after an upload and every step.
+  void refresh_padded_weights() {
+    const int c = g_.input_shape().c;
+    for (size_t i = 0; i < padded_w_.size(); ++i) {
+      if (!padded_w_[i]) continue;
+      const Node& nd = g_.nodes()[i];
+      const int64_t rows = g_.params()[static_cast<size_t>(nd.weight)].size / c;
+      cuda::copy_channels<T>(rows, c, weight(nd.weight), c, padded_w_[i], in_c_dev_, ctx_.stream());
+    }
+  }
+  // A device array in the padded layout -> the Graph's flat layout (synchronises).
+  void download_layout(const float* src, float* flat) {
+    std::vector<float> d(static_cast<size_t>(pl_.total()));
+    download(src, d.data(), pl_.total());
+    pl_.to_flat(d, flat);
+  }
+  float* buffer(int idx) const {
+    return idx < 0 ? nullptr : buffers_ + g_.buffers()[static_cast<size_t>(idx)].offset;
+  }
+
+  void check_batch(int n) const { STOKE_CHECK(n >= 1 && n <= max_batch_, "batch ", n, " outside [1, ", max_batch_, "]"); }
+
+  void download(const float* src, float* dst, int64_t count) {
+    if (count <= 0) return;
+    CUDA_CHECK(cudaMemcpyAsync(dst, src, static_cast<size_t>(count) * sizeof(float), cudaMemcpyDeviceToHost, ctx_.stream()));
+    CUDA_CHECK(cudaStreamSynchronize(ctx_.stream()));
+  }
+
+  // The device's step state at construction: t = 0, the initial loss scale (fp16), and the constants of the update.
+  void init_step_state() {
+    const OptimizerConfig& c = opt_.optimizer;
+    step_config_.adamw = c.kind == OptimizerKind::adamw;
+    step_config_.momentum = c.momentum;
+    step_config_.nesterov = c.nesterov;
+    step_config_.beta1 = c.beta1;
+    step_config_.beta2 = c.beta2;
+    step_config_.eps = c.eps;
+    step_config_.loss_scaling = scaler_.has_value();
+    cuda::StepState init;
+    if (scaler_) {
+      step_config_.rule = scaler_->rule();
+      init.scaler = scaler_->state();
+    }
+    CUDA_CHECK(cudaMemcpyAsync(state_dev_, &init, sizeof(init), cudaMemcpyHostToDevice, ctx_.stream()));
+    cuda::set_step_control(ctl_, 0.f, false, ctx_.stream());
+    CUDA_CHECK(cudaStreamSynchronize(ctx_.stream()));  // `init` dies here
+  }
+
+  // Every device buffer, in one fixed order (run once on a counting arena, once on the real one).
+  void layout(DeviceArena& a);
+
+  void run_forward(int n, bool train);
+
+  void forward_group(const Group& gr, int n, bool train);
+
+  void backward_group(const Group& gr, int n);
+
+  // ---- members (ctx_ first: it selects the device everything else lives on) --------------------------------------
+  const Graph& g_;
+  int max_batch_;
+  CudaExecutorOptions opt_;
+  Precision prec_;
+  cuda::CudaContext ctx_;
+  std::unique_ptr<cuda::ConvRunner> conv_;
+  std::unique_ptr<cuda::LinearRunner> linear_;
+  DeviceArena arena_;
+  std::optional<cuda::LossScaler> scaler_;  // fp16: the rule and initial scale; the live state is on the device
+  cuda::StepConfig step_config_;
+
+  std::vector<Group> groups_;
+  std::vector<int> group_at_out_;
+  std::vector<char> interior_;
+  std::vector<cuda::OptimizerChunk> chunks_host_;
+  cuda::DeviceParamLayout pl_;  // device offsets of the parameter tensors (16-byte aligned and more)
+  int state_sets_ = 0;          // optimizer state arrays: 1 (momentum), 2 (AdamW m, v) or 0
+  int in_c_dev_ = 0;            // input channels on the device (padded to 8 in half precision when < 8)
+  int64_t max_conv_weight_ = 0, max_linear_weight_ = 0;
+  size_t conv_ws_bytes_ = 0, reduce_ws_bytes_ = 0;
+
+  // Device buffers (all inside arena_).
+  float* params_ = nullptr;
+  T* params_half_ = nullptr;  // == params_ for fp32
+  float* grads_ = nullptr;
+  float* state_ = nullptr;
+  float* buffers_ = nullptr;
+  cuda::OptimizerChunk* chunks_ = nullptr;
+  uint8_t* pixels_ = nullptr;
+  int32_t* labels_ = nullptr;
+  uint8_t* flips_ = nullptr;
+  T* input_ = nullptr;
+  std::vector<T*> act_, dact_;
+  std::vector<int32_t*> argmax_;
+  std::vector<float*> save_mean_, save_invstd_;
+  std::vector<char> has_grad_;
+  T* scratch_[2] = {nullptr, nullptr};
+  int64_t scratch_count_ = 0;
+  void* reduce_ws_ = nullptr;
+  void* conv_ws_ = nullptr;
+  void* lt_ws_ = nullptr;
+  T* conv_dw_ = nullptr;
+  T* conv_dw_unpad_ = nullptr;
+  std::vector<T*> padded_w_;  // per node: the zero-padded filter of a conv reading the padded input
+  T* linear_dw_ = nullptr;
+  void* ce_ws_ = nullptr;
+  cuda::StepState* state_dev_ = nullptr;
+  cuda::StepControl* ctl_ = nullptr;     // step(float lr) writes it; the asynchronous backend brings its own
+  cuda::StepRecord* host_ = nullptr;     // pinned, for stats()
+
+  cuda::NormalizeParams norm_;
+  int n_ = 0;
+  bool have_forward_ = false, forward_train_ = false, have_loss_grad_ = false;
+};
+
+extern template class Engine<float>;
+extern template class Engine<__nv_bfloat16>;
+extern template class Engine<__half>;
+
+}  // namespace cuda_engine
+
+}  // namespace stoke

@@ -1,0 +1,392 @@
+// The long passes of Engine<T> (engine/cuda/executor_engine.h): construction (cuDNN algorithms, workspaces, the
+// arena plan), the arena layout, the forward and backward passes and the fused batch-norm groups.
+#include "engine/cuda/executor_engine.h"
+
+namespace stoke {
+namespace cuda_engine {
+
+template <typename T>
+Engine<T>::Engine(const Graph& graph, int max_batch, const CudaExecutorOptions& opt, Precision prec)
+    : g_(graph), max_batch_(max_batch), opt_(opt), prec_(prec), ctx_(opt.device) {
+  STOKE_TRACE("CudaExecutor plan");
+  STOKE_CHECK(max_batch >= 1, "max_batch ", max_batch);
+  const auto& nodes = g_.nodes();
+  const size_t N = nodes.size();
+  STOKE_CHECK(N >= 2, "a graph without ops");
+  STOKE_CHECK(g_.input_shape().c <= cuda::kMaxNormalizeChannels, "inputs of ", g_.input_shape().c,
+              " channels (the augment kernel takes at most ", cuda::kMaxNormalizeChannels, ")");
+  if (prec_ == Precision::fp16) scaler_.emplace(opt.loss_scale, opt.loss_scale_growth_interval);
+  {
+    cuda::FusionPlan fp = cuda::plan_fusion(g_);
+    groups_ = std::move(fp.groups);
+    group_at_out_ = std::move(fp.group_at_out);
+    interior_ = std::move(fp.interior);
+  }
+  pl_ = cuda::DeviceParamLayout(g_.params());
+  bool only_convs = true;
+  for (size_t i = 1; i < N; ++i)
+    for (int j : nodes[i].inputs)
+      if (j == 0 && nodes[i].op != Op::conv) only_convs = false;
+  in_c_dev_ = cuda::device_input_channels(prec_, g_.input_shape().c, only_convs);
+
+  // ---- cuDNN algorithms and workspaces at the largest batch --------------------------------------------------
+  cuda::ConvOptions co;
+  co.deterministic = opt.deterministic;
+  co.benchmark = opt.conv_benchmark;
+  co.workspace_limit = opt.conv_workspace_limit;
+  conv_ = std::make_unique<cuda::ConvRunner>(ctx_, prec_, co);
+  for (size_t i = 1; i < N; ++i) {
+    const Node& nd = nodes[i];
+    const Shape3& in = g_.node(nd.inputs[0]).out;
+    if (nd.op == Op::conv) {
+      const ConvShape sh = dev_conv_shape(nd, max_batch_);
+      if (opt.conv_benchmark) {
+        const size_t xe = static_cast<size_t>(sh.n) * sh.h * sh.w * sh.c, we = static_cast<size_t>(sh.k) * sh.r * sh.s * sh.c,
+                     ye = static_cast<size_t>(sh.n) * sh.p() * sh.q() * sh.k;
+        TempDevice x(xe * sizeof(T)), w(we * sizeof(T)), y(ye * sizeof(T)), dx(xe * sizeof(T)), dw(we * sizeof(T)),
+            ws(opt.conv_workspace_limit);
+        cuda::ConvBenchBuffers b{x.get(), w.get(), y.get(), dx.get(), dw.get(), ws.get(), opt.conv_workspace_limit};
+        conv_ws_bytes_ = std::max(conv_ws_bytes_, conv_->prepare(sh, opt.conv_workspace_limit, &b));
+      } else {
+        conv_ws_bytes_ = std::max(conv_ws_bytes_, conv_->prepare(sh, opt.conv_workspace_limit));
+      }
+      if (nd.bias >= 0)
+        reduce_ws_bytes_ = std::max<size_t>(reduce_ws_bytes_, static_cast<size_t>(cuda::bias_backward_workspace_bytes(
+                                                                  static_cast<int64_t>(max_batch_) * nd.out.h * nd.out.w, nd.k)));
+      max_conv_weight_ = std::max<int64_t>(max_conv_weight_, int64_t{sh.k} * sh.r * sh.s * sh.c);  // padded
+    } else if (nd.op == Op::batchnorm) {
+      reduce_ws_bytes_ = std::max<size_t>(reduce_ws_bytes_, static_cast<size_t>(cuda::batchnorm_workspace_bytes(
+                                                                static_cast<int64_t>(max_batch_) * in.h * in.w, in.c)));
+    } else if (nd.op == Op::linear) {
+      if (nd.bias >= 0)
+        reduce_ws_bytes_ = std::max<size_t>(
+            reduce_ws_bytes_, static_cast<size_t>(cuda::bias_backward_workspace_bytes(max_batch_, nd.out_features)));
+      max_linear_weight_ = std::max<int64_t>(max_linear_weight_, int64_t{nd.in_features} * nd.out_features);
+    }
+  }
+
+  // Batch sizes first seen later (an eval remainder) get algorithms chosen within this workspace: keep a floor
+  // so that choice is not limited to the zero-workspace algorithms.
+  if (conv_ws_bytes_ > 0 || max_conv_weight_ > 0)
+    conv_ws_bytes_ = std::max(conv_ws_bytes_, std::min(opt.conv_workspace_limit, size_t{32} << 20));
+
+  // ---- optimizer chunks -------------------------------------------------------------------------------------
+  const OptimizerConfig& oc = opt_.optimizer;
+  // Chunks cover the tensors at their device offsets; the alignment gaps between them are never touched.
+  for (size_t i = 0; i < g_.params().size(); ++i) {
+    const ParamInfo& p = g_.params()[i];
+    for (int64_t b = 0; b < p.size; b += cuda::kOptimizerChunk)
+      chunks_host_.push_back({pl_.offset(i) + b,
+                              static_cast<int32_t>(std::min<int64_t>(cuda::kOptimizerChunk, p.size - b)),
+                              p.weight_decay ? oc.weight_decay : 0.f});
+  }
+  if (oc.kind == OptimizerKind::sgd && oc.momentum != 0.f) state_sets_ = 1;
+  if (oc.kind == OptimizerKind::adamw) state_sets_ = 2;
+
+  // ---- the arena: plan, then allocate exactly that ---------------------------------------------------------
+  DeviceArena plan = DeviceArena::counting();
+  layout(plan);
+  arena_ = DeviceArena(plan.used(), str("the ", g_.name(), " executor (batch ", max_batch_, ", ", cuda::to_string(prec_), ")"));
+  layout(arena_);
+  cudaStream_t s = ctx_.stream();
+  arena_.zero(s);  // the alignment gaps and the input's padding channels stay zero from here on
+  linear_ = std::make_unique<cuda::LinearRunner>(ctx_, prec_, lt_ws_, cuda::LinearRunner::kDefaultWorkspace);
+  if (!chunks_host_.empty())
+    CUDA_CHECK(cudaMemcpyAsync(chunks_, chunks_host_.data(), chunks_host_.size() * sizeof(cuda::OptimizerChunk),
+                               cudaMemcpyHostToDevice, s));
+  CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&host_), sizeof(cuda::StepRecord), cudaHostAllocDefault));
+  *host_ = cuda::StepRecord{};
+  init_step_state();
+
+  // A usable starting point: Graph::initialize(seed 0) and pixel/255 normalisation (callers upload their own).
+  std::vector<float> p(static_cast<size_t>(g_.num_params())), b(static_cast<size_t>(std::max<int64_t>(g_.num_buffers(), 1)));
+  g_.initialize(p.data(), b.data(), 0);
+  upload_params(p.data());
+  upload_buffers(b.data());
+  const std::vector<float> zero(static_cast<size_t>(g_.input_shape().c), 0.f), one(zero.size(), 1.f);
+  set_normalization(zero, one);
+  CUDA_CHECK(cudaStreamSynchronize(s));
+}
+
+template <typename T>
+void Engine<T>::backward() {
+  STOKE_TRACE("backward");
+  STOKE_CHECK(have_forward_ && forward_train_ && have_loss_grad_, "backward() needs a training forward and loss()");
+  have_loss_grad_ = false;
+  cudaStream_t s = ctx_.stream();
+  const int n = n_;
+  const auto& nodes = g_.nodes();
+  CUDA_CHECK(cudaMemsetAsync(grads_, 0, static_cast<size_t>(pl_.total()) * sizeof(float), s));
+  std::fill(has_grad_.begin(), has_grad_.end(), 0);
+  const int out = g_.output();
+  has_grad_[static_cast<size_t>(out)] = 1;  // loss() wrote dlogits into it
+
+  for (int node = out; node >= 1; --node) {
+    if (!has_grad_[static_cast<size_t>(node)]) continue;
+    const Node& nd = nodes[static_cast<size_t>(node)];
+    const T* dy = dact_[static_cast<size_t>(node)];
+    if (const int gi = group_at_out_[static_cast<size_t>(node)]; gi >= 0) {
+      backward_group(groups_[static_cast<size_t>(gi)], n);
+      continue;
+    }
+    const int x0 = nd.inputs[0];
+    const Shape3& in = g_.node(x0).out;
+    const int64_t in_count = int64_t{n} * in.size();
+    switch (nd.op) {
+      case Op::conv: {
+        const ConvShape sh = dev_conv_shape(nd, n);
+        Slot dx = take(x0, 0, in_count);
+        if (dx.ptr) conv_->backward_data(sh, conv_weight(nd, node), dy, dx.ptr, conv_ws_, conv_ws_bytes_);
+        give(dx);
+        if constexpr (std::is_same_v<T, float>) {
+          conv_->backward_filter(sh, in_ptr(x0), dy, grad(nd.weight), 1.f, conv_ws_, conv_ws_bytes_);
+        } else {
+          conv_->backward_filter(sh, in_ptr(x0), dy, conv_dw_, 0.f, conv_ws_, conv_ws_bytes_);
+          const T* dw = conv_dw_;
+          if (sh.c != in.c) {  // padded input: drop the zero filter slices (their dW is exactly zero)
+            cuda::copy_channels<T>(int64_t{sh.k} * sh.r * sh.s, in.c, conv_dw_, sh.c, conv_dw_unpad_, in.c, s);
+            dw = conv_dw_unpad_;
+          }
+          cuda::accumulate<T>(g_.params()[static_cast<size_t>(nd.weight)].size, dw, grad(nd.weight), s);
+        }
+        if (nd.bias >= 0)
+          cuda::bias_backward<T>(int64_t{n} * nd.out.h * nd.out.w, nd.k, dy, grad(nd.bias), reduce_ws_, s);
+        break;
+      }
+      case Op::batchnorm: {
+        Slot dx = take(x0, 0, in_count);
+        cuda::batchnorm_backward<T>(n * in.h * in.w, in.c, in_ptr(x0), master(nd.weight),
+                                    save_mean_[static_cast<size_t>(node)], save_invstd_[static_cast<size_t>(node)], dy,
+                                    dx.ptr, grad(nd.weight), grad(nd.bias), reduce_ws_, s);
+        give(dx);
+        break;
+      }
+      case Op::relu: {
+        Slot dx = take(x0, 0, in_count);
+        if (dx.ptr) cuda::relu_backward<T>(in_count, act_[static_cast<size_t>(node)], dy, dx.ptr, s);
+        give(dx);
+        break;
+      }
+      case Op::maxpool: {
+        Slot dx = take(x0, 0, in_count);
+        if (dx.ptr) cuda::maxpool_backward<T>(pool_shape(nd, in, n), argmax_[static_cast<size_t>(node)], dy, dx.ptr, s);
+        give(dx);
+        break;
+      }
+      case Op::avgpool: {
+        Slot dx = take(x0, 0, in_count);
+        if (dx.ptr) cuda::avgpool_backward<T>(pool_shape(nd, in, n), dy, dx.ptr, s);
+        give(dx);
+        break;
+      }
+      case Op::global_avgpool: {
+        Slot dx = take(x0, 0, in_count);
+        if (dx.ptr) cuda::global_avgpool_backward<T>(n, in.h * in.w, in.c, dy, dx.ptr, s);
+        give(dx);
+        break;
+      }
+      case Op::linear: {
+        Slot dx = take(x0, 0, in_count);
+        if (dx.ptr) linear_->backward_data(n, nd.in_features, nd.out_features, weight(nd.weight), dy, dx.ptr);
+        give(dx);
+        linear_->backward_weight(n, nd.in_features, nd.out_features, in_ptr(x0), dy, grad(nd.weight), linear_dw_);
+        if (nd.bias >= 0) cuda::bias_backward<T>(n, nd.out_features, dy, grad(nd.bias), reduce_ws_, s);
+        break;
+      }
+      case Op::add: {
+        // Both inputs receive dy (the same node twice: the second contribution goes through scratch).
+        Slot a = take(nd.inputs[0], 0, in_count);
+        Slot b = take(nd.inputs[1], 1, in_count);
+        cuda::add_backward<T>(in_count, dy, a.ptr, b.ptr, s);
+        give(a);
+        give(b);
+        break;
+      }
+      case Op::concat: {
+        const int64_t rows = int64_t{n} * in.h * in.w;
+        const int total = nd.out.c;
+        int off = 0;
+        for (int part : nd.inputs) {
+          const int c = g_.node(part).out.c;
+          Slot d = take(part, 0, rows * c);
+          if (d.ptr) cuda::copy_channels<T>(rows, c, dy + off, total, d.ptr, c, s);
+          give(d);
+          off += c;
+        }
+        break;
+      }
+      case Op::input: break;
+    }
+  }
+}
+
+template <typename T>
+void Engine<T>::layout(DeviceArena& a) {
+  const auto& nodes = g_.nodes();
+  const size_t N = nodes.size();
+  const Shape3 in = g_.input_shape();
+  const size_t mb = static_cast<size_t>(max_batch_);
+  const size_t Pd = static_cast<size_t>(pl_.total());  // the padded device layout of the parameters
+  params_ = a.alloc<float>(Pd, "fp32 master weights");
+  if constexpr (std::is_same_v<T, float>)
+    params_half_ = params_;
+  else
+    params_half_ = a.alloc<T>(Pd, "half-precision weights");
+  grads_ = a.alloc<float>(Pd, "gradients");
+  state_ = state_sets_ > 0 ? a.alloc<float>(static_cast<size_t>(state_sets_) * Pd, "optimizer state") : nullptr;
+  buffers_ = a.alloc<float>(static_cast<size_t>(std::max<int64_t>(g_.num_buffers(), 1)), "BN running statistics");
+  chunks_ = a.alloc<cuda::OptimizerChunk>(std::max<size_t>(chunks_host_.size(), 1), "optimizer chunk table");
+  pixels_ = a.alloc<uint8_t>(mb * static_cast<size_t>(in.size()), "input pixels");
+  labels_ = a.alloc<int32_t>(mb, "labels");
+  flips_ = a.alloc<uint8_t>(mb, "flip flags");
+  input_ = a.alloc<T>(mb * static_cast<size_t>(in.h * in.w * in_c_dev_), "normalised input");
+  padded_w_.assign(in_c_dev_ != in.c ? N : 0, nullptr);
+  int64_t largest_padded = 0;
+  for (size_t i = 0; i < padded_w_.size(); ++i)
+    if (nodes[i].op == Op::conv && nodes[i].inputs[0] == 0) {
+      const int64_t w = g_.params()[static_cast<size_t>(nodes[i].weight)].size;
+      padded_w_[i] = a.alloc<T>(static_cast<size_t>(w / in.c * in_c_dev_), "zero-padded first-conv filter");
+      largest_padded = std::max(largest_padded, w);
+    }
+  conv_dw_unpad_ = largest_padded > 0 ? a.alloc<T>(static_cast<size_t>(largest_padded), "first-conv dW (unpadded)") : nullptr;
+  act_.assign(N, nullptr);
+  dact_.assign(N, nullptr);
+  argmax_.assign(N, nullptr);
+  save_mean_.assign(N, nullptr);
+  save_invstd_.assign(N, nullptr);
+  has_grad_.assign(N, 0);
+  int64_t largest = 0;
+  for (size_t i = 1; i < N; ++i) {
+    const Node& nd = nodes[i];
+    const size_t count = mb * static_cast<size_t>(nd.out.size());
+    largest = std::max<int64_t>(largest, static_cast<int64_t>(count));
+    if (!interior_[i]) {
+      act_[i] = a.alloc<T>(count, "activation");
+      dact_[i] = a.alloc<T>(count, "activation gradient");
+    }
+    if (op_traits(nd.op).saves_argmax) argmax_[i] = a.alloc<int32_t>(count, "max-pool argmax");
+    if (op_traits(nd.op).saves_channel_stats) {
+      save_mean_[i] = a.alloc<float>(static_cast<size_t>(nd.out.c), "BN saved mean");
+      save_invstd_[i] = a.alloc<float>(static_cast<size_t>(nd.out.c), "BN saved inv-std");
+    }
+  }
+  scratch_count_ = largest;
+  scratch_[0] = a.alloc<T>(static_cast<size_t>(largest), "gradient scratch");
+  scratch_[1] = a.alloc<T>(static_cast<size_t>(largest), "gradient scratch");
+  reduce_ws_ = a.allocate(std::max<size_t>(reduce_ws_bytes_, 8), "reduction workspace");
+  conv_ws_ = conv_ws_bytes_ > 0 ? a.allocate(conv_ws_bytes_, "cuDNN workspace") : nullptr;
+  lt_ws_ = a.allocate(cuda::LinearRunner::kDefaultWorkspace, "cuBLASLt workspace");
+  if constexpr (!std::is_same_v<T, float>) {
+    conv_dw_ = max_conv_weight_ > 0 ? a.alloc<T>(static_cast<size_t>(max_conv_weight_), "conv dW (half)") : nullptr;
+    linear_dw_ = max_linear_weight_ > 0 ? a.alloc<T>(static_cast<size_t>(max_linear_weight_), "linear dW (half)") : nullptr;
+  }
+  ce_ws_ = a.allocate(static_cast<size_t>(cuda::softmax_ce_workspace_bytes(max_batch_)), "softmax-CE workspace");
+  state_dev_ = a.alloc<cuda::StepState>(1, "step state");
+  ctl_ = a.alloc<cuda::StepControl>(1, "step control");
+}
+
+template <typename T>
+void Engine<T>::run_forward(int n, bool train) {
+  cudaStream_t s = ctx_.stream();
+  const auto& nodes = g_.nodes();
+  n_ = n;
+  have_forward_ = true;
+  forward_train_ = train;
+  have_loss_grad_ = false;
+  for (size_t i = 1; i < nodes.size(); ++i) {
+    if (interior_[i]) continue;
+    if (const int gi = group_at_out_[i]; gi >= 0) {
+      forward_group(groups_[static_cast<size_t>(gi)], n, train);
+      continue;
+    }
+    const Node& nd = nodes[i];
+    const Shape3& in = g_.node(nd.inputs[0]).out;
+    const T* x = in_ptr(nd.inputs[0]);
+    T* y = act_[i];
+    switch (nd.op) {
+      case Op::conv: {
+        const ConvShape sh = dev_conv_shape(nd, n);
+        conv_->forward(sh, x, conv_weight(nd, i), y, conv_ws_, conv_ws_bytes_);
+        if (nd.bias >= 0) cuda::bias_forward<T>(int64_t{n} * sh.p() * sh.q(), sh.k, master(nd.bias), y, s);
+        break;
+      }
+      case Op::batchnorm: {
+        const int rows = n * in.h * in.w;
+        if (train)
+          cuda::batchnorm_forward_train<T>(rows, in.c, x, master(nd.weight), master(nd.bias), nd.eps, nd.momentum,
+                                           buffer(nd.running_mean), buffer(nd.running_var), y, save_mean_[i],
+                                           save_invstd_[i], reduce_ws_, s);
+        else
+          cuda::batchnorm_forward_eval<T>(rows, in.c, x, master(nd.weight), master(nd.bias), buffer(nd.running_mean),
+                                          buffer(nd.running_var), nd.eps, y, reduce_ws_, s);
+        break;
+      }
+      case Op::relu: cuda::relu_forward<T>(int64_t{n} * in.size(), x, y, s); break;
+      case Op::maxpool:
+        cuda::maxpool_forward<T>(pool_shape(nd, in, n), x, y, train ? argmax_[i] : nullptr, s);
+        break;
+      case Op::avgpool: cuda::avgpool_forward<T>(pool_shape(nd, in, n), x, y, s); break;
+      case Op::global_avgpool: cuda::global_avgpool_forward<T>(n, in.h * in.w, in.c, x, y, s); break;
+      case Op::linear:
+        linear_->forward(n, nd.in_features, nd.out_features, x, weight(nd.weight), weight(nd.bias), master(nd.bias), y);
+        break;
+      case Op::add: cuda::add_forward<T>(int64_t{n} * in.size(), x, in_ptr(nd.inputs[1]), y, s); break;
+      case Op::concat: {
+        const int64_t rows = int64_t{n} * in.h * in.w;
+        int off = 0;
+        for (int part : nd.inputs) {
+          const int c = g_.node(part).out.c;
+          cuda::copy_channels<T>(rows, c, in_ptr(part), c, y + off, nd.out.c, s);
+          off += c;
+        }
+        break;
+      }
+      case Op::input: STOKE_CHECK(false, "input node inside the graph"); break;
+    }
+  }
+}
+
+template <typename T>
+void Engine<T>::forward_group(const Group& gr, int n, bool train) {
+  const Node& bn = g_.node(gr.bn);
+  const Shape3& in = g_.node(bn.inputs[0]).out;
+  const int rows = n * in.h * in.w;
+  const T* x = in_ptr(bn.inputs[0]);
+  const T* res = gr.residual >= 0 ? in_ptr(gr.residual) : nullptr;
+  T* y = act_[static_cast<size_t>(gr.out)];
+  const size_t b = static_cast<size_t>(gr.bn);
+  if (train)
+    cuda::batchnorm_add_relu_forward_train<T>(rows, in.c, x, res, gr.relu >= 0, master(bn.weight), master(bn.bias), bn.eps,
+                                              bn.momentum, buffer(bn.running_mean), buffer(bn.running_var), y,
+                                              save_mean_[b], save_invstd_[b], reduce_ws_, ctx_.stream());
+  else
+    cuda::batchnorm_add_relu_forward_eval<T>(rows, in.c, x, res, gr.relu >= 0, master(bn.weight), master(bn.bias),
+                                             buffer(bn.running_mean), buffer(bn.running_var), bn.eps, y, reduce_ws_,
+                                             ctx_.stream());
+}
+
+template <typename T>
+void Engine<T>::backward_group(const Group& gr, int n) {
+  const Node& bn = g_.node(gr.bn);
+  const int x0 = bn.inputs[0];
+  const Shape3& in = g_.node(x0).out;
+  const int rows = n * in.h * in.w;
+  const int64_t count = int64_t{rows} * in.c;
+  const size_t b = static_cast<size_t>(gr.bn);
+  // Claim both targets before the kernel writes them (the BN input may also be the residual).
+  Slot dx = take(x0, 0, count);
+  Slot dres = gr.residual >= 0 ? take(gr.residual, 1, count) : Slot{};
+  cuda::batchnorm_add_relu_backward<T>(rows, in.c, in_ptr(x0), master(bn.weight), save_mean_[b], save_invstd_[b],
+                                       gr.relu >= 0 ? act_[static_cast<size_t>(gr.out)] : nullptr,
+                                       dact_[static_cast<size_t>(gr.out)], gr.relu >= 0, dx.ptr, dres.ptr,
+                                       grad(bn.weight), grad(bn.bias), reduce_ws_, ctx_.stream());
+  give(dx);
+  give(dres);
+}
+
+template class Engine<float>;
+template class Engine<__nv_bfloat16>;
+template class Engine<__half>;
+
+}  // namespace cuda_engine
+}  // namespace stoke
