@@ -249,6 +249,7 @@ struct UseArgs {
   int top = 1;
   bool tensorboard = false;
   bool json = false;
+  std::string device = "auto";
 };
 
 void add_use(CLI::App& app, UseArgs& u) {
@@ -257,11 +258,13 @@ void add_use(CLI::App& app, UseArgs& u) {
   ev->add_option("--data", u.data, "ImageFolder with the run's classes")->required();
   ev->add_option("--checkpoint", u.which, "best | latest")->capture_default_str()->check(CLI::IsMember({"best", "latest"}));
   ev->add_option("--batch-size", u.batch_size, "Images per batch")->capture_default_str()->check(kPositive);
+  ev->add_option("--device", u.device, "auto | cpu | cuda (as for train)")->capture_default_str();
   auto* pr = app.add_subcommand("predict", "Print the predicted class and probability of each image");
   pr->add_option("--run", u.run, "Run folder (or one of its checkpoint folders)")->required();
-  pr->add_option("images", u.images, "JPEG files")->required();
+  pr->add_option("images", u.images, "Image files (JPEG, PNG, WebP)")->required();
   pr->add_option("--checkpoint", u.which, "best | latest")->capture_default_str()->check(CLI::IsMember({"best", "latest"}));
   pr->add_option("--top", u.top, "Show the K most likely classes")->capture_default_str()->check(kPositive);
+  pr->add_option("--device", u.device, "auto | cpu | cuda (as for train)")->capture_default_str();
   pr->add_flag("--json", u.json, "One JSON object per image and line: path, class, probability and every class's "
                                  "probability at full precision (or path and error)");
   auto* rp = app.add_subcommand("report", "(Re)write RUNDIR/report.html: curves, throughput, input stall, confusion matrix");
@@ -373,7 +376,7 @@ int run_diagnose(DiagArgs& d) {
 int run_eval(const UseArgs& u) {
   LoadedRun r = load_run(u.run, build_model, u.which);
   std::printf("model: %s from %s\n", r.model.c_str(), r.checkpoint.c_str());
-  ClassificationReport rep = evaluate_folder(r, u.data, u.batch_size, 1);
+  ClassificationReport rep = evaluate_folder(r, u.data, u.batch_size, 1, u.device);
   std::printf("%s images: accuracy %.2f%%, loss %.4f, macro ROC-AUC %.4f\n\n%s", format_count(static_cast<double>(rep.count)).c_str(),
               100 * rep.accuracy, rep.loss, rep.macro_auc, rep.confusion_table(r.classes).c_str());
   return 0;
@@ -382,7 +385,7 @@ int run_eval(const UseArgs& u) {
 int run_predict(const UseArgs& u) {
   LoadedRun r = load_run(u.run, build_model, u.which);
   int bad = 0;
-  for (const Prediction& p : predict(r, u.images)) {
+  for (const Prediction& p : predict(r, u.images, 64, u.device)) {
     if (u.json) {
       nlohmann::json j = {{"path", p.path}};
       if (!p.ok) {

@@ -18,6 +18,12 @@ void TrainingBackend::collect(std::vector<int64_t>& released, std::vector<StepRe
   results_.clear();
 }
 
+std::unique_ptr<TrainingBackend> make_backend(bool cuda, const Graph& graph, const BackendOptions& options) {
+  if (!cuda) return make_cpu_backend(graph, options);
+  STOKE_CHECK(static_cast<bool>(cuda_backend_factory()), "no CUDA backend registered");
+  return cuda_backend_factory()(graph, options);
+}
+
 StepResult TrainingBackend::train_step(const StepRequest& request) {
   STOKE_CHECK(in_flight() == 0, "a synchronous step with ", in_flight(), " steps in flight");
   std::vector<int64_t> released;

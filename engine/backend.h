@@ -104,5 +104,7 @@ void set_cuda_backend_factory(BackendFactory factory);
 // Defined only in CUDA builds (engine/cuda/cuda_backend.cpp, library stoke_engine_cuda).
 std::unique_ptr<TrainingBackend> make_cuda_backend(const Graph& graph, const BackendOptions& options);
 const BackendFactory& cuda_backend_factory();
+// The CUDA backend (through the registered factory) or the CPU one.
+std::unique_ptr<TrainingBackend> make_backend(bool cuda, const Graph& graph, const BackendOptions& options);
 
 }  // namespace stoke

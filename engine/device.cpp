@@ -11,6 +11,21 @@
 
 namespace stoke {
 
+DeviceChoice choose_device(const std::string& flag, bool cuda_linked) {
+  if (flag != "auto" && flag != "cpu" && flag != "cuda")
+    throw UserError(str("--device must be auto, cpu or cuda (got '", flag, "')"));
+  DeviceChoice c;
+  if (flag == "cpu") return c;
+  c.probe = probe_cuda();
+  const bool available = c.probe.usable && cuda_linked;
+  if (flag == "cuda" && !available) {
+    if (!c.probe.usable) throw UserError(str("--device cuda: no usable GPU: ", c.probe.reason));
+    throw UserError(str("--device cuda: found ", c.probe.description, ", but this program was built without the CUDA backend"));
+  }
+  c.use_cuda = available;
+  return c;
+}
+
 DeviceProbe probe_cuda() {
   DeviceProbe p;
 #if STOKE_WITH_CUDA

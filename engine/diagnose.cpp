@@ -79,7 +79,7 @@ DiagnoseResult diagnose(const TrainConfig& cfg, const ModelFactory& build_model,
   bo.mean.assign(static_cast<size_t>(shape.c), 0.5f);
   bo.stdev.assign(static_cast<size_t>(shape.c), 0.25f);
   bo.precision = cfg.precision;
-  std::unique_ptr<TrainingBackend> backend = use_cuda ? cuda_backend_factory()(graph, bo) : make_cpu_backend(graph, bo);
+  std::unique_ptr<TrainingBackend> backend = make_backend(use_cuda, graph, bo);
   {
     std::vector<float> params(static_cast<size_t>(graph.num_params())), buffers(static_cast<size_t>(graph.num_buffers()));
     graph.initialize(params.data(), buffers.data(), cfg.seed);

@@ -6,17 +6,17 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/checkpoint.h"
-#include "engine/cpu/executor.h"
+#include "engine/backend.h"
+#include "engine/device.h"
+#include "engine/optimizer.h"
 #include "base/error.h"
 #include "base/fs.h"
 #include "engine/safetensors.h"
 #include "io/source/image_folder.h"
 #include "io/pipeline/input_pipeline.h"
 #include "io/source/source.h"
-#include "kernels/augment.h"
 #include "io/codec/codec.h"
 #include "base/parallel.h"
-#include "kernels/softmax_ce.h"
 
 namespace stoke {
 namespace fs = std::filesystem;
@@ -33,11 +33,18 @@ json read_json(const fs::path& p) {
   }
 }
 
-// uint8 HWC pixels of n samples -> normalised fp32, exactly as the trainer does it.
-void normalize_into(const uint8_t* px, int n, const LoadedRun& r, float* out) {
-  std::vector<float> scale, shift;
-  normalize_coefficients(r.mean, r.stdev, scale, shift);
-  cpu::augment_normalize(n, r.input.h, r.input.w, r.input.c, px, nullptr, scale.data(), shift.data(), out);
+// The run's model on the backend --device chooses, holding its weights, for evaluation-mode batches of up to
+// `batch` samples (normalisation done by the backend from the run's mean and std).
+std::unique_ptr<TrainingBackend> eval_backend(const LoadedRun& run, int batch, const std::string& device) {
+  const DeviceChoice d = choose_device(device, static_cast<bool>(cuda_backend_factory()));
+  BackendOptions o;
+  o.max_batch = batch;
+  o.mean = run.mean;
+  o.stdev = run.stdev;
+  o.precision = "fp32";  // evaluation numbers comparable with the CPU backend's; the step is not the cost here
+  std::unique_ptr<TrainingBackend> b = make_backend(d.use_cuda, run.graph, o);
+  b->set_state(run.params, run.buffers, Optimizer(o.optimizer, run.graph.params(), run.graph.num_params()).state(), 0);
+  return b;
 }
 
 }  // namespace
@@ -82,14 +89,14 @@ LoadedRun load_run(const std::string& path, const ModelFactory& build_model, con
   return r;
 }
 
-std::vector<Prediction> predict(const LoadedRun& run, const std::vector<std::string>& images, int batch) {
+std::vector<Prediction> predict(const LoadedRun& run, const std::vector<std::string>& images, int batch,
+                                const std::string& device) {
   const Shape3 s = run.input;
   const int classes = static_cast<int>(run.classes.size());
   std::vector<Prediction> out(images.size());
-  CpuExecutor exec(run.graph, batch);
-  std::vector<float> params = run.params, buffers = run.buffers;
+  const std::unique_ptr<TrainingBackend> backend = eval_backend(run, batch, device);
   std::vector<uint8_t> px(static_cast<size_t>(batch * s.size()));
-  std::vector<float> x(px.size());
+  const std::vector<int32_t> no_labels(static_cast<size_t>(batch), 0);  // eval_batch's loss is not used here
   for (size_t b0 = 0; b0 < images.size(); b0 += static_cast<size_t>(batch)) {
     std::vector<size_t> ok;  // indices that decoded, in order
     for (size_t i = b0; i < std::min(images.size(), b0 + static_cast<size_t>(batch)); ++i) {
@@ -109,8 +116,8 @@ std::vector<Prediction> predict(const LoadedRun& run, const std::vector<std::str
     }
     if (ok.empty()) continue;
     const int n = static_cast<int>(ok.size());
-    normalize_into(px.data(), n, run, x.data());
-    const float* logits = exec.forward(n, x.data(), params.data(), buffers.data(), false);
+    float unused_loss = 0;
+    const float* logits = backend->eval_batch(n, px.data(), no_labels.data(), &unused_loss);
     for (int j = 0; j < n; ++j) {
       Prediction& p = out[ok[static_cast<size_t>(j)]];
       const float* z = logits + static_cast<int64_t>(j) * classes;
@@ -126,7 +133,8 @@ std::vector<Prediction> predict(const LoadedRun& run, const std::vector<std::str
   return out;
 }
 
-ClassificationReport evaluate_folder(const LoadedRun& run, const std::string& folder, int batch, int decoders) {
+ClassificationReport evaluate_folder(const LoadedRun& run, const std::string& folder, int batch, int decoders,
+                                     const std::string& device) {
   std::shared_ptr<const io::Source> src = io::open_source(folder);
   if (src->classes() != run.classes)
     throw UserError(str("the classes of ", folder, " (", src->classes().size(), ") differ from the model's (", run.classes.size(), ")"));
@@ -142,19 +150,13 @@ ClassificationReport evaluate_folder(const LoadedRun& run, const std::string& fo
   pc.end_epoch = 1;
   io::InputPipeline in(src, pc);
   in.start(0);
-  CpuExecutor exec(run.graph, pc.batch);
-  std::vector<float> params = run.params, buffers = run.buffers;
-  std::vector<float> x(static_cast<size_t>(pc.batch * run.input.size()));
-  std::vector<int32_t> labels(static_cast<size_t>(pc.batch));
-  const int classes = static_cast<int>(run.classes.size());
-  MetricsAccumulator acc(classes);
+  const std::unique_ptr<TrainingBackend> backend = eval_backend(run, pc.batch, device);
+  MetricsAccumulator acc(static_cast<int>(run.classes.size()));
   while (io::Batch b = in.acquire()) {
-    normalize_into(b.pixels, b.valid, run, x.data());
-    std::copy(b.labels, b.labels + b.valid, labels.begin());
+    float loss = 0;
+    const float* logits = backend->eval_batch(b.valid, b.pixels, b.labels, &loss);  // the padding is not counted
+    acc.add(b.valid, logits, b.labels, loss);
     in.release(b.ticket);
-    const float* logits = exec.forward(b.valid, x.data(), params.data(), buffers.data(), false);
-    const float loss = cpu::softmax_cross_entropy(b.valid, classes, logits, labels.data(), 0.f, 1.f, nullptr, nullptr, nullptr);
-    acc.add(b.valid, logits, labels.data(), loss);
   }
   return acc.report();
 }

@@ -196,15 +196,9 @@ TrainingRun::~TrainingRun() = default;
 
 // ---- the device --------------------------------------------------------------------------------------------------
 void TrainingRun::choose_device() {
-  dev_ = probe_cuda();
-  if (cfg_.device != "auto" && cfg_.device != "cpu" && cfg_.device != "cuda")
-    throw UserError(str("--device must be auto, cpu or cuda (got '", cfg_.device, "')"));
-  const bool cuda_available = dev_.usable && static_cast<bool>(cuda_backend_factory());
-  if (cfg_.device == "cuda" && !cuda_available) {
-    if (!dev_.usable) throw UserError(str("--device cuda: no usable GPU: ", dev_.reason));
-    throw UserError(str("--device cuda: found ", dev_.description, ", but this program was built without the CUDA backend"));
-  }
-  use_cuda_ = cfg_.device == "cuda" || (cfg_.device == "auto" && cuda_available);
+  const DeviceChoice d = stoke::choose_device(cfg_.device, static_cast<bool>(cuda_backend_factory()));
+  dev_ = d.probe;
+  use_cuda_ = d.use_cuda;
   ThreadPool::set_threads(cfg_.threads);
 }
 
@@ -226,6 +220,7 @@ void TrainingRun::open_data() {
   io::DataShape ds = io::probe_source_shape(*train_all_);
   shape_ = Shape3{ds.h, ds.w, ds.c};
   if (cfg_.image_size > 0) shape_.h = shape_.w = cfg_.image_size;
+  else shape_note_ = ds.why;
   classes_ = static_cast<int>(class_names_.size());
   train_count_ = train_src_->size();
   val_count_ = has_val_ ? val_src_->size() : 0;
@@ -389,7 +384,7 @@ void TrainingRun::start_backend() {
   bopt.deterministic = cfg_.deterministic;
   bopt.graphs = cfg_.graphs;
   try {
-    backend_ = use_cuda_ ? cuda_backend_factory()(graph_, bopt) : make_cpu_backend(graph_, bopt);
+    backend_ = make_backend(use_cuda_, graph_, bopt);
   } catch (const OutOfMemory& e) {
     throw UserError(str("out of memory at batch ", batch_, ": ", e.what(), fitting_batch_advice()));
   } catch (const std::bad_alloc&) {
@@ -420,6 +415,7 @@ void TrainingRun::announce() {
       if (const auto* folder = dynamic_cast<const io::FolderSource*>(src))
         std::printf("%s: %s%s\n", what, folder->index_summary().c_str(),
                     folder->left_out().empty() ? "" : " (every path in left_out.txt in the run folder)");
+    if (!shape_note_.empty()) std::printf("input: %s\n", shape_note_.c_str());
     if (!batch_note_.empty()) std::printf("%s\n", batch_note_.c_str());
     if (resuming_)
       std::printf("resuming: %s (epoch %lld, step %lld)\n", resumed_from_.c_str(), static_cast<long long>(start_epoch_ + 1),
@@ -460,6 +456,7 @@ void TrainingRun::write_run_info() {
   run_info["backend"] = backend_->name();
   run_info["device"] = backend_->describe();
   if (!batch_note_.empty()) run_info["batch_size_auto"] = batch_note_;
+  if (!shape_note_.empty()) run_info["input_size_chosen"] = shape_note_;
   run_info["threads"] = ThreadPool::threads();
   run_info["input"] = {shape_.h, shape_.w, shape_.c};
   run_info["classes"] = class_names_;

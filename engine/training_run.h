@@ -122,6 +122,7 @@ class TrainingRun {
   bool has_val_ = false;
   std::vector<std::string> class_names_;
   Shape3 shape_;
+  std::string shape_note_;  // how the input size was chosen when the images differ in size
   int classes_ = 0;
   int64_t train_count_ = 0, val_count_ = 0;
   std::string fingerprint_;

@@ -198,6 +198,11 @@ if [ -d "$DATA/train" ] || [ "$DRY" = 1 ]; then
   # The asynchronous step against the synchronous executor again, this time with its output kept: the host time
   # per submit with and without graphs is printed there (the parity step's ctest shows output only on failure).
   step async-step 60 device "$B/tests/gpu/test_gpu" --gtest_filter='GpuAsyncStep.*' --gtest_brief=0
+  # Evaluation through the backend: the bf16 run's model evaluated on the GPU (fp32) and on the CPU must agree.
+  step eval-cuda 60 device bash -c '"$1" eval --device cuda --run "$2" --data "$3" > "$4/eval-cuda.txt" &&
+    "$1" eval --device cpu --run "$2" --data "$3" > "$4/eval-cpu.txt" &&
+    diff <(grep -m1 accuracy "$4/eval-cuda.txt") <(grep -m1 accuracy "$4/eval-cpu.txt")' _ \
+    "$B/bin/stoke" "$OUTDIR/runs/train-bf16" "$DATA/val" "$OUTDIR"
 else
   record train -1 0 "failed: no data set at $DATA (run --prepare)"
 fi

@@ -1,6 +1,8 @@
 #include "io/codec/codec.h"
 
 #include <atomic>
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <iterator>
 #include <string_view>
@@ -154,8 +156,25 @@ bool decode_crop_to(const uint8_t* data, size_t size, CropChooser choose, bool f
   return true;
 }
 
+CropBox centre_crop_to_aspect(int src_h, int src_w, int target_h, int target_w) {
+  const double target = static_cast<double>(target_w) / target_h, source = static_cast<double>(src_w) / src_h;
+  if (std::abs(source / target - 1.0) < 0.01) return CropBox{0, 0, src_h, src_w};
+  int h = src_h, w = src_w;
+  if (source > target)
+    w = std::clamp(static_cast<int>(std::lround(src_h * target)), 1, src_w);
+  else
+    h = std::clamp(static_cast<int>(std::lround(src_w / target)), 1, src_h);
+  return CropBox{(src_h - h) / 2, (src_w - w) / 2, h, w};
+}
+
+CropBox choose_centre_crop(const void* ctx, int src_h, int src_w) {
+  const int* t = static_cast<const int*>(ctx);
+  return centre_crop_to_aspect(src_h, src_w, t[0], t[1]);
+}
+
 bool decode_to(const uint8_t* data, size_t size, int h, int w, int channels, uint8_t* dst, std::string* error) {
-  return decode_crop_to(data, size, CropChooser{}, false, h, w, channels, dst, error);
+  const int target[2] = {h, w};
+  return decode_crop_to(data, size, CropChooser{&choose_centre_crop, target}, false, h, w, channels, dst, error);
 }
 
 }  // namespace stoke::io

@@ -82,7 +82,13 @@ bool decode_region(const uint8_t* data, size_t size, CropChooser choose, int tar
 bool decode_crop_to(const uint8_t* data, size_t size, CropChooser choose, bool flip, int h, int w, int channels,
                     uint8_t* dst, std::string* error);
 
-// The whole image resized to exactly h x w x channels into dst.
+// The largest centred crop of a src_h x src_w image with the aspect ratio of target_h x target_w (the whole image
+// when the ratios agree within 1%): what torchvision's Resize(shorter side) + CenterCrop keep.
+CropBox centre_crop_to_aspect(int src_h, int src_w, int target_h, int target_w);
+// A CropChooser for it: ctx points at an int[2] {target_h, target_w}.
+CropBox choose_centre_crop(const void* ctx, int src_h, int src_w);
+
+// The image centre-cropped to the target's aspect and resized to exactly h x w x channels into dst.
 bool decode_to(const uint8_t* data, size_t size, int h, int w, int channels, uint8_t* dst, std::string* error);
 
 }  // namespace stoke::io

@@ -18,11 +18,14 @@ struct ChooserCtx {
   const AugmentConfig* cfg;
   uint64_t key;
   AugmentParams* params;
+  int target[2];
 };
 
 CropBox choose_crop(const void* ctx, int src_h, int src_w) {
   const auto* c = static_cast<const ChooserCtx*>(ctx);
   *c->params = augment_params(*c->cfg, c->key, src_h, src_w);
+  // Without a random crop the image keeps its proportions: a centred crop to the target's aspect, not a stretch.
+  if (!c->cfg->random_resized_crop) c->params->crop = centre_crop_to_aspect(src_h, src_w, c->target[0], c->target[1]);
   return c->params->crop;
 }
 
@@ -85,9 +88,8 @@ bool decode_sample(const TransformConfig& t, std::span<const uint8_t> bytes, int
   AugmentParams local;
   AugmentParams* p = params ? params : &local;
   *p = AugmentParams{};
-  ChooserCtx ctx{&t.aug, augment_key(t.seed, epoch, sample_id), p};
-  CropChooser chooser;
-  if (t.augment) chooser = CropChooser{&choose_crop, &ctx};
+  ChooserCtx ctx{&t.aug, augment_key(t.seed, epoch, sample_id), p, {t.h, t.w}};
+  const CropChooser chooser = t.augment ? CropChooser{&choose_crop, &ctx} : CropChooser{&choose_centre_crop, ctx.target};
   if (clock) clock->enter(Stage::decode);
   DecodedRegion r;
   if (!decode_region(bytes.data(), bytes.size(), chooser, t.h, t.w, t.c, r, error, dst)) return false;

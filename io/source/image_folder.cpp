@@ -13,6 +13,7 @@
 #include "base/fs.h"
 #include "io/codec/codec.h"
 #include "io/source/display_name.h"
+#include "io/source/source.h"
 
 namespace stoke::io {
 
@@ -289,41 +290,8 @@ std::string index_summary(const ImageFolder& folder) {
 }
 
 DataShape probe_shape(const ImageFolder& folder, int max_probe) {
-  const size_t n = folder.samples.size();
-  if (n == 0) throw UserError(str(folder.root, " holds no images"));
-  const size_t nprobe = std::min(n, static_cast<size_t>(std::max(1, max_probe)));
-  // Spread the probes over the whole list so every class (and its colour) has a say.
-  std::map<std::pair<int, int>, int> votes;
-  std::pair<int, int> best{0, 0};
-  int best_votes = 0;
-  bool all_gray = true;
-  int ok = 0;
-  std::string first_error;
-  for (size_t i = 0; i < nprobe; ++i) {
-    const Sample& s = folder.samples[i * n / nprobe];
-    std::string err;
-    ImageInfo info;
-    bool good = false;
-    try {
-      std::vector<uint8_t> bytes = read_file(s.path);
-      good = image_info(bytes.data(), bytes.size(), info, &err);
-    } catch (const Error& e) {
-      err = e.what();
-    }
-    if (!good) {
-      if (first_error.empty()) first_error = str(s.path, ": ", err);
-      continue;
-    }
-    ++ok;
-    if (!is_gray(info)) all_gray = false;
-    int v = ++votes[{info.h, info.w}];
-    if (v > best_votes) {  // ties go to the shape seen first
-      best_votes = v;
-      best = {info.h, info.w};
-    }
-  }
-  if (ok == 0) throw UserError(str("cannot read any image header in ", folder.root, " (", first_error, ")"));
-  return DataShape{best.first, best.second, all_gray ? 1 : 3};
+  if (folder.samples.empty()) throw UserError(str(folder.root, " holds no images"));
+  return probe_source_shape(FolderSource(folder.samples, folder.classes, folder.root), max_probe);
 }
 
 }  // namespace stoke::io

@@ -67,9 +67,19 @@ std::string index_summary(const ImageFolder& folder);
 
 // The geometry of the data set, read from the headers of the first few images: the most common
 // height/width, and channels = 1 when every probed image is grayscale (or gray + alpha), else 3.
+//
+// When the images differ in size, the shape is chosen on purpose, never taken from whichever file came first: the
+// size at least half the probed images share; else a square of the median shorter side, at most kMaxAutoSide
+// (so one huge outlier cannot make a run take gigabytes), with `why` saying so in one line and naming
+// --image-size. Non-square sources are then centre-cropped to the target's aspect before resizing (as
+// torchvision's Resize + CenterCrop do), not stretched.
 struct DataShape {
   int h = 0, w = 0, c = 0;
+  int probed = 0;                              // headers read
+  int min_side = 0, median_side = 0, max_side = 0;  // shorter sides of the probed images
+  std::string why;                             // non-empty when the sizes differ: how the shape was chosen
 };
-DataShape probe_shape(const ImageFolder& folder, int max_probe = 16);
+inline constexpr int kMaxAutoSide = 224;
+DataShape probe_shape(const ImageFolder& folder, int max_probe = 64);
 
 }  // namespace stoke::io

@@ -118,12 +118,14 @@ DataShape probe_source_shape(const Source& source, int max_probe) {
   const auto n = static_cast<size_t>(source.size());
   if (n == 0) throw UserError(str(source.description(), " holds no images"));
   const size_t nprobe = std::min(n, static_cast<size_t>(std::max(1, max_probe)));
+  // Spread the probes over the whole list so every class (and its colour) has a say.
   std::map<std::pair<int, int>, int> votes;
   std::pair<int, int> best{0, 0};
   int best_votes = 0, ok = 0;
   bool all_gray = true;
   std::string first_error;
   std::vector<uint8_t> scratch;
+  std::vector<int> sides;
   for (size_t k = 0; k < nprobe; ++k) {
     const auto i = static_cast<int64_t>(k * n / nprobe);
     std::span<const uint8_t> bytes;
@@ -135,14 +137,23 @@ DataShape probe_source_shape(const Source& source, int max_probe) {
     }
     ++ok;
     if (!is_gray(info)) all_gray = false;
+    sides.push_back(std::min(info.h, info.w));
     const int v = ++votes[{info.h, info.w}];
-    if (v > best_votes) {
+    if (v > best_votes) {  // ties go to the shape seen first
       best_votes = v;
       best = {info.h, info.w};
     }
   }
   if (ok == 0) throw UserError(str("cannot read any image header in ", source.description(), " (", first_error, ")"));
-  return DataShape{best.first, best.second, all_gray ? 1 : 3};
+  std::sort(sides.begin(), sides.end());
+  DataShape d{best.first, best.second, all_gray ? 1 : 3, ok, sides.front(), sides[sides.size() / 2], sides.back(), ""};
+  if (2 * best_votes >= ok) return d;  // most images share one size: that is the data's size
+  const int side = std::clamp(d.median_side, 1, kMaxAutoSide);
+  d.why = str("images differ in size (shorter side ", d.min_side, " to ", d.max_side, ", median ", d.median_side, " over ",
+              ok, " probed): training at ", side, "x", side, d.median_side > kMaxAutoSide ? str(" (the median, capped at ", kMaxAutoSide, ")") : std::string(" (the median)"),
+              ", centre-cropped to square; --image-size N chooses another");
+  d.h = d.w = side;
+  return d;
 }
 
 }  // namespace stoke::io

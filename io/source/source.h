@@ -93,6 +93,6 @@ std::shared_ptr<const Source> open_source(const std::string& path, bool verify_c
 
 // The data's geometry from the headers of a few samples spread over the set (io/source/image_folder.h probe_shape, for any
 // source): the most common h x w; c = 1 when every probed image is grayscale, else 3.
-DataShape probe_source_shape(const Source& source, int max_probe = 16);
+DataShape probe_source_shape(const Source& source, int max_probe = 64);
 
 }  // namespace stoke::io

@@ -109,6 +109,25 @@ TEST(Use, ExportWritesPyTorchLayout) {
   EXPECT_EQ(steps, fx().result.steps);
 }
 
+// eval and predict run on the backend --device picks, as training does: where a GPU answers, the CUDA backend's
+// evaluation gives the CPU backend's accuracy (fp32); where none does, --device cuda is a clear user error.
+TEST(Use, EvalRunsOnTheChosenDevice) {
+  const std::string run = fx().result.run_dir;
+  const std::string base = "eval --run " + run + " --data " + fx().tmp.str() + "/val --device ";
+  test::RunResult cpu = test::run_stoke(base + "cpu");
+  ASSERT_EQ(cpu.exit_code, 0) << cpu.output;
+  test::RunResult gpu = test::run_stoke(base + "cuda");
+  if (gpu.exit_code == 0) {
+    auto accuracy_line = [](const std::string& out) { return out.substr(out.find("accuracy"), 40); };
+    EXPECT_EQ(accuracy_line(gpu.output), accuracy_line(cpu.output)) << gpu.output;
+  } else {
+    EXPECT_EQ(gpu.exit_code, 2) << gpu.output;
+    EXPECT_NE(gpu.output.find("--device cuda"), std::string::npos) << gpu.output;
+  }
+  test::RunResult bad = test::run_stoke(base + "tpu");
+  EXPECT_EQ(bad.exit_code, 2) << bad.output;
+}
+
 TEST(Use, CliCommands) {
   const std::string run = fx().result.run_dir;
   test::RunResult ev = test::run_stoke("eval --run " + run + " --data " + fx().tmp.str() + "/val");

@@ -43,13 +43,36 @@ TEST(Codec, JpegIsRecognisedByItsBytes) {
   EXPECT_EQ(info.components, 3);
 }
 
-TEST(Codec, DecodeToGivesTheSameBytesAsTheJpegPath) {
+TEST(Codec, DecodeToCentreCropsToTheTargetAspectThenResizes) {
   const std::vector<uint8_t> jpg = gradient_jpeg(64, 48, 3);
   std::vector<uint8_t> a(20 * 30 * 3), b(a.size());
   std::string err;
   ASSERT_TRUE(decode_to(jpg.data(), jpg.size(), 20, 30, 3, a.data(), &err)) << err;
-  ASSERT_TRUE(decode_jpeg_crop_to(jpg.data(), jpg.size(), CropChooser{}, false, 20, 30, 3, b.data(), &err)) << err;
+  const int target[2] = {20, 30};
+  ASSERT_TRUE(decode_jpeg_crop_to(jpg.data(), jpg.size(), CropChooser{&choose_centre_crop, target}, false, 20, 30, 3,
+                                  b.data(), &err))
+      << err;
   EXPECT_EQ(a, b);
+}
+
+TEST(Codec, CentreCropKeepsTheTargetAspect) {
+  // Wider than the target: full height, the middle columns (torchvision's Resize + CenterCrop).
+  CropBox c = centre_crop_to_aspect(375, 500, 224, 224);
+  EXPECT_EQ(c.h, 375);
+  EXPECT_EQ(c.w, 375);
+  EXPECT_EQ(c.x, 62);
+  EXPECT_EQ(c.y, 0);
+  // Taller: full width, the middle rows.
+  c = centre_crop_to_aspect(300, 100, 10, 20);
+  EXPECT_EQ(c.w, 100);
+  EXPECT_EQ(c.h, 50);
+  EXPECT_EQ(c.y, 125);
+  // The same aspect (within 1%): the whole image, untouched.
+  c = centre_crop_to_aspect(28, 28, 56, 56);
+  EXPECT_EQ(c.h, 28);
+  EXPECT_EQ(c.w, 28);
+  c = centre_crop_to_aspect(101, 100, 100, 100);
+  EXPECT_EQ(c.h, 101);
 }
 
 TEST(Codec, NonImagesAreNamedNotCalledCorrupt) {

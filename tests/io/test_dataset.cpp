@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <functional>
 #include <string>
+#include <iterator>
 #include <vector>
 
 #include "base/error.h"
@@ -133,6 +134,32 @@ TEST(ImageFolder, Errors) {
     expect_user_error([&] { index_image_folder(t / "locked"); }, "cannot read folder");
     fs::permissions(t / "locked", fs::perms::owner_all);
   }
+}
+
+// Images of every size: no size is shared by half of them, so the shape is chosen on purpose (the median shorter
+// side, square), said in one line naming --image-size, and a huge outlier changes nothing.
+TEST(ImageFolder, MixedSizesGetTheMedianShorterSideNotTheFirstFile) {
+  TempDir t;
+  const std::string root = t / "mixed";
+  const int sizes[][2] = {{40, 60}, {48, 32}, {50, 50}, {36, 80}, {44, 44}, {2000, 1500}, {30, 90}};
+  for (size_t i = 0; i < std::size(sizes); ++i)
+    write_jpeg(root + "/" + (i % 2 ? "a" : "b") + "/" + std::to_string(i) + ".jpg", sizes[i][0], sizes[i][1], 1);
+  auto f = index_image_folder(root);
+  auto s = stoke::io::probe_shape(f);
+  // Shorter sides 40, 32, 50, 36, 44, 1500, 30 -> sorted 30 32 36 40 44 50 1500: the median is 40.
+  EXPECT_EQ(s.h, 40);
+  EXPECT_EQ(s.w, 40);
+  EXPECT_EQ(s.probed, 7);
+  EXPECT_EQ(s.max_side, 1500);
+  EXPECT_NE(s.why.find("--image-size"), std::string::npos) << s.why;
+  EXPECT_NE(s.why.find("differ in size"), std::string::npos) << s.why;
+  // Large photos: the median is capped, so the step stays affordable.
+  const std::string big = t / "big";
+  for (int i = 0; i < 3; ++i) write_jpeg(big + "/a/" + std::to_string(i) + ".jpg", 400 + 20 * i, 500, 1);
+  f = index_image_folder(big);
+  s = stoke::io::probe_shape(f);
+  EXPECT_EQ(s.h, stoke::io::kMaxAutoSide);
+  EXPECT_NE(s.why.find("capped"), std::string::npos) << s.why;
 }
 
 TEST(ImageFolder, ProbeShape) {

@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "io/pipeline/augment.h"
+#include "io/codec/codec.h"
 #include "io/codec/jpeg.h"
 #include "io/codec/resize.h"
 #include "tests/pipeline/pipeline_util.h"
@@ -217,7 +218,8 @@ TEST(CropDecode, ScaledCropsMatchDecodeCropResize) {
 }
 
 TEST(CropDecode, EvalPathIsTheSimpleLoadersPath) {
-  // decode_sample without augmentation gives exactly what decode_jpeg_to (the simple loader) gave.
+  // decode_sample without augmentation gives exactly what decode_to (the codec seam's simple path, which predict
+  // uses) gives: the centred crop with the target's aspect, resized; the whole image when the aspects agree.
   for (auto [h, w] : {std::pair{28, 28}, {161, 213}, {64, 64}})
     for (const Kind& k : kinds(h, w))
       for (auto [th, tw] : {std::pair{28, 28}, {64, 64}, {100, 120}, {h, w}}) {
@@ -227,12 +229,19 @@ TEST(CropDecode, EvalPathIsTheSimpleLoadersPath) {
         t.c = k.comps;
         std::vector<uint8_t> a(static_cast<size_t>(th) * tw * k.comps), b(a.size());
         std::string err;
-        ASSERT_TRUE(decode_jpeg_to(k.jpeg.data(), k.jpeg.size(), th, tw, k.comps, a.data(), &err)) << err;
+        ASSERT_TRUE(decode_to(k.jpeg.data(), k.jpeg.size(), th, tw, k.comps, a.data(), &err)) << err;
         AugmentParams p;
         ASSERT_TRUE(decode_sample(t, k.jpeg, 0, 1, b.data(), &err, nullptr, &p)) << err;
         ASSERT_EQ(a, b) << k.name << " " << h << "x" << w << " -> " << th << "x" << tw;
         EXPECT_FALSE(p.flip);
-        EXPECT_TRUE(p.crop.h == h && p.crop.w == w);
+        const CropBox want = centre_crop_to_aspect(h, w, th, tw);
+        EXPECT_TRUE(p.crop.h == want.h && p.crop.w == want.w) << p.crop.h << "x" << p.crop.w;
+        if (h * tw == w * th) {
+          // Same aspect: the whole image, and byte for byte what the JPEG path's plain resize gives.
+          EXPECT_TRUE(p.crop.h == h && p.crop.w == w);
+          ASSERT_TRUE(decode_jpeg_to(k.jpeg.data(), k.jpeg.size(), th, tw, k.comps, a.data(), &err)) << err;
+          EXPECT_EQ(a, b);
+        }
       }
 }
 
