@@ -272,15 +272,18 @@ def resize_bilinear(px, dh, dw):
 
 
 def decode_like_stoke(path, h, w, c):
-    """io/codec/image.cpp decode_jpeg_to: libjpeg-turbo decode to gray (c=1) or RGB (c=3) -- a colour JPEG decoded to
-    gray is libjpeg's Y channel --, DCT-domain scaling by the smallest n/8 (n in 1, 2, 4, 8) that still covers h x w,
-    then stoke's bilinear resize. Returns uint8 HWC."""
+    """io/codec/codec.h decode_to for a JPEG whose aspect ratio is the target's (stoke then decodes the whole image):
+    libjpeg-turbo decode to gray (c=1) or RGB (c=3) -- a colour JPEG decoded to gray is libjpeg's Y channel --,
+    DCT-domain scaling by the smallest n/8 (n in 1, 2, 4, 8) that still covers h x w, then stoke's bilinear resize.
+    Returns uint8 HWC. Other aspect ratios stoke centre-crops first (region decode); that is not mirrored here."""
     from PIL import Image
 
     with Image.open(path) as im:
         if im.format != "JPEG":
             raise ValueError(f"{path}: not a JPEG ({im.format})")
         iw, ih = im.size
+        if abs((iw / ih) / (w / h) - 1.0) >= 0.01:
+            raise ValueError(f"{path}: {iw}x{ih} has another aspect ratio than {w}x{h}: stoke centre-crops it first")
         num = 1
         while num < 8 and ((ih * num + 7) // 8 < h or (iw * num + 7) // 8 < w):
             num *= 2
