@@ -19,6 +19,7 @@
 #include "base/permutation.h"
 #include "base/trace.h"
 #include "engine/checkpoint.h"
+#include "engine/interrupt.h"
 #include "report/report.h"
 #include "io/codec/codec.h"
 #include "io/source/display_name.h"
@@ -202,6 +203,12 @@ void TrainingRun::join_world() {
   writer_ = rank_ == 0;
   user_quiet_ = cfg_.quiet;
   if (!writer_) cfg_.quiet = true;  // rank 0 speaks for the job; every rank still prints its own errors
+  if (world_ > 1) {
+    static std::string stop;
+    stop = str("\nstoke: ", dist::error_prefix(), "stopped by a signal: in a data-parallel job the launcher stops every "
+               "rank when one fails (its message names that rank); checkpoints on disk are complete\n");
+    set_interrupt_exits_now(stop.c_str());
+  }
 }
 
 // ---- the device --------------------------------------------------------------------------------------------------
