@@ -86,10 +86,11 @@ kill)
     done
     [ -n "$victim" ] || { kill $job; fail "rank 1's process not found under mpirun"; }
     kill -$sig "$victim"
-    ( sleep 90; kill -9 $job 2> /dev/null ) &
+    ( sleep 90; kill -9 $job ) > /dev/null 2>&1 &  # a guard, should the job never end (not holding the output)
     guard=$!
     wait $job
     rc=$?
+    pkill -P $guard sleep 2> /dev/null
     kill $guard 2> /dev/null
     elapsed=$(($(date +%s) - start))
     echo "--- SIG$sig to rank 1: exit $rc after ${elapsed} s"
