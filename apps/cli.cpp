@@ -16,6 +16,7 @@
 #include "engine/backend.h"
 #include "engine/device.h"
 #include "engine/diagnose.h"
+#include "engine/dist/communicator.h"
 #include "base/error.h"
 #include "engine/inference.h"
 #include "base/progress.h"
@@ -78,7 +79,7 @@ void add_train(CLI::App& app, TrainConfig& cfg, std::string& optimizer, std::str
   auto* t = app.add_subcommand("train", "Train a CNN classifier on an ImageFolder of JPEGs (DIR/<class>/*.jpg)");
   t->add_option("--data", cfg.data, "Training images: DIR/<class>/*.jpg (required unless --resume)");
   t->add_option("--val", cfg.val, "Validation images, same classes (evaluated after each epoch)");
-  t->add_option("--model", cfg.model, "Model: small-cnn, small-cnn-wide, resnet18, resnet34, resnet50, densenet121")
+  t->add_option("--model", cfg.model, "Model: small-cnn, small-cnn-wide, small-cnn-nobn, resnet18, resnet34, resnet50, densenet121")
       ->capture_default_str();
   t->add_option("--epochs", cfg.epochs, "Passes over the training data")->capture_default_str()->check(kPositive);
   t->add_option_function<std::string>(
@@ -155,6 +156,8 @@ void add_train(CLI::App& app, TrainConfig& cfg, std::string& optimizer, std::str
   t->add_flag("--strict", cfg.strict, "Stop at the first corrupt image instead of skipping it");
   t->add_flag("--quiet", cfg.quiet, "No progress output");
   t->add_flag("--tensorboard", cfg.tensorboard, "Also write TensorBoard event files to RUNDIR/tensorboard");
+  // Tests: stop at a step boundary after N steps, as Ctrl-C would (a checkpoint to resume from). Not in --help.
+  t->add_option("--interrupt-after-steps", cfg.interrupt_after_steps)->group("");
   // A:B (global steps, 1-based, inclusive) or A (one step), for --profile-steps and --trace-steps.
   auto step_window = [](const char* flag, int64_t& first, int64_t& last) {
     return [flag, &first, &last](const std::string& v) {
@@ -536,10 +539,13 @@ int run_cli(int argc, const char* const* argv, bool dry_run) {
       return 0;
     }
   } catch (const UserError& e) {
-    std::fprintf(stderr, "stoke: error: %s\n", e.what());
+    // In a data-parallel job every rank speaks for itself: "stoke: rank 1/2: error: ...".
+    std::fprintf(stderr, "stoke: %serror: %s\n", dist::error_prefix().c_str(), e.what());
+    dist::exit_without_peers(2);
     return 2;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "stoke: failed: %s\n", e.what());
+    std::fprintf(stderr, "stoke: %sfailed: %s\n", dist::error_prefix().c_str(), e.what());
+    dist::exit_without_peers(1);
     return 1;
   }
   return 0;

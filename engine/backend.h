@@ -20,6 +20,10 @@
 
 namespace stoke {
 
+namespace dist {
+class Communicator;
+}
+
 struct BackendOptions {
   int max_batch = 1;
   OptimizerConfig optimizer;
@@ -29,6 +33,10 @@ struct BackendOptions {
   std::string precision = "auto";  // CUDA: auto | bf16 | fp16 | fp32 (the CPU backend is fp32)
   bool deterministic = false;      // CUDA: deterministic cuDNN algorithms
   bool graphs = true;              // CUDA: replay full-size training steps as captured CUDA graphs
+  // Data parallel (engine/dist/): with a world of several processes, each step's gradients are summed over the
+  // ranks between backward and the optimizer, and divided so the update is that of the global batch (every rank
+  // holds an equal slice of it). Null or world 1: a plain step. The CPU backend only, for now.
+  dist::Communicator* comm = nullptr;
 };
 
 // One training step as the trainer hands it over: n samples of uint8 NHWC pixels, labels and optional per-sample
@@ -45,8 +53,8 @@ struct StepRequest {
 
 struct StepResult {
   int64_t tag = 0;
-  float loss = 0.f;      // the batch's mean loss (inf/NaN when it was not finite)
-  int64_t correct = 0;   // rows whose arg-max is the label
+  float loss = 0.f;      // the batch's mean loss (inf/NaN when it was not finite); data parallel: the global batch's
+  int64_t correct = 0;   // rows whose arg-max is the label (data parallel: over the global batch)
   bool applied = false;  // the parameters were updated (false: non-finite loss, or fp16 overflow), decided by the
                          // backend itself: the host never reads the loss before the update
   float loss_scale = 1.f;

@@ -9,8 +9,16 @@ namespace stoke {
 namespace {
 std::atomic<int> g_signal{0};
 std::atomic<int> g_count{0};
+char g_exit_now[512] = {0};  // set before the handlers are installed; read-only in the handler
 
 extern "C" void on_signal(int sig) {
+  if (g_exit_now[0]) {
+    size_t n = 0;
+    while (n < sizeof g_exit_now && g_exit_now[n]) ++n;
+    ssize_t ignored = ::write(STDERR_FILENO, g_exit_now, n);
+    (void)ignored;
+    ::_exit(128 + sig);
+  }
   if (g_count.fetch_add(1) >= 1) {
     static const char msg[] = "\nstoke: second interrupt: exiting now (checkpoints on disk are complete)\n";
     ssize_t ignored = ::write(STDERR_FILENO, msg, sizeof msg - 1);
@@ -23,6 +31,12 @@ extern "C" void on_signal(int sig) {
   g_signal.store(sig);
 }
 }  // namespace
+
+void set_interrupt_exits_now(const char* message) {
+  size_t n = 0;
+  for (; message[n] && n + 1 < sizeof g_exit_now; ++n) g_exit_now[n] = message[n];
+  g_exit_now[n] = 0;
+}
 
 void install_interrupt_handlers() {
   clear_interrupt();

@@ -14,5 +14,9 @@ int interrupt_requested();
 // For tests and internal stops: behave as if `sig` had arrived once.
 void request_interrupt(int sig);
 void clear_interrupt();
+// A data-parallel job (world > 1) cannot yet agree on a step boundary to stop at, and its launcher sends SIGTERM to
+// every rank when one fails: there a signal ends the process at once with this message (exit 128 + signal).
+// Empty (the default): the clean interruption above.
+void set_interrupt_exits_now(const char* message);
 
 }  // namespace stoke

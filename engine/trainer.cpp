@@ -145,10 +145,12 @@ TrainConfig config_for_resume(const std::string& run_dir) {
 TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
   check_train_config(cfg);
   TrainingRun run(cfg, build_model);
+  run.join_world();              // the other processes of a data-parallel job (mpirun, torchrun, Slurm), or none
   run.choose_device();           // --device auto|cpu|cuda, and why
   run.open_data();               // sources, input shape, classes, file caches
   run.build_model_and_batch();   // the graph, its initial weights, --batch-size (auto: planned memory)
   run.open_run_folder();         // a new folder, or the checkpoint to continue from
+  run.agree_across_ranks();      // every rank runs the same settings on the same data, or none starts
   run.start_backend();           // the model state moves to the device
   run.announce();                // what runs, where; config.json
   run.start_input();             // decoders (or the decoded cache), the sampler

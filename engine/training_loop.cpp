@@ -48,20 +48,23 @@ void TrainingRun::start_input() {
   sched_.lr = cfg_.lr;
   sched_.total_steps = steps_per_epoch_ * cfg_.epochs;
   sched_.warmup_steps = static_cast<int64_t>(std::llround(cfg_.warmup_epochs * static_cast<double>(steps_per_epoch_)));
-  const std::string quarantine = (fs::path(run_dir_) / "quarantine.txt").string();
+  const std::string quarantine = writer_ ? (fs::path(run_dir_) / "quarantine.txt").string() : std::string();
   auto on_warning = [this](const std::string& m) { warn(m); };
   auto on_stall = [this](const std::string& report) {
     progress_.finish();
     std::fprintf(stderr, "%s\n", report.c_str());  // the watchdog speaks even with --quiet: something is stuck
   };
-  io::PipelineConfig tpc = training_pipeline_config(cfg_, shape_, batch_);
+  // Data parallel: this rank's slice of every global batch (io/pipeline/sampler.h).
+  io::PipelineConfig tpc = training_pipeline_config(cfg_, shape_, local_batch_);
+  tpc.rank = rank_;
+  tpc.world = world_;
   tpc.end_epoch = cfg_.epochs;
   tpc.strict = cfg_.strict;
   tpc.quarantine_path = quarantine;
   tpc.watchdog_seconds = cfg_.watchdog_seconds;
   tpc.on_warning = on_warning;
   tpc.on_stall = on_stall;
-  io::PipelineConfig vpc = eval_pipeline_config(shape_, batch_, cfg_.decoders, cfg_.strict, quarantine);
+  io::PipelineConfig vpc = eval_pipeline_config(shape_, local_batch_, cfg_.decoders, cfg_.strict, quarantine);
   vpc.watchdog_seconds = cfg_.watchdog_seconds;
   vpc.on_warning = on_warning;
   vpc.on_stall = on_stall;
@@ -79,19 +82,21 @@ void TrainingRun::start_input() {
     // Each batch is gathered into one of these host buffers; a buffer is refilled only after the backend released
     // it (its copy completed), like a ring slot.
     for (int k = 0; k < kGatherBuffers; ++k) {
-      gathered_px_.emplace_back(static_cast<size_t>(batch_ * shape_.size()));
-      gathered_flips_.emplace_back(static_cast<size_t>(batch_));
-      gathered_labels_.emplace_back(static_cast<size_t>(batch_));
+      gathered_px_.emplace_back(static_cast<size_t>(local_batch_ * shape_.size()));
+      gathered_flips_.emplace_back(static_cast<size_t>(local_batch_));
+      gathered_labels_.emplace_back(static_cast<size_t>(local_batch_));
       gathered_free_.push_back(1);
     }
-    val_px_.resize(static_cast<size_t>(batch_ * shape_.size()));
-    val_labels_.resize(static_cast<size_t>(batch_));
+    val_px_.resize(static_cast<size_t>(local_batch_ * shape_.size()));
+    val_labels_.resize(static_cast<size_t>(local_batch_));
   }
   if (!train_cache_) train_in_ = std::make_unique<io::InputPipeline>(train_src_, tpc);
   if (has_val_ && !val_cache_) val_in_ = std::make_unique<io::InputPipeline>(val_src_, vpc);
   io::SamplerConfig scfg;
   scfg.samples = train_count_;
-  scfg.batch = batch_;
+  scfg.batch = local_batch_;
+  scfg.rank = rank_;
+  scfg.world = world_;
   scfg.shuffle = true;
   scfg.drop_last = true;
   scfg.seed = cfg_.seed;
@@ -122,7 +127,7 @@ TrainingRun::RawBatch TrainingRun::next_train(int64_t epoch, int64_t index) {
     const bool flip = cfg_.augment != "none";
     train_cache_->gather(*sampler_, perm_, epoch, index, cfg_.seed, flip, gathered_px_[ku].data(),
                          gathered_labels_[ku].data(), gathered_flips_[ku].data());
-    r.n = batch_;
+    r.n = local_batch_;
     r.pixels = gathered_px_[ku].data();
     r.labels = gathered_labels_[ku].data();
     r.flips = flip ? gathered_flips_[ku].data() : nullptr;
@@ -168,7 +173,7 @@ ClassificationReport TrainingRun::evaluate() {
   if (val_cache_) {
     io::SamplerConfig vs;
     vs.samples = val_count_;
-    vs.batch = batch_;
+    vs.batch = local_batch_;
     vs.shuffle = false;
     vs.drop_last = false;
     const io::Sampler vsampler(vs);
@@ -189,6 +194,7 @@ ClassificationReport TrainingRun::evaluate() {
 
 // ---- checkpoints, the profiler and the timeline --------------------------------------------------------------------
 void TrainingRun::write_checkpoint(int64_t epoch, int64_t cursor, bool best) {
+  if (!writer_) return;  // rank 0 owns the run folder; every rank holds the same weights
   STOKE_TRACE("checkpoint");
   CheckpointData d;
   int64_t ost = 0;
@@ -336,7 +342,7 @@ bool TrainingRun::train_epoch(int64_t epoch) {
       STOKE_TRACE("train step");
       backend_->submit(req);
     }
-    pending_.push_back({req.lr, req.n});
+    pending_.push_back({req.lr, req.n * world_});  // the result counts the global batch
     ++sub_step_;
     ++sub_b_;
     take(false, epoch);
@@ -425,7 +431,7 @@ void TrainingRun::on_result(const StepResult& so, int64_t epoch) {
     // GPU busy: the device's time on this window's steps (CUDA events) over its wall time. Backends without
     // device timing report none, and the line says nothing rather than 0%.
     if (window_device_s_ > 0) line["gpu_busy"] = std::min(1.0, window_device_s_ / window_s);
-    metrics_->write(line);
+    if (metrics_) metrics_->write(line);
     window_device_s_ = 0;
     window_loss_ = 0;
     window_correct_ = window_seen_ = 0;
@@ -473,8 +479,10 @@ void TrainingRun::end_epoch(int64_t epoch, double train_seconds, double input_wa
     ej["val_auc"] = std::isnan(es.val_auc) ? json() : json(es.val_auc);
     ej["val_report"] = report.to_json();
   }
-  metrics_->write(ej);
-  metrics_->flush();
+  if (metrics_) {
+    metrics_->write(ej);
+    metrics_->flush();
+  }
   ej.erase("val_report");
   history_.push_back(ej);
   // "Best" maximises the chosen metric (the loss is negated).
@@ -489,7 +497,7 @@ void TrainingRun::end_epoch(int64_t epoch, double train_seconds, double input_wa
   total_wait_ += input_wait;
   total_train_seconds_ += train_seconds;
   total_device_s_ += epoch_device_s_;
-  refresh_report(run_dir_, cfg_.quiet);
+  if (writer_) refresh_report(run_dir_, cfg_.quiet);
   if (!cfg_.quiet) {
     if (evaluate_now)
       std::printf("epoch %d/%d  train loss %.4f acc %.2f%%  |  val loss %.4f acc %.2f%% auc %.4f  |  %s img/s, %.1f s%s\n",

@@ -19,6 +19,7 @@
 #include "base/permutation.h"
 #include "base/trace.h"
 #include "engine/checkpoint.h"
+#include "engine/interrupt.h"
 #include "report/report.h"
 #include "io/codec/codec.h"
 #include "io/source/display_name.h"
@@ -194,12 +195,37 @@ TrainingRun::TrainingRun(const TrainConfig& cfg, const ModelFactory& build_model
 
 TrainingRun::~TrainingRun() = default;
 
+// ---- the job: one process, or rank r of a world launched by mpirun, torchrun or Slurm ----------------------------
+void TrainingRun::join_world() {
+  comm_ = dist::make_communicator(dist::launch_from_environment());
+  rank_ = comm_->rank();
+  world_ = comm_->world();
+  writer_ = rank_ == 0;
+  user_quiet_ = cfg_.quiet;
+  if (!writer_) cfg_.quiet = true;  // rank 0 speaks for the job; every rank still prints its own errors
+  if (world_ > 1) {
+    static std::string stop;
+    stop = str("\nstoke: ", dist::error_prefix(), "stopped by a signal: in a data-parallel job the launcher stops every "
+               "rank when one fails (its message names that rank); checkpoints on disk are complete\n");
+    set_interrupt_exits_now(stop.c_str());
+  }
+}
+
 // ---- the device --------------------------------------------------------------------------------------------------
 void TrainingRun::choose_device() {
   const DeviceChoice d = stoke::choose_device(cfg_.device, static_cast<bool>(cuda_backend_factory()));
   dev_ = d.probe;
   use_cuda_ = d.use_cuda;
+  if (use_cuda_ && world_ > 1)
+    throw UserError(str("a data-parallel run of ", world_, " processes: the CUDA backend does not all-reduce its gradients "
+                        "yet; pass --device cpu"));
   ThreadPool::set_threads(cfg_.threads);
+  if (!user_quiet_) {
+    std::printf("world: %d process%s, rank %d, local rank %d, device %s, transport %s\n", world_, world_ == 1 ? "" : "es",
+                rank_, comm_->local_rank(), use_cuda_ ? str("cuda:", comm_->local_rank()).c_str() : "cpu",
+                comm_->transport().c_str());
+    std::fflush(stdout);
+  }
 }
 
 // ---- the data ----------------------------------------------------------------------------------------------------
@@ -268,10 +294,17 @@ void TrainingRun::build_model_and_batch() {
   }
   batch_ = static_cast<int>(std::min<int64_t>(requested_batch, train_count_));
   steps_per_epoch_ = train_count_ / batch_;
+  // Data parallel: --batch-size is the global batch; rank r takes its slice of each one (io/pipeline/sampler.h).
+  if (world_ > 1 && cfg_.batch_size == 0)
+    throw UserError(str("--batch-size auto with ", world_, " processes: give the global batch size (a multiple of ", world_, ")"));
+  if (batch_ % world_ != 0)
+    throw UserError(str("--batch-size ", batch_, " is the global batch: it must divide evenly over the ", world_,
+                        " processes (try ", std::max(1, batch_ / world_) * world_, ")"));
+  local_batch_ = batch_ / world_;
   // Memory is planned, not grabbed: refuse a job this machine cannot hold, before allocating it.
   {
     const int64_t avail = io::available_memory_bytes();
-    const int64_t step_bytes = planned_training_bytes(graph_, batch_, mem_target_);
+    const int64_t step_bytes = planned_training_bytes(graph_, local_batch_, mem_target_);
     if (!use_cuda_ && avail > 0 && step_bytes > avail * 8 / 10)  // the CUDA backend's arena checks device memory itself
       throw UserError(str("the model needs about ", step_bytes >> 20, " MiB at ", shape_.h, "x", shape_.w, "x", shape_.c, " with batch ",
                           batch_, " but ", avail >> 20, " MiB are available", fitting_batch_advice(),
@@ -317,8 +350,14 @@ std::string TrainingRun::fitting_batch_advice() const {
 void TrainingRun::open_run_folder() {
   run_dir_ = cfg_.out.empty() ? default_run_dir(cfg_.model) : cfg_.out;
   metrics_path_ = (fs::path(run_dir_) / "metrics.jsonl").string();
+  if (world_ > 1 && cfg_.out.empty() && !resuming_)
+    run_dir_ = comm_->broadcast_string(run_dir_, 0);  // the default name holds the time: rank 0's
   if (resuming_) {
     resume_from_checkpoint();
+    return;
+  }
+  if (!writer_) {  // rank 0 owns the run folder
+    estimate_normalization(train_src_, shape_, cfg_.seed, cfg_.decoders, mean_, stdev_);
     return;
   }
   std::error_code ec;
@@ -368,13 +407,49 @@ void TrainingRun::resume_from_checkpoint() {
   };
   mean_ = channels("normalize_mean", -1e6);
   stdev_ = channels("normalize_std", 1e-12);
-  truncate_metrics(metrics_path_, step_);
+  if (writer_) truncate_metrics(metrics_path_, step_);
+}
+
+// Every rank must train the same model the same way on the same data from the same point: rank 0's settings, data
+// fingerprint, normalisation and starting position go to every rank, and any difference stops every rank with a
+// message naming it (the check is itself collective, so all ranks stop together).
+void TrainingRun::agree_across_ranks() {
+  if (world_ == 1) return;
+  json mine = config_to_json(cfg_);
+  mine.erase("data");  // paths may differ from node to node; the data's fingerprint may not
+  mine.erase("val");
+  mine["batch_size"] = batch_;
+  mine["dataset"] = fingerprint_;
+  mine["val_images"] = val_count_;
+  mine["normalize_mean"] = mean_;
+  mine["normalize_std"] = stdev_;
+  mine["start"] = {start_epoch_, start_cursor_, step_};
+  mine["run_folder"] = fs::absolute(run_dir_).lexically_normal().string();
+  const json root = json::parse(comm_->broadcast_string(mine.dump(), 0));
+  std::string differs;
+  for (const auto& [key, value] : root.items())
+    if (!mine.contains(key) || mine[key] != value)
+      differs += str(differs.empty() ? "" : "; ", key, ": rank 0 has ", value.dump(), ", rank ", rank_, " has ",
+                     mine.contains(key) ? mine[key].dump() : std::string("nothing"));
+  // Which ranks differ: each sets its own slot, one sum tells everybody.
+  std::vector<float> flags(static_cast<size_t>(world_), 0.f);
+  flags[static_cast<size_t>(rank_)] = differs.empty() ? 0.f : 1.f;
+  comm_->allreduce_sum(flags.data(), flags.size());
+  std::string who;
+  for (int r = 0; r < world_; ++r)
+    if (flags[static_cast<size_t>(r)] != 0.f) who += str(who.empty() ? "" : ", ", r);
+  if (!differs.empty())
+    throw UserError(str("this rank's settings differ from rank 0's: ", differs));
+  if (!who.empty())
+    throw UserError(str("the settings of rank", who.find(',') == std::string::npos ? " " : "s ", who,
+                        " differ from rank 0's (each of them names what differs)"));
 }
 
 // ---- the backend, holding the model state from here on ----------------------------------------------------------
 void TrainingRun::start_backend() {
   BackendOptions bopt;
-  bopt.max_batch = batch_;
+  bopt.max_batch = local_batch_;
+  bopt.comm = comm_.get();
   bopt.optimizer = cfg_.optimizer;
   bopt.mean = mean_;
   bopt.stdev = stdev_;
@@ -452,12 +527,15 @@ void TrainingRun::check_profile_window() const {
 void TrainingRun::write_run_info() {
   config_ = config_to_json(cfg_);
   if (cfg_.batch_size == 0) config_["batch_size"] = batch_;  // auto: a resumed run keeps the batch it started with
+  if (!writer_) return;  // rank 0 owns the run folder
   json run_info = config_;
   run_info["backend"] = backend_->name();
   run_info["device"] = backend_->describe();
   if (!batch_note_.empty()) run_info["batch_size_auto"] = batch_note_;
   if (!shape_note_.empty()) run_info["input_size_chosen"] = shape_note_;
   run_info["threads"] = ThreadPool::threads();
+  run_info["world"] = world_;
+  run_info["transport"] = comm_->transport();
   run_info["input"] = {shape_.h, shape_.w, shape_.c};
   run_info["classes"] = class_names_;
   run_info["train_images"] = train_count_;

@@ -19,6 +19,7 @@
 #include "engine/backend.h"
 #include "engine/batch_size.h"
 #include "engine/device.h"
+#include "engine/dist/communicator.h"
 #include "engine/graph.h"
 #include "engine/metrics.h"
 #include "engine/optimizer.h"
@@ -62,10 +63,12 @@ class TrainingRun {
   ~TrainingRun();
 
   // ---- plan (training_run.cpp) ----
+  void join_world();
   void choose_device();
   void open_data();
   void build_model_and_batch();
   void open_run_folder();
+  void agree_across_ranks();
   void start_backend();
   void announce();
   // ---- train (training_loop.cpp) ----
@@ -108,11 +111,16 @@ class TrainingRun {
   // training_summary.cpp
   std::string verdict(double run_stall) const;
 
-  const TrainConfig& cfg_;
+  TrainConfig cfg_;  // a copy: ranks other than 0 run quiet
   const ModelFactory& build_model_;
   const TrainClock::time_point t_start_ = TrainClock::now();
   bool resuming_ = false;
 
+  // the processes of a data-parallel job (world 1: this one)
+  std::unique_ptr<dist::Communicator> comm_;
+  int rank_ = 0, world_ = 1;
+  bool writer_ = true;     // rank 0 owns the run folder: checkpoints, metrics, config, summary, report
+  bool user_quiet_ = false;
   // device
   DeviceProbe dev_;
   bool use_cuda_ = false;
@@ -132,7 +140,8 @@ class TrainingRun {
   int64_t opt_steps_ = 0;
   MemoryTarget mem_target_;
   std::string batch_note_;
-  int batch_ = 0;
+  int batch_ = 0;        // the global batch (--batch-size)
+  int local_batch_ = 0;  // this rank's slice of it: batch_ / world_
   int64_t steps_per_epoch_ = 0;
   // run folder
   std::string run_dir_, metrics_path_, resumed_from_;

@@ -72,6 +72,8 @@ TrainResult TrainingRun::finish() {
   summary["input_stall"] = run_stall;
   if (total_device_s_ > 0) summary["gpu_busy"] = std::min(1.0, total_device_s_ / std::max(total_train_seconds_, 1e-9));
   summary["verdict"] = verdict_text;
+  if (!writer_) return result_;  // rank 0 owns the run folder
+  summary["world"] = world_;
   atomic_write_file((fs::path(run_dir_) / "summary.json").string(), summary.dump(2) + "\n");
   refresh_report(run_dir_, cfg_.quiet);
   if (!cfg_.quiet && !history_.empty()) {

@@ -19,7 +19,7 @@ std::vector<std::string> model_names();
 
 // The small CNN for 28x28 digits (and any small image): three conv-BN-ReLU blocks with max pooling,
 // widths 16/32/64 (x width multiplier), and a linear head on the flattened 3x3 map.
-Graph small_cnn(Shape3 input, int classes, int width = 16);
+Graph small_cnn(Shape3 input, int classes, int width = 16, bool batchnorm = true);
 
 // ResNet-18/34/50 in torchvision's layout and names (conv1, bn1, layer1.0.conv1, ..., layerN.0.downsample.0/1,
 // fc). Two stems:

@@ -2,14 +2,14 @@
 
 namespace stoke {
 
-Graph small_cnn(Shape3 input, int classes, int width) {
-  Graph g(input, "small-cnn");
+Graph small_cnn(Shape3 input, int classes, int width, bool batchnorm) {
+  Graph g(input, batchnorm ? "small-cnn" : "small-cnn-nobn");
   int x = g.input();
   int ch = width;
   for (int block = 1; block <= 3; ++block) {
     std::string name = "features." + std::to_string(block);
-    x = g.conv(x, ch, 3, 1, 1, false, name + ".conv");
-    x = g.batchnorm(x, name + ".bn");
+    x = g.conv(x, ch, 3, 1, 1, !batchnorm, name + ".conv");
+    if (batchnorm) x = g.batchnorm(x, name + ".bn");
     x = g.relu(x);
     // Halve the map while it is large enough to stay >= 3x3 (28 -> 14 -> 7 -> 3).
     const Shape3& s = g.node(x).out;

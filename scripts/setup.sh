@@ -13,6 +13,7 @@ packages=(
   libbenchmark-dev           # Google Benchmark
   libcli11-dev               # CLI11 (flags)
   nlohmann-json3-dev         # nlohmann-json
+  openmpi-bin libopenmpi-dev # MPI: data-parallel training on the CPU backend, mpirun for the dist tests
   clang libclang-rt-dev      # libFuzzer + sanitizers for the fuzz targets (scripts/fuzz.sh)
   # PyTorch (CPU) for bench/pytorch/ and tests/torch/ (the export cross-check and the side-by-side); the tests use
   # Debian's /usr/bin/python3 and skip without these

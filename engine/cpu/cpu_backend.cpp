@@ -9,6 +9,7 @@
 
 #include "engine/backend.h"
 #include "engine/cpu/executor.h"
+#include "engine/dist/communicator.h"
 #include "engine/step_queue.h"
 #include "base/error.h"
 #include "kernels/augment.h"
@@ -28,7 +29,7 @@ class CpuBackend final : public TrainingBackend {
         optimizer_(o.optimizer, g.params(), g.num_params()),
         exec_(g, o.max_batch),
         params_(static_cast<size_t>(g.num_params())),
-        grads_(params_.size()),
+        grads_(params_.size() + kStepSums),
         buffers_(static_cast<size_t>(g.num_buffers())),
         input_(static_cast<size_t>(o.max_batch * g.input_shape().size())),
         dlogits_(static_cast<size_t>(o.max_batch * exec_.outputs())) {
@@ -98,15 +99,36 @@ class CpuBackend final : public TrainingBackend {
     out.loss = cpu::softmax_cross_entropy(n, exec_.outputs(), logits, st.labels, opt_.label_smoothing, 1.f, nullptr,
                                           dlogits_.data(), &out.correct);
     if (st.skip) out.loss = std::numeric_limits<float>::infinity();
-    if (!std::isfinite(out.loss)) return out;  // the update is skipped
+    const int world = opt_.comm ? opt_.comm->world() : 1;
+    if (world == 1 && !std::isfinite(out.loss)) return out;  // the update is skipped
+    const size_t np = params_.size();
     std::fill(grads_.begin(), grads_.end(), 0.f);
-    exec_.backward(params_.data(), grads_.data(), dlogits_.data());
-    if (opt_.clip_grad_norm > 0.f) clip_grad_norm(grads_.data(), static_cast<int64_t>(grads_.size()), opt_.clip_grad_norm);
+    if (std::isfinite(out.loss)) exec_.backward(params_.data(), grads_.data(), dlogits_.data());
+    if (world > 1) {
+      // One all-reduce carries the gradients and the step's sums (loss x n, correct, n): every rank gets the
+      // global batch's loss, and a non-finite loss on any rank skips the update on all of them.
+      grads_[np] = std::isfinite(out.loss) ? out.loss * static_cast<float>(n) : std::numeric_limits<float>::quiet_NaN();
+      grads_[np + 1] = static_cast<float>(out.correct);
+      grads_[np + 2] = static_cast<float>(n);
+      {
+        STOKE_TRACE("all-reduce gradients");
+        opt_.comm->allreduce_sum(grads_.data(), grads_.size());
+      }
+      out.loss = grads_[np] / grads_[np + 2];
+      out.correct = std::llround(grads_[np + 1]);
+      if (!std::isfinite(out.loss)) return out;
+      // Each rank's loss is the mean over its slice of n = global/world samples, so the sum of the ranks' gradients
+      // is world times the global batch's mean gradient.
+      const float inv = 1.f / static_cast<float>(world);
+      for (size_t i = 0; i < np; ++i) grads_[i] *= inv;
+    }
+    if (opt_.clip_grad_norm > 0.f) clip_grad_norm(grads_.data(), static_cast<int64_t>(np), opt_.clip_grad_norm);
     optimizer_.step(params_.data(), grads_.data(), st.lr);
     out.applied = true;
     return out;
   }
 
+  static constexpr size_t kStepSums = 3;  // after the gradients: loss x n, correct, n (summed over the ranks)
   const Graph& graph_;
   BackendOptions opt_;
   Optimizer optimizer_;

@@ -5,9 +5,10 @@
 // part of stoke uses, so rank 0 of world 1 sees exactly the order of a plain loop. shuffle = false
 // keeps [0, n) in order (evaluation).
 //
-// Sharding. The permutation is cut into global batches of `batch` samples; rank r of W takes global batches
-// r, r + W, r + 2W, ... so every rank gets the same number of batches and, for W = 1, batch k is simply
-// positions [k*batch, (k+1)*batch) of the permutation.
+// Sharding. The permutation is cut into rounds of W*batch samples; rank r of W takes positions
+// [r*batch, (r+1)*batch) of each round, so every rank gets the same number of batches and, for W = 1, batch k is
+// simply positions [k*batch, (k+1)*batch) of the permutation. Data-parallel training passes batch = B/W for a
+// global batch B: a round is then global batch k of a one-process run, and rank r holds its r-th slice.
 //   drop_last: batches_per_epoch = floor(n / (W*batch)); the tail of the permutation is not visited.
 //   pad:       batches_per_epoch = ceil(n / (W*batch)); positions p >= n take perm[(p - n) % n] (repeats from
 //              the start of the epoch's order). They always sit at the end of a batch, so a batch says how

@@ -23,6 +23,8 @@ DecodedCache::DecodedCache(const std::shared_ptr<const Source>& source, Shape3 s
   pc.augment = false;
   pc.drop_last = false;
   pc.end_epoch = 1;
+  pc.rank = 0;  // every image, whichever rank of a data-parallel job holds the cache
+  pc.world = 1;
   InputPipeline in(source, pc);
   in.start(0);
   int64_t at = 0;

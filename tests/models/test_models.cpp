@@ -144,7 +144,7 @@ TEST(Zoo, ResNetStemSwitchesAt64PixelsAndSaysSo) {
 }
 
 TEST(Zoo, NamesAndErrors) {
-  const std::vector<std::string> want = {"small-cnn", "small-cnn-wide", "resnet18", "resnet34", "resnet50",
+  const std::vector<std::string> want = {"small-cnn", "small-cnn-wide", "small-cnn-nobn", "resnet18", "resnet34", "resnet50",
                                          "densenet121"};
   EXPECT_EQ(model_names(), want);
   for (const auto& n : model_names()) EXPECT_EQ(build_model(n, {32, 32, 3}, 4).node(0).out, (Shape3{32, 32, 3}));

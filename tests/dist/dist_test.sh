@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# Data-parallel training end to end, through mpirun: dist_test.sh CASE STOKE_BINARY
+#   parity    2 processes reach the weights of 1 process at the same global batch (within float-summation
+#             tolerance), and the same bytes again on a repeat; the run folder holds what a 1-process run's holds
+#   kill      a rank killed (SIGKILL) or hung (SIGSTOP) mid-run: the survivor exits non-zero within 60 s and the
+#             job's output names the lost rank
+#   resume    a run interrupted on 2 processes resumes on 1, and one interrupted on 1 resumes on 2, reaching the
+#             uninterrupted run's weights
+#   mismatch  ranks started with different settings, or a global batch that does not divide, are refused at start
+# Exit 77 (a visible skip in CTest) without mpirun or without MPI in the binary.
+set -uo pipefail
+case_name=$1
+stoke=$(realpath "$2")
+here=$(cd "$(dirname "$0")" && pwd)
+compare="python3 $here/compare_weights.py"
+# Open MPI keeps some allocations to the end: LeakSanitizer (the asan build) would call them leaks.
+export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0"
+
+if ! command -v mpirun > /dev/null; then
+  echo "SKIPPED: mpirun is not installed (scripts/setup.sh installs openmpi-bin)"
+  exit 77
+fi
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cd "$work"
+mpi() { mpirun --allow-run-as-root --oversubscribe --bind-to none "$@"; }
+fail() {
+  echo "FAILED: $*"
+  exit 1
+}
+
+"$stoke" dataset synthetic --kind mednist-like --count 96 --out data --no-split > /dev/null || fail "no data set"
+# 96 images, global batch 16: 6 steps per epoch. No batch norm: its statistics are per process (as in PyTorch
+# DDP), so only a model without it reaches the same weights on any number of processes.
+base=(--data data --model small-cnn-nobn --image-size 16 --threads 1 --decoders 1 --schedule constant --lr 0.05 --seed 3
+      --augment flip --quiet)
+common=("${base[@]}" --batch-size 16)
+if mpi -np 2 "$stoke" train "${common[@]}" --epochs 1 --out probe > probe.log 2>&1; then :; else
+  if grep -q "built without MPI" probe.log; then
+    echo "SKIPPED: this stoke was built without MPI"
+    exit 77
+  fi
+  cat probe.log
+  fail "a 2-process run failed"
+fi
+latest() { echo "$1/checkpoints/$(cat "$1/checkpoints/latest")"; }
+final() { echo "$(latest "$1")/model.safetensors"; }
+# Float summation: the ranks sum their slices' gradients apart and then together, so results match to rounding.
+tol=1e-5
+
+case "$case_name" in
+parity)
+  for cache in files decoded; do
+    "$stoke" train "${common[@]}" --epochs 2 --cache $cache --out one-$cache || fail "1 process ($cache)"
+    mpi -np 2 "$stoke" train "${common[@]}" --epochs 2 --cache $cache --out two-$cache || fail "2 processes ($cache)"
+    mpi -np 2 "$stoke" train "${common[@]}" --epochs 2 --cache $cache --out again-$cache || fail "2 processes again ($cache)"
+    echo "--cache $cache: 1 process vs 2:"
+    $compare "$(final one-$cache)" "$(final two-$cache)" $tol || fail "2 processes differ from 1 ($cache)"
+    echo "--cache $cache: 2 processes, twice:"
+    $compare "$(final two-$cache)" "$(final again-$cache)" 0 || fail "2-process runs differ from each other ($cache)"
+    [ "$(cd one-$cache && find . -type f | sort)" = "$(cd two-$cache && find . -type f | sort)" ] ||
+      fail "the run folders hold different files: $(diff <(cd one-$cache && find . -type f | sort) <(cd two-$cache && find . -type f | sort))"
+    python3 - one-$cache two-$cache <<'PY' || fail "the step losses differ"
+import json, sys
+rows = [[json.loads(l) for l in open(f"{d}/metrics.jsonl")] for d in sys.argv[1:]]
+a, b = ([r["train_loss"] for r in x if r["kind"] == "epoch"] for x in rows)
+assert len(a) == len(b) == 2 and all(abs(x - y) < 1e-4 for x, y in zip(a, b)), (a, b)
+print("epoch losses", a, b)
+PY
+    grep -q '"world": 2' two-$cache/summary.json || fail "summary.json does not say world 2"
+  done
+  ;;
+kill)
+  for sig in KILL STOP; do
+    rm -rf long
+    start=$(date +%s)
+    STOKE_DIST_TIMEOUT=5 mpi -np 2 "$stoke" train "${common[@]}" --epochs 100000 --checkpoint-every 5 --out long > $sig.log 2>&1 &
+    job=$!
+    for _ in $(seq 300); do [ -e long/checkpoints/latest ] && break; sleep 0.1; done
+    [ -e long/checkpoints/latest ] || { kill $job; cat $sig.log; fail "no checkpoint after 30 s"; }
+    victim=""
+    # rank 1: the stoke process of this job (its command line) whose environment says so
+    for p in $(pgrep -f -- "--out long"); do
+      [ "$(cat /proc/$p/comm 2> /dev/null)" = stoke ] || continue
+      tr '\0' '\n' < /proc/$p/environ 2> /dev/null | grep -qx OMPI_COMM_WORLD_RANK=1 && victim=$p
+    done
+    [ -n "$victim" ] || { kill $job; fail "rank 1's process not found under mpirun"; }
+    kill -$sig "$victim"
+    ( sleep 90; kill -9 $job ) > /dev/null 2>&1 &  # a guard, should the job never end (not holding the output)
+    guard=$!
+    wait $job
+    rc=$?
+    pkill -P $guard sleep 2> /dev/null
+    kill $guard 2> /dev/null
+    elapsed=$(($(date +%s) - start))
+    echo "--- SIG$sig to rank 1: exit $rc after ${elapsed} s"
+    cat $sig.log
+    [ $rc -ne 0 ] || fail "the job exited 0 after rank 1 was lost"
+    [ $elapsed -le 60 ] || fail "the job took ${elapsed} s to stop"
+    if [ $sig = STOP ]; then
+      # mpirun does not notice a hung rank: the survivor's own watchdog must.
+      grep -q "rank 0/2: failed: lost rank 1" $sig.log || fail "the survivor did not name the lost rank"
+    else
+      grep -q "rank 1" $sig.log || fail "nothing names the lost rank"
+      grep -q "rank 0/2: stopped by a signal" $sig.log || fail "the survivor said nothing"
+    fi
+  done
+  ;;
+resume)
+  "$stoke" train "${common[@]}" --epochs 2 --out ref || fail "the reference run"
+  # 2 -> 1: interrupted at step 4 (mid-epoch), continued alone.
+  mpi -np 2 "$stoke" train "${common[@]}" --epochs 2 --interrupt-after-steps 4 --out a || fail "2 processes, interrupted"
+  grep -q '"cursor": 4' "$(latest a)/state.json" || fail "the interrupted run's checkpoint is not at cursor 4"
+  "$stoke" train --resume a --quiet || fail "resumed on 1 process"
+  echo "2 processes, resumed on 1, vs 1 throughout:"
+  $compare "$(final ref)" "$(final a)" $tol || fail "2 -> 1 differs"
+  # 1 -> 2: interrupted at step 8 (epoch 2), continued on two.
+  "$stoke" train "${common[@]}" --epochs 2 --interrupt-after-steps 8 --out b || fail "1 process, interrupted"
+  mpi -np 2 "$stoke" train --resume b --quiet || fail "resumed on 2 processes"
+  echo "1 process, resumed on 2, vs 1 throughout:"
+  $compare "$(final ref)" "$(final b)" $tol || fail "1 -> 2 differs"
+  ;;
+mismatch)
+  mpi -np 1 "$stoke" train "${common[@]}" --epochs 1 --out m : -np 1 "$stoke" train "${common[@]}" --epochs 1 --label-smoothing 0.1 --out m > m.log 2>&1
+  rc=$?
+  cat m.log
+  [ $rc -eq 2 ] || fail "mismatched ranks: exit $rc, expected 2"
+  grep -q "rank 1/2: error: this rank's settings differ from rank 0's: label_smoothing: rank 0 has 0.0, rank 1 has 0.1" m.log || fail "rank 1 did not name the setting"
+  grep -q "rank 0/2: error: the settings of rank 1 differ" m.log || fail "rank 0 did not name rank 1"
+  mpi -np 2 "$stoke" train "${base[@]}" --epochs 1 --batch-size 15 --out n > n.log 2>&1
+  rc=$?
+  cat n.log
+  [ $rc -eq 2 ] || fail "a global batch of 15 on 2 processes: exit $rc, expected 2"
+  grep -q "must divide evenly over the 2 processes" n.log || fail "no clear message for the batch"
+  ;;
+*)
+  fail "unknown case $case_name"
+  ;;
+esac
+echo "PASSED: $case_name"
