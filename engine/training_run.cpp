@@ -220,7 +220,7 @@ void TrainingRun::choose_device() {
     throw UserError(str("a data-parallel run of ", world_, " processes: the CUDA backend does not all-reduce its gradients "
                         "yet; pass --device cpu"));
   ThreadPool::set_threads(cfg_.threads);
-  if (!user_quiet_) {
+  if (!user_quiet_ && world_ > 1) {  // a single process says nothing here: its device line follows
     std::printf("world: %d process%s, rank %d, local rank %d, device %s, transport %s\n", world_, world_ == 1 ? "" : "es",
                 rank_, comm_->local_rank(), use_cuda_ ? str("cuda:", comm_->local_rank()).c_str() : "cpu",
                 comm_->transport().c_str());
