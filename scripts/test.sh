@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 cmake --workflow --preset test
 # The CPU-only configuration (STOKE_CUDA=OFF), built with AddressSanitizer + UBSan and -Werror, over every test
-# but the slow ones and the PyTorch cross-checks (those run in the preset above; under ASan they take minutes).
+# but the slow ones, the PyTorch cross-checks and the mpirun tests (those run in the preset above; under ASan they
+# take minutes, and Open MPI's own allocations would read as leaks).
 cmake --workflow --preset asan
 # The threaded protocols (the asynchronous step queue, the batch ring) under ThreadSanitizer: two test binaries.
 cmake --workflow --preset tsan
