@@ -55,6 +55,15 @@ class TraceRange {
   TraceRange& operator=(const TraceRange&) = delete;
 };
 
+// NVTX initialises itself lazily on its first call, and that first call is not safe to make from two threads at
+// once (ThreadSanitizer sees the race on its function table). Whoever starts threads that trace calls this first,
+// on the starting thread, so the initialisation has happened before any of them runs. Cheap after the first time.
+inline void trace_init() {
+#if defined(STOKE_HAVE_NVTX) && STOKE_HAVE_NVTX
+  nvtxInitialize(nullptr);
+#endif
+}
+
 // Names the calling thread ("stoke decoder 0") in the profiler's timeline.
 inline void trace_name_thread([[maybe_unused]] const char* name) {
 #if defined(STOKE_HAVE_NVTX) && STOKE_HAVE_NVTX

@@ -21,6 +21,7 @@ StepQueue::StepQueue(int max_batch, int64_t pixels_per_batch, int slots, Compute
   }
   released_.reserve(slots_.size() * 2);
   results_.reserve(slots_.size() * 2);
+  trace_init();  // NVTX's lazy initialisation on this thread, not raced by the two below
   copy_thread_ = std::thread([this] { copy_loop(); });
   compute_thread_ = std::thread([this] { compute_loop(); });
 }

@@ -145,6 +145,7 @@ void DecoderPool::start(int64_t first_global_batch) {
       w->running.store(true, std::memory_order_relaxed);
       running_.fetch_add(1, std::memory_order_acq_rel);
       Worker* wp = w.get();
+      trace_init();  // NVTX initialises on this thread before any decoder names itself
       w->thread = std::thread([this, wp] { run(*wp); });
     }
   } catch (...) {
