@@ -36,6 +36,21 @@ std::vector<uint8_t> read_file(const std::string& path);
 uint64_t fnv1a64(const void* data, size_t size, uint64_t seed = 0xcbf29ce484222325ULL);
 std::string hex64(uint64_t v);
 
+// An exclusive advisory lock (flock) on `path`, created if absent, held until destruction. For work that
+// several processes (or threads) may start at once on the same folder, e.g. two test binaries or two
+// `stoke data mnist` fetching and writing one data set: the second waits, then finds the work done.
+// flock, not fcntl: fcntl locks belong to the process, so two threads would both get one.
+class FileLock {
+ public:
+  explicit FileLock(const std::string& path);  // blocks; throws stoke::Error naming the file
+  ~FileLock();
+  FileLock(const FileLock&) = delete;
+  FileLock& operator=(const FileLock&) = delete;
+
+ private:
+  int fd_ = -1;
+};
+
 // Test hook: makes the next writes fail with ENOSPC after `bytes` bytes in total (negative: off).
 void inject_write_failure_after(int64_t bytes);
 

