@@ -380,8 +380,12 @@ int run_eval(const UseArgs& u) {
   LoadedRun r = load_run(u.run, build_model, u.which);
   std::printf("model: %s from %s\n", r.model.c_str(), r.checkpoint.c_str());
   ClassificationReport rep = evaluate_folder(r, u.data, u.batch_size, 1, u.device);
-  std::printf("%s images: accuracy %.2f%%, loss %.4f, macro ROC-AUC %.4f\n\n%s", format_count(static_cast<double>(rep.count)).c_str(),
-              100 * rep.accuracy, rep.loss, rep.macro_auc, rep.confusion_table(r.classes).c_str());
+  if (rep.count == 0) throw UserError(str("none of the ", rep.unreadable, " images in ", u.data, " could be read"));
+  const std::string left_out =
+      rep.unreadable > 0 ? str(" (", rep.unreadable, " unreadable, left out: the numbers cover the readable ones)") : "";
+  std::printf("%s images evaluated%s: accuracy %.2f%%, loss %.4f, macro ROC-AUC %.4f\n\n%s",
+              format_count(static_cast<double>(rep.count)).c_str(), left_out.c_str(), 100 * rep.accuracy, rep.loss,
+              rep.macro_auc, rep.confusion_table(r.classes).c_str());
   return 0;
 }
 

@@ -147,15 +147,23 @@ ClassificationReport evaluate_folder(const LoadedRun& run, const std::string& fo
   pc.shuffle = false;
   pc.augment = false;
   pc.drop_last = false;
+  pc.replace_bad = false;
   pc.end_epoch = 1;
   io::InputPipeline in(src, pc);
   in.start(0);
   const std::unique_ptr<TrainingBackend> backend = eval_backend(run, pc.batch, device);
   MetricsAccumulator acc(static_cast<int>(run.classes.size()));
+  std::vector<uint8_t> px_buffer;
+  std::vector<int32_t> label_buffer;
   while (io::Batch b = in.acquire()) {
-    float loss = 0;
-    const float* logits = backend->eval_batch(b.valid, b.pixels, b.labels, &loss);  // the padding is not counted
-    acc.add(b.valid, logits, b.labels, loss);
+    // Neither the padding nor an unreadable image is counted: the accuracy covers exactly the readable images.
+    const io::ReadableSamples r = io::readable_samples(b.valid, b.pixels, b.labels, run.input.size(), px_buffer, label_buffer);
+    acc.add_unreadable(r.unreadable);
+    if (r.n > 0) {
+      float loss = 0;
+      const float* logits = backend->eval_batch(r.n, r.pixels, r.labels, &loss);
+      acc.add(r.n, logits, r.labels, loss);
+    }
     in.release(b.ticket);
   }
   return acc.report();

@@ -54,6 +54,7 @@ void MetricsAccumulator::add(int n, const float* logits, const int32_t* labels, 
 
 void MetricsAccumulator::clear() {
   loss_sum_ = 0;
+  unreadable_ = 0;
   probs_.clear();
   labels_.clear();
 }
@@ -63,6 +64,7 @@ ClassificationReport MetricsAccumulator::report() const {
   const int C = classes_;
   r.classes = C;
   r.count = static_cast<int64_t>(labels_.size());
+  r.unreadable = unreadable_;
   r.confusion.assign(static_cast<size_t>(C) * C, 0);
   int64_t correct = 0;
   for (size_t i = 0; i < labels_.size(); ++i) {
@@ -105,8 +107,13 @@ nlohmann::json ClassificationReport::to_json() const {
     for (double x : v) a.push_back(std::isnan(x) ? nlohmann::json() : nlohmann::json(x));
     return a;
   };
-  nlohmann::json j = {{"count", count}, {"loss", loss}, {"accuracy", accuracy}, {"class_accuracy", clean(class_accuracy)},
-                      {"class_auc", clean(class_auc)}, {"confusion", confusion}};
+  nlohmann::json j = {{"count", count},
+                      {"unreadable", unreadable},
+                      {"loss", loss},
+                      {"accuracy", accuracy},
+                      {"class_accuracy", clean(class_accuracy)},
+                      {"class_auc", clean(class_auc)},
+                      {"confusion", confusion}};
   j["macro_auc"] = std::isnan(macro_auc) ? nlohmann::json() : nlohmann::json(macro_auc);
   return j;
 }

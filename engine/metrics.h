@@ -13,7 +13,8 @@ namespace stoke {
 
 struct ClassificationReport {
   int classes = 0;
-  int64_t count = 0;
+  int64_t count = 0;       // images evaluated: the readable ones, every metric below covers exactly these
+  int64_t unreadable = 0;  // images of the evaluation set that could not be read (not counted, never replaced)
   double loss = 0, accuracy = 0, macro_auc = 0;  // macro_auc NaN when no class has an AUC
   std::vector<double> class_accuracy;             // NaN for a class with no samples
   std::vector<double> class_auc;                  // NaN where undefined
@@ -29,12 +30,14 @@ class MetricsAccumulator {
   explicit MetricsAccumulator(int classes) : classes_(classes) {}
   // logits[n, classes] of one batch, its labels, and the batch's mean loss.
   void add(int n, const float* logits, const int32_t* labels, double mean_loss);
+  void add_unreadable(int n) { unreadable_ += n; }
   ClassificationReport report() const;
   void clear();
 
  private:
   int classes_;
   double loss_sum_ = 0;
+  int64_t unreadable_ = 0;
   std::vector<float> probs_;     // softmax rows, kept for the AUC
   std::vector<int32_t> labels_;
 };

@@ -165,10 +165,16 @@ ClassificationReport TrainingRun::evaluate() {
   STOKE_TRACE("eval");
   backend_->drain();
   MetricsAccumulator acc(classes_);
-  auto add = [&](int n, const uint8_t* px, const int32_t* lab) {
+  std::vector<uint8_t> px_buffer;
+  std::vector<int32_t> label_buffer;
+  auto add = [&](int valid, const uint8_t* px, const int32_t* lab) {
+    // Unreadable validation images are left out, not replaced: the accuracy covers exactly the readable ones.
+    const io::ReadableSamples r = io::readable_samples(valid, px, lab, shape_.size(), px_buffer, label_buffer);
+    acc.add_unreadable(r.unreadable);
+    if (r.n == 0) return;
     float loss = 0;
-    const float* logits = backend_->eval_batch(n, px, lab, &loss);
-    acc.add(n, logits, lab, loss);
+    const float* logits = backend_->eval_batch(r.n, r.pixels, r.labels, &loss);
+    acc.add(r.n, logits, r.labels, loss);
   };
   if (val_cache_) {
     io::SamplerConfig vs;
@@ -478,6 +484,7 @@ void TrainingRun::end_epoch(int64_t epoch, double train_seconds, double input_wa
     ej["val_acc"] = es.val_acc;
     ej["val_auc"] = std::isnan(es.val_auc) ? json() : json(es.val_auc);
     ej["val_report"] = report.to_json();
+    if (report.unreadable > 0) ej["val_unreadable"] = report.unreadable;
   }
   if (metrics_) {
     metrics_->write(ej);
@@ -499,10 +506,14 @@ void TrainingRun::end_epoch(int64_t epoch, double train_seconds, double input_wa
   total_device_s_ += epoch_device_s_;
   if (writer_) refresh_report(run_dir_, cfg_.quiet);
   if (!cfg_.quiet) {
+    const std::string left_out =
+        report.unreadable > 0 ? str("  (", report.unreadable, " unreadable val image", report.unreadable == 1 ? "" : "s",
+                                    " left out)")
+                              : std::string();
     if (evaluate_now)
-      std::printf("epoch %d/%d  train loss %.4f acc %.2f%%  |  val loss %.4f acc %.2f%% auc %.4f  |  %s img/s, %.1f s%s\n",
+      std::printf("epoch %d/%d  train loss %.4f acc %.2f%%  |  val loss %.4f acc %.2f%% auc %.4f  |  %s img/s, %.1f s%s%s\n",
                   es.epoch, cfg_.epochs, es.train_loss, 100 * es.train_acc, es.val_loss, 100 * es.val_acc, es.val_auc,
-                  format_count(es.images_per_s).c_str(), es.seconds, best ? "  (best)" : "");
+                  format_count(es.images_per_s).c_str(), es.seconds, best ? "  (best)" : "", left_out.c_str());
     else
       std::printf("epoch %d/%d  train loss %.4f acc %.2f%%  |  %s img/s, %.1f s\n", es.epoch, cfg_.epochs, es.train_loss,
                   100 * es.train_acc, format_count(es.images_per_s).c_str(), es.seconds);

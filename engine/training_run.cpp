@@ -59,6 +59,7 @@ void estimate_normalization(const std::shared_ptr<const io::Source>& source, Sha
   auto sample = std::make_shared<io::SubsetSource>(source, std::move(order));
   io::PipelineConfig pc = eval_pipeline_config(shape, static_cast<int>(std::min<int64_t>(250, n)), decoders, false, "");
   pc.on_warning = [](const std::string&) {};  // bad files are reported by the training pipeline
+  pc.replace_bad = true;                      // a stand-in's pixels, not a masked zero image, in the statistics
   io::InputPipeline in(sample, pc);
   in.start(0);
   std::vector<double> s(static_cast<size_t>(shape.c), 0.0), s2(static_cast<size_t>(shape.c), 0.0);
@@ -139,6 +140,7 @@ io::PipelineConfig eval_pipeline_config(Shape3 shape, int batch, int decoders, b
   pc.shuffle = false;
   pc.augment = false;
   pc.drop_last = false;
+  pc.replace_bad = false;
   pc.end_epoch = 1;
   pc.strict = strict;
   pc.quarantine_path = quarantine;

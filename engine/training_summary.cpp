@@ -82,9 +82,11 @@ TrainResult TrainingRun::finish() {
                 use_cuda_ ? "the CUDA backend" : "the CPU backend", cfg_.epochs, cfg_.epochs == 1 ? "" : "s", static_cast<long long>(step_),
                 format_duration(result_.seconds).c_str(), format_count(last["img_per_s"].get<double>()).c_str());
     if (has_val_ && last_report_.count > 0) {
-      std::printf("         validation accuracy %.2f%% (%s images), loss %.4f, macro ROC-AUC %.4f\n",
+      const std::string left_out =
+          last_report_.unreadable > 0 ? str("; ", last_report_.unreadable, " unreadable left out") : std::string();
+      std::printf("         validation accuracy %.2f%% (%s images%s), loss %.4f, macro ROC-AUC %.4f\n",
                   100 * last_report_.accuracy, format_count(static_cast<double>(last_report_.count)).c_str(),
-                  last_report_.loss, last_report_.macro_auc);
+                  left_out.c_str(), last_report_.loss, last_report_.macro_auc);
       std::printf("\nconfusion matrix (validation, last epoch):\n%s", last_report_.confusion_table(class_names_).c_str());
     }
     if (train_files_)

@@ -39,9 +39,13 @@ struct BatchHeader {
   int64_t index = 0;    // batch index within the epoch (for this rank)
   int32_t size = 0;     // samples in the slot (always the ring's batch size: shapes stay fixed)
   int32_t valid = 0;    // real samples; [valid, size) repeat earlier samples to pad the epoch's last batch
-  int32_t corrupt = 0;  // samples that stand in for a corrupt or vanished file
+  int32_t corrupt = 0;  // samples that stand in for (or, in evaluation, mask) a corrupt or vanished file
   int32_t reserved = 0;
 };
+
+// The label of a position whose file could not be read, in pipelines that mask bad files instead of replacing
+// them (evaluation): its pixels are zero and it must not be counted.
+inline constexpr int32_t kUnreadable = -1;
 
 // A view of one slot's memory (owned by the ring).
 struct BatchSlot {

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 
 #include "base/error.h"
 #include "io/codec/codec.h"
@@ -225,7 +226,8 @@ void DecoderPool::report_bad(int64_t id, ReadStatus status, const std::string& w
       cfg_.on_warning(str("cannot write the quarantine list ", cfg_.quarantine_path));
     }
   }
-  cfg_.on_warning(str("skipping ", what, " image ", name, ": ", why, " (replaced by another sample)"));
+  cfg_.on_warning(str("skipping ", what, " image ", name, ": ", why,
+                      cfg_.replace_bad ? " (replaced by another sample)" : " (left out of the evaluation)"));
 }
 
 bool DecoderPool::fill(Worker& w, int64_t ticket) {
@@ -253,18 +255,26 @@ bool DecoderPool::fill(Worker& w, int64_t ticket) {
             hash_key(t.seed, kReplacePurpose, static_cast<uint64_t>(pos.epoch), static_cast<uint64_t>(original)),
             static_cast<uint64_t>(attempt), static_cast<uint64_t>(n)));
       }
-      if (bad_[static_cast<size_t>(id)].load(std::memory_order_relaxed)) continue;  // known bad: not read again
-      w.sample.store(id, std::memory_order_relaxed);
-      w.clock.enter(Stage::read);
-      std::span<const uint8_t> bytes;
-      const ReadStatus st = source_->read(id, w.scratch, bytes, &err);
-      if (st == ReadStatus::ok && decode_sample(t, bytes, pos.epoch, static_cast<uint64_t>(id), dst, &err, &w.clock)) {
-        slot.labels[k] = source_->label(id);
-        slot.ids[k] = static_cast<uint64_t>(id);
-        w.images.fetch_add(1, std::memory_order_relaxed);
+      if (!bad_[static_cast<size_t>(id)].load(std::memory_order_relaxed)) {  // known bad: not read again
+        w.sample.store(id, std::memory_order_relaxed);
+        w.clock.enter(Stage::read);
+        std::span<const uint8_t> bytes;
+        const ReadStatus st = source_->read(id, w.scratch, bytes, &err);
+        if (st == ReadStatus::ok && decode_sample(t, bytes, pos.epoch, static_cast<uint64_t>(id), dst, &err, &w.clock)) {
+          slot.labels[k] = source_->label(id);
+          slot.ids[k] = static_cast<uint64_t>(id);
+          w.images.fetch_add(1, std::memory_order_relaxed);
+          break;
+        }
+        report_bad(id, st, err);
+      }
+      if (!cfg_.replace_bad) {  // evaluation: a masked position, never a stand-in
+        std::memset(dst, 0, static_cast<size_t>(sample_bytes));
+        slot.labels[k] = kUnreadable;
+        slot.ids[k] = static_cast<uint64_t>(original);
+        ++corrupt;
         break;
       }
-      report_bad(id, st, err);
     }
     if (id != original) ++corrupt;
   }

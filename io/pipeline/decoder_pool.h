@@ -8,7 +8,8 @@
 //
 // Bad input (corrupt, truncated, zero-byte, not a JPEG, 12-bit, absurd dimensions, a file that vanished): the
 // sample is replaced by another one drawn from (seed, epoch, original id, attempt), so the batch keeps its shape
-// and stays deterministic; the file is warned about once, counted, and appended to the quarantine list. Known bad
+// and stays deterministic (evaluation, replace_bad = false: masked instead, see PoolConfig); the file is warned
+// about once, counted, and appended to the quarantine list. Known bad
 // samples are not read again. strict: the first one stops the run with an error naming the file. Any exception
 // in a decoder thread closes the ring with that error, which the consumer's acquire() rethrows: a thread never
 // dies silently. CMYK and progressive JPEGs are valid and decode normally.
@@ -41,6 +42,9 @@ struct PoolConfig {
                                  // file, kind = corrupt, unsupported (io/codec/codec.h), vanished or unreadable
   std::function<void(const std::string&)> on_warning;  // a bad file, once per file (default: stderr)
   int max_consecutive_bad = 64;  // replacements tried for one position before giving up with an error
+  // Training replaces a bad sample to keep the batch full; evaluation must not count a stand-in, so there
+  // (false) the position is zero pixels with label kUnreadable and the consumer leaves it out.
+  bool replace_bad = true;
 };
 
 // A decoder thread as another thread sees it (the watchdog, telemetry).

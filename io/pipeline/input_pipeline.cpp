@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 
 #include "base/error.h"
 
@@ -52,6 +53,7 @@ InputPipeline::InputPipeline(std::shared_ptr<const Source> source, PipelineConfi
   pc.transform.aug = cfg_.aug;
   pc.transform.seed = cfg_.seed;
   pc.strict = cfg_.strict;
+  pc.replace_bad = cfg_.replace_bad;
   pc.quarantine_path = cfg_.quarantine_path;
   pc.on_warning = cfg_.on_warning;
   if (cfg_.decoders > 0) {
@@ -222,6 +224,24 @@ void InputPipeline::watchdog_main() {
       dead_polls = 0;
     }
   }
+}
+
+ReadableSamples readable_samples(int valid, const uint8_t* pixels, const int32_t* labels, int64_t sample_bytes,
+                                 std::vector<uint8_t>& pixel_buffer, std::vector<int32_t>& label_buffer) {
+  ReadableSamples r{valid, 0, pixels, labels};
+  if (std::none_of(labels, labels + valid, [](int32_t l) { return l == kUnreadable; })) return r;
+  pixel_buffer.resize(static_cast<size_t>(valid * sample_bytes));
+  label_buffer.resize(static_cast<size_t>(valid));
+  r.n = 0;
+  for (int i = 0; i < valid; ++i) {
+    if (labels[i] == kUnreadable) continue;
+    std::memcpy(pixel_buffer.data() + r.n * sample_bytes, pixels + i * sample_bytes, static_cast<size_t>(sample_bytes));
+    label_buffer[static_cast<size_t>(r.n++)] = labels[i];
+  }
+  r.unreadable = valid - r.n;
+  r.pixels = pixel_buffer.data();
+  r.labels = label_buffer.data();
+  return r;
 }
 
 }  // namespace stoke::io

@@ -8,8 +8,9 @@
 //     in.release(b.ticket);                        // GPU: once that event has completed
 //   }
 //
-// Evaluation: a second pipeline with shuffle = false, augment = false, drop_last = false, end_epoch = 1, and
-// start(0) before each pass; acquire() returns an empty Batch after the last one; mask samples >= b.valid.
+// Evaluation: a second pipeline with shuffle = false, augment = false, drop_last = false, replace_bad = false,
+// end_epoch = 1, and start(0) before each pass; acquire() returns an empty Batch after the last one; mask samples
+// >= b.valid and those labelled kUnreadable (readable_samples does both).
 //
 // Batches flow across epoch boundaries without draining (b.epoch, b.index tell where a batch belongs; b.index ==
 // batches_per_epoch() - 1 ends an epoch). Every batch holds exactly `batch` samples: the training sampler drops
@@ -57,6 +58,7 @@ struct PipelineConfig {
   int rank = 0, world = 1;
   int64_t end_epoch = -1;    // produce batches up to the end of epoch end_epoch - 1; -1: until stop()
   bool strict = false;       // a bad image is an error naming the file
+  bool replace_bad = true;   // false (evaluation): a bad image is masked (label kUnreadable), never replaced
   std::string quarantine_path;  // RUNDIR/quarantine.txt ("" = none)
   double watchdog_seconds = 30;
   bool pinned = true;        // pinned host memory when a CUDA device is usable
@@ -76,6 +78,17 @@ struct Batch {
   size_t copy_bytes = 0, labels_offset = 0;
   explicit operator bool() const { return ticket >= 0; }
 };
+
+// The samples of an evaluation batch that count: the first `valid`, less those labelled kUnreadable. Points into
+// the batch itself when none is unreadable (the common case, no copy); otherwise compacts the readable ones into
+// the two buffers. `unreadable` says how many were left out.
+struct ReadableSamples {
+  int n = 0, unreadable = 0;
+  const uint8_t* pixels = nullptr;
+  const int32_t* labels = nullptr;
+};
+ReadableSamples readable_samples(int valid, const uint8_t* pixels, const int32_t* labels, int64_t sample_bytes,
+                                 std::vector<uint8_t>& pixel_buffer, std::vector<int32_t>& label_buffer);
 
 struct DecoderStats {
   int64_t images = 0;

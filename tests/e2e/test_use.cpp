@@ -3,10 +3,12 @@
 
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "base/error.h"
+#include "base/fs.h"
 #include "engine/inference.h"
 #include "engine/safetensors.h"
 #include "engine/trainer.h"
@@ -16,6 +18,7 @@
 using namespace stoke;
 using stoke::test::TempDir;
 namespace st = stoke::safetensors;
+namespace fs = std::filesystem;
 
 namespace {
 struct Fixture {
@@ -48,6 +51,64 @@ TEST(Use, EvaluateReproducesTheTrainersValidation) {
   EXPECT_DOUBLE_EQ(rep.accuracy, fx().result.epochs.back().val_acc);
   EXPECT_NEAR(rep.loss, fx().result.epochs.back().val_loss, 1e-6);
   EXPECT_THROW(evaluate_folder(r, fx().tmp.str() + "/train/a", 4, 1), UserError);  // no class folders
+}
+
+// The validation set with three unreadable files added: a copy of val/ plus garbage, a truncated JPEG and an
+// empty file. Evaluation leaves them out (never replaces them), counts them, and its numbers are exactly those of
+// the clean set.
+std::string val_with_unreadable_files() {
+  const fs::path bad = fx().tmp.path() / "val-with-bad";
+  if (!fs::exists(bad)) {
+    fs::copy(fx().tmp.path() / "val", bad, fs::copy_options::recursive);
+    write_file((bad / "a" / "garbage.jpg").string(), "not an image at all", 19);
+    const std::vector<uint8_t> good = read_file((bad / "b" / "0.jpg").string());
+    write_file((bad / "b" / "truncated.jpg").string(), good.data(), good.size() / 3);
+    write_file((bad / "c" / "empty.jpg").string(), "", 0);
+  }
+  return bad.string();
+}
+
+TEST(Use, EvaluationLeavesUnreadableImagesOutAndCountsThem) {
+  LoadedRun r = load_run(fx().result.run_dir, build_model, "latest");
+  const ClassificationReport clean = evaluate_folder(r, fx().tmp.str() + "/val", 4, 2);
+  const ClassificationReport with_bad = evaluate_folder(r, val_with_unreadable_files(), 4, 2);
+  EXPECT_EQ(clean.unreadable, 0);
+  EXPECT_EQ(with_bad.count, 15) << "a stand-in was counted";
+  EXPECT_EQ(with_bad.unreadable, 3);
+  EXPECT_DOUBLE_EQ(with_bad.accuracy, clean.accuracy);
+  EXPECT_NEAR(with_bad.loss, clean.loss, 1e-6);
+  EXPECT_EQ(with_bad.confusion, clean.confusion);
+  EXPECT_EQ(with_bad.to_json().at("unreadable"), 3);
+}
+
+// The trainer's validation does the same, streaming and from the decoded cache: its accuracy is that of the
+// clean set under the same weights, and the epoch line in metrics.jsonl says how many were left out.
+TEST(Use, ValidationDuringTrainingLeavesUnreadableImagesOut) {
+  for (const std::string cache : {"files", "decoded"}) {
+    SCOPED_TRACE(cache);
+    TrainConfig c;
+    c.data = fx().tmp.str() + "/train";
+    c.val = val_with_unreadable_files();
+    c.epochs = 1;
+    c.batch_size = 8;
+    c.quiet = true;
+    c.cache = cache;
+    c.out = fx().tmp.str() + "/run-bad-val-" + cache;
+    const TrainResult t = train(c, build_model);
+    LoadedRun r = load_run(t.run_dir, build_model, "latest");
+    const ClassificationReport clean = evaluate_folder(r, fx().tmp.str() + "/val", 4, 2);
+    EXPECT_DOUBLE_EQ(t.epochs.back().val_acc, clean.accuracy);
+    EXPECT_NEAR(t.epochs.back().val_loss, clean.loss, 1e-6);
+    const std::vector<uint8_t> bytes = read_file(t.run_dir + "/metrics.jsonl");
+    std::istringstream lines(std::string(bytes.begin(), bytes.end()));
+    nlohmann::json last;
+    for (std::string line; std::getline(lines, line);) {
+      nlohmann::json j = nlohmann::json::parse(line);
+      if (j.value("kind", "") == "epoch") last = j;
+    }
+    EXPECT_EQ(last.value("val_unreadable", 0), 3) << last.dump();
+    EXPECT_EQ(last.at("val_report").at("count"), 15);
+  }
 }
 
 TEST(Use, PredictGivesProbabilitiesAndNamesBadFiles) {
