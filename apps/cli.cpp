@@ -19,6 +19,7 @@
 #include "engine/dist/communicator.h"
 #include "base/error.h"
 #include "engine/inference.h"
+#include "engine/resume.h"
 #include "base/progress.h"
 #include "report/report.h"
 #include "report/tensorboard.h"
@@ -112,8 +113,11 @@ void add_train(CLI::App& app, TrainConfig& cfg, std::string& optimizer, std::str
   t->add_option("--device", cfg.device, "auto | cpu | cuda")->capture_default_str()->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   t->add_option("--out", cfg.out, "Run folder for metrics.jsonl, config.json, summary.json (default runs/<model>-<time>)");
   t->add_flag("--overwrite", cfg.overwrite, "Reuse an --out folder that already holds a run");
-  t->add_option("--resume", cfg.resume, "Continue the run in this folder from its latest checkpoint (its settings are reused; "
-                "--epochs, --threads, --decoders, --device and --quiet may change)");
+  t->add_option("--resume", cfg.resume, "Continue the run in this folder from its latest checkpoint: its settings are reused "
+                "(the same flags again are accepted; --epochs extends it; --device, --threads, --decoders, --cache, "
+                "--quiet and the logging flags may change)");
+  t->add_flag("--force", cfg.force, "With --resume: continue even though training files were added or removed since the "
+              "checkpoint (they are named either way)");
   t->add_option("--checkpoint-every", cfg.checkpoint_every, "Also checkpoint every N steps (0: at each epoch's end only)")
       ->capture_default_str()->check(kNonNegative);
   t->add_option("--keep-checkpoints", cfg.keep_checkpoints, "Newest checkpoints kept (the best is always kept)")
@@ -488,34 +492,14 @@ int run_cli(int argc, const char* const* argv, bool dry_run) {
       cfg.schedule = parse_schedule(schedule);
       cfg.decoders = parse_decoders(decoders);
       if (!cfg.resume.empty()) {
-        // The run's own settings, with the few that may change taken from the command line.
-        TrainConfig resumed = config_for_resume(cfg.resume);
-        for (const CLI::Option* o : t->get_options()) {
-          if (o->count() == 0) continue;
-          const std::string name = o->get_name();
-          if (name == "--resume" || name == "--help") continue;
-          if (name == "--epochs") resumed.epochs = cfg.epochs;
-          else if (name == "--threads") resumed.threads = cfg.threads;
-          else if (name == "--decoders") resumed.decoders = cfg.decoders;
-          else if (name == "--no-graphs") resumed.graphs = cfg.graphs;
-          else if (name == "--cache") resumed.cache = cfg.cache;
-          else if (name == "--cache-budget-mb") resumed.cache_budget_mb = cfg.cache_budget_mb;
-          else if (name == "--device") resumed.device = cfg.device;
-          else if (name == "--quiet") resumed.quiet = cfg.quiet;
-          else if (name == "--tensorboard") resumed.tensorboard = cfg.tensorboard;
-          else if (name == "--profile-steps") {
-            resumed.profile_first = cfg.profile_first;
-            resumed.profile_last = cfg.profile_last;
-          } else if (name == "--trace") resumed.trace_file = cfg.trace_file;
-          else if (name == "--trace-steps") {
-            resumed.trace_first = cfg.trace_first;
-            resumed.trace_last = cfg.trace_last;
-          }
-          else
-            throw UserError(str(name, " cannot change when resuming (the run's settings are in ", cfg.resume,
-                                "/config.json): start a new run with --out instead"));
-        }
-        cfg = resumed;
+        // The run's own settings: the same command again with --resume appended is accepted, session flags
+        // (--epochs, --device, ...) take their new value, and a real change is refused naming both values.
+        std::vector<std::string> given;
+        for (const CLI::Option* o : t->get_options())
+          if (o->count() > 0) given.push_back(o->get_name());
+        std::string note;
+        cfg = resume_config(cfg.resume, cfg, given, &note);
+        if (!note.empty() && !cfg.quiet) std::printf("%s\n", note.c_str());
       } else if (cfg.data.empty()) {
         throw UserError("--data is required (an ImageFolder: DIR/<class>/*.jpg), or --resume RUNDIR");
       }

@@ -6,11 +6,13 @@
 #include <cmath>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "base/error.h"
 #include "base/fs.h"
 #include "base/json_util.h"
 #include "engine/checkpoint.h"
+#include "engine/resume.h"
 #include "engine/training_run.h"
 
 namespace stoke {
@@ -123,27 +125,9 @@ TrainConfig config_from_json(const json& j) {
   return c;
 }
 
-TrainConfig config_for_resume(const std::string& run_dir) {
-  if (!fs::is_directory(run_dir)) throw UserError(str("--resume ", run_dir, ": no such run folder"));
-  const std::string ck = find_checkpoint(run_dir);
-  if (ck.empty())
-    throw UserError(str("--resume ", run_dir, ": the folder holds no checkpoint (", run_dir, "/checkpoints/latest)"));
-  json state;
-  try {
-    std::vector<uint8_t> text = read_file((fs::path(ck) / "state.json").string());
-    state = json::parse(text.begin(), text.end());
-  } catch (const json::exception& e) {
-    throw Error(str(ck, "/state.json is damaged: ", e.what()));
-  }
-  if (!state.contains("config")) throw Error(str(ck, "/state.json holds no configuration"));
-  TrainConfig c = config_from_json(state["config"]);
-  c.resume = run_dir;
-  c.out = run_dir;
-  return c;
-}
-
 TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
   check_train_config(cfg);
+  if (std::optional<TrainResult> done = finished_run(cfg)) return *done;  // nothing to do, and nothing changed
   TrainingRun run(cfg, build_model);
   run.join_world();              // the other processes of a data-parallel job (mpirun, torchrun, Slurm), or none
   run.choose_device();           // --device auto|cpu|cuda, and why

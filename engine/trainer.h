@@ -20,6 +20,7 @@ struct TrainConfig {
   std::string out;             // run directory ("" = runs/<model>-<time>)
   bool overwrite = false;      // allow an --out that already holds a run
   std::string resume;          // continue the run in this folder from its latest checkpoint
+  bool force = false;          // resume even though training files were added or removed since the checkpoint
   std::string device = "auto"; // auto | cpu | cuda
   int epochs = 3;
   int batch_size = 128;
@@ -99,7 +100,8 @@ using ModelFactory = std::function<Graph(const std::string& name, Shape3 input, 
 // user can fix (missing data, bad flags, a checkpoint of another model), Error for runtime failures.
 TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model);
 
-// The settings saved in a run folder (its latest checkpoint's, else config.json), with resume set.
+// The settings saved in a run folder's latest checkpoint, with resume and out set (engine/resume.h: with the
+// command line's flags applied).
 TrainConfig config_for_resume(const std::string& run_dir);
 
 // The training input pipeline's settings for a run (input size, batch, decoders, seed, augmentation, drop_last).

@@ -44,10 +44,7 @@ void TrainingRun::warn(const std::string& m) {
 
 // ---- the input ----------------------------------------------------------------------------------------------------
 void TrainingRun::start_input() {
-  sched_.kind = cfg_.schedule;
-  sched_.lr = cfg_.lr;
-  sched_.total_steps = steps_per_epoch_ * cfg_.epochs;
-  sched_.warmup_steps = static_cast<int64_t>(std::llround(cfg_.warmup_epochs * static_cast<double>(steps_per_epoch_)));
+  sched_ = schedule_for(cfg_, steps_per_epoch_, cfg_.epochs);
   const std::string quarantine = writer_ ? (fs::path(run_dir_) / "quarantine.txt").string() : std::string();
   auto on_warning = [this](const std::string& m) { warn(m); };
   auto on_stall = [this](const std::string& report) {
@@ -213,7 +210,9 @@ void TrainingRun::write_checkpoint(int64_t epoch, int64_t cursor, bool best) {
              {"dataset", fingerprint_},
              {"normalize_mean", mean_},
              {"normalize_std", stdev_},
-             {"epoch_sums", {{"loss_sum", loss_sum_}, {"correct", correct_sum_}, {"seen", seen_}}},
+             {"epoch_sums", {{"loss_sum", loss_sum_}, {"correct", correct_sum_}, {"seen", seen_},
+                             {"seconds", epoch_seconds_before_ + seconds_since(epoch_start_)}}},
+             {"elapsed_s", run_elapsed()},
              {"history", history_},
              {"best_score", std::isfinite(best_score_) ? json(best_score_) : json()},
              {"loss_scale", 1.0}};
@@ -310,6 +309,9 @@ bool TrainingRun::train_epoch(int64_t epoch) {
     loss_sum_ = json_number(resume_sums_, "loss_sum", -1e300, 1e300, 0.0);
     correct_sum_ = json_int(resume_sums_, "correct", 0, int64_t{1} << 50, 0);
     seen_ = json_int(resume_sums_, "seen", 0, int64_t{1} << 50, 0);
+    epoch_seconds_before_ = json_number(resume_sums_, "seconds", 0, 1e12, 0.0);
+  } else {
+    epoch_seconds_before_ = 0;
   }
   seen_at_start_ = seen_;
   window_loss_ = window_device_s_ = epoch_device_s_ = 0;
@@ -433,7 +435,7 @@ void TrainingRun::on_result(const StepResult& so, int64_t epoch) {
     json line = {{"kind", "train"}, {"epoch", epoch + 1}, {"step", step_}, {"lr", lr},
                  {"loss", window_loss_ / static_cast<double>(window_seen_)},
                  {"acc", static_cast<double>(window_correct_) / static_cast<double>(window_seen_)},
-                 {"img_per_s", rate}, {"elapsed_s", seconds_since(t_start_)}, {"input_stall", window_stall()}};
+                 {"img_per_s", rate}, {"elapsed_s", run_elapsed()}, {"input_stall", window_stall()}};
     // GPU busy: the device's time on this window's steps (CUDA events) over its wall time. Backends without
     // device timing report none, and the line says nothing rather than 0%.
     if (window_device_s_ > 0) line["gpu_busy"] = std::min(1.0, window_device_s_ / window_s);
@@ -472,11 +474,11 @@ void TrainingRun::end_epoch(int64_t epoch, double train_seconds, double input_wa
     es.val_acc = report.accuracy;
     es.val_auc = report.macro_auc;
   }
-  es.seconds = seconds_since(epoch_start_);
+  es.seconds = epoch_seconds_before_ + seconds_since(epoch_start_);
   result_.epochs.push_back(es);
   json ej = {{"kind", "epoch"}, {"epoch", es.epoch}, {"step", step_}, {"train_loss", es.train_loss},
              {"train_acc", es.train_acc}, {"img_per_s", es.images_per_s}, {"seconds", es.seconds},
-             {"elapsed_s", seconds_since(t_start_)}, {"rss_mib", resident_mib()},
+             {"elapsed_s", run_elapsed()}, {"rss_mib", resident_mib()},
              {"input_wait_s", input_wait}, {"input_stall", input_wait / std::max(train_seconds, 1e-9)}};
   if (epoch_device_s_ > 0) ej["gpu_busy"] = std::min(1.0, epoch_device_s_ / std::max(train_seconds, 1e-9));
   if (evaluate_now) {

@@ -20,6 +20,7 @@
 #include "base/trace.h"
 #include "engine/checkpoint.h"
 #include "engine/interrupt.h"
+#include "engine/resume.h"
 #include "report/report.h"
 #include "io/codec/codec.h"
 #include "io/source/display_name.h"
@@ -31,6 +32,11 @@ using json = nlohmann::json;
 
 namespace {
 
+std::string format_lr(float lr) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%.4g", static_cast<double>(lr));
+  return b;
+}
 
 std::string default_run_dir(const std::string& model) {
   std::time_t t = std::time(nullptr);
@@ -87,22 +93,12 @@ void estimate_normalization(const std::shared_ptr<const io::Source>& source, Sha
 
 // A fingerprint of the data a run trains on: class names, and every sample's name (its path relative to the
 // data root, or its pack entry) and label. A resumed run refuses data that differs.
-std::string dataset_fingerprint(const io::Source& src, const std::string& /*description*/) {
+std::string dataset_fingerprint(const io::Source& src) {
   uint64_t h = fnv1a64(nullptr, 0);
   for (const std::string& c : src.classes()) h = fnv1a64(c.data(), c.size() + 1, h);
-  std::string common;  // the longest common directory prefix of the names, so a moved data set still matches
-  if (src.size() > 0) {
-    common = src.name(0);
-    for (int64_t i = 1; i < src.size() && !common.empty(); ++i) {
-      const std::string n = src.name(i);
-      size_t k = 0;
-      while (k < common.size() && k < n.size() && common[k] == n[k]) ++k;
-      common.resize(k);
-    }
-    common.resize(common.rfind('/') == std::string::npos ? 0 : common.rfind('/') + 1);
-  }
+  const std::vector<std::string> names = relative_sample_names(src);  // a moved data set still matches
   for (int64_t i = 0; i < src.size(); ++i) {
-    const std::string rel = src.name(i).substr(common.size());
+    const std::string& rel = names[static_cast<size_t>(i)];
     h = fnv1a64(rel.data(), rel.size() + 1, h);
     const int32_t label = src.label(i);
     h = fnv1a64(&label, sizeof label, h);
@@ -128,6 +124,15 @@ void truncate_metrics(const std::string& path, int64_t step) {
 }
 
 }  // namespace
+
+Schedule schedule_for(const TrainConfig& cfg, int64_t steps_per_epoch, int epochs) {
+  Schedule s;
+  s.kind = cfg.schedule;
+  s.lr = cfg.lr;
+  s.total_steps = std::max<int64_t>(1, steps_per_epoch * epochs);
+  s.warmup_steps = static_cast<int64_t>(std::llround(cfg.warmup_epochs * static_cast<double>(steps_per_epoch)));
+  return s;
+}
 
 // An evaluation-style pipeline: dataset order, no augmentation, the last batch padded (use b.valid).
 io::PipelineConfig eval_pipeline_config(Shape3 shape, int batch, int decoders, bool strict, const std::string& quarantine) {
@@ -252,7 +257,7 @@ void TrainingRun::open_data() {
   classes_ = static_cast<int>(class_names_.size());
   train_count_ = train_src_->size();
   val_count_ = has_val_ ? val_src_->size() : 0;
-  fingerprint_ = dataset_fingerprint(*train_src_, train_all_->description());
+  fingerprint_ = dataset_fingerprint(*train_src_);
   // --cache auto|files: a folder's files are read from disk once, then their (encoded) bytes come from memory, so
   // small JPEGs cost no open/read/close per epoch (io/source/file_cache.h). One budget for both sets, shared by size.
   if ((cfg_.cache == "auto" || cfg_.cache == "files") && dynamic_cast<const io::FolderSource*>(train_all_.get())) {
@@ -363,24 +368,28 @@ void TrainingRun::open_run_folder() {
     return;
   }
   std::error_code ec;
-  if (fs::exists(metrics_path_) && !cfg_.overwrite)
-    throw UserError(str("--out ", run_dir_, " already holds a run (metrics.jsonl): choose another folder, pass --overwrite, or --resume ", run_dir_));
+  if (fs::exists(metrics_path_) && !cfg_.overwrite) {
+    if (!find_checkpoint(run_dir_).empty())
+      throw UserError(str("--out ", run_dir_, " already holds a run (metrics.jsonl): choose another folder, pass --overwrite, or --resume ", run_dir_));
+    // Killed before its first checkpoint: nothing to continue and nothing to lose; advice to --resume would loop.
+    folder_note_ = str(run_dir_, " holds a run that stopped before its first checkpoint: starting it again");
+  }
   fs::create_directories(run_dir_, ec);
   if (ec) throw UserError(str("cannot create run folder ", run_dir_, ": ", ec.message()));
   fs::remove(metrics_path_, ec);
   fs::remove_all(fs::path(run_dir_) / "checkpoints", ec);
+  write_train_files(run_dir_, *train_src_);  // a resume can then name what changed in the data
   estimate_normalization(train_src_, shape_, cfg_.seed, cfg_.decoders, mean_, stdev_);
 }
 
 void TrainingRun::resume_from_checkpoint() {
   resumed_from_ = find_checkpoint(run_dir_);
-  if (resumed_from_.empty()) throw UserError(str("--resume ", run_dir_, ": no checkpoint to continue from"));
+  if (resumed_from_.empty())
+    throw UserError(str("--resume ", run_dir_, ": the run stopped before its first checkpoint, so there is nothing to "
+                        "continue; run it again without --resume (its folder is reused)"));
   CheckpointData ck = load_checkpoint(resumed_from_, graph_, to_string(cfg_.optimizer.kind));
   const json& st = ck.state;
-  if (st.value("dataset", std::string()) != fingerprint_)
-    throw UserError(str("--resume ", run_dir_, ": the training data differ from the checkpoint's (",
-                        st.value("dataset", std::string("?")), " vs ", fingerprint_,
-                        "): resume with the same --data, --limit-train and --seed"));
+  check_resumed_data(st);
   params_ = std::move(ck.params);
   buffers_ = std::move(ck.buffers);
   if (opt_state_.size() != ck.optimizer_state.size())
@@ -389,8 +398,11 @@ void TrainingRun::resume_from_checkpoint() {
   try {
     opt_steps_ = json_int(st, "optimizer_steps", 0, int64_t{1} << 50);
     start_epoch_ = json_int(st, "epoch", 0, 1 << 30);
-    start_cursor_ = json_int(st, "cursor", 0, steps_per_epoch_);
+    // A forced resume on data that changed may have fewer steps per epoch than the checkpoint's cursor.
+    start_cursor_ = json_int(st, "cursor", 0, cfg_.force ? int64_t{1} << 50 : steps_per_epoch_);
+    start_cursor_ = std::min(start_cursor_, steps_per_epoch_);
     step_ = json_int(st, "step", 0, int64_t{1} << 50);
+    elapsed_before_ = json_number(st, "elapsed_s", 0, 1e12, 0.0);
   } catch (const Error& e) {
     throw Error(str(resumed_from_, "/state.json is damaged: ", e.what()));
   }
@@ -410,6 +422,49 @@ void TrainingRun::resume_from_checkpoint() {
   mean_ = channels("normalize_mean", -1e6);
   stdev_ = channels("normalize_std", 1e-12);
   if (writer_) truncate_metrics(metrics_path_, step_);
+  if (st.contains("config") && st["config"].is_object()) {
+    const std::string change = schedule_change(static_cast<int>(json_int(st["config"], "epochs", 0, 1 << 30, cfg_.epochs)));
+    if (!change.empty()) resume_note_ += (resume_note_.empty() ? "" : "\n") + change;
+  }
+}
+
+// The data a resumed run finds: the same classes always (they are the model's outputs); the same files, or with
+// --force a few added or removed, named either way.
+void TrainingRun::check_resumed_data(const json& state) {
+  const fs::path config = fs::path(run_dir_) / "config.json";
+  if (fs::exists(config)) {
+    const std::vector<uint8_t> text = read_file(config.string());
+    const json saved = json::parse(text.begin(), text.end(), nullptr, false);
+    if (saved.is_object() && saved.contains("classes") && saved["classes"] != json(class_names_))
+      throw UserError(str("--resume ", run_dir_, ": the classes of --data ", cfg_.data, " (", json(class_names_).dump(),
+                          ") are not the run's (", saved["classes"].dump(), "): the model was built for those"));
+  }
+  if (state.value("dataset", std::string()) == fingerprint_) return;
+  const DataChange d = compare_train_files(run_dir_, *train_src_);
+  const std::string what = d.no_list ? str("the training data differ from the checkpoint's (", state.value("dataset", std::string("?")),
+                                           " vs ", fingerprint_, ")")
+                                     : str("the training data changed since the checkpoint: ", d.describe());
+  if (!cfg_.force)
+    throw UserError(str("--resume ", run_dir_, ": ", what, ". Resume with the same --data, --limit-train and --seed, or "
+                        "pass --force to continue on the data as it is now (the rest of this epoch then comes in "
+                        "another order than an uninterrupted run's)"));
+  resume_note_ = str("warning: ", what, "; continuing on the data as it is now (--force)");
+  if (writer_) write_train_files(run_dir_, *train_src_);  // the next resume compares with these
+}
+
+// --epochs on a resumed run changes the schedule's length: one line saying what that does to the learning rate.
+std::string TrainingRun::schedule_change(int planned_epochs) const {
+  if (planned_epochs == cfg_.epochs || planned_epochs <= 0) return "";
+  const Schedule before = schedule_for(cfg_, steps_per_epoch_, planned_epochs);
+  const Schedule after = schedule_for(cfg_, steps_per_epoch_, cfg_.epochs);
+  const float was = before.at(std::min(step_, before.total_steps - 1)), now = after.at(step_);
+  std::string s = str("--epochs ", cfg_.epochs, ": the run was planned for ", planned_epochs,
+                      planned_epochs == 1 ? " epoch; " : " epochs; ");
+  if (cfg_.schedule == ScheduleKind::constant)
+    return s + "the learning rate stays constant (" + format_lr(now) + ")";
+  return s + str("the ", to_string(cfg_.schedule), " schedule is laid out again over ", cfg_.epochs,
+                 " epochs from the start, so at step ", step_, " the learning rate goes from ", format_lr(was), " to ",
+                 format_lr(now));
 }
 
 // Every rank must train the same model the same way on the same data from the same point: rank 0's settings, data
@@ -494,9 +549,11 @@ void TrainingRun::announce() {
                     folder->left_out().empty() ? "" : " (every path in left_out.txt in the run folder)");
     if (!shape_note_.empty()) std::printf("input: %s\n", shape_note_.c_str());
     if (!batch_note_.empty()) std::printf("%s\n", batch_note_.c_str());
+    if (!folder_note_.empty()) std::printf("%s\n", folder_note_.c_str());
     if (resuming_)
       std::printf("resuming: %s (epoch %lld, step %lld)\n", resumed_from_.c_str(), static_cast<long long>(start_epoch_ + 1),
                   static_cast<long long>(step_));
+    if (!resume_note_.empty()) std::printf("%s\n", resume_note_.c_str());
     std::printf("run folder: %s\n", run_dir_.c_str());
     std::fflush(stdout);
   }

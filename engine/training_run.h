@@ -50,6 +50,8 @@ class JsonlWriter {
 
 // An evaluation-style pipeline: dataset order, no augmentation, the last batch padded (use b.valid).
 io::PipelineConfig eval_pipeline_config(Shape3 shape, int batch, int decoders, bool strict, const std::string& quarantine);
+// The learning-rate schedule of a run of `epochs` epochs.
+Schedule schedule_for(const TrainConfig& cfg, int64_t steps_per_epoch, int epochs);
 
 // report.html must never stop a run: a failure is a warning.
 void refresh_report(const std::string& run_dir, bool quiet);
@@ -82,6 +84,9 @@ class TrainingRun {
   int64_t memory_budget(std::string& what) const;
   std::string fitting_batch_advice() const;
   void resume_from_checkpoint();
+  void check_resumed_data(const nlohmann::json& state);
+  std::string schedule_change(int planned_epochs) const;
+  double run_elapsed() const { return elapsed_before_ + seconds_since(t_start_); }  // across every session
   void check_profile_window() const;
   void write_run_info();
   void write_left_out() const;
@@ -146,6 +151,9 @@ class TrainingRun {
   // run folder
   std::string run_dir_, metrics_path_, resumed_from_;
   int64_t start_epoch_ = 0, start_cursor_ = 0, step_ = 0;
+  std::string folder_note_, resume_note_;  // a run folder started again; a resume that is not a plain continuation
+  double elapsed_before_ = 0;        // run time of the sessions before this one (from the checkpoint)
+  double epoch_seconds_before_ = 0;  // time already spent in the epoch a mid-epoch checkpoint interrupted
   nlohmann::json resume_sums_, history_ = nlohmann::json::array(), config_;
   double best_score_ = 0;  // best value of cfg.best_metric (negated for val_loss); -inf before any evaluation
   ClassificationReport last_report_;

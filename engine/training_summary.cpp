@@ -32,7 +32,8 @@ TrainResult TrainingRun::finish() {
                   {"epochs", cfg_.epochs},
                   {"steps", step_},
                   {"train_images", train_count_},
-                  {"seconds_total", result_.seconds},
+                  {"seconds_total", run_elapsed()},  // every session of the run
+                  {"seconds_this_session", result_.seconds},
                   {"corrupt_images", result_.corrupt_images},
                   {"skipped_steps", result_.skipped_steps},
                   {"params", graph_.num_params()},
@@ -78,9 +79,11 @@ TrainResult TrainingRun::finish() {
   refresh_report(run_dir_, cfg_.quiet);
   if (!cfg_.quiet && !history_.empty()) {
     const json& last = history_.back();
-    std::printf("\nsummary: %s on %s, %d epoch%s, %lld steps in %s (%s img/s in the last epoch)\n", cfg_.model.c_str(),
+    const std::string session =
+        elapsed_before_ > 0 ? str(", this session ", format_duration(result_.seconds)) : std::string();
+    std::printf("\nsummary: %s on %s, %d epoch%s, %lld steps in %s%s (%s img/s in the last epoch)\n", cfg_.model.c_str(),
                 use_cuda_ ? "the CUDA backend" : "the CPU backend", cfg_.epochs, cfg_.epochs == 1 ? "" : "s", static_cast<long long>(step_),
-                format_duration(result_.seconds).c_str(), format_count(last["img_per_s"].get<double>()).c_str());
+                format_duration(run_elapsed()).c_str(), session.c_str(), format_count(last["img_per_s"].get<double>()).c_str());
     if (has_val_ && last_report_.count > 0) {
       const std::string left_out =
           last_report_.unreadable > 0 ? str("; ", last_report_.unreadable, " unreadable left out") : std::string();
