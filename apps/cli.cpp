@@ -110,7 +110,8 @@ void add_train(CLI::App& app, TrainConfig& cfg, std::string& optimizer, std::str
   t->add_option("--label-smoothing", cfg.label_smoothing, "Label smoothing")->capture_default_str()->check(CLI::Range(0.0, 0.99));
   t->add_option("--seed", cfg.seed, "Seed for initialisation and sample order")->capture_default_str();
   t->add_option("--device", cfg.device, "auto | cpu | cuda")->capture_default_str()->check(CLI::IsMember({"auto", "cpu", "cuda"}));
-  t->add_option("--out", cfg.out, "Run folder for metrics.jsonl, config.json, summary.json (default runs/<model>-<time>)");
+  t->add_option("--out", cfg.out, "Run folder for metrics.jsonl, config.json, summary.json (default runs/<model>-<time>, "
+                "or <time>-2, -3, ... when a run started in the same second holds it)");
   t->add_flag("--overwrite", cfg.overwrite, "Reuse an --out folder that already holds a run");
   t->add_option("--resume", cfg.resume, "Continue the run in this folder from its latest checkpoint (its settings are reused; "
                 "--epochs, --threads, --decoders, --device and --quiet may change)");

@@ -349,9 +349,14 @@ std::string TrainingRun::fitting_batch_advice() const {
 // ---- the run folder, or the checkpoint to continue from ----------------------------------------------------------
 void TrainingRun::open_run_folder() {
   run_dir_ = cfg_.out.empty() ? default_run_dir(cfg_.model) : cfg_.out;
+  if (cfg_.out.empty() && !resuming_) {
+    // The default name holds the time to the second, so two runs started together would share it: rank 0 claims
+    // a folder by mkdir (runs/NAME, else runs/NAME-2, ...), which no other process can claim too, and tells the
+    // other ranks which one it got.
+    if (writer_) run_dir_ = create_unique_directory(run_dir_);
+    if (world_ > 1) run_dir_ = comm_->broadcast_string(run_dir_, 0);
+  }
   metrics_path_ = (fs::path(run_dir_) / "metrics.jsonl").string();
-  if (world_ > 1 && cfg_.out.empty() && !resuming_)
-    run_dir_ = comm_->broadcast_string(run_dir_, 0);  // the default name holds the time: rank 0's
   if (resuming_) {
     resume_from_checkpoint();
     return;
