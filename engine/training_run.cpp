@@ -237,8 +237,9 @@ void TrainingRun::open_data() {
   if (has_val_) {
     val_all_ = io::open_source(cfg_.val);
     if (val_all_->classes() != train_all_->classes())
-      throw UserError(str("the classes of --val ", cfg_.val, " (", val_all_->classes().size(), ") differ from those of --data ",
-                          cfg_.data, " (", train_all_->classes().size(), ")"));
+      throw UserError(str("the classes of --val ", cfg_.val, " differ from those of --data ", cfg_.data, ": ",
+                          io::class_difference(train_all_->classes(), val_all_->classes(), "--val"),
+                          " (a label is a class folder's place among the sorted names, so both need the same folders)"));
   }
   train_src_ = subset(train_all_, cfg_.limit_train, cfg_.seed);
   val_src_ = has_val_ ? subset(val_all_, cfg_.limit_val, cfg_.seed + 1) : nullptr;
