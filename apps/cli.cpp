@@ -452,6 +452,7 @@ int run_cli(int argc, const char* const* argv, bool dry_run) {
 #endif
   CLI::App app{"stoke: train CNN classifiers from folders of JPEGs, with the GPU never waiting", "stoke"};
   app.require_subcommand(1);
+  app.formatter(std::make_shared<HelpFormatter>());  // before the subcommands, which take the formatter they find
   app.set_version_flag("--version", "stoke 0.1.0");
   TrainConfig cfg;
   std::string optimizer = "sgd", schedule = "onecycle";
