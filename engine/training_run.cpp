@@ -41,6 +41,21 @@ std::string default_run_dir(const std::string& model) {
   return "runs/" + model + "-" + buf;
 }
 
+// The one line that says how the batch meets the training set: a batch larger than the set, and the images each
+// epoch leaves out when the batch does not divide it. Empty when the batch divides the set.
+std::string batch_fit_note(int64_t requested, bool given, int64_t batch, int64_t images) {
+  std::string note;
+  if (requested > batch)
+    note = str(given ? str("--batch-size ", requested) : str("the batch of ", requested), " is more than the ", images,
+               " training images, so the batch is ", batch, " (as a PyTorch DataLoader gives one short batch)");
+  const int64_t steps = images / batch, left_out = images - steps * batch;
+  if (left_out > 0)
+    note += str(note.empty() ? "" : "; ", images, " training images make ", steps, " step", steps == 1 ? "" : "s", " of ",
+                batch, " per epoch, the other ", left_out, " are left out (drop_last: every step is a full batch), a "
+                "different ", left_out, " each epoch as the order is reshuffled");
+  return note.empty() ? note : "batch: " + note;
+}
+
 // A seeded random subset of a source (in index order, so classes stay grouped as in the folder).
 std::shared_ptr<const io::Source> subset(std::shared_ptr<const io::Source> all, int64_t limit, uint64_t seed) {
   if (limit <= 0 || limit >= all->size()) return all;
@@ -293,8 +308,16 @@ void TrainingRun::build_model_and_batch() {
     requested_batch = bc.batch;
     batch_note_ = str("batch size auto: ", bc.why);
   }
-  batch_ = static_cast<int>(std::min<int64_t>(requested_batch, train_count_));
+  // A batch larger than the training set (after --limit-train) becomes the whole set, with a note, rather than an
+  // error: a PyTorch DataLoader with its default drop_last=False gives exactly that, one batch of every image per
+  // epoch, so it is what a user coming from there expects, and a first try on a small folder should not fail on
+  // the default --batch-size 128. (drop_last=True, which stoke otherwise follows, would give no step at all.)
+  // Data parallel: the largest multiple of the process count, so the batch still divides evenly.
+  batch_ = requested_batch;
+  if (requested_batch > train_count_)
+    batch_ = static_cast<int>(world_ > 1 && train_count_ >= world_ ? train_count_ / world_ * world_ : train_count_);
   steps_per_epoch_ = train_count_ / batch_;
+  batch_fit_note_ = batch_fit_note(requested_batch, cfg_.batch_size > 0, batch_, train_count_);
   // Data parallel: --batch-size is the global batch; rank r takes its slice of each one (io/pipeline/sampler.h).
   if (world_ > 1 && cfg_.batch_size == 0)
     throw UserError(str("--batch-size auto with ", world_, " processes: give the global batch size (a multiple of ", world_, ")"));
@@ -498,6 +521,7 @@ void TrainingRun::announce() {
                     folder->left_out().empty() ? "" : " (every path in left_out.txt in the run folder)");
     if (!shape_note_.empty()) std::printf("input: %s\n", shape_note_.c_str());
     if (!batch_note_.empty()) std::printf("%s\n", batch_note_.c_str());
+    if (!batch_fit_note_.empty()) std::printf("%s\n", batch_fit_note_.c_str());
     if (resuming_)
       std::printf("resuming: %s (epoch %lld, step %lld)\n", resumed_from_.c_str(), static_cast<long long>(start_epoch_ + 1),
                   static_cast<long long>(step_));
@@ -532,12 +556,14 @@ void TrainingRun::check_profile_window() const {
 // config.json: every setting, the classes, the normalisation; and metrics.jsonl opened for appending.
 void TrainingRun::write_run_info() {
   config_ = config_to_json(cfg_);
-  if (cfg_.batch_size == 0) config_["batch_size"] = batch_;  // auto: a resumed run keeps the batch it started with
+  // auto, or a batch larger than the data: config.json holds the batch that ran, and a resumed run keeps it
+  if (cfg_.batch_size != batch_) config_["batch_size"] = batch_;
   if (!writer_) return;  // rank 0 owns the run folder
   json run_info = config_;
   run_info["backend"] = backend_->name();
   run_info["device"] = backend_->describe();
   if (!batch_note_.empty()) run_info["batch_size_auto"] = batch_note_;
+  if (!batch_fit_note_.empty()) run_info["batch_fit"] = batch_fit_note_;
   if (!shape_note_.empty()) run_info["input_size_chosen"] = shape_note_;
   run_info["threads"] = ThreadPool::threads();
   run_info["world"] = world_;

@@ -139,7 +139,8 @@ class TrainingRun {
   std::vector<float> params_, buffers_, opt_state_;
   int64_t opt_steps_ = 0;
   MemoryTarget mem_target_;
-  std::string batch_note_;
+  std::string batch_note_;      // --batch-size auto: what it chose, and why
+  std::string batch_fit_note_;  // a batch larger than the data, or images each epoch leaves out (drop_last)
   int batch_ = 0;        // the global batch (--batch-size)
   int local_batch_ = 0;  // this rank's slice of it: batch_ / world_
   int64_t steps_per_epoch_ = 0;
