@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "apps/cli.h"
+#include "apps/help_formatter.h"
 #include "base/format.h"
 #include "engine/backend.h"
 #include "engine/device.h"
@@ -96,12 +97,14 @@ void add_train(CLI::App& app, TrainConfig& cfg, std::string& optimizer, std::str
            throw CLI::ValidationError("--batch-size", "must be auto or a positive number, got '" + v + "'");
          cfg.batch_size = static_cast<int>(n);
        },
-       "Images per step, or auto: the largest multiple of 8 whose planned memory fits (default 128)")
-      ->type_name("N|auto");
+       "Images per step, or auto: the largest multiple of 8 whose planned memory fits")
+      ->type_name("N|auto")
+      ->default_str(std::to_string(cfg.batch_size));
   t->add_option("--lr", cfg.lr, "Peak learning rate")->capture_default_str()->check(kPositive);
   t->add_option("--optimizer", optimizer, "sgd | adamw")->capture_default_str()->check(CLI::IsMember({"sgd", "adamw"}));
   t->add_option("--momentum", cfg.optimizer.momentum, "SGD momentum")->capture_default_str()->check(CLI::Range(0.0, 1.0));
-  t->add_flag("--nesterov,!--no-nesterov", cfg.optimizer.nesterov, "Nesterov momentum (SGD)")->capture_default_str();
+  t->add_flag("--nesterov,!--no-nesterov", cfg.optimizer.nesterov, "Nesterov momentum (SGD); --no-nesterov: plain momentum")
+      ->default_str(cfg.optimizer.nesterov ? "true" : "false");  // capture_default_str() captures nothing for a flag
   t->add_option("--weight-decay", cfg.optimizer.weight_decay, "Weight decay (decoupled for AdamW); not on BN or biases")
       ->capture_default_str()->check(kNonNegative);
   t->add_option("--schedule", schedule, "Learning-rate schedule: constant | cosine | onecycle")
@@ -111,7 +114,8 @@ void add_train(CLI::App& app, TrainConfig& cfg, std::string& optimizer, std::str
   t->add_option("--label-smoothing", cfg.label_smoothing, "Label smoothing")->capture_default_str()->check(CLI::Range(0.0, 0.99));
   t->add_option("--seed", cfg.seed, "Seed for initialisation and sample order")->capture_default_str();
   t->add_option("--device", cfg.device, "auto | cpu | cuda")->capture_default_str()->check(CLI::IsMember({"auto", "cpu", "cuda"}));
-  t->add_option("--out", cfg.out, "Run folder for metrics.jsonl, config.json, summary.json (default runs/<model>-<time>)");
+  t->add_option("--out", cfg.out, "Run folder for metrics.jsonl, config.json, summary.json (default runs/<model>-<time>, "
+                "or <time>-2, -3, ... when a run started in the same second holds it)");
   t->add_flag("--overwrite", cfg.overwrite, "Reuse an --out folder that already holds a run");
   t->add_option("--resume", cfg.resume, "Continue the run in this folder from its latest checkpoint: its settings are reused "
                 "(the same flags again are accepted; --epochs extends it; --device, --threads, --decoders, --cache, "
@@ -188,8 +192,9 @@ void add_train(CLI::App& app, TrainConfig& cfg, std::string& optimizer, std::str
                 "Chrome-trace JSON to FILE: open it in ui.perfetto.dev or chrome://tracing")
       ->type_name("FILE");
   t->add_option_function<std::string>("--trace-steps", step_window("--trace-steps", cfg.trace_first, cfg.trace_last),
-                                      "The steps --trace records (default 1:50)")
-      ->type_name("A:B");
+                                      "The steps --trace records")
+      ->type_name("A:B")
+      ->default_str(str(cfg.trace_first, ":", cfg.trace_last));
 }
 
 // progress(done, total) for the data set writers: count, rate and ETA on the live line.
@@ -224,7 +229,8 @@ void add_dataset(CLI::App& app, DatasetArgs& d) {
   sy->add_option("--classes", d.classes, "Classes (imagenet-like only, default 100; mednist-like has MedNIST's 6)")
       ->check(CLI::Range(2, 100000));
   sy->add_option("--seed", d.seed, "Seed (the tree is byte-identical for a seed)")->capture_default_str();
-  sy->add_flag("--split,!--no-split", d.split, "Write train/ val/ test/ (80/10/10) instead of one tree")->capture_default_str();
+  sy->add_flag("--split,!--no-split", d.split, "Write train/ val/ test/ (80/10/10) instead of one tree")
+      ->default_str(d.split ? "true" : "false");
 }
 
 int run_dataset_synthetic(const DatasetArgs& d) {
@@ -347,6 +353,7 @@ int run_bench_input(const InputArgs& a) {
 }
 
 int run_report(const UseArgs& u, bool tensorboard) {
+  check_run_folder(u.run);
   write_report_html(u.run);
   std::printf("wrote %s/report.html\n", u.run.c_str());
   if (tensorboard) std::printf("wrote %s\n", export_tensorboard(u.run, u.run + "/tensorboard").c_str());
@@ -459,6 +466,7 @@ int run_cli(int argc, const char* const* argv, bool dry_run) {
 #endif
   CLI::App app{"stoke: train CNN classifiers from folders of JPEGs, with the GPU never waiting", "stoke"};
   app.require_subcommand(1);
+  app.formatter(std::make_shared<HelpFormatter>());  // before the subcommands, which take the formatter they find
   app.set_version_flag("--version", "stoke 0.1.0");
   TrainConfig cfg;
   std::string optimizer = "sgd", schedule = "onecycle";

@@ -162,4 +162,17 @@ FileLock::~FileLock() {
   if (fd_ >= 0) ::close(fd_);  // closing the last descriptor releases the lock
 }
 
+std::string create_unique_directory(const std::string& path) {
+  const std::filesystem::path parent = std::filesystem::path(path).parent_path();
+  std::error_code ec;
+  if (!parent.empty()) std::filesystem::create_directories(parent, ec);
+  if (ec) throw UserError(str("cannot create folder ", parent.string(), ": ", ec.message()));
+  for (int n = 1; n <= 10000; ++n) {
+    const std::string candidate = n == 1 ? path : str(path, "-", n);
+    if (::mkdir(candidate.c_str(), 0777) == 0) return candidate;
+    if (errno != EEXIST) throw UserError(str("cannot create folder ", candidate, ": ", std::strerror(errno)));
+  }
+  throw UserError(str("cannot create folder ", path, ": it and ", path, "-2 .. -10000 all exist"));
+}
+
 }  // namespace stoke

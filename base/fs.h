@@ -51,6 +51,12 @@ class FileLock {
   int fd_ = -1;
 };
 
+// Creates the folder `path`, or when that exists `path-2`, `path-3`, ... and returns the one it created. Each
+// candidate is claimed by mkdir(2), which fails when the name exists, so two processes (or threads) asking for
+// the same name at the same moment get two different folders. Parent folders are created as needed. Throws
+// stoke::UserError naming the folder when it cannot be created (permissions, a file in the way, no space).
+std::string create_unique_directory(const std::string& path);
+
 // Test hook: makes the next writes fail with ENOSPC after `bytes` bytes in total (negative: off).
 void inject_write_failure_after(int64_t bytes);
 

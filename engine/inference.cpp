@@ -137,7 +137,8 @@ ClassificationReport evaluate_folder(const LoadedRun& run, const std::string& fo
                                      const std::string& device) {
   std::shared_ptr<const io::Source> src = io::open_source(folder);
   if (src->classes() != run.classes)
-    throw UserError(str("the classes of ", folder, " (", src->classes().size(), ") differ from the model's (", run.classes.size(), ")"));
+    throw UserError(str("the classes of ", folder, " differ from the model's: ",
+                        io::class_difference(run.classes, src->classes(), folder)));
   io::PipelineConfig pc;
   pc.h = run.input.h;
   pc.w = run.input.w;

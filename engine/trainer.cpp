@@ -1,6 +1,7 @@
 // Training a classifier: train() tells the story of a run in the order it happens; the parts live in
-// engine/training_run.cpp (planning), engine/training_loop.cpp (the input and the epochs) and
-// engine/training_summary.cpp (the end). This file also holds the run's settings as JSON.
+// engine/training_run.cpp (planning), engine/training_folder.cpp (the run folder, new or resumed),
+// engine/training_loop.cpp (the input and the epochs) and engine/training_summary.cpp (the end). This file also
+// holds the run's settings as JSON.
 #include "engine/trainer.h"
 
 #include <cmath>

@@ -32,19 +32,19 @@ using json = nlohmann::json;
 
 namespace {
 
-std::string format_lr(float lr) {
-  char b[32];
-  std::snprintf(b, sizeof b, "%.4g", static_cast<double>(lr));
-  return b;
-}
-
-std::string default_run_dir(const std::string& model) {
-  std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  localtime_r(&t, &tm);
-  char buf[64];
-  std::strftime(buf, sizeof buf, "%Y%m%d-%H%M%S", &tm);
-  return "runs/" + model + "-" + buf;
+// The one line that says how the batch meets the training set: a batch larger than the set, and the images each
+// epoch leaves out when the batch does not divide it. Empty when the batch divides the set.
+std::string batch_fit_note(int64_t requested, bool given, int64_t batch, int64_t images) {
+  std::string note;
+  if (requested > batch)
+    note = str(given ? str("--batch-size ", requested) : str("the batch of ", requested), " is more than the ", images,
+               " training images, so the batch is ", batch, " (as a PyTorch DataLoader gives one short batch)");
+  const int64_t steps = images / batch, left_out = images - steps * batch;
+  if (left_out > 0)
+    note += str(note.empty() ? "" : "; ", images, " training images make ", steps, " step", steps == 1 ? "" : "s", " of ",
+                batch, " per epoch, the other ", left_out, " are left out (drop_last: every step is a full batch), a "
+                "different ", left_out, " each epoch as the order is reshuffled");
+  return note.empty() ? note : "batch: " + note;
 }
 
 // A seeded random subset of a source (in index order, so classes stay grouped as in the folder).
@@ -54,41 +54,6 @@ std::shared_ptr<const io::Source> subset(std::shared_ptr<const io::Source> all, 
   p.resize(static_cast<size_t>(limit));
   std::sort(p.begin(), p.end());
   return std::make_shared<io::SubsetSource>(std::move(all), std::move(p));
-}
-
-// Per-channel mean and std of pixel/255 over up to 2,000 training images (a seeded choice).
-void estimate_normalization(const std::shared_ptr<const io::Source>& source, Shape3 shape, uint64_t seed, int decoders,
-                            std::vector<float>& mean, std::vector<float>& stdev) {
-  const int64_t n = std::min<int64_t>(2000, source->size());
-  std::vector<int64_t> order = epoch_permutation(source->size(), seed, -2);
-  order.resize(static_cast<size_t>(n));
-  auto sample = std::make_shared<io::SubsetSource>(source, std::move(order));
-  io::PipelineConfig pc = eval_pipeline_config(shape, static_cast<int>(std::min<int64_t>(250, n)), decoders, false, "");
-  pc.on_warning = [](const std::string&) {};  // bad files are reported by the training pipeline
-  pc.replace_bad = true;                      // a stand-in's pixels, not a masked zero image, in the statistics
-  io::InputPipeline in(sample, pc);
-  in.start(0);
-  std::vector<double> s(static_cast<size_t>(shape.c), 0.0), s2(static_cast<size_t>(shape.c), 0.0);
-  int64_t count = 0;
-  while (io::Batch b = in.acquire()) {
-    const int64_t px = int64_t{b.valid} * shape.h * shape.w;
-    for (int64_t i = 0; i < px; ++i)
-      for (int c = 0; c < shape.c; ++c) {
-        double v = b.pixels[i * shape.c + c] / 255.0;
-        s[static_cast<size_t>(c)] += v;
-        s2[static_cast<size_t>(c)] += v * v;
-      }
-    count += px;
-    in.release(b.ticket);
-  }
-  mean.resize(static_cast<size_t>(shape.c));
-  stdev.resize(static_cast<size_t>(shape.c));
-  for (size_t c = 0; c < s.size(); ++c) {
-    double m = s[c] / static_cast<double>(std::max<int64_t>(count, 1));
-    double var = s2[c] / static_cast<double>(std::max<int64_t>(count, 1)) - m * m;
-    mean[c] = static_cast<float>(m);
-    stdev[c] = static_cast<float>(std::sqrt(std::max(var, 1e-6)));
-  }
 }
 
 // A fingerprint of the data a run trains on: class names, and every sample's name (its path relative to the
@@ -104,23 +69,6 @@ std::string dataset_fingerprint(const io::Source& src) {
     h = fnv1a64(&label, sizeof label, h);
   }
   return str(src.size(), "-", hex64(h));
-}
-
-// Keeps metrics.jsonl consistent with a resumed run: drops lines written after the checkpoint's step.
-void truncate_metrics(const std::string& path, int64_t step) {
-  std::ifstream in(path);
-  if (!in) return;
-  std::string line, kept;
-  while (std::getline(in, line)) {
-    try {
-      json j = json::parse(line);
-      if (json_int(j, "step", 0, std::numeric_limits<int64_t>::max(), 0) > step) continue;
-    } catch (const std::exception&) {
-      continue;  // a line torn by the crash
-    }
-    kept += line + "\n";
-  }
-  atomic_write_file(path, kept);
 }
 
 }  // namespace
@@ -244,8 +192,9 @@ void TrainingRun::open_data() {
   if (has_val_) {
     val_all_ = io::open_source(cfg_.val);
     if (val_all_->classes() != train_all_->classes())
-      throw UserError(str("the classes of --val ", cfg_.val, " (", val_all_->classes().size(), ") differ from those of --data ",
-                          cfg_.data, " (", train_all_->classes().size(), ")"));
+      throw UserError(str("the classes of --val ", cfg_.val, " differ from those of --data ", cfg_.data, ": ",
+                          io::class_difference(train_all_->classes(), val_all_->classes(), "--val"),
+                          " (a label is a class folder's place among the sorted names, so both need the same folders)"));
   }
   train_src_ = subset(train_all_, cfg_.limit_train, cfg_.seed);
   val_src_ = has_val_ ? subset(val_all_, cfg_.limit_val, cfg_.seed + 1) : nullptr;
@@ -299,8 +248,16 @@ void TrainingRun::build_model_and_batch() {
     requested_batch = bc.batch;
     batch_note_ = str("batch size auto: ", bc.why);
   }
-  batch_ = static_cast<int>(std::min<int64_t>(requested_batch, train_count_));
+  // A batch larger than the training set (after --limit-train) becomes the whole set, with a note, rather than an
+  // error: a PyTorch DataLoader with its default drop_last=False gives exactly that, one batch of every image per
+  // epoch, so it is what a user coming from there expects, and a first try on a small folder should not fail on
+  // the default --batch-size 128. (drop_last=True, which stoke otherwise follows, would give no step at all.)
+  // Data parallel: the largest multiple of the process count, so the batch still divides evenly.
+  batch_ = requested_batch;
+  if (requested_batch > train_count_)
+    batch_ = static_cast<int>(world_ > 1 && train_count_ >= world_ ? train_count_ / world_ * world_ : train_count_);
   steps_per_epoch_ = train_count_ / batch_;
+  batch_fit_note_ = batch_fit_note(requested_batch, cfg_.batch_size > 0, batch_, train_count_);
   // Data parallel: --batch-size is the global batch; rank r takes its slice of each one (io/pipeline/sampler.h).
   if (world_ > 1 && cfg_.batch_size == 0)
     throw UserError(str("--batch-size auto with ", world_, " processes: give the global batch size (a multiple of ", world_, ")"));
@@ -351,120 +308,6 @@ std::string TrainingRun::fitting_batch_advice() const {
   if (bc.batch == 0) return str("; ", bc.why);
   return str("; by plan --batch-size ", bc.batch, " fits (", format_count(static_cast<double>(bc.bytes) / 1048576.0),
              " MiB of ", budget >> 20, " MiB), or use --batch-size auto");
-}
-
-// ---- the run folder, or the checkpoint to continue from ----------------------------------------------------------
-void TrainingRun::open_run_folder() {
-  run_dir_ = cfg_.out.empty() ? default_run_dir(cfg_.model) : cfg_.out;
-  metrics_path_ = (fs::path(run_dir_) / "metrics.jsonl").string();
-  if (world_ > 1 && cfg_.out.empty() && !resuming_)
-    run_dir_ = comm_->broadcast_string(run_dir_, 0);  // the default name holds the time: rank 0's
-  if (resuming_) {
-    resume_from_checkpoint();
-    return;
-  }
-  if (!writer_) {  // rank 0 owns the run folder
-    estimate_normalization(train_src_, shape_, cfg_.seed, cfg_.decoders, mean_, stdev_);
-    return;
-  }
-  std::error_code ec;
-  if (fs::exists(metrics_path_) && !cfg_.overwrite) {
-    if (!find_checkpoint(run_dir_).empty())
-      throw UserError(str("--out ", run_dir_, " already holds a run (metrics.jsonl): choose another folder, pass --overwrite, or --resume ", run_dir_));
-    // Killed before its first checkpoint: nothing to continue and nothing to lose; advice to --resume would loop.
-    folder_note_ = str(run_dir_, " holds a run that stopped before its first checkpoint: starting it again");
-  }
-  fs::create_directories(run_dir_, ec);
-  if (ec) throw UserError(str("cannot create run folder ", run_dir_, ": ", ec.message()));
-  fs::remove(metrics_path_, ec);
-  fs::remove_all(fs::path(run_dir_) / "checkpoints", ec);
-  write_train_files(run_dir_, *train_src_);  // a resume can then name what changed in the data
-  estimate_normalization(train_src_, shape_, cfg_.seed, cfg_.decoders, mean_, stdev_);
-}
-
-void TrainingRun::resume_from_checkpoint() {
-  resumed_from_ = find_checkpoint(run_dir_);
-  if (resumed_from_.empty())
-    throw UserError(str("--resume ", run_dir_, ": the run stopped before its first checkpoint, so there is nothing to "
-                        "continue; run it again without --resume (its folder is reused)"));
-  CheckpointData ck = load_checkpoint(resumed_from_, graph_, to_string(cfg_.optimizer.kind));
-  const json& st = ck.state;
-  check_resumed_data(st);
-  params_ = std::move(ck.params);
-  buffers_ = std::move(ck.buffers);
-  if (opt_state_.size() != ck.optimizer_state.size())
-    throw UserError(str(resumed_from_, ": the optimizer state does not fit this run's optimizer settings"));
-  opt_state_ = std::move(ck.optimizer_state);
-  try {
-    opt_steps_ = json_int(st, "optimizer_steps", 0, int64_t{1} << 50);
-    start_epoch_ = json_int(st, "epoch", 0, 1 << 30);
-    // A forced resume on data that changed may have fewer steps per epoch than the checkpoint's cursor.
-    start_cursor_ = json_int(st, "cursor", 0, cfg_.force ? int64_t{1} << 50 : steps_per_epoch_);
-    start_cursor_ = std::min(start_cursor_, steps_per_epoch_);
-    step_ = json_int(st, "step", 0, int64_t{1} << 50);
-    elapsed_before_ = json_number(st, "elapsed_s", 0, 1e12, 0.0);
-  } catch (const Error& e) {
-    throw Error(str(resumed_from_, "/state.json is damaged: ", e.what()));
-  }
-  resume_sums_ = st.value("epoch_sums", json::object());
-  history_ = st.value("history", json::array());
-  if (st.contains("best_score") && st["best_score"].is_number()) best_score_ = st["best_score"].get<double>();
-  auto channels = [&](const char* key, double lo) {
-    std::vector<float> v;
-    if (!st.contains(key) || !st[key].is_array() || st[key].size() != static_cast<size_t>(shape_.c))
-      throw Error(str(resumed_from_, "/state.json is damaged: '", key, "' must hold ", shape_.c, " numbers"));
-    for (size_t k = 0; k < st[key].size(); ++k) {
-      const nlohmann::json one = {{"v", st[key][k]}};
-      v.push_back(static_cast<float>(json_number(one, "v", lo, 1e6)));
-    }
-    return v;
-  };
-  mean_ = channels("normalize_mean", -1e6);
-  stdev_ = channels("normalize_std", 1e-12);
-  if (writer_) truncate_metrics(metrics_path_, step_);
-  if (st.contains("config") && st["config"].is_object()) {
-    const std::string change = schedule_change(static_cast<int>(json_int(st["config"], "epochs", 0, 1 << 30, cfg_.epochs)));
-    if (!change.empty()) resume_note_ += (resume_note_.empty() ? "" : "\n") + change;
-  }
-}
-
-// The data a resumed run finds: the same classes always (they are the model's outputs); the same files, or with
-// --force a few added or removed, named either way.
-void TrainingRun::check_resumed_data(const json& state) {
-  const fs::path config = fs::path(run_dir_) / "config.json";
-  if (fs::exists(config)) {
-    const std::vector<uint8_t> text = read_file(config.string());
-    const json saved = json::parse(text.begin(), text.end(), nullptr, false);
-    if (saved.is_object() && saved.contains("classes") && saved["classes"] != json(class_names_))
-      throw UserError(str("--resume ", run_dir_, ": the classes of --data ", cfg_.data, " (", json(class_names_).dump(),
-                          ") are not the run's (", saved["classes"].dump(), "): the model was built for those"));
-  }
-  if (state.value("dataset", std::string()) == fingerprint_) return;
-  const DataChange d = compare_train_files(run_dir_, *train_src_);
-  const std::string what = d.no_list ? str("the training data differ from the checkpoint's (", state.value("dataset", std::string("?")),
-                                           " vs ", fingerprint_, ")")
-                                     : str("the training data changed since the checkpoint: ", d.describe());
-  if (!cfg_.force)
-    throw UserError(str("--resume ", run_dir_, ": ", what, ". Resume with the same --data, --limit-train and --seed, or "
-                        "pass --force to continue on the data as it is now (the rest of this epoch then comes in "
-                        "another order than an uninterrupted run's)"));
-  resume_note_ = str("warning: ", what, "; continuing on the data as it is now (--force)");
-  if (writer_) write_train_files(run_dir_, *train_src_);  // the next resume compares with these
-}
-
-// --epochs on a resumed run changes the schedule's length: one line saying what that does to the learning rate.
-std::string TrainingRun::schedule_change(int planned_epochs) const {
-  if (planned_epochs == cfg_.epochs || planned_epochs <= 0) return "";
-  const Schedule before = schedule_for(cfg_, steps_per_epoch_, planned_epochs);
-  const Schedule after = schedule_for(cfg_, steps_per_epoch_, cfg_.epochs);
-  const float was = before.at(std::min(step_, before.total_steps - 1)), now = after.at(step_);
-  std::string s = str("--epochs ", cfg_.epochs, ": the run was planned for ", planned_epochs,
-                      planned_epochs == 1 ? " epoch; " : " epochs; ");
-  if (cfg_.schedule == ScheduleKind::constant)
-    return s + "the learning rate stays constant (" + format_lr(now) + ")";
-  return s + str("the ", to_string(cfg_.schedule), " schedule is laid out again over ", cfg_.epochs,
-                 " epochs from the start, so at step ", step_, " the learning rate goes from ", format_lr(was), " to ",
-                 format_lr(now));
 }
 
 // Every rank must train the same model the same way on the same data from the same point: rank 0's settings, data
@@ -549,6 +392,7 @@ void TrainingRun::announce() {
                     folder->left_out().empty() ? "" : " (every path in left_out.txt in the run folder)");
     if (!shape_note_.empty()) std::printf("input: %s\n", shape_note_.c_str());
     if (!batch_note_.empty()) std::printf("%s\n", batch_note_.c_str());
+    if (!batch_fit_note_.empty()) std::printf("%s\n", batch_fit_note_.c_str());
     if (!folder_note_.empty()) std::printf("%s\n", folder_note_.c_str());
     if (resuming_)
       std::printf("resuming: %s (epoch %lld, step %lld)\n", resumed_from_.c_str(), static_cast<long long>(start_epoch_ + 1),
@@ -585,12 +429,14 @@ void TrainingRun::check_profile_window() const {
 // config.json: every setting, the classes, the normalisation; and metrics.jsonl opened for appending.
 void TrainingRun::write_run_info() {
   config_ = config_to_json(cfg_);
-  if (cfg_.batch_size == 0) config_["batch_size"] = batch_;  // auto: a resumed run keeps the batch it started with
+  // auto, or a batch larger than the data: config.json holds the batch that ran, and a resumed run keeps it
+  if (cfg_.batch_size != batch_) config_["batch_size"] = batch_;
   if (!writer_) return;  // rank 0 owns the run folder
   json run_info = config_;
   run_info["backend"] = backend_->name();
   run_info["device"] = backend_->describe();
   if (!batch_note_.empty()) run_info["batch_size_auto"] = batch_note_;
+  if (!batch_fit_note_.empty()) run_info["batch_fit"] = batch_fit_note_;
   if (!shape_note_.empty()) run_info["input_size_chosen"] = shape_note_;
   run_info["threads"] = ThreadPool::threads();
   run_info["world"] = world_;

@@ -69,7 +69,7 @@ class TrainingRun {
   void choose_device();
   void open_data();
   void build_model_and_batch();
-  void open_run_folder();
+  void open_run_folder();  // training_folder.cpp
   void agree_across_ranks();
   void start_backend();
   void announce();
@@ -83,13 +83,14 @@ class TrainingRun {
   // training_run.cpp
   int64_t memory_budget(std::string& what) const;
   std::string fitting_batch_advice() const;
-  void resume_from_checkpoint();
-  void check_resumed_data(const nlohmann::json& state);
-  std::string schedule_change(int planned_epochs) const;
   double run_elapsed() const { return elapsed_before_ + seconds_since(t_start_); }  // across every session
   void check_profile_window() const;
   void write_run_info();
   void write_left_out() const;
+  // training_folder.cpp
+  void resume_from_checkpoint();
+  void check_resumed_data(const nlohmann::json& state);
+  std::string schedule_change(int planned_epochs) const;
   // training_loop.cpp
   struct RawBatch {
     int n = 0;
@@ -144,7 +145,8 @@ class TrainingRun {
   std::vector<float> params_, buffers_, opt_state_;
   int64_t opt_steps_ = 0;
   MemoryTarget mem_target_;
-  std::string batch_note_;
+  std::string batch_note_;      // --batch-size auto: what it chose, and why
+  std::string batch_fit_note_;  // a batch larger than the data, or images each epoch leaves out (drop_last)
   int batch_ = 0;        // the global batch (--batch-size)
   int local_batch_ = 0;  // this rank's slice of it: batch_ / world_
   int64_t steps_per_epoch_ = 0;

@@ -452,6 +452,15 @@ std::string render_report_html(const std::string& run_dir) {
   return html;
 }
 
+void check_run_folder(const std::string& run_dir) {
+  std::error_code ec;
+  const fs::path dir(run_dir);
+  const char* holds = "a run folder is what stoke train writes: config.json, metrics.jsonl, checkpoints/, summary.json";
+  if (!fs::is_directory(dir, ec)) throw UserError(str(run_dir, ": no such run folder (", holds, ")"));
+  if (!fs::exists(dir / "config.json", ec) && !fs::exists(dir / "metrics.jsonl", ec))
+    throw UserError(str(run_dir, " is not a run folder: it holds neither config.json nor metrics.jsonl (", holds, ")"));
+}
+
 void write_report_html(const std::string& run_dir) {
   const std::string html = render_report_html(run_dir);
   atomic_write_file((fs::path(run_dir) / "report.html").string(), html);

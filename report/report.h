@@ -28,6 +28,11 @@ namespace stoke {
 // missing or damaged files inside it only leave their parts of the page empty (and say so).
 std::string render_report_html(const std::string& run_dir);
 
+// For `stoke report`: throws stoke::UserError (one line naming the folder and what a run folder holds) when
+// run_dir is not a folder, or holds neither config.json nor metrics.jsonl -- the page of such a folder would be
+// empty, and a typo in --run should not leave a report.html in a folder that is not a run's.
+void check_run_folder(const std::string& run_dir);
+
 // Writes RUNDIR/report.html atomically (base/fs.h). Throws stoke::UserError when run_dir is not a
 // folder, stoke::Error when the file cannot be written. Safe to call while the run is training (it reads a
 // snapshot; a line being written is skipped), at every epoch's end or once at the end of the run.

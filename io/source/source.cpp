@@ -6,12 +6,14 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <iterator>
 #include <map>
 #include <system_error>
 #include <utility>
 
 #include "base/error.h"
 #include "io/codec/codec.h"
+#include "io/source/display_name.h"
 #include "io/source/pack.h"
 
 namespace stoke::io {
@@ -22,7 +24,31 @@ std::string errno_text(int e) { return std::error_code(e, std::generic_category(
 
 bool is_gone(int e) { return e == ENOENT || e == ENOTDIR; }
 
+// "a, b, c and 5 more".
+std::string name_list(const std::vector<std::string>& names) {
+  constexpr size_t kShown = 8;
+  std::string out;
+  for (size_t i = 0; i < names.size() && i < kShown; ++i) out += (i ? ", " : "") + display_name(names[i]);
+  if (names.size() > kShown) out += str(" and ", names.size() - kShown, " more");
+  return out;
+}
+
 }  // namespace
+
+std::string class_difference(const std::vector<std::string>& expected, const std::vector<std::string>& got,
+                             const std::string& where) {
+  if (expected == got) return "";
+  std::vector<std::string> want = expected, have = got, missing, extra;
+  std::sort(want.begin(), want.end());
+  std::sort(have.begin(), have.end());
+  std::set_difference(want.begin(), want.end(), have.begin(), have.end(), std::back_inserter(missing));
+  std::set_difference(have.begin(), have.end(), want.begin(), want.end(), std::back_inserter(extra));
+  std::string out;
+  if (!missing.empty()) out = str("missing from ", where, ": ", name_list(missing));
+  if (!extra.empty()) out += str(out.empty() ? "" : "; ", "extra in ", where, ": ", name_list(extra));
+  // Class folders are sorted by name, so equal sets in another order cannot come from two folders; say it anyway.
+  return out.empty() ? str("the same classes in another order in ", where) : out;
+}
 
 ReadStatus read_file_into(const std::string& path, std::vector<uint8_t>& scratch, size_t& size, std::string* error) {
   size = 0;

@@ -91,6 +91,12 @@ ReadStatus read_file_into(const std::string& path, std::vector<uint8_t>& scratch
 // Throws stoke::UserError with one line naming the path when it is neither, or is not valid.
 std::shared_ptr<const Source> open_source(const std::string& path, bool verify_checksums = false);
 
+// What differs between the classes a job expects and those a source holds, for one-line errors: "missing from
+// WHERE: a, b; extra in WHERE: c" (names as display_name() shows them; at most 8 of each, then "and N more").
+// Empty when the lists are equal. Names, not counts: two folders of 10 classes may still differ in one name.
+std::string class_difference(const std::vector<std::string>& expected, const std::vector<std::string>& got,
+                             const std::string& where);
+
 // The data's geometry from the headers of a few samples spread over the set (io/source/image_folder.h probe_shape, for any
 // source): the most common h x w; c = 1 when every probed image is grayscale, else 3.
 DataShape probe_source_shape(const Source& source, int max_probe = 64);

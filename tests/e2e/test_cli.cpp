@@ -2,6 +2,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <set>
+#include <sstream>
 
 #include <nlohmann/json.hpp>
 
@@ -11,6 +13,11 @@
 using namespace stoke::test;
 
 namespace {
+int count(const std::string& s, const std::string& what) {
+  int n = 0;
+  for (size_t k = s.find(what); k != std::string::npos; k = s.find(what, k + 1)) ++n;
+  return n;
+}
 int lines(const std::string& s) {
   return static_cast<int>(std::count(s.begin(), s.end(), '\n')) + (!s.empty() && s.back() != '\n' ? 1 : 0);
 }
@@ -179,4 +186,116 @@ TEST(Cli, DiagnoseMeasuresEveryStageAndGivesAVerdict) {
   EXPECT_TRUE(r.output.find("input-bound") != std::string::npos || r.output.find("compute-bound") != std::string::npos);
   RunResult bad = run_stoke("diagnose --data " + tmp.str() + "/none");
   EXPECT_EQ(bad.exit_code, 2) << bad.output;
+}
+
+// Every option whose default means something shows it, in words a user can read: "(default: 3)", not CLI11's
+// "INT:NUMBER > 0=3", and a flag that is on by default does not say {false}.
+TEST(Cli, HelpShowsTheTrueDefaults) {
+  const RunResult t = run_stoke("train --help");
+  ASSERT_EQ(t.exit_code, 0) << t.output;
+  for (const char* want : {"Passes over the training data (default: 3)", "fits (default: 128)", "learning rate (default: 0.1)",
+                           "or N (default: auto)", "(default: sgd)", "(default: onecycle)", "(default: 0.9)",
+                           "plain momentum (default: on)", "(default: 0.0005)", "--trace records (default: 1:50)",
+                           "(default runs/<model>-<time>"})
+    EXPECT_NE(t.output.find(want), std::string::npos) << want << "\n" << t.output;
+  EXPECT_NE(t.output.find("--decoders,--workers,--num-workers"), std::string::npos) << t.output;
+  EXPECT_EQ(t.output.find("{false}"), std::string::npos) << t.output;
+  EXPECT_EQ(t.output.find("=3"), std::string::npos) << t.output;
+  // Each option that takes a value says its default, unless it has none to say (a path, a window, the run to resume).
+  const std::set<std::string> without = {"--data", "--val", "--resume", "--profile-steps", "--trace"};
+  std::istringstream in(t.output);
+  std::string line, entry, name;
+  bool takes_value = false;  // "  --epochs INT..." takes one; "  --quiet      No progress output" does not
+  int checked = 0;
+  auto check = [&] {
+    if (name.empty() || without.count(name) || !takes_value) return;
+    EXPECT_NE(entry.find("default"), std::string::npos) << entry;
+    ++checked;
+  };
+  while (std::getline(in, line)) {
+    if (line.rfind("  --", 0) == 0) {
+      check();
+      entry = line;
+      const size_t names_end = line.find(' ', 2);
+      name = line.substr(2, std::min(names_end, line.find(',', 2)) - 2);
+      takes_value = names_end != std::string::npos && names_end + 1 < line.size() && line[names_end + 1] != ' ';
+    } else if (line.rfind("      ", 0) == 0) {
+      entry += line;
+    }
+  }
+  check();
+  EXPECT_GE(checked, 30) << "the help was not parsed as expected\n" << t.output;
+  for (const auto& [sub, want] : std::vector<std::pair<std::string, std::string>>{
+           {"eval", "Images per batch (default: 128)"}, {"predict", "(default: 1)"}, {"export", "(default: best)"},
+           {"diagnose", "Seconds per measurement (default: 3)"}, {"bench-input", "Seconds per measurement (default: 2)"},
+           {"dataset mnist", "JPEG quality (default: 95)"}, {"dataset synthetic", "one tree (default: on)"}}) {
+    const RunResult r = run_stoke(sub + " --help");
+    EXPECT_EQ(r.exit_code, 0) << sub;
+    EXPECT_NE(r.output.find(want), std::string::npos) << sub << ": " << want << "\n" << r.output;
+  }
+}
+
+// stoke drops the last partial batch of an epoch (drop_last), and says so once, with the count; a batch larger than
+// the data becomes the whole data set, as a PyTorch DataLoader's one short batch would.
+TEST(Cli, BatchAndDataSizeAreSaidOnceAtTheStart) {
+  TempDir tmp("cli-batch-fit");
+  write_tiny_folder(tmp.path() / "train", {"a", "b"}, 10);  // 20 images
+  const std::string base = "train --data " + tmp.str() + "/train --epochs 2 --device cpu --out " + tmp.str();
+  const RunResult r = run_stoke(base + "/r8 --batch-size 8");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(count(r.output, "batch: "), 1) << r.output;
+  EXPECT_NE(r.output.find("batch: 20 training images make 2 steps of 8 per epoch, the other 4 are left out (drop_last: "
+                          "every step is a full batch), a different 4 each epoch as the order is reshuffled\n"),
+            std::string::npos)
+      << r.output;
+
+  const RunResult big = run_stoke(base + "/r64 --batch-size 64");
+  ASSERT_EQ(big.exit_code, 0) << big.output;
+  EXPECT_EQ(count(big.output, "batch: "), 1) << big.output;
+  EXPECT_NE(big.output.find("batch: --batch-size 64 is more than the 20 training images, so the batch is 20"), std::string::npos)
+      << big.output;
+  EXPECT_EQ(big.output.find("left out (drop_last"), std::string::npos) << big.output;
+  const std::vector<uint8_t> cfg = stoke::read_file(tmp.str() + "/r64/config.json");
+  EXPECT_EQ(nlohmann::json::parse(std::string(cfg.begin(), cfg.end()))["batch_size"], 20) << "the batch that ran";
+
+  const RunResult even = run_stoke(base + "/r10 --batch-size 10");
+  ASSERT_EQ(even.exit_code, 0) << even.output;
+  EXPECT_EQ(even.output.find("batch: "), std::string::npos) << "nothing to say when the batch divides the data\n" << even.output;
+}
+
+TEST(Cli, ValWithOtherClassesNamesThem) {
+  TempDir tmp("cli-val-classes");
+  write_tiny_folder(tmp.path() / "train", {"a", "b"}, 3);
+  write_tiny_folder(tmp.path() / "val", {"a", "c", "d"}, 2);
+  expect_user_error("train --data " + tmp.str() + "/train --val " + tmp.str() + "/val --out " + tmp.str() + "/r",
+                    "missing from --val: b; extra in --val: c, d");
+}
+
+// The default run folder holds the time to the second; two runs started together still get a folder each.
+TEST(Cli, TwoRunsStartedTogetherGetTheirOwnDefaultFolders) {
+  TempDir tmp("cli-two-runs");
+  write_tiny_folder(tmp.path() / "train", {"a", "b"}, 8);
+  const std::string one = binary_dir() + "/bin/stoke train --data " + tmp.str() + "/train --epochs 1 --batch-size 8 --quiet "
+                          "--device cpu --threads 1 --decoders 1";
+  const std::string cmd = "cd " + tmp.str() + " && { " + one + " & " + one + " & wait; } 2>&1";
+  ASSERT_EQ(std::system(cmd.c_str()), 0);
+  std::vector<std::string> folders;
+  for (const auto& e : fs::directory_iterator(tmp.path() / "runs")) {
+    folders.push_back(e.path().filename().string());
+    EXPECT_TRUE(fs::exists(e.path() / "summary.json")) << e.path();
+  }
+  ASSERT_EQ(folders.size(), 2u);
+  std::sort(folders.begin(), folders.end());
+  if (folders[0].size() != folders[1].size()) {  // the same second: NAME and NAME-2
+    EXPECT_EQ(folders[1], folders[0] + "-2");
+  }
+}
+
+TEST(Cli, ReportOnAFolderThatIsNotARunIsAUserError) {
+  TempDir tmp("cli-report-not-run");
+  write_tiny_folder(tmp.path() / "images", {"a"}, 1);
+  expect_user_error("report --run " + tmp.str() + "/images", tmp.str() + "/images is not a run folder: it holds neither "
+                    "config.json nor metrics.jsonl");
+  EXPECT_FALSE(fs::exists(tmp.path() / "images" / "report.html"));
+  expect_user_error("report --run " + tmp.str() + "/nowhere", tmp.str() + "/nowhere: no such run folder");
 }

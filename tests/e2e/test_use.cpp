@@ -228,4 +228,10 @@ TEST(Use, CliCommands) {
   EXPECT_EQ(ex.exit_code, 0) << ex.output;
   test::RunResult none = test::run_stoke("eval --run " + fx().tmp.str() + "/nowhere --data " + fx().tmp.str() + "/val");
   EXPECT_EQ(none.exit_code, 2) << none.output;
+  // A folder whose classes differ from the model's is named by class: "c" missing, "x" extra.
+  test::write_tiny_folder(fx().tmp.path() / "other", {"a", "b", "x"}, 2);
+  test::RunResult other = test::run_stoke("eval --run " + run + " --data " + fx().tmp.str() + "/other");
+  EXPECT_EQ(other.exit_code, 2) << other.output;
+  EXPECT_NE(other.output.find("/other: c; extra in "), std::string::npos) << other.output;
+  EXPECT_NE(other.output.find("/other: x"), std::string::npos) << other.output;
 }

@@ -4,6 +4,8 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <set>
+#include <thread>
 
 #include "engine/checkpoint.h"
 #include "base/error.h"
@@ -53,6 +55,29 @@ TEST(AtomicWrite, AFullDiskLeavesThePreviousFileIntact) {
   inject_write_failure_after(-1);
   EXPECT_EQ(slurp(p), std::string(1000, 'a'));
   EXPECT_FALSE(fs::exists(p + ".tmp"));
+}
+
+// The default run folder holds the time to the second: two runs started together must still get two folders.
+TEST(UniqueDirectory, SameNameAtOnceGivesDistinctFolders) {
+  TempDir tmp("unique-dir");
+  const std::string stem = (tmp.path() / "runs" / "small-cnn-20240101-120000").string();
+  EXPECT_EQ(create_unique_directory(stem), stem) << "the parent folder is created as needed";
+  EXPECT_EQ(create_unique_directory(stem), stem + "-2");
+  EXPECT_TRUE(fs::is_directory(stem + "-2"));
+  // Eight threads claiming the same name at the same moment: eight different folders, none handed out twice.
+  std::vector<std::string> got(8);
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < got.size(); ++i) threads.emplace_back([&, i] { got[i] = create_unique_directory(stem); });
+  for (std::thread& t : threads) t.join();
+  const std::set<std::string> distinct(got.begin(), got.end());
+  EXPECT_EQ(distinct.size(), got.size());
+  for (const std::string& g : got) {
+    EXPECT_TRUE(fs::is_directory(g)) << g;
+    EXPECT_NE(g, stem);
+    EXPECT_NE(g, stem + "-2");
+  }
+  spit(tmp.path() / "file", "x");  // a file where the parent folder should be: a user error naming it
+  EXPECT_THROW(create_unique_directory((tmp.path() / "file" / "run").string()), UserError);
 }
 
 TEST(Safetensors, SerializesExactlyAsTheSpecificationSays) {

@@ -12,6 +12,7 @@
 #include "base/error.h"
 #include "base/fs.h"
 #include "io/source/image_folder.h"
+#include "io/source/source.h"
 #include "io/codec/jpeg.h"
 
 namespace {
@@ -196,3 +197,16 @@ TEST(ImageFolder, ProbeShape) {
 }
 
 }  // namespace
+
+// A --val or eval folder whose classes differ is named by class, not by count: equal counts can hide a rename.
+TEST(ClassDifference, NamesMissingAndExtraClasses) {
+  using stoke::io::class_difference;
+  EXPECT_EQ(class_difference({"a", "b"}, {"a", "b"}, "--val"), "");
+  EXPECT_EQ(class_difference({"cat", "dog", "fox"}, {"cat", "dgo", "fox"}, "--val"), "missing from --val: dog; extra in --val: dgo");
+  EXPECT_EQ(class_difference({"a", "b", "c"}, {"a"}, "V"), "missing from V: b, c");
+  EXPECT_EQ(class_difference({"a"}, {"a", "z"}, "V"), "extra in V: z");
+  std::vector<std::string> many;
+  for (int i = 0; i < 20; ++i) many.push_back(std::string(1, static_cast<char>('a' + i)));
+  EXPECT_EQ(class_difference(many, {"a"}, "V"), "missing from V: b, c, d, e, f, g, h, i and 11 more");
+  EXPECT_EQ(class_difference({"ok"}, {"ok", "caf\xE9"}, "V"), "extra in V: caf\\xE9") << "names that are not UTF-8 shown escaped";
+}

@@ -118,6 +118,36 @@ TEST(Sampler, ShardsAreDisjointAndCoverWithEqualCounts) {
   }
 }
 
+// The trainer says "the last K of each epoch's shuffled order are left out, a different K every epoch": check
+// both halves. 20 images in batches of 8: 4 left out per epoch, never the same 4 twice in a row here, and over
+// a few epochs every image has been trained on.
+TEST(Sampler, DropLastLeavesOutDifferentSamplesEachEpoch) {
+  Sampler s(cfg(20, 8));
+  ASSERT_EQ(s.batches_per_epoch(), 2);
+  std::set<int64_t> trained_on;
+  std::vector<int64_t> prev_left_out;
+  for (int64_t e = 0; e < 6; ++e) {
+    const std::vector<int64_t> perm = s.permutation(e);
+    std::set<int64_t> in_batches;
+    std::vector<int64_t> ids(8);
+    for (int64_t b = 0; b < s.batches_per_epoch(); ++b) {
+      ASSERT_EQ(s.batch_ids(perm, b, ids), 8);
+      in_batches.insert(ids.begin(), ids.end());
+    }
+    std::vector<int64_t> left_out;
+    for (int64_t i = 0; i < 20; ++i)
+      if (!in_batches.count(i)) left_out.push_back(i);
+    ASSERT_EQ(left_out.size(), 4u) << "epoch " << e;
+    std::vector<int64_t> tail(perm.end() - 4, perm.end());
+    std::sort(tail.begin(), tail.end());
+    EXPECT_EQ(left_out, tail) << "the left-out images are the tail of the epoch's order";
+    EXPECT_NE(left_out, prev_left_out) << "epoch " << e << " leaves out the same images as the one before";
+    prev_left_out = left_out;
+    trained_on.insert(in_batches.begin(), in_batches.end());
+  }
+  EXPECT_EQ(trained_on.size(), 20u);
+}
+
 TEST(Sampler, PaddingRepeatsFromTheStartAndSitsAtTheEnd) {
   Sampler s(cfg(10, 4, 0, 1, false));
   ASSERT_EQ(s.batches_per_epoch(), 3);

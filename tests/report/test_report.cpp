@@ -251,6 +251,27 @@ TEST(Report, NotAFolderIsAUserError) {
   EXPECT_THROW(write_report_html("/nonexistent/stoke-run"), UserError);
 }
 
+// `stoke report --run X` checks X first: a folder without the trainer's files is named as not a run folder.
+TEST(Report, AFolderWithoutARunsFilesIsNotARunFolder) {
+  TempRun run("not-a-run");
+  run.write("notes.txt", "hello");
+  try {
+    check_run_folder(run.str());
+    ADD_FAILURE() << "a folder without config.json or metrics.jsonl passed";
+  } catch (const UserError& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find(run.str() + " is not a run folder"), std::string::npos) << m;
+    EXPECT_NE(m.find("config.json"), std::string::npos) << m;
+    EXPECT_EQ(m.find('\n'), std::string::npos) << m;
+  }
+  EXPECT_THROW(check_run_folder("/nonexistent/stoke-run"), UserError);
+  run.write("metrics.jsonl", "");  // a run that has written only its metrics so far is one
+  EXPECT_NO_THROW(check_run_folder(run.str()));
+  TempRun configured("configured");
+  configured.write("config.json", "{}");
+  EXPECT_NO_THROW(check_run_folder(configured.str()));
+}
+
 TEST(Report, HtmlEscape) {
   EXPECT_EQ(html_escape("<b>&\"x\"'"), "&lt;b&gt;&amp;&quot;x&quot;&#39;");
   EXPECT_EQ(html_escape("caf\xC3\xA9 \xE2\x9C\x93"), "caf\xC3\xA9 \xE2\x9C\x93");  // valid UTF-8 kept

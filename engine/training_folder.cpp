@@ -1,0 +1,214 @@
+// The run folder of a training run: a new one (its training file list and the data's normalisation), or the
+// checkpoint a resumed run continues from, with the checks that make resuming safe and the notes that say what
+// a resume changes. Part of TrainingRun (engine/training_run.h).
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+
+#include "base/error.h"
+#include "base/fs.h"
+#include "base/json_util.h"
+#include "base/permutation.h"
+#include "engine/checkpoint.h"
+#include "engine/resume.h"
+#include "engine/training_run.h"
+
+namespace stoke {
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+std::string format_lr(float lr) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%.4g", static_cast<double>(lr));
+  return b;
+}
+
+std::string default_run_dir(const std::string& model) {
+  std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  localtime_r(&t, &tm);
+  char buf[64];
+  std::strftime(buf, sizeof buf, "%Y%m%d-%H%M%S", &tm);
+  return "runs/" + model + "-" + buf;
+}
+
+// Per-channel mean and std of pixel/255 over up to 2,000 training images (a seeded choice).
+void estimate_normalization(const std::shared_ptr<const io::Source>& source, Shape3 shape, uint64_t seed, int decoders,
+                            std::vector<float>& mean, std::vector<float>& stdev) {
+  const int64_t n = std::min<int64_t>(2000, source->size());
+  std::vector<int64_t> order = epoch_permutation(source->size(), seed, -2);
+  order.resize(static_cast<size_t>(n));
+  auto sample = std::make_shared<io::SubsetSource>(source, std::move(order));
+  io::PipelineConfig pc = eval_pipeline_config(shape, static_cast<int>(std::min<int64_t>(250, n)), decoders, false, "");
+  pc.on_warning = [](const std::string&) {};  // bad files are reported by the training pipeline
+  pc.replace_bad = true;                      // a stand-in's pixels, not a masked zero image, in the statistics
+  io::InputPipeline in(sample, pc);
+  in.start(0);
+  std::vector<double> s(static_cast<size_t>(shape.c), 0.0), s2(static_cast<size_t>(shape.c), 0.0);
+  int64_t count = 0;
+  while (io::Batch b = in.acquire()) {
+    const int64_t px = int64_t{b.valid} * shape.h * shape.w;
+    for (int64_t i = 0; i < px; ++i)
+      for (int c = 0; c < shape.c; ++c) {
+        double v = b.pixels[i * shape.c + c] / 255.0;
+        s[static_cast<size_t>(c)] += v;
+        s2[static_cast<size_t>(c)] += v * v;
+      }
+    count += px;
+    in.release(b.ticket);
+  }
+  mean.resize(static_cast<size_t>(shape.c));
+  stdev.resize(static_cast<size_t>(shape.c));
+  for (size_t c = 0; c < s.size(); ++c) {
+    double m = s[c] / static_cast<double>(std::max<int64_t>(count, 1));
+    double var = s2[c] / static_cast<double>(std::max<int64_t>(count, 1)) - m * m;
+    mean[c] = static_cast<float>(m);
+    stdev[c] = static_cast<float>(std::sqrt(std::max(var, 1e-6)));
+  }
+}
+
+// Keeps metrics.jsonl consistent with a resumed run: drops lines written after the checkpoint's step.
+void truncate_metrics(const std::string& path, int64_t step) {
+  std::ifstream in(path);
+  if (!in) return;
+  std::string line, kept;
+  while (std::getline(in, line)) {
+    try {
+      json j = json::parse(line);
+      if (json_int(j, "step", 0, std::numeric_limits<int64_t>::max(), 0) > step) continue;
+    } catch (const std::exception&) {
+      continue;  // a line torn by the crash
+    }
+    kept += line + "\n";
+  }
+  atomic_write_file(path, kept);
+}
+
+}  // namespace
+
+// ---- the run folder, or the checkpoint to continue from ----------------------------------------------------------
+void TrainingRun::open_run_folder() {
+  run_dir_ = cfg_.out.empty() ? default_run_dir(cfg_.model) : cfg_.out;
+  if (cfg_.out.empty() && !resuming_) {
+    // The default name holds the time to the second, so two runs started together would share it: rank 0 claims
+    // a folder by mkdir (runs/NAME, else runs/NAME-2, ...), which no other process can claim too, and tells the
+    // other ranks which one it got.
+    if (writer_) run_dir_ = create_unique_directory(run_dir_);
+    if (world_ > 1) run_dir_ = comm_->broadcast_string(run_dir_, 0);
+  }
+  metrics_path_ = (fs::path(run_dir_) / "metrics.jsonl").string();
+  if (resuming_) {
+    resume_from_checkpoint();
+    return;
+  }
+  if (!writer_) {  // rank 0 owns the run folder
+    estimate_normalization(train_src_, shape_, cfg_.seed, cfg_.decoders, mean_, stdev_);
+    return;
+  }
+  std::error_code ec;
+  if (fs::exists(metrics_path_) && !cfg_.overwrite) {
+    if (!find_checkpoint(run_dir_).empty())
+      throw UserError(str("--out ", run_dir_, " already holds a run (metrics.jsonl): choose another folder, pass --overwrite, or --resume ", run_dir_));
+    // Killed before its first checkpoint: nothing to continue and nothing to lose; advice to --resume would loop.
+    folder_note_ = str(run_dir_, " holds a run that stopped before its first checkpoint: starting it again");
+  }
+  fs::create_directories(run_dir_, ec);
+  if (ec) throw UserError(str("cannot create run folder ", run_dir_, ": ", ec.message()));
+  fs::remove(metrics_path_, ec);
+  fs::remove_all(fs::path(run_dir_) / "checkpoints", ec);
+  write_train_files(run_dir_, *train_src_);  // a resume can then name what changed in the data
+  estimate_normalization(train_src_, shape_, cfg_.seed, cfg_.decoders, mean_, stdev_);
+}
+
+void TrainingRun::resume_from_checkpoint() {
+  resumed_from_ = find_checkpoint(run_dir_);
+  if (resumed_from_.empty())
+    throw UserError(str("--resume ", run_dir_, ": the run stopped before its first checkpoint, so there is nothing to "
+                        "continue; run it again without --resume (its folder is reused)"));
+  CheckpointData ck = load_checkpoint(resumed_from_, graph_, to_string(cfg_.optimizer.kind));
+  const json& st = ck.state;
+  check_resumed_data(st);
+  params_ = std::move(ck.params);
+  buffers_ = std::move(ck.buffers);
+  if (opt_state_.size() != ck.optimizer_state.size())
+    throw UserError(str(resumed_from_, ": the optimizer state does not fit this run's optimizer settings"));
+  opt_state_ = std::move(ck.optimizer_state);
+  try {
+    opt_steps_ = json_int(st, "optimizer_steps", 0, int64_t{1} << 50);
+    start_epoch_ = json_int(st, "epoch", 0, 1 << 30);
+    // A forced resume on data that changed may have fewer steps per epoch than the checkpoint's cursor.
+    start_cursor_ = json_int(st, "cursor", 0, cfg_.force ? int64_t{1} << 50 : steps_per_epoch_);
+    start_cursor_ = std::min(start_cursor_, steps_per_epoch_);
+    step_ = json_int(st, "step", 0, int64_t{1} << 50);
+    elapsed_before_ = json_number(st, "elapsed_s", 0, 1e12, 0.0);
+  } catch (const Error& e) {
+    throw Error(str(resumed_from_, "/state.json is damaged: ", e.what()));
+  }
+  resume_sums_ = st.value("epoch_sums", json::object());
+  history_ = st.value("history", json::array());
+  if (st.contains("best_score") && st["best_score"].is_number()) best_score_ = st["best_score"].get<double>();
+  auto channels = [&](const char* key, double lo) {
+    std::vector<float> v;
+    if (!st.contains(key) || !st[key].is_array() || st[key].size() != static_cast<size_t>(shape_.c))
+      throw Error(str(resumed_from_, "/state.json is damaged: '", key, "' must hold ", shape_.c, " numbers"));
+    for (size_t k = 0; k < st[key].size(); ++k) {
+      const nlohmann::json one = {{"v", st[key][k]}};
+      v.push_back(static_cast<float>(json_number(one, "v", lo, 1e6)));
+    }
+    return v;
+  };
+  mean_ = channels("normalize_mean", -1e6);
+  stdev_ = channels("normalize_std", 1e-12);
+  if (writer_) truncate_metrics(metrics_path_, step_);
+  if (st.contains("config") && st["config"].is_object()) {
+    const std::string change = schedule_change(static_cast<int>(json_int(st["config"], "epochs", 0, 1 << 30, cfg_.epochs)));
+    if (!change.empty()) resume_note_ += (resume_note_.empty() ? "" : "\n") + change;
+  }
+}
+
+// The data a resumed run finds: the same classes always (they are the model's outputs); the same files, or with
+// --force a few added or removed, named either way.
+void TrainingRun::check_resumed_data(const json& state) {
+  const fs::path config = fs::path(run_dir_) / "config.json";
+  if (fs::exists(config)) {
+    const std::vector<uint8_t> text = read_file(config.string());
+    const json saved = json::parse(text.begin(), text.end(), nullptr, false);
+    if (saved.is_object() && saved.contains("classes") && saved["classes"] != json(class_names_))
+      throw UserError(str("--resume ", run_dir_, ": the classes of --data ", cfg_.data, " (", json(class_names_).dump(),
+                          ") are not the run's (", saved["classes"].dump(), "): the model was built for those"));
+  }
+  if (state.value("dataset", std::string()) == fingerprint_) return;
+  const DataChange d = compare_train_files(run_dir_, *train_src_);
+  const std::string what = d.no_list ? str("the training data differ from the checkpoint's (", state.value("dataset", std::string("?")),
+                                           " vs ", fingerprint_, ")")
+                                     : str("the training data changed since the checkpoint: ", d.describe());
+  if (!cfg_.force)
+    throw UserError(str("--resume ", run_dir_, ": ", what, ". Resume with the same --data, --limit-train and --seed, or "
+                        "pass --force to continue on the data as it is now (the rest of this epoch then comes in "
+                        "another order than an uninterrupted run's)"));
+  resume_note_ = str("warning: ", what, "; continuing on the data as it is now (--force)");
+  if (writer_) write_train_files(run_dir_, *train_src_);  // the next resume compares with these
+}
+
+// --epochs on a resumed run changes the schedule's length: one line saying what that does to the learning rate.
+std::string TrainingRun::schedule_change(int planned_epochs) const {
+  if (planned_epochs == cfg_.epochs || planned_epochs <= 0) return "";
+  const Schedule before = schedule_for(cfg_, steps_per_epoch_, planned_epochs);
+  const Schedule after = schedule_for(cfg_, steps_per_epoch_, cfg_.epochs);
+  const float was = before.at(std::min(step_, before.total_steps - 1)), now = after.at(step_);
+  std::string s = str("--epochs ", cfg_.epochs, ": the run was planned for ", planned_epochs,
+                      planned_epochs == 1 ? " epoch; " : " epochs; ");
+  if (cfg_.schedule == ScheduleKind::constant)
+    return s + "the learning rate stays constant (" + format_lr(now) + ")";
+  return s + str("the ", to_string(cfg_.schedule), " schedule is laid out again over ", cfg_.epochs,
+                 " epochs from the start, so at step ", step_, " the learning rate goes from ", format_lr(was), " to ",
+                 format_lr(now));
+}
+
+}  // namespace stoke
