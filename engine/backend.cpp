@@ -1,5 +1,7 @@
 #include "engine/backend.h"
 
+#include <utility>
+
 #include "base/error.h"
 
 namespace stoke {
@@ -18,7 +20,17 @@ void TrainingBackend::collect(std::vector<int64_t>& released, std::vector<StepRe
   results_.clear();
 }
 
+namespace {
+BackendFactory& backend_override() {
+  static BackendFactory f;
+  return f;
+}
+}  // namespace
+
+void set_backend_override(BackendFactory factory) { backend_override() = std::move(factory); }
+
 std::unique_ptr<TrainingBackend> make_backend(bool cuda, const Graph& graph, const BackendOptions& options) {
+  if (backend_override()) return backend_override()(graph, options);
   if (!cuda) return make_cpu_backend(graph, options);
   STOKE_CHECK(static_cast<bool>(cuda_backend_factory()), "no CUDA backend registered");
   return cuda_backend_factory()(graph, options);

@@ -115,4 +115,8 @@ const BackendFactory& cuda_backend_factory();
 // The CUDA backend (through the registered factory) or the CPU one.
 std::unique_ptr<TrainingBackend> make_backend(bool cuda, const Graph& graph, const BackendOptions& options);
 
+// Benchmarks and tests: while set, make_backend builds this backend whatever the device (e.g. one that does no
+// work, to measure what the trainer itself costs per step). An empty factory turns it off.
+void set_backend_override(BackendFactory factory);
+
 }  // namespace stoke

@@ -1,0 +1,168 @@
+// What the trainer itself costs per step: train() driving a backend that does no work (so every microsecond is
+// the trainer's: the sampler, gathering or acquiring the batch, the asynchronous protocol, the schedule, the
+// metrics), against the bare protocol (submit + collect on the same null backend, nothing else) measured in the
+// same run. Target: the trainer's own overhead at most 5 us per step on the CPU. The decoded-cache run measures
+// exactly that (batches gathered from memory); the streaming run waits for the decoder threads (no compute hides
+// them), so its time per step is the input pipeline's rate on this machine, shown for comparison.
+//
+//   build*/bin/bench_trainer --benchmark_counters_tabular=true
+#include <benchmark/benchmark.h>
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "base/fs.h"
+#include "engine/backend.h"
+#include "engine/trainer.h"
+#include "io/codec/jpeg.h"
+#include "models/models.h"
+
+using namespace stoke;
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr int kBatch = 8;
+constexpr int kImages = 4096;  // 512 steps an epoch
+
+// Does nothing, instantly: the loss is a constant, every update "applied".
+class NullBackend final : public TrainingBackend {
+ public:
+  explicit NullBackend(const Graph& g) : classes_(g.node(g.output()).out.c) {}
+  std::string name() const override { return "null"; }
+  std::string describe() const override { return "null backend (benchmark)"; }
+  void set_state(const std::vector<float>& p, const std::vector<float>& b, const std::vector<float>& o,
+                 int64_t steps) override {
+    params_ = p;
+    buffers_ = b;
+    opt_ = o;
+    steps_ = steps;
+  }
+  void get_state(std::vector<float>& p, std::vector<float>& b, std::vector<float>& o, int64_t& steps) override {
+    p = params_;
+    b = buffers_;
+    o = opt_;
+    steps = steps_;
+  }
+  const float* eval_batch(int n, const uint8_t*, const int32_t*, float* loss) override {
+    logits_.assign(static_cast<size_t>(n) * static_cast<size_t>(classes_), 0.f);
+    *loss = 1.f;
+    return logits_.data();
+  }
+
+ protected:
+  StepResult run_step(const StepRequest& r) override {
+    StepResult s;
+    s.loss = 1.f;
+    s.correct = r.n / 2;
+    s.applied = true;
+    ++steps_;
+    return s;
+  }
+
+ private:
+  int classes_;
+  std::vector<float> params_, buffers_, opt_, logits_;
+  int64_t steps_ = 0;
+};
+
+// kImages 8x8 gray JPEGs in 4 classes, written once per process.
+const std::string& data_dir() {
+  static const std::string dir = [] {
+    const fs::path root = fs::temp_directory_path() / ("stoke-bench-trainer-" + std::to_string(::getpid()));
+    std::vector<uint8_t> px(64);
+    for (int i = 0; i < kImages; ++i) {
+      for (size_t k = 0; k < px.size(); ++k) px[k] = static_cast<uint8_t>((i * 37 + static_cast<int>(k) * 11) & 255);
+      const fs::path cls = root / std::to_string(i % 4);
+      fs::create_directories(cls);
+      const std::vector<uint8_t> jpg = io::encode_jpeg(px.data(), 8, 8, 1, 90);
+      write_file((cls / (std::to_string(i) + ".jpg")).string(), jpg.data(), jpg.size());
+    }
+    return root.string();
+  }();
+  return dir;
+}
+
+// One submit + collect on the null backend, with a batch already in memory: the protocol alone.
+struct Protocol {
+  Graph g = build_model("small-cnn", Shape3{8, 8, 1}, 4);
+  NullBackend b{g};
+  std::vector<uint8_t> px = std::vector<uint8_t>(kBatch * 64, 1);
+  std::vector<int32_t> labels = std::vector<int32_t>(kBatch, 0);
+  std::vector<int64_t> released;
+  std::vector<StepResult> results;
+  int64_t tag = 0;
+  void step() {
+    StepRequest r;
+    r.tag = tag++;
+    r.n = kBatch;
+    r.pixels = px.data();
+    r.labels = labels.data();
+    r.lr = 0.1f;
+    b.submit(r);
+    released.clear();
+    results.clear();
+    b.collect(released, results, false);
+    benchmark::DoNotOptimize(results.data());
+  }
+};
+
+// The reference, measured again by each trainer benchmark so the ratio comes from one run.
+double protocol_us() {
+  Protocol p;
+  constexpr int kSteps = 200000;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < kSteps; ++i) p.step();
+  return 1e6 * std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / kSteps;
+}
+
+void BM_BareProtocol(benchmark::State& state) {
+  Protocol p;
+  for (auto _ : state) p.step();
+}
+BENCHMARK(BM_BareProtocol)->Unit(benchmark::kMicrosecond);
+
+// train() for 4 epochs of 512 steps on the null backend. Time per step = the epochs' training time (what the
+// trainer records; normalisation, cache building and checkpoints are outside it) / steps.
+void trainer_run(benchmark::State& state, const std::string& cache) {
+  set_backend_override([](const Graph& g, const BackendOptions&) { return std::make_unique<NullBackend>(g); });
+  double us = 0;
+  for (auto _ : state) {
+    const fs::path out = fs::path(data_dir()).parent_path() / ("stoke-bench-trainer-run-" + std::to_string(::getpid()));
+    TrainConfig c;
+    c.data = data_dir();
+    c.epochs = 4;
+    c.batch_size = kBatch;
+    c.cache = cache;
+    c.device = "cpu";
+    c.quiet = true;
+    c.out = out.string();
+    c.overwrite = true;
+    const TrainResult r = train(c, build_model);
+    double seconds = 0;
+    for (const EpochStats& e : r.epochs) seconds += e.seconds;
+    us = 1e6 * seconds / static_cast<double>(r.steps);
+    state.SetIterationTime(seconds / static_cast<double>(r.steps));
+    fs::remove_all(out);
+  }
+  set_backend_override(nullptr);
+  const double reference = protocol_us();
+  state.counters["us_per_step"] = us;
+  state.counters["protocol_us"] = reference;
+  state.counters["trainer_own_us"] = us - reference;  // the target (decoded cache): at most 5
+}
+
+void BM_TrainerOnNullBackend_DecodedCache(benchmark::State& state) { trainer_run(state, "decoded"); }
+void BM_TrainerOnNullBackend_Streaming(benchmark::State& state) { trainer_run(state, "files"); }
+BENCHMARK(BM_TrainerOnNullBackend_DecodedCache)->UseManualTime()->Iterations(3)->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_TrainerOnNullBackend_Streaming)->UseManualTime()->Iterations(3)->Unit(benchmark::kMicrosecond);
+
+}  // namespace
+
+BENCHMARK_MAIN();
