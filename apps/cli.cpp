@@ -66,6 +66,19 @@ CLI::Validator decoders_check() {
 }
 int parse_decoders(const std::string& v) { return v == "auto" ? 0 : std::atoi(v.c_str()); }
 
+// An option naming one of a few choices, parsed once, here, into the engine's enum (engine/options.h): CLI11
+// checks the name first, so the parse cannot fail.
+template <class E>
+CLI::Option* add_choice(CLI::App* app, const std::string& flag, E& target, E (*parse)(const std::string&),
+                        const std::vector<std::string>& choices, const std::string& help) {
+  return app->add_option_function<std::string>(flag, [&target, parse](const std::string& v) { target = parse(v); }, help)
+      ->check(CLI::IsMember(choices))
+      ->default_str(to_string(target))
+      ->type_name("TEXT");
+}
+const std::vector<std::string> kDevices = {"auto", "cpu", "cuda"};
+const std::vector<std::string> kAugments = {"none", "flip", "crop-flip"};
+
 struct DatasetArgs {
   std::string out = "data/mnist";
   std::string cache;
@@ -113,7 +126,7 @@ void add_train(CLI::App& app, TrainConfig& cfg, std::string& optimizer, std::str
       ->capture_default_str()->check(kNonNegative);
   t->add_option("--label-smoothing", cfg.label_smoothing, "Label smoothing")->capture_default_str()->check(CLI::Range(0.0, 0.99));
   t->add_option("--seed", cfg.seed, "Seed for initialisation and sample order")->capture_default_str();
-  t->add_option("--device", cfg.device, "auto | cpu | cuda")->capture_default_str()->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+  add_choice(t, "--device", cfg.device, parse_device, kDevices, "auto | cpu | cuda");
   t->add_option("--out", cfg.out, "Run folder for metrics.jsonl, config.json, summary.json (default runs/<model>-<time>, "
                 "or <time>-2, -3, ... when a run started in the same second holds it)");
   t->add_flag("--overwrite", cfg.overwrite, "Reuse an --out folder that already holds a run");
@@ -133,8 +146,8 @@ void add_train(CLI::App& app, TrainConfig& cfg, std::string& optimizer, std::str
   t->add_option("--threads", cfg.threads, "CPU backend threads (0 = all cores)")->capture_default_str()->check(kNonNegative);
   t->add_option("--decoders,--workers,--num-workers", decoders, "JPEG decoder threads: auto (from the cores and a measured decode rate) or N")
       ->capture_default_str()->check(decoders_check());
-  t->add_option("--augment", cfg.augment, "none | flip | crop-flip (random-resized-crop + horizontal flip)")
-      ->capture_default_str()->check(CLI::IsMember({"none", "flip", "crop-flip"}));
+  add_choice(t, "--augment", cfg.augment, parse_augment, kAugments,
+             "none | flip | crop-flip (random-resized-crop + horizontal flip)");
   t->add_option("--precision", cfg.precision, "CUDA backend: auto (bf16 on sm_80+, fp16 below) | bf16 | fp16 | fp32")
       ->capture_default_str()->check(CLI::IsMember({"auto", "bf16", "fp16", "fp32"}));
   t->add_flag("--deterministic", cfg.deterministic, "CUDA backend: only deterministic cuDNN algorithms (bit-reproducible runs)");
@@ -159,8 +172,8 @@ void add_train(CLI::App& app, TrainConfig& cfg, std::string& optimizer, std::str
       ->capture_default_str()->check(CLI::Range(0, 4096));
   t->add_option("--eval-every", cfg.eval_every, "Validate every N epochs (and after the last)")
       ->capture_default_str()->check(kPositive);
-  t->add_option("--best-metric", cfg.best_metric, "What the best checkpoint maximises: val_acc | val_auc | val_loss")
-      ->capture_default_str()->check(CLI::IsMember({"val_acc", "val_auc", "val_loss"}));
+  add_choice(t, "--best-metric", cfg.best_metric, parse_best_metric, {"val_acc", "val_auc", "val_loss"},
+             "What the best checkpoint maximises: val_acc | val_auc | val_loss");
   t->add_flag("--strict", cfg.strict, "Stop at the first corrupt image instead of skipping it");
   t->add_flag("--quiet", cfg.quiet, "No progress output");
   t->add_flag("--tensorboard", cfg.tensorboard, "Also write TensorBoard event files to RUNDIR/tensorboard");
@@ -262,7 +275,7 @@ struct UseArgs {
   int top = 1;
   bool tensorboard = false;
   bool json = false;
-  std::string device = "auto";
+  DeviceRequest device = DeviceRequest::automatic;
 };
 
 void add_use(CLI::App& app, UseArgs& u) {
@@ -271,13 +284,13 @@ void add_use(CLI::App& app, UseArgs& u) {
   ev->add_option("--data", u.data, "ImageFolder with the run's classes")->required();
   ev->add_option("--checkpoint", u.which, "best | latest")->capture_default_str()->check(CLI::IsMember({"best", "latest"}));
   ev->add_option("--batch-size", u.batch_size, "Images per batch")->capture_default_str()->check(kPositive);
-  ev->add_option("--device", u.device, "auto | cpu | cuda (as for train)")->capture_default_str();
+  add_choice(ev, "--device", u.device, parse_device, kDevices, "auto | cpu | cuda (as for train)");
   auto* pr = app.add_subcommand("predict", "Print the predicted class and probability of each image");
   pr->add_option("--run", u.run, "Run folder (or one of its checkpoint folders)")->required();
   pr->add_option("images", u.images, "Image files (JPEG, PNG, WebP)")->required();
   pr->add_option("--checkpoint", u.which, "best | latest")->capture_default_str()->check(CLI::IsMember({"best", "latest"}));
   pr->add_option("--top", u.top, "Show the K most likely classes")->capture_default_str()->check(kPositive);
-  pr->add_option("--device", u.device, "auto | cpu | cuda (as for train)")->capture_default_str();
+  add_choice(pr, "--device", u.device, parse_device, kDevices, "auto | cpu | cuda (as for train)");
   pr->add_flag("--json", u.json, "One JSON object per image and line: path, class, probability and every class's "
                                  "probability at full precision (or path and error)");
   auto* rp = app.add_subcommand("report", "(Re)write RUNDIR/report.html: curves, throughput, input stall, confusion matrix");
@@ -372,10 +385,10 @@ void add_diagnose(CLI::App& app, DiagArgs& d) {
   dg->add_option("--model", d.cfg.model, "Model")->capture_default_str();
   dg->add_option("--batch-size", d.cfg.batch_size, "Images per step")->capture_default_str()->check(kPositive);
   dg->add_option("--image-size", d.cfg.image_size, "Resize inputs to SxS (0 = the data's own size)")->capture_default_str()->check(CLI::Range(0, 4096));
-  dg->add_option("--device", d.cfg.device, "auto | cpu | cuda")->capture_default_str()->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+  add_choice(dg, "--device", d.cfg.device, parse_device, kDevices, "auto | cpu | cuda");
   dg->add_option("--precision", d.cfg.precision, "CUDA: auto | bf16 | fp16 | fp32")->capture_default_str()->check(CLI::IsMember({"auto", "bf16", "fp16", "fp32"}));
   dg->add_option("--decoders", d.decoders, "auto | N")->capture_default_str()->check(decoders_check());
-  dg->add_option("--augment", d.cfg.augment, "none | flip | crop-flip")->capture_default_str()->check(CLI::IsMember({"none", "flip", "crop-flip"}));
+  add_choice(dg, "--augment", d.cfg.augment, parse_augment, kAugments, "none | flip | crop-flip");
   dg->add_option("--threads", d.cfg.threads, "CPU backend threads (0 = all cores)")->capture_default_str()->check(kNonNegative);
   dg->add_option("--seconds", d.seconds, "Seconds per measurement")->capture_default_str()->check(kPositive);
 }

@@ -140,7 +140,7 @@ void trainer_run(benchmark::State& state, const std::string& cache) {
     c.epochs = 4;
     c.batch_size = kBatch;
     c.cache = cache;
-    c.device = "cpu";
+    c.device = DeviceRequest::cpu;
     c.quiet = true;
     c.out = out.string();
     c.overwrite = true;

@@ -11,14 +11,12 @@
 
 namespace stoke {
 
-DeviceChoice choose_device(const std::string& flag, bool cuda_linked) {
-  if (flag != "auto" && flag != "cpu" && flag != "cuda")
-    throw UserError(str("--device must be auto, cpu or cuda (got '", flag, "')"));
+DeviceChoice choose_device(DeviceRequest request, bool cuda_linked) {
   DeviceChoice c;
-  if (flag == "cpu") return c;
+  if (request == DeviceRequest::cpu) return c;
   c.probe = probe_cuda();
   const bool available = c.probe.usable && cuda_linked;
-  if (flag == "cuda" && !available) {
+  if (request == DeviceRequest::cuda && !available) {
     if (!c.probe.usable) throw UserError(str("--device cuda: no usable GPU: ", c.probe.reason));
     throw UserError(str("--device cuda: found ", c.probe.description, ", but this program was built without the CUDA backend"));
   }

@@ -4,6 +4,8 @@
 #include <cstdint>
 #include <string>
 
+#include "engine/options.h"
+
 namespace stoke {
 
 struct DeviceProbe {
@@ -18,14 +20,14 @@ struct DeviceProbe {
 
 DeviceProbe probe_cuda();
 
-// --device auto|cpu|cuda resolved: whether the CUDA backend runs, with the probe that decided. Throws UserError for
-// an unknown value, and for cuda when no usable GPU answers or this binary has no CUDA backend (cuda_linked: a
+// --device auto|cpu|cuda resolved: whether the CUDA backend runs, with the probe that decided. Throws UserError
+// for cuda when no usable GPU answers or this binary has no CUDA backend (cuda_linked: a
 // backend factory was registered, engine/backend.h).
 struct DeviceChoice {
   bool use_cuda = false;
   DeviceProbe probe;
 };
-DeviceChoice choose_device(const std::string& flag, bool cuda_linked);
+DeviceChoice choose_device(DeviceRequest request, bool cuda_linked);
 
 // Host->device copy bandwidth on device 0 in GB/s (1e9 bytes/s): `bytes` copied `repeats` times with
 // cudaMemcpyAsync on one stream, timed with CUDA events after a warm-up copy, from pinned (cudaHostAlloc) or

@@ -40,11 +40,7 @@ DiagnoseResult diagnose(const TrainConfig& cfg, const ModelFactory& build_model,
   const int classes = static_cast<int>(src->classes().size());
   Graph graph = build_model(cfg.model, shape, classes);
 
-  DeviceProbe dev = probe_cuda();
-  const bool cuda_available = dev.usable && static_cast<bool>(cuda_backend_factory());
-  if (cfg.device == "cuda" && !cuda_available)
-    throw UserError(str("--device cuda: ", dev.usable ? "this program was built without the CUDA backend" : "no usable GPU: " + dev.reason));
-  const bool use_cuda = cfg.device == "cuda" || (cfg.device == "auto" && cuda_available);
+  const bool use_cuda = choose_device(cfg.device, static_cast<bool>(cuda_backend_factory())).use_cuda;  // as train
 
   io::PipelineConfig pc = training_pipeline_config(cfg, shape, batch);
   pc.on_warning = [](const std::string&) {};
@@ -140,7 +136,7 @@ DiagnoseResult diagnose(const TrainConfig& cfg, const ModelFactory& build_model,
       tips.push_back(str("use --decoders ", std::min(cores - 1, std::max(r.decoders + 1, static_cast<int>(r.decoders * 1.2 * r.compute_img_s / std::max(r.decode_img_s, 1.0)) + 1))));
     if (r.folder_source)
       tips.push_back("stoke pack the folder (the first epoch opens every file; the file cache serves the later ones)");
-    if (fits && cfg.augment != "crop-flip") tips.push_back(str("--cache decoded (", r.cache_bytes >> 20, " MiB fits in memory)"));
+    if (fits && cfg.augment != Augment::crop_flip) tips.push_back(str("--cache decoded (", r.cache_bytes >> 20, " MiB fits in memory)"));
     for (size_t i = 0; i < tips.size(); ++i) r.recommendation += (i ? ", " : "") + tips[i];
   } else {
     r.verdict = str("compute-bound: the decoders give ", format_count(r.decode_img_s), " img/s, ",

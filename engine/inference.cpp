@@ -35,7 +35,7 @@ json read_json(const fs::path& p) {
 
 // The run's model on the backend --device chooses, holding its weights, for evaluation-mode batches of up to
 // `batch` samples (normalisation done by the backend from the run's mean and std).
-std::unique_ptr<TrainingBackend> eval_backend(const LoadedRun& run, int batch, const std::string& device) {
+std::unique_ptr<TrainingBackend> eval_backend(const LoadedRun& run, int batch, DeviceRequest device) {
   const DeviceChoice d = choose_device(device, static_cast<bool>(cuda_backend_factory()));
   BackendOptions o;
   o.max_batch = batch;
@@ -90,7 +90,7 @@ LoadedRun load_run(const std::string& path, const ModelFactory& build_model, con
 }
 
 std::vector<Prediction> predict(const LoadedRun& run, const std::vector<std::string>& images, int batch,
-                                const std::string& device) {
+                                DeviceRequest device) {
   const Shape3 s = run.input;
   const int classes = static_cast<int>(run.classes.size());
   std::vector<Prediction> out(images.size());
@@ -134,7 +134,7 @@ std::vector<Prediction> predict(const LoadedRun& run, const std::vector<std::str
 }
 
 ClassificationReport evaluate_folder(const LoadedRun& run, const std::string& folder, int batch, int decoders,
-                                     const std::string& device) {
+                                     DeviceRequest device) {
   std::shared_ptr<const io::Source> src = io::open_source(folder);
   if (src->classes() != run.classes)
     throw UserError(str("the classes of ", folder, " differ from the model's: ",

@@ -7,6 +7,7 @@
 
 #include "engine/graph.h"
 #include "engine/metrics.h"
+#include "engine/options.h"
 #include "engine/trainer.h"
 
 namespace stoke {
@@ -37,12 +38,12 @@ struct Prediction {
 // Decodes each image (resized to the model input), runs the model in eval mode on the backend `device` chooses
 // (auto | cpu | cuda, as for training).
 std::vector<Prediction> predict(const LoadedRun& run, const std::vector<std::string>& images, int batch = 64,
-                                const std::string& device = "auto");
+                                DeviceRequest device = DeviceRequest::automatic);
 
 // Evaluates on an ImageFolder (or a pack) with the run's classes. Throws UserError when the classes differ.
 // decoders: JPEG decoder threads (0 = auto).
 ClassificationReport evaluate_folder(const LoadedRun& run, const std::string& folder, int batch, int decoders = 0,
-                                     const std::string& device = "auto");
+                                     DeviceRequest device = DeviceRequest::automatic);
 
 // Writes a safetensors file that PyTorch loads with load_state_dict: convolution weights as OIHW, the
 // weights of a linear layer that follows a spatial map re-ordered from stoke's (h, w, c) flattening to

@@ -29,9 +29,9 @@ io::PipelineConfig training_pipeline_config(const TrainConfig& cfg, Shape3 shape
   pc.decoders = cfg.decoders;
   pc.seed = cfg.seed;
   pc.shuffle = true;
-  pc.augment = cfg.augment != "none";
-  pc.aug.random_resized_crop = cfg.augment == "crop-flip";
-  pc.aug.hflip = cfg.augment != "none";
+  pc.augment = cfg.augment != Augment::none;
+  pc.aug.random_resized_crop = cfg.augment == Augment::crop_flip;
+  pc.aug.hflip = cfg.augment != Augment::none;
   pc.drop_last = true;
   pc.watchdog_seconds = cfg.watchdog_seconds;
   return pc;
@@ -59,7 +59,7 @@ json config_to_json(const TrainConfig& c) {
           {"limit_train", c.limit_train},
           {"limit_val", c.limit_val},
           {"image_size", c.image_size},
-          {"augment", c.augment},
+          {"augment", to_string(c.augment)},
           {"precision", c.precision},
           {"deterministic", c.deterministic},
           {"exif_orientation", c.exif_orientation},
@@ -68,7 +68,7 @@ json config_to_json(const TrainConfig& c) {
           {"keep_checkpoints", c.keep_checkpoints},
           {"max_nonfinite_steps", c.max_nonfinite_steps},
           {"eval_every", c.eval_every},
-          {"best_metric", c.best_metric}};
+          {"best_metric", to_string(c.best_metric)}};
 }
 
 TrainConfig config_from_json(const json& j) {
@@ -110,7 +110,7 @@ TrainConfig config_from_json(const json& j) {
     c.limit_train = json_int(j, "limit_train", 0, kBig, 0);
     c.limit_val = json_int(j, "limit_val", 0, kBig, 0);
     c.image_size = static_cast<int>(json_int(j, "image_size", 0, 1 << 16, 0));
-    c.augment = text("augment", std::string("none"));
+    c.augment = parse_augment(text("augment", std::string("none")));
     c.precision = text("precision", std::string("auto"));
     c.deterministic = flag("deterministic", false);
     c.exif_orientation = flag("exif_orientation", true);
@@ -119,7 +119,7 @@ TrainConfig config_from_json(const json& j) {
     c.keep_checkpoints = static_cast<int>(json_int(j, "keep_checkpoints", 1, 1 << 20, 3));
     c.max_nonfinite_steps = static_cast<int>(json_int(j, "max_nonfinite_steps", 1, 1 << 30, 5));
     c.eval_every = static_cast<int>(json_int(j, "eval_every", 1, 1 << 30, 1));
-    c.best_metric = text("best_metric", std::string("val_acc"));
+    c.best_metric = parse_best_metric(text("best_metric", std::string("val_acc")));
   } catch (const std::exception& e) {
     throw Error(str("the saved run configuration is incomplete or damaged: ", e.what()));
   }

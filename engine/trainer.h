@@ -9,6 +9,7 @@
 
 #include "engine/graph.h"
 #include "engine/optimizer.h"
+#include "engine/options.h"
 #include "io/pipeline/input_pipeline.h"
 
 namespace stoke {
@@ -21,7 +22,7 @@ struct TrainConfig {
   bool overwrite = false;      // allow an --out that already holds a run
   std::string resume;          // continue the run in this folder from its latest checkpoint
   bool force = false;          // resume even though training files were added or removed since the checkpoint
-  std::string device = "auto"; // auto | cpu | cuda
+  DeviceRequest device = DeviceRequest::automatic;  // --device auto | cpu | cuda
   int epochs = 3;
   int batch_size = 128;
   float lr = 0.1f;
@@ -33,8 +34,8 @@ struct TrainConfig {
   uint64_t seed = 0;
   int threads = 0;             // CPU backend threads (0 = all cores)
   int decoders = 0;            // JPEG decoder threads (0 = auto: from the cores and a measured decode rate)
-  std::string augment = "none";  // none | flip | crop-flip (random-resized-crop + flip), decided per sample
-                                 // by (seed, epoch, sample id)
+  Augment augment = Augment::none;  // none | flip | crop-flip (random-resized-crop + flip), decided per sample
+                                    // by (seed, epoch, sample id)
   double watchdog_seconds = 30;  // report every decoder's state when a batch is this late
   std::string precision = "auto";  // CUDA backend: auto (bf16 on sm_80+, fp16 below) | bf16 | fp16 | fp32
   bool deterministic = false;  // CUDA backend: deterministic cuDNN algorithms
@@ -57,7 +58,7 @@ struct TrainConfig {
   std::string trace_file;      // --trace: write the timeline of steps trace_first..trace_last here ("" = none)
   int64_t trace_first = 1, trace_last = 50;
   int eval_every = 1;          // validate every N epochs (and always after the last)
-  std::string best_metric = "val_acc";  // val_acc | val_auc | val_loss: what the best checkpoint maximises
+  BestMetric best_metric = BestMetric::val_acc;  // what the best checkpoint maximises
   // Test hooks (no flags): behave as if SIGINT arrived after this many steps of this process (0 = never);
   // make the loss of these global steps non-finite.
   int64_t interrupt_after_steps = 0;

@@ -121,7 +121,7 @@ TrainingRun::RawBatch TrainingRun::next_train(int64_t epoch, int64_t index) {
     const int k = free_gather_buffer();
     const size_t ku = static_cast<size_t>(k);
     gathered_free_[ku] = 0;
-    const bool flip = cfg_.augment != "none";
+    const bool flip = cfg_.augment != Augment::none;
     train_cache_->gather(*sampler_, perm_, epoch, index, cfg_.seed, flip, gathered_px_[ku].data(),
                          gathered_labels_[ku].data(), gathered_flips_[ku].data());
     r.n = local_batch_;
@@ -496,7 +496,7 @@ void TrainingRun::end_epoch(int64_t epoch, double train_seconds, double input_wa
   history_.push_back(ej);
   // "Best" maximises the chosen metric (the loss is negated).
   const double score =
-      cfg_.best_metric == "val_auc" ? es.val_auc : cfg_.best_metric == "val_loss" ? -es.val_loss : es.val_acc;
+      cfg_.best_metric == BestMetric::val_auc ? es.val_auc : cfg_.best_metric == BestMetric::val_loss ? -es.val_loss : es.val_acc;
   const bool best = evaluate_now && std::isfinite(score) && score > best_score_;
   if (best) best_score_ = score;
   if (evaluate_now) last_report_ = report;

@@ -133,15 +133,11 @@ void check_train_config(const TrainConfig& cfg) {
   if (cfg.label_smoothing < 0.f || cfg.label_smoothing >= 1.f) throw UserError("--label-smoothing must be in [0, 1)");
   if (cfg.data.empty()) throw UserError("--data is required (an ImageFolder: DIR/<class>/*.jpg)");
   if (cfg.eval_every < 1) throw UserError("--eval-every must be at least 1");
-  if (cfg.augment != "none" && cfg.augment != "flip" && cfg.augment != "crop-flip")
-    throw UserError(str("--augment must be none, flip or crop-flip (got '", cfg.augment, "')"));
   if (cfg.decoders < 0) throw UserError("--decoders must be auto or a positive number");
   if (cfg.cache != "auto" && cfg.cache != "files" && cfg.cache != "none" && cfg.cache != "decoded")
     throw UserError(str("--cache must be auto, files, decoded or none (got '", cfg.cache, "')"));
-  if (cfg.cache == "decoded" && cfg.augment == "crop-flip")
+  if (cfg.cache == "decoded" && cfg.augment == Augment::crop_flip)
     throw UserError("--cache decoded keeps images at the model's input size, so random crops are not available: use --augment flip or --cache none");
-  if (cfg.best_metric != "val_acc" && cfg.best_metric != "val_auc" && cfg.best_metric != "val_loss")
-    throw UserError(str("--best-metric must be val_acc, val_auc or val_loss (got '", cfg.best_metric, "')"));
 }
 
 TrainingRun::TrainingRun(const TrainConfig& cfg, const ModelFactory& build_model)
@@ -374,7 +370,7 @@ void TrainingRun::announce() {
   if (!cfg_.quiet) {
     if (use_cuda_)
       std::printf("device: %s\n", backend_->describe().c_str());
-    else if (cfg_.device == "cpu")
+    else if (cfg_.device == DeviceRequest::cpu)
       std::printf("device: --device cpu: %s\n", backend_->describe().c_str());
     else
       std::printf("device: no usable GPU (%s): %s\n", dev_.reason.c_str(), backend_->describe().c_str());

@@ -62,7 +62,7 @@ TrainResult TrainingRun::finish() {
       summary["final_val_loss"] = last["val_loss"];
       summary["final_val_acc"] = last["val_acc"];
       summary["final_val_auc"] = last["val_auc"];
-      summary["best_metric"] = cfg_.best_metric;
+      summary["best_metric"] = to_string(cfg_.best_metric);
       summary["best_checkpoint"] = find_checkpoint(run_dir_, "best");
       if (last_report_.count > 0) summary["final_val_report"] = last_report_.to_json();
     }

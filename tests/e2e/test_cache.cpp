@@ -22,7 +22,7 @@ TEST(Cache, DecodedCacheReproducesTheStreamingRunBitForBit) {
       c.epochs = 2;
       c.batch_size = 8;
       c.quiet = true;
-      c.augment = augment;
+      c.augment = parse_augment(augment);
       c.cache = cache;
       c.out = tmp.str() + "/run-" + augment + "-" + cache;
       runs.push_back(train(c, build_model));
@@ -41,10 +41,10 @@ TEST(Cache, RefusesRandomCropsAndOversizedCaches) {
   c.data = tmp.str() + "/train";
   c.quiet = true;
   c.cache = "decoded";
-  c.augment = "crop-flip";
+  c.augment = Augment::crop_flip;
   c.out = tmp.str() + "/r1";
   EXPECT_THROW(train(c, build_model), UserError);
-  c.augment = "none";
+  c.augment = Augment::none;
   c.image_size = 256;  // 20 images x 64 KiB > 1 MiB budget
   c.cache_budget_mb = 1;
   c.out = tmp.str() + "/r2";

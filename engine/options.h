@@ -1,0 +1,21 @@
+// The choices of stoke's flags as enums, parsed once where the command line is read: the engine compares
+// enums, never strings. parse_* throws UserError naming the flag, the value and the choices; to_string gives the
+// flag's spelling back (config.json, checkpoints, the log).
+#pragma once
+
+#include <string>
+
+namespace stoke {
+
+enum class Augment { none, flip, crop_flip };           // --augment none | flip | crop-flip
+enum class BestMetric { val_acc, val_auc, val_loss };   // --best-metric
+enum class DeviceRequest { automatic, cpu, cuda };      // --device auto | cpu | cuda
+
+Augment parse_augment(const std::string& s);
+BestMetric parse_best_metric(const std::string& s);
+DeviceRequest parse_device(const std::string& s);
+const char* to_string(Augment a);
+const char* to_string(BestMetric m);
+const char* to_string(DeviceRequest d);
+
+}  // namespace stoke
