@@ -49,6 +49,7 @@ struct StepRequest {
   const uint8_t* flips = nullptr;
   float lr = 0.f;
   bool skip = false;  // fault injection (tests): report a non-finite loss and skip the update
+  bool stop = false;  // this process was asked to stop (a signal): carried to every rank with the step's sums
 };
 
 struct StepResult {
@@ -59,6 +60,8 @@ struct StepResult {
                          // backend itself: the host never reads the loss before the update
   float loss_scale = 1.f;
   double device_seconds = 0;  // CUDA: the step's compute on the device, between events (0 where not measured)
+  bool stop = false;  // some rank's request for this step had stop set (world 1: this one's): every rank sees the
+                      // same value for the same step, so a data-parallel job can agree on where to stop
 };
 
 class TrainingBackend {
@@ -83,6 +86,9 @@ class TrainingBackend {
   virtual void collect(std::vector<int64_t>& released, std::vector<StepResult>& results, bool wait);
   virtual void drain() {}
   virtual int in_flight() const { return 0; }
+  // The most steps that can be in flight after a submit() returns: a step's result is collected before the
+  // trainer has submitted more than this many steps beyond it.
+  virtual int max_in_flight() const { return 0; }
   // One step, synchronously (submit, drain, collect): for diagnose and tests. Nothing else may be in flight.
   StepResult train_step(const StepRequest& request);
   StepResult train_step(int n, const uint8_t* pixels, const int32_t* labels, const uint8_t* flips, float lr,

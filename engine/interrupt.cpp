@@ -9,16 +9,9 @@ namespace stoke {
 namespace {
 std::atomic<int> g_signal{0};
 std::atomic<int> g_count{0};
-char g_exit_now[512] = {0};  // set before the handlers are installed; read-only in the handler
+char g_message[512] = {0};  // set before the handlers are installed; read-only in the handler
 
 extern "C" void on_signal(int sig) {
-  if (g_exit_now[0]) {
-    size_t n = 0;
-    while (n < sizeof g_exit_now && g_exit_now[n]) ++n;
-    ssize_t ignored = ::write(STDERR_FILENO, g_exit_now, n);
-    (void)ignored;
-    ::_exit(128 + sig);
-  }
   if (g_count.fetch_add(1) >= 1) {
     static const char msg[] = "\nstoke: second interrupt: exiting now (checkpoints on disk are complete)\n";
     ssize_t ignored = ::write(STDERR_FILENO, msg, sizeof msg - 1);
@@ -26,16 +19,18 @@ extern "C" void on_signal(int sig) {
     ::_exit(128 + sig);
   }
   static const char msg[] = "\nstoke: interrupt: finishing this step, then writing a checkpoint (interrupt again to quit now)\n";
-  ssize_t ignored = ::write(STDERR_FILENO, msg, sizeof msg - 1);
+  size_t n = 0;
+  while (n < sizeof g_message && g_message[n]) ++n;
+  ssize_t ignored = n ? ::write(STDERR_FILENO, g_message, n) : ::write(STDERR_FILENO, msg, sizeof msg - 1);
   (void)ignored;
   g_signal.store(sig);
 }
 }  // namespace
 
-void set_interrupt_exits_now(const char* message) {
+void set_interrupt_message(const char* message) {
   size_t n = 0;
-  for (; message[n] && n + 1 < sizeof g_exit_now; ++n) g_exit_now[n] = message[n];
-  g_exit_now[n] = 0;
+  for (; message[n] && n + 1 < sizeof g_message; ++n) g_message[n] = message[n];
+  g_message[n] = 0;
 }
 
 void install_interrupt_handlers() {
@@ -46,11 +41,13 @@ void install_interrupt_handlers() {
   sa.sa_flags = 0;  // no SA_RESTART: a blocking read returns EINTR and the loop re-checks the flag
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGUSR1, &sa, nullptr);
 }
 
 void remove_interrupt_handlers() {
   std::signal(SIGINT, SIG_DFL);
   std::signal(SIGTERM, SIG_DFL);
+  std::signal(SIGUSR1, SIG_DFL);
 }
 
 int interrupt_requested() { return g_signal.load(); }

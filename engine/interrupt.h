@@ -1,6 +1,9 @@
-// Clean interruption: the first SIGINT/SIGTERM asks the trainer to finish its step, write a checkpoint and
-// exit 0; a second SIGINT exits at once (every checkpoint on disk is complete by construction, so nothing
-// is lost but the steps since the last one).
+// Clean interruption: the first SIGINT, SIGTERM or SIGUSR1 asks the trainer to finish its step, write a checkpoint
+// and exit 0; a second signal exits at once (every checkpoint on disk is complete by construction, so nothing is
+// lost but the steps since the last one). In a data-parallel job every rank stops at the same step: the request
+// travels to all of them with a step's sums (engine/backend.h, StepResult::stop). SIGUSR1 is there for mpirun,
+// which forwards it to every rank as it is, where Ctrl-C on mpirun becomes SIGTERM followed by SIGKILL about a
+// second later.
 #pragma once
 
 namespace stoke {
@@ -14,9 +17,7 @@ int interrupt_requested();
 // For tests and internal stops: behave as if `sig` had arrived once.
 void request_interrupt(int sig);
 void clear_interrupt();
-// A data-parallel job (world > 1) cannot yet agree on a step boundary to stop at, and its launcher sends SIGTERM to
-// every rank when one fails: there a signal ends the process at once with this message (exit 128 + signal).
-// Empty (the default): the clean interruption above.
-void set_interrupt_exits_now(const char* message);
+// What the first signal prints (a data-parallel job names the rank); empty: the default line.
+void set_interrupt_message(const char* message);
 
 }  // namespace stoke

@@ -39,7 +39,10 @@ StepQueue::~StepQueue() {
 void StepQueue::submit(const StepRequest& r) {
   STOKE_CHECK(r.n >= 1 && r.n <= max_batch_, "batch of ", r.n, " for a queue of ", max_batch_);
   std::unique_lock<std::mutex> lock(m_);
-  cv_.wait(lock, [&] { return stop_ || error_ || to_copy_.size() < slots_.size(); });
+  cv_.wait(lock, [&] {
+    return stop_ || error_ ||
+           (to_copy_.size() < slots_.size() && submitted_ - computed_ < static_cast<int64_t>(max_in_flight()));
+  });
   if (error_) std::rethrow_exception(error_);
   to_copy_.push_back(r);
   ++submitted_;
@@ -96,7 +99,7 @@ void StepQueue::copy_loop() {
       std::memcpy(s.pixels.data(), r.pixels, px);
       std::memcpy(s.labels.data(), r.labels, static_cast<size_t>(r.n) * sizeof(int32_t));
       if (r.flips) std::memcpy(s.flips.data(), r.flips, static_cast<size_t>(r.n));
-      s.staged = StagedStep{r.tag, r.n, s.pixels.data(), s.labels.data(), r.flips ? s.flips.data() : nullptr, r.lr, r.skip};
+      s.staged = StagedStep{r.tag, r.n, s.pixels.data(), s.labels.data(), r.flips ? s.flips.data() : nullptr, r.lr, r.skip, r.stop};
     } catch (...) {
       fail(std::current_exception());
       return;

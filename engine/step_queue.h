@@ -33,6 +33,7 @@ struct StagedStep {
   const uint8_t* flips = nullptr;  // null when the request had none
   float lr = 0.f;
   bool skip = false;
+  bool stop = false;
 };
 
 class StepQueue {
@@ -56,6 +57,8 @@ class StepQueue {
   // Blocks until every submitted step is computed (its release and result are then ready to collect).
   void drain();
   int in_flight() const;
+  // submit() blocks while this many steps are in flight: waiting to be copied, copied, or being computed.
+  int max_in_flight() const { return 2 * static_cast<int>(slots_.size()) + 1; }
 
  private:
   void copy_loop();

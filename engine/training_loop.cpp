@@ -267,6 +267,7 @@ void TrainingRun::train_epochs() {
   result_.first_step = step_;
   loop_start_ = TrainClock::now();
   loop_first_step_ = step_;
+  if (cfg_.interrupt_after_steps > 0) stop_at_ = step_ + cfg_.interrupt_after_steps;  // the same on every rank
   install_interrupt_handlers();
   struct HandlerGuard {
     ~HandlerGuard() { remove_interrupt_handlers(); }
@@ -292,7 +293,7 @@ void TrainingRun::train_epochs() {
     const double train_seconds = seconds_since(epoch_start_);
     const double input_wait = train_in_ ? train_in_->stats().consumer_wait_seconds - wait_at_start_ : 0.0;
     end_epoch(epoch, train_seconds, input_wait);
-    if (interrupt_requested()) result_.interrupted = epoch + 1 < cfg_.epochs;
+    if (stop_now()) result_.interrupted = epoch + 1 < cfg_.epochs;
   }
   finish_trace();  // a window reaching past the last step ends with the run
 }
@@ -346,6 +347,7 @@ bool TrainingRun::train_epoch(int64_t epoch) {
     req.lr = sched_.at(sub_step_);
     req.skip = std::find(cfg_.inject_nonfinite_steps.begin(), cfg_.inject_nonfinite_steps.end(), sub_step_) !=
                cfg_.inject_nonfinite_steps.end();
+    req.stop = interrupt_requested() != 0;
     {
       STOKE_TRACE("train step");
       backend_->submit(req);
@@ -354,9 +356,7 @@ bool TrainingRun::train_epoch(int64_t epoch) {
     ++sub_step_;
     ++sub_b_;
     take(false, epoch);
-    if (cfg_.interrupt_after_steps > 0 && sub_step_ - loop_first_step_ == cfg_.interrupt_after_steps)
-      request_interrupt(SIGINT);
-    if (interrupt_requested() && sub_b_ < steps_per_epoch_) {
+    if (stop_now() && sub_b_ < steps_per_epoch_) {
       interrupted = true;
       break;
     }
@@ -400,6 +400,9 @@ void TrainingRun::on_result(const StepResult& so, int64_t epoch) {
   ++step_;
   ++b_in_epoch_;
   result_.step_losses.push_back(loss);
+  // A data-parallel job stops where every rank can: each learns of the request with this step's result, when it
+  // has submitted at most max_in_flight() steps beyond it, so all of them submit exactly up to the same step.
+  if (so.stop && world_ > 1 && stop_at_ < 0) stop_at_ = step_ + backend_->max_in_flight();
   if (!std::isfinite(loss)) {
     // The backend skipped the update; stop if it keeps happening.
     ++result_.skipped_steps;

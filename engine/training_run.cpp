@@ -156,9 +156,9 @@ void TrainingRun::join_world() {
   if (!writer_) cfg_.quiet = true;  // rank 0 speaks for the job; every rank still prints its own errors
   if (world_ > 1) {
     static std::string stop;
-    stop = str("\nstoke: ", dist::error_prefix(), "stopped by a signal: in a data-parallel job the launcher stops every "
-               "rank when one fails (its message names that rank); checkpoints on disk are complete\n");
-    set_interrupt_exits_now(stop.c_str());
+    stop = str("\nstoke: ", dist::error_prefix(), "stopped by a signal: every rank stops at the same step and rank 0 "
+               "writes a checkpoint (a second signal quits now; if a rank was lost, the launcher's message names it)\n");
+    set_interrupt_message(stop.c_str());
   }
 }
 

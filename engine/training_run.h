@@ -17,6 +17,7 @@
 #include "base/progress.h"
 #include "base/shape.h"
 #include "engine/backend.h"
+#include "engine/interrupt.h"
 #include "engine/batch_size.h"
 #include "engine/device.h"
 #include "engine/dist/communicator.h"
@@ -114,6 +115,9 @@ class TrainingRun {
   void stop_profile();
   void finish_trace();
   void warn(const std::string& m);
+  // Whether to stop after the steps submitted so far: a signal to this process (one process), or the step every
+  // rank agreed on (a data-parallel job), or the test hook's step.
+  bool stop_now() const { return (world_ == 1 && interrupt_requested() != 0) || (stop_at_ >= 0 && sub_step_ >= stop_at_); }
   // training_summary.cpp
   std::string verdict(double run_stall) const;
 
@@ -184,6 +188,7 @@ class TrainingRun {
   double total_wait_ = 0, total_train_seconds_ = 0;  // this process's input wait and training time
   double total_device_s_ = 0;                          // and the device's busy time (CUDA events; 0 elsewhere)
   int nonfinite_run_ = 0;
+  int64_t stop_at_ = -1;  // stop once this many steps have been submitted (-1: not asked)
   bool profiling_ = false;
   // per epoch (a checkpoint mid-epoch carries the sums)
   double loss_sum_ = 0;

@@ -71,6 +71,7 @@ class CpuBackend final : public TrainingBackend {
   }
   void drain() override { queue_->drain(); }
   int in_flight() const override { return queue_->in_flight(); }
+  int max_in_flight() const override { return queue_->max_in_flight(); }
 
   const float* eval_batch(int n, const uint8_t* pixels, const int32_t* labels, float* loss) override {
     drain();
@@ -83,7 +84,7 @@ class CpuBackend final : public TrainingBackend {
 
  protected:
   StepResult run_step(const StepRequest& r) override {  // not used: submit() goes through the queue
-    return compute(StagedStep{r.tag, r.n, r.pixels, r.labels, r.flips, r.lr, r.skip});
+    return compute(StagedStep{r.tag, r.n, r.pixels, r.labels, r.flips, r.lr, r.skip, r.stop});
   }
 
  private:
@@ -99,23 +100,27 @@ class CpuBackend final : public TrainingBackend {
     out.loss = cpu::softmax_cross_entropy(n, exec_.outputs(), logits, st.labels, opt_.label_smoothing, 1.f, nullptr,
                                           dlogits_.data(), &out.correct);
     if (st.skip) out.loss = std::numeric_limits<float>::infinity();
+    out.stop = st.stop;
     const int world = opt_.comm ? opt_.comm->world() : 1;
     if (world == 1 && !std::isfinite(out.loss)) return out;  // the update is skipped
     const size_t np = params_.size();
     std::fill(grads_.begin(), grads_.end(), 0.f);
     if (std::isfinite(out.loss)) exec_.backward(params_.data(), grads_.data(), dlogits_.data());
     if (world > 1) {
-      // One all-reduce carries the gradients and the step's sums (loss x n, correct, n): every rank gets the
-      // global batch's loss, and a non-finite loss on any rank skips the update on all of them.
+      // One all-reduce carries the gradients and the step's sums (loss x n, correct, n, stop requests): every rank
+      // gets the global batch's loss, a non-finite loss on any rank skips the update on all of them, and a stop
+      // asked of any rank is known to all of them at the same step.
       grads_[np] = std::isfinite(out.loss) ? out.loss * static_cast<float>(n) : std::numeric_limits<float>::quiet_NaN();
       grads_[np + 1] = static_cast<float>(out.correct);
       grads_[np + 2] = static_cast<float>(n);
+      grads_[np + 3] = st.stop ? 1.f : 0.f;
       {
         STOKE_TRACE("all-reduce gradients");
         opt_.comm->allreduce_sum(grads_.data(), grads_.size());
       }
       out.loss = grads_[np] / grads_[np + 2];
       out.correct = std::llround(grads_[np + 1]);
+      out.stop = grads_[np + 3] > 0.f;
       if (!std::isfinite(out.loss)) return out;
       // Each rank's loss is the mean over its slice of n = global/world samples, so the sum of the ranks' gradients
       // is world times the global batch's mean gradient.
@@ -128,7 +133,7 @@ class CpuBackend final : public TrainingBackend {
     return out;
   }
 
-  static constexpr size_t kStepSums = 3;  // after the gradients: loss x n, correct, n (summed over the ranks)
+  static constexpr size_t kStepSums = 4;  // after the gradients: loss x n, correct, n, stop (summed over the ranks)
   const Graph& graph_;
   BackendOptions opt_;
   Optimizer optimizer_;

@@ -164,6 +164,7 @@ class CudaBackend final : public TrainingBackend {
     }
     const int slot = ring_.push(r.tag);
     skip_[static_cast<size_t>(slot)] = r.skip;
+    stop_[static_cast<size_t>(slot)] = r.stop;
     copy_in(slot, r);
     compute(slot, r.n);
     poll();
@@ -194,6 +195,7 @@ class CudaBackend final : public TrainingBackend {
   }
 
   int in_flight() const override { return ring_.in_flight(); }
+  int max_in_flight() const override { return kSlots; }
 
  protected:
   // The synchronous reference path (the default protocol's hook; this backend's submit() does not use it): the
@@ -210,6 +212,7 @@ class CudaBackend final : public TrainingBackend {
     StepResult out;
     out.tag = r.tag;
     out.loss = r.skip ? std::numeric_limits<float>::infinity() : st.loss;
+    out.stop = r.stop;
     out.correct = st.correct;
     out.applied = st.step_applied;
     out.loss_scale = st.loss_scale;
@@ -316,6 +319,7 @@ class CudaBackend final : public TrainingBackend {
     out.correct = rec.correct;
     out.applied = rec.applied != 0;
     out.loss_scale = rec.loss_scale;
+    out.stop = stop_[b];  // one process: nothing to agree with (a data-parallel step reduces it with the gradients)
     out.device_seconds = static_cast<double>(cuda::Event::elapsed_ms(start_[b], done_[b])) * 1e-3;
     return out;
   }
@@ -332,6 +336,7 @@ class CudaBackend final : public TrainingBackend {
   std::array<cuda::Event, kSlots> copied_;       // the batch is on the device (no timing: cheapest to record)
   std::array<cuda::Event, kSlots> start_, done_;  // the step's compute began / ended (timed: device_seconds)
   std::array<bool, kSlots> skip_{};
+  std::array<bool, kSlots> stop_{};
   std::array<cuda::CapturedStep, kSlots> captured_;  // one per input buffer: the pointers a graph replays are fixed
   int64_t full_steps_ = 0;
   StepRing ring_;

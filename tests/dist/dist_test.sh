@@ -7,6 +7,9 @@
 #   resume    a run interrupted on 2 processes resumes on 1, and one interrupted on 1 resumes on 2, reaching the
 #             uninterrupted run's weights
 #   mismatch  ranks started with different settings, or a global batch that does not divide, are refused at start
+#   signal    Ctrl-C on mpirun (SIGINT: Open MPI sends SIGTERM to every rank, then SIGKILL a second later) and
+#             SIGUSR1 to mpirun (forwarded as it is): every rank stops at the same step, rank 0 writes a checkpoint
+#             in the middle of an epoch (no periodic one could be there), and a 1-process resume finishes the run
 # Exit 77 (a visible skip in CTest) without mpirun or without MPI in the binary.
 set -uo pipefail
 case_name=$1
@@ -132,6 +135,39 @@ mismatch)
   cat n.log
   [ $rc -eq 2 ] || fail "a global batch of 15 on 2 processes: exit $rc, expected 2"
   grep -q "must divide evenly over the 2 processes" n.log || fail "no clear message for the batch"
+  ;;
+signal)
+  "$stoke" dataset synthetic --kind mednist-like --count 1600 --out big --no-split > /dev/null || fail "no data set"
+  for sig in INT USR1; do
+    rm -rf s$sig
+    # mpirun itself in the background (not through mpi(), whose subshell would take the signal)
+    mpirun --allow-run-as-root --oversubscribe --bind-to none -np 2 "$stoke" train --data big --model small-cnn-nobn --image-size 16 --threads 1 --decoders 1 --seed 3 \
+      --batch-size 16 --epochs 1000 --out s$sig > s$sig.log 2>&1 &
+    job=$!
+    for _ in $(seq 300); do grep -q "^epoch 1/" s$sig.log 2> /dev/null && break; sleep 0.1; done
+    sleep 0.3
+    kill -$sig $job
+    ( sleep 60; kill -9 $job ) > /dev/null 2>&1 &
+    guard=$!
+    wait $job
+    rc=$?
+    kill $guard 2> /dev/null
+    echo "--- SIG$sig to mpirun: exit $rc"
+    tail -5 s$sig.log
+    # SIGUSR1 reaches the ranks as it is and they exit 0; after SIGINT Open MPI reports the job as signalled.
+    [ $sig = INT ] || [ $rc -eq 0 ] || fail "SIGUSR1: mpirun exited $rc"
+    grep -q "rank 0/2: stopped by a signal" s$sig.log || fail "rank 0 said nothing of the signal"
+    grep -q "interrupted at step" s$sig.log || fail "SIG$sig: the job did not stop at a step with a checkpoint"
+    state="$(latest s$sig)/state.json"
+    python3 - "$state" <<'PY' || fail "SIG$sig: the checkpoint is not the interrupted step's"
+import json, sys
+s = json.load(open(sys.argv[1]))
+assert s["cursor"] > 0, s["cursor"]  # mid-epoch: only the agreed stop writes a checkpoint there
+print("checkpoint at step", s["step"], "cursor", s["cursor"])
+PY
+    epoch=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['epoch'] + 1)" "$state")
+    "$stoke" train --resume s$sig --epochs "$epoch" --quiet || fail "SIG$sig: the checkpoint did not resume"
+  done
   ;;
 *)
   fail "unknown case $case_name"
