@@ -18,6 +18,11 @@ void TrainingBackend::collect(std::vector<int64_t>& released, std::vector<StepRe
   results_.clear();
 }
 
+bool TrainingBackend::hold_dataset(const uint8_t*, const int32_t*, int64_t, int64_t, std::string* why) {
+  if (why) *why = str("the ", name(), " backend cannot hold a data set");
+  return false;
+}
+
 std::unique_ptr<TrainingBackend> make_backend(bool cuda, const Graph& graph, const BackendOptions& options) {
   if (!cuda) return make_cpu_backend(graph, options);
   STOKE_CHECK(static_cast<bool>(cuda_backend_factory()), "no CUDA backend registered");

@@ -136,10 +136,10 @@ void check_train_config(const TrainConfig& cfg) {
   if (cfg.augment != "none" && cfg.augment != "flip" && cfg.augment != "crop-flip")
     throw UserError(str("--augment must be none, flip or crop-flip (got '", cfg.augment, "')"));
   if (cfg.decoders < 0) throw UserError("--decoders must be auto or a positive number");
-  if (cfg.cache != "auto" && cfg.cache != "files" && cfg.cache != "none" && cfg.cache != "decoded")
-    throw UserError(str("--cache must be auto, files, decoded or none (got '", cfg.cache, "')"));
-  if (cfg.cache == "decoded" && cfg.augment == "crop-flip")
-    throw UserError("--cache decoded keeps images at the model's input size, so random crops are not available: use --augment flip or --cache none");
+  if (cfg.cache != "auto" && cfg.cache != "files" && cfg.cache != "none" && cfg.cache != "decoded" && cfg.cache != "gpu")
+    throw UserError(str("--cache must be auto, files, decoded, gpu or none (got '", cfg.cache, "')"));
+  if ((cfg.cache == "decoded" || cfg.cache == "gpu") && cfg.augment == "crop-flip")
+    throw UserError(str("--cache ", cfg.cache, " keeps images at the model's input size, so random crops are not available: use --augment flip or --cache none"));
   if (cfg.best_metric != "val_acc" && cfg.best_metric != "val_auc" && cfg.best_metric != "val_loss")
     throw UserError(str("--best-metric must be val_acc, val_auc or val_loss (got '", cfg.best_metric, "')"));
 }
@@ -273,11 +273,13 @@ void TrainingRun::build_model_and_batch() {
       throw UserError(str("the model needs about ", step_bytes >> 20, " MiB at ", shape_.h, "x", shape_.w, "x", shape_.c, " with batch ",
                           batch_, " but ", avail >> 20, " MiB are available", fitting_batch_advice(),
                           " (or lower --image-size)"));
-    if (cfg_.cache == "decoded") {
+    // --cache gpu decodes on the host first, exactly as decoded does (the device budget is checked when the set is
+    // handed to the backend, training_loop.cpp).
+    if (cfg_.cache == "decoded" || cfg_.cache == "gpu") {
       const int64_t need = io::DecodedCache::bytes_for(train_count_ + val_count_, shape_);
       const int64_t budget = cfg_.cache_budget_mb > 0 ? int64_t{cfg_.cache_budget_mb} << 20 : avail / 2;
       if (budget > 0 && need > budget)
-        throw UserError(str("--cache decoded needs ", need >> 20, " MiB for ", train_count_ + val_count_, " images at ", shape_.h,
+        throw UserError(str("--cache ", cfg_.cache, " needs ", need >> 20, " MiB for ", train_count_ + val_count_, " images at ", shape_.h,
                             "x", shape_.w, "x", shape_.c, " but the budget is ", budget >> 20,
                             " MiB (--cache-budget-mb; default half the available memory): use --cache none"));
     }
