@@ -276,7 +276,9 @@ void TrainingRun::build_model_and_batch() {
     // --cache gpu decodes on the host first, exactly as decoded does (the device budget is checked when the set is
     // handed to the backend, training_loop.cpp).
     if (cfg_.cache == "decoded" || cfg_.cache == "gpu") {
-      const int64_t need = io::DecodedCache::bytes_for(train_count_ + val_count_, shape_);
+      int64_t need = io::DecodedCache::bytes_for(train_count_ + val_count_, shape_);
+      // The CPU backend holds its own copy of the training set; the cache's is given back only after the copy.
+      if (cfg_.cache == "gpu" && !use_cuda_) need += io::DecodedCache::bytes_for(train_count_, shape_);
       const int64_t budget = cfg_.cache_budget_mb > 0 ? int64_t{cfg_.cache_budget_mb} << 20 : avail / 2;
       if (budget > 0 && need > budget)
         throw UserError(str("--cache ", cfg_.cache, " needs ", need >> 20, " MiB for ", train_count_ + val_count_, " images at ", shape_.h,
