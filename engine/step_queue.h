@@ -2,7 +2,8 @@
 // backends of tests/engine/test_async_backend.cpp): two threads that play the two CUDA streams.
 //
 //   copy thread     takes submitted steps in order, waits for a free staging slot, copies the batch (pixels,
-//                   labels, flips; or sample ids and flips) into it, and only then releases the caller's memory (collect() reports the
+//                   labels, flips; or sample ids and flips)
+//                   into it, and only then releases the caller's memory (collect() reports the
 //                   tag). A slot of the input ring is reused only after its copy *completed* — never when the
 //                   copy was merely issued (the data-layer bug Caffe shipped).
 //   compute thread  runs the step from the staging slot, frees the slot, and queues the result.

@@ -133,7 +133,8 @@ void TrainingRun::hold_train_set() {
     }
   }
   std::string why;
-  if (!backend_->hold_dataset(train_cache_->pixels(), train_cache_->labels(), train_cache_->size(), shape_.size(), &why)) {
+  if (!backend_->hold_dataset(train_cache_->pixels(), train_cache_->labels(), train_cache_->size(), shape_.size(),
+                              &why)) {
     warn(str("--cache gpu: ", why, ": training from host memory as --cache decoded does"));
     return;
   }
@@ -144,12 +145,12 @@ void TrainingRun::hold_train_set() {
     std::vector<uint8_t>().swap(gathered_px_[static_cast<size_t>(k)]);  // a step hands over ids, never pixels now
   }
   if (!cfg_.quiet) {
-    std::printf("cache: the training set's %.1f MiB are held by the %s backend%s; each step hands over %lld bytes of "
-                "sample ids instead of %.1f MiB of pixels\n",
-                static_cast<double>(need) / 1048576.0, backend_->name().c_str(),
+    std::printf("cache: the training set's %s are held by the %s backend%s; each step hands over %s of sample ids "
+                "instead of %s of pixels\n",
+                format_bytes(static_cast<size_t>(need)).c_str(), backend_->name().c_str(),
                 use_cuda_ ? " in device memory" : " (host memory: on the CPU backend this is --cache decoded)",
-                static_cast<long long>(local_batch_) * 8,
-                static_cast<double>(int64_t{local_batch_} * shape_.size()) / 1048576.0);
+                format_bytes(static_cast<size_t>(local_batch_) * 8).c_str(),
+                format_bytes(static_cast<size_t>(int64_t{local_batch_} * shape_.size())).c_str());
     std::fflush(stdout);
   }
 }

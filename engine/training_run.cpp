@@ -136,7 +136,8 @@ void check_train_config(const TrainConfig& cfg) {
   if (cfg.augment != "none" && cfg.augment != "flip" && cfg.augment != "crop-flip")
     throw UserError(str("--augment must be none, flip or crop-flip (got '", cfg.augment, "')"));
   if (cfg.decoders < 0) throw UserError("--decoders must be auto or a positive number");
-  if (cfg.cache != "auto" && cfg.cache != "files" && cfg.cache != "none" && cfg.cache != "decoded" && cfg.cache != "gpu")
+  if (cfg.cache != "auto" && cfg.cache != "files" && cfg.cache != "none" && cfg.cache != "decoded" &&
+      cfg.cache != "gpu")
     throw UserError(str("--cache must be auto, files, decoded, gpu or none (got '", cfg.cache, "')"));
   if ((cfg.cache == "decoded" || cfg.cache == "gpu") && cfg.augment == "crop-flip")
     throw UserError(str("--cache ", cfg.cache, " keeps images at the model's input size, so random crops are not available: use --augment flip or --cache none"));
