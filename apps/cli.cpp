@@ -157,10 +157,13 @@ void add_train(CLI::App& app, TrainConfig& cfg, std::string& optimizer, std::str
               "Decode JPEGs as stored, ignoring their EXIF orientation (by default they are turned as viewers show them)");
   t->add_option("--cache", cfg.cache,
                 "auto (files, for folders) | files: read each file once, keep its JPEG bytes in memory | decoded: decode "
-                "every image once into memory, then train from there | none")
-      ->capture_default_str()->check(CLI::IsMember({"auto", "files", "decoded", "none"}));
+                "every image once into memory, then train from there | gpu: decoded, then the training set is uploaded "
+                "to the GPU once and each batch gathered there (falls back to decoded, said, when it does not fit; on "
+                "the CPU backend it is decoded) | none")
+      ->capture_default_str()->check(CLI::IsMember({"auto", "files", "decoded", "gpu", "none"}));
   t->add_option("--cache-budget-mb", cfg.cache_budget_mb,
-                "Largest cache allowed (0 = files: a quarter of the available memory, at most 4 GiB; decoded: half)")
+                "Largest cache allowed (0 = files: a quarter of the available memory, at most 4 GiB; decoded and gpu: "
+                "half, in host memory)")
       ->capture_default_str()->check(kNonNegative);
   t->add_option("--watchdog", cfg.watchdog_seconds, "Report every decoder's state when a batch is this many seconds late")
       ->capture_default_str()->check(kPositive);

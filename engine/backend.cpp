@@ -29,6 +29,11 @@ BackendFactory& backend_override() {
 
 void set_backend_override(BackendFactory factory) { backend_override() = std::move(factory); }
 
+bool TrainingBackend::hold_dataset(const uint8_t*, const int32_t*, int64_t, int64_t, std::string* why) {
+  if (why) *why = str("the ", name(), " backend cannot hold a data set");
+  return false;
+}
+
 std::unique_ptr<TrainingBackend> make_backend(bool cuda, const Graph& graph, const BackendOptions& options) {
   if (backend_override()) return backend_override()(graph, options);
   if (!cuda) return make_cpu_backend(graph, options);

@@ -40,12 +40,15 @@ struct BackendOptions {
 };
 
 // One training step as the trainer hands it over: n samples of uint8 NHWC pixels, labels and optional per-sample
-// flip flags, in host memory that stays untouched until the backend releases `tag`.
+// flip flags, in host memory that stays untouched until the backend releases `tag`. Or, once the backend holds the
+// data set (hold_dataset), n sample ids into it instead of pixels and labels: the backend gathers the batch itself
+// (on the device, for CUDA), so a step hands over a few bytes per sample instead of the images.
 struct StepRequest {
   int64_t tag = 0;  // the trainer's name for this batch (a ring ticket); comes back once its memory may be reused
   int n = 0;
   const uint8_t* pixels = nullptr;
   const int32_t* labels = nullptr;
+  const int64_t* ids = nullptr;  // non-null: gather from the held set; pixels and labels are then unused
   const uint8_t* flips = nullptr;
   float lr = 0.f;
   bool skip = false;  // fault injection (tests): report a non-finite loss and skip the update
@@ -93,6 +96,13 @@ class TrainingBackend {
   StepResult train_step(const StepRequest& request);
   StepResult train_step(int n, const uint8_t* pixels, const int32_t* labels, const uint8_t* flips, float lr,
                         bool skip = false);
+  // --cache gpu: keeps a copy of a whole uint8 NHWC data set (samples x sample_bytes pixels, samples labels) for
+  // steps that name their samples by id (StepRequest::ids); the caller's memory may be freed once this returns.
+  // Returns false, with the reason in *why (one line naming the sizes), when the set does not fit or the backend
+  // cannot hold one; nothing is held then and pixel steps go on as before. Called with nothing in flight; a second
+  // call replaces the held set.
+  virtual bool hold_dataset(const uint8_t* pixels, const int32_t* labels, int64_t samples, int64_t sample_bytes,
+                            std::string* why);
   // Evaluation-mode forward of n samples; returns the logits (n x classes, host, valid until the next call) and
   // the batch's mean loss in *loss.
   virtual const float* eval_batch(int n, const uint8_t* pixels, const int32_t* labels, float* loss) = 0;

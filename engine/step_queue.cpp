@@ -17,6 +17,7 @@ StepQueue::StepQueue(int max_batch, int64_t pixels_per_batch, int slots, Compute
     slots_[i].pixels.resize(static_cast<size_t>(pixel_bytes_));
     slots_[i].flips.resize(static_cast<size_t>(max_batch));
     slots_[i].labels.resize(static_cast<size_t>(max_batch));
+    slots_[i].ids.resize(static_cast<size_t>(max_batch));
     free_slots_.push_back(static_cast<int>(i));
   }
   released_.reserve(slots_.size() * 2);
@@ -95,11 +96,18 @@ void StepQueue::copy_loop() {
       STOKE_TRACE("copy batch");
       if (before_copy_) before_copy_(r.tag);
       Slot& s = slots_[static_cast<size_t>(slot)];
-      const size_t px = static_cast<size_t>(pixel_bytes_ / max_batch_) * static_cast<size_t>(r.n);
-      std::memcpy(s.pixels.data(), r.pixels, px);
-      std::memcpy(s.labels.data(), r.labels, static_cast<size_t>(r.n) * sizeof(int32_t));
       if (r.flips) std::memcpy(s.flips.data(), r.flips, static_cast<size_t>(r.n));
-      s.staged = StagedStep{r.tag, r.n, s.pixels.data(), s.labels.data(), r.flips ? s.flips.data() : nullptr, r.lr, r.skip, r.stop};
+      s.staged = StagedStep{r.tag, r.n, nullptr, nullptr, r.flips ? s.flips.data() : nullptr, nullptr, r.lr, r.skip, r.stop};
+      if (r.ids) {  // a held data set: the ids are the whole batch, the compute side gathers the pixels
+        std::memcpy(s.ids.data(), r.ids, static_cast<size_t>(r.n) * sizeof(int64_t));
+        s.staged.ids = s.ids.data();
+      } else {
+        const size_t px = static_cast<size_t>(pixel_bytes_ / max_batch_) * static_cast<size_t>(r.n);
+        std::memcpy(s.pixels.data(), r.pixels, px);
+        std::memcpy(s.labels.data(), r.labels, static_cast<size_t>(r.n) * sizeof(int32_t));
+        s.staged.pixels = s.pixels.data();
+        s.staged.labels = s.labels.data();
+      }
     } catch (...) {
       fail(std::current_exception());
       return;

@@ -2,7 +2,8 @@
 // backends of tests/engine/test_async_backend.cpp): two threads that play the two CUDA streams.
 //
 //   copy thread     takes submitted steps in order, waits for a free staging slot, copies the batch (pixels,
-//                   labels, flips) into it, and only then releases the caller's memory (collect() reports the
+//                   labels, flips; or sample ids and flips)
+//                   into it, and only then releases the caller's memory (collect() reports the
 //                   tag). A slot of the input ring is reused only after its copy *completed* — never when the
 //                   copy was merely issued (the data-layer bug Caffe shipped).
 //   compute thread  runs the step from the staging slot, frees the slot, and queues the result.
@@ -28,9 +29,10 @@ namespace stoke {
 struct StagedStep {
   int64_t tag = 0;
   int n = 0;
-  const uint8_t* pixels = nullptr;
+  const uint8_t* pixels = nullptr;  // null when the request named its samples by id
   const int32_t* labels = nullptr;
   const uint8_t* flips = nullptr;  // null when the request had none
+  const int64_t* ids = nullptr;    // the request's sample ids into the backend's held set, or null
   float lr = 0.f;
   bool skip = false;
   bool stop = false;
@@ -74,6 +76,7 @@ class StepQueue {
   struct Slot {
     std::vector<uint8_t> pixels, flips;
     std::vector<int32_t> labels;
+    std::vector<int64_t> ids;
     StagedStep staged;
   };
   std::vector<Slot> slots_;

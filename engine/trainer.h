@@ -42,7 +42,8 @@ struct TrainConfig {
   bool graphs = true;          // CUDA backend: capture the step as a CUDA graph after warm-up (--no-graphs: off)
   bool exif_orientation = true;  // turn JPEGs as their EXIF orientation says (as every viewer shows them)
   std::string cache = "auto";  // auto (= files for folders) | files: keep each file's bytes after its first read |
-                               // decoded: decode every image once into memory | none
+                               // decoded: decode every image once into memory | gpu: decoded, and the training
+                               // set held by the backend (device memory), batches gathered there by id | none
   int cache_budget_mb = 0;     // largest cache allowed (0 = half the available memory)
   int64_t limit_train = 0;     // use a seeded random subset of this many training images (0 = all)
   int64_t limit_val = 0;       // likewise for validation

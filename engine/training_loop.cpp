@@ -65,8 +65,9 @@ void TrainingRun::start_input() {
   vpc.watchdog_seconds = cfg_.watchdog_seconds;
   vpc.on_warning = on_warning;
   vpc.on_stall = on_stall;
-  // --cache decoded: decode everything once, then gather batches from memory in the pipeline's order.
-  if (cfg_.cache == "decoded") {
+  // --cache decoded: decode everything once, then gather batches from memory in the pipeline's order. --cache gpu
+  // the same, and then the training set goes to the backend, which gathers each batch itself (hold_train_set).
+  if (cfg_.cache == "decoded" || cfg_.cache == "gpu") {
     train_cache_ = std::make_unique<io::DecodedCache>(train_src_, shape_, tpc);
     if (has_val_) val_cache_ = std::make_unique<io::DecodedCache>(val_src_, shape_, vpc);
     if (!cfg_.quiet) {
@@ -86,6 +87,7 @@ void TrainingRun::start_input() {
     }
     val_px_.resize(static_cast<size_t>(local_batch_ * shape_.size()));
     val_labels_.resize(static_cast<size_t>(local_batch_));
+    if (cfg_.cache == "gpu") hold_train_set();
   }
   if (!train_cache_) train_in_ = std::make_unique<io::InputPipeline>(train_src_, tpc);
   if (has_val_ && !val_cache_) val_in_ = std::make_unique<io::InputPipeline>(val_src_, vpc);
@@ -110,7 +112,51 @@ void TrainingRun::start_input() {
   }
 }
 
-// The next training batch (batch `index` of `epoch`): host pixels, labels and flips, valid until its tag is released.
+// --cache gpu: the decoded training set handed to the backend once, when it fits the device memory a step leaves
+// (free memory less the --batch-size auto margin and the step's planned bytes). When it does not, or the backend
+// cannot hold it, the run goes on as --cache decoded with a one-line warning rather than stopping: both give the same
+// batches bit for bit, so only the speed differs, and whether it fits depends on what else holds the device today.
+// Validation stays a host-side decoded cache, copied per evaluation batch: evaluation is a small part of a run and
+// its batches are not in the step's captured graph. On the CPU backend the "device" is host memory: the backend
+// holds a copy and gathers there (the protocol's reference), and the host cache's pixels are given back.
+void TrainingRun::hold_train_set() {
+  const int64_t need = train_cache_->size() * (shape_.size() + 4);
+  if (use_cuda_) {
+    std::string what;
+    const int64_t budget = memory_budget(what);
+    const int64_t step = planned_training_bytes(graph_, local_batch_, mem_target_);
+    if (need > budget - step) {
+      warn(str("--cache gpu: the training set needs ", need >> 20, " MiB of device memory but only ",
+               std::max<int64_t>(budget - step, 0) >> 20, " MiB are left (", what, ", less the step's ", step >> 20,
+               " MiB): training from host memory as --cache decoded does"));
+      return;
+    }
+  }
+  std::string why;
+  if (!backend_->hold_dataset(train_cache_->pixels(), train_cache_->labels(), train_cache_->size(), shape_.size(),
+                              &why)) {
+    warn(str("--cache gpu: ", why, ": training from host memory as --cache decoded does"));
+    return;
+  }
+  held_ = true;
+  train_cache_->drop_pixels();
+  for (int k = 0; k < kGatherBuffers; ++k) {
+    gathered_ids_.emplace_back(static_cast<size_t>(local_batch_));
+    std::vector<uint8_t>().swap(gathered_px_[static_cast<size_t>(k)]);  // a step hands over ids, never pixels now
+  }
+  if (!cfg_.quiet) {
+    std::printf("cache: the training set's %s are held by the %s backend%s; each step hands over %s of sample ids "
+                "instead of %s of pixels\n",
+                format_bytes(static_cast<size_t>(need)).c_str(), backend_->name().c_str(),
+                use_cuda_ ? " in device memory" : " (host memory: on the CPU backend this is --cache decoded)",
+                format_bytes(static_cast<size_t>(local_batch_) * 8).c_str(),
+                format_bytes(static_cast<size_t>(int64_t{local_batch_} * shape_.size())).c_str());
+    std::fflush(stdout);
+  }
+}
+
+// The next training batch (batch `index` of `epoch`): host pixels, labels and flips (or sample ids and flips, with
+// --cache gpu), valid until its tag is released.
 TrainingRun::RawBatch TrainingRun::next_train(int64_t epoch, int64_t index) {
   RawBatch r;
   if (train_cache_) {
@@ -122,11 +168,17 @@ TrainingRun::RawBatch TrainingRun::next_train(int64_t epoch, int64_t index) {
     const size_t ku = static_cast<size_t>(k);
     gathered_free_[ku] = 0;
     const bool flip = cfg_.augment != Augment::none;
-    train_cache_->gather(*sampler_, perm_, epoch, index, cfg_.seed, flip, gathered_px_[ku].data(),
-                         gathered_labels_[ku].data(), gathered_flips_[ku].data());
+    if (held_) {
+      train_cache_->batch_ids(*sampler_, perm_, epoch, index, cfg_.seed, flip, gathered_ids_[ku].data(),
+                              gathered_flips_[ku].data());
+      r.ids = gathered_ids_[ku].data();
+    } else {
+      train_cache_->gather(*sampler_, perm_, epoch, index, cfg_.seed, flip, gathered_px_[ku].data(),
+                           gathered_labels_[ku].data(), gathered_flips_[ku].data());
+      r.pixels = gathered_px_[ku].data();
+      r.labels = gathered_labels_[ku].data();
+    }
     r.n = local_batch_;
-    r.pixels = gathered_px_[ku].data();
-    r.labels = gathered_labels_[ku].data();
     r.flips = flip ? gathered_flips_[ku].data() : nullptr;
     r.tag = -1 - k;
     return r;
@@ -344,6 +396,7 @@ bool TrainingRun::train_epoch(int64_t epoch) {
     req.pixels = rb.pixels;
     req.labels = rb.labels;
     req.flips = rb.flips;
+    req.ids = rb.ids;
     req.lr = sched_.at(sub_step_);
     req.skip = std::find(cfg_.inject_nonfinite_steps.begin(), cfg_.inject_nonfinite_steps.end(), sub_step_) !=
                cfg_.inject_nonfinite_steps.end();

@@ -134,10 +134,11 @@ void check_train_config(const TrainConfig& cfg) {
   if (cfg.data.empty()) throw UserError("--data is required (an ImageFolder: DIR/<class>/*.jpg)");
   if (cfg.eval_every < 1) throw UserError("--eval-every must be at least 1");
   if (cfg.decoders < 0) throw UserError("--decoders must be auto or a positive number");
-  if (cfg.cache != "auto" && cfg.cache != "files" && cfg.cache != "none" && cfg.cache != "decoded")
-    throw UserError(str("--cache must be auto, files, decoded or none (got '", cfg.cache, "')"));
-  if (cfg.cache == "decoded" && cfg.augment == Augment::crop_flip)
-    throw UserError("--cache decoded keeps images at the model's input size, so random crops are not available: use --augment flip or --cache none");
+  if (cfg.cache != "auto" && cfg.cache != "files" && cfg.cache != "none" && cfg.cache != "decoded" &&
+      cfg.cache != "gpu")
+    throw UserError(str("--cache must be auto, files, decoded, gpu or none (got '", cfg.cache, "')"));
+  if ((cfg.cache == "decoded" || cfg.cache == "gpu") && cfg.augment == Augment::crop_flip)
+    throw UserError(str("--cache ", cfg.cache, " keeps images at the model's input size, so random crops are not available: use --augment flip or --cache none"));
 }
 
 TrainingRun::TrainingRun(const TrainConfig& cfg, const ModelFactory& build_model)
@@ -269,11 +270,15 @@ void TrainingRun::build_model_and_batch() {
       throw UserError(str("the model needs about ", step_bytes >> 20, " MiB at ", shape_.h, "x", shape_.w, "x", shape_.c, " with batch ",
                           batch_, " but ", avail >> 20, " MiB are available", fitting_batch_advice(),
                           " (or lower --image-size)"));
-    if (cfg_.cache == "decoded") {
-      const int64_t need = io::DecodedCache::bytes_for(train_count_ + val_count_, shape_);
+    // --cache gpu decodes on the host first, exactly as decoded does (the device budget is checked when the set is
+    // handed to the backend, training_loop.cpp).
+    if (cfg_.cache == "decoded" || cfg_.cache == "gpu") {
+      int64_t need = io::DecodedCache::bytes_for(train_count_ + val_count_, shape_);
+      // The CPU backend holds its own copy of the training set; the cache's is given back only after the copy.
+      if (cfg_.cache == "gpu" && !use_cuda_) need += io::DecodedCache::bytes_for(train_count_, shape_);
       const int64_t budget = cfg_.cache_budget_mb > 0 ? int64_t{cfg_.cache_budget_mb} << 20 : avail / 2;
       if (budget > 0 && need > budget)
-        throw UserError(str("--cache decoded needs ", need >> 20, " MiB for ", train_count_ + val_count_, " images at ", shape_.h,
+        throw UserError(str("--cache ", cfg_.cache, " needs ", need >> 20, " MiB for ", train_count_ + val_count_, " images at ", shape_.h,
                             "x", shape_.w, "x", shape_.c, " but the budget is ", budget >> 20,
                             " MiB (--cache-budget-mb; default half the available memory): use --cache none"));
     }

@@ -98,8 +98,10 @@ class TrainingRun {
     const uint8_t* pixels = nullptr;
     const int32_t* labels = nullptr;
     const uint8_t* flips = nullptr;
+    const int64_t* ids = nullptr;  // --cache gpu: the samples, by id into the set the backend holds
     int64_t tag = 0;  // a ring ticket (>= 0), or -1 - k for gather buffer k
   };
+  void hold_train_set();
   RawBatch next_train(int64_t epoch, int64_t index);
   void release(int64_t tag);
   int free_gather_buffer();
@@ -176,6 +178,8 @@ class TrainingRun {
   static constexpr int kGatherBuffers = 3;  // the backend's queue holds two steps; one more is being gathered
   std::vector<std::vector<uint8_t>> gathered_px_, gathered_flips_;
   std::vector<std::vector<int32_t>> gathered_labels_;
+  std::vector<std::vector<int64_t>> gathered_ids_;
+  bool held_ = false;  // --cache gpu took: the backend holds the training set, a step hands over sample ids
   std::vector<char> gathered_free_;
   std::vector<uint8_t> val_px_;
   std::vector<int32_t> val_labels_;

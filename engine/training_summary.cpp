@@ -53,6 +53,8 @@ TrainResult TrainingRun::finish() {
   if (train_files_)
     summary["file_cache"] = {{"files_kept", fc.kept}, {"bytes_kept", fc.kept_bytes}, {"reads_from_memory", fc.hits},
                              {"reads_from_disk", fc.misses}, {"full", fc.full}};
+  // --cache gpu falls back to decoded when the set does not fit: which one ran is said here (the GPU check reads it).
+  if (train_cache_) summary["decoded_cache"] = held_ ? "held by the backend" : "host memory";
   if (!history_.empty()) {
     const json& last = history_.back();
     summary["final_train_loss"] = last["train_loss"];

@@ -2,10 +2,16 @@
 // compute thread (engine/step_queue.h), so the trainer drives it through the same asynchronous protocol as the
 // CUDA backend: while a step computes, the trainer takes the next batch from the ring and hands it over, and a
 // ring slot is released only once the queue's copy of it is complete.
+//
+// --cache gpu on this backend: hold_dataset keeps a host copy of the set and a step named by sample ids gathers its
+// batch from it on the compute thread (kernels/gather.h), exactly where the CUDA backend gathers on the device. It
+// is the reference of that protocol: the same run with pixels or with ids gives the same bits.
 #include <algorithm>
 #include <cmath>
 #include <limits>
 #include <memory>
+#include <new>
+#include <string>
 
 #include "engine/backend.h"
 #include "engine/cpu/executor.h"
@@ -13,6 +19,7 @@
 #include "engine/step_queue.h"
 #include "base/error.h"
 #include "kernels/augment.h"
+#include "kernels/gather.h"
 #include "base/parallel.h"
 #include "base/trace.h"
 #include "kernels/softmax_ce.h"
@@ -73,6 +80,24 @@ class CpuBackend final : public TrainingBackend {
   int in_flight() const override { return queue_->in_flight(); }
   int max_in_flight() const override { return queue_->max_in_flight(); }
 
+  bool hold_dataset(const uint8_t* pixels, const int32_t* labels, int64_t samples, int64_t sample_bytes,
+                    std::string* why) override {
+    drain();
+    STOKE_CHECK(samples >= 1 && sample_bytes == graph_.input_shape().size(), "a held set of ", samples,
+                " samples of ", sample_bytes, " bytes for an input of ", graph_.input_shape().size());
+    try {
+      held_pixels_.assign(pixels, pixels + samples * sample_bytes);
+      held_labels_.assign(labels, labels + samples);
+    } catch (const std::bad_alloc&) {
+      held_pixels_ = {};
+      held_labels_ = {};
+      if (why) *why = str("cannot allocate ", (samples * (sample_bytes + 4)) >> 20, " MiB of host memory for ", samples,
+                          " images");
+      return false;
+    }
+    return true;
+  }
+
   const float* eval_batch(int n, const uint8_t* pixels, const int32_t* labels, float* loss) override {
     drain();
     const Shape3 s = graph_.input_shape();
@@ -84,7 +109,7 @@ class CpuBackend final : public TrainingBackend {
 
  protected:
   StepResult run_step(const StepRequest& r) override {  // not used: submit() goes through the queue
-    return compute(StagedStep{r.tag, r.n, r.pixels, r.labels, r.flips, r.lr, r.skip, r.stop});
+    return compute(StagedStep{r.tag, r.n, r.pixels, r.labels, r.flips, r.ids, r.lr, r.skip, r.stop});
   }
 
  private:
@@ -93,11 +118,22 @@ class CpuBackend final : public TrainingBackend {
     STOKE_TRACE("train step compute");
     const Shape3 s = graph_.input_shape();
     const int n = st.n;
-    cpu::augment_normalize(n, s.h, s.w, s.c, st.pixels, st.flips, scale_.data(), shift_.data(), input_.data());
+    const uint8_t* pixels = st.pixels;
+    const int32_t* labels = st.labels;
+    if (st.ids) {
+      STOKE_CHECK(!held_labels_.empty(), "a step named by sample ids, but no data set is held");
+      gathered_px_.resize(static_cast<size_t>(opt_.max_batch * s.size()));
+      gathered_labels_.resize(static_cast<size_t>(opt_.max_batch));
+      cpu::gather_samples(n, st.ids, static_cast<int64_t>(held_labels_.size()), s.size(), held_pixels_.data(),
+                          held_labels_.data(), gathered_px_.data(), gathered_labels_.data());
+      pixels = gathered_px_.data();
+      labels = gathered_labels_.data();
+    }
+    cpu::augment_normalize(n, s.h, s.w, s.c, pixels, st.flips, scale_.data(), shift_.data(), input_.data());
     const float* logits = exec_.forward(n, input_.data(), params_.data(), buffers_.data(), true);
     StepResult out;
     out.tag = st.tag;
-    out.loss = cpu::softmax_cross_entropy(n, exec_.outputs(), logits, st.labels, opt_.label_smoothing, 1.f, nullptr,
+    out.loss = cpu::softmax_cross_entropy(n, exec_.outputs(), logits, labels, opt_.label_smoothing, 1.f, nullptr,
                                           dlogits_.data(), &out.correct);
     if (st.skip) out.loss = std::numeric_limits<float>::infinity();
     out.stop = st.stop;
@@ -139,6 +175,9 @@ class CpuBackend final : public TrainingBackend {
   Optimizer optimizer_;
   CpuExecutor exec_;
   std::vector<float> params_, grads_, buffers_, input_, dlogits_, scale_, shift_;
+  // --cache gpu: the held set, and the batch gathered from it (sized on first use: no cost without a held set)
+  std::vector<uint8_t> held_pixels_, gathered_px_;
+  std::vector<int32_t> held_labels_, gathered_labels_;
   std::unique_ptr<StepQueue> queue_;  // last: its threads stop before the state they use is destroyed
 };
 

@@ -12,6 +12,11 @@
 //                    from the pinned record, in order.
 //   drain()          waits for both streams.
 //
+// --cache gpu (hold_dataset): the whole uint8 set and its labels in one device allocation, made once. A step named
+// by sample ids copies only the ids (and flips, control) into input buffer b on the copy stream; the compute stream
+// then gathers the batch into buffer b's pixels and labels (kernels/gather.cuh) as the first launch of the step, so
+// the gather is inside the captured graph too (the held set and buffer b's ids sit at fixed addresses).
+//
 // Nothing inside a step waits for the host: whether the update runs (non-finite loss, injected skip, fp16
 // overflow), t, lr and the loss scale are on the device (CudaExecutor::step(const StepControl*)). The host never
 // reads the loss before the update; it learns everything from the record.
@@ -31,6 +36,7 @@
 #include "engine/cuda/runtime.h"
 #include "engine/cuda/step_graph.h"
 #include "engine/cuda/step_ring.h"
+#include "kernels/gather.cuh"
 
 namespace stoke {
 namespace {
@@ -73,6 +79,7 @@ struct InputBuffer {
   uint8_t* pixels = nullptr;
   int32_t* labels = nullptr;
   uint8_t* flips = nullptr;
+  int64_t* ids = nullptr;  // --cache gpu: the step's sample ids into the held set
   cuda::StepControl* control = nullptr;
 };
 
@@ -143,6 +150,33 @@ class CudaBackend final : public TrainingBackend {
     ex_.download_optimizer_state(optimizer_state, optimizer_steps);
   }
 
+  bool hold_dataset(const uint8_t* pixels, const int32_t* labels, int64_t samples, int64_t sample_bytes,
+                    std::string* why) override {
+    drain();
+    STOKE_CHECK(samples >= 1 && sample_bytes == graph_.input_shape().size(), "a held set of ", samples,
+                " samples of ", sample_bytes, " bytes for an input of ", graph_.input_shape().size());
+    // The graphs captured so far gather from the old set's address (or not at all): they are recorded afresh.
+    for (cuda::CapturedStep& c : captured_) c.reset();
+    held_ = cuda::DeviceArena();
+    held_samples_ = 0;
+    const size_t px = static_cast<size_t>(samples) * static_cast<size_t>(sample_bytes);
+    const size_t lb = static_cast<size_t>(samples) * sizeof(int32_t);
+    try {
+      held_ = cuda::DeviceArena(px + lb + 2 * cuda::DeviceArena::kAlign, "the held data set (--cache gpu)");
+    } catch (const OutOfMemory& e) {
+      if (why) *why = e.what();
+      return false;
+    }
+    held_pixels_ = held_.alloc<uint8_t>(px, "held pixels (--cache gpu)");
+    held_labels_ = held_.alloc<int32_t>(static_cast<size_t>(samples), "held labels (--cache gpu)");
+    // Once, synchronously: the caller may free its copy when this returns.
+    CUDA_CHECK(cudaMemcpyAsync(held_pixels_, pixels, px, cudaMemcpyHostToDevice, copy_.get()));
+    CUDA_CHECK(cudaMemcpyAsync(held_labels_, labels, lb, cudaMemcpyHostToDevice, copy_.get()));
+    copy_.synchronize();
+    held_samples_ = samples;
+    return true;
+  }
+
   const float* eval_batch(int n, const uint8_t* pixels, const int32_t* labels, float* loss) override {
     drain();
     stage_sync(n, pixels, labels, nullptr);
@@ -162,11 +196,12 @@ class CudaBackend final : public TrainingBackend {
       done_[static_cast<size_t>(ring_.oldest())].synchronize();
       poll();
     }
+    if (r.ids) check_ids(r.n, r.ids);  // before anything is queued: a kernel cannot report a bad id
     const int slot = ring_.push(r.tag);
     skip_[static_cast<size_t>(slot)] = r.skip;
     stop_[static_cast<size_t>(slot)] = r.stop;
     copy_in(slot, r);
-    compute(slot, r.n);
+    compute(slot, r.n, r.ids != nullptr);
     poll();
   }
 
@@ -227,6 +262,7 @@ class CudaBackend final : public TrainingBackend {
       b.pixels = a.alloc<uint8_t>(px, "input pixels (asynchronous step)");
       b.labels = a.alloc<int32_t>(mb, "labels (asynchronous step)");
       b.flips = a.alloc<uint8_t>(mb, "flip flags (asynchronous step)");
+      b.ids = a.alloc<int64_t>(mb, "sample ids (asynchronous step, --cache gpu)");
       b.control = a.alloc<cuda::StepControl>(1, "step control (asynchronous step)");
     }
     sync_control_ = a.alloc<cuda::StepControl>(1, "step control (synchronous step)");
@@ -257,9 +293,13 @@ class CudaBackend final : public TrainingBackend {
     ctl.lr = r.lr;
     ctl.skip = r.skip ? 1 : 0;
     CUDA_CHECK(cudaStreamWaitEvent(copy_.get(), done_[b].get(), 0));
-    CUDA_CHECK(cudaMemcpyAsync(in.pixels, r.pixels, n * static_cast<size_t>(graph_.input_shape().size()),
-                               cudaMemcpyHostToDevice, copy_.get()));
-    CUDA_CHECK(cudaMemcpyAsync(in.labels, r.labels, n * sizeof(int32_t), cudaMemcpyHostToDevice, copy_.get()));
+    if (r.ids) {  // --cache gpu: n ids instead of the images; the step gathers pixels and labels on the device
+      CUDA_CHECK(cudaMemcpyAsync(in.ids, r.ids, n * sizeof(int64_t), cudaMemcpyHostToDevice, copy_.get()));
+    } else {
+      CUDA_CHECK(cudaMemcpyAsync(in.pixels, r.pixels, n * static_cast<size_t>(graph_.input_shape().size()),
+                                 cudaMemcpyHostToDevice, copy_.get()));
+      CUDA_CHECK(cudaMemcpyAsync(in.labels, r.labels, n * sizeof(int32_t), cudaMemcpyHostToDevice, copy_.get()));
+    }
     // The captured step always reads a flips buffer: no flips means zeros (no mirroring), the same pixels as null.
     if (r.flips)
       CUDA_CHECK(cudaMemcpyAsync(in.flips, r.flips, n, cudaMemcpyHostToDevice, copy_.get()));
@@ -271,20 +311,23 @@ class CudaBackend final : public TrainingBackend {
 
   // The compute stream's part of step `slot`: after its copy, the step (captured once warm, for full batches),
   // then its record to pinned memory.
-  void compute(int slot, int n) {
+  void compute(int slot, int n, bool gather) {
     const size_t b = static_cast<size_t>(slot);
     cudaStream_t s = ex_.stream();
     CUDA_CHECK(cudaStreamWaitEvent(s, copied_[b].get(), 0));
     start_[b].record(s);
     const bool full = n == opt_.max_batch;
     if (graphs_ && full && full_steps_ >= kWarmupSteps) {
+      // A graph records whether the step gathers; a step of the other kind (a test mixing both) records anew.
+      if (captured_[b].ready() && captured_gather_[b] != gather) captured_[b].reset();
       if (!captured_[b].ready()) {
         STOKE_TRACE("capture step graph");
-        captured_[b].capture(s, [&] { enqueue_step(slot, n); });
+        captured_[b].capture(s, [&] { enqueue_step(slot, n, gather); });
+        captured_gather_[b] = gather;
       }
       captured_[b].launch(s);
     } else {
-      enqueue_step(slot, n);
+      enqueue_step(slot, n, gather);
     }
     if (full) ++full_steps_;
     CUDA_CHECK(cudaMemcpyAsync(&pinned_.record(slot), ex_.device_record(), sizeof(cuda::StepRecord),
@@ -293,12 +336,21 @@ class CudaBackend final : public TrainingBackend {
   }
 
   // Everything a training step launches, all reading input buffer `slot`: the same calls eager or captured.
-  void enqueue_step(int slot, int n) {
+  void enqueue_step(int slot, int n, bool gather) {
     const InputBuffer& in = inputs_[static_cast<size_t>(slot)];
+    if (gather)
+      cuda::gather_samples(n, in.ids, held_samples_, graph_.input_shape().size(), held_pixels_, held_labels_,
+                           in.pixels, in.labels, ex_.stream());
     ex_.forward(n, in.pixels, in.flips, true);
     ex_.loss(n, in.labels, opt_.label_smoothing, true);
     ex_.backward();
     ex_.step(in.control);
+  }
+
+  void check_ids(int n, const int64_t* ids) const {
+    STOKE_CHECK(held_samples_ > 0, "a step named by sample ids, but no data set is held");
+    for (int k = 0; k < n; ++k)
+      STOKE_CHECK(ids[k] >= 0 && ids[k] < held_samples_, "sample id ", ids[k], " of a held set of ", held_samples_);
   }
 
   // Moves completed copies (releases) and finished steps (results) out of the ring, never waiting.
@@ -338,6 +390,11 @@ class CudaBackend final : public TrainingBackend {
   std::array<bool, kSlots> skip_{};
   std::array<bool, kSlots> stop_{};
   std::array<cuda::CapturedStep, kSlots> captured_;  // one per input buffer: the pointers a graph replays are fixed
+  std::array<bool, kSlots> captured_gather_{};       // whether that graph begins with the gather (--cache gpu)
+  cuda::DeviceArena held_;                           // --cache gpu: the held set (one cudaMalloc), else empty
+  uint8_t* held_pixels_ = nullptr;
+  int32_t* held_labels_ = nullptr;
+  int64_t held_samples_ = 0;
   int64_t full_steps_ = 0;
   StepRing ring_;
   std::vector<int64_t> released_;

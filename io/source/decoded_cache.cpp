@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cstring>
+#include <span>
 
 #include "base/error.h"
 #include "io/source/file_cache.h"
@@ -41,16 +42,28 @@ DecodedCache::DecodedCache(const std::shared_ptr<const Source>& source, Shape3 s
 
 int DecodedCache::gather(const Sampler& sampler, const std::vector<int64_t>& perm, int64_t epoch, int64_t index,
                          uint64_t seed, bool flip, uint8_t* pixels, int32_t* labels, uint8_t* flips) const {
+  STOKE_CHECK(!pixels_.empty(), "gather from a decoded cache whose pixels were handed to the backend");
   ids_.resize(static_cast<size_t>(sampler.batch()));
-  const int valid = sampler.batch_ids(perm, index, ids_);
+  const int valid = batch_ids(sampler, perm, epoch, index, seed, flip, ids_.data(), flips);
   const int64_t bytes = shape_.size();
-  AugmentConfig flip_only;
-  flip_only.random_resized_crop = false;
-  flip_only.hflip = true;
   for (size_t k = 0; k < ids_.size(); ++k) {
     const int64_t id = ids_[k];
     std::memcpy(pixels + static_cast<int64_t>(k) * bytes, pixels_.data() + id * bytes, static_cast<size_t>(bytes));
     labels[k] = labels_[static_cast<size_t>(id)];
+  }
+  return valid;
+}
+
+int DecodedCache::batch_ids(const Sampler& sampler, const std::vector<int64_t>& perm, int64_t epoch, int64_t index,
+                            uint64_t seed, bool flip, int64_t* ids, uint8_t* flips) const {
+  const std::span<int64_t> batch(ids, static_cast<size_t>(sampler.batch()));
+  const int valid = sampler.batch_ids(perm, index, batch);
+  AugmentConfig flip_only;
+  flip_only.random_resized_crop = false;
+  flip_only.hflip = true;
+  for (size_t k = 0; k < batch.size(); ++k) {
+    const int64_t id = batch[k];
+    // Drawn exactly as the decoders draw it, from (seed, epoch, sample): the same flips as the streaming pipeline.
     if (flips)
       flips[k] = flip && augment_params(flip_only, augment_key(seed, epoch, static_cast<uint64_t>(id)), shape_.h, shape_.w).flip;
   }

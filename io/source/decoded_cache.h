@@ -37,6 +37,17 @@ class DecodedCache {
   // real samples (the rest are padding repeats).
   int gather(const Sampler& sampler, const std::vector<int64_t>& perm, int64_t epoch, int64_t index, uint64_t seed,
              bool flip, uint8_t* pixels, int32_t* labels, uint8_t* flips) const;
+  // The same batch named by sample ids into this cache (and its flip flags, when `flips`): what gather() copies, for
+  // a backend that holds the cache's pixels itself (--cache gpu). Returns the number of real samples.
+  int batch_ids(const Sampler& sampler, const std::vector<int64_t>& perm, int64_t epoch, int64_t index, uint64_t seed,
+                bool flip, int64_t* ids, uint8_t* flips) const;
+
+  // Every sample's pixels (size() x H x W x C) and labels, for a backend to hold.
+  const uint8_t* pixels() const { return pixels_.data(); }
+  const int32_t* labels() const { return labels_.data(); }
+  // Gives the pixel memory back once a backend holds its own copy (labels stay: size() still answers); gather()
+  // may not be called after it, batch_ids() may.
+  void drop_pixels() { std::vector<uint8_t>().swap(pixels_); }
 
  private:
   Shape3 shape_;

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include "base/error.h"
+#include "base/fs.h"
 #include "engine/trainer.h"
 #include "models/models.h"
 #include "tests/test_util.h"
@@ -34,6 +35,43 @@ TEST(Cache, DecodedCacheReproducesTheStreamingRunBitForBit) {
   }
 }
 
+// --cache gpu on the CPU backend runs the held-set protocol end to end (the backend holds the training set, each
+// step hands over sample ids and flips, the backend gathers): the same losses, validation and weights, bit for bit,
+// as --cache decoded and the streaming pipeline.
+TEST(Cache, GpuCacheOnTheCpuBackendReproducesDecodedBitForBit) {
+  TempDir tmp("cache-gpu");
+  test::write_tiny_folder(tmp.path() / "train", {"a", "b", "c"}, 14);
+  test::write_tiny_folder(tmp.path() / "val", {"a", "b", "c"}, 3);
+  std::vector<TrainResult> runs;
+  std::vector<std::vector<uint8_t>> weights;  // the last checkpoint's model and optimizer files, byte for byte
+  for (const char* cache : {"none", "decoded", "gpu"}) {
+    TrainConfig c;
+    c.data = tmp.str() + "/train";
+    c.val = tmp.str() + "/val";
+    c.epochs = 2;
+    c.batch_size = 8;
+    c.quiet = true;
+    c.augment = Augment::flip;
+    c.cache = cache;
+    c.out = tmp.str() + "/run-" + cache;
+    runs.push_back(train(c, build_model));
+    std::vector<uint8_t> w = read_file(runs.back().last_checkpoint + "/model.safetensors");
+    const std::vector<uint8_t> o = read_file(runs.back().last_checkpoint + "/optimizer.safetensors");
+    w.insert(w.end(), o.begin(), o.end());
+    weights.push_back(std::move(w));
+  }
+  const std::vector<uint8_t> sj = read_file(tmp.str() + "/run-gpu/summary.json");
+  const std::string summary(sj.begin(), sj.end());
+  EXPECT_NE(summary.find("held by the backend"), std::string::npos) << summary;
+  for (size_t r = 1; r < runs.size(); ++r) {
+    ASSERT_EQ(runs[0].step_losses.size(), runs[r].step_losses.size());
+    for (size_t i = 0; i < runs[0].step_losses.size(); ++i)
+      EXPECT_EQ(runs[0].step_losses[i], runs[r].step_losses[i]) << "run " << r << " step " << i;
+    EXPECT_EQ(runs[0].epochs.back().val_loss, runs[r].epochs.back().val_loss) << r;
+    EXPECT_TRUE(weights[0] == weights[r]) << "run " << r << ": the final weights differ";
+  }
+}
+
 TEST(Cache, RefusesRandomCropsAndOversizedCaches) {
   TempDir tmp("cache-bad");
   test::write_tiny_folder(tmp.path() / "train", {"a", "b"}, 10);
@@ -44,6 +82,9 @@ TEST(Cache, RefusesRandomCropsAndOversizedCaches) {
   c.augment = Augment::crop_flip;
   c.out = tmp.str() + "/r1";
   EXPECT_THROW(train(c, build_model), UserError);
+  c.cache = "gpu";  // the same images at the input size, held elsewhere: no crops either
+  EXPECT_THROW(train(c, build_model), UserError);
+  c.cache = "decoded";
   c.augment = Augment::none;
   c.image_size = 256;  // 20 images x 64 KiB > 1 MiB budget
   c.cache_budget_mb = 1;

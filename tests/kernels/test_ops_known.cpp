@@ -13,6 +13,7 @@
 #include "kernels/activation.h"
 #include "kernels/batchnorm.h"
 #include "kernels/conv2d.h"
+#include "kernels/gather.h"
 #include "kernels/linear.h"
 #include "kernels/pool.h"
 #include "kernels/softmax_ce.h"
@@ -479,6 +480,24 @@ TEST(Determinism, LinearSoftmaxPoolAreBitwiseIndependentOfThreads) {
     return std::vector<std::vector<float>>{y, dx, dw, db, dz, loss, py, pdx, gy, gdx,
                                            std::vector<float>{static_cast<float>(correct)}};
   });
+}
+
+
+// ---- gather (--cache gpu) ------------------------------------------------------------------------------------
+TEST(GatherKnown, CopiesEachIdsSampleAndLabelInOrder) {
+  const int64_t bytes = 5, samples = 4;  // 5-byte samples: the CUDA twin's byte path has the same reference
+  std::vector<uint8_t> set(static_cast<size_t>(samples * bytes));
+  for (size_t i = 0; i < set.size(); ++i) set[i] = static_cast<uint8_t>(10 * (i / bytes) + i % bytes);
+  const std::vector<int32_t> labels = {7, 8, 9, 6};
+  const std::vector<int64_t> ids = {3, 0, 3, 2};  // repeats, as the sampler's padding repeats
+  std::vector<uint8_t> px(ids.size() * bytes, 0xEE);
+  std::vector<int32_t> lab(ids.size(), -1);
+  cpu::gather_samples(4, ids.data(), samples, bytes, set.data(), labels.data(), px.data(), lab.data());
+  const std::vector<uint8_t> want = {30, 31, 32, 33, 34, 0, 1, 2, 3, 4, 30, 31, 32, 33, 34, 20, 21, 22, 23, 24};
+  EXPECT_EQ(px, want);
+  EXPECT_EQ(lab, (std::vector<int32_t>{6, 7, 6, 9}));
+  const int64_t bad = samples;
+  EXPECT_THROW(cpu::gather_samples(1, &bad, samples, bytes, set.data(), labels.data(), px.data(), lab.data()), Error);
 }
 
 }  // namespace
