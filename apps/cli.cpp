@@ -78,6 +78,7 @@ CLI::Option* add_choice(CLI::App* app, const std::string& flag, E& target, E (*p
 }
 const std::vector<std::string> kDevices = {"auto", "cpu", "cuda"};
 const std::vector<std::string> kAugments = {"none", "flip", "crop-flip"};
+const std::vector<std::string> kPrecisions = {"auto", "bf16", "fp16", "fp32"};
 
 struct DatasetArgs {
   std::string out = "data/mnist";
@@ -148,19 +149,18 @@ void add_train(CLI::App& app, TrainConfig& cfg, std::string& optimizer, std::str
       ->capture_default_str()->check(decoders_check());
   add_choice(t, "--augment", cfg.augment, parse_augment, kAugments,
              "none | flip | crop-flip (random-resized-crop + horizontal flip)");
-  t->add_option("--precision", cfg.precision, "CUDA backend: auto (bf16 on sm_80+, fp16 below) | bf16 | fp16 | fp32")
-      ->capture_default_str()->check(CLI::IsMember({"auto", "bf16", "fp16", "fp32"}));
+  add_choice(t, "--precision", cfg.precision, parse_precision_flag, kPrecisions,
+             "CUDA backend: auto (bf16 on sm_80+, fp16 below) | bf16 | fp16 | fp32");
   t->add_flag("--deterministic", cfg.deterministic, "CUDA backend: only deterministic cuDNN algorithms (bit-reproducible runs)");
   t->add_flag("!--no-graphs", cfg.graphs,
               "CUDA backend: run every step uncaptured (by default the step is captured once as a CUDA graph and replayed)");
   t->add_flag("!--no-exif-orientation", cfg.exif_orientation,
               "Decode JPEGs as stored, ignoring their EXIF orientation (by default they are turned as viewers show them)");
-  t->add_option("--cache", cfg.cache,
+  add_choice(t, "--cache", cfg.cache, parse_cache, {"auto", "files", "decoded", "gpu", "none"},
                 "auto (files, for folders) | files: read each file once, keep its JPEG bytes in memory | decoded: decode "
                 "every image once into memory, then train from there | gpu: decoded, then the training set is uploaded "
                 "to the GPU once and each batch gathered there (falls back to decoded, said, when it does not fit; on "
-                "the CPU backend it is decoded) | none")
-      ->capture_default_str()->check(CLI::IsMember({"auto", "files", "decoded", "gpu", "none"}));
+                "the CPU backend it is decoded) | none");
   t->add_option("--cache-budget-mb", cfg.cache_budget_mb,
                 "Largest cache allowed (0 = files: a quarter of the available memory, at most 4 GiB; decoded and gpu: "
                 "half, in host memory)")
@@ -389,7 +389,7 @@ void add_diagnose(CLI::App& app, DiagArgs& d) {
   dg->add_option("--batch-size", d.cfg.batch_size, "Images per step")->capture_default_str()->check(kPositive);
   dg->add_option("--image-size", d.cfg.image_size, "Resize inputs to SxS (0 = the data's own size)")->capture_default_str()->check(CLI::Range(0, 4096));
   add_choice(dg, "--device", d.cfg.device, parse_device, kDevices, "auto | cpu | cuda");
-  dg->add_option("--precision", d.cfg.precision, "CUDA: auto | bf16 | fp16 | fp32")->capture_default_str()->check(CLI::IsMember({"auto", "bf16", "fp16", "fp32"}));
+  add_choice(dg, "--precision", d.cfg.precision, parse_precision_flag, kPrecisions, "CUDA: auto | bf16 | fp16 | fp32");
   dg->add_option("--decoders", d.decoders, "auto | N")->capture_default_str()->check(decoders_check());
   add_choice(dg, "--augment", d.cfg.augment, parse_augment, kAugments, "none | flip | crop-flip");
   dg->add_option("--threads", d.cfg.threads, "CPU backend threads (0 = all cores)")->capture_default_str()->check(kNonNegative);

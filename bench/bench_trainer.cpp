@@ -139,7 +139,7 @@ void trainer_run(benchmark::State& state, const std::string& cache) {
     c.data = data_dir();
     c.epochs = 4;
     c.batch_size = kBatch;
-    c.cache = cache;
+    c.cache = parse_cache(cache);
     c.device = DeviceRequest::cpu;
     c.quiet = true;
     c.out = out.string();

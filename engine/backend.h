@@ -17,6 +17,7 @@
 
 #include "engine/graph.h"
 #include "engine/optimizer.h"
+#include "engine/options.h"
 
 namespace stoke {
 
@@ -30,7 +31,7 @@ struct BackendOptions {
   std::vector<float> mean, stdev;  // per channel, of pixel/255
   float label_smoothing = 0.f;
   float clip_grad_norm = 0.f;      // 0 = off
-  std::string precision = "auto";  // CUDA: auto | bf16 | fp16 | fp32 (the CPU backend is fp32)
+  PrecisionRequest precision = PrecisionRequest::automatic;  // CUDA only: the CPU backend is fp32
   bool deterministic = false;      // CUDA: deterministic cuDNN algorithms
   bool graphs = true;              // CUDA: replay full-size training steps as captured CUDA graphs
   // Data parallel (engine/dist/): with a world of several processes, each step's gradients are summed over the

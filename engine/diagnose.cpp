@@ -31,7 +31,7 @@ DiagnoseResult diagnose(const TrainConfig& cfg, const ModelFactory& build_model,
   DiagnoseResult r;
   std::shared_ptr<const io::Source> src = io::open_source(cfg.data);
   r.folder_source = std::filesystem::is_directory(cfg.data);
-  if (r.folder_source && (cfg.cache == "auto" || cfg.cache == "files"))  // as training reads a folder
+  if (r.folder_source && (cfg.cache == CacheMode::automatic || cfg.cache == CacheMode::files))  // as training reads a folder
     src = std::make_shared<io::FileCacheSource>(src, io::default_file_cache_budget());
   io::DataShape ds = io::probe_source_shape(*src);
   Shape3 shape{ds.h, ds.w, ds.c};

@@ -41,7 +41,7 @@ std::unique_ptr<TrainingBackend> eval_backend(const LoadedRun& run, int batch, D
   o.max_batch = batch;
   o.mean = run.mean;
   o.stdev = run.stdev;
-  o.precision = "fp32";  // evaluation numbers comparable with the CPU backend's; the step is not the cost here
+  o.precision = PrecisionRequest::fp32;  // evaluation numbers comparable with the CPU backend's; the step is not the cost here
   std::unique_ptr<TrainingBackend> b = make_backend(d.use_cuda, run.graph, o);
   b->set_state(run.params, run.buffers, Optimizer(o.optimizer, run.graph.params(), run.graph.num_params()).state(), 0);
   return b;

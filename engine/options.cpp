@@ -17,6 +17,16 @@ constexpr Names<BestMetric, 3> kBestMetric{
 constexpr Names<DeviceRequest, 3> kDevice{
     {{DeviceRequest::automatic, "auto"}, {DeviceRequest::cpu, "cpu"}, {DeviceRequest::cuda, "cuda"}}};
 
+constexpr Names<PrecisionRequest, 4> kPrecision{{{PrecisionRequest::automatic, "auto"},
+                                          {PrecisionRequest::bf16, "bf16"},
+                                          {PrecisionRequest::fp16, "fp16"},
+                                          {PrecisionRequest::fp32, "fp32"}}};
+constexpr Names<CacheMode, 5> kCache{{{CacheMode::automatic, "auto"},
+                                      {CacheMode::files, "files"},
+                                      {CacheMode::decoded, "decoded"},
+                                      {CacheMode::gpu, "gpu"},
+                                      {CacheMode::none, "none"}}};
+
 template <class E, size_t N>
 E parse(const Names<E, N>& names, const std::string& s, const char* flag) {
   std::string choices;
@@ -39,6 +49,10 @@ const char* name_of(const Names<E, N>& names, E e) {
 Augment parse_augment(const std::string& s) { return parse(kAugment, s, "--augment"); }
 BestMetric parse_best_metric(const std::string& s) { return parse(kBestMetric, s, "--best-metric"); }
 DeviceRequest parse_device(const std::string& s) { return parse(kDevice, s, "--device"); }
+PrecisionRequest parse_precision_flag(const std::string& s) { return parse(kPrecision, s, "--precision"); }
+CacheMode parse_cache(const std::string& s) { return parse(kCache, s, "--cache"); }
+const char* to_string(PrecisionRequest p) { return name_of(kPrecision, p); }
+const char* to_string(CacheMode m) { return name_of(kCache, m); }
 const char* to_string(Augment a) { return name_of(kAugment, a); }
 const char* to_string(BestMetric m) { return name_of(kBestMetric, m); }
 const char* to_string(DeviceRequest d) { return name_of(kDevice, d); }

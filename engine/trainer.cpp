@@ -60,7 +60,7 @@ json config_to_json(const TrainConfig& c) {
           {"limit_val", c.limit_val},
           {"image_size", c.image_size},
           {"augment", to_string(c.augment)},
-          {"precision", c.precision},
+          {"precision", to_string(c.precision)},
           {"deterministic", c.deterministic},
           {"exif_orientation", c.exif_orientation},
           {"strict", c.strict},
@@ -111,7 +111,7 @@ TrainConfig config_from_json(const json& j) {
     c.limit_val = json_int(j, "limit_val", 0, kBig, 0);
     c.image_size = static_cast<int>(json_int(j, "image_size", 0, 1 << 16, 0));
     c.augment = parse_augment(text("augment", std::string("none")));
-    c.precision = text("precision", std::string("auto"));
+    c.precision = parse_precision_flag(text("precision", std::string("auto")));
     c.deterministic = flag("deterministic", false);
     c.exif_orientation = flag("exif_orientation", true);
     c.strict = flag("strict", false);

@@ -37,13 +37,13 @@ struct TrainConfig {
   Augment augment = Augment::none;  // none | flip | crop-flip (random-resized-crop + flip), decided per sample
                                     // by (seed, epoch, sample id)
   double watchdog_seconds = 30;  // report every decoder's state when a batch is this late
-  std::string precision = "auto";  // CUDA backend: auto (bf16 on sm_80+, fp16 below) | bf16 | fp16 | fp32
+  PrecisionRequest precision = PrecisionRequest::automatic;  // CUDA: auto (bf16 on sm_80+, fp16 below) | bf16 | fp16 | fp32
   bool deterministic = false;  // CUDA backend: deterministic cuDNN algorithms
   bool graphs = true;          // CUDA backend: capture the step as a CUDA graph after warm-up (--no-graphs: off)
   bool exif_orientation = true;  // turn JPEGs as their EXIF orientation says (as every viewer shows them)
-  std::string cache = "auto";  // auto (= files for folders) | files: keep each file's bytes after its first read |
-                               // decoded: decode every image once into memory | gpu: decoded, and the training
-                               // set held by the backend (device memory), batches gathered there by id | none
+  CacheMode cache = CacheMode::automatic;  // auto (= files for folders) | files: keep each file's bytes after its
+                               // first read | decoded: decode every image once into memory | gpu: decoded, and the
+                               // training set held by the backend (device memory), batches gathered there by id | none
   int cache_budget_mb = 0;     // largest cache allowed (0 = half the available memory)
   int64_t limit_train = 0;     // use a seeded random subset of this many training images (0 = all)
   int64_t limit_val = 0;       // likewise for validation

@@ -67,7 +67,7 @@ void TrainingRun::start_input() {
   vpc.on_stall = on_stall;
   // --cache decoded: decode everything once, then gather batches from memory in the pipeline's order. --cache gpu
   // the same, and then the training set goes to the backend, which gathers each batch itself (hold_train_set).
-  if (cfg_.cache == "decoded" || cfg_.cache == "gpu") {
+  if (decodes_once(cfg_.cache)) {
     train_cache_ = std::make_unique<io::DecodedCache>(train_src_, shape_, tpc);
     if (has_val_) val_cache_ = std::make_unique<io::DecodedCache>(val_src_, shape_, vpc);
     if (!cfg_.quiet) {
@@ -87,7 +87,7 @@ void TrainingRun::start_input() {
     }
     val_px_.resize(static_cast<size_t>(local_batch_ * shape_.size()));
     val_labels_.resize(static_cast<size_t>(local_batch_));
-    if (cfg_.cache == "gpu") hold_train_set();
+    if (cfg_.cache == CacheMode::gpu) hold_train_set();
   }
   if (!train_cache_) train_in_ = std::make_unique<io::InputPipeline>(train_src_, tpc);
   if (has_val_ && !val_cache_) val_in_ = std::make_unique<io::InputPipeline>(val_src_, vpc);

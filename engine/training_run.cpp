@@ -134,11 +134,8 @@ void check_train_config(const TrainConfig& cfg) {
   if (cfg.data.empty()) throw UserError("--data is required (an ImageFolder: DIR/<class>/*.jpg)");
   if (cfg.eval_every < 1) throw UserError("--eval-every must be at least 1");
   if (cfg.decoders < 0) throw UserError("--decoders must be auto or a positive number");
-  if (cfg.cache != "auto" && cfg.cache != "files" && cfg.cache != "none" && cfg.cache != "decoded" &&
-      cfg.cache != "gpu")
-    throw UserError(str("--cache must be auto, files, decoded, gpu or none (got '", cfg.cache, "')"));
-  if ((cfg.cache == "decoded" || cfg.cache == "gpu") && cfg.augment == Augment::crop_flip)
-    throw UserError(str("--cache ", cfg.cache, " keeps images at the model's input size, so random crops are not available: use --augment flip or --cache none"));
+  if (decodes_once(cfg.cache) && cfg.augment == Augment::crop_flip)
+    throw UserError(str("--cache ", to_string(cfg.cache), " keeps images at the model's input size, so random crops are not available: use --augment flip or --cache none"));
 }
 
 TrainingRun::TrainingRun(const TrainConfig& cfg, const ModelFactory& build_model)
@@ -206,7 +203,7 @@ void TrainingRun::open_data() {
   fingerprint_ = dataset_fingerprint(*train_src_);
   // --cache auto|files: a folder's files are read from disk once, then their (encoded) bytes come from memory, so
   // small JPEGs cost no open/read/close per epoch (io/source/file_cache.h). One budget for both sets, shared by size.
-  if ((cfg_.cache == "auto" || cfg_.cache == "files") && dynamic_cast<const io::FolderSource*>(train_all_.get())) {
+  if ((cfg_.cache == CacheMode::automatic || cfg_.cache == CacheMode::files) && dynamic_cast<const io::FolderSource*>(train_all_.get())) {
     const int64_t budget = cfg_.cache_budget_mb > 0 ? int64_t{cfg_.cache_budget_mb} << 20 : io::default_file_cache_budget();
     const int64_t n_train = train_src_->size(), n_val = has_val_ ? val_src_->size() : 0;
     const int64_t train_budget = n_val == 0 ? budget : budget / (n_train + n_val) * n_train;
@@ -227,7 +224,7 @@ void TrainingRun::build_model_and_batch() {
   graph_.initialize(params_.data(), buffers_.data(), cfg_.seed);
 
   mem_target_.cuda = use_cuda_;
-  mem_target_.element_bytes = use_cuda_ && cfg_.precision != "fp32" ? 2 : 4;
+  mem_target_.element_bytes = use_cuda_ && cfg_.precision != PrecisionRequest::fp32 ? 2 : 4;
   mem_target_.optimizer = cfg_.optimizer;
   int requested_batch = cfg_.batch_size;
   if (requested_batch == 0) {
@@ -272,13 +269,13 @@ void TrainingRun::build_model_and_batch() {
                           " (or lower --image-size)"));
     // --cache gpu decodes on the host first, exactly as decoded does (the device budget is checked when the set is
     // handed to the backend, training_loop.cpp).
-    if (cfg_.cache == "decoded" || cfg_.cache == "gpu") {
+    if (decodes_once(cfg_.cache)) {
       int64_t need = io::DecodedCache::bytes_for(train_count_ + val_count_, shape_);
       // The CPU backend holds its own copy of the training set; the cache's is given back only after the copy.
-      if (cfg_.cache == "gpu" && !use_cuda_) need += io::DecodedCache::bytes_for(train_count_, shape_);
+      if (cfg_.cache == CacheMode::gpu && !use_cuda_) need += io::DecodedCache::bytes_for(train_count_, shape_);
       const int64_t budget = cfg_.cache_budget_mb > 0 ? int64_t{cfg_.cache_budget_mb} << 20 : avail / 2;
       if (budget > 0 && need > budget)
-        throw UserError(str("--cache ", cfg_.cache, " needs ", need >> 20, " MiB for ", train_count_ + val_count_, " images at ", shape_.h,
+        throw UserError(str("--cache ", to_string(cfg_.cache), " needs ", need >> 20, " MiB for ", train_count_ + val_count_, " images at ", shape_.h,
                             "x", shape_.w, "x", shape_.c, " but the budget is ", budget >> 20,
                             " MiB (--cache-budget-mb; default half the available memory): use --cache none"));
     }

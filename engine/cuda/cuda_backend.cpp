@@ -111,7 +111,7 @@ class CudaBackend final : public TrainingBackend {
     if (o.clip_grad_norm > 0.f)
       throw UserError("--clip-grad-norm is not implemented on the CUDA backend yet: use --device cpu or drop the flag");
     CudaExecutorOptions x;
-    x.precision = cuda::parse_precision(o.precision);
+    x.precision = cuda::parse_precision(to_string(o.precision));
     x.optimizer = o.optimizer;
     x.deterministic = o.deterministic;
     return x;

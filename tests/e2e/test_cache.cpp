@@ -24,7 +24,7 @@ TEST(Cache, DecodedCacheReproducesTheStreamingRunBitForBit) {
       c.batch_size = 8;
       c.quiet = true;
       c.augment = parse_augment(augment);
-      c.cache = cache;
+      c.cache = parse_cache(cache);
       c.out = tmp.str() + "/run-" + augment + "-" + cache;
       runs.push_back(train(c, build_model));
     }
@@ -52,7 +52,7 @@ TEST(Cache, GpuCacheOnTheCpuBackendReproducesDecodedBitForBit) {
     c.batch_size = 8;
     c.quiet = true;
     c.augment = Augment::flip;
-    c.cache = cache;
+    c.cache = parse_cache(cache);
     c.out = tmp.str() + "/run-" + cache;
     runs.push_back(train(c, build_model));
     std::vector<uint8_t> w = read_file(runs.back().last_checkpoint + "/model.safetensors");
@@ -78,13 +78,13 @@ TEST(Cache, RefusesRandomCropsAndOversizedCaches) {
   TrainConfig c;
   c.data = tmp.str() + "/train";
   c.quiet = true;
-  c.cache = "decoded";
+  c.cache = CacheMode::decoded;
   c.augment = Augment::crop_flip;
   c.out = tmp.str() + "/r1";
   EXPECT_THROW(train(c, build_model), UserError);
-  c.cache = "gpu";  // the same images at the input size, held elsewhere: no crops either
+  c.cache = CacheMode::gpu;  // the same images at the input size, held elsewhere: no crops either
   EXPECT_THROW(train(c, build_model), UserError);
-  c.cache = "decoded";
+  c.cache = CacheMode::decoded;
   c.augment = Augment::none;
   c.image_size = 256;  // 20 images x 64 KiB > 1 MiB budget
   c.cache_budget_mb = 1;

@@ -92,7 +92,7 @@ TEST(Use, ValidationDuringTrainingLeavesUnreadableImagesOut) {
     c.epochs = 1;
     c.batch_size = 8;
     c.quiet = true;
-    c.cache = cache;
+    c.cache = parse_cache(cache);
     c.out = fx().tmp.str() + "/run-bad-val-" + cache;
     const TrainResult t = train(c, build_model);
     LoadedRun r = load_run(t.run_dir, build_model, "latest");

@@ -104,7 +104,7 @@ Trace run_backend(const Graph& g, const std::vector<Batch>& batches, bool graphs
   o.optimizer = optimizer_config();
   o.mean = {0.5f};
   o.stdev = {0.25f};
-  o.precision = "fp32";
+  o.precision = PrecisionRequest::fp32;
   o.deterministic = true;
   o.graphs = graphs;
   std::unique_ptr<TrainingBackend> be = make_cuda_backend(g, o);

@@ -64,7 +64,7 @@ BackendRun run_backend(const std::vector<uint8_t>& set, const std::vector<int32_
   o.optimizer.momentum = 0.9f;
   o.mean = {0.5f};
   o.stdev = {0.25f};
-  o.precision = "fp32";
+  o.precision = PrecisionRequest::fp32;
   o.deterministic = true;
   o.graphs = graphs;
   const Graph g = build_model("small-cnn", kShape, 10);
