@@ -21,6 +21,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <limits>
 
 #if defined(__CUDACC__)
 #define STOKE_HOST_DEVICE __host__ __device__
@@ -133,6 +134,9 @@ struct StepConfig {
   float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f;
   bool loss_scaling = false;  // fp16: read found_inf, move the scale
   LossScaleRule rule;
+  // Data parallel: the gradients are the sum over the ranks of each rank's mean over its equal slice of the global
+  // batch, so the update multiplies them by 1/world (folded into inv_scale: one multiply, as the CPU backend's).
+  float inv_world = 1.f;
 };
 
 // The decision and the arguments of one step: prepare_step's whole body, a plain function so that the host tests
@@ -154,7 +158,7 @@ STOKE_HOST_DEVICE inline void prepare_step_state(StepState& st, const StepContro
   st.record.applied = skip ? 0 : 1;
   const float scale = st.scaler.scale;
   st.record.loss_scale = scale;
-  const float inv_scale = c.loss_scaling ? 1.f / scale : 1.f;
+  const float inv_scale = (c.loss_scaling ? 1.f / scale : 1.f) * c.inv_world;
   if (!skip) ++st.t;
   const int64_t t = st.t > 0 ? st.t : 1;  // a skipped first step: arguments unused, keep them finite
   const float lr = ctl.lr;
@@ -186,6 +190,29 @@ STOKE_HOST_DEVICE inline void prepare_step_state(StepState& st, const StepContro
   if (c.loss_scaling && !bad_loss) update_loss_scale(st.scaler, c.rule, !overflow);
 }
 
+// Data parallel: what one all-reduce carries besides the gradients, as the CPU backend's step does: {this rank's
+// loss x n (NaN when that loss is not finite or the step is injected-skipped), correct, n}. After the sum the
+// record holds the global batch's loss and correct count, and a non-finite loss on any rank is non-finite on
+// every rank, so prepare_step takes the same skip decision everywhere. (fp16 overflow needs nothing more:
+// check_finite runs on the summed gradients, which are the same on every rank.)
+constexpr int kStepSums = 3;
+STOKE_HOST_DEVICE inline void pack_step_sums_state(const StepRecord& rec, const StepControl& ctl, int n, float* sums) {
+#if defined(__CUDA_ARCH__)
+  const bool finite_loss = isfinite(rec.loss);
+  const float nan = __int_as_float(0x7fc00000);
+#else
+  const bool finite_loss = std::isfinite(rec.loss);
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+#endif
+  sums[0] = ctl.skip == 0 && finite_loss ? rec.loss * static_cast<float>(n) : nan;
+  sums[1] = static_cast<float>(rec.correct);
+  sums[2] = static_cast<float>(n);
+}
+STOKE_HOST_DEVICE inline void unpack_step_sums_state(StepRecord& rec, const float* sums) {
+  rec.loss = sums[0] / sums[2];
+  rec.correct = static_cast<int32_t>(sums[1] + 0.5f);  // an exact small integer: counts stay below 2^24
+}
+
 // One thread: ctl = {lr, skip}.
 void set_step_control(StepControl* ctl, float lr, bool skip, cudaStream_t stream);
 // One thread, after the loss (and, with loss scaling, check_finite of the gradients): decides skip_update
@@ -193,5 +220,8 @@ void set_step_control(StepControl* ctl, float lr, bool skip, cudaStream_t stream
 // arguments as the host used to compute them (bias corrections in double) and the record's applied/loss_scale,
 // then moves the loss scale (not on a non-finite loss: as before, such a step never reached the scaler).
 void prepare_step(StepState* state, const StepControl* ctl, const StepConfig& config, cudaStream_t stream);
+// One thread each: pack_step_sums_state into sums (device, kStepSums floats) after the loss; unpack after the sum.
+void pack_step_sums(const StepState* state, const StepControl* ctl, int n, float* sums, cudaStream_t stream);
+void unpack_step_sums(StepState* state, const float* sums, cudaStream_t stream);
 
 }  // namespace stoke::cuda
