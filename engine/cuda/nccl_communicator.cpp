@@ -77,7 +77,9 @@ class NcclCommunicator final : public dist::Communicator, public cuda::DeviceCol
     ncclUniqueId id;
     std::memset(&id, 0, sizeof id);
     if (rank_ == 0) NCCL_CHECK(nccl().GetUniqueId(&id));
-    if (bootstrap && bootstrap->world() == world_) {
+    if (world_ == 1) {
+      via_ = "one process";  // nobody to hand the id to
+    } else if (bootstrap && bootstrap->world() == world_) {
       bootstrap->broadcast(&id, sizeof id, 0);
       via_ = "unique id over MPI";
     } else {
