@@ -1,6 +1,6 @@
-# Sourced by scripts/gpu-check.sh and bench/side_by_side.sh on the GPU machine: finds libcudnn.so.9 and
-# libcublasLt.so.13 (and libnccl.so.2, which only the data-parallel path loads) (CUDA's lib64, the system, or Python's nvidia/* wheels that torch brings) and puts their
-# folders on LD_LIBRARY_PATH, saying where each was found.
+# Sourced by scripts/gpu-check.sh and bench/side_by_side.sh on the GPU machine: finds libcudnn.so.9,
+# libcublasLt.so.13 and libnccl.so.2 (only the data-parallel path loads it) in CUDA's lib64, the system, or Python's
+# nvidia/* wheels that torch brings, and puts their folders on LD_LIBRARY_PATH, saying where each was found.
 find_lib_dir() {  # the first directory holding $1, among the usual places and Python's nvidia wheels
   local name=$1 d
   local candidates=(/usr/local/cuda/lib64 /usr/local/cuda/lib /usr/local/cuda/targets/x86_64-linux/lib
