@@ -32,6 +32,9 @@
 #include "io/datasets/synthetic.h"
 #include "base/parallel.h"
 #include "models/models.h"
+#if defined(STOKE_WITH_NCCL)
+#include "engine/cuda/nccl_communicator.h"
+#endif
 
 namespace {
 
@@ -479,6 +482,12 @@ namespace stoke {
 int run_cli(int argc, const char* const* argv, bool dry_run) {
 #if STOKE_WITH_CUDA
   set_cuda_backend_factory(&make_cuda_backend);
+#endif
+#if defined(STOKE_WITH_NCCL)
+  // No stream: its host-side collectives get one of their own (the step's run on the backend's comm stream).
+  set_nccl_communicator_factory([](const dist::LaunchInfo& launch, dist::Communicator* bootstrap) {
+    return make_nccl_communicator(launch, bootstrap, nullptr);
+  });
 #endif
   CLI::App app{"stoke: train CNN classifiers from folders of JPEGs, with the GPU never waiting", "stoke"};
   app.require_subcommand(1);

@@ -23,6 +23,7 @@ namespace stoke {
 
 namespace dist {
 class Communicator;
+struct LaunchInfo;
 }
 
 struct BackendOptions {
@@ -36,8 +37,11 @@ struct BackendOptions {
   bool graphs = true;              // CUDA: replay full-size training steps as captured CUDA graphs
   // Data parallel (engine/dist/): with a world of several processes, each step's gradients are summed over the
   // ranks between backward and the optimizer, and divided so the update is that of the global batch (every rank
-  // holds an equal slice of it). Null or world 1: a plain step. The CPU backend only, for now.
+  // holds an equal slice of it). Null or world 1: a plain step. The CPU backend takes any communicator (MPI); the
+  // CUDA backend only NCCL's (engine/cuda/nccl_communicator.h), with which it all-reduces gradient buckets during
+  // backward (engine/cuda/grad_sync.h) — even in a world of 1, so one GPU can check that path.
   dist::Communicator* comm = nullptr;
+  int device = 0;  // CUDA: the device this process drives (the launcher's local rank)
 };
 
 // One training step as the trainer hands it over: n samples of uint8 NHWC pixels, labels and optional per-sample
@@ -126,6 +130,12 @@ std::unique_ptr<TrainingBackend> make_cpu_backend(const Graph& graph, const Back
 // it registers its factory here at start-up (apps/cli.cpp does).
 using BackendFactory = std::function<std::unique_ptr<TrainingBackend>(const Graph&, const BackendOptions&)>;
 void set_cuda_backend_factory(BackendFactory factory);
+// Likewise the NCCL communicator (make_nccl_communicator, in CUDA builds that found NCCL): the launch, and an MPI
+// communicator of the same job to hand out NCCL's unique id, or null (then the TCP rendezvous of the launch).
+using DeviceCommFactory =
+    std::function<std::unique_ptr<dist::Communicator>(const dist::LaunchInfo&, dist::Communicator* bootstrap)>;
+void set_nccl_communicator_factory(DeviceCommFactory factory);
+const DeviceCommFactory& nccl_communicator_factory();
 // Defined only in CUDA builds (engine/cuda/cuda_backend.cpp, library stoke_engine_cuda).
 std::unique_ptr<TrainingBackend> make_cuda_backend(const Graph& graph, const BackendOptions& options);
 const BackendFactory& cuda_backend_factory();

@@ -146,9 +146,12 @@ TrainingRun::~TrainingRun() = default;
 
 // ---- the job: one process, or rank r of a world launched by mpirun, torchrun or Slurm ----------------------------
 void TrainingRun::join_world() {
-  comm_ = dist::make_communicator(dist::launch_from_environment());
-  rank_ = comm_->rank();
-  world_ = comm_->world();
+  launch_ = dist::launch_from_environment();
+  // A torchrun-style world has no host transport of its own: on the GPU NCCL joins it (over the TCP rendezvous),
+  // on the CPU it is refused. Which one is known only once the device is chosen, so choose_device decides.
+  if (launch_.launcher != "torchrun" || launch_.world == 1) comm_ = dist::make_communicator(launch_);
+  rank_ = launch_.rank;
+  world_ = launch_.world;
   writer_ = rank_ == 0;
   user_quiet_ = cfg_.quiet;
   if (!writer_) cfg_.quiet = true;  // rank 0 speaks for the job; every rank still prints its own errors
@@ -165,16 +168,31 @@ void TrainingRun::choose_device() {
   const DeviceChoice d = stoke::choose_device(cfg_.device, static_cast<bool>(cuda_backend_factory()));
   dev_ = d.probe;
   use_cuda_ = d.use_cuda;
-  if (use_cuda_ && world_ > 1)
-    throw UserError(str("a data-parallel run of ", world_, " processes: the CUDA backend does not all-reduce its gradients "
-                        "yet; pass --device cpu"));
+  if (dist::choose_transport(launch_, use_cuda_, static_cast<bool>(nccl_communicator_factory())) == dist::Transport::nccl)
+    join_nccl();
+  else if (!comm_)
+    comm_ = dist::make_communicator(launch_);  // a torchrun-style world on the CPU: says why it cannot run
   ThreadPool::set_threads(cfg_.threads);
-  if (!user_quiet_ && world_ > 1) {  // a single process says nothing here: its device line follows
+  // A single process says nothing here (its device line follows), unless it runs the NCCL path alone.
+  if (!user_quiet_ && (world_ > 1 || nccl_)) {
     std::printf("world: %d process%s, rank %d, local rank %d, device %s, transport %s\n", world_, world_ == 1 ? "" : "es",
                 rank_, comm_->local_rank(), use_cuda_ ? str("cuda:", comm_->local_rank()).c_str() : "cpu",
                 comm_->transport().c_str());
     std::fflush(stdout);
   }
+}
+
+// dist::choose_transport said NCCL (a CUDA run started by a launcher): the gradients travel over NCCL, on the device
+// this process drives (its local rank). NCCL's unique id goes out over MPI when the job has it, else over the TCP
+// rendezvous on MASTER_ADDR:MASTER_PORT.
+void TrainingRun::join_nccl() {
+  const DeviceCommFactory& make = nccl_communicator_factory();
+  const double timeout = comm_ ? comm_->timeout_seconds() : dist::make_communicator(dist::LaunchInfo{})->timeout_seconds();
+  bootstrap_ = std::move(comm_);
+  comm_ = make(launch_, bootstrap_ && bootstrap_->world() > 1 ? bootstrap_.get() : nullptr);
+  comm_->set_timeout_seconds(timeout);
+  if (world_ > 1) dist::set_error_prefix(str("rank ", rank_, "/", world_, ": "));
+  nccl_ = true;
 }
 
 // ---- the data ----------------------------------------------------------------------------------------------------
@@ -348,6 +366,7 @@ void TrainingRun::start_backend() {
   BackendOptions bopt;
   bopt.max_batch = local_batch_;
   bopt.comm = comm_.get();
+  bopt.device = use_cuda_ ? comm_->local_rank() : 0;
   bopt.optimizer = cfg_.optimizer;
   bopt.mean = mean_;
   bopt.stdev = stdev_;

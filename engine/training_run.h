@@ -67,6 +67,7 @@ class TrainingRun {
 
   // ---- plan (training_run.cpp) ----
   void join_world();
+  void join_nccl();  // choose_device's part for a CUDA run started by a launcher
   void choose_device();
   void open_data();
   void build_model_and_batch();
@@ -129,8 +130,13 @@ class TrainingRun {
   bool resuming_ = false;
 
   // the processes of a data-parallel job (world 1: this one)
-  std::unique_ptr<dist::Communicator> comm_;
+  dist::LaunchInfo launch_;
+  // A CUDA run started by a launcher talks over NCCL: comm_ is then the NCCL communicator, and bootstrap_ the
+  // MPI one that handed it NCCL's unique id (null after a torchrun-style launch: the TCP rendezvous did).
+  std::unique_ptr<dist::Communicator> bootstrap_;
+  std::unique_ptr<dist::Communicator> comm_;  // null from join_world to choose_device after a torchrun-style launch
   int rank_ = 0, world_ = 1;
+  bool nccl_ = false;
   bool writer_ = true;     // rank 0 owns the run folder: checkpoints, metrics, config, summary, report
   bool user_quiet_ = false;
   // device

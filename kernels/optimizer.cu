@@ -70,13 +70,32 @@ __global__ void __launch_bounds__(kThreads) check_finite_kernel(int64_t n, const
 __global__ void set_step_control_kernel(StepControl* ctl, float lr, int32_t skip) {
   ctl->lr = lr;
   ctl->skip = skip;
+  ctl->stop = 0;  // the synchronous path (diagnose, tests) is never a stop request
 }
 
 __global__ void prepare_step_kernel(StepState* st, const StepControl* __restrict__ ctl, StepConfig c) {
   prepare_step_state(*st, *ctl, c);
 }
 
+__global__ void pack_step_sums_kernel(const StepState* st, const StepControl* __restrict__ ctl, int n, float* sums) {
+  pack_step_sums_state(st->record, *ctl, n, sums);
+}
+
+__global__ void unpack_step_sums_kernel(StepState* st, const float* __restrict__ sums) {
+  unpack_step_sums_state(st->record, sums);
+}
+
 }  // namespace
+
+void pack_step_sums(const StepState* state, const StepControl* ctl, int n, float* sums, cudaStream_t stream) {
+  pack_step_sums_kernel<<<1, 1, 0, stream>>>(state, ctl, n, sums);
+  CUDA_LAUNCH_CHECK(stream);
+}
+
+void unpack_step_sums(StepState* state, const float* sums, cudaStream_t stream) {
+  unpack_step_sums_kernel<<<1, 1, 0, stream>>>(state, sums);
+  CUDA_LAUNCH_CHECK(stream);
+}
 
 void set_step_control(StepControl* ctl, float lr, bool skip, cudaStream_t stream) {
   set_step_control_kernel<<<1, 1, 0, stream>>>(ctl, lr, skip ? 1 : 0);

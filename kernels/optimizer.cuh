@@ -21,6 +21,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <limits>
 
 #if defined(__CUDACC__)
 #define STOKE_HOST_DEVICE __host__ __device__
@@ -104,6 +105,7 @@ STOKE_HOST_DEVICE inline void update_loss_scale(LossScaleState& s, const LossSca
 struct StepControl {
   float lr = 0.f;
   int32_t skip = 0;  // fault injection: treat the loss as non-finite (skip the update)
+  int32_t stop = 0;  // this process was asked to stop: carried to every rank with the step's sums
 };
 
 // What the host reads back per step (one small device-to-host copy, no wait inside the step).
@@ -112,6 +114,7 @@ struct StepRecord {
   int32_t correct = 0;
   int32_t applied = 1;     // the last prepare_step let the update run
   float loss_scale = 1.f;  // the scale the last step's loss was computed with
+  int32_t stop = 0;        // data parallel: some rank's control had stop set for this step (from the sums)
 };
 
 // Device-resident across steps (one per executor).
@@ -133,6 +136,9 @@ struct StepConfig {
   float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f;
   bool loss_scaling = false;  // fp16: read found_inf, move the scale
   LossScaleRule rule;
+  // Data parallel: the gradients are the sum over the ranks of each rank's mean over its equal slice of the global
+  // batch, so the update multiplies them by 1/world (folded into inv_scale: one multiply, as the CPU backend's).
+  float inv_world = 1.f;
 };
 
 // The decision and the arguments of one step: prepare_step's whole body, a plain function so that the host tests
@@ -154,7 +160,7 @@ STOKE_HOST_DEVICE inline void prepare_step_state(StepState& st, const StepContro
   st.record.applied = skip ? 0 : 1;
   const float scale = st.scaler.scale;
   st.record.loss_scale = scale;
-  const float inv_scale = c.loss_scaling ? 1.f / scale : 1.f;
+  const float inv_scale = (c.loss_scaling ? 1.f / scale : 1.f) * c.inv_world;
   if (!skip) ++st.t;
   const int64_t t = st.t > 0 ? st.t : 1;  // a skipped first step: arguments unused, keep them finite
   const float lr = ctl.lr;
@@ -186,6 +192,31 @@ STOKE_HOST_DEVICE inline void prepare_step_state(StepState& st, const StepContro
   if (c.loss_scaling && !bad_loss) update_loss_scale(st.scaler, c.rule, !overflow);
 }
 
+// Data parallel: what one all-reduce carries besides the gradients, as the CPU backend's step does: {this rank's
+// loss x n (NaN when that loss is not finite or the step is injected-skipped), correct, n}. After the sum the
+// record holds the global batch's loss and correct count, and a non-finite loss on any rank is non-finite on
+// every rank, so prepare_step takes the same skip decision everywhere. (fp16 overflow needs nothing more:
+// check_finite runs on the summed gradients, which are the same on every rank.)
+constexpr int kStepSums = 4;  // loss x n, correct, n, stop requests
+STOKE_HOST_DEVICE inline void pack_step_sums_state(const StepRecord& rec, const StepControl& ctl, int n, float* sums) {
+#if defined(__CUDA_ARCH__)
+  const bool finite_loss = isfinite(rec.loss);
+  const float nan = __int_as_float(0x7fc00000);
+#else
+  const bool finite_loss = std::isfinite(rec.loss);
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+#endif
+  sums[0] = ctl.skip == 0 && finite_loss ? rec.loss * static_cast<float>(n) : nan;
+  sums[1] = static_cast<float>(rec.correct);
+  sums[2] = static_cast<float>(n);
+  sums[3] = ctl.stop != 0 ? 1.f : 0.f;
+}
+STOKE_HOST_DEVICE inline void unpack_step_sums_state(StepRecord& rec, const float* sums) {
+  rec.loss = sums[0] / sums[2];
+  rec.correct = static_cast<int32_t>(sums[1] + 0.5f);  // an exact small integer: counts stay below 2^24
+  rec.stop = sums[3] > 0.5f ? 1 : 0;
+}
+
 // One thread: ctl = {lr, skip}.
 void set_step_control(StepControl* ctl, float lr, bool skip, cudaStream_t stream);
 // One thread, after the loss (and, with loss scaling, check_finite of the gradients): decides skip_update
@@ -193,5 +224,8 @@ void set_step_control(StepControl* ctl, float lr, bool skip, cudaStream_t stream
 // arguments as the host used to compute them (bias corrections in double) and the record's applied/loss_scale,
 // then moves the loss scale (not on a non-finite loss: as before, such a step never reached the scaler).
 void prepare_step(StepState* state, const StepControl* ctl, const StepConfig& config, cudaStream_t stream);
+// One thread each: pack_step_sums_state into sums (device, kStepSums floats) after the loss; unpack after the sum.
+void pack_step_sums(const StepState* state, const StepControl* ctl, int n, float* sums, cudaStream_t stream);
+void unpack_step_sums(StepState* state, const float* sums, cudaStream_t stream);
 
 }  // namespace stoke::cuda

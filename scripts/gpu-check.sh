@@ -15,9 +15,11 @@
 # tests (ctest -L gpu, or the gtest binary when there is no ctest), the first training step with STOKE_CUDA_SYNC=1
 # (faults inside cuDNN/cuBLASLt surface at the call that made them), one CLI training run per precision on the
 # MNIST-shaped data with CUDA graphs and one without (STOKE_NO_GRAPHS=1; images/s of both), the asynchronous
-# step's test with its output (host time per submit), compute-sanitizer memcheck (kernels + one executor step
+# step's test with its output (host time per submit), evaluation on the device, the NCCL data-parallel path with
+# one process (torchrun-style variables, world 1) against the single-process run (losses within 1e-6), compute-sanitizer memcheck (kernels + one executor step
 # with STOKE_ARENA_DEBUG=1, so a write past any arena buffer is seen) and racecheck, kernel benchmarks, then the
-# rest (export check, --batch-size auto, diagnose). Writes OUTDIR/summary.json (device, driver, CUDA runtime, commit, date, test names by outcome,
+# rest (export check, --batch-size auto, diagnose); after the CLI runs, the NCCL path with one process (world 1,
+# torchrun-style variables) against the single-process run: losses within 1e-6 relative. Writes OUTDIR/summary.json (device, driver, CUDA runtime, commit, date, test names by outcome,
 # every step's status and seconds, ok) and OUTDIR/gpu-check.log. Exit 0 only when ok.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -155,7 +157,45 @@ train() {  # train NAME PRECISION [extra args]: one CLI run on the MNIST-shaped 
   [ -f "$OUTDIR/runs/$name/summary.json" ] && cp "$OUTDIR/runs/$name/summary.json" "$OUTDIR/$name-summary.json"
   return $rc
 }
-export -f preflight train
+# The NCCL path with one process: the launcher's variables (torchrun style, world 1) make a CUDA run go through
+# the NCCL communicator and the bucketed gradient all-reduce, exactly as each rank of a job does. Not --quiet: the
+# world line must name NCCL as the transport.
+train_nccl() {  # train_nccl NAME PRECISION [extra args]
+  local name=$1 prec=$2 rc=0
+  shift 2
+  env RANK=0 WORLD_SIZE=1 LOCAL_RANK=0 MASTER_ADDR=127.0.0.1 MASTER_PORT=29517 \
+    "$B/bin/stoke" train --device cuda --precision "$prec" --data "$DATA/train" --val "$DATA/val" --image-size 28 \
+    --model small-cnn --epochs 1 --batch-size 64 --out "$OUTDIR/runs/$name" --overwrite "$@" \
+    > "$OUTDIR/$name.log" 2>&1 || rc=$?
+  tail -5 "$OUTDIR/$name.log"
+  [ -f "$OUTDIR/runs/$name/summary.json" ] && cp "$OUTDIR/runs/$name/summary.json" "$OUTDIR/$name-summary.json"
+  grep -m1 "^world:" "$OUTDIR/$name.log" || { echo "no world line"; rc=1; }
+  grep -q "^world:.*transport NCCL" "$OUTDIR/$name.log" || { echo "the world line does not name NCCL"; rc=1; }
+  return $rc
+}
+# The NCCL run against the single-process one (both --deterministic): a one-rank all-reduce is a copy and 1/world
+# is 1, so the update is the same arithmetic; only the reported loss is (loss x n) / n, within an ulp of it.
+# Tolerance: every logged loss within 1e-6 relative, the final weights within compare_weights.py's 1e-6.
+nccl_parity() {  # nccl_parity REF_RUN NCCL_RUN
+  python3 - "$1" "$2" << 'PY' || return 1
+import json, sys
+def losses(d):
+    rows = [json.loads(l) for l in open(d + "/metrics.jsonl")]
+    return [r["loss"] for r in rows if r.get("kind") == "train"] + \
+           [r[k] for r in rows if r.get("kind") == "epoch" for k in ("train_loss", "val_loss") if k in r]
+a, b = losses(sys.argv[1]), losses(sys.argv[2])
+print("single process:", a)
+print("NCCL, world 1: ", b)
+assert a and len(a) == len(b), "different numbers of logged losses"
+worst = max(abs(x - y) / max(abs(x), 1e-30) for x, y in zip(a, b))
+print("largest relative difference %.3g (tolerance 1e-6)" % worst)
+assert worst <= 1e-6
+PY
+  local ck
+  ck() { echo "$1/checkpoints/$(cat "$1/checkpoints/latest")/model.safetensors"; }
+  python3 "$ROOT/tests/dist/compare_weights.py" "$(ck "$1")" "$(ck "$2")" 1e-6
+}
+export -f preflight train train_nccl nccl_parity
 
 say "machine"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader > "$OUTDIR/nvidia-smi.txt" 2>&1 || true
@@ -207,6 +247,10 @@ if [ -d "$DATA/train" ] || [ "$DRY" = 1 ]; then
     "$1" eval --device cpu --run "$2" --data "$3" > "$4/eval-cpu.txt" &&
     diff <(grep -m1 accuracy "$4/eval-cuda.txt") <(grep -m1 accuracy "$4/eval-cpu.txt")' _ \
     "$B/bin/stoke" "$OUTDIR/runs/train-bf16" "$DATA/val" "$OUTDIR"
+  # Data parallel through NCCL on this one GPU (world 1), against the single-process run of the same settings.
+  step train-det-fp16 60 device bash -c 'train "$@"' _ train-det-fp16 fp16 --deterministic
+  step train-nccl-fp16 60 device bash -c 'train_nccl "$@"' _ train-nccl-fp16 fp16 --deterministic
+  step nccl-parity 30 device bash -c 'nccl_parity "$@"' _ "$OUTDIR/runs/train-det-fp16" "$OUTDIR/runs/train-nccl-fp16"
 else
   record train -1 0 "failed: no data set at $DATA (run --prepare)"
 fi
@@ -277,7 +321,7 @@ runtime = dev.rsplit("runtime ", 1)[1].split()[0] if "runtime " in dev else "unk
 if not has_smi and "driver " in dev:
     smi, has_smi = [dev.split(",")[0].replace("device: ", ""), dev.rsplit("driver ", 1)[1].split(",")[0]], True
 training = {}
-for p in ("bf16", "fp16", "fp32", "bf16-nographs", "fp16-nographs", "fp32-nographs", "bf16-cachegpu"):
+for p in ("bf16", "fp16", "fp32", "bf16-nographs", "fp16-nographs", "fp32-nographs", "bf16-cachegpu", "det-fp16", "nccl-fp16"):
     try:
         s = json.load(open(os.path.join(out, "train-%s-summary.json" % p)))
         training[p] = {k: s[k] for k in s if isinstance(s[k], (int, float, str)) and len(str(s[k])) < 80}

@@ -1,6 +1,6 @@
-# Sourced by scripts/gpu-check.sh and bench/side_by_side.sh on the GPU machine: finds libcudnn.so.9 and
-# libcublasLt.so.13 (CUDA's lib64, the system, or Python's nvidia/* wheels that torch brings) and puts their
-# folders on LD_LIBRARY_PATH, saying where each was found.
+# Sourced by scripts/gpu-check.sh and bench/side_by_side.sh on the GPU machine: finds libcudnn.so.9,
+# libcublasLt.so.13 and libnccl.so.2 (only the data-parallel path loads it) in CUDA's lib64, the system, or Python's
+# nvidia/* wheels that torch brings, and puts their folders on LD_LIBRARY_PATH, saying where each was found.
 find_lib_dir() {  # the first directory holding $1, among the usual places and Python's nvidia wheels
   local name=$1 d
   local candidates=(/usr/local/cuda/lib64 /usr/local/cuda/lib /usr/local/cuda/targets/x86_64-linux/lib
@@ -30,4 +30,12 @@ for lib in libcudnn.so.9 libcublasLt.so.13; do
     echo "$lib: NOT FOUND (the GPU tests will not start)"
   fi
 done
+# NCCL is loaded with dlopen only by the data-parallel path (the NCCL steps): missing, only those steps fail.
+d=$(find_lib_dir libnccl.so.2)
+if [ -n "$d" ]; then
+  echo "libnccl.so.2: $d"
+  case ":$LIBDIRS:" in *":$d:"*) ;; *) LIBDIRS="${LIBDIRS:+$LIBDIRS:}$d" ;; esac
+else
+  echo "libnccl.so.2: NOT FOUND (the NCCL steps will fail; everything else runs)"
+fi
 export LD_LIBRARY_PATH="${LIBDIRS}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"

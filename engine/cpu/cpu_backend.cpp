@@ -186,6 +186,11 @@ BackendFactory& cuda_factory_slot() {
   return f;
 }
 
+DeviceCommFactory& nccl_factory_slot() {
+  static DeviceCommFactory f;
+  return f;
+}
+
 }  // namespace
 
 std::unique_ptr<TrainingBackend> make_cpu_backend(const Graph& graph, const BackendOptions& options) {
@@ -194,5 +199,7 @@ std::unique_ptr<TrainingBackend> make_cpu_backend(const Graph& graph, const Back
 
 void set_cuda_backend_factory(BackendFactory factory) { cuda_factory_slot() = std::move(factory); }
 const BackendFactory& cuda_backend_factory() { return cuda_factory_slot(); }
+void set_nccl_communicator_factory(DeviceCommFactory factory) { nccl_factory_slot() = std::move(factory); }
+const DeviceCommFactory& nccl_communicator_factory() { return nccl_factory_slot(); }
 
 }  // namespace stoke

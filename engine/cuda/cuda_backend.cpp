@@ -20,19 +20,28 @@
 // Nothing inside a step waits for the host: whether the update runs (non-finite loss, injected skip, fp16
 // overflow), t, lr and the loss scale are on the device (CudaExecutor::step(const StepControl*)). The host never
 // reads the loss before the update; it learns everything from the record.
+//
+// Data parallel (BackendOptions::comm is the NCCL communicator): the step's sums and its gradient buckets are
+// all-reduced on a communication stream during backward (engine/cuda/grad_sync.h), and captured with the rest of
+// the step into its graph. Waits on the host poll NCCL's asynchronous error, so a failed peer is an error here.
 #include <cuda_profiler_api.h>
 
 #include <array>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <thread>
 
 #include "base/cuda_check.h"
 #include "base/error.h"
 #include "base/trace.h"
 #include "engine/backend.h"
 #include "engine/cuda/arena.h"
+#include "engine/cuda/device_collectives.h"
 #include "engine/cuda/executor.h"
+#include "engine/cuda/grad_sync.h"
+#include "engine/dist/communicator.h"
 #include "engine/cuda/runtime.h"
 #include "engine/cuda/step_graph.h"
 #include "engine/cuda/step_ring.h"
@@ -97,6 +106,7 @@ class CudaBackend final : public TrainingBackend {
     layout_inputs(inputs_arena_);
     inputs_arena_.zero(copy_);
     copy_.synchronize();
+    join_world(o);
     released_.reserve(4 * kSlots);
     results_.reserve(4 * kSlots);
   }
@@ -114,12 +124,17 @@ class CudaBackend final : public TrainingBackend {
     x.precision = cuda::parse_precision(to_string(o.precision));
     x.optimizer = o.optimizer;
     x.deterministic = o.deterministic;
+    x.device = o.device;
     return x;
   }
 
   std::string name() const override { return "cuda"; }
   std::string describe() const override {
-    return ex_.describe() + (graphs_ ? ", CUDA graphs" : ", no CUDA graphs");
+    std::string d = ex_.describe() + (graphs_ ? ", CUDA graphs" : ", no CUDA graphs");
+    if (sync_)
+      d += str(", data parallel over ", opt_.comm->world(), " rank", opt_.comm->world() == 1 ? "" : "s", " (",
+               sync_->buckets(), " gradient bucket", sync_->buckets() == 1 ? "" : "s", ")");
+    return d;
   }
   bool profiler(bool on) override {
     drain();
@@ -193,7 +208,7 @@ class CudaBackend final : public TrainingBackend {
     STOKE_TRACE("submit");
     if (ring_.full()) {
       // The host-side bound: the oldest step's slot (input buffer, pinned control and record) is needed again.
-      done_[static_cast<size_t>(ring_.oldest())].synchronize();
+      wait_for(done_[static_cast<size_t>(ring_.oldest())]);
       poll();
     }
     if (r.ids) check_ids(r.n, r.ids);  // before anything is queued: a kernel cannot report a bad id
@@ -211,7 +226,7 @@ class CudaBackend final : public TrainingBackend {
       // Block on whatever the oldest step reports next: its release, else its result.
       const size_t s = static_cast<size_t>(ring_.oldest());
       if (ring_.oldest_released())
-        done_[s].synchronize();
+        wait_for(done_[s]);
       else
         copied_[s].synchronize();
       poll();
@@ -224,6 +239,10 @@ class CudaBackend final : public TrainingBackend {
 
   void drain() override {
     copy_.synchronize();
+    while (!ring_.empty()) {  // oldest first: each wait may find a failed peer (wait_for)
+      wait_for(done_[static_cast<size_t>(ring_.oldest())]);
+      poll();
+    }
     CUDA_CHECK(cudaStreamSynchronize(ex_.stream()));
     poll();
     STOKE_CHECK(ring_.empty(), ring_.in_flight(), " steps still in flight after both streams finished");
@@ -239,10 +258,9 @@ class CudaBackend final : public TrainingBackend {
     drain();
     stage_sync(r.n, r.pixels, r.labels, r.flips);
     ex_.forward(r.n, ex_.device_pixels(), r.flips ? ex_.device_flips() : nullptr, true);
-    ex_.loss(r.n, ex_.device_labels(), opt_.label_smoothing, true);
-    ex_.backward();
     cuda::set_step_control(ctl_sync(), r.lr, r.skip, ex_.stream());
-    ex_.step(ctl_sync());
+    ex_.loss(r.n, ex_.device_labels(), opt_.label_smoothing, true);
+    backward_and_update(ctl_sync());
     const CudaStepStats st = ex_.stats();
     StepResult out;
     out.tag = r.tag;
@@ -266,6 +284,60 @@ class CudaBackend final : public TrainingBackend {
       b.control = a.alloc<cuda::StepControl>(1, "step control (asynchronous step)");
     }
     sync_control_ = a.alloc<cuda::StepControl>(1, "step control (synchronous step)");
+    sums_ = a.alloc<float>(cuda::kStepSums, "step sums (data parallel)");
+  }
+
+  // Data parallel when the communicator has a device side (NCCL); any other communicator of several processes
+  // cannot carry device memory.
+  void join_world(const BackendOptions& o) {
+    if (!o.comm) return;
+    auto* dc = dynamic_cast<cuda::DeviceCollectives*>(o.comm);
+    if (!dc) {
+      if (o.comm->world() > 1)
+        throw UserError(str("the CUDA backend all-reduces its gradients over NCCL; this job's transport is ",
+                            o.comm->transport(), " (a build without NCCL cannot train on several GPUs)"));
+      return;
+    }
+    const int out = graph_.output();
+    sync_ = std::make_unique<cuda::GradSync>(
+        *dc, cuda::plan_device_buckets(ex_.grad_sources(), ex_.device_grad_count(), out), out, ex_.device_grads(), sums_);
+    ex_.set_backward_hook([this](int node) { sync_->after_node(node, ex_.stream()); });
+    ex_.set_inv_world(1.f / static_cast<float>(o.comm->world()));
+    timeout_s_ = o.comm->timeout_seconds();
+  }
+
+  // Backward and the update, after loss(): with a world, the sums go out first (they are ready before backward),
+  // the buckets during backward, and the update waits for the last of them.
+  void backward_and_update(const cuda::StepControl* control) {
+    cudaStream_t s = ex_.stream();
+    if (sync_) {
+      ex_.pack_step_sums(control, sync_->sums());
+      sync_->begin(s);
+    }
+    ex_.backward();
+    if (sync_) {
+      sync_->end(s);
+      ex_.unpack_step_sums(sync_->sums());
+    }
+    ex_.step(control);
+  }
+
+  // Waits for a step's event. With NCCL in the step a peer that fails would leave it pending for ever: poll, and
+  // ask NCCL for an asynchronous error; past the communicator's timeout the peer is called lost.
+  void wait_for(const cuda::Event& e) {
+    if (!sync_) {
+      e.synchronize();
+      return;
+    }
+    const auto t0 = std::chrono::steady_clock::now();
+    while (!e.done()) {
+      sync_->collectives().check_async_error();
+      if (std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() > timeout_s_)
+        throw dist::LostPeer(str("a training step's NCCL all-reduce did not complete within ", timeout_s_,
+                                 " s (STOKE_DIST_TIMEOUT): a rank is lost or hung; stopping"),
+                             {});
+      std::this_thread::sleep_for(std::chrono::microseconds(100));
+    }
   }
   cuda::StepControl* ctl_sync() { return sync_control_; }
 
@@ -292,6 +364,7 @@ class CudaBackend final : public TrainingBackend {
     cuda::StepControl& ctl = pinned_.control(slot);
     ctl.lr = r.lr;
     ctl.skip = r.skip ? 1 : 0;
+    ctl.stop = r.stop ? 1 : 0;
     CUDA_CHECK(cudaStreamWaitEvent(copy_.get(), done_[b].get(), 0));
     if (r.ids) {  // --cache gpu: n ids instead of the images; the step gathers pixels and labels on the device
       CUDA_CHECK(cudaMemcpyAsync(in.ids, r.ids, n * sizeof(int64_t), cudaMemcpyHostToDevice, copy_.get()));
@@ -343,8 +416,7 @@ class CudaBackend final : public TrainingBackend {
                            in.pixels, in.labels, ex_.stream());
     ex_.forward(n, in.pixels, in.flips, true);
     ex_.loss(n, in.labels, opt_.label_smoothing, true);
-    ex_.backward();
-    ex_.step(in.control);
+    backward_and_update(in.control);
   }
 
   void check_ids(int n, const int64_t* ids) const {
@@ -371,7 +443,8 @@ class CudaBackend final : public TrainingBackend {
     out.correct = rec.correct;
     out.applied = rec.applied != 0;
     out.loss_scale = rec.loss_scale;
-    out.stop = stop_[b];  // one process: nothing to agree with (a data-parallel step reduces it with the gradients)
+    // One process: its own request. Data parallel: the flag summed with the step's sums, the same on every rank.
+    out.stop = sync_ ? rec.stop != 0 : stop_[b];
     out.device_seconds = static_cast<double>(cuda::Event::elapsed_ms(start_[b], done_[b])) * 1e-3;
     return out;
   }
@@ -384,6 +457,9 @@ class CudaBackend final : public TrainingBackend {
   cuda::DeviceArena inputs_arena_;
   std::array<InputBuffer, kSlots> inputs_{};
   cuda::StepControl* sync_control_ = nullptr;
+  float* sums_ = nullptr;
+  std::unique_ptr<cuda::GradSync> sync_;  // data parallel (NCCL); null otherwise
+  double timeout_s_ = 300;
   PinnedSlots pinned_;
   std::array<cuda::Event, kSlots> copied_;       // the batch is on the device (no timing: cheapest to record)
   std::array<cuda::Event, kSlots> start_, done_;  // the step's compute began / ended (timed: device_seconds)

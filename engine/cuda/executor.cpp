@@ -61,5 +61,14 @@ void CudaExecutor::step(const cuda::StepControl* control) { impl_->step(control)
 const cuda::StepRecord* CudaExecutor::device_record() const { return impl_->device_record(); }
 CudaStepStats CudaExecutor::stats() { return impl_->stats(); }
 void CudaExecutor::download_logits(float* logits) const { impl_->download_logits(logits); }
+std::vector<cuda::GradSource> CudaExecutor::grad_sources() const { return impl_->grad_sources(); }
+float* CudaExecutor::device_grads() { return impl_->device_grads(); }
+int64_t CudaExecutor::device_grad_count() const { return impl_->device_grad_count(); }
+void CudaExecutor::set_backward_hook(std::function<void(int)> hook) { impl_->set_backward_hook(std::move(hook)); }
+void CudaExecutor::set_inv_world(float inv_world) { impl_->set_inv_world(inv_world); }
+void CudaExecutor::pack_step_sums(const cuda::StepControl* control, float* sums) {
+  impl_->pack_step_sums(control, sums);
+}
+void CudaExecutor::unpack_step_sums(const float* sums) { impl_->unpack_step_sums(sums); }
 
 }  // namespace stoke

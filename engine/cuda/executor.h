@@ -47,10 +47,12 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "engine/cuda/grad_sync.h"
 #include "engine/cuda/precision.h"
 #include "kernels/optimizer.cuh"
 #include "engine/cuda/runtime.h"
@@ -136,6 +138,21 @@ class CudaExecutor {
   CudaStepStats stats();
   // Logits of the last forward, n x classes, as fp32 (synchronises).
   void download_logits(float* logits) const;
+
+  // ---- data parallel (engine/cuda/grad_sync.h drives these; all enqueue only) ----
+  // Each parameter's gradient in the device layout and the backward node that finishes it.
+  std::vector<cuda::GradSource> grad_sources() const;
+  float* device_grads();              // the fp32 gradient buffer, device layout (gaps included)
+  int64_t device_grad_count() const;  // its length in floats
+  // Called on the host after backward() has enqueued the work of each node, from the output down to node 1 (every
+  // node, also one that had no gradient to propagate). Empty: none.
+  void set_backward_hook(std::function<void(int node)> hook);
+  // The update's gradient factor: 1/world (the summed gradients are world times the global batch's mean).
+  void set_inv_world(float inv_world);
+  // kernels/optimizer.cuh's step sums: pack after loss() (n = that loss's rows), unpack after the all-reduce,
+  // before step().
+  void pack_step_sums(const cuda::StepControl* control, float* sums);
+  void unpack_step_sums(const float* sums);
 
   struct Impl;
 

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <optional>
 #include <type_traits>
 #include "engine/cuda/arena.h"
@@ -117,6 +118,13 @@ struct CudaExecutor::Impl {
   virtual const cuda::StepRecord* device_record() const = 0;
   virtual CudaStepStats stats() = 0;
   virtual void download_logits(float* out) = 0;
+  virtual std::vector<cuda::GradSource> grad_sources() const = 0;
+  virtual float* device_grads() = 0;
+  virtual int64_t device_grad_count() const = 0;
+  virtual void set_backward_hook(std::function<void(int)> hook) = 0;
+  virtual void set_inv_world(float inv_world) = 0;
+  virtual void pack_step_sums(const cuda::StepControl* control, float* sums) = 0;
+  virtual void unpack_step_sums(const float* sums) = 0;
 };
 
 namespace cuda_engine {
@@ -298,6 +306,20 @@ class Engine final : public CudaExecutor::Impl {
     for (size_t i = 0; i < count; ++i) out[i] = host_to_float(h[i]);
   }
 
+  // ---- data parallel ----------------------------------------------------------------------------------------------
+  std::vector<cuda::GradSource> grad_sources() const override { return cuda::grad_sources(g_, groups_, pl_); }
+  float* device_grads() override { return grads_; }
+  int64_t device_grad_count() const override { return pl_.total(); }
+  void set_backward_hook(std::function<void(int)> hook) override { backward_hook_ = std::move(hook); }
+  // Changes a constant of the update: only between steps, and before a step graph is captured (the captured
+  // prepare_step launch holds the config by value).
+  void set_inv_world(float inv_world) override { step_config_.inv_world = inv_world; }
+  void pack_step_sums(const cuda::StepControl* control, float* sums) override {
+    STOKE_CHECK(have_forward_ && forward_train_, "step sums need a training forward and loss()");
+    cuda::pack_step_sums(state_dev_, control, n_, sums, ctx_.stream());
+  }
+  void unpack_step_sums(const float* sums) override { cuda::unpack_step_sums(state_dev_, sums, ctx_.stream()); }
+
  private:
   struct Slot {
     T* ptr = nullptr;
@@ -401,6 +423,9 @@ class Engine final : public CudaExecutor::Impl {
 
   void backward_group(const Group& gr, int n);
 
+  // One node of backward() (its gradient to its inputs and parameters), n rows.
+  void backward_node(int node, int n);
+
   // ---- members (ctx_ first: it selects the device everything else lives on) --------------------------------------
   const Graph& g_;
   int max_batch_;
@@ -453,6 +478,7 @@ class Engine final : public CudaExecutor::Impl {
   cuda::StepRecord* host_ = nullptr;     // pinned, for stats()
 
   cuda::NormalizeParams norm_;
+  std::function<void(int)> backward_hook_;  // data parallel: launches the gradient buckets a node completes
   int n_ = 0;
   bool have_forward_ = false, forward_train_ = false, have_loss_grad_ = false;
 };

@@ -115,108 +115,115 @@ void Engine<T>::backward() {
   have_loss_grad_ = false;
   cudaStream_t s = ctx_.stream();
   const int n = n_;
-  const auto& nodes = g_.nodes();
   CUDA_CHECK(cudaMemsetAsync(grads_, 0, static_cast<size_t>(pl_.total()) * sizeof(float), s));
   std::fill(has_grad_.begin(), has_grad_.end(), 0);
   const int out = g_.output();
   has_grad_[static_cast<size_t>(out)] = 1;  // loss() wrote dlogits into it
 
   for (int node = out; node >= 1; --node) {
-    if (!has_grad_[static_cast<size_t>(node)]) continue;
-    const Node& nd = nodes[static_cast<size_t>(node)];
-    const T* dy = dact_[static_cast<size_t>(node)];
-    if (const int gi = group_at_out_[static_cast<size_t>(node)]; gi >= 0) {
-      backward_group(groups_[static_cast<size_t>(gi)], n);
-      continue;
-    }
-    const int x0 = nd.inputs[0];
-    const Shape3& in = g_.node(x0).out;
-    const int64_t in_count = int64_t{n} * in.size();
-    switch (nd.op) {
-      case Op::conv: {
-        const ConvShape sh = dev_conv_shape(nd, n);
-        Slot dx = take(x0, 0, in_count);
-        if (dx.ptr) conv_->backward_data(sh, conv_weight(nd, node), dy, dx.ptr, conv_ws_, conv_ws_bytes_);
-        give(dx);
-        if constexpr (std::is_same_v<T, float>) {
-          conv_->backward_filter(sh, in_ptr(x0), dy, grad(nd.weight), 1.f, conv_ws_, conv_ws_bytes_);
-        } else {
-          conv_->backward_filter(sh, in_ptr(x0), dy, conv_dw_, 0.f, conv_ws_, conv_ws_bytes_);
-          const T* dw = conv_dw_;
-          if (sh.c != in.c) {  // padded input: drop the zero filter slices (their dW is exactly zero)
-            cuda::copy_channels<T>(int64_t{sh.k} * sh.r * sh.s, in.c, conv_dw_, sh.c, conv_dw_unpad_, in.c, s);
-            dw = conv_dw_unpad_;
-          }
-          cuda::accumulate<T>(g_.params()[static_cast<size_t>(nd.weight)].size, dw, grad(nd.weight), s);
+    backward_node(node, n);
+    if (backward_hook_) backward_hook_(node);
+  }
+}
+
+template <typename T>
+void Engine<T>::backward_node(int node, int n) {
+  cudaStream_t s = ctx_.stream();
+  const auto& nodes = g_.nodes();
+  if (!has_grad_[static_cast<size_t>(node)]) return;
+  const Node& nd = nodes[static_cast<size_t>(node)];
+  const T* dy = dact_[static_cast<size_t>(node)];
+  if (const int gi = group_at_out_[static_cast<size_t>(node)]; gi >= 0) {
+    backward_group(groups_[static_cast<size_t>(gi)], n);
+    return;
+  }
+  const int x0 = nd.inputs[0];
+  const Shape3& in = g_.node(x0).out;
+  const int64_t in_count = int64_t{n} * in.size();
+  switch (nd.op) {
+    case Op::conv: {
+      const ConvShape sh = dev_conv_shape(nd, n);
+      Slot dx = take(x0, 0, in_count);
+      if (dx.ptr) conv_->backward_data(sh, conv_weight(nd, node), dy, dx.ptr, conv_ws_, conv_ws_bytes_);
+      give(dx);
+      if constexpr (std::is_same_v<T, float>) {
+        conv_->backward_filter(sh, in_ptr(x0), dy, grad(nd.weight), 1.f, conv_ws_, conv_ws_bytes_);
+      } else {
+        conv_->backward_filter(sh, in_ptr(x0), dy, conv_dw_, 0.f, conv_ws_, conv_ws_bytes_);
+        const T* dw = conv_dw_;
+        if (sh.c != in.c) {  // padded input: drop the zero filter slices (their dW is exactly zero)
+          cuda::copy_channels<T>(int64_t{sh.k} * sh.r * sh.s, in.c, conv_dw_, sh.c, conv_dw_unpad_, in.c, s);
+          dw = conv_dw_unpad_;
         }
-        if (nd.bias >= 0)
-          cuda::bias_backward<T>(int64_t{n} * nd.out.h * nd.out.w, nd.k, dy, grad(nd.bias), reduce_ws_, s);
-        break;
+        cuda::accumulate<T>(g_.params()[static_cast<size_t>(nd.weight)].size, dw, grad(nd.weight), s);
       }
-      case Op::batchnorm: {
-        Slot dx = take(x0, 0, in_count);
-        cuda::batchnorm_backward<T>(n * in.h * in.w, in.c, in_ptr(x0), master(nd.weight),
-                                    save_mean_[static_cast<size_t>(node)], save_invstd_[static_cast<size_t>(node)], dy,
-                                    dx.ptr, grad(nd.weight), grad(nd.bias), reduce_ws_, s);
-        give(dx);
-        break;
-      }
-      case Op::relu: {
-        Slot dx = take(x0, 0, in_count);
-        if (dx.ptr) cuda::relu_backward<T>(in_count, act_[static_cast<size_t>(node)], dy, dx.ptr, s);
-        give(dx);
-        break;
-      }
-      case Op::maxpool: {
-        Slot dx = take(x0, 0, in_count);
-        if (dx.ptr) cuda::maxpool_backward<T>(pool_shape(nd, in, n), argmax_[static_cast<size_t>(node)], dy, dx.ptr, s);
-        give(dx);
-        break;
-      }
-      case Op::avgpool: {
-        Slot dx = take(x0, 0, in_count);
-        if (dx.ptr) cuda::avgpool_backward<T>(pool_shape(nd, in, n), dy, dx.ptr, s);
-        give(dx);
-        break;
-      }
-      case Op::global_avgpool: {
-        Slot dx = take(x0, 0, in_count);
-        if (dx.ptr) cuda::global_avgpool_backward<T>(n, in.h * in.w, in.c, dy, dx.ptr, s);
-        give(dx);
-        break;
-      }
-      case Op::linear: {
-        Slot dx = take(x0, 0, in_count);
-        if (dx.ptr) linear_->backward_data(n, nd.in_features, nd.out_features, weight(nd.weight), dy, dx.ptr);
-        give(dx);
-        linear_->backward_weight(n, nd.in_features, nd.out_features, in_ptr(x0), dy, grad(nd.weight), linear_dw_);
-        if (nd.bias >= 0) cuda::bias_backward<T>(n, nd.out_features, dy, grad(nd.bias), reduce_ws_, s);
-        break;
-      }
-      case Op::add: {
-        // Both inputs receive dy (the same node twice: the second contribution goes through scratch).
-        Slot a = take(nd.inputs[0], 0, in_count);
-        Slot b = take(nd.inputs[1], 1, in_count);
-        cuda::add_backward<T>(in_count, dy, a.ptr, b.ptr, s);
-        give(a);
-        give(b);
-        break;
-      }
-      case Op::concat: {
-        const int64_t rows = int64_t{n} * in.h * in.w;
-        const int total = nd.out.c;
-        int off = 0;
-        for (int part : nd.inputs) {
-          const int c = g_.node(part).out.c;
-          Slot d = take(part, 0, rows * c);
-          if (d.ptr) cuda::copy_channels<T>(rows, c, dy + off, total, d.ptr, c, s);
-          give(d);
-          off += c;
-        }
-        break;
-      }
-      case Op::input: break;
+      if (nd.bias >= 0)
+        cuda::bias_backward<T>(int64_t{n} * nd.out.h * nd.out.w, nd.k, dy, grad(nd.bias), reduce_ws_, s);
+      break;
     }
+    case Op::batchnorm: {
+      Slot dx = take(x0, 0, in_count);
+      cuda::batchnorm_backward<T>(n * in.h * in.w, in.c, in_ptr(x0), master(nd.weight),
+                                  save_mean_[static_cast<size_t>(node)], save_invstd_[static_cast<size_t>(node)], dy,
+                                  dx.ptr, grad(nd.weight), grad(nd.bias), reduce_ws_, s);
+      give(dx);
+      break;
+    }
+    case Op::relu: {
+      Slot dx = take(x0, 0, in_count);
+      if (dx.ptr) cuda::relu_backward<T>(in_count, act_[static_cast<size_t>(node)], dy, dx.ptr, s);
+      give(dx);
+      break;
+    }
+    case Op::maxpool: {
+      Slot dx = take(x0, 0, in_count);
+      if (dx.ptr) cuda::maxpool_backward<T>(pool_shape(nd, in, n), argmax_[static_cast<size_t>(node)], dy, dx.ptr, s);
+      give(dx);
+      break;
+    }
+    case Op::avgpool: {
+      Slot dx = take(x0, 0, in_count);
+      if (dx.ptr) cuda::avgpool_backward<T>(pool_shape(nd, in, n), dy, dx.ptr, s);
+      give(dx);
+      break;
+    }
+    case Op::global_avgpool: {
+      Slot dx = take(x0, 0, in_count);
+      if (dx.ptr) cuda::global_avgpool_backward<T>(n, in.h * in.w, in.c, dy, dx.ptr, s);
+      give(dx);
+      break;
+    }
+    case Op::linear: {
+      Slot dx = take(x0, 0, in_count);
+      if (dx.ptr) linear_->backward_data(n, nd.in_features, nd.out_features, weight(nd.weight), dy, dx.ptr);
+      give(dx);
+      linear_->backward_weight(n, nd.in_features, nd.out_features, in_ptr(x0), dy, grad(nd.weight), linear_dw_);
+      if (nd.bias >= 0) cuda::bias_backward<T>(n, nd.out_features, dy, grad(nd.bias), reduce_ws_, s);
+      break;
+    }
+    case Op::add: {
+      // Both inputs receive dy (the same node twice: the second contribution goes through scratch).
+      Slot a = take(nd.inputs[0], 0, in_count);
+      Slot b = take(nd.inputs[1], 1, in_count);
+      cuda::add_backward<T>(in_count, dy, a.ptr, b.ptr, s);
+      give(a);
+      give(b);
+      break;
+    }
+    case Op::concat: {
+      const int64_t rows = int64_t{n} * in.h * in.w;
+      const int total = nd.out.c;
+      int off = 0;
+      for (int part : nd.inputs) {
+        const int c = g_.node(part).out.c;
+        Slot d = take(part, 0, rows * c);
+        if (d.ptr) cuda::copy_channels<T>(rows, c, dy + off, total, d.ptr, c, s);
+        give(d);
+        off += c;
+      }
+      break;
+    }
+    case Op::input: break;
   }
 }
 

@@ -1,6 +1,7 @@
 // See engine/cuda/nccl_communicator.h.
 #include "engine/cuda/nccl_communicator.h"
 
+#include <dlfcn.h>
 #include <nccl.h>
 
 #include <chrono>
@@ -9,27 +10,76 @@
 #include <vector>
 
 #include "base/cuda_check.h"
+#include "engine/cuda/device_collectives.h"
 #include "engine/dist/tcp_rendezvous.h"
 
 namespace stoke {
 
 namespace {
 
+// NCCL is loaded when the first communicator is made, not linked: the program then starts on machines without
+// NCCL (the GPU check's machine may lack it; a single-GPU run never needs it), and only a run that asks for the
+// NCCL path needs libnccl.so.2, with a message naming it when it is missing.
+struct NcclApi {
+  decltype(&::ncclAllReduce) AllReduce;
+  decltype(&::ncclBroadcast) Broadcast;
+  decltype(&::ncclCommAbort) CommAbort;
+  decltype(&::ncclCommDestroy) CommDestroy;
+  decltype(&::ncclCommGetAsyncError) CommGetAsyncError;
+  decltype(&::ncclCommInitRankConfig) CommInitRankConfig;
+  decltype(&::ncclGetErrorString) GetErrorString;
+  decltype(&::ncclGetUniqueId) GetUniqueId;
+  decltype(&::ncclGetVersion) GetVersion;
+};
+
+template <typename F>
+void load(void* lib, const char* name, F& f) {
+  f = reinterpret_cast<F>(dlsym(lib, name));
+  if (!f) throw Error(str("NCCL: libnccl.so.2 has no ", name, " (NCCL 2.14 or later is needed)"));
+}
+
+const NcclApi& nccl() {
+  static const NcclApi api = [] {
+    void* lib = dlopen("libnccl.so.2", RTLD_NOW | RTLD_LOCAL);
+    if (!lib)
+      throw UserError(str("data-parallel training on the CUDA backend needs NCCL, and libnccl.so.2 could not be loaded (",
+                          dlerror(), "): install NCCL or put its lib folder on LD_LIBRARY_PATH"));
+    NcclApi a{};
+    load(lib, "ncclAllReduce", a.AllReduce);
+    load(lib, "ncclBroadcast", a.Broadcast);
+    load(lib, "ncclCommAbort", a.CommAbort);
+    load(lib, "ncclCommDestroy", a.CommDestroy);
+    load(lib, "ncclCommGetAsyncError", a.CommGetAsyncError);
+    load(lib, "ncclCommInitRankConfig", a.CommInitRankConfig);
+    load(lib, "ncclGetErrorString", a.GetErrorString);
+    load(lib, "ncclGetUniqueId", a.GetUniqueId);
+    load(lib, "ncclGetVersion", a.GetVersion);
+    return a;
+  }();
+  return api;
+}
+
 void nccl_check(ncclResult_t r, const char* expr, const char* file, int line) {
-  if (r != ncclSuccess) throw Error(str("NCCL: ", expr, " failed: ", ncclGetErrorString(r), " (", file, ":", line, ")"));
+  if (r != ncclSuccess) throw Error(str("NCCL: ", expr, " failed: ", nccl().GetErrorString(r), " (", file, ":", line, ")"));
 }
 #define NCCL_CHECK(x) nccl_check((x), #x, __FILE__, __LINE__)
 
-class NcclCommunicator final : public dist::Communicator {
+class NcclCommunicator final : public dist::Communicator, public cuda::DeviceCollectives {
  public:
   NcclCommunicator(const dist::LaunchInfo& launch, dist::Communicator* bootstrap, cudaStream_t stream)
       : rank_(launch.rank), world_(launch.world), local_rank_(launch.local_rank), stream_(stream) {
     if (bootstrap) timeout_s_ = bootstrap->timeout_seconds();
     CUDA_CHECK(cudaSetDevice(local_rank_));
+    if (!stream_) {
+      CUDA_CHECK(cudaStreamCreateWithFlags(&own_stream_, cudaStreamNonBlocking));
+      stream_ = own_stream_;
+    }
     ncclUniqueId id;
     std::memset(&id, 0, sizeof id);
-    if (rank_ == 0) NCCL_CHECK(ncclGetUniqueId(&id));
-    if (bootstrap && bootstrap->world() == world_) {
+    if (rank_ == 0) NCCL_CHECK(nccl().GetUniqueId(&id));
+    if (world_ == 1) {
+      via_ = "one process";  // nobody to hand the id to
+    } else if (bootstrap && bootstrap->world() == world_) {
       bootstrap->broadcast(&id, sizeof id, 0);
       via_ = "unique id over MPI";
     } else {
@@ -43,21 +93,22 @@ class NcclCommunicator final : public dist::Communicator {
     // Non-blocking initialisation, so a rank that never joins cannot hang this one.
     ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
     config.blocking = 0;
-    NCCL_CHECK(ncclCommInitRankConfig(&comm_, world_, id, rank_, &config));
+    enqueued(nccl().CommInitRankConfig(&comm_, world_, id, rank_, &config), "initialisation");
     await_comm("initialisation");
     CUDA_CHECK(cudaMalloc(&scratch_, kScratch));
     int version = 0;
-    ncclGetVersion(&version);
+    nccl().GetVersion(&version);
     transport_ = str("NCCL ", version / 10000, ".", version / 100 % 100, ".", version % 100, " (", via_, ")");
   }
 
   ~NcclCommunicator() override {
     if (scratch_) cudaFree(scratch_);
+    if (own_stream_) cudaStreamDestroy(own_stream_);
     if (comm_) {
       if (failed_)
-        ncclCommAbort(comm_);
+        nccl().CommAbort(comm_);
       else
-        ncclCommDestroy(comm_);
+        nccl().CommDestroy(comm_);
     }
   }
 
@@ -66,9 +117,31 @@ class NcclCommunicator final : public dist::Communicator {
   int local_rank() const override { return local_rank_; }
   std::string transport() const override { return transport_; }
 
-  void allreduce_sum(float* device_data, size_t n) override {
-    NCCL_CHECK(ncclAllReduce(device_data, device_data, n, ncclFloat, ncclSum, comm_, stream_));
-    await_stream("all-reduce");
+  // Host memory, as dist::Communicator's callers (the trainer's agreement check) hand it: staged through the
+  // device scratch in chunks.
+  void allreduce_sum(float* host_data, size_t n) override {
+    const size_t per = kScratch / sizeof(float);
+    for (size_t at = 0; at < n; at += per) {
+      const size_t k = std::min(per, n - at);
+      float* d = static_cast<float*>(scratch_);
+      CUDA_CHECK(cudaMemcpyAsync(d, host_data + at, k * sizeof(float), cudaMemcpyHostToDevice, stream_));
+      enqueued(nccl().AllReduce(d, d, k, ncclFloat, ncclSum, comm_, stream_), "all-reduce");
+      CUDA_CHECK(cudaMemcpyAsync(host_data + at, d, k * sizeof(float), cudaMemcpyDeviceToHost, stream_));
+      await_stream("all-reduce");
+    }
+  }
+
+  void allreduce_sum_async(float* device_data, size_t n, cudaStream_t stream) override {
+    enqueued(nccl().AllReduce(device_data, device_data, n, ncclFloat, ncclSum, comm_, stream), "gradient all-reduce");
+  }
+
+  void check_async_error() override {
+    ncclResult_t state = ncclSuccess;
+    NCCL_CHECK(nccl().CommGetAsyncError(comm_, &state));
+    if (state != ncclSuccess && state != ncclInProgress) {
+      failed_ = true;
+      throw Error(str("NCCL: ", nccl().GetErrorString(state), " during a training step's all-reduce"));
+    }
   }
 
   void broadcast(void* host_data, size_t bytes, int root) override {
@@ -76,14 +149,14 @@ class NcclCommunicator final : public dist::Communicator {
       const size_t k = std::min(kScratch, bytes - at);
       auto* p = static_cast<uint8_t*>(host_data) + at;
       if (rank_ == root) CUDA_CHECK(cudaMemcpyAsync(scratch_, p, k, cudaMemcpyHostToDevice, stream_));
-      NCCL_CHECK(ncclBroadcast(scratch_, scratch_, k, ncclUint8, root, comm_, stream_));
+      enqueued(nccl().Broadcast(scratch_, scratch_, k, ncclUint8, root, comm_, stream_), "broadcast");
       CUDA_CHECK(cudaMemcpyAsync(p, scratch_, k, cudaMemcpyDeviceToHost, stream_));
       await_stream("broadcast");
     }
   }
 
   void barrier() override {
-    NCCL_CHECK(ncclAllReduce(scratch_, scratch_, 1, ncclFloat, ncclSum, comm_, stream_));
+    enqueued(nccl().AllReduce(scratch_, scratch_, 1, ncclFloat, ncclSum, comm_, stream_), "barrier");
     await_stream("barrier");
   }
 
@@ -102,15 +175,25 @@ class NcclCommunicator final : public dist::Communicator {
                          {});
   }
 
+  // The communicator is non-blocking (config.blocking = 0), so any call may answer ncclInProgress: the operation
+  // is still being enqueued, and nothing else may be called on the communicator until it has been. Inside a graph
+  // capture this wait is what makes the collective part of the captured graph before the capture ends.
+  void enqueued(ncclResult_t r, const char* what) {
+    if (r == ncclInProgress)
+      await_comm(what);
+    else
+      NCCL_CHECK(r);
+  }
+
   void await_comm(const char* what) {
     const auto t0 = std::chrono::steady_clock::now();
     for (;;) {
       ncclResult_t state = ncclSuccess;
-      NCCL_CHECK(ncclCommGetAsyncError(comm_, &state));
+      NCCL_CHECK(nccl().CommGetAsyncError(comm_, &state));
       if (state == ncclSuccess) return;
       if (state != ncclInProgress) {
         failed_ = true;
-        throw Error(str("NCCL ", what, ": ", ncclGetErrorString(state)));
+        throw Error(str("NCCL ", what, ": ", nccl().GetErrorString(state)));
       }
       if (elapsed(t0) > timeout_s_) lost(what);
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
@@ -124,10 +207,10 @@ class NcclCommunicator final : public dist::Communicator {
       if (e == cudaSuccess) return;
       if (e != cudaErrorNotReady) CUDA_CHECK(e);
       ncclResult_t state = ncclSuccess;
-      NCCL_CHECK(ncclCommGetAsyncError(comm_, &state));
+      NCCL_CHECK(nccl().CommGetAsyncError(comm_, &state));
       if (state != ncclSuccess && state != ncclInProgress) {
         failed_ = true;
-        throw Error(str("NCCL ", what, ": ", ncclGetErrorString(state)));
+        throw Error(str("NCCL ", what, ": ", nccl().GetErrorString(state)));
       }
       if (elapsed(t0) > timeout_s_) lost(what);
       std::this_thread::sleep_for(std::chrono::microseconds(50));
@@ -136,6 +219,7 @@ class NcclCommunicator final : public dist::Communicator {
 
   int rank_, world_, local_rank_;
   cudaStream_t stream_;
+  cudaStream_t own_stream_ = nullptr;  // when the caller gave no stream
   ncclComm_t comm_ = nullptr;
   void* scratch_ = nullptr;
   bool failed_ = false;

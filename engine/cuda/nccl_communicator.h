@@ -2,7 +2,9 @@
 // device. NCCL's unique id comes from rank 0 over MPI when the job has it (mpirun, srun), else over the TCP
 // rendezvous on MASTER_ADDR:MASTER_PORT (torchrun style). Collectives run on the given stream and are awaited with
 // the communicator's timeout: past it the communicator is aborted and a LostPeer error says so.
-// Written and compiled; not yet used by the CUDA backend's step, and never run on a GPU.
+// The trainer creates it for a CUDA run started by a launcher (engine/training_run.cpp) and hands it to the CUDA
+// backend, whose step all-reduces its gradient buckets through the DeviceCollectives side (engine/cuda/grad_sync.h).
+// Written and compiled; never run on a GPU yet.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -13,8 +15,12 @@
 
 namespace stoke {
 
-// bootstrap: an MPI communicator of the same world, or null (then the TCP rendezvous). allreduce_sum and
-// broadcast take DEVICE pointers; barrier is an all-reduce of one float.
+// bootstrap: an MPI communicator of the same world, or null (then the TCP rendezvous). The host-side collectives
+// (allreduce_sum, broadcast, barrier: host memory, waited for) run on `stream`, or on a stream of the
+// communicator's own when it is null; they are meant for the start of a run, with no training step in flight
+// (the step's collectives go through cuda::DeviceCollectives on the backend's communication stream, and NCCL
+// needs the two never to run concurrently on one communicator). The returned object is also a
+// cuda::DeviceCollectives (engine/cuda/device_collectives.h).
 std::unique_ptr<dist::Communicator> make_nccl_communicator(const dist::LaunchInfo& launch, dist::Communicator* bootstrap,
                                                            cudaStream_t stream);
 

@@ -67,6 +67,15 @@ std::string Communicator::broadcast_string(const std::string& s, int root) {
   return out;
 }
 
+Transport choose_transport(const LaunchInfo& launch, bool cuda, bool nccl_built) {
+  if (!cuda || launch.launcher == "none") return Transport::host;
+  if (nccl_built) return Transport::nccl;
+  if (launch.world > 1)
+    throw UserError(str("a data-parallel run of ", launch.world, " processes on the CUDA backend needs NCCL, and this "
+                        "stoke was built without it (install NCCL beside the CUDA toolkit and rebuild), or pass --device cpu"));
+  return Transport::host;  // one process: the plain step
+}
+
 bool mpi_available() {
 #if defined(STOKE_WITH_MPI)
   return true;
@@ -82,7 +91,7 @@ std::unique_ptr<Communicator> make_communicator(const LaunchInfo& launch) {
   } else if (launch.launcher == "torchrun") {
     throw UserError(str("a world of ", launch.world, " from RANK/WORLD_SIZE: the CPU backend joins processes over MPI only "
                         "(launch with mpirun or srun); the TCP rendezvous on MASTER_ADDR:MASTER_PORT serves NCCL, which "
-                        "the CUDA backend does not use for training yet"));
+                        "the CUDA backend uses (--device cuda)"));
   } else {
 #if defined(STOKE_WITH_MPI)
     c = make_mpi_communicator(launch);

@@ -79,6 +79,12 @@ class SingleProcess final : public Communicator {
 // The timeout comes from STOKE_DIST_TIMEOUT (seconds) when set, else 300.
 std::unique_ptr<Communicator> make_communicator(const LaunchInfo& launch);
 
+// What carries a training run's gradients: the host communicator (make_communicator: MPI, or nothing for one
+// process), or NCCL — a CUDA run started by a launcher, in any world (1 included, so one GPU runs the same path
+// as each rank of a job). Throws UserError for a CUDA world of several processes in a build without NCCL.
+enum class Transport { host, nccl };
+Transport choose_transport(const LaunchInfo& launch, bool cuda, bool nccl_built);
+
 // Whether this build has the MPI transport (STOKE_WITH_MPI).
 bool mpi_available();
 

@@ -92,6 +92,29 @@ TEST(Launch, RefusesInconsistentVariables) {
 // A free loopback port: bind to 0 and read back what the kernel chose (a small race with other tests, accepted).
 int free_port();
 
+// The trainer's transport: NCCL for a CUDA run started by any launcher (world 1 too), the host communicator
+// otherwise; a CUDA job of several processes without NCCL in the build is a user error naming the way out.
+TEST(WorldTransport, NcclForLaunchedCudaRunsOnly) {
+  LaunchInfo none;
+  LaunchInfo one;
+  one.launcher = "torchrun";
+  LaunchInfo two;
+  two.launcher = "mpirun";
+  two.world = 2;
+  two.rank = 1;
+  EXPECT_EQ(choose_transport(none, true, true), Transport::host);
+  EXPECT_EQ(choose_transport(one, true, true), Transport::nccl);
+  EXPECT_EQ(choose_transport(two, true, true), Transport::nccl);
+  EXPECT_EQ(choose_transport(two, false, true), Transport::host);
+  EXPECT_EQ(choose_transport(one, true, false), Transport::host);
+  try {
+    choose_transport(two, true, false);
+    FAIL() << "a CUDA job without NCCL was accepted";
+  } catch (const UserError& e) {
+    EXPECT_NE(std::string(e.what()).find("needs NCCL"), std::string::npos) << e.what();
+  }
+}
+
 TEST(Rendezvous, EveryRankGetsRankZerosBytesOnLoopback) {
   const int port = free_port();
   constexpr int kWorld = 4;

@@ -25,7 +25,8 @@ for k in ("passed", "failed", "skipped"):
     need(isinstance(s["tests"][k], int) and isinstance(s["tests"][k + "_names"], list), "tests." + k)
 names = [st["name"] for st in s["steps"]]
 expected = ["preflight", "host-tests", "parity", "train-first-step-sync", "train-bf16", "train-fp16", "train-fp32",
-            "train-bf16-nographs", "train-fp16-nographs", "train-fp32-nographs", "train-bf16-cachegpu", "async-step", "eval-cuda", "memcheck", "racecheck", "bench", "export-check", "batch-auto", "diagnose"]
+            "train-bf16-nographs", "train-fp16-nographs", "train-fp32-nographs", "train-bf16-cachegpu", "async-step", "eval-cuda",
+            "train-det-fp16", "train-nccl-fp16", "nccl-parity", "memcheck", "racecheck", "bench", "export-check", "batch-auto", "diagnose"]
 need(names == expected, "steps %s, expected %s" % (names, expected))
 for st in s["steps"]:
     need(isinstance(st["status"], str) and isinstance(st["seconds"], int) and isinstance(st["exit"], int), str(st))

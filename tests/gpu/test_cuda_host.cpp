@@ -267,6 +267,7 @@ TEST(Precision, AutomaticIsBf16OnAmpereAndNewerElseFp16) {
 #include <vector>
 
 #include "engine/cuda/fusion.h"
+#include "engine/cuda/grad_sync.h"
 #include "engine/cuda/step_ring.h"
 
 namespace stoke::cuda {
@@ -445,6 +446,62 @@ TEST(PrepareStep, AdamwArgumentsAreTheCpuOptimizers) {
   EXPECT_EQ(st.adamw.lr, ctl.lr);
 }
 
+// Data parallel: the summed gradients are scaled by 1/world in the same multiply as the fp16 unscale.
+TEST(PrepareStep, DataParallelDividesTheSummedGradientsByTheWorld) {
+  StepState st;
+  StepConfig c;
+  c.inv_world = 1.f / 4.f;
+  st.record.loss = 1.f;
+  prepare_step_state(st, StepControl{0.1f, 0}, c);
+  EXPECT_EQ(st.sgd.inv_scale, 0.25f);
+  c.adamw = true;
+  c.loss_scaling = true;
+  st.scaler = LossScaleState{1024.f, 0, 0};
+  prepare_step_state(st, StepControl{0.1f, 0}, c);
+  EXPECT_EQ(st.adamw.inv_scale, 1.f / 4096.f);
+}
+
+// What the all-reduce carries besides the gradients: every rank ends with the global batch's loss and correct
+// count, and one rank's non-finite (or injected-skip) loss makes the summed loss non-finite on all of them.
+TEST(DataParallelStep, SumsGiveTheGlobalLossAndOneBadRankSkipsEveryRank) {
+  auto rank = [](float loss, int correct, int skip, float* sums) {
+    StepRecord r;
+    r.loss = loss;
+    r.correct = correct;
+    pack_step_sums_state(r, StepControl{0.1f, skip}, 32, sums);
+  };
+  float a[kStepSums], b[kStepSums], sum[kStepSums];
+  rank(2.f, 10, 0, a);
+  rank(1.f, 20, 0, b);
+  for (int i = 0; i < kStepSums; ++i) sum[i] = a[i] + b[i];
+  StepRecord g;
+  unpack_step_sums_state(g, sum);
+  EXPECT_EQ(g.loss, 1.5f);
+  EXPECT_EQ(g.correct, 30);
+  StepConfig c;
+  for (int bad = 0; bad < 2; ++bad) {  // a NaN loss on one rank, then an injected skip
+    rank(bad == 0 ? std::numeric_limits<float>::quiet_NaN() : 1.f, 20, bad, b);
+    for (int i = 0; i < kStepSums; ++i) sum[i] = a[i] + b[i];
+    StepState st;
+    unpack_step_sums_state(st.record, sum);
+    EXPECT_FALSE(std::isfinite(st.record.loss)) << bad;
+    prepare_step_state(st, StepControl{0.1f, 0}, c);  // the healthy rank's own control says nothing is wrong
+    EXPECT_EQ(st.skip_update, 1) << bad;
+    EXPECT_EQ(st.t, 0) << bad;
+  }
+  // A stop asked of one rank reaches both with the same step (so every rank stops after the same step).
+  StepRecord r;
+  r.loss = 1.f;
+  pack_step_sums_state(r, StepControl{0.1f, 0, 0}, 32, a);
+  pack_step_sums_state(r, StepControl{0.1f, 0, 1}, 32, b);
+  for (int i = 0; i < kStepSums; ++i) sum[i] = a[i] + b[i];
+  unpack_step_sums_state(g, sum);
+  EXPECT_EQ(g.stop, 1);
+  for (int i = 0; i < kStepSums; ++i) sum[i] = a[i] + a[i];
+  unpack_step_sums_state(g, sum);
+  EXPECT_EQ(g.stop, 0);
+}
+
 TEST(FusionPlan, BatchNormReluAndResidualGroups) {
   Graph g({8, 8, 3}, "fuse");
   int x = g.conv(g.input(), 4, 3, 1, 1, false, "c1");
@@ -466,6 +523,39 @@ TEST(FusionPlan, BatchNormReluAndResidualGroups) {
   EXPECT_TRUE(p.interior[static_cast<size_t>(add)]);
   EXPECT_FALSE(p.interior[static_cast<size_t>(r2)]);
   EXPECT_EQ(p.group_at_out[static_cast<size_t>(r2)], 1);
+}
+
+// Data parallel: each gradient is ready after the node that makes it; a batch norm fused into a group makes its
+// scale and shift gradients when backward reaches the group's output. The buckets then cover the padded buffer.
+TEST(GradSources, FusedBatchNormIsReadyAtItsGroupsOutput) {
+  Graph g({8, 8, 3}, "dp");
+  const int c1 = g.conv(g.input(), 4, 3, 1, 1, true, "c1");
+  const int bn1 = g.batchnorm(c1, "bn1");
+  const int r1 = g.relu(bn1);
+  const int head = g.linear(g.global_avgpool(r1), 2, "head");
+  const FusionPlan fp = plan_fusion(g);
+  ASSERT_EQ(fp.groups.size(), 1u);
+  const DeviceParamLayout pl(g.params());
+  const std::vector<GradSource> src = grad_sources(g, fp.groups, pl);
+  ASSERT_EQ(src.size(), g.params().size());
+  auto ready = [&](int p) { return src[static_cast<size_t>(p)].ready_node; };
+  EXPECT_EQ(ready(g.node(c1).weight), c1);
+  EXPECT_EQ(ready(g.node(c1).bias), c1);
+  EXPECT_EQ(ready(g.node(bn1).weight), r1);  // not bn1: the fused group runs at its output
+  EXPECT_EQ(ready(g.node(bn1).bias), r1);
+  EXPECT_EQ(ready(g.node(head).weight), head);
+  for (size_t i = 0; i < src.size(); ++i) EXPECT_EQ(src[i].offset, pl.offset(i));
+  // Small: one bucket over the whole padded buffer, ready after the last node backward visits (c1, node 1).
+  const auto b = plan_device_buckets(src, pl.total(), g.output());
+  ASSERT_EQ(b.size(), 1u);
+  EXPECT_EQ(b[0].begin, 0);
+  EXPECT_EQ(b[0].end, pl.total());
+  EXPECT_EQ(b[0].ready_after, g.output() - c1);
+  // One tensor per bucket: the head's weight and bias go first, right after the head's backward.
+  const auto k = plan_device_buckets(src, pl.total(), g.output(), 1);
+  ASSERT_EQ(k.size(), src.size());
+  EXPECT_EQ(k[0].ready_after, 0);
+  EXPECT_EQ(k.back().ready_after, g.output() - c1);
 }
 
 }  // namespace

@@ -1,0 +1,24 @@
+// The asynchronous side of a device communicator, for the training step: collectives enqueued on a CUDA stream
+// that return at once (dist::Communicator's collectives wait for their result on the host, which a step must
+// never do). The NCCL communicator (engine/cuda/nccl_communicator.h) is both; the CUDA backend finds this side
+// with a dynamic_cast of BackendOptions::comm. No NCCL header here: the backend compiles without NCCL.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+
+namespace stoke::cuda {
+
+class DeviceCollectives {
+ public:
+  virtual ~DeviceCollectives() = default;
+  // In-place sum over every rank of n floats of device memory, enqueued on `stream` (capturable into a CUDA graph).
+  // Every rank enqueues the same sequence of calls with the same sizes.
+  virtual void allreduce_sum_async(float* device_data, size_t n, cudaStream_t stream) = 0;
+  // Throws when the communicator has failed asynchronously (a peer is gone, a network error): the step's waits
+  // call it while they poll, so a lost rank is an error instead of a hang.
+  virtual void check_async_error() = 0;
+};
+
+}  // namespace stoke::cuda
