@@ -8,6 +8,7 @@
 #include <set>
 #include <sstream>
 
+#include "base/console.h"
 #include "base/error.h"
 #include "base/fs.h"
 #include "base/json_util.h"
@@ -200,12 +201,12 @@ std::optional<TrainResult> finished_run(const TrainConfig& cfg) {
   }
   if (!r.epochs.empty() && std::isfinite(r.epochs.back().val_acc))
     val = str(", validation accuracy ", std::round(1e4 * r.epochs.back().val_acc) / 100, "% after the last");
-  if (!cfg.quiet) {
-    std::printf("%s is finished: %lld epoch%s, %lld steps%s. Nothing was changed.\n"
+  {
+    Console console(cfg.quiet);  // before any TrainingRun (and its console) exists
+    console.say("%s is finished: %lld epoch%s, %lld steps%s. Nothing was changed.\n"
                 "To train longer: stoke train --resume %s --epochs N (N > %lld)\n",
                 cfg.resume.c_str(), static_cast<long long>(p.epoch), p.epoch == 1 ? "" : "s",
                 static_cast<long long>(p.step), val.c_str(), cfg.resume.c_str(), static_cast<long long>(p.epoch));
-    std::fflush(stdout);
   }
   return r;
 }

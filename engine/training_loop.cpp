@@ -36,21 +36,15 @@ double resident_mib() {
 
 }  // namespace
 
-void TrainingRun::warn(const std::string& m) {
-  if (cfg_.quiet) return;
-  progress_.finish();
-  std::fprintf(stderr, "warning: %s\n", m.c_str());
-}
+void TrainingRun::warn(const std::string& m) { console_.warn(m); }
 
 // ---- the input ----------------------------------------------------------------------------------------------------
 void TrainingRun::start_input() {
   sched_ = schedule_for(cfg_, steps_per_epoch_, cfg_.epochs);
   const std::string quarantine = writer_ ? (fs::path(run_dir_) / "quarantine.txt").string() : std::string();
   auto on_warning = [this](const std::string& m) { warn(m); };
-  auto on_stall = [this](const std::string& report) {
-    progress_.finish();
-    std::fprintf(stderr, "%s\n", report.c_str());  // the watchdog speaks even with --quiet: something is stuck
-  };
+  // The watchdog speaks even with --quiet: something is stuck.
+  auto on_stall = [this](const std::string& report) { console_.alert(report); };
   // Data parallel: this rank's slice of every global batch (io/pipeline/sampler.h).
   io::PipelineConfig tpc = training_pipeline_config(cfg_, shape_, local_batch_);
   tpc.rank = rank_;
@@ -71,11 +65,10 @@ void TrainingRun::start_input() {
     train_cache_ = std::make_unique<io::DecodedCache>(train_src_, shape_, tpc);
     if (has_val_) val_cache_ = std::make_unique<io::DecodedCache>(val_src_, shape_, vpc);
     if (!cfg_.quiet) {
-      std::printf("cache: decoded %s images once into %.1f MiB of memory in %.1f s\n",
+      console_.say("cache: decoded %s images once into %.1f MiB of memory in %.1f s\n",
                   format_count(static_cast<double>(train_count_ + val_count_)).c_str(),
                   static_cast<double>(train_cache_->bytes() + (val_cache_ ? val_cache_->bytes() : 0)) / 1048576.0,
                   train_cache_->seconds() + (val_cache_ ? val_cache_->seconds() : 0));
-      std::fflush(stdout);
     }
     // Each batch is gathered into one of these host buffers; a buffer is refilled only after the backend released
     // it (its copy completed), like a ring slot.
@@ -101,14 +94,13 @@ void TrainingRun::start_input() {
   scfg.seed = cfg_.seed;
   sampler_.emplace(scfg);
   if (!cfg_.quiet && train_in_) {
-    std::printf("input: %d decoder thread%s (%s), %d ring slots, %s host memory\n", train_in_->decoders(),
+    console_.say("input: %d decoder thread%s (%s), %d ring slots, %s host memory\n", train_in_->decoders(),
                 train_in_->decoders() == 1 ? "" : "s", train_in_->decoders_reason().c_str(), train_in_->slots(),
                 train_in_->pinned() ? "pinned" : "pageable");
     if (train_files_)
-      std::printf("file cache: each file is read from disk once, then its JPEG bytes come from memory (up to %lld MiB; "
+      console_.say("file cache: each file is read from disk once, then its JPEG bytes come from memory (up to %lld MiB; "
                   "--cache none turns it off)\n",
                   static_cast<long long>((train_files_->budget() + (val_files_ ? val_files_->budget() : 0)) >> 20));
-    std::fflush(stdout);
   }
 }
 
@@ -145,13 +137,12 @@ void TrainingRun::hold_train_set() {
     std::vector<uint8_t>().swap(gathered_px_[static_cast<size_t>(k)]);  // a step hands over ids, never pixels now
   }
   if (!cfg_.quiet) {
-    std::printf("cache: the training set's %s are held by the %s backend%s; each step hands over %s of sample ids "
+    console_.say("cache: the training set's %s are held by the %s backend%s; each step hands over %s of sample ids "
                 "instead of %s of pixels\n",
                 format_bytes(static_cast<size_t>(need)).c_str(), backend_->name().c_str(),
                 use_cuda_ ? " in device memory" : " (host memory: on the CPU backend this is --cache decoded)",
                 format_bytes(static_cast<size_t>(local_batch_) * 8).c_str(),
                 format_bytes(static_cast<size_t>(int64_t{local_batch_} * shape_.size())).c_str());
-    std::fflush(stdout);
   }
 }
 
@@ -294,10 +285,9 @@ void TrainingRun::finish_trace() {
   timeline::stop();
   timeline::write_json(cfg_.trace_file);
   if (!cfg_.quiet) {
-    progress_.finish();
-    std::printf("timeline: %s (%lld ranges; open it in ui.perfetto.dev or chrome://tracing)\n", cfg_.trace_file.c_str(),
+    console_.end_progress();
+    console_.say("timeline: %s (%lld ranges; open it in ui.perfetto.dev or chrome://tracing)\n", cfg_.trace_file.c_str(),
                 static_cast<long long>(timeline::events()));
-    std::fflush(stdout);
   }
 }
 
@@ -419,7 +409,7 @@ bool TrainingRun::train_epoch(int64_t epoch) {
     }
   }
   settle(epoch);
-  progress_.finish();
+  console_.end_progress();
   if (interrupted) result_.interrupted = true;
   return !interrupted;
 }
@@ -460,18 +450,14 @@ void TrainingRun::on_result(const StepResult& so, int64_t epoch) {
     // The backend skipped the update; stop if it keeps happening.
     ++result_.skipped_steps;
     if (++nonfinite_run_ >= cfg_.max_nonfinite_steps) {
-      progress_.finish();
+      console_.end_progress();
       throw Error(str("the loss was ", loss, " for ", nonfinite_run_, " consecutive steps (the last at epoch ", epoch + 1,
                       ", step ", step_, "); stopping. Last good checkpoint: ",
                       result_.last_checkpoint.empty() ? (resumed_from_.empty() ? std::string("none") : resumed_from_)
                                                       : result_.last_checkpoint,
                       ". Try a lower --lr (now ", cfg_.lr, ") or --clip-grad-norm"));
     }
-    if (!cfg_.quiet) {
-      progress_.finish();
-      std::fprintf(stderr, "warning: non-finite loss at step %lld: update skipped (%d in a row)\n",
-                   static_cast<long long>(step_), nonfinite_run_);
-    }
+    console_.warn(str("non-finite loss at step ", step_, ": update skipped (", nonfinite_run_, " in a row)"));
   } else {
     nonfinite_run_ = 0;
     if (!so.applied) ++result_.skipped_steps;  // fp16: the loss scaler found an overflow and lowered the scale
@@ -509,7 +495,7 @@ void TrainingRun::on_result(const StepResult& so, int64_t epoch) {
                   format_count(rate).c_str(),
                   100.0 * (train_in_ ? (train_in_->stats().consumer_wait_seconds - wait_at_start_) / std::max(el, 1e-9) : 0.0),
                   format_duration(eta).c_str());
-    progress_.update(line, b_in_epoch_ == steps_per_epoch_);
+    console_.progress(line, b_in_epoch_ == steps_per_epoch_);
   }
 }
 
@@ -562,20 +548,19 @@ void TrainingRun::end_epoch(int64_t epoch, double train_seconds, double input_wa
   total_wait_ += input_wait;
   total_train_seconds_ += train_seconds;
   total_device_s_ += epoch_device_s_;
-  if (writer_) refresh_report(run_dir_, cfg_.quiet);
+  if (writer_) refresh_report(run_dir_, console_);
   if (!cfg_.quiet) {
     const std::string left_out =
         report.unreadable > 0 ? str("  (", report.unreadable, " unreadable val image", report.unreadable == 1 ? "" : "s",
                                     " left out)")
                               : std::string();
     if (evaluate_now)
-      std::printf("epoch %d/%d  train loss %.4f acc %.2f%%  |  val loss %.4f acc %.2f%% auc %.4f  |  %s img/s, %.1f s%s%s\n",
+      console_.say("epoch %d/%d  train loss %.4f acc %.2f%%  |  val loss %.4f acc %.2f%% auc %.4f  |  %s img/s, %.1f s%s%s\n",
                   es.epoch, cfg_.epochs, es.train_loss, 100 * es.train_acc, es.val_loss, 100 * es.val_acc, es.val_auc,
                   format_count(es.images_per_s).c_str(), es.seconds, best ? "  (best)" : "", left_out.c_str());
     else
-      std::printf("epoch %d/%d  train loss %.4f acc %.2f%%  |  %s img/s, %.1f s\n", es.epoch, cfg_.epochs, es.train_loss,
+      console_.say("epoch %d/%d  train loss %.4f acc %.2f%%  |  %s img/s, %.1f s\n", es.epoch, cfg_.epochs, es.train_loss,
                   100 * es.train_acc, format_count(es.images_per_s).c_str(), es.seconds);
-    std::fflush(stdout);
   }
 }
 

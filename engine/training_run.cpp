@@ -118,11 +118,11 @@ void JsonlWriter::flush() {
   if (tb_) tb_->flush();
 }
 
-void refresh_report(const std::string& run_dir, bool quiet) {
+void refresh_report(const std::string& run_dir, Console& console) {
   try {
     write_report_html(run_dir);
   } catch (const std::exception& e) {
-    if (!quiet) std::fprintf(stderr, "warning: could not write the report: %s\n", e.what());
+    console.warn(str("could not write the report: ", e.what()));
   }
 }
 
@@ -139,7 +139,7 @@ void check_train_config(const TrainConfig& cfg) {
 }
 
 TrainingRun::TrainingRun(const TrainConfig& cfg, const ModelFactory& build_model)
-    : cfg_(cfg), build_model_(build_model), resuming_(!cfg.resume.empty()),
+    : cfg_(cfg), console_(cfg.quiet), build_model_(build_model), resuming_(!cfg.resume.empty()),
       best_score_(-std::numeric_limits<double>::infinity()) {}
 
 TrainingRun::~TrainingRun() = default;
@@ -155,6 +155,7 @@ void TrainingRun::join_world() {
   writer_ = rank_ == 0;
   user_quiet_ = cfg_.quiet;
   if (!writer_) cfg_.quiet = true;  // rank 0 speaks for the job; every rank still prints its own errors
+  console_.set_quiet(cfg_.quiet);
   if (world_ > 1) {
     static std::string stop;
     stop = str("\nstoke: ", dist::error_prefix(), "stopped by a signal: every rank stops at the same step and rank 0 "
@@ -175,10 +176,9 @@ void TrainingRun::choose_device() {
   ThreadPool::set_threads(cfg_.threads);
   // A single process says nothing here (its device line follows), unless it runs the NCCL path alone.
   if (!user_quiet_ && (world_ > 1 || nccl_)) {
-    std::printf("world: %d process%s, rank %d, local rank %d, device %s, transport %s\n", world_, world_ == 1 ? "" : "es",
+    console_.tell("world: %d process%s, rank %d, local rank %d, device %s, transport %s\n", world_, world_ == 1 ? "" : "es",
                 rank_, comm_->local_rank(), use_cuda_ ? str("cuda:", comm_->local_rank()).c_str() : "cpu",
                 comm_->transport().c_str());
-    std::fflush(stdout);
   }
 }
 
@@ -390,33 +390,32 @@ void TrainingRun::start_backend() {
 void TrainingRun::announce() {
   if (!cfg_.quiet) {
     if (use_cuda_)
-      std::printf("device: %s\n", backend_->describe().c_str());
+      console_.say("device: %s\n", backend_->describe().c_str());
     else if (cfg_.device == DeviceRequest::cpu)
-      std::printf("device: --device cpu: %s\n", backend_->describe().c_str());
+      console_.say("device: --device cpu: %s\n", backend_->describe().c_str());
     else
-      std::printf("device: no usable GPU (%s): %s\n", dev_.reason.c_str(), backend_->describe().c_str());
-    std::printf("data: %s images in %d classes (%dx%dx%d)%s, val: %s\n", format_count(static_cast<double>(train_count_)).c_str(),
+      console_.say("device: no usable GPU (%s): %s\n", dev_.reason.c_str(), backend_->describe().c_str());
+    console_.say("data: %s images in %d classes (%dx%dx%d)%s, val: %s\n", format_count(static_cast<double>(train_count_)).c_str(),
                 classes_, shape_.h, shape_.w, shape_.c, cfg_.limit_train > 0 ? " (subset)" : "",
                 has_val_ ? (format_count(static_cast<double>(val_count_)) + " images").c_str() : "none");
-    std::printf("model: %s, %s parameters, %.2f MMAC/image; %s, lr %g, %s schedule, batch %d, %d epochs\n",
+    console_.say("model: %s, %s parameters, %.2f MMAC/image; %s, lr %g, %s schedule, batch %d, %d epochs\n",
                 graph_.description().empty() ? cfg_.model.c_str() : graph_.description().c_str(),
                 format_count(static_cast<double>(graph_.num_params())).c_str(),
                 static_cast<double>(graph_.forward_macs()) / 1e6, to_string(cfg_.optimizer.kind), static_cast<double>(cfg_.lr),
                 to_string(cfg_.schedule), batch_, cfg_.epochs);
     for (const auto& [what, src] : {std::pair{"data", train_all_.get()}, std::pair{"val", val_all_.get()}})
       if (const auto* folder = dynamic_cast<const io::FolderSource*>(src))
-        std::printf("%s: %s%s\n", what, folder->index_summary().c_str(),
+        console_.say("%s: %s%s\n", what, folder->index_summary().c_str(),
                     folder->left_out().empty() ? "" : " (every path in left_out.txt in the run folder)");
-    if (!shape_note_.empty()) std::printf("input: %s\n", shape_note_.c_str());
-    if (!batch_note_.empty()) std::printf("%s\n", batch_note_.c_str());
-    if (!batch_fit_note_.empty()) std::printf("%s\n", batch_fit_note_.c_str());
-    if (!folder_note_.empty()) std::printf("%s\n", folder_note_.c_str());
+    if (!shape_note_.empty()) console_.say("input: %s\n", shape_note_.c_str());
+    if (!batch_note_.empty()) console_.say("%s\n", batch_note_.c_str());
+    if (!batch_fit_note_.empty()) console_.say("%s\n", batch_fit_note_.c_str());
+    if (!folder_note_.empty()) console_.say("%s\n", folder_note_.c_str());
     if (resuming_)
-      std::printf("resuming: %s (epoch %lld, step %lld)\n", resumed_from_.c_str(), static_cast<long long>(start_epoch_ + 1),
+      console_.say("resuming: %s (epoch %lld, step %lld)\n", resumed_from_.c_str(), static_cast<long long>(start_epoch_ + 1),
                   static_cast<long long>(step_));
-    if (!resume_note_.empty()) std::printf("%s\n", resume_note_.c_str());
-    std::printf("run folder: %s\n", run_dir_.c_str());
-    std::fflush(stdout);
+    if (!resume_note_.empty()) console_.say("%s\n", resume_note_.c_str());
+    console_.say("run folder: %s\n", run_dir_.c_str());
   }
   check_profile_window();
   write_run_info();
@@ -434,12 +433,11 @@ void TrainingRun::check_profile_window() const {
     throw UserError(str("--profile-steps ", cfg_.profile_first, ":", cfg_.profile_last, " starts at or before step ", step_,
                         ", where this resumed run begins"));
   if (!cfg_.quiet) {
-    std::printf("profile window: steps %lld-%lld in the NVTX range 'profiled steps'%s%s\n",
+    console_.say("profile window: steps %lld-%lld in the NVTX range 'profiled steps'%s%s\n",
                 static_cast<long long>(cfg_.profile_first), static_cast<long long>(std::min(cfg_.profile_last, total)),
                 backend_->name() == "cuda" ? " and between cudaProfilerStart/Stop (nsys --capture-range=cudaProfilerApi)"
                                            : " (nsys --capture-range=nvtx --nvtx-capture='profiled steps'); the CPU backend has no device profiler",
                 trace_enabled() ? "" : "; warning: this build has no NVTX (the nvtx3 headers were not found)");
-    std::fflush(stdout);
   }
 }
 

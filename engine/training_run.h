@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-#include "base/progress.h"
+#include "base/console.h"
 #include "base/shape.h"
 #include "engine/backend.h"
 #include "engine/interrupt.h"
@@ -55,7 +55,7 @@ io::PipelineConfig eval_pipeline_config(Shape3 shape, int batch, int decoders, b
 Schedule schedule_for(const TrainConfig& cfg, int64_t steps_per_epoch, int epochs);
 
 // report.html must never stop a run: a failure is a warning.
-void refresh_report(const std::string& run_dir, bool quiet);
+void refresh_report(const std::string& run_dir, Console& console);
 
 // The user's flags, checked before anything is opened. Throws UserError.
 void check_train_config(const TrainConfig& cfg);
@@ -125,6 +125,7 @@ class TrainingRun {
   std::string verdict(double run_stall) const;
 
   TrainConfig cfg_;  // a copy: ranks other than 0 run quiet
+  Console console_;  // every line the run prints goes through it
   const ModelFactory& build_model_;
   const TrainClock::time_point t_start_ = TrainClock::now();
   bool resuming_ = false;
@@ -176,7 +177,6 @@ class TrainingRun {
   // backend
   std::unique_ptr<TrainingBackend> backend_;
   // input
-  Progress progress_;
   Schedule sched_;
   std::unique_ptr<io::DecodedCache> train_cache_, val_cache_;
   std::unique_ptr<io::InputPipeline> train_in_, val_in_;

@@ -22,7 +22,7 @@ TrainResult TrainingRun::finish() {
                           (val_in_ ? val_in_->stats().corrupt : val_cache_ ? val_cache_->corrupt() : 0);
   if (result_.interrupted) {
     if (!cfg_.quiet)
-      std::printf("\ninterrupted at step %lld: checkpoint written to %s\ncontinue with: stoke train --resume %s\n",
+      console_.say("\ninterrupted at step %lld: checkpoint written to %s\ncontinue with: stoke train --resume %s\n",
                   static_cast<long long>(step_), result_.last_checkpoint.c_str(), run_dir_.c_str());
     return result_;
   }
@@ -78,33 +78,33 @@ TrainResult TrainingRun::finish() {
   if (!writer_) return result_;  // rank 0 owns the run folder
   summary["world"] = world_;
   atomic_write_file((fs::path(run_dir_) / "summary.json").string(), summary.dump(2) + "\n");
-  refresh_report(run_dir_, cfg_.quiet);
+  refresh_report(run_dir_, console_);
   if (!cfg_.quiet && !history_.empty()) {
     const json& last = history_.back();
     const std::string session =
         elapsed_before_ > 0 ? str(", this session ", format_duration(result_.seconds)) : std::string();
-    std::printf("\nsummary: %s on %s, %d epoch%s, %lld steps in %s%s (%s img/s in the last epoch)\n", cfg_.model.c_str(),
+    console_.say("\nsummary: %s on %s, %d epoch%s, %lld steps in %s%s (%s img/s in the last epoch)\n", cfg_.model.c_str(),
                 use_cuda_ ? "the CUDA backend" : "the CPU backend", cfg_.epochs, cfg_.epochs == 1 ? "" : "s", static_cast<long long>(step_),
                 format_duration(run_elapsed()).c_str(), session.c_str(), format_count(last["img_per_s"].get<double>()).c_str());
     if (has_val_ && last_report_.count > 0) {
       const std::string left_out =
           last_report_.unreadable > 0 ? str("; ", last_report_.unreadable, " unreadable left out") : std::string();
-      std::printf("         validation accuracy %.2f%% (%s images%s), loss %.4f, macro ROC-AUC %.4f\n",
+      console_.say("         validation accuracy %.2f%% (%s images%s), loss %.4f, macro ROC-AUC %.4f\n",
                   100 * last_report_.accuracy, format_count(static_cast<double>(last_report_.count)).c_str(),
                   left_out.c_str(), last_report_.loss, last_report_.macro_auc);
-      std::printf("\nconfusion matrix (validation, last epoch):\n%s", last_report_.confusion_table(class_names_).c_str());
+      console_.say("\nconfusion matrix (validation, last epoch):\n%s", last_report_.confusion_table(class_names_).c_str());
     }
     if (train_files_)
-      std::printf("         file cache: %s files (%.1f MiB) kept; %s reads from memory, %s from disk%s\n",
+      console_.say("         file cache: %s files (%.1f MiB) kept; %s reads from memory, %s from disk%s\n",
                   format_count(static_cast<double>(fc.kept)).c_str(), static_cast<double>(fc.kept_bytes) / 1048576.0,
                   format_count(static_cast<double>(fc.hits)).c_str(), format_count(static_cast<double>(fc.misses)).c_str(),
                   fc.full ? " (the budget filled: raise --cache-budget-mb)" : "");
     if (result_.corrupt_images > 0)
-      std::printf("         %lld corrupt images were skipped\n", static_cast<long long>(result_.corrupt_images));
+      console_.say("         %lld corrupt images were skipped\n", static_cast<long long>(result_.corrupt_images));
     if (result_.skipped_steps > 0)
-      std::printf("         %lld steps were skipped (non-finite loss)\n", static_cast<long long>(result_.skipped_steps));
-    std::printf("         verdict: %s\n", verdict_text.c_str());
-    std::printf("         report: %s/report.html, metrics: %s/metrics.jsonl, checkpoint: %s\n", run_dir_.c_str(),
+      console_.say("         %lld steps were skipped (non-finite loss)\n", static_cast<long long>(result_.skipped_steps));
+    console_.say("         verdict: %s\n", verdict_text.c_str());
+    console_.say("         report: %s/report.html, metrics: %s/metrics.jsonl, checkpoint: %s\n", run_dir_.c_str(),
                 run_dir_.c_str(), result_.last_checkpoint.c_str());
   }
   return result_;
