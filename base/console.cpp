@@ -17,14 +17,14 @@ void Console::say(const char* format, ...) {
   if (quiet()) return;
   va_list args;
   va_start(args, format);
-  vprint(stdout, format, args);
+  vprint(out_, format, args);
   va_end(args);
 }
 
 void Console::tell(const char* format, ...) {
   va_list args;
   va_start(args, format);
-  vprint(stdout, format, args);
+  vprint(out_, format, args);
   va_end(args);
 }
 
@@ -32,13 +32,13 @@ void Console::warn(const std::string& message) {
   if (quiet()) return;
   std::lock_guard<std::mutex> lock(m_);
   progress_.finish();
-  std::fprintf(stderr, "warning: %s\n", message.c_str());
+  std::fprintf(err_, "warning: %s\n", message.c_str());
 }
 
 void Console::alert(const std::string& message) {
   std::lock_guard<std::mutex> lock(m_);
   progress_.finish();
-  std::fprintf(stderr, "%s\n", message.c_str());
+  std::fprintf(err_, "%s\n", message.c_str());
 }
 
 void Console::progress(const std::string& line, bool force) {

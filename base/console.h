@@ -17,7 +17,9 @@ namespace stoke {
 
 class Console {
  public:
-  explicit Console(bool quiet = false) : quiet_(quiet) {}
+  // out: the lines (stdout); err: progress, warnings and alerts (stderr). Tests pass files of their own.
+  explicit Console(bool quiet = false, std::FILE* out = stdout, std::FILE* err = stderr)
+      : quiet_(quiet), out_(out), err_(err), progress_(err) {}
   void set_quiet(bool quiet);
   bool quiet() const { return quiet_.load(std::memory_order_relaxed); }
 
@@ -34,6 +36,8 @@ class Console {
   void vprint(std::FILE* out, const char* format, va_list args);
   std::mutex m_;
   std::atomic<bool> quiet_;
+  std::FILE* out_;
+  std::FILE* err_;
   Progress progress_;
 };
 
