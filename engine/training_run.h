@@ -125,7 +125,7 @@ class TrainingRun {
   std::string verdict(double run_stall) const;
 
   TrainConfig cfg_;  // a copy: ranks other than 0 run quiet
-  Console console_;  // every line the run prints goes through it
+  mutable Console console_;  // every line the run prints goes through it (printing is not a change of state)
   const ModelFactory& build_model_;
   const TrainClock::time_point t_start_ = TrainClock::now();
   bool resuming_ = false;
