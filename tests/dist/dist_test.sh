@@ -7,7 +7,8 @@
 #   resume    a run interrupted on 2 processes resumes on 1, and one interrupted on 1 resumes on 2, reaching the
 #             uninterrupted run's weights
 #   mismatch  ranks started with different settings, or a global batch that does not divide, are refused at start
-#   signal    Ctrl-C on mpirun (SIGINT: Open MPI sends SIGTERM to every rank, then SIGKILL a second later) and
+#   signal    Ctrl-C on mpirun (SIGINT: Open MPI sends SIGTERM to every rank, then SIGKILL after
+#             odls_base_sigkill_timeout seconds, given 30 here) and
 #             SIGUSR1 to mpirun (forwarded as it is): every rank stops at the same step, rank 0 writes a checkpoint
 #             in the middle of an epoch (no periodic one could be there), and a 1-process resume finishes the run
 # Exit 77 (a visible skip in CTest) without mpirun or without MPI in the binary.
@@ -140,8 +141,10 @@ signal)
   "$stoke" dataset synthetic --kind mednist-like --count 1600 --out big --no-split > /dev/null || fail "no data set"
   for sig in INT USR1; do
     rm -rf s$sig
-    # mpirun itself in the background (not through mpi(), whose subshell would take the signal)
-    mpirun --allow-run-as-root --oversubscribe --bind-to none -np 2 "$stoke" train --data big --model small-cnn-nobn --image-size 16 --threads 1 --decoders 1 --seed 3 \
+    # mpirun itself in the background (not through mpi(), whose subshell would take the signal). Ctrl-C: Open MPI
+    # sends SIGTERM, then SIGKILL after odls_base_sigkill_timeout seconds (1 by default, too short on a loaded
+    # machine for the step and the checkpoint): the documented way to give a job time to stop cleanly.
+    mpirun --allow-run-as-root --oversubscribe --bind-to none --mca odls_base_sigkill_timeout 30 -np 2 "$stoke" train --data big --model small-cnn-nobn --image-size 16 --threads 1 --decoders 1 --seed 3 \
       --batch-size 16 --epochs 1000 --out s$sig > s$sig.log 2>&1 &
     job=$!
     for _ in $(seq 300); do grep -q "^epoch 1/" s$sig.log 2> /dev/null && break; sleep 0.1; done
