@@ -25,7 +25,7 @@ std::string run_verdict(const VerdictInputs& in) {
       in.comm_share > 0 ? str("the all-reduce ", pct(in.comm_share), "% of the step time") : std::string();
   if (in.decoded_cache)
     return str("compute-bound: the data came from the decoded cache (no input stage)",
-               comm.empty() ? std::string() : str(" (", comm, ")"));
+               in.comm_share > 0 ? str("; the all-reduce took ", pct(in.comm_share), "% of the step time") : std::string());
   if (stall >= 0.20)
     return str("strongly input-bound: the trainer waited for data ", pct(stall), "% of the time; ", in.decoders,
                " decoder thread(s) are the limiting stage: try --decoders N, stoke pack, or --cache decoded");
