@@ -402,7 +402,7 @@ void add_diagnose(CLI::App& app, DiagArgs& d) {
 int run_diagnose(DiagArgs& d) {
   d.cfg.decoders = parse_decoders(d.decoders);
   DiagnoseResult r = diagnose(d.cfg, build_model, d.seconds);
-  std::printf("%s", r.table().c_str());
+  if (r.rank == 0) std::printf("%s", r.table().c_str());  // under mpirun rank 0 speaks for the job
   return 0;
 }
 

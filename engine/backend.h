@@ -68,6 +68,11 @@ struct StepResult {
                          // backend itself: the host never reads the loss before the update
   float loss_scale = 1.f;
   double device_seconds = 0;  // CUDA: the step's compute on the device, between events (0 where not measured)
+  // Data parallel (world > 1): the gradient all-reduce of this step. comm_seconds is the time the step spent in it
+  // (CPU: the blocking all-reduce call, all of it exposed; 0 where not measured) and allreduce_bytes what it
+  // carried (gradients and step sums, 4 bytes each). Both 0 in a world of 1.
+  double comm_seconds = 0;
+  int64_t allreduce_bytes = 0;
   bool stop = false;  // some rank's request for this step had stop set (world 1: this one's): every rank sees the
                       // same value for the same step, so a data-parallel job can agree on where to stop
 };

@@ -11,6 +11,8 @@
 #include "engine/backend.h"
 #include "io/source/decoded_cache.h"
 #include "engine/device.h"
+#include "engine/dist/communicator.h"
+#include "engine/run_verdict.h"
 #include "base/error.h"
 #include "base/progress.h"
 #include "io/source/file_cache.h"
@@ -22,6 +24,24 @@ namespace stoke {
 namespace {
 using Clock = std::chrono::steady_clock;
 double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+// (e) One step's all-reduce for this model (its gradients and the CPU backend's 4 step sums), through the job's
+// communicator: every rank makes the same calls. A step of the CPU backend waits for its all-reduce, so the share
+// is of compute (c) plus the all-reduce.
+void measure_allreduce(dist::Communicator& comm, int64_t params, int batch, DiagnoseResult& r) {
+  r.transport = comm.transport();
+  std::vector<float> grads(static_cast<size_t>(params) + 4, 0.f);
+  r.allreduce_bytes = static_cast<int64_t>(grads.size() * sizeof(float));
+  comm.allreduce_sum(grads.data(), grads.size());  // warm-up (buffers, connections)
+  comm.barrier();  // the ranks finished (d) at different times: no rank's wait for the others is timed
+  constexpr int kCalls = 5;
+  const auto t0 = Clock::now();
+  for (int i = 0; i < kCalls; ++i) comm.allreduce_sum(grads.data(), grads.size());
+  r.allreduce_s = since(t0) / kCalls;
+  const double step_s = static_cast<double>(batch) / std::max(r.compute_img_s, 1e-9);
+  r.comm_share = r.allreduce_s / (step_s + r.allreduce_s);
+}
+
 }  // namespace
 
 DiagnoseResult diagnose(const TrainConfig& cfg, const ModelFactory& build_model, double seconds) {
@@ -29,6 +49,13 @@ DiagnoseResult diagnose(const TrainConfig& cfg, const ModelFactory& build_model,
   if (cfg.batch_size < 1) throw UserError("--batch-size must be at least 1");
   ThreadPool::set_threads(cfg.threads);
   DiagnoseResult r;
+  // Under a launcher the all-reduce is measured too (e); joined first, as train joins before anything starts.
+  // A torchrun-style launch has no host transport (NCCL is training's only one there): not measured.
+  const dist::LaunchInfo launch = dist::launch_from_environment();
+  std::unique_ptr<dist::Communicator> comm;
+  if (launch.world > 1 && launch.launcher != "torchrun") comm = dist::make_communicator(launch);
+  r.rank = launch.rank;
+  r.world = launch.world;
   std::shared_ptr<const io::Source> src = io::open_source(cfg.data);
   r.folder_source = std::filesystem::is_directory(cfg.data);
   if (r.folder_source && (cfg.cache == CacheMode::automatic || cfg.cache == CacheMode::files))  // as training reads a folder
@@ -122,6 +149,8 @@ DiagnoseResult diagnose(const TrainConfig& cfg, const ModelFactory& build_model,
     r.full_stall = (in.stats().consumer_wait_seconds - wait0) / el;
   }
 
+  if (comm) measure_allreduce(*comm, graph.num_params(), batch, r);
+
   r.cache_bytes = io::DecodedCache::bytes_for(src->size(), shape);
   r.available_bytes = io::available_memory_bytes();
   const bool fits = r.available_bytes > 0 && r.cache_bytes < r.available_bytes / 2;
@@ -144,6 +173,12 @@ DiagnoseResult diagnose(const TrainConfig& cfg, const ModelFactory& build_model,
                     " step takes (", format_count(r.compute_img_s), " img/s)");
     r.recommendation = use_cuda ? "the GPU is the limit: larger --batch-size or --precision bf16/fp16 if not already"
                                 : "the CPU backend is the limit: train on a GPU (--device cuda) for real speed";
+    if (r.comm_share >= kCommBoundShare) {
+      r.verdict = str("communication-bound: the all-reduce of ", format_bytes(static_cast<size_t>(r.allreduce_bytes)),
+                      " takes ", std::lround(100 * r.comm_share), "% of a step of ", batch, " images on ", r.world,
+                      " processes");
+      r.recommendation = "fewer, larger steps (a larger --batch-size per process) or a faster link between the processes";
+    }
   }
   return r;
 }
@@ -168,9 +203,18 @@ std::string DiagnoseResult::table() const {
   }
   std::snprintf(line, sizeof line, "(c) compute (steps on data in memory) %9s\n", format_count(compute_img_s).c_str());
   t += line;
-  std::snprintf(line, sizeof line, "(d) full pipeline                     %9s   input wait %.0f%%\n\n", format_count(full_img_s).c_str(),
+  std::snprintf(line, sizeof line, "(d) full pipeline                     %9s   input wait %.0f%%\n", format_count(full_img_s).c_str(),
                 100 * full_stall);
   t += line;
+  if (allreduce_s > 0) {
+    std::snprintf(line, sizeof line, "(e) all-reduce of %s over %d processes (%s): %.2f ms, %.0f%% of a step\n\n",
+                  format_bytes(static_cast<size_t>(allreduce_bytes)).c_str(), world, transport.c_str(), 1e3 * allreduce_s,
+                  100 * comm_share);
+    t += line;
+  } else {
+    t += world > 1 ? "(e) all-reduce                              n/a (a torchrun-style launch: measured under mpirun)\n\n"
+                   : "(e) all-reduce                              n/a (one process: nothing to all-reduce)\n\n";
+  }
   t += "verdict: " + verdict + "\n";
   if (!recommendation.empty()) t += "recommendation: " + recommendation + "\n";
   return t;

@@ -358,6 +358,7 @@ bool TrainingRun::train_epoch(int64_t epoch) {
   }
   seen_at_start_ = seen_;
   window_loss_ = window_device_s_ = epoch_device_s_ = 0;
+  window_comm_ = epoch_comm_ = CommTally{};
   window_correct_ = window_seen_ = 0;
   window_wait0_ = wait_at_start_;
   window_t0_ = TrainClock::now();
@@ -440,6 +441,8 @@ void TrainingRun::on_result(const StepResult& so, int64_t epoch) {
   const float loss = so.loss;
   window_device_s_ += so.device_seconds;
   epoch_device_s_ += so.device_seconds;
+  window_comm_.add(so);
+  epoch_comm_.add(so);
   ++step_;
   ++b_in_epoch_;
   result_.step_losses.push_back(loss);
@@ -481,8 +484,10 @@ void TrainingRun::on_result(const StepResult& so, int64_t epoch) {
     // GPU busy: the device's time on this window's steps (CUDA events) over its wall time. Backends without
     // device timing report none, and the line says nothing rather than 0%.
     if (window_device_s_ > 0) line["gpu_busy"] = std::min(1.0, window_device_s_ / window_s);
+    window_comm_.add_to(line, window_s);  // data parallel only
     if (metrics_) metrics_->write(line);
     window_device_s_ = 0;
+    window_comm_ = CommTally{};
     window_loss_ = 0;
     window_correct_ = window_seen_ = 0;
   }
@@ -523,6 +528,7 @@ void TrainingRun::end_epoch(int64_t epoch, double train_seconds, double input_wa
              {"elapsed_s", run_elapsed()}, {"rss_mib", resident_mib()},
              {"input_wait_s", input_wait}, {"input_stall", input_wait / std::max(train_seconds, 1e-9)}};
   if (epoch_device_s_ > 0) ej["gpu_busy"] = std::min(1.0, epoch_device_s_ / std::max(train_seconds, 1e-9));
+  epoch_comm_.add_to(ej, train_seconds);
   if (evaluate_now) {
     ej["val_loss"] = es.val_loss;
     ej["val_acc"] = es.val_acc;
@@ -548,6 +554,8 @@ void TrainingRun::end_epoch(int64_t epoch, double train_seconds, double input_wa
   total_wait_ += input_wait;
   total_train_seconds_ += train_seconds;
   total_device_s_ += epoch_device_s_;
+  total_comm_.seconds += epoch_comm_.seconds;
+  if (epoch_comm_.bytes_per_step > 0) total_comm_.bytes_per_step = epoch_comm_.bytes_per_step;
   if (writer_) refresh_report(run_dir_, console_);
   if (!cfg_.quiet) {
     const std::string left_out =

@@ -24,6 +24,7 @@
 #include "engine/graph.h"
 #include "engine/metrics.h"
 #include "engine/optimizer.h"
+#include "engine/run_verdict.h"
 #include "report/tensorboard.h"
 #include "engine/trainer.h"
 #include "io/pipeline/input_pipeline.h"
@@ -86,7 +87,7 @@ class TrainingRun {
   int64_t memory_budget(std::string& what) const;
   std::string fitting_batch_advice() const;
   double run_elapsed() const { return elapsed_before_ + seconds_since(t_start_); }  // across every session
-  void check_profile_window() const;
+  void check_profile_window();  // prints the window it will profile
   void write_run_info();
   void write_left_out() const;
   // training_folder.cpp
@@ -197,6 +198,7 @@ class TrainingRun {
   int64_t loop_first_step_ = 0;
   double total_wait_ = 0, total_train_seconds_ = 0;  // this process's input wait and training time
   double total_device_s_ = 0;                          // and the device's busy time (CUDA events; 0 elsewhere)
+  CommTally total_comm_;                               // the gradient all-reduce (data parallel)
   int nonfinite_run_ = 0;
   int64_t stop_at_ = -1;  // stop once this many steps have been submitted (-1: not asked)
   bool profiling_ = false;
@@ -206,6 +208,7 @@ class TrainingRun {
   TrainClock::time_point epoch_start_;
   double wait_at_start_ = 0;
   double window_loss_ = 0, window_device_s_ = 0, epoch_device_s_ = 0;  // device busy time (CUDA events)
+  CommTally window_comm_, epoch_comm_;
   int64_t window_correct_ = 0, window_seen_ = 0;
   double window_wait0_ = 0;
   TrainClock::time_point window_t0_;

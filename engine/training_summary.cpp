@@ -69,11 +69,12 @@ TrainResult TrainingRun::finish() {
       if (last_report_.count > 0) summary["final_val_report"] = last_report_.to_json();
     }
   }
-  // The verdict: what limited this run (thresholds: 5% and 20% input stall).
+  // The verdict: what limited this run (thresholds in engine/run_verdict.cpp).
   const double run_stall = total_wait_ / std::max(total_train_seconds_, 1e-9);
   const std::string verdict_text = verdict(run_stall);
   summary["input_stall"] = run_stall;
   if (total_device_s_ > 0) summary["gpu_busy"] = std::min(1.0, total_device_s_ / std::max(total_train_seconds_, 1e-9));
+  total_comm_.add_to(summary, total_train_seconds_);  // data parallel: comm_s, comm_share, allreduce_bytes
   summary["verdict"] = verdict_text;
   if (!writer_) return result_;  // rank 0 owns the run folder
   summary["world"] = world_;
@@ -110,24 +111,16 @@ TrainResult TrainingRun::finish() {
   return result_;
 }
 
-// What limited this run, from the share of time the trainer waited for data.
+// What limited this run (engine/run_verdict.h): the input stall, the device's busy time, the all-reduce's share.
 std::string TrainingRun::verdict(double run_stall) const {
-  std::string v;
-  if (train_cache_)
-    v = "compute-bound: the data came from the decoded cache (no input stage)";
-  else if (run_stall >= 0.20)
-    v = str("strongly input-bound: the trainer waited for data ", static_cast<int>(std::lround(100 * run_stall)), "% of the time; ",
-                  train_in_->decoders(), " decoder thread(s) are the limiting stage: try --decoders N, stoke pack, or --cache decoded");
-  else if (run_stall >= 0.05)
-    v = str("input-bound: the trainer waited for data ", static_cast<int>(std::lround(100 * run_stall)), "% of the time (",
-                  train_in_->decoders(), " decoder thread(s)): try more --decoders, stoke pack, or --cache decoded");
-  else
-    v = str("compute-bound: the input pipeline kept up (the trainer waited for data ",
-            static_cast<int>(std::lround(100 * run_stall)), "% of the time); the ", backend_->name(),
-            " step is the limiting stage",
-            total_device_s_ > 0 ? str(" (GPU busy ", std::lround(100 * std::min(1.0, total_device_s_ / std::max(total_train_seconds_, 1e-9))), "%)")
-                                : std::string());
-  return v;
+  VerdictInputs in;
+  in.decoded_cache = train_cache_ != nullptr;
+  in.input_stall = run_stall;
+  in.decoders = train_in_ ? train_in_->decoders() : 0;
+  in.backend = backend_->name();
+  in.gpu_busy = total_device_s_ > 0 ? std::min(1.0, total_device_s_ / std::max(total_train_seconds_, 1e-9)) : 0.0;
+  in.comm_share = total_comm_.seconds > 0 ? total_comm_.share(total_train_seconds_) : 0.0;
+  return run_verdict(in);
 }
 
 }  // namespace stoke

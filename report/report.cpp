@@ -292,7 +292,6 @@ std::string throughput_figure(const Page& p) {
 std::string busy_and_stall_figure(const Page& p) {
   const RunFiles& r = p.r;
   ChartOptions c;
-  c.title = "GPU busy and input stall";
   c.x_label = p.time_label;
   c.y_label = "% of time";
   c.y_min = 0;
@@ -300,18 +299,27 @@ std::string busy_and_stall_figure(const Page& p) {
   const bool gpu_train = any_field(r.train, "gpu_busy"), stall_train = any_field(r.train, "input_stall");
   XY gpu = percent_series(gpu_train ? r.train : r.epochs, "gpu_busy", p.tscale);
   XY stall = percent_series(stall_train ? r.train : r.epochs, "input_stall", p.tscale);
+  // Data parallel only: a single-process run has no all-reduce, and its chart stays as it was (no "not measured").
+  const bool comm_train = any_field(r.train, "comm_share");
+  XY comm = percent_series(comm_train ? r.train : r.epochs, "comm_share", p.tscale);
+  c.title = comm.any() ? "GPU busy, input stall and all-reduce" : "GPU busy and input stall";
   double mx = 100;
-  for (double v : gpu.y) mx = std::max(mx, v);
-  for (double v : stall.y) mx = std::max(mx, v);
+  for (const XY* xy : {&gpu, &stall, &comm})
+    for (double v : xy->y) mx = std::max(mx, v);
   c.y_max = mx;
   std::vector<std::string> missing;
   if (!gpu.any()) missing.push_back("GPU busy");
   if (!stall.any()) missing.push_back("input stall");
+  const bool comm_any = comm.any();
   if (gpu.any()) s.push_back(make_series("GPU busy", std::move(gpu), "#ff7f0e", !gpu_train));
   if (stall.any()) s.push_back(make_series("input stall (waiting for batches)", std::move(stall), "#d62728", !stall_train));
-  if (missing.size() == 2) c.empty_text = "not measured";
-  else if (missing.size() == 1) c.note = missing[0] + ": not measured";
-  return figure(svg_line_chart(s, c), "Share of training time the GPU was busy, and the share spent waiting for input batches.") + "\n";
+  if (comm_any) s.push_back(make_series("all-reduce (communication share)", std::move(comm), "#1f77b4", !comm_train));
+  if (missing.size() == 2 && !comm_any) c.empty_text = "not measured";
+  else if (!missing.empty()) c.note = missing[0] + (missing.size() == 2 ? " and " + missing[1] : "") + ": not measured";
+  return figure(svg_line_chart(s, c), comm_any ? "Share of training time the GPU was busy, the share spent waiting for "
+                                                 "input batches, and the share spent in the gradient all-reduce."
+                                               : "Share of training time the GPU was busy, and the share spent waiting "
+                                                 "for input batches.") + "\n";
 }
 
 // Only when some line records the decoder count.

@@ -5,10 +5,11 @@
 //
 // What it reads (every file and every field is optional; what is missing is shown as such):
 //   metrics.jsonl  {"kind":"train"} lines: step, epoch, loss, acc, img_per_s, elapsed_s, and when present
-//                  gpu_busy (fraction 0..1), input_stall (fraction 0..1), decoders (count);
+//                  gpu_busy (fraction 0..1), input_stall (fraction 0..1), decoders (count), comm_share
+//                  (fraction 0..1, data parallel only);
 //                  {"kind":"epoch"} lines: epoch, step, train_loss, train_acc, val_loss, val_acc, val_auc,
 //                  val_report {confusion, class_accuracy, class_auc, count}, img_per_s, seconds, elapsed_s,
-//                  rss_mib, input_stall, and when present gpu_busy, decoders.
+//                  rss_mib, input_stall, and when present gpu_busy, decoders, comm_share.
 //                  Unreadable lines (a line torn by a crash) are skipped and counted. elapsed_s restarting
 //                  (a resumed run) is continued, so time axes cover the whole run.
 //   config.json    model, data, val, backend, device, threads, input, classes, epochs, batch_size, optimizer,
@@ -17,7 +18,7 @@
 //                  final_val_report (used when no epoch line holds a report), corrupt_images, skipped_steps,
 //                  and "verdict" (a string, or an object whose fields are listed; "status"/"ok"/"pass" colour
 //                  the box).
-// A gpu_busy or input_stall value above 1.5 is taken as a percentage already.
+// A gpu_busy, input_stall or comm_share value above 1.5 is taken as a percentage already.
 #pragma once
 
 #include <string>

@@ -246,13 +246,14 @@ void tensorboard_log_metrics(TensorBoardWriter& w, const json& line, double wall
   static constexpr Map kTrain[] = {{"loss", "train/loss"},           {"acc", "train/acc"},
                                    {"lr", "train/lr"},               {"img_per_s", "perf/img_per_s"},
                                    {"gpu_busy", "perf/gpu_busy"},    {"input_stall", "perf/input_stall"},
-                                   {"decoders", "perf/decoders"}};
+                                   {"decoders", "perf/decoders"},    {"comm_share", "perf/comm_share"}};
   static constexpr Map kEpoch[] = {{"train_loss", "epoch/train_loss"}, {"train_acc", "epoch/train_acc"},
                                    {"val_loss", "val/loss"},           {"val_acc", "val/acc"},
                                    {"val_auc", "val/auc"},             {"img_per_s", "epoch/img_per_s"},
                                    {"seconds", "epoch/seconds"},       {"rss_mib", "perf/rss_mib"},
                                    {"input_wait_s", "perf/input_wait_s"}, {"input_stall", "perf/input_stall"},
-                                   {"gpu_busy", "perf/gpu_busy"},      {"decoders", "perf/decoders"}};
+                                   {"gpu_busy", "perf/gpu_busy"},      {"decoders", "perf/decoders"},
+                                   {"comm_share", "perf/comm_share"}};
   auto log = [&](const auto& table) {
     for (const Map& m : table) {
       double v;

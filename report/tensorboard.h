@@ -75,10 +75,10 @@ class TensorBoardWriter {
 // Logs one metrics.jsonl object (as the trainer writes them) as scalars; fields absent or not numbers are
 // left out. The tags:
 //   {"kind":"train"}: train/loss, train/acc, train/lr, perf/img_per_s, and when present perf/gpu_busy,
-//                     perf/input_stall, perf/decoders                                     (at "step")
+//                     perf/input_stall, perf/decoders, perf/comm_share                    (at "step")
 //   {"kind":"epoch"}: epoch/train_loss, epoch/train_acc, val/loss, val/acc, val/auc, epoch/img_per_s,
 //                     epoch/seconds, perf/rss_mib, perf/input_wait_s, perf/input_stall, and when present
-//                     perf/gpu_busy, perf/decoders                                        (at "step")
+//                     perf/gpu_busy, perf/decoders, perf/comm_share                       (at "step")
 // Other kinds are ignored, and so are lines without a numeric "step" that fits an int64.
 void tensorboard_log_metrics(TensorBoardWriter& w, const nlohmann::json& line, double wall_time = unix_time_now());
 

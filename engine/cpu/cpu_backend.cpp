@@ -7,6 +7,7 @@
 // batch from it on the compute thread (kernels/gather.h), exactly where the CUDA backend gathers on the device. It
 // is the reference of that protocol: the same run with pixels or with ids gives the same bits.
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <limits>
 #include <memory>
@@ -152,7 +153,11 @@ class CpuBackend final : public TrainingBackend {
       grads_[np + 3] = st.stop ? 1.f : 0.f;
       {
         STOKE_TRACE("all-reduce gradients");
+        // Timed for the communication share (metrics comm_share): the call blocks, so all of it is step time.
+        const auto t0 = std::chrono::steady_clock::now();
         opt_.comm->allreduce_sum(grads_.data(), grads_.size());
+        out.comm_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        out.allreduce_bytes = static_cast<int64_t>(grads_.size() * sizeof(float));
       }
       out.loss = grads_[np] / grads_[np + 2];
       out.correct = std::llround(grads_[np + 1]);

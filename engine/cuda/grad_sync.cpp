@@ -41,6 +41,9 @@ GradSync::GradSync(DeviceCollectives& collectives, std::vector<dist::GradBucket>
     : coll_(collectives), buckets_(std::move(buckets)), output_(output), grads_(grads), sums_(sums) {
   ready_.reserve(buckets_.size());
   for (size_t i = 0; i < buckets_.size(); ++i) ready_.emplace_back(false);
+  int64_t floats = kStepSums;
+  for (const dist::GradBucket& k : buckets_) floats += k.end - k.begin;
+  bytes_ = floats * static_cast<int64_t>(sizeof(float));
 }
 
 GradSync::~GradSync() { CUDA_CHECK_NOEXCEPT(cudaStreamSynchronize(comm_.get())); }

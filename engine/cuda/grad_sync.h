@@ -61,6 +61,8 @@ class GradSync {
   float* sums() const { return sums_; }
   size_t buckets() const { return buckets_.size(); }
   DeviceCollectives& collectives() const { return coll_; }
+  // What one step all-reduces: every bucket (padding included) and the step sums, 4 bytes a float.
+  int64_t bytes_per_step() const { return bytes_; }
   // The three points of the step above, all on the compute stream.
   void begin(cudaStream_t compute);
   void after_node(int node, cudaStream_t compute);
@@ -78,6 +80,7 @@ class GradSync {
   Event sums_ready_, joined_;
   std::vector<Event> ready_;  // one per bucket: recorded after its last gradient, waited on by the comm stream
   size_t next_ = 0;           // the next bucket to launch in this step
+  int64_t bytes_ = 0;
 };
 
 }  // namespace stoke::cuda

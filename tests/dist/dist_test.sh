@@ -11,6 +11,9 @@
 #             odls_base_sigkill_timeout seconds, given 30 here) and
 #             SIGUSR1 to mpirun (forwarded as it is): every rank stops at the same step, rank 0 writes a checkpoint
 #             in the middle of an epoch (no periodic one could be there), and a 1-process resume finishes the run
+#   comm      a 2-process run's metrics lines and summary carry the all-reduce's share (> 0) and its bytes (the
+#             parameters and the 4 step sums, 4 bytes each), the verdict names the all-reduce; a 1-process run's
+#             carry none of it; diagnose measures the all-reduce under mpirun and says it does not apply alone
 # Exit 77 (a visible skip in CTest) without mpirun or without MPI in the binary.
 set -uo pipefail
 case_name=$1
@@ -171,6 +174,37 @@ PY
     epoch=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['epoch'] + 1)" "$state")
     "$stoke" train --resume s$sig --epochs "$epoch" --quiet || fail "SIG$sig: the checkpoint did not resume"
   done
+  ;;
+comm)
+  # --cache decoded: no input wait, so the verdict is about the step (compute or communication) on any machine load
+  "$stoke" train "${common[@]}" --epochs 2 --cache decoded --out one || fail "1 process"
+  mpi -np 2 "$stoke" train "${common[@]}" --epochs 2 --cache decoded --out two || fail "2 processes"
+  python3 - one two <<'PY' || fail "the communication share is not as expected"
+import json, sys
+one, two = sys.argv[1:]
+rows = lambda d: [json.loads(l) for l in open(f"{d}/metrics.jsonl")]
+s1, s2 = (json.load(open(f"{d}/summary.json")) for d in (one, two))
+fields = ("comm_s", "comm_share", "allreduce_bytes")
+for r in rows(one) + [s1]:
+    assert not any(f in r for f in fields), ("a 1-process run reports an all-reduce", r)
+want = (s2["params"] + 4) * 4  # gradients and the step sums (loss x n, correct, n, stop), float32
+lines = [r for r in rows(two) if r["kind"] in ("train", "epoch")] + [s2]
+assert len(lines) >= 5, lines
+for r in lines:
+    assert r.get("allreduce_bytes") == want, (r.get("allreduce_bytes"), want, r)
+    assert 0 < r["comm_share"] <= 1 and r["comm_s"] > 0, r
+assert "all-reduce" in s2["verdict"], s2["verdict"]
+print("2 processes: allreduce_bytes", want, "comm_share", [round(r["comm_share"], 3) for r in lines])
+print("verdict:", s2["verdict"])
+PY
+  diag=(diagnose --data data --model small-cnn-nobn --image-size 16 --batch-size 8 --threads 1 --decoders 1 --seconds 0.2 --device cpu)
+  mpi -np 2 "$stoke" "${diag[@]}" > d2.log 2>&1 || { cat d2.log; fail "diagnose on 2 processes"; }
+  cat d2.log
+  [ "$(grep -c '^stage' d2.log)" = 1 ] || fail "diagnose: not rank 0 alone printed the table"
+  grep -Eq '^\(e\) all-reduce of .* over 2 processes \(MPI.*\): [0-9.]+ ms, [0-9]+% of a step' d2.log ||
+    fail "diagnose on 2 processes does not show the all-reduce"
+  "$stoke" "${diag[@]}" > d1.log 2>&1 || { cat d1.log; fail "diagnose on 1 process"; }
+  grep -q '^(e) all-reduce .*n/a (one process' d1.log || { cat d1.log; fail "diagnose alone does not say the all-reduce does not apply"; }
   ;;
 *)
   fail "unknown case $case_name"

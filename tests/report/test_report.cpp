@@ -153,6 +153,39 @@ TEST(Report, FullRunIsWellFormedWithAChartPerPlotAndTheConfusionMatrix) {
   EXPECT_LT(html.size(), 200000u);
 }
 
+// A data-parallel run's all-reduce share joins the GPU busy / input stall chart; a single-process run (the full run
+// above, and this one before the field is added) shows nothing of it.
+TEST(Report, TheAllReduceShareIsDrawnOnlyWhenTheMetricsHaveIt) {
+  TempRun run("comm");
+  run.write("config.json", config_json().dump(2));
+  std::string single = metrics_text(true), dist;
+  const std::string without = render_report_html(run.str());
+  EXPECT_EQ(without.find("all-reduce"), std::string::npos);
+  run.write("metrics.jsonl", single);
+  const std::string alone = render_report_html(run.str());
+  EXPECT_EQ(alone.find("all-reduce"), std::string::npos);
+  EXPECT_NE(alone.find("GPU busy and input stall"), std::string::npos);
+  size_t lines = 0;
+  for (size_t a = 0, b; (b = single.find('\n', a)) != std::string::npos; a = b + 1) {
+    json j = json::parse(single.substr(a, b - a));
+    if (j["kind"] == "train") {
+      j["comm_share"] = 0.4;
+      j["comm_s"] = 0.6;
+      j["allreduce_bytes"] = 117800;
+      ++lines;
+    }
+    dist += j.dump() + "\n";
+  }
+  ASSERT_GT(lines, 0u);
+  run.write("metrics.jsonl", dist);
+  const std::string html = render_report_html(run.str());
+  expect_well_formed(html);
+  EXPECT_NE(html.find("GPU busy, input stall and all-reduce"), std::string::npos);
+  EXPECT_NE(html.find("all-reduce (communication share)"), std::string::npos);
+  EXPECT_EQ(test::count_of(html, "<svg"), 6u);  // the same charts: the share is a line in one of them
+  EXPECT_EQ(html.find("not measured"), std::string::npos);
+}
+
 TEST(Report, TornLastLineAndNoSummary) {
   TempRun run("torn");
   run.write("config.json", config_json().dump());
