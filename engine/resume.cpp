@@ -157,8 +157,8 @@ TrainConfig resume_config(const std::string& run_dir, const TrainConfig& cli, co
   return run;
 }
 
-RunPosition run_position(const std::string& run_dir) {
-  const json st = checkpoint_state(run_dir);
+namespace {
+RunPosition position_of(const json& st) {
   RunPosition p;
   p.epoch = json_int(st, "epoch", 0, 1 << 30);
   p.cursor = json_int(st, "cursor", 0, int64_t{1} << 50);
@@ -166,12 +166,15 @@ RunPosition run_position(const std::string& run_dir) {
   p.planned_epochs = st.contains("config") ? static_cast<int>(json_int(st["config"], "epochs", 0, 1 << 30, 0)) : 0;
   return p;
 }
+}  // namespace
+
+RunPosition run_position(const std::string& run_dir) { return position_of(checkpoint_state(run_dir)); }
 
 std::optional<TrainResult> finished_run(const TrainConfig& cfg) {
   if (cfg.resume.empty() || find_checkpoint(cfg.resume).empty()) return std::nullopt;
   std::string ck;
   const json st = checkpoint_state(cfg.resume, &ck);
-  const RunPosition p = run_position(cfg.resume);
+  const RunPosition p = position_of(st);  // the state just read, not a second read of the checkpoint
   const int64_t reached = p.epoch + (p.cursor > 0 ? 1 : 0);  // epochs started
   if (cfg.epochs < reached || (cfg.epochs == p.epoch && p.cursor > 0))
     throw UserError(str("--epochs ", cfg.epochs, ": the run in ", cfg.resume, " has already trained ", p.epoch,
