@@ -45,25 +45,8 @@ using cuda::DeviceArena;
 using cuda::Precision;
 
 
-template <typename T>
-T host_from_float(float v) {
-  if constexpr (std::is_same_v<T, float>)
-    return v;
-  else if constexpr (std::is_same_v<T, __half>)
-    return __float2half_rn(v);
-  else
-    return __float2bfloat16_rn(v);
-}
-
-template <typename T>
-float host_to_float(T v) {
-  if constexpr (std::is_same_v<T, float>)
-    return v;
-  else if constexpr (std::is_same_v<T, __half>)
-    return __half2float(v);
-  else
-    return __bfloat162float(v);
-}
+using cuda::host_from_float;
+using cuda::host_to_float;
 
 // Construction-time scratch (cuDNN benchmarking only): never used inside a step.
 class TempDevice {

@@ -32,4 +32,26 @@ constexpr Precision precision_of() {
 
 inline int element_bytes(Precision p) { return p == Precision::fp32 ? 4 : 2; }
 
+// One value between fp32 and a storage type on the host (round to nearest even), for uploads, downloads and the
+// tests' references.
+template <typename T>
+T host_from_float(float v) {
+  if constexpr (std::is_same_v<T, float>)
+    return v;
+  else if constexpr (std::is_same_v<T, __half>)
+    return __float2half_rn(v);
+  else
+    return __float2bfloat16_rn(v);
+}
+
+template <typename T>
+float host_to_float(T v) {
+  if constexpr (std::is_same_v<T, float>)
+    return v;
+  else if constexpr (std::is_same_v<T, __half>)
+    return __half2float(v);
+  else
+    return __bfloat162float(v);
+}
+
 }  // namespace stoke::cuda

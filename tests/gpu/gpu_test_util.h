@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "base/cuda_check.h"
+#include "engine/cuda/precision.h"
 #include "engine/cuda/runtime.h"
 
 namespace stoke::test {
@@ -170,28 +171,12 @@ inline void expect_bitwise(const std::string& what, const std::vector<float>& gp
 }
 
 // ---- host conversions -----------------------------------------------------------------------------------------
-template <typename T>
-inline T from_f(float v) {
-  if constexpr (std::is_same_v<T, float>)
-    return v;
-  else if constexpr (std::is_same_v<T, __half>)
-    return __float2half_rn(v);
-  else
-    return __float2bfloat16_rn(v);
-}
-template <typename T>
-inline float to_f(T v) {
-  if constexpr (std::is_same_v<T, float>)
-    return v;
-  else if constexpr (std::is_same_v<T, __half>)
-    return __half2float(v);
-  else
-    return __bfloat162float(v);
-}
+using cuda::host_from_float;  // engine/cuda/precision.h, as the executor converts
+using cuda::host_to_float;
 // The values T can hold nearest to v (what the GPU sees after an upload).
 template <typename T>
 inline std::vector<float> rounded(std::vector<float> v) {
-  for (float& x : v) x = to_f<T>(from_f<T>(x));
+  for (float& x : v) x = host_to_float<T>(host_from_float<T>(x));
   return v;
 }
 
@@ -243,7 +228,7 @@ template <typename T>
 inline DeviceBuffer<T> upload(const std::vector<float>& v) {
   DeviceBuffer<T> d(v.size());
   std::vector<T> h(v.size());
-  for (size_t i = 0; i < v.size(); ++i) h[i] = from_f<T>(v[i]);
+  for (size_t i = 0; i < v.size(); ++i) h[i] = host_from_float<T>(v[i]);
   copy_to_device(d.get(), h.data(), h.size() * sizeof(T));
   return d;
 }
@@ -260,7 +245,7 @@ inline std::vector<float> download(const T* d, size_t n) {
   std::vector<T> h(n);
   CUDA_CHECK(cudaMemcpy(h.data(), d, n * sizeof(T), cudaMemcpyDeviceToHost));
   std::vector<float> f(n);
-  for (size_t i = 0; i < n; ++i) f[i] = to_f<T>(h[i]);
+  for (size_t i = 0; i < n; ++i) f[i] = host_to_float<T>(h[i]);
   return f;
 }
 template <typename T>
