@@ -421,7 +421,7 @@ void TrainingRun::announce() {
   write_run_info();
 }
 
-void TrainingRun::check_profile_window() {
+void TrainingRun::check_profile_window() const {
   if (cfg_.profile_first <= 0) return;
   const int64_t total = steps_per_epoch_ * cfg_.epochs;
   if (cfg_.profile_last < cfg_.profile_first)

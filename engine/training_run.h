@@ -87,7 +87,7 @@ class TrainingRun {
   int64_t memory_budget(std::string& what) const;
   std::string fitting_batch_advice() const;
   double run_elapsed() const { return elapsed_before_ + seconds_since(t_start_); }  // across every session
-  void check_profile_window();  // prints the window it will profile
+  void check_profile_window() const;  // prints the window it will profile (through the mutable console)
   void write_run_info();
   void write_left_out() const;
   // training_folder.cpp
