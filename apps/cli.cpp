@@ -154,6 +154,9 @@ void add_train(CLI::App& app, TrainConfig& cfg, std::string& optimizer, std::str
              "none | flip | crop-flip (random-resized-crop + horizontal flip)");
   add_choice(t, "--precision", cfg.precision, parse_precision_flag, kPrecisions,
              "CUDA backend: auto (bf16 on sm_80+, fp16 below) | bf16 | fp16 | fp32");
+  t->add_flag("--sync-bn", cfg.sync_bn,
+              "Data parallel: batch norm normalises with the statistics of the whole global batch, summed over the "
+              "processes (PyTorch's SyncBatchNorm); by default each process uses its own slice's, as DDP does");
   t->add_flag("--deterministic", cfg.deterministic, "CUDA backend: only deterministic cuDNN algorithms (bit-reproducible runs)");
   t->add_flag("!--no-graphs", cfg.graphs,
               "CUDA backend: run every step uncaptured (by default the step is captured once as a CUDA graph and replayed)");

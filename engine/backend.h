@@ -41,6 +41,10 @@ struct BackendOptions {
   // CUDA backend only NCCL's (engine/cuda/nccl_communicator.h), with which it all-reduces gradient buckets during
   // backward (engine/cuda/grad_sync.h) — even in a world of 1, so one GPU can check that path.
   dist::Communicator* comm = nullptr;
+  // --sync-bn: training-mode batch norm normalises with the statistics of the global batch (summed over the ranks
+  // through `comm` inside forward and backward) instead of each rank's slice. Without it (the default, as in
+  // PyTorch DDP) each rank uses its own slice's statistics. No effect in a world of 1 on the CPU.
+  bool sync_bn = false;
   int device = 0;  // CUDA: the device this process drives (the launcher's local rank)
 };
 

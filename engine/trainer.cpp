@@ -62,6 +62,7 @@ json config_to_json(const TrainConfig& c) {
           {"augment", to_string(c.augment)},
           {"precision", to_string(c.precision)},
           {"deterministic", c.deterministic},
+          {"sync_bn", c.sync_bn},
           {"exif_orientation", c.exif_orientation},
           {"strict", c.strict},
           {"checkpoint_every", c.checkpoint_every},
@@ -113,6 +114,7 @@ TrainConfig config_from_json(const json& j) {
     c.augment = parse_augment(text("augment", std::string("none")));
     c.precision = parse_precision_flag(text("precision", std::string("auto")));
     c.deterministic = flag("deterministic", false);
+    c.sync_bn = flag("sync_bn", false);
     c.exif_orientation = flag("exif_orientation", true);
     c.strict = flag("strict", false);
     c.checkpoint_every = json_int(j, "checkpoint_every", 0, kBig, 0);

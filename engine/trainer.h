@@ -39,6 +39,7 @@ struct TrainConfig {
   double watchdog_seconds = 30;  // report every decoder's state when a batch is this late
   PrecisionRequest precision = PrecisionRequest::automatic;  // CUDA: auto (bf16 on sm_80+, fp16 below) | bf16 | fp16 | fp32
   bool deterministic = false;  // CUDA backend: deterministic cuDNN algorithms
+  bool sync_bn = false;        // data parallel: batch-norm statistics over the global batch (all ranks), not per rank
   bool graphs = true;          // CUDA backend: capture the step as a CUDA graph after warm-up (--no-graphs: off)
   bool exif_orientation = true;  // turn JPEGs as their EXIF orientation says (as every viewer shows them)
   CacheMode cache = CacheMode::automatic;  // auto (= files for folders) | files: keep each file's bytes after its

@@ -176,9 +176,10 @@ void TrainingRun::choose_device() {
   ThreadPool::set_threads(cfg_.threads);
   // A single process says nothing here (its device line follows), unless it runs the NCCL path alone.
   if (!user_quiet_ && (world_ > 1 || nccl_)) {
-    console_.tell("world: %d process%s, rank %d, local rank %d, device %s, transport %s\n", world_, world_ == 1 ? "" : "es",
-                rank_, comm_->local_rank(), use_cuda_ ? str("cuda:", comm_->local_rank()).c_str() : "cpu",
-                comm_->transport().c_str());
+    console_.tell("world: %d process%s, rank %d, local rank %d, device %s, transport %s%s\n", world_,
+                  world_ == 1 ? "" : "es", rank_, comm_->local_rank(),
+                  use_cuda_ ? str("cuda:", comm_->local_rank()).c_str() : "cpu", comm_->transport().c_str(),
+                  cfg_.sync_bn ? "; batch norm synchronised across processes (--sync-bn)" : "");
   }
 }
 
@@ -374,6 +375,7 @@ void TrainingRun::start_backend() {
   bopt.clip_grad_norm = cfg_.clip_grad_norm;
   bopt.precision = cfg_.precision;
   bopt.deterministic = cfg_.deterministic;
+  bopt.sync_bn = cfg_.sync_bn;
   bopt.graphs = cfg_.graphs;
   try {
     backend_ = make_backend(use_cuda_, graph_, bopt);

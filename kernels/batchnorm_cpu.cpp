@@ -56,14 +56,18 @@ void channel_sums(int64_t rows, int C, int nq, double* out0, double* out1, F f) 
 
 void batchnorm_forward_train(int rows, int C, const float* x, const float* gamma, const float* beta, float eps,
                              float momentum, float* running_mean, float* running_var, float* y, float* save_mean,
-                             float* save_invstd) {
+                             float* save_invstd, const ChannelAllReduce* across) {
   STOKE_CHECK(rows > 0 && C > 0, "batchnorm over an empty tensor");
-  std::vector<double> mean(C), var(C);
+  // mean[C] holds the row count while the sums travel (one all-reduce for both).
+  std::vector<double> mean(C + 1), var(C);
   channel_sums(rows, C, 1, mean.data(), nullptr, [&](int64_t r, double* acc, double*) {
     const float* xr = x + r * C;
     for (int c = 0; c < C; ++c) acc[c] += xr[c];
   });
-  for (int c = 0; c < C; ++c) mean[c] /= rows;
+  mean[C] = rows;
+  if (across) (*across)(mean.data(), C + 1);
+  const double total = mean[C];  // rows over every process
+  for (int c = 0; c < C; ++c) mean[c] /= total;
   channel_sums(rows, C, 1, var.data(), nullptr, [&](int64_t r, double* acc, double*) {
     const float* xr = x + r * C;
     for (int c = 0; c < C; ++c) {
@@ -71,7 +75,8 @@ void batchnorm_forward_train(int rows, int C, const float* x, const float* gamma
       acc[c] += d * d;
     }
   });
-  for (int c = 0; c < C; ++c) var[c] /= rows;  // biased: the batch is normalised with it
+  if (across) (*across)(var.data(), C);
+  for (int c = 0; c < C; ++c) var[c] /= total;  // biased: the batch is normalised with it
 
   // y = (x - mean) * (gamma * invstd) + beta. Subtracting the mean first keeps channels whose mean is
   // large against their spread accurate (a folded x * scale + shift would cancel catastrophically).
@@ -83,7 +88,7 @@ void batchnorm_forward_train(int rows, int C, const float* x, const float* gamma
     if (save_invstd) save_invstd[c] = invstd;
     scale[c] = gamma[c] * invstd;
     // PyTorch refuses a single row in training mode; here it simply keeps the (zero) biased variance.
-    const double unbiased = rows > 1 ? var[c] * rows / (rows - 1) : var[c];
+    const double unbiased = total > 1 ? var[c] * total / (total - 1) : var[c];
     if (running_mean)
       running_mean[c] = static_cast<float>((1.0 - momentum) * running_mean[c] + double{momentum} * mean[c]);
     if (running_var)
@@ -108,12 +113,17 @@ void batchnorm_forward_eval(int rows, int C, const float* x, const float* gamma,
 
 // With xhat = (x - mean) * invstd and y = gamma * xhat + beta:
 //   dbeta  = sum dy,  dgamma = sum dy * xhat,
-//   dx     = gamma * invstd / rows * (rows * dy - dbeta - xhat * dgamma).
+//   dx     = gamma * invstd / rows * (rows * dy - dbeta - xhat * dgamma),
+// the sums in dx (and rows) over every process under `across`.
 void batchnorm_backward(int rows, int C, const float* x, const float* gamma, const float* save_mean,
-                        const float* save_invstd, const float* dy, float* dx, float* dgamma, float* dbeta) {
+                        const float* save_invstd, const float* dy, float* dx, float* dgamma, float* dbeta,
+                        const ChannelAllReduce* across) {
   STOKE_CHECK(rows > 0 && C > 0, "batchnorm over an empty tensor");
-  std::vector<double> sum_dy(C), sum_dy_xhat(C);
-  channel_sums(rows, C, 2, sum_dy.data(), sum_dy_xhat.data(), [&](int64_t r, double* a0, double* a1) {
+  // One buffer, so one all-reduce carries both sums and the row count: [sum dy | sum dy * xhat | rows].
+  std::vector<double> sums(2 * static_cast<size_t>(C) + 1);
+  double* sum_dy = sums.data();
+  double* sum_dy_xhat = sums.data() + C;
+  channel_sums(rows, C, 2, sum_dy, sum_dy_xhat, [&](int64_t r, double* a0, double* a1) {
     const float* xr = x + r * C;
     const float* dyr = dy + r * C;
     for (int c = 0; c < C; ++c) {
@@ -126,15 +136,19 @@ void batchnorm_backward(int rows, int C, const float* x, const float* gamma, con
     if (dbeta) dbeta[c] += static_cast<float>(sum_dy[c]);
     if (dgamma) dgamma[c] += static_cast<float>(sum_dy_xhat[c]);
   }
+  if (!dx && !across) return;  // across: every process takes part in the all-reduce, dx or not
+  sums[2 * static_cast<size_t>(C)] = rows;
+  if (across) (*across)(sums.data(), 2 * C + 1);
   if (!dx) return;
+  const double total = sums[2 * static_cast<size_t>(C)];
   // dx = k1 * dy + k2 * (x - mean) + k3, per channel, with the sums folded into the coefficients.
   std::vector<float> k1(C), k2(C), k3(C);
   for (int c = 0; c < C; ++c) {
     const double invstd = save_invstd[c];
     const double g = double{gamma[c]} * invstd;
     k1[c] = static_cast<float>(g);
-    k2[c] = static_cast<float>(-g * sum_dy_xhat[c] * invstd / rows);
-    k3[c] = static_cast<float>(-g * sum_dy[c] / rows);
+    k2[c] = static_cast<float>(-g * sum_dy_xhat[c] * invstd / total);
+    k3[c] = static_cast<float>(-g * sum_dy[c] / total);
   }
   parallel_for(rows, 1024, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r)

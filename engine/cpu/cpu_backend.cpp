@@ -42,6 +42,12 @@ class CpuBackend final : public TrainingBackend {
         input_(static_cast<size_t>(o.max_batch * g.input_shape().size())),
         dlogits_(static_cast<size_t>(o.max_batch * exec_.outputs())) {
     normalize_coefficients(o.mean, o.stdev, scale_, shift_);
+    if (o.sync_bn && o.comm && o.comm->world() > 1) {
+      // Called from forward and backward on the compute thread, between this step's other collectives: every
+      // rank runs the same graph, so the calls line up across ranks.
+      dist::Communicator* comm = o.comm;
+      exec_.set_sync_batchnorm([comm](double* data, int n) { comm->allreduce_sum(data, static_cast<size_t>(n)); });
+    }
     queue_ = std::make_unique<StepQueue>(o.max_batch, int64_t{o.max_batch} * g.input_shape().size(), 2,
                                          [this](const StagedStep& s) { return compute(s); });
   }

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "engine/graph.h"
+#include "kernels/batchnorm.h"
 
 namespace stoke {
 
@@ -31,6 +32,10 @@ class CpuExecutor {
 
   // Backward of the last training forward: dout is the gradient of the loss w.r.t. the output.
   void backward(const float* params, float* grads, const float* dout);
+
+  // --sync-bn: training-mode batch norm takes its statistics over the batch of every process, through `across`
+  // (kernels/batchnorm.h). Empty (the default): over this process's rows.
+  void set_sync_batchnorm(cpu::ChannelAllReduce across) { across_ = std::move(across); }
 
   int max_batch() const { return max_batch_; }
   int outputs() const { return static_cast<int>(graph_.nodes().back().out.size()); }
@@ -51,6 +56,7 @@ class CpuExecutor {
   int max_batch_;
   int n_ = 0;  // batch of the last forward
   const float* x_ = nullptr;
+  cpu::ChannelAllReduce across_;
   struct AlignedDelete {
     void operator()(std::byte* p) const { ::operator delete[](p, std::align_val_t{64}); }
   };

@@ -16,6 +16,8 @@ class DeviceCollectives {
   // In-place sum over every rank of n floats of device memory, enqueued on `stream` (capturable into a CUDA graph).
   // Every rank enqueues the same sequence of calls with the same sizes.
   virtual void allreduce_sum_async(float* device_data, size_t n, cudaStream_t stream) = 0;
+  // The same in doubles (batch-norm statistics under --sync-bn).
+  virtual void allreduce_sum_async(double* device_data, size_t n, cudaStream_t stream) = 0;
   // Throws when the communicator has failed asynchronously (a peer is gone, a network error): the step's waits
   // call it while they poll, so a lost rank is an error instead of a hang.
   virtual void check_async_error() = 0;

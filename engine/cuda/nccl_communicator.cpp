@@ -119,20 +119,16 @@ class NcclCommunicator final : public dist::Communicator, public cuda::DeviceCol
 
   // Host memory, as dist::Communicator's callers (the trainer's agreement check) hand it: staged through the
   // device scratch in chunks.
-  void allreduce_sum(float* host_data, size_t n) override {
-    const size_t per = kScratch / sizeof(float);
-    for (size_t at = 0; at < n; at += per) {
-      const size_t k = std::min(per, n - at);
-      float* d = static_cast<float*>(scratch_);
-      CUDA_CHECK(cudaMemcpyAsync(d, host_data + at, k * sizeof(float), cudaMemcpyHostToDevice, stream_));
-      enqueued(nccl().AllReduce(d, d, k, ncclFloat, ncclSum, comm_, stream_), "all-reduce");
-      CUDA_CHECK(cudaMemcpyAsync(host_data + at, d, k * sizeof(float), cudaMemcpyDeviceToHost, stream_));
-      await_stream("all-reduce");
-    }
-  }
+  void allreduce_sum(float* host_data, size_t n) override { host_sum(host_data, n, ncclFloat); }
+  void allreduce_sum(double* host_data, size_t n) override { host_sum(host_data, n, ncclFloat64); }
 
   void allreduce_sum_async(float* device_data, size_t n, cudaStream_t stream) override {
     enqueued(nccl().AllReduce(device_data, device_data, n, ncclFloat, ncclSum, comm_, stream), "gradient all-reduce");
+  }
+
+  void allreduce_sum_async(double* device_data, size_t n, cudaStream_t stream) override {
+    enqueued(nccl().AllReduce(device_data, device_data, n, ncclFloat64, ncclSum, comm_, stream),
+             "batch-norm statistics all-reduce");
   }
 
   void check_async_error() override {
@@ -162,6 +158,21 @@ class NcclCommunicator final : public dist::Communicator, public cuda::DeviceCol
 
  private:
   static constexpr size_t kScratch = size_t{1} << 20;
+
+  // Host memory, as dist::Communicator's callers (the trainer's agreement check) hand it: staged through the
+  // device scratch in chunks.
+  template <typename V>
+  void host_sum(V* host_data, size_t n, ncclDataType_t type) {
+    const size_t per = kScratch / sizeof(V);
+    for (size_t at = 0; at < n; at += per) {
+      const size_t k = std::min(per, n - at);
+      V* d = static_cast<V*>(scratch_);
+      CUDA_CHECK(cudaMemcpyAsync(d, host_data + at, k * sizeof(V), cudaMemcpyHostToDevice, stream_));
+      enqueued(nccl().AllReduce(d, d, k, type, ncclSum, comm_, stream_), "all-reduce");
+      CUDA_CHECK(cudaMemcpyAsync(host_data + at, d, k * sizeof(V), cudaMemcpyDeviceToHost, stream_));
+      await_stream("all-reduce");
+    }
+  }
 
   double elapsed(std::chrono::steady_clock::time_point t0) const {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

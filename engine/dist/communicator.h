@@ -48,6 +48,9 @@ class Communicator {
   virtual std::string transport() const = 0;  // "single process", "MPI (Open MPI v4.1.4)", ...
   // Sum over every rank, in place. Every rank calls it with the same n, in the same order of calls.
   virtual void allreduce_sum(float* data, size_t n) = 0;
+  // The same in doubles: batch-norm statistics summed across processes (--sync-bn), where float sums of many rows
+  // would lose the digits the variance needs.
+  virtual void allreduce_sum(double* data, size_t n) = 0;
   // root's bytes to every rank (the same size on every rank).
   virtual void broadcast(void* data, size_t bytes, int root) = 0;
   virtual void barrier() = 0;
@@ -69,6 +72,7 @@ class SingleProcess final : public Communicator {
   int local_rank() const override { return 0; }
   std::string transport() const override { return "single process"; }
   void allreduce_sum(float*, size_t) override {}
+  void allreduce_sum(double*, size_t) override {}
   void broadcast(void*, size_t, int) override {}
   void barrier() override {}
 };

@@ -71,13 +71,8 @@ class MpiCommunicator final : public Communicator {
   int local_rank() const override { return local_rank_; }
   std::string transport() const override { return transport_; }
 
-  void allreduce_sum(float* data, size_t n) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    STOKE_CHECK(n <= static_cast<size_t>(std::numeric_limits<int>::max()));
-    MPI_Request req;
-    check(MPI_Iallreduce(MPI_IN_PLACE, data, static_cast<int>(n), MPI_FLOAT, MPI_SUM, comm_, &req), "all-reduce");
-    wait(req, "all-reduce");
-  }
+  void allreduce_sum(float* data, size_t n) override { sum(data, n, MPI_FLOAT); }
+  void allreduce_sum(double* data, size_t n) override { sum(data, n, MPI_DOUBLE); }
 
   void broadcast(void* data, size_t bytes, int root) override {
     std::lock_guard<std::mutex> lock(mu_);
@@ -95,6 +90,14 @@ class MpiCommunicator final : public Communicator {
   }
 
  private:
+  void sum(void* data, size_t n, MPI_Datatype type) {
+    std::lock_guard<std::mutex> lock(mu_);
+    STOKE_CHECK(n <= static_cast<size_t>(std::numeric_limits<int>::max()));
+    MPI_Request req;
+    check(MPI_Iallreduce(MPI_IN_PLACE, data, static_cast<int>(n), type, MPI_SUM, comm_, &req), "all-reduce");
+    wait(req, "all-reduce");
+  }
+
   void check(int rc, const char* what) {
     if (rc == MPI_SUCCESS) return;
     failed_ = true;

@@ -11,6 +11,7 @@
 #             odls_base_sigkill_timeout seconds, given 30 here) and
 #             SIGUSR1 to mpirun (forwarded as it is): every rank stops at the same step, rank 0 writes a checkpoint
 #             in the middle of an epoch (no periodic one could be there), and a 1-process resume finishes the run
+#   syncbn    a model with batch norm: 2 processes with --sync-bn reach the 1-process weights, without it they do not
 #   comm      a 2-process run's metrics lines and summary carry the all-reduce's share (> 0) and its bytes (the
 #             parameters and the 4 step sums, 4 bytes each), the verdict names the all-reduce; a 1-process run's
 #             carry none of it; diagnose measures the all-reduce under mpirun and says it does not apply alone
@@ -174,6 +175,21 @@ PY
     epoch=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['epoch'] + 1)" "$state")
     "$stoke" train --resume s$sig --epochs "$epoch" --quiet || fail "SIG$sig: the checkpoint did not resume"
   done
+  ;;
+syncbn)
+  # A model with batch norm: with --sync-bn every process normalises with the global batch's statistics, so 2
+  # processes reach the weights (and running statistics) of 1 process; without it each uses its own half's, and
+  # they do not. --cache decoded: the MNIST-like step is the same either way, and faster.
+  bn=("${base[@]}" --batch-size 16 --epochs 1 --cache decoded)
+  bn=("${bn[@]/small-cnn-nobn/small-cnn}")
+  "$stoke" train "${bn[@]}" --out one || fail "1 process"
+  mpi -np 2 "$stoke" train "${bn[@]}" --sync-bn --out sync > sync.log 2>&1 || { cat sync.log; fail "2 processes, --sync-bn"; }
+  mpi -np 2 "$stoke" train "${bn[@]}" --out apart || fail "2 processes without --sync-bn"
+  echo "--sync-bn, 2 processes vs 1:"
+  $compare "$(final one)" "$(final sync)" $tol || fail "--sync-bn on 2 processes differs from 1 process"
+  echo "without --sync-bn, 2 processes vs 1 (must differ):"
+  if $compare "$(final one)" "$(final apart)" $tol; then fail "per-process statistics gave the 1-process weights: the comparison proves nothing"; fi
+  grep -q '"sync_bn": true' sync/config.json || fail "config.json does not record --sync-bn"
   ;;
 comm)
   # --cache decoded: no input wait, so the verdict is about the step (compute or communication) on any machine load
