@@ -73,7 +73,8 @@ struct StepResult {
   float loss_scale = 1.f;
   double device_seconds = 0;  // CUDA: the step's compute on the device, between events (0 where not measured)
   // Data parallel (world > 1): the gradient all-reduce of this step. comm_seconds is the time the step spent in it
-  // (CPU: the blocking all-reduce call, all of it exposed; 0 where not measured) and allreduce_bytes what it
+  // (CPU: the blocking all-reduce call, all of it exposed; CUDA: the compute stream's wait after backward for the
+  // last bucket, the part backward did not hide; 0 where not measured) and allreduce_bytes what it
   // carried (gradients and step sums, 4 bytes each). Both 0 in a world of 1.
   double comm_seconds = 0;
   int64_t allreduce_bytes = 0;

@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "base/error.h"
+#include "engine/dist/communicator.h"
 
 namespace stoke {
 
@@ -57,6 +58,35 @@ void MetricsAccumulator::clear() {
   unreadable_ = 0;
   probs_.clear();
   labels_.clear();
+}
+
+void MetricsAccumulator::gather(dist::Communicator& comm) {
+  const int W = comm.world();
+  if (W == 1) return;
+  const size_t C = static_cast<size_t>(classes_);
+  // [rows of each rank] [loss sum] [unreadable]: doubles, exact for the counts.
+  std::vector<double> head(static_cast<size_t>(W) + 2, 0.0);
+  head[static_cast<size_t>(comm.rank())] = static_cast<double>(labels_.size());
+  head[static_cast<size_t>(W)] = loss_sum_;
+  head[static_cast<size_t>(W) + 1] = static_cast<double>(unreadable_);
+  comm.allreduce_sum(head.data(), head.size());
+  size_t offset = 0, total = 0;
+  for (int r = 0; r < W; ++r) {
+    const size_t rows = static_cast<size_t>(std::llround(head[static_cast<size_t>(r)]));
+    if (r < comm.rank()) offset += rows;
+    total += rows;
+  }
+  // Every rank's rows in one buffer of zeros, each rank writing its own part: the sum is then a gather (a value plus
+  // zeros is the value, bit for bit). Labels travel as floats (exact below 2^24 classes).
+  std::vector<float> rows((C + 1) * total, 0.f);
+  std::copy(probs_.begin(), probs_.end(), rows.begin() + static_cast<std::ptrdiff_t>(offset * C));
+  for (size_t i = 0; i < labels_.size(); ++i) rows[C * total + offset + i] = static_cast<float>(labels_[i]);
+  comm.allreduce_sum(rows.data(), rows.size());
+  probs_.assign(rows.begin(), rows.begin() + static_cast<std::ptrdiff_t>(C * total));
+  labels_.resize(total);
+  for (size_t i = 0; i < total; ++i) labels_[i] = static_cast<int32_t>(std::lround(rows[C * total + i]));
+  loss_sum_ = head[static_cast<size_t>(W)];
+  unreadable_ = static_cast<int64_t>(std::llround(head[static_cast<size_t>(W) + 1]));
 }
 
 ClassificationReport MetricsAccumulator::report() const {

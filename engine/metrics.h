@@ -11,6 +11,10 @@
 
 namespace stoke {
 
+namespace dist {
+class Communicator;
+}
+
 struct ClassificationReport {
   int classes = 0;
   int64_t count = 0;       // images evaluated: the readable ones, every metric below covers exactly these
@@ -33,6 +37,10 @@ class MetricsAccumulator {
   void add_unreadable(int n) { unreadable_ += n; }
   ClassificationReport report() const;
   void clear();
+  // Data parallel: each rank has evaluated its slice of the set; afterwards every rank holds every rank's rows (rank
+  // 0's first), the summed loss and unreadable count, so report() covers the whole set on each of them. Every rank
+  // calls it (two all-reduces). The metrics do not depend on the rows' order (the AUC averages tied ranks).
+  void gather(dist::Communicator& comm);
 
  private:
   int classes_;

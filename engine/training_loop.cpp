@@ -56,6 +56,10 @@ void TrainingRun::start_input() {
   tpc.on_warning = on_warning;
   tpc.on_stall = on_stall;
   io::PipelineConfig vpc = eval_pipeline_config(shape_, local_batch_, cfg_.decoders, cfg_.strict, quarantine);
+  // Validation is shared out too: rank r evaluates its slice of each global batch (the last one padded and masked),
+  // and the ranks' rows are gathered before the metrics (evaluate()).
+  vpc.rank = rank_;
+  vpc.world = world_;
   vpc.watchdog_seconds = cfg_.watchdog_seconds;
   vpc.on_warning = on_warning;
   vpc.on_stall = on_stall;
@@ -200,7 +204,7 @@ int TrainingRun::free_gather_buffer() {
   }
 }
 
-// ---- evaluation: every validation image once, in order, the last batch padded and masked ------------------------
+// ---- evaluation: every validation image once, the last batch padded and masked (each rank its slice) -----------
 ClassificationReport TrainingRun::evaluate() {
   STOKE_TRACE("eval");
   backend_->drain();
@@ -220,6 +224,8 @@ ClassificationReport TrainingRun::evaluate() {
     io::SamplerConfig vs;
     vs.samples = val_count_;
     vs.batch = local_batch_;
+    vs.rank = rank_;
+    vs.world = world_;
     vs.shuffle = false;
     vs.drop_last = false;
     const io::Sampler vsampler(vs);
@@ -235,6 +241,7 @@ ClassificationReport TrainingRun::evaluate() {
       val_in_->release(b.ticket);
     }
   }
+  acc.gather(*comm_);
   return acc.report();
 }
 

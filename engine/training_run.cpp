@@ -245,22 +245,7 @@ void TrainingRun::build_model_and_batch() {
   mem_target_.cuda = use_cuda_;
   mem_target_.element_bytes = use_cuda_ && cfg_.precision != PrecisionRequest::fp32 ? 2 : 4;
   mem_target_.optimizer = cfg_.optimizer;
-  int requested_batch = cfg_.batch_size;
-  if (requested_batch == 0) {
-    std::string what;
-    const int64_t budget = memory_budget(what);
-    // Caps: the CPU backend gains nothing per image beyond a few hundred samples per GEMM; on any backend a
-    // batch that leaves fewer than 16 steps per epoch would make --epochs mean almost no updates.
-    const int64_t hard = use_cuda_ ? 4096 : 256;
-    const int64_t per_epoch = std::max<int64_t>(1, train_count_ / 16);
-    const int64_t cap = std::min(hard, per_epoch);
-    const std::string cap_why = cap == hard ? str(use_cuda_ ? "4096 at most" : "256 at most on the CPU backend")
-                                            : str("at least 16 steps per epoch over ", train_count_, " images");
-    const BatchChoice bc = choose_batch_size(graph_, mem_target_, budget, what, cap, cap_why);
-    if (bc.batch == 0) throw UserError(str("--batch-size auto: ", bc.why));
-    requested_batch = bc.batch;
-    batch_note_ = str("batch size auto: ", bc.why);
-  }
+  const int requested_batch = cfg_.batch_size == 0 ? auto_batch_size() : cfg_.batch_size;
   // A batch larger than the training set (after --limit-train) becomes the whole set, with a note, rather than an
   // error: a PyTorch DataLoader with its default drop_last=False gives exactly that, one batch of every image per
   // epoch, so it is what a user coming from there expects, and a first try on a small folder should not fail on
@@ -272,8 +257,6 @@ void TrainingRun::build_model_and_batch() {
   steps_per_epoch_ = train_count_ / batch_;
   batch_fit_note_ = batch_fit_note(requested_batch, cfg_.batch_size > 0, batch_, train_count_);
   // Data parallel: --batch-size is the global batch; rank r takes its slice of each one (io/pipeline/sampler.h).
-  if (world_ > 1 && cfg_.batch_size == 0)
-    throw UserError(str("--batch-size auto with ", world_, " processes: give the global batch size (a multiple of ", world_, ")"));
   if (batch_ % world_ != 0)
     throw UserError(str("--batch-size ", batch_, " is the global batch: it must divide evenly over the ", world_,
                         " processes (try ", std::max(1, batch_ / world_) * world_, ")"));
@@ -302,6 +285,49 @@ void TrainingRun::build_model_and_batch() {
   opt_state_ = Optimizer(cfg_.optimizer, graph_.params(), graph_.num_params()).state();
   opt_steps_ = 0;
 
+}
+
+// --batch-size auto: the largest batch the memory plan fits in this process's budget, capped. Data parallel: each
+// process's slice is chosen so, the smallest over the processes is taken (every rank holds an equal slice, and the
+// rank with the least free memory decides), and the global batch is that times the process count.
+int TrainingRun::auto_batch_size() {
+  std::string what;
+  const int64_t budget = memory_budget(what);
+  // Caps: the CPU backend gains nothing per image beyond a few hundred samples per GEMM; on any backend a global
+  // batch that leaves fewer than 16 steps per epoch would make --epochs mean almost no updates.
+  const int64_t hard = use_cuda_ ? 4096 : 256;
+  const int64_t per_epoch = std::max<int64_t>(1, train_count_ / 16 / world_);
+  const int64_t cap = std::min(hard, per_epoch);
+  const std::string cap_why =
+      cap == hard ? str(use_cuda_ ? "4096 at most" : "256 at most on the CPU backend", world_ > 1 ? " per process" : "")
+                  : str("at least 16 steps per epoch over ", train_count_, " images",
+                        world_ > 1 ? str(" on ", world_, " processes") : std::string());
+  const BatchChoice bc = choose_batch_size(graph_, mem_target_, budget, what, cap, cap_why);
+  // Every rank takes part in the agreement below, also one whose choice failed (0), so none waits for it.
+  int local = bc.batch;
+  int smallest_rank = rank_;
+  if (world_ > 1) {
+    std::vector<float> each(static_cast<size_t>(world_), 0.f);
+    each[static_cast<size_t>(rank_)] = static_cast<float>(local);
+    comm_->allreduce_sum(each.data(), each.size());
+    for (int r = 0; r < world_; ++r)
+      if (each[static_cast<size_t>(r)] < each[static_cast<size_t>(smallest_rank)] ||
+          (each[static_cast<size_t>(r)] == each[static_cast<size_t>(smallest_rank)] && r < smallest_rank))
+        smallest_rank = r;
+    local = static_cast<int>(each[static_cast<size_t>(smallest_rank)]);
+  }
+  if (bc.batch == 0) throw UserError(str("--batch-size auto: ", bc.why));
+  if (local == 0)
+    throw UserError(str("--batch-size auto: rank ", smallest_rank, " fits no batch (its own error names why)"));
+  if (world_ == 1) {
+    batch_note_ = str("batch size auto: ", bc.why);
+  } else {
+    // The deciding rank's reasons, for rank 0 to print.
+    const std::string why = comm_->broadcast_string(bc.why, smallest_rank);
+    batch_note_ = str("batch size auto: ", local, " per process x ", world_, " processes = ", local * world_,
+                      " global (rank ", smallest_rank, " decides, fitting the fewest: ", why, ")");
+  }
+  return local * world_;
 }
 
 // What the batch may use: free device memory less a margin (the CUDA context, cuDNN/cuBLAS handles and

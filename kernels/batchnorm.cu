@@ -2,10 +2,17 @@
 // ReLU). Three launches per pass: per-chunk partials, a per-channel finalize (statistics, running averages,
 // the per-channel coefficients of the element-wise pass) and the element-wise pass.
 //
-// Workspace layout: [3 * chunks * C doubles: partials][3 * C floats: per-channel coefficients].
+// Workspace layout: [3 * chunks * C doubles: partials][4C + 1 doubles: --sync-bn sums][3 * C floats: per-channel
+// coefficients].
 //   forward: coefficients (m, s, b) with y = (x - m) * s + b   (train: batch mean, gamma*invstd, beta;
 //                                                              eval: running mean, gamma*invstd_running, beta)
 //   backward: (k1, k2, k3) with dx = k1 * dz + k2 * (x - mean) + k3, as in the CPU reference.
+//
+// --sync-bn (`across`, the processes' sum): the finalize splits in two around the collectives. Forward: this
+// process's (mean, m2) per channel; sum (count x mean, count) over the processes: the global mean; each process's
+// squared deviations from it, m2 + count (mean_local - mean)^2 (Chan's pairwise formula, so no E[x^2] - E[x]^2);
+// sum them: the global variance. Backward: sum (sum dz, sum dz xhat, count). dgamma and dbeta take this process's
+// own sums (the gradient all-reduce adds the processes' shares), as the CPU reference does.
 #include <cmath>
 
 #include "base/error.h"
@@ -19,9 +26,30 @@ namespace {
 constexpr int kThreads = 256;
 using reduce::kFinThreads;
 
+int64_t sync_doubles(int C) { return 4 * static_cast<int64_t>(C) + 1; }
 double* partials(void* ws) { return static_cast<double*>(ws); }
+double* sync_sums(void* ws, int64_t rows, int C) { return partials(ws) + reduce::partial_doubles(rows, C); }
 float* coefficients(void* ws, int64_t rows, int C) {
-  return reinterpret_cast<float*>(static_cast<char*>(ws) + sizeof(double) * reduce::partial_doubles(rows, C));
+  return reinterpret_cast<float*>(static_cast<char*>(ws) +
+                                  sizeof(double) * (reduce::partial_doubles(rows, C) + sync_doubles(C)));
+}
+
+// Channel c's statistics from its mean and biased variance over `total` rows (every process's under --sync-bn):
+// the saved statistics, the running averages (unbiased variance) and the forward's coefficients.
+__device__ void finish_train_stats(int c, int C, double mean, double var, double total, const float* __restrict__ gamma,
+                                   const float* __restrict__ beta, float eps, float momentum, float* running_mean,
+                                   float* running_var, float* save_mean, float* save_invstd, float* __restrict__ coef) {
+  const float m = static_cast<float>(mean);
+  const float invstd = static_cast<float>(1.0 / sqrt(var + static_cast<double>(eps)));
+  if (save_mean) save_mean[c] = m;
+  if (save_invstd) save_invstd[c] = invstd;
+  coef[c] = m;
+  coef[C + c] = gamma[c] * invstd;
+  coef[2 * C + c] = beta[c];
+  const double unbiased = total > 1.0 ? var * total / (total - 1.0) : var;
+  const double mom = momentum;
+  if (running_mean) running_mean[c] = static_cast<float>((1.0 - mom) * running_mean[c] + mom * mean);
+  if (running_var) running_var[c] = static_cast<float>((1.0 - mom) * running_var[c] + mom * unbiased);
 }
 
 __global__ void __launch_bounds__(kFinThreads)
@@ -31,20 +59,46 @@ __global__ void __launch_bounds__(kFinThreads)
   double N, M, Q;
   reduce::welford_combine(C, chunks, part, N, M, Q);
   if (threadIdx.x != 0) return;
+  const double r = static_cast<double>(rows);
+  const double var = Q > 0.0 ? Q / r : 0.0;  // biased: the batch is normalised with it
+  finish_train_stats(blockIdx.x, C, M, var, r, gamma, beta, eps, momentum, running_mean, running_var, save_mean,
+                     save_invstd, coef);
+}
+
+// --sync-bn forward, before the first sum: loc = (mean, m2) of this process's rows per channel, red = (count x mean
+// per channel, count).
+__global__ void __launch_bounds__(kFinThreads)
+    local_stats_kernel(int64_t rows, int C, int chunks, const double* __restrict__ part, double* __restrict__ loc,
+                       double* __restrict__ red) {
+  double N, M, Q;
+  reduce::welford_combine(C, chunks, part, N, M, Q);
+  if (threadIdx.x != 0) return;
   const int c = blockIdx.x;
-  const double mean = M;
-  const double var = Q > 0.0 ? Q / static_cast<double>(rows) : 0.0;  // biased: the batch is normalised with it
-  const float m = static_cast<float>(mean);
-  const float invstd = static_cast<float>(1.0 / sqrt(var + static_cast<double>(eps)));
-  if (save_mean) save_mean[c] = m;
-  if (save_invstd) save_invstd[c] = invstd;
-  coef[c] = m;
-  coef[C + c] = gamma[c] * invstd;
-  coef[2 * C + c] = beta[c];
-  const double unbiased = rows > 1 ? var * static_cast<double>(rows) / static_cast<double>(rows - 1) : var;
-  const double mom = momentum;
-  if (running_mean) running_mean[c] = static_cast<float>((1.0 - mom) * running_mean[c] + mom * mean);
-  if (running_var) running_var[c] = static_cast<float>((1.0 - mom) * running_var[c] + mom * unbiased);
+  loc[c] = M;
+  loc[C + c] = Q;
+  red[c] = N * M;
+  if (c == 0) red[C] = static_cast<double>(rows);
+}
+
+// Between the sums: this process's squared deviations from the global mean.
+__global__ void deviation_kernel(int64_t rows, int C, const double* __restrict__ loc, const double* __restrict__ red,
+                                 double* __restrict__ dev) {
+  const int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c >= C) return;
+  const double d = loc[c] - red[c] / red[C];
+  dev[c] = loc[C + c] + static_cast<double>(rows) * d * d;
+}
+
+// After the second sum: the global statistics.
+__global__ void sync_finalize_kernel(int C, const double* __restrict__ red, const double* __restrict__ dev,
+                                     const float* __restrict__ gamma, const float* __restrict__ beta, float eps,
+                                     float momentum, float* running_mean, float* running_var, float* save_mean,
+                                     float* save_invstd, float* __restrict__ coef) {
+  const int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c >= C) return;
+  const double total = red[C];
+  finish_train_stats(c, C, red[c] / total, dev[c] > 0.0 ? dev[c] / total : 0.0, total, gamma, beta, eps, momentum,
+                     running_mean, running_var, save_mean, save_invstd, coef);
 }
 
 __global__ void eval_coef_kernel(int C, const float* __restrict__ gamma, const float* __restrict__ beta,
@@ -89,22 +143,43 @@ __global__ void apply_kernel(int64_t n, int C, const T* x, const T* residual, bo
   }
 }
 
+// Channel c's backward coefficients from the sums over `total` rows (every process's under --sync-bn).
+__device__ void finish_backward(int c, int C, double sum_dz, double sum_dz_xhat, double total,
+                                const float* __restrict__ gamma, const float* __restrict__ save_invstd,
+                                float* __restrict__ coef) {
+  const double invstd = save_invstd[c];
+  const double g = static_cast<double>(gamma[c]) * invstd;
+  coef[c] = static_cast<float>(g);
+  coef[C + c] = static_cast<float>(-g * sum_dz_xhat * invstd / total);
+  coef[2 * C + c] = static_cast<float>(-g * sum_dz / total);
+}
+
+// Combines the chunk partials; dgamma and dbeta take this process's sums. With `red` (--sync-bn) the sums go there
+// for the processes' sum, [sum dz | sum dz xhat | count], and the coefficients wait for it; else they are made here.
 __global__ void __launch_bounds__(kFinThreads)
     backward_finalize_kernel(int64_t rows, int C, int chunks, const double* __restrict__ part,
                              const float* __restrict__ gamma, const float* __restrict__ save_invstd, float* dgamma,
-                             float* dbeta, float* __restrict__ coef) {
+                             float* dbeta, float* __restrict__ coef, double* __restrict__ red) {
   double sum_dz, sum_dz_xhat;
   reduce::sums_combine(C, chunks, part, sum_dz, sum_dz_xhat);
   if (threadIdx.x != 0) return;
   const int c = blockIdx.x;
   if (dbeta) dbeta[c] += static_cast<float>(sum_dz);
   if (dgamma) dgamma[c] += static_cast<float>(sum_dz_xhat);
-  const double invstd = save_invstd[c];
-  const double g = static_cast<double>(gamma[c]) * invstd;
-  const double r = static_cast<double>(rows);
-  coef[c] = static_cast<float>(g);
-  coef[C + c] = static_cast<float>(-g * sum_dz_xhat * invstd / r);
-  coef[2 * C + c] = static_cast<float>(-g * sum_dz / r);
+  if (red) {
+    red[c] = sum_dz;
+    red[C + c] = sum_dz_xhat;
+    if (c == 0) red[2 * C] = static_cast<double>(rows);
+    return;
+  }
+  finish_backward(c, C, sum_dz, sum_dz_xhat, static_cast<double>(rows), gamma, save_invstd, coef);
+}
+
+__global__ void sync_backward_coef_kernel(int C, const double* __restrict__ red, const float* __restrict__ gamma,
+                                          const float* __restrict__ save_invstd, float* __restrict__ coef) {
+  const int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c >= C) return;
+  finish_backward(c, C, red[c], red[C + c], red[2 * C], gamma, save_invstd, coef);
 }
 
 // dz = relu ? (y > 0 ? dy : 0) : dy;  dres = dz;  dx = k1 * dz + k2 * (x - mean) + k3
@@ -162,7 +237,7 @@ void check_shape(int rows, int C) { STOKE_CHECK(rows > 0 && C > 0, "batchnorm ov
 }  // namespace
 
 int64_t batchnorm_workspace_bytes(int64_t rows, int C) {
-  return static_cast<int64_t>(sizeof(double)) * reduce::partial_doubles(rows, C) +
+  return static_cast<int64_t>(sizeof(double)) * (reduce::partial_doubles(rows, C) + sync_doubles(C)) +
          static_cast<int64_t>(sizeof(float)) * 3 * C;
 }
 
@@ -170,7 +245,7 @@ template <typename T>
 void batchnorm_add_relu_forward_train(int rows, int C, const T* x, const T* residual, bool relu, const float* gamma,
                                       const float* beta, float eps, float momentum, float* running_mean,
                                       float* running_var, T* y, float* save_mean, float* save_invstd, void* workspace,
-                                      cudaStream_t stream) {
+                                      cudaStream_t stream, const DeviceChannelAllReduce* across) {
   check_shape(rows, C);
   const int chunks = reduce::chunks_for(rows);
   double* part = partials(workspace);
@@ -178,8 +253,23 @@ void batchnorm_add_relu_forward_train(int rows, int C, const T* x, const T* resi
   reduce::welford_partial_kernel<T>
       <<<reduce::partial_grid(chunks, C), reduce::partial_block(), 0, stream>>>(rows, C, chunks, x, part);
   CUDA_LAUNCH_CHECK(stream);
-  train_finalize_kernel<<<C, kFinThreads, 0, stream>>>(rows, C, chunks, part, gamma, beta, eps, momentum, running_mean,
-                                                       running_var, save_mean, save_invstd, coef);
+  if (across) {
+    double* loc = sync_sums(workspace, rows, C);  // 2C
+    double* red = loc + 2 * C;                   // C + 1
+    double* dev = red + C + 1;                   // C
+    const int blocks = (C + kThreads - 1) / kThreads;
+    local_stats_kernel<<<C, kFinThreads, 0, stream>>>(rows, C, chunks, part, loc, red);
+    CUDA_LAUNCH_CHECK(stream);
+    (*across)(red, C + 1, stream);
+    deviation_kernel<<<blocks, kThreads, 0, stream>>>(rows, C, loc, red, dev);
+    CUDA_LAUNCH_CHECK(stream);
+    (*across)(dev, C, stream);
+    sync_finalize_kernel<<<blocks, kThreads, 0, stream>>>(C, red, dev, gamma, beta, eps, momentum, running_mean,
+                                                          running_var, save_mean, save_invstd, coef);
+  } else {
+    train_finalize_kernel<<<C, kFinThreads, 0, stream>>>(rows, C, chunks, part, gamma, beta, eps, momentum,
+                                                         running_mean, running_var, save_mean, save_invstd, coef);
+  }
   CUDA_LAUNCH_CHECK(stream);
   launch_apply(static_cast<int64_t>(rows) * C, C, x, residual, relu, coef, y, stream);
 }
@@ -199,7 +289,8 @@ void batchnorm_add_relu_forward_eval(int rows, int C, const T* x, const T* resid
 template <typename T>
 void batchnorm_add_relu_backward(int rows, int C, const T* x, const float* gamma, const float* save_mean,
                                  const float* save_invstd, const T* y, const T* dy, bool relu, T* dx, T* dresidual,
-                                 float* dgamma, float* dbeta, void* workspace, cudaStream_t stream) {
+                                 float* dgamma, float* dbeta, void* workspace, cudaStream_t stream,
+                                 const DeviceChannelAllReduce* across) {
   check_shape(rows, C);
   STOKE_CHECK(save_mean && save_invstd, "batchnorm backward needs the saved statistics");
   STOKE_CHECK(!relu || y, "fused ReLU backward needs the forward output");
@@ -209,9 +300,15 @@ void batchnorm_add_relu_backward(int rows, int C, const T* x, const float* gamma
   reduce::sums_partial_kernel<T><<<reduce::partial_grid(chunks, C), reduce::partial_block(), 0, stream>>>(
       rows, C, chunks, dy, y, relu, x, save_mean, save_invstd, part);
   CUDA_LAUNCH_CHECK(stream);
+  double* red = across ? sync_sums(workspace, rows, C) : nullptr;  // 2C + 1
   backward_finalize_kernel<<<C, kFinThreads, 0, stream>>>(rows, C, chunks, part, gamma, save_invstd, dgamma, dbeta,
-                                                          coef);
+                                                          coef, red);
   CUDA_LAUNCH_CHECK(stream);
+  if (across) {  // every process takes part in the sum, whatever it goes on to compute
+    (*across)(red, 2 * C + 1, stream);
+    sync_backward_coef_kernel<<<(C + kThreads - 1) / kThreads, kThreads, 0, stream>>>(C, red, gamma, save_invstd, coef);
+    CUDA_LAUNCH_CHECK(stream);
+  }
   if (!dx && !dresidual) return;
   const int64_t n = static_cast<int64_t>(rows) * C;
   constexpr int V = vec_width<T>();
@@ -227,9 +324,10 @@ void batchnorm_add_relu_backward(int rows, int C, const T* x, const float* gamma
 template <typename T>
 void batchnorm_forward_train(int rows, int C, const T* x, const float* gamma, const float* beta, float eps,
                              float momentum, float* running_mean, float* running_var, T* y, float* save_mean,
-                             float* save_invstd, void* workspace, cudaStream_t stream) {
+                             float* save_invstd, void* workspace, cudaStream_t stream,
+                             const DeviceChannelAllReduce* across) {
   batchnorm_add_relu_forward_train<T>(rows, C, x, nullptr, false, gamma, beta, eps, momentum, running_mean, running_var,
-                                      y, save_mean, save_invstd, workspace, stream);
+                                      y, save_mean, save_invstd, workspace, stream, across);
 }
 
 template <typename T>
@@ -243,26 +341,27 @@ void batchnorm_forward_eval(int rows, int C, const T* x, const float* gamma, con
 template <typename T>
 void batchnorm_backward(int rows, int C, const T* x, const float* gamma, const float* save_mean,
                         const float* save_invstd, const T* dy, T* dx, float* dgamma, float* dbeta, void* workspace,
-                        cudaStream_t stream) {
+                        cudaStream_t stream, const DeviceChannelAllReduce* across) {
   batchnorm_add_relu_backward<T>(rows, C, x, gamma, save_mean, save_invstd, nullptr, dy, false, dx, nullptr, dgamma,
-                                 dbeta, workspace, stream);
+                                 dbeta, workspace, stream, across);
 }
 
 #define INSTANTIATE(T)                                                                                               \
   template void batchnorm_forward_train<T>(int, int, const T*, const float*, const float*, float, float, float*,      \
-                                           float*, T*, float*, float*, void*, cudaStream_t);                         \
+                                           float*, T*, float*, float*, void*, cudaStream_t,                          \
+                                           const DeviceChannelAllReduce*);                                           \
   template void batchnorm_forward_eval<T>(int, int, const T*, const float*, const float*, const float*, const float*, \
                                           float, T*, void*, cudaStream_t);                                           \
   template void batchnorm_backward<T>(int, int, const T*, const float*, const float*, const float*, const T*, T*,     \
-                                      float*, float*, void*, cudaStream_t);                                          \
+                                      float*, float*, void*, cudaStream_t, const DeviceChannelAllReduce*);           \
   template void batchnorm_add_relu_forward_train<T>(int, int, const T*, const T*, bool, const float*, const float*,   \
                                                     float, float, float*, float*, T*, float*, float*, void*,         \
-                                                    cudaStream_t);                                                   \
+                                                    cudaStream_t, const DeviceChannelAllReduce*);                    \
   template void batchnorm_add_relu_forward_eval<T>(int, int, const T*, const T*, bool, const float*, const float*,    \
                                                    const float*, const float*, float, T*, void*, cudaStream_t);      \
   template void batchnorm_add_relu_backward<T>(int, int, const T*, const float*, const float*, const float*,          \
                                                const T*, const T*, bool, T*, T*, float*, float*, void*,              \
-                                               cudaStream_t);
+                                               cudaStream_t, const DeviceChannelAllReduce*);
 STOKE_FOR_EACH_STORAGE(INSTANTIATE)
 #undef INSTANTIATE
 

@@ -16,15 +16,23 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
+#include <functional>
 
 namespace stoke::cuda {
+
+// Synchronised batch norm (--sync-bn), the device twin of cpu::ChannelAllReduce (kernels/batchnorm.h): `across(data,
+// n, stream)` enqueues on `stream` the replacement of n doubles of device memory by their sum over every process.
+// The training forward and the backward call it between their launches (forward: C + 1 values, then C; backward:
+// 2C + 1); it must only enqueue, since it runs inside a captured step. Null: this process's rows alone.
+using DeviceChannelAllReduce = std::function<void(double* device_data, int n, cudaStream_t stream)>;
 
 int64_t batchnorm_workspace_bytes(int64_t rows, int C);
 
 template <typename T>
 void batchnorm_forward_train(int rows, int C, const T* x, const float* gamma, const float* beta, float eps,
                              float momentum, float* running_mean, float* running_var, T* y, float* save_mean,
-                             float* save_invstd, void* workspace, cudaStream_t stream);
+                             float* save_invstd, void* workspace, cudaStream_t stream,
+                             const DeviceChannelAllReduce* across = nullptr);
 
 template <typename T>
 void batchnorm_forward_eval(int rows, int C, const T* x, const float* gamma, const float* beta,
@@ -34,7 +42,7 @@ void batchnorm_forward_eval(int rows, int C, const T* x, const float* gamma, con
 template <typename T>
 void batchnorm_backward(int rows, int C, const T* x, const float* gamma, const float* save_mean,
                         const float* save_invstd, const T* dy, T* dx, float* dgamma, float* dbeta, void* workspace,
-                        cudaStream_t stream);
+                        cudaStream_t stream, const DeviceChannelAllReduce* across = nullptr);
 
 // ---- fused with a residual add and/or ReLU ------------------------------------------------------------------
 
@@ -42,7 +50,7 @@ template <typename T>
 void batchnorm_add_relu_forward_train(int rows, int C, const T* x, const T* residual, bool relu, const float* gamma,
                                       const float* beta, float eps, float momentum, float* running_mean,
                                       float* running_var, T* y, float* save_mean, float* save_invstd, void* workspace,
-                                      cudaStream_t stream);
+                                      cudaStream_t stream, const DeviceChannelAllReduce* across = nullptr);
 
 template <typename T>
 void batchnorm_add_relu_forward_eval(int rows, int C, const T* x, const T* residual, bool relu, const float* gamma,
@@ -53,6 +61,7 @@ void batchnorm_add_relu_forward_eval(int rows, int C, const T* x, const T* resid
 template <typename T>
 void batchnorm_add_relu_backward(int rows, int C, const T* x, const float* gamma, const float* save_mean,
                                  const float* save_invstd, const T* y, const T* dy, bool relu, T* dx, T* dresidual,
-                                 float* dgamma, float* dbeta, void* workspace, cudaStream_t stream);
+                                 float* dgamma, float* dbeta, void* workspace, cudaStream_t stream,
+                                 const DeviceChannelAllReduce* across = nullptr);
 
 }  // namespace stoke::cuda

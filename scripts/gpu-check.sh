@@ -174,7 +174,8 @@ train_nccl() {  # train_nccl NAME PRECISION [extra args]
   return $rc
 }
 # The NCCL run against the single-process one (both --deterministic): a one-rank all-reduce is a copy and 1/world
-# is 1, so the update is the same arithmetic; only the reported loss is (loss x n) / n, within an ulp of it.
+# is 1, so the update is the same arithmetic; only the reported loss is (loss x n) / n, within an ulp of it, and
+# the --sync-bn statistics (mean as (n x mean) / n, variance by the pairwise formula) within a double's ulp.
 # Tolerance: every logged loss within 1e-6 relative, the final weights within compare_weights.py's 1e-6.
 nccl_parity() {  # nccl_parity REF_RUN NCCL_RUN
   python3 - "$1" "$2" << 'PY' || return 1
@@ -249,7 +250,9 @@ if [ -d "$DATA/train" ] || [ "$DRY" = 1 ]; then
     "$B/bin/stoke" "$OUTDIR/runs/train-bf16" "$DATA/val" "$OUTDIR"
   # Data parallel through NCCL on this one GPU (world 1), against the single-process run of the same settings.
   step train-det-fp16 60 device bash -c 'train "$@"' _ train-det-fp16 fp16 --deterministic
-  step train-nccl-fp16 60 device bash -c 'train_nccl "$@"' _ train-nccl-fp16 fp16 --deterministic
+  # --sync-bn too: its statistics sums go through NCCL (doubles, on the comm stream) inside the captured forward and
+  # backward; in a world of 1 they are the process's own, so the parity below still holds.
+  step train-nccl-fp16 60 device bash -c 'train_nccl "$@"' _ train-nccl-fp16 fp16 --deterministic --sync-bn
   step nccl-parity 30 device bash -c 'nccl_parity "$@"' _ "$OUTDIR/runs/train-det-fp16" "$OUTDIR/runs/train-nccl-fp16"
 else
   record train -1 0 "failed: no data set at $DATA (run --prepare)"

@@ -133,7 +133,8 @@ class CudaBackend final : public TrainingBackend {
     std::string d = ex_.describe() + (graphs_ ? ", CUDA graphs" : ", no CUDA graphs");
     if (sync_)
       d += str(", data parallel over ", opt_.comm->world(), " rank", opt_.comm->world() == 1 ? "" : "s", " (",
-               sync_->buckets(), " gradient bucket", sync_->buckets() == 1 ? "" : "s", ")");
+               sync_->buckets(), " gradient bucket", sync_->buckets() == 1 ? "" : "s",
+               opt_.sync_bn ? ", batch norm synchronised" : "", ")");
     return d;
   }
   bool profiler(bool on) override {
@@ -302,13 +303,18 @@ class CudaBackend final : public TrainingBackend {
     sync_ = std::make_unique<cuda::GradSync>(
         *dc, cuda::plan_device_buckets(ex_.grad_sources(), ex_.device_grad_count(), out), out, ex_.device_grads(), sums_);
     ex_.set_backward_hook([this](int node) { sync_->after_node(node, ex_.stream()); });
+    // Also in a world of 1 (the NCCL path alone sums nothing): so one GPU runs the path of every rank of a job.
+    if (o.sync_bn)
+      ex_.set_sync_batchnorm([this](double* data, int n, cudaStream_t s) { sync_->channel_sum(data, n, s); });
     ex_.set_inv_world(1.f / static_cast<float>(o.comm->world()));
     timeout_s_ = o.comm->timeout_seconds();
   }
 
   // Backward and the update, after loss(): with a world, the sums go out first (they are ready before backward),
-  // the buckets during backward, and the update waits for the last of them.
-  void backward_and_update(const cuda::StepControl* control) {
+  // the buckets during backward, and the update waits for the last of them. slot >= 0 (an asynchronous step of a
+  // world of several): the compute stream's wait for the last bucket is timed, from backward's last kernel to the
+  // join, with events the step graph keeps — the communication backward did not hide (StepResult::comm_seconds).
+  void backward_and_update(const cuda::StepControl* control, int slot = -1) {
     cudaStream_t s = ex_.stream();
     if (sync_) {
       ex_.pack_step_sums(control, sync_->sums());
@@ -316,7 +322,10 @@ class CudaBackend final : public TrainingBackend {
     }
     ex_.backward();
     if (sync_) {
+      const bool timed = slot >= 0 && opt_.comm->world() > 1;
+      if (timed) backward_done_[static_cast<size_t>(slot)].record_in_graph(s);
       sync_->end(s);
+      if (timed) comm_joined_[static_cast<size_t>(slot)].record_in_graph(s);
       ex_.unpack_step_sums(sync_->sums());
     }
     ex_.step(control);
@@ -416,7 +425,7 @@ class CudaBackend final : public TrainingBackend {
                            in.pixels, in.labels, ex_.stream());
     ex_.forward(n, in.pixels, in.flips, true);
     ex_.loss(n, in.labels, opt_.label_smoothing, true);
-    backward_and_update(in.control);
+    backward_and_update(in.control, slot);
   }
 
   void check_ids(int n, const int64_t* ids) const {
@@ -446,11 +455,13 @@ class CudaBackend final : public TrainingBackend {
     // One process: its own request. Data parallel: the flag summed with the step's sums, the same on every rank.
     out.stop = sync_ ? rec.stop != 0 : stop_[b];
     out.device_seconds = static_cast<double>(cuda::Event::elapsed_ms(start_[b], done_[b])) * 1e-3;
-    // comm_seconds stays 0 (not measured): the all-reduces overlap backward on the comm stream inside the captured
-    // graph, where GradSync's events only order the streams. What a first GPU run should add: a timing event
-    // recorded on the compute stream after backward's last node and one after the wait on `joined`, read here
-    // like start_/done_; their gap is the communication backward did not hide (the exposed share).
-    if (sync_ && opt_.comm->world() > 1) out.allreduce_bytes = sync_->bytes_per_step();
+    // The all-reduces overlap backward on the comm stream; what the step waited for after backward is the
+    // communication it did not hide (the CPU backend's all-reduce blocks, so there all of it counts).
+    if (sync_ && opt_.comm->world() > 1) {
+      out.allreduce_bytes = sync_->bytes_per_step();
+      const float ms = cuda::Event::elapsed_ms_or_negative(backward_done_[b], comm_joined_[b]);
+      if (ms >= 0.f) out.comm_seconds = static_cast<double>(ms) * 1e-3;
+    }
     return out;
   }
 
@@ -468,6 +479,9 @@ class CudaBackend final : public TrainingBackend {
   PinnedSlots pinned_;
   std::array<cuda::Event, kSlots> copied_;       // the batch is on the device (no timing: cheapest to record)
   std::array<cuda::Event, kSlots> start_, done_;  // the step's compute began / ended (timed: device_seconds)
+  // data parallel: backward's last kernel / the compute stream's join with the comm stream (timed: comm_seconds)
+  std::array<cuda::Event, kSlots> backward_done_{cuda::Event(true), cuda::Event(true)},
+      comm_joined_{cuda::Event(true), cuda::Event(true)};
   std::array<bool, kSlots> skip_{};
   std::array<bool, kSlots> stop_{};
   std::array<cuda::CapturedStep, kSlots> captured_;  // one per input buffer: the pointers a graph replays are fixed

@@ -65,6 +65,9 @@ std::vector<cuda::GradSource> CudaExecutor::grad_sources() const { return impl_-
 float* CudaExecutor::device_grads() { return impl_->device_grads(); }
 int64_t CudaExecutor::device_grad_count() const { return impl_->device_grad_count(); }
 void CudaExecutor::set_backward_hook(std::function<void(int)> hook) { impl_->set_backward_hook(std::move(hook)); }
+void CudaExecutor::set_sync_batchnorm(cuda::DeviceChannelAllReduce across) {
+  impl_->set_sync_batchnorm(std::move(across));
+}
 void CudaExecutor::set_inv_world(float inv_world) { impl_->set_inv_world(inv_world); }
 void CudaExecutor::pack_step_sums(const cuda::StepControl* control, float* sums) {
   impl_->pack_step_sums(control, sums);

@@ -54,6 +54,7 @@
 
 #include "engine/cuda/grad_sync.h"
 #include "engine/cuda/precision.h"
+#include "kernels/batchnorm.cuh"
 #include "kernels/optimizer.cuh"
 #include "engine/cuda/runtime.h"
 #include "engine/graph.h"
@@ -147,6 +148,10 @@ class CudaExecutor {
   // Called on the host after backward() has enqueued the work of each node, from the output down to node 1 (every
   // node, also one that had no gradient to propagate). Empty: none.
   void set_backward_hook(std::function<void(int node)> hook);
+  // --sync-bn: training-mode batch norm takes the statistics of every process's batch, summed through `across`
+  // (kernels/batchnorm.cuh; it enqueues on the compute stream it is given). Empty (the default): this process's.
+  // Only between steps, and before the step graph is captured.
+  void set_sync_batchnorm(cuda::DeviceChannelAllReduce across);
   // The update's gradient factor: 1/world (the summed gradients are world times the global batch's mean).
   void set_inv_world(float inv_world);
   // kernels/optimizer.cuh's step sums: pack after loss() (n = that loss's rows), unpack after the all-reduce,

@@ -105,6 +105,7 @@ struct CudaExecutor::Impl {
   virtual float* device_grads() = 0;
   virtual int64_t device_grad_count() const = 0;
   virtual void set_backward_hook(std::function<void(int)> hook) = 0;
+  virtual void set_sync_batchnorm(cuda::DeviceChannelAllReduce across) = 0;
   virtual void set_inv_world(float inv_world) = 0;
   virtual void pack_step_sums(const cuda::StepControl* control, float* sums) = 0;
   virtual void unpack_step_sums(const float* sums) = 0;
@@ -294,6 +295,7 @@ class Engine final : public CudaExecutor::Impl {
   float* device_grads() override { return grads_; }
   int64_t device_grad_count() const override { return pl_.total(); }
   void set_backward_hook(std::function<void(int)> hook) override { backward_hook_ = std::move(hook); }
+  void set_sync_batchnorm(cuda::DeviceChannelAllReduce across) override { sync_bn_ = std::move(across); }
   // Changes a constant of the update: only between steps, and before a step graph is captured (the captured
   // prepare_step launch holds the config by value).
   void set_inv_world(float inv_world) override { step_config_.inv_world = inv_world; }
@@ -462,6 +464,8 @@ class Engine final : public CudaExecutor::Impl {
 
   cuda::NormalizeParams norm_;
   std::function<void(int)> backward_hook_;  // data parallel: launches the gradient buckets a node completes
+  cuda::DeviceChannelAllReduce sync_bn_;    // --sync-bn: the processes' sum of batch-norm statistics (empty: off)
+  const cuda::DeviceChannelAllReduce* sync_bn() const { return sync_bn_ ? &sync_bn_ : nullptr; }
   int n_ = 0;
   bool have_forward_ = false, forward_train_ = false, have_loss_grad_ = false;
 };

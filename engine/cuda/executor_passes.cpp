@@ -165,7 +165,7 @@ void Engine<T>::backward_node(int node, int n) {
       Slot dx = take(x0, 0, in_count);
       cuda::batchnorm_backward<T>(n * in.h * in.w, in.c, in_ptr(x0), master(nd.weight),
                                   save_mean_[static_cast<size_t>(node)], save_invstd_[static_cast<size_t>(node)], dy,
-                                  dx.ptr, grad(nd.weight), grad(nd.bias), reduce_ws_, s);
+                                  dx.ptr, grad(nd.weight), grad(nd.bias), reduce_ws_, s, sync_bn());
       give(dx);
       break;
     }
@@ -322,7 +322,7 @@ void Engine<T>::run_forward(int n, bool train) {
         if (train)
           cuda::batchnorm_forward_train<T>(rows, in.c, x, master(nd.weight), master(nd.bias), nd.eps, nd.momentum,
                                            buffer(nd.running_mean), buffer(nd.running_var), y, save_mean_[i],
-                                           save_invstd_[i], reduce_ws_, s);
+                                           save_invstd_[i], reduce_ws_, s, sync_bn());
         else
           cuda::batchnorm_forward_eval<T>(rows, in.c, x, master(nd.weight), master(nd.bias), buffer(nd.running_mean),
                                           buffer(nd.running_var), nd.eps, y, reduce_ws_, s);
@@ -365,7 +365,7 @@ void Engine<T>::forward_group(const Group& gr, int n, bool train) {
   if (train)
     cuda::batchnorm_add_relu_forward_train<T>(rows, in.c, x, res, gr.relu >= 0, master(bn.weight), master(bn.bias), bn.eps,
                                               bn.momentum, buffer(bn.running_mean), buffer(bn.running_var), y,
-                                              save_mean_[b], save_invstd_[b], reduce_ws_, ctx_.stream());
+                                              save_mean_[b], save_invstd_[b], reduce_ws_, ctx_.stream(), sync_bn());
   else
     cuda::batchnorm_add_relu_forward_eval<T>(rows, in.c, x, res, gr.relu >= 0, master(bn.weight), master(bn.bias),
                                              buffer(bn.running_mean), buffer(bn.running_var), bn.eps, y, reduce_ws_,
@@ -386,7 +386,7 @@ void Engine<T>::backward_group(const Group& gr, int n) {
   cuda::batchnorm_add_relu_backward<T>(rows, in.c, in_ptr(x0), master(bn.weight), save_mean_[b], save_invstd_[b],
                                        gr.relu >= 0 ? act_[static_cast<size_t>(gr.out)] : nullptr,
                                        dact_[static_cast<size_t>(gr.out)], gr.relu >= 0, dx.ptr, dres.ptr,
-                                       grad(bn.weight), grad(bn.bias), reduce_ws_, ctx_.stream());
+                                       grad(bn.weight), grad(bn.bias), reduce_ws_, ctx_.stream(), sync_bn());
   give(dx);
   give(dres);
 }

@@ -68,6 +68,14 @@ void GradSync::after_node(int node, cudaStream_t compute) {
   while (next_ < buckets_.size() && buckets_[next_].ready_after <= position) launch(next_++, compute);
 }
 
+void GradSync::channel_sum(double* device_data, int n, cudaStream_t compute) {
+  bn_ready_.record(compute);
+  comm_.wait(bn_ready_);
+  coll_.allreduce_sum_async(device_data, static_cast<size_t>(n), comm_);
+  bn_summed_.record(comm_);
+  CUDA_CHECK(cudaStreamWaitEvent(compute, bn_summed_.get(), 0));
+}
+
 void GradSync::end(cudaStream_t compute) {
   // Every rank must issue every bucket, in order, even one whose last node the loop did not report.
   while (next_ < buckets_.size()) launch(next_++, compute);

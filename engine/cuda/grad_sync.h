@@ -6,6 +6,8 @@
 //   during backward()   after the backward op that finishes a bucket's last gradient (plan_grad_buckets, in
 //                       engine/dist/grad_buckets.h), record that bucket's event on the compute stream; the comm
 //                       stream waits on it and all-reduces the bucket in place
+//   --sync-bn           forward and backward's batch-norm statistics are summed on the comm stream too, the compute
+//                       stream waiting for each (channel_sum)
 //   after backward()    the comm stream records `joined`; the compute stream waits on it, unpacks the sums (the
 //                       global loss: one rank's non-finite loss skips the update on every rank) and runs the
 //                       optimizer (check_finite for fp16 sees the summed gradients, the same on every rank)
@@ -67,6 +69,11 @@ class GradSync {
   void begin(cudaStream_t compute);
   void after_node(int node, cudaStream_t compute);
   void end(cudaStream_t compute);
+  // --sync-bn: n doubles of device memory summed over the ranks, in the order of the compute stream (which waits
+  // for the result). The collective runs on the comm stream like every other of the step, so one stream carries
+  // all of the communicator's work in one order on every rank (NCCL calls of one communicator on two streams
+  // could interleave differently on different ranks). In backward it queues behind the buckets launched before it.
+  void channel_sum(double* device_data, int n, cudaStream_t compute);
 
  private:
   void launch(size_t bucket, cudaStream_t compute);
@@ -78,6 +85,7 @@ class GradSync {
   float* sums_;
   Stream comm_;
   Event sums_ready_, joined_;
+  Event bn_ready_, bn_summed_;  // channel_sum's fork to the comm stream and join back
   std::vector<Event> ready_;  // one per bucket: recorded after its last gradient, waited on by the comm stream
   size_t next_ = 0;           // the next bucket to launch in this step
   int64_t bytes_ = 0;

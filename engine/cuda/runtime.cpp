@@ -78,6 +78,9 @@ Event& Event::operator=(Event&& o) noexcept {
   return *this;
 }
 void Event::record(cudaStream_t s) const { CUDA_CHECK(cudaEventRecord(e_, s)); }
+void Event::record_in_graph(cudaStream_t s) const {
+  CUDA_CHECK(cudaEventRecordWithFlags(e_, s, cudaEventRecordExternal));
+}
 void Event::synchronize() const { CUDA_CHECK(cudaEventSynchronize(e_)); }
 bool Event::done() const {
   cudaError_t e = cudaEventQuery(e_);
@@ -89,6 +92,12 @@ float Event::elapsed_ms(const Event& start, const Event& stop) {
   float ms = 0.f;
   CUDA_CHECK(cudaEventElapsedTime(&ms, start.e_, stop.e_));
   return ms;
+}
+
+float Event::elapsed_ms_or_negative(const Event& start, const Event& stop) {
+  float ms = 0.f;
+  // cudaEventElapsedTime's errors are not sticky: nothing else is affected when it cannot time the pair.
+  return cudaEventElapsedTime(&ms, start.e_, stop.e_) == cudaSuccess ? ms : -1.f;
 }
 
 }  // namespace stoke::cuda

@@ -61,10 +61,16 @@ class Event {
   cudaEvent_t get() const { return e_; }
   operator cudaEvent_t() const { return e_; }
   void record(cudaStream_t s) const;
+  // A record that a CUDA graph keeps: inside a stream capture it becomes an event-record node, so every replay
+  // records the event (a plain record() in a capture only orders streams). Outside a capture it is record().
+  void record_in_graph(cudaStream_t s) const;
   void synchronize() const;
   bool done() const;  // cudaEventQuery: true once the work before the record has completed
   // Milliseconds between two events recorded with timing = true.
   static float elapsed_ms(const Event& start, const Event& stop);
+  // The same, or a negative value where the runtime cannot time the pair (never recorded, or recorded in a way it
+  // does not time): for measurements a step reports but must never fail on.
+  static float elapsed_ms_or_negative(const Event& start, const Event& stop);
 
  private:
   cudaEvent_t e_ = nullptr;

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Data-parallel training end to end, through mpirun: dist_test.sh CASE STOKE_BINARY
 #   parity    2 processes reach the weights of 1 process at the same global batch (within float-summation
-#             tolerance), and the same bytes again on a repeat; the run folder holds what a 1-process run's holds
+#             tolerance), and the same bytes again on a repeat; the run folder holds what a 1-process run's holds;
+#             validation shared out over the ranks reports the whole set once, as 1 process does
 #   kill      a rank killed (SIGKILL) or hung (SIGSTOP) mid-run: the survivor exits non-zero within 60 s and the
 #             job's output names the lost rank
 #   resume    a run interrupted on 2 processes resumes on 1, and one interrupted on 1 resumes on 2, reaching the
 #             uninterrupted run's weights
-#   mismatch  ranks started with different settings, or a global batch that does not divide, are refused at start
+#   mismatch  ranks started with different settings, or a global batch that does not divide, are refused at start;
+#             --batch-size auto agrees on one global batch
 #   signal    Ctrl-C on mpirun (SIGINT: Open MPI sends SIGTERM to every rank, then SIGKILL after
 #             odls_base_sigkill_timeout seconds, given 30 here) and
 #             SIGUSR1 to mpirun (forwarded as it is): every rank stops at the same step, rank 0 writes a checkpoint
@@ -58,10 +60,12 @@ tol=1e-5
 
 case "$case_name" in
 parity)
+  # 40 validation images: rounds of 16 (8 per rank), so in the last round rank 0 has 8 and rank 1 only padding.
+  "$stoke" dataset synthetic --kind mednist-like --count 40 --seed 9 --out vdata --no-split > /dev/null || fail "no val set"
   for cache in files decoded; do
-    "$stoke" train "${common[@]}" --epochs 2 --cache $cache --out one-$cache || fail "1 process ($cache)"
-    mpi -np 2 "$stoke" train "${common[@]}" --epochs 2 --cache $cache --out two-$cache || fail "2 processes ($cache)"
-    mpi -np 2 "$stoke" train "${common[@]}" --epochs 2 --cache $cache --out again-$cache || fail "2 processes again ($cache)"
+    "$stoke" train "${common[@]}" --val vdata --epochs 2 --cache $cache --out one-$cache || fail "1 process ($cache)"
+    mpi -np 2 "$stoke" train "${common[@]}" --val vdata --epochs 2 --cache $cache --out two-$cache || fail "2 processes ($cache)"
+    mpi -np 2 "$stoke" train "${common[@]}" --val vdata --epochs 2 --cache $cache --out again-$cache || fail "2 processes again ($cache)"
     echo "--cache $cache: 1 process vs 2:"
     $compare "$(final one-$cache)" "$(final two-$cache)" $tol || fail "2 processes differ from 1 ($cache)"
     echo "--cache $cache: 2 processes, twice:"
@@ -74,6 +78,13 @@ rows = [[json.loads(l) for l in open(f"{d}/metrics.jsonl")] for d in sys.argv[1:
 a, b = ([r["train_loss"] for r in x if r["kind"] == "epoch"] for x in rows)
 assert len(a) == len(b) == 2 and all(abs(x - y) < 1e-4 for x, y in zip(a, b)), (a, b)
 print("epoch losses", a, b)
+# Validation is shared out (each rank its slice, gathered): the whole set counted once, the same matrix and loss.
+va, vb = ([r["val_report"] for r in x if r["kind"] == "epoch"] for x in rows)
+for x, y in zip(va, vb):
+    assert x["count"] == y["count"] == 40, (x["count"], y["count"])
+    assert x["confusion"] == y["confusion"], (x["confusion"], y["confusion"])
+    assert abs(x["loss"] - y["loss"]) <= 1e-5 * (1 + abs(x["loss"])), (x["loss"], y["loss"])
+print("validation: 40 images on 1 and on 2 processes, losses", [x["loss"] for x in va], [y["loss"] for y in vb])
 PY
     grep -q '"world": 2' two-$cache/summary.json || fail "summary.json does not say world 2"
   done
@@ -140,6 +151,16 @@ mismatch)
   cat n.log
   [ $rc -eq 2 ] || fail "a global batch of 15 on 2 processes: exit $rc, expected 2"
   grep -q "must divide evenly over the 2 processes" n.log || fail "no clear message for the batch"
+  # --batch-size auto agrees too: each process fits its slice, the smallest decides, the global batch is world
+  # times it (here the 16-steps-per-epoch cap: 96 images / 16 / 2 = 3 per process).
+  mpi -np 2 "$stoke" train "${base[@]}" --epochs 1 --batch-size auto --out auto > auto.log 2>&1 || { cat auto.log; fail "--batch-size auto on 2 processes"; }
+  python3 - auto <<'PY' || fail "--batch-size auto on 2 processes chose wrongly"
+import json, sys
+c = json.load(open(sys.argv[1] + "/config.json"))
+print(c["batch_size"], "|", c["batch_size_auto"])
+assert c["batch_size"] == 6, c["batch_size"]
+assert "3 per process x 2 processes = 6 global" in c["batch_size_auto"], c["batch_size_auto"]
+PY
   ;;
 signal)
   "$stoke" dataset synthetic --kind mednist-like --count 1600 --out big --no-split > /dev/null || fail "no data set"

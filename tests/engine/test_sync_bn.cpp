@@ -6,43 +6,22 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <barrier>
 #include <cmath>
-#include <functional>
-#include <thread>
 #include <vector>
 
 #include "engine/cpu/executor.h"
 #include "kernels/batchnorm.h"
 #include "models/models.h"
+#include "tests/engine/thread_world.h"
 #include "tests/kernels/test_util.h"
 
 namespace stoke {
 namespace {
 
-// A world of two threads: sum() replaces each value by the sum of both ranks' values, in the same order on both.
-class TwoRanks {
- public:
-  void sum(int rank, double* data, int n) {
-    slot_[rank].assign(data, data + n);
-    meet_.arrive_and_wait();
-    for (int i = 0; i < n; ++i) data[i] = slot_[0][static_cast<size_t>(i)] + slot_[1][static_cast<size_t>(i)];
-    meet_.arrive_and_wait();  // neither rank refills its slot before the other has read it
-  }
-  cpu::ChannelAllReduce reducer(int rank) {
-    return [this, rank](double* data, int n) { sum(rank, data, n); };
-  }
-
- private:
-  std::barrier<> meet_{2};
-  std::vector<double> slot_[2];
-};
-
-// Runs f(0) and f(1) on two threads at once (each rank's collectives wait for the other's).
-void on_two_ranks(const std::function<void(int)>& f) {
-  std::thread other([&] { f(1); });
-  f(0);
-  other.join();
+// Rank r's batch-norm sums through a world of threads.
+cpu::ChannelAllReduce reducer(test::ThreadWorld& world, int r) {
+  dist::Communicator* comm = &world.rank(r);
+  return [comm](double* data, int n) { comm->allreduce_sum(data, static_cast<size_t>(n)); };
 }
 
 void expect_close(const std::vector<float>& a, const std::vector<float>& b, float tol, const char* what) {
@@ -99,10 +78,10 @@ TEST(SyncBatchNorm, TwoHalvesWithTheExchangeAreTheWholeBatch) {
   const Batch b;
   const int half = b.rows / 2;
   const BnResult whole = run_rows(b, 0, b.rows, nullptr);
-  TwoRanks world;
+  test::ThreadWorld world(2);
   BnResult part[2];
-  on_two_ranks([&](int r) {
-    const cpu::ChannelAllReduce across = world.reducer(r);
+  world.run([&](int r) {
+    const cpu::ChannelAllReduce across = reducer(world, r);
     part[r] = run_rows(b, r * half, (r + 1) * half, &across);
   });
   for (int r = 0; r < 2; ++r) {
@@ -154,11 +133,11 @@ TEST(SyncBatchNorm, AModelOnTwoRanksHasTheGradientsOfOneRank) {
   whole.backward(params.data(), whole_grads.data(), dout.data());
 
   auto run_split = [&](bool sync, std::vector<float>& grads, std::vector<float> (&bufs)[2]) {
-    TwoRanks world;
+    test::ThreadWorld world(2);
     std::vector<float> g2[2];
-    on_two_ranks([&](int r) {
+    world.run([&](int r) {
       CpuExecutor ex(g, half);
-      if (sync) ex.set_sync_batchnorm(world.reducer(r));
+      if (sync) ex.set_sync_batchnorm(reducer(world, r));
       bufs[r] = buffers;
       g2[r].assign(params.size(), 0.f);
       ex.forward(half, x.data() + r * half * shape.size(), params.data(), bufs[r].data(), true);

@@ -20,6 +20,8 @@
 #include "base/cuda_check.h"
 #include "engine/cuda/precision.h"
 #include "engine/cuda/runtime.h"
+#include "kernels/batchnorm.cuh"
+#include "kernels/batchnorm.h"
 
 namespace stoke::test {
 
@@ -67,6 +69,25 @@ inline const std::string& gpu_unavailable() {
 // up to 0.05 were seen for layers below a max-pool). Whole-graph parity in half precision therefore runs
 // avg-pool twins of the graphs; max-pool is compared whole-graph in fp32 and per op (same rounded inputs on both
 // sides, no ties to flip) in every precision.
+// --sync-bn in one process: the cross-process sum of a world of 2 whose other process holds the same rows, i.e. every
+// value doubled (on the host for the CPU reference; through host memory for the device, synchronously: for tests
+// that do not capture graphs).
+inline cpu::ChannelAllReduce cpu_mirror_sum() {
+  return [](double* d, int n) {
+    for (int i = 0; i < n; ++i) d[i] *= 2.0;
+  };
+}
+inline cuda::DeviceChannelAllReduce gpu_mirror_sum() {
+  return [](double* d, int n, cudaStream_t s) {
+    std::vector<double> h(static_cast<size_t>(n));
+    CUDA_CHECK(cudaMemcpyAsync(h.data(), d, h.size() * sizeof(double), cudaMemcpyDeviceToHost, s));
+    CUDA_CHECK(cudaStreamSynchronize(s));
+    for (double& v : h) v *= 2.0;
+    CUDA_CHECK(cudaMemcpyAsync(d, h.data(), h.size() * sizeof(double), cudaMemcpyHostToDevice, s));
+    CUDA_CHECK(cudaStreamSynchronize(s));
+  };
+}
+
 template <typename T>
 struct Tol;
 template <>

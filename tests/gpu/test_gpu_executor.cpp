@@ -67,6 +67,7 @@ struct StepInput {
   std::vector<int32_t> labels;
   float smoothing = 0.1f;
   float lr = 0.05f;
+  bool mirror_sync = false;  // --sync-bn with a mirrored second process (gpu_test_util.h), on both backends
 };
 
 template <typename T>
@@ -82,6 +83,7 @@ void compare_training_step(const Graph& g, const StepInput& in, const OptimizerC
   // CPU backend.
   std::vector<float> cp = params, cb = buffers, cg(params.size(), 0.f), dlogits(static_cast<size_t>(in.n * classes));
   CpuExecutor cex(g, in.n);
+  if (in.mirror_sync) cex.set_sync_batchnorm(cpu_mirror_sum());
   const float* logits = cex.forward(in.n, in.x.data(), cp.data(), cb.data(), true);
   const std::vector<float> cpu_logits(logits, logits + in.n * classes);
   int64_t cpu_correct = 0;
@@ -94,6 +96,7 @@ void compare_training_step(const Graph& g, const StepInput& in, const OptimizerC
   // CUDA backend, from the same state.
   CudaExecutor ex(g, in.n + 3, options_for<T>(oc));
   std::printf(" %s\n", ex.describe().c_str());
+  if (in.mirror_sync) ex.set_sync_batchnorm(gpu_mirror_sum());
   ex.upload_params(params.data());
   ex.upload_buffers(buffers.data());
   copy_to_device(ex.device_labels(), in.labels.data(), in.labels.size() * sizeof(int32_t), ex.stream());
@@ -244,6 +247,22 @@ TYPED_TEST(GpuExecutor, EveryOpGraphTrainingStepMatchesTheCpuBackend) {
   adamw.kind = OptimizerKind::adamw;
   adamw.weight_decay = 0.05f;
   compare_training_step<T>(g, in, adamw, 5);
+}
+
+// --sync-bn through every batch norm of the every-op graph (plain, fused with ReLU, with an add): the device's
+// cross-process sums in forward and backward against the CPU reference's, with a mirrored second process.
+TYPED_TEST(GpuExecutor, SyncedBatchNormStepMatchesTheCpuBackend) {
+  REQUIRE_GPU();
+  using T = TypeParam;
+  const Graph g = every_op_graph(std::is_same_v<T, float>);
+  StepInput in;
+  in.n = 9;
+  in.x = rounded<T>(random_vec(static_cast<size_t>(in.n) * 13 * 11 * 3, 302));
+  for (int i = 0; i < in.n; ++i) in.labels.push_back(i % 7);
+  in.smoothing = 0.f;
+  in.lr = 0.02f;
+  in.mirror_sync = true;
+  compare_training_step<T>(g, in, OptimizerConfig{}, 6);
 }
 
 TYPED_TEST(GpuExecutor, EvaluationMatchesTheCpuBackend) {
