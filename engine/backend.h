@@ -75,7 +75,8 @@ struct StepResult {
   // Data parallel (world > 1): the gradient all-reduce of this step. comm_seconds is the time the step spent in it
   // (CPU: the blocking all-reduce call, all of it exposed; CUDA: the compute stream's wait after backward for the
   // last bucket, the part backward did not hide; 0 where not measured) and allreduce_bytes what it
-  // carried (gradients and step sums, 4 bytes each). Both 0 in a world of 1.
+  // carried (gradients and step sums, 4 bytes each; on the CPU backend under --sync-bn also the batch-norm sums,
+  // 8 bytes each, and their time). Both 0 in a world of 1.
   double comm_seconds = 0;
   int64_t allreduce_bytes = 0;
   bool stop = false;  // some rank's request for this step had stop set (world 1: this one's): every rank sees the

@@ -439,6 +439,8 @@ void TrainingRun::announce() {
     if (!batch_note_.empty()) console_.say("%s\n", batch_note_.c_str());
     if (!batch_fit_note_.empty()) console_.say("%s\n", batch_fit_note_.c_str());
     if (!folder_note_.empty()) console_.say("%s\n", folder_note_.c_str());
+    if (cfg_.sync_bn && world_ == 1)
+      console_.say("--sync-bn: one process, so its batch-norm statistics are the whole batch's already\n");
     if (resuming_)
       console_.say("resuming: %s (epoch %lld, step %lld)\n", resumed_from_.c_str(), static_cast<long long>(start_epoch_ + 1),
                   static_cast<long long>(step_));

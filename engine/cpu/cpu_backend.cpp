@@ -45,8 +45,14 @@ class CpuBackend final : public TrainingBackend {
     if (o.sync_bn && o.comm && o.comm->world() > 1) {
       // Called from forward and backward on the compute thread, between this step's other collectives: every
       // rank runs the same graph, so the calls line up across ranks.
+      // Timed and counted with the step's other communication (StepResult::comm_seconds, allreduce_bytes).
       dist::Communicator* comm = o.comm;
-      exec_.set_sync_batchnorm([comm](double* data, int n) { comm->allreduce_sum(data, static_cast<size_t>(n)); });
+      exec_.set_sync_batchnorm([this, comm](double* data, int n) {
+        const auto t0 = std::chrono::steady_clock::now();
+        comm->allreduce_sum(data, static_cast<size_t>(n));
+        bn_comm_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        bn_comm_bytes_ += static_cast<int64_t>(n) * static_cast<int64_t>(sizeof(double));
+      });
     }
     queue_ = std::make_unique<StepQueue>(o.max_batch, int64_t{o.max_batch} * g.input_shape().size(), 2,
                                          [this](const StagedStep& s) { return compute(s); });
@@ -137,6 +143,8 @@ class CpuBackend final : public TrainingBackend {
       labels = gathered_labels_.data();
     }
     cpu::augment_normalize(n, s.h, s.w, s.c, pixels, st.flips, scale_.data(), shift_.data(), input_.data());
+    bn_comm_seconds_ = 0;
+    bn_comm_bytes_ = 0;
     const float* logits = exec_.forward(n, input_.data(), params_.data(), buffers_.data(), true);
     StepResult out;
     out.tag = st.tag;
@@ -162,8 +170,9 @@ class CpuBackend final : public TrainingBackend {
         // Timed for the communication share (metrics comm_share): the call blocks, so all of it is step time.
         const auto t0 = std::chrono::steady_clock::now();
         opt_.comm->allreduce_sum(grads_.data(), grads_.size());
-        out.comm_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        out.allreduce_bytes = static_cast<int64_t>(grads_.size() * sizeof(float));
+        out.comm_seconds =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() + bn_comm_seconds_;
+        out.allreduce_bytes = static_cast<int64_t>(grads_.size() * sizeof(float)) + bn_comm_bytes_;
       }
       out.loss = grads_[np] / grads_[np + 2];
       out.correct = std::llround(grads_[np + 1]);
@@ -181,6 +190,8 @@ class CpuBackend final : public TrainingBackend {
   }
 
   static constexpr size_t kStepSums = 4;  // after the gradients: loss x n, correct, n, stop (summed over the ranks)
+  double bn_comm_seconds_ = 0;            // --sync-bn: this step's batch-norm sums so far (compute thread only)
+  int64_t bn_comm_bytes_ = 0;
   const Graph& graph_;
   BackendOptions opt_;
   Optimizer optimizer_;

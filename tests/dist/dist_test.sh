@@ -211,6 +211,15 @@ syncbn)
   echo "without --sync-bn, 2 processes vs 1 (must differ):"
   if $compare "$(final one)" "$(final apart)" $tol; then fail "per-process statistics gave the 1-process weights: the comparison proves nothing"; fi
   grep -q '"sync_bn": true' sync/config.json || fail "config.json does not record --sync-bn"
+  # The batch-norm sums are communication too: counted with the step's (doubles, 4C + 2 a layer and step).
+  python3 - sync apart <<'PY' || fail "the --sync-bn run does not count its batch-norm sums"
+import json, sys
+s, a = (json.load(open(d + "/summary.json")) for d in sys.argv[1:])
+grads = (s["params"] + 4) * 4
+bn = 8 * sum(4 * c + 2 for c in (16, 32, 64))  # small-cnn's three batch norms
+print("allreduce_bytes with --sync-bn", s["allreduce_bytes"], "without", a["allreduce_bytes"])
+assert a["allreduce_bytes"] == grads and s["allreduce_bytes"] == grads + bn, (s["allreduce_bytes"], grads, bn)
+PY
   ;;
 comm)
   # --cache decoded: no input wait, so the verdict is about the step (compute or communication) on any machine load
