@@ -11,7 +11,8 @@ cmake --workflow --preset test
 # take minutes, and Open MPI's own allocations would read as leaks), and the three learning tests that train for
 # hundreds of steps (7 of the asan run's 8 minutes; the ops they run are all covered by shorter tests under ASan).
 cmake --workflow --preset asan
-# The threaded protocols (the asynchronous step queue, the batch ring) under ThreadSanitizer: two test binaries.
+# The threaded protocols under ThreadSanitizer: the asynchronous step queue, the batch ring, and the ranks-as-threads
+# tests of data parallel (the TCP rendezvous, --sync-bn's exchange, the validation gather): three test binaries.
 cmake --workflow --preset tsan
 # A bounded slice of every fuzzer (30 s each; the long run is documented in docs/RELIABILITY.md).
 scripts/fuzz.sh "${STOKE_FUZZ_SECONDS:-30}"
