@@ -124,6 +124,69 @@ std::vector<Share> find_concat_chains(const std::vector<Node>& nodes, std::vecto
   return shares;
 }
 
+int add_tensor(std::vector<PlannedTensor>& T, const std::vector<Node>& nodes, TensorKind kind, std::string name,
+               int node, int64_t bytes, int first, int last) {
+  PlannedTensor t;
+  t.kind = kind;
+  t.name = std::move(name);
+  t.node = node;
+  t.bytes = bytes;
+  t.first = first;
+  t.last = last;
+  if (node >= 0) t.channels = t.row_channels = nodes[static_cast<size_t>(node)].out.c;
+  T.push_back(std::move(t));
+  return static_cast<int>(T.size()) - 1;
+}
+
+// Zero-copy concat chains: one allocation per chain (and one for its gradients), whose members become views at
+// their channel offsets.
+void view_concat_chains(MemoryPlan& plan, const std::vector<Node>& nodes, const std::vector<Share>& shares,
+                        const std::vector<int>& share_offset, int batch, int element_bytes) {
+  auto& T = plan.tensors;
+  for (const Share& sh : shares) {
+    const Shape3 sp = nodes[static_cast<size_t>(sh.members.front())].out;
+    const int64_t bytes = int64_t{sp.h} * sp.w * sh.used * batch * element_bytes;
+    for (TensorKind which : {TensorKind::activation, TensorKind::gradient}) {
+      int first = plan.steps, last = -1;
+      std::vector<int> views;
+      for (int m : sh.members) {
+        const NodeMemory& nm = plan.nodes[static_cast<size_t>(m)];
+        const int v = which == TensorKind::activation ? nm.activation : nm.gradient;
+        if (v < 0) continue;
+        views.push_back(v);
+        first = std::min(first, T[static_cast<size_t>(v)].first);
+        last = std::max(last, T[static_cast<size_t>(v)].last);
+      }
+      if (views.empty()) continue;
+      const std::string name = str(which == TensorKind::activation ? "" : "d ", "shared ",
+                                   nodes[static_cast<size_t>(sh.members.front())].name, " .. ",
+                                   nodes[static_cast<size_t>(sh.members.back())].name);
+      const int buf = add_tensor(T, nodes, TensorKind::shared_buffer, name, -1, bytes, first, last);
+      T[static_cast<size_t>(buf)].channels = T[static_cast<size_t>(buf)].row_channels = sh.used;
+      for (int v : views) {
+        PlannedTensor& t = T[static_cast<size_t>(v)];
+        t.view_of = buf;
+        t.channel_offset = share_offset[static_cast<size_t>(t.node)];
+        t.row_channels = sh.used;
+      }
+    }
+  }
+}
+
+// Offsets for every allocation (place), then for the views inside them, and the peak of live bytes over the steps.
+void lay_out(MemoryPlan& plan, int element_bytes) {
+  auto& T = plan.tensors;
+  plan.arena_bytes = place(T, plan);
+  for (PlannedTensor& t : T)
+    if (!t.is_allocation())
+      t.offset = T[static_cast<size_t>(t.view_of)].offset + int64_t{t.channel_offset} * element_bytes;
+  std::vector<int64_t> live(static_cast<size_t>(plan.steps) + 1, 0);
+  for (const PlannedTensor& t : T)
+    if (t.is_allocation())
+      for (int s = t.first; s <= t.last; ++s) live[static_cast<size_t>(s)] += plan.allocated_size(t);
+  for (int64_t b : live) plan.peak_live_bytes = std::max(plan.peak_live_bytes, b);
+}
+
 }  // namespace
 
 int64_t MemoryPlan::allocated_size(const PlannedTensor& t) const { return round_up(t.bytes, alignment); }
@@ -165,16 +228,7 @@ MemoryPlan plan_memory(const Graph& graph, int batch, const MemoryPlanOptions& o
   // ---- lifetimes ---------------------------------------------------------------------------------------
   auto& T = plan.tensors;
   auto add = [&](TensorKind kind, std::string name, int node, int64_t bytes, int first, int last) {
-    PlannedTensor t;
-    t.kind = kind;
-    t.name = std::move(name);
-    t.node = node;
-    t.bytes = bytes;
-    t.first = first;
-    t.last = last;
-    if (node >= 0) t.channels = t.row_channels = node_at(node).out.c;
-    T.push_back(std::move(t));
-    return static_cast<int>(T.size()) - 1;
+    return add_tensor(T, nodes, kind, std::move(name), node, bytes, first, last);
   };
 
   for (int i = 0; i < n_nodes; ++i) {
@@ -239,46 +293,9 @@ MemoryPlan plan_memory(const Graph& graph, int batch, const MemoryPlanOptions& o
     plan.naive_bytes = naive + (train ? round_up(largest_grad, opt.alignment) : 0);
   }
 
-  // ---- shared buffers: one allocation per chain (and per chain's gradients), members become views ----------
-  for (size_t s = 0; s < shares.size(); ++s) {
-    const Share& sh = shares[s];
-    const Shape3 sp = node_at(sh.members.front()).out;
-    const int64_t bytes = int64_t{sp.h} * sp.w * sh.used * batch * opt.element_bytes;
-    for (TensorKind which : {TensorKind::activation, TensorKind::gradient}) {
-      int first = plan.steps, last = -1;
-      std::vector<int> views;
-      for (int m : sh.members) {
-        const NodeMemory& nm = plan.nodes[static_cast<size_t>(m)];
-        const int v = which == TensorKind::activation ? nm.activation : nm.gradient;
-        if (v < 0) continue;
-        views.push_back(v);
-        first = std::min(first, T[static_cast<size_t>(v)].first);
-        last = std::max(last, T[static_cast<size_t>(v)].last);
-      }
-      if (views.empty()) continue;
-      const std::string name = str(which == TensorKind::activation ? "" : "d ", "shared ",
-                                   node_at(sh.members.front()).name, " .. ", node_at(sh.members.back()).name);
-      const int buf = add(TensorKind::shared_buffer, name, -1, bytes, first, last);
-      T[static_cast<size_t>(buf)].channels = T[static_cast<size_t>(buf)].row_channels = sh.used;
-      for (int v : views) {
-        PlannedTensor& t = T[static_cast<size_t>(v)];
-        t.view_of = buf;
-        t.channel_offset = share_offset[static_cast<size_t>(t.node)];
-        t.row_channels = sh.used;
-      }
-    }
-  }
-
-  plan.arena_bytes = place(T, plan);
-  for (PlannedTensor& t : T)
-    if (!t.is_allocation())
-      t.offset = T[static_cast<size_t>(t.view_of)].offset + int64_t{t.channel_offset} * opt.element_bytes;
-
-  std::vector<int64_t> live(static_cast<size_t>(plan.steps) + 1, 0);
-  for (const PlannedTensor& t : T)
-    if (t.is_allocation())
-      for (int s = t.first; s <= t.last; ++s) live[static_cast<size_t>(s)] += plan.allocated_size(t);
-  for (int64_t b : live) plan.peak_live_bytes = std::max(plan.peak_live_bytes, b);
+  // ---- shared buffers, then the layout ------------------------------------------------------------------
+  view_concat_chains(plan, nodes, shares, share_offset, batch, opt.element_bytes);
+  lay_out(plan, opt.element_bytes);
   return plan;
 }
 
