@@ -11,10 +11,13 @@
 
 namespace stoke {
 
-DeviceChoice choose_device(DeviceRequest request, bool cuda_linked) {
+DeviceChoice choose_device(DeviceRequest request, bool cuda_linked, int device) {
   DeviceChoice c;
   if (request == DeviceRequest::cpu) return c;
-  c.probe = probe_cuda();
+  c.probe = probe_cuda(device);
+  // A launcher's local rank with no GPU of its own is a misconfigured job, not a reason to train on the CPU
+  // beside ranks that train on GPUs.
+  if (device > 0 && !c.probe.usable && c.probe.count > 0) throw UserError(c.probe.reason);
   const bool available = c.probe.usable && cuda_linked;
   if (request == DeviceRequest::cuda && !available) {
     if (!c.probe.usable) throw UserError(str("--device cuda: no usable GPU: ", c.probe.reason));
@@ -24,8 +27,9 @@ DeviceChoice choose_device(DeviceRequest request, bool cuda_linked) {
   return c;
 }
 
-DeviceProbe probe_cuda() {
+DeviceProbe probe_cuda(int device) {
   DeviceProbe p;
+  p.device = device;
 #if STOKE_WITH_CUDA
   p.cuda_built = true;
   int count = 0;
@@ -39,16 +43,21 @@ DeviceProbe probe_cuda() {
     p.reason = "the CUDA runtime reports no devices";
     return p;
   }
+  p.count = count;
+  if (device < 0 || device >= count) {
+    p.reason = str("this process's device is cuda:", device, " (its launcher's local rank) but there ", count == 1 ? "is " : "are ",
+                   count, " GPU", count == 1 ? "" : "s", " here (cuda:0", count > 1 ? str("..cuda:", count - 1) : std::string(), ")");
+    return p;
+  }
   cudaDeviceProp prop{};
-  err = cudaGetDeviceProperties(&prop, 0);
+  err = cudaGetDeviceProperties(&prop, device);
   if (err != cudaSuccess) {
     p.reason = str(cudaGetErrorName(err), ": ", cudaGetErrorString(err));
     return p;
   }
   p.usable = true;
-  p.count = count;
   size_t free_b = 0, total_b = 0;
-  if (cudaSetDevice(0) == cudaSuccess && cudaMemGetInfo(&free_b, &total_b) == cudaSuccess) {
+  if (cudaSetDevice(device) == cudaSuccess && cudaMemGetInfo(&free_b, &total_b) == cudaSuccess) {
     p.free_bytes = static_cast<int64_t>(free_b);
     p.total_bytes = static_cast<int64_t>(total_b);
   } else {

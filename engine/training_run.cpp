@@ -166,7 +166,8 @@ void TrainingRun::join_world() {
 
 // ---- the device --------------------------------------------------------------------------------------------------
 void TrainingRun::choose_device() {
-  const DeviceChoice d = stoke::choose_device(cfg_.device, static_cast<bool>(cuda_backend_factory()));
+  const DeviceChoice d =
+      stoke::choose_device(cfg_.device, static_cast<bool>(cuda_backend_factory()), launch_.local_rank);
   dev_ = d.probe;
   use_cuda_ = d.use_cuda;
   if (dist::choose_transport(launch_, use_cuda_, static_cast<bool>(nccl_communicator_factory())) == dist::Transport::nccl)
@@ -245,7 +246,7 @@ void TrainingRun::build_model_and_batch() {
   mem_target_.cuda = use_cuda_;
   mem_target_.element_bytes = use_cuda_ && cfg_.precision != PrecisionRequest::fp32 ? 2 : 4;
   mem_target_.optimizer = cfg_.optimizer;
-  const int requested_batch = cfg_.batch_size == 0 ? auto_batch_size() : cfg_.batch_size;
+  const int requested_batch = requested_batch_size();
   // A batch larger than the training set (after --limit-train) becomes the whole set, with a note, rather than an
   // error: a PyTorch DataLoader with its default drop_last=False gives exactly that, one batch of every image per
   // epoch, so it is what a user coming from there expects, and a first try on a small folder should not fail on
@@ -287,12 +288,36 @@ void TrainingRun::build_model_and_batch() {
 
 }
 
-// --batch-size auto: the largest batch the memory plan fits in this process's budget, capped. Data parallel: each
-// process's slice is chosen so, the smallest over the processes is taken (every rank holds an equal slice, and the
-// rank with the least free memory decides), and the global batch is that times the process count.
-int TrainingRun::auto_batch_size() {
+// --batch-size: as given, or auto: the largest batch the memory plan fits in this process's budget, capped. Data
+// parallel: every rank first learns whether every rank asked for auto (a mix is refused on all of them, before any
+// other collective could be mismatched) and how many ranks share its host (the CPU backend's budget is the host's
+// memory, shared out); then each process's slice is chosen so, the smallest over the processes is taken (every
+// rank holds an equal slice, and the rank with the least memory decides), and the global batch is W times it.
+int TrainingRun::requested_batch_size() {
+  const bool is_auto = cfg_.batch_size == 0;
+  int per_host = 1;
+  if (world_ > 1) {
+    std::vector<float> each(2 * static_cast<size_t>(world_), 0.f);  // [auto flags][local ranks]
+    each[static_cast<size_t>(rank_)] = is_auto ? 1.f : 0.f;
+    each[static_cast<size_t>(world_ + rank_)] = static_cast<float>(launch_.local_rank);
+    comm_->allreduce_sum(each.data(), each.size());
+    std::string autos, numbers;
+    for (int r = 0; r < world_; ++r) {
+      std::string& list = each[static_cast<size_t>(r)] > 0.f ? autos : numbers;
+      list += str(list.empty() ? "" : " ", r);
+      per_host = std::max(per_host, static_cast<int>(each[static_cast<size_t>(world_ + r)]) + 1);
+    }
+    if (!autos.empty() && !numbers.empty())
+      throw UserError(str("--batch-size auto on rank(s) ", autos, " but a number on rank(s) ", numbers,
+                          ": every rank must be given the same --batch-size"));
+  }
+  if (!is_auto) return cfg_.batch_size;
   std::string what;
-  const int64_t budget = memory_budget(what);
+  int64_t budget = memory_budget(what);
+  if (!use_cuda_ && per_host > 1) {  // each GPU rank has a device of its own; CPU ranks share the host's memory
+    budget /= per_host;
+    what += str(", shared by ", per_host, " processes on this host");
+  }
   // Caps: the CPU backend gains nothing per image beyond a few hundred samples per GEMM; on any backend a global
   // batch that leaves fewer than 16 steps per epoch would make --epochs mean almost no updates.
   const int64_t hard = use_cuda_ ? 4096 : 256;
@@ -303,30 +328,24 @@ int TrainingRun::auto_batch_size() {
                   : str("at least 16 steps per epoch over ", train_count_, " images",
                         world_ > 1 ? str(" on ", world_, " processes") : std::string());
   const BatchChoice bc = choose_batch_size(graph_, mem_target_, budget, what, cap, cap_why);
-  // Every rank takes part in the agreement below, also one whose choice failed (0), so none waits for it.
-  int local = bc.batch;
-  int smallest_rank = rank_;
-  if (world_ > 1) {
-    std::vector<float> each(static_cast<size_t>(world_), 0.f);
-    each[static_cast<size_t>(rank_)] = static_cast<float>(local);
-    comm_->allreduce_sum(each.data(), each.size());
-    for (int r = 0; r < world_; ++r)
-      if (each[static_cast<size_t>(r)] < each[static_cast<size_t>(smallest_rank)] ||
-          (each[static_cast<size_t>(r)] == each[static_cast<size_t>(smallest_rank)] && r < smallest_rank))
-        smallest_rank = r;
-    local = static_cast<int>(each[static_cast<size_t>(smallest_rank)]);
-  }
-  if (bc.batch == 0) throw UserError(str("--batch-size auto: ", bc.why));
-  if (local == 0)
-    throw UserError(str("--batch-size auto: rank ", smallest_rank, " fits no batch (its own error names why)"));
   if (world_ == 1) {
+    if (bc.batch == 0) throw UserError(str("--batch-size auto: ", bc.why));
     batch_note_ = str("batch size auto: ", bc.why);
-  } else {
-    // The deciding rank's reasons, for rank 0 to print.
-    const std::string why = comm_->broadcast_string(bc.why, smallest_rank);
-    batch_note_ = str("batch size auto: ", local, " per process x ", world_, " processes = ", local * world_,
-                      " global (rank ", smallest_rank, " decides, fitting the fewest: ", why, ")");
+    return bc.batch;
   }
+  // Every rank takes part, also one whose choice failed (0), so none waits for it.
+  std::vector<float> each(static_cast<size_t>(world_), 0.f);
+  each[static_cast<size_t>(rank_)] = static_cast<float>(bc.batch);
+  comm_->allreduce_sum(each.data(), each.size());
+  int smallest = 0;
+  for (int r = 1; r < world_; ++r)
+    if (each[static_cast<size_t>(r)] < each[static_cast<size_t>(smallest)]) smallest = r;
+  const int local = static_cast<int>(each[static_cast<size_t>(smallest)]);
+  if (bc.batch == 0) throw UserError(str("--batch-size auto: ", bc.why));
+  if (local == 0) throw UserError(str("--batch-size auto: rank ", smallest, " fits no batch (its own error names why)"));
+  const std::string why = comm_->broadcast_string(bc.why, smallest);  // the deciding rank's reasons, for rank 0
+  batch_note_ = str("batch size auto: ", local, " per process x ", world_, " processes = ", local * world_,
+                    " global (rank ", smallest, " decides, fitting the fewest: ", why, ")");
   return local * world_;
 }
 

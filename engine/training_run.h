@@ -85,7 +85,7 @@ class TrainingRun {
  private:
   // training_run.cpp
   int64_t memory_budget(std::string& what) const;
-  int auto_batch_size();
+  int requested_batch_size();
   std::string fitting_batch_advice() const;
   double run_elapsed() const { return elapsed_before_ + seconds_since(t_start_); }  // across every session
   void check_profile_window() const;  // prints the window it will profile (through the mutable console)

@@ -79,7 +79,13 @@ Event& Event::operator=(Event&& o) noexcept {
 }
 void Event::record(cudaStream_t s) const { CUDA_CHECK(cudaEventRecord(e_, s)); }
 void Event::record_in_graph(cudaStream_t s) const {
-  CUDA_CHECK(cudaEventRecordWithFlags(e_, s, cudaEventRecordExternal));
+  // The external flag is for a capturing stream only (elsewhere the driver may call it invalid).
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  CUDA_CHECK(cudaStreamIsCapturing(s, &status));
+  if (status == cudaStreamCaptureStatusActive)
+    CUDA_CHECK(cudaEventRecordWithFlags(e_, s, cudaEventRecordExternal));
+  else
+    CUDA_CHECK(cudaEventRecord(e_, s));
 }
 void Event::synchronize() const { CUDA_CHECK(cudaEventSynchronize(e_)); }
 bool Event::done() const {
@@ -96,8 +102,9 @@ float Event::elapsed_ms(const Event& start, const Event& stop) {
 
 float Event::elapsed_ms_or_negative(const Event& start, const Event& stop) {
   float ms = 0.f;
-  // cudaEventElapsedTime's errors are not sticky: nothing else is affected when it cannot time the pair.
-  return cudaEventElapsedTime(&ms, start.e_, stop.e_) == cudaSuccess ? ms : -1.f;
+  if (cudaEventElapsedTime(&ms, start.e_, stop.e_) == cudaSuccess) return ms;
+  cudaGetLastError();  // not sticky, but left set it would be reported by the next launch check as its own
+  return -1.f;
 }
 
 }  // namespace stoke::cuda

@@ -61,8 +61,9 @@ class Event {
   cudaEvent_t get() const { return e_; }
   operator cudaEvent_t() const { return e_; }
   void record(cudaStream_t s) const;
-  // A record that a CUDA graph keeps: inside a stream capture it becomes an event-record node, so every replay
-  // records the event (a plain record() in a capture only orders streams). Outside a capture it is record().
+  // A record that a CUDA graph keeps: on a capturing stream it becomes an event-record node
+  // (cudaEventRecordExternal), so every replay records the event (a plain record() in a capture only orders
+  // streams). On a stream that is not capturing it is record().
   void record_in_graph(cudaStream_t s) const;
   void synchronize() const;
   bool done() const;  // cudaEventQuery: true once the work before the record has completed

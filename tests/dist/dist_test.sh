@@ -41,9 +41,10 @@ fail() {
 
 "$stoke" dataset synthetic --kind mednist-like --count 96 --out data --no-split > /dev/null || fail "no data set"
 # 96 images, global batch 16: 6 steps per epoch. No batch norm: its statistics are per process (as in PyTorch
-# DDP), so only a model without it reaches the same weights on any number of processes.
+# DDP), so only a model without it reaches the same weights on any number of processes (or one with --sync-bn:
+# case syncbn). --device cpu: these are the CPU backend over MPI, also on a machine with a GPU.
 base=(--data data --model small-cnn-nobn --image-size 16 --threads 1 --decoders 1 --schedule constant --lr 0.05 --seed 3
-      --augment flip --quiet)
+      --augment flip --quiet --device cpu)
 common=("${base[@]}" --batch-size 16)
 if mpi -np 2 "$stoke" train "${common[@]}" --epochs 1 --out probe > probe.log 2>&1; then :; else
   if grep -q "built without MPI" probe.log; then
@@ -130,12 +131,12 @@ resume)
   # 2 -> 1: interrupted at step 4 (mid-epoch), continued alone.
   mpi -np 2 "$stoke" train "${common[@]}" --epochs 2 --interrupt-after-steps 4 --out a || fail "2 processes, interrupted"
   grep -q '"cursor": 4' "$(latest a)/state.json" || fail "the interrupted run's checkpoint is not at cursor 4"
-  "$stoke" train --resume a --quiet || fail "resumed on 1 process"
+  "$stoke" train --resume a --quiet --device cpu || fail "resumed on 1 process"
   echo "2 processes, resumed on 1, vs 1 throughout:"
   $compare "$(final ref)" "$(final a)" $tol || fail "2 -> 1 differs"
   # 1 -> 2: interrupted at step 8 (epoch 2), continued on two.
   "$stoke" train "${common[@]}" --epochs 2 --interrupt-after-steps 8 --out b || fail "1 process, interrupted"
-  mpi -np 2 "$stoke" train --resume b --quiet || fail "resumed on 2 processes"
+  mpi -np 2 "$stoke" train --resume b --quiet --device cpu || fail "resumed on 2 processes"
   echo "1 process, resumed on 2, vs 1 throughout:"
   $compare "$(final ref)" "$(final b)" $tol || fail "1 -> 2 differs"
   ;;
@@ -161,6 +162,12 @@ print(c["batch_size"], "|", c["batch_size_auto"])
 assert c["batch_size"] == 6, c["batch_size"]
 assert "3 per process x 2 processes = 6 global" in c["batch_size_auto"], c["batch_size_auto"]
 PY
+  # auto on one rank and a number on the other: refused on both before any other collective, naming them.
+  mpi -np 1 "$stoke" train "${base[@]}" --epochs 1 --batch-size auto --out ma : -np 1 "$stoke" train "${base[@]}" --epochs 1 --batch-size 16 --out ma > ma.log 2>&1
+  rc=$?
+  cat ma.log
+  [ $rc -eq 2 ] || fail "auto on one rank and 16 on the other: exit $rc, expected 2"
+  [ "$(grep -c "batch-size auto on rank(s) 0 but a number on rank(s) 1" ma.log)" = 2 ] || fail "not both ranks named the mix"
   ;;
 signal)
   "$stoke" dataset synthetic --kind mednist-like --count 1600 --out big --no-split > /dev/null || fail "no data set"
@@ -194,7 +201,7 @@ assert s["cursor"] > 0, s["cursor"]  # mid-epoch: only the agreed stop writes a 
 print("checkpoint at step", s["step"], "cursor", s["cursor"])
 PY
     epoch=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['epoch'] + 1)" "$state")
-    "$stoke" train --resume s$sig --epochs "$epoch" --quiet || fail "SIG$sig: the checkpoint did not resume"
+    "$stoke" train --resume s$sig --epochs "$epoch" --quiet --device cpu || fail "SIG$sig: the checkpoint did not resume"
   done
   ;;
 syncbn)

@@ -1,8 +1,11 @@
-// --sync-bn on the device: the batch-norm kernels' cross-process sums, and the executor that routes every batch norm
-// (plain and fused) through them, against the CPU reference given the same sums. The executor's whole-step parity
-// with a synchronised batch norm is in test_gpu_executor.cpp (SyncedBatchNormStepMatchesTheCpuBackend).
+// --sync-bn on the device: the batch-norm kernels' cross-process sums against the CPU reference over the whole
+// batch of two ranks. This process's GPU holds one part of the rows; the other rank holds rows from another
+// distribution (so the global mean, the deviation term and the backward sums all differ from this rank's own) and
+// is played on the host (HostSecondRank, gpu_test_util.h). The executor's wiring of every batch norm through the
+// sums: test_gpu_executor.cpp (SyncedBatchNormTwoRanksMatchOneRank).
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <vector>
 
 #include "kernels/batchnorm.cuh"
@@ -25,47 +28,70 @@ std::string tag(const std::string& what) {
   return std::string(Tol<T>::name) + " " + what;
 }
 
-// --sync-bn: the statistics summed across processes through `across`. Here the other process holds the same rows
-// (its sum doubles every value: a world of 2 where both halves are x), on the device and in the CPU reference
-// alike (the CPU path is itself tested against one process holding the whole batch, tests/engine/test_sync_bn.cpp).
-TYPED_TEST(GpuSyncBn, KernelsMatchTheCpuReference) {
+std::vector<float> first_rows(const std::vector<float>& v, int rows, int C) {
+  return {v.begin(), v.begin() + static_cast<std::ptrdiff_t>(rows) * C};
+}
+
+TYPED_TEST(GpuSyncBn, KernelsMatchTheCpuReferenceOverBothRanksRows) {
   REQUIRE_GPU();
   using T = TypeParam;
-  const cpu::ChannelAllReduce cpu_mirror = cpu_mirror_sum();
-  const cuda::DeviceChannelAllReduce gpu_mirror = gpu_mirror_sum();
-  const int rows = 1122, C = 67;
-  const size_t n = static_cast<size_t>(rows) * C;
+  const int rows = 1122, rows2 = 517, C = 67;
+  const size_t n = static_cast<size_t>(rows) * C, n2 = static_cast<size_t>(rows2) * C;
   const auto x = rounded<T>(random_vec(n, 41, -2.f, 3.f));
+  const auto dy = rounded<T>(random_vec(n, 46));
+  HostSecondRank other;
+  other.rows2 = rows2;
+  other.C = C;
+  other.x2 = rounded<T>(random_vec(n2, 47, 1.f, 7.f));  // another mean and spread than this rank's rows
+  other.dy2 = rounded<T>(random_vec(n2, 48));
   const auto gamma = random_vec(C, 42, 0.5f, 1.5f), beta = random_vec(C, 43);
-  std::vector<float> rm = random_vec(C, 44), rv = random_vec(C, 45, 0.5f, 2.f);
-  auto dx_ = upload<T>(x);
-  auto dg = upload<float>(gamma), db = upload<float>(beta), drm = upload<float>(rm), drv = upload<float>(rv);
-  DeviceBuffer<T> dyo(n);
+  const std::vector<float> rm0 = random_vec(C, 44), rv0 = random_vec(C, 45, 0.5f, 2.f);
+
+  // The reference: one process holding both ranks' rows.
+  std::vector<float> xw = x, dyw = dy;
+  xw.insert(xw.end(), other.x2.begin(), other.x2.end());
+  dyw.insert(dyw.end(), other.dy2.begin(), other.dy2.end());
+  const int rw = rows + rows2;
+  std::vector<float> yw(xw.size()), sm(C), si(C), rm = rm0, rv = rv0, dxw(xw.size()), dgw(C, 0.f), dbw(C, 0.f);
+  cpu::batchnorm_forward_train(rw, C, xw.data(), gamma.data(), beta.data(), 1e-5f, 0.1f, rm.data(), rv.data(),
+                               yw.data(), sm.data(), si.data());
+  cpu::batchnorm_backward(rw, C, xw.data(), gamma.data(), sm.data(), si.data(), dyw.data(), dxw.data(), dgw.data(),
+                          dbw.data());
+
+  auto dx_ = upload<T>(x), ddy = upload<T>(dy);
+  auto dg = upload<float>(gamma), db = upload<float>(beta), drm = upload<float>(rm0), drv = upload<float>(rv0);
+  DeviceBuffer<T> dyo(n), ddx(n);
   DeviceBuffer<float> dsm(C), dsi(C);
+  auto ddg = upload<float>(std::vector<float>(C, 0.f)), ddb = upload<float>(std::vector<float>(C, 0.f));
   DeviceBuffer<char> ws(static_cast<size_t>(cuda::batchnorm_workspace_bytes(rows, C)));
+  const cuda::DeviceChannelAllReduce across = other.on_device();
   cuda::batchnorm_forward_train<T>(rows, C, dx_.get(), dg.get(), db.get(), 1e-5f, 0.1f, drm.get(), drv.get(), dyo.get(),
-                                   dsm.get(), dsi.get(), ws.get(), kStream, &gpu_mirror);
-  std::vector<float> y(n), sm(C), si(C);
-  cpu::batchnorm_forward_train(rows, C, x.data(), gamma.data(), beta.data(), 1e-5f, 0.1f, rm.data(), rv.data(), y.data(),
-                               sm.data(), si.data(), &cpu_mirror);
-  expect_close(tag<T>("synced bn y"), download(dyo.get(), n), y, Tol<T>::rtol);
+                                   dsm.get(), dsi.get(), ws.get(), kStream, &across);
+  expect_close(tag<T>("synced bn y"), download(dyo.get(), n), first_rows(yw, rows, C), Tol<T>::rtol);
   expect_close(tag<T>("synced bn saved mean"), download(dsm.get(), C), sm, Tol<float>::rtol);
   expect_close(tag<T>("synced bn saved invstd"), download(dsi.get(), C), si, Tol<float>::rtol);
-  // The unbiased running variance counts both processes' rows (2 x rows - 1): only the sync path gets this right.
+  expect_close(tag<T>("synced bn running mean"), download(drm.get(), C), rm, Tol<float>::rtol);
   expect_close(tag<T>("synced bn running var"), download(drv.get(), C), rv, Tol<float>::rtol);
 
-  const auto dy = rounded<T>(random_vec(n, 46));
-  std::vector<float> dgam(C, 0.f), dbet(C, 0.f), dxr(n);
-  auto ddy = upload<T>(dy), dsm2 = upload<float>(sm), dsi2 = upload<float>(si);
-  auto ddg = upload<float>(dgam), ddb = upload<float>(dbet);
-  DeviceBuffer<T> ddx(n);
-  cuda::batchnorm_backward<T>(rows, C, dx_.get(), dg.get(), dsm2.get(), dsi2.get(), ddy.get(), ddx.get(), ddg.get(),
-                              ddb.get(), ws.get(), kStream, &gpu_mirror);
-  cpu::batchnorm_backward(rows, C, x.data(), gamma.data(), sm.data(), si.data(), dy.data(), dxr.data(), dgam.data(),
-                          dbet.data(), &cpu_mirror);
-  expect_close(tag<T>("synced bn dx"), download(ddx.get(), n), dxr, Tol<T>::rtol);
-  expect_close(tag<T>("synced bn dgamma (own share)"), download(ddg.get(), C), dgam, Tol<float>::rtol);
-  expect_close(tag<T>("synced bn dbeta (own share)"), download(ddb.get(), C), dbet, Tol<float>::rtol);
+  cuda::batchnorm_backward<T>(rows, C, dx_.get(), dg.get(), dsm.get(), dsi.get(), ddy.get(), ddx.get(), ddg.get(),
+                              ddb.get(), ws.get(), kStream, &across);
+  expect_close(tag<T>("synced bn dx"), download(ddx.get(), n), first_rows(dxw, rows, C), Tol<T>::rtol);
+  // This rank's dgamma/dbeta plus the other rank's share: the whole batch's.
+  std::vector<float> dgsum = download(ddg.get(), C), dbsum = download(ddb.get(), C);
+  for (int c = 0; c < C; ++c) {
+    dgsum[static_cast<size_t>(c)] += static_cast<float>(other.share_dgamma[static_cast<size_t>(c)]);
+    dbsum[static_cast<size_t>(c)] += static_cast<float>(other.share_dbeta[static_cast<size_t>(c)]);
+  }
+  expect_close(tag<T>("synced bn dgamma, both shares"), dgsum, dgw, Tol<T>::rtol);
+  expect_close(tag<T>("synced bn dbeta, both shares"), dbsum, dbw, Tol<T>::rtol);
+
+  // Without the sums this rank's rows are normalised with their own statistics: far from the reference.
+  cuda::batchnorm_forward_train<T>(rows, C, dx_.get(), dg.get(), db.get(), 1e-5f, 0.1f, drm.get(), drv.get(), dyo.get(),
+                                   dsm.get(), dsi.get(), ws.get(), kStream);
+  const std::vector<float> alone = download(dyo.get(), n), ref = first_rows(yw, rows, C);
+  double worst = 0;
+  for (size_t i = 0; i < n; ++i) worst = std::max(worst, std::fabs(static_cast<double>(alone[i]) - ref[i]));
+  EXPECT_GT(worst, 0.5) << "the comparison above could not tell synchronised statistics from local ones";
 }
 
 }  // namespace
