@@ -304,8 +304,12 @@ class CudaBackend final : public TrainingBackend {
         *dc, cuda::plan_device_buckets(ex_.grad_sources(), ex_.device_grad_count(), out), out, ex_.device_grads(), sums_);
     ex_.set_backward_hook([this](int node) { sync_->after_node(node, ex_.stream()); });
     // Also in a world of 1 (the NCCL path alone sums nothing): so one GPU runs the path of every rank of a job.
-    if (o.sync_bn)
+    if (o.sync_bn) {
       ex_.set_sync_batchnorm([this](double* data, int n, cudaStream_t s) { sync_->channel_sum(data, n, s); });
+      // What those sums carry per step, as the CPU backend counts it: 4C + 2 doubles per batch norm.
+      for (const Node& nd : graph_.nodes())
+        if (nd.op == Op::batchnorm) bn_bytes_per_step_ += (4 * int64_t{nd.out.c} + 2) * int64_t{sizeof(double)};
+    }
     ex_.set_inv_world(1.f / static_cast<float>(o.comm->world()));
     timeout_s_ = o.comm->timeout_seconds();
   }
@@ -458,7 +462,7 @@ class CudaBackend final : public TrainingBackend {
     // The all-reduces overlap backward on the comm stream; what the step waited for after backward is the
     // communication it did not hide (the CPU backend's all-reduce blocks, so there all of it counts).
     if (sync_ && opt_.comm->world() > 1) {
-      out.allreduce_bytes = sync_->bytes_per_step();
+      out.allreduce_bytes = sync_->bytes_per_step() + bn_bytes_per_step_;
       const float ms = cuda::Event::elapsed_ms_or_negative(backward_done_[b], comm_joined_[b]);
       if (ms >= 0.f) out.comm_seconds = static_cast<double>(ms) * 1e-3;
     }
@@ -475,6 +479,7 @@ class CudaBackend final : public TrainingBackend {
   cuda::StepControl* sync_control_ = nullptr;
   float* sums_ = nullptr;
   std::unique_ptr<cuda::GradSync> sync_;  // data parallel (NCCL); null otherwise
+  int64_t bn_bytes_per_step_ = 0;         // --sync-bn: the batch-norm sums' bytes in one step
   double timeout_s_ = 300;
   PinnedSlots pinned_;
   std::array<cuda::Event, kSlots> copied_;       // the batch is on the device (no timing: cheapest to record)
