@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "base/error.h"
+#include "kernels/batchnorm.h"
 
 namespace stoke {
 
@@ -18,6 +19,13 @@ void TrainingBackend::collect(std::vector<int64_t>& released, std::vector<StepRe
   results.insert(results.end(), results_.begin(), results_.end());
   released_.clear();
   results_.clear();
+}
+
+int64_t sync_batchnorm_bytes(const Graph& graph) {
+  int64_t values = 0;
+  for (const Node& nd : graph.nodes())
+    if (nd.op == Op::batchnorm) values += cpu::batchnorm_sync_values(nd.out.c);
+  return values * static_cast<int64_t>(sizeof(double));
 }
 
 namespace {

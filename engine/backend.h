@@ -137,6 +137,10 @@ class TrainingBackend {
 
 std::unique_ptr<TrainingBackend> make_cpu_backend(const Graph& graph, const BackendOptions& options);
 
+// --sync-bn: the bytes one training step of `graph` exchanges for its batch-norm statistics (doubles), which the
+// backends add to StepResult::allreduce_bytes.
+int64_t sync_batchnorm_bytes(const Graph& graph);
+
 // The CUDA backend lives in another library (stoke_engine_cuda depends on stoke_engine); the program that links
 // it registers its factory here at start-up (apps/cli.cpp does).
 using BackendFactory = std::function<std::unique_ptr<TrainingBackend>(const Graph&, const BackendOptions&)>;

@@ -297,15 +297,13 @@ int TrainingRun::requested_batch_size() {
   const bool is_auto = cfg_.batch_size == 0;
   int per_host = 1;
   if (world_ > 1) {
-    std::vector<float> each(2 * static_cast<size_t>(world_), 0.f);  // [auto flags][local ranks]
-    each[static_cast<size_t>(rank_)] = is_auto ? 1.f : 0.f;
-    each[static_cast<size_t>(world_ + rank_)] = static_cast<float>(launch_.local_rank);
-    comm_->allreduce_sum(each.data(), each.size());
+    const std::vector<double> autos_at = comm_->each_rank(is_auto ? 1 : 0);
+    for (double local_rank : comm_->each_rank(launch_.local_rank))
+      per_host = std::max(per_host, static_cast<int>(local_rank) + 1);
     std::string autos, numbers;
     for (int r = 0; r < world_; ++r) {
-      std::string& list = each[static_cast<size_t>(r)] > 0.f ? autos : numbers;
+      std::string& list = autos_at[static_cast<size_t>(r)] > 0 ? autos : numbers;
       list += str(list.empty() ? "" : " ", r);
-      per_host = std::max(per_host, static_cast<int>(each[static_cast<size_t>(world_ + r)]) + 1);
     }
     if (!autos.empty() && !numbers.empty())
       throw UserError(str("--batch-size auto on rank(s) ", autos, " but a number on rank(s) ", numbers,
@@ -334,13 +332,9 @@ int TrainingRun::requested_batch_size() {
     return bc.batch;
   }
   // Every rank takes part, also one whose choice failed (0), so none waits for it.
-  std::vector<float> each(static_cast<size_t>(world_), 0.f);
-  each[static_cast<size_t>(rank_)] = static_cast<float>(bc.batch);
-  comm_->allreduce_sum(each.data(), each.size());
-  int smallest = 0;
-  for (int r = 1; r < world_; ++r)
-    if (each[static_cast<size_t>(r)] < each[static_cast<size_t>(smallest)]) smallest = r;
-  const int local = static_cast<int>(each[static_cast<size_t>(smallest)]);
+  const std::vector<double> fits = comm_->each_rank(bc.batch);
+  const int smallest = static_cast<int>(std::min_element(fits.begin(), fits.end()) - fits.begin());
+  const int local = static_cast<int>(fits[static_cast<size_t>(smallest)]);
   if (bc.batch == 0) throw UserError(str("--batch-size auto: ", bc.why));
   if (local == 0) throw UserError(str("--batch-size auto: rank ", smallest, " fits no batch (its own error names why)"));
   const std::string why = comm_->broadcast_string(bc.why, smallest);  // the deciding rank's reasons, for rank 0
@@ -393,13 +387,11 @@ void TrainingRun::agree_across_ranks() {
     if (!mine.contains(key) || mine[key] != value)
       differs += str(differs.empty() ? "" : "; ", key, ": rank 0 has ", value.dump(), ", rank ", rank_, " has ",
                      mine.contains(key) ? mine[key].dump() : std::string("nothing"));
-  // Which ranks differ: each sets its own slot, one sum tells everybody.
-  std::vector<float> flags(static_cast<size_t>(world_), 0.f);
-  flags[static_cast<size_t>(rank_)] = differs.empty() ? 0.f : 1.f;
-  comm_->allreduce_sum(flags.data(), flags.size());
+  // Which ranks differ: one exchange tells everybody.
+  const std::vector<double> flags = comm_->each_rank(differs.empty() ? 0 : 1);
   std::string who;
   for (int r = 0; r < world_; ++r)
-    if (flags[static_cast<size_t>(r)] != 0.f) who += str(who.empty() ? "" : ", ", r);
+    if (flags[static_cast<size_t>(r)] != 0) who += str(who.empty() ? "" : ", ", r);
   if (!differs.empty())
     throw UserError(str("this rank's settings differ from rank 0's: ", differs));
   if (!who.empty())

@@ -16,6 +16,9 @@ namespace stoke::cpu {
 // every other layer are (by the process count), so the usual gradient average leaves the whole batch's gradient.
 using ChannelAllReduce = std::function<void(double* data, int n)>;
 
+// The values one training step (forward and backward) passes through `across` for a batch norm of C channels.
+constexpr int batchnorm_sync_values(int C) { return (C + 1) + C + (2 * C + 1); }
+
 // Training mode: normalise with the batch statistics (biased variance), save mean and 1/sqrt(var+eps) for
 // backward, and update the running statistics as PyTorch does:
 //   running_mean = (1-momentum)*running_mean + momentum*mean

@@ -52,8 +52,8 @@ class CpuBackend final : public TrainingBackend {
         const auto t0 = std::chrono::steady_clock::now();
         comm->allreduce_sum(data, static_cast<size_t>(n));
         bn_comm_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        bn_comm_bytes_ += static_cast<int64_t>(n) * static_cast<int64_t>(sizeof(double));
       });
+      bn_bytes_per_step_ = sync_batchnorm_bytes(g);
     }
     queue_ = std::make_unique<StepQueue>(o.max_batch, int64_t{o.max_batch} * g.input_shape().size(), 2,
                                          [this](const StagedStep& s) { return compute(s); });
@@ -145,7 +145,6 @@ class CpuBackend final : public TrainingBackend {
     }
     cpu::augment_normalize(n, s.h, s.w, s.c, pixels, st.flips, scale_.data(), shift_.data(), input_.data());
     bn_comm_seconds_ = 0;
-    bn_comm_bytes_ = 0;
     const float* logits = exec_.forward(n, input_.data(), params_.data(), buffers_.data(), true);
     StepResult out;
     out.tag = st.tag;
@@ -176,7 +175,7 @@ class CpuBackend final : public TrainingBackend {
         opt_.comm->allreduce_sum(grads_.data(), grads_.size());
         out.comm_seconds =
             std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() + bn_comm_seconds_;
-        out.allreduce_bytes = static_cast<int64_t>(grads_.size() * sizeof(float)) + bn_comm_bytes_;
+        out.allreduce_bytes = static_cast<int64_t>(grads_.size() * sizeof(float)) + bn_bytes_per_step_;
       }
       out.loss = grads_[np] / grads_[np + 2];
       out.correct = std::llround(grads_[np + 1]);
@@ -196,7 +195,7 @@ class CpuBackend final : public TrainingBackend {
   static constexpr size_t kStepSums = 4;  // after the gradients: loss x n, correct, n, stop (summed over the ranks)
   bool synced_bn_ = false;                // --sync-bn in a world of several: forward and backward hold collectives
   double bn_comm_seconds_ = 0;            // --sync-bn: this step's batch-norm sums so far (compute thread only)
-  int64_t bn_comm_bytes_ = 0;
+  int64_t bn_bytes_per_step_ = 0;         // --sync-bn: what those sums carry in one step
   const Graph& graph_;
   BackendOptions opt_;
   Optimizer optimizer_;

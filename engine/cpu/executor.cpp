@@ -100,7 +100,7 @@ const float* CpuExecutor::forward(int n, const float* x, const float* params, fl
         if (train)
           cpu::batchnorm_forward_train(rows, in.c, xin, param(nd.weight), param(nd.bias), nd.eps, nd.momentum,
                                        buffer(nd.running_mean), buffer(nd.running_var), y, saved_[i],
-                                       saved_[i] + in.c, across_ ? &across_ : nullptr);
+                                       saved_[i] + in.c, across());
         else
           cpu::batchnorm_forward_eval(rows, in.c, xin, param(nd.weight), param(nd.bias), buffer(nd.running_mean),
                                       buffer(nd.running_var), nd.eps, y);
@@ -181,7 +181,7 @@ void CpuExecutor::backward(const float* params, float* grads, const float* dout)
       case Op::batchnorm:
         cpu::batchnorm_backward(n * in.h * in.w, in.c, in_ptr(x0), param(nd.weight),
                                 saved_[static_cast<size_t>(node)], saved_[static_cast<size_t>(node)] + in.c, dy, dx,
-                                pgrad(nd.weight), pgrad(nd.bias), across_ ? &across_ : nullptr);
+                                pgrad(nd.weight), pgrad(nd.bias), across());
         break;
       case Op::relu:
         if (dx) cpu::relu_backward(in_count, act(node), dy, dx);

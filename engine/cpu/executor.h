@@ -57,6 +57,7 @@ class CpuExecutor {
   int n_ = 0;  // batch of the last forward
   const float* x_ = nullptr;
   cpu::ChannelAllReduce across_;
+  const cpu::ChannelAllReduce* across() const { return across_ ? &across_ : nullptr; }
   struct AlignedDelete {
     void operator()(std::byte* p) const { ::operator delete[](p, std::align_val_t{64}); }
   };

@@ -306,9 +306,7 @@ class CudaBackend final : public TrainingBackend {
     // Also in a world of 1 (the NCCL path alone sums nothing): so one GPU runs the path of every rank of a job.
     if (o.sync_bn) {
       ex_.set_sync_batchnorm([this](double* data, int n, cudaStream_t s) { sync_->channel_sum(data, n, s); });
-      // What those sums carry per step, as the CPU backend counts it: 4C + 2 doubles per batch norm.
-      for (const Node& nd : graph_.nodes())
-        if (nd.op == Op::batchnorm) bn_bytes_per_step_ += (4 * int64_t{nd.out.c} + 2) * int64_t{sizeof(double)};
+      bn_bytes_per_step_ = sync_batchnorm_bytes(graph_);
     }
     ex_.set_inv_world(1.f / static_cast<float>(o.comm->world()));
     timeout_s_ = o.comm->timeout_seconds();

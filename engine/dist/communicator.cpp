@@ -67,6 +67,13 @@ std::string Communicator::broadcast_string(const std::string& s, int root) {
   return out;
 }
 
+std::vector<double> Communicator::each_rank(double mine) {
+  std::vector<double> all(static_cast<size_t>(world()), 0.0);
+  all[static_cast<size_t>(rank())] = mine;
+  allreduce_sum(all.data(), all.size());
+  return all;
+}
+
 Transport choose_transport(const LaunchInfo& launch, bool cuda, bool nccl_built) {
   if (!cuda || launch.launcher == "none") return Transport::host;
   if (nccl_built) return Transport::nccl;

@@ -59,6 +59,9 @@ class Communicator {
   void set_timeout_seconds(double s) { timeout_s_ = s; }
   // A string from root to every rank (its length first, then its bytes).
   std::string broadcast_string(const std::string& s, int root);
+  // Every rank's `mine`, indexed by rank, on every rank (an all-reduce of a vector in which each rank fills its
+  // own slot). Exact for counts and flags.
+  std::vector<double> each_rank(double mine);
 
  protected:
   double timeout_s_ = 300;
