@@ -18,12 +18,6 @@
 namespace stoke {
 namespace {
 
-// Rank r's batch-norm sums through a world of threads.
-cpu::ChannelAllReduce reducer(test::ThreadWorld& world, int r) {
-  dist::Communicator* comm = &world.rank(r);
-  return [comm](double* data, int n) { comm->allreduce_sum(data, static_cast<size_t>(n)); };
-}
-
 void expect_close(const std::vector<float>& a, const std::vector<float>& b, float tol, const char* what) {
   ASSERT_EQ(a.size(), b.size()) << what;
   float worst = 0.f;
@@ -81,7 +75,7 @@ TEST(SyncBatchNorm, TwoHalvesWithTheExchangeAreTheWholeBatch) {
   test::ThreadWorld world(2);
   BnResult part[2];
   world.run([&](int r) {
-    const cpu::ChannelAllReduce across = reducer(world, r);
+    const cpu::ChannelAllReduce across = test::bn_sums_over(world.rank(r));
     part[r] = run_rows(b, r * half, (r + 1) * half, &across);
   });
   for (int r = 0; r < 2; ++r) {
@@ -137,7 +131,7 @@ TEST(SyncBatchNorm, AModelOnTwoRanksHasTheGradientsOfOneRank) {
     std::vector<float> g2[2];
     world.run([&](int r) {
       CpuExecutor ex(g, half);
-      if (sync) ex.set_sync_batchnorm(reducer(world, r));
+      if (sync) ex.set_sync_batchnorm(test::bn_sums_over(world.rank(r)));
       bufs[r] = buffers;
       g2[r].assign(params.size(), 0.f);
       ex.forward(half, x.data() + r * half * shape.size(), params.data(), bufs[r].data(), true);

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "engine/dist/communicator.h"
+#include "kernels/batchnorm.h"
 
 namespace stoke::test {
 
@@ -72,5 +73,10 @@ class ThreadWorld {
   std::vector<std::vector<char>> slots_;
   std::vector<std::unique_ptr<Rank>> ranks_;
 };
+
+// --sync-bn's batch-norm sums over a rank's communicator, as the CPU backend makes them (untimed).
+inline cpu::ChannelAllReduce bn_sums_over(dist::Communicator& comm) {
+  return [&comm](double* data, int n) { comm.allreduce_sum(data, static_cast<size_t>(n)); };
+}
 
 }  // namespace stoke::test

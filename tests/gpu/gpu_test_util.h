@@ -163,69 +163,24 @@ double expect_model_close(const std::string& what, const std::vector<float>& gpu
   return expect_l2_close(std::string(Tol<T>::name) + " " + what, gpu, ref, tol_mult * Tol<T>::model_l2, Tol<T>::noise * s);
 }
 
-// --sync-bn in one process: the cross-process sum of a world of 2 whose other rank holds different rows (x2, with
-// loss gradients dy2), played on the host for one batch-norm layer. The kernels' calls are told apart by their
-// length: C + 1 (forward: per-channel sums, rows), C (forward: squared deviations from the global mean, which the
-// first call revealed), 2C + 1 (backward: sum dy, sum dy * xhat, rows, with xhat from the global statistics).
-// share_dgamma/share_dbeta: the other rank's dgamma/dbeta (the gradient all-reduce would add them).
-struct HostSecondRank {
-  int rows2 = 0, C = 0;
-  std::vector<float> x2, dy2;
-  float eps = 1e-5f;
-  std::vector<double> mean, var, share_dgamma, share_dbeta;
+// "<storage type> <what>": the name a comparison prints and fails with.
+template <typename T>
+std::string tag(const std::string& what) {
+  return std::string(Tol<T>::name) + " " + what;
+}
 
-  void add(double* d, int n) {
-    const size_t Cs = static_cast<size_t>(C);
-    if (n == C + 1) {
-      for (int r = 0; r < rows2; ++r)
-        for (size_t c = 0; c < Cs; ++c) d[c] += x2[static_cast<size_t>(r) * Cs + c];
-      d[C] += rows2;
-      mean.assign(Cs, 0.0);
-      for (size_t c = 0; c < Cs; ++c) mean[c] = d[c] / d[C];
-      total = d[C];
-    } else if (n == C) {
-      for (int r = 0; r < rows2; ++r)
-        for (size_t c = 0; c < Cs; ++c) {
-          const double e = x2[static_cast<size_t>(r) * Cs + c] - mean[c];
-          d[c] += e * e;
-        }
-      var.assign(Cs, 0.0);
-      for (size_t c = 0; c < Cs; ++c) var[c] = d[c] / total;
-    } else {
-      ASSERT_EQ(n, 2 * C + 1);
-      share_dgamma.assign(Cs, 0.0);
-      share_dbeta.assign(Cs, 0.0);
-      for (int r = 0; r < rows2; ++r)
-        for (size_t c = 0; c < Cs; ++c) {
-          // The saved statistics are floats: use them as the kernels do.
-          const float m = static_cast<float>(mean[c]);
-          const float invstd = static_cast<float>(1.0 / std::sqrt(var[c] + static_cast<double>(eps)));
-          const size_t k = static_cast<size_t>(r) * Cs + c;
-          const double xhat = (static_cast<double>(x2[k]) - m) * invstd;
-          share_dbeta[c] += dy2[k];
-          share_dgamma[c] += dy2[k] * xhat;
-        }
-      for (size_t c = 0; c < Cs; ++c) {
-        d[c] += share_dbeta[c];
-        d[Cs + c] += share_dgamma[c];
-      }
-      d[2 * C] += rows2;
-    }
-  }
-  cuda::DeviceChannelAllReduce on_device() {
-    return [this](double* dev, int n, cudaStream_t s) {
-      std::vector<double> h(static_cast<size_t>(n));
-      CUDA_CHECK(cudaMemcpyAsync(h.data(), dev, h.size() * sizeof(double), cudaMemcpyDeviceToHost, s));
-      CUDA_CHECK(cudaStreamSynchronize(s));
-      add(h.data(), n);
-      CUDA_CHECK(cudaMemcpyAsync(dev, h.data(), h.size() * sizeof(double), cudaMemcpyHostToDevice, s));
-      CUDA_CHECK(cudaStreamSynchronize(s));
-    };
-  }
-
- private:
-  double total = 0;
-};
+// A device-side --sync-bn sum made on the host: the doubles come down, `host_sum` adds the other ranks' values in
+// place, they go back up; synchronously, for tests that do not capture graphs.
+inline cuda::DeviceChannelAllReduce through_host(cpu::ChannelAllReduce host_sum) {
+  return [host_sum = std::move(host_sum)](double* dev, int n, cudaStream_t s) {
+    std::vector<double> h(static_cast<size_t>(n));
+    CUDA_CHECK(cudaMemcpyAsync(h.data(), dev, h.size() * sizeof(double), cudaMemcpyDeviceToHost, s));
+    CUDA_CHECK(cudaStreamSynchronize(s));
+    host_sum(h.data(), n);
+    CUDA_CHECK(cudaMemcpyAsync(dev, h.data(), h.size() * sizeof(double), cudaMemcpyHostToDevice, s));
+    CUDA_CHECK(cudaStreamSynchronize(s));
+  };
+}
 
 inline void expect_bitwise(const std::string& what, const std::vector<float>& gpu, const std::vector<float>& ref) {
   ASSERT_EQ(gpu.size(), ref.size()) << what;

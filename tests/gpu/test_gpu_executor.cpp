@@ -277,24 +277,16 @@ TEST(GpuExecutorSyncBn, TwoRanksGpuAndCpuHaveTheGradientsOfOneRank) {
   ThreadWorld world(2);
   std::vector<float> grads[2], bufs[2] = {buffers, buffers};
   world.run([&](int r) {
-    dist::Communicator* comm = &world.rank(r);
     const float* xs = x.data() + static_cast<size_t>(r) * half * in.size();
     const int32_t* ls = labels.data() + r * half;
     if (r == 1) {
       CpuExecutor ex(g, half);
-      ex.set_sync_batchnorm([comm](double* d, int k) { comm->allreduce_sum(d, static_cast<size_t>(k)); });
+      ex.set_sync_batchnorm(bn_sums_over(world.rank(r)));
       grads[1] = cpu_grads(ex, half, xs, ls, bufs[1]);
       return;
     }
     CudaExecutor ex(g, half, options_for<float>());
-    ex.set_sync_batchnorm([comm](double* d, int k, cudaStream_t s) {
-      std::vector<double> h(static_cast<size_t>(k));
-      CUDA_CHECK(cudaMemcpyAsync(h.data(), d, h.size() * sizeof(double), cudaMemcpyDeviceToHost, s));
-      CUDA_CHECK(cudaStreamSynchronize(s));
-      comm->allreduce_sum(h.data(), h.size());
-      CUDA_CHECK(cudaMemcpyAsync(d, h.data(), h.size() * sizeof(double), cudaMemcpyHostToDevice, s));
-      CUDA_CHECK(cudaStreamSynchronize(s));
-    });
+    ex.set_sync_batchnorm(through_host(bn_sums_over(world.rank(r))));
     ex.upload_params(params.data());
     ex.upload_buffers(buffers.data());
     copy_to_device(ex.device_labels(), ls, half * sizeof(int32_t), ex.stream());

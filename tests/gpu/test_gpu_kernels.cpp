@@ -35,11 +35,6 @@ TYPED_TEST_SUITE(GpuOps, StorageTypes, StorageNames);
 
 constexpr cudaStream_t kStream = nullptr;
 
-template <typename T>
-std::string tag(const std::string& what) {
-  return std::string(Tol<T>::name) + " " + what;
-}
-
 // ---- ReLU -------------------------------------------------------------------------------------------------------
 TYPED_TEST(GpuOps, Relu) {
   REQUIRE_GPU();

@@ -1,8 +1,8 @@
 // --sync-bn on the device: the batch-norm kernels' cross-process sums against the CPU reference over the whole
 // batch of two ranks. This process's GPU holds one part of the rows; the other rank holds rows from another
 // distribution (so the global mean, the deviation term and the backward sums all differ from this rank's own) and
-// is played on the host (HostSecondRank, gpu_test_util.h). The executor's wiring of every batch norm through the
-// sums: test_gpu_executor.cpp (SyncedBatchNormTwoRanksMatchOneRank).
+// is played on the host (HostSecondRank). The executor's wiring of every batch norm through the sums:
+// test_gpu_executor.cpp (GpuExecutorSyncBn.TwoRanksGpuAndCpuHaveTheGradientsOfOneRank).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -23,10 +23,62 @@ TYPED_TEST_SUITE(GpuSyncBn, StorageTypes, StorageNames);
 
 constexpr cudaStream_t kStream = nullptr;
 
-template <typename T>
-std::string tag(const std::string& what) {
-  return std::string(Tol<T>::name) + " " + what;
-}
+// --sync-bn in one process: the cross-process sum of a world of 2 whose other rank holds different rows (x2, with
+// loss gradients dy2), played on the host for one batch-norm layer. The kernels' calls are told apart by their
+// length: C + 1 (forward: per-channel sums, rows), C (forward: squared deviations from the global mean, which the
+// first call revealed), 2C + 1 (backward: sum dy, sum dy * xhat, rows, with xhat from the global statistics).
+// share_dgamma/share_dbeta: the other rank's dgamma/dbeta (the gradient all-reduce would add them).
+struct HostSecondRank {
+  int rows2 = 0, C = 0;
+  std::vector<float> x2, dy2;
+  float eps = 1e-5f;
+  std::vector<double> mean, var, share_dgamma, share_dbeta;
+
+  void add(double* d, int n) {
+    const size_t Cs = static_cast<size_t>(C);
+    if (n == C + 1) {
+      for (int r = 0; r < rows2; ++r)
+        for (size_t c = 0; c < Cs; ++c) d[c] += x2[static_cast<size_t>(r) * Cs + c];
+      d[C] += rows2;
+      mean.assign(Cs, 0.0);
+      for (size_t c = 0; c < Cs; ++c) mean[c] = d[c] / d[C];
+      total = d[C];
+    } else if (n == C) {
+      for (int r = 0; r < rows2; ++r)
+        for (size_t c = 0; c < Cs; ++c) {
+          const double e = x2[static_cast<size_t>(r) * Cs + c] - mean[c];
+          d[c] += e * e;
+        }
+      var.assign(Cs, 0.0);
+      for (size_t c = 0; c < Cs; ++c) var[c] = d[c] / total;
+    } else {
+      ASSERT_EQ(n, 2 * C + 1);
+      share_dgamma.assign(Cs, 0.0);
+      share_dbeta.assign(Cs, 0.0);
+      for (int r = 0; r < rows2; ++r)
+        for (size_t c = 0; c < Cs; ++c) {
+          // The saved statistics are floats: use them as the kernels do.
+          const float m = static_cast<float>(mean[c]);
+          const float invstd = static_cast<float>(1.0 / std::sqrt(var[c] + static_cast<double>(eps)));
+          const size_t k = static_cast<size_t>(r) * Cs + c;
+          const double xhat = (static_cast<double>(x2[k]) - m) * invstd;
+          share_dbeta[c] += dy2[k];
+          share_dgamma[c] += dy2[k] * xhat;
+        }
+      for (size_t c = 0; c < Cs; ++c) {
+        d[c] += share_dbeta[c];
+        d[Cs + c] += share_dgamma[c];
+      }
+      d[2 * C] += rows2;
+    }
+  }
+  cuda::DeviceChannelAllReduce on_device() {
+    return through_host([this](double* d, int n) { add(d, n); });
+  }
+
+ private:
+  double total = 0;
+};
 
 std::vector<float> first_rows(const std::vector<float>& v, int rows, int C) {
   return {v.begin(), v.begin() + static_cast<std::ptrdiff_t>(rows) * C};
