@@ -42,8 +42,7 @@ class CpuBackend final : public TrainingBackend {
         input_(static_cast<size_t>(o.max_batch * g.input_shape().size())),
         dlogits_(static_cast<size_t>(o.max_batch * exec_.outputs())) {
     normalize_coefficients(o.mean, o.stdev, scale_, shift_);
-    synced_bn_ = o.sync_bn && o.comm && o.comm->world() > 1;
-    if (synced_bn_) {
+    if (o.sync_bn && o.comm && o.comm->world() > 1) {
       // Called from forward and backward on the compute thread, between this step's other collectives: every
       // rank runs the same graph, so the calls line up across ranks.
       // Timed and counted with the step's other communication (StepResult::comm_seconds, allreduce_bytes).
@@ -156,10 +155,10 @@ class CpuBackend final : public TrainingBackend {
     if (world == 1 && !std::isfinite(out.loss)) return out;  // the update is skipped
     const size_t np = params_.size();
     std::fill(grads_.begin(), grads_.end(), 0.f);
-    // --sync-bn: backward holds collectives (the batch-norm sums), so every rank runs it whatever its loss, or one
-    // rank's skipped backward would meet the others' batch-norm sums with its gradient all-reduce. Its gradients
-    // are then dropped with the update, as the summed loss is not finite on any rank.
-    if (std::isfinite(out.loss) || synced_bn_) exec_.backward(params_.data(), grads_.data(), dlogits_.data());
+    // In a world every rank runs backward whatever its loss: backward may hold collectives (--sync-bn's sums), and
+    // a rank that skipped it would meet the others' with its gradient all-reduce. A non-finite loss anywhere makes
+    // the summed loss non-finite on every rank, and the update is skipped below.
+    if (std::isfinite(out.loss) || world > 1) exec_.backward(params_.data(), grads_.data(), dlogits_.data());
     if (world > 1) {
       // One all-reduce carries the gradients and the step's sums (loss x n, correct, n, stop requests): every rank
       // gets the global batch's loss, a non-finite loss on any rank skips the update on all of them, and a stop
@@ -193,7 +192,6 @@ class CpuBackend final : public TrainingBackend {
   }
 
   static constexpr size_t kStepSums = 4;  // after the gradients: loss x n, correct, n, stop (summed over the ranks)
-  bool synced_bn_ = false;                // --sync-bn in a world of several: forward and backward hold collectives
   double bn_comm_seconds_ = 0;            // --sync-bn: this step's batch-norm sums so far (compute thread only)
   int64_t bn_bytes_per_step_ = 0;         // --sync-bn: what those sums carry in one step
   const Graph& graph_;
