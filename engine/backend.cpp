@@ -21,10 +21,26 @@ void TrainingBackend::collect(std::vector<int64_t>& released, std::vector<StepRe
   results_.clear();
 }
 
+static_assert(cpu::batchnorm_sync_values(12) == (12 + 1) + 12 + (2 * 12 + 1),
+              "the exchanges listed below are the ones the batch-norm kernels make (kernels/batchnorm.h)");
+
+std::vector<BnExchange> sync_batchnorm_exchanges(const Graph& graph) {
+  std::vector<BnExchange> out;
+  const auto& nodes = graph.nodes();
+  for (size_t i = 1; i < nodes.size(); ++i)
+    if (nodes[i].op == Op::batchnorm) {
+      const int c = nodes[i].out.c, node = static_cast<int>(i);
+      out.push_back({node, false, c + 1});
+      out.push_back({node, false, c});
+    }
+  for (size_t i = nodes.size(); i-- > 1;)
+    if (nodes[i].op == Op::batchnorm) out.push_back({static_cast<int>(i), true, 2 * nodes[i].out.c + 1});
+  return out;
+}
+
 int64_t sync_batchnorm_bytes(const Graph& graph) {
   int64_t values = 0;
-  for (const Node& nd : graph.nodes())
-    if (nd.op == Op::batchnorm) values += cpu::batchnorm_sync_values(nd.out.c);
+  for (const BnExchange& e : sync_batchnorm_exchanges(graph)) values += e.values;
   return values * static_cast<int64_t>(sizeof(double));
 }
 

@@ -137,6 +137,19 @@ class TrainingBackend {
 
 std::unique_ptr<TrainingBackend> make_cpu_backend(const Graph& graph, const BackendOptions& options);
 
+// --sync-bn: one exchange of batch-norm sums (doubles) in a training step. Collectives pair by their order on each
+// rank, and two layers of equal width exchange equal sizes, so an executor that issued them in another order would
+// mix two layers' statistics without any error: every executor issues them in the order below.
+struct BnExchange {
+  int node = 0;  // the batch norm
+  bool backward = false;
+  int values = 0;  // doubles summed
+  bool operator==(const BnExchange&) const = default;
+};
+// Node order: forward, each batch norm's two (C + 1, then C) from the first node up; then backward, each one's
+// 2C + 1 from the last node down. The CPU executor runs exactly this; the CUDA executor's fusion plan keeps it.
+std::vector<BnExchange> sync_batchnorm_exchanges(const Graph& graph);
+
 // --sync-bn: the bytes one training step of `graph` exchanges for its batch-norm statistics (doubles), which the
 // backends add to StepResult::allreduce_bytes.
 int64_t sync_batchnorm_bytes(const Graph& graph);

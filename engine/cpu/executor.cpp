@@ -90,6 +90,7 @@ const float* CpuExecutor::forward(int n, const float* x, const float* params, fl
   for (size_t i = 1; i < nodes.size(); ++i) {
     const Node& nd = nodes[i];
     int node = static_cast<int>(i);
+    running_ = node;
     const Shape3& in = graph_.node(nd.inputs[0]).out;
     const float* xin = in_ptr(nd.inputs[0]);
     float* y = act(node);
@@ -167,6 +168,7 @@ void CpuExecutor::backward(const float* params, float* grads, const float* dout)
   for (int node = out; node >= 1; --node) {
     poison_through(2 * steps_n - node - 1);  // everything that died before this node's backward (step 2N - i)
     if (!has_grad_[static_cast<size_t>(node)]) continue;  // output unused by the loss
+    running_ = node;
     const Node& nd = nodes[static_cast<size_t>(node)];
     const float* dy = grad(node);
     const int x0 = nd.inputs[0];

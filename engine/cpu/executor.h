@@ -37,6 +37,10 @@ class CpuExecutor {
   // (kernels/batchnorm.h). Empty (the default): over this process's rows.
   void set_sync_batchnorm(cpu::ChannelAllReduce across) { across_ = std::move(across); }
 
+  // The node whose forward or backward is running: a --sync-bn exchange can tell which batch norm it serves (the
+  // tests record the order of the collectives with it).
+  int running_node() const { return running_; }
+
   int max_batch() const { return max_batch_; }
   int outputs() const { return static_cast<int>(graph_.nodes().back().out.size()); }
   // Bytes of activation, gradient and scratch memory this executor holds.
@@ -55,6 +59,7 @@ class CpuExecutor {
   const Graph& graph_;
   int max_batch_;
   int n_ = 0;  // batch of the last forward
+  int running_ = 0;
   const float* x_ = nullptr;
   cpu::ChannelAllReduce across_;
   const cpu::ChannelAllReduce* across() const { return across_ ? &across_ : nullptr; }

@@ -18,6 +18,9 @@ Engine<T>::Engine(const Graph& graph, int max_batch, const CudaExecutorOptions& 
   if (prec_ == Precision::fp16) scaler_.emplace(opt.loss_scale, opt.loss_scale_growth_interval);
   {
     cuda::FusionPlan fp = cuda::plan_fusion(g_);
+    // --sync-bn pairs the ranks' collectives by order: the fused passes must issue them as the graph lists them.
+    STOKE_CHECK(cuda::fused_bn_exchanges(g_, fp) == sync_batchnorm_exchanges(g_),
+                "the fusion plan reorders the batch-norm exchanges of ", g_.name());
     groups_ = std::move(fp.groups);
     group_at_out_ = std::move(fp.group_at_out);
     interior_ = std::move(fp.interior);

@@ -2,10 +2,15 @@
 // residual add (and maybe a ReLU after it), becomes one kernel pass forward and one backward. The graph itself is
 // not changed; the plan only says which nodes are produced inside a group (no buffers of their own) and which
 // node ends one. Host-only: no device needed to plan.
+//
+// A group runs at its output node, later than the batch norm's own place in the graph. Under --sync-bn that moves
+// the batch norm's collectives, so a group is formed only when no other batch norm lies between the two: the
+// collectives then keep the graph's order (engine/backend.h, sync_batchnorm_exchanges), the CPU executor's.
 #pragma once
 
 #include <vector>
 
+#include "engine/backend.h"
 #include "engine/graph.h"
 
 namespace stoke::cuda {
@@ -21,5 +26,9 @@ struct FusionPlan {
 };
 
 FusionPlan plan_fusion(const Graph& g);
+
+// The --sync-bn exchanges in the order the CUDA executor issues them with plan `p`: its forward visits the nodes
+// that are not interior upwards (a group at its output), its backward the same downwards.
+std::vector<BnExchange> fused_bn_exchanges(const Graph& g, const FusionPlan& p);
 
 }  // namespace stoke::cuda
