@@ -6,6 +6,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 cmake --workflow --preset test
+# What the GPU machine gets: the gpu preset (no MPI, libstdc++ inside) assembled as the device call carries it
+# (size limit, library allow-list), then the device check's dry run over exactly those binaries.
+if command -v nvcc > /dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then
+  scripts/gpu-check.sh --prepare
+  tests/gpu/gpu_check_dry_run.sh "$PWD" build-gpu/carry
+fi
 # The CPU-only configuration (STOKE_CUDA=OFF), built with AddressSanitizer + UBSan and -Werror, over every test
 # but the slow ones, the PyTorch cross-checks and the mpirun tests (those run in the preset above; under ASan they
 # take minutes, and Open MPI's own allocations would read as leaks), and the three learning tests that train for

@@ -1,0 +1,152 @@
+# The steps of scripts/gpu-check.sh, in order of value, and the functions they run (exported: `step` runs each
+# under `timeout`, which runs commands, so a function goes through `bash -c`). Each line of run_steps is
+#   step NAME CALL PLANNED_S MAX_S host|device COMMAND...
+# Call 1 (the core) must finish within 6 minutes with the machine's start: the dry run sums its planned seconds.
+
+preflight() {  # the carried binaries start here, and say exactly what is missing when they do not
+  local fail=0 b out
+  echo "host: $(uname -srm), $(nproc) cores, glibc $(ldd --version 2>&1 | head -1 | grep -oE '[0-9]+\.[0-9]+$')"
+  echo "binaries: $B"
+  echo "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"
+  for b in $BINARIES; do
+    if [ ! -x "$B/$b" ]; then echo "MISSING binary: $B/$b"; fail=1; continue; fi
+    check_libs "$B/$b" "$B" || fail=1
+    out=$(ldd "$B/$b" 2>&1)
+    echo "$out" | grep -E "cudnn|cublas" | sed "s|^|  $b: |"
+    if [ "$DRY" = 0 ] && echo "$out" | grep -q "not found"; then
+      echo "$out" | grep "not found" | sed "s|^|  MISSING for $b: |"; fail=1
+    fi
+    # Starting it is the real check: the loader names a missing GLIBC_x / GLIBCXX_x version or library exactly.
+    out=$(timeout 20 "$B/$b" --help 2>&1 < /dev/null | head -5)
+    if echo "$out" | grep -qE "version .GLIB|error while loading|cannot open shared object"; then
+      echo "  $b DOES NOT START: $out"; fail=1
+    else
+      echo "  $b starts"
+    fi
+  done
+  ctest_timeouts || fail=1
+  return $fail
+}
+# Every carried test has a CTest timeout of at most 60 s (ctest's --timeout flag does not lower one a test has):
+# a hung test is then killed alone, and the parity step's report is still written.
+ctest_timeouts() {
+  command -v ctest > /dev/null || { echo "  no ctest here: parity runs the gtest binary"; return 0; }
+  ctest --test-dir "$CTEST_DIR" --show-only=json-v1 2> /dev/null | python3 -c '
+import json, sys
+tests = json.load(sys.stdin).get("tests", [])
+limits = {t["name"]: next((p["value"] for p in t.get("properties", []) if p["name"] == "TIMEOUT"), None) for t in tests}
+bad = sorted(n for n, v in limits.items() if v is None or float(v) > 60)
+print("  %d carried tests, timeouts %s s" % (len(tests), sorted(set(limits.values()), key=str)))
+if not tests or bad:
+    sys.exit("  tests without a timeout of at most 60 s: %s" % (", ".join(bad[:10]) or "no tests found"))
+print("  every carried test has a timeout of at most 60 s")'
+}
+make_data() {  # MNIST-shaped data for the CLI runs (64x64 gray, trained at --image-size 28), made by the carried stoke
+  "$B/bin/stoke" dataset synthetic --kind mednist-like --count "${STOKE_GPU_DATA_COUNT:-3000}" --split --out "$DATA" \
+    > "$LOGS/data.log" 2>&1 || { cat "$LOGS/data.log"; return 1; }
+  ls "$DATA"
+}
+train() {  # train NAME PRECISION [extra args]: one CLI run on the MNIST-shaped data
+  local name=$1 prec=$2 rc=0
+  shift 2
+  "$B/bin/stoke" train --device cuda --precision "$prec" --data "$DATA/train" --val "$DATA/val" --image-size 28 \
+    --model small-cnn --epochs 1 --batch-size 64 --out "$RUNS/$name" --overwrite --quiet "$@" \
+    > "$LOGS/$name.log" 2>&1 || rc=$?
+  tail -5 "$LOGS/$name.log"
+  return $rc
+}
+# The NCCL path with one process: the launcher's variables (torchrun style, world 1) make a CUDA run go through
+# the NCCL communicator and the bucketed gradient all-reduce, exactly as each rank of a job does. Not --quiet: the
+# world line must name NCCL as the transport.
+train_nccl() {  # train_nccl NAME PRECISION [extra args]
+  local name=$1 prec=$2 rc=0
+  shift 2
+  env RANK=0 WORLD_SIZE=1 LOCAL_RANK=0 MASTER_ADDR=127.0.0.1 MASTER_PORT=29517 \
+    "$B/bin/stoke" train --device cuda --precision "$prec" --data "$DATA/train" --val "$DATA/val" --image-size 28 \
+    --model small-cnn --epochs 1 --batch-size 64 --out "$RUNS/$name" --overwrite "$@" \
+    > "$LOGS/$name.log" 2>&1 || rc=$?
+  tail -5 "$LOGS/$name.log"
+  grep -m1 "^world:" "$LOGS/$name.log" || { echo "no world line"; rc=1; }
+  grep -q "^world:.*transport NCCL" "$LOGS/$name.log" || { echo "the world line does not name NCCL"; rc=1; }
+  return $rc
+}
+# The NCCL run against the single-process one (both --deterministic). In a world of 1 the all-reduce is a copy and
+# 1/world is 1, so this proves the NCCL path is wired (communicator, buckets, the comm stream's ordering inside the
+# captured graph) and changes no arithmetic; it cannot see a bucket sent before it was final (a one-rank all-reduce
+# of an unfinished bucket still leaves it as it is). Tolerance: every logged loss within 1e-6 relative, the final
+# weights within compare_weights.py's 1e-6.
+nccl_parity() {  # nccl_parity REF_RUN NCCL_RUN
+  python3 - "$1" "$2" << 'PY' || return 1
+import json, sys
+def losses(d):
+    rows = [json.loads(l) for l in open(d + "/metrics.jsonl")]
+    return [r["loss"] for r in rows if r.get("kind") == "train"] + \
+           [r[k] for r in rows if r.get("kind") == "epoch" for k in ("train_loss", "val_loss") if k in r]
+a, b = losses(sys.argv[1]), losses(sys.argv[2])
+print("single process:", a)
+print("NCCL, world 1: ", b)
+assert a and len(a) == len(b), "different numbers of logged losses"
+worst = max(abs(x - y) / max(abs(x), 1e-30) for x, y in zip(a, b))
+print("largest relative difference %.3g (tolerance 1e-6)" % worst)
+assert worst <= 1e-6
+PY
+  local ck
+  ck() { echo "$1/checkpoints/$(cat "$1/checkpoints/latest")/model.safetensors"; }
+  python3 "$ROOT/tests/dist/compare_weights.py" "$(ck "$1")" "$(ck "$2")" 1e-6
+}
+# Evaluation of one run on the GPU and on the CPU: the image count and the accuracy must be equal, the loss and the
+# ROC-AUC may differ in their last digits (the two backends sum in different orders): within 1e-3 relative.
+eval_compare() {  # eval_compare RUN DATA
+  "$B/bin/stoke" eval --device cuda --run "$1" --data "$2" > "$LOGS/eval-cuda.txt" 2>&1 || { cat "$LOGS/eval-cuda.txt"; return 1; }
+  "$B/bin/stoke" eval --device cpu --run "$1" --data "$2" > "$LOGS/eval-cpu.txt" 2>&1 || { cat "$LOGS/eval-cpu.txt"; return 1; }
+  python3 "$ROOT/scripts/gpu-check/eval_compare.py" "$LOGS/eval-cuda.txt" "$LOGS/eval-cpu.txt"
+}
+
+run_steps() {
+  local T=$B/tests/gpu SBIN=$B/bin/stoke
+  # Both calls: the binaries start (libraries, glibc), and the data the CLI runs train on.
+  step preflight both 5 30 host bash -c preflight
+  "$T/test_cuda_host" --gtest_filter='CudaRuntime.*' 2>&1 | grep -E "^device|^no device" > "$LOGS/device.txt" || true
+  step data both 10 60 host bash -c make_data
+  # ---- call 1: the core ----
+  # cuDNN's answer for every convolution shape, precision and --deterministic the tests and the CLI use, first:
+  # a refused plan explains a whole class of later failures in one line.
+  step conv-probe 1 5 30 device "$T/test_gpu" --gtest_filter='GpuConvProbe.*' --gtest_brief=0
+  step host-tests 1 10 40 host "$T/test_cuda_host" --gtest_output="json:$LOGS/test_cuda_host.json" --gtest_brief=1
+  # The parity tests. Each test has its own CTest timeout (tests/gpu/CMakeLists.txt): a hung test is killed alone.
+  step parity 1 90 150 device ctest --test-dir "$CTEST_DIR" -L gpu -j 8 --output-on-failure --output-junit "$LOGS/ctest-gpu.xml"
+  # The first step with every launch checked synchronously: a fault inside cuDNN or cuBLASLt surfaces at its call.
+  step train-first-step-sync 1 15 45 device env STOKE_CUDA_SYNC=1 bash -c 'train "$@"' _ train-sync bf16 \
+    --limit-train 64 --limit-val 64
+  step train-bf16 1 12 40 device bash -c 'train "$@"' _ train-bf16 bf16 --trace "$RUNS/train-bf16-trace.json"
+  for p in fp16 fp32; do step "train-$p" 1 12 40 device bash -c 'train "$@"' _ "train-$p" "$p"; done
+  # The same runs launched eagerly instead of replayed as a captured CUDA graph: images/s side by side.
+  for p in bf16 fp16 fp32; do
+    step "train-$p-nographs" 1 12 40 device env STOKE_NO_GRAPHS=1 bash -c 'train "$@"' _ "train-$p-nographs" "$p"
+  done
+  # --cache gpu: the training set uploaded once, every batch gathered on the device by sample id.
+  step train-bf16-cachegpu 1 12 40 device bash -c 'train "$@"' _ train-bf16-cachegpu bf16 --cache gpu
+  step eval-cuda 1 10 40 device bash -c 'eval_compare "$@"' _ "$RUNS/train-bf16" "$DATA/val"
+  # The asynchronous step against the synchronous executor, with its output (host time per submit).
+  step async-step 1 10 40 device "$T/test_gpu" --gtest_filter='GpuAsyncStep.*' --gtest_brief=0
+  # ---- call 2: the rest ----
+  # Data parallel through NCCL on this one GPU (world 1), against the single-process run of the same settings;
+  # --sync-bn too, so its statistics sums go through NCCL inside the captured forward and backward.
+  step train-det-fp16 2 15 45 device bash -c 'train "$@"' _ train-det-fp16 fp16 --deterministic
+  step train-nccl-fp16 2 15 45 device bash -c 'train_nccl "$@"' _ train-nccl-fp16 fp16 --deterministic --sync-bn
+  step nccl-parity 2 5 30 device bash -c 'nccl_parity "$@"' _ "$RUNS/train-det-fp16" "$RUNS/train-nccl-fp16"
+  # compute-sanitizer: memcheck over the kernels and one executor step, every arena buffer its own allocation.
+  local san
+  san=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2> /dev/null || echo compute-sanitizer)
+  step memcheck 2 120 180 device env STOKE_ARENA_DEBUG=1 "$san" --tool memcheck --error-exitcode 3 --print-limit 30 \
+    "$T/test_gpu" --gtest_filter='GpuOps/*:GpuExecutor/bf16.EveryOp*:GpuGather.*' --gtest_brief=1
+  step racecheck 2 60 90 device "$san" --tool racecheck --error-exitcode 3 --print-limit 30 \
+    "$T/test_gpu" --gtest_filter='GpuOps/bf16.*' --gtest_brief=1
+  step bench 2 60 90 device "$B/bin/bench_gpu" --benchmark_min_time=0.1 --benchmark_out="$LOGS/bench_gpu.json" \
+    --benchmark_out_format=json
+  step export-check 2 40 90 device python3 "$ROOT/bench/pytorch/check_export.py" --stoke "$SBIN" \
+    --run "$RUNS/train-det-fp16" --data "$DATA/val" --per-class 4
+  step batch-auto 2 40 90 device "$SBIN" train --device cuda --data "$DATA/train" --epochs 1 --batch-size auto \
+    --model resnet18 --limit-train 2048 --out "$RUNS/auto" --overwrite --quiet
+  step diagnose 2 20 60 device "$SBIN" diagnose --device cuda --data "$DATA/train" --batch-size 128 --seconds 3
+}
