@@ -14,7 +14,7 @@
 # with its own maximum inside the call's budget (STOKE_GPU_BUDGET); a step the budget cannot reach is recorded
 # "not reached", and the summary is written even when the call is stopped from outside (SIGTERM).
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 ROOT=$(pwd -P)
 if [ "${1:-}" = "--prepare" ]; then exec scripts/gpu-check/prepare.sh; fi
 # shellcheck source=scripts/gpu-check/lib.sh
@@ -106,7 +106,7 @@ trap 'finish' EXIT
 
 # shellcheck source=scripts/gpu-check/steps.sh
 source "$ROOT/scripts/gpu-check/steps.sh"
-export -f preflight ctest_timeouts make_data train train_nccl nccl_parity eval_compare check_libs
+export -f preflight ctest_timeouts make_data train train_nccl latest_weights nccl_parity eval_compare check_libs
 
 say "machine"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader > "$LOGS/nvidia-smi.txt" 2>&1 || true

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by scripts/gpu-check.sh and scripts/gpu-check/prepare.sh: what a carried binary may need on the GPU machine.
 # That machine (Ubuntu, CUDA 13 wheels, no Open MPI) has the C/C++ runtime, cuDNN 9 and cuBLAS 13 and nothing of
 # Debian's: every other library must be inside the binary (static) or carried beside it (found through $ORIGIN).

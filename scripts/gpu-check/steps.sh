@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # The steps of scripts/gpu-check.sh, in order of value, and the functions they run (exported: `step` runs each
 # under `timeout`, which runs commands, so a function goes through `bash -c`). Each line of run_steps is
 #   step NAME CALL PLANNED_S MAX_S host|device COMMAND...
@@ -75,6 +76,7 @@ train_nccl() {  # train_nccl NAME PRECISION [extra args]
 # captured graph) and changes no arithmetic; it cannot see a bucket sent before it was final (a one-rank all-reduce
 # of an unfinished bucket still leaves it as it is). Tolerance: every logged loss within 1e-6 relative, the final
 # weights within compare_weights.py's 1e-6.
+latest_weights() { echo "$1/checkpoints/$(cat "$1/checkpoints/latest")/model.safetensors"; }
 nccl_parity() {  # nccl_parity REF_RUN NCCL_RUN
   python3 - "$1" "$2" << 'PY' || return 1
 import json, sys
@@ -90,9 +92,7 @@ worst = max(abs(x - y) / max(abs(x), 1e-30) for x, y in zip(a, b))
 print("largest relative difference %.3g (tolerance 1e-6)" % worst)
 assert worst <= 1e-6
 PY
-  local ck
-  ck() { echo "$1/checkpoints/$(cat "$1/checkpoints/latest")/model.safetensors"; }
-  python3 "$ROOT/tests/dist/compare_weights.py" "$(ck "$1")" "$(ck "$2")" 1e-6
+  python3 "$ROOT/tests/dist/compare_weights.py" "$(latest_weights "$1")" "$(latest_weights "$2")" 1e-6
 }
 # Evaluation of one run on the GPU and on the CPU: the image count and the accuracy must be equal, the loss and the
 # ROC-AUC may differ in their last digits (the two backends sum in different orders): within 1e-3 relative.
