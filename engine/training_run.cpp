@@ -142,7 +142,9 @@ TrainingRun::TrainingRun(const TrainConfig& cfg, const ModelFactory& build_model
     : cfg_(cfg), console_(cfg.quiet), build_model_(build_model), resuming_(!cfg.resume.empty()),
       best_score_(-std::numeric_limits<double>::infinity()) {}
 
-TrainingRun::~TrainingRun() = default;
+// The backend goes first, on every path (an error thrown with steps in flight included): its destructor waits for
+// what it still reads (the pinned input ring, the gather buffers, a held cache), members destroyed after it.
+TrainingRun::~TrainingRun() { backend_.reset(); }
 
 // ---- the job: one process, or rank r of a world launched by mpirun, torchrun or Slurm ----------------------------
 void TrainingRun::join_world() {

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -52,6 +53,12 @@ bool cuda_device_usable(std::string* why) {
 #endif
 }
 
+namespace {
+std::atomic<int64_t> g_live_bytes{0};
+}  // namespace
+
+int64_t HostMemory::live_bytes() { return g_live_bytes.load(); }
+
 HostMemory::HostMemory(size_t bytes, bool want_pinned) {
   STOKE_CHECK(bytes > 0, "HostMemory of 0 bytes");
   const size_t page = page_size();
@@ -70,6 +77,7 @@ HostMemory::HostMemory(size_t bytes, bool want_pinned) {
       pinned_ = true;
       std::memset(data_, 0, size_);
       reason_ = str("pinned host memory (", format_bytes(size_), ", cudaHostAlloc)");
+      g_live_bytes += static_cast<int64_t>(size_);
       return;
     }
     (void)cudaGetLastError();
@@ -82,11 +90,13 @@ HostMemory::HostMemory(size_t bytes, bool want_pinned) {
     throw Error(str("cannot allocate ", format_bytes(size_), " of host memory for the input pipeline"));
   data_ = static_cast<uint8_t*>(p);
   std::memset(data_, 0, size_);  // touches every page now, not in the first batches
+  g_live_bytes += static_cast<int64_t>(size_);
   reason_ = str("pageable host memory (", format_bytes(size_), "): ", why_not);
 }
 
 void HostMemory::free_memory() noexcept {
   if (!data_) return;
+  g_live_bytes -= static_cast<int64_t>(size_);
 #if STOKE_WITH_CUDA
   if (pinned_) {
     (void)cudaFreeHost(data_);  // at process exit the runtime may already be unloading: nothing to do then

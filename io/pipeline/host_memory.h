@@ -29,6 +29,9 @@ class HostMemory {
   bool pinned() const { return pinned_; }
   // One line: "pinned host memory (256.0 MiB, cudaHostAlloc)" or "pageable host memory (...): <why not pinned>".
   const std::string& reason() const { return reason_; }
+  // Bytes held by every HostMemory of the process: a test checks with it that the input's memory outlives the
+  // copies that read it.
+  static int64_t live_bytes();
 
  private:
   void free_memory() noexcept;

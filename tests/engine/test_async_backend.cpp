@@ -6,6 +6,9 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <cmath>
+#include <limits>
+#include <memory>
 #include <chrono>
 #include <cstring>
 #include <map>
@@ -13,7 +16,12 @@
 #include <thread>
 #include <vector>
 
+#include "base/error.h"
+#include "engine/backend.h"
 #include "engine/step_queue.h"
+#include "engine/trainer.h"
+#include "io/pipeline/host_memory.h"
+#include "tests/test_util.h"
 
 namespace stoke {
 namespace {
@@ -171,6 +179,99 @@ TEST(AsyncStep, AFailingStepReachesTheCallerAndNothingHangs) {
   }
   EXPECT_TRUE(thrown);
   EXPECT_EQ(results.size(), 2u) << "steps 0 and 1 finished before the failure";
+}
+
+// A training run that stops with an error while copies are in flight (a non-finite loss, the CPU
+// backend's copy thread still reading the next batches from the input ring) releases the ring only once the
+// backend has finished with it: each delayed copy checks, as it reads, that the process still holds the host
+// memory it held when the batch was submitted. Freeing the ring before the backend fails it (the copy skips its read
+// then, rather than reading freed memory).
+class SlowCopyBackend final : public TrainingBackend {
+ public:
+  SlowCopyBackend(const Graph& g, const BackendOptions& o, std::atomic<int>& stale)
+      : stale_(stale),
+        queue_(o.max_batch, int64_t{o.max_batch} * g.input_shape().size(), 2,
+               [this](const StagedStep& s) { return nan_step(s); }, [this](int64_t) { slow_copy(); }) {}
+  std::string name() const override { return "slow-copy (test)"; }
+  std::string describe() const override { return name(); }
+  void set_state(const std::vector<float>&, const std::vector<float>&, const std::vector<float>&, int64_t) override {}
+  void get_state(std::vector<float>&, std::vector<float>&, std::vector<float>&, int64_t&) override {}
+  const float* eval_batch(int, const uint8_t*, const int32_t*, float*) override { return nullptr; }
+  void submit(const StepRequest& r) override {
+    held_at_submit_ = io::HostMemory::live_bytes();
+    queue_.submit(r);
+  }
+  void collect(std::vector<int64_t>& released, std::vector<StepResult>& results, bool wait) override {
+    queue_.collect(released, results, wait);
+  }
+  void drain() override { queue_.drain(); }
+  int in_flight() const override { return queue_.in_flight(); }
+  int max_in_flight() const override { return queue_.max_in_flight(); }
+
+ protected:
+  StepResult run_step(const StepRequest&) override { return {}; }
+
+ private:
+  // The compute thread: a non-finite loss, reported only once the next batch's copy is under way (or after 2 s, if
+  // the trainer never submits one), so the trainer's error meets a copy in flight.
+  StepResult nan_step(const StagedStep& s) {
+    const auto t0 = std::chrono::steady_clock::now();
+    while (!copying_.load() && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(2))
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    StepResult r;
+    r.tag = s.tag;
+    r.loss = std::numeric_limits<float>::quiet_NaN();
+    return r;
+  }
+  // The copy thread, before it reads a batch: the first at once, every later one after a second (longer than the
+  // trainer takes to meet its error and clean up), watching the input memory all the while.
+  void slow_copy() {
+    if (copies_++ < 1) return;
+    copying_ = true;
+    for (int ms = 0; ms < 1000; ++ms) {
+      if (io::HostMemory::live_bytes() < held_at_submit_.load()) {
+        ++stale_;
+        throw std::runtime_error("the input memory was released before its copy");  // and the read is skipped
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  }
+  std::atomic<int>& stale_;
+  std::atomic<int64_t> held_at_submit_{0};
+  int copies_ = 0;  // copy thread only
+  std::atomic<bool> copying_{false};
+  StepQueue queue_;  // last: its threads stop before the members above go
+};
+
+TEST(AsyncStep, AnErrorWithCopiesInFlightReleasesTheInputOnlyAfterTheBackend) {
+  test::TempDir tmp("teardown");
+  test::write_tiny_folder(tmp.path() / "train", {"a", "b"}, 40);
+  std::atomic<int> stale{0};
+  set_backend_override([&](const Graph& g, const BackendOptions& o) { return std::make_unique<SlowCopyBackend>(g, o, stale); });
+  TrainConfig c;
+  c.data = tmp.str() + "/train";
+  c.out = tmp.str() + "/run";
+  c.epochs = 1;
+  c.batch_size = 8;
+  c.quiet = true;
+  c.max_nonfinite_steps = 1;
+  c.cache = CacheMode::none;  // batches straight from the decoders' ring
+  auto model = [](const std::string&, Shape3 in, int classes) {
+    Graph g(in, "tiny");
+    g.linear(g.global_avgpool(g.conv(g.input(), 8, 3, 1, 1, true, "c")), classes, "head");
+    return g;
+  };
+  const int64_t before = io::HostMemory::live_bytes();
+  std::string error;
+  try {
+    train(c, model);
+  } catch (const Error& e) {
+    error = e.what();
+  }
+  EXPECT_NE(error.find("the loss was nan"), std::string::npos) << error;
+  set_backend_override(nullptr);
+  EXPECT_EQ(stale.load(), 0) << "a copy was still reading the input ring when its memory was released";
+  EXPECT_EQ(io::HostMemory::live_bytes(), before);  // and all of it is released in the end
 }
 
 }  // namespace
