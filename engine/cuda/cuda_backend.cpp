@@ -27,11 +27,10 @@
 #include <cuda_profiler_api.h>
 
 #include <array>
-#include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
-#include <thread>
 
 #include "base/cuda_check.h"
 #include "base/error.h"
@@ -112,7 +111,16 @@ class CudaBackend final : public TrainingBackend {
   }
 
   ~CudaBackend() override {
-    // The streams may still read the input buffers and write the pinned records that die with this object.
+    // The streams may still read the input buffers and write the pinned records that die with this object. With a
+    // world their work may wait on a lost peer: the bounded wait aborts the communicator then, and it ends.
+    if (sync_) {
+      try {
+        wait_for(copy_.get());
+        wait_for(ex_.stream());
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "stoke: while releasing the CUDA backend: %s\n", e.what());
+      }
+    }
     CUDA_CHECK_NOEXCEPT(cudaStreamSynchronize(copy_.get()));
     CUDA_CHECK_NOEXCEPT(cudaStreamSynchronize(ex_.stream()));
   }
@@ -229,7 +237,7 @@ class CudaBackend final : public TrainingBackend {
       if (ring_.oldest_released())
         wait_for(done_[s]);
       else
-        copied_[s].synchronize();
+        wait_for(copied_[s]);  // behind the previous step's done event, collectives included
       poll();
     }
     released.insert(released.end(), released_.begin(), released_.end());
@@ -239,12 +247,12 @@ class CudaBackend final : public TrainingBackend {
   }
 
   void drain() override {
-    copy_.synchronize();
+    wait_for(copy_.get());  // the copy stream waits on the last step's done event: collectives included
     while (!ring_.empty()) {  // oldest first: each wait may find a failed peer (wait_for)
       wait_for(done_[static_cast<size_t>(ring_.oldest())]);
       poll();
     }
-    CUDA_CHECK(cudaStreamSynchronize(ex_.stream()));
+    wait_for(ex_.stream());
     poll();
     STOKE_CHECK(ring_.empty(), ring_.in_flight(), " steps still in flight after both streams finished");
   }
@@ -309,7 +317,7 @@ class CudaBackend final : public TrainingBackend {
       bn_bytes_per_step_ = sync_batchnorm_bytes(graph_);
     }
     ex_.set_inv_world(1.f / static_cast<float>(o.comm->world()));
-    timeout_s_ = o.comm->timeout_seconds();
+    poll_.timeout_s = o.comm->timeout_seconds();
   }
 
   // Backward and the update, after loss(): with a world, the sums go out first (they are ready before backward),
@@ -333,22 +341,20 @@ class CudaBackend final : public TrainingBackend {
     ex_.step(control);
   }
 
-  // Waits for a step's event. With NCCL in the step a peer that fails would leave it pending for ever: poll, and
-  // ask NCCL for an asynchronous error; past the communicator's timeout the peer is called lost.
+  // Waits for an event or a stream. With NCCL in the step a peer that fails would leave it pending for ever: every
+  // such wait polls and asks NCCL for an asynchronous error; past the communicator's timeout the communicator is
+  // aborted (the device work behind it ends) and the peer called lost (cuda::await_collectives).
   void wait_for(const cuda::Event& e) {
+    if (!sync_) return e.synchronize();
+    cuda::await_collectives([&] { return e.done(); }, sync_->collectives(), poll_, "a training step's NCCL all-reduce");
+  }
+  void wait_for(cudaStream_t s) {
     if (!sync_) {
-      e.synchronize();
+      CUDA_CHECK(cudaStreamSynchronize(s));
       return;
     }
-    const auto t0 = std::chrono::steady_clock::now();
-    while (!e.done()) {
-      sync_->collectives().check_async_error();
-      if (std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() > timeout_s_)
-        throw dist::LostPeer(str("a training step's NCCL all-reduce did not complete within ", timeout_s_,
-                                 " s (STOKE_DIST_TIMEOUT): a rank is lost or hung; stopping"),
-                             {});
-      std::this_thread::sleep_for(std::chrono::microseconds(100));
-    }
+    cuda::await_collectives([&] { return cuda::Stream::done(s); }, sync_->collectives(), poll_,
+                            "a training step's NCCL all-reduce");
   }
   cuda::StepControl* ctl_sync() { return sync_control_; }
 
@@ -478,7 +484,7 @@ class CudaBackend final : public TrainingBackend {
   float* sums_ = nullptr;
   std::unique_ptr<cuda::GradSync> sync_;  // data parallel (NCCL); null otherwise
   int64_t bn_bytes_per_step_ = 0;         // --sync-bn: the batch-norm sums' bytes in one step
-  double timeout_s_ = 300;
+  cuda::PollPolicy poll_;  // data parallel: how the host waits on work that holds collectives
   PinnedSlots pinned_;
   std::array<cuda::Event, kSlots> copied_;       // the batch is on the device (no timing: cheapest to record)
   std::array<cuda::Event, kSlots> start_, done_;  // the step's compute began / ended (timed: device_seconds)

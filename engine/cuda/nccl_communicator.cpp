@@ -131,7 +131,15 @@ class NcclCommunicator final : public dist::Communicator, public cuda::DeviceCol
              "batch-norm statistics all-reduce");
   }
 
+  void abort() override {
+    if (!comm_) return;
+    failed_ = true;
+    nccl().CommAbort(comm_);  // its kernels return; the streams that waited on them go on
+    comm_ = nullptr;
+  }
+
   void check_async_error() override {
+    if (!comm_) throw Error("NCCL: the communicator was aborted after a lost peer");
     ncclResult_t state = ncclSuccess;
     NCCL_CHECK(nccl().CommGetAsyncError(comm_, &state));
     if (state != ncclSuccess && state != ncclInProgress) {

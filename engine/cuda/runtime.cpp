@@ -62,6 +62,12 @@ Stream& Stream::operator=(Stream&& o) noexcept {
 }
 void Stream::synchronize() const { CUDA_CHECK(cudaStreamSynchronize(s_)); }
 void Stream::wait(cudaEvent_t e) const { CUDA_CHECK(cudaStreamWaitEvent(s_, e, 0)); }
+bool Stream::done(cudaStream_t s) {
+  const cudaError_t e = cudaStreamQuery(s);
+  if (e == cudaErrorNotReady) return false;
+  CUDA_CHECK(e);
+  return true;
+}
 
 Event::Event(bool timing) {
   CUDA_CHECK(cudaEventCreateWithFlags(&e_, timing ? cudaEventDefault : cudaEventDisableTiming));

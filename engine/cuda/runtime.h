@@ -45,6 +45,7 @@ class Stream {
   operator cudaStream_t() const { return s_; }
   void synchronize() const;
   void wait(cudaEvent_t e) const;  // later work on this stream waits for e
+  static bool done(cudaStream_t s);  // cudaStreamQuery: true once everything queued on s has completed
 
  private:
   cudaStream_t s_ = nullptr;
