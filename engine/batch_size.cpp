@@ -95,4 +95,10 @@ BatchChoice choose_batch_size(const Graph& graph, const MemoryTarget& target, in
   return c;
 }
 
+int64_t max_batch_within_int32(const Graph& graph) {
+  int64_t largest = graph.input_shape().size();
+  for (const Node& nd : graph.nodes()) largest = std::max<int64_t>(largest, nd.out.size());
+  return std::max<int64_t>(int64_t{INT32_MAX} / std::max<int64_t>(largest, 1), 1);
+}
+
 }  // namespace stoke

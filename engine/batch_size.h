@@ -38,4 +38,9 @@ struct BatchChoice {
 BatchChoice choose_batch_size(const Graph& graph, const MemoryTarget& target, int64_t budget, const std::string& budget_what,
                               int64_t cap, const std::string& cap_why);
 
+// The largest batch at which every tensor of `graph` (the input and each node's output) holds at most 2^31 - 1
+// elements: cuDNN's legacy descriptors and the CUDA kernels' row counts are int, so the CUDA backend runs no
+// larger batch (--batch-size auto caps at it, a number above it is refused).
+int64_t max_batch_within_int32(const Graph& graph);
+
 }  // namespace stoke

@@ -311,7 +311,15 @@ int TrainingRun::requested_batch_size() {
       throw UserError(str("--batch-size auto on rank(s) ", autos, " but a number on rank(s) ", numbers,
                           ": every rank must be given the same --batch-size"));
   }
-  if (!is_auto) return cfg_.batch_size;
+  // cuDNN's legacy descriptors and the kernels' row counts are int: no tensor of the step may reach 2^31 elements.
+  const int64_t int32_cap = use_cuda_ ? max_batch_within_int32(graph_) : int64_t{1} << 30;  // per process
+  if (!is_auto) {
+    if (cfg_.batch_size / world_ > int32_cap)
+      throw UserError(str("--batch-size ", cfg_.batch_size, ": one activation of this model would pass 2^31 elements",
+                          " per process, more than the CUDA backend's int sizes hold; ", int32_cap * world_,
+                          " at most"));
+    return cfg_.batch_size;
+  }
   std::string what;
   int64_t budget = memory_budget(what);
   if (!use_cuda_ && per_host > 1) {  // each GPU rank has a device of its own; CPU ranks share the host's memory
@@ -322,11 +330,14 @@ int TrainingRun::requested_batch_size() {
   // batch that leaves fewer than 16 steps per epoch would make --epochs mean almost no updates.
   const int64_t hard = use_cuda_ ? 4096 : 256;
   const int64_t per_epoch = std::max<int64_t>(1, train_count_ / 16 / world_);
-  const int64_t cap = std::min(hard, per_epoch);
+  const int64_t cap = std::min({hard, per_epoch, int32_cap});
   const std::string cap_why =
-      cap == hard ? str(use_cuda_ ? "4096 at most" : "256 at most on the CPU backend", world_ > 1 ? " per process" : "")
-                  : str("at least 16 steps per epoch over ", train_count_, " images",
-                        world_ > 1 ? str(" on ", world_, " processes") : std::string());
+      cap == int32_cap ? str("one activation within 2^31 elements (cuDNN's int sizes): ", int32_cap, " at most",
+                             world_ > 1 ? " per process" : "")
+      : cap == hard
+          ? str(use_cuda_ ? "4096 at most" : "256 at most on the CPU backend", world_ > 1 ? " per process" : "")
+          : str("at least 16 steps per epoch over ", train_count_, " images",
+                world_ > 1 ? str(" on ", world_, " processes") : std::string());
   const BatchChoice bc = choose_batch_size(graph_, mem_target_, budget, what, cap, cap_why);
   if (world_ == 1) {
     if (bc.batch == 0) throw UserError(str("--batch-size auto: ", bc.why));

@@ -86,3 +86,21 @@ TEST(BatchSize, ChoosesTheLargestMultipleOfEightThatFits) {
   c = choose_batch_size(g, t, int64_t{1} << 50, "huge", 4096, "4096 at most");
   EXPECT_EQ(c.batch, 4096);
 }
+
+// cuDNN's legacy descriptors take int sizes: on a large GPU --batch-size auto would otherwise pick a batch whose
+// largest activation passes 2^31 elements. 512 x 512 x 64 is 16 Mi elements a sample: 127 samples fit below 2^31.
+TEST(BatchSize, TheCudaBatchKeepsEveryTensorWithinInt32) {
+  Graph g({512, 512, 3}, "wide");
+  g.linear(g.global_avgpool(g.conv(g.input(), 64, 3, 1, 1, false, "c")), 10, "head");
+  const int64_t cap = max_batch_within_int32(g);
+  EXPECT_EQ(cap, 127);
+  EXPECT_LE(cap * 512 * 512 * 64, int64_t{INT32_MAX});
+  EXPECT_GT((cap + 1) * 512 * 512 * 64, int64_t{INT32_MAX});
+  // A budget that would fit thousands: the cap decides, rounded down to a multiple of 8, and the line says so.
+  MemoryTarget t;
+  t.cuda = false;
+  const BatchChoice c = choose_batch_size(g, t, int64_t{1} << 40, "a very large machine", cap, "within 2^31 elements");
+  EXPECT_EQ(c.batch, 120);
+  EXPECT_GT(c.fits, 1000);
+  EXPECT_NE(c.why.find("capped: within 2^31 elements"), std::string::npos) << c.why;
+}
