@@ -13,6 +13,7 @@
 
 #include "apps/cli.h"
 #include "apps/help_formatter.h"
+#include "apps/plan.h"
 #include "base/format.h"
 #include "engine/backend.h"
 #include "engine/device.h"
@@ -508,6 +509,8 @@ int run_cli(int argc, const char* const* argv, bool dry_run) {
   add_input(app, input);
   DiagArgs diag;
   add_diagnose(app, diag);
+  PlanArgs plan;
+  add_plan(app, plan);
   auto* devices = app.add_subcommand("devices", "Say which backend stoke would use here, and why");
 
   try {
@@ -554,6 +557,7 @@ int run_cli(int argc, const char* const* argv, bool dry_run) {
     if (app.got_subcommand("pack")) return run_pack(input);
     if (app.got_subcommand("diagnose")) return run_diagnose(diag);
     if (app.got_subcommand("bench-input")) return run_bench_input(input);
+    if (app.got_subcommand("plan")) return run_plan(plan);
     if (devices->parsed()) {
       DeviceProbe p = probe_cuda();
       if (p.usable)

@@ -5,8 +5,8 @@
 
 #include "base/error.h"
 #include "base/format.h"
+#include "engine/cuda/arena_plan.h"
 #include "engine/memory_plan.h"
-#include "engine/op_traits.h"
 
 namespace stoke {
 
@@ -17,61 +17,74 @@ int64_t round_up(int64_t b) { return (b + kAlign - 1) / kAlign * kAlign; }
 
 }  // namespace
 
-int64_t planned_training_bytes(const Graph& graph, int batch, const MemoryTarget& t) {
+TrainingMemory training_memory(const Graph& graph, int batch, const MemoryTarget& t) {
   STOKE_CHECK(batch >= 1, "batch ", batch);
-  const int64_t P = graph.num_params(), B = batch, eb = t.element_bytes;
-  const int64_t in = graph.input_shape().size();
-  int64_t state = 0;
-  if (t.optimizer.kind == OptimizerKind::adamw) state = 2 * P;
-  else if (t.optimizer.momentum != 0.f) state = P;
-  int64_t total = round_up(P * 4) * 2 + round_up(state * 4) + round_up(std::max<int64_t>(graph.num_buffers(), 1) * 4);
-  if (!t.cuda) {
-    MemoryPlanOptions o;
-    o.mode = PlanMode::train;
-    o.element_bytes = 4;
-    o.share_concat = false;  // the CPU executor runs dense tensors
-    total += plan_memory(graph, batch, o).arena_bytes;
-    total += round_up(B * in * 4);  // the normalised input
-    return total;
+  TrainingMemory m;
+  const int sets = t.optimizer.kind == OptimizerKind::adamw ? 2 : t.optimizer.momentum != 0.f ? 1 : 0;
+  if (t.cuda) {
+    cuda::ArenaPlanOptions o;
+    o.element_bytes = t.element_bytes;
+    o.state_sets = sets;
+    const cuda::ArenaPlan p = cuda::plan_arena(graph, batch, o);
+    for (cuda::MemoryRow r :
+         {cuda::MemoryRow::parameters, cuda::MemoryRow::gradients, cuda::MemoryRow::optimizer_state,
+          cuda::MemoryRow::input, cuda::MemoryRow::activations, cuda::MemoryRow::workspaces, cuda::MemoryRow::other})
+      m.lines.push_back({cuda::memory_row_name(r), p.row_bytes(r)});
+    m.total = p.total_bytes();
+    m.activations = p.activations.arena_bytes;
+    m.activations_peak_live = p.activations.peak_live_bytes;
+    m.per_node_activations = p.activations.naive_bytes;
+    if (p.region_bytes(cuda::Region::conv_workspace) > 0)
+      m.note = str("cuDNN's workspace is counted at the limit the executor gives it (",
+                   format_bytes(static_cast<size_t>(cuda::kConvWorkspaceLimit)),
+                   "): what cuDNN chooses is known only on a device, and never more");
+    return m;
   }
-  if (eb < 4) total += round_up(P * eb);  // half-precision weights
-  total += round_up(B * in) + round_up(B * 4) + round_up(B) + round_up(B * in * eb);  // pixels, labels, flips, input
-  int64_t largest = 0, max_conv_w = 0, max_linear_w = 0;
-  const auto& nodes = graph.nodes();
-  for (size_t i = 1; i < nodes.size(); ++i) {
-    const Node& nd = nodes[i];
-    const int64_t count = B * nd.out.size();
-    largest = std::max(largest, count);
-    total += 2 * round_up(count * eb);                         // activation and its gradient
-    if (op_traits(nd.op).saves_argmax) total += round_up(count * 4);
-    if (op_traits(nd.op).saves_channel_stats) total += 2 * round_up(int64_t{nd.out.c} * 4);
-    if (nd.op == Op::conv) max_conv_w = std::max(max_conv_w, graph.params()[static_cast<size_t>(nd.weight)].size);
-    if (nd.op == Op::linear) max_linear_w = std::max(max_linear_w, int64_t{nd.in_features} * nd.out_features);
-  }
-  total += 2 * round_up(largest * eb);                  // gradient scratches
-  total += int64_t{256} << 20;                          // cuDNN workspace limit
-  total += int64_t{32} << 20;                           // cuBLASLt workspace
-  total += round_up(largest * 4);                       // reductions (BN, bias), at most one value per element
-  if (eb < 4) total += round_up(max_conv_w * eb) + round_up(max_linear_w * eb);
-  return total;
+  const int64_t P = graph.num_params();
+  MemoryPlanOptions o;
+  o.mode = PlanMode::train;
+  o.element_bytes = 4;
+  o.share_concat = false;  // the CPU executor runs dense tensors
+  const MemoryPlan plan = plan_memory(graph, batch, o);
+  m.lines = {{"parameters", round_up(P * 4) + round_up(std::max<int64_t>(graph.num_buffers(), 1) * 4)},
+             {"gradients", round_up(P * 4)},
+             {"optimizer state", round_up(sets * P * 4)},
+             {"input staging", round_up(int64_t{batch} * graph.input_shape().size() * 4)},  // the normalised input
+             {"activations", plan.arena_bytes}};
+  for (const MemoryLine& l : m.lines) m.total += l.bytes;
+  m.activations = plan.arena_bytes;
+  m.activations_peak_live = plan.peak_live_bytes;
+  m.per_node_activations = plan.naive_bytes;
+  return m;
 }
 
-BatchChoice choose_batch_size(const Graph& graph, const MemoryTarget& target, int64_t budget, const std::string& budget_what,
-                              int64_t cap, const std::string& cap_why) {
+int64_t planned_training_bytes(const Graph& graph, int batch, const MemoryTarget& t) {
+  return training_memory(graph, batch, t).total;
+}
+
+int64_t device_memory_budget(int64_t free_bytes, std::string& what) {
+  what = str("free device memory ", free_bytes >> 20, " MiB less 10% and 768 MiB");
+  return std::max<int64_t>(free_bytes / 10 * 9 - (int64_t{768} << 20), 0);
+}
+
+BatchChoice choose_batch_size(const Graph& graph, const MemoryTarget& target, int64_t budget,
+                              const std::string& budget_what, int64_t cap, const std::string& cap_why) {
   BatchChoice c;
   auto fits = [&](int64_t b) { return planned_training_bytes(graph, static_cast<int>(b), target) <= budget; };
   if (!fits(1)) {
-    c.why = str("not even one sample fits: ", format_bytes(static_cast<size_t>(planned_training_bytes(graph, 1, target))), " planned at batch 1, ",
-                format_bytes(static_cast<size_t>(budget)), " available (", budget_what, ")");
+    c.why =
+        str("not even one sample fits: ", format_bytes(static_cast<size_t>(planned_training_bytes(graph, 1, target))),
+            " planned at batch 1, ", format_bytes(static_cast<size_t>(budget)), " available (", budget_what, ")");
     return c;
   }
   // Largest fitting multiple of 8 (planned bytes grow with the batch): grow by doubling, then bisect.
   int64_t best = 0;
   if (fits(8)) {
-    int64_t lo = 1, hi = 2;  // in units of 8
+    int64_t lo = 1, hi = 2;                  // in units of 8
     const int64_t limit = int64_t{1} << 20;  // a million samples: more than any cap
     while (hi < limit && fits(hi * 8)) lo = hi, hi *= 2;
-    if (hi >= limit && fits(hi * 8)) lo = hi;
+    if (hi >= limit && fits(hi * 8))
+      lo = hi;
     else
       while (hi - lo > 1) {
         const int64_t mid = (lo + hi) / 2;
@@ -91,7 +104,8 @@ BatchChoice choose_batch_size(const Graph& graph, const MemoryTarget& target, in
   }
   c.batch = static_cast<int>(chosen);
   c.bytes = planned_training_bytes(graph, c.batch, target);
-  c.why = str(c.batch, " (", decided, "; planned ", format_bytes(static_cast<size_t>(c.bytes)), " of ", format_bytes(static_cast<size_t>(budget)), " = ", budget_what, ")");
+  c.why = str(c.batch, " (", decided, "; planned ", format_bytes(static_cast<size_t>(c.bytes)), " of ",
+              format_bytes(static_cast<size_t>(budget)), " = ", budget_what, ")");
   return c;
 }
 

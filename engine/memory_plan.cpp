@@ -187,20 +187,48 @@ void lay_out(MemoryPlan& plan, int element_bytes) {
   for (int64_t b : live) plan.peak_live_bytes = std::max(plan.peak_live_bytes, b);
 }
 
+// The gradients a backward step writes, in the order it writes them: the inputs of its op, or for a fused group
+// (nodes running at step j) the inputs from outside the group, member by member.
+std::vector<int> gradient_targets(const std::vector<Node>& nodes, const std::vector<int>& at, int j) {
+  std::vector<int> targets;
+  for (int m = 0; m <= j; ++m) {
+    if (at[static_cast<size_t>(m)] != j) continue;
+    for (int x : nodes[static_cast<size_t>(m)].inputs)
+      if (at[static_cast<size_t>(x)] != j) targets.push_back(x);
+  }
+  return targets;
+}
+
 }  // namespace
 
 int64_t MemoryPlan::allocated_size(const PlannedTensor& t) const { return round_up(t.bytes, alignment); }
 
-MemoryPlan plan_memory(const Graph& graph, int batch, const MemoryPlanOptions& opt) {
+MemoryPlan plan_memory(const Graph& graph, int batch, const MemoryPlanOptions& opt, const PlanSchedule& sched) {
   STOKE_CHECK(batch >= 1 && opt.element_bytes >= 1 && opt.alignment >= 1);
+  STOKE_CHECK(sched.scratch_slots == 1 || sched.scratch_slots == 2, "scratch_slots ", sched.scratch_slots);
   const auto& nodes = graph.nodes();
   const int n_nodes = static_cast<int>(nodes.size());
   const int out = graph.output();
   const bool train = opt.mode == PlanMode::train;
   const int loss_step = n_nodes;
-  auto bwd = [&](int i) { return 2 * n_nodes - i; };
   auto node_at = [&](int i) -> const Node& { return nodes[static_cast<size_t>(i)]; };
-  auto dense_bytes = [&](int i) { return node_at(i).out.size() * batch * opt.element_bytes; };
+  // at[i]: the node whose steps compute node i (fused groups run at their output node).
+  std::vector<int> at = sched.runs_at;
+  if (at.empty())
+    for (int i = 0; i < n_nodes; ++i) at.push_back(i);
+  STOKE_CHECK(static_cast<int>(at.size()) == n_nodes, "runs_at of ", at.size(), " nodes for ", n_nodes);
+  for (int i = 0; i < n_nodes; ++i) {
+    const int a = at[static_cast<size_t>(i)];
+    STOKE_CHECK(a >= i && a < n_nodes && at[static_cast<size_t>(a)] == a, "node ", i, " runs at ", a);
+  }
+  auto fused = [&](int i) { return at[static_cast<size_t>(i)] != i; };
+  auto fwd = [&](int i) { return at[static_cast<size_t>(i)]; };
+  auto bwd = [&](int i) { return 2 * n_nodes - at[static_cast<size_t>(i)]; };
+  auto dense_bytes = [&](int i) {
+    const Shape3& s = node_at(i).out;
+    const int64_t c = i == 0 && sched.input_channels > 0 ? sched.input_channels : s.c;
+    return int64_t{s.h} * s.w * c * batch * opt.element_bytes;
+  };
 
   MemoryPlan plan;
   plan.mode = opt.mode;
@@ -218,7 +246,7 @@ MemoryPlan plan_memory(const Graph& graph, int batch, const MemoryPlanOptions& o
   for (int j = out; j >= 0; --j)
     if (reach[static_cast<size_t>(j)])
       for (int i : node_at(j).inputs) reach[static_cast<size_t>(i)] = 1;
-  auto needs_grad = [&](int i) { return train && i > 0 && reach[static_cast<size_t>(i)]; };
+  auto needs_grad = [&](int i) { return train && i > 0 && reach[static_cast<size_t>(i)] && !fused(i); };
 
   // ---- zero-copy concat chains -------------------------------------------------------------------------
   std::vector<int> share_of(static_cast<size_t>(n_nodes), -1), share_offset(static_cast<size_t>(n_nodes), 0);
@@ -235,21 +263,25 @@ MemoryPlan plan_memory(const Graph& graph, int batch, const MemoryPlanOptions& o
     const Node& nd = node_at(i);
     NodeMemory& nm = plan.nodes[static_cast<size_t>(i)];
     // The activation: from its forward to its last reader.
-    int last = i;
-    for (int j : consumers[static_cast<size_t>(i)]) {
-      last = std::max(last, j);
-      if (train && reach[static_cast<size_t>(j)] && op_traits(node_at(j).op).backward_reads_input) last = std::max(last, bwd(j));
+    if (!fused(i)) {
+      int last = i;
+      for (int j : consumers[static_cast<size_t>(i)]) {
+        last = std::max(last, fwd(j));
+        if (train && reach[static_cast<size_t>(j)] && op_traits(node_at(j).op).backward_reads_input)
+          last = std::max(last, bwd(j));
+      }
+      if (i == out) last = std::max(last, loss_step);
+      if (train && reach[static_cast<size_t>(i)] && op_traits(nd.op).backward_reads_output)
+        last = std::max(last, bwd(i));
+      nm.activation = add(TensorKind::activation, nd.name, i, dense_bytes(i), i, last);
     }
-    if (i == out) last = std::max(last, loss_step);
-    if (train && reach[static_cast<size_t>(i)] && op_traits(nd.op).backward_reads_output) last = std::max(last, bwd(i));
-    nm.activation = add(TensorKind::activation, nd.name, i, dense_bytes(i), i, last);
 
     if (op_traits(nd.op).saves_argmax)  // int32 winners; in eval only scratch for the op
-      nm.argmax = add(TensorKind::argmax, nd.name + ".argmax", i, nd.out.size() * batch * 4, i,
-                      train && reach[static_cast<size_t>(i)] ? bwd(i) : i);
+      nm.argmax = add(TensorKind::argmax, nd.name + ".argmax", i, nd.out.size() * batch * 4, fwd(i),
+                      train && reach[static_cast<size_t>(i)] ? bwd(i) : fwd(i));
     if (train && op_traits(nd.op).saves_channel_stats)
-      nm.bn_stats = add(TensorKind::bn_stats, nd.name + ".saved", i, int64_t{2} * nd.out.c * 4, i,
-                        reach[static_cast<size_t>(i)] ? bwd(i) : i);
+      nm.bn_stats = add(TensorKind::bn_stats, nd.name + ".saved", i, int64_t{2} * nd.out.c * 4, fwd(i),
+                        reach[static_cast<size_t>(i)] ? bwd(i) : fwd(i));
 
     // The gradient: from the backward of its last reaching consumer (the loss for the output) to its own.
     if (needs_grad(i)) {
@@ -260,12 +292,13 @@ MemoryPlan plan_memory(const Graph& graph, int batch, const MemoryPlanOptions& o
     }
   }
 
-  // Per backward step, the largest second contribution to a gradient that already holds one.
+  // Per backward step (per slot), the largest second contribution to a gradient that already holds one.
   if (train) {
     for (int j = out; j >= 1; --j) {
-      if (!reach[static_cast<size_t>(j)]) continue;
-      int64_t need = 0;
-      const auto& ins = node_at(j).inputs;
+      if (!reach[static_cast<size_t>(j)] || fused(j)) continue;
+      int64_t need[2] = {0, 0};
+      const std::vector<int> ins = gradient_targets(nodes, at, j);
+      const bool one_slot = sched.scratch_slots == 1 || (node_at(j).op == Op::concat && ins == node_at(j).inputs);
       for (size_t p = 0; p < ins.size(); ++p) {
         const int i = ins[p];
         if (!needs_grad(i)) continue;
@@ -274,10 +307,17 @@ MemoryPlan plan_memory(const Graph& graph, int batch, const MemoryPlanOptions& o
           continue;  // a shared concat's backward is a no-op: its inputs' gradients are slices of its own
         bool earlier = std::find(ins.begin(), ins.begin() + static_cast<std::ptrdiff_t>(p), i) !=
                        ins.begin() + static_cast<std::ptrdiff_t>(p);
-        for (int k : consumers[static_cast<size_t>(i)]) earlier = earlier || (k > j && reach[static_cast<size_t>(k)]);
-        if (earlier) need = std::max(need, dense_bytes(i));
+        for (int k : consumers[static_cast<size_t>(i)])
+          earlier = earlier || (fwd(k) > j && reach[static_cast<size_t>(k)]);
+        const size_t slot = one_slot ? 0 : std::min<size_t>(p, 1);
+        if (earlier) need[slot] = std::max(need[slot], dense_bytes(i));
       }
-      if (need > 0) add(TensorKind::grad_scratch, str("scratch @", bwd(j)), -1, need, bwd(j), bwd(j));
+      for (int slot = 0; slot < 2; ++slot) {
+        if (need[slot] == 0) continue;
+        const int s = 2 * n_nodes - j;
+        const int t = add(TensorKind::grad_scratch, str("scratch @", s, slot > 0 ? " #1" : ""), -1, need[slot], s, s);
+        T[static_cast<size_t>(t)].slot = slot;
+      }
     }
   }
 
@@ -322,7 +362,8 @@ std::string MemoryPlan::summary() const {
   auto mb = [](int64_t b) { return static_cast<double>(b) / (1024.0 * 1024.0); };
   char line[256];
   std::snprintf(line, sizeof line, "%s plan, batch %d: arena %.1f MB (live peak %.1f MB), naive %.1f MB (%.2fx)",
-                mode == PlanMode::train ? "train" : "eval", batch, mb(arena_bytes), mb(peak_live_bytes), mb(naive_bytes),
+                mode == PlanMode::train ? "train" : "eval", batch, mb(arena_bytes), mb(peak_live_bytes),
+                mb(naive_bytes),
                 arena_bytes > 0 ? static_cast<double>(naive_bytes) / static_cast<double>(arena_bytes) : 0.0);
   return line;
 }

@@ -36,9 +36,21 @@ enum class PlanMode { train, eval };
 
 struct MemoryPlanOptions {
   PlanMode mode = PlanMode::train;
-  int element_bytes = 4;    // activations and their gradients: 4 fp32, 2 bf16/fp16 (argmax int32, BN stats fp32)
-  int64_t alignment = 256;  // every allocation's offset and size are multiples of this (cudaMalloc's alignment)
-  bool share_concat = true; // zero-copy concat chains (see above)
+  int element_bytes = 4;     // activations and their gradients: 4 fp32, 2 bf16/fp16 (argmax int32, BN stats fp32)
+  int64_t alignment = 256;   // every allocation's offset and size are multiples of this (cudaMalloc's alignment)
+  bool share_concat = true;  // zero-copy concat chains (see above)
+};
+
+// How the executor really runs the graph, when it is not one node per step (the CUDA executor's fused
+// batch-norm groups, engine/cuda/fusion.h). The default is the CPU executor's.
+struct PlanSchedule {
+  // Per node, the node at whose forward and backward steps it runs; a node running at another's step has no
+  // tensors of its own, and its inputs' gradients are born at that step. Empty: every node at its own step.
+  std::vector<int> runs_at;
+  // 2: a two-input backward (add, a fused group's residual) puts its second input's extra contribution in a
+  // second scratch (slot 1), live beside the first; 1: one scratch per step, the largest contribution.
+  int scratch_slots = 1;
+  int input_channels = 0;  // the graph input as the executor stores it (0: the graph's own channel count)
 };
 
 enum class TensorKind {
@@ -57,6 +69,7 @@ struct PlannedTensor {
   int node = -1;            // the node it belongs to (-1 for scratch and shared buffers)
   int64_t bytes = 0;        // exact size (for a view: what a dense copy would take)
   int first = 0, last = 0;  // live steps, inclusive
+  int slot = 0;             // grad_scratch: which of the step's scratches (PlanSchedule::scratch_slots)
   // Where it lives. An allocation (view_of == -1) owns [offset, offset + round_up(bytes, alignment)). A view
   // is channels [channel_offset, channel_offset + channels) of shared buffer tensors[view_of]: its first
   // element is at offset, and its rows are row_channels elements apart.
@@ -73,14 +86,14 @@ struct NodeMemory {
 
 struct MemoryPlan {
   PlanMode mode = PlanMode::train;
-  int batch = 0, steps = 0;        // steps: the largest step index + 1 (2N in training, N + 1 in eval)
+  int batch = 0, steps = 0;  // steps: the largest step index + 1 (2N in training, N + 1 in eval)
   int64_t alignment = 256;
   std::vector<PlannedTensor> tensors;
   std::vector<NodeMemory> nodes;
-  int64_t arena_bytes = 0;         // the planned arena
-  int64_t naive_bytes = 0;         // every activation, gradient and saved tensor in its own (aligned) buffer, concats
-                                   // copied, one largest-gradient scratch: what a plan-less executor allocates
-  int64_t peak_live_bytes = 0;     // max over steps of the live allocations' sizes: no placement can beat it
+  int64_t arena_bytes = 0;      // the planned arena
+  int64_t naive_bytes = 0;      // every activation, gradient and saved tensor in its own (aligned) buffer, concats
+                                // copied, one largest-gradient scratch: what a plan-less executor allocates
+  int64_t peak_live_bytes = 0;  // max over steps of the live allocations' sizes: no placement can beat it
 
   int64_t allocated_size(const PlannedTensor& t) const;  // bytes rounded up to the alignment
   // Nodes writing into each shared buffer, one line per buffer: "buffer (HxWxC) <- node [c0, c1) ...".
@@ -89,6 +102,7 @@ struct MemoryPlan {
 };
 
 // Plans the activation memory of `graph` for `batch` samples.
-MemoryPlan plan_memory(const Graph& graph, int batch, const MemoryPlanOptions& options = {});
+MemoryPlan plan_memory(const Graph& graph, int batch, const MemoryPlanOptions& options = {},
+                       const PlanSchedule& schedule = {});
 
 }  // namespace stoke

@@ -2,6 +2,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include <cstddef>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -42,8 +43,8 @@ DeviceArena::DeviceArena(size_t bytes, std::string purpose, bool debug) : debug_
     size_t free_b = 0, total_b = 0;
     cudaMemGetInfo(&free_b, &total_b);
     throw OutOfMemory(str("cannot allocate ", format_bytes(bytes), " of device memory for ", purpose_, ": ",
-                    cudaGetErrorName(e), ", ", format_bytes(free_b), " free of ", format_bytes(total_b),
-                    " (lower --batch-size, or free the GPU)"));
+                          cudaGetErrorName(e), ", ", format_bytes(free_b), " free of ", format_bytes(total_b),
+                          " (lower --batch-size, or free the GPU)"));
   }
   capacity_ = bytes;
 }
@@ -108,8 +109,8 @@ void* DeviceArena::allocate(size_t bytes, const char* what) {
     const cudaError_t e = cudaMalloc(&p, exact);
     if (e != cudaSuccess) {
       cudaGetLastError();
-      throw OutOfMemory(str("STOKE_ARENA_DEBUG: cannot cudaMalloc ", format_bytes(exact), " for ", what, " (",
-                            purpose_, "): ", cudaGetErrorName(e)));
+      throw OutOfMemory(str("STOKE_ARENA_DEBUG: cannot cudaMalloc ", format_bytes(exact), " for ", what, " (", purpose_,
+                            "): ", cudaGetErrorName(e)));
     }
     blocks_.push_back({p, exact});
     used_ += need;
@@ -118,6 +119,30 @@ void* DeviceArena::allocate(size_t bytes, const char* what) {
   void* p = reinterpret_cast<void*>(reinterpret_cast<uintptr_t>(base_) + used_);
   used_ += need;
   return p;
+}
+
+PlannedPointers allocate_plan(const ArenaPlan& plan, DeviceArena& a, bool per_tensor) {
+  static_assert(arena_round(1) == static_cast<size_t>(arena_rounded(1)) && DeviceArena::kAlign == 256);
+  PlannedPointers out;
+  const auto& T = plan.activations.tensors;
+  out.tensors.assign(T.size(), nullptr);
+  for (const ArenaRegion& r : plan.regions) {
+    if (r.id != Region::activations || !per_tensor) {
+      out.regions.push_back(a.allocate(static_cast<size_t>(r.bytes), r.what));
+      if (r.id != Region::activations) continue;
+      auto* base = static_cast<std::byte*>(out.regions.back());
+      for (size_t t = 0; t < T.size(); ++t) out.tensors[t] = base + T[t].offset;
+      continue;
+    }
+    out.regions.push_back(nullptr);  // debug: no shared region, one allocation per tensor
+    for (size_t t = 0; t < T.size(); ++t)
+      if (T[t].is_allocation()) out.tensors[t] = a.allocate(static_cast<size_t>(T[t].bytes), T[t].name.c_str());
+    for (size_t t = 0; t < T.size(); ++t)
+      if (!T[t].is_allocation())
+        out.tensors[t] = static_cast<std::byte*>(out.tensors[static_cast<size_t>(T[t].view_of)]) +
+                         (T[t].offset - T[static_cast<size_t>(T[t].view_of)].offset);
+  }
+  return out;
 }
 
 }  // namespace stoke::cuda

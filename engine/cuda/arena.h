@@ -19,6 +19,8 @@
 #include <string>
 #include <vector>
 
+#include "engine/cuda/arena_plan.h"
+
 namespace stoke::cuda {
 
 class DeviceArena {
@@ -70,7 +72,20 @@ class DeviceArena {
   std::vector<Block> blocks_;  // debug mode: every allocation
 };
 
+// Where allocate_plan put each region and each planned activation tensor.
+struct PlannedPointers {
+  std::vector<void*> regions;  // per ArenaPlan::regions entry
+  std::vector<void*> tensors;  // per ArenaPlan::activations.tensors entry (views inside their buffer; null: none)
+};
+
+// Allocates `plan`'s regions from `a` in order: the CUDA executor's whole layout. per_tensor (debug mode): every
+// planned activation tensor gets an allocation of its own instead of its place in the shared activation region,
+// so compute-sanitizer sees an overrun of any one of them (memory is then not reused across liveness).
+PlannedPointers allocate_plan(const ArenaPlan& plan, DeviceArena& a, bool per_tensor);
+
 // Bytes rounded up to the arena's alignment.
-constexpr size_t arena_round(size_t bytes) { return (bytes + DeviceArena::kAlign - 1) / DeviceArena::kAlign * DeviceArena::kAlign; }
+constexpr size_t arena_round(size_t bytes) {
+  return (bytes + DeviceArena::kAlign - 1) / DeviceArena::kAlign * DeviceArena::kAlign;
+}
 
 }  // namespace stoke::cuda

@@ -2,9 +2,10 @@
 // loss scaler, so one training step is four calls that only enqueue work on one stream.
 //
 // Memory: everything lives in ONE device arena sized at construction for `max_batch` (engine/cuda/arena.h):
-// fp32 master weights, their bf16/fp16 copies, fp32 gradients, optimizer state, BN buffers, every activation and
-// activation gradient, argmax/BN saved statistics, the uint8 input staging, and the cuDNN / cuBLASLt / reduction
-// workspaces. Nothing is allocated on the device afterwards (cuDNN algorithms for a batch size not seen at
+// fp32 master weights, their bf16/fp16 copies, fp32 gradients, optimizer state, BN buffers, the uint8 input
+// staging, the cuDNN / cuBLASLt / reduction workspaces, and one region where activations, their gradients and
+// saved tensors reuse memory by liveness (engine/cuda/arena_plan.h: the layout, also counted without a device).
+// Nothing is allocated on the device afterwards (cuDNN algorithms for a batch size not seen at
 // construction are chosen on first use, from heuristics, within the planned workspace).
 //
 // Precision (CudaExecutorOptions::precision): activations and the weight copies read by forward/backward are

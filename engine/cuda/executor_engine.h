@@ -8,26 +8,26 @@
 // assigns its activation gradient (=) and only parameter gradients accumulate (+=).
 #pragma once
 
-#include "engine/cuda/executor.h"
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <functional>
 #include <optional>
 #include <type_traits>
-#include "engine/cuda/arena.h"
 #include "base/cuda_check.h"
+#include "base/error.h"
+#include "base/format.h"
+#include "base/trace.h"
+#include "engine/cuda/arena.h"
 #include "engine/cuda/context.h"
 #include "engine/cuda/conv.h"
+#include "engine/cuda/executor.h"
 #include "engine/cuda/fusion.h"
 #include "engine/cuda/linear.h"
 #include "engine/cuda/loss_scaler.h"
-#include "engine/op_traits.h"
 #include "engine/cuda/param_layout.h"
-#include "base/trace.h"
-#include "base/error.h"
-#include "base/format.h"
 #include "engine/op_shapes.h"
+#include "engine/op_traits.h"
 #include "kernels/activation.cuh"
 #include "kernels/augment.cuh"
 #include "kernels/batchnorm.cuh"
@@ -43,7 +43,6 @@ namespace cuda_engine {
 
 using cuda::DeviceArena;
 using cuda::Precision;
-
 
 using cuda::host_from_float;
 using cuda::host_to_float;
@@ -269,8 +268,8 @@ class Engine final : public CudaExecutor::Impl {
   const cuda::StepRecord* device_record() const override { return &state_dev_->record; }
 
   CudaStepStats stats() override {
-    CUDA_CHECK(cudaMemcpyAsync(host_, &state_dev_->record, sizeof(cuda::StepRecord), cudaMemcpyDeviceToHost,
-                               ctx_.stream()));
+    CUDA_CHECK(
+        cudaMemcpyAsync(host_, &state_dev_->record, sizeof(cuda::StepRecord), cudaMemcpyDeviceToHost, ctx_.stream()));
     CUDA_CHECK(cudaStreamSynchronize(ctx_.stream()));
     CudaStepStats st;
     st.loss = host_->loss;
@@ -323,8 +322,10 @@ class Engine final : public CudaExecutor::Impl {
       has_grad_[static_cast<size_t>(node)] = 1;
       r.ptr = dact_[static_cast<size_t>(node)];
     } else {
-      STOKE_CHECK(count <= scratch_count_, "gradient scratch too small");
-      r.ptr = scratch_[slot];
+      const Scratch& sc = scratch_[static_cast<size_t>(backward_node_) * 2 + static_cast<size_t>(slot)];
+      STOKE_CHECK(sc.ptr && count <= sc.count, "no planned gradient scratch (slot ", slot, ") of ", count,
+                  " elements at the backward of node ", backward_node_);
+      r.ptr = sc.ptr;
       r.add = true;
     }
     return r;
@@ -367,15 +368,16 @@ class Engine final : public CudaExecutor::Impl {
     download(src, d.data(), pl_.total());
     pl_.to_flat(d, flat);
   }
-  float* buffer(int idx) const {
-    return idx < 0 ? nullptr : buffers_ + g_.buffers()[static_cast<size_t>(idx)].offset;
-  }
+  float* buffer(int idx) const { return idx < 0 ? nullptr : buffers_ + g_.buffers()[static_cast<size_t>(idx)].offset; }
 
-  void check_batch(int n) const { STOKE_CHECK(n >= 1 && n <= max_batch_, "batch ", n, " outside [1, ", max_batch_, "]"); }
+  void check_batch(int n) const {
+    STOKE_CHECK(n >= 1 && n <= max_batch_, "batch ", n, " outside [1, ", max_batch_, "]");
+  }
 
   void download(const float* src, float* dst, int64_t count) {
     if (count <= 0) return;
-    CUDA_CHECK(cudaMemcpyAsync(dst, src, static_cast<size_t>(count) * sizeof(float), cudaMemcpyDeviceToHost, ctx_.stream()));
+    CUDA_CHECK(
+        cudaMemcpyAsync(dst, src, static_cast<size_t>(count) * sizeof(float), cudaMemcpyDeviceToHost, ctx_.stream()));
     CUDA_CHECK(cudaStreamSynchronize(ctx_.stream()));
   }
 
@@ -399,8 +401,8 @@ class Engine final : public CudaExecutor::Impl {
     CUDA_CHECK(cudaStreamSynchronize(ctx_.stream()));  // `init` dies here
   }
 
-  // Every device buffer, in one fixed order (run once on a counting arena, once on the real one).
-  void layout(DeviceArena& a);
+  // Every device buffer, as plan_ lists them (run once on a counting arena, once on the real one).
+  void layout(DeviceArena& a, bool per_tensor);
 
   void run_forward(int n, bool train);
 
@@ -427,6 +429,7 @@ class Engine final : public CudaExecutor::Impl {
   std::vector<int> group_at_out_;
   std::vector<char> interior_;
   std::vector<cuda::OptimizerChunk> chunks_host_;
+  cuda::ArenaPlan plan_;        // the arena, region by region; activations placed by liveness (arena_plan.h)
   cuda::DeviceParamLayout pl_;  // device offsets of the parameter tensors (16-byte aligned and more)
   int state_sets_ = 0;          // optimizer state arrays: 1 (momentum), 2 (AdamW m, v) or 0
   int in_c_dev_ = 0;            // input channels on the device (padded to 8 in half precision when < 8)
@@ -448,8 +451,12 @@ class Engine final : public CudaExecutor::Impl {
   std::vector<int32_t*> argmax_;
   std::vector<float*> save_mean_, save_invstd_;
   std::vector<char> has_grad_;
-  T* scratch_[2] = {nullptr, nullptr};
-  int64_t scratch_count_ = 0;
+  struct Scratch {
+    T* ptr = nullptr;
+    int64_t count = 0;
+  };
+  std::vector<Scratch> scratch_;  // per node x slot: the planned scratch of that node's backward step
+  int backward_node_ = 0;         // the node whose backward (or fused group's) is being enqueued
   void* reduce_ws_ = nullptr;
   void* conv_ws_ = nullptr;
   void* lt_ws_ = nullptr;
@@ -459,8 +466,8 @@ class Engine final : public CudaExecutor::Impl {
   T* linear_dw_ = nullptr;
   void* ce_ws_ = nullptr;
   cuda::StepState* state_dev_ = nullptr;
-  cuda::StepControl* ctl_ = nullptr;     // step(float lr) writes it; the asynchronous backend brings its own
-  cuda::StepRecord* host_ = nullptr;     // pinned, for stats()
+  cuda::StepControl* ctl_ = nullptr;  // step(float lr) writes it; the asynchronous backend brings its own
+  cuda::StepRecord* host_ = nullptr;  // pinned, for stats()
 
   cuda::NormalizeParams norm_;
   std::function<void(int)> backward_hook_;  // data parallel: launches the gradient buckets a node completes

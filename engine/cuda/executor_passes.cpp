@@ -44,18 +44,21 @@ Engine<T>::Engine(const Graph& graph, int max_batch, const CudaExecutorOptions& 
     if (nd.op == Op::conv) {
       const ConvShape sh = dev_conv_shape(nd, max_batch_);
       if (opt.conv_benchmark) {
-        const size_t xe = static_cast<size_t>(sh.n) * sh.h * sh.w * sh.c, we = static_cast<size_t>(sh.k) * sh.r * sh.s * sh.c,
+        const size_t xe = static_cast<size_t>(sh.n) * sh.h * sh.w * sh.c,
+                     we = static_cast<size_t>(sh.k) * sh.r * sh.s * sh.c,
                      ye = static_cast<size_t>(sh.n) * sh.p() * sh.q() * sh.k;
         TempDevice x(xe * sizeof(T)), w(we * sizeof(T)), y(ye * sizeof(T)), dx(xe * sizeof(T)), dw(we * sizeof(T)),
             ws(opt.conv_workspace_limit);
         cuda::ConvBenchBuffers b{x.get(), w.get(), y.get(), dx.get(), dw.get(), ws.get(), opt.conv_workspace_limit};
-        conv_ws_bytes_ = std::max(conv_ws_bytes_, conv_->prepare(sh, opt.conv_workspace_limit, &b));
+        conv_ws_bytes_ = std::max(conv_ws_bytes_, conv_->prepare(sh, opt.conv_workspace_limit, &b, nd.inputs[0] != 0));
       } else {
-        conv_ws_bytes_ = std::max(conv_ws_bytes_, conv_->prepare(sh, opt.conv_workspace_limit));
+        // Plan only what runs: the image gets no gradient, so the first convolution's backward-data is never asked.
+        conv_ws_bytes_ = std::max(conv_ws_bytes_, conv_->prepare(sh, opt.conv_workspace_limit, nullptr, nd.inputs[0] != 0));
       }
       if (nd.bias >= 0)
-        reduce_ws_bytes_ = std::max<size_t>(reduce_ws_bytes_, static_cast<size_t>(cuda::bias_backward_workspace_bytes(
-                                                                  static_cast<int64_t>(max_batch_) * nd.out.h * nd.out.w, nd.k)));
+        reduce_ws_bytes_ =
+            std::max<size_t>(reduce_ws_bytes_, static_cast<size_t>(cuda::bias_backward_workspace_bytes(
+                                                   static_cast<int64_t>(max_batch_) * nd.out.h * nd.out.w, nd.k)));
       max_conv_weight_ = std::max<int64_t>(max_conv_weight_, int64_t{sh.k} * sh.r * sh.s * sh.c);  // padded
     } else if (nd.op == Op::batchnorm) {
       reduce_ws_bytes_ = std::max<size_t>(reduce_ws_bytes_, static_cast<size_t>(cuda::batchnorm_workspace_bytes(
@@ -87,12 +90,36 @@ Engine<T>::Engine(const Graph& graph, int max_batch, const CudaExecutorOptions& 
   if (oc.kind == OptimizerKind::adamw) state_sets_ = 2;
 
   // ---- the arena: plan, then allocate exactly that ---------------------------------------------------------
+  {
+    cuda::ArenaPlanOptions ao;
+    ao.element_bytes = static_cast<int>(sizeof(T));
+    ao.state_sets = state_sets_;
+    ao.conv_workspace = static_cast<int64_t>(conv_ws_bytes_);
+    plan_ = cuda::plan_arena(g_, max_batch_, ao);
+    // The plan counts without a device what this constructor asked the kernels and cuDNN's shapes: the same.
+    STOKE_CHECK(
+        plan_.param_elems == pl_.total() && plan_.input_channels == in_c_dev_ &&
+            plan_.reduce_workspace == static_cast<int64_t>(reduce_ws_bytes_) &&
+            plan_.largest_conv_weight == max_conv_weight_ && plan_.largest_linear_weight == max_linear_weight_ &&
+            plan_.chunks == static_cast<int64_t>(chunks_host_.size()) && plan_.fusion.group_at_out == group_at_out_ &&
+            plan_.region_bytes(cuda::Region::softmax_ce_workspace) ==
+                cuda::arena_rounded(cuda::softmax_ce_workspace_bytes(max_batch_)),
+        "the arena plan disagrees with the executor for ", g_.name());
+  }
+  static_assert(sizeof(cuda::OptimizerChunk) == cuda::kOptimizerChunkBytes &&
+                cuda::kOptimizerChunk == cuda::kOptimizerChunkElems);
+  static_assert(sizeof(cuda::StepState) <= cuda::kStepStructBytes &&
+                sizeof(cuda::StepControl) <= cuda::kStepStructBytes);
+  static_assert(cuda::LinearRunner::kDefaultWorkspace == cuda::kCublasLtWorkspace);
+  const bool per_tensor = DeviceArena::debug_from_env();
   DeviceArena plan = DeviceArena::counting();
-  layout(plan);
-  arena_ = DeviceArena(plan.used(), str("the ", g_.name(), " executor (batch ", max_batch_, ", ", cuda::to_string(prec_), ")"));
-  layout(arena_);
+  layout(plan, per_tensor);
+  arena_ = DeviceArena(plan.used(),
+                       str("the ", g_.name(), " executor (batch ", max_batch_, ", ", cuda::to_string(prec_), ")"),
+                       per_tensor);
+  layout(arena_, per_tensor);
   cudaStream_t s = ctx_.stream();
-  arena_.zero(s);  // the alignment gaps and the input's padding channels stay zero from here on
+  arena_.zero(s);  // the parameters' alignment gaps stay zero from here on (the input's padding is rewritten)
   linear_ = std::make_unique<cuda::LinearRunner>(ctx_, prec_, lt_ws_, cuda::LinearRunner::kDefaultWorkspace);
   if (!chunks_host_.empty())
     CUDA_CHECK(cudaMemcpyAsync(chunks_, chunks_host_.data(), chunks_host_.size() * sizeof(cuda::OptimizerChunk),
@@ -102,7 +129,8 @@ Engine<T>::Engine(const Graph& graph, int max_batch, const CudaExecutorOptions& 
   init_step_state();
 
   // A usable starting point: Graph::initialize(seed 0) and pixel/255 normalisation (callers upload their own).
-  std::vector<float> p(static_cast<size_t>(g_.num_params())), b(static_cast<size_t>(std::max<int64_t>(g_.num_buffers(), 1)));
+  std::vector<float> p(static_cast<size_t>(g_.num_params())),
+      b(static_cast<size_t>(std::max<int64_t>(g_.num_buffers(), 1)));
   g_.initialize(p.data(), b.data(), 0);
   upload_params(p.data());
   upload_buffers(b.data());
@@ -124,6 +152,7 @@ void Engine<T>::backward() {
   has_grad_[static_cast<size_t>(out)] = 1;  // loss() wrote dlogits into it
 
   for (int node = out; node >= 1; --node) {
+    backward_node_ = node;
     backward_node(node, n);
     if (backward_hook_) backward_hook_(node);
   }
@@ -231,68 +260,65 @@ void Engine<T>::backward_node(int node, int n) {
 }
 
 template <typename T>
-void Engine<T>::layout(DeviceArena& a) {
-  const auto& nodes = g_.nodes();
-  const size_t N = nodes.size();
-  const Shape3 in = g_.input_shape();
-  const size_t mb = static_cast<size_t>(max_batch_);
-  const size_t Pd = static_cast<size_t>(pl_.total());  // the padded device layout of the parameters
-  params_ = a.alloc<float>(Pd, "fp32 master weights");
-  if constexpr (std::is_same_v<T, float>)
-    params_half_ = params_;
-  else
-    params_half_ = a.alloc<T>(Pd, "half-precision weights");
-  grads_ = a.alloc<float>(Pd, "gradients");
-  state_ = state_sets_ > 0 ? a.alloc<float>(static_cast<size_t>(state_sets_) * Pd, "optimizer state") : nullptr;
-  buffers_ = a.alloc<float>(static_cast<size_t>(std::max<int64_t>(g_.num_buffers(), 1)), "BN running statistics");
-  chunks_ = a.alloc<cuda::OptimizerChunk>(std::max<size_t>(chunks_host_.size(), 1), "optimizer chunk table");
-  pixels_ = a.alloc<uint8_t>(mb * static_cast<size_t>(in.size()), "input pixels");
-  labels_ = a.alloc<int32_t>(mb, "labels");
-  flips_ = a.alloc<uint8_t>(mb, "flip flags");
-  input_ = a.alloc<T>(mb * static_cast<size_t>(in.h * in.w * in_c_dev_), "normalised input");
-  padded_w_.assign(in_c_dev_ != in.c ? N : 0, nullptr);
-  int64_t largest_padded = 0;
-  for (size_t i = 0; i < padded_w_.size(); ++i)
-    if (nodes[i].op == Op::conv && nodes[i].inputs[0] == 0) {
-      const int64_t w = g_.params()[static_cast<size_t>(nodes[i].weight)].size;
-      padded_w_[i] = a.alloc<T>(static_cast<size_t>(w / in.c * in_c_dev_), "zero-padded first-conv filter");
-      largest_padded = std::max(largest_padded, w);
+void Engine<T>::layout(DeviceArena& a, bool per_tensor) {
+  const size_t N = g_.nodes().size();
+  const cuda::PlannedPointers at = cuda::allocate_plan(plan_, a, per_tensor);
+  padded_w_.assign(in_c_dev_ != g_.input_shape().c ? N : 0, nullptr);
+  for (size_t r = 0; r < plan_.regions.size(); ++r) {
+    void* p = at.regions[r];
+    switch (plan_.regions[r].id) {
+      case cuda::Region::master_weights: params_ = static_cast<float*>(p); break;
+      case cuda::Region::half_weights: params_half_ = static_cast<T*>(p); break;
+      case cuda::Region::gradients: grads_ = static_cast<float*>(p); break;
+      case cuda::Region::optimizer_state: state_ = static_cast<float*>(p); break;
+      case cuda::Region::bn_buffers: buffers_ = static_cast<float*>(p); break;
+      case cuda::Region::chunk_table: chunks_ = static_cast<cuda::OptimizerChunk*>(p); break;
+      case cuda::Region::pixels: pixels_ = static_cast<uint8_t*>(p); break;
+      case cuda::Region::labels: labels_ = static_cast<int32_t*>(p); break;
+      case cuda::Region::flips: flips_ = static_cast<uint8_t*>(p); break;
+      case cuda::Region::padded_filter:
+        padded_w_[static_cast<size_t>(plan_.regions[r].node)] = static_cast<T*>(p);
+        break;
+      case cuda::Region::first_conv_dw: conv_dw_unpad_ = static_cast<T*>(p); break;
+      case cuda::Region::activations: break;  // at.tensors below
+      case cuda::Region::reduce_workspace: reduce_ws_ = p; break;
+      case cuda::Region::conv_workspace: conv_ws_ = p; break;
+      case cuda::Region::cublaslt_workspace: lt_ws_ = p; break;
+      case cuda::Region::conv_dw_half: conv_dw_ = static_cast<T*>(p); break;
+      case cuda::Region::linear_dw_half: linear_dw_ = static_cast<T*>(p); break;
+      case cuda::Region::softmax_ce_workspace: ce_ws_ = p; break;
+      case cuda::Region::step_state: state_dev_ = static_cast<cuda::StepState*>(p); break;
+      case cuda::Region::step_control: ctl_ = static_cast<cuda::StepControl*>(p); break;
     }
-  conv_dw_unpad_ = largest_padded > 0 ? a.alloc<T>(static_cast<size_t>(largest_padded), "first-conv dW (unpadded)") : nullptr;
+  }
+  if constexpr (std::is_same_v<T, float>) params_half_ = params_;
+  // The planned tensors: activations, their gradients, saved statistics, argmaxes, per-step gradient scratch.
+  const MemoryPlan& mp = plan_.activations;
+  auto ptr = [&](int t) { return t < 0 ? nullptr : at.tensors[static_cast<size_t>(t)]; };
   act_.assign(N, nullptr);
   dact_.assign(N, nullptr);
   argmax_.assign(N, nullptr);
   save_mean_.assign(N, nullptr);
   save_invstd_.assign(N, nullptr);
   has_grad_.assign(N, 0);
-  int64_t largest = 0;
-  for (size_t i = 1; i < N; ++i) {
-    const Node& nd = nodes[i];
-    const size_t count = mb * static_cast<size_t>(nd.out.size());
-    largest = std::max<int64_t>(largest, static_cast<int64_t>(count));
-    if (!interior_[i]) {
-      act_[i] = a.alloc<T>(count, "activation");
-      dact_[i] = a.alloc<T>(count, "activation gradient");
-    }
-    if (op_traits(nd.op).saves_argmax) argmax_[i] = a.alloc<int32_t>(count, "max-pool argmax");
-    if (op_traits(nd.op).saves_channel_stats) {
-      save_mean_[i] = a.alloc<float>(static_cast<size_t>(nd.out.c), "BN saved mean");
-      save_invstd_[i] = a.alloc<float>(static_cast<size_t>(nd.out.c), "BN saved inv-std");
-    }
+  for (size_t i = 0; i < N; ++i) {
+    const NodeMemory& nm = mp.nodes[i];
+    act_[i] = static_cast<T*>(ptr(nm.activation));
+    dact_[i] = static_cast<T*>(ptr(nm.gradient));
+    argmax_[i] = static_cast<int32_t*>(ptr(nm.argmax));
+    save_mean_[i] = static_cast<float*>(ptr(nm.bn_stats));  // mean then inv-std: 2 x C floats
+    if (save_mean_[i]) save_invstd_[i] = save_mean_[i] + g_.nodes()[i].out.c;
   }
-  scratch_count_ = largest;
-  scratch_[0] = a.alloc<T>(static_cast<size_t>(largest), "gradient scratch");
-  scratch_[1] = a.alloc<T>(static_cast<size_t>(largest), "gradient scratch");
-  reduce_ws_ = a.allocate(std::max<size_t>(reduce_ws_bytes_, 8), "reduction workspace");
-  conv_ws_ = conv_ws_bytes_ > 0 ? a.allocate(conv_ws_bytes_, "cuDNN workspace") : nullptr;
-  lt_ws_ = a.allocate(cuda::LinearRunner::kDefaultWorkspace, "cuBLASLt workspace");
-  if constexpr (!std::is_same_v<T, float>) {
-    conv_dw_ = max_conv_weight_ > 0 ? a.alloc<T>(static_cast<size_t>(max_conv_weight_), "conv dW (half)") : nullptr;
-    linear_dw_ = max_linear_weight_ > 0 ? a.alloc<T>(static_cast<size_t>(max_linear_weight_), "linear dW (half)") : nullptr;
+  input_ = act_[0];
+  scratch_.assign(2 * N, Scratch{});
+  for (size_t t = 0; t < mp.tensors.size(); ++t) {
+    const PlannedTensor& pt = mp.tensors[t];
+    if (pt.kind != TensorKind::grad_scratch) continue;
+    const int node = 2 * static_cast<int>(N) - pt.first;  // the backward of node j is step 2N - j
+    STOKE_CHECK(node >= 1 && node < static_cast<int>(N) && (pt.slot == 0 || pt.slot == 1), "scratch ", pt.name);
+    scratch_[static_cast<size_t>(node) * 2 + static_cast<size_t>(pt.slot)] =
+        Scratch{static_cast<T*>(ptr(static_cast<int>(t))), pt.bytes / static_cast<int64_t>(sizeof(T))};
   }
-  ce_ws_ = a.allocate(static_cast<size_t>(cuda::softmax_ce_workspace_bytes(max_batch_)), "softmax-CE workspace");
-  state_dev_ = a.alloc<cuda::StepState>(1, "step state");
-  ctl_ = a.alloc<cuda::StepControl>(1, "step control");
 }
 
 template <typename T>
@@ -332,9 +358,7 @@ void Engine<T>::run_forward(int n, bool train) {
         break;
       }
       case Op::relu: cuda::relu_forward<T>(int64_t{n} * in.size(), x, y, s); break;
-      case Op::maxpool:
-        cuda::maxpool_forward<T>(pool_shape(nd, in, n), x, y, train ? argmax_[i] : nullptr, s);
-        break;
+      case Op::maxpool: cuda::maxpool_forward<T>(pool_shape(nd, in, n), x, y, train ? argmax_[i] : nullptr, s); break;
       case Op::avgpool: cuda::avgpool_forward<T>(pool_shape(nd, in, n), x, y, s); break;
       case Op::global_avgpool: cuda::global_avgpool_forward<T>(n, in.h * in.w, in.c, x, y, s); break;
       case Op::linear:
@@ -366,8 +390,8 @@ void Engine<T>::forward_group(const Group& gr, int n, bool train) {
   T* y = act_[static_cast<size_t>(gr.out)];
   const size_t b = static_cast<size_t>(gr.bn);
   if (train)
-    cuda::batchnorm_add_relu_forward_train<T>(rows, in.c, x, res, gr.relu >= 0, master(bn.weight), master(bn.bias), bn.eps,
-                                              bn.momentum, buffer(bn.running_mean), buffer(bn.running_var), y,
+    cuda::batchnorm_add_relu_forward_train<T>(rows, in.c, x, res, gr.relu >= 0, master(bn.weight), master(bn.bias),
+                                              bn.eps, bn.momentum, buffer(bn.running_mean), buffer(bn.running_var), y,
                                               save_mean_[b], save_invstd_[b], reduce_ws_, ctx_.stream(), sync_bn());
   else
     cuda::batchnorm_add_relu_forward_eval<T>(rows, in.c, x, res, gr.relu >= 0, master(bn.weight), master(bn.bias),

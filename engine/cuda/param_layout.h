@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "engine/cuda/arena_plan.h"
 #include "engine/cuda/precision.h"
 #include "engine/graph.h"
 
@@ -19,7 +20,7 @@ namespace stoke::cuda {
 
 class DeviceParamLayout {
  public:
-  static constexpr int64_t kParamAlignElems = 64;
+  static constexpr int64_t kParamAlignElems = cuda::kParamAlignElems;  // the arena plan counts the same
 
   DeviceParamLayout() = default;
   explicit DeviceParamLayout(const std::vector<ParamInfo>& params) {
@@ -67,8 +68,7 @@ class DeviceParamLayout {
 // the zero channels add exact zeros, so the result is the unpadded convolution's. Only when every reader of the
 // input is a convolution (anything else would see the extra channels). fp32 and the CPU layout stay unpadded.
 inline int device_input_channels(Precision storage, int channels, bool only_convolutions_read_input) {
-  if (storage == Precision::fp32 || !only_convolutions_read_input || channels % 8 == 0) return channels;
-  return (channels + 7) / 8 * 8;
+  return padded_input_channels(storage != Precision::fp32, channels, only_convolutions_read_input);
 }
 
 }  // namespace stoke::cuda

@@ -44,7 +44,10 @@ TEST(BatchSize, PlannedBytesGrowWithTheBatchAndShrinkWithHalfPrecision) {
                   f = planned_training_bytes(g, b, cuda_fp32);
     EXPECT_GT(c, prev) << b;
     prev = c;
-    EXPECT_LT(h, f) << b;
+    // Below 8 samples the bf16 copy of the weights outweighs the halved activations (both are in the arena).
+    if (b >= 8) {
+      EXPECT_LT(h, f) << b;
+    }
   }
   // The CUDA plan holds the cuDNN and cuBLASLt workspaces whatever the batch.
   EXPECT_GE(planned_training_bytes(g, 1, cuda_bf16), (int64_t{256} + 32) << 20);
