@@ -94,6 +94,7 @@ struct ConvRunner::Plan {
   cudnnConvolutionBwdFilterAlgo_t filter_algo = CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1;
   cudnnMathType_t fwd_math = CUDNN_DEFAULT_MATH, data_math = CUDNN_DEFAULT_MATH, filter_math = CUDNN_DEFAULT_MATH;
   size_t fwd_ws = 0, data_ws = 0, filter_ws = 0;
+  bool has_data = false;  // a backward-data algorithm was chosen (only for a convolution whose dx runs)
 
   size_t workspace() const { return std::max({fwd_ws, data_ws, filter_ws}); }
   Plan() = default;
@@ -115,9 +116,13 @@ ConvRunner::ConvRunner(const CudaContext& ctx, Precision storage, const ConvOpti
 
 ConvRunner::~ConvRunner() = default;
 
-ConvRunner::Plan& ConvRunner::plan(const ConvShape& sh, size_t workspace_limit, const ConvBenchBuffers* bench) {
+ConvRunner::Plan& ConvRunner::plan(const ConvShape& sh, size_t workspace_limit, const ConvBenchBuffers* bench,
+                                   bool backward_data) {
   const Key key{sh.n, sh.h, sh.w, sh.c, sh.k, sh.r, sh.s, sh.stride, sh.pad};
-  if (auto it = plans_.find(key); it != plans_.end()) return *it->second;
+  if (auto it = plans_.find(key); it != plans_.end()) {
+    if (backward_data && !it->second->has_data) plan_backward_data(*it->second, workspace_limit, bench);
+    return *it->second;
+  }
 
   STOKE_TRACE("conv plan");
   STOKE_CHECK(sh.n > 0 && sh.h > 0 && sh.w > 0 && sh.c > 0 && sh.k > 0 && sh.r > 0 && sh.s > 0, "bad conv shape");
@@ -171,29 +176,6 @@ ConvRunner::Plan& ConvRunner::plan(const ConvShape& sh, size_t workspace_limit, 
                       options_.deterministic ? ", deterministic" : "", ", workspace limit ", limit, " B):", why));
     set_math(p->fwd_math);
   }
-  {  // backward data
-    int maxc = 0, got = 0;
-    CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithmMaxCount(h, &maxc));
-    std::vector<cudnnConvolutionBwdDataAlgoPerf_t> perf(static_cast<size_t>(std::max(maxc, 1)));
-    if (find)
-      CUDNN_CHECK(cudnnFindConvolutionBackwardDataAlgorithmEx(h, p->w, bench->w, p->y, bench->y, p->data, p->x, bench->dx,
-                                                              maxc, &got, perf.data(), bench->workspace, bench_ws));
-    else
-      CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(h, p->w, p->y, p->data, p->x, maxc, &got, perf.data()));
-    auto set_math = [&](cudnnMathType_t m) { CUDNN_CHECK(cudnnSetConvolutionMathType(p->data, m)); };
-    auto ws_of = [&](cudnnConvolutionBwdDataAlgo_t a) {
-      size_t ws = 0;
-      return cudnnGetConvolutionBackwardDataWorkspaceSize(h, p->w, p->y, p->data, p->x, a, &ws) == CUDNN_STATUS_SUCCESS
-                 ? ws
-                 : SIZE_MAX;
-    };
-    if (!choose(perf, got, options_.deterministic, storage_, limit, set_math, ws_of, p->data_algo, p->data_math,
-                p->data_ws, why))
-      throw Error(str("cuDNN offers no usable backward-data algorithm for conv ", shape_text(sh), " (",
-                      to_string(storage_), options_.deterministic ? ", deterministic" : "", ", workspace limit ", limit,
-                      " B):", why));
-    set_math(p->data_math);
-  }
   {  // backward filter
     int maxc = 0, got = 0;
     CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithmMaxCount(h, &maxc));
@@ -221,16 +203,54 @@ ConvRunner::Plan& ConvRunner::plan(const ConvShape& sh, size_t workspace_limit, 
   }
   Plan& ref = *p;
   plans_.emplace(key, std::move(p));
+  if (backward_data) plan_backward_data(ref, workspace_limit, bench);
   return ref;
 }
 
-size_t ConvRunner::prepare(const ConvShape& sh, size_t workspace_limit, const ConvBenchBuffers* bench) {
-  return plan(sh, workspace_limit, bench).workspace();
+// Only for a convolution whose input gradient is computed: the first convolution's never runs, and with fp32 and
+// --deterministic cuDNN may offer no algorithm for its few input channels.
+void ConvRunner::plan_backward_data(Plan& pl, size_t workspace_limit, const ConvBenchBuffers* bench) {
+  Plan* p = &pl;
+  const ConvShape& sh = pl.shape;
+  const cudnnHandle_t h = ctx_.cudnn();
+  const size_t limit = std::min(workspace_limit, options_.workspace_limit);
+  const bool find = options_.benchmark && bench != nullptr;
+  const size_t bench_ws = find ? std::min(bench->workspace_bytes, limit) : 0;
+  std::string why;
+  {  // backward data
+    int maxc = 0, got = 0;
+    CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithmMaxCount(h, &maxc));
+    std::vector<cudnnConvolutionBwdDataAlgoPerf_t> perf(static_cast<size_t>(std::max(maxc, 1)));
+    if (find)
+      CUDNN_CHECK(cudnnFindConvolutionBackwardDataAlgorithmEx(h, p->w, bench->w, p->y, bench->y, p->data, p->x, bench->dx,
+                                                              maxc, &got, perf.data(), bench->workspace, bench_ws));
+    else
+      CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(h, p->w, p->y, p->data, p->x, maxc, &got, perf.data()));
+    auto set_math = [&](cudnnMathType_t m) { CUDNN_CHECK(cudnnSetConvolutionMathType(p->data, m)); };
+    auto ws_of = [&](cudnnConvolutionBwdDataAlgo_t a) {
+      size_t ws = 0;
+      return cudnnGetConvolutionBackwardDataWorkspaceSize(h, p->w, p->y, p->data, p->x, a, &ws) == CUDNN_STATUS_SUCCESS
+                 ? ws
+                 : SIZE_MAX;
+    };
+    if (!choose(perf, got, options_.deterministic, storage_, limit, set_math, ws_of, p->data_algo, p->data_math,
+                p->data_ws, why))
+      throw Error(str("cuDNN offers no usable backward-data algorithm for conv ", shape_text(sh), " (",
+                      to_string(storage_), options_.deterministic ? ", deterministic" : "", ", workspace limit ", limit,
+                      " B):", why));
+    set_math(p->data_math);
+  }
+  p->has_data = true;
+}
+
+size_t ConvRunner::prepare(const ConvShape& sh, size_t workspace_limit, const ConvBenchBuffers* bench,
+                           bool backward_data) {
+  return plan(sh, workspace_limit, bench, backward_data).workspace();
 }
 
 void ConvRunner::forward(const ConvShape& sh, const void* x, const void* w, void* y, void* workspace,
                          size_t workspace_bytes) {
-  Plan& p = plan(sh, workspace_bytes, nullptr);
+  Plan& p = plan(sh, workspace_bytes, nullptr, false);
   STOKE_CHECK(p.fwd_ws <= workspace_bytes, "conv workspace ", workspace_bytes, " B < ", p.fwd_ws, " B planned");
   const float one = 1.f, zero = 0.f;
   CUDNN_CHECK(cudnnConvolutionForward(ctx_.cudnn(), &one, p.x, x, p.w, w, p.fwd, p.fwd_algo, workspace, p.fwd_ws, &zero,
@@ -240,7 +260,7 @@ void ConvRunner::forward(const ConvShape& sh, const void* x, const void* w, void
 
 void ConvRunner::backward_data(const ConvShape& sh, const void* w, const void* dy, void* dx, void* workspace,
                                size_t workspace_bytes) {
-  Plan& p = plan(sh, workspace_bytes, nullptr);
+  Plan& p = plan(sh, workspace_bytes, nullptr, true);
   STOKE_CHECK(p.data_ws <= workspace_bytes, "conv workspace ", workspace_bytes, " B < ", p.data_ws, " B planned");
   const float one = 1.f, zero = 0.f;
   CUDNN_CHECK(cudnnConvolutionBackwardData(ctx_.cudnn(), &one, p.w, w, p.y, dy, p.data, p.data_algo, workspace,
@@ -250,7 +270,7 @@ void ConvRunner::backward_data(const ConvShape& sh, const void* w, const void* d
 
 void ConvRunner::backward_filter(const ConvShape& sh, const void* x, const void* dy, void* dw, float beta,
                                  void* workspace, size_t workspace_bytes) {
-  Plan& p = plan(sh, workspace_bytes, nullptr);
+  Plan& p = plan(sh, workspace_bytes, nullptr, false);
   STOKE_CHECK(p.filter_ws <= workspace_bytes, "conv workspace ", workspace_bytes, " B < ", p.filter_ws, " B planned");
   const float one = 1.f;
   CUDNN_CHECK(cudnnConvolutionBackwardFilter(ctx_.cudnn(), &one, p.x, x, p.y, dy, p.filter, p.filter_algo, workspace,
@@ -263,8 +283,13 @@ std::string ConvRunner::describe() const {
   for (const auto& [key, p] : plans_) {
     const ConvShape& sh = p->shape;
     os << "conv " << shape_text(sh) << ": fwd algo " << static_cast<int>(p->fwd_algo) << " (" << math_name(p->fwd_math)
-       << ", " << p->fwd_ws << " B), data algo " << static_cast<int>(p->data_algo) << " (" << math_name(p->data_math)
-       << ", " << p->data_ws << " B), filter algo " << static_cast<int>(p->filter_algo) << " ("
+       << ", " << p->fwd_ws << " B), ";
+    if (p->has_data)
+      os << "data algo " << static_cast<int>(p->data_algo) << " (" << math_name(p->data_math) << ", " << p->data_ws
+         << " B), ";
+    else
+      os << "no data algo (its dx never runs), ";
+    os << "filter algo " << static_cast<int>(p->filter_algo) << " ("
        << math_name(p->filter_math) << ", " << p->filter_ws << " B)\n";
   }
   return os.str();

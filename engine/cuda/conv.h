@@ -56,9 +56,12 @@ class ConvRunner {
   ConvRunner(const ConvRunner&) = delete;
   ConvRunner& operator=(const ConvRunner&) = delete;
 
-  // Chooses the algorithms of this shape (once) and returns the workspace bytes the three passes need, at most
-  // `workspace_limit`. With bench buffers and options.benchmark, the candidates are timed on them.
-  size_t prepare(const ConvShape& sh, size_t workspace_limit, const ConvBenchBuffers* bench = nullptr);
+  // Chooses the algorithms of this shape (once) and returns the workspace bytes its passes need, at most
+  // `workspace_limit`. With bench buffers and options.benchmark, the candidates are timed on them. backward_data
+  // false: a convolution whose input needs no gradient (the first one, on the image) gets no backward-data
+  // algorithm, so a shape cuDNN offers none for (fp32, deterministic, few channels) does not stop the executor.
+  size_t prepare(const ConvShape& sh, size_t workspace_limit, const ConvBenchBuffers* bench = nullptr,
+                 bool backward_data = true);
 
   // Each call prepares the shape on first use (heuristics, within `workspace_bytes`).
   void forward(const ConvShape& sh, const void* x, const void* w, void* y, void* workspace, size_t workspace_bytes);
@@ -73,7 +76,8 @@ class ConvRunner {
  private:
   struct Plan;
   using Key = std::tuple<int, int, int, int, int, int, int, int, int>;
-  Plan& plan(const ConvShape& sh, size_t workspace_limit, const ConvBenchBuffers* bench);
+  Plan& plan(const ConvShape& sh, size_t workspace_limit, const ConvBenchBuffers* bench, bool backward_data);
+  void plan_backward_data(Plan& p, size_t workspace_limit, const ConvBenchBuffers* bench);
 
   const CudaContext& ctx_;
   Precision storage_;
