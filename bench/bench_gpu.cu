@@ -13,12 +13,14 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <vector>
 
 #include "base/cuda_check.h"
+#include "engine/cuda/poll_wait.h"
 #include "kernels/activation.cuh"
 #include "kernels/augment.cuh"
 #include "kernels/batchnorm.cuh"
@@ -405,6 +407,59 @@ void BM_GlobalAvgPoolForwardBf16(benchmark::State& state) {
         [&](cudaStream_t s) { stoke::cuda::global_avgpool_forward<bf16>(n, hw, c, x.as<bf16>(), y.as<bf16>(), s); });
 }
 BENCHMARK(BM_GlobalAvgPoolForwardBf16)->UseManualTime()->Unit(benchmark::kMicrosecond);
+
+// ---- host waits ------------------------------------------------------------------------------------------------
+// The step's waits on the host: a kernel that spins for arg 1 microseconds, then a blocking cudaEventSynchronize
+// (mode 0) against the backend's polling wait (mode 1: yield for the first millisecond, then 100 us naps;
+// engine/cuda/poll_wait.h) and the former sleep-poll (mode 2: 100 us naps from the start). Wall time per launch and
+// wait; `late_us` is what lies above the kernel's own length, the wait's lateness.
+__global__ void spin_for_ns(unsigned long long ns) {
+  unsigned long long t0 = 0, t = 0;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
+  do {
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  } while (t - t0 < ns);
+}
+
+void BM_HostWait(benchmark::State& state) {
+  const int mode = static_cast<int>(state.range(0));
+  const int us = static_cast<int>(state.range(1));
+  cudaStream_t s = nullptr;
+  cudaEvent_t e = nullptr;
+  CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+  stoke::cuda::PollPolicy p;
+  if (mode == 2) p.spin = std::chrono::microseconds(0);
+  auto query = [&] {
+    const cudaError_t q = cudaEventQuery(e);
+    if (q == cudaErrorNotReady) return false;
+    CUDA_CHECK(q);
+    return true;
+  };
+  double total = 0;
+  for (auto _ : state) {
+    const auto t0 = std::chrono::steady_clock::now();
+    spin_for_ns<<<1, 1, 0, s>>>(static_cast<unsigned long long>(us) * 1000);
+    CUDA_LAUNCH_CHECK(s);
+    CUDA_CHECK(cudaEventRecord(e, s));
+    if (mode == 0)
+      CUDA_CHECK(cudaEventSynchronize(e));
+    else
+      stoke::cuda::poll_until(query, [] {}, p);
+    const double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    state.SetIterationTime(t);
+    total += t;
+  }
+  state.counters["late_us"] = total / static_cast<double>(state.iterations()) * 1e6 - us;
+  state.SetLabel(mode == 0 ? "cudaEventSynchronize" : mode == 1 ? "poll: spin 1 ms, then naps" : "poll: naps only");
+  CUDA_CHECK(cudaEventDestroy(e));
+  CUDA_CHECK(cudaStreamDestroy(s));
+}
+BENCHMARK(BM_HostWait)
+    ->ArgsProduct({{0, 1, 2}, {50, 300, 3000}})
+    ->ArgNames({"mode", "us"})
+    ->UseManualTime()
+    ->Unit(benchmark::kMicrosecond);
 
 }  // namespace
 

@@ -10,7 +10,9 @@
 
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
+#include <thread>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
@@ -19,6 +21,7 @@
 
 #include "base/fs.h"
 #include "engine/backend.h"
+#include "engine/cuda/poll_wait.h"
 #include "engine/trainer.h"
 #include "io/codec/jpeg.h"
 #include "models/models.h"
@@ -162,6 +165,36 @@ void BM_TrainerOnNullBackend_DecodedCache(benchmark::State& state) { trainer_run
 void BM_TrainerOnNullBackend_Streaming(benchmark::State& state) { trainer_run(state, "files"); }
 BENCHMARK(BM_TrainerOnNullBackend_DecodedCache)->UseManualTime()->Iterations(3)->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_TrainerOnNullBackend_Streaming)->UseManualTime()->Iterations(3)->Unit(benchmark::kMicrosecond);
+
+// The host side of the CUDA backend's waits (engine/cuda/poll_wait.h), without a GPU: another thread sets a flag
+// arg 1 microseconds after the wait starts, and the wait polls it. `late_us` is how long after the flag the wait
+// returned: mode 1 yields for the first millisecond, then naps 100 us (the backend's policy); mode 0 naps from the
+// start (what it did before). bench_gpu's BM_HostWait measures the same against cudaEventSynchronize on a device.
+void BM_PollWaitLateness(benchmark::State& state) {
+  using Clock = std::chrono::steady_clock;
+  stoke::cuda::PollPolicy p;
+  if (state.range(0) == 0) p.spin = std::chrono::microseconds(0);
+  const auto delay = std::chrono::microseconds(state.range(1));
+  double late = 0;
+  for (auto _ : state) {
+    std::atomic<bool> flag{false};
+    std::atomic<int64_t> set_at{0};
+    const Clock::time_point t0 = Clock::now();
+    std::thread setter([&] {
+      while (Clock::now() - t0 < delay) {
+      }
+      set_at = Clock::now().time_since_epoch().count();
+      flag = true;
+    });
+    stoke::cuda::poll_until([&] { return flag.load(); }, [] {}, p);
+    const int64_t woke = Clock::now().time_since_epoch().count();
+    setter.join();
+    late += std::chrono::duration<double>(Clock::duration(woke - set_at.load())).count();
+  }
+  state.counters["late_us"] = late / static_cast<double>(state.iterations()) * 1e6;
+  state.SetLabel(state.range(0) == 0 ? "naps only (before)" : "spin 1 ms, then naps");
+}
+BENCHMARK(BM_PollWaitLateness)->ArgsProduct({{0, 1}, {50, 300, 3000}})->ArgNames({"spin", "us"})->Unit(benchmark::kMicrosecond);
 
 }  // namespace
 
