@@ -310,7 +310,9 @@ void add_use(CLI::App& app, UseArgs& u) {
   ex->add_option("--run", u.run, "Run folder (or one of its checkpoint folders)")->required();
   ex->add_option("--format", u.format, "safetensors")->capture_default_str()->check(CLI::IsMember({"safetensors"}));
   ex->add_option("-o,--out", u.out, "Output file")->required();
-  ex->add_option("--checkpoint", u.which, "best | latest")->capture_default_str()->check(CLI::IsMember({"best", "latest"}));
+  ex->add_option("--checkpoint", u.which, "best | latest | initial (the weights the run started from)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"best", "latest", "initial"}));
 }
 
 struct InputArgs {

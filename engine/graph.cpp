@@ -11,7 +11,7 @@ namespace stoke {
 
 const char* op_name(Op op) { return op_traits(op).name; }
 
-Graph::Graph(Shape3 input, std::string name) : name_(std::move(name)) {
+Graph::Graph(Shape3 input, std::string name, InitScheme init) : name_(std::move(name)), init_(init) {
   if (input.h < 1 || input.w < 1 || input.c < 1)
     throw UserError(str("invalid model input shape ", input.h, "x", input.w, "x", input.c));
   Node n;
@@ -34,7 +34,7 @@ int Graph::add_node(Node n) {
   return static_cast<int>(nodes_.size()) - 1;
 }
 
-int Graph::add_param(const std::string& name, std::vector<int> shape, Init init, int fan_in, bool decay) {
+int Graph::add_param(const std::string& name, std::vector<int> shape, Init init, int fan, bool decay) {
   ParamInfo p;
   p.name = name;
   p.shape = std::move(shape);
@@ -42,7 +42,7 @@ int Graph::add_param(const std::string& name, std::vector<int> shape, Init init,
   for (int d : p.shape) p.size *= d;
   p.offset = num_params_;
   p.init = init;
-  p.fan_in = fan_in;
+  p.fan = fan;
   p.weight_decay = decay;
   num_params_ += p.size;
   params_.push_back(std::move(p));
@@ -74,10 +74,10 @@ int Graph::conv(int x, int out_channels, int kernel, int stride, int pad, bool b
   n.stride = stride;
   n.pad = pad;
   n.out = {(in.h + 2 * pad - kernel) / stride + 1, (in.w + 2 * pad - kernel) / stride + 1, out_channels};
-  // torchvision initialises conv weights with kaiming_normal_(mode="fan_out", nonlinearity="relu").
-  n.weight = add_param(name + ".weight", {out_channels, kernel, kernel, in.c}, Init::kaiming_conv,
-                       out_channels * kernel * kernel, true);
-  if (bias) n.bias = add_param(name + ".bias", {out_channels}, Init::linear_bias, in.c * kernel * kernel, false);
+  const int fan_in = in.c * kernel * kernel, fan_out = out_channels * kernel * kernel;
+  n.weight = add_param(name + ".weight", {out_channels, kernel, kernel, in.c}, Init::kaiming_normal,
+                       init_.conv_fan_in ? fan_in : fan_out, true);
+  if (bias) n.bias = add_param(name + ".bias", {out_channels}, Init::uniform_fan, fan_in, false);
   return add_node(std::move(n));
 }
 
@@ -145,9 +145,10 @@ int Graph::linear(int x, int out_features, const std::string& name, bool bias) {
   n.in_features = static_cast<int>(shape_of(x).size());
   n.out_features = out_features;
   n.out = {1, 1, out_features};
-  n.weight = add_param(name + ".weight", {out_features, n.in_features}, Init::kaiming_linear_weight, n.in_features,
-                       true);
-  if (bias) n.bias = add_param(name + ".bias", {out_features}, Init::linear_bias, n.in_features, false);
+  n.weight = add_param(name + ".weight", {out_features, n.in_features}, Init::uniform_fan, n.in_features, true);
+  if (bias)
+    n.bias = add_param(name + ".bias", {out_features}, init_.zero_linear_bias ? Init::zeros : Init::uniform_fan,
+                       n.in_features, false);
   return add_node(std::move(n));
 }
 
@@ -210,14 +211,13 @@ void Graph::initialize(float* params, float* buffers, uint64_t seed) const {
     switch (p.init) {
       case Init::zeros: std::fill(dst, dst + p.size, 0.f); break;
       case Init::ones: std::fill(dst, dst + p.size, 1.f); break;
-      case Init::kaiming_conv: {  // N(0, 2 / fan_out)
-        float sd = std::sqrt(2.f / static_cast<float>(p.fan_in));
+      case Init::kaiming_normal: {  // N(0, 2 / fan)
+        float sd = std::sqrt(2.f / static_cast<float>(p.fan));
         for (int64_t j = 0; j < p.size; ++j) dst[j] = sd * normal01(key, static_cast<uint64_t>(j));
         break;
       }
-      case Init::kaiming_linear_weight:  // PyTorch's default: U(-1/sqrt(fan_in), 1/sqrt(fan_in))
-      case Init::linear_bias: {
-        float bound = 1.f / std::sqrt(static_cast<float>(p.fan_in));
+      case Init::uniform_fan: {  // PyTorch's default for linear weights and biases: U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+        float bound = 1.f / std::sqrt(static_cast<float>(p.fan));
         for (int64_t j = 0; j < p.size; ++j) dst[j] = bound * (2.f * uniform01(key, static_cast<uint64_t>(j)) - 1.f);
         break;
       }

@@ -17,17 +17,27 @@ namespace stoke {
 enum class Op { input, conv, batchnorm, relu, maxpool, avgpool, global_avgpool, linear, add, concat };
 const char* op_name(Op op);
 
-enum class Init { zeros, ones, kaiming_conv, kaiming_linear_weight, linear_bias };
+// kaiming_normal: N(0, 2 / fan); uniform_fan: U(-1/sqrt(fan), 1/sqrt(fan)) (PyTorch's default for linear and conv
+// weights and biases). Which fan a conv uses is the model's choice (InitScheme).
+enum class Init { zeros, ones, kaiming_normal, uniform_fan };
+
+// How a model's reference implementation initialises it (docs/MODELS.md lists each model's): BN weight 1 and bias 0,
+// conv weights kaiming_normal_ over fan_out (torchvision's ResNet) or fan_in (MONAI's and torchvision's DenseNet),
+// linear weights PyTorch's default uniform, linear biases that default or zero.
+struct InitScheme {
+  bool conv_fan_in = false;       // kaiming_normal_(mode="fan_in") instead of mode="fan_out"
+  bool zero_linear_bias = false;  // nn.init.constant_(linear.bias, 0) instead of U(+-1/sqrt(fan_in))
+};
 
 // One named parameter (or buffer) inside the flat array.
 struct ParamInfo {
-  std::string name;         // e.g. "features.conv1.weight" (torchvision-style dotted names)
-  int64_t offset = 0;       // in floats
+  std::string name;    // e.g. "features.conv1.weight" (torchvision-style dotted names)
+  int64_t offset = 0;  // in floats
   int64_t size = 0;
-  std::vector<int> shape;   // as stored: conv weights KRSC, linear [out, in]
+  std::vector<int> shape;  // as stored: conv weights KRSC, linear [out, in]
   Init init = Init::zeros;
-  int fan_in = 1;           // for the initialisers
-  bool weight_decay = true; // false for BN affine parameters and biases
+  int fan = 1;               // the fan the initialiser divides by (fan_in or fan_out, see InitScheme)
+  bool weight_decay = true;  // false for BN affine parameters and biases
 };
 
 struct Node {
@@ -49,7 +59,7 @@ struct Node {
 
 class Graph {
  public:
-  explicit Graph(Shape3 input, std::string name = "model");
+  explicit Graph(Shape3 input, std::string name = "model", InitScheme init = {});
 
   int input() const { return 0; }
   int conv(int x, int out_channels, int kernel, int stride, int pad, bool bias, const std::string& name);
@@ -86,19 +96,21 @@ class Graph {
   // consumers()[i]: how many nodes read node i's output.
   std::vector<int> consumers() const;
 
-  // Fills params with the initialisation (Kaiming normal for convs, PyTorch's default uniform for linears,
-  // BN gamma 1 / beta 0) from a deterministic RNG keyed by seed, and buffers (running var 1, mean 0).
+  // Fills params with the initialisation (Kaiming normal for convs over the fan the InitScheme names, PyTorch's
+  // default uniform for linears, BN gamma 1 / beta 0) from a deterministic RNG keyed by seed, and buffers (running
+  // var 1, mean 0).
   void initialize(float* params, float* buffers, uint64_t seed) const;
 
   std::string summary() const;  // one line per node
 
  private:
   int add_node(Node n);
-  int add_param(const std::string& name, std::vector<int> shape, Init init, int fan_in, bool decay);
+  int add_param(const std::string& name, std::vector<int> shape, Init init, int fan, bool decay);
   int add_buffer(const std::string& name, std::vector<int> shape, Init init);
   const Shape3& shape_of(int x) const;
 
   std::string name_, description_;
+  InitScheme init_;
   std::vector<Node> nodes_;
   std::vector<ParamInfo> params_, buffers_;
   int64_t num_params_ = 0, num_buffers_ = 0;

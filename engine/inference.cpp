@@ -86,6 +86,11 @@ LoadedRun load_run(const std::string& path, const ModelFactory& build_model, con
   r.params = std::move(d.params);
   r.buffers = std::move(d.buffers);
   r.step = state.value("step", int64_t{0});
+  if (which == "initial") {  // what the run started from: the trainer's Graph::initialize with the run's seed
+    r.graph.initialize(r.params.data(), r.buffers.data(), cfg.value("seed", uint64_t{0}));
+    r.step = 0;
+    r.checkpoint = "the initial weights";
+  }
   return r;
 }
 

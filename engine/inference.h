@@ -24,7 +24,8 @@ struct LoadedRun {
 };
 
 // `path` is a run folder (uses checkpoints/<which>, falling back to latest when there is no best) or a
-// checkpoint folder inside one. Throws UserError with a clear message when there is nothing to load.
+// checkpoint folder inside one. which = "initial": the weights the run started from (its seed's initialisation,
+// running statistics 0/1), for comparing a run with a twin that starts where it started. Throws UserError with a clear message when there is nothing to load.
 LoadedRun load_run(const std::string& path, const ModelFactory& build_model, const std::string& which = "best");
 
 struct Prediction {

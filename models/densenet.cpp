@@ -14,8 +14,10 @@
 //             out = Linear(1024, classes)
 // Parameter count: identical to torchvision's densenet121 for the same in/out channels (the same modules;
 // only the key names and the classifier's name differ): 7,978,856 for 3 in / 1000 out.
-// MONAI initialises convs with kaiming_normal_ (fan_in) and the linear bias with 0; the graph uses
-// torchvision's fan_out initialisation for every conv — a choice of starting point, not of architecture.
+// Initialisation as MONAI (and torchvision's densenet.py): kaiming_normal_ with its default mode fan_in for every
+// conv, BN weight 1 / bias 0, the linear bias 0 (its weight keeps PyTorch's default). fan_out, ResNet's choice,
+// gives conv0 (1 input channel, 64 outputs, 7x7) a 64x smaller output variance: BN's running variance then starts
+// far above the true one and a short run evaluates with it.
 #include <algorithm>
 
 #include "base/error.h"
@@ -42,7 +44,7 @@ Graph densenet121(Shape3 input, int classes) {
   if (after_stem(std::min(input.h, input.w)) < 8)
     throw UserError(str("densenet121 needs inputs of at least 29x29, got ", input.h, "x", input.w));
 
-  Graph g(input, "densenet121");
+  Graph g(input, "densenet121", InitScheme{.conv_fan_in = true, .zero_linear_bias = true});
   g.set_description("densenet121 (MONAI DenseNet121: growth 32, blocks 6/12/24/16, bn_size 4, 64 initial features)");
   int x = g.conv(g.input(), kInit, 7, 2, 3, false, "features.conv0");
   x = g.relu(g.batchnorm(x, "features.norm0"));

@@ -10,6 +10,8 @@
 //   head:    avgpool = AdaptiveAvgPool2d(1), fc = Linear(512*expansion, classes)
 // Modules are registered (and so state_dict keys ordered) as conv1, bn1, conv2, bn2, [conv3, bn3],
 // downsample: the main branch is built before the shortcut here for the same parameter order.
+// Initialisation as torchvision (zero_init_residual False): convs kaiming_normal_(mode="fan_out",
+// nonlinearity="relu"), BN weight 1 / bias 0, fc PyTorch's default uniform — Graph's default InitScheme.
 #include <algorithm>
 
 #include "base/error.h"

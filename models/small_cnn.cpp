@@ -2,6 +2,10 @@
 
 namespace stoke {
 
+// stoke's own model, so its reference is its PyTorch twin (bench/pytorch/stoke_torch.py SmallCNN), which initialises
+// as the ResNets do: convs kaiming_normal_ fan_out, BN 1/0, linear (and the no-BN variant's conv biases) PyTorch's
+// default uniform. A conv-BN-ReLU stack like ResNet's; the MNIST job's 1,400 steps are far past the running
+// statistics' start, and shorter runs have --bn-recalibrate.
 Graph small_cnn(Shape3 input, int classes, int width, bool batchnorm) {
   Graph g(input, batchnorm ? "small-cnn" : "small-cnn-nobn");
   int x = g.input();

@@ -82,10 +82,10 @@ def load_safetensors(path):
 
 
 class SmallCNNBlock(nn.Module):
-    def __init__(self, cin, cout, pool):
+    def __init__(self, cin, cout, pool, batchnorm=True):
         super().__init__()
-        self.conv = nn.Conv2d(cin, cout, 3, 1, 1, bias=False)
-        self.bn = nn.BatchNorm2d(cout)
+        self.conv = nn.Conv2d(cin, cout, 3, 1, 1, bias=not batchnorm)
+        self.bn = nn.BatchNorm2d(cout) if batchnorm else nn.Identity()
         self.relu = nn.ReLU(inplace=True)
         self.pool = nn.MaxPool2d(2, 2) if pool else nn.Identity()
 
@@ -96,15 +96,17 @@ class SmallCNNBlock(nn.Module):
 class SmallCNN(nn.Module):
     """stoke's small-cnn (models/small_cnn.cpp): three conv3x3(no bias)-BN-ReLU blocks named features.1..3,
     widths w/2w/4w, a 2x2 max pool after a block while its map is >= 6x6, a global average pool when the last map
-    is larger than 4x4, then `classifier` (Linear with bias) on the NCHW-flattened map."""
+    is larger than 4x4, then `classifier` (Linear with bias) on the NCHW-flattened map. batchnorm=False:
+    small-cnn-nobn (conv3x3 with bias, no BN). Initialisation as docs/MODELS.md says for the small CNNs (the ResNet
+    rule): convs kaiming_normal_ fan_out/relu, BN 1/0, conv biases and the linear PyTorch's default."""
 
-    def __init__(self, in_channels, num_classes, height, width, base_width=16):
+    def __init__(self, in_channels, num_classes, height, width, base_width=16, batchnorm=True):
         super().__init__()
         self.features = nn.Sequential()
         h, w, cin, ch = height, width, in_channels, base_width
         for block in range(1, 4):
             pool = h >= 6 and w >= 6
-            self.features.add_module(str(block), SmallCNNBlock(cin, ch, pool))
+            self.features.add_module(str(block), SmallCNNBlock(cin, ch, pool, batchnorm))
             if pool:
                 h, w = (h - 2) // 2 + 1, (w - 2) // 2 + 1
             cin, ch = ch, ch * 2
@@ -112,6 +114,9 @@ class SmallCNN(nn.Module):
         if h > 4 or w > 4:
             h = w = 1
         self.classifier = nn.Linear(cin * h * w, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x):
         return self.classifier(torch.flatten(self.gap(self.features(x)), 1))
@@ -228,6 +233,8 @@ def build_model(name, in_channels, num_classes, height, width, small_stem=None):
         return SmallCNN(in_channels, num_classes, height, width, 16)
     if name == "small-cnn-wide":
         return SmallCNN(in_channels, num_classes, height, width, 32)
+    if name == "small-cnn-nobn":
+        return SmallCNN(in_channels, num_classes, height, width, 16, batchnorm=False)
     if name in ("resnet18", "resnet34", "resnet50"):
         if small_stem is None:
             small_stem = stoke_small_stem(height, width)

@@ -125,17 +125,6 @@ def estimate_normalization(samples, h, w, c, seed):
     return [float(v) for v in mean], [float(v) for v in std]
 
 
-def init_like_stoke(model):
-    """stoke's initialisation (engine/graph.cpp): convs kaiming_normal_ fan_out/relu (torchvision's), linear
-    weights and biases PyTorch's default U(+-1/sqrt(fan_in)), BN 1/0."""
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-
-
 def cpu_name():
     try:
         with open("/proc/cpuinfo") as f:
@@ -241,9 +230,7 @@ def main():
         return 2
 
     # ---- model, optimizer, schedule -------------------------------------------------------------------------------
-    model = st.build_model(job["model"], c, len(classes), h, w)
-    if job["model"] != "densenet121":  # MONAI's DenseNet keeps MONAI's own initialisation
-        init_like_stoke(model)
+    model = st.build_model(job["model"], c, len(classes), h, w)  # initialised as its reference (docs/MODELS.md)
     channels_last = tuned
     amp_dtype = None
     if tuned and cuda:

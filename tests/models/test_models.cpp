@@ -3,7 +3,9 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "base/error.h"
@@ -152,4 +154,52 @@ TEST(Zoo, NamesAndErrors) {
   EXPECT_NO_THROW(build_model("densenet121", {29, 29, 1}, 10));
   EXPECT_THROW(build_model("resnet101", {224, 224, 3}, 10), UserError);
   EXPECT_THROW(resnet(20, {32, 32, 3}, 10), UserError);
+}
+
+// Each model starts where its reference starts (docs/MODELS.md): the ResNets and the small CNNs with torchvision's
+// fan_out convs and PyTorch's default linear bias, DenseNet-121 with MONAI's fan_in convs and a zero linear bias.
+// The per-layer spread against PyTorch's own modules is tests/torch/init_distribution.sh; this pins the rule.
+TEST(Zoo, InitialisationFollowsEachReference) {
+  auto stats = [](const Graph& g, const std::vector<float>& p, const std::string& name) {
+    const ParamInfo& w = g.params()[static_cast<size_t>(g.find_param(name))];
+    double s = 0, s2 = 0;
+    for (int64_t i = 0; i < w.size; ++i) {
+      const double v = p[static_cast<size_t>(w.offset + i)];
+      s += v;
+      s2 += v * v;
+    }
+    const double n = static_cast<double>(w.size);
+    return std::pair<double, double>{s / n, std::sqrt(s2 / n)};
+  };
+  struct Case {
+    std::string model, param;
+    double fan;  // the rule's fan: N(0, 2 / fan) for convs
+  };
+  // conv0 of DenseNet: 1 input channel, 7x7 -> fan_in 49 (fan_out would be 64 * 49: 8x smaller std).
+  // ResNet-18's small-stem conv1: 64 outputs, 3x3 -> fan_out 576 (fan_in would be 9).
+  const Case cases[] = {{"densenet121", "features.conv0.weight", 49},
+                        {"densenet121", "features.denseblock2.denselayer3.layers.conv2.weight", 128 * 9},
+                        {"densenet121", "features.transition1.conv.weight", 256},
+                        {"resnet18", "conv1.weight", 64 * 9},
+                        {"resnet18", "layer2.0.downsample.0.weight", 128},
+                        {"small-cnn", "features.1.conv.weight", 16 * 9}};
+  for (const Case& c : cases) {
+    Graph g = build_model(c.model, {64, 64, 1}, 6);
+    std::vector<float> p(static_cast<size_t>(g.num_params())), b(static_cast<size_t>(g.num_buffers()));
+    g.initialize(p.data(), b.data(), 1);
+    const ParamInfo& w = g.params()[static_cast<size_t>(g.find_param(c.param))];
+    const auto [mean, rms] = stats(g, p, c.param);
+    const double want = std::sqrt(2.0 / c.fan), n = static_cast<double>(w.size);
+    // Sampling error of a normal sample's rms: want / sqrt(2n); 5 of them.
+    EXPECT_NEAR(rms, want, 5 * want / std::sqrt(2 * n)) << c.model << " " << c.param;
+    EXPECT_NEAR(mean, 0.0, 5 * want / std::sqrt(n)) << c.model << " " << c.param;
+  }
+  Graph d = build_model("densenet121", {64, 64, 1}, 6), r = build_model("resnet18", {64, 64, 1}, 6);
+  std::vector<float> dp(static_cast<size_t>(d.num_params())), db(static_cast<size_t>(d.num_buffers()));
+  std::vector<float> rp(static_cast<size_t>(r.num_params())), rb(static_cast<size_t>(r.num_buffers()));
+  d.initialize(dp.data(), db.data(), 1);
+  r.initialize(rp.data(), rb.data(), 1);
+  EXPECT_EQ(stats(d, dp, "class_layers.out.bias"), (std::pair<double, double>{0.0, 0.0}));  // MONAI: constant 0
+  EXPECT_GT(stats(r, rp, "fc.bias").second, 0.0);  // torchvision: PyTorch's default U(+-1/sqrt(512))
+  EXPECT_LE(stats(r, rp, "fc.bias").second, 1 / std::sqrt(512.0));
 }
