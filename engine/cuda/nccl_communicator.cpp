@@ -4,13 +4,12 @@
 #include <dlfcn.h>
 #include <nccl.h>
 
-#include <chrono>
 #include <cstring>
-#include <thread>
 #include <vector>
 
 #include "base/cuda_check.h"
 #include "engine/cuda/device_collectives.h"
+#include "engine/cuda/poll_wait.h"
 #include "engine/dist/tcp_rendezvous.h"
 
 namespace stoke {
@@ -182,10 +181,6 @@ class NcclCommunicator final : public dist::Communicator, public cuda::DeviceCol
     }
   }
 
-  double elapsed(std::chrono::steady_clock::time_point t0) const {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  }
-
   // NCCL cannot say which peer is missing: past the timeout the communicator is aborted and the error says so.
   [[noreturn]] void lost(const char* what) {
     failed_ = true;
@@ -204,36 +199,43 @@ class NcclCommunicator final : public dist::Communicator, public cuda::DeviceCol
       NCCL_CHECK(r);
   }
 
-  void await_comm(const char* what) {
-    const auto t0 = std::chrono::steady_clock::now();
-    for (;;) {
-      ncclResult_t state = ncclSuccess;
-      NCCL_CHECK(nccl().CommGetAsyncError(comm_, &state));
-      if (state == ncclSuccess) return;
-      if (state != ncclInProgress) {
-        failed_ = true;
-        throw Error(str("NCCL ", what, ": ", nccl().GetErrorString(state)));
-      }
-      if (elapsed(t0) > timeout_s_) lost(what);
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  // Both waits poll as the backend's do (engine/cuda/poll_wait.h): the first millisecond yields, so an enqueue that
+  // answered ncclInProgress (every collective of a non-blocking communicator may) costs microseconds, not a nap.
+  cuda::PollPolicy policy() const {
+    cuda::PollPolicy p;
+    p.timeout_s = timeout_s_;
+    return p;
+  }
+
+  void fail_on_async_error(const char* what) {
+    ncclResult_t state = ncclSuccess;
+    NCCL_CHECK(nccl().CommGetAsyncError(comm_, &state));
+    if (state != ncclSuccess && state != ncclInProgress) {
+      failed_ = true;
+      throw Error(str("NCCL ", what, ": ", nccl().GetErrorString(state)));
     }
   }
 
-  void await_stream(const char* what) {
-    const auto t0 = std::chrono::steady_clock::now();
-    for (;;) {
-      const cudaError_t e = cudaStreamQuery(stream_);
-      if (e == cudaSuccess) return;
-      if (e != cudaErrorNotReady) CUDA_CHECK(e);
+  void await_comm(const char* what) {
+    auto ready = [&] {
       ncclResult_t state = ncclSuccess;
       NCCL_CHECK(nccl().CommGetAsyncError(comm_, &state));
-      if (state != ncclSuccess && state != ncclInProgress) {
-        failed_ = true;
-        throw Error(str("NCCL ", what, ": ", nccl().GetErrorString(state)));
-      }
-      if (elapsed(t0) > timeout_s_) lost(what);
-      std::this_thread::sleep_for(std::chrono::microseconds(50));
-    }
+      if (state == ncclSuccess) return true;
+      if (state == ncclInProgress) return false;
+      failed_ = true;
+      throw Error(str("NCCL ", what, ": ", nccl().GetErrorString(state)));
+    };
+    if (!cuda::poll_until(ready, [] {}, policy())) lost(what);
+  }
+
+  void await_stream(const char* what) {
+    auto done = [&] {
+      const cudaError_t e = cudaStreamQuery(stream_);
+      if (e == cudaErrorNotReady) return false;
+      CUDA_CHECK(e);
+      return true;
+    };
+    if (!cuda::poll_until(done, [&] { fail_on_async_error(what); }, policy())) lost(what);
   }
 
   int rank_, world_, local_rank_;
