@@ -182,6 +182,22 @@ void add_train(CLI::App& app, TrainConfig& cfg, std::string& optimizer, std::str
       ->capture_default_str()->check(CLI::Range(0, 4096));
   t->add_option("--eval-every", cfg.eval_every, "Validate every N epochs (and after the last)")
       ->capture_default_str()->check(kPositive);
+  t->add_option("--log-every", cfg.log_every, "metrics.jsonl: a train line (loss, accuracy, img/s) every N steps")
+      ->capture_default_str()->check(CLI::Range(1, 1 << 30));
+  t->add_option_function<std::string>(
+       "--bn-recalibrate",
+       [&cfg](const std::string& v) {
+         char* end = nullptr;
+         const long n = v == "auto" ? -1 : std::strtol(v.c_str(), &end, 10);
+         if (v != "auto" && (v.empty() || *end != '\0' || n < 0 || n > (1 << 30)))
+           throw CLI::ValidationError("--bn-recalibrate", "must be auto or a number of batches (0: off), got '" + v + "'");
+         cfg.bn_recalibrate = static_cast<int>(n);
+       },
+       "Before the final evaluation and checkpoint, recompute every batch-norm running mean and variance over N "
+       "training batches (at most an epoch's) with the final weights, so they do not depend on how many steps ran; "
+       "auto: 20 when the run takes fewer than 100 steps, else off; 0: off")
+      ->type_name("N|auto")
+      ->default_str("auto");
   add_choice(t, "--best-metric", cfg.best_metric, parse_best_metric, {"val_acc", "val_auc", "val_loss"},
              "What the best checkpoint maximises: val_acc | val_auc | val_loss");
   t->add_flag("--strict", cfg.strict, "Stop at the first corrupt image instead of skipping it");

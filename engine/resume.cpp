@@ -81,6 +81,8 @@ void apply_session_flag(const std::string& name, const TrainConfig& cli, TrainCo
   else if (name == "--force") run.force = cli.force;
   else if (name == "--interrupt-after-steps") run.interrupt_after_steps = cli.interrupt_after_steps;
   else if (name == "--trace") run.trace_file = cli.trace_file;
+  else if (name == "--log-every") run.log_every = cli.log_every;
+  else if (name == "--bn-recalibrate") run.bn_recalibrate = cli.bn_recalibrate;
   else if (name == "--profile-steps") {
     run.profile_first = cli.profile_first;
     run.profile_last = cli.profile_last;
@@ -96,7 +98,7 @@ bool is_session_flag(const std::string& flag) {
   static const std::set<std::string> kSession = {
       "--epochs", "--threads", "--decoders", "--no-graphs", "--cache", "--cache-budget-mb", "--device", "--quiet",
       "--tensorboard", "--watchdog", "--strict", "--checkpoint-every", "--keep-checkpoints", "--force",
-      "--interrupt-after-steps", "--trace", "--profile-steps", "--trace-steps"};
+      "--interrupt-after-steps", "--trace", "--profile-steps", "--trace-steps", "--log-every", "--bn-recalibrate"};
   return kSession.count(flag) > 0;
 }
 

@@ -69,6 +69,7 @@ json config_to_json(const TrainConfig& c) {
           {"keep_checkpoints", c.keep_checkpoints},
           {"max_nonfinite_steps", c.max_nonfinite_steps},
           {"eval_every", c.eval_every},
+          {"bn_recalibrate", c.bn_recalibrate},
           {"best_metric", to_string(c.best_metric)}};
 }
 
@@ -121,6 +122,7 @@ TrainConfig config_from_json(const json& j) {
     c.keep_checkpoints = static_cast<int>(json_int(j, "keep_checkpoints", 1, 1 << 20, 3));
     c.max_nonfinite_steps = static_cast<int>(json_int(j, "max_nonfinite_steps", 1, 1 << 30, 5));
     c.eval_every = static_cast<int>(json_int(j, "eval_every", 1, 1 << 30, 1));
+    c.bn_recalibrate = static_cast<int>(json_int(j, "bn_recalibrate", -1, 1 << 30, -1));
     c.best_metric = parse_best_metric(text("best_metric", std::string("val_acc")));
   } catch (const std::exception& e) {
     throw Error(str("the saved run configuration is incomplete or damaged: ", e.what()));

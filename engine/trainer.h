@@ -60,6 +60,11 @@ struct TrainConfig {
   std::string trace_file;      // --trace: write the timeline of steps trace_first..trace_last here ("" = none)
   int64_t trace_first = 1, trace_last = 50;
   int eval_every = 1;          // validate every N epochs (and always after the last)
+  int log_every = 50;          // metrics.jsonl: a train line every N steps (and at each epoch's end)
+  // --bn-recalibrate: before the last epoch's evaluation and checkpoint, recompute every batch-norm running mean and
+  // variance over this many training batches with the final weights (engine/bn_recalibrate.h). -1 (auto): 20 batches
+  // when the run takes fewer than 100 steps, else none; 0: none. At most one epoch's batches.
+  int bn_recalibrate = -1;
   BestMetric best_metric = BestMetric::val_acc;  // what the best checkpoint maximises
   // Test hooks (no flags): behave as if SIGINT arrived after this many steps of this process (0 = never);
   // make the loss of these global steps non-finite.

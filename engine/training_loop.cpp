@@ -49,7 +49,7 @@ void TrainingRun::start_input() {
   io::PipelineConfig tpc = training_pipeline_config(cfg_, shape_, local_batch_);
   tpc.rank = rank_;
   tpc.world = world_;
-  tpc.end_epoch = cfg_.epochs;
+  tpc.end_epoch = cfg_.epochs + (recalibration_batches() > 0 ? 1 : 0);  // --bn-recalibrate reads the next epoch's
   tpc.strict = cfg_.strict;
   tpc.quarantine_path = quarantine;
   tpc.watchdog_seconds = cfg_.watchdog_seconds;
@@ -482,7 +482,7 @@ void TrainingRun::on_result(const StepResult& so, int64_t epoch) {
   const double rate = static_cast<double>(seen_ - seen_at_start_) / std::max(el, 1e-9);
   const double overall_rate = static_cast<double>(step_ - loop_first_step_) / std::max(seconds_since(loop_start_), 1e-9);
   const double eta = static_cast<double>(sched_.total_steps - step_) / overall_rate;
-  if ((step_ % 50 == 0 || b_in_epoch_ == steps_per_epoch_) && window_seen_ > 0) {
+  if ((step_ % cfg_.log_every == 0 || b_in_epoch_ == steps_per_epoch_) && window_seen_ > 0) {
     const double window_s = std::max(seconds_since(window_t0_), 1e-9);  // before window_stall() restarts it
     json line = {{"kind", "train"}, {"epoch", epoch + 1}, {"step", step_}, {"lr", lr},
                  {"loss", window_loss_ / static_cast<double>(window_seen_)},
@@ -520,6 +520,8 @@ void TrainingRun::end_epoch(int64_t epoch, double train_seconds, double input_wa
   es.train_acc = static_cast<double>(correct_sum_) / static_cast<double>(std::max<int64_t>(seen_, 1));
   es.images_per_s = static_cast<double>(seen_ - seen_at_start_) / std::max(train_seconds, 1e-9);
   es.val_loss = es.val_acc = es.val_auc = std::numeric_limits<double>::quiet_NaN();
+  // Before the last evaluation, the best-checkpoint choice and the checkpoint: they all see the recomputed statistics.
+  const int recalibrated = epoch + 1 == cfg_.epochs ? recalibrate_batch_norm() : 0;
   const bool evaluate_now = has_val_ && ((epoch + 1) % cfg_.eval_every == 0 || epoch + 1 == cfg_.epochs);
   ClassificationReport report;
   if (evaluate_now) {
@@ -534,6 +536,7 @@ void TrainingRun::end_epoch(int64_t epoch, double train_seconds, double input_wa
              {"train_acc", es.train_acc}, {"img_per_s", es.images_per_s}, {"seconds", es.seconds},
              {"elapsed_s", run_elapsed()}, {"rss_mib", resident_mib()},
              {"input_wait_s", input_wait}, {"input_stall", input_wait / std::max(train_seconds, 1e-9)}};
+  if (recalibrated > 0) ej["bn_recalibrated_batches"] = recalibrated;
   if (epoch_device_s_ > 0) ej["gpu_busy"] = std::min(1.0, epoch_device_s_ / std::max(train_seconds, 1e-9));
   epoch_comm_.add_to(ej, train_seconds);
   if (evaluate_now) {

@@ -133,6 +133,8 @@ void check_train_config(const TrainConfig& cfg) {
   if (cfg.label_smoothing < 0.f || cfg.label_smoothing >= 1.f) throw UserError("--label-smoothing must be in [0, 1)");
   if (cfg.data.empty()) throw UserError("--data is required (an ImageFolder: DIR/<class>/*.jpg)");
   if (cfg.eval_every < 1) throw UserError("--eval-every must be at least 1");
+  if (cfg.log_every < 1) throw UserError("--log-every must be at least 1");
+  if (cfg.bn_recalibrate < -1) throw UserError("--bn-recalibrate must be auto or a number of batches (0: off)");
   if (cfg.decoders < 0) throw UserError("--decoders must be auto or a positive number");
   if (decodes_once(cfg.cache) && cfg.augment == Augment::crop_flip)
     throw UserError(str("--cache ", to_string(cfg.cache), " keeps images at the model's input size, so random crops are not available: use --augment flip or --cache none"));

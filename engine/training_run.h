@@ -125,6 +125,9 @@ class TrainingRun {
   bool stop_now() const { return (world_ == 1 && interrupt_requested() != 0) || (stop_at_ >= 0 && sub_step_ >= stop_at_); }
   // training_summary.cpp
   std::string verdict(double run_stall) const;
+  // training_recalibrate.cpp: --bn-recalibrate
+  int recalibration_batches() const;  // how many batches the end of this run recalibrates over (0: none)
+  int recalibrate_batch_norm();       // does it, with the final weights; returns the batches used
 
   TrainConfig cfg_;  // a copy: ranks other than 0 run quiet
   mutable Console console_;  // every line the run prints goes through it (printing is not a change of state)

@@ -9,9 +9,11 @@
 #include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <thread>
 
 #include "engine/checkpoint.h"
+#include "engine/inference.h"
 #include "base/error.h"
 #include "base/fs.h"
 #include "engine/trainer.h"
@@ -87,6 +89,32 @@ TEST(Resume, InterruptedRunsContinueBitExactly) {
     EXPECT_EQ(r.epochs.back().train_loss, full.epochs.back().train_loss) << run;
     EXPECT_EQ(r.epochs.back().val_loss, full.epochs.back().val_loss) << run;
   }
+}
+
+// --bn-recalibrate: the same steps and weights as without it, other running statistics, and those are what the
+// checkpoint holds and the last evaluation used. On by default for this 21-step run (auto: 7 batches, one epoch's).
+// (Resume.InterruptedRunsContinueBitExactly above runs with it on: a resumed run recalibrates to the same bytes.)
+TEST(Resume, BnRecalibrateChangesOnlyTheRunningStatisticsAndTheCheckpointHoldsThem) {
+  TempDir tmp("recal");
+  make_data(tmp);
+  TrainConfig off = tiny_config(tmp, "off"), on = tiny_config(tmp, "on");
+  off.bn_recalibrate = 0;
+  const TrainResult a = train(off, build_model), b = train(on, build_model);
+  EXPECT_EQ(a.step_losses, b.step_losses);
+  const LoadedRun ra = load_run(a.run_dir, build_model, "latest"), rb = load_run(b.run_dir, build_model, "latest");
+  EXPECT_EQ(ra.params, rb.params);    // no weight moves
+  EXPECT_NE(ra.buffers, rb.buffers);  // the statistics do
+  nlohmann::json last;
+  std::ifstream metrics(b.run_dir + "/metrics.jsonl");
+  for (std::string line; std::getline(metrics, line);)
+    if (nlohmann::json j = nlohmann::json::parse(line); j.value("kind", "") == "epoch") last = j;
+  EXPECT_EQ(last.value("bn_recalibrated_batches", 0), 7);
+  // The checkpoint's statistics are the evaluated ones: its loss on the validation set is the last epoch's.
+  const ClassificationReport rep = evaluate_folder(rb, on.val, 8, 1, DeviceRequest::cpu);
+  EXPECT_NEAR(rep.loss, b.epochs.back().val_loss, 1e-5 * b.epochs.back().val_loss);
+  const ClassificationReport rep_off = evaluate_folder(ra, off.val, 8, 1, DeviceRequest::cpu);
+  EXPECT_NEAR(rep_off.loss, a.epochs.back().val_loss, 1e-5 * a.epochs.back().val_loss);
+  EXPECT_NE(rep.loss, rep_off.loss);
 }
 
 TEST(Resume, RefusesDifferentData) {
