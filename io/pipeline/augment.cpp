@@ -94,8 +94,10 @@ bool decode_sample(const TransformConfig& t, std::span<const uint8_t> bytes, int
   DecodedRegion r;
   if (!decode_region(bytes.data(), bytes.size(), chooser, t.h, t.w, t.c, r, error, dst)) return false;
   if (!t.augment) p->crop = r.crop;
-  if (clock) clock->enter(Stage::resize);
-  if (r.pixels != dst) resize_bilinear_strided(r.pixels, r.h, r.w, t.c, r.stride, dst, t.h, t.w);
+  if (r.pixels != dst) {  // a decode straight into dst (the common case for data at the model's size) skips the clock
+    if (clock) clock->enter(Stage::resize);
+    resize_bilinear_strided(r.pixels, r.h, r.w, t.c, r.stride, dst, t.h, t.w);
+  }
   if (p->flip) flip_horizontal(dst, t.h, t.w, t.c);
   return true;
 }

@@ -92,8 +92,9 @@ struct TransformConfig {
 };
 
 // Decodes one sample into dst (h*w*c bytes) under `t`, drawing augmentation from (t.seed, epoch, sample_id).
-// clock (optional) goes through Stage::decode and Stage::resize. Never throws on bad data: false with the reason
-// in *error (io/codec/image.h's contract). params (optional) receives what was applied.
+// clock (optional) goes through Stage::decode and, when the decode needs resizing, Stage::resize. Never throws on
+// bad data: false with the reason in *error (io/codec/image.h's contract). params (optional) receives what was
+// applied.
 bool decode_sample(const TransformConfig& t, std::span<const uint8_t> bytes, int64_t epoch, uint64_t sample_id,
                    uint8_t* dst, std::string* error, StageClock* clock = nullptr, AugmentParams* params = nullptr);
 

@@ -7,7 +7,8 @@
 // 3. The pipeline (InputPipeline over the same samples, read from the folder or pack as training would, decoded to
 //    the data's own size unless h/w are given, no augmentation) at 1, 2, ... max_threads decoder threads, with a
 //    consumer that takes and releases batches as fast as they come. Each row: images/s and
-//    efficiency = pipeline / (threads x reference). The design targets 0.85 (0.70 for 28x28 from a pack).
+//    efficiency = pipeline / (threads x reference), the reference measured again after each row and the row
+//    compared with the mean of the measurements around it. The design targets 0.90 (0.70 for 28x28 from a pack).
 #pragma once
 
 #include <cstdint>
@@ -40,6 +41,8 @@ struct BenchInputRow {
   // reference's images per CPU-second. On a machine whose cores are busy with other work the wall-clock
   // efficiency drops, this one does not: it shows the pipeline's own overhead.
   double cpu_efficiency = 0;
+  // The reference this row is compared with: the mean of the measurements just before and just after it.
+  double reference_images_per_second = 0, reference_images_per_cpu_second = 0;
 };
 
 struct BenchInputResult {

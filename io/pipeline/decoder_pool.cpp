@@ -111,6 +111,8 @@ DecoderPool::DecoderPool(std::shared_ptr<const Source> source, const Sampler& sa
   if (!cfg_.on_warning)
     cfg_.on_warning = [](const std::string& m) { std::fprintf(stderr, "\nwarning: %s\n", m.c_str()); };
   const auto n = static_cast<size_t>(source_->size());
+  labels_.resize(n);
+  for (size_t i = 0; i < n; ++i) labels_[i] = source_->label(static_cast<int64_t>(i));
   bad_ = std::make_unique<std::atomic<uint8_t>[]>(n);
   for (size_t i = 0; i < n; ++i) bad_[i].store(0, std::memory_order_relaxed);
   // Epochs that can be in flight at once: tickets in flight span at most `slots` batches.
@@ -243,6 +245,8 @@ bool DecoderPool::fill(Worker& w, int64_t ticket) {
   for (int k = 0; k < sampler_.batch(); ++k) {
     if (ring_.closed()) return false;
     const int64_t original = w.ids[static_cast<size_t>(k)];
+    // The next sample's bytes load while this one decodes.
+    if (k + 1 < sampler_.batch()) source_->prefetch(w.ids[static_cast<size_t>(k) + 1]);
     int64_t id = original;
     uint8_t* dst = slot.pixels + k * sample_bytes;
     for (int attempt = 0;; ++attempt) {  // attempt 0: the sample itself; then stand-ins
@@ -261,7 +265,7 @@ bool DecoderPool::fill(Worker& w, int64_t ticket) {
         std::span<const uint8_t> bytes;
         const ReadStatus st = source_->read(id, w.scratch, bytes, &err);
         if (st == ReadStatus::ok && decode_sample(t, bytes, pos.epoch, static_cast<uint64_t>(id), dst, &err, &w.clock)) {
-          slot.labels[k] = source_->label(id);
+          slot.labels[k] = labels_[static_cast<size_t>(id)];
           slot.ids[k] = static_cast<uint64_t>(id);
           w.images.fetch_add(1, std::memory_order_relaxed);
           break;

@@ -118,6 +118,9 @@ class DecoderPool {
   };
   std::vector<std::unique_ptr<Perm>> perms_;
 
+  // Every sample's label, read once: per image, the virtual calls through wrapped sources (file cache, subset,
+  // folder) each touched another cold array.
+  std::vector<int32_t> labels_;
   std::unique_ptr<std::atomic<uint8_t>[]> bad_;  // per sample: known bad
   std::atomic<int64_t> corrupt_{0};
   mutable std::mutex bad_mu_;  // cold: warnings and the quarantine list only

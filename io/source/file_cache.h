@@ -44,6 +44,8 @@ class FileCacheSource final : public Source {
   // read, then the bytes are kept when the budget allows.
   ReadStatus read(int64_t i, std::vector<uint8_t>& scratch, std::span<const uint8_t>& bytes,
                   std::string* error) const override;
+  // Loads a kept sample's slot and first bytes into the cache (the pool calls it one sample ahead).
+  void prefetch(int64_t i) const override;
 
   struct Stats {
     int64_t kept = 0;        // samples in memory
@@ -62,7 +64,14 @@ class FileCacheSource final : public Source {
   uint8_t* memory_ = nullptr;
   mutable std::atomic<int64_t> used_{0};
   mutable std::unique_ptr<std::atomic<uint64_t>[]> slots_;  // (offset << 24 | length), 0 = not kept
-  mutable std::atomic<int64_t> kept_{0}, hits_{0}, misses_{0};
+  mutable std::atomic<int64_t> kept_{0}, misses_{0};
+  // Hits are counted in per-thread shards: one shared counter bounced its cache line between the decoders on
+  // every sample.
+  struct alignas(64) Counter {
+    std::atomic<int64_t> v{0};
+  };
+  static constexpr int kHitShards = 16;
+  mutable Counter hits_[kHitShards];
   mutable std::atomic<bool> full_{false};
 };
 

@@ -291,4 +291,9 @@ ReadStatus PackReader::read(int64_t i, std::vector<uint8_t>&, std::span<const ui
   return ReadStatus::ok;
 }
 
+void PackReader::prefetch(int64_t i) const {
+  const std::span<const uint8_t> b = bytes(i);
+  prefetch_bytes(b.data(), b.size());
+}
+
 }  // namespace stoke::io

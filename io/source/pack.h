@@ -60,6 +60,7 @@ class PackReader final : public Source {
   std::string description() const override;
   ReadStatus read(int64_t i, std::vector<uint8_t>& scratch, std::span<const uint8_t>& bytes,
                   std::string* error) const override;
+  void prefetch(int64_t i) const override;
 
   std::span<const uint8_t> bytes(int64_t i) const;  // zero-copy view into the mapping
   uint32_t crc32(int64_t i) const;                  // as stored

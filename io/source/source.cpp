@@ -50,6 +50,11 @@ std::string class_difference(const std::vector<std::string>& expected, const std
   return out.empty() ? str("the same classes in another order in ", where) : out;
 }
 
+void prefetch_bytes(const uint8_t* bytes, size_t size, size_t limit) {
+  const size_t n = std::min(size, limit);
+  for (size_t k = 0; k < n; k += 64) __builtin_prefetch(bytes + k, 0, 3);
+}
+
 ReadStatus read_file_into(const std::string& path, std::vector<uint8_t>& scratch, size_t& size, std::string* error) {
   size = 0;
   int fd;
