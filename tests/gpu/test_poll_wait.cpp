@@ -52,7 +52,7 @@ TEST(PollWait, ANeverCompletingCollectiveIsALostPeerWithinTheTimeout) {
   EXPECT_LT(s, 1.0);
   EXPECT_EQ(c.aborts, 1);         // aborted before the error left the wait
   EXPECT_TRUE(c.work_done());     // so the device work behind it is over: what the caller frees next is free
-  EXPECT_GT(c.checks, 100);       // asked for NCCL's error all along (spinning the first millisecond)
+  EXPECT_GT(c.checks, 20);        // asked for NCCL's error all along
 }
 
 TEST(PollWait, AnAsynchronousErrorAbortsAndLeavesTheWaitAtOnce) {
@@ -76,19 +76,19 @@ TEST(PollWait, FinishedWorkReturnsWithoutAbortOrError) {
   EXPECT_EQ(c.aborts, 0);
 }
 
-// The first millisecond spins (yield): a wait that ends then is not rounded up to a 100 us nap. Counted in polls,
-// not timed: 0.5 ms of spinning polls far more often than a sleeping loop could (at most 5 naps of 100 us).
+// The first millisecond spins (yield): a wait that ends then is not rounded up to a nap. Checked without timing
+// the spin: with naps of 5 s, work done after 100 us must be seen within the spin window (here 50 ms), not after a
+// nap; a wait that slept from the start would take the 5 s.
 TEST(PollWait, SpinsBeforeItSleeps) {
+  EXPECT_EQ(PollPolicy{}.spin, std::chrono::microseconds(1000));
+  EXPECT_EQ(PollPolicy{}.nap, std::chrono::microseconds(100));
+  PollPolicy p;
+  p.spin = std::chrono::milliseconds(50);
+  p.nap = std::chrono::seconds(5);
   const Clock::time_point t0 = Clock::now();
-  int polls = 0;
-  const bool ok = poll_until(
-      [&] {
-        ++polls;
-        return Clock::now() - t0 > std::chrono::microseconds(500);
-      },
-      [] {}, PollPolicy{});
+  const bool ok = poll_until([&] { return Clock::now() - t0 > std::chrono::microseconds(100); }, [] {}, p);
   EXPECT_TRUE(ok);
-  EXPECT_GT(polls, 20);
+  EXPECT_LT(seconds_since(t0), 2.5);
 }
 
 }  // namespace
