@@ -2,7 +2,12 @@
 """stoke's end-to-end jobs against their PyTorch twins (train.py --job J, tuned and naive), on the same machine.
 
   side_by_side.py --stoke build/bin/stoke [--job mnist|mednist|resnet50] [--epochs N] [--repeats R]
-                  [--device cpu|cuda] [--data DIR --val DIR] --out RESULT.json
+                  [--device cpu|cuda] [--data DIR --val DIR] [--configs tuned,naive]
+                  [--variant NAME="--stoke-flag value ..."]... --out RESULT.json
+
+--variant runs stoke once more per repeat with extra flags (e.g. recal0="--bn-recalibrate 0"); --configs picks the
+PyTorch configurations (both by default; they differ in the input pipeline, not in what the model learns). The
+result holds every side's per-epoch train and validation accuracy, and prints them as one table.
 
 Every job's settings come from train.py's JOBS table, and stoke gets them as explicit flags (model, batch size,
 epochs, optimizer, lr, weight decay, schedule, augmentation, image size), so both sides run the same recipe.
@@ -79,7 +84,29 @@ def stoke_numbers(run_dir):
     train_s = sum(imgs / h["img_per_s"] for h in hist)
     return {"train_img_per_s": imgs * len(hist) / train_s, "train_seconds": train_s, "final_test_acc": s["final_val_acc"],
             "epochs": s["epochs"], "steps": s["steps"], "seconds_total_own": s["seconds_total"], "device": s["device"],
-            "batch_size": cfg["batch_size"], "threads": cfg.get("threads"), "per_epoch_img_per_s": [h["img_per_s"] for h in hist]}
+            "batch_size": cfg["batch_size"], "threads": cfg.get("threads"), "per_epoch_img_per_s": [h["img_per_s"] for h in hist],
+            "per_epoch": per_epoch(hist)}
+
+
+def per_epoch(hist):
+    """Each epoch's train and validation loss and accuracy, from stoke's summary.json or train.py's history."""
+    keys = ("train_loss", "train_acc", "val_loss", "val_acc")
+    return [dict({"epoch": i + 1}, **{k: h.get(k) for k in keys}) for i, h in enumerate(hist)]
+
+
+def accuracy_table(runs):
+    """Per epoch: train / validation accuracy (%) of the first repeat of every side."""
+    names = [n for n in runs if runs[n]]
+    lines = ["epoch  " + "  ".join(f"{n + ' train/val':>26}" for n in names)]
+    for e in range(max(len(runs[n][0]["per_epoch"]) for n in names)):
+        cells = []
+        for n in names:
+            pe = runs[n][0]["per_epoch"]
+            r = pe[e] if e < len(pe) else {}
+            pct = ["  -  " if r.get(k) is None else f"{100 * r[k]:5.1f}" for k in ("train_acc", "val_acc")]
+            cells.append(f"{pct[0] + ' / ' + pct[1]:>26}")
+        lines.append(f"{e + 1:>5}  " + "  ".join(cells))
+    return "\n".join(lines)
 
 
 def stoke_job_args(job):
@@ -107,6 +134,9 @@ def main():
     ap.add_argument("--python", default=sys.executable, help="Python with torch for train.py")
     ap.add_argument("--work", default="/tmp/stoke-side-by-side")
     ap.add_argument("--commit", help="the stoke commit the binary was built from (recorded as given)")
+    ap.add_argument("--configs", default="tuned,naive", help="PyTorch configs, comma-separated ('' for none)")
+    ap.add_argument("--variant", action="append", default=[], metavar='NAME="FLAGS"',
+                    help="one more stoke run per repeat with these extra flags")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     job = dict(JOBS[a.job])
@@ -117,16 +147,22 @@ def main():
     os.makedirs(a.work, exist_ok=True)
     ep = ["--epochs", str(job["epochs"])]
 
-    runs = {"stoke": [], "pytorch_tuned": [], "pytorch_naive": []}
+    configs = [c for c in a.configs.split(",") if c]
+    variants = [("stoke", [])] + [(f"stoke_{v.split('=', 1)[0]}", v.split("=", 1)[1].split()) for v in a.variant]
+    runs = {name: [] for name, _ in variants}
+    runs.update({f"pytorch_{c}": [] for c in configs})
     for r in range(a.repeats):
-        run_dir = os.path.join(a.work, f"stoke-{r}")
-        t = timed([a.stoke, "train", "--data", a.data, "--val", a.val, "--out", run_dir, "--overwrite", "--device", a.device]
-                  + stoke_job_args(job), os.path.join(a.work, f"stoke-{r}.log"))
-        t.update(stoke_numbers(run_dir))
-        runs["stoke"].append(t)
-        print(f"stoke #{r}: {t['wall_seconds']:.1f} s wall, {t['cpu_seconds']:.1f} s CPU, {t['train_img_per_s']:,.0f} img/s, "
-              f"acc {100 * t['final_test_acc']:.2f}%, load {t['loadavg_before']} -> {t['loadavg_after']}", flush=True)
-        for config in ("tuned", "naive"):
+        for name, extra in variants:
+            run_dir = os.path.join(a.work, f"{name}-{r}")
+            t = timed([a.stoke, "train", "--data", a.data, "--val", a.val, "--out", run_dir, "--overwrite", "--device",
+                       a.device] + stoke_job_args(job) + extra, os.path.join(a.work, f"{name}-{r}.log"))
+            t.update(stoke_numbers(run_dir))
+            t["extra_flags"] = extra
+            runs[name].append(t)
+            print(f"{name} #{r}: {t['wall_seconds']:.1f} s wall, {t['cpu_seconds']:.1f} s CPU, "
+                  f"{t['train_img_per_s']:,.0f} img/s, acc {100 * t['final_test_acc']:.2f}%, "
+                  f"load {t['loadavg_before']} -> {t['loadavg_after']}", flush=True)
+        for config in configs:
             out = os.path.join(a.work, f"pytorch-{config}-{r}.json")
             t = timed([a.python, os.path.join(HERE, "train.py"), "--job", a.job, "--config", config, "--device",
                        a.device, "--data", a.data, "--val", a.val, "--out", out] + ep,
@@ -136,6 +172,7 @@ def main():
                                           "batch_size", "num_workers", "pin_memory", "persistent_workers",
                                           "prefetch_factor", "amp", "channels_last", "torch_version", "gpu_busy_pct")})
             t["threads"] = p["host"]["torch_threads"]
+            t["per_epoch"] = per_epoch(p["history"])
             t["wall_seconds_own"] = p["wall_seconds"]  # train.py's own clock, from before `import torch`
             runs[f"pytorch_{config}"].append(t)
             print(f"pytorch {config} #{r}: {t['wall_seconds']:.1f} s wall, {t['cpu_seconds']:.1f} s CPU, "
@@ -150,7 +187,7 @@ def main():
         summary[name] = {k: med(name, k) for k in ("wall_seconds", "cpu_seconds", "train_img_per_s", "final_test_acc")}
     st = summary["stoke"]
     ratios = {}
-    for name in ("pytorch_tuned", "pytorch_naive"):
+    for name in (f"pytorch_{c}" for c in configs):
         pt = summary[name]
         ratios[f"{name}_over_stoke"] = {
             "wall_seconds": pt["wall_seconds"] / st["wall_seconds"],
@@ -181,6 +218,7 @@ def main():
         json.dump(result, f, indent=2)
         f.write("\n")
     print(json.dumps({"summary": summary, "ratios": ratios}, indent=2))
+    print(accuracy_table(runs))
 
 
 if __name__ == "__main__":
