@@ -7,18 +7,18 @@
 #include <thread>
 #include <vector>
 
+#include "base/error.h"
 #include "base/format.h"
+#include "base/parallel.h"
+#include "base/progress.h"
 #include "engine/backend.h"
-#include "io/source/decoded_cache.h"
 #include "engine/device.h"
 #include "engine/dist/communicator.h"
 #include "engine/run_verdict.h"
-#include "base/error.h"
-#include "base/progress.h"
-#include "io/source/file_cache.h"
+#include "io/pipeline/decoded_cache.h"
 #include "io/pipeline/input_pipeline.h"
+#include "io/source/file_cache.h"
 #include "io/source/source.h"
-#include "base/parallel.h"
 
 namespace stoke {
 namespace {
@@ -83,14 +83,14 @@ DiagnoseResult diagnose(const TrainConfig& cfg, const ModelFactory& build_model,
     io::Batch first = in.acquire();
     std::copy(first.pixels, first.pixels + px.size(), px.begin());
     std::copy(first.labels, first.labels + batch, labels.begin());
-    in.release(first.ticket);
+    in.release(first.tag);
     int64_t images = 0;
     const auto t0 = Clock::now();
     while (since(t0) < seconds) {
       io::Batch b = in.acquire();
       if (!b) break;
       images += b.size;
-      in.release(b.ticket);
+      in.release(b.tag);
     }
     r.decode_img_s = static_cast<double>(images) / since(t0);
   }
@@ -141,7 +141,7 @@ DiagnoseResult diagnose(const TrainConfig& cfg, const ModelFactory& build_model,
       io::Batch b = in.acquire();
       if (!b) break;
       backend->train_step(b.size, b.pixels, b.labels, nullptr, lr, false);
-      in.release(b.ticket);
+      in.release(b.tag);
       images += b.size;
     }
     const double el = since(t0);

@@ -170,7 +170,7 @@ ClassificationReport evaluate_folder(const LoadedRun& run, const std::string& fo
       const float* logits = backend->eval_batch(r.n, r.pixels, r.labels, &loss);
       acc.add(r.n, logits, r.labels, loss);
     }
-    in.release(b.ticket);
+    in.release(b.tag);
   }
   return acc.report();
 }

@@ -61,7 +61,7 @@ void estimate_normalization(const std::shared_ptr<const io::Source>& source, Sha
         s2[static_cast<size_t>(c)] += v * v;
       }
     count += px;
-    in.release(b.ticket);
+    in.release(b.tag);
   }
   mean.resize(static_cast<size_t>(shape.c));
   stdev.resize(static_cast<size_t>(shape.c));

@@ -74,20 +74,10 @@ void TrainingRun::start_input() {
                   static_cast<double>(train_cache_->bytes() + (val_cache_ ? val_cache_->bytes() : 0)) / 1048576.0,
                   train_cache_->seconds() + (val_cache_ ? val_cache_->seconds() : 0));
     }
-    // Each batch is gathered into one of these host buffers; a buffer is refilled only after the backend released
-    // it (its copy completed), like a ring slot.
-    for (int k = 0; k < kGatherBuffers; ++k) {
-      gathered_px_.emplace_back(static_cast<size_t>(local_batch_ * shape_.size()));
-      gathered_flips_.emplace_back(static_cast<size_t>(local_batch_));
-      gathered_labels_.emplace_back(static_cast<size_t>(local_batch_));
-      gathered_free_.push_back(1);
-    }
     val_px_.resize(static_cast<size_t>(local_batch_ * shape_.size()));
     val_labels_.resize(static_cast<size_t>(local_batch_));
     if (cfg_.cache == CacheMode::gpu) hold_train_set();
   }
-  if (!train_cache_) train_in_ = std::make_unique<io::InputPipeline>(train_src_, tpc);
-  if (has_val_ && !val_cache_) val_in_ = std::make_unique<io::InputPipeline>(val_src_, vpc);
   io::SamplerConfig scfg;
   scfg.samples = train_count_;
   scfg.batch = local_batch_;
@@ -97,6 +87,18 @@ void TrainingRun::start_input() {
   scfg.drop_last = true;
   scfg.seed = cfg_.seed;
   sampler_.emplace(scfg);
+  if (train_cache_) {
+    // The training sampler's batches gathered from the cache, each into a buffer refilled only once the backend
+    // released it (its copy completed), like a ring slot. The backend's queue holds two steps; one more is gathered.
+    using Feed = io::DecodedBatches::Feed;
+    train_batches_ = std::make_unique<io::DecodedBatches>(*train_cache_, scfg, cfg_.seed, cfg_.augment != Augment::none,
+                                                          held_ ? Feed::ids : Feed::pixels, 3);
+  } else {
+    auto ring = std::make_unique<io::InputPipeline>(train_src_, tpc);
+    train_in_ = ring.get();
+    train_batches_ = std::move(ring);
+  }
+  if (has_val_ && !val_cache_) val_in_ = std::make_unique<io::InputPipeline>(val_src_, vpc);
   if (!cfg_.quiet && train_in_) {
     console_.say("input: %d decoder thread%s (%s), %d ring slots, %s host memory\n", train_in_->decoders(),
                 train_in_->decoders() == 1 ? "" : "s", train_in_->decoders_reason().c_str(), train_in_->slots(),
@@ -136,10 +138,6 @@ void TrainingRun::hold_train_set() {
   }
   held_ = true;
   train_cache_->drop_pixels();
-  for (int k = 0; k < kGatherBuffers; ++k) {
-    gathered_ids_.emplace_back(static_cast<size_t>(local_batch_));
-    std::vector<uint8_t>().swap(gathered_px_[static_cast<size_t>(k)]);  // a step hands over ids, never pixels now
-  }
   if (!cfg_.quiet) {
     console_.say("cache: the training set's %s are held by the %s backend%s; each step hands over %s of sample ids "
                 "instead of %s of pixels\n",
@@ -150,58 +148,21 @@ void TrainingRun::hold_train_set() {
   }
 }
 
-// The next training batch (batch `index` of `epoch`): host pixels, labels and flips (or sample ids and flips, with
-// --cache gpu), valid until its tag is released.
-TrainingRun::RawBatch TrainingRun::next_train(int64_t epoch, int64_t index) {
-  RawBatch r;
-  if (train_cache_) {
-    if (perm_epoch_ != epoch) {
-      perm_ = sampler_->permutation(epoch);
-      perm_epoch_ = epoch;
-    }
-    const int k = free_gather_buffer();
-    const size_t ku = static_cast<size_t>(k);
-    gathered_free_[ku] = 0;
-    const bool flip = cfg_.augment != Augment::none;
-    if (held_) {
-      train_cache_->batch_ids(*sampler_, perm_, epoch, index, cfg_.seed, flip, gathered_ids_[ku].data(),
-                              gathered_flips_[ku].data());
-      r.ids = gathered_ids_[ku].data();
-    } else {
-      train_cache_->gather(*sampler_, perm_, epoch, index, cfg_.seed, flip, gathered_px_[ku].data(),
-                           gathered_labels_[ku].data(), gathered_flips_[ku].data());
-      r.pixels = gathered_px_[ku].data();
-      r.labels = gathered_labels_[ku].data();
-    }
-    r.n = local_batch_;
-    r.flips = flip ? gathered_flips_[ku].data() : nullptr;
-    r.tag = -1 - k;
-    return r;
-  }
-  io::Batch b = train_in_->acquire();
-  if (!b) return r;
+// The next training batch (batch `index` of `epoch`), from whichever source feeds this run; valid until its tag is
+// released. A source holds only so many batches: past that, wait for the backend to give one back.
+io::Batch TrainingRun::next_train(int64_t epoch, int64_t index) {
+  while (batches_held_ >= train_batches_->capacity()) take(true, epoch);
+  io::Batch b = train_batches_->acquire();
+  if (!b) return b;
+  ++batches_held_;
   STOKE_CHECK(b.epoch == epoch && b.index == index, "batch ", b.epoch, "/", b.index, " out of order");
-  r.n = b.size;
-  r.pixels = b.pixels;  // flips, if any, were applied by the decoders
-  r.labels = b.labels;
-  r.tag = b.ticket;
-  return r;
+  return b;
 }
 
-// The backend has its own copy of the batch with this tag: its memory goes back to the decoders (or the gatherer).
+// The backend has its own copy of the batch with this tag: its memory goes back to the source.
 void TrainingRun::release(int64_t tag) {
-  if (tag >= 0)
-    train_in_->release(tag);
-  else
-    gathered_free_[static_cast<size_t>(-1 - tag)] = 1;
-}
-
-int TrainingRun::free_gather_buffer() {
-  for (;;) {
-    for (int k = 0; k < kGatherBuffers; ++k)
-      if (gathered_free_[static_cast<size_t>(k)]) return k;
-    take(true, perm_epoch_);
-  }
+  train_batches_->release(tag);
+  --batches_held_;
 }
 
 // ---- evaluation: every validation image once, the last batch padded and masked (each rank its slice) -----------
@@ -238,7 +199,7 @@ ClassificationReport TrainingRun::evaluate() {
     val_in_->start(0);
     while (io::Batch b = val_in_->acquire()) {
       add(b.valid, b.pixels, b.labels);  // the last batch is padded: only the first `valid` samples count
-      val_in_->release(b.ticket);
+      val_in_->release(b.tag);
     }
   }
   acc.gather(*comm_);
@@ -333,7 +294,7 @@ void TrainingRun::train_epochs() {
   } profile_guard{this};
 
   // One start for the whole run: the decoders flow across epoch boundaries without draining.
-  if (start_epoch_ < cfg_.epochs && train_in_) train_in_->start(start_epoch_, start_cursor_);
+  if (start_epoch_ < cfg_.epochs) train_batches_->start(start_epoch_, start_cursor_);
   for (int64_t epoch = start_epoch_; epoch < cfg_.epochs && !result_.interrupted; ++epoch) {
     if (!train_epoch(epoch)) {
       write_checkpoint(epoch, b_in_epoch_, false);
@@ -383,18 +344,18 @@ bool TrainingRun::train_epoch(int64_t epoch) {
       settle(epoch);  // the window's last step has computed: it is in the timeline whole
       finish_trace();
     }
-    const RawBatch rb = [&] {
+    const io::Batch rb = [&] {
       STOKE_TRACE("wait for batch");
       return next_train(epoch, sub_b_);
     }();
-    if (rb.n == 0) break;
+    if (!rb) break;
     StepRequest req;
     req.tag = rb.tag;
-    req.n = rb.n;
+    req.n = rb.size;
     req.pixels = rb.pixels;
     req.labels = rb.labels;
     req.flips = rb.flips;
-    req.ids = rb.ids;
+    req.ids = rb.pixels ? nullptr : rb.ids;
     req.lr = sched_.at(sub_step_);
     req.skip = std::find(cfg_.inject_nonfinite_steps.begin(), cfg_.inject_nonfinite_steps.end(), sub_step_) !=
                cfg_.inject_nonfinite_steps.end();

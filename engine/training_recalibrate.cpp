@@ -31,15 +31,15 @@ int TrainingRun::recalibrate_batch_norm() {
   const auto t0 = TrainClock::now();
   const int64_t epoch = cfg_.epochs;
   auto next = [&](int k) {
-    const RawBatch rb = next_train(epoch, k);
-    STOKE_CHECK(rb.n > 0, "the input ended before batch-norm recalibration batch ", k);
+    const io::Batch rb = next_train(epoch, k);
+    STOKE_CHECK(rb, "the input ended before batch-norm recalibration batch ", k);
     StepRequest r;
     r.tag = rb.tag;
-    r.n = rb.n;
+    r.n = rb.size;
     r.pixels = rb.pixels;
     r.labels = rb.labels;
     r.flips = rb.flips;
-    r.ids = rb.ids;
+    r.ids = rb.pixels ? nullptr : rb.ids;
     return r;
   };
   recalibrate_batchnorm(*backend_, graph_, batches, next, [this](int64_t tag) { release(tag); });

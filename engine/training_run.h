@@ -17,21 +17,22 @@
 #include "base/console.h"
 #include "base/shape.h"
 #include "engine/backend.h"
-#include "engine/interrupt.h"
 #include "engine/batch_size.h"
 #include "engine/device.h"
 #include "engine/dist/communicator.h"
 #include "engine/graph.h"
+#include "engine/interrupt.h"
 #include "engine/metrics.h"
 #include "engine/optimizer.h"
 #include "engine/run_verdict.h"
-#include "report/tensorboard.h"
 #include "engine/trainer.h"
+#include "io/pipeline/decoded_batches.h"
+#include "io/pipeline/decoded_cache.h"
 #include "io/pipeline/input_pipeline.h"
 #include "io/pipeline/sampler.h"
-#include "io/source/decoded_cache.h"
 #include "io/source/file_cache.h"
 #include "io/source/source.h"
+#include "report/tensorboard.h"
 
 namespace stoke {
 
@@ -96,18 +97,9 @@ class TrainingRun {
   void check_resumed_data(const nlohmann::json& state);
   std::string schedule_change(int planned_epochs) const;
   // training_loop.cpp
-  struct RawBatch {
-    int n = 0;
-    const uint8_t* pixels = nullptr;
-    const int32_t* labels = nullptr;
-    const uint8_t* flips = nullptr;
-    const int64_t* ids = nullptr;  // --cache gpu: the samples, by id into the set the backend holds
-    int64_t tag = 0;  // a ring ticket (>= 0), or -1 - k for gather buffer k
-  };
   void hold_train_set();
-  RawBatch next_train(int64_t epoch, int64_t index);
+  io::Batch next_train(int64_t epoch, int64_t index);
   void release(int64_t tag);
-  int free_gather_buffer();
   bool train_epoch(int64_t epoch);  // false when interrupted
   void end_epoch(int64_t epoch, double train_seconds, double input_wait);
   ClassificationReport evaluate();
@@ -184,18 +176,16 @@ class TrainingRun {
   // input
   Schedule sched_;
   std::unique_ptr<io::DecodedCache> train_cache_, val_cache_;
-  std::unique_ptr<io::InputPipeline> train_in_, val_in_;
+  // Where training batches come from (io/pipeline/batch_source.h): the decoder ring, or batches gathered from the
+  // decoded cache (pixels, or sample ids once the backend holds the set).
+  std::unique_ptr<io::BatchSource> train_batches_;
+  int batches_held_ = 0;                   // acquired from train_batches_ and not yet released
+  io::InputPipeline* train_in_ = nullptr;  // train_batches_ when it is the decoder ring (its statistics)
+  std::unique_ptr<io::InputPipeline> val_in_;
   std::optional<io::Sampler> sampler_;
-  static constexpr int kGatherBuffers = 3;  // the backend's queue holds two steps; one more is being gathered
-  std::vector<std::vector<uint8_t>> gathered_px_, gathered_flips_;
-  std::vector<std::vector<int32_t>> gathered_labels_;
-  std::vector<std::vector<int64_t>> gathered_ids_;
   bool held_ = false;  // --cache gpu took: the backend holds the training set, a step hands over sample ids
-  std::vector<char> gathered_free_;
   std::vector<uint8_t> val_px_;
   std::vector<int32_t> val_labels_;
-  std::vector<int64_t> perm_;
-  int64_t perm_epoch_ = -1;
   // the loop
   TrainResult result_;
   TrainClock::time_point loop_start_;

@@ -1,6 +1,7 @@
 #include "io/pipeline/batch_ring.h"
 
 #include <chrono>
+#include <new>
 #include <thread>
 
 #include "base/error.h"
@@ -24,10 +25,20 @@ BatchRing::BatchRing(int slots, int batch, int64_t sample_bytes, bool want_pinne
   const size_t b = static_cast<size_t>(batch);
   labels_off_ = align_up(b * static_cast<size_t>(sample_bytes), 64);
   ids_off_ = align_up(labels_off_ + b * sizeof(int32_t), 64);
-  header_off_ = align_up(ids_off_ + b * sizeof(uint64_t), 64);
-  slot_bytes_ = align_up(header_off_ + sizeof(BatchHeader), 4096);  // every slot starts on a page
+  header_off_ = align_up(ids_off_ + b * sizeof(int64_t), 64);
+  slot_bytes_ = align_up(header_off_ + sizeof(Batch), 4096);  // every slot starts on a page
   mem_ = HostMemory(slot_bytes_ * static_cast<size_t>(slots), want_pinned);
   seq_ = std::make_unique<Seq[]>(static_cast<size_t>(slots));
+  for (int i = 0; i < slots; ++i) {  // each slot's descriptor points at the slot's own memory, for good
+    uint8_t* base = mem_.data() + static_cast<size_t>(i) * slot_bytes_;
+    Batch* d = new (base + header_off_) Batch;
+    d->pixels = base;
+    d->labels = reinterpret_cast<const int32_t*>(base + labels_off_);
+    d->ids = reinterpret_cast<const int64_t*>(base + ids_off_);
+    d->base = base;
+    d->copy_bytes = labels_off_ + b * sizeof(int32_t);
+    d->labels_offset = labels_off_;
+  }
   reset(-1);
 }
 
@@ -40,8 +51,8 @@ BatchSlot BatchRing::slot_at(int i) const {
   s.base = base;
   s.pixels = base;
   s.labels = reinterpret_cast<int32_t*>(base + labels_off_);
-  s.ids = reinterpret_cast<uint64_t*>(base + ids_off_);
-  s.header = reinterpret_cast<BatchHeader*>(base + header_off_);
+  s.ids = reinterpret_cast<int64_t*>(base + ids_off_);
+  s.header = std::launder(reinterpret_cast<Batch*>(base + header_off_));
   s.copy_bytes = labels_off_ + static_cast<size_t>(batch_) * sizeof(int32_t);
   s.labels_offset = labels_off_;
   return s;

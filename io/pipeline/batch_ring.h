@@ -16,8 +16,8 @@
 // wakes and sees it: nothing blocks across a shutdown. No mutex anywhere except around the (cold) error.
 //
 // Memory: all slots are carved out of ONE HostMemory (pinned when possible) before any thread starts. A slot is a
-// contiguous region, page-aligned: pixels uint8 NHWC [batch*h*w*c] | labels int32 [batch] | ids uint64 [batch] |
-// BatchHeader. So one copy of [base, base + copy_bytes) moves pixels and labels to the device together.
+// contiguous region, page-aligned: pixels uint8 NHWC [batch*h*w*c] | labels int32 [batch] | ids int64 [batch] |
+// its Batch descriptor. So one copy of [base, base + copy_bytes) moves pixels and labels to the device together.
 #pragma once
 
 #include <atomic>
@@ -28,20 +28,10 @@
 #include <mutex>
 #include <string>
 
+#include "io/pipeline/batch_source.h"
 #include "io/pipeline/host_memory.h"
 
 namespace stoke::io {
-
-// Facts about a batch, written by its producer before publish(), read by the consumer after acquire().
-struct BatchHeader {
-  int64_t ticket = 0;
-  int64_t epoch = 0;
-  int64_t index = 0;    // batch index within the epoch (for this rank)
-  int32_t size = 0;     // samples in the slot (always the ring's batch size: shapes stay fixed)
-  int32_t valid = 0;    // real samples; [valid, size) repeat earlier samples to pad the epoch's last batch
-  int32_t corrupt = 0;  // samples that stand in for (or, in evaluation, mask) a corrupt or vanished file
-  int32_t reserved = 0;
-};
 
 // The label of a position whose file could not be read, in pipelines that mask bad files instead of replacing
 // them (evaluation): its pixels are zero and it must not be counted.
@@ -51,8 +41,10 @@ inline constexpr int32_t kUnreadable = -1;
 struct BatchSlot {
   uint8_t* pixels = nullptr;  // batch x h x w x c, uint8, NHWC
   int32_t* labels = nullptr;  // batch
-  uint64_t* ids = nullptr;    // batch: sample index in the data set
-  BatchHeader* header = nullptr;
+  int64_t* ids = nullptr;     // batch: sample index in the data set
+  // The slot's descriptor, in the slot: its pointers are set by the ring, the producer fills tag (the ticket),
+  // epoch, index, size, valid and corrupt before publish(); acquire() hands it to the consumer as it is.
+  Batch* header = nullptr;
   uint8_t* base = nullptr;    // == pixels: the slot's region starts with the pixels
   size_t copy_bytes = 0;      // pixels and labels (padded between them to 64 bytes), for one H2D copy
   size_t labels_offset = 0;   // labels - base

@@ -192,7 +192,7 @@ BenchInputResult bench_input(const BenchInputOptions& o, const std::function<voi
         Batch b = pipe.acquire();
         if (!b) break;
         w.images += b.size;
-        pipe.release(b.ticket);
+        pipe.release(b.tag);
         w.wall = since(t0);
       } while (w.wall < secs);
       w.cpu = cpu_seconds(CLOCK_PROCESS_CPUTIME_ID) - c0;

@@ -266,7 +266,7 @@ bool DecoderPool::fill(Worker& w, int64_t ticket) {
         const ReadStatus st = source_->read(id, w.scratch, bytes, &err);
         if (st == ReadStatus::ok && decode_sample(t, bytes, pos.epoch, static_cast<uint64_t>(id), dst, &err, &w.clock)) {
           slot.labels[k] = labels_[static_cast<size_t>(id)];
-          slot.ids[k] = static_cast<uint64_t>(id);
+          slot.ids[k] = id;
           w.images.fetch_add(1, std::memory_order_relaxed);
           break;
         }
@@ -275,7 +275,7 @@ bool DecoderPool::fill(Worker& w, int64_t ticket) {
       if (!cfg_.replace_bad) {  // evaluation: a masked position, never a stand-in
         std::memset(dst, 0, static_cast<size_t>(sample_bytes));
         slot.labels[k] = kUnreadable;
-        slot.ids[k] = static_cast<uint64_t>(original);
+        slot.ids[k] = original;
         ++corrupt;
         break;
       }
@@ -283,14 +283,13 @@ bool DecoderPool::fill(Worker& w, int64_t ticket) {
     if (id != original) ++corrupt;
   }
   w.sample.store(-1, std::memory_order_relaxed);
-  BatchHeader& h = *slot.header;
-  h.ticket = ticket;
+  Batch& h = *slot.header;  // its pointers are the ring's
+  h.tag = ticket;
   h.epoch = pos.epoch;
   h.index = pos.index;
   h.size = sampler_.batch();
   h.valid = valid;
   h.corrupt = corrupt;
-  h.reserved = 0;
   return true;
 }
 

@@ -113,22 +113,8 @@ void InputPipeline::stop() {
 
 Batch InputPipeline::acquire() {
   BatchSlot s;
-  const int64_t t = ring_->acquire(&s);
-  if (t < 0) return Batch{};
-  Batch b;
-  b.ticket = t;
-  b.epoch = s.header->epoch;
-  b.index = s.header->index;
-  b.size = s.header->size;
-  b.valid = s.header->valid;
-  b.corrupt = s.header->corrupt;
-  b.pixels = s.pixels;
-  b.labels = s.labels;
-  b.ids = s.ids;
-  b.base = s.base;
-  b.copy_bytes = s.copy_bytes;
-  b.labels_offset = s.labels_offset;
-  return b;
+  if (ring_->acquire(&s) < 0) return Batch{};
+  return *s.header;  // the descriptor its producer filled in the slot
 }
 
 void InputPipeline::release(int64_t ticket) { ring_->release(ticket); }

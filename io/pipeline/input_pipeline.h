@@ -5,7 +5,7 @@
 //   in.start(epoch, cursor);                       // threads start; resumes exactly at (epoch, cursor)
 //   while (io::Batch b = in.acquire()) {           // next batch in order; empty at end_epoch
 //     ... copy b.pixels/b.labels (GPU: cudaMemcpyAsync from b.base, b.copy_bytes; record an event) ...
-//     in.release(b.ticket);                        // GPU: once that event has completed
+//     in.release(b.tag);                           // GPU: once that event has completed
 //   }
 //
 // Evaluation: a second pipeline with shuffle = false, augment = false, drop_last = false, replace_bad = false,
@@ -37,6 +37,7 @@
 
 #include "io/pipeline/augment.h"
 #include "io/pipeline/batch_ring.h"
+#include "io/pipeline/batch_source.h"
 #include "io/pipeline/decoder_pool.h"
 #include "io/pipeline/sampler.h"
 #include "io/source/source.h"
@@ -66,19 +67,6 @@ struct PipelineConfig {
   std::function<void(const std::string&)> on_stall;    // watchdog reports (default: stderr)
 };
 
-// The next batch: a view into a ring slot, valid until release(ticket).
-struct Batch {
-  int64_t ticket = -1;
-  int64_t epoch = 0, index = 0;  // index: batch within the epoch, 0 .. batches_per_epoch() - 1
-  int size = 0, valid = 0, corrupt = 0;
-  const uint8_t* pixels = nullptr;   // size x h x w x c, uint8 NHWC
-  const int32_t* labels = nullptr;
-  const uint64_t* ids = nullptr;
-  const uint8_t* base = nullptr;     // pixels, then labels at base + labels_offset: one H2D copy of copy_bytes
-  size_t copy_bytes = 0, labels_offset = 0;
-  explicit operator bool() const { return ticket >= 0; }
-};
-
 // The samples of an evaluation batch that count: the first `valid`, less those labelled kUnreadable. Points into
 // the batch itself when none is unreadable (the common case, no copy); otherwise compacts the readable ones into
 // the two buffers. `unreadable` says how many were left out.
@@ -105,7 +93,8 @@ struct PipelineStats {
   std::vector<DecoderStats> decoders;
 };
 
-class InputPipeline {
+// The decoder ring as a BatchSource (batch_source.h): a Batch is a view into a ring slot, its tag the ticket.
+class InputPipeline final : public BatchSource {
  public:
   // Validates the config (stoke::UserError), probes the data shape when h/w/c are 0, allocates the ring and
   // chooses the decoder count. Starts no thread.
@@ -116,9 +105,11 @@ class InputPipeline {
 
   // (Re)starts production at batch `cursor` of `epoch` (cursor = batches of that epoch already consumed).
   // Stops first if running.
-  void start(int64_t epoch, int64_t cursor = 0);
-  Batch acquire();
-  void release(int64_t ticket);
+  void start(int64_t epoch, int64_t cursor = 0) override;
+  Batch acquire() override;
+  void release(int64_t ticket) override;
+  int capacity() const override { return ring_->slots(); }
+  double wait_seconds() const override { return ring_->consumer_wait_seconds(); }
   void stop();
 
   int64_t batches_per_epoch() const { return sampler_->batches_per_epoch(); }

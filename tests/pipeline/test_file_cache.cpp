@@ -139,7 +139,7 @@ TEST_F(FileCache, ThePipelineGivesTheSameBatchesThroughTheCache) {
         Batch b = p.acquire();
         ASSERT_TRUE(b);
         out.emplace_back(b.pixels, b.pixels + static_cast<size_t>(b.size) * 24 * 20 * 3);
-        p.release(b.ticket);
+        p.release(b.tag);
       }
     });
     return out;

@@ -49,7 +49,7 @@ std::vector<std::vector<uint8_t>> take(InputPipeline& p, int64_t n) {
     Batch b = p.acquire();
     if (!b) break;
     out.push_back(serialize(b, sb));
-    p.release(b.ticket);
+    p.release(b.tag);
   }
   return out;
 }
@@ -117,7 +117,7 @@ TEST_F(Pool, BatchesFollowTheSamplerAndCarryTheirLabels) {
       }
       EXPECT_EQ(b.base, b.pixels);
       EXPECT_EQ(reinterpret_cast<const uint8_t*>(b.labels), b.base + b.labels_offset);
-      p.release(b.ticket);
+      p.release(b.tag);
     }
   }
   const PipelineStats st = p.stats();
@@ -177,7 +177,7 @@ TEST_F(Pool, EvaluationOrderPaddingAndEnd) {
       ASSERT_EQ(std::memcmp(b.pixels + i * want.size(), want.data(), want.size()), 0)
           << "evaluation: centre crop to the target's aspect, then resize (as predict decodes)";
     }
-    p.release(b.ticket);
+    p.release(b.tag);
   }
   EXPECT_FALSE(p.acquire()) << "end_epoch reached";
   EXPECT_FALSE(p.acquire());
@@ -209,7 +209,7 @@ TEST_F(Pool, PermutationsStayRightOverManyShortEpochs) {
       Batch b = p.acquire();
       ASSERT_EQ(b.epoch, e);
       for (int i = 0; i < 3; ++i) ASSERT_EQ(static_cast<int64_t>(b.ids[i]), order[static_cast<size_t>(k * 3 + i)]);
-      p.release(b.ticket);
+      p.release(b.tag);
     }
   }
 }
@@ -268,7 +268,7 @@ TEST_F(BadInput, ReplacedCountedWarnedOnceAndQuarantined) {
         replaced += b.corrupt;
         for (int i = 0; i < b.size; ++i) ASSERT_EQ(bad_ids.count(static_cast<int64_t>(b.ids[i])), 0u) << "a bad sample got through";
         first.push_back(serialize(b, 24 * 20 * 3));
-        p.release(b.ticket);
+        p.release(b.tag);
       }
       EXPECT_EQ(replaced, 5) << "every bad sample replaced once per epoch";
     }
@@ -325,7 +325,7 @@ TEST_F(BadInput, StrictModeStopsWithTheFileName) {
       for (int i = 0; i < 4; ++i) {
         Batch b = p.acquire();
         ASSERT_TRUE(b);
-        p.release(b.ticket);
+        p.release(b.tag);
       }
       FAIL() << "strict mode let a bad file through";
     } catch (const stoke::UserError& e) {
@@ -425,9 +425,9 @@ TEST_F(Pool, ShutdownMidEpochNeverHangs) {
         Batch b = p.acquire();
         ASSERT_TRUE(b);
         if (held < 0 && round % 3 == 0) {
-          held = b.ticket;  // never released
+          held = b.tag;  // never released
         } else {
-          p.release(b.ticket);
+          p.release(b.tag);
         }
       }
       if (round % 2) p.stop();

@@ -144,14 +144,14 @@ void contention_run(int slots, int producers, int64_t tickets, uint64_t seed, in
         claimed_by[static_cast<size_t>(t)].fetch_add(1);
         BatchSlot s = ring.slot_of(t);
         // The previous occupant must have been released: the consumer marks released slots with ~ticket.
-        if (t >= slots && s.ids[0] != ~static_cast<uint64_t>(t - slots)) violations.fetch_add(1);
+        if (t >= slots && s.ids[0] != ~int64_t{t - slots}) violations.fetch_add(1);
         const auto fillbyte = static_cast<uint8_t>(t * 31 + 7);
         std::memset(s.pixels, fillbyte, static_cast<size_t>(batch * sample_bytes));
         for (int k = 0; k < batch; ++k) {
           s.labels[k] = static_cast<int32_t>(t + k);
-          s.ids[k] = static_cast<uint64_t>(t);
+          s.ids[k] = t;
         }
-        s.header->ticket = t;
+        s.header->tag = t;
         if (stoke::uniform_below(seed + static_cast<uint64_t>(p), static_cast<uint64_t>(t), 8) == 0)
           std::this_thread::yield();
         ring.publish(t);
@@ -170,8 +170,8 @@ void contention_run(int slots, int producers, int64_t tickets, uint64_t seed, in
         violations.fetch_add(1);
         break;
       }
-    if (s.header->ticket != t || s.labels[batch - 1] != t + batch - 1) violations.fetch_add(1);
-    s.ids[0] = ~static_cast<uint64_t>(t);
+    if (s.header->tag != t || s.labels[batch - 1] != t + batch - 1) violations.fetch_add(1);
+    s.ids[0] = ~int64_t{t};
     ring.release(t);
     held.erase(held.begin() + static_cast<std::ptrdiff_t>(idx));
   };
@@ -188,8 +188,8 @@ void contention_run(int slots, int producers, int64_t tickets, uint64_t seed, in
     BatchSlot s;
     const int64_t t = ring.acquire(&s);
     if (t < 0) break;
-    if (t != expect || s.header->ticket != t) {  // no ASSERT here: the producers must still be joined
-      ADD_FAILURE() << "acquired ticket " << t << " (header " << s.header->ticket << "), expected " << expect;
+    if (t != expect || s.header->tag != t) {  // no ASSERT here: the producers must still be joined
+      ADD_FAILURE() << "acquired ticket " << t << " (header " << s.header->tag << "), expected " << expect;
       ring.close();
       break;
     }

@@ -10,8 +10,6 @@
 #include <vector>
 
 #include "base/shape.h"
-#include "io/pipeline/augment.h"
-#include "io/source/file_cache.h"
 #include "io/pipeline/input_pipeline.h"
 #include "io/pipeline/sampler.h"
 #include "io/source/source.h"
@@ -28,6 +26,7 @@ class DecodedCache {
   DecodedCache(const std::shared_ptr<const Source>& source, Shape3 shape, const PipelineConfig& base);
 
   int64_t size() const { return static_cast<int64_t>(labels_.size()); }
+  int64_t sample_bytes() const { return shape_.size(); }
   int64_t bytes() const { return static_cast<int64_t>(pixels_.size() + labels_.size() * sizeof(int32_t)); }
   double seconds() const { return seconds_; }
   int64_t corrupt() const { return corrupt_; }
@@ -41,6 +40,9 @@ class DecodedCache {
   // a backend that holds the cache's pixels itself (--cache gpu). Returns the number of real samples.
   int batch_ids(const Sampler& sampler, const std::vector<int64_t>& perm, int64_t epoch, int64_t index, uint64_t seed,
                 bool flip, int64_t* ids, uint8_t* flips) const;
+
+  // Copies samples ids[0..n) (pixels and labels) into the batch buffers.
+  void copy_samples(const int64_t* ids, int n, uint8_t* pixels, int32_t* labels) const;
 
   // Every sample's pixels (size() x H x W x C) and labels, for a backend to hold.
   const uint8_t* pixels() const { return pixels_.data(); }

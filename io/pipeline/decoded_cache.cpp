@@ -1,11 +1,11 @@
-#include "io/source/decoded_cache.h"
+#include "io/pipeline/decoded_cache.h"
 
 #include <chrono>
 #include <cstring>
 #include <span>
 
 #include "base/error.h"
-#include "io/source/file_cache.h"
+#include "io/pipeline/augment.h"
 
 namespace stoke::io {
 
@@ -33,7 +33,7 @@ DecodedCache::DecodedCache(const std::shared_ptr<const Source>& source, Shape3 s
     std::memcpy(pixels_.data() + at * shape.size(), b.pixels, static_cast<size_t>(int64_t{b.valid} * shape.size()));
     std::memcpy(labels_.data() + at, b.labels, static_cast<size_t>(b.valid) * sizeof(int32_t));
     at += b.valid;
-    in.release(b.ticket);
+    in.release(b.tag);
   }
   STOKE_CHECK(at == n, "decoded ", at, " of ", n, " images");
   corrupt_ = in.stats().corrupt;
@@ -45,13 +45,18 @@ int DecodedCache::gather(const Sampler& sampler, const std::vector<int64_t>& per
   STOKE_CHECK(!pixels_.empty(), "gather from a decoded cache whose pixels were handed to the backend");
   ids_.resize(static_cast<size_t>(sampler.batch()));
   const int valid = batch_ids(sampler, perm, epoch, index, seed, flip, ids_.data(), flips);
+  copy_samples(ids_.data(), sampler.batch(), pixels, labels);
+  return valid;
+}
+
+void DecodedCache::copy_samples(const int64_t* ids, int n, uint8_t* pixels, int32_t* labels) const {
+  STOKE_CHECK(!pixels_.empty(), "gather from a decoded cache whose pixels were handed to the backend");
   const int64_t bytes = shape_.size();
-  for (size_t k = 0; k < ids_.size(); ++k) {
-    const int64_t id = ids_[k];
-    std::memcpy(pixels + static_cast<int64_t>(k) * bytes, pixels_.data() + id * bytes, static_cast<size_t>(bytes));
+  for (int k = 0; k < n; ++k) {
+    const int64_t id = ids[k];
+    std::memcpy(pixels + int64_t{k} * bytes, pixels_.data() + id * bytes, static_cast<size_t>(bytes));
     labels[k] = labels_[static_cast<size_t>(id)];
   }
-  return valid;
 }
 
 int DecodedCache::batch_ids(const Sampler& sampler, const std::vector<int64_t>& perm, int64_t epoch, int64_t index,
@@ -65,7 +70,9 @@ int DecodedCache::batch_ids(const Sampler& sampler, const std::vector<int64_t>& 
     const int64_t id = batch[k];
     // Drawn exactly as the decoders draw it, from (seed, epoch, sample): the same flips as the streaming pipeline.
     if (flips)
-      flips[k] = flip && augment_params(flip_only, augment_key(seed, epoch, static_cast<uint64_t>(id)), shape_.h, shape_.w).flip;
+      flips[k] =
+          flip &&
+          augment_params(flip_only, augment_key(seed, epoch, static_cast<uint64_t>(id)), shape_.h, shape_.w).flip;
   }
   return valid;
 }
