@@ -2,6 +2,7 @@
 """Learning parity: does a stoke run learn exactly as its PyTorch twin does from the same start?
 
   learning_parity.py --stoke STOKE --run RUN [--loss-rtol 1e-4] [--weight-rtol 1e-3] [--break order|bn|update]
+                     [--val DIR] [--verbose]
 
 RUN is a finished `stoke train` run (CPU backend, --log-every 1, --bn-recalibrate 0, --augment none, --schedule
 constant, no --limit-train). The twin (stoke_torch.build_model) gets:
@@ -19,6 +20,9 @@ are within tolerance, 1 otherwise.
 --break shows that the comparison can fail (the twin is changed, stoke is not): `order` trains the twin on the
 epochs' batches in reverse order, `bn` gives its batch norms momentum 0.2 (stoke: 0.1), `update` turns SGD's Nesterov
 off (or, for AdamW, its weight decay into Adam's L2 penalty). Each must make this script exit 1.
+
+--val DIR also evaluates the twin (eval mode, its own running statistics) on that folder after every epoch and prints
+its accuracy beside stoke's (summary.json): the same start and batches, so a gap there is the engines', not the seed's.
 """
 
 import argparse
@@ -113,6 +117,7 @@ def main():
     ap.add_argument("--weight-rtol", type=float, default=1e-3, help="per tensor, ||stoke - torch|| / ||torch||")
     ap.add_argument("--break", dest="broken", choices=["order", "bn", "update"])
     ap.add_argument("--verbose", action="store_true", help="print both losses at every step")
+    ap.add_argument("--val", help="validation folder: the twin's accuracy after every epoch beside stoke's")
     a = ap.parse_args()
     torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
 
@@ -143,6 +148,12 @@ def main():
 
     batch, n = cfg["batch_size"], len(samples)
     losses = []
+    val = None
+    if a.val:
+        _, vs = st.list_image_folder(a.val)
+        val = (st.normalize(np.stack([st.decode_like_stoke(p, h, w, c) for p, _ in vs]), cfg["normalize_mean"],
+                            cfg["normalize_std"]), torch.tensor([k for _, k in vs], dtype=torch.int64))
+        hist = json.load(open(os.path.join(a.run, "summary.json"))).get("history", [])
     for epoch in range(cfg["epochs"]):
         perm = epoch_permutation(n, cfg["seed"], epoch)
         order = list(range(n // batch))  # drop_last: full batches only
@@ -155,6 +166,15 @@ def main():
             loss.backward()
             opt.step()
             losses.append(float(loss))
+        if val is not None:
+            model.eval()
+            with torch.no_grad():
+                pred = torch.cat([model(val[0][i:i + 100]).argmax(1) for i in range(0, len(val[1]), 100)])
+            model.train()
+            mine = float((pred == val[1]).float().mean())
+            theirs = hist[epoch].get("val_acc") if epoch < len(hist) else None
+            print(f"epoch {epoch + 1}: validation accuracy twin {100 * mine:.2f}%, stoke "
+                  + ("-" if theirs is None else f"{100 * theirs:.2f}%") + f" ({len(val[1])} images)", flush=True)
 
     logged = stoke_losses(a.run)
     if sorted(logged) != list(range(1, len(losses) + 1)):
