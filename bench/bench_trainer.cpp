@@ -63,7 +63,7 @@ class NullBackend final : public TrainingBackend {
   StepResult run_step(const StepRequest& r) override {
     StepResult s;
     s.loss = 1.f;
-    s.correct = r.n / 2;
+    s.correct = r.batch.size / 2;
     s.applied = true;
     ++steps_;
     return s;
@@ -103,10 +103,10 @@ struct Protocol {
   int64_t tag = 0;
   void step() {
     StepRequest r;
-    r.tag = tag++;
-    r.n = kBatch;
-    r.pixels = px.data();
-    r.labels = labels.data();
+    r.batch.tag = tag++;
+    r.batch.size = kBatch;
+    r.batch.pixels = px.data();
+    r.batch.labels = labels.data();
     r.lr = 0.1f;
     b.submit(r);
     released.clear();

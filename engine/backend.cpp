@@ -9,8 +9,8 @@ namespace stoke {
 
 void TrainingBackend::submit(const StepRequest& request) {
   StepResult r = run_step(request);
-  r.tag = request.tag;
-  released_.push_back(request.tag);
+  r.tag = request.batch.tag;
+  released_.push_back(request.batch.tag);
   results_.push_back(r);
 }
 
@@ -81,10 +81,11 @@ StepResult TrainingBackend::train_step(const StepRequest& request) {
 StepResult TrainingBackend::train_step(int n, const uint8_t* pixels, const int32_t* labels, const uint8_t* flips,
                                        float lr, bool skip) {
   StepRequest r;
-  r.n = n;
-  r.pixels = pixels;
-  r.labels = labels;
-  r.flips = flips;
+  r.batch.tag = 0;
+  r.batch.size = n;
+  r.batch.pixels = pixels;
+  r.batch.labels = labels;
+  r.batch.flips = flips;
   r.lr = lr;
   r.skip = skip;
   return train_step(r);

@@ -18,6 +18,7 @@
 #include "engine/graph.h"
 #include "engine/optimizer.h"
 #include "engine/options.h"
+#include "io/pipeline/batch_source.h"
 
 namespace stoke {
 
@@ -48,20 +49,18 @@ struct BackendOptions {
   int device = 0;  // CUDA: the device this process drives (the launcher's local rank)
 };
 
-// One training step as the trainer hands it over: n samples of uint8 NHWC pixels, labels and optional per-sample
-// flip flags, in host memory that stays untouched until the backend releases `tag`. Or, once the backend holds the
-// data set (hold_dataset), n sample ids into it instead of pixels and labels: the backend gathers the batch itself
-// (on the device, for CUDA), so a step hands over a few bytes per sample instead of the images.
+// One training step as the trainer hands it over: the batch exactly as its source gave it (io/pipeline/batch_source.h)
+// — n = batch.size samples of uint8 NHWC pixels and labels, and optional per-sample flips, in host memory that stays
+// untouched until the backend releases batch.tag. Or, once the backend holds the data set (hold_dataset), null pixels
+// and the samples' ids into it: the backend gathers the batch itself (on the device, for CUDA), so a step hands over a
+// few bytes per sample instead of the images.
 struct StepRequest {
-  int64_t tag = 0;  // the trainer's name for this batch (a ring ticket); comes back once its memory may be reused
-  int n = 0;
-  const uint8_t* pixels = nullptr;
-  const int32_t* labels = nullptr;
-  const int64_t* ids = nullptr;  // non-null: gather from the held set; pixels and labels are then unused
-  const uint8_t* flips = nullptr;
+  io::Batch batch;
   float lr = 0.f;
   bool skip = false;  // fault injection (tests): report a non-finite loss and skip the update
   bool stop = false;  // this process was asked to stop (a signal): carried to every rank with the step's sums
+  // The ids to gather from the held set, or null when the batch carries its pixels.
+  const int64_t* held_ids() const { return batch.pixels ? nullptr : batch.ids; }
 };
 
 struct StepResult {
@@ -113,7 +112,7 @@ class TrainingBackend {
   StepResult train_step(int n, const uint8_t* pixels, const int32_t* labels, const uint8_t* flips, float lr,
                         bool skip = false);
   // --cache gpu: keeps a copy of a whole uint8 NHWC data set (samples x sample_bytes pixels, samples labels) for
-  // steps that name their samples by id (StepRequest::ids); the caller's memory may be freed once this returns.
+  // steps that name their samples by id (StepRequest::held_ids); the caller's memory may be freed once this returns.
   // Returns false, with the reason in *why (one line naming the sizes), when the set does not fit or the backend
   // cannot hold one; nothing is held then and pixel steps go on as before. Called with nothing in flight; a second
   // call replaces the held set.

@@ -33,7 +33,7 @@ void recalibrate_batchnorm(TrainingBackend& backend, const Graph& graph, int bat
     r.skip = true;
     r.stop = false;
     backend.train_step(r);
-    release(r.tag);
+    release(r.batch.tag);
     backend.get_state(scratch_p, got, scratch_o, scratch_steps);
     for (size_t i = 0; i < got.size(); ++i)
       if (momentum[i] > 0.f) sum[i] += static_cast<double>(got[i]) / static_cast<double>(momentum[i]);

@@ -38,7 +38,8 @@ StepQueue::~StepQueue() {
 }
 
 void StepQueue::submit(const StepRequest& r) {
-  STOKE_CHECK(r.n >= 1 && r.n <= max_batch_, "batch of ", r.n, " for a queue of ", max_batch_);
+  const int n = r.batch.size;
+  STOKE_CHECK(n >= 1 && n <= max_batch_, "batch of ", n, " for a queue of ", max_batch_);
   std::unique_lock<std::mutex> lock(m_);
   cv_.wait(lock, [&] {
     return stop_ || error_ ||
@@ -94,26 +95,35 @@ void StepQueue::copy_loop() {
     }
     try {
       STOKE_TRACE("copy batch");
-      if (before_copy_) before_copy_(r.tag);
+      const io::Batch& in = r.batch;
+      if (before_copy_) before_copy_(in.tag);
       Slot& s = slots_[static_cast<size_t>(slot)];
-      if (r.flips) std::memcpy(s.flips.data(), r.flips, static_cast<size_t>(r.n));
-      s.staged = StagedStep{r.tag, r.n, nullptr, nullptr, r.flips ? s.flips.data() : nullptr, nullptr, r.lr, r.skip, r.stop};
-      if (r.ids) {  // a held data set: the ids are the whole batch, the compute side gathers the pixels
-        std::memcpy(s.ids.data(), r.ids, static_cast<size_t>(r.n) * sizeof(int64_t));
-        s.staged.ids = s.ids.data();
+      const auto n = static_cast<size_t>(in.size);
+      // The step as submitted, its memory pointers moved to this slot's copy (nothing may point at the caller's).
+      s.staged = r;
+      io::Batch& own = s.staged.batch;
+      own.base = nullptr;
+      own.copy_bytes = own.labels_offset = 0;
+      if (in.flips) {
+        std::memcpy(s.flips.data(), in.flips, n);
+        own.flips = s.flips.data();
+      }
+      if (const int64_t* ids = r.held_ids()) {  // a held data set: the ids are the whole batch
+        std::memcpy(s.ids.data(), ids, n * sizeof(int64_t));
+        own.ids = s.ids.data();
       } else {
-        const size_t px = static_cast<size_t>(pixel_bytes_ / max_batch_) * static_cast<size_t>(r.n);
-        std::memcpy(s.pixels.data(), r.pixels, px);
-        std::memcpy(s.labels.data(), r.labels, static_cast<size_t>(r.n) * sizeof(int32_t));
-        s.staged.pixels = s.pixels.data();
-        s.staged.labels = s.labels.data();
+        std::memcpy(s.pixels.data(), in.pixels, static_cast<size_t>(pixel_bytes_ / max_batch_) * n);
+        std::memcpy(s.labels.data(), in.labels, n * sizeof(int32_t));
+        own.pixels = s.pixels.data();
+        own.labels = s.labels.data();
+        own.ids = nullptr;  // the source's ids are not copied: the compute side does not read them
       }
     } catch (...) {
       fail(std::current_exception());
       return;
     }
     std::lock_guard<std::mutex> lock(m_);
-    released_.push_back(r.tag);  // the copy has completed: the caller's memory may be reused now
+    released_.push_back(r.batch.tag);  // the copy has completed: the caller's memory may be reused now
     to_compute_.push_back(slot);
     cv_.notify_all();
   }

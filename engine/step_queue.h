@@ -25,22 +25,10 @@
 
 namespace stoke {
 
-// One batch as the compute thread sees it: the worker's own copy.
-struct StagedStep {
-  int64_t tag = 0;
-  int n = 0;
-  const uint8_t* pixels = nullptr;  // null when the request named its samples by id
-  const int32_t* labels = nullptr;
-  const uint8_t* flips = nullptr;  // null when the request had none
-  const int64_t* ids = nullptr;    // the request's sample ids into the backend's held set, or null
-  float lr = 0.f;
-  bool skip = false;
-  bool stop = false;
-};
-
 class StepQueue {
  public:
-  using Compute = std::function<StepResult(const StagedStep&)>;
+  // The step as submitted, its batch pointing at the queue's own copy (pixels and labels, or the held-set ids).
+  using Compute = std::function<StepResult(const StepRequest&)>;
   // Called on the copy thread before each copy (tests inject delays here).
   using CopyHook = std::function<void(int64_t tag)>;
 
@@ -77,7 +65,7 @@ class StepQueue {
     std::vector<uint8_t> pixels, flips;
     std::vector<int32_t> labels;
     std::vector<int64_t> ids;
-    StagedStep staged;
+    StepRequest staged;
   };
   std::vector<Slot> slots_;
 

@@ -350,12 +350,7 @@ bool TrainingRun::train_epoch(int64_t epoch) {
     }();
     if (!rb) break;
     StepRequest req;
-    req.tag = rb.tag;
-    req.n = rb.size;
-    req.pixels = rb.pixels;
-    req.labels = rb.labels;
-    req.flips = rb.flips;
-    req.ids = rb.pixels ? nullptr : rb.ids;
+    req.batch = rb;  // as the source gave it
     req.lr = sched_.at(sub_step_);
     req.skip = std::find(cfg_.inject_nonfinite_steps.begin(), cfg_.inject_nonfinite_steps.end(), sub_step_) !=
                cfg_.inject_nonfinite_steps.end();
@@ -364,7 +359,7 @@ bool TrainingRun::train_epoch(int64_t epoch) {
       STOKE_TRACE("train step");
       backend_->submit(req);
     }
-    pending_.push_back({req.lr, req.n * world_});  // the result counts the global batch
+    pending_.push_back({req.lr, req.batch.size * world_});  // the result counts the global batch
     ++sub_step_;
     ++sub_b_;
     take(false, epoch);

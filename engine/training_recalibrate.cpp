@@ -34,12 +34,7 @@ int TrainingRun::recalibrate_batch_norm() {
     const io::Batch rb = next_train(epoch, k);
     STOKE_CHECK(rb, "the input ended before batch-norm recalibration batch ", k);
     StepRequest r;
-    r.tag = rb.tag;
-    r.n = rb.size;
-    r.pixels = rb.pixels;
-    r.labels = rb.labels;
-    r.flips = rb.flips;
-    r.ids = rb.pixels ? nullptr : rb.ids;
+    r.batch = rb;
     return r;
   };
   recalibrate_batchnorm(*backend_, graph_, batches, next, [this](int64_t tag) { release(tag); });

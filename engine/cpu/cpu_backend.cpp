@@ -55,7 +55,7 @@ class CpuBackend final : public TrainingBackend {
       bn_bytes_per_step_ = sync_batchnorm_bytes(g);
     }
     queue_ = std::make_unique<StepQueue>(o.max_batch, int64_t{o.max_batch} * g.input_shape().size(), 2,
-                                         [this](const StagedStep& s) { return compute(s); });
+                                         [this](const StepRequest& s) { return compute(s); });
   }
 
   std::string name() const override { return "cpu"; }
@@ -122,31 +122,31 @@ class CpuBackend final : public TrainingBackend {
 
  protected:
   StepResult run_step(const StepRequest& r) override {  // not used: submit() goes through the queue
-    return compute(StagedStep{r.tag, r.n, r.pixels, r.labels, r.flips, r.ids, r.lr, r.skip, r.stop});
+    return compute(r);
   }
 
  private:
   // One step on the compute thread, from the queue's own copy of the batch.
-  StepResult compute(const StagedStep& st) {
+  StepResult compute(const StepRequest& st) {
     STOKE_TRACE("train step compute");
     const Shape3 s = graph_.input_shape();
-    const int n = st.n;
-    const uint8_t* pixels = st.pixels;
-    const int32_t* labels = st.labels;
-    if (st.ids) {
+    const int n = st.batch.size;
+    const uint8_t* pixels = st.batch.pixels;
+    const int32_t* labels = st.batch.labels;
+    if (const int64_t* ids = st.held_ids()) {
       STOKE_CHECK(!held_labels_.empty(), "a step named by sample ids, but no data set is held");
       gathered_px_.resize(static_cast<size_t>(opt_.max_batch * s.size()));
       gathered_labels_.resize(static_cast<size_t>(opt_.max_batch));
-      cpu::gather_samples(n, st.ids, static_cast<int64_t>(held_labels_.size()), s.size(), held_pixels_.data(),
+      cpu::gather_samples(n, ids, static_cast<int64_t>(held_labels_.size()), s.size(), held_pixels_.data(),
                           held_labels_.data(), gathered_px_.data(), gathered_labels_.data());
       pixels = gathered_px_.data();
       labels = gathered_labels_.data();
     }
-    cpu::augment_normalize(n, s.h, s.w, s.c, pixels, st.flips, scale_.data(), shift_.data(), input_.data());
+    cpu::augment_normalize(n, s.h, s.w, s.c, pixels, st.batch.flips, scale_.data(), shift_.data(), input_.data());
     bn_comm_seconds_ = 0;
     const float* logits = exec_.forward(n, input_.data(), params_.data(), buffers_.data(), true);
     StepResult out;
-    out.tag = st.tag;
+    out.tag = st.batch.tag;
     out.loss = cpu::softmax_cross_entropy(n, exec_.outputs(), logits, labels, opt_.label_smoothing, 1.f, nullptr,
                                           dlogits_.data(), &out.correct);
     if (st.skip) out.loss = std::numeric_limits<float>::infinity();

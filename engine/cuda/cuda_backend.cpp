@@ -213,19 +213,21 @@ class CudaBackend final : public TrainingBackend {
 
   // ---- the asynchronous step -------------------------------------------------------------------------------------
   void submit(const StepRequest& r) override {
-    STOKE_CHECK(r.n >= 1 && r.n <= opt_.max_batch, "batch of ", r.n, " for a backend of ", opt_.max_batch);
+    STOKE_CHECK(r.batch.size >= 1 && r.batch.size <= opt_.max_batch, "batch of ", r.batch.size, " for a backend of ",
+                opt_.max_batch);
     STOKE_TRACE("submit");
     if (ring_.full()) {
       // The host-side bound: the oldest step's slot (input buffer, pinned control and record) is needed again.
       wait_for(done_[static_cast<size_t>(ring_.oldest())]);
       poll();
     }
-    if (r.ids) check_ids(r.n, r.ids);  // before anything is queued: a kernel cannot report a bad id
-    const int slot = ring_.push(r.tag);
+    if (r.held_ids())
+      check_ids(r.batch.size, r.held_ids());  // before anything is queued: a kernel cannot report a bad id
+    const int slot = ring_.push(r.batch.tag);
     skip_[static_cast<size_t>(slot)] = r.skip;
     stop_[static_cast<size_t>(slot)] = r.stop;
     copy_in(slot, r);
-    compute(slot, r.n, r.ids != nullptr);
+    compute(slot, r.batch.size, r.held_ids() != nullptr);
     poll();
   }
 
@@ -265,14 +267,14 @@ class CudaBackend final : public TrainingBackend {
   // batch copied on the compute stream into the executor's own staging, the step, then a wait for its results.
   StepResult run_step(const StepRequest& r) override {
     drain();
-    stage_sync(r.n, r.pixels, r.labels, r.flips);
-    ex_.forward(r.n, ex_.device_pixels(), r.flips ? ex_.device_flips() : nullptr, true);
+    stage_sync(r.batch.size, r.batch.pixels, r.batch.labels, r.batch.flips);
+    ex_.forward(r.batch.size, ex_.device_pixels(), r.batch.flips ? ex_.device_flips() : nullptr, true);
     cuda::set_step_control(ctl_sync(), r.lr, r.skip, ex_.stream());
-    ex_.loss(r.n, ex_.device_labels(), opt_.label_smoothing, true);
+    ex_.loss(r.batch.size, ex_.device_labels(), opt_.label_smoothing, true);
     backward_and_update(ctl_sync());
     const CudaStepStats st = ex_.stats();
     StepResult out;
-    out.tag = r.tag;
+    out.tag = r.batch.tag;
     out.loss = r.skip ? std::numeric_limits<float>::infinity() : st.loss;
     out.stop = r.stop;
     out.correct = st.correct;
@@ -377,22 +379,22 @@ class CudaBackend final : public TrainingBackend {
     STOKE_TRACE("copy batch");
     const size_t b = static_cast<size_t>(slot);
     const InputBuffer& in = inputs_[b];
-    const size_t n = static_cast<size_t>(r.n);
+    const size_t n = static_cast<size_t>(r.batch.size);
     cuda::StepControl& ctl = pinned_.control(slot);
     ctl.lr = r.lr;
     ctl.skip = r.skip ? 1 : 0;
     ctl.stop = r.stop ? 1 : 0;
     CUDA_CHECK(cudaStreamWaitEvent(copy_.get(), done_[b].get(), 0));
-    if (r.ids) {  // --cache gpu: n ids instead of the images; the step gathers pixels and labels on the device
-      CUDA_CHECK(cudaMemcpyAsync(in.ids, r.ids, n * sizeof(int64_t), cudaMemcpyHostToDevice, copy_.get()));
+    if (r.held_ids()) {  // --cache gpu: n ids instead of the images; the step gathers pixels and labels on the device
+      CUDA_CHECK(cudaMemcpyAsync(in.ids, r.held_ids(), n * sizeof(int64_t), cudaMemcpyHostToDevice, copy_.get()));
     } else {
-      CUDA_CHECK(cudaMemcpyAsync(in.pixels, r.pixels, n * static_cast<size_t>(graph_.input_shape().size()),
+      CUDA_CHECK(cudaMemcpyAsync(in.pixels, r.batch.pixels, n * static_cast<size_t>(graph_.input_shape().size()),
                                  cudaMemcpyHostToDevice, copy_.get()));
-      CUDA_CHECK(cudaMemcpyAsync(in.labels, r.labels, n * sizeof(int32_t), cudaMemcpyHostToDevice, copy_.get()));
+      CUDA_CHECK(cudaMemcpyAsync(in.labels, r.batch.labels, n * sizeof(int32_t), cudaMemcpyHostToDevice, copy_.get()));
     }
     // The captured step always reads a flips buffer: no flips means zeros (no mirroring), the same pixels as null.
-    if (r.flips)
-      CUDA_CHECK(cudaMemcpyAsync(in.flips, r.flips, n, cudaMemcpyHostToDevice, copy_.get()));
+    if (r.batch.flips)
+      CUDA_CHECK(cudaMemcpyAsync(in.flips, r.batch.flips, n, cudaMemcpyHostToDevice, copy_.get()));
     else
       CUDA_CHECK(cudaMemsetAsync(in.flips, 0, n, copy_.get()));
     CUDA_CHECK(cudaMemcpyAsync(in.control, &ctl, sizeof(ctl), cudaMemcpyHostToDevice, copy_.get()));

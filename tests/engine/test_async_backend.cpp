@@ -48,14 +48,16 @@ struct HostBatch {
 };
 
 // A compute step that checks it sees exactly what was submitted, and reports the check as `correct`.
-StepResult checking_compute(const StagedStep& s, std::chrono::microseconds delay) {
+StepResult checking_compute(const StepRequest& s, std::chrono::microseconds delay) {
   std::this_thread::sleep_for(delay);
   bool intact = true;
-  for (size_t i = 0; i < static_cast<size_t>(kPixels); ++i) intact = intact && s.pixels[i] == pattern(s.tag, i);
-  for (int i = 0; i < s.n; ++i) intact = intact && s.labels[i] == static_cast<int32_t>(s.tag * 10 + i);
+  for (size_t i = 0; i < static_cast<size_t>(kPixels); ++i)
+    intact = intact && s.batch.pixels[i] == pattern(s.batch.tag, i);
+  for (int i = 0; i < s.batch.size; ++i)
+    intact = intact && s.batch.labels[i] == static_cast<int32_t>(s.batch.tag * 10 + i);
   StepResult r;
-  r.tag = s.tag;
-  r.loss = static_cast<float>(s.tag);
+  r.tag = s.batch.tag;
+  r.loss = static_cast<float>(s.batch.tag);
   r.correct = intact ? 1 : 0;
   r.applied = !s.skip;
   return r;
@@ -86,10 +88,10 @@ void run_like_the_trainer(StepQueue& q, int steps, int ring, std::vector<StepRes
     host[b].fill(t);
     in_use[t] = b;
     StepRequest r;
-    r.tag = t;
-    r.n = kBatch;
-    r.pixels = host[b].pixels.data();
-    r.labels = host[b].labels.data();
+    r.batch.tag = t;
+    r.batch.size = kBatch;
+    r.batch.pixels = host[b].pixels.data();
+    r.batch.labels = host[b].labels.data();
     r.lr = 0.1f;
     r.skip = t % 5 == 3;
     q.submit(r);
@@ -102,8 +104,9 @@ void run_like_the_trainer(StepQueue& q, int steps, int ring, std::vector<StepRes
 
 TEST(AsyncStep, ABatchIsReleasedOnlyAfterItsCopyCompleted) {
   // A slow copy: if the release came before the copy, the poisoning above would reach the staged bytes.
-  StepQueue q(kBatch, kPixels, 2, [](const StagedStep& s) { return checking_compute(s, std::chrono::microseconds(200)); },
-              [](int64_t) { std::this_thread::sleep_for(std::chrono::milliseconds(2)); });
+  StepQueue q(
+      kBatch, kPixels, 2, [](const StepRequest& s) { return checking_compute(s, std::chrono::microseconds(200)); },
+      [](int64_t) { std::this_thread::sleep_for(std::chrono::milliseconds(2)); });
   std::vector<StepResult> results;
   run_like_the_trainer(q, 40, 3, results);
   ASSERT_EQ(results.size(), 40u);
@@ -112,11 +115,12 @@ TEST(AsyncStep, ABatchIsReleasedOnlyAfterItsCopyCompleted) {
 
 TEST(AsyncStep, ResultsArriveInSubmissionOrderWhateverTheDelays) {
   std::atomic<int> calls{0};
-  StepQueue q(kBatch, kPixels, 3,
-              [&](const StagedStep& s) {
-                return checking_compute(s, std::chrono::microseconds((calls++ % 3) * 700));  // uneven compute
-              },
-              [](int64_t tag) { std::this_thread::sleep_for(std::chrono::microseconds((tag % 4) * 500)); });
+  StepQueue q(
+      kBatch, kPixels, 3,
+      [&](const StepRequest& s) {
+        return checking_compute(s, std::chrono::microseconds((calls++ % 3) * 700));  // uneven compute
+      },
+      [](int64_t tag) { std::this_thread::sleep_for(std::chrono::microseconds((tag % 4) * 500)); });
   std::vector<StepResult> results;
   run_like_the_trainer(q, 60, 4, results);
   ASSERT_EQ(results.size(), 60u);
@@ -129,19 +133,20 @@ TEST(AsyncStep, ResultsArriveInSubmissionOrderWhateverTheDelays) {
 }
 
 TEST(AsyncStep, DrainLeavesNothingInFlight) {
-  StepQueue q(kBatch, kPixels, 2, [](const StagedStep& s) { return checking_compute(s, std::chrono::milliseconds(3)); });
+  StepQueue q(kBatch, kPixels, 2,
+              [](const StepRequest& s) { return checking_compute(s, std::chrono::milliseconds(3)); });
   HostBatch a, b;
   a.fill(0);
   b.fill(1);
   StepRequest r;
-  r.n = kBatch;
-  r.tag = 0;
-  r.pixels = a.pixels.data();
-  r.labels = a.labels.data();
+  r.batch.size = kBatch;
+  r.batch.tag = 0;
+  r.batch.pixels = a.pixels.data();
+  r.batch.labels = a.labels.data();
   q.submit(r);
-  r.tag = 1;
-  r.pixels = b.pixels.data();
-  r.labels = b.labels.data();
+  r.batch.tag = 1;
+  r.batch.pixels = b.pixels.data();
+  r.batch.labels = b.labels.data();
   q.submit(r);
   q.drain();
   EXPECT_EQ(q.in_flight(), 0);
@@ -154,8 +159,8 @@ TEST(AsyncStep, DrainLeavesNothingInFlight) {
 }
 
 TEST(AsyncStep, AFailingStepReachesTheCallerAndNothingHangs) {
-  StepQueue q(kBatch, kPixels, 2, [](const StagedStep& s) -> StepResult {
-    if (s.tag == 2) throw std::runtime_error("step 2 failed on the device");
+  StepQueue q(kBatch, kPixels, 2, [](const StepRequest& s) -> StepResult {
+    if (s.batch.tag == 2) throw std::runtime_error("step 2 failed on the device");
     return checking_compute(s, std::chrono::microseconds(0));
   });
   HostBatch h;
@@ -166,10 +171,10 @@ TEST(AsyncStep, AFailingStepReachesTheCallerAndNothingHangs) {
     for (int64_t t = 0; t < 10; ++t) {
       h.fill(t);
       StepRequest r;
-      r.tag = t;
-      r.n = kBatch;
-      r.pixels = h.pixels.data();
-      r.labels = h.labels.data();
+      r.batch.tag = t;
+      r.batch.size = kBatch;
+      r.batch.pixels = h.pixels.data();
+      r.batch.labels = h.labels.data();
       q.submit(r);
       q.drain();
       q.collect(released, results, false);
@@ -190,8 +195,9 @@ class SlowCopyBackend final : public TrainingBackend {
  public:
   SlowCopyBackend(const Graph& g, const BackendOptions& o, std::atomic<int>& stale)
       : stale_(stale),
-        queue_(o.max_batch, int64_t{o.max_batch} * g.input_shape().size(), 2,
-               [this](const StagedStep& s) { return nan_step(s); }, [this](int64_t) { slow_copy(); }) {}
+        queue_(
+            o.max_batch, int64_t{o.max_batch} * g.input_shape().size(), 2,
+            [this](const StepRequest& s) { return nan_step(s); }, [this](int64_t) { slow_copy(); }) {}
   std::string name() const override { return "slow-copy (test)"; }
   std::string describe() const override { return name(); }
   void set_state(const std::vector<float>&, const std::vector<float>&, const std::vector<float>&, int64_t) override {}
@@ -214,12 +220,12 @@ class SlowCopyBackend final : public TrainingBackend {
  private:
   // The compute thread: a non-finite loss, reported only once the next batch's copy is under way (or after 2 s, if
   // the trainer never submits one), so the trainer's error meets a copy in flight.
-  StepResult nan_step(const StagedStep& s) {
+  StepResult nan_step(const StepRequest& s) {
     const auto t0 = std::chrono::steady_clock::now();
     while (!copying_.load() && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(2))
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
     StepResult r;
-    r.tag = s.tag;
+    r.tag = s.batch.tag;
     r.loss = std::numeric_limits<float>::quiet_NaN();
     return r;
   }

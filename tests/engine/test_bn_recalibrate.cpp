@@ -47,10 +47,10 @@ struct Batches {
   }
   StepRequest request(int k) const {
     StepRequest r;
-    r.tag = 100 + k;
-    r.n = kN;
-    r.pixels = px[static_cast<size_t>(k)].data();
-    r.labels = labels[static_cast<size_t>(k)].data();
+    r.batch.tag = 100 + k;
+    r.batch.size = kN;
+    r.batch.pixels = px[static_cast<size_t>(k)].data();
+    r.batch.labels = labels[static_cast<size_t>(k)].data();
     return r;
   }
 };

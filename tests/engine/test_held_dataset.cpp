@@ -93,20 +93,20 @@ Trace run(const Graph& g, const DataSet& d, bool held) {
   for (size_t k = 0; k < steps.size(); ++k) {
     Step& s = steps[k];
     StepRequest r;
-    r.tag = static_cast<int64_t>(k);
-    r.n = static_cast<int>(s.ids.size());
-    r.flips = s.flips.data();
+    r.batch.tag = static_cast<int64_t>(k);
+    r.batch.size = static_cast<int>(s.ids.size());
+    r.batch.flips = s.flips.data();
     r.lr = s.lr;
     r.skip = s.skip;
     if (held) {
-      r.ids = s.ids.data();
+      r.batch.ids = s.ids.data();
     } else {  // the host gather --cache decoded does
       for (int64_t id : s.ids) {
         px[k].insert(px[k].end(), d.pixels.begin() + id * kShape.size(), d.pixels.begin() + (id + 1) * kShape.size());
         lab[k].push_back(d.labels[static_cast<size_t>(id)]);
       }
-      r.pixels = px[k].data();
-      r.labels = lab[k].data();
+      r.batch.pixels = px[k].data();
+      r.batch.labels = lab[k].data();
     }
     be->submit(r);
     be->collect(released, t.results, false);
@@ -149,15 +149,23 @@ TEST(BackendHeldSet, AnIdOutsideTheSetOrNoSetIsAnError) {
   const Graph g = small_cnn(kShape, 3, 8);
   const DataSet d = make_set();
   std::vector<int64_t> ids(kBatch, 1);
+  const auto by_ids = [&] {  // a step that names its samples by id (no pixels)
+    StepRequest r;
+    r.batch.tag = 0;
+    r.batch.size = kBatch;
+    r.batch.ids = ids.data();
+    r.lr = 0.1f;
+    return r;
+  };
   {
     auto be = make(g);
-    EXPECT_THROW(be->train_step(StepRequest{0, kBatch, nullptr, nullptr, ids.data(), nullptr, 0.1f, false}), Error);
+    EXPECT_THROW(be->train_step(by_ids()), Error);
   }
   auto be = make(g);
   std::string why;
   ASSERT_TRUE(be->hold_dataset(d.pixels.data(), d.labels.data(), kSamples, kShape.size(), &why)) << why;
   ids[3] = kSamples;
-  EXPECT_THROW(be->train_step(StepRequest{0, kBatch, nullptr, nullptr, ids.data(), nullptr, 0.1f, false}), Error);
+  EXPECT_THROW(be->train_step(by_ids()), Error);
 }
 
 // A backend without a held-set implementation says so instead of pretending.

@@ -116,11 +116,11 @@ Trace run_backend(const Graph& g, const std::vector<Batch>& batches, bool graphs
   for (size_t k = 0; k < batches.size(); ++k) {
     const Batch& b = batches[k];
     StepRequest q;
-    q.tag = static_cast<int64_t>(k);
-    q.n = b.n;
-    q.pixels = b.pixels.data();
-    q.labels = b.labels.data();
-    q.flips = b.flips.data();
+    q.batch.tag = static_cast<int64_t>(k);
+    q.batch.size = b.n;
+    q.batch.pixels = b.pixels.data();
+    q.batch.labels = b.labels.data();
+    q.batch.flips = b.flips.data();
     q.lr = b.lr;
     q.skip = with_skip && b.skip;
     const auto t0 = std::chrono::steady_clock::now();

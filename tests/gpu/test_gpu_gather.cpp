@@ -88,15 +88,15 @@ BackendRun run_backend(const std::vector<uint8_t>& set, const std::vector<int32_
       lab.push_back(labels[static_cast<size_t>(id)]);
     }
     StepRequest q;
-    q.tag = k;
-    q.n = n;
-    q.flips = flips.data();
+    q.batch.tag = k;
+    q.batch.size = n;
+    q.batch.flips = flips.data();
     q.lr = 0.02f * static_cast<float>(1 + k % 3);
     if (held) {
-      q.ids = ids.data();
+      q.batch.ids = ids.data();
     } else {
-      q.pixels = px.data();
-      q.labels = lab.data();
+      q.batch.pixels = px.data();
+      q.batch.labels = lab.data();
     }
     be->submit(q);
     be->drain();  // the request's vectors die with this iteration
