@@ -1,6 +1,7 @@
 // --cache gpu's protocol on the CPU backend, its reference: a backend holding the data set (hold_dataset) and
-// steps named by sample ids (StepRequest::ids) give the same losses, correct counts, applied flags and weights, bit
-// for bit, as the same batches handed over as pixels — with flips, a partial last batch and an injected skip.
+// steps named by sample ids (StepRequest::held_ids(): a batch with null pixels) give the same losses, correct
+// counts, applied flags and weights, bit for bit, as the same batches handed over as pixels — with flips, a partial
+// last batch and an injected skip.
 #include <gtest/gtest.h>
 
 #include <cmath>
