@@ -176,8 +176,10 @@ signal)
     # mpirun itself in the background (not through mpi(), whose subshell would take the signal). Ctrl-C: Open MPI
     # sends SIGTERM, then SIGKILL after odls_base_sigkill_timeout seconds (1 by default, too short on a loaded
     # machine for the step and the checkpoint): the documented way to give a job time to stop cleanly.
+    # A constant, moderate learning rate: the resume below ends the run at the next epoch, and a one-cycle schedule
+    # stretched over 1000 epochs would jump from its warm-up to its peak there (and this model has no batch norm).
     mpirun --allow-run-as-root --oversubscribe --bind-to none --mca odls_base_sigkill_timeout 30 -np 2 "$stoke" train --data big --model small-cnn-nobn --image-size 16 --threads 1 --decoders 1 --seed 3 \
-      --batch-size 16 --epochs 1000 --out s$sig > s$sig.log 2>&1 &
+      --batch-size 16 --epochs 1000 --schedule constant --lr 0.02 --out s$sig > s$sig.log 2>&1 &
     job=$!
     for _ in $(seq 300); do grep -q "^epoch 1/" s$sig.log 2> /dev/null && break; sleep 0.1; done
     sleep 0.3
