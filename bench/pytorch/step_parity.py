@@ -67,29 +67,43 @@ def to_torch_layout(raw, ref_shape, linear_map):
     return raw.reshape(ref_shape)
 
 
-def stoke_state(a, run, k, tmp, model_names, linear_map):
-    """(torch-layout weights and buffers, {moment name: {param name: tensor}}, optimizer steps) after k steps."""
+def stoke_state(a, run, k, tmp, model_names, linear_map, ref):
+    """(torch-layout weights and buffers, {moment name: {param name: tensor}}, optimizer steps) after k steps.
+
+    k = 0: `stoke export --checkpoint initial`. Otherwise the checkpoint's own files, converted here from stoke's layout
+    (one `stoke export` per run is enough: the newest checkpoint is exported and the conversion must reproduce it)."""
     if k == 0:
         return lp.export(a.stoke, run, "initial", os.path.join(tmp, "s0.safetensors")), {}, 0
     ck = os.path.join(run, "checkpoints", f"step-{k:08d}")
     if not os.path.isdir(ck):
         sys.exit(f"step_parity.py: no checkpoint {ck} (train with --checkpoint-every 1 --keep-checkpoints N)")
-    sd = lp.export(a.stoke, ck, "latest", os.path.join(tmp, f"s{k}.safetensors"))
     raw, _ = st.load_safetensors(os.path.join(ck, "model.safetensors"))
     opt, _ = st.load_safetensors(os.path.join(ck, "optimizer.safetensors"))
     state = json.load(open(os.path.join(ck, "state.json")))
+    sd = {}
+    for name, t in ref.items():
+        if name.endswith("num_batches_tracked"):
+            sd[name] = torch.tensor(k, dtype=t.dtype)
+        else:
+            sd[name] = to_torch_layout(raw[name], t.shape, linear_map)
+    if os.path.realpath(ck) == os.path.realpath(st_latest(run)):
+        exported = lp.export(a.stoke, ck, "latest", os.path.join(tmp, f"s{k}.safetensors"))
+        bad = [n for n, t in exported.items() if not n.endswith("num_batches_tracked") and not torch.equal(t, sd[n])]
+        if bad:
+            sys.exit(f"step_parity.py: stoke's layout of {bad[0]} {list(raw[bad[0]].shape)} does not convert to its export")
     moments = {}
     for name, t in opt.items():
         kind, pname = name.split(".", 1)
-        conv = to_torch_layout(t, sd[pname].shape, linear_map)
-        # The layout conversion is checked on the parameter itself: stoke's raw tensor, converted, is the export.
-        if not torch.equal(to_torch_layout(raw[pname], sd[pname].shape, linear_map), sd[pname]):
-            sys.exit(f"step_parity.py: cannot map stoke's layout of {pname} {list(raw[pname].shape)} to PyTorch's")
-        moments.setdefault(kind, {})[pname] = conv
+        moments.setdefault(kind, {})[pname] = to_torch_layout(t, ref[pname].shape, linear_map)
     missing = set(model_names) - set(next(iter(moments.values()), {}).keys()) if moments else set()
     if missing:
         sys.exit(f"step_parity.py: {ck}/optimizer.safetensors lacks {sorted(missing)[:3]}")
     return sd, moments, int(state["optimizer_steps"])
+
+
+def st_latest(run):
+    with open(os.path.join(run, "checkpoints", "latest")) as f:
+        return os.path.join(run, "checkpoints", f.read().strip())
 
 
 def load_optimizer_state(opt, model, moments, steps, cfg):
@@ -162,10 +176,14 @@ def main():
     x_all = x_all.to(dtype)
     model.to(dtype)
     cache = {}
+    ref = stoke_state(a, a.run, 0, tmp.name, names, linear_map, None)[0]  # the initial weights: names and shapes
+    cache[0] = (ref, {}, 0)
+    if int(os.path.basename(st_latest(a.run)).split("-")[-1]) != max(steps) + 1:
+        sys.exit(f"step_parity.py: the newest checkpoint of {a.run} must be step {max(steps) + 1}, the last compared")
 
     def state_at(k):  # each checkpoint exported once, though consecutive k share one
         if k not in cache:
-            cache[k] = stoke_state(a, a.run, k, tmp.name, names, linear_map)
+            cache[k] = stoke_state(a, a.run, k, tmp.name, names, linear_map, ref)
         return cache[k]
 
     def compare(broken, ks):
