@@ -361,11 +361,7 @@ int TrainingRun::requested_batch_size() {
 // What the batch may use: free device memory less a margin (the CUDA context, cuDNN/cuBLAS handles and
 // fragmentation), or on the CPU backend half the available memory (the decoders, caches and the OS need the rest).
 int64_t TrainingRun::memory_budget(std::string& what) const {
-  if (use_cuda_) {
-    const int64_t b = dev_.free_bytes / 10 * 9 - (int64_t{768} << 20);
-    what = str("free device memory ", dev_.free_bytes >> 20, " MiB less 10% and 768 MiB");
-    return std::max<int64_t>(b, 0);
-  }
+  if (use_cuda_) return device_memory_budget(dev_.free_bytes, what);
   const int64_t avail = io::available_memory_bytes();
   what = str("half the available memory, ", avail >> 20, " MiB");
   return avail / 2;
