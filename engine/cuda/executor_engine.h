@@ -281,6 +281,8 @@ class Engine final : public CudaExecutor::Impl {
 
   void download_logits(float* out) override {
     STOKE_CHECK(have_forward_, "no forward yet");
+    // The planned arena lets backward reuse the logits' bytes once they are dead: read them before backward().
+    STOKE_CHECK(!backward_ran_, "download_logits after backward(): the logits' memory may have been reused");
     const size_t count = static_cast<size_t>(n_) * static_cast<size_t>(outputs());
     std::vector<T> h(count);
     CUDA_CHECK(cudaMemcpyAsync(h.data(), act_[static_cast<size_t>(g_.output())], count * sizeof(T),
@@ -475,6 +477,7 @@ class Engine final : public CudaExecutor::Impl {
   const cuda::DeviceChannelAllReduce* sync_bn() const { return sync_bn_ ? &sync_bn_ : nullptr; }
   int n_ = 0;
   bool have_forward_ = false, forward_train_ = false, have_loss_grad_ = false;
+  bool backward_ran_ = false;  // since the last forward
 };
 
 extern template class Engine<float>;

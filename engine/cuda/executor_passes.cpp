@@ -144,6 +144,7 @@ void Engine<T>::backward() {
   STOKE_TRACE("backward");
   STOKE_CHECK(have_forward_ && forward_train_ && have_loss_grad_, "backward() needs a training forward and loss()");
   have_loss_grad_ = false;
+  backward_ran_ = true;
   cudaStream_t s = ctx_.stream();
   const int n = n_;
   CUDA_CHECK(cudaMemsetAsync(grads_, 0, static_cast<size_t>(pl_.total()) * sizeof(float), s));
@@ -327,6 +328,7 @@ void Engine<T>::run_forward(int n, bool train) {
   const auto& nodes = g_.nodes();
   n_ = n;
   have_forward_ = true;
+  backward_ran_ = false;
   forward_train_ = train;
   have_loss_grad_ = false;
   for (size_t i = 1; i < nodes.size(); ++i) {
