@@ -109,6 +109,24 @@ def rel(a, b):
     return float((a - b).norm() / max(float(b.norm()), 1e-30))
 
 
+def load_run_data(run, who):
+    """A run's config and its whole training set decoded and normalised as stoke does; exits unless the run's recipe
+    is one a twin can follow step for step (constant schedule, no augmentation, smoothing, subset, clipping, warm-up)."""
+    cfg = json.load(open(os.path.join(run, "config.json")))
+    need = {"schedule": "constant", "augment": "none", "label_smoothing": 0.0, "limit_train": 0, "clip_grad_norm": 0.0}
+    off = {k: cfg.get(k) for k, v in need.items() if cfg.get(k) != v}
+    if off or float(cfg.get("warmup_epochs", 0)) != 0.0:
+        sys.exit(f"{who}: the run must use {need} and no warm-up; it has {off}")
+    h, w, c = cfg["input"]
+    classes, samples = st.list_image_folder(cfg["data"])
+    if classes != cfg["classes"]:
+        sys.exit(f"{who}: {cfg['data']} has classes {classes}, the run {cfg['classes']}")
+    px = np.stack([st.decode_like_stoke(p, h, w, c) for p, _ in samples])
+    x_all = st.normalize(px, cfg["normalize_mean"], cfg["normalize_std"])
+    y_all = torch.tensor([k for _, k in samples], dtype=torch.int64)
+    return cfg, samples, x_all, y_all
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--stoke", required=True)
@@ -121,18 +139,8 @@ def main():
     a = ap.parse_args()
     torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
 
-    cfg = json.load(open(os.path.join(a.run, "config.json")))
-    need = {"schedule": "constant", "augment": "none", "label_smoothing": 0.0, "limit_train": 0, "clip_grad_norm": 0.0}
-    off = {k: cfg.get(k) for k, v in need.items() if cfg.get(k) != v}
-    if off or float(cfg.get("warmup_epochs", 0)) != 0.0:
-        sys.exit(f"learning_parity.py: the run must use {need} and no warm-up; it has {off}")
-    h, w, c = cfg["input"]
-    classes, samples = st.list_image_folder(cfg["data"])
-    if classes != cfg["classes"]:
-        sys.exit(f"learning_parity.py: {cfg['data']} has classes {classes}, the run {cfg['classes']}")
-    px = np.stack([st.decode_like_stoke(p, h, w, c) for p, _ in samples])
-    x_all = st.normalize(px, cfg["normalize_mean"], cfg["normalize_std"])
-    y_all = torch.tensor([k for _, k in samples], dtype=torch.int64)
+    cfg, samples, x_all, y_all = load_run_data(a.run, "learning_parity.py")
+    (h, w, c), classes = cfg["input"], cfg["classes"]
 
     tmp = tempfile.TemporaryDirectory(prefix="learning-parity-")
     init = export(a.stoke, a.run, "initial", os.path.join(tmp.name, "initial.safetensors"))

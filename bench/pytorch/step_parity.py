@@ -147,16 +147,8 @@ def main():
     torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
     t_start = time.time()
 
-    cfg = json.load(open(os.path.join(a.run, "config.json")))
-    need = {"schedule": "constant", "augment": "none", "label_smoothing": 0.0, "limit_train": 0, "clip_grad_norm": 0.0}
-    off = {k: cfg.get(k) for k, v in need.items() if cfg.get(k) != v}
-    if off or float(cfg.get("warmup_epochs", 0)) != 0.0:
-        sys.exit(f"step_parity.py: the run must use {need} and no warm-up; it has {off}")
-    h, w, c = cfg["input"]
-    classes, samples = st.list_image_folder(cfg["data"])
-    px = np.stack([st.decode_like_stoke(p, h, w, c) for p, _ in samples])
-    x_all = st.normalize(px, cfg["normalize_mean"], cfg["normalize_std"])
-    y_all = torch.tensor([k for _, k in samples], dtype=torch.int64)
+    cfg, samples, x_all, y_all = lp.load_run_data(a.run, "step_parity.py")
+    (h, w, c), classes = cfg["input"], cfg["classes"]
     batch, n = cfg["batch_size"], len(samples)
     per_epoch = n // batch
     logged = lp.stoke_losses(a.run)
