@@ -14,6 +14,7 @@
 #include <functional>
 #include <optional>
 #include <type_traits>
+#include <variant>
 #include "base/cuda_check.h"
 #include "base/error.h"
 #include "base/format.h"
@@ -69,76 +70,35 @@ using Group = cuda::FusionGroup;
 
 }  // namespace cuda_engine
 
-struct CudaExecutor::Impl {
-  virtual ~Impl() = default;
-  virtual cuda::Precision precision() const = 0;
-  virtual const cuda::DeviceInfo& device() const = 0;
-  virtual cudaStream_t stream() const = 0;
-  virtual size_t arena_bytes() const = 0;
-  virtual int max_batch() const = 0;
-  virtual int outputs() const = 0;
-  virtual std::string describe() const = 0;
-  virtual std::string conv_algorithms() const = 0;
-  virtual void upload_params(const float* p) = 0;
-  virtual void upload_buffers(const float* b) = 0;
-  virtual void download_params(float* p) = 0;
-  virtual void download_buffers(float* b) = 0;
-  virtual void download_grads(float* g) = 0;
-  virtual void upload_optimizer_state(const std::vector<float>& s, int64_t steps) = 0;
-  virtual void download_optimizer_state(std::vector<float>& s, int64_t& steps) = 0;
-  virtual int64_t optimizer_steps() const = 0;
-  virtual void set_normalization(const std::vector<float>& mean, const std::vector<float>& stdev) = 0;
-  virtual uint8_t* device_pixels() = 0;
-  virtual int32_t* device_labels() = 0;
-  virtual uint8_t* device_flips() = 0;
-  virtual void forward(int n, const uint8_t* pixels, const uint8_t* flips, bool train) = 0;
-  virtual void forward_normalized_host(int n, const float* x, bool train) = 0;
-  virtual void loss(int n, const int32_t* labels, float smoothing, bool train) = 0;
-  virtual void backward() = 0;
-  virtual void step(float lr) = 0;
-  virtual void step(const cuda::StepControl* control) = 0;
-  virtual const cuda::StepRecord* device_record() const = 0;
-  virtual CudaStepStats stats() = 0;
-  virtual void download_logits(float* out) = 0;
-  virtual std::vector<cuda::GradSource> grad_sources() const = 0;
-  virtual float* device_grads() = 0;
-  virtual int64_t device_grad_count() const = 0;
-  virtual void set_backward_hook(std::function<void(int)> hook) = 0;
-  virtual void set_sync_batchnorm(cuda::DeviceChannelAllReduce across) = 0;
-  virtual void set_inv_world(float inv_world) = 0;
-  virtual void pack_step_sums(const cuda::StepControl* control, float* sums) = 0;
-  virtual void unpack_step_sums(const float* sums) = 0;
-};
-
 namespace cuda_engine {
 
 template <typename T>
-class Engine final : public CudaExecutor::Impl {
+class Engine {
  public:
   Engine(const Graph& graph, int max_batch, const CudaExecutorOptions& opt, Precision prec);
 
-  ~Engine() override {
+  ~Engine() {
     CUDA_CHECK_NOEXCEPT(cudaStreamSynchronize(ctx_.stream()));
     if (host_) CUDA_CHECK_NOEXCEPT(cudaFreeHost(host_));
   }
 
-  Precision precision() const override { return prec_; }
-  const cuda::DeviceInfo& device() const override { return ctx_.device(); }
-  cudaStream_t stream() const override { return ctx_.stream(); }
-  size_t arena_bytes() const override { return arena_.capacity(); }
-  int max_batch() const override { return max_batch_; }
-  int outputs() const override { return static_cast<int>(g_.nodes().back().out.size()); }
+  Precision precision() const { return prec_; }
+  const cuda::DeviceInfo& device() const { return ctx_.device(); }
+  cudaStream_t stream() const { return ctx_.stream(); }
+  size_t arena_bytes() const { return arena_.capacity(); }
+  int max_batch() const { return max_batch_; }
+  int outputs() const { return static_cast<int>(g_.nodes().back().out.size()); }
 
-  std::string describe() const override {
+  std::string describe() const {
     return str(ctx_.device().name, ", ", cuda::to_string(prec_), ", arena ", format_bytes(arena_.capacity()),
                " for batch ", max_batch_, " (conv workspace ", format_bytes(conv_ws_bytes_), "), ", groups_.size(),
                " fused BN groups", opt_.deterministic ? ", deterministic" : "", ", cuDNN ", ctx_.cudnn_version(),
                ", cuBLASLt ", ctx_.cublaslt_version());
   }
-  std::string conv_algorithms() const override { return conv_->describe(); }
+  std::string conv_algorithms() const { return conv_->describe(); }
 
   // ---- state ------------------------------------------------------------------------------------------------------
-  void upload_params(const float* p) override {
+  void upload_params(const float* p) {
     cudaStream_t s = ctx_.stream();
     const std::vector<float> d = pl_.to_device(p);
     CUDA_CHECK(cudaMemcpyAsync(params_, d.data(), d.size() * sizeof(float), cudaMemcpyHostToDevice, s));
@@ -146,17 +106,17 @@ class Engine final : public CudaExecutor::Impl {
     refresh_padded_weights();
     CUDA_CHECK(cudaStreamSynchronize(s));  // `d` dies here
   }
-  void upload_buffers(const float* b) override {
+  void upload_buffers(const float* b) {
     if (g_.num_buffers() == 0) return;
     CUDA_CHECK(cudaMemcpyAsync(buffers_, b, static_cast<size_t>(g_.num_buffers()) * sizeof(float),
                                cudaMemcpyHostToDevice, ctx_.stream()));
     CUDA_CHECK(cudaStreamSynchronize(ctx_.stream()));
   }
-  void download_params(float* p) override { download_layout(params_, p); }
-  void download_buffers(float* b) override { download(buffers_, b, g_.num_buffers()); }
-  void download_grads(float* gr) override { download_layout(grads_, gr); }
+  void download_params(float* p) { download_layout(params_, p); }
+  void download_buffers(float* b) { download(buffers_, b, g_.num_buffers()); }
+  void download_grads(float* gr) { download_layout(grads_, gr); }
   // The CPU layout: state_sets_ arrays of num_params (momentum; or m then v), each flat.
-  void upload_optimizer_state(const std::vector<float>& st, int64_t steps) override {
+  void upload_optimizer_state(const std::vector<float>& st, int64_t steps) {
     const int64_t P = g_.num_params();
     STOKE_CHECK(static_cast<int64_t>(st.size()) == state_sets_ * P, "optimizer state of ", st.size(),
                 " values, expected ", state_sets_ * P);
@@ -169,31 +129,31 @@ class Engine final : public CudaExecutor::Impl {
     CUDA_CHECK(cudaMemcpyAsync(&state_dev_->t, &steps, sizeof(int64_t), cudaMemcpyHostToDevice, ctx_.stream()));
     CUDA_CHECK(cudaStreamSynchronize(ctx_.stream()));  // `steps` is the caller's
   }
-  void download_optimizer_state(std::vector<float>& st, int64_t& steps) override {
+  void download_optimizer_state(std::vector<float>& st, int64_t& steps) {
     const int64_t P = g_.num_params();
     st.assign(static_cast<size_t>(state_sets_ * P), 0.f);
     for (int k = 0; k < state_sets_; ++k) download_layout(state_ + k * pl_.total(), st.data() + k * P);
     steps = optimizer_steps();
   }
   // The count lives on the device (a step skipped there is not counted): reading it waits for the stream.
-  int64_t optimizer_steps() const override {
+  int64_t optimizer_steps() const {
     int64_t t = 0;
     CUDA_CHECK(cudaMemcpyAsync(&t, &state_dev_->t, sizeof(int64_t), cudaMemcpyDeviceToHost, ctx_.stream()));
     CUDA_CHECK(cudaStreamSynchronize(ctx_.stream()));
     return t;
   }
-  void set_normalization(const std::vector<float>& mean, const std::vector<float>& stdev) override {
+  void set_normalization(const std::vector<float>& mean, const std::vector<float>& stdev) {
     const int c = g_.input_shape().c;
     STOKE_CHECK(static_cast<int>(mean.size()) == c && static_cast<int>(stdev.size()) == c, "normalisation of ",
                 mean.size(), "/", stdev.size(), " channels for a ", c, "-channel input");
     norm_ = cuda::normalize_params(mean.data(), stdev.data(), c);
   }
-  uint8_t* device_pixels() override { return pixels_; }
-  int32_t* device_labels() override { return labels_; }
-  uint8_t* device_flips() override { return flips_; }
+  uint8_t* device_pixels() { return pixels_; }
+  int32_t* device_labels() { return labels_; }
+  uint8_t* device_flips() { return flips_; }
 
   // ---- one step -----------------------------------------------------------------------------------------------------
-  void forward(int n, const uint8_t* pixels, const uint8_t* flips, bool train) override {
+  void forward(int n, const uint8_t* pixels, const uint8_t* flips, bool train) {
     STOKE_TRACE("forward");
     check_batch(n);
     const Shape3 in = g_.input_shape();
@@ -201,7 +161,7 @@ class Engine final : public CudaExecutor::Impl {
     run_forward(n, train);
   }
 
-  void forward_normalized_host(int n, const float* x, bool train) override {
+  void forward_normalized_host(int n, const float* x, bool train) {
     check_batch(n);
     const int c = g_.input_shape().c;
     const size_t pixels = static_cast<size_t>(n) * static_cast<size_t>(g_.input_shape().h * g_.input_shape().w);
@@ -215,7 +175,7 @@ class Engine final : public CudaExecutor::Impl {
     run_forward(n, train);
   }
 
-  void loss(int n, const int32_t* labels, float smoothing, bool train) override {
+  void loss(int n, const int32_t* labels, float smoothing, bool train) {
     STOKE_TRACE("loss");
     STOKE_CHECK(have_forward_ && n == n_, "loss() of ", n, " rows after a forward of ", n_);
     STOKE_CHECK(!train || forward_train_, "a training loss needs a training forward");
@@ -232,9 +192,9 @@ class Engine final : public CudaExecutor::Impl {
     if (train) have_loss_grad_ = true;
   }
 
-  void backward() override;
+  void backward();
 
-  void step(float lr) override {
+  void step(float lr) {
     cuda::set_step_control(ctl_, lr, false, ctx_.stream());
     step(ctl_);
   }
@@ -242,7 +202,7 @@ class Engine final : public CudaExecutor::Impl {
   // Everything the update depends on that changes per step is in device memory (control: lr and the injected
   // skip; state_dev_: t, the loss scale, the loss itself), so this enqueues the same launches every step and
   // can be captured into a graph.
-  void step(const cuda::StepControl* control) override {
+  void step(const cuda::StepControl* control) {
     STOKE_TRACE("optimizer step");
     cudaStream_t s = ctx_.stream();
     if (scaler_) {
@@ -265,9 +225,9 @@ class Engine final : public CudaExecutor::Impl {
     refresh_padded_weights();
   }
 
-  const cuda::StepRecord* device_record() const override { return &state_dev_->record; }
+  const cuda::StepRecord* device_record() const { return &state_dev_->record; }
 
-  CudaStepStats stats() override {
+  CudaStepStats stats() {
     CUDA_CHECK(
         cudaMemcpyAsync(host_, &state_dev_->record, sizeof(cuda::StepRecord), cudaMemcpyDeviceToHost, ctx_.stream()));
     CUDA_CHECK(cudaStreamSynchronize(ctx_.stream()));
@@ -279,7 +239,7 @@ class Engine final : public CudaExecutor::Impl {
     return st;
   }
 
-  void download_logits(float* out) override {
+  void download_logits(float* out) {
     STOKE_CHECK(have_forward_, "no forward yet");
     // The planned arena lets backward reuse the logits' bytes once they are dead: read them before backward().
     STOKE_CHECK(!backward_ran_, "download_logits after backward(): the logits' memory may have been reused");
@@ -292,19 +252,19 @@ class Engine final : public CudaExecutor::Impl {
   }
 
   // ---- data parallel ----------------------------------------------------------------------------------------------
-  std::vector<cuda::GradSource> grad_sources() const override { return cuda::grad_sources(g_, groups_, pl_); }
-  float* device_grads() override { return grads_; }
-  int64_t device_grad_count() const override { return pl_.total(); }
-  void set_backward_hook(std::function<void(int)> hook) override { backward_hook_ = std::move(hook); }
-  void set_sync_batchnorm(cuda::DeviceChannelAllReduce across) override { sync_bn_ = std::move(across); }
+  std::vector<cuda::GradSource> grad_sources() const { return cuda::grad_sources(g_, groups_, pl_); }
+  float* device_grads() { return grads_; }
+  int64_t device_grad_count() const { return pl_.total(); }
+  void set_backward_hook(std::function<void(int)> hook) { backward_hook_ = std::move(hook); }
+  void set_sync_batchnorm(cuda::DeviceChannelAllReduce across) { sync_bn_ = std::move(across); }
   // Changes a constant of the update: only between steps, and before a step graph is captured (the captured
   // prepare_step launch holds the config by value).
-  void set_inv_world(float inv_world) override { step_config_.inv_world = inv_world; }
-  void pack_step_sums(const cuda::StepControl* control, float* sums) override {
+  void set_inv_world(float inv_world) { step_config_.inv_world = inv_world; }
+  void pack_step_sums(const cuda::StepControl* control, float* sums) {
     STOKE_CHECK(have_forward_ && forward_train_, "step sums need a training forward and loss()");
     cuda::pack_step_sums(state_dev_, control, n_, sums, ctx_.stream());
   }
-  void unpack_step_sums(const float* sums) override { cuda::unpack_step_sums(state_dev_, sums, ctx_.stream()); }
+  void unpack_step_sums(const float* sums) { cuda::unpack_step_sums(state_dev_, sums, ctx_.stream()); }
 
  private:
   struct Slot {
@@ -485,5 +445,16 @@ extern template class Engine<__nv_bfloat16>;
 extern template class Engine<__half>;
 
 }  // namespace cuda_engine
+
+// The executor is one of three engines, chosen by the storage type at construction: a dispatch, not an interface.
+struct CudaExecutor::Impl {
+  std::variant<std::unique_ptr<cuda_engine::Engine<float>>, std::unique_ptr<cuda_engine::Engine<__nv_bfloat16>>,
+               std::unique_ptr<cuda_engine::Engine<__half>>>
+      engine;
+  template <class F>
+  decltype(auto) visit(F&& f) {
+    return std::visit([&](auto& e) -> decltype(auto) { return f(*e); }, engine);
+  }
+};
 
 }  // namespace stoke
