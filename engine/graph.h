@@ -11,11 +11,9 @@
 #include <vector>
 
 #include "base/shape.h"
+#include "engine/op.h"
 
 namespace stoke {
-
-enum class Op { input, conv, batchnorm, relu, maxpool, avgpool, global_avgpool, linear, add, concat };
-const char* op_name(Op op);
 
 // kaiming_normal: N(0, 2 / fan); uniform_fan: U(-1/sqrt(fan), 1/sqrt(fan)) (PyTorch's default for linear and conv
 // weights and biases). Which fan a conv uses is the model's choice (InitScheme).

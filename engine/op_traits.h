@@ -5,7 +5,7 @@
 // tests/engine/test_op_traits.cpp checks every row against what the CPU executor actually reads.
 #pragma once
 
-#include "engine/graph.h"
+#include "engine/op.h"
 
 namespace stoke {
 
@@ -18,6 +18,8 @@ struct OpTraits {
   bool saves_channel_stats;    // fp32 mean and inv-std per channel, from forward to backward (batch norm)
 };
 
+// One aligned row per op, kept as a table by hand.
+// clang-format off
 constexpr OpTraits op_traits(Op op) {
   //                                 name              params  reads in  reads out  argmax  stats
   switch (op) {
@@ -34,5 +36,6 @@ constexpr OpTraits op_traits(Op op) {
   }
   return {"?", false, false, false, false, false};
 }
+// clang-format on
 
 }  // namespace stoke

@@ -1,150 +1,31 @@
 // Training a classifier: train() tells the story of a run in the order it happens; the parts live in
 // engine/training_run.cpp (planning), engine/training_folder.cpp (the run folder, new or resumed),
-// engine/training_loop.cpp (the input and the epochs) and engine/training_summary.cpp (the end). This file also
-// holds the run's settings as JSON.
+// engine/training_loop.cpp (the input and the epochs) and engine/training_summary.cpp (the end); the run's settings
+// are engine/train_config.h.
 #include "engine/trainer.h"
 
-#include <cmath>
-#include <filesystem>
-#include <nlohmann/json.hpp>
 #include <optional>
 
-#include "base/error.h"
-#include "base/fs.h"
-#include "base/json_util.h"
-#include "engine/checkpoint.h"
 #include "engine/resume.h"
 #include "engine/training_run.h"
 
 namespace stoke {
-namespace fs = std::filesystem;
-using json = nlohmann::json;
-
-io::PipelineConfig training_pipeline_config(const TrainConfig& cfg, Shape3 shape, int batch) {
-  io::PipelineConfig pc;
-  pc.h = shape.h;
-  pc.w = shape.w;
-  pc.c = shape.c;
-  pc.batch = batch;
-  pc.decoders = cfg.decoders;
-  pc.seed = cfg.seed;
-  pc.shuffle = true;
-  pc.augment = cfg.augment != Augment::none;
-  pc.aug.random_resized_crop = cfg.augment == Augment::crop_flip;
-  pc.aug.hflip = cfg.augment != Augment::none;
-  pc.drop_last = true;
-  pc.watchdog_seconds = cfg.watchdog_seconds;
-  return pc;
-}
-
-json config_to_json(const TrainConfig& c) {
-  return {{"data", c.data},
-          {"val", c.val},
-          {"model", c.model},
-          {"epochs", c.epochs},
-          {"batch_size", c.batch_size},
-          {"lr", c.lr},
-          {"optimizer", to_string(c.optimizer.kind)},
-          {"momentum", c.optimizer.momentum},
-          {"nesterov", c.optimizer.nesterov},
-          {"weight_decay", c.optimizer.weight_decay},
-          {"beta1", c.optimizer.beta1},
-          {"beta2", c.optimizer.beta2},
-          {"eps", c.optimizer.eps},
-          {"schedule", to_string(c.schedule)},
-          {"warmup_epochs", c.warmup_epochs},
-          {"label_smoothing", c.label_smoothing},
-          {"clip_grad_norm", c.clip_grad_norm},
-          {"seed", c.seed},
-          {"limit_train", c.limit_train},
-          {"limit_val", c.limit_val},
-          {"image_size", c.image_size},
-          {"augment", to_string(c.augment)},
-          {"precision", to_string(c.precision)},
-          {"deterministic", c.deterministic},
-          {"sync_bn", c.sync_bn},
-          {"exif_orientation", c.exif_orientation},
-          {"strict", c.strict},
-          {"checkpoint_every", c.checkpoint_every},
-          {"keep_checkpoints", c.keep_checkpoints},
-          {"max_nonfinite_steps", c.max_nonfinite_steps},
-          {"eval_every", c.eval_every},
-          {"bn_recalibrate", c.bn_recalibrate},
-          {"best_metric", to_string(c.best_metric)}};
-}
-
-TrainConfig config_from_json(const json& j) {
-  TrainConfig c;
-  constexpr int64_t kBig = int64_t{1} << 40;
-  auto text = [&](const char* key, std::optional<std::string> def = std::nullopt) {
-    if (!j.contains(key) && def) return *def;
-    if (!j.contains(key) || !j[key].is_string()) throw Error(str("'", key, "' must be a string"));
-    return j[key].get<std::string>();
-  };
-  auto flag = [&](const char* key, bool def) {
-    if (!j.contains(key)) return def;
-    if (!j[key].is_boolean()) throw Error(str("'", key, "' must be true or false"));
-    return j[key].get<bool>();
-  };
-  auto real = [&](const char* key, double lo, double hi, std::optional<double> def = std::nullopt) {
-    return static_cast<float>(json_number(j, key, lo, hi, def));
-  };
-  try {
-    if (!j.is_object()) throw Error("not a JSON object");
-    c.data = text("data");
-    c.val = text("val", std::string());
-    c.model = text("model");
-    c.epochs = static_cast<int>(json_int(j, "epochs", 1, 1 << 30));
-    c.batch_size = static_cast<int>(json_int(j, "batch_size", 1, 1 << 30));
-    c.lr = real("lr", 0, 1e6);
-    c.optimizer.kind = parse_optimizer(text("optimizer"));
-    c.optimizer.momentum = real("momentum", 0, 1);
-    c.optimizer.nesterov = flag("nesterov", true);
-    c.optimizer.weight_decay = real("weight_decay", 0, 1e6);
-    c.optimizer.beta1 = real("beta1", 0, 1, c.optimizer.beta1);
-    c.optimizer.beta2 = real("beta2", 0, 1, c.optimizer.beta2);
-    c.optimizer.eps = real("eps", 0, 1, c.optimizer.eps);
-    c.schedule = parse_schedule(text("schedule"));
-    c.warmup_epochs = real("warmup_epochs", 0, 1e9, 0.0);
-    c.label_smoothing = real("label_smoothing", 0, 1, 0.0);
-    c.clip_grad_norm = real("clip_grad_norm", 0, 1e30, 0.0);
-    c.seed = static_cast<uint64_t>(json_int(j, "seed", 0, std::numeric_limits<int64_t>::max()));
-    c.limit_train = json_int(j, "limit_train", 0, kBig, 0);
-    c.limit_val = json_int(j, "limit_val", 0, kBig, 0);
-    c.image_size = static_cast<int>(json_int(j, "image_size", 0, 1 << 16, 0));
-    c.augment = parse_augment(text("augment", std::string("none")));
-    c.precision = parse_precision_flag(text("precision", std::string("auto")));
-    c.deterministic = flag("deterministic", false);
-    c.sync_bn = flag("sync_bn", false);
-    c.exif_orientation = flag("exif_orientation", true);
-    c.strict = flag("strict", false);
-    c.checkpoint_every = json_int(j, "checkpoint_every", 0, kBig, 0);
-    c.keep_checkpoints = static_cast<int>(json_int(j, "keep_checkpoints", 1, 1 << 20, 3));
-    c.max_nonfinite_steps = static_cast<int>(json_int(j, "max_nonfinite_steps", 1, 1 << 30, 5));
-    c.eval_every = static_cast<int>(json_int(j, "eval_every", 1, 1 << 30, 1));
-    c.bn_recalibrate = static_cast<int>(json_int(j, "bn_recalibrate", -1, 1 << 30, -1));
-    c.best_metric = parse_best_metric(text("best_metric", std::string("val_acc")));
-  } catch (const std::exception& e) {
-    throw Error(str("the saved run configuration is incomplete or damaged: ", e.what()));
-  }
-  return c;
-}
 
 TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model) {
   check_train_config(cfg);
   if (std::optional<TrainResult> done = finished_run(cfg)) return *done;  // nothing to do, and nothing changed
   TrainingRun run(cfg, build_model);
-  run.join_world();              // the other processes of a data-parallel job (mpirun, torchrun, Slurm), or none
-  run.choose_device();           // --device auto|cpu|cuda, and why
-  run.open_data();               // sources, input shape, classes, file caches
-  run.build_model_and_batch();   // the graph, its initial weights, --batch-size (auto: planned memory)
-  run.open_run_folder();         // a new folder, or the checkpoint to continue from
-  run.agree_across_ranks();      // every rank runs the same settings on the same data, or none starts
-  run.start_backend();           // the model state moves to the device
-  run.announce();                // what runs, where; config.json
-  run.start_input();             // decoders (or the decoded cache), the sampler
-  run.train_epochs();            // the asynchronous steps, evaluation, checkpoints
-  return run.finish();           // summary.json, the verdict, the report
+  run.join_world();             // the other processes of a data-parallel job (mpirun, torchrun, Slurm), or none
+  run.choose_device();          // --device auto|cpu|cuda, and why
+  run.open_data();              // sources, input shape, classes, file caches
+  run.build_model_and_batch();  // the graph, its initial weights, --batch-size (auto: planned memory)
+  run.open_run_folder();        // a new folder, or the checkpoint to continue from
+  run.agree_across_ranks();     // every rank runs the same settings on the same data, or none starts
+  run.start_backend();          // the model state moves to the device
+  run.announce();               // what runs, where; config.json
+  run.start_input();            // decoders (or the decoded cache), the sampler
+  run.train_epochs();           // the asynchronous steps, evaluation, checkpoints
+  return run.finish();          // summary.json, the verdict, the report
 }
 
 }  // namespace stoke

@@ -1,108 +1,11 @@
 // Training a classifier from ImageFolder data: the loop behind `stoke train`.
 #pragma once
 
-#include <cstdint>
-#include <functional>
-#include <nlohmann/json.hpp>
 #include <string>
-#include <vector>
 
-#include "engine/graph.h"
-#include "engine/optimizer.h"
-#include "engine/options.h"
-#include "io/pipeline/input_pipeline.h"
+#include "engine/train_config.h"
 
 namespace stoke {
-
-struct TrainConfig {
-  std::string data;            // training ImageFolder
-  std::string val;             // validation ImageFolder ("" = none)
-  std::string model = "small-cnn";
-  std::string out;             // run directory ("" = runs/<model>-<time>)
-  bool overwrite = false;      // allow an --out that already holds a run
-  std::string resume;          // continue the run in this folder from its latest checkpoint
-  bool force = false;          // resume even though training files were added or removed since the checkpoint
-  DeviceRequest device = DeviceRequest::automatic;  // --device auto | cpu | cuda
-  int epochs = 3;
-  int batch_size = 128;
-  float lr = 0.1f;
-  OptimizerConfig optimizer;
-  ScheduleKind schedule = ScheduleKind::onecycle;
-  float warmup_epochs = 0.f;   // linear warm-up (constant and cosine schedules)
-  float label_smoothing = 0.f;
-  float clip_grad_norm = 0.f;  // clip the global gradient L2 norm to this (0 = off)
-  uint64_t seed = 0;
-  int threads = 0;             // CPU backend threads (0 = all cores)
-  int decoders = 0;            // JPEG decoder threads (0 = auto: from the cores and a measured decode rate)
-  Augment augment = Augment::none;  // none | flip | crop-flip (random-resized-crop + flip), decided per sample
-                                    // by (seed, epoch, sample id)
-  double watchdog_seconds = 30;  // report every decoder's state when a batch is this late
-  PrecisionRequest precision = PrecisionRequest::automatic;  // CUDA: auto (bf16 on sm_80+, fp16 below) | bf16 | fp16 | fp32
-  bool deterministic = false;  // CUDA backend: deterministic cuDNN algorithms
-  bool sync_bn = false;        // data parallel: batch-norm statistics over the global batch (all ranks), not per rank
-  bool graphs = true;          // CUDA backend: capture the step as a CUDA graph after warm-up (--no-graphs: off)
-  bool exif_orientation = true;  // turn JPEGs as their EXIF orientation says (as every viewer shows them)
-  CacheMode cache = CacheMode::automatic;  // auto (= files for folders) | files: keep each file's bytes after its
-                               // first read | decoded: decode every image once into memory | gpu: decoded, and the
-                               // training set held by the backend (device memory), batches gathered there by id | none
-  int cache_budget_mb = 0;     // largest cache allowed (0 = half the available memory)
-  int64_t limit_train = 0;     // use a seeded random subset of this many training images (0 = all)
-  int64_t limit_val = 0;       // likewise for validation
-  int image_size = 0;          // resize inputs to this square size (0 = the data's own size)
-  bool strict = false;         // a corrupt image stops the run
-  bool quiet = false;          // no progress line (tests)
-  bool tensorboard = false;    // also write RUNDIR/tensorboard/ event files
-  int64_t checkpoint_every = 0;  // also checkpoint every N steps (0: at the end of each epoch only)
-  int keep_checkpoints = 3;    // newest step checkpoints kept (the best one is always kept)
-  int max_nonfinite_steps = 5; // stop after this many consecutive steps with a non-finite loss
-  int64_t profile_first = 0;   // --profile-steps A:B: global steps A..B (1-based, inclusive) are profiled
-  int64_t profile_last = 0;    // (0: no profile window)
-  std::string trace_file;      // --trace: write the timeline of steps trace_first..trace_last here ("" = none)
-  int64_t trace_first = 1, trace_last = 50;
-  int eval_every = 1;          // validate every N epochs (and always after the last)
-  int log_every = 50;          // metrics.jsonl: a train line every N steps (and at each epoch's end)
-  // --bn-recalibrate: before the last epoch's evaluation and checkpoint, recompute every batch-norm running mean and
-  // variance over this many training batches with the final weights (engine/bn_recalibrate.h). -1 (auto): 20 batches
-  // when the run takes fewer than 100 steps, else none; 0: none. At most one epoch's batches.
-  int bn_recalibrate = -1;
-  BestMetric best_metric = BestMetric::val_acc;  // what the best checkpoint maximises
-  // Test hooks (no flags): behave as if SIGINT arrived after this many steps of this process (0 = never);
-  // make the loss of these global steps non-finite.
-  int64_t interrupt_after_steps = 0;
-  std::vector<int64_t> inject_nonfinite_steps;
-};
-
-// The settings that define a run (everything but where and how fast it runs), as saved in config.json and
-// every checkpoint; config_from_json restores them.
-nlohmann::json config_to_json(const TrainConfig& cfg);
-TrainConfig config_from_json(const nlohmann::json& j);
-
-struct EpochStats {
-  int epoch = 0;
-  double train_loss = 0, train_acc = 0;
-  double val_loss = 0, val_acc = 0, val_auc = 0;  // NaN without validation (or when not evaluated)
-  double seconds = 0, images_per_s = 0;
-};
-
-struct TrainResult {
-  std::string run_dir;
-  std::string backend;  // "cpu" | "cuda"
-  std::vector<EpochStats> epochs;   // those completed by this process
-  std::vector<float> step_losses;   // the loss of every step this process trained, in order
-  int64_t first_step = 0;           // global step of step_losses[0] (non-zero after --resume)
-  double seconds = 0;
-  int64_t steps = 0;                // global steps completed
-  int64_t corrupt_images = 0;
-  int64_t skipped_steps = 0;        // steps whose update was skipped (non-finite loss)
-  int64_t params = 0;
-  bool interrupted = false;
-  std::string last_checkpoint;      // folder of the newest checkpoint written
-  double final_val_acc() const { return epochs.empty() ? 0.0 : epochs.back().val_acc; }
-};
-
-// Builds the model named in the config for an input shape and class count (models/ provides build_model;
-// the engine does not depend on the model zoo).
-using ModelFactory = std::function<Graph(const std::string& name, Shape3 input, int classes)>;
 
 // Runs the whole job (or continues it when cfg.resume names a run folder). Throws UserError for what the
 // user can fix (missing data, bad flags, a checkpoint of another model), Error for runtime failures.
@@ -111,8 +14,5 @@ TrainResult train(const TrainConfig& cfg, const ModelFactory& build_model);
 // The settings saved in a run folder's latest checkpoint, with resume and out set (engine/resume.h: with the
 // command line's flags applied).
 TrainConfig config_for_resume(const std::string& run_dir);
-
-// The training input pipeline's settings for a run (input size, batch, decoders, seed, augmentation, drop_last).
-io::PipelineConfig training_pipeline_config(const TrainConfig& cfg, Shape3 shape, int batch);
 
 }  // namespace stoke

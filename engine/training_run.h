@@ -25,7 +25,7 @@
 #include "engine/metrics.h"
 #include "engine/optimizer.h"
 #include "engine/run_verdict.h"
-#include "engine/trainer.h"
+#include "engine/train_config.h"
 #include "io/pipeline/decoded_batches.h"
 #include "io/pipeline/decoded_cache.h"
 #include "io/pipeline/input_pipeline.h"
