@@ -14,15 +14,16 @@
 #include <new>
 #include <string>
 
+#include "base/error.h"
+#include "base/parallel.h"
+#include "base/trace.h"
 #include "engine/backend.h"
 #include "engine/cpu/executor.h"
 #include "engine/dist/communicator.h"
 #include "engine/step_queue.h"
-#include "base/error.h"
+#include "engine/train_step.h"
 #include "kernels/augment.h"
 #include "kernels/gather.h"
-#include "base/parallel.h"
-#include "base/trace.h"
 #include "kernels/softmax_ce.h"
 
 namespace stoke {
@@ -60,8 +61,8 @@ class CpuBackend final : public TrainingBackend {
 
   std::string name() const override { return "cpu"; }
   std::string describe() const override {
-    return str("CPU backend, fp32, ", ThreadPool::threads(), " threads, ",
-               exec_.activation_bytes() / (1024 * 1024), " MiB of activations");
+    return str("CPU backend, fp32, ", ThreadPool::threads(), " threads, ", exec_.activation_bytes() / (1024 * 1024),
+               " MiB of activations");
   }
 
   void set_state(const std::vector<float>& params, const std::vector<float>& buffers,
@@ -96,16 +97,17 @@ class CpuBackend final : public TrainingBackend {
   bool hold_dataset(const uint8_t* pixels, const int32_t* labels, int64_t samples, int64_t sample_bytes,
                     std::string* why) override {
     drain();
-    STOKE_CHECK(samples >= 1 && sample_bytes == graph_.input_shape().size(), "a held set of ", samples,
-                " samples of ", sample_bytes, " bytes for an input of ", graph_.input_shape().size());
+    STOKE_CHECK(samples >= 1 && sample_bytes == graph_.input_shape().size(), "a held set of ", samples, " samples of ",
+                sample_bytes, " bytes for an input of ", graph_.input_shape().size());
     try {
       held_pixels_.assign(pixels, pixels + samples * sample_bytes);
       held_labels_.assign(labels, labels + samples);
     } catch (const std::bad_alloc&) {
       held_pixels_ = {};
       held_labels_ = {};
-      if (why) *why = str("cannot allocate ", (samples * (sample_bytes + 4)) >> 20, " MiB of host memory for ", samples,
-                          " images");
+      if (why)
+        *why = str("cannot allocate ", (samples * (sample_bytes + 4)) >> 20, " MiB of host memory for ", samples,
+                   " images");
       return false;
     }
     return true;
@@ -126,70 +128,101 @@ class CpuBackend final : public TrainingBackend {
   }
 
  private:
-  // One step on the compute thread, from the queue's own copy of the batch.
+  // One step on the compute thread, from the queue's own copy of the batch (engine/train_step.h's phases).
   StepResult compute(const StepRequest& st) {
     STOKE_TRACE("train step compute");
-    const Shape3 s = graph_.input_shape();
-    const int n = st.batch.size;
-    const uint8_t* pixels = st.batch.pixels;
-    const int32_t* labels = st.batch.labels;
-    if (const int64_t* ids = st.held_ids()) {
-      STOKE_CHECK(!held_labels_.empty(), "a step named by sample ids, but no data set is held");
-      gathered_px_.resize(static_cast<size_t>(opt_.max_batch * s.size()));
-      gathered_labels_.resize(static_cast<size_t>(opt_.max_batch));
-      cpu::gather_samples(n, ids, static_cast<int64_t>(held_labels_.size()), s.size(), held_pixels_.data(),
-                          held_labels_.data(), gathered_px_.data(), gathered_labels_.data());
-      pixels = gathered_px_.data();
-      labels = gathered_labels_.data();
-    }
-    cpu::augment_normalize(n, s.h, s.w, s.c, pixels, st.batch.flips, scale_.data(), shift_.data(), input_.data());
-    bn_comm_seconds_ = 0;
-    const float* logits = exec_.forward(n, input_.data(), params_.data(), buffers_.data(), true);
     StepResult out;
     out.tag = st.batch.tag;
-    out.loss = cpu::softmax_cross_entropy(n, exec_.outputs(), logits, labels, opt_.label_smoothing, 1.f, nullptr,
-                                          dlogits_.data(), &out.correct);
-    if (st.skip) out.loss = std::numeric_limits<float>::infinity();
     out.stop = st.stop;
-    const int world = opt_.comm ? opt_.comm->world() : 1;
-    if (world == 1 && !std::isfinite(out.loss)) return out;  // the update is skipped
-    const size_t np = params_.size();
-    std::fill(grads_.begin(), grads_.end(), 0.f);
-    // In a world every rank runs backward whatever its loss: backward may hold collectives (--sync-bn's sums), and
-    // a rank that skipped it would meet the others' with its gradient all-reduce. A non-finite loss anywhere makes
-    // the summed loss non-finite on every rank, and the update is skipped below.
-    if (std::isfinite(out.loss) || world > 1) exec_.backward(params_.data(), grads_.data(), dlogits_.data());
-    if (world > 1) {
-      // One all-reduce carries the gradients and the step's sums (loss x n, correct, n, stop requests): every rank
-      // gets the global batch's loss, a non-finite loss on any rank skips the update on all of them, and a stop
-      // asked of any rank is known to all of them at the same step.
-      grads_[np] = std::isfinite(out.loss) ? out.loss * static_cast<float>(n) : std::numeric_limits<float>::quiet_NaN();
-      grads_[np + 1] = static_cast<float>(out.correct);
-      grads_[np + 2] = static_cast<float>(n);
-      grads_[np + 3] = st.stop ? 1.f : 0.f;
+    Step step{*this, st, out};
+    run_train_step(step);
+    return out;
+  }
+
+  // The phases of one step on this backend. Every decision is the host's: a non-finite loss skips the update here.
+  struct Step {
+    CpuBackend& b;
+    const StepRequest& st;
+    StepResult& out;
+    int n() const { return st.batch.size; }
+    int world() const { return b.opt_.comm ? b.opt_.comm->world() : 1; }
+
+    void normalize() {
+      const Shape3 s = b.graph_.input_shape();
+      const uint8_t* pixels = st.batch.pixels;
+      if (const int64_t* ids = st.held_ids()) {
+        STOKE_CHECK(!b.held_labels_.empty(), "a step named by sample ids, but no data set is held");
+        b.gathered_px_.resize(static_cast<size_t>(b.opt_.max_batch * s.size()));
+        b.gathered_labels_.resize(static_cast<size_t>(b.opt_.max_batch));
+        cpu::gather_samples(n(), ids, static_cast<int64_t>(b.held_labels_.size()), s.size(), b.held_pixels_.data(),
+                            b.held_labels_.data(), b.gathered_px_.data(), b.gathered_labels_.data());
+        pixels = b.gathered_px_.data();
+      }
+      cpu::augment_normalize(n(), s.h, s.w, s.c, pixels, st.batch.flips, b.scale_.data(), b.shift_.data(),
+                             b.input_.data());
+    }
+    const int32_t* labels() const { return st.held_ids() ? b.gathered_labels_.data() : st.batch.labels; }
+
+    void forward() {
+      b.bn_comm_seconds_ = 0;
+      b.logits_ = b.exec_.forward(n(), b.input_.data(), b.params_.data(), b.buffers_.data(), true);
+    }
+
+    // In a world every rank goes on whatever its loss: backward may hold collectives (--sync-bn's sums), and a rank
+    // that skipped it would meet the others' with its gradient all-reduce. A non-finite loss anywhere makes the
+    // summed loss non-finite on every rank, and end_exchange skips the update.
+    bool loss() {
+      out.loss = cpu::softmax_cross_entropy(n(), b.exec_.outputs(), b.logits_, labels(), b.opt_.label_smoothing, 1.f,
+                                            nullptr, b.dlogits_.data(), &out.correct);
+      if (st.skip) out.loss = std::numeric_limits<float>::infinity();
+      return world() > 1 || std::isfinite(out.loss);
+    }
+
+    void begin_exchange() {}  // nothing leaves before backward here: one all-reduce carries everything after it
+
+    void backward() {
+      std::fill(b.grads_.begin(), b.grads_.end(), 0.f);
+      b.exec_.backward(b.params_.data(), b.grads_.data(), b.dlogits_.data());
+    }
+
+    // One all-reduce carries the gradients and the step's sums (loss x n, correct, n, stop requests): every rank gets
+    // the global batch's loss, a non-finite loss on any rank skips the update on all of them, and a stop asked of any
+    // rank is known to all of them at the same step.
+    bool end_exchange() {
+      if (world() == 1) return true;
+      const size_t np = b.params_.size();
+      std::vector<float>& g = b.grads_;
+      g[np] = std::isfinite(out.loss) ? out.loss * static_cast<float>(n()) : std::numeric_limits<float>::quiet_NaN();
+      g[np + 1] = static_cast<float>(out.correct);
+      g[np + 2] = static_cast<float>(n());
+      g[np + 3] = st.stop ? 1.f : 0.f;
       {
         STOKE_TRACE("all-reduce gradients");
         // Timed for the communication share (metrics comm_share): the call blocks, so all of it is step time.
         const auto t0 = std::chrono::steady_clock::now();
-        opt_.comm->allreduce_sum(grads_.data(), grads_.size());
+        b.opt_.comm->allreduce_sum(g.data(), g.size());
         out.comm_seconds =
-            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() + bn_comm_seconds_;
-        out.allreduce_bytes = static_cast<int64_t>(grads_.size() * sizeof(float)) + bn_bytes_per_step_;
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() + b.bn_comm_seconds_;
+        out.allreduce_bytes = static_cast<int64_t>(g.size() * sizeof(float)) + b.bn_bytes_per_step_;
       }
-      out.loss = grads_[np] / grads_[np + 2];
-      out.correct = std::llround(grads_[np + 1]);
-      out.stop = grads_[np + 3] > 0.f;
-      if (!std::isfinite(out.loss)) return out;
+      out.loss = g[np] / g[np + 2];
+      out.correct = std::llround(g[np + 1]);
+      out.stop = g[np + 3] > 0.f;
+      if (!std::isfinite(out.loss)) return false;
       // Each rank's loss is the mean over its slice of n = global/world samples, so the sum of the ranks' gradients
       // is world times the global batch's mean gradient.
-      const float inv = 1.f / static_cast<float>(world);
-      for (size_t i = 0; i < np; ++i) grads_[i] *= inv;
+      const float inv = 1.f / static_cast<float>(world());
+      for (size_t i = 0; i < np; ++i) g[i] *= inv;
+      return true;
     }
-    if (opt_.clip_grad_norm > 0.f) clip_grad_norm(grads_.data(), static_cast<int64_t>(np), opt_.clip_grad_norm);
-    optimizer_.step(params_.data(), grads_.data(), st.lr);
-    out.applied = true;
-    return out;
-  }
+
+    void update() {
+      const int64_t np = static_cast<int64_t>(b.params_.size());
+      if (b.opt_.clip_grad_norm > 0.f) clip_grad_norm(b.grads_.data(), np, b.opt_.clip_grad_norm);
+      b.optimizer_.step(b.params_.data(), b.grads_.data(), st.lr);
+      out.applied = true;
+    }
+  };
 
   static constexpr size_t kStepSums = 4;  // after the gradients: loss x n, correct, n, stop (summed over the ranks)
   double bn_comm_seconds_ = 0;            // --sync-bn: this step's batch-norm sums so far (compute thread only)
@@ -199,6 +232,7 @@ class CpuBackend final : public TrainingBackend {
   Optimizer optimizer_;
   CpuExecutor exec_;
   std::vector<float> params_, grads_, buffers_, input_, dlogits_, scale_, shift_;
+  const float* logits_ = nullptr;  // the last training forward's output (executor memory)
   // --cache gpu: the held set, and the batch gathered from it (sized on first use: no cost without a held set)
   std::vector<uint8_t> held_pixels_, gathered_px_;
   std::vector<int32_t> held_labels_, gathered_labels_;

@@ -40,10 +40,11 @@
 #include "engine/cuda/device_collectives.h"
 #include "engine/cuda/executor.h"
 #include "engine/cuda/grad_sync.h"
-#include "engine/dist/communicator.h"
 #include "engine/cuda/runtime.h"
 #include "engine/cuda/step_graph.h"
 #include "engine/cuda/step_ring.h"
+#include "engine/dist/communicator.h"
+#include "engine/train_step.h"
 #include "kernels/gather.cuh"
 
 namespace stoke {
@@ -94,8 +95,12 @@ struct InputBuffer {
 class CudaBackend final : public TrainingBackend {
  public:
   CudaBackend(const Graph& g, const BackendOptions& o)
-      : graph_(g), opt_(o), ex_(g, o.max_batch, options(o)), graphs_(o.graphs && !graphs_disabled_by_env()),
-        start_{cuda::Event(true), cuda::Event(true)}, done_{cuda::Event(true), cuda::Event(true)} {
+      : graph_(g),
+        opt_(o),
+        ex_(g, o.max_batch, options(o)),
+        graphs_(o.graphs && !graphs_disabled_by_env()),
+        start_{cuda::Event(true), cuda::Event(true)},
+        done_{cuda::Event(true), cuda::Event(true)} {
     ex_.set_normalization(o.mean, o.stdev);
     logits_.resize(static_cast<size_t>(o.max_batch) * static_cast<size_t>(ex_.outputs()));
     // Both input buffers in one allocation, made once: no step allocates.
@@ -177,8 +182,8 @@ class CudaBackend final : public TrainingBackend {
   bool hold_dataset(const uint8_t* pixels, const int32_t* labels, int64_t samples, int64_t sample_bytes,
                     std::string* why) override {
     drain();
-    STOKE_CHECK(samples >= 1 && sample_bytes == graph_.input_shape().size(), "a held set of ", samples,
-                " samples of ", sample_bytes, " bytes for an input of ", graph_.input_shape().size());
+    STOKE_CHECK(samples >= 1 && sample_bytes == graph_.input_shape().size(), "a held set of ", samples, " samples of ",
+                sample_bytes, " bytes for an input of ", graph_.input_shape().size());
     // The graphs captured so far gather from the old set's address (or not at all): they are recorded afresh.
     for (cuda::CapturedStep& c : captured_) c.reset();
     held_ = cuda::DeviceArena();
@@ -204,7 +209,8 @@ class CudaBackend final : public TrainingBackend {
   const float* eval_batch(int n, const uint8_t* pixels, const int32_t* labels, float* loss) override {
     drain();
     stage_sync(n, pixels, labels, nullptr);
-    ex_.forward(n, ex_.device_pixels(), nullptr, false);
+    ex_.normalize(n, ex_.device_pixels(), nullptr);
+    ex_.forward(n, false);
     ex_.loss(n, ex_.device_labels(), 0.f, false);
     *loss = ex_.stats().loss;
     ex_.download_logits(logits_.data());
@@ -249,7 +255,7 @@ class CudaBackend final : public TrainingBackend {
   }
 
   void drain() override {
-    wait_for(copy_.get());  // the copy stream waits on the last step's done event: collectives included
+    wait_for(copy_.get());    // the copy stream waits on the last step's done event: collectives included
     while (!ring_.empty()) {  // oldest first: each wait may find a failed peer (wait_for)
       wait_for(done_[static_cast<size_t>(ring_.oldest())]);
       poll();
@@ -268,10 +274,16 @@ class CudaBackend final : public TrainingBackend {
   StepResult run_step(const StepRequest& r) override {
     drain();
     stage_sync(r.batch.size, r.batch.pixels, r.batch.labels, r.batch.flips);
-    ex_.forward(r.batch.size, ex_.device_pixels(), r.batch.flips ? ex_.device_flips() : nullptr, true);
     cuda::set_step_control(ctl_sync(), r.lr, r.skip, ex_.stream());
-    ex_.loss(r.batch.size, ex_.device_labels(), opt_.label_smoothing, true);
-    backward_and_update(ctl_sync());
+    Step step{*this,
+              r.batch.size,
+              ex_.device_pixels(),
+              ex_.device_labels(),
+              r.batch.flips ? ex_.device_flips() : nullptr,
+              nullptr,
+              ctl_sync(),
+              -1};
+    run_train_step(step);
     const CudaStepStats st = ex_.stats();
     StepResult out;
     out.tag = r.batch.tag;
@@ -311,7 +323,8 @@ class CudaBackend final : public TrainingBackend {
     }
     const int out = graph_.output();
     sync_ = std::make_unique<cuda::GradSync>(
-        *dc, cuda::plan_device_buckets(ex_.grad_sources(), ex_.device_grad_count(), out), out, ex_.device_grads(), sums_);
+        *dc, cuda::plan_device_buckets(ex_.grad_sources(), ex_.device_grad_count(), out), out, ex_.device_grads(),
+        sums_);
     ex_.set_backward_hook([this](int node) { sync_->after_node(node, ex_.stream()); });
     // Also in a world of 1 (the NCCL path alone sums nothing): so one GPU runs the path of every rank of a job.
     if (o.sync_bn) {
@@ -322,26 +335,51 @@ class CudaBackend final : public TrainingBackend {
     poll_.timeout_s = o.comm->timeout_seconds();
   }
 
-  // Backward and the update, after loss(): with a world, the sums go out first (they are ready before backward),
-  // the buckets during backward, and the update waits for the last of them. slot >= 0 (an asynchronous step of a
-  // world of several): the compute stream's wait for the last bucket is timed, from backward's last kernel to the
-  // join, with events the step graph keeps — the communication backward did not hide (StepResult::comm_seconds).
-  void backward_and_update(const cuda::StepControl* control, int slot = -1) {
-    cudaStream_t s = ex_.stream();
-    if (sync_) {
-      ex_.pack_step_sums(control, sync_->sums());
-      sync_->begin(s);
+  // The phases of one step on the device (engine/train_step.h): launches on the compute stream, the same calls eager
+  // or captured; every decision (an injected skip, fp16 overflow, a non-finite summed loss) is the device's.
+  // With a world the step's sums leave first (ready before backward), the gradient buckets during backward (the
+  // executor's backward hook), and the update waits for the last of them. slot >= 0 (an asynchronous step of a world
+  // of several): the compute stream's wait for the last bucket is timed, from backward's last kernel to the join,
+  // with events the step graph keeps — the communication backward did not hide (StepResult::comm_seconds).
+  struct Step {
+    CudaBackend& b;
+    int n;
+    uint8_t* pixels;  // device memory: the gather below writes it
+    int32_t* labels;
+    const uint8_t* flips;
+    const int64_t* gather_ids;  // --cache gpu: gather pixels and labels from the held set into `pixels`/`labels` first
+    const cuda::StepControl* control;
+    int slot;
+
+    void normalize() {
+      if (gather_ids)
+        cuda::gather_samples(n, gather_ids, b.held_samples_, b.graph_.input_shape().size(), b.held_pixels_,
+                             b.held_labels_, pixels, labels, b.ex_.stream());
+      b.ex_.normalize(n, pixels, flips);
     }
-    ex_.backward();
-    if (sync_) {
-      const bool timed = slot >= 0 && opt_.comm->world() > 1;
-      if (timed) backward_done_[static_cast<size_t>(slot)].record_in_graph(s);
-      sync_->end(s);
-      if (timed) comm_joined_[static_cast<size_t>(slot)].record_in_graph(s);
-      ex_.unpack_step_sums(sync_->sums());
+    void forward() { b.ex_.forward(n, true); }
+    bool loss() {
+      b.ex_.loss(n, labels, b.opt_.label_smoothing, true);
+      return true;
     }
-    ex_.step(control);
-  }
+    void begin_exchange() {
+      if (!b.sync_) return;
+      b.ex_.pack_step_sums(control, b.sync_->sums());
+      b.sync_->begin(b.ex_.stream());
+    }
+    void backward() { b.ex_.backward(); }
+    bool end_exchange() {
+      if (!b.sync_) return true;
+      cudaStream_t s = b.ex_.stream();
+      const bool timed = slot >= 0 && b.opt_.comm->world() > 1;
+      if (timed) b.backward_done_[static_cast<size_t>(slot)].record_in_graph(s);
+      b.sync_->end(s);
+      if (timed) b.comm_joined_[static_cast<size_t>(slot)].record_in_graph(s);
+      b.ex_.unpack_step_sums(b.sync_->sums());
+      return true;
+    }
+    void update() { b.ex_.step(control); }
+  };
 
   // Waits for an event or a stream. With NCCL in the step a peer that fails would leave it pending for ever: every
   // such wait polls and asks NCCL for an asynchronous error; past the communicator's timeout the communicator is
@@ -368,7 +406,8 @@ class CudaBackend final : public TrainingBackend {
     CUDA_CHECK(cudaMemcpyAsync(ex_.device_pixels(), pixels, px, cudaMemcpyHostToDevice, s));
     CUDA_CHECK(cudaMemcpyAsync(ex_.device_labels(), labels, static_cast<size_t>(n) * sizeof(int32_t),
                                cudaMemcpyHostToDevice, s));
-    if (flips) CUDA_CHECK(cudaMemcpyAsync(ex_.device_flips(), flips, static_cast<size_t>(n), cudaMemcpyHostToDevice, s));
+    if (flips)
+      CUDA_CHECK(cudaMemcpyAsync(ex_.device_flips(), flips, static_cast<size_t>(n), cudaMemcpyHostToDevice, s));
     CUDA_CHECK(cudaStreamSynchronize(s));
   }
 
@@ -430,12 +469,8 @@ class CudaBackend final : public TrainingBackend {
   // Everything a training step launches, all reading input buffer `slot`: the same calls eager or captured.
   void enqueue_step(int slot, int n, bool gather) {
     const InputBuffer& in = inputs_[static_cast<size_t>(slot)];
-    if (gather)
-      cuda::gather_samples(n, in.ids, held_samples_, graph_.input_shape().size(), held_pixels_, held_labels_,
-                           in.pixels, in.labels, ex_.stream());
-    ex_.forward(n, in.pixels, in.flips, true);
-    ex_.loss(n, in.labels, opt_.label_smoothing, true);
-    backward_and_update(in.control, slot);
+    Step step{*this, n, in.pixels, in.labels, in.flips, gather ? in.ids : nullptr, in.control, slot};
+    run_train_step(step);
   }
 
   void check_ids(int n, const int64_t* ids) const {
@@ -486,9 +521,9 @@ class CudaBackend final : public TrainingBackend {
   float* sums_ = nullptr;
   std::unique_ptr<cuda::GradSync> sync_;  // data parallel (NCCL); null otherwise
   int64_t bn_bytes_per_step_ = 0;         // --sync-bn: the batch-norm sums' bytes in one step
-  cuda::PollPolicy poll_;  // data parallel: how the host waits on work that holds collectives
+  cuda::PollPolicy poll_;                 // data parallel: how the host waits on work that holds collectives
   PinnedSlots pinned_;
-  std::array<cuda::Event, kSlots> copied_;       // the batch is on the device (no timing: cheapest to record)
+  std::array<cuda::Event, kSlots> copied_;        // the batch is on the device (no timing: cheapest to record)
   std::array<cuda::Event, kSlots> start_, done_;  // the step's compute began / ended (timed: device_seconds)
   // data parallel: backward's last kernel / the compute stream's join with the comm stream (timed: comm_seconds)
   std::array<cuda::Event, kSlots> backward_done_{cuda::Event(true), cuda::Event(true)},

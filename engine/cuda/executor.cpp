@@ -83,8 +83,11 @@ int32_t* CudaExecutor::device_labels() {
 uint8_t* CudaExecutor::device_flips() {
   return impl_->visit([&](auto& e) { return e.device_flips(); });
 }
-void CudaExecutor::forward(int n, const uint8_t* pixels, const uint8_t* flips, bool train) {
-  impl_->visit([&](auto& e) { return e.forward(n, pixels, flips, train); });
+void CudaExecutor::normalize(int n, const uint8_t* pixels, const uint8_t* flips) {
+  impl_->visit([&](auto& e) { return e.normalize(n, pixels, flips); });
+}
+void CudaExecutor::forward(int n, bool train) {
+  impl_->visit([&](auto& e) { return e.forward(n, train); });
 }
 void CudaExecutor::forward_normalized_host(int n, const float* x, bool train) {
   impl_->visit([&](auto& e) { return e.forward_normalized_host(n, x, train); });

@@ -1,5 +1,6 @@
-// Runs a Graph on the GPU: the CUDA twin of engine/cpu/executor.h, plus the loss, the optimizer step and the fp16
-// loss scaler, so one training step is four calls that only enqueue work on one stream.
+// Runs a Graph on the GPU: the CUDA twin of engine/cpu/executor.h (forward and backward over the nodes), and beside
+// it the device's parts of a step (engine/train_step.h): input normalisation, the loss, the optimizer step and the
+// fp16 loss scaler, which share its arena and its stream, so a step is calls that only enqueue work on one stream.
 //
 // Memory: everything lives in ONE device arena sized at construction for `max_batch` (engine/cuda/arena.h):
 // fp32 master weights, their bf16/fp16 copies, fp32 gradients, optimizer state, BN buffers, the uint8 input
@@ -27,12 +28,13 @@
 //     copy pixels (uint8 NHWC), labels (int32) and flip flags (uint8) into ex.device_pixels() / device_labels()
 //       / device_flips() — or anywhere on the device — e.g. cudaMemcpyAsync on a copy stream + an event that
 //       ex.stream() waits on
-//     ex.forward(n, pixels, flips, /*train=*/true); // augment+normalise, then the graph
+//     ex.normalize(n, pixels, flips);               // flips, (pixel/255 - mean) / std, to the storage type
+//     ex.forward(n, /*train=*/true);                // the graph
 //     ex.loss(n, labels, label_smoothing, /*train=*/true);  // fused softmax-CE: loss, correct, scaled dlogits
 //     ex.backward();
 //     ex.step(lr);                                  // finite decision on the device; fused unscale + SGD/AdamW
 //     CudaStepStats s = ex.stats();                 // waits for the stream: loss, correct, step applied, scale
-//   evaluation: forward(n, pixels, nullptr, false); loss(n, labels, 0, false); stats()
+//   evaluation: normalize(n, pixels, nullptr); forward(n, false); loss(n, labels, 0, false); stats()
 //   checkpoints: download_params / download_buffers / download_optimizer_state (and the upload_ twins to resume)
 //
 // Nothing inside a step waits for the host, in any precision: whether the update runs (a non-finite loss, an
@@ -55,23 +57,23 @@
 
 #include "engine/cuda/grad_sync.h"
 #include "engine/cuda/precision.h"
-#include "kernels/batchnorm.cuh"
-#include "kernels/optimizer.cuh"
 #include "engine/cuda/runtime.h"
 #include "engine/graph.h"
 #include "engine/optimizer.h"
+#include "kernels/batchnorm.cuh"
+#include "kernels/optimizer.cuh"
 
 namespace stoke {
 
 struct CudaExecutorOptions {
   cuda::Precision precision = cuda::Precision::automatic;
-  OptimizerConfig optimizer;                   // the update step() applies (its state is planned in the arena)
-  bool deterministic = false;                  // cuDNN: only algorithms it reports deterministic
-  bool conv_benchmark = false;                 // time cuDNN's candidates at construction instead of its heuristics
+  OptimizerConfig optimizer;    // the update step() applies (its state is planned in the arena)
+  bool deterministic = false;   // cuDNN: only algorithms it reports deterministic
+  bool conv_benchmark = false;  // time cuDNN's candidates at construction instead of its heuristics
   size_t conv_workspace_limit = size_t{256} << 20;
   int device = 0;
-  float loss_scale = 65536.f;                  // fp16: initial dynamic loss scale
-  int loss_scale_growth_interval = 2000;       // fp16: finite steps before the scale doubles
+  float loss_scale = 65536.f;             // fp16: initial dynamic loss scale
+  int loss_scale_growth_interval = 2000;  // fp16: finite steps before the scale doubles
 };
 
 struct CudaStepStats {
@@ -121,10 +123,13 @@ class CudaExecutor {
   int32_t* device_labels();  // max_batch
   uint8_t* device_flips();   // max_batch, nonzero = mirror horizontally
 
-  // ---- one step ----
-  // pixels/flips: device pointers (flips may be null). train: batch statistics (and their running averages are
+  // ---- one step (engine/train_step.h names the phases; forward and backward are the graph only) ----
+  // uint8 NHWC pixels (device pointers; flips may be null), mirrored where flagged and normalised, into the graph's
+  // input at the storage type (channels padded on the device where it pays).
+  void normalize(int n, const uint8_t* pixels, const uint8_t* flips);
+  // The graph over the input normalize() wrote (the same n). train: batch statistics (and their running averages are
   // updated) and everything backward needs is kept; eval: running statistics.
-  void forward(int n, const uint8_t* pixels, const uint8_t* flips, bool train);
+  void forward(int n, bool train);
   // The same from an already normalised fp32 host batch (n x H x W x C) — for tests and comparisons; it copies
   // synchronously and is not meant for the training loop.
   void forward_normalized_host(int n, const float* x, bool train);

@@ -153,11 +153,17 @@ class Engine {
   uint8_t* device_flips() { return flips_; }
 
   // ---- one step -----------------------------------------------------------------------------------------------------
-  void forward(int n, const uint8_t* pixels, const uint8_t* flips, bool train) {
-    STOKE_TRACE("forward");
+  void normalize(int n, const uint8_t* pixels, const uint8_t* flips) {
+    STOKE_TRACE("normalize");
     check_batch(n);
     const Shape3 in = g_.input_shape();
     cuda::augment_normalize<T>(n, in.h, in.w, in.c, pixels, flips, norm_, input_, ctx_.stream(), in_c_dev_);
+    normalized_ = n;
+  }
+
+  void forward(int n, bool train) {
+    STOKE_TRACE("forward");
+    STOKE_CHECK(n == normalized_, "forward() of ", n, " rows after normalize() of ", normalized_);
     run_forward(n, train);
   }
 
@@ -172,6 +178,7 @@ class Engine {
       for (size_t k = 0; k < cs; ++k) h[px * cd + k] = host_from_float<T>(x[px * cs + k]);
     CUDA_CHECK(cudaMemcpyAsync(input_, h.data(), count * sizeof(T), cudaMemcpyHostToDevice, ctx_.stream()));
     CUDA_CHECK(cudaStreamSynchronize(ctx_.stream()));
+    normalized_ = n;
     run_forward(n, train);
   }
 
@@ -436,6 +443,7 @@ class Engine {
   cuda::DeviceChannelAllReduce sync_bn_;    // --sync-bn: the processes' sum of batch-norm statistics (empty: off)
   const cuda::DeviceChannelAllReduce* sync_bn() const { return sync_bn_ ? &sync_bn_ : nullptr; }
   int n_ = 0;
+  int normalized_ = 0;  // rows of the input normalize() last wrote
   bool have_forward_ = false, forward_train_ = false, have_loss_grad_ = false;
   bool backward_ran_ = false;  // since the last forward
 };

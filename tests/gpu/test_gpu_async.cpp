@@ -83,7 +83,8 @@ Trace run_executor(const Graph& g, const std::vector<Batch>& batches) {
     copy_to_device(ex.device_pixels(), b.pixels.data(), b.pixels.size(), ex.stream());
     copy_to_device(ex.device_labels(), b.labels.data(), b.labels.size() * sizeof(int32_t), ex.stream());
     copy_to_device(ex.device_flips(), b.flips.data(), b.flips.size(), ex.stream());
-    ex.forward(b.n, ex.device_pixels(), ex.device_flips(), true);
+    ex.normalize(b.n, ex.device_pixels(), ex.device_flips());
+    ex.forward(b.n, true);
     ex.loss(b.n, ex.device_labels(), 0.f, true);
     ex.backward();
     ex.step(b.lr);  // the reference never skips: the injected skip is compared between the backend's two paths

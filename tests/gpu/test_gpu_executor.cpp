@@ -103,7 +103,8 @@ void compare_training_step(const Graph& g, const StepInput& in, const OptimizerC
     ex.set_normalization({in.mean}, {in.stdev});
     copy_to_device(ex.device_pixels(), in.pixels.data(), in.pixels.size(), ex.stream());
     if (!in.flips.empty()) copy_to_device(ex.device_flips(), in.flips.data(), in.flips.size(), ex.stream());
-    ex.forward(in.n, ex.device_pixels(), in.flips.empty() ? nullptr : ex.device_flips(), true);
+    ex.normalize(in.n, ex.device_pixels(), in.flips.empty() ? nullptr : ex.device_flips());
+    ex.forward(in.n, true);
   } else {
     ex.forward_normalized_host(in.n, in.x.data(), true);
   }
@@ -332,7 +333,8 @@ TEST(GpuExecutorFp16, OverflowSkipsTheStepAndBacksOff) {
   ex.download_params(before.data());
   copy_to_device(ex.device_pixels(), d.pixels.data(), d.pixels.size(), ex.stream());
   copy_to_device(ex.device_labels(), d.labels.data(), d.labels.size() * sizeof(int32_t), ex.stream());
-  ex.forward(16, ex.device_pixels(), nullptr, true);
+  ex.normalize(16, ex.device_pixels(), nullptr);
+  ex.forward(16, true);
   ex.loss(16, ex.device_labels(), 0.f, true);
   ex.backward();
   ex.step(0.1f);
@@ -343,7 +345,8 @@ TEST(GpuExecutorFp16, OverflowSkipsTheStepAndBacksOff) {
   ex.download_params(after.data());
   expect_bitwise("fp16 params after a skipped step", after, before);
   // The next step runs at half the scale.
-  ex.forward(16, ex.device_pixels(), nullptr, true);
+  ex.normalize(16, ex.device_pixels(), nullptr);
+  ex.forward(16, true);
   ex.loss(16, ex.device_labels(), 0.f, true);
   st = ex.stats();
   EXPECT_EQ(st.loss_scale, std::ldexp(1.f, 39));
@@ -406,7 +409,8 @@ double train_gpu(const Graph& g, const DigitSet& train, const DigitSet& test, co
   int skipped = 0;
   for (int step = 0; step < r.steps; ++step) {
     stage(train, step * r.batch, r.batch);
-    ex.forward(r.batch, ex.device_pixels(), nullptr, true);
+    ex.normalize(r.batch, ex.device_pixels(), nullptr);
+    ex.forward(r.batch, true);
     ex.loss(r.batch, ex.device_labels(), 0.f, true);
     ex.backward();
     ex.step(sched.at(step));
@@ -418,7 +422,8 @@ double train_gpu(const Graph& g, const DigitSet& train, const DigitSet& test, co
   for (int first = 0; first < test.n; first += r.batch) {
     const int count = std::min(r.batch, test.n - first);
     stage(test, first, count);
-    ex.forward(count, ex.device_pixels(), nullptr, false);
+    ex.normalize(count, ex.device_pixels(), nullptr);
+    ex.forward(count, false);
     ex.loss(count, ex.device_labels(), 0.f, false);
     correct += ex.stats().correct;
   }
