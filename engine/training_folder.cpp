@@ -15,6 +15,7 @@
 #include "base/permutation.h"
 #include "engine/checkpoint.h"
 #include "engine/resume.h"
+#include "engine/run_folder.h"
 #include "engine/training_run.h"
 
 namespace stoke {
@@ -27,15 +28,6 @@ std::string format_lr(float lr) {
   char b[32];
   std::snprintf(b, sizeof b, "%.4g", static_cast<double>(lr));
   return b;
-}
-
-std::string default_run_dir(const std::string& model) {
-  std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  localtime_r(&t, &tm);
-  char buf[64];
-  std::strftime(buf, sizeof buf, "%Y%m%d-%H%M%S", &tm);
-  return "runs/" + model + "-" + buf;
 }
 
 // Per-channel mean and std of pixel/255 over up to 2,000 training images (a seeded choice).
@@ -73,142 +65,132 @@ void estimate_normalization(const std::shared_ptr<const io::Source>& source, Sha
   }
 }
 
-// Keeps metrics.jsonl consistent with a resumed run: drops lines written after the checkpoint's step.
-void truncate_metrics(const std::string& path, int64_t step) {
-  std::ifstream in(path);
-  if (!in) return;
-  std::string line, kept;
-  while (std::getline(in, line)) {
-    try {
-      json j = json::parse(line);
-      if (json_int(j, "step", 0, std::numeric_limits<int64_t>::max(), 0) > step) continue;
-    } catch (const std::exception&) {
-      continue;  // a line torn by the crash
-    }
-    kept += line + "\n";
-  }
-  atomic_write_file(path, kept);
-}
-
 }  // namespace
 
 // ---- the run folder, or the checkpoint to continue from ----------------------------------------------------------
 void TrainingRun::open_run_folder() {
-  run_dir_ = cfg_.out.empty() ? default_run_dir(cfg_.model) : cfg_.out;
+  folder_.dir = cfg_.out.empty() ? default_run_dir(cfg_.model) : cfg_.out;
   if (cfg_.out.empty() && !resuming_) {
     // The default name holds the time to the second, so two runs started together would share it: rank 0 claims
     // a folder by mkdir (runs/NAME, else runs/NAME-2, ...), which no other process can claim too, and tells the
     // other ranks which one it got.
-    if (writer_) run_dir_ = create_unique_directory(run_dir_);
-    if (world_ > 1) run_dir_ = comm_->broadcast_string(run_dir_, 0);
+    if (plan_.world.writer) folder_.dir = create_unique_directory(folder_.dir);
+    if (plan_.world.size > 1) folder_.dir = comm_->broadcast_string(folder_.dir, 0);
   }
-  metrics_path_ = (fs::path(run_dir_) / "metrics.jsonl").string();
+  folder_.metrics_path = (fs::path(folder_.dir) / "metrics.jsonl").string();
   if (resuming_) {
     resume_from_checkpoint();
     return;
   }
-  if (!writer_) {  // rank 0 owns the run folder
-    estimate_normalization(train_src_, shape_, cfg_.seed, cfg_.decoders, mean_, stdev_);
+  if (!plan_.world.writer) {  // rank 0 owns the run folder
+    estimate_normalization(plan_.data.train_src, plan_.data.shape, cfg_.seed, cfg_.decoders, plan_.mean, plan_.stdev);
     return;
   }
   std::error_code ec;
-  if (fs::exists(metrics_path_) && !cfg_.overwrite) {
-    if (!find_checkpoint(run_dir_).empty())
-      throw UserError(str("--out ", run_dir_, " already holds a run (metrics.jsonl): choose another folder, pass --overwrite, or --resume ", run_dir_));
+  if (fs::exists(folder_.metrics_path) && !cfg_.overwrite) {
+    if (!find_checkpoint(folder_.dir).empty())
+      throw UserError(str("--out ", folder_.dir,
+                          " already holds a run (metrics.jsonl): choose another folder, pass --overwrite, or --resume ",
+                          folder_.dir));
     // Killed before its first checkpoint: nothing to continue and nothing to lose; advice to --resume would loop.
-    folder_note_ = str(run_dir_, " holds a run that stopped before its first checkpoint: starting it again");
+    folder_.note = str(folder_.dir, " holds a run that stopped before its first checkpoint: starting it again");
   }
-  fs::create_directories(run_dir_, ec);
-  if (ec) throw UserError(str("cannot create run folder ", run_dir_, ": ", ec.message()));
-  fs::remove(metrics_path_, ec);
-  fs::remove_all(fs::path(run_dir_) / "checkpoints", ec);
-  write_train_files(run_dir_, *train_src_);  // a resume can then name what changed in the data
-  estimate_normalization(train_src_, shape_, cfg_.seed, cfg_.decoders, mean_, stdev_);
+  fs::create_directories(folder_.dir, ec);
+  if (ec) throw UserError(str("cannot create run folder ", folder_.dir, ": ", ec.message()));
+  fs::remove(folder_.metrics_path, ec);
+  fs::remove_all(fs::path(folder_.dir) / "checkpoints", ec);
+  write_train_files(folder_.dir, *plan_.data.train_src);  // a resume can then name what changed in the data
+  estimate_normalization(plan_.data.train_src, plan_.data.shape, cfg_.seed, cfg_.decoders, plan_.mean, plan_.stdev);
 }
 
 void TrainingRun::resume_from_checkpoint() {
-  resumed_from_ = find_checkpoint(run_dir_);
-  if (resumed_from_.empty())
-    throw UserError(str("--resume ", run_dir_, ": the run stopped before its first checkpoint, so there is nothing to "
+  folder_.resumed_from = find_checkpoint(folder_.dir);
+  if (folder_.resumed_from.empty())
+    throw UserError(str("--resume ", folder_.dir,
+                        ": the run stopped before its first checkpoint, so there is nothing to "
                         "continue; run it again without --resume (its folder is reused)"));
-  CheckpointData ck = load_checkpoint(resumed_from_, graph_, to_string(cfg_.optimizer.kind));
+  CheckpointData ck = load_checkpoint(folder_.resumed_from, model_.graph, to_string(cfg_.optimizer.kind));
   const json& st = ck.state;
   check_resumed_data(st);
-  params_ = std::move(ck.params);
-  buffers_ = std::move(ck.buffers);
-  if (opt_state_.size() != ck.optimizer_state.size())
-    throw UserError(str(resumed_from_, ": the optimizer state does not fit this run's optimizer settings"));
-  opt_state_ = std::move(ck.optimizer_state);
+  model_.params = std::move(ck.params);
+  model_.buffers = std::move(ck.buffers);
+  if (model_.opt_state.size() != ck.optimizer_state.size())
+    throw UserError(str(folder_.resumed_from, ": the optimizer state does not fit this run's optimizer settings"));
+  model_.opt_state = std::move(ck.optimizer_state);
   try {
-    opt_steps_ = json_int(st, "optimizer_steps", 0, int64_t{1} << 50);
-    start_epoch_ = json_int(st, "epoch", 0, 1 << 30);
+    model_.opt_steps = json_int(st, "optimizer_steps", 0, int64_t{1} << 50);
+    folder_.start_epoch = json_int(st, "epoch", 0, 1 << 30);
     // A forced resume on data that changed may have fewer steps per epoch than the checkpoint's cursor.
-    start_cursor_ = json_int(st, "cursor", 0, cfg_.force ? int64_t{1} << 50 : steps_per_epoch_);
-    start_cursor_ = std::min(start_cursor_, steps_per_epoch_);
-    step_ = json_int(st, "step", 0, int64_t{1} << 50);
-    elapsed_before_ = json_number(st, "elapsed_s", 0, 1e12, 0.0);
+    folder_.start_cursor = json_int(st, "cursor", 0, cfg_.force ? int64_t{1} << 50 : plan_.batch.steps_per_epoch);
+    folder_.start_cursor = std::min(folder_.start_cursor, plan_.batch.steps_per_epoch);
+    folder_.start_step = json_int(st, "step", 0, int64_t{1} << 50);
+    folder_.elapsed_before = json_number(st, "elapsed_s", 0, 1e12, 0.0);
   } catch (const Error& e) {
-    throw Error(str(resumed_from_, "/state.json is damaged: ", e.what()));
+    throw Error(str(folder_.resumed_from, "/state.json is damaged: ", e.what()));
   }
-  resume_sums_ = st.value("epoch_sums", json::object());
-  history_ = st.value("history", json::array());
-  if (st.contains("best_score") && st["best_score"].is_number()) best_score_ = st["best_score"].get<double>();
+  folder_.resume_sums = st.value("epoch_sums", json::object());
+  folder_.history = st.value("history", json::array());
+  if (st.contains("best_score") && st["best_score"].is_number()) folder_.best_score = st["best_score"].get<double>();
   auto channels = [&](const char* key, double lo) {
     std::vector<float> v;
-    if (!st.contains(key) || !st[key].is_array() || st[key].size() != static_cast<size_t>(shape_.c))
-      throw Error(str(resumed_from_, "/state.json is damaged: '", key, "' must hold ", shape_.c, " numbers"));
+    if (!st.contains(key) || !st[key].is_array() || st[key].size() != static_cast<size_t>(plan_.data.shape.c))
+      throw Error(
+          str(folder_.resumed_from, "/state.json is damaged: '", key, "' must hold ", plan_.data.shape.c, " numbers"));
     for (size_t k = 0; k < st[key].size(); ++k) {
       const nlohmann::json one = {{"v", st[key][k]}};
       v.push_back(static_cast<float>(json_number(one, "v", lo, 1e6)));
     }
     return v;
   };
-  mean_ = channels("normalize_mean", -1e6);
-  stdev_ = channels("normalize_std", 1e-12);
-  if (writer_) truncate_metrics(metrics_path_, step_);
+  plan_.mean = channels("normalize_mean", -1e6);
+  plan_.stdev = channels("normalize_std", 1e-12);
+  if (plan_.world.writer) truncate_metrics(folder_.metrics_path, folder_.start_step);
   if (st.contains("config") && st["config"].is_object()) {
-    const std::string change = schedule_change(static_cast<int>(json_int(st["config"], "epochs", 0, 1 << 30, cfg_.epochs)));
-    if (!change.empty()) resume_note_ += (resume_note_.empty() ? "" : "\n") + change;
+    const std::string change =
+        schedule_change(static_cast<int>(json_int(st["config"], "epochs", 0, 1 << 30, cfg_.epochs)));
+    if (!change.empty()) folder_.resume_note += (folder_.resume_note.empty() ? "" : "\n") + change;
   }
 }
 
 // The data a resumed run finds: the same classes always (they are the model's outputs); the same files, or with
 // --force a few added or removed, named either way.
 void TrainingRun::check_resumed_data(const json& state) {
-  const fs::path config = fs::path(run_dir_) / "config.json";
+  const fs::path config = fs::path(folder_.dir) / "config.json";
   if (fs::exists(config)) {
     const std::vector<uint8_t> text = read_file(config.string());
     const json saved = json::parse(text.begin(), text.end(), nullptr, false);
-    if (saved.is_object() && saved.contains("classes") && saved["classes"] != json(class_names_))
-      throw UserError(str("--resume ", run_dir_, ": the classes of --data ", cfg_.data, " (", json(class_names_).dump(),
-                          ") are not the run's (", saved["classes"].dump(), "): the model was built for those"));
+    if (saved.is_object() && saved.contains("classes") && saved["classes"] != json(plan_.data.class_names))
+      throw UserError(str("--resume ", folder_.dir, ": the classes of --data ", cfg_.data, " (",
+                          json(plan_.data.class_names).dump(), ") are not the run's (", saved["classes"].dump(),
+                          "): the model was built for those"));
   }
-  if (state.value("dataset", std::string()) == fingerprint_) return;
-  const DataChange d = compare_train_files(run_dir_, *train_src_);
-  const std::string what = d.no_list ? str("the training data differ from the checkpoint's (", state.value("dataset", std::string("?")),
-                                           " vs ", fingerprint_, ")")
-                                     : str("the training data changed since the checkpoint: ", d.describe());
+  if (state.value("dataset", std::string()) == plan_.data.fingerprint) return;
+  const DataChange d = compare_train_files(folder_.dir, *plan_.data.train_src);
+  const std::string what = d.no_list
+                               ? str("the training data differ from the checkpoint's (",
+                                     state.value("dataset", std::string("?")), " vs ", plan_.data.fingerprint, ")")
+                               : str("the training data changed since the checkpoint: ", d.describe());
   if (!cfg_.force)
-    throw UserError(str("--resume ", run_dir_, ": ", what, ". Resume with the same --data, --limit-train and --seed, or "
+    throw UserError(str("--resume ", folder_.dir, ": ", what,
+                        ". Resume with the same --data, --limit-train and --seed, or "
                         "pass --force to continue on the data as it is now (the rest of this epoch then comes in "
                         "another order than an uninterrupted run's)"));
-  resume_note_ = str("warning: ", what, "; continuing on the data as it is now (--force)");
-  if (writer_) write_train_files(run_dir_, *train_src_);  // the next resume compares with these
+  folder_.resume_note = str("warning: ", what, "; continuing on the data as it is now (--force)");
+  if (plan_.world.writer) write_train_files(folder_.dir, *plan_.data.train_src);  // the next resume compares with these
 }
 
 // --epochs on a resumed run changes the schedule's length: one line saying what that does to the learning rate.
 std::string TrainingRun::schedule_change(int planned_epochs) const {
   if (planned_epochs == cfg_.epochs || planned_epochs <= 0) return "";
-  const Schedule before = schedule_for(cfg_, steps_per_epoch_, planned_epochs);
-  const Schedule after = schedule_for(cfg_, steps_per_epoch_, cfg_.epochs);
-  const float was = before.at(std::min(step_, before.total_steps - 1)), now = after.at(step_);
+  const Schedule before = schedule_for(cfg_, plan_.batch.steps_per_epoch, planned_epochs);
+  const Schedule after = schedule_for(cfg_, plan_.batch.steps_per_epoch, cfg_.epochs);
+  const float was = before.at(std::min(folder_.start_step, before.total_steps - 1)), now = after.at(folder_.start_step);
   std::string s = str("--epochs ", cfg_.epochs, ": the run was planned for ", planned_epochs,
                       planned_epochs == 1 ? " epoch; " : " epochs; ");
-  if (cfg_.schedule == ScheduleKind::constant)
-    return s + "the learning rate stays constant (" + format_lr(now) + ")";
+  if (cfg_.schedule == ScheduleKind::constant) return s + "the learning rate stays constant (" + format_lr(now) + ")";
   return s + str("the ", to_string(cfg_.schedule), " schedule is laid out again over ", cfg_.epochs,
-                 " epochs from the start, so at step ", step_, " the learning rate goes from ", format_lr(was), " to ",
-                 format_lr(now));
+                 " epochs from the start, so at step ", folder_.start_step, " the learning rate goes from ",
+                 format_lr(was), " to ", format_lr(now));
 }
 
 }  // namespace stoke

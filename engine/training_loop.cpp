@@ -40,73 +40,79 @@ void TrainingRun::warn(const std::string& m) { console_.warn(m); }
 
 // ---- the input ----------------------------------------------------------------------------------------------------
 void TrainingRun::start_input() {
-  sched_ = schedule_for(cfg_, steps_per_epoch_, cfg_.epochs);
-  const std::string quarantine = writer_ ? (fs::path(run_dir_) / "quarantine.txt").string() : std::string();
+  const std::string quarantine =
+      plan_.world.writer ? (fs::path(folder_.dir) / "quarantine.txt").string() : std::string();
   auto on_warning = [this](const std::string& m) { warn(m); };
   // The watchdog speaks even with --quiet: something is stuck.
   auto on_stall = [this](const std::string& report) { console_.alert(report); };
   // Data parallel: this rank's slice of every global batch (io/pipeline/sampler.h).
-  io::PipelineConfig tpc = training_pipeline_config(cfg_, shape_, local_batch_);
-  tpc.rank = rank_;
-  tpc.world = world_;
+  io::PipelineConfig tpc = training_pipeline_config(cfg_, plan_.data.shape, plan_.batch.local);
+  tpc.rank = plan_.world.rank;
+  tpc.world = plan_.world.size;
   tpc.end_epoch = cfg_.epochs + (recalibration_batches() > 0 ? 1 : 0);  // --bn-recalibrate reads the next epoch's
   tpc.strict = cfg_.strict;
   tpc.quarantine_path = quarantine;
   tpc.watchdog_seconds = cfg_.watchdog_seconds;
   tpc.on_warning = on_warning;
   tpc.on_stall = on_stall;
-  io::PipelineConfig vpc = eval_pipeline_config(shape_, local_batch_, cfg_.decoders, cfg_.strict, quarantine);
+  io::PipelineConfig vpc =
+      eval_pipeline_config(plan_.data.shape, plan_.batch.local, cfg_.decoders, cfg_.strict, quarantine);
   // Validation is shared out too: rank r evaluates its slice of each global batch (the last one padded and masked),
   // and the ranks' rows are gathered before the metrics (evaluate()).
-  vpc.rank = rank_;
-  vpc.world = world_;
+  vpc.rank = plan_.world.rank;
+  vpc.world = plan_.world.size;
   vpc.watchdog_seconds = cfg_.watchdog_seconds;
   vpc.on_warning = on_warning;
   vpc.on_stall = on_stall;
   // --cache decoded: decode everything once, then gather batches from memory in the pipeline's order. --cache gpu
   // the same, and then the training set goes to the backend, which gathers each batch itself (hold_train_set).
   if (decodes_once(cfg_.cache)) {
-    train_cache_ = std::make_unique<io::DecodedCache>(train_src_, shape_, tpc);
-    if (has_val_) val_cache_ = std::make_unique<io::DecodedCache>(val_src_, shape_, vpc);
+    input_.train_cache = std::make_unique<io::DecodedCache>(plan_.data.train_src, plan_.data.shape, tpc);
+    if (plan_.data.has_val)
+      input_.val_cache = std::make_unique<io::DecodedCache>(plan_.data.val_src, plan_.data.shape, vpc);
     if (!cfg_.quiet) {
-      console_.say("cache: decoded %s images once into %.1f MiB of memory in %.1f s\n",
-                  format_count(static_cast<double>(train_count_ + val_count_)).c_str(),
-                  static_cast<double>(train_cache_->bytes() + (val_cache_ ? val_cache_->bytes() : 0)) / 1048576.0,
-                  train_cache_->seconds() + (val_cache_ ? val_cache_->seconds() : 0));
+      console_.say(
+          "cache: decoded %s images once into %.1f MiB of memory in %.1f s\n",
+          format_count(static_cast<double>(plan_.data.train_count + plan_.data.val_count)).c_str(),
+          static_cast<double>(input_.train_cache->bytes() + (input_.val_cache ? input_.val_cache->bytes() : 0)) /
+              1048576.0,
+          input_.train_cache->seconds() + (input_.val_cache ? input_.val_cache->seconds() : 0));
     }
-    val_px_.resize(static_cast<size_t>(local_batch_ * shape_.size()));
-    val_labels_.resize(static_cast<size_t>(local_batch_));
+    input_.val_px.resize(static_cast<size_t>(plan_.batch.local * plan_.data.shape.size()));
+    input_.val_labels.resize(static_cast<size_t>(plan_.batch.local));
     if (cfg_.cache == CacheMode::gpu) hold_train_set();
   }
   io::SamplerConfig scfg;
-  scfg.samples = train_count_;
-  scfg.batch = local_batch_;
-  scfg.rank = rank_;
-  scfg.world = world_;
+  scfg.samples = plan_.data.train_count;
+  scfg.batch = plan_.batch.local;
+  scfg.rank = plan_.world.rank;
+  scfg.world = plan_.world.size;
   scfg.shuffle = true;
   scfg.drop_last = true;
   scfg.seed = cfg_.seed;
-  sampler_.emplace(scfg);
-  if (train_cache_) {
+  if (input_.train_cache) {
     // The training sampler's batches gathered from the cache, each into a buffer refilled only once the backend
     // released it (its copy completed), like a ring slot. The backend's queue holds two steps; one more is gathered.
     using Feed = io::DecodedBatches::Feed;
-    train_batches_ = std::make_unique<io::DecodedBatches>(*train_cache_, scfg, cfg_.seed, cfg_.augment != Augment::none,
-                                                          held_ ? Feed::ids : Feed::pixels, 3);
+    input_.train_batches = std::make_unique<io::DecodedBatches>(
+        *input_.train_cache, scfg, cfg_.seed, cfg_.augment != Augment::none, input_.held ? Feed::ids : Feed::pixels, 3);
   } else {
-    auto ring = std::make_unique<io::InputPipeline>(train_src_, tpc);
-    train_in_ = ring.get();
-    train_batches_ = std::move(ring);
+    auto ring = std::make_unique<io::InputPipeline>(plan_.data.train_src, tpc);
+    input_.train_ring = ring.get();
+    input_.train_batches = std::move(ring);
   }
-  if (has_val_ && !val_cache_) val_in_ = std::make_unique<io::InputPipeline>(val_src_, vpc);
-  if (!cfg_.quiet && train_in_) {
-    console_.say("input: %d decoder thread%s (%s), %d ring slots, %s host memory\n", train_in_->decoders(),
-                train_in_->decoders() == 1 ? "" : "s", train_in_->decoders_reason().c_str(), train_in_->slots(),
-                train_in_->pinned() ? "pinned" : "pageable");
-    if (train_files_)
-      console_.say("file cache: each file is read from disk once, then its JPEG bytes come from memory (up to %lld MiB; "
-                  "--cache none turns it off)\n",
-                  static_cast<long long>((train_files_->budget() + (val_files_ ? val_files_->budget() : 0)) >> 20));
+  if (plan_.data.has_val && !input_.val_cache)
+    input_.val_ring = std::make_unique<io::InputPipeline>(plan_.data.val_src, vpc);
+  if (!cfg_.quiet && input_.train_ring) {
+    console_.say("input: %d decoder thread%s (%s), %d ring slots, %s host memory\n", input_.train_ring->decoders(),
+                 input_.train_ring->decoders() == 1 ? "" : "s", input_.train_ring->decoders_reason().c_str(),
+                 input_.train_ring->slots(), input_.train_ring->pinned() ? "pinned" : "pageable");
+    if (plan_.data.train_files)
+      console_.say(
+          "file cache: each file is read from disk once, then its JPEG bytes come from memory (up to %lld MiB; "
+          "--cache none turns it off)\n",
+          static_cast<long long>(
+              (plan_.data.train_files->budget() + (plan_.data.val_files ? plan_.data.val_files->budget() : 0)) >> 20));
   }
 }
 
@@ -118,11 +124,11 @@ void TrainingRun::start_input() {
 // its batches are not in the step's captured graph. On the CPU backend the "device" is host memory: the backend
 // holds a copy and gathers there (the protocol's reference), and the host cache's pixels are given back.
 void TrainingRun::hold_train_set() {
-  const int64_t need = train_cache_->size() * (shape_.size() + 4);
-  if (use_cuda_) {
+  const int64_t need = input_.train_cache->size() * (plan_.data.shape.size() + 4);
+  if (plan_.device.use_cuda) {
     std::string what;
     const int64_t budget = memory_budget(what);
-    const int64_t step = planned_training_bytes(graph_, local_batch_, mem_target_);
+    const int64_t step = planned_training_bytes(model_.graph, plan_.batch.local, plan_.batch.target);
     if (need > budget - step) {
       warn(str("--cache gpu: the training set needs ", need >> 20, " MiB of device memory but only ",
                std::max<int64_t>(budget - step, 0) >> 20, " MiB are left (", what, ", less the step's ", step >> 20,
@@ -131,75 +137,78 @@ void TrainingRun::hold_train_set() {
     }
   }
   std::string why;
-  if (!backend_->hold_dataset(train_cache_->pixels(), train_cache_->labels(), train_cache_->size(), shape_.size(),
-                              &why)) {
+  if (!backend_->hold_dataset(input_.train_cache->pixels(), input_.train_cache->labels(), input_.train_cache->size(),
+                              plan_.data.shape.size(), &why)) {
     warn(str("--cache gpu: ", why, ": training from host memory as --cache decoded does"));
     return;
   }
-  held_ = true;
-  train_cache_->drop_pixels();
+  input_.held = true;
+  input_.train_cache->drop_pixels();
   if (!cfg_.quiet) {
-    console_.say("cache: the training set's %s are held by the %s backend%s; each step hands over %s of sample ids "
-                "instead of %s of pixels\n",
-                format_bytes(static_cast<size_t>(need)).c_str(), backend_->name().c_str(),
-                use_cuda_ ? " in device memory" : " (host memory: on the CPU backend this is --cache decoded)",
-                format_bytes(static_cast<size_t>(local_batch_) * 8).c_str(),
-                format_bytes(static_cast<size_t>(int64_t{local_batch_} * shape_.size())).c_str());
+    console_.say(
+        "cache: the training set's %s are held by the %s backend%s; each step hands over %s of sample ids "
+        "instead of %s of pixels\n",
+        format_bytes(static_cast<size_t>(need)).c_str(), backend_->name().c_str(),
+        plan_.device.use_cuda ? " in device memory" : " (host memory: on the CPU backend this is --cache decoded)",
+        format_bytes(static_cast<size_t>(plan_.batch.local) * 8).c_str(),
+        format_bytes(static_cast<size_t>(int64_t{plan_.batch.local} * plan_.data.shape.size())).c_str());
   }
 }
 
 // The next training batch (batch `index` of `epoch`), from whichever source feeds this run; valid until its tag is
 // released. A source holds only so many batches: past that, wait for the backend to give one back.
 io::Batch TrainingRun::next_train(int64_t epoch, int64_t index) {
-  while (batches_held_ >= train_batches_->capacity()) take(true, epoch);
-  io::Batch b = train_batches_->acquire();
+  while (input_.acquired >= input_.train_batches->capacity()) take(true, epoch);
+  io::Batch b = input_.train_batches->acquire();
   if (!b) return b;
-  ++batches_held_;
+  ++input_.acquired;
   STOKE_CHECK(b.epoch == epoch && b.index == index, "batch ", b.epoch, "/", b.index, " out of order");
   return b;
 }
 
 // The backend has its own copy of the batch with this tag: its memory goes back to the source.
 void TrainingRun::release(int64_t tag) {
-  train_batches_->release(tag);
-  --batches_held_;
+  input_.train_batches->release(tag);
+  --input_.acquired;
 }
 
 // ---- evaluation: every validation image once, the last batch padded and masked (each rank its slice) -----------
 ClassificationReport TrainingRun::evaluate() {
   STOKE_TRACE("eval");
   backend_->drain();
-  MetricsAccumulator acc(classes_);
+  MetricsAccumulator acc(plan_.data.classes);
   std::vector<uint8_t> px_buffer;
   std::vector<int32_t> label_buffer;
   auto add = [&](int valid, const uint8_t* px, const int32_t* lab) {
     // Unreadable validation images are left out, not replaced: the accuracy covers exactly the readable ones.
-    const io::ReadableSamples r = io::readable_samples(valid, px, lab, shape_.size(), px_buffer, label_buffer);
+    const io::ReadableSamples r =
+        io::readable_samples(valid, px, lab, plan_.data.shape.size(), px_buffer, label_buffer);
     acc.add_unreadable(r.unreadable);
     if (r.n == 0) return;
     float loss = 0;
     const float* logits = backend_->eval_batch(r.n, r.pixels, r.labels, &loss);
     acc.add(r.n, logits, r.labels, loss);
   };
-  if (val_cache_) {
+  if (input_.val_cache) {
     io::SamplerConfig vs;
-    vs.samples = val_count_;
-    vs.batch = local_batch_;
-    vs.rank = rank_;
-    vs.world = world_;
+    vs.samples = plan_.data.val_count;
+    vs.batch = plan_.batch.local;
+    vs.rank = plan_.world.rank;
+    vs.world = plan_.world.size;
     vs.shuffle = false;
     vs.drop_last = false;
     const io::Sampler vsampler(vs);
     const std::vector<int64_t> vperm = vsampler.permutation(0);
     for (int64_t i = 0; i < vsampler.batches_per_epoch(); ++i) {
-      const int n = val_cache_->gather(vsampler, vperm, 0, i, 0, false, val_px_.data(), val_labels_.data(), nullptr);
-      add(n, val_px_.data(), val_labels_.data());
+      const int n = input_.val_cache->gather(vsampler, vperm, 0, i, 0, false, input_.val_px.data(),
+                                             input_.val_labels.data(), nullptr);
+      add(n, input_.val_px.data(), input_.val_labels.data());
     }
   } else {
-    val_in_->start(0);
-    while (io::Batch b = val_in_->acquire()) {
+    input_.val_ring->start(0);
+    while (io::Batch b = input_.val_ring->acquire()) {
       add(b.valid, b.pixels, b.labels);  // the last batch is padded: only the first `valid` samples count
-      val_in_->release(b.tag);
+      input_.val_ring->release(b.tag);
     }
   }
   acc.gather(*comm_);
@@ -208,29 +217,28 @@ ClassificationReport TrainingRun::evaluate() {
 
 // ---- checkpoints, the profiler and the timeline --------------------------------------------------------------------
 void TrainingRun::write_checkpoint(int64_t epoch, int64_t cursor, bool best) {
-  if (!writer_) return;  // rank 0 owns the run folder; every rank holds the same weights
+  if (!plan_.world.writer) return;  // rank 0 owns the run folder; every rank holds the same weights
   STOKE_TRACE("checkpoint");
   CheckpointData d;
   int64_t ost = 0;
   backend_->get_state(d.params, d.buffers, d.optimizer_state, ost);
   d.state = {{"epoch", epoch},
              {"cursor", cursor},
-             {"step", step_},
+             {"step", meter_.step},
              {"optimizer_steps", ost},
-             {"config", config_},
-             {"dataset", fingerprint_},
-             {"normalize_mean", mean_},
-             {"normalize_std", stdev_},
-             {"epoch_sums", {{"loss_sum", loss_sum_}, {"correct", correct_sum_}, {"seen", seen_},
-                             {"seconds", epoch_seconds_before_ + seconds_since(epoch_start_)}}},
+             {"config", folder_.config},
+             {"dataset", plan_.data.fingerprint},
+             {"normalize_mean", plan_.mean},
+             {"normalize_std", plan_.stdev},
+             {"epoch_sums", meter_.epoch_sums()},
              {"elapsed_s", run_elapsed()},
-             {"history", history_},
-             {"best_score", std::isfinite(best_score_) ? json(best_score_) : json()},
+             {"history", folder_.history},
+             {"best_score", std::isfinite(folder_.best_score) ? json(folder_.best_score) : json()},
              {"loss_scale", 1.0}};
   char name[32];
-  std::snprintf(name, sizeof name, "step-%08lld", static_cast<long long>(step_));
+  std::snprintf(name, sizeof name, "step-%08lld", static_cast<long long>(meter_.step));
   result_.last_checkpoint =
-      save_checkpoint(run_dir_, name, graph_, to_string(cfg_.optimizer.kind), d, best, cfg_.keep_checkpoints);
+      save_checkpoint(folder_.dir, name, model_.graph, to_string(cfg_.optimizer.kind), d, best, cfg_.keep_checkpoints);
 }
 
 // The --profile-steps window: an NVTX range on this thread, and the device profiler's capture where there is one.
@@ -254,30 +262,30 @@ void TrainingRun::finish_trace() {
   timeline::write_json(cfg_.trace_file);
   if (!cfg_.quiet) {
     console_.end_progress();
-    console_.say("timeline: %s (%lld ranges; open it in ui.perfetto.dev or chrome://tracing)\n", cfg_.trace_file.c_str(),
-                static_cast<long long>(timeline::events()));
+    console_.say("timeline: %s (%lld ranges; open it in ui.perfetto.dev or chrome://tracing)\n",
+                 cfg_.trace_file.c_str(), static_cast<long long>(timeline::events()));
   }
 }
 
 // The fraction of wall time since the last call that the trainer spent waiting for the input pipeline.
+// Without the decoder ring there is nothing to wait for, and the window's clock is left as it is.
 double TrainingRun::window_stall() {
-  if (!train_in_) return 0.0;
-  const double now_wait = train_in_->stats().consumer_wait_seconds;
-  const double fraction = (now_wait - window_wait0_) / std::max(seconds_since(window_t0_), 1e-9);
-  window_wait0_ = now_wait;
-  window_t0_ = TrainClock::now();
+  if (!input_.train_ring) return 0.0;
+  const double now_wait = input_.train_ring->stats().consumer_wait_seconds;
+  const double fraction = (now_wait - meter_.window_wait0) / std::max(seconds_since(meter_.window_t0), 1e-9);
+  meter_.window_wait0 = now_wait;
+  meter_.window_t0 = TrainClock::now();
   return fraction;
 }
 
 // ---- the epochs --------------------------------------------------------------------------------------------------
 void TrainingRun::train_epochs() {
-  result_.run_dir = run_dir_;
+  result_.run_dir = folder_.dir;
   result_.backend = backend_->name();
-  result_.params = graph_.num_params();
-  result_.first_step = step_;
-  loop_start_ = TrainClock::now();
-  loop_first_step_ = step_;
-  if (cfg_.interrupt_after_steps > 0) stop_at_ = step_ + cfg_.interrupt_after_steps;  // the same on every rank
+  result_.params = model_.graph.num_params();
+  result_.first_step = folder_.start_step;
+  meter_.start_run(folder_.start_step);
+  if (cfg_.interrupt_after_steps > 0) stop_at_ = meter_.step + cfg_.interrupt_after_steps;  // the same on every rank
   install_interrupt_handlers();
   struct HandlerGuard {
     ~HandlerGuard() { remove_interrupt_handlers(); }
@@ -294,14 +302,14 @@ void TrainingRun::train_epochs() {
   } profile_guard{this};
 
   // One start for the whole run: the decoders flow across epoch boundaries without draining.
-  if (start_epoch_ < cfg_.epochs) train_batches_->start(start_epoch_, start_cursor_);
-  for (int64_t epoch = start_epoch_; epoch < cfg_.epochs && !result_.interrupted; ++epoch) {
+  if (folder_.start_epoch < cfg_.epochs) input_.train_batches->start(folder_.start_epoch, folder_.start_cursor);
+  for (int64_t epoch = folder_.start_epoch; epoch < cfg_.epochs && !result_.interrupted; ++epoch) {
     if (!train_epoch(epoch)) {
-      write_checkpoint(epoch, b_in_epoch_, false);
+      write_checkpoint(epoch, meter_.epoch_step, false);
       break;
     }
-    const double train_seconds = seconds_since(epoch_start_);
-    const double input_wait = train_in_ ? train_in_->stats().consumer_wait_seconds - wait_at_start_ : 0.0;
+    const double train_seconds = seconds_since(meter_.epoch_start);
+    const double input_wait = input_wait_seconds() - meter_.wait_at_start;
     end_epoch(epoch, train_seconds, input_wait);
     if (stop_now()) result_.interrupted = epoch + 1 < cfg_.epochs;
   }
@@ -311,65 +319,30 @@ void TrainingRun::train_epochs() {
 // One epoch's steps (from the resume cursor in the first epoch). Returns false when Ctrl-C (or the test hook)
 // stopped it at a step boundary; everything submitted has finished either way.
 bool TrainingRun::train_epoch(int64_t epoch) {
-  epoch_start_ = TrainClock::now();
-  wait_at_start_ = train_in_ ? train_in_->stats().consumer_wait_seconds : 0.0;
-  const int64_t cursor0 = epoch == start_epoch_ ? start_cursor_ : 0;
-  loss_sum_ = 0;
-  correct_sum_ = seen_ = 0;
-  if (epoch == start_epoch_ && resuming_ && cursor0 > 0) {
-    loss_sum_ = json_number(resume_sums_, "loss_sum", -1e300, 1e300, 0.0);
-    correct_sum_ = json_int(resume_sums_, "correct", 0, int64_t{1} << 50, 0);
-    seen_ = json_int(resume_sums_, "seen", 0, int64_t{1} << 50, 0);
-    epoch_seconds_before_ = json_number(resume_sums_, "seconds", 0, 1e12, 0.0);
-  } else {
-    epoch_seconds_before_ = 0;
-  }
-  seen_at_start_ = seen_;
-  window_loss_ = window_device_s_ = epoch_device_s_ = 0;
-  window_comm_ = epoch_comm_ = CommTally{};
-  window_correct_ = window_seen_ = 0;
-  window_wait0_ = wait_at_start_;
-  window_t0_ = TrainClock::now();
-  b_in_epoch_ = sub_b_ = cursor0;
-  sub_step_ = step_;
+  const bool first = epoch == folder_.start_epoch;
+  const int64_t cursor0 = first ? folder_.start_cursor : 0;
+  const bool resumed = first && resuming_ && cursor0 > 0;  // a mid-epoch checkpoint's sums go on
+  meter_.start_epoch(cursor0, resumed ? &folder_.resume_sums : nullptr, input_wait_seconds());
+  flight_.batch = cursor0;
+  flight_.step = meter_.step;
   bool interrupted = false;
-  while (sub_b_ < steps_per_epoch_) {
-    if (cfg_.profile_first > 0 && sub_step_ + 1 == cfg_.profile_first) {
-      settle(epoch);
-      start_profile();
-    }
-    if (profiling_ && sub_step_ + 1 > cfg_.profile_last) settle(epoch);
-    if (!cfg_.trace_file.empty() && sub_step_ + 1 == cfg_.trace_first) timeline::start();
-    if (timeline::recording() && sub_step_ + 1 > cfg_.trace_last) {
-      settle(epoch);  // the window's last step has computed: it is in the timeline whole
-      finish_trace();
-    }
+  while (flight_.batch < plan_.batch.steps_per_epoch) {
+    at_step_boundary(epoch);
     const io::Batch rb = [&] {
       STOKE_TRACE("wait for batch");
-      return next_train(epoch, sub_b_);
+      return next_train(epoch, flight_.batch);
     }();
     if (!rb) break;
-    StepRequest req;
-    req.batch = rb;  // as the source gave it
-    req.lr = sched_.at(sub_step_);
-    req.skip = std::find(cfg_.inject_nonfinite_steps.begin(), cfg_.inject_nonfinite_steps.end(), sub_step_) !=
-               cfg_.inject_nonfinite_steps.end();
-    req.stop = interrupt_requested() != 0;
-    {
-      STOKE_TRACE("train step");
-      backend_->submit(req);
-    }
-    pending_.push_back({req.lr, req.batch.size * world_});  // the result counts the global batch
-    ++sub_step_;
-    ++sub_b_;
+    submit(rb);
     take(false, epoch);
-    if (stop_now() && sub_b_ < steps_per_epoch_) {
+    if (stop_now() && flight_.batch < plan_.batch.steps_per_epoch) {
       interrupted = true;
       break;
     }
-    if (cfg_.checkpoint_every > 0 && sub_step_ % cfg_.checkpoint_every == 0 && sub_b_ < steps_per_epoch_) {
+    if (cfg_.checkpoint_every > 0 && flight_.step % cfg_.checkpoint_every == 0 &&
+        flight_.batch < plan_.batch.steps_per_epoch) {
       settle(epoch);
-      write_checkpoint(epoch, b_in_epoch_, false);
+      write_checkpoint(epoch, meter_.epoch_step, false);
     }
   }
   settle(epoch);
@@ -378,93 +351,116 @@ bool TrainingRun::train_epoch(int64_t epoch) {
   return !interrupted;
 }
 
+// Before the next step: the --profile-steps and --trace windows open and close at step boundaries.
+void TrainingRun::at_step_boundary(int64_t epoch) {
+  const int64_t next = flight_.step + 1;
+  if (cfg_.profile_first > 0 && next == cfg_.profile_first) {
+    settle(epoch);
+    start_profile();
+  }
+  if (profiling_ && next > cfg_.profile_last) settle(epoch);
+  if (!cfg_.trace_file.empty() && next == cfg_.trace_first) timeline::start();
+  if (timeline::recording() && next > cfg_.trace_last) {
+    settle(epoch);  // the window's last step has computed: it is in the timeline whole
+    finish_trace();
+  }
+}
+
+// Hands one batch to the backend as the source gave it, with its step's learning rate.
+void TrainingRun::submit(const io::Batch& rb) {
+  StepRequest req;
+  req.batch = rb;
+  req.lr = plan_.batch.schedule.at(flight_.step);
+  req.skip = std::find(cfg_.inject_nonfinite_steps.begin(), cfg_.inject_nonfinite_steps.end(), flight_.step) !=
+             cfg_.inject_nonfinite_steps.end();
+  req.stop = interrupt_requested() != 0;
+  {
+    STOKE_TRACE("train step");
+    backend_->submit(req);
+  }
+  flight_.steps.push_back({req.lr, req.batch.size * plan_.world.size});  // the result counts the global batch
+  ++flight_.step;
+  ++flight_.batch;
+}
+
 // Takes what the backend has finished: releases go back to the ring, results are accounted in order.
 void TrainingRun::take(bool wait, int64_t epoch) {
-  released_.clear();
-  results_.clear();
-  backend_->collect(released_, results_, wait);
-  for (int64_t tag : released_) release(tag);
-  for (const StepResult& r : results_) on_result(r, epoch);
+  flight_.released.clear();
+  flight_.results.clear();
+  backend_->collect(flight_.released, flight_.results, wait);
+  for (int64_t tag : flight_.released) release(tag);
+  for (const StepResult& r : flight_.results) on_result(r, epoch);
 }
 
 // A step boundary: nothing in flight, every result accounted (before a checkpoint, eval, the profiler).
 void TrainingRun::settle(int64_t epoch) {
   backend_->drain();
   take(false, epoch);
-  STOKE_CHECK(pending_.empty() && step_ == sub_step_, "results missing after a drain");
-  if (profiling_ && step_ >= cfg_.profile_last) stop_profile();
+  STOKE_CHECK(flight_.steps.empty() && meter_.step == flight_.step, "results missing after a drain");
+  if (profiling_ && meter_.step >= cfg_.profile_last) stop_profile();
 }
 
-// One finished step: running sums, metrics, the progress line, the non-finite guard.
+// One finished step: running sums, the non-finite guard, then its lines.
 void TrainingRun::on_result(const StepResult& so, int64_t epoch) {
-  STOKE_CHECK(!pending_.empty(), "a result for a step that was not submitted");
-  const float lr = pending_.front().lr;
-  const int n = pending_.front().n;
-  pending_.pop_front();
+  STOKE_CHECK(!flight_.steps.empty(), "a result for a step that was not submitted");
+  const InFlight::Step done = flight_.steps.front();
+  flight_.steps.pop_front();
   const float loss = so.loss;
-  window_device_s_ += so.device_seconds;
-  epoch_device_s_ += so.device_seconds;
-  window_comm_.add(so);
-  epoch_comm_.add(so);
-  ++step_;
-  ++b_in_epoch_;
+  meter_.add(so, done.n);
   result_.step_losses.push_back(loss);
   // A data-parallel job stops where every rank can: each learns of the request with this step's result, when it
   // has submitted at most max_in_flight() steps beyond it, so all of them submit exactly up to the same step.
-  if (so.stop && world_ > 1 && stop_at_ < 0) stop_at_ = step_ + backend_->max_in_flight();
+  if (so.stop && plan_.world.size > 1 && stop_at_ < 0) stop_at_ = meter_.step + backend_->max_in_flight();
   if (!std::isfinite(loss)) {
     // The backend skipped the update; stop if it keeps happening.
     ++result_.skipped_steps;
     if (++nonfinite_run_ >= cfg_.max_nonfinite_steps) {
       console_.end_progress();
-      throw Error(str("the loss was ", loss, " for ", nonfinite_run_, " consecutive steps (the last at epoch ", epoch + 1,
-                      ", step ", step_, "); stopping. Last good checkpoint: ",
-                      result_.last_checkpoint.empty() ? (resumed_from_.empty() ? std::string("none") : resumed_from_)
-                                                      : result_.last_checkpoint,
+      const std::string& last = result_.last_checkpoint.empty() ? folder_.resumed_from : result_.last_checkpoint;
+      throw Error(str("the loss was ", loss, " for ", nonfinite_run_, " consecutive steps (the last at epoch ",
+                      epoch + 1, ", step ", meter_.step,
+                      "); stopping. Last good checkpoint: ", last.empty() ? std::string("none") : last,
                       ". Try a lower --lr (now ", cfg_.lr, ") or --clip-grad-norm"));
     }
-    console_.warn(str("non-finite loss at step ", step_, ": update skipped (", nonfinite_run_, " in a row)"));
+    console_.warn(str("non-finite loss at step ", meter_.step, ": update skipped (", nonfinite_run_, " in a row)"));
   } else {
     nonfinite_run_ = 0;
     if (!so.applied) ++result_.skipped_steps;  // fp16: the loss scaler found an overflow and lowered the scale
-    loss_sum_ += static_cast<double>(loss) * n;
-    correct_sum_ += so.correct;
-    seen_ += n;
-    window_loss_ += static_cast<double>(loss) * n;
-    window_correct_ += so.correct;
-    window_seen_ += n;
   }
-  const double el = seconds_since(epoch_start_);
-  const double rate = static_cast<double>(seen_ - seen_at_start_) / std::max(el, 1e-9);
-  const double overall_rate = static_cast<double>(step_ - loop_first_step_) / std::max(seconds_since(loop_start_), 1e-9);
-  const double eta = static_cast<double>(sched_.total_steps - step_) / overall_rate;
-  if ((step_ % cfg_.log_every == 0 || b_in_epoch_ == steps_per_epoch_) && window_seen_ > 0) {
-    const double window_s = std::max(seconds_since(window_t0_), 1e-9);  // before window_stall() restarts it
-    json line = {{"kind", "train"}, {"epoch", epoch + 1}, {"step", step_}, {"lr", lr},
-                 {"loss", window_loss_ / static_cast<double>(window_seen_)},
-                 {"acc", static_cast<double>(window_correct_) / static_cast<double>(window_seen_)},
-                 {"img_per_s", rate}, {"elapsed_s", run_elapsed()}, {"input_stall", window_stall()}};
+  log_step(epoch, done.lr);
+}
+
+// A finished step's lines: metrics.jsonl every --log-every steps and at the epoch's end, and the progress line.
+void TrainingRun::log_step(int64_t epoch, float lr) {
+  const StepMeter& m = meter_;
+  const int64_t steps = plan_.batch.steps_per_epoch;
+  const double el = seconds_since(m.epoch_start);
+  const double rate = static_cast<double>(m.epoch.seen - m.seen_at_start) / std::max(el, 1e-9);
+  if ((m.step % cfg_.log_every == 0 || m.epoch_step == steps) && m.window.seen > 0) {
+    const double window_s = std::max(seconds_since(m.window_t0), 1e-9);  // before window_stall() restarts it
+    json line = {{"kind", "train"},   {"epoch", epoch + 1},           {"step", m.step},
+                 {"lr", lr},          {"loss", m.window.mean_loss()}, {"acc", m.window.accuracy()},
+                 {"img_per_s", rate}, {"elapsed_s", run_elapsed()},   {"input_stall", window_stall()}};
     // GPU busy: the device's time on this window's steps (CUDA events) over its wall time. Backends without
     // device timing report none, and the line says nothing rather than 0%.
-    if (window_device_s_ > 0) line["gpu_busy"] = std::min(1.0, window_device_s_ / window_s);
-    window_comm_.add_to(line, window_s);  // data parallel only
-    if (metrics_) metrics_->write(line);
-    window_device_s_ = 0;
-    window_comm_ = CommTally{};
-    window_loss_ = 0;
-    window_correct_ = window_seen_ = 0;
+    if (m.window.device_s > 0) line["gpu_busy"] = std::min(1.0, m.window.device_s / window_s);
+    m.window.comm.add_to(line, window_s);  // data parallel only
+    if (folder_.metrics) folder_.metrics->write(line);
+    meter_.window = StepSums{};
   }
-  if (!cfg_.quiet) {
-    char line[256];
-    std::snprintf(line, sizeof line, "epoch %lld/%d  step %lld/%lld  loss %.4f  acc %.2f%%  %s img/s  input wait %.0f%%  ETA %s",
-                  static_cast<long long>(epoch + 1), cfg_.epochs, static_cast<long long>(b_in_epoch_),
-                  static_cast<long long>(steps_per_epoch_), loss_sum_ / static_cast<double>(std::max<int64_t>(seen_, 1)),
-                  100.0 * static_cast<double>(correct_sum_) / static_cast<double>(std::max<int64_t>(seen_, 1)),
-                  format_count(rate).c_str(),
-                  100.0 * (train_in_ ? (train_in_->stats().consumer_wait_seconds - wait_at_start_) / std::max(el, 1e-9) : 0.0),
-                  format_duration(eta).c_str());
-    console_.progress(line, b_in_epoch_ == steps_per_epoch_);
-  }
+  if (cfg_.quiet) return;
+  const double overall_rate =
+      static_cast<double>(m.step - m.loop_first_step) / std::max(seconds_since(m.loop_start), 1e-9);
+  const double eta = static_cast<double>(plan_.batch.schedule.total_steps - m.step) / overall_rate;
+  const double wait = (input_wait_seconds() - m.wait_at_start) / std::max(el, 1e-9);
+  char line[256];
+  std::snprintf(line, sizeof line,
+                "epoch %lld/%d  step %lld/%lld  loss %.4f  acc %.2f%%  %s img/s  input wait %.0f%%  ETA %s",
+                static_cast<long long>(epoch + 1), cfg_.epochs, static_cast<long long>(m.epoch_step),
+                static_cast<long long>(steps), m.epoch.mean_loss(),
+                100.0 * static_cast<double>(m.epoch.correct) / static_cast<double>(std::max<int64_t>(m.epoch.seen, 1)),
+                format_count(rate).c_str(), 100.0 * wait, format_duration(eta).c_str());
+  console_.progress(line, m.epoch_step == steps);
 }
 
 // The end of an epoch: evaluation (every --eval-every epochs and after the last), the epoch line in metrics.jsonl,
@@ -472,13 +468,13 @@ void TrainingRun::on_result(const StepResult& so, int64_t epoch) {
 void TrainingRun::end_epoch(int64_t epoch, double train_seconds, double input_wait) {
   EpochStats es;
   es.epoch = static_cast<int>(epoch + 1);
-  es.train_loss = loss_sum_ / static_cast<double>(std::max<int64_t>(seen_, 1));
-  es.train_acc = static_cast<double>(correct_sum_) / static_cast<double>(std::max<int64_t>(seen_, 1));
-  es.images_per_s = static_cast<double>(seen_ - seen_at_start_) / std::max(train_seconds, 1e-9);
+  es.train_loss = meter_.epoch.mean_loss();
+  es.train_acc = meter_.epoch.accuracy();
+  es.images_per_s = static_cast<double>(meter_.epoch.seen - meter_.seen_at_start) / std::max(train_seconds, 1e-9);
   es.val_loss = es.val_acc = es.val_auc = std::numeric_limits<double>::quiet_NaN();
   // Before the last evaluation, the best-checkpoint choice and the checkpoint: they all see the recomputed statistics.
   const int recalibrated = epoch + 1 == cfg_.epochs ? recalibrate_batch_norm() : 0;
-  const bool evaluate_now = has_val_ && ((epoch + 1) % cfg_.eval_every == 0 || epoch + 1 == cfg_.epochs);
+  const bool evaluate_now = plan_.data.has_val && ((epoch + 1) % cfg_.eval_every == 0 || epoch + 1 == cfg_.epochs);
   ClassificationReport report;
   if (evaluate_now) {
     report = evaluate();
@@ -486,15 +482,22 @@ void TrainingRun::end_epoch(int64_t epoch, double train_seconds, double input_wa
     es.val_acc = report.accuracy;
     es.val_auc = report.macro_auc;
   }
-  es.seconds = epoch_seconds_before_ + seconds_since(epoch_start_);
+  es.seconds = meter_.epoch_seconds_before + seconds_since(meter_.epoch_start);
   result_.epochs.push_back(es);
-  json ej = {{"kind", "epoch"}, {"epoch", es.epoch}, {"step", step_}, {"train_loss", es.train_loss},
-             {"train_acc", es.train_acc}, {"img_per_s", es.images_per_s}, {"seconds", es.seconds},
-             {"elapsed_s", run_elapsed()}, {"rss_mib", resident_mib()},
-             {"input_wait_s", input_wait}, {"input_stall", input_wait / std::max(train_seconds, 1e-9)}};
+  json ej = {{"kind", "epoch"},
+             {"epoch", es.epoch},
+             {"step", meter_.step},
+             {"train_loss", es.train_loss},
+             {"train_acc", es.train_acc},
+             {"img_per_s", es.images_per_s},
+             {"seconds", es.seconds},
+             {"elapsed_s", run_elapsed()},
+             {"rss_mib", resident_mib()},
+             {"input_wait_s", input_wait},
+             {"input_stall", input_wait / std::max(train_seconds, 1e-9)}};
   if (recalibrated > 0) ej["bn_recalibrated_batches"] = recalibrated;
-  if (epoch_device_s_ > 0) ej["gpu_busy"] = std::min(1.0, epoch_device_s_ / std::max(train_seconds, 1e-9));
-  epoch_comm_.add_to(ej, train_seconds);
+  if (meter_.epoch.device_s > 0) ej["gpu_busy"] = std::min(1.0, meter_.epoch.device_s / std::max(train_seconds, 1e-9));
+  meter_.epoch.comm.add_to(ej, train_seconds);
   if (evaluate_now) {
     ej["val_loss"] = es.val_loss;
     ej["val_acc"] = es.val_acc;
@@ -502,39 +505,34 @@ void TrainingRun::end_epoch(int64_t epoch, double train_seconds, double input_wa
     ej["val_report"] = report.to_json();
     if (report.unreadable > 0) ej["val_unreadable"] = report.unreadable;
   }
-  if (metrics_) {
-    metrics_->write(ej);
-    metrics_->flush();
+  if (folder_.metrics) {
+    folder_.metrics->write(ej);
+    folder_.metrics->flush();
   }
   ej.erase("val_report");
-  history_.push_back(ej);
+  folder_.history.push_back(ej);
   // "Best" maximises the chosen metric (the loss is negated).
-  const double score =
-      cfg_.best_metric == BestMetric::val_auc ? es.val_auc : cfg_.best_metric == BestMetric::val_loss ? -es.val_loss : es.val_acc;
-  const bool best = evaluate_now && std::isfinite(score) && score > best_score_;
-  if (best) best_score_ = score;
-  if (evaluate_now) last_report_ = report;
-  loss_sum_ = 0;
-  correct_sum_ = seen_ = 0;
+  const double score = cfg_.best_metric == BestMetric::val_auc    ? es.val_auc
+                       : cfg_.best_metric == BestMetric::val_loss ? -es.val_loss
+                                                                  : es.val_acc;
+  const bool best = evaluate_now && std::isfinite(score) && score > folder_.best_score;
+  if (best) folder_.best_score = score;
+  if (evaluate_now) folder_.last_report = report;
+  meter_.close_epoch(train_seconds, input_wait);  // the checkpoint then carries no sums into the next epoch
   write_checkpoint(epoch + 1, 0, best);
-  total_wait_ += input_wait;
-  total_train_seconds_ += train_seconds;
-  total_device_s_ += epoch_device_s_;
-  total_comm_.seconds += epoch_comm_.seconds;
-  if (epoch_comm_.bytes_per_step > 0) total_comm_.bytes_per_step = epoch_comm_.bytes_per_step;
-  if (writer_) refresh_report(run_dir_, console_);
+  if (plan_.world.writer) refresh_report(folder_.dir, console_);
   if (!cfg_.quiet) {
-    const std::string left_out =
-        report.unreadable > 0 ? str("  (", report.unreadable, " unreadable val image", report.unreadable == 1 ? "" : "s",
-                                    " left out)")
-                              : std::string();
+    const std::string left_out = report.unreadable > 0 ? str("  (", report.unreadable, " unreadable val image",
+                                                             report.unreadable == 1 ? "" : "s", " left out)")
+                                                       : std::string();
     if (evaluate_now)
-      console_.say("epoch %d/%d  train loss %.4f acc %.2f%%  |  val loss %.4f acc %.2f%% auc %.4f  |  %s img/s, %.1f s%s%s\n",
-                  es.epoch, cfg_.epochs, es.train_loss, 100 * es.train_acc, es.val_loss, 100 * es.val_acc, es.val_auc,
-                  format_count(es.images_per_s).c_str(), es.seconds, best ? "  (best)" : "", left_out.c_str());
+      console_.say(
+          "epoch %d/%d  train loss %.4f acc %.2f%%  |  val loss %.4f acc %.2f%% auc %.4f  |  %s img/s, %.1f s%s%s\n",
+          es.epoch, cfg_.epochs, es.train_loss, 100 * es.train_acc, es.val_loss, 100 * es.val_acc, es.val_auc,
+          format_count(es.images_per_s).c_str(), es.seconds, best ? "  (best)" : "", left_out.c_str());
     else
-      console_.say("epoch %d/%d  train loss %.4f acc %.2f%%  |  %s img/s, %.1f s\n", es.epoch, cfg_.epochs, es.train_loss,
-                  100 * es.train_acc, format_count(es.images_per_s).c_str(), es.seconds);
+      console_.say("epoch %d/%d  train loss %.4f acc %.2f%%  |  %s img/s, %.1f s\n", es.epoch, cfg_.epochs,
+                   es.train_loss, 100 * es.train_acc, format_count(es.images_per_s).c_str(), es.seconds);
   }
 }
 

@@ -15,12 +15,12 @@ constexpr int kAutoBatches = 20;
 }  // namespace
 
 int TrainingRun::recalibration_batches() const {
-  if (cfg_.bn_recalibrate == 0 || steps_per_epoch_ < 1) return 0;
-  const auto& nodes = graph_.nodes();
+  if (cfg_.bn_recalibrate == 0 || plan_.batch.steps_per_epoch < 1) return 0;
+  const auto& nodes = model_.graph.nodes();
   if (std::none_of(nodes.begin(), nodes.end(), [](const Node& n) { return n.op == Op::batchnorm; })) return 0;
   int64_t n = cfg_.bn_recalibrate;
-  if (n < 0) n = steps_per_epoch_ * cfg_.epochs < kAutoBelowSteps ? kAutoBatches : 0;
-  return static_cast<int>(std::min(n, steps_per_epoch_));
+  if (n < 0) n = plan_.batch.steps_per_epoch * cfg_.epochs < kAutoBelowSteps ? kAutoBatches : 0;
+  return static_cast<int>(std::min(n, plan_.batch.steps_per_epoch));
 }
 
 // The first batches of the epoch after the last one trained: the training sampler's order, augmentation and rank
@@ -37,12 +37,12 @@ int TrainingRun::recalibrate_batch_norm() {
     r.batch = rb;
     return r;
   };
-  recalibrate_batchnorm(*backend_, graph_, batches, next, [this](int64_t tag) { release(tag); });
+  recalibrate_batchnorm(*backend_, model_.graph, batches, next, [this](int64_t tag) { release(tag); });
   if (!cfg_.quiet)
     console_.say(
         "batch norm: running statistics recomputed over %d training batches (%lld images) with the final "
         "weights in %.1f s (--bn-recalibrate; 0 turns it off)\n",
-        batches, static_cast<long long>(batches) * batch_, seconds_since(t0));
+        batches, static_cast<long long>(batches) * plan_.batch.global, seconds_since(t0));
   return batches;
 }
 

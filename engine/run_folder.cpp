@@ -1,0 +1,69 @@
+// The files of a run folder that are not checkpoints: metrics.jsonl (and TensorBoard), left_out.txt; the folder's
+// default name (engine/run_folder.h).
+#include "engine/run_folder.h"
+
+#include <ctime>
+#include <filesystem>
+
+#include "base/error.h"
+#include "base/fs.h"
+#include "base/json_util.h"
+#include "io/source/display_name.h"
+#include "io/source/image_folder.h"
+
+namespace stoke {
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+JsonlWriter::JsonlWriter(const std::string& path, const std::string& tensorboard_dir) : f_(path, std::ios::app) {
+  if (!f_) throw Error(str("cannot write ", path));
+  if (!tensorboard_dir.empty()) tb_.emplace(tensorboard_dir);
+}
+
+void JsonlWriter::write(const json& j) {
+  f_ << j.dump() << '\n';
+  f_.flush();
+  if (tb_) tensorboard_log_metrics(*tb_, j);
+}
+
+void JsonlWriter::flush() {
+  if (tb_) tb_->flush();
+}
+
+std::string default_run_dir(const std::string& model) {
+  std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  localtime_r(&t, &tm);
+  char buf[64];
+  std::strftime(buf, sizeof buf, "%Y%m%d-%H%M%S", &tm);
+  return "runs/" + model + "-" + buf;
+}
+
+void truncate_metrics(const std::string& path, int64_t step) {
+  std::ifstream in(path);
+  if (!in) return;
+  std::string line, kept;
+  while (std::getline(in, line)) {
+    try {
+      json j = json::parse(line);
+      if (json_int(j, "step", 0, std::numeric_limits<int64_t>::max(), 0) > step) continue;
+    } catch (const std::exception&) {
+      continue;  // a line torn by the crash
+    }
+    kept += line + "\n";
+  }
+  atomic_write_file(path, kept);
+}
+
+// Nothing is skipped without a word: each path with its reason.
+void write_left_out(const std::string& dir, const io::Source* train, const io::Source* val) {
+  std::string text;
+  for (const auto* src : {train, val})
+    if (const auto* folder = dynamic_cast<const io::FolderSource*>(src))
+      for (const io::LeftOut& l : folder->left_out())
+        text += str(io::left_out_reason_name(l.reason), "\t", io::display_name(l.path),
+                    l.detail.empty() ? std::string() : "\t" + l.detail, "\n");
+  if (!text.empty()) atomic_write_file((fs::path(dir) / "left_out.txt").string(), text);
+}
+
+}  // namespace stoke
