@@ -1,6 +1,7 @@
 #include "io/source/image_folder.h"
 
 #include <algorithm>
+#include <deque>
 #include <filesystem>
 #include <map>
 #include <system_error>
@@ -30,8 +31,9 @@ std::string lower(std::string s) {
 // Hidden files and folders, and what operating systems and NAS boxes leave in folders they touch.
 bool is_hidden_or_system(const std::string& name) {
   if (name.empty() || name[0] == '.') return true;  // .DS_Store, ._x (AppleDouble), .git, .ipynb_checkpoints
-  static const char* const kSystem[] = {"thumbs.db", "ehthumbs.db", "desktop.ini", "__macosx", "@eadir",
-                                        "$recycle.bin", "system volume information", "icon\r"};
+  static const char* const kSystem[] = {
+      "thumbs.db", "ehthumbs.db", "desktop.ini", "__macosx", "@eadir", "$recycle.bin", "system volume information",
+      "icon\r"};
   const std::string l = lower(name);
   for (const char* s : kSystem)
     if (l == s) return true;
@@ -85,66 +87,140 @@ std::vector<DirEntry> list_dir(const fs::path& dir, std::string* failure = nullp
   return out;
 }
 
-// (device, inode) of a folder, links followed: to stop at a link back to a folder above.
-std::pair<uint64_t, uint64_t> folder_id(const fs::path& p) {
+// (device, inode) of a folder, links followed: the same folder reached by two paths has one id.
+using FolderId = std::pair<uint64_t, uint64_t>;
+FolderId folder_id(const fs::path& p) {
   struct stat st {};
   if (::stat(p.c_str(), &st) != 0) return {0, 0};
   return {static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino)};
 }
 
-struct ClassWalk {
-  ImageFolder& folder;
-  LeftOutCounts& counts;
-  std::vector<std::pair<std::string, std::vector<std::string>>> dirs;  // folder path -> image file names
-  std::vector<std::pair<uint64_t, uint64_t>> above;                    // folders being walked (for link loops)
+bool is_link(const fs::directory_entry& e) {
+  std::error_code ec;
+  return e.is_symlink(ec);
+}
 
-  void leave_out(const fs::path& p, LeftOutReason r, std::string detail = {}) {
+// The root and every folder above it: a link to any of them would index the tree (or more) inside itself.
+std::vector<FolderId> root_and_above(const fs::path& root) {
+  std::vector<FolderId> out{folder_id(root)};
+  std::error_code ec;
+  fs::path p = fs::canonical(root, ec);
+  if (ec) return out;
+  while (p.has_parent_path() && p.parent_path() != p) {
+    p = p.parent_path();
+    out.push_back(folder_id(p));
+  }
+  return out;
+}
+
+// One candidate class: a folder of the root (a link or not) and what its walk found.
+struct Candidate {
+  std::string name;
+  bool link = false;
+  bool refused = false;  // a link not followed: no class
+  LeftOutCounts counts;
+  std::vector<std::pair<std::string, std::vector<std::string>>> dirs;  // folder path -> image file names
+};
+
+// Walks every class, real folders first; links to folders are followed afterwards, in the order met, and only to a
+// folder that is not the root, not above the link and not indexed already. Otherwise `ln -s .. cat/up` would file
+// every other class's images under cat, and `ln -s . all` would add a class holding every image.
+struct Indexer {
+  ImageFolder& folder;
+  std::vector<Candidate> candidates;
+  std::vector<FolderId> above_root;         // root_and_above(root)
+  std::map<FolderId, std::string> indexed;  // every folder walked -> the path it was first walked by
+  struct Link {
+    size_t cls;
+    fs::path path;
+    std::vector<FolderId> chain;  // the class folder down to the one holding the link; empty for a class
+  };
+  std::deque<Link> links;
+
+  void leave_out(LeftOutCounts& counts, const fs::path& p, LeftOutReason r, std::string detail = {}) {
     counts.by_reason[static_cast<size_t>(r)]++;
     folder.left_out.push_back(LeftOut{p.string(), r, std::move(detail)});
   }
 
-  void walk(const fs::path& dir, const std::vector<DirEntry>& entries) {
-    above.push_back(folder_id(dir));
+  // Why the folder `id`, reached through a link (or twice: a bind mount) below `chain`, is not walked; "" if it is.
+  std::string refusal(const FolderId& id, const std::vector<FolderId>& chain) const {
+    if (id == above_root.front()) return "a link to the root of the data";
+    if (std::find(chain.begin(), chain.end(), id) != chain.end() ||
+        std::find(above_root.begin(), above_root.end(), id) != above_root.end())
+      return "a link to a folder above it";
+    const auto it = indexed.find(id);
+    if (it != indexed.end()) return str("a link to a folder indexed already: ", display_name(it->second));
+    return "";
+  }
+
+  void walk(size_t cls, const fs::path& dir, const std::vector<DirEntry>& entries, std::vector<FolderId>& chain) {
+    indexed.emplace(chain.back(), dir.string());
+    Candidate& c = candidates[cls];
     std::vector<std::string> images;
     for (const DirEntry& d : entries) {
       const fs::path p = dir / d.name;
       if (is_hidden_or_system(d.name)) {
-        leave_out(p, LeftOutReason::hidden_or_system);
+        leave_out(c.counts, p, LeftOutReason::hidden_or_system);
         continue;
       }
       std::string detail;
       switch (kind_of(d.entry, &detail)) {
-        case Kind::dangling:
-          leave_out(p, LeftOutReason::dangling_link);
-          break;
+        case Kind::dangling: leave_out(c.counts, p, LeftOutReason::dangling_link); break;
         case Kind::error:
-        case Kind::other:
-          leave_out(p, LeftOutReason::unreadable, detail);
-          break;
+        case Kind::other: leave_out(c.counts, p, LeftOutReason::unreadable, detail); break;
         case Kind::file:
           if (has_image_extension(d.name))
             images.push_back(d.name);
           else
-            leave_out(p, LeftOutReason::other_extension);
+            leave_out(c.counts, p, LeftOutReason::other_extension);
           break;
-        case Kind::folder: {
-          const auto id = folder_id(p);
-          if (std::find(above.begin(), above.end(), id) != above.end()) {
-            leave_out(p, LeftOutReason::unreadable, "a link back to a folder above it");
-            break;
-          }
-          std::string failure;
-          const std::vector<DirEntry> sub = list_dir(p, &failure);
-          if (!failure.empty())
-            leave_out(p, LeftOutReason::unreadable, failure);
+        case Kind::folder:
+          if (is_link(d.entry))
+            links.push_back(Link{cls, p, chain});
           else
-            walk(p, sub);
+            enter(cls, p, chain, false);
           break;
-        }
       }
     }
-    if (!images.empty()) dirs.emplace_back(dir.string(), std::move(images));
-    above.pop_back();
+    if (!images.empty()) c.dirs.emplace_back(dir.string(), std::move(images));
+  }
+
+  // Walks the folder `p` below `chain` unless it is refused; returns whether it was. A class folder that cannot
+  // be listed is an error (list_dir throws), a sub-folder is left out.
+  bool enter(size_t cls, const fs::path& p, std::vector<FolderId>& chain, bool class_folder) {
+    LeftOutCounts& counts = class_folder ? folder.root_left_out : candidates[cls].counts;
+    const FolderId id = folder_id(p);
+    if (const std::string why = refusal(id, chain); !why.empty()) {
+      leave_out(counts, p, LeftOutReason::link_not_followed, why);
+      return false;
+    }
+    std::string failure;
+    const std::vector<DirEntry> sub = list_dir(p, class_folder ? nullptr : &failure);
+    if (!failure.empty()) {
+      leave_out(counts, p, LeftOutReason::unreadable, failure);
+      return false;
+    }
+    chain.push_back(id);
+    walk(cls, p, sub, chain);
+    chain.pop_back();
+    return true;
+  }
+
+  void run(const fs::path& rootp) {
+    above_root = root_and_above(rootp);
+    indexed.emplace(above_root.front(), rootp.string());
+    for (size_t k = 0; k < candidates.size(); ++k)
+      if (candidates[k].link) links.push_back(Link{k, rootp / candidates[k].name, {}});
+    for (size_t k = 0; k < candidates.size(); ++k) {
+      std::vector<FolderId> chain;
+      if (!candidates[k].link) enter(k, rootp / candidates[k].name, chain, true);
+    }
+    while (!links.empty()) {
+      Link l = std::move(links.front());
+      links.pop_front();
+      const bool class_folder = l.chain.empty();  // a class folder that is a link: refused, it is no class
+      if (!enter(l.cls, l.path, l.chain, class_folder) && class_folder) candidates[l.cls].refused = true;
+    }
   }
 };
 
@@ -160,9 +236,8 @@ void reject_split_root(const std::string& root, const std::vector<std::string>& 
     (l == "train" ? train : other) = true;
   }
   if (!train || !other) return;
-  const std::string train_name = *std::find_if(classes.begin(), classes.end(), [](const std::string& c) {
-    return lower(c) == "train";
-  });
+  const std::string train_name =
+      *std::find_if(classes.begin(), classes.end(), [](const std::string& c) { return lower(c) == "train"; });
   std::string failure;
   const fs::path train_dir = fs::path(root) / train_name;
   for (const DirEntry& d : list_dir(train_dir, &failure)) {
@@ -184,6 +259,7 @@ const char* left_out_reason_name(LeftOutReason r) {
     case LeftOutReason::other_extension: return "other extension";
     case LeftOutReason::hidden_or_system: return "hidden/system";
     case LeftOutReason::dangling_link: return "dangling link";
+    case LeftOutReason::link_not_followed: return "link not followed";
     case LeftOutReason::unreadable: return "unreadable";
     case LeftOutReason::not_in_class: return "not in a class folder";
   }
@@ -207,10 +283,10 @@ ImageFolder index_image_folder(const std::string& root) {
 
   ImageFolder folder;
   folder.root = root;
+  Indexer ix{folder, {}, {}, {}, {}};
   // The root: folders are classes; everything else is left out (and said so).
   auto leave_out_root = [&](const fs::path& p, LeftOutReason r, std::string detail = {}) {
-    folder.root_left_out.by_reason[static_cast<size_t>(r)]++;
-    folder.left_out.push_back(LeftOut{p.string(), r, std::move(detail)});
+    ix.leave_out(folder.root_left_out, p, r, std::move(detail));
   };
   for (const DirEntry& d : list_dir(rootp)) {
     const fs::path p = rootp / d.name;
@@ -220,36 +296,37 @@ ImageFolder index_image_folder(const std::string& root) {
     }
     std::string detail;
     switch (kind_of(d.entry, &detail)) {
-      case Kind::folder: folder.classes.push_back(d.name); break;
+      case Kind::folder: ix.candidates.push_back(Candidate{d.name, is_link(d.entry), false, {}, {}}); break;
       case Kind::file: leave_out_root(p, LeftOutReason::not_in_class); break;
       case Kind::dangling: leave_out_root(p, LeftOutReason::dangling_link); break;
       case Kind::error:
       case Kind::other: leave_out_root(p, LeftOutReason::unreadable, detail); break;
     }
   }
-  if (folder.classes.empty())
-    throw UserError(str(display_name(root), " holds no class folders (expected ", display_name(root),
-                        "/<class>/*.jpg)"));
-  reject_split_root(root, folder.classes);
+  std::vector<std::string> names;
+  for (const Candidate& c : ix.candidates) names.push_back(c.name);
+  if (!names.empty()) reject_split_root(root, names);
+  ix.run(rootp);
 
-  folder.class_left_out.resize(folder.classes.size());
-  for (size_t k = 0; k < folder.classes.size(); ++k) {
-    const std::string& cls = folder.classes[k];
-    const fs::path dir = rootp / cls;
-    ClassWalk w{folder, folder.class_left_out[k], {}, {}};
-    w.walk(dir, list_dir(dir));
-    std::sort(w.dirs.begin(), w.dirs.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  for (Candidate& c : ix.candidates) {
+    if (c.refused) continue;
+    const auto k = static_cast<int32_t>(folder.classes.size());
+    std::sort(c.dirs.begin(), c.dirs.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
     int64_t n = 0;
-    for (const auto& [d, files] : w.dirs) {
-      for (const std::string& f : files)
-        folder.samples.push_back(Sample{(fs::path(d) / f).string(), static_cast<int32_t>(k)});
+    for (const auto& [d, files] : c.dirs) {
+      for (const std::string& f : files) folder.samples.push_back(Sample{(fs::path(d) / f).string(), k});
       n += static_cast<int64_t>(files.size());
     }
     if (n == 0)
-      throw UserError(str("class '", display_name(cls), "' in ", display_name(root), " holds no ", image_extensions(),
-                          " images"));
+      throw UserError(str("class '", display_name(c.name), "' in ", display_name(root), " holds no ",
+                          image_extensions(), " images"));
+    folder.classes.push_back(c.name);
     folder.class_counts.push_back(n);
+    folder.class_left_out.push_back(c.counts);
   }
+  if (folder.classes.empty())
+    throw UserError(
+        str(display_name(root), " holds no class folders (expected ", display_name(root), "/<class>/*.jpg)"));
   return folder;
 }
 
@@ -259,7 +336,8 @@ std::string index_summary(const ImageFolder& folder) {
   if (folder.left_out.empty()) return s + "; nothing left out";
   LeftOutCounts all = folder.root_left_out;
   for (const LeftOutCounts& c : folder.class_left_out)
-    for (int r = 0; r < kLeftOutReasons; ++r) all.by_reason[static_cast<size_t>(r)] += c.by_reason[static_cast<size_t>(r)];
+    for (int r = 0; r < kLeftOutReasons; ++r)
+      all.by_reason[static_cast<size_t>(r)] += c.by_reason[static_cast<size_t>(r)];
   // The extensions of the files left out for their extension, most frequent first.
   std::map<std::string, int64_t> ext;
   for (const LeftOut& l : folder.left_out) {
@@ -281,7 +359,8 @@ std::string index_summary(const ImageFolder& folder) {
     if (static_cast<LeftOutReason>(r) == LeftOutReason::other_extension) {
       s += " (";
       for (size_t i = 0; i < by_count.size() && i < 5; ++i)
-        s += str(i ? ", " : "", display_name(by_count[i].first), " ", format_count(static_cast<double>(by_count[i].second)));
+        s += str(i ? ", " : "", display_name(by_count[i].first), " ",
+                 format_count(static_cast<double>(by_count[i].second)));
       if (by_count.size() > 5) s += ", ...";
       s += ")";
     }

@@ -20,21 +20,22 @@ struct Sample {
 
 // Why an entry of the tree was not indexed.
 enum class LeftOutReason {
-  other_extension,  // a file whose extension no codec registers (notes.txt, a.gif, x.jpg.bak)
-  hidden_or_system, // ".x" (.DS_Store, ._x AppleDouble files, .git), Thumbs.db, desktop.ini, __MACOSX, @eaDir, ...
-  dangling_link,    // a symbolic link whose target does not exist
-  unreadable,       // an entry that cannot be examined or a sub-folder that cannot be listed (detail says why),
-                    // a link back to a folder above it, or something that is neither file nor folder (a FIFO)
-  not_in_class,     // a file directly in the root, outside every class folder
+  other_extension,    // a file whose extension no codec registers (notes.txt, a.gif, x.jpg.bak)
+  hidden_or_system,   // ".x" (.DS_Store, ._x AppleDouble files, .git), Thumbs.db, desktop.ini, __MACOSX, @eaDir, ...
+  dangling_link,      // a symbolic link whose target does not exist
+  unreadable,         // an entry that cannot be examined or a sub-folder that cannot be listed (detail says why),
+                      // or something that is neither file nor folder (a FIFO)
+  not_in_class,       // a file directly in the root, outside every class folder
+  link_not_followed,  // a link to the root, to a folder above it, or to a folder indexed already (detail says which)
 };
-inline constexpr int kLeftOutReasons = 5;
-// "other extension", "hidden/system", "dangling link", "unreadable", "not in a class folder"
+inline constexpr int kLeftOutReasons = 6;
+// "other extension", "hidden/system", "dangling link", "unreadable", "not in a class folder", "link not followed"
 const char* left_out_reason_name(LeftOutReason r);
 
 struct LeftOut {
-  std::string path;     // full path
+  std::string path;  // full path
   LeftOutReason reason;
-  std::string detail;   // e.g. the error for `unreadable`; may be empty
+  std::string detail;  // e.g. the error for `unreadable`; may be empty
 };
 
 struct LeftOutCounts {
@@ -45,9 +46,9 @@ struct LeftOutCounts {
 
 struct ImageFolder {
   std::string root;
-  std::vector<std::string> classes;  // sorted (byte order)
-  std::vector<Sample> samples;       // grouped by class; inside a class by folder path, then file name
-  std::vector<int64_t> class_counts; // images indexed per class
+  std::vector<std::string> classes;           // sorted (byte order)
+  std::vector<Sample> samples;                // grouped by class; inside a class by folder path, then file name
+  std::vector<int64_t> class_counts;          // images indexed per class
   std::vector<LeftOutCounts> class_left_out;  // per class: entries left out, by reason
   LeftOutCounts root_left_out;                // entries of the root itself that are no class folder
   std::vector<LeftOut> left_out;              // every entry left out, in the order met (classes, then paths)
@@ -57,8 +58,10 @@ struct ImageFolder {
 // sub-folders, a class folder with no image files (names the class), and a folder that holds train/ and val/
 // (or test/) split folders with class folders inside: one level too high (the message suggests ROOT/train).
 // Extensions match case-insensitively. How a file is decoded is then decided by its content, not its name.
-// Symbolic links are followed (to files and to folders); a link that leads back to a folder above it is left
-// out as unreadable rather than followed for ever.
+// Symbolic links to files are followed. A link to a folder is followed after every real folder is indexed, and
+// only when its target is not the root, not a folder above the link and not a folder indexed already (device and
+// inode compared): otherwise `ln -s .. cat/up` would label every other class's images cat, and `ln -s . all` add
+// a class of every image. Each link not followed is left out with its reason, a class folder's too.
 ImageFolder index_image_folder(const std::string& root);
 
 // One line: "indexed 1234 images in 10 classes; left out 7: 4 other extension (.txt 3, .gif 1), 2 hidden/system,
@@ -75,9 +78,9 @@ std::string index_summary(const ImageFolder& folder);
 // torchvision's Resize + CenterCrop do), not stretched.
 struct DataShape {
   int h = 0, w = 0, c = 0;
-  int probed = 0;                              // headers read
+  int probed = 0;                                   // headers read
   int min_side = 0, median_side = 0, max_side = 0;  // shorter sides of the probed images
-  std::string why;                             // non-empty when the sizes differ: how the shape was chosen
+  std::string why;                                  // non-empty when the sizes differ: how the shape was chosen
 };
 inline constexpr int kMaxAutoSide = 224;
 DataShape probe_shape(const ImageFolder& folder, int max_probe = 64);

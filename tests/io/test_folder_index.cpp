@@ -62,8 +62,8 @@ TEST(Folder, NestedSubFoldersAreIndexedInSortedOrder) {
   EXPECT_EQ(f.classes, (std::vector<std::string>{"cat", "dog"}));
   EXPECT_EQ(f.class_counts, (std::vector<int64_t>{5, 1}));
   // By folder path, then name (torchvision's sorted(os.walk(...))).
-  EXPECT_EQ(relative_paths(f), (std::vector<std::string>{"cat/z.jpg", "cat/a/d.jpg", "cat/sub/b.png",
-                                                         "cat/sub-x/e.jpg", "cat/sub/deeper/c.webp", "dog/1.jpg"}));
+  EXPECT_EQ(relative_paths(f), (std::vector<std::string>{"cat/z.jpg", "cat/a/d.jpg", "cat/sub/b.png", "cat/sub-x/e.jpg",
+                                                         "cat/sub/deeper/c.webp", "dog/1.jpg"}));
   EXPECT_TRUE(f.left_out.empty());
   EXPECT_EQ(index_summary(f), "indexed 6 images in 2 classes; nothing left out");
 }
@@ -96,28 +96,29 @@ TEST(Folder, EverythingLeftOutIsCountedWithItsReason) {
   EXPECT_EQ(cat[LeftOutReason::other_extension], 3);
   EXPECT_EQ(cat[LeftOutReason::hidden_or_system], 4);  // .DS_Store, Thumbs.db, ._c.jpg, __MACOSX
   EXPECT_EQ(cat[LeftOutReason::dangling_link], 1);
-  EXPECT_EQ(cat[LeftOutReason::unreadable], 1);       // the loop
+  EXPECT_EQ(cat[LeftOutReason::link_not_followed], 1);  // the loop
   const LeftOutCounts& dog = f.class_left_out[1];
   EXPECT_EQ(dog[LeftOutReason::other_extension], 1);
-  EXPECT_EQ(dog[LeftOutReason::unreadable], 1);       // the FIFO
+  EXPECT_EQ(dog[LeftOutReason::unreadable], 1);  // the FIFO
   EXPECT_EQ(f.root_left_out[LeftOutReason::not_in_class], 1);
   EXPECT_EQ(f.root_left_out[LeftOutReason::hidden_or_system], 1);
   EXPECT_EQ(f.left_out.size(), 13u);
   auto reason_of = [&](const fs::path& p) {
     for (const LeftOut& l : f.left_out)
-      if (l.path == p.string()) return std::string(left_out_reason_name(l.reason)) + (l.detail.empty() ? "" : ": " + l.detail);
+      if (l.path == p.string())
+        return std::string(left_out_reason_name(l.reason)) + (l.detail.empty() ? "" : ": " + l.detail);
     return std::string("(not listed)");
   };
   EXPECT_EQ(reason_of(root / "cat" / "dangling.jpg"), "dangling link");
   EXPECT_EQ(reason_of(root / "cat" / "notes.txt"), "other extension");
   EXPECT_EQ(reason_of(root / "cat" / "sub" / "._c.jpg"), "hidden/system");
-  EXPECT_EQ(reason_of(root / "cat" / "loop"), "unreadable: a link back to a folder above it");
+  EXPECT_EQ(reason_of(root / "cat" / "loop"), "link not followed: a link to a folder above it");
   EXPECT_EQ(reason_of(root / "README.md"), "not in a class folder");
   EXPECT_EQ(reason_of(root / "dog" / "pipe.jpg").rfind("unreadable", 0), 0u);
   const std::string line = index_summary(f);
   EXPECT_EQ(line,
             "indexed 3 images in 2 classes; left out 13: 4 other extension (.txt 2, .bak 1, .gif 1), "
-            "5 hidden/system, 1 dangling link, 2 unreadable, 1 not in a class folder")
+            "5 hidden/system, 1 dangling link, 1 unreadable, 1 not in a class folder, 1 link not followed")
       << line;
   EXPECT_EQ(line.find('\n'), std::string::npos);
 }
@@ -174,7 +175,7 @@ TEST(Folder, ARootOneLevelTooHighIsNamed) {
 TEST(Folder, NamesThatAreNotUtf8) {
   test::TempDir dir("folder-bytes");
   const fs::path root = dir.path() / "data";
-  const std::string cafe = "caf\xe9";          // Latin-1 e-acute: not valid UTF-8
+  const std::string cafe = "caf\xe9";  // Latin-1 e-acute: not valid UTF-8
   const std::string file = "\xff\xfe-1.png";
   put(root / cafe / file, small_png());
   put(root / "ok" / "\xc3\xa9t\xc3\xa9.jpg", small_jpeg());  // valid UTF-8 "ete" with accents
@@ -204,7 +205,9 @@ TEST(Folder, NamesThatAreNotUtf8) {
   EXPECT_EQ(display_name("\xf4\x90\x80\x80"), "\\xF4\\x90\\x80\\x80");
   EXPECT_EQ(display_name("\xf0\x9f\x98\x80"), "\xf0\x9f\x98\x80");
   // Messages about such names are valid UTF-8.
-  fs::create_directories(root / "\xfe" "empty");
+  fs::create_directories(root /
+                         "\xfe"
+                         "empty");
   try {
     index_image_folder(root.string());
     ADD_FAILURE() << "an empty class";
