@@ -18,7 +18,7 @@ bias corrections at optimizer step 2. Compared with stoke's step k+1, each as a 
 ||stoke - torch|| / ||torch||, the worst over tensors:
   loss     the step's loss, |stoke - torch| / |torch| (metrics.jsonl);
   grad     what the step did to every optimizer moment: linear in the gradient (exp_avg_sq: quadratic, so it carries
-           twice the gradient's relative error and is held to twice --grad-rtol);
+           up to twice the gradient's relative error and is held to twice --grad-rtol);
   update   the update rule alone: PyTorch's optimizer from stoke's state k, fed the gradient stoke's moments imply,
            against stoke's weights and moments at k+1;
   stats    what the step did to every batch-norm running mean and variance, (stats k+1) - (stats k).
