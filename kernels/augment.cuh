@@ -5,6 +5,9 @@
 //
 // in fp32 with the multiply and add rounded separately, which is exactly the CPU trainer's normalisation
 // (engine/trainer.cpp), so the fp32 result is bit-identical to it. mean/std are those of pixel/255.
+//
+// augment_transform_normalize is the CUDA twin of cpu::augment_transform_normalize (kernels/augment.h): the
+// whole per-sample augmentation and the normalisation in one kernel, uint8 read once, T written once.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -12,6 +15,8 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
+
+#include "kernels/augment.h"
 
 namespace stoke::cuda {
 
@@ -32,5 +37,12 @@ NormalizeParams normalize_params(const float* mean, const float* stdev, int chan
 template <typename T>
 void augment_normalize(int n, int h, int w, int c, const uint8_t* x, const uint8_t* flips, const NormalizeParams& p,
                        T* y, cudaStream_t stream, int out_c = 0);
+
+// transforms_device: n SampleTransforms in device memory (drawn on the host, one small copy per batch). Same
+// arithmetic as the CPU twin (kernels/augment_transform.h): fp32 bit-identical except where gamma or noise run
+// (CUDA's powf/logf/cosf against the host's libm, a few ulp). out_c as for augment_normalize (at most 8).
+template <typename T>
+void augment_transform_normalize(int n, int h, int w, int c, const uint8_t* x, const SampleTransform* transforms_device,
+                                 const NormalizeParams& p, T* y, cudaStream_t stream, int out_c = 0);
 
 }  // namespace stoke::cuda
