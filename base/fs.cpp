@@ -60,7 +60,11 @@ namespace {
 // torn file. `durable` adds the fsyncs (file, then folder) that make the new content survive a power cut.
 void write_replacing(const std::string& path, const void* data, size_t size, bool durable) {
   const std::string tmp = path + ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  // A leftover temporary (a write killed midway) is removed, never written through: were it a link, O_TRUNC would
+  // empty whatever it points at. O_EXCL | O_NOFOLLOW then create a new plain file or fail.
+  if (::unlink(tmp.c_str()) != 0 && errno != ENOENT)
+    throw Error(str("cannot write ", path, ": cannot remove the leftover ", tmp, ": ", std::strerror(errno)));
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
   if (fd < 0) throw Error(str("cannot write ", tmp, ": ", std::strerror(errno)));
   bool ok = write_all(fd, static_cast<const uint8_t*>(data), size);
   int err = errno;

@@ -14,7 +14,7 @@
 
 #include <string>
 
-#include "engine/trainer.h"
+#include "engine/train_config.h"
 
 namespace stoke {
 

@@ -8,7 +8,7 @@
 #include "engine/graph.h"
 #include "engine/metrics.h"
 #include "engine/options.h"
-#include "engine/trainer.h"
+#include "engine/train_config.h"
 
 namespace stoke {
 

@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/trainer.h"
+#include "engine/train_config.h"
 #include "io/source/source.h"
 
 namespace stoke {

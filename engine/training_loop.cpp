@@ -267,14 +267,13 @@ void TrainingRun::finish_trace() {
   }
 }
 
-// The fraction of wall time since the last call that the trainer spent waiting for the input pipeline.
-// Without the decoder ring there is nothing to wait for, and the window's clock is left as it is.
-double TrainingRun::window_stall() {
+// The fraction of the logged window's wall time (window_s) that the trainer spent waiting for the input pipeline.
+// Without the decoder ring there is nothing to wait for (a cache hands batches over at once).
+double TrainingRun::window_stall(double window_s) {
   if (!input_.train_ring) return 0.0;
   const double now_wait = input_.train_ring->stats().consumer_wait_seconds;
-  const double fraction = (now_wait - meter_.window_wait0) / std::max(seconds_since(meter_.window_t0), 1e-9);
+  const double fraction = (now_wait - meter_.window_wait0) / window_s;
   meter_.window_wait0 = now_wait;
-  meter_.window_t0 = TrainClock::now();
   return fraction;
 }
 
@@ -437,16 +436,17 @@ void TrainingRun::log_step(int64_t epoch, float lr) {
   const double el = seconds_since(m.epoch_start);
   const double rate = static_cast<double>(m.epoch.seen - m.seen_at_start) / std::max(el, 1e-9);
   if ((m.step % cfg_.log_every == 0 || m.epoch_step == steps) && m.window.seen > 0) {
-    const double window_s = std::max(seconds_since(m.window_t0), 1e-9);  // before window_stall() restarts it
+    const double window_s = std::max(seconds_since(m.window_t0), 1e-9);
     json line = {{"kind", "train"},   {"epoch", epoch + 1},           {"step", m.step},
                  {"lr", lr},          {"loss", m.window.mean_loss()}, {"acc", m.window.accuracy()},
-                 {"img_per_s", rate}, {"elapsed_s", run_elapsed()},   {"input_stall", window_stall()}};
+                 {"img_per_s", rate}, {"elapsed_s", run_elapsed()},   {"input_stall", window_stall(window_s)}};
     // GPU busy: the device's time on this window's steps (CUDA events) over its wall time. Backends without
     // device timing report none, and the line says nothing rather than 0%.
     if (m.window.device_s > 0) line["gpu_busy"] = std::min(1.0, m.window.device_s / window_s);
     m.window.comm.add_to(line, window_s);  // data parallel only
     if (folder_.metrics) folder_.metrics->write(line);
     meter_.window = StepSums{};
+    meter_.window_t0 = TrainClock::now();  // every source: gpu_busy and comm_share are per window, ring or cache
   }
   if (cfg_.quiet) return;
   const double overall_rate =

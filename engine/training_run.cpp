@@ -69,8 +69,18 @@ void refresh_report(const std::string& run_dir, Console& console) {
 void check_train_config(const TrainConfig& cfg) {
   if (cfg.epochs < 1) throw UserError("--epochs must be at least 1");
   if (cfg.batch_size < 0) throw UserError("--batch-size must be auto or at least 1");
+  // Written so that NaN fails every check (each comparison with NaN is false); the library is called without the CLI.
   if (!(cfg.lr > 0.f) || !std::isfinite(cfg.lr)) throw UserError("--lr must be a positive number");
-  if (cfg.label_smoothing < 0.f || cfg.label_smoothing >= 1.f) throw UserError("--label-smoothing must be in [0, 1)");
+  if (!(cfg.label_smoothing >= 0.f && cfg.label_smoothing < 1.f))
+    throw UserError("--label-smoothing must be in [0, 1)");
+  if (!(cfg.optimizer.momentum >= 0.f && cfg.optimizer.momentum <= 1.f))
+    throw UserError("--momentum must be in [0, 1]");
+  if (!(cfg.optimizer.weight_decay >= 0.f) || !std::isfinite(cfg.optimizer.weight_decay))
+    throw UserError("--weight-decay must be a finite number >= 0");
+  if (!(cfg.clip_grad_norm >= 0.f) || !std::isfinite(cfg.clip_grad_norm))
+    throw UserError("--clip-grad-norm must be a finite number >= 0 (0: off)");
+  if (!(cfg.warmup_epochs >= 0.f) || !std::isfinite(cfg.warmup_epochs))
+    throw UserError("--warmup-epochs must be a finite number >= 0");
   if (cfg.data.empty()) throw UserError("--data is required (an ImageFolder: DIR/<class>/*.jpg)");
   if (cfg.eval_every < 1) throw UserError("--eval-every must be at least 1");
   if (cfg.log_every < 1) throw UserError("--log-every must be at least 1");

@@ -119,7 +119,7 @@ class TrainingRun {
   void take(bool wait, int64_t epoch);
   void settle(int64_t epoch);
   void write_checkpoint(int64_t epoch, int64_t cursor, bool best);
-  double window_stall();
+  double window_stall(double window_s);  // the input wait's share of this logged window (ring only; 0 from a cache)
   void start_profile();
   void stop_profile();
   void finish_trace();

@@ -7,9 +7,9 @@
 #include <set>
 #include <thread>
 
-#include "engine/checkpoint.h"
 #include "base/error.h"
 #include "base/fs.h"
+#include "engine/checkpoint.h"
 #include "engine/graph.h"
 #include "engine/safetensors.h"
 #include "models/models.h"
@@ -38,6 +38,19 @@ TEST(AtomicWrite, ReplacesContentAndLeavesNoTemporary) {
   atomic_write_file(p, "second");
   EXPECT_EQ(slurp(p), "second");
   EXPECT_FALSE(fs::exists(p + ".tmp"));
+}
+
+// A link planted (or left) at the temporary's name is replaced, not written through: its target keeps its bytes.
+TEST(AtomicWrite, ALinkAtTheTemporaryNameIsNotWrittenThrough) {
+  TempDir tmp("atomic-link");
+  const fs::path victim = tmp.path() / "victim.txt";
+  spit(victim, "keep me");
+  const std::string p = (tmp.path() / "f.txt").string();
+  fs::create_symlink(victim, p + ".tmp");
+  atomic_write_file(p, "new");
+  EXPECT_EQ(slurp(p), "new");
+  EXPECT_EQ(slurp(victim), "keep me");
+  EXPECT_FALSE(fs::exists(fs::symlink_status(p + ".tmp")));
 }
 
 TEST(AtomicWrite, AFullDiskLeavesThePreviousFileIntact) {
@@ -121,7 +134,8 @@ TEST(Safetensors, RoundTripWithMetadataAndDtypes) {
 
 TEST(Safetensors, RejectsEveryKindOfDamage) {
   const float v[4] = {1, 2, 3, 4};
-  const std::vector<uint8_t> good = st::serialize({{"a", st::DType::F32, {2}, v}, {"b", st::DType::F32, {2}, v + 2}}, {});
+  const std::vector<uint8_t> good =
+      st::serialize({{"a", st::DType::F32, {2}, v}, {"b", st::DType::F32, {2}, v + 2}}, {});
   auto header_with = [](const std::string& json, size_t data_bytes) {
     std::vector<uint8_t> b;
     b.reserve(8 + json.size() + data_bytes);
@@ -147,7 +161,11 @@ TEST(Safetensors, RejectsEveryKindOfDamage) {
   expect_bad(header_with(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}})", 4), "need 8");
   expect_bad(header_with(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,8]}})", 4), "outside");
   expect_bad(header_with(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", 8), "hole");
-  expect_bad(header_with(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", 8), "overlap");
+  expect_bad(
+      header_with(
+          R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})",
+          8),
+      "overlap");
   expect_bad(header_with(R"({"a":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}})", 4), "dimension");
   expect_bad(header_with(R"({"a":{"dtype":"F32","shape":[1]}})", 4), "lacks");
   expect_bad(header_with(R"({"__metadata__":{"k":1}})", 0), "metadata");

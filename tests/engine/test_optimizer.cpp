@@ -1,10 +1,15 @@
-// Optimizer steps against closed forms, and learning-rate schedules against their formulas.
+// Optimizer steps against closed forms, learning-rate schedules against their formulas, and the checks of a run's
+// optimizer settings.
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <functional>
+#include <string>
+#include <vector>
 
 #include "base/error.h"
 #include "engine/optimizer.h"
+#include "engine/training_run.h"
 
 using namespace stoke;
 
@@ -137,4 +142,39 @@ TEST(ClipGradNorm, ScalesToTheLimitAndOnlyAboveIt) {
   std::vector<float> big(300000, 1.f);  // several chunks
   EXPECT_NEAR(clip_grad_norm(big.data(), 300000, 1.0), std::sqrt(300000.0), 1e-6);
   EXPECT_NEAR(clip_grad_norm(big.data(), 300000, 1e9), 1.0, 1e-5);
+}
+
+// The library's own check of a run's settings (callers other than the CLI reach it): NaN and infinity are refused by
+// name, where a check written as `x < lo || x > hi` lets NaN through.
+TEST(TrainSettings, NonFiniteValuesAreRefusedByName) {
+  const auto refusal = [](const TrainConfig& c) -> std::string {
+    try {
+      check_train_config(c);
+    } catch (const UserError& e) {
+      return e.what();
+    }
+    return "";
+  };
+  TrainConfig ok;
+  ok.data = "somewhere";
+  EXPECT_EQ(refusal(ok), "");
+  const float nan = std::nanf(""), inf = INFINITY;
+  struct Case {
+    const char* flag;
+    std::function<void(TrainConfig&, float)> set;
+  };
+  const std::vector<Case> cases = {
+      {"--lr", [](TrainConfig& c, float v) { c.lr = v; }},
+      {"--label-smoothing", [](TrainConfig& c, float v) { c.label_smoothing = v; }},
+      {"--momentum", [](TrainConfig& c, float v) { c.optimizer.momentum = v; }},
+      {"--weight-decay", [](TrainConfig& c, float v) { c.optimizer.weight_decay = v; }},
+      {"--clip-grad-norm", [](TrainConfig& c, float v) { c.clip_grad_norm = v; }},
+      {"--warmup-epochs", [](TrainConfig& c, float v) { c.warmup_epochs = v; }},
+  };
+  for (const Case& k : cases)
+    for (float v : {nan, inf}) {
+      TrainConfig c = ok;
+      k.set(c, v);
+      EXPECT_NE(refusal(c).find(k.flag), std::string::npos) << k.flag << " = " << v << ": " << refusal(c);
+    }
 }
