@@ -139,9 +139,9 @@ run_steps() {
   local san
   san=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2> /dev/null || echo compute-sanitizer)
   step memcheck 2 120 180 device env STOKE_ARENA_DEBUG=1 "$san" --tool memcheck --error-exitcode 3 --print-limit 30 \
-    "$T/test_gpu" --gtest_filter='GpuOps/*:GpuExecutor/bf16.EveryOp*:GpuGather.*' --gtest_brief=1
+    "$T/test_gpu" --gtest_filter='GpuOps/*:GpuAugment/*:GpuExecutor/bf16.EveryOp*:GpuGather.*' --gtest_brief=1
   step racecheck 2 60 90 device "$san" --tool racecheck --error-exitcode 3 --print-limit 30 \
-    "$T/test_gpu" --gtest_filter='GpuOps/bf16.*' --gtest_brief=1
+    "$T/test_gpu" --gtest_filter='GpuOps/bf16.*:GpuAugment/bf16.*' --gtest_brief=1
   step bench 2 60 90 device "$B/bin/bench_gpu" --benchmark_min_time=0.1 --benchmark_out="$LOGS/bench_gpu.json" \
     --benchmark_out_format=json
   step export-check 2 40 90 device python3 "$ROOT/bench/pytorch/check_export.py" --stoke "$SBIN" \
