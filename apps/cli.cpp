@@ -94,6 +94,17 @@ void add_train(CLI::App& app, TrainConfig& cfg, std::string& optimizer, std::str
       ->capture_default_str()
       ->check(finite_range(0.0, 0.99));
   t->add_option("--seed", cfg.seed, "Seed for initialisation and sample order")->capture_default_str();
+  t->add_option("--init", cfg.init,
+                "Start from these weights: a safetensors file (PyTorch's state_dict names and layout: torchvision, "
+                "timm, MONAI, stoke export) or a stoke run or checkpoint folder; another class count gets a fresh "
+                "classifier, colour weights on grey data a summed first convolution (docs/FINE-TUNING.md)");
+  t->add_flag("--init-partial", cfg.init_partial,
+              "With --init: load the tensors that fit and initialise the rest, listing both sides (default: any "
+              "difference stops the run, naming each tensor)");
+  t->add_option("--normalize", cfg.normalize,
+                "Input mean/std of pixel/255: data (estimated from 2,000 training images; the default) | imagenet | "
+                "none | MEAN,STD, or per channel M1:M2:M3,S1:S2:S3; with --init of a file the default is imagenet, "
+                "of a stoke run that run's own");
   add_choice(t, "--device", cfg.device, parse_device, kDevices, "auto | cpu | cuda");
   t->add_option("--out", cfg.out,
                 "Run folder for metrics.jsonl, config.json, summary.json (default runs/<model>-<time>, "

@@ -149,7 +149,8 @@ TrainConfig resume_config(const std::string& run_dir, const TrainConfig& cli, co
       throw UserError(str(name, " cannot change when resuming (the run's settings are in ", saved_in,
                           "): start a new run with --out instead"));
     bool same = mine[key] == theirs[key];
-    if (key == "data" || key == "val") same = same_folder(mine[key].get<std::string>(), theirs[key].get<std::string>());
+    if (key == "data" || key == "val" || key == "init")  // a path, however it is spelt
+      same = same_folder(mine[key].get<std::string>(), theirs[key].get<std::string>());
     if (key == "batch_size" && cli.batch_size == 0) same = true;  // auto: the run keeps the batch auto chose
     if (!same)
       throw UserError(str(name, " ", shown(mine[key]), " differs from the run's ", shown(theirs[key]), " (saved in ",

@@ -2,6 +2,8 @@
 #include "engine/run_plan.h"
 
 #include <algorithm>
+#include <cmath>
+#include <cstdio>
 
 #include "base/error.h"
 #include "base/fs.h"
@@ -101,6 +103,87 @@ std::string batch_fit_note(int64_t requested, bool given, int64_t batch, int64_t
                 "different ",
                 left_out, " each epoch as the order is reshuffled");
   return note.empty() ? note : "batch: " + note;
+}
+
+namespace {
+
+// "0.5" or "0.485:0.456:0.406": one number, or one per channel.
+std::vector<float> numbers(const std::string& list, const std::string& spec) {
+  std::vector<float> v;
+  size_t start = 0;
+  while (true) {
+    const size_t end = list.find(':', start);
+    const std::string one = list.substr(start, end == std::string::npos ? std::string::npos : end - start);
+    size_t used = 0;
+    double x = 0;
+    try {
+      x = std::stod(one, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (one.empty() || used != one.size() || !std::isfinite(x))
+      throw UserError(str("--normalize ", spec, ": '", one,
+                          "' is not a number (data, imagenet, none, or MEAN,STD such as "
+                          "0.5,0.25 or 0.485:0.456:0.406,0.229:0.224:0.225)"));
+    v.push_back(static_cast<float>(x));
+    if (end == std::string::npos) return v;
+    start = end + 1;
+  }
+}
+
+// One value per channel: a single one repeated, the mean of several for 1-channel data, or exactly `channels`.
+std::vector<float> per_channel(std::vector<float> v, int channels, const std::string& spec) {
+  if (channels <= 0 || static_cast<int>(v.size()) == channels) return v;
+  if (v.size() == 1) return std::vector<float>(static_cast<size_t>(channels), v[0]);
+  if (channels == 1) {
+    double sum = 0;
+    for (float x : v) sum += x;
+    return {static_cast<float>(sum / static_cast<double>(v.size()))};
+  }
+  throw UserError(str("--normalize ", spec, ": ", v.size(), " values for ", channels, "-channel data (give one, or ",
+                      channels, ")"));
+}
+
+}  // namespace
+
+bool fixed_normalization(const std::string& spec, int channels, std::vector<float>& mean, std::vector<float>& stdev) {
+  if (spec.empty() || spec == "data") return false;
+  std::vector<float> m, s;
+  if (spec == "imagenet") {
+    m = {0.485f, 0.456f, 0.406f};
+    s = {0.229f, 0.224f, 0.225f};
+  } else if (spec == "none") {
+    m = {0.f};
+    s = {1.f};
+  } else {
+    const size_t comma = spec.find(',');
+    if (comma == std::string::npos || spec.find(',', comma + 1) != std::string::npos)
+      throw UserError(str("--normalize ", spec,
+                          ": expected data, imagenet, none, or MEAN,STD (per channel "
+                          "M1:M2:M3,S1:S2:S3)"));
+    m = numbers(spec.substr(0, comma), spec);
+    s = numbers(spec.substr(comma + 1), spec);
+    if (m.size() != s.size())
+      throw UserError(str("--normalize ", spec, ": ", m.size(), " means but ", s.size(), " standard deviations"));
+    for (float x : s)
+      if (!(x > 0.f)) throw UserError(str("--normalize ", spec, ": a standard deviation must be positive"));
+  }
+  mean = per_channel(m, channels, spec);
+  stdev = per_channel(s, channels, spec);
+  return true;
+}
+
+std::string normalization_spec(const std::vector<float>& mean, const std::vector<float>& stdev, int channels) {
+  auto list = [&](const std::vector<float>& v) {
+    std::string out;
+    for (float x : per_channel(v, channels, "of the --init run")) {
+      char b[32];
+      std::snprintf(b, sizeof b, "%.9g", static_cast<double>(x));
+      out += str(out.empty() ? "" : ":", b);
+    }
+    return out;
+  };
+  return list(mean) + "," + list(stdev);
 }
 
 }  // namespace stoke

@@ -49,6 +49,7 @@ struct RunModel {
   Graph graph{Shape3{}};  // replaced by the model once the data gave its input shape
   std::vector<float> params, buffers, opt_state;
   int64_t opt_steps = 0;
+  std::vector<std::string> notes;  // --init and --normalize: what was loaded, adapted and chosen (announce says them)
 };
 
 // build_model_and_batch: the batch that runs, what it needs, and the schedule over it.
@@ -63,6 +64,14 @@ struct RunBatch {
 };
 // The one line that says how the batch meets the training set (empty when the batch divides it).
 std::string batch_fit_note(int64_t requested, bool given, int64_t batch, int64_t images);
+
+// --normalize as values for `channels` channels: imagenet (torchvision's (0.485, 0.456, 0.406) / (0.229, 0.224, 0.225);
+// on 1-channel data the mean of each three), none (0 / 1), or MEAN,STD (one pair for every channel, or
+// M1:M2:M3,S1:S2:S3 one per channel). False for data (estimated when the run folder opens). Throws UserError for
+// anything else; channels 0 checks the syntax only.
+bool fixed_normalization(const std::string& spec, int channels, std::vector<float>& mean, std::vector<float>& stdev);
+// The MEAN,STD spelling of values (read back exactly), averaged over the channels for 1-channel data.
+std::string normalization_spec(const std::vector<float>& mean, const std::vector<float>& stdev, int channels);
 
 struct RunPlan {
   RunWorld world;

@@ -47,6 +47,9 @@ json config_to_json(const TrainConfig& c) {
           {"label_smoothing", c.label_smoothing},
           {"clip_grad_norm", c.clip_grad_norm},
           {"seed", c.seed},
+          {"init", c.init},
+          {"init_partial", c.init_partial},
+          {"normalize", c.normalize},
           {"limit_train", c.limit_train},
           {"limit_val", c.limit_val},
           {"image_size", c.image_size},
@@ -100,6 +103,9 @@ TrainConfig config_from_json(const json& j) {
     c.label_smoothing = real("label_smoothing", 0, 1, 0.0);
     c.clip_grad_norm = real("clip_grad_norm", 0, 1e30, 0.0);
     c.seed = static_cast<uint64_t>(json_int(j, "seed", 0, std::numeric_limits<int64_t>::max()));
+    c.init = text("init", std::string());
+    c.init_partial = flag("init_partial", false);
+    c.normalize = text("normalize", std::string("data"));  // runs from before --normalize estimated theirs
     c.limit_train = json_int(j, "limit_train", 0, kBig, 0);
     c.limit_val = json_int(j, "limit_val", 0, kBig, 0);
     c.image_size = static_cast<int>(json_int(j, "image_size", 0, 1 << 16, 0));

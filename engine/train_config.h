@@ -34,6 +34,12 @@ struct TrainConfig {
   float label_smoothing = 0.f;
   float clip_grad_norm = 0.f;  // clip the global gradient L2 norm to this (0 = off)
   uint64_t seed = 0;
+  std::string init;           // --init: start from these weights (a safetensors file, a stoke run or checkpoint folder)
+  bool init_partial = false;  // --init-partial: load the tensors that fit, initialise the rest (listed)
+  // --normalize: data (estimated from 2,000 training images) | imagenet | none | MEAN,STD (per channel
+  // M1:M2:M3,S1:S2:S3).
+  // "" = data, or with --init imagenet (a file) or the run's own (a stoke run); a run records what it resolved to.
+  std::string normalize;
   int threads = 0;                  // CPU backend threads (0 = all cores)
   int decoders = 0;                 // JPEG decoder threads (0 = auto: from the cores and a measured decode rate)
   Augment augment = Augment::none;  // none | flip | crop-flip (random-resized-crop + flip), decided per sample

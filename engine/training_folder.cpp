@@ -83,7 +83,8 @@ void TrainingRun::open_run_folder() {
     return;
   }
   if (!plan_.world.writer) {  // rank 0 owns the run folder
-    estimate_normalization(plan_.data.train_src, plan_.data.shape, cfg_.seed, cfg_.decoders, plan_.mean, plan_.stdev);
+    if (plan_.mean.empty())   // --normalize data (the default); the other choices were set with the model
+      estimate_normalization(plan_.data.train_src, plan_.data.shape, cfg_.seed, cfg_.decoders, plan_.mean, plan_.stdev);
     return;
   }
   std::error_code ec;
@@ -100,7 +101,8 @@ void TrainingRun::open_run_folder() {
   fs::remove(folder_.metrics_path, ec);
   fs::remove_all(fs::path(folder_.dir) / "checkpoints", ec);
   write_train_files(folder_.dir, *plan_.data.train_src);  // a resume can then name what changed in the data
-  estimate_normalization(plan_.data.train_src, plan_.data.shape, cfg_.seed, cfg_.decoders, plan_.mean, plan_.stdev);
+  if (plan_.mean.empty())
+    estimate_normalization(plan_.data.train_src, plan_.data.shape, cfg_.seed, cfg_.decoders, plan_.mean, plan_.stdev);
 }
 
 void TrainingRun::resume_from_checkpoint() {

@@ -19,6 +19,7 @@
 #include "base/permutation.h"
 #include "base/trace.h"
 #include "engine/checkpoint.h"
+#include "engine/init_weights.h"
 #include "engine/interrupt.h"
 #include "engine/resume.h"
 #include "io/codec/codec.h"
@@ -66,6 +67,42 @@ void refresh_report(const std::string& run_dir, Console& console) {
   }
 }
 
+namespace {
+
+// --init and --normalize, right after the model is initialised: every rank reads the file itself (agree_across_ranks
+// compares the weights). A data estimate is left to open_run_folder; everything else is resolved here, into cfg, so
+// config.json records what ran.
+void start_from_init(TrainConfig& cfg, RunPlan& plan, RunModel& model) {
+  const int channels = plan.data.shape.c;
+  if (!cfg.init.empty()) {
+    const InitSource src = resolve_init_source(cfg.init);
+    const InitResult r = import_weights(model.graph, safetensors::File::load(src.file),
+                                        InitOptions{cfg.init_partial, cfg.seed}, model.params, model.buffers);
+    model.notes.push_back(str("init: ", r.loaded, " tensors from ", src.file));
+    model.notes.insert(model.notes.end(), r.notes.begin(), r.notes.end());
+    if (!r.not_loaded.empty())
+      model.notes.push_back(str("init: --init-partial: ", r.not_loaded.size(), " of the model's tensors not loaded, ",
+                                "initialised (seed ", cfg.seed, "):\n", listed(r.not_loaded)));
+    if (!r.unused.empty())
+      model.notes.push_back(
+          str("init: --init-partial: ", r.unused.size(), " of the file's tensors not used:\n", listed(r.unused)));
+    if (cfg.normalize.empty() && src.stoke_run && !src.mean.empty()) {
+      cfg.normalize = normalization_spec(src.mean, src.stdev, channels);
+      model.notes.push_back(str("normalize: ", cfg.normalize, " (mean,std), the run's the weights come from ",
+                                "(--normalize data estimates them from this data)"));
+    } else if (cfg.normalize.empty()) {
+      cfg.normalize = "imagenet";
+      model.notes.push_back(
+          "normalize: imagenet's mean and std, the default with --init of weights trained elsewhere "
+          "(--normalize data estimates them from this data)");
+    }
+  }
+  if (cfg.normalize.empty()) cfg.normalize = "data";
+  fixed_normalization(cfg.normalize, channels, plan.mean, plan.stdev);
+}
+
+}  // namespace
+
 void check_train_config(const TrainConfig& cfg) {
   if (cfg.epochs < 1) throw UserError("--epochs must be at least 1");
   if (cfg.batch_size < 0) throw UserError("--batch-size must be auto or at least 1");
@@ -86,6 +123,9 @@ void check_train_config(const TrainConfig& cfg) {
   if (cfg.log_every < 1) throw UserError("--log-every must be at least 1");
   if (cfg.bn_recalibrate < -1) throw UserError("--bn-recalibrate must be auto or a number of batches (0: off)");
   if (cfg.decoders < 0) throw UserError("--decoders must be auto or a positive number");
+  if (cfg.init_partial && cfg.init.empty()) throw UserError("--init-partial needs --init FILE");
+  std::vector<float> mean, stdev;
+  fixed_normalization(cfg.normalize, 0, mean, stdev);  // the syntax, before the data is opened
   if (decodes_once(cfg.cache) && cfg.augment == Augment::crop_flip)
     throw UserError(str("--cache ", to_string(cfg.cache),
                         " keeps images at the model's input size, so random crops are not available: use --augment "
@@ -168,6 +208,7 @@ void TrainingRun::build_model_and_batch() {
   model_.params.assign(static_cast<size_t>(model_.graph.num_params()), 0.f);
   model_.buffers.assign(static_cast<size_t>(model_.graph.num_buffers()), 0.f);
   model_.graph.initialize(model_.params.data(), model_.buffers.data(), cfg_.seed);
+  if (!resuming_) start_from_init(cfg_, plan_, model_);  // a resumed run's weights and normalisation are its own
 
   b.target.cuda = plan_.device.use_cuda;
   b.target.element_bytes = plan_.device.use_cuda && cfg_.precision != PrecisionRequest::fp32 ? 2 : 4;
@@ -318,6 +359,10 @@ void TrainingRun::agree_across_ranks() {
   json mine = config_to_json(cfg_);
   mine.erase("data");  // paths may differ from node to node; the data's fingerprint may not
   mine.erase("val");
+  mine.erase("init");  // likewise: the weights themselves are compared
+  std::vector<float> state = model_.params;
+  state.insert(state.end(), model_.buffers.begin(), model_.buffers.end());
+  mine["weights"] = std::to_string(fnv1a64(state.data(), state.size() * sizeof(float)));
   mine["batch_size"] = plan_.batch.global;
   mine["dataset"] = plan_.data.fingerprint;
   mine["val_images"] = plan_.data.val_count;
@@ -394,6 +439,7 @@ void TrainingRun::announce() {
         console_.say("%s: %s%s\n", what, folder->index_summary().c_str(),
                      folder->left_out().empty() ? "" : " (every path in left_out.txt in the run folder)");
     if (!plan_.data.shape_note.empty()) console_.say("input: %s\n", plan_.data.shape_note.c_str());
+    for (const std::string& note : model_.notes) console_.say("%s\n", note.c_str());
     if (!plan_.batch.auto_note.empty()) console_.say("%s\n", plan_.batch.auto_note.c_str());
     if (!plan_.batch.fit_note.empty()) console_.say("%s\n", plan_.batch.fit_note.c_str());
     if (!folder_.note.empty()) console_.say("%s\n", folder_.note.c_str());
