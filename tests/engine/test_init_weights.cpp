@@ -12,6 +12,7 @@
 #include "engine/checkpoint.h"
 #include "engine/inference.h"
 #include "engine/init_weights.h"
+#include "engine/run_plan.h"
 #include "engine/safetensors.h"
 #include "models/models.h"
 #include "tests/test_util.h"
@@ -293,4 +294,31 @@ TEST(InitWeights, TorchvisionDenseNetNamesAreAccepted) {
   import_into(g, tv, params, buffers);
   EXPECT_TRUE(bit_equal(params, r.params));
   EXPECT_TRUE(bit_equal(buffers, r.buffers));
+}
+
+// --normalize: the named choices, one pair or one value per channel, 1-channel averages, and the spelling a stoke
+// run's values are recorded in reading back exactly.
+TEST(InitWeights, NormalizeValues) {
+  std::vector<float> m, s;
+  EXPECT_FALSE(fixed_normalization("data", 3, m, s));
+  ASSERT_TRUE(fixed_normalization("imagenet", 3, m, s));
+  EXPECT_EQ(m, (std::vector<float>{0.485f, 0.456f, 0.406f}));
+  EXPECT_EQ(s, (std::vector<float>{0.229f, 0.224f, 0.225f}));
+  ASSERT_TRUE(fixed_normalization("imagenet", 1, m, s));
+  EXPECT_NEAR(m[0], 0.449f, 1e-7f);
+  EXPECT_NEAR(s[0], 0.226f, 1e-7f);
+  ASSERT_TRUE(fixed_normalization("none", 3, m, s));
+  EXPECT_EQ(m, std::vector<float>(3, 0.f));
+  EXPECT_EQ(s, std::vector<float>(3, 1.f));
+  ASSERT_TRUE(fixed_normalization("0.5,0.25", 3, m, s));
+  EXPECT_EQ(m, std::vector<float>(3, 0.5f));
+  ASSERT_TRUE(fixed_normalization("0.1:0.2:0.3,1:2:4", 3, m, s));
+  EXPECT_EQ(m, (std::vector<float>{0.1f, 0.2f, 0.3f}));
+  EXPECT_EQ(s, (std::vector<float>{1.f, 2.f, 4.f}));
+  for (const char* bad : {"0.5", "a,b", "0.1:0.2,1:2", "0.5,0", "0.5,0.25,1", "0.1:0.2,1"})
+    EXPECT_THROW(fixed_normalization(bad, 3, m, s), UserError) << bad;
+  const std::vector<float> mean = {0.123456789f, 0.5f, 1.f / 3.f}, stdev = {0.2f, 0.3f, 0.7f};
+  ASSERT_TRUE(fixed_normalization(normalization_spec(mean, stdev, 3), 3, m, s));
+  EXPECT_EQ(m, mean);
+  EXPECT_EQ(s, stdev);
 }
