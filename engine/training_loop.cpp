@@ -78,8 +78,6 @@ void TrainingRun::start_input() {
               1048576.0,
           input_.train_cache->seconds() + (input_.val_cache ? input_.val_cache->seconds() : 0));
     }
-    input_.val_px.resize(static_cast<size_t>(plan_.batch.local * plan_.data.shape.size()));
-    input_.val_labels.resize(static_cast<size_t>(plan_.batch.local));
     if (cfg_.cache == CacheMode::gpu) hold_train_set();
   }
   io::SamplerConfig scfg;
@@ -101,8 +99,21 @@ void TrainingRun::start_input() {
     input_.train_ring = ring.get();
     input_.train_batches = std::move(ring);
   }
-  if (plan_.data.has_val && !input_.val_cache)
-    input_.val_ring = std::make_unique<io::InputPipeline>(plan_.data.val_src, vpc);
+  if (input_.val_cache) {
+    io::SamplerConfig vs;  // the evaluation ring's order: the data set's, this rank's slice, the last batch padded
+    vs.samples = plan_.data.val_count;
+    vs.batch = plan_.batch.local;
+    vs.rank = plan_.world.rank;
+    vs.world = plan_.world.size;
+    vs.shuffle = false;
+    vs.drop_last = false;
+    input_.val_batches = std::make_unique<io::DecodedBatches>(
+        *input_.val_cache, vs, 0, false, io::DecodedBatches::Feed::pixels, 1, io::DecodedBatches::Epochs::one);
+  } else if (plan_.data.has_val) {
+    auto ring = std::make_unique<io::InputPipeline>(plan_.data.val_src, vpc);
+    input_.val_ring = ring.get();
+    input_.val_batches = std::move(ring);
+  }
   if (!cfg_.quiet && input_.train_ring) {
     console_.say("input: %d decoder thread%s (%s), %d ring slots, %s host memory\n", input_.train_ring->decoders(),
                  input_.train_ring->decoders() == 1 ? "" : "s", input_.train_ring->decoders_reason().c_str(),
@@ -189,27 +200,11 @@ ClassificationReport TrainingRun::evaluate() {
     const float* logits = backend_->eval_batch(r.n, r.pixels, r.labels, &loss);
     acc.add(r.n, logits, r.labels, loss);
   };
-  if (input_.val_cache) {
-    io::SamplerConfig vs;
-    vs.samples = plan_.data.val_count;
-    vs.batch = plan_.batch.local;
-    vs.rank = plan_.world.rank;
-    vs.world = plan_.world.size;
-    vs.shuffle = false;
-    vs.drop_last = false;
-    const io::Sampler vsampler(vs);
-    const std::vector<int64_t> vperm = vsampler.permutation(0);
-    for (int64_t i = 0; i < vsampler.batches_per_epoch(); ++i) {
-      const int n = input_.val_cache->gather(vsampler, vperm, 0, i, 0, false, input_.val_px.data(),
-                                             input_.val_labels.data(), nullptr);
-      add(n, input_.val_px.data(), input_.val_labels.data());
-    }
-  } else {
-    input_.val_ring->start(0);
-    while (io::Batch b = input_.val_ring->acquire()) {
-      add(b.valid, b.pixels, b.labels);  // the last batch is padded: only the first `valid` samples count
-      input_.val_ring->release(b.tag);
-    }
+  io::BatchSource& val = *input_.val_batches;  // the ring or the decoded cache: one epoch, in the data set's order
+  val.start(0, 0);
+  while (io::Batch b = val.acquire()) {
+    add(b.valid, b.pixels, b.labels);  // the last batch is padded: only the first `valid` samples count
+    val.release(b.tag);
   }
   acc.gather(*comm_);
   return acc.report();

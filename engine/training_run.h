@@ -49,10 +49,10 @@ struct RunInput {
   std::unique_ptr<io::BatchSource> train_batches;
   int acquired = 0;                         // batches taken from train_batches and not yet released
   io::InputPipeline* train_ring = nullptr;  // train_batches when it is the decoder ring (its statistics)
-  std::unique_ptr<io::InputPipeline> val_ring;
-  bool held = false;            // --cache gpu took: the backend holds the training set, a step hands over sample ids
-  std::vector<uint8_t> val_px;  // one validation batch gathered from the decoded cache
-  std::vector<int32_t> val_labels;
+  // Validation's batches, one epoch each time: an evaluation ring, or batches gathered from the decoded cache.
+  std::unique_ptr<io::BatchSource> val_batches;
+  io::InputPipeline* val_ring = nullptr;  // val_batches when it is the decoder ring (its statistics)
+  bool held = false;  // --cache gpu took: the backend holds the training set, a step hands over sample ids
 };
 
 // Steps handed to the backend whose results have not come back (the submitted counts run ahead of the meter's).

@@ -5,8 +5,8 @@
 namespace stoke::io {
 
 DecodedBatches::DecodedBatches(const DecodedCache& cache, const SamplerConfig& sampler, uint64_t seed, bool flip,
-                               Feed feed, int buffers)
-    : cache_(cache), sampler_(sampler), seed_(seed), flip_(flip), feed_(feed) {
+                               Feed feed, int buffers, Epochs epochs)
+    : cache_(cache), sampler_(sampler), seed_(seed), flip_(flip), feed_(feed), epochs_(epochs) {
   STOKE_CHECK(buffers >= 1 && sampler.samples == cache.size(), "DecodedBatches over ", sampler.samples, " of ",
               cache.size(), " samples");
   const auto batch = static_cast<size_t>(sampler_.batch());
@@ -28,7 +28,8 @@ void DecodedBatches::start(int64_t epoch, int64_t cursor) {
 }
 
 Batch DecodedBatches::acquire() {
-  if (index_ >= sampler_.batches_per_epoch()) {  // batches flow across epochs, as the ring's do
+  if (index_ >= sampler_.batches_per_epoch()) {
+    if (epochs_ == Epochs::one) return Batch{};
     ++epoch_;
     index_ = 0;
   }

@@ -115,3 +115,39 @@ TEST_F(DecodedBatchesTest, ABufferIsReusedOnlyAfterItsRelease) {
   EXPECT_EQ(next.index, 3);  // the throw consumed no batch
   EXPECT_THROW(s.release(held[1].tag + 100), stoke::Error);
 }
+
+// Validation from the cache: dataset order, one epoch ending in an empty batch (as the evaluation ring ends), the last
+// batch padded to full size with only its real samples counted valid — the evaluation ring's batches exactly.
+TEST_F(DecodedBatchesTest, OneEpochInDatasetOrderEndsAsTheEvaluationRingDoes) {
+  PipelineConfig epc = pc;
+  epc.augment = false;
+  epc.shuffle = false;
+  epc.drop_last = false;
+  epc.replace_bad = false;
+  epc.end_epoch = 1;
+  InputPipeline ring(source, epc);
+  const DecodedCache cache(source, {16, 16, 1}, epc);
+  SamplerConfig esc = sc;
+  esc.shuffle = false;
+  esc.drop_last = false;
+  DecodedBatches eval(cache, esc, kSeed, false, DecodedBatches::Feed::pixels, 1, DecodedBatches::Epochs::one);
+  ring.start(0, 0);
+  eval.start(0, 0);
+  int batches = 0, valid = 0;
+  while (Batch want = ring.acquire()) {
+    const Batch got = eval.acquire();
+    ASSERT_TRUE(got) << "batch " << batches;
+    EXPECT_EQ(got.valid, want.valid);
+    EXPECT_EQ(got.size, want.size);
+    EXPECT_EQ(std::vector<int32_t>(got.labels, got.labels + got.valid),
+              std::vector<int32_t>(want.labels, want.labels + want.valid));
+    EXPECT_EQ(0, std::memcmp(got.pixels, want.pixels, static_cast<size_t>(want.valid) * 256)) << "batch " << batches;
+    valid += got.valid;
+    ++batches;
+    ring.release(want.tag);
+    eval.release(got.tag);
+  }
+  EXPECT_EQ(batches, 8);  // 39 images in batches of 5: the last holds 4
+  EXPECT_EQ(valid, 39);
+  EXPECT_FALSE(eval.acquire()) << "one epoch, then nothing";
+}
