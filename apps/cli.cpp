@@ -27,6 +27,7 @@
 #include "engine/dist/communicator.h"
 #include "engine/inference.h"
 #include "engine/resume.h"
+#include "engine/run_folder.h"
 #include "engine/trainer.h"
 #include "io/pipeline/bench_input.h"
 #include "io/source/pack.h"
@@ -360,6 +361,7 @@ int run_bench_input(const InputArgs& a) {
 
 int run_report(const UseArgs& u, bool tensorboard) {
   check_run_folder(u.run);
+  const auto lock = lock_run_folder(u.run, "stoke report");  // a live run rewrites report.html itself
   write_report_html(u.run);
   std::printf("wrote %s/report.html\n", u.run.c_str());
   if (tensorboard) std::printf("wrote %s\n", export_tensorboard(u.run, u.run + "/tensorboard").c_str());

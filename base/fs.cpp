@@ -162,6 +162,34 @@ FileLock::FileLock(const std::string& path) {
   }
 }
 
+std::unique_ptr<FileLock> FileLock::try_lock(const std::string& path, const std::string& note, std::string* holder) {
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+  if (fd < 0) throw Error(str("cannot open lock file ", path, ": ", std::strerror(errno)));
+  int r;
+  while ((r = ::flock(fd, LOCK_EX | LOCK_NB)) != 0 && errno == EINTR) {
+  }
+  if (r != 0) {
+    const int err = errno;
+    std::string text;
+    char buf[256];
+    const ssize_t n = ::pread(fd, buf, sizeof buf, 0);
+    if (n > 0) text.assign(buf, static_cast<size_t>(n));
+    while (!text.empty() && (text.back() == '\n' || text.back() == '\0')) text.pop_back();
+    ::close(fd);
+    if (err != EWOULDBLOCK) throw Error(str("cannot lock ", path, ": ", std::strerror(err)));
+    if (holder) *holder = text.empty() ? "another process" : text;
+    return nullptr;
+  }
+  std::unique_ptr<FileLock> lock(new FileLock());
+  lock->fd_ = fd;
+  // Best effort: the note only names the holder in the next one's message; the lock is the flock itself.
+  const std::string line = note + "\n";
+  if (::ftruncate(fd, 0) == 0) {
+    [[maybe_unused]] const ssize_t w = ::pwrite(fd, line.data(), line.size(), 0);
+  }
+  return lock;
+}
+
 FileLock::~FileLock() {
   if (fd_ >= 0) ::close(fd_);  // closing the last descriptor releases the lock
 }

@@ -7,6 +7,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -40,6 +41,7 @@ std::string hex64(uint64_t v);
 // several processes (or threads) may start at once on the same folder, e.g. two test binaries or two
 // `stoke data mnist` fetching and writing one data set: the second waits, then finds the work done.
 // flock, not fcntl: fcntl locks belong to the process, so two threads would both get one.
+// The kernel releases it when the process dies, however it dies (kill -9 included), so a lock is never left stuck.
 class FileLock {
  public:
   explicit FileLock(const std::string& path);  // blocks; throws stoke::Error naming the file
@@ -47,7 +49,13 @@ class FileLock {
   FileLock(const FileLock&) = delete;
   FileLock& operator=(const FileLock&) = delete;
 
+  // Without waiting: the lock, with `note` (who holds it: "pid 123, stoke train") written into the file for the next
+  // one to read; or null when someone else holds it, with *holder set to that holder's note. Throws stoke::Error
+  // naming the file when it cannot be opened.
+  static std::unique_ptr<FileLock> try_lock(const std::string& path, const std::string& note, std::string* holder);
+
  private:
+  FileLock() = default;
   int fd_ = -1;
 };
 

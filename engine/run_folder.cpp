@@ -1,6 +1,8 @@
 // The files of a run folder that are not checkpoints: metrics.jsonl (and TensorBoard), left_out.txt; the folder's
-// default name (engine/run_folder.h).
+// default name and its lock (engine/run_folder.h).
 #include "engine/run_folder.h"
+
+#include <unistd.h>
 
 #include <ctime>
 #include <filesystem>
@@ -28,6 +30,16 @@ void JsonlWriter::write(const json& j) {
 
 void JsonlWriter::flush() {
   if (tb_) tb_->flush();
+}
+
+std::unique_ptr<FileLock> lock_run_folder(const std::string& dir, const std::string& who) {
+  std::string holder;
+  auto lock = FileLock::try_lock((std::filesystem::path(dir) / ".lock").string(),
+                                 str("pid ", static_cast<long>(::getpid()), ", ", who), &holder);
+  if (!lock)
+    throw UserError(str(dir, " is in use by another stoke process (", holder,
+                        "): a run writes its folder alone; wait for it to end, or choose another --out"));
+  return lock;
 }
 
 std::string default_run_dir(const std::string& model) {

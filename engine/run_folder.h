@@ -11,6 +11,7 @@
 #include <optional>
 #include <string>
 
+#include "base/fs.h"
 #include "engine/metrics.h"
 #include "io/source/source.h"
 #include "report/tensorboard.h"
@@ -42,7 +43,13 @@ struct RunFolder {
   double best_score = -std::numeric_limits<double>::infinity();  // of cfg.best_metric (val_loss negated)
   ClassificationReport last_report;
   std::unique_ptr<JsonlWriter> metrics;  // rank 0 only
+  std::unique_ptr<FileLock> lock;        // rank 0's hold on the folder, for the run's whole life
 };
+
+// A run writes its folder alone: the exclusive lock on DIR/.lock (flock, dropped by the kernel when the holder dies,
+// kill -9 included). `who` names this process's use of it ("stoke train"). Throws UserError naming the folder and
+// the holder's pid when another process holds it.
+std::unique_ptr<FileLock> lock_run_folder(const std::string& dir, const std::string& who);
 
 // runs/<model>-<date>-<time>, before rank 0 claims a free name.
 std::string default_run_dir(const std::string& model);

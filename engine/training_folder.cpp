@@ -78,6 +78,14 @@ void TrainingRun::open_run_folder() {
     if (plan_.world.size > 1) folder_.dir = comm_->broadcast_string(folder_.dir, 0);
   }
   folder_.metrics_path = (fs::path(folder_.dir) / "metrics.jsonl").string();
+  // Before anything in the folder is read or changed: a second run there (or a report) would interleave its files
+  // with this one's, and both would report success.
+  if (plan_.world.writer && (!resuming_ || fs::is_directory(folder_.dir))) {
+    std::error_code ec;
+    fs::create_directories(folder_.dir, ec);
+    if (ec) throw UserError(str("cannot create run folder ", folder_.dir, ": ", ec.message()));
+    folder_.lock = lock_run_folder(folder_.dir, resuming_ ? "stoke train --resume" : "stoke train");
+  }
   if (resuming_) {
     resume_from_checkpoint();
     return;

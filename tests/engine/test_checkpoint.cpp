@@ -4,6 +4,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <set>
 #include <thread>
 
@@ -68,6 +69,21 @@ TEST(AtomicWrite, AFullDiskLeavesThePreviousFileIntact) {
   inject_write_failure_after(-1);
   EXPECT_EQ(slurp(p), std::string(1000, 'a'));
   EXPECT_FALSE(fs::exists(p + ".tmp"));
+}
+
+// A run folder's lock: a second holder is refused at once and told who holds it; released, it can be taken again.
+TEST(FileLock, TryLockIsRefusedWhileHeldAndNamesTheHolder) {
+  TempDir tmp("try-lock");
+  const std::string p = (tmp.path() / ".lock").string();
+  std::string holder;
+  std::unique_ptr<FileLock> first = FileLock::try_lock(p, "pid 111, stoke train", &holder);
+  ASSERT_NE(first, nullptr);
+  EXPECT_EQ(FileLock::try_lock(p, "pid 222, stoke train", &holder), nullptr) << "two holders at once";
+  EXPECT_EQ(holder, "pid 111, stoke train");
+  first.reset();
+  std::unique_ptr<FileLock> second = FileLock::try_lock(p, "pid 222, stoke train", &holder);
+  ASSERT_NE(second, nullptr) << "released with its holder";
+  EXPECT_EQ(slurp(p), "pid 222, stoke train\n");
 }
 
 // The default run folder holds the time to the second: two runs started together must still get two folders.
