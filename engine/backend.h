@@ -47,6 +47,11 @@ struct BackendOptions {
   // PyTorch DDP) each rank uses its own slice's statistics. No effect in a world of 1 on the CPU.
   bool sync_bn = false;
   int device = 0;  // CUDA: the device this process drives (the launcher's local rank)
+  // Fine-tuning (engine/init_weights.h, fine_tune_plan): per Graph parameter, a factor on the lr (empty: all 1);
+  // 0 freezes it: no update, and backward skips its weight gradient and stops where nothing upstream trains.
+  std::vector<float> lr_mult;
+  // Per node: a batch norm that runs in eval mode during training (running statistics used, not updated).
+  std::vector<char> bn_eval;
 };
 
 // One training step as the trainer hands it over: the batch exactly as its source gave it (io/pipeline/batch_source.h)
