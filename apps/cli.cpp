@@ -102,6 +102,16 @@ void add_train(CLI::App& app, TrainConfig& cfg, std::string& optimizer, std::str
   t->add_flag("--init-partial", cfg.init_partial,
               "With --init: load the tensors that fit and initialise the rest, listing both sides (default: any "
               "difference stops the run, naming each tensor)");
+  add_choice(t, "--freeze", cfg.freeze, parse_freeze, {"none", "backbone"},
+             "none | backbone: train only the classifier (the last linear layer); the backbone's weights and batch-norm "
+             "statistics stay as loaded, and backward stops at the classifier");
+  t->add_flag("--freeze-bn", cfg.freeze_bn,
+              "Every batch norm in eval mode while training: running statistics used, not updated (gamma and beta "
+              "still train)");
+  t->add_option("--lr-backbone-mult", cfg.lr_backbone_mult,
+                "The backbone's lr is this times the scheduled lr; the classifier's is the lr itself")
+      ->capture_default_str()
+      ->check(kPositive);
   t->add_option("--normalize", cfg.normalize,
                 "Input mean/std of pixel/255: data (estimated from 2,000 training images; the default) | imagenet | "
                 "none | MEAN,STD, or per channel M1:M2:M3,S1:S2:S3; with --init of a file the default is imagenet, "

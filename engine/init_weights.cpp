@@ -178,12 +178,6 @@ bool differs_in_channels(const Dims& want, const Dims& found, bool torch) {
   return want[ch] != found[ch];
 }
 
-int classifier_node(const Graph& g) {
-  for (int i = g.output(); i >= 0; --i)
-    if (g.node(i).op == Op::linear) return i;
-  return -1;
-}
-
 int stem_node(const Graph& g) {
   for (int i = 0; i <= g.output(); ++i)
     if (g.node(i).op == Op::conv && g.node(i).inputs[0] == g.input()) return i;
@@ -250,6 +244,35 @@ bool load_one(Matching& m, const Expected& e, bool fresh_head, int head, int ste
 }
 
 }  // namespace
+
+int classifier_node(const Graph& g) {
+  for (int i = g.output(); i >= 0; --i)
+    if (g.node(i).op == Op::linear) return i;
+  return -1;
+}
+
+bool FineTunePlan::trivial() const {
+  for (float m : lr_mult)
+    if (m != 1.f) return false;
+  for (char b : bn_eval)
+    if (b) return false;
+  return true;
+}
+
+FineTunePlan fine_tune_plan(const Graph& g, Freeze freeze, bool freeze_bn, float backbone_lr_mult) {
+  FineTunePlan p;
+  const int head = classifier_node(g);
+  std::vector<char> in_head(g.params().size(), 0);
+  if (head >= 0)
+    for (int idx : {g.node(head).weight, g.node(head).bias})
+      if (idx >= 0) in_head[static_cast<size_t>(idx)] = 1;
+  const float backbone = freeze == Freeze::backbone ? 0.f : backbone_lr_mult;
+  for (size_t i = 0; i < in_head.size(); ++i) p.lr_mult.push_back(in_head[i] ? 1.f : backbone);
+  // A frozen backbone keeps its statistics too: its batch norms run as they will at inference.
+  for (const Node& nd : g.nodes())
+    p.bn_eval.push_back(nd.op == Op::batchnorm && (freeze_bn || freeze == Freeze::backbone) ? 1 : 0);
+  return p;
+}
 
 std::string listed(const std::vector<std::string>& lines, size_t max) {
   std::string s;

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "engine/graph.h"
+#include "engine/optimizer.h"
 #include "engine/safetensors.h"
 
 namespace stoke {
@@ -48,6 +49,18 @@ struct InitSource {
   std::vector<float> mean, stdev;  // a stoke run's normalisation; empty for a file
 };
 InitSource resolve_init_source(const std::string& path);
+
+// The classifier: the last linear layer (-1 when the model has none).
+int classifier_node(const Graph& g);
+
+// What trains, and how, in a fine-tuning run: the policy behind --freeze, --freeze-bn and --lr-backbone-mult, which
+// the backends apply (BackendOptions). The backbone is every parameter but the classifier's.
+struct FineTunePlan {
+  std::vector<float> lr_mult;  // per Graph parameter: 1 for the classifier, the backbone's multiplier, 0 when frozen
+  std::vector<char> bn_eval;   // per node: a batch norm that runs in eval mode while training
+  bool trivial() const;        // all 1, no eval-mode batch norm: an ordinary run
+};
+FineTunePlan fine_tune_plan(const Graph& g, Freeze freeze, bool freeze_bn, float backbone_lr_mult);
 
 // Lines for a message: at most `max`, then "... and N more", each indented by two spaces.
 std::string listed(const std::vector<std::string>& lines, size_t max = 8);

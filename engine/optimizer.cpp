@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <utility>
 
 #include "base/error.h"
 #include "base/parallel.h"
@@ -14,6 +15,13 @@ OptimizerKind parse_optimizer(const std::string& s) {
   throw UserError(str("unknown optimizer '", s, "' (expected sgd or adamw)"));
 }
 const char* to_string(OptimizerKind k) { return k == OptimizerKind::sgd ? "sgd" : "adamw"; }
+
+Freeze parse_freeze(const std::string& s) {
+  if (s == "none") return Freeze::none;
+  if (s == "backbone") return Freeze::backbone;
+  throw UserError(str("unknown --freeze '", s, "' (expected backbone or none)"));
+}
+const char* to_string(Freeze f) { return f == Freeze::none ? "none" : "backbone"; }
 
 ScheduleKind parse_schedule(const std::string& s) {
   if (s == "constant") return ScheduleKind::constant;
@@ -30,14 +38,16 @@ const char* to_string(ScheduleKind k) {
   return "?";
 }
 
-Optimizer::Optimizer(const OptimizerConfig& cfg, const std::vector<ParamInfo>& params, int64_t num_params)
-    : cfg_(cfg), params_(params), n_(num_params) {
+Optimizer::Optimizer(const OptimizerConfig& cfg, const std::vector<ParamInfo>& params, int64_t num_params,
+                     std::vector<float> lr_mult)
+    : cfg_(cfg), params_(params), n_(num_params), lr_mult_(std::move(lr_mult)) {
+  STOKE_CHECK(lr_mult_.empty() || lr_mult_.size() == params.size(), "one lr multiplier per parameter");
   size_t per = static_cast<size_t>(num_params);
   if (cfg.kind == OptimizerKind::sgd && cfg.momentum != 0.f) state_.assign(per, 0.f);
   if (cfg.kind == OptimizerKind::adamw) state_.assign(2 * per, 0.f);
 }
 
-void Optimizer::step(float* params, const float* grads, float lr) {
+void Optimizer::step(float* params, const float* grads, float base_lr) {
   ++t_;
   const OptimizerConfig c = cfg_;
   const bool first = t_ == 1;
@@ -46,6 +56,9 @@ void Optimizer::step(float* params, const float* grads, float lr) {
   // Element-wise and independent: any split over threads gives the same bits.
   parallel_tasks(static_cast<int64_t>(params_.size()), [&](int64_t pi) {
     const ParamInfo& info = params_[static_cast<size_t>(pi)];
+    const float mult = lr_mult_.empty() ? 1.f : lr_mult_[static_cast<size_t>(pi)];
+    if (mult == 0.f) return;          // frozen: no decay, no moment update
+    const float lr = base_lr * mult;  // x 1 is exact: an unscaled parameter gets the bits it always had
     const float wd = info.weight_decay ? c.weight_decay : 0.f;
     float* p = params + info.offset;
     const float* g = grads + info.offset;
@@ -64,7 +77,7 @@ void Optimizer::step(float* params, const float* grads, float lr) {
     } else {
       float* m = state_.data() + info.offset;
       float* v = state_.data() + n_ + info.offset;
-      const float step_size = static_cast<float>(lr / bc1);
+      const float step_size = static_cast<float>(base_lr / bc1) * mult;  // as the CUDA kernel forms it
       const float inv_sqrt_bc2 = static_cast<float>(1.0 / std::sqrt(bc2));
       for (int64_t i = 0; i < info.size; ++i) {
         p[i] -= lr * wd * p[i];
@@ -104,14 +117,16 @@ float Schedule::at(int64_t step) const {
     const double initial = base / div_factor, final_lr = initial / final_div_factor;
     const double up = std::max(1.0, static_cast<double>(pct_start) * static_cast<double>(total_steps) - 1.0);
     const double s = static_cast<double>(step);
-    auto cosine = [&](double from, double to, double frac) { return to + (from - to) * 0.5 * (1.0 + std::cos(pi * frac)); };
+    auto cosine = [&](double from, double to, double frac) {
+      return to + (from - to) * 0.5 * (1.0 + std::cos(pi * frac));
+    };
     if (s <= up) return static_cast<float>(cosine(initial, base, s / up));
     const double down = std::max(1.0, static_cast<double>(total_steps - 1) - up);
     return static_cast<float>(cosine(base, final_lr, std::min(1.0, (s - up) / down)));
   }
   if (step < warmup_steps) {
-    const double f = warmup_start_factor + (1.0 - warmup_start_factor) * static_cast<double>(step) /
-                                               static_cast<double>(warmup_steps);
+    const double f = warmup_start_factor +
+                     (1.0 - warmup_start_factor) * static_cast<double>(step) / static_cast<double>(warmup_steps);
     return static_cast<float>(base * f);
   }
   if (kind == ScheduleKind::constant) return lr;

@@ -6,6 +6,8 @@
 //   AdamW: p -= lr*wd*p;  m = b1*m + (1-b1)*g;  v = b2*v + (1-b2)*g^2;
 //          p -= lr * (m/(1-b1^t)) / (sqrt(v/(1-b2^t)) + eps)
 // Weight decay applies only to parameters whose ParamInfo says so (not to BN affine parameters or biases).
+// A parameter's lr multiplier scales the lr of its update (discriminative fine-tuning); 0 freezes it: it and its
+// moment buffers are left untouched, bit for bit (an lr of 0 alone would still apply AdamW's decay).
 #pragma once
 
 #include <cstdint>
@@ -20,6 +22,11 @@ enum class OptimizerKind { sgd, adamw };
 OptimizerKind parse_optimizer(const std::string& s);  // throws UserError
 const char* to_string(OptimizerKind k);
 
+// --freeze: which parameters train. backbone: only the classifier (the last linear layer).
+enum class Freeze { none, backbone };
+Freeze parse_freeze(const std::string& s);  // throws UserError
+const char* to_string(Freeze f);
+
 struct OptimizerConfig {
   OptimizerKind kind = OptimizerKind::sgd;
   float momentum = 0.9f;
@@ -30,7 +37,9 @@ struct OptimizerConfig {
 
 class Optimizer {
  public:
-  Optimizer(const OptimizerConfig& cfg, const std::vector<ParamInfo>& params, int64_t num_params);
+  // lr_mult: one factor per parameter (empty: all 1; 0: frozen).
+  Optimizer(const OptimizerConfig& cfg, const std::vector<ParamInfo>& params, int64_t num_params,
+            std::vector<float> lr_mult = {});
 
   // One update of params from grads (grads are already divided by the batch, as the loss is a mean).
   void step(float* params, const float* grads, float lr);
@@ -48,6 +57,7 @@ class Optimizer {
   int64_t n_;
   int64_t t_ = 0;
   std::vector<float> state_;
+  std::vector<float> lr_mult_;
 };
 
 // Scales g so its global L2 norm is at most max_norm (no-op when already below); returns the norm before.
@@ -67,10 +77,10 @@ struct Schedule {
   int64_t total_steps = 1;
   int64_t warmup_steps = 0;
   float warmup_start_factor = 0.1f;
-  float final_factor = 0.0f;    // cosine: end at lr*final_factor
-  float pct_start = 0.25f;      // one-cycle
-  float div_factor = 25.f;      // one-cycle
-  float final_div_factor = 1e4f;// one-cycle
+  float final_factor = 0.0f;      // cosine: end at lr*final_factor
+  float pct_start = 0.25f;        // one-cycle
+  float div_factor = 25.f;        // one-cycle
+  float final_div_factor = 1e4f;  // one-cycle
   float at(int64_t step) const;
 };
 

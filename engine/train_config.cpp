@@ -49,6 +49,9 @@ json config_to_json(const TrainConfig& c) {
           {"seed", c.seed},
           {"init", c.init},
           {"init_partial", c.init_partial},
+          {"freeze", to_string(c.freeze)},
+          {"freeze_bn", c.freeze_bn},
+          {"lr_backbone_mult", c.lr_backbone_mult},
           {"normalize", c.normalize},
           {"limit_train", c.limit_train},
           {"limit_val", c.limit_val},
@@ -105,6 +108,9 @@ TrainConfig config_from_json(const json& j) {
     c.seed = static_cast<uint64_t>(json_int(j, "seed", 0, std::numeric_limits<int64_t>::max()));
     c.init = text("init", std::string());
     c.init_partial = flag("init_partial", false);
+    c.freeze = parse_freeze(text("freeze", std::string("none")));
+    c.freeze_bn = flag("freeze_bn", false);
+    c.lr_backbone_mult = real("lr_backbone_mult", 0, 1e6, 1.0);
     c.normalize = text("normalize", std::string("data"));  // runs from before --normalize estimated theirs
     c.limit_train = json_int(j, "limit_train", 0, kBig, 0);
     c.limit_val = json_int(j, "limit_val", 0, kBig, 0);

@@ -36,6 +36,11 @@ struct TrainConfig {
   uint64_t seed = 0;
   std::string init;           // --init: start from these weights (a safetensors file, a stoke run or checkpoint folder)
   bool init_partial = false;  // --init-partial: load the tensors that fit, initialise the rest (listed)
+  // Fine-tuning: --freeze backbone trains only the classifier (the last linear layer; the backbone's batch norms in
+  // eval mode too); --freeze-bn runs every batch norm in eval mode; --lr-backbone-mult scales the backbone's lr.
+  Freeze freeze = Freeze::none;
+  bool freeze_bn = false;
+  float lr_backbone_mult = 1.f;
   // --normalize: data (estimated from 2,000 training images) | imagenet | none | MEAN,STD (per channel
   // M1:M2:M3,S1:S2:S3).
   // "" = data, or with --init imagenet (a file) or the run's own (a stoke run); a run records what it resolved to.

@@ -15,7 +15,9 @@ constexpr int kAutoBatches = 20;
 }  // namespace
 
 int TrainingRun::recalibration_batches() const {
-  if (cfg_.bn_recalibrate == 0 || plan_.batch.steps_per_epoch < 1) return 0;
+  if (cfg_.bn_recalibrate == 0 || plan_.batch.steps_per_epoch < 1 || cfg_.epochs == 0) return 0;
+  // Frozen statistics (--freeze-bn, a frozen backbone) are the imported ones on purpose.
+  if (cfg_.freeze_bn || cfg_.freeze == Freeze::backbone) return 0;
   const auto& nodes = model_.graph.nodes();
   if (std::none_of(nodes.begin(), nodes.end(), [](const Node& n) { return n.op == Op::batchnorm; })) return 0;
   int64_t n = cfg_.bn_recalibrate;

@@ -124,6 +124,8 @@ void check_train_config(const TrainConfig& cfg) {
   if (cfg.bn_recalibrate < -1) throw UserError("--bn-recalibrate must be auto or a number of batches (0: off)");
   if (cfg.decoders < 0) throw UserError("--decoders must be auto or a positive number");
   if (cfg.init_partial && cfg.init.empty()) throw UserError("--init-partial needs --init FILE");
+  if (!(cfg.lr_backbone_mult > 0.f) || !std::isfinite(cfg.lr_backbone_mult))
+    throw UserError("--lr-backbone-mult must be a positive number (--freeze backbone freezes it)");
   std::vector<float> mean, stdev;
   fixed_normalization(cfg.normalize, 0, mean, stdev);  // the syntax, before the data is opened
   if (decodes_once(cfg.cache) && cfg.augment == Augment::crop_flip)
@@ -402,6 +404,11 @@ void TrainingRun::start_backend() {
   bopt.deterministic = cfg_.deterministic;
   bopt.sync_bn = cfg_.sync_bn;
   bopt.graphs = cfg_.graphs;
+  FineTunePlan ft = fine_tune_plan(model_.graph, cfg_.freeze, cfg_.freeze_bn, cfg_.lr_backbone_mult);
+  if (!ft.trivial()) {
+    bopt.lr_mult = std::move(ft.lr_mult);
+    bopt.bn_eval = std::move(ft.bn_eval);
+  }
   try {
     backend_ = make_backend(plan_.device.use_cuda, model_.graph, bopt);
   } catch (const OutOfMemory& e) {

@@ -37,4 +37,10 @@ void batchnorm_backward(int rows, int C, const float* x, const float* gamma, con
                         const float* save_invstd, const float* dy, float* dx, float* dgamma, float* dbeta,
                         const ChannelAllReduce* across = nullptr);
 
+// Backward of the eval-mode forward (a frozen batch norm that still passes gradients on): the running statistics
+// are constants. dx assigned; dgamma, dbeta accumulated; any of them null to skip.
+void batchnorm_backward_eval(int rows, int C, const float* x, const float* gamma, const float* running_mean,
+                             const float* running_var, float eps, const float* dy, float* dx, float* dgamma,
+                             float* dbeta);
+
 }  // namespace stoke::cpu

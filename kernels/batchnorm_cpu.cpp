@@ -9,8 +9,8 @@
 #include <vector>
 
 #include "base/error.h"
-#include "kernels/batchnorm.h"
 #include "base/parallel.h"
+#include "kernels/batchnorm.h"
 
 namespace stoke::cpu {
 namespace {
@@ -156,6 +156,37 @@ void batchnorm_backward(int rows, int C, const float* x, const float* gamma, con
         const int64_t i = r * C + c;
         dx[i] = k1[c] * dy[i] + k2[c] * (x[i] - save_mean[c]) + k3[c];
       }
+  });
+}
+
+// Eval mode the statistics are constants: xhat = (x - running_mean) * invstd, dx = gamma * invstd * dy.
+void batchnorm_backward_eval(int rows, int C, const float* x, const float* gamma, const float* running_mean,
+                             const float* running_var, float eps, const float* dy, float* dx, float* dgamma,
+                             float* dbeta) {
+  STOKE_CHECK(rows > 0 && C > 0, "batchnorm over an empty tensor");
+  std::vector<double> invstd(C);
+  for (int c = 0; c < C; ++c) invstd[c] = 1.0 / std::sqrt(double{running_var[c]} + double{eps});
+  if (dgamma || dbeta) {
+    std::vector<double> sums(2 * static_cast<size_t>(C));
+    channel_sums(rows, C, 2, sums.data(), sums.data() + C, [&](int64_t r, double* a0, double* a1) {
+      const float* xr = x + r * C;
+      const float* dyr = dy + r * C;
+      for (int c = 0; c < C; ++c) {
+        a0[c] += dyr[c];
+        a1[c] += dyr[c] * ((double{xr[c]} - running_mean[c]) * invstd[c]);
+      }
+    });
+    for (int c = 0; c < C; ++c) {
+      if (dbeta) dbeta[c] += static_cast<float>(sums[static_cast<size_t>(c)]);
+      if (dgamma) dgamma[c] += static_cast<float>(sums[static_cast<size_t>(C + c)]);
+    }
+  }
+  if (!dx) return;
+  std::vector<float> k(C);
+  for (int c = 0; c < C; ++c) k[c] = static_cast<float>(double{gamma[c]} * invstd[c]);
+  parallel_for(rows, 1024, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r)
+      for (int c = 0; c < C; ++c) dx[r * C + c] = k[c] * dy[r * C + c];
   });
 }
 

@@ -13,23 +13,25 @@ constexpr int kThreads = 256;
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
     sgd_kernel(const OptimizerChunk* __restrict__ chunks, float* __restrict__ params, T* __restrict__ params_half,
-               const float* __restrict__ grads, float* __restrict__ buf, SgdArgs a, const int32_t* __restrict__ found_inf,
-               const SgdArgs* __restrict__ args_device) {
+               const float* __restrict__ grads, float* __restrict__ buf, SgdArgs a,
+               const int32_t* __restrict__ found_inf, const SgdArgs* __restrict__ args_device) {
   if (found_inf && *found_inf) return;
   if (args_device) a = *args_device;
   const OptimizerChunk ch = chunks[blockIdx.x];
+  if (ch.lr_mult == 0.f) return;  // frozen: parameters and momentum stay as they are, bit for bit
   const float wd = ch.weight_decay;
+  const float lr = __fmul_rn(a.lr, ch.lr_mult);
   for (int32_t j = threadIdx.x; j < ch.count; j += kThreads) {
     const int64_t i = ch.begin + j;
     float p = params[i];
     const float gi = __fadd_rn(__fmul_rn(grads[i], a.inv_scale), __fmul_rn(wd, p));
     if (buf == nullptr) {  // momentum 0: p -= lr * (g + wd * p)
-      p = __fsub_rn(p, __fmul_rn(a.lr, gi));
+      p = __fsub_rn(p, __fmul_rn(lr, gi));
     } else {
       const float b = a.first ? gi : __fadd_rn(__fmul_rn(a.momentum, buf[i]), gi);
       buf[i] = b;
       const float d = a.nesterov ? __fadd_rn(gi, __fmul_rn(a.momentum, b)) : b;
-      p = __fsub_rn(p, __fmul_rn(a.lr, d));
+      p = __fsub_rn(p, __fmul_rn(lr, d));
     }
     params[i] = p;
     if (params_half) params_half[i] = from_float<T>(p);
@@ -44,24 +46,27 @@ __global__ void __launch_bounds__(kThreads)
   if (found_inf && *found_inf) return;
   if (args_device) a = *args_device;
   const OptimizerChunk ch = chunks[blockIdx.x];
-  const float lr_wd = __fmul_rn(a.lr, ch.weight_decay);
+  if (ch.lr_mult == 0.f) return;  // frozen: no decay, m and v untouched
+  const float lr_wd = __fmul_rn(__fmul_rn(a.lr, ch.lr_mult), ch.weight_decay);
+  const float step_size = __fmul_rn(a.step_size, ch.lr_mult);  // the CPU's float(lr / bc1) * mult
   for (int32_t j = threadIdx.x; j < ch.count; j += kThreads) {
     const int64_t i = ch.begin + j;
     const float g = __fmul_rn(grads[i], a.inv_scale);
     float p = params[i];
-    p = __fsub_rn(p, __fmul_rn(lr_wd, p));                                              // p -= lr * wd * p
+    p = __fsub_rn(p, __fmul_rn(lr_wd, p));                                                  // p -= lr * wd * p
     const float mi = __fadd_rn(__fmul_rn(a.beta1, m[i]), __fmul_rn(a.one_minus_beta1, g));  // m = b1 m + (1-b1) g
     const float vi = __fadd_rn(__fmul_rn(a.beta2, v[i]), __fmul_rn(__fmul_rn(a.one_minus_beta2, g), g));
     m[i] = mi;
     v[i] = vi;
     const float denom = __fadd_rn(__fmul_rn(__fsqrt_rn(vi), a.inv_sqrt_bc2), a.eps);
-    p = __fsub_rn(p, __fdiv_rn(__fmul_rn(a.step_size, mi), denom));
+    p = __fsub_rn(p, __fdiv_rn(__fmul_rn(step_size, mi), denom));
     params[i] = p;
     if (params_half) params_half[i] = from_float<T>(p);
   }
 }
 
-__global__ void __launch_bounds__(kThreads) check_finite_kernel(int64_t n, const float* __restrict__ x, int32_t* found_inf) {
+__global__ void __launch_bounds__(kThreads)
+    check_finite_kernel(int64_t n, const float* __restrict__ x, int32_t* found_inf) {
   bool bad = false;
   for (int64_t i = global_thread(); i < n; i += grid_threads()) bad |= !isfinite(x[i]);
   if (__any_sync(0xffffffffu, bad) && (threadIdx.x % 32) == 0) atomicOr(found_inf, 1);
@@ -123,7 +128,8 @@ void adamw_step(const OptimizerChunk* chunks, int nchunks, float* params, T* par
                 float* v, const AdamwArgs& a, const int32_t* found_inf, cudaStream_t stream,
                 const AdamwArgs* args_device) {
   if (nchunks <= 0) return;
-  adamw_kernel<T><<<nchunks, kThreads, 0, stream>>>(chunks, params, params_half, grads, m, v, a, found_inf, args_device);
+  adamw_kernel<T>
+      <<<nchunks, kThreads, 0, stream>>>(chunks, params, params_half, grads, m, v, a, found_inf, args_device);
   CUDA_LAUNCH_CHECK(stream);
 }
 
@@ -133,9 +139,9 @@ void check_finite(int64_t n, const float* x, int32_t* found_inf, cudaStream_t st
   CUDA_LAUNCH_CHECK(stream);
 }
 
-#define INSTANTIATE(T)                                                                                             \
-  template void sgd_step<T>(const OptimizerChunk*, int, float*, T*, const float*, float*, const SgdArgs&,           \
-                            const int32_t*, cudaStream_t, const SgdArgs*);                                         \
+#define INSTANTIATE(T)                                                                                                \
+  template void sgd_step<T>(const OptimizerChunk*, int, float*, T*, const float*, float*, const SgdArgs&,             \
+                            const int32_t*, cudaStream_t, const SgdArgs*);                                            \
   template void adamw_step<T>(const OptimizerChunk*, int, float*, T*, const float*, float*, float*, const AdamwArgs&, \
                               const int32_t*, cudaStream_t, const AdamwArgs*);
 STOKE_FOR_EACH_STORAGE(INSTANTIATE)

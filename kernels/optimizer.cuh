@@ -35,13 +35,14 @@ struct OptimizerChunk {
   int64_t begin = 0;         // first element, in the flat arrays
   int32_t count = 0;         // elements (<= kOptimizerChunk)
   float weight_decay = 0.f;  // this parameter's decay (0 for BN affine parameters and biases)
+  float lr_mult = 1.f;       // this parameter's factor on the lr; 0: frozen, the block returns before any write
 };
 inline constexpr int32_t kOptimizerChunk = 8192;
 
 struct SgdArgs {
   float lr = 0.f, momentum = 0.f;
   bool nesterov = false;
-  bool first = false;      // the first step: buf = g
+  bool first = false;  // the first step: buf = g
   float inv_scale = 1.f;
 };
 
@@ -55,8 +56,8 @@ void sgd_step(const OptimizerChunk* chunks, int nchunks, float* params, T* param
 struct AdamwArgs {
   float lr = 0.f, beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f;
   float one_minus_beta1 = 0.1f, one_minus_beta2 = 0.001f;  // (1.f - beta), computed in float as the CPU does
-  float step_size = 0.f;     // float(lr / (1 - beta1^t)), computed in double on the host
-  float inv_sqrt_bc2 = 1.f;  // float(1 / sqrt(1 - beta2^t))
+  float step_size = 0.f;                                   // float(lr / (1 - beta1^t)), computed in double on the host
+  float inv_sqrt_bc2 = 1.f;                                // float(1 / sqrt(1 - beta2^t))
   float inv_scale = 1.f;
 };
 
@@ -110,7 +111,7 @@ struct StepControl {
 
 // What the host reads back per step (one small device-to-host copy, no wait inside the step).
 struct StepRecord {
-  float loss = 0.f;        // mean loss of the last loss() (written by softmax_cross_entropy)
+  float loss = 0.f;  // mean loss of the last loss() (written by softmax_cross_entropy)
   int32_t correct = 0;
   int32_t applied = 1;     // the last prepare_step let the update run
   float loss_scale = 1.f;  // the scale the last step's loss was computed with
@@ -120,9 +121,9 @@ struct StepRecord {
 // Device-resident across steps (one per executor).
 struct StepState {
   StepRecord record;
-  int32_t found_inf = 0;    // fp16: gradient overflow, set by check_finite
-  int32_t skip_update = 0;  // the update kernels' flag: non-finite loss, injected skip or overflow
-  int64_t t = 0;            // optimizer steps applied
+  int32_t found_inf = 0;             // fp16: gradient overflow, set by check_finite
+  int32_t skip_update = 0;           // the update kernels' flag: non-finite loss, injected skip or overflow
+  int64_t t = 0;                     // optimizer steps applied
   LossScaleState scaler{1.f, 0, 0};  // scale stays 1 without loss scaling
   SgdArgs sgd;
   AdamwArgs adamw;

@@ -35,7 +35,7 @@ class CpuBackend final : public TrainingBackend {
   CpuBackend(const Graph& g, const BackendOptions& o)
       : graph_(g),
         opt_(o),
-        optimizer_(o.optimizer, g.params(), g.num_params()),
+        optimizer_(o.optimizer, g.params(), g.num_params(), o.lr_mult),
         exec_(g, o.max_batch),
         params_(static_cast<size_t>(g.num_params())),
         grads_(params_.size() + kStepSums),
@@ -43,6 +43,7 @@ class CpuBackend final : public TrainingBackend {
         input_(static_cast<size_t>(o.max_batch * g.input_shape().size())),
         dlogits_(static_cast<size_t>(o.max_batch * exec_.outputs())) {
     normalize_coefficients(o.mean, o.stdev, scale_, shift_);
+    exec_.set_fine_tune(o.lr_mult, o.bn_eval);
     if (o.sync_bn && o.comm && o.comm->world() > 1) {
       // Called from forward and backward on the compute thread, between this step's other collectives: every
       // rank runs the same graph, so the calls line up across ranks.

@@ -5,13 +5,13 @@
 #include <new>
 
 #include "base/error.h"
+#include "base/parallel.h"
 #include "engine/memory_plan.h"
 #include "engine/op_shapes.h"
 #include "kernels/activation.h"
 #include "kernels/batchnorm.h"
 #include "kernels/conv2d.h"
 #include "kernels/linear.h"
-#include "base/parallel.h"
 #include "kernels/pool.h"
 #include "kernels/tensor_ops.h"
 
@@ -23,7 +23,7 @@ CpuExecutor::CpuExecutor(const Graph& graph, int max_batch, bool poison_dead) : 
   opt.mode = PlanMode::train;  // a superset of what evaluation needs
   opt.element_bytes = 4;
   opt.alignment = 64;
-  opt.share_concat = false;    // the CPU ops take dense tensors
+  opt.share_concat = false;  // the CPU ops take dense tensors
   const MemoryPlan plan = plan_memory(graph, max_batch, opt);
   arena_bytes_ = plan.arena_bytes;
   arena_.reset(new (std::align_val_t{64}) std::byte[static_cast<size_t>(arena_bytes_)]);
@@ -36,6 +36,7 @@ CpuExecutor::CpuExecutor(const Graph& graph, int max_batch, bool poison_dead) : 
   scratch_floats_.assign(count, 0);
   argmax_.assign(count, nullptr);
   has_grad_.assign(count, 0);
+  set_fine_tune({}, {});
   auto at = [&](int t) -> std::byte* {
     if (t < 0) return nullptr;
     const PlannedTensor& pt = plan.tensors[static_cast<size_t>(t)];
@@ -66,6 +67,23 @@ CpuExecutor::CpuExecutor(const Graph& graph, int max_batch, bool poison_dead) : 
   }
 }
 
+void CpuExecutor::set_fine_tune(const std::vector<float>& lr_mult, const std::vector<char>& bn_eval) {
+  const auto& nodes = graph_.nodes();
+  STOKE_CHECK(lr_mult.empty() || lr_mult.size() == graph_.params().size(), "one lr multiplier per parameter");
+  STOKE_CHECK(bn_eval.empty() || bn_eval.size() == nodes.size(), "one bn_eval flag per node");
+  trainable_.assign(graph_.params().size(), 1);
+  for (size_t i = 0; i < lr_mult.size(); ++i) trainable_[i] = lr_mult[i] != 0.f;
+  bn_eval_ = bn_eval.empty() ? std::vector<char>(nodes.size(), 0) : bn_eval;
+  upstream_.assign(nodes.size(), 0);
+  auto trains = [&](int idx) { return idx >= 0 && trainable_[static_cast<size_t>(idx)]; };
+  for (size_t i = 1; i < nodes.size(); ++i) {  // nodes come in execution order: inputs are decided first
+    const Node& nd = nodes[i];
+    char up = trains(nd.weight) || trains(nd.bias);
+    for (int j : nd.inputs) up = up || upstream_[static_cast<size_t>(j)];
+    upstream_[i] = up;
+  }
+}
+
 void CpuExecutor::poison_through(int step) {
   for (; poisoned_ < dying_.size() && dying_[poisoned_].last <= step; ++poisoned_)
     std::fill_n(dying_[poisoned_].at, dying_[poisoned_].floats, std::numeric_limits<float>::quiet_NaN());
@@ -79,6 +97,7 @@ const float* CpuExecutor::forward(int n, const float* x, const float* params, fl
   STOKE_CHECK(n >= 1 && n <= max_batch_, "batch ", n, " > planned ", max_batch_);
   n_ = n;
   x_ = x;
+  buffers_ = buffers;
   poisoned_ = 0;
   const auto& nodes = graph_.nodes();
   const auto& P = graph_.params();
@@ -98,10 +117,10 @@ const float* CpuExecutor::forward(int n, const float* x, const float* params, fl
       case Op::conv: cpu::conv2d_forward(conv_shape(nd, in, n), xin, param(nd.weight), param(nd.bias), y); break;
       case Op::batchnorm: {
         int rows = n * in.h * in.w;
-        if (train)
+        if (train && !bn_eval_[i])
           cpu::batchnorm_forward_train(rows, in.c, xin, param(nd.weight), param(nd.bias), nd.eps, nd.momentum,
-                                       buffer(nd.running_mean), buffer(nd.running_var), y, saved_[i],
-                                       saved_[i] + in.c, across());
+                                       buffer(nd.running_mean), buffer(nd.running_var), y, saved_[i], saved_[i] + in.c,
+                                       across());
         else
           cpu::batchnorm_forward_eval(rows, in.c, xin, param(nd.weight), param(nd.bias), buffer(nd.running_mean),
                                       buffer(nd.running_var), nd.eps, y);
@@ -133,7 +152,7 @@ const float* CpuExecutor::forward(int n, const float* x, const float* params, fl
 }
 
 float* CpuExecutor::grad_target(int node, int64_t count, int current) {
-  if (node == 0) return nullptr;
+  if (node == 0 || !upstream_[static_cast<size_t>(node)]) return nullptr;  // no trainable parameter behind it
   if (!has_grad_[static_cast<size_t>(node)]) return grad(node);
   STOKE_CHECK(scratch_[static_cast<size_t>(current)] && count <= scratch_floats_[static_cast<size_t>(current)],
               "no planned scratch for the backward of node ", current);
@@ -156,7 +175,9 @@ void CpuExecutor::backward(const float* params, float* grads, const float* dout)
   const auto& P = graph_.params();
   auto in_ptr = [&](int node) -> const float* { return node == 0 ? x_ : act(node); };
   auto param = [&](int idx) -> const float* { return idx < 0 ? nullptr : params + P[static_cast<size_t>(idx)].offset; };
-  auto pgrad = [&](int idx) -> float* { return idx < 0 ? nullptr : grads + P[static_cast<size_t>(idx)].offset; };
+  auto pgrad = [&](int idx) -> float* {
+    return idx < 0 || !trainable_[static_cast<size_t>(idx)] ? nullptr : grads + P[static_cast<size_t>(idx)].offset;
+  };
 
   std::fill(has_grad_.begin(), has_grad_.end(), 0);
   const int out = graph_.output();
@@ -168,6 +189,7 @@ void CpuExecutor::backward(const float* params, float* grads, const float* dout)
   for (int node = out; node >= 1; --node) {
     poison_through(2 * steps_n - node - 1);  // everything that died before this node's backward (step 2N - i)
     if (!has_grad_[static_cast<size_t>(node)]) continue;  // output unused by the loss
+    if (!upstream_[static_cast<size_t>(node)]) continue;  // nothing at or before it trains: backward ends here
     running_ = node;
     const Node& nd = nodes[static_cast<size_t>(node)];
     const float* dy = grad(node);
@@ -181,9 +203,17 @@ void CpuExecutor::backward(const float* params, float* grads, const float* dout)
                              pgrad(nd.bias));
         break;
       case Op::batchnorm:
-        cpu::batchnorm_backward(n * in.h * in.w, in.c, in_ptr(x0), param(nd.weight),
-                                saved_[static_cast<size_t>(node)], saved_[static_cast<size_t>(node)] + in.c, dy, dx,
-                                pgrad(nd.weight), pgrad(nd.bias), across());
+        if (bn_eval_[static_cast<size_t>(node)]) {
+          const auto& B = graph_.buffers();
+          cpu::batchnorm_backward_eval(n * in.h * in.w, in.c, in_ptr(x0), param(nd.weight),
+                                       buffers_ + B[static_cast<size_t>(nd.running_mean)].offset,
+                                       buffers_ + B[static_cast<size_t>(nd.running_var)].offset, nd.eps, dy, dx,
+                                       pgrad(nd.weight), pgrad(nd.bias));
+          break;
+        }
+        cpu::batchnorm_backward(n * in.h * in.w, in.c, in_ptr(x0), param(nd.weight), saved_[static_cast<size_t>(node)],
+                                saved_[static_cast<size_t>(node)] + in.c, dy, dx, pgrad(nd.weight), pgrad(nd.bias),
+                                across());
         break;
       case Op::relu:
         if (dx) cpu::relu_backward(in_count, act(node), dy, dx);
@@ -198,8 +228,8 @@ void CpuExecutor::backward(const float* params, float* grads, const float* dout)
         if (dx) cpu::global_avgpool_backward(n, in.h * in.w, in.c, dy, dx);
         break;
       case Op::linear:
-        cpu::linear_backward(n, nd.in_features, nd.out_features, in_ptr(x0), param(nd.weight), dy, dx,
-                             pgrad(nd.weight), pgrad(nd.bias));
+        cpu::linear_backward(n, nd.in_features, nd.out_features, in_ptr(x0), param(nd.weight), dy, dx, pgrad(nd.weight),
+                             pgrad(nd.bias));
         break;
       case Op::add:
         // Both inputs receive dy; route each through the same accumulate-or-assign logic.

@@ -3,7 +3,8 @@
 // Activations, their gradients and the saved tensors live in ONE arena laid out by the memory planner
 // (engine/memory_plan.h, training plan, dense concats) for the largest batch at construction: a tensor's bytes
 // are reused once it is dead, and forward and backward allocate nothing.
-// Parameter gradients accumulate (+=) into the caller's flat gradient array, in the Graph's parameter layout; the caller zeroes it between steps.
+// Parameter gradients accumulate (+=) into the caller's flat gradient array, in the Graph's parameter layout; the
+// caller zeroes it between steps.
 #pragma once
 
 #include <cstddef>
@@ -37,6 +38,12 @@ class CpuExecutor {
   // (kernels/batchnorm.h). Empty (the default): over this process's rows.
   void set_sync_batchnorm(cpu::ChannelAllReduce across) { across_ = std::move(across); }
 
+  // Fine-tuning (BackendOptions::lr_mult, bn_eval): a parameter whose multiplier is 0 gets no gradient (its dW/db
+  // is not computed), an activation gets one only where a trainable parameter lies at or before it (so a frozen
+  // backbone's backward stops at the classifier), and a flagged batch norm runs in eval mode in training too.
+  // Empty vectors: everything trains, every batch norm follows `train`.
+  void set_fine_tune(const std::vector<float>& lr_mult, const std::vector<char>& bn_eval);
+
   // The node whose forward or backward is running: a --sync-bn exchange can tell which batch norm it serves (the
   // tests record the order of the collectives with it).
   int running_node() const { return running_; }
@@ -61,6 +68,7 @@ class CpuExecutor {
   int n_ = 0;  // batch of the last forward
   int running_ = 0;
   const float* x_ = nullptr;
+  const float* buffers_ = nullptr;  // of the last forward: an eval-mode batch norm's backward reads its statistics
   cpu::ChannelAllReduce across_;
   const cpu::ChannelAllReduce* across() const { return across_ ? &across_ : nullptr; }
   struct AlignedDelete {
@@ -72,6 +80,9 @@ class CpuExecutor {
   std::vector<int64_t> scratch_floats_;
   std::vector<int32_t*> argmax_;
   std::vector<char> has_grad_;
+  std::vector<char> trainable_;  // per parameter
+  std::vector<char> upstream_;   // per node: a trainable parameter at or before it (its gradient is wanted)
+  std::vector<char> bn_eval_;    // per node
   struct Dying {
     int last;
     float* at;

@@ -26,7 +26,7 @@ namespace stoke::cuda {
 inline constexpr int64_t kConvWorkspaceLimit = int64_t{256} << 20;  // CudaExecutorOptions::conv_workspace_limit
 inline constexpr int64_t kCublasLtWorkspace = int64_t{32} << 20;    // LinearRunner::kDefaultWorkspace
 inline constexpr int32_t kOptimizerChunkElems = 8192;               // kernels/optimizer.cuh: kOptimizerChunk
-inline constexpr int64_t kOptimizerChunkBytes = 16;                 // sizeof(OptimizerChunk)
+inline constexpr int64_t kOptimizerChunkBytes = 24;                 // sizeof(OptimizerChunk)
 inline constexpr int64_t kStepStructBytes = 256;                    // at least sizeof(StepState), sizeof(StepControl)
 inline constexpr int64_t kParamAlignElems = 64;                     // DeviceParamLayout::kParamAlignElems
 

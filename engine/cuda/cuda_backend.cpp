@@ -138,6 +138,8 @@ class CudaBackend final : public TrainingBackend {
     x.optimizer = o.optimizer;
     x.deterministic = o.deterministic;
     x.device = o.device;
+    x.lr_mult = o.lr_mult;
+    x.bn_eval = o.bn_eval;
     return x;
   }
 

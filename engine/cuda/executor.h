@@ -74,6 +74,10 @@ struct CudaExecutorOptions {
   int device = 0;
   float loss_scale = 65536.f;             // fp16: initial dynamic loss scale
   int loss_scale_growth_interval = 2000;  // fp16: finite steps before the scale doubles
+  // Fine-tuning, as BackendOptions has them: per parameter a factor on the lr (0: frozen, no dW/db in backward),
+  // per node a batch norm that runs in eval mode while training. Empty: all train, none in eval mode.
+  std::vector<float> lr_mult;
+  std::vector<char> bn_eval;
 };
 
 struct CudaStepStats {

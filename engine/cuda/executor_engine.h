@@ -284,7 +284,7 @@ class Engine {
   // Where an op writes node's gradient: its own buffer the first time, else scratch (slot 0 or 1) to be added.
   Slot take(int node, int slot, int64_t count) {
     Slot r;
-    if (node == 0) return r;  // the graph input needs no gradient
+    if (node == 0 || !upstream_[static_cast<size_t>(node)]) return r;  // the input, or nothing behind it trains
     r.node = node;
     r.count = count;
     if (!has_grad_[static_cast<size_t>(node)]) {
@@ -310,6 +310,11 @@ class Engine {
   float* master(int idx) const { return idx < 0 ? nullptr : params_ + pl_.offset(static_cast<size_t>(idx)); }
   const T* weight(int idx) const { return idx < 0 ? nullptr : params_half_ + pl_.offset(static_cast<size_t>(idx)); }
   float* grad(int idx) const { return idx < 0 ? nullptr : grads_ + pl_.offset(static_cast<size_t>(idx)); }
+  // A parameter that gets a gradient: not frozen (CudaExecutorOptions::lr_mult).
+  bool trains(int idx) const {
+    return idx >= 0 && (opt_.lr_mult.empty() || opt_.lr_mult[static_cast<size_t>(idx)] != 0.f);
+  }
+  bool bn_eval(int node) const { return !opt_.bn_eval.empty() && opt_.bn_eval[static_cast<size_t>(node)]; }
 
   // The convolution as cuDNN sees it: a conv reading the padded input gets the padded channel count.
   ConvShape dev_conv_shape(const Node& nd, int n) const {
@@ -381,6 +386,8 @@ class Engine {
 
   // One node of backward() (its gradient to its inputs and parameters), n rows.
   void backward_node(int node, int n);
+  // upstream_ from the lr multipliers; refuses what the CUDA passes cannot do (an eval-mode BN's backward).
+  void plan_fine_tune();
 
   // ---- members (ctx_ first: it selects the device everything else lives on) --------------------------------------
   const Graph& g_;
@@ -420,6 +427,7 @@ class Engine {
   std::vector<int32_t*> argmax_;
   std::vector<float*> save_mean_, save_invstd_;
   std::vector<char> has_grad_;
+  std::vector<char> upstream_;  // per node: a trainable parameter at or before it (backward ends where none is)
   struct Scratch {
     T* ptr = nullptr;
     int64_t count = 0;

@@ -26,6 +26,7 @@ Engine<T>::Engine(const Graph& graph, int max_batch, const CudaExecutorOptions& 
     interior_ = std::move(fp.interior);
   }
   pl_ = cuda::DeviceParamLayout(g_.params());
+  plan_fine_tune();
   bool only_convs = true;
   for (size_t i = 1; i < N; ++i)
     for (int j : nodes[i].inputs)
@@ -53,7 +54,8 @@ Engine<T>::Engine(const Graph& graph, int max_batch, const CudaExecutorOptions& 
         conv_ws_bytes_ = std::max(conv_ws_bytes_, conv_->prepare(sh, opt.conv_workspace_limit, &b, nd.inputs[0] != 0));
       } else {
         // Plan only what runs: the image gets no gradient, so the first convolution's backward-data is never asked.
-        conv_ws_bytes_ = std::max(conv_ws_bytes_, conv_->prepare(sh, opt.conv_workspace_limit, nullptr, nd.inputs[0] != 0));
+        conv_ws_bytes_ =
+            std::max(conv_ws_bytes_, conv_->prepare(sh, opt.conv_workspace_limit, nullptr, nd.inputs[0] != 0));
       }
       if (nd.bias >= 0)
         reduce_ws_bytes_ =
@@ -84,7 +86,7 @@ Engine<T>::Engine(const Graph& graph, int max_batch, const CudaExecutorOptions& 
     for (int64_t b = 0; b < p.size; b += cuda::kOptimizerChunk)
       chunks_host_.push_back({pl_.offset(i) + b,
                               static_cast<int32_t>(std::min<int64_t>(cuda::kOptimizerChunk, p.size - b)),
-                              p.weight_decay ? oc.weight_decay : 0.f});
+                              p.weight_decay ? oc.weight_decay : 0.f, opt_.lr_mult.empty() ? 1.f : opt_.lr_mult[i]});
   }
   if (oc.kind == OptimizerKind::sgd && oc.momentum != 0.f) state_sets_ = 1;
   if (oc.kind == OptimizerKind::adamw) state_sets_ = 2;
@@ -140,6 +142,23 @@ Engine<T>::Engine(const Graph& graph, int max_batch, const CudaExecutorOptions& 
 }
 
 template <typename T>
+void Engine<T>::plan_fine_tune() {
+  const auto& nodes = g_.nodes();
+  STOKE_CHECK(opt_.lr_mult.empty() || opt_.lr_mult.size() == g_.params().size(), "one lr multiplier per parameter");
+  STOKE_CHECK(opt_.bn_eval.empty() || opt_.bn_eval.size() == nodes.size(), "one bn_eval flag per node");
+  upstream_.assign(nodes.size(), 0);
+  for (size_t i = 1; i < nodes.size(); ++i) {  // execution order: a node's inputs are decided before it
+    char up = trains(nodes[i].weight) || trains(nodes[i].bias);
+    for (int j : nodes[i].inputs) up = up || upstream_[static_cast<size_t>(j)];
+    upstream_[i] = up;
+    // An eval-mode batch norm with something trainable behind it would need its eval backward, which only the CPU
+    // has; a frozen backbone's never runs.
+    if (bn_eval(static_cast<int>(i)) && up)
+      throw UserError("--freeze-bn without --freeze backbone is not built on the CUDA backend yet: use --device cpu");
+  }
+}
+
+template <typename T>
 void Engine<T>::backward() {
   STOKE_TRACE("backward");
   STOKE_CHECK(have_forward_ && forward_train_ && have_loss_grad_, "backward() needs a training forward and loss()");
@@ -154,7 +173,7 @@ void Engine<T>::backward() {
 
   for (int node = out; node >= 1; --node) {
     backward_node_ = node;
-    backward_node(node, n);
+    if (upstream_[static_cast<size_t>(node)]) backward_node(node, n);  // else nothing at or before it trains
     if (backward_hook_) backward_hook_(node);
   }
 }
@@ -179,7 +198,8 @@ void Engine<T>::backward_node(int node, int n) {
       Slot dx = take(x0, 0, in_count);
       if (dx.ptr) conv_->backward_data(sh, conv_weight(nd, node), dy, dx.ptr, conv_ws_, conv_ws_bytes_);
       give(dx);
-      if constexpr (std::is_same_v<T, float>) {
+      if (!trains(nd.weight)) {  // frozen: no dW
+      } else if constexpr (std::is_same_v<T, float>) {
         conv_->backward_filter(sh, in_ptr(x0), dy, grad(nd.weight), 1.f, conv_ws_, conv_ws_bytes_);
       } else {
         conv_->backward_filter(sh, in_ptr(x0), dy, conv_dw_, 0.f, conv_ws_, conv_ws_bytes_);
@@ -190,7 +210,7 @@ void Engine<T>::backward_node(int node, int n) {
         }
         cuda::accumulate<T>(g_.params()[static_cast<size_t>(nd.weight)].size, dw, grad(nd.weight), s);
       }
-      if (nd.bias >= 0)
+      if (trains(nd.bias))
         cuda::bias_backward<T>(int64_t{n} * nd.out.h * nd.out.w, nd.k, dy, grad(nd.bias), reduce_ws_, s);
       break;
     }
@@ -198,7 +218,8 @@ void Engine<T>::backward_node(int node, int n) {
       Slot dx = take(x0, 0, in_count);
       cuda::batchnorm_backward<T>(n * in.h * in.w, in.c, in_ptr(x0), master(nd.weight),
                                   save_mean_[static_cast<size_t>(node)], save_invstd_[static_cast<size_t>(node)], dy,
-                                  dx.ptr, grad(nd.weight), grad(nd.bias), reduce_ws_, s, sync_bn());
+                                  dx.ptr, trains(nd.weight) ? grad(nd.weight) : nullptr,
+                                  trains(nd.bias) ? grad(nd.bias) : nullptr, reduce_ws_, s, sync_bn());
       give(dx);
       break;
     }
@@ -230,8 +251,9 @@ void Engine<T>::backward_node(int node, int n) {
       Slot dx = take(x0, 0, in_count);
       if (dx.ptr) linear_->backward_data(n, nd.in_features, nd.out_features, weight(nd.weight), dy, dx.ptr);
       give(dx);
-      linear_->backward_weight(n, nd.in_features, nd.out_features, in_ptr(x0), dy, grad(nd.weight), linear_dw_);
-      if (nd.bias >= 0) cuda::bias_backward<T>(n, nd.out_features, dy, grad(nd.bias), reduce_ws_, s);
+      if (trains(nd.weight))
+        linear_->backward_weight(n, nd.in_features, nd.out_features, in_ptr(x0), dy, grad(nd.weight), linear_dw_);
+      if (trains(nd.bias)) cuda::bias_backward<T>(n, nd.out_features, dy, grad(nd.bias), reduce_ws_, s);
       break;
     }
     case Op::add: {
@@ -350,7 +372,7 @@ void Engine<T>::run_forward(int n, bool train) {
       }
       case Op::batchnorm: {
         const int rows = n * in.h * in.w;
-        if (train)
+        if (train && !bn_eval(static_cast<int>(i)))
           cuda::batchnorm_forward_train<T>(rows, in.c, x, master(nd.weight), master(nd.bias), nd.eps, nd.momentum,
                                            buffer(nd.running_mean), buffer(nd.running_var), y, save_mean_[i],
                                            save_invstd_[i], reduce_ws_, s, sync_bn());
@@ -391,7 +413,7 @@ void Engine<T>::forward_group(const Group& gr, int n, bool train) {
   const T* res = gr.residual >= 0 ? in_ptr(gr.residual) : nullptr;
   T* y = act_[static_cast<size_t>(gr.out)];
   const size_t b = static_cast<size_t>(gr.bn);
-  if (train)
+  if (train && !bn_eval(gr.bn))
     cuda::batchnorm_add_relu_forward_train<T>(rows, in.c, x, res, gr.relu >= 0, master(bn.weight), master(bn.bias),
                                               bn.eps, bn.momentum, buffer(bn.running_mean), buffer(bn.running_var), y,
                                               save_mean_[b], save_invstd_[b], reduce_ws_, ctx_.stream(), sync_bn());
@@ -415,7 +437,8 @@ void Engine<T>::backward_group(const Group& gr, int n) {
   cuda::batchnorm_add_relu_backward<T>(rows, in.c, in_ptr(x0), master(bn.weight), save_mean_[b], save_invstd_[b],
                                        gr.relu >= 0 ? act_[static_cast<size_t>(gr.out)] : nullptr,
                                        dact_[static_cast<size_t>(gr.out)], gr.relu >= 0, dx.ptr, dres.ptr,
-                                       grad(bn.weight), grad(bn.bias), reduce_ws_, ctx_.stream(), sync_bn());
+                                       trains(bn.weight) ? grad(bn.weight) : nullptr,
+                                       trains(bn.bias) ? grad(bn.bias) : nullptr, reduce_ws_, ctx_.stream(), sync_bn());
   give(dx);
   give(dres);
 }
