@@ -47,7 +47,8 @@ std::vector<st::Tensor> optimizer_tensors(const Graph& g, const std::string& kin
 void read_tensor(const st::File& f, const std::string& name, const std::vector<int>& shape, float* dst, int64_t size) {
   const st::File::Entry* e = f.find(name);
   if (!e) throw UserError(str(f.source(), " has no tensor '", name, "': it was written for another model"));
-  if (e->dtype != st::DType::F32) throw Error(str(f.source(), ": tensor '", name, "' is ", st::dtype_name(e->dtype), ", expected F32"));
+  if (e->dtype != st::DType::F32)
+    throw Error(str(f.source(), ": tensor '", name, "' is ", st::dtype_name(e->dtype), ", expected F32"));
   std::vector<int64_t> want(shape.begin(), shape.end());
   if (e->shape != want) {
     auto dims = [](const std::vector<int64_t>& v) {
@@ -67,6 +68,47 @@ std::string read_pointer(const fs::path& p) {
   std::string name;
   if (!(f >> name)) return "";
   return name;
+}
+
+// manifest.txt: one line "<bytes> <fnv1a64> <file>" for each of the checkpoint's files, then "manifest <fnv1a64>"
+// of the lines before it, so a changed digit anywhere, the manifest itself included, is found.
+std::string manifest_text(const fs::path& dir, const std::vector<std::string>& files) {
+  std::string body;
+  for (const std::string& f : files) {
+    const std::vector<uint8_t> b = read_file((dir / f).string());
+    body += str(b.size(), " ", hex64(fnv1a64(b.data(), b.size())), " ", f, "\n");
+  }
+  return body + "manifest " + hex64(fnv1a64(body.data(), body.size())) + "\n";
+}
+
+// "" when the checkpoint's files are as its manifest records, else what is wrong (one phrase). A checkpoint of an
+// older stoke has no manifest: its state.json's records of the two tensor files are checked by load_checkpoint.
+std::string verify_manifest(const fs::path& dir) {
+  if (!fs::exists(dir / "manifest.txt")) return fs::exists(dir / "state.json") ? "" : "state.json is missing";
+  std::string text;
+  try {
+    const std::vector<uint8_t> b = read_file((dir / "manifest.txt").string());
+    text.assign(b.begin(), b.end());
+  } catch (const Error& e) {
+    return e.what();
+  }
+  const size_t last = text.rfind("manifest ");
+  if (last == std::string::npos || text.substr(last) != "manifest " + hex64(fnv1a64(text.data(), last)) + "\n")
+    return "manifest.txt is damaged";
+  std::istringstream lines(text.substr(0, last));
+  uint64_t bytes = 0;
+  std::string sum, file;
+  while (lines >> bytes >> sum >> file) {
+    std::vector<uint8_t> b;
+    try {
+      b = read_file((dir / file).string());
+    } catch (const Error&) {
+      return file + " is missing";
+    }
+    if (b.size() != bytes || hex64(fnv1a64(b.data(), b.size())) != sum)
+      return file + " differs from the manifest's record";
+  }
+  return "";
 }
 
 void prune(const fs::path& ckdir, int keep_last) {
@@ -97,16 +139,20 @@ std::string save_checkpoint(const std::string& run_dir, const std::string& name,
   fs::create_directories(tmp, ec);
   if (ec) throw Error(str("cannot create ", tmp.string(), ": ", ec.message()));
   try {
-    const std::map<std::string, std::string> meta = {{"format", "stoke-checkpoint"}, {"layout", "NHWC activations, KRSC conv weights"}};
+    const std::map<std::string, std::string> meta = {{"format", "stoke-checkpoint"},
+                                                     {"layout", "NHWC activations, KRSC conv weights"}};
     std::vector<uint8_t> model = st::serialize(model_tensors(graph, data.params.data(), data.buffers.data()), meta);
     std::vector<uint8_t> opt = st::serialize(optimizer_tensors(graph, optimizer_kind, data.optimizer_state), meta);
     atomic_write_file((tmp / "model.safetensors").string(), model.data(), model.size());
     atomic_write_file((tmp / "optimizer.safetensors").string(), opt.data(), opt.size());
     json state = data.state;
-    state["files"] = {{"model.safetensors", {{"bytes", model.size()}, {"fnv1a64", hex64(fnv1a64(model.data(), model.size()))}}},
-                      {"optimizer.safetensors", {{"bytes", opt.size()}, {"fnv1a64", hex64(fnv1a64(opt.data(), opt.size()))}}}};
+    state["files"] = {
+        {"model.safetensors", {{"bytes", model.size()}, {"fnv1a64", hex64(fnv1a64(model.data(), model.size()))}}},
+        {"optimizer.safetensors", {{"bytes", opt.size()}, {"fnv1a64", hex64(fnv1a64(opt.data(), opt.size()))}}}};
     state["optimizer_kind"] = optimizer_kind;
     atomic_write_file((tmp / "state.json").string(), state.dump(2) + "\n");
+    atomic_write_file((tmp / "manifest.txt").string(),
+                      manifest_text(tmp, {"model.safetensors", "optimizer.safetensors", "state.json"}));
     fs::remove_all(dst, ec);  // a folder of the same name from an earlier, abandoned attempt
     durable_rename(tmp.string(), dst.string());
     atomic_write_file((ckdir / "latest").string(), name + "\n");
@@ -119,16 +165,45 @@ std::string save_checkpoint(const std::string& run_dir, const std::string& name,
   return dst.string();
 }
 
-std::string find_checkpoint(const std::string& run_dir, const std::string& which) {
+std::string find_checkpoint(const std::string& run_dir, const std::string& which, std::string* note) {
   const fs::path ckdir = fs::path(run_dir) / "checkpoints";
   const std::string name = read_pointer(ckdir / which);
-  if (name.empty() || !fs::is_directory(ckdir / name)) return "";
-  return (ckdir / name).string();
+  std::string why;
+  if (name.empty() && !fs::exists(ckdir / which) && which != "latest") return "";  // no best chosen yet
+  if (name.empty())
+    why = fs::exists(ckdir / which) ? str("checkpoints/", which, " is empty") : "";
+  else if (!fs::is_directory(ckdir / name))
+    why = str("checkpoints/", which, " names ", name, ", which is missing");
+  else if (const std::string bad = verify_manifest(ckdir / name); !bad.empty())
+    why = str("checkpoints/", name, " is damaged (", bad, ")");
+  else
+    return (ckdir / name).string();
+  // Any intact checkpoint beats starting again: the newest step folder that verifies.
+  std::vector<std::string> steps;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(ckdir, ec))
+    if (e.is_directory() && e.path().filename().string().rfind("step-", 0) == 0)
+      steps.push_back(e.path().filename().string());
+  std::sort(steps.rbegin(), steps.rend());
+  for (const std::string& s : steps) {
+    if (s == name) continue;
+    if (const std::string bad = verify_manifest(ckdir / s); !bad.empty()) {
+      why += str("; ", s, " is damaged (", bad, ")");
+      continue;
+    }
+    if (note)
+      *note = str(why.empty() ? str("checkpoints/", which, " is missing") : why, ": using ", s,
+                  ", the newest intact checkpoint");
+    return (ckdir / s).string();
+  }
+  if (note && !why.empty()) *note = str(why, ", and no other checkpoint is intact");
+  return "";
 }
 
 CheckpointData load_checkpoint(const std::string& dir, const Graph& graph, const std::string& optimizer_kind) {
   const fs::path d(dir);
   if (!fs::is_directory(d)) throw UserError(str("no checkpoint folder ", dir));
+  if (const std::string bad = verify_manifest(d); !bad.empty()) throw Error(str(dir, " is damaged: ", bad));
   json state;
   try {
     std::vector<uint8_t> text = read_file((d / "state.json").string());
@@ -136,7 +211,8 @@ CheckpointData load_checkpoint(const std::string& dir, const Graph& graph, const
   } catch (const json::exception& e) {
     throw Error(str((d / "state.json").string(), " is damaged: ", e.what()));
   }
-  if (!state.contains("files") || !state["files"].is_object()) throw Error(str((d / "state.json").string(), " lists no files"));
+  if (!state.contains("files") || !state["files"].is_object())
+    throw Error(str((d / "state.json").string(), " lists no files"));
   auto load_checked = [&](const std::string& file) {
     std::vector<uint8_t> bytes = read_file((d / file).string());
     const json& rec = state["files"][file];
@@ -150,10 +226,10 @@ CheckpointData load_checkpoint(const std::string& dir, const Graph& graph, const
   st::File model = load_checked("model.safetensors");
   st::File opt = load_checked("optimizer.safetensors");
   const std::string kind = state.contains("optimizer_kind") && state["optimizer_kind"].is_string()
-                               ? state["optimizer_kind"].get<std::string>() : std::string("?");
+                               ? state["optimizer_kind"].get<std::string>()
+                               : std::string("?");
   if (kind != optimizer_kind)
-    throw UserError(str(dir, " was written with optimizer ", kind,
-                        ", this run uses ", optimizer_kind));
+    throw UserError(str(dir, " was written with optimizer ", kind, ", this run uses ", optimizer_kind));
 
   CheckpointData out;
   out.params.resize(static_cast<size_t>(graph.num_params()));

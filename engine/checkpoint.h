@@ -5,6 +5,7 @@
 //   state.json             epoch, cursor, step, optimizer steps, loss scale, the run's configuration, the
 //                          data set's fingerprint, running epoch sums, history, and the size and FNV-1a
 //                          checksum of both safetensors files
+//   manifest.txt           the size and FNV-1a checksum of the three files above, then its own checksum
 // A checkpoint folder is written under a temporary name, every file fsynced, then renamed into place and the
 // parent folder fsynced; `checkpoints/latest` and `checkpoints/best` are one-line files naming a folder,
 // replaced atomically. So a crash or kill -9 at any moment leaves every named checkpoint complete.
@@ -34,8 +35,12 @@ struct CheckpointData {
 std::string save_checkpoint(const std::string& run_dir, const std::string& name, const Graph& graph,
                             const std::string& optimizer_kind, const CheckpointData& data, bool best, int keep_last);
 
-// The folder `checkpoints/latest` (or `best`) names, or "" when there is none.
-std::string find_checkpoint(const std::string& run_dir, const std::string& which = "latest");
+// The folder `checkpoints/latest` (or `best`) names. When that pointer is empty or names a missing folder, or the
+// folder fails its manifest, the newest step folder that verifies instead, with *note saying what was wrong and which
+// one is used (a run never starts again while an intact checkpoint exists). "" when there is no intact checkpoint
+// (*note then says why, if any checkpoint was named).
+std::string find_checkpoint(const std::string& run_dir, const std::string& which = "latest",
+                            std::string* note = nullptr);
 
 // Loads and validates a checkpoint folder against `graph`: every file present, sizes and checksums as
 // recorded, every parameter and buffer present with its shape and dtype, nothing extra. Throws

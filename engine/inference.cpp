@@ -2,21 +2,22 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
-#include "engine/checkpoint.h"
-#include "engine/backend.h"
-#include "engine/device.h"
-#include "engine/optimizer.h"
 #include "base/error.h"
 #include "base/fs.h"
-#include "engine/safetensors.h"
-#include "io/source/image_folder.h"
-#include "io/pipeline/input_pipeline.h"
-#include "io/source/source.h"
-#include "io/codec/codec.h"
 #include "base/parallel.h"
+#include "engine/backend.h"
+#include "engine/checkpoint.h"
+#include "engine/device.h"
+#include "engine/optimizer.h"
+#include "engine/safetensors.h"
+#include "io/codec/codec.h"
+#include "io/pipeline/input_pipeline.h"
+#include "io/source/image_folder.h"
+#include "io/source/source.h"
 
 namespace stoke {
 namespace fs = std::filesystem;
@@ -41,7 +42,8 @@ std::unique_ptr<TrainingBackend> eval_backend(const LoadedRun& run, int batch, D
   o.max_batch = batch;
   o.mean = run.mean;
   o.stdev = run.stdev;
-  o.precision = PrecisionRequest::fp32;  // evaluation numbers comparable with the CPU backend's; the step is not the cost here
+  o.precision =
+      PrecisionRequest::fp32;  // evaluation numbers comparable with the CPU backend's; the step is not the cost here
   std::unique_ptr<TrainingBackend> b = make_backend(d.use_cuda, run.graph, o);
   b->set_state(run.params, run.buffers, Optimizer(o.optimizer, run.graph.params(), run.graph.num_params()).state(), 0);
   return b;
@@ -52,21 +54,26 @@ std::unique_ptr<TrainingBackend> eval_backend(const LoadedRun& run, int batch, D
 LoadedRun load_run(const std::string& path, const ModelFactory& build_model, const std::string& which) {
   fs::path p(path);
   if (!fs::exists(p)) throw UserError(str("no such run or checkpoint folder: ", path));
-  std::string ck;
+  std::string ck, note;
   fs::path run_dir;
   if (fs::exists(p / "state.json")) {  // a checkpoint folder: its run is two levels up
     ck = p.string();
     run_dir = p.parent_path().parent_path();
   } else {
     run_dir = p;
-    ck = find_checkpoint(path, which);
-    if (ck.empty()) ck = find_checkpoint(path, "latest");
-    if (ck.empty()) throw UserError(str(path, " holds no checkpoint (expected ", path, "/checkpoints/latest)"));
+    ck = find_checkpoint(path, which, &note);
+    if (ck.empty() && note.empty()) ck = find_checkpoint(path, "latest", &note);
+    if (ck.empty())
+      throw UserError(note.empty() ? str(path, " holds no checkpoint (expected ", path, "/checkpoints/latest)")
+                                   : str(path, ": ", note));
+    // Said where eval, predict and export say which weights they use: the user asked for others.
+    if (!note.empty()) std::fprintf(stderr, "warning: %s\n", note.c_str());
   }
   if (!fs::exists(run_dir / "config.json")) throw UserError(str("no config.json in run folder ", run_dir.string()));
   const json cfg = read_json(run_dir / "config.json");
   LoadedRun r;
   r.run_dir = run_dir.string();
+  r.checkpoint_note = note;
   r.checkpoint = ck;
   try {
     r.model = cfg.at("model").get<std::string>();
@@ -109,7 +116,8 @@ std::vector<Prediction> predict(const LoadedRun& run, const std::vector<std::str
       try {
         std::vector<uint8_t> bytes = read_file(images[i]);
         std::string err;
-        if (!io::decode_to(bytes.data(), bytes.size(), s.h, s.w, s.c, px.data() + ok.size() * static_cast<size_t>(s.size()), &err)) {
+        if (!io::decode_to(bytes.data(), bytes.size(), s.h, s.w, s.c,
+                           px.data() + ok.size() * static_cast<size_t>(s.size()), &err)) {
           out[i].error = err;
           continue;
         }
@@ -130,7 +138,8 @@ std::vector<Prediction> predict(const LoadedRun& run, const std::vector<std::str
       double sum = 0;
       for (int k = 0; k < classes; ++k) sum += std::exp(static_cast<double>(z[k] - mx));
       p.probs.resize(static_cast<size_t>(classes));
-      for (int k = 0; k < classes; ++k) p.probs[static_cast<size_t>(k)] = static_cast<float>(std::exp(static_cast<double>(z[k] - mx)) / sum);
+      for (int k = 0; k < classes; ++k)
+        p.probs[static_cast<size_t>(k)] = static_cast<float>(std::exp(static_cast<double>(z[k] - mx)) / sum);
       p.top_class = static_cast<int>(std::max_element(p.probs.begin(), p.probs.end()) - p.probs.begin());
       p.ok = true;
     }
@@ -142,8 +151,8 @@ ClassificationReport evaluate_folder(const LoadedRun& run, const std::string& fo
                                      DeviceRequest device) {
   std::shared_ptr<const io::Source> src = io::open_source(folder);
   if (src->classes() != run.classes)
-    throw UserError(str("the classes of ", folder, " differ from the model's: ",
-                        io::class_difference(run.classes, src->classes(), folder)));
+    throw UserError(str("the classes of ", folder,
+                        " differ from the model's: ", io::class_difference(run.classes, src->classes(), folder)));
   io::PipelineConfig pc;
   pc.h = run.input.h;
   pc.w = run.input.w;
@@ -163,7 +172,8 @@ ClassificationReport evaluate_folder(const LoadedRun& run, const std::string& fo
   std::vector<int32_t> label_buffer;
   while (io::Batch b = in.acquire()) {
     // Neither the padding nor an unreadable image is counted: the accuracy covers exactly the readable images.
-    const io::ReadableSamples r = io::readable_samples(b.valid, b.pixels, b.labels, run.input.size(), px_buffer, label_buffer);
+    const io::ReadableSamples r =
+        io::readable_samples(b.valid, b.pixels, b.labels, run.input.size(), px_buffer, label_buffer);
     acc.add_unreadable(r.unreadable);
     if (r.n > 0) {
       float loss = 0;
@@ -180,7 +190,7 @@ void export_safetensors(const LoadedRun& run, const std::string& out_path) {
   const Graph& g = run.graph;
   std::vector<std::vector<float>> storage;  // converted copies
   std::vector<st::Tensor> tensors;
-  std::vector<int64_t> tracked;             // one num_batches_tracked per BN
+  std::vector<int64_t> tracked;  // one num_batches_tracked per BN
   tracked.reserve(g.nodes().size());
   storage.reserve(g.params().size());
   auto param = [&](int idx) -> const ParamInfo& { return g.params()[static_cast<size_t>(idx)]; };

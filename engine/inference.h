@@ -14,6 +14,7 @@ namespace stoke {
 
 struct LoadedRun {
   std::string run_dir, checkpoint;  // the checkpoint folder the weights came from
+  std::string checkpoint_note;      // why it is not the one asked for (a damaged pointer or checkpoint), or ""
   std::string model;
   Shape3 input;
   std::vector<std::string> classes;

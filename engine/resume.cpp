@@ -117,7 +117,11 @@ TrainConfig resume_config(const std::string& run_dir, const TrainConfig& cli, co
   if (!fs::is_directory(run_dir)) throw UserError(str("--resume ", run_dir, ": no such run folder"));
   TrainConfig run;
   std::string saved_in = str(run_dir, "/config.json");
-  if (find_checkpoint(run_dir).empty()) {
+  std::string damaged;
+  if (find_checkpoint(run_dir, "latest", &damaged).empty()) {
+    // Checkpoints there, none intact: starting again would throw away what they hold; say what is wrong instead.
+    if (!damaged.empty())
+      throw UserError(str("--resume ", run_dir, ": ", damaged, "; nothing intact to continue from"));
     // Killed before its first checkpoint: nothing to continue, and nothing to lose by starting again.
     if (!fs::exists(fs::path(run_dir) / "config.json"))
       throw UserError(str("--resume ", run_dir, ": not a run folder (no checkpoint and no config.json)"));

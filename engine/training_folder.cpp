@@ -114,11 +114,15 @@ void TrainingRun::open_run_folder() {
 }
 
 void TrainingRun::resume_from_checkpoint() {
-  folder_.resumed_from = find_checkpoint(folder_.dir);
+  std::string note;
+  folder_.resumed_from = find_checkpoint(folder_.dir, "latest", &note);
+  if (folder_.resumed_from.empty() && !note.empty())
+    throw UserError(str("--resume ", folder_.dir, ": ", note, "; nothing intact to continue from"));
   if (folder_.resumed_from.empty())
     throw UserError(str("--resume ", folder_.dir,
                         ": the run stopped before its first checkpoint, so there is nothing to "
                         "continue; run it again without --resume (its folder is reused)"));
+  if (!note.empty()) console_.warn(note);  // the resume continues from an older checkpoint than `latest` named
   CheckpointData ck = load_checkpoint(folder_.resumed_from, model_.graph, to_string(cfg_.optimizer.kind));
   const json& st = ck.state;
   check_resumed_data(st);

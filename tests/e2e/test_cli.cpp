@@ -202,7 +202,7 @@ TEST(Cli, HelpShowsTheTrueDefaults) {
   EXPECT_EQ(t.output.find("{false}"), std::string::npos) << t.output;
   EXPECT_EQ(t.output.find("=3"), std::string::npos) << t.output;
   // Each option that takes a value says its default, unless it has none to say (a path, a window, the run to resume).
-  const std::set<std::string> without = {"--data", "--val", "--resume", "--profile-steps", "--trace"};
+  const std::set<std::string> without = {"--data", "--val", "--resume", "--init", "--profile-steps", "--trace"};
   std::istringstream in(t.output);
   std::string line, entry, name;
   bool takes_value = false;  // "  --epochs INT..." takes one; "  --quiet      No progress output" does not

@@ -269,6 +269,61 @@ TEST(Checkpoint, DetectsDamage) {
   EXPECT_THROW(load_checkpoint(dir, g, "sgd"), Error);
 }
 
+// One changed digit in state.json (the step 374 -> 375) is found: the manifest covers every file and itself.
+TEST(Checkpoint, TheManifestFindsAChangedDigitInStateJson) {
+  TempDir tmp("ckpt-manifest");
+  Graph g = small_cnn({28, 28, 1}, 10);
+  CheckpointData d = sample_data(g, 1);
+  d.state = {{"step", 374}};
+  const std::string dir = save_checkpoint(tmp.str(), "step-00000374", g, "sgd", d, false, 3);
+  EXPECT_EQ(load_checkpoint(dir, g, "sgd").state["step"], 374);
+  std::string text = slurp(dir + "/state.json");
+  text.replace(text.find("374"), 3, "375");
+  spit(dir + "/state.json", text);
+  try {
+    load_checkpoint(dir, g, "sgd");
+    ADD_FAILURE() << "loaded a checkpoint whose state.json was changed";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("state.json differs from the manifest"), std::string::npos) << e.what();
+  }
+  std::string manifest = slurp(dir + "/manifest.txt");  // and the manifest itself, made to agree with the change
+  spit(dir + "/manifest.txt", manifest.replace(0, 1, manifest.substr(0, 1) == "1" ? "2" : "1"));
+  EXPECT_THROW(load_checkpoint(dir, g, "sgd"), Error);
+}
+
+// A damaged `latest` (empty, or naming a missing folder) or a damaged newest checkpoint: the newest intact one is
+// used and the note says why — a run never starts again while an intact checkpoint exists.
+TEST(Checkpoint, ADamagedLatestFallsBackToTheNewestIntactCheckpoint) {
+  TempDir tmp("ckpt-fallback");
+  Graph g = small_cnn({28, 28, 1}, 10);
+  for (int s = 1; s <= 3; ++s)
+    save_checkpoint(tmp.str(), "step-0000000" + std::to_string(s), g, "sgd", sample_data(g, static_cast<float>(s)),
+                    false, 5);
+  const fs::path ck = tmp.path() / "checkpoints";
+  std::string note;
+  EXPECT_EQ(fs::path(find_checkpoint(tmp.str(), "latest", &note)).filename(), "step-00000003");
+  EXPECT_EQ(note, "");
+  spit(ck / "latest", "");
+  EXPECT_EQ(fs::path(find_checkpoint(tmp.str(), "latest", &note)).filename(), "step-00000003");
+  EXPECT_NE(note.find("checkpoints/latest is empty: using step-00000003"), std::string::npos) << note;
+  spit(ck / "latest", "step-00000009\n");
+  EXPECT_EQ(fs::path(find_checkpoint(tmp.str(), "latest", &note)).filename(), "step-00000003");
+  EXPECT_NE(note.find("names step-00000009, which is missing"), std::string::npos) << note;
+  spit(ck / "latest", "step-00000003\n");
+  std::string bytes = slurp(ck / "step-00000003" / "optimizer.safetensors");
+  bytes[bytes.size() - 3] ^= 0x01;
+  spit(ck / "step-00000003" / "optimizer.safetensors", bytes);
+  const std::string found = find_checkpoint(tmp.str(), "latest", &note);
+  EXPECT_EQ(fs::path(found).filename(), "step-00000002");
+  EXPECT_NE(note.find("step-00000003 is damaged (optimizer.safetensors differs"), std::string::npos) << note;
+  EXPECT_EQ(load_checkpoint(found, g, "sgd").params, sample_data(g, 2).params);
+  fs::remove_all(ck / "step-00000002");
+  fs::remove_all(ck / "step-00000001");
+  EXPECT_EQ(find_checkpoint(tmp.str(), "latest", &note), "");
+  EXPECT_NE(note.find("no other checkpoint is intact"), std::string::npos) << note;
+  EXPECT_EQ(find_checkpoint(tmp.str(), "best", &note), "") << "no best chosen: nothing to fall back for";
+}
+
 TEST(Checkpoint, AFullDiskKeepsThePreviousCheckpointLoadable) {
   TempDir tmp("ckpt-full");
   Graph g = small_cnn({28, 28, 1}, 10);
