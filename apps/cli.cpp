@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "apps/augment_flags.h"
 #include "apps/cli.h"
 #include "apps/cli_checks.h"
 #include "apps/dataset_command.h"
@@ -61,7 +62,8 @@ const std::vector<std::string> kDevices = {"auto", "cpu", "cuda"};
 const std::vector<std::string> kAugments = {"none", "flip", "crop-flip"};
 const std::vector<std::string> kPrecisions = {"auto", "bf16", "fp16", "fp32"};
 
-void add_train(CLI::App& app, TrainConfig& cfg, std::string& optimizer, std::string& schedule, std::string& decoders) {
+void add_train(CLI::App& app, TrainConfig& cfg, AugmentFlags& augment, std::string& optimizer, std::string& schedule,
+               std::string& decoders) {
   auto* t = app.add_subcommand("train", "Train a CNN classifier on an ImageFolder of JPEGs (DIR/<class>/*.jpg)");
   t->add_option("--data", cfg.data, "Training images: DIR/<class>/*.jpg (required unless --resume)");
   t->add_option("--val", cfg.val, "Validation images, same classes (evaluated after each epoch)");
@@ -148,8 +150,7 @@ void add_train(CLI::App& app, TrainConfig& cfg, std::string& optimizer, std::str
                 "JPEG decoder threads: auto (from the cores and a measured decode rate) or N")
       ->capture_default_str()
       ->check(decoders_check());
-  add_choice(t, "--augment", cfg.augment, parse_augment, kAugments,
-             "none | flip | crop-flip (random-resized-crop + horizontal flip)");
+  add_augment_flags(t, augment);
   add_choice(t, "--precision", cfg.precision, parse_precision_flag, kPrecisions,
              "CUDA backend: auto (bf16 on sm_80+, fp16 below) | bf16 | fp16 | fp32");
   t->add_flag("--sync-bn", cfg.sync_bn,
@@ -493,7 +494,8 @@ int run_cli(int argc, const char* const* argv, bool dry_run) {
   std::string optimizer = "sgd", schedule = "onecycle";
   DatasetArgs dataset;
   std::string decoders = "auto";
-  add_train(app, cfg, optimizer, schedule, decoders);
+  AugmentFlags augment;
+  add_train(app, cfg, augment, optimizer, schedule, decoders);
   add_dataset(app, dataset);
   UseArgs use;
   add_use(app, use);
@@ -522,6 +524,10 @@ int run_cli(int argc, const char* const* argv, bool dry_run) {
       cfg.optimizer.kind = parse_optimizer(optimizer);
       cfg.schedule = parse_schedule(schedule);
       cfg.decoders = parse_decoders(decoders);
+      const AugmentSettings aug = resolve_augment(augment);
+      cfg.augment = aug.decoder;
+      cfg.augment_preset = aug.preset;
+      cfg.augment_recipe = aug.recipe;
       if (!cfg.resume.empty()) {
         // The run's own settings: the same command again with --resume appended is accepted, session flags
         // (--epochs, --device, ...) take their new value, and a real change is refused naming both values.

@@ -1,8 +1,8 @@
 // What the trainer drives: one training step and one evaluation batch on some device. The CPU backend
 // (engine/cpu/cpu_backend.cpp) runs the reference ops; the CUDA backend (engine/cuda/cuda_backend.cpp, only in CUDA
 // builds) runs CudaExecutor. Both take uint8 NHWC batches exactly as the input pipeline produces them and do
-// the normalisation (and flips) themselves; both keep PyTorch's optimizer semantics and the Graph's flat
-// parameter layout, so checkpoints are interchangeable.
+// the normalisation (and flips, or an augmentation recipe's transforms) themselves; both keep PyTorch's optimizer
+// semantics and the Graph's flat parameter layout, so checkpoints are interchangeable.
 //
 // Training steps are asynchronous (the protocol below): the trainer submits a step and goes on; the backend says
 // later when the batch's host memory may be reused (its copy has completed) and what the step gave. Everything
@@ -19,23 +19,24 @@
 #include "engine/optimizer.h"
 #include "engine/options.h"
 #include "io/pipeline/batch_source.h"
+#include "kernels/augment.h"
 
 namespace stoke {
 
 namespace dist {
 class Communicator;
 struct LaunchInfo;
-}
+}  // namespace dist
 
 struct BackendOptions {
   int max_batch = 1;
   OptimizerConfig optimizer;
   std::vector<float> mean, stdev;  // per channel, of pixel/255
   float label_smoothing = 0.f;
-  float clip_grad_norm = 0.f;      // 0 = off
+  float clip_grad_norm = 0.f;                                // 0 = off
   PrecisionRequest precision = PrecisionRequest::automatic;  // CUDA only: the CPU backend is fp32
-  bool deterministic = false;      // CUDA: deterministic cuDNN algorithms
-  bool graphs = true;              // CUDA: replay full-size training steps as captured CUDA graphs
+  bool deterministic = false;                                // CUDA: deterministic cuDNN algorithms
+  bool graphs = true;  // CUDA: replay full-size training steps as captured CUDA graphs
   // Data parallel (engine/dist/): with a world of several processes, each step's gradients are summed over the
   // ranks between backward and the optimizer, and divided so the update is that of the global batch (every rank
   // holds an equal slice of it). Null or world 1: a plain step. The CPU backend takes any communicator (MPI); the
@@ -61,6 +62,9 @@ struct BackendOptions {
 // few bytes per sample instead of the images.
 struct StepRequest {
   io::Batch batch;
+  // An augmentation recipe's transforms (kernels/augment.h), one per sample, drawn by the trainer from (seed, epoch,
+  // sample id) and valid until batch.tag is released, like the pixels. They replace batch.flips. Null: none.
+  const SampleTransform* transforms = nullptr;
   float lr = 0.f;
   bool skip = false;  // fault injection (tests): report a non-finite loss and skip the update
   bool stop = false;  // this process was asked to stop (a signal): carried to every rank with the step's sums

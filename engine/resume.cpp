@@ -43,6 +43,11 @@ json checkpoint_state(const std::string& run_dir, std::string* checkpoint = null
 std::string config_key(const std::string& flag) {
   if (flag == "--no-exif-orientation") return "exif_orientation";
   if (flag == "--no-nesterov") return "nesterov";
+  // The augmentation flags are compared as the recipe they resolve to (with --augment's preset).
+  static const std::set<std::string> kRecipe = {"--rotate",     "--zoom",       "--translate", "--shear", "--hflip",
+                                                "--vflip",      "--brightness", "--contrast",  "--gamma", "--noise",
+                                                "--saturation", "--hue",        "--erase",     "--fill"};
+  if (kRecipe.count(flag)) return "augment_recipe";
   std::string k = flag.rfind("--", 0) == 0 ? flag.substr(2) : flag;
   std::replace(k.begin(), k.end(), '-', '_');
   return k;

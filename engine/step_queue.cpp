@@ -1,5 +1,6 @@
 #include "engine/step_queue.h"
 
+#include <algorithm>
 #include <cstring>
 #include <utility>
 
@@ -9,8 +10,11 @@
 namespace stoke {
 
 StepQueue::StepQueue(int max_batch, int64_t pixels_per_batch, int slots, Compute compute, CopyHook before_copy)
-    : max_batch_(max_batch), pixel_bytes_(pixels_per_batch), compute_(std::move(compute)),
-      before_copy_(std::move(before_copy)), slots_(static_cast<size_t>(slots)) {
+    : max_batch_(max_batch),
+      pixel_bytes_(pixels_per_batch),
+      compute_(std::move(compute)),
+      before_copy_(std::move(before_copy)),
+      slots_(static_cast<size_t>(slots)) {
   STOKE_CHECK(max_batch >= 1 && pixels_per_batch >= 0 && slots >= 2);
   // Every buffer exists before either thread starts: nothing is allocated per step.
   for (size_t i = 0; i < slots_.size(); ++i) {
@@ -18,6 +22,7 @@ StepQueue::StepQueue(int max_batch, int64_t pixels_per_batch, int slots, Compute
     slots_[i].flips.resize(static_cast<size_t>(max_batch));
     slots_[i].labels.resize(static_cast<size_t>(max_batch));
     slots_[i].ids.resize(static_cast<size_t>(max_batch));
+    slots_[i].transforms.resize(static_cast<size_t>(max_batch));
     free_slots_.push_back(static_cast<int>(i));
   }
   released_.reserve(slots_.size() * 2);
@@ -107,6 +112,10 @@ void StepQueue::copy_loop() {
       if (in.flips) {
         std::memcpy(s.flips.data(), in.flips, n);
         own.flips = s.flips.data();
+      }
+      if (r.transforms) {
+        std::copy(r.transforms, r.transforms + n, s.transforms.begin());
+        s.staged.transforms = s.transforms.data();
       }
       if (const int64_t* ids = r.held_ids()) {  // a held data set: the ids are the whole batch
         std::memcpy(s.ids.data(), ids, n * sizeof(int64_t));

@@ -65,6 +65,7 @@ class StepQueue {
     std::vector<uint8_t> pixels, flips;
     std::vector<int32_t> labels;
     std::vector<int64_t> ids;
+    std::vector<SampleTransform> transforms;
     StepRequest staged;
   };
   std::vector<Slot> slots_;

@@ -7,6 +7,7 @@
 
 #include "base/error.h"
 #include "base/json_util.h"
+#include "engine/augment_plan.h"
 
 namespace stoke {
 using json = nlohmann::json;
@@ -20,9 +21,9 @@ io::PipelineConfig training_pipeline_config(const TrainConfig& cfg, Shape3 shape
   pc.decoders = cfg.decoders;
   pc.seed = cfg.seed;
   pc.shuffle = true;
-  pc.augment = cfg.augment != Augment::none;
   pc.aug.random_resized_crop = cfg.augment == Augment::crop_flip;
-  pc.aug.hflip = cfg.augment != Augment::none;
+  pc.aug.hflip = cfg.augment != Augment::none && !recipe_active(cfg.augment_recipe);  // else the recipe flips
+  pc.augment = pc.aug.random_resized_crop || pc.aug.hflip;
   pc.drop_last = true;
   pc.watchdog_seconds = cfg.watchdog_seconds;
   return pc;
@@ -56,7 +57,8 @@ json config_to_json(const TrainConfig& c) {
           {"limit_train", c.limit_train},
           {"limit_val", c.limit_val},
           {"image_size", c.image_size},
-          {"augment", to_string(c.augment)},
+          {"augment", c.augment_preset.empty() ? std::string(to_string(c.augment)) : c.augment_preset},
+          {"augment_recipe", recipe_to_json(c.augment_recipe)},
           {"precision", to_string(c.precision)},
           {"deterministic", c.deterministic},
           {"sync_bn", c.sync_bn},
@@ -115,7 +117,16 @@ TrainConfig config_from_json(const json& j) {
     c.limit_train = json_int(j, "limit_train", 0, kBig, 0);
     c.limit_val = json_int(j, "limit_val", 0, kBig, 0);
     c.image_size = static_cast<int>(json_int(j, "image_size", 0, 1 << 16, 0));
-    c.augment = parse_augment(text("augment", std::string("none")));
+    const std::string augment = text("augment", std::string("none"));
+    if (is_augment_preset(augment)) {
+      AugmentFlags preset;
+      preset.augment = augment;
+      c.augment = resolve_augment(preset).decoder;
+      c.augment_preset = augment;
+    } else {
+      c.augment = parse_augment(augment);
+    }
+    if (j.contains("augment_recipe")) c.augment_recipe = recipe_from_json(j["augment_recipe"]);  // else none
     c.precision = parse_precision_flag(text("precision", std::string("auto")));
     c.deterministic = flag("deterministic", false);
     c.sync_bn = flag("sync_bn", false);

@@ -13,6 +13,7 @@
 #include "engine/optimizer.h"
 #include "engine/options.h"
 #include "io/pipeline/input_pipeline.h"
+#include "kernels/augment.h"
 
 namespace stoke {
 
@@ -47,9 +48,13 @@ struct TrainConfig {
   std::string normalize;
   int threads = 0;                  // CPU backend threads (0 = all cores)
   int decoders = 0;                 // JPEG decoder threads (0 = auto: from the cores and a measured decode rate)
-  Augment augment = Augment::none;  // none | flip | crop-flip (random-resized-crop + flip), decided per sample
-                                    // by (seed, epoch, sample id)
-  double watchdog_seconds = 30;     // report every decoder's state when a batch is this late
+  Augment augment = Augment::none;  // the decoders' part: none | flip | crop-flip (random-resized-crop + flip),
+                                    // decided per sample by (seed, epoch, sample id)
+  // --augment monai | imagenet | cifar and the individual flags, resolved (engine/augment_plan.h): the preset's name
+  // ("" = none) and the recipe the backends apply. An active recipe takes the flip over from the decoders.
+  std::string augment_preset;
+  AugmentRecipe augment_recipe;
+  double watchdog_seconds = 30;  // report every decoder's state when a batch is this late
   // CUDA: auto (bf16 on sm_80+, fp16 below) | bf16 | fp16 | fp32
   PrecisionRequest precision = PrecisionRequest::automatic;
   bool deterministic = false;    // CUDA backend: deterministic cuDNN algorithms

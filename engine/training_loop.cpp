@@ -92,8 +92,8 @@ void TrainingRun::start_input() {
     // The training sampler's batches gathered from the cache, each into a buffer refilled only once the backend
     // released it (its copy completed), like a ring slot. The backend's queue holds two steps; one more is gathered.
     using Feed = io::DecodedBatches::Feed;
-    input_.train_batches = std::make_unique<io::DecodedBatches>(
-        *input_.train_cache, scfg, cfg_.seed, cfg_.augment != Augment::none, input_.held ? Feed::ids : Feed::pixels, 3);
+    input_.train_batches = std::make_unique<io::DecodedBatches>(*input_.train_cache, scfg, cfg_.seed, tpc.aug.hflip,
+                                                                input_.held ? Feed::ids : Feed::pixels, 3);
   } else {
     auto ring = std::make_unique<io::InputPipeline>(plan_.data.train_src, tpc);
     input_.train_ring = ring.get();
@@ -114,6 +114,7 @@ void TrainingRun::start_input() {
     input_.val_ring = ring.get();
     input_.val_batches = std::move(ring);
   }
+  input_.transforms = BatchTransforms(cfg_.augment_recipe, plan_.data.shape, cfg_.seed);
   if (!cfg_.quiet && input_.train_ring) {
     console_.say("input: %d decoder thread%s (%s), %d ring slots, %s host memory\n", input_.train_ring->decoders(),
                  input_.train_ring->decoders() == 1 ? "" : "s", input_.train_ring->decoders_reason().c_str(),
@@ -179,6 +180,7 @@ io::Batch TrainingRun::next_train(int64_t epoch, int64_t index) {
 
 // The backend has its own copy of the batch with this tag: its memory goes back to the source.
 void TrainingRun::release(int64_t tag) {
+  input_.transforms.release(tag);
   input_.train_batches->release(tag);
   --input_.acquired;
 }
@@ -364,6 +366,7 @@ void TrainingRun::at_step_boundary(int64_t epoch) {
 void TrainingRun::submit(const io::Batch& rb) {
   StepRequest req;
   req.batch = rb;
+  req.transforms = input_.transforms.draw(rb);
   req.lr = plan_.batch.schedule.at(flight_.step);
   req.skip = std::find(cfg_.inject_nonfinite_steps.begin(), cfg_.inject_nonfinite_steps.end(), flight_.step) !=
              cfg_.inject_nonfinite_steps.end();

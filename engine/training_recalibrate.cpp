@@ -37,6 +37,7 @@ int TrainingRun::recalibrate_batch_norm() {
     STOKE_CHECK(rb, "the input ended before batch-norm recalibration batch ", k);
     StepRequest r;
     r.batch = rb;
+    r.transforms = input_.transforms.draw(rb);  // the recipe's too, as a training step would see the batch
     return r;
   };
   recalibrate_batchnorm(*backend_, model_.graph, batches, next, [this](int64_t tag) { release(tag); });

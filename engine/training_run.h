@@ -14,6 +14,7 @@
 
 #include "base/console.h"
 #include "base/shape.h"
+#include "engine/augment_plan.h"
 #include "engine/backend.h"
 #include "engine/dist/communicator.h"
 #include "engine/interrupt.h"
@@ -52,7 +53,8 @@ struct RunInput {
   // Validation's batches, one epoch each time: an evaluation ring, or batches gathered from the decoded cache.
   std::unique_ptr<io::BatchSource> val_batches;
   io::InputPipeline* val_ring = nullptr;  // val_batches when it is the decoder ring (its statistics)
-  bool held = false;  // --cache gpu took: the backend holds the training set, a step hands over sample ids
+  bool held = false;           // --cache gpu took: the backend holds the training set, a step hands over sample ids
+  BatchTransforms transforms;  // an active recipe: each training batch's, drawn at submit, kept until its release
 };
 
 // Steps handed to the backend whose results have not come back (the submitted counts run ahead of the meter's).

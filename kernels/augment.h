@@ -45,12 +45,14 @@ struct AugmentRange {
 // What to draw. Fractions are of the image side (translate), of its area (erase) or of full scale 255
 // (brightness, noise std). Each parameter has its own counter, so adding one leaves the others' draws unchanged.
 struct AugmentRecipe {
-  AugmentRange rotate_deg;             // positive: counter-clockwise on screen
-  AugmentRange zoom{1.f, 1.f};         // > 1 enlarges the content
-  float translate = 0.f;               // x, y each uniform in [-t, t] times the width, height
-  AugmentRange shear_deg;              // x and y shear drawn independently; |angle| < 45
-  float hflip_p = 0.f, vflip_p = 0.f;  // probabilities
-  AugmentRange brightness;             // added, fraction of 255
+  AugmentRange rotate_deg;                   // positive: counter-clockwise on screen
+  AugmentRange zoom{1.f, 1.f};               // > 1 enlarges the content
+  float rotate_p = 1.f, zoom_p = 1.f;        // how often each is drawn (MONAI's prob); otherwise 0 degrees, zoom 1
+  float translate = 0.f;                     // x, y each uniform in [-t, t] times the width, height
+  AugmentRange shear_deg;                    // x and y shear drawn independently; |angle| < 45
+  float hflip_p = 0.f, vflip_p = 0.f;        // probabilities
+  AugmentRange brightness;                   // added, fraction of 255
+  AugmentRange brightness_factor{1.f, 1.f};  // multiplied, as torchvision's brightness (> 0); before `brightness`
   AugmentRange contrast{1.f, 1.f};
   AugmentRange gamma{1.f, 1.f};
   AugmentRange saturation{1.f, 1.f};

@@ -33,6 +33,10 @@ enum Counter : uint64_t {
   kNoiseStd,
   kEraseOn,
   kErase,
+  // Added later, past the erase box's tries, so the counters above still draw what they drew.
+  kRotateOn = kErase + 64,
+  kZoomOn,
+  kBrightnessFactor,
 };
 
 double draw(uint64_t key, uint64_t counter, AugmentRange r) {
@@ -51,13 +55,17 @@ void check_recipe(const AugmentRecipe& r, int h, int w, int c) {
   STOKE_CHECK(r.zoom.lo > 0 && r.zoom.hi >= r.zoom.lo, "zoom range [", r.zoom.lo, ", ", r.zoom.hi, "]");
   STOKE_CHECK(std::max(std::fabs(r.shear_deg.lo), std::fabs(r.shear_deg.hi)) < 45.f, "shear beyond 45 degrees");
   STOKE_CHECK(r.gamma.lo > 0, "gamma range must be positive");
+  STOKE_CHECK(r.brightness_factor.lo > 0, "brightness factor range must be positive");
   STOKE_CHECK(r.fill.empty() || r.fill.size() == 1 || static_cast<int>(r.fill.size()) == c, r.fill.size(),
               " fill values for ", c, " channels");
 }
 
 // The inverse of: flips, then about the image centre zoom, shear and rotation, then the translation.
 void draw_geometry(const AugmentRecipe& r, int h, int w, uint64_t k, SampleTransform& t) {
-  const double th = draw(k, kRotate, r.rotate_deg) * kPi / 180.0, s = draw(k, kZoom, r.zoom);
+  const bool rotate = r.rotate_p >= 1.f || coin(k, kRotateOn, r.rotate_p);
+  const bool zoom = r.zoom_p >= 1.f || coin(k, kZoomOn, r.zoom_p);
+  const double th = rotate ? draw(k, kRotate, r.rotate_deg) * kPi / 180.0 : 0.0;
+  const double s = zoom ? draw(k, kZoom, r.zoom) : 1.0;
   const double shx = std::tan(draw(k, kShearX, r.shear_deg) * kPi / 180.0);
   const double shy = std::tan(draw(k, kShearY, r.shear_deg) * kPi / 180.0);
   const double tx = draw(k, kTranslateX, {-r.translate, r.translate}) * w;
@@ -78,8 +86,12 @@ void draw_geometry(const AugmentRecipe& r, int h, int w, uint64_t k, SampleTrans
 }
 
 void draw_intensity(const AugmentRecipe& r, uint64_t k, SampleTransform& t) {
-  t.brightness = static_cast<float>(255.0 * draw(k, kBrightness, r.brightness));
-  t.contrast = static_cast<float>(draw(k, kContrast, r.contrast));
+  // The op has one offset and one factor about 127.5. Contrast c of (f v + a) is the factor c f with the offset
+  // (a + 127.5 (f - 1)) / f: the multiplied brightness f rides on the contrast step.
+  const double f = draw(k, kBrightnessFactor, r.brightness_factor), a = 255.0 * draw(k, kBrightness, r.brightness);
+  const double c = draw(k, kContrast, r.contrast);
+  t.brightness = static_cast<float>(f == 1.0 ? a : (a + 127.5 * (f - 1.0)) / f);
+  t.contrast = static_cast<float>(c * f);
   t.gamma = static_cast<float>(draw(k, kGamma, r.gamma));
   t.saturation = static_cast<float>(draw(k, kSaturation, r.saturation));
   const double hue = 2.0 * kPi * draw(k, kHue, r.hue);

@@ -159,8 +159,12 @@ class CpuBackend final : public TrainingBackend {
                             b.held_labels_.data(), b.gathered_px_.data(), b.gathered_labels_.data());
         pixels = b.gathered_px_.data();
       }
-      cpu::augment_normalize(n(), s.h, s.w, s.c, pixels, st.batch.flips, b.scale_.data(), b.shift_.data(),
-                             b.input_.data());
+      if (st.transforms)  // a recipe's transforms, flips folded in
+        cpu::augment_transform_normalize(n(), s.h, s.w, s.c, pixels, st.transforms, b.scale_.data(), b.shift_.data(),
+                                         b.input_.data());
+      else
+        cpu::augment_normalize(n(), s.h, s.w, s.c, pixels, st.batch.flips, b.scale_.data(), b.shift_.data(),
+                               b.input_.data());
     }
     const int32_t* labels() const { return st.held_ids() ? b.gathered_labels_.data() : st.batch.labels; }
 
