@@ -1,8 +1,9 @@
 // The CUDA backend behind engine/backend.h: CudaExecutor driven by the asynchronous step protocol.
 //
 //   submit(step k)   slot b = k % 2 (engine/cuda/step_ring.h). On the copy stream: wait until the compute that
-//                    last read input buffer b finished (its done event), copy pixels, labels, flips and the step's
-//                    StepControl {lr, skip} into buffer b, record copied[b]. On the compute stream: wait for
+//                    last read input buffer b finished (its done event), copy pixels, labels, flips (or an
+//                    augmentation recipe's transforms) and the step's StepControl {lr, skip} into buffer b, record
+//                    copied[b]. On the compute stream: wait for
 //                    copied[b], record start[b], run the step (a replayed CUDA graph, or the launches themselves),
 //                    copy the step's StepRecord to pinned memory, record done[b]. At most 2 steps are in flight:
 //                    a third submit waits for the oldest's done event first.
@@ -65,15 +66,21 @@ bool graphs_disabled_by_env() {
 // and nothing is staged through pageable memory.
 class PinnedSlots {
  public:
-  PinnedSlots() {
+  explicit PinnedSlots(int max_batch) : max_batch_(static_cast<size_t>(max_batch)) {
     CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&p_), sizeof(Block), cudaHostAllocDefault));
     *p_ = Block{};
+    const size_t bytes = kSlots * max_batch_ * sizeof(SampleTransform);
+    CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&transforms_), bytes, cudaHostAllocDefault));
   }
-  ~PinnedSlots() { CUDA_CHECK_NOEXCEPT(cudaFreeHost(p_)); }
+  ~PinnedSlots() {
+    CUDA_CHECK_NOEXCEPT(cudaFreeHost(transforms_));
+    CUDA_CHECK_NOEXCEPT(cudaFreeHost(p_));
+  }
   PinnedSlots(const PinnedSlots&) = delete;
   PinnedSlots& operator=(const PinnedSlots&) = delete;
   cuda::StepControl& control(int slot) { return p_->control[static_cast<size_t>(slot)]; }
   cuda::StepRecord& record(int slot) { return p_->record[static_cast<size_t>(slot)]; }
+  SampleTransform* transforms(int slot) { return transforms_ + static_cast<size_t>(slot) * max_batch_; }
 
  private:
   struct Block {
@@ -81,6 +88,8 @@ class PinnedSlots {
     std::array<cuda::StepRecord, kSlots> record;
   };
   Block* p_ = nullptr;
+  size_t max_batch_;
+  SampleTransform* transforms_ = nullptr;  // max_batch per slot: the trainer's copy may be gone once submit returns
 };
 
 // One device input buffer: what a step reads, filled by the copy stream.
@@ -88,7 +97,8 @@ struct InputBuffer {
   uint8_t* pixels = nullptr;
   int32_t* labels = nullptr;
   uint8_t* flips = nullptr;
-  int64_t* ids = nullptr;  // --cache gpu: the step's sample ids into the held set
+  int64_t* ids = nullptr;                 // --cache gpu: the step's sample ids into the held set
+  SampleTransform* transforms = nullptr;  // an augmentation recipe's, one per sample
   cuda::StepControl* control = nullptr;
 };
 
@@ -99,6 +109,7 @@ class CudaBackend final : public TrainingBackend {
         opt_(o),
         ex_(g, o.max_batch, options(o)),
         graphs_(o.graphs && !graphs_disabled_by_env()),
+        pinned_(o.max_batch),
         start_{cuda::Event(true), cuda::Event(true)},
         done_{cuda::Event(true), cuda::Event(true)} {
     ex_.set_normalization(o.mean, o.stdev);
@@ -235,7 +246,7 @@ class CudaBackend final : public TrainingBackend {
     skip_[static_cast<size_t>(slot)] = r.skip;
     stop_[static_cast<size_t>(slot)] = r.stop;
     copy_in(slot, r);
-    compute(slot, r.batch.size, r.held_ids() != nullptr);
+    compute(slot, r.batch.size, r.held_ids() != nullptr, r.transforms != nullptr);
     poll();
   }
 
@@ -276,6 +287,12 @@ class CudaBackend final : public TrainingBackend {
   StepResult run_step(const StepRequest& r) override {
     drain();
     stage_sync(r.batch.size, r.batch.pixels, r.batch.labels, r.batch.flips);
+    SampleTransform* transforms = nullptr;
+    if (r.transforms) {  // nothing is in flight: input buffer 0's transforms are free
+      transforms = inputs_[0].transforms;
+      CUDA_CHECK(cudaMemcpyAsync(transforms, r.transforms, static_cast<size_t>(r.batch.size) * sizeof(SampleTransform),
+                                 cudaMemcpyHostToDevice, ex_.stream()));
+    }
     cuda::set_step_control(ctl_sync(), r.lr, r.skip, ex_.stream());
     Step step{*this,
               r.batch.size,
@@ -283,6 +300,7 @@ class CudaBackend final : public TrainingBackend {
               ex_.device_labels(),
               r.batch.flips ? ex_.device_flips() : nullptr,
               nullptr,
+              transforms,
               ctl_sync(),
               -1};
     run_train_step(step);
@@ -306,6 +324,7 @@ class CudaBackend final : public TrainingBackend {
       b.labels = a.alloc<int32_t>(mb, "labels (asynchronous step)");
       b.flips = a.alloc<uint8_t>(mb, "flip flags (asynchronous step)");
       b.ids = a.alloc<int64_t>(mb, "sample ids (asynchronous step, --cache gpu)");
+      b.transforms = a.alloc<SampleTransform>(mb, "augmentation transforms (asynchronous step)");
       b.control = a.alloc<cuda::StepControl>(1, "step control (asynchronous step)");
     }
     sync_control_ = a.alloc<cuda::StepControl>(1, "step control (synchronous step)");
@@ -350,6 +369,7 @@ class CudaBackend final : public TrainingBackend {
     int32_t* labels;
     const uint8_t* flips;
     const int64_t* gather_ids;  // --cache gpu: gather pixels and labels from the held set into `pixels`/`labels` first
+    const SampleTransform* transforms;  // device memory: a recipe's, replacing the flips (null: none)
     const cuda::StepControl* control;
     int slot;
 
@@ -357,7 +377,7 @@ class CudaBackend final : public TrainingBackend {
       if (gather_ids)
         cuda::gather_samples(n, gather_ids, b.held_samples_, b.graph_.input_shape().size(), b.held_pixels_,
                              b.held_labels_, pixels, labels, b.ex_.stream());
-      b.ex_.normalize(n, pixels, flips);
+      b.ex_.normalize(n, pixels, flips, transforms);
     }
     void forward() { b.ex_.forward(n, true); }
     bool loss() {
@@ -438,29 +458,38 @@ class CudaBackend final : public TrainingBackend {
       CUDA_CHECK(cudaMemcpyAsync(in.flips, r.batch.flips, n, cudaMemcpyHostToDevice, copy_.get()));
     else
       CUDA_CHECK(cudaMemsetAsync(in.flips, 0, n, copy_.get()));
+    if (r.transforms) {  // through pinned staging: the trainer may reuse its copy once the batch is released
+      SampleTransform* staged = pinned_.transforms(slot);
+      std::memcpy(staged, r.transforms, n * sizeof(SampleTransform));
+      CUDA_CHECK(
+          cudaMemcpyAsync(in.transforms, staged, n * sizeof(SampleTransform), cudaMemcpyHostToDevice, copy_.get()));
+    }
     CUDA_CHECK(cudaMemcpyAsync(in.control, &ctl, sizeof(ctl), cudaMemcpyHostToDevice, copy_.get()));
     copied_[b].record(copy_.get());
   }
 
   // The compute stream's part of step `slot`: after its copy, the step (captured once warm, for full batches),
   // then its record to pinned memory.
-  void compute(int slot, int n, bool gather) {
+  void compute(int slot, int n, bool gather, bool augment) {
     const size_t b = static_cast<size_t>(slot);
     cudaStream_t s = ex_.stream();
     CUDA_CHECK(cudaStreamWaitEvent(s, copied_[b].get(), 0));
     start_[b].record(s);
     const bool full = n == opt_.max_batch;
     if (graphs_ && full && full_steps_ >= kWarmupSteps) {
-      // A graph records whether the step gathers; a step of the other kind (a test mixing both) records anew.
-      if (captured_[b].ready() && captured_gather_[b] != gather) captured_[b].reset();
+      // A graph records whether the step gathers and whether it augments; a step of another kind (a test mixing
+      // them) records anew. A run with a recipe augments every step, so it keeps one graph per slot.
+      if (captured_[b].ready() && (captured_gather_[b] != gather || captured_augment_[b] != augment))
+        captured_[b].reset();
       if (!captured_[b].ready()) {
         STOKE_TRACE("capture step graph");
-        captured_[b].capture(s, [&] { enqueue_step(slot, n, gather); });
+        captured_[b].capture(s, [&] { enqueue_step(slot, n, gather, augment); });
         captured_gather_[b] = gather;
+        captured_augment_[b] = augment;
       }
       captured_[b].launch(s);
     } else {
-      enqueue_step(slot, n, gather);
+      enqueue_step(slot, n, gather, augment);
     }
     if (full) ++full_steps_;
     CUDA_CHECK(cudaMemcpyAsync(&pinned_.record(slot), ex_.device_record(), sizeof(cuda::StepRecord),
@@ -469,9 +498,11 @@ class CudaBackend final : public TrainingBackend {
   }
 
   // Everything a training step launches, all reading input buffer `slot`: the same calls eager or captured.
-  void enqueue_step(int slot, int n, bool gather) {
+  void enqueue_step(int slot, int n, bool gather, bool augment) {
     const InputBuffer& in = inputs_[static_cast<size_t>(slot)];
-    Step step{*this, n, in.pixels, in.labels, in.flips, gather ? in.ids : nullptr, in.control, slot};
+    Step step{
+        *this,      n,   in.pixels, in.labels, in.flips, gather ? in.ids : nullptr, augment ? in.transforms : nullptr,
+        in.control, slot};
     run_train_step(step);
   }
 
@@ -534,6 +565,7 @@ class CudaBackend final : public TrainingBackend {
   std::array<bool, kSlots> stop_{};
   std::array<cuda::CapturedStep, kSlots> captured_;  // one per input buffer: the pointers a graph replays are fixed
   std::array<bool, kSlots> captured_gather_{};       // whether that graph begins with the gather (--cache gpu)
+  std::array<bool, kSlots> captured_augment_{};      // whether it normalises through a recipe's transforms
   cuda::DeviceArena held_;                           // --cache gpu: the held set (one cudaMalloc), else empty
   uint8_t* held_pixels_ = nullptr;
   int32_t* held_labels_ = nullptr;

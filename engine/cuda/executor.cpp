@@ -86,6 +86,9 @@ uint8_t* CudaExecutor::device_flips() {
 void CudaExecutor::normalize(int n, const uint8_t* pixels, const uint8_t* flips) {
   impl_->visit([&](auto& e) { return e.normalize(n, pixels, flips); });
 }
+void CudaExecutor::normalize(int n, const uint8_t* pixels, const uint8_t* flips, const SampleTransform* transforms) {
+  impl_->visit([&](auto& e) { return e.normalize(n, pixels, flips, transforms); });
+}
 void CudaExecutor::forward(int n, bool train) {
   impl_->visit([&](auto& e) { return e.forward(n, train); });
 }

@@ -60,6 +60,7 @@
 #include "engine/cuda/runtime.h"
 #include "engine/graph.h"
 #include "engine/optimizer.h"
+#include "kernels/augment.h"
 #include "kernels/batchnorm.cuh"
 #include "kernels/optimizer.cuh"
 
@@ -131,6 +132,9 @@ class CudaExecutor {
   // uint8 NHWC pixels (device pointers; flips may be null), mirrored where flagged and normalised, into the graph's
   // input at the storage type (channels padded on the device where it pays).
   void normalize(int n, const uint8_t* pixels, const uint8_t* flips);
+  // The same with one SampleTransform per sample (device memory, kernels/augment.h), which replaces the flips: the
+  // augmentation and the normalisation in one pass (cuda::augment_transform_normalize). Null: as above.
+  void normalize(int n, const uint8_t* pixels, const uint8_t* flips, const SampleTransform* transforms);
   // The graph over the input normalize() wrote (the same n). train: batch statistics (and their running averages are
   // updated) and everything backward needs is kept; eval: running statistics.
   void forward(int n, bool train);

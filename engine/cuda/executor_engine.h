@@ -160,6 +160,15 @@ class Engine {
     cuda::augment_normalize<T>(n, in.h, in.w, in.c, pixels, flips, norm_, input_, ctx_.stream(), in_c_dev_);
     normalized_ = n;
   }
+  void normalize(int n, const uint8_t* pixels, const uint8_t* flips, const SampleTransform* transforms) {
+    if (!transforms) return normalize(n, pixels, flips);
+    STOKE_TRACE("augment and normalize");
+    check_batch(n);
+    const Shape3 in = g_.input_shape();
+    cuda::augment_transform_normalize<T>(n, in.h, in.w, in.c, pixels, transforms, norm_, input_, ctx_.stream(),
+                                         in_c_dev_);
+    normalized_ = n;
+  }
 
   void forward(int n, bool train) {
     STOKE_TRACE("forward");
