@@ -2,6 +2,12 @@
 // and learning itself: a model must memorise 64 samples.
 #include <gtest/gtest.h>
 
+// GCC 12 at -O3 reports a vector's inlined destructor in the finite-difference test below as freeing a pointer at an
+// offset (-Wfree-nonheap-object); the vectors are plain locals, so it is the known false positive, silenced here only.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wfree-nonheap-object"
+#endif
+
 #include <cmath>
 #include <numeric>
 
