@@ -12,8 +12,8 @@ namespace stoke {
 // What a backend supplies for one step of n samples (n is fixed when the parts are made).
 template <class P>
 concept TrainStepParts = requires(P p) {
-  p.normalize();  // the batch (gathered from the held set when the step names sample ids), flipped where asked,
-                  // (pixel/255 - mean) / std, into the executor's input at its storage type
+  p.normalize();  // the batch (gathered from the held set when the step names sample ids), flipped or transformed
+                  // by the run's augmentation recipe where asked, (pixel/255 - mean) / std, into the executor's input
   p.forward();    // the executor: the graph, training mode (batch statistics, running averages updated)
   // Softmax cross-entropy (label smoothing): the loss, the correct count, the gradient backward starts from (times
   // the fp16 loss scale). False when this process already knows the update is skipped (a non-finite loss in a world
