@@ -12,16 +12,17 @@
 
 #include <atomic>
 #include <chrono>
-#include <thread>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "base/fs.h"
 #include "engine/backend.h"
 #include "engine/cuda/poll_wait.h"
+#include "engine/init_weights.h"
 #include "engine/trainer.h"
 #include "io/codec/jpeg.h"
 #include "models/models.h"
@@ -194,7 +195,55 @@ void BM_PollWaitLateness(benchmark::State& state) {
   state.counters["late_us"] = late / static_cast<double>(state.iterations()) * 1e6;
   state.SetLabel(state.range(0) == 0 ? "naps only (before)" : "spin 1 ms, then naps");
 }
-BENCHMARK(BM_PollWaitLateness)->ArgsProduct({{0, 1}, {50, 300, 3000}})->ArgNames({"spin", "us"})->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_PollWaitLateness)
+    ->ArgsProduct({{0, 1}, {50, 300, 3000}})
+    ->ArgNames({"spin", "us"})
+    ->Unit(benchmark::kMicrosecond);
+
+// What a frozen backbone saves (--freeze backbone): one ResNet-18 CPU training step at 32x32x3, batch 16, with the
+// backbone frozen (no weight gradients, backward ends at the classifier) against the full step measured in the same
+// run; `of_full` is the ratio (docs/FINE-TUNING.md: 0.32 on the 2-core development VM).
+void BM_FrozenBackboneStep(benchmark::State& state) {
+  const Graph g = build_model("resnet18", {32, 32, 3}, 10);
+  const int n = 16;
+  std::vector<uint8_t> px(static_cast<size_t>(n) * 32 * 32 * 3);
+  for (size_t i = 0; i < px.size(); ++i) px[i] = static_cast<uint8_t>((i * 131 + 7) % 251);
+  std::vector<int32_t> labels(static_cast<size_t>(n));
+  for (int i = 0; i < n; ++i) labels[static_cast<size_t>(i)] = i % 10;
+  auto backend = [&](Freeze freeze) {
+    BackendOptions o;
+    o.max_batch = n;
+    o.mean = {0.5f, 0.5f, 0.5f};
+    o.stdev = {0.25f, 0.25f, 0.25f};
+    const FineTunePlan plan = fine_tune_plan(g, freeze, false, 1.f);
+    o.lr_mult = plan.lr_mult;
+    o.bn_eval = plan.bn_eval;
+    std::unique_ptr<TrainingBackend> b = make_cpu_backend(g, o);
+    std::vector<float> params(static_cast<size_t>(g.num_params())), buffers(static_cast<size_t>(g.num_buffers()));
+    g.initialize(params.data(), buffers.data(), 1);
+    b->set_state(params, buffers, std::vector<float>(params.size(), 0.f), 0);
+    return b;
+  };
+  auto step_seconds = [&](TrainingBackend& b) {
+    const auto t0 = std::chrono::steady_clock::now();
+    b.train_step(n, px.data(), labels.data(), nullptr, 0.01f);
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  };
+  std::unique_ptr<TrainingBackend> full = backend(Freeze::none), frozen = backend(Freeze::backbone);
+  step_seconds(*full);  // warm-up: first-touch of the arenas
+  step_seconds(*frozen);
+  double full_s = 0, frozen_s = 0;
+  for (auto _ : state) {
+    full_s += step_seconds(*full);
+    const double f = step_seconds(*frozen);
+    frozen_s += f;
+    state.SetIterationTime(f);
+  }
+  state.counters["full_ms"] = 1e3 * full_s / static_cast<double>(state.iterations());
+  state.counters["frozen_ms"] = 1e3 * frozen_s / static_cast<double>(state.iterations());
+  state.counters["of_full"] = frozen_s / full_s;
+}
+BENCHMARK(BM_FrozenBackboneStep)->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(5);
 
 }  // namespace
 
