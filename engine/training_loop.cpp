@@ -80,35 +80,34 @@ void TrainingRun::start_input() {
     }
     if (cfg_.cache == CacheMode::gpu) hold_train_set();
   }
-  io::SamplerConfig scfg;
-  scfg.samples = plan_.data.train_count;
-  scfg.batch = plan_.batch.local;
-  scfg.rank = plan_.world.rank;
-  scfg.world = plan_.world.size;
-  scfg.shuffle = true;
-  scfg.drop_last = true;
-  scfg.seed = cfg_.seed;
+  // This rank's slice of each global batch: training shuffles and drops the last partial batch; evaluation keeps
+  // the data set's order and pads it (the evaluation ring's order).
+  auto sampler = [&](int64_t samples, bool train) {
+    io::SamplerConfig c;
+    c.samples = samples;
+    c.batch = plan_.batch.local;
+    c.rank = plan_.world.rank;
+    c.world = plan_.world.size;
+    c.shuffle = c.drop_last = train;
+    if (train) c.seed = cfg_.seed;
+    return c;
+  };
   if (input_.train_cache) {
     // The training sampler's batches gathered from the cache, each into a buffer refilled only once the backend
     // released it (its copy completed), like a ring slot. The backend's queue holds two steps; one more is gathered.
     using Feed = io::DecodedBatches::Feed;
-    input_.train_batches = std::make_unique<io::DecodedBatches>(*input_.train_cache, scfg, cfg_.seed, tpc.aug.hflip,
-                                                                input_.held ? Feed::ids : Feed::pixels, 3);
+    input_.train_batches =
+        std::make_unique<io::DecodedBatches>(*input_.train_cache, sampler(plan_.data.train_count, true), cfg_.seed,
+                                             tpc.aug.hflip, input_.held ? Feed::ids : Feed::pixels, 3);
   } else {
     auto ring = std::make_unique<io::InputPipeline>(plan_.data.train_src, tpc);
     input_.train_ring = ring.get();
     input_.train_batches = std::move(ring);
   }
   if (input_.val_cache) {
-    io::SamplerConfig vs;  // the evaluation ring's order: the data set's, this rank's slice, the last batch padded
-    vs.samples = plan_.data.val_count;
-    vs.batch = plan_.batch.local;
-    vs.rank = plan_.world.rank;
-    vs.world = plan_.world.size;
-    vs.shuffle = false;
-    vs.drop_last = false;
-    input_.val_batches = std::make_unique<io::DecodedBatches>(
-        *input_.val_cache, vs, 0, false, io::DecodedBatches::Feed::pixels, 1, io::DecodedBatches::Epochs::one);
+    input_.val_batches =
+        std::make_unique<io::DecodedBatches>(*input_.val_cache, sampler(plan_.data.val_count, false), 0, false,
+                                             io::DecodedBatches::Feed::pixels, 1, io::DecodedBatches::Epochs::one);
   } else if (plan_.data.has_val) {
     auto ring = std::make_unique<io::InputPipeline>(plan_.data.val_src, vpc);
     input_.val_ring = ring.get();
