@@ -87,9 +87,11 @@ struct TrainConfig {
   int bn_recalibrate = -1;
   BestMetric best_metric = BestMetric::val_acc;  // what the best checkpoint maximises
   // Test hooks (no flags): behave as if SIGINT arrived after this many steps of this process (0 = never);
-  // make the loss of these global steps non-finite.
+  // make the loss of these global steps non-finite; call before_input once the data is indexed, before the
+  // decoders start (a test deletes files there).
   int64_t interrupt_after_steps = 0;
   std::vector<int64_t> inject_nonfinite_steps;
+  std::function<void()> before_input;
 };
 
 // The settings that define a run (everything but where and how fast it runs), as saved in config.json and
@@ -112,7 +114,8 @@ struct TrainResult {
   int64_t first_step = 0;          // global step of step_losses[0] (non-zero after --resume)
   double seconds = 0;
   int64_t steps = 0;  // global steps completed
-  int64_t corrupt_images = 0;
+  int64_t corrupt_images = 0;   // distinct files that could not be read or decoded (train and val)
+  int64_t vanished_images = 0;  // distinct files deleted or renamed after indexing
   int64_t skipped_steps = 0;  // steps whose update was skipped (non-finite loss)
   int64_t params = 0;
   bool interrupted = false;

@@ -40,6 +40,7 @@ void TrainingRun::warn(const std::string& m) { console_.warn(m); }
 
 // ---- the input ----------------------------------------------------------------------------------------------------
 void TrainingRun::start_input() {
+  if (cfg_.before_input) cfg_.before_input();
   const std::string quarantine =
       plan_.world.writer ? (fs::path(folder_.dir) / "quarantine.txt").string() : std::string();
   auto on_warning = [this](const std::string& m) { warn(m); };

@@ -37,10 +37,12 @@ io::FileCacheSource::Stats file_cache_stats(const RunData& data) {
 TrainResult TrainingRun::finish() {
   result_.seconds = seconds_since(t_start_);
   result_.steps = meter_.step;
-  result_.corrupt_images = (input_.train_ring ? input_.train_ring->stats().corrupt : input_.train_cache->corrupt()) +
-                           (input_.val_ring    ? input_.val_ring->stats().corrupt
-                            : input_.val_cache ? input_.val_cache->corrupt()
-                                               : 0);
+  for (const auto& [ring, cache] :
+       {std::pair{input_.train_ring, input_.train_cache.get()}, std::pair{input_.val_ring, input_.val_cache.get()}}) {
+    const io::PipelineStats st = ring ? ring->stats() : io::PipelineStats{};
+    result_.corrupt_images += ring ? st.corrupt : cache ? cache->corrupt() : 0;
+    result_.vanished_images += ring ? st.vanished : cache ? cache->vanished() : 0;
+  }
   if (result_.interrupted) {
     if (!cfg_.quiet)
       console_.say("\ninterrupted at step %lld: checkpoint written to %s\ncontinue with: stoke train --resume %s\n",
@@ -56,6 +58,7 @@ TrainResult TrainingRun::finish() {
                   {"seconds_total", run_elapsed()},  // every session of the run
                   {"seconds_this_session", result_.seconds},
                   {"corrupt_images", result_.corrupt_images},
+                  {"vanished_images", result_.vanished_images},
                   {"skipped_steps", result_.skipped_steps},
                   {"params", model_.graph.num_params()},
                   {"last_checkpoint", result_.last_checkpoint},
@@ -127,6 +130,9 @@ void TrainingRun::say_summary(const io::FileCacheSource::Stats& fc, const std::s
                  fc.full ? " (the budget filled: raise --cache-budget-mb)" : "");
   if (result_.corrupt_images > 0)
     console_.say("         %lld corrupt images were skipped\n", static_cast<long long>(result_.corrupt_images));
+  if (result_.vanished_images > 0)
+    console_.say("         %lld images vanished during the run (deleted or renamed after indexing) and were skipped\n",
+                 static_cast<long long>(result_.vanished_images));
   if (result_.skipped_steps > 0)
     console_.say("         %lld steps were skipped (non-finite loss)\n", static_cast<long long>(result_.skipped_steps));
   console_.say("         verdict: %s\n", verdict_text.c_str());

@@ -212,9 +212,11 @@ std::string setting_cards(const Page& p) {
   const double tri = p.pick_num("train_images"), vai = p.pick_num("val_images");
   if (std::isfinite(tri))
     o << card("images", html_escape(format_count(tri)) + " train" + (std::isfinite(vai) && vai > 0 ? " · " + html_escape(format_count(vai)) + " val" : ""));
-  for (const char* k : {"corrupt_images", "skipped_steps"}) {
+  for (const auto& [k, label] :
+       {std::pair{"corrupt_images", "corrupt images"}, std::pair{"vanished_images", "vanished during the run"},
+        std::pair{"skipped_steps", "skipped steps"}}) {
     const double v = field_number(p.sum, k);
-    if (std::isfinite(v) && v > 0) o << card(k == std::string("corrupt_images") ? "corrupt images" : "skipped steps", fixed(v, 0));
+    if (std::isfinite(v) && v > 0) o << card(label, fixed(v, 0));
   }
   return o.str();
 }

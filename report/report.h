@@ -15,9 +15,9 @@
 //   config.json    model, data, val, backend, device, threads, input, classes, epochs, batch_size, optimizer,
 //                  lr, schedule, params, train_images, val_images, decoders.
 //   summary.json   model, backend, device, epochs, steps, seconds_total, final_val_acc, final_train_acc,
-//                  final_val_report (used when no epoch line holds a report), corrupt_images, skipped_steps,
-//                  and "verdict" (a string, or an object whose fields are listed; "status"/"ok"/"pass" colour
-//                  the box).
+//                  final_val_report (used when no epoch line holds a report), corrupt_images, vanished_images
+//                  (files deleted after indexing), skipped_steps, and "verdict" (a string, or an object whose fields
+//                  are listed; "status"/"ok"/"pass" colour the box).
 // A gpu_busy, input_stall or comm_share value above 1.5 is taken as a percentage already.
 #pragma once
 

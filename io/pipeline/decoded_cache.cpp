@@ -37,6 +37,7 @@ DecodedCache::DecodedCache(const std::shared_ptr<const Source>& source, Shape3 s
   }
   STOKE_CHECK(at == n, "decoded ", at, " of ", n, " images");
   corrupt_ = in.stats().corrupt;
+  vanished_ = in.stats().vanished;
   seconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 

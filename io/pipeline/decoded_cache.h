@@ -30,6 +30,7 @@ class DecodedCache {
   int64_t bytes() const { return static_cast<int64_t>(pixels_.size() + labels_.size() * sizeof(int32_t)); }
   double seconds() const { return seconds_; }
   int64_t corrupt() const { return corrupt_; }
+  int64_t vanished() const { return vanished_; }
 
   // Batch `index` of `epoch` under `sampler` (the training pipeline's order): pixels (batch x H x W x C),
   // labels, and one flip flag per sample when `flip` (drawn like the decoders draw it). Returns the number of
@@ -57,6 +58,7 @@ class DecodedCache {
   std::vector<int32_t> labels_;
   double seconds_ = 0;
   int64_t corrupt_ = 0;
+  int64_t vanished_ = 0;
   mutable std::vector<int64_t> ids_;
 };
 

@@ -217,7 +217,7 @@ void DecoderPool::report_bad(int64_t id, ReadStatus status, const std::string& w
                                                           : problem_name(problem_of(why));
   if (cfg_.strict) throw UserError(str(what, " image ", name, ": ", why, " (strict mode)"));
   if (bad_[static_cast<size_t>(id)].exchange(1, std::memory_order_acq_rel) != 0) return;  // told already
-  corrupt_.fetch_add(1, std::memory_order_relaxed);
+  (status == ReadStatus::vanished ? vanished_ : corrupt_).fetch_add(1, std::memory_order_relaxed);
   std::lock_guard lk(bad_mu_);
   const std::string line = str(name, "\t", what, ": ", why);
   quarantined_.push_back(line);

@@ -90,7 +90,10 @@ class DecoderPool {
   std::vector<DecoderStatus> status() const;
   int running() const { return running_.load(std::memory_order_acquire); }  // threads still in their loop
   int64_t images() const;                   // decoded since construction (replacements included)
-  int64_t corrupt() const { return corrupt_.load(std::memory_order_relaxed); }  // distinct bad files
+  // Distinct bad files: corrupt() those that could not be read or decoded, vanished() those deleted or renamed
+  // since the data was indexed (not the data's fault: counted apart so a summary does not call them corrupt).
+  int64_t corrupt() const { return corrupt_.load(std::memory_order_relaxed); }
+  int64_t vanished() const { return vanished_.load(std::memory_order_relaxed); }
   std::vector<std::string> quarantined() const;  // "name<TAB>reason", in the order found
 
  private:
@@ -123,6 +126,7 @@ class DecoderPool {
   std::vector<int32_t> labels_;
   std::unique_ptr<std::atomic<uint8_t>[]> bad_;  // per sample: known bad
   std::atomic<int64_t> corrupt_{0};
+  std::atomic<int64_t> vanished_{0};
   mutable std::mutex bad_mu_;  // cold: warnings and the quarantine list only
   std::vector<std::string> quarantined_;
   std::FILE* quarantine_ = nullptr;

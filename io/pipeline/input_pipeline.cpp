@@ -124,6 +124,7 @@ PipelineStats InputPipeline::stats() const {
   st.images = pool_->images();
   st.batches = ring_->consumed();
   st.corrupt = pool_->corrupt();
+  st.vanished = pool_->vanished();
   st.consumer_wait_seconds = ring_->consumer_wait_seconds();
   st.consumer_waits = ring_->consumer_waits();
   st.ring = ring_->occupancy();

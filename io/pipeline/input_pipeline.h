@@ -86,7 +86,8 @@ struct DecoderStats {
 struct PipelineStats {
   int64_t images = 0;           // decoded (stand-ins for bad files included)
   int64_t batches = 0;          // acquired by the consumer since start()
-  int64_t corrupt = 0;          // distinct bad files so far
+  int64_t corrupt = 0;          // distinct bad files so far (unreadable, corrupt or unsupported)
+  int64_t vanished = 0;         // distinct files gone since indexing (deleted or renamed mid-run)
   double consumer_wait_seconds = 0;  // acquire() waiting for a batch that was not ready, since start()
   int64_t consumer_waits = 0;
   RingOccupancy ring;

@@ -111,6 +111,47 @@ TEST(Use, ValidationDuringTrainingLeavesUnreadableImagesOut) {
   }
 }
 
+// Files deleted after the data was indexed are not the data's fault: the run counts them apart from the corrupt
+// ones (summary.json, the closing lines, the report), streaming and from the decoded cache.
+TEST(Use, FilesDeletedAfterIndexingAreCountedAsVanishedNotCorrupt) {
+  TempDir tmp("vanished");
+  test::write_tiny_folder(tmp.path() / "src" / "train", {"a", "b"}, 15);
+  test::write_tiny_folder(tmp.path() / "src" / "val", {"a", "b"}, 3);
+  write_file((tmp.path() / "src" / "train" / "a" / "garbage.jpg").string(), "not an image at all", 19);
+  write_file((tmp.path() / "src" / "train" / "b" / "empty.jpg").string(), "", 0);  // 32 files: 4 full batches
+  auto text = [](const std::string& path) {
+    const std::vector<uint8_t> b = read_file(path);
+    return std::string(b.begin(), b.end());
+  };
+  for (const std::string cache : {"none", "decoded"}) {
+    SCOPED_TRACE(cache);
+    const fs::path data = tmp.path() / ("data-" + cache);
+    fs::copy(tmp.path() / "src", data, fs::copy_options::recursive);
+    TrainConfig c;
+    c.data = (data / "train").string();
+    c.val = (data / "val").string();
+    c.epochs = 2;
+    c.batch_size = 8;
+    c.normalize = "imagenet";
+    c.cache = parse_cache(cache);
+    c.out = tmp.str() + "/run-" + cache;
+    c.before_input = [&] {
+      for (const char* f : {"train/a/3.jpg", "train/a/7.jpg", "train/b/0.jpg", "val/b/1.jpg"}) fs::remove(data / f);
+    };
+    testing::internal::CaptureStdout();
+    const TrainResult t = train(c, build_model);
+    const std::string said = testing::internal::GetCapturedStdout();
+    EXPECT_EQ(t.vanished_images, 4);
+    EXPECT_EQ(t.corrupt_images, 2);
+    const nlohmann::json sum = nlohmann::json::parse(text(t.run_dir + "/summary.json"));
+    EXPECT_EQ(sum.at("vanished_images"), 4) << sum.dump();
+    EXPECT_EQ(sum.at("corrupt_images"), 2) << sum.dump();
+    EXPECT_NE(said.find("4 images vanished during the run"), std::string::npos) << said;
+    EXPECT_NE(said.find("2 corrupt images were skipped"), std::string::npos) << said;
+    const std::string report = text(t.run_dir + "/report.html");
+    EXPECT_NE(report.find("vanished during the run"), std::string::npos);
+  }
+}
 TEST(Use, PredictGivesProbabilitiesAndNamesBadFiles) {
   LoadedRun r = load_run(fx().result.run_dir, build_model);
   std::vector<std::string> files = {fx().tmp.str() + "/val/a/0.jpg", fx().tmp.str() + "/missing.jpg",
