@@ -70,7 +70,10 @@ void add_train(CLI::App& app, TrainConfig& cfg, AugmentFlags& augment, std::stri
   t->add_option("--model", cfg.model,
                 "Model: small-cnn, small-cnn-wide, small-cnn-nobn, resnet18, resnet34, resnet50, densenet121")
       ->capture_default_str();
-  t->add_option("--epochs", cfg.epochs, "Passes over the training data")->capture_default_str()->check(kPositive);
+  t->add_option("--epochs", cfg.epochs,
+                "Passes over the training data (0 with --init: evaluate the imported weights, no step)")
+      ->capture_default_str()
+      ->check(kNonNegative);
   t->add_option_function<std::string>(
        "--batch-size", [&cfg](const std::string& v) { cfg.batch_size = parse_batch_size("--batch-size", v); },
        "Images per step, or auto: the largest multiple of 8 whose planned memory fits")
@@ -104,9 +107,10 @@ void add_train(CLI::App& app, TrainConfig& cfg, AugmentFlags& augment, std::stri
   t->add_flag("--init-partial", cfg.init_partial,
               "With --init: load the tensors that fit and initialise the rest, listing both sides (default: any "
               "difference stops the run, naming each tensor)");
-  add_choice(t, "--freeze", cfg.freeze, parse_freeze, {"none", "backbone"},
-             "none | backbone: train only the classifier (the last linear layer); the backbone's weights and batch-norm "
-             "statistics stay as loaded, and backward stops at the classifier");
+  add_choice(
+      t, "--freeze", cfg.freeze, parse_freeze, {"none", "backbone"},
+      "none | backbone: train only the classifier (the last linear layer); the backbone's weights and batch-norm "
+      "statistics stay as loaded, and backward stops at the classifier");
   t->add_flag("--freeze-bn", cfg.freeze_bn,
               "Every batch norm in eval mode while training: running statistics used, not updated (gamma and beta "
               "still train)");

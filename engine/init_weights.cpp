@@ -1,6 +1,7 @@
 // --init: a Graph's parameters and buffers from a safetensors file (engine/init_weights.h).
 #include "engine/init_weights.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -11,6 +12,7 @@
 #include <set>
 
 #include "base/error.h"
+#include "base/format.h"
 #include "base/fs.h"
 #include "engine/checkpoint.h"
 
@@ -274,6 +276,28 @@ FineTunePlan fine_tune_plan(const Graph& g, Freeze freeze, bool freeze_bn, float
   return p;
 }
 
+std::string fine_tune_line(const Graph& g, const FineTunePlan& plan, float backbone_lr_mult) {
+  if (plan.trivial()) return "";
+  int64_t trained = 0, frozen = 0;
+  for (size_t i = 0; i < plan.lr_mult.size(); ++i) (plan.lr_mult[i] != 0.f ? trained : frozen) += g.params()[i].size;
+  const int64_t eval_bn = std::count(plan.bn_eval.begin(), plan.bn_eval.end(), 1);
+  const int64_t all_bn =
+      std::count_if(g.nodes().begin(), g.nodes().end(), [](const Node& n) { return n.op == Op::batchnorm; });
+  const int head = classifier_node(g);
+  std::vector<std::string> parts;
+  if (frozen > 0)
+    parts.push_back(str("backbone frozen (", head >= 0 ? str("only ", g.node(head).name, " trains: ") : std::string(),
+                        format_count(static_cast<double>(trained)), " of ",
+                        format_count(static_cast<double>(trained + frozen)), " parameters)"));
+  if (eval_bn > 0)
+    parts.push_back(str("BN statistics frozen (", eval_bn, " of ", all_bn, " batch norms in eval mode",
+                        frozen > 0 ? "" : "; gamma and beta train", ")"));
+  if (frozen == 0 && backbone_lr_mult != 1.f) parts.push_back(str("backbone lr x", backbone_lr_mult));
+  std::string line = "fine-tuning:";
+  for (size_t i = 0; i < parts.size(); ++i) line += str(i ? ", " : " ", parts[i]);
+  return line;
+}
+
 std::string listed(const std::vector<std::string>& lines, size_t max) {
   std::string s;
   for (size_t i = 0; i < lines.size() && i < max; ++i) s += str(i ? "\n" : "", "  ", lines[i]);
@@ -290,9 +314,11 @@ InitResult import_weights(const Graph& g, const st::File& file, const InitOption
   Matching m{g, file, fmt == file.metadata().end() || fmt->second != "stoke-checkpoint", {}, {}, {}};
   for (const auto& [key, e] : file.entries()) {
     if (ends_with(key, ".num_batches_tracked")) continue;  // PyTorch's count of BN updates: stoke keeps none
-    // An alias only where the key is not the model's own name (the small CNN's head is "classifier").
-    const bool own = g.find_param(key) >= 0 || g.find_buffer(key) >= 0;
-    const auto [it, fresh] = m.key_of.emplace(own ? key : canonical(key), key);
+    // An alias only where the key (behind a DataParallel "module.") is not the model's own name (the small CNN's
+    // head is "classifier").
+    const std::string bare = key.rfind("module.", 0) == 0 ? key.substr(7) : key;
+    const bool own = g.find_param(bare) >= 0 || g.find_buffer(bare) >= 0;
+    const auto [it, fresh] = m.key_of.emplace(own ? bare : canonical(key), key);
     if (!fresh) m.problems.push_back(str(key, ": names ", it->first, ", as ", it->second, " does"));
   }
   const int head = classifier_node(g), stem = stem_node(g);

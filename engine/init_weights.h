@@ -61,6 +61,9 @@ struct FineTunePlan {
   bool trivial() const;        // all 1, no eval-mode batch norm: an ordinary run
 };
 FineTunePlan fine_tune_plan(const Graph& g, Freeze freeze, bool freeze_bn, float backbone_lr_mult);
+// The run's one line on what trains ("fine-tuning: backbone frozen (N of M parameters train: the classifier fc), ..."),
+// or "" for an ordinary run.
+std::string fine_tune_line(const Graph& g, const FineTunePlan& plan, float backbone_lr_mult);
 
 // Lines for a message: at most `max`, then "... and N more", each indented by two spaces.
 std::string listed(const std::vector<std::string>& lines, size_t max = 8);

@@ -93,7 +93,7 @@ TrainConfig config_from_json(const json& j) {
     c.data = text("data");
     c.val = text("val", std::string());
     c.model = text("model");
-    c.epochs = static_cast<int>(json_int(j, "epochs", 1, 1 << 30));
+    c.epochs = static_cast<int>(json_int(j, "epochs", 0, 1 << 30));
     c.batch_size = static_cast<int>(json_int(j, "batch_size", 1, 1 << 30));
     c.lr = real("lr", 0, 1e6);
     c.optimizer.kind = parse_optimizer(text("optimizer"));

@@ -67,19 +67,22 @@ void TrainingRun::start_input() {
   vpc.on_stall = on_stall;
   // --cache decoded: decode everything once, then gather batches from memory in the pipeline's order. --cache gpu
   // the same, and then the training set goes to the backend, which gathers each batch itself (hold_train_set).
+  // --epochs 0 (evaluation only) reads no training batch: no training input is made.
+  const bool trains = cfg_.epochs > 0;
   if (decodes_once(cfg_.cache)) {
-    input_.train_cache = std::make_unique<io::DecodedCache>(plan_.data.train_src, plan_.data.shape, tpc);
+    if (trains) input_.train_cache = std::make_unique<io::DecodedCache>(plan_.data.train_src, plan_.data.shape, tpc);
     if (plan_.data.has_val)
       input_.val_cache = std::make_unique<io::DecodedCache>(plan_.data.val_src, plan_.data.shape, vpc);
-    if (!cfg_.quiet) {
-      console_.say(
-          "cache: decoded %s images once into %.1f MiB of memory in %.1f s\n",
-          format_count(static_cast<double>(plan_.data.train_count + plan_.data.val_count)).c_str(),
-          static_cast<double>(input_.train_cache->bytes() + (input_.val_cache ? input_.val_cache->bytes() : 0)) /
-              1048576.0,
-          input_.train_cache->seconds() + (input_.val_cache ? input_.val_cache->seconds() : 0));
+    const io::DecodedCache* caches[] = {input_.train_cache.get(), input_.val_cache.get()};
+    if (!cfg_.quiet && (caches[0] || caches[1])) {
+      int64_t images = 0, bytes = 0;
+      double seconds = 0;
+      for (const io::DecodedCache* c : caches)
+        if (c) images += c->size(), bytes += c->bytes(), seconds += c->seconds();
+      console_.say("cache: decoded %s images once into %.1f MiB of memory in %.1f s\n",
+                   format_count(static_cast<double>(images)).c_str(), static_cast<double>(bytes) / 1048576.0, seconds);
     }
-    if (cfg_.cache == CacheMode::gpu) hold_train_set();
+    if (trains && cfg_.cache == CacheMode::gpu) hold_train_set();
   }
   // This rank's slice of each global batch: training shuffles and drops the last partial batch; evaluation keeps
   // the data set's order and pads it (the evaluation ring's order).
@@ -100,7 +103,7 @@ void TrainingRun::start_input() {
     input_.train_batches =
         std::make_unique<io::DecodedBatches>(*input_.train_cache, sampler(plan_.data.train_count, true), cfg_.seed,
                                              tpc.aug.hflip, input_.held ? Feed::ids : Feed::pixels, 3);
-  } else {
+  } else if (trains) {
     auto ring = std::make_unique<io::InputPipeline>(plan_.data.train_src, tpc);
     input_.train_ring = ring.get();
     input_.train_batches = std::move(ring);
@@ -297,6 +300,7 @@ void TrainingRun::train_epochs() {
     }
   } profile_guard{this};
 
+  if (cfg_.epochs == 0 && !resuming_) return evaluate_imported();
   // One start for the whole run: the decoders flow across epoch boundaries without draining.
   if (folder_.start_epoch < cfg_.epochs) input_.train_batches->start(folder_.start_epoch, folder_.start_cursor);
   for (int64_t epoch = folder_.start_epoch; epoch < cfg_.epochs && !result_.interrupted; ++epoch) {
@@ -532,6 +536,55 @@ void TrainingRun::end_epoch(int64_t epoch, double train_seconds, double input_wa
       console_.say("epoch %d/%d  train loss %.4f acc %.2f%%  |  %s img/s, %.1f s\n", es.epoch, cfg_.epochs,
                    es.train_loss, 100 * es.train_acc, format_count(es.images_per_s).c_str(), es.seconds);
   }
+}
+
+// --epochs 0 with --init: the imported weights evaluated as they are, without a step, and written as a run like any
+// other (an epoch-0 line in metrics.jsonl and the history, a checkpoint, the report), so eval, predict, export and
+// report work on weights trained elsewhere.
+void TrainingRun::evaluate_imported() {
+  const TrainClock::time_point t0 = TrainClock::now();
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  EpochStats es;
+  es.epoch = 0;
+  es.train_loss = es.train_acc = es.images_per_s = es.val_loss = es.val_acc = es.val_auc = nan;
+  json ej = {{"kind", "epoch"}, {"epoch", 0}, {"step", 0}, {"evaluation_only", true}};
+  ClassificationReport report;
+  if (plan_.data.has_val) {
+    report = evaluate();
+    es.val_loss = report.loss;
+    es.val_acc = report.accuracy;
+    es.val_auc = report.macro_auc;
+    ej["val_loss"] = es.val_loss;
+    ej["val_acc"] = es.val_acc;
+    ej["val_auc"] = std::isnan(es.val_auc) ? json() : json(es.val_auc);
+    ej["val_report"] = report.to_json();
+    if (report.unreadable > 0) ej["val_unreadable"] = report.unreadable;
+    folder_.last_report = report;
+    folder_.best_score = cfg_.best_metric == BestMetric::val_auc    ? es.val_auc
+                         : cfg_.best_metric == BestMetric::val_loss ? -es.val_loss
+                                                                    : es.val_acc;
+  }
+  es.seconds = seconds_since(t0);
+  ej["seconds"] = es.seconds;
+  ej["elapsed_s"] = run_elapsed();
+  result_.epochs.push_back(es);
+  if (folder_.metrics) {
+    folder_.metrics->write(ej);
+    folder_.metrics->flush();
+  }
+  ej.erase("val_report");
+  folder_.history.push_back(ej);
+  write_checkpoint(0, 0, plan_.data.has_val && std::isfinite(folder_.best_score));
+  if (plan_.world.writer) refresh_report(folder_.dir, console_);
+  if (cfg_.quiet) return;
+  if (plan_.data.has_val)
+    console_.say(
+        "evaluation only (--epochs 0): %s images evaluated%s: accuracy %.2f%%, loss %.4f, macro ROC-AUC %.4f\n",
+        format_count(static_cast<double>(report.count)).c_str(),
+        report.unreadable > 0 ? str(" (", report.unreadable, " unreadable left out)").c_str() : "",
+        100 * report.accuracy, report.loss, report.macro_auc);
+  else
+    console_.say("evaluation only (--epochs 0): no --val, so nothing evaluated; the imported weights are saved\n");
 }
 
 }  // namespace stoke

@@ -104,7 +104,9 @@ void start_from_init(TrainConfig& cfg, RunPlan& plan, RunModel& model) {
 }  // namespace
 
 void check_train_config(const TrainConfig& cfg) {
-  if (cfg.epochs < 1) throw UserError("--epochs must be at least 1");
+  if (cfg.epochs < 0) throw UserError("--epochs must be at least 1 (or 0 with --init: evaluate without training)");
+  if (cfg.epochs == 0 && cfg.init.empty() && cfg.resume.empty())
+    throw UserError("--epochs 0 evaluates imported weights without training: it needs --init FILE|RUN");
   if (cfg.batch_size < 0) throw UserError("--batch-size must be auto or at least 1");
   // Written so that NaN fails every check (each comparison with NaN is false); the library is called without the CLI.
   if (!(cfg.lr > 0.f) || !std::isfinite(cfg.lr)) throw UserError("--lr must be a positive number");
@@ -365,6 +367,7 @@ void TrainingRun::agree_across_ranks() {
   std::vector<float> state = model_.params;
   state.insert(state.end(), model_.buffers.begin(), model_.buffers.end());
   mine["weights"] = std::to_string(fnv1a64(state.data(), state.size() * sizeof(float)));
+  if (!cfg_.init.empty()) mine["init_file"] = cfg_.init;  // named in the message, not compared (paths may differ)
   mine["batch_size"] = plan_.batch.global;
   mine["dataset"] = plan_.data.fingerprint;
   mine["val_images"] = plan_.data.val_count;
@@ -374,10 +377,17 @@ void TrainingRun::agree_across_ranks() {
   mine["run_folder"] = fs::absolute(folder_.dir).lexically_normal().string();
   const json root = json::parse(comm_->broadcast_string(mine.dump(), 0));
   std::string differs;
-  for (const auto& [key, value] : root.items())
-    if (!mine.contains(key) || mine[key] != value)
-      differs += str(differs.empty() ? "" : "; ", key, ": rank 0 has ", value.dump(), ", rank ", plan_.world.rank,
-                     " has ", mine.contains(key) ? mine[key].dump() : std::string("nothing"));
+  for (const auto& [key, value] : root.items()) {
+    if (key == "init_file" || (mine.contains(key) && mine[key] == value)) continue;
+    differs += differs.empty() ? "" : "; ";
+    if (key == "weights" && !cfg_.init.empty() && root.contains("init_file"))
+      differs +=
+          str("--init: ", cfg_.init, " here holds other weights than rank 0's ", root["init_file"].get<std::string>(),
+              " (checksum ", mine[key].get<std::string>(), " vs ", value.get<std::string>(), ")");
+    else
+      differs += str(key, ": rank 0 has ", value.dump(), ", rank ", plan_.world.rank, " has ",
+                     mine.contains(key) ? mine[key].dump() : std::string("nothing"));
+  }
   // Which ranks differ: one exchange tells everybody.
   const std::vector<double> flags = comm_->each_rank(differs.empty() ? 0 : 1);
   std::string who;
@@ -405,6 +415,7 @@ void TrainingRun::start_backend() {
   bopt.sync_bn = cfg_.sync_bn;
   bopt.graphs = cfg_.graphs;
   FineTunePlan ft = fine_tune_plan(model_.graph, cfg_.freeze, cfg_.freeze_bn, cfg_.lr_backbone_mult);
+  if (!ft.trivial() && cfg_.epochs > 0) model_.notes.push_back(fine_tune_line(model_.graph, ft, cfg_.lr_backbone_mult));
   if (!ft.trivial()) {
     bopt.lr_mult = std::move(ft.lr_mult);
     bopt.bn_eval = std::move(ft.bn_eval);
@@ -435,11 +446,16 @@ void TrainingRun::announce() {
         format_count(static_cast<double>(plan_.data.train_count)).c_str(), plan_.data.classes, plan_.data.shape.h,
         plan_.data.shape.w, plan_.data.shape.c, cfg_.limit_train > 0 ? " (subset)" : "",
         plan_.data.has_val ? (format_count(static_cast<double>(plan_.data.val_count)) + " images").c_str() : "none");
-    console_.say("model: %s, %s parameters, %.2f MMAC/image; %s, lr %g, %s schedule, batch %d, %d epochs\n",
-                 model_.graph.description().empty() ? cfg_.model.c_str() : model_.graph.description().c_str(),
-                 format_count(static_cast<double>(model_.graph.num_params())).c_str(),
-                 static_cast<double>(model_.graph.forward_macs()) / 1e6, to_string(cfg_.optimizer.kind),
-                 static_cast<double>(cfg_.lr), to_string(cfg_.schedule), plan_.batch.global, cfg_.epochs);
+    const std::string model = model_.graph.description().empty() ? cfg_.model : model_.graph.description();
+    const std::string params = format_count(static_cast<double>(model_.graph.num_params()));
+    const double mmac = static_cast<double>(model_.graph.forward_macs()) / 1e6;
+    if (cfg_.epochs == 0)
+      console_.say("model: %s, %s parameters, %.2f MMAC/image; --epochs 0: evaluated as imported, no training step\n",
+                   model.c_str(), params.c_str(), mmac);
+    else
+      console_.say("model: %s, %s parameters, %.2f MMAC/image; %s, lr %g, %s schedule, batch %d, %d epochs\n",
+                   model.c_str(), params.c_str(), mmac, to_string(cfg_.optimizer.kind), static_cast<double>(cfg_.lr),
+                   to_string(cfg_.schedule), plan_.batch.global, cfg_.epochs);
     for (const auto& [what, src] :
          {std::pair{"data", plan_.data.train_all.get()}, std::pair{"val", plan_.data.val_all.get()}})
       if (const auto* folder = dynamic_cast<const io::FolderSource*>(src))

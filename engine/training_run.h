@@ -111,6 +111,7 @@ class TrainingRun {
   void at_step_boundary(int64_t epoch);
   void submit(const io::Batch& rb);
   void end_epoch(int64_t epoch, double train_seconds, double input_wait);
+  void evaluate_imported();  // --epochs 0
   ClassificationReport evaluate();
   void on_result(const StepResult& r, int64_t epoch);
   void log_step(int64_t epoch, float lr);

@@ -74,8 +74,10 @@ TrainResult TrainingRun::finish() {
   if (input_.train_cache) summary["decoded_cache"] = input_.held ? "held by the backend" : "host memory";
   if (!folder_.history.empty()) {
     const json& last = folder_.history.back();
-    summary["final_train_loss"] = last["train_loss"];
-    summary["final_train_acc"] = last["train_acc"];
+    if (last.contains("train_loss")) {  // not after --epochs 0
+      summary["final_train_loss"] = last["train_loss"];
+      summary["final_train_acc"] = last["train_acc"];
+    }
     if (plan_.data.has_val) {
       summary["val_images"] = plan_.data.val_count;
       summary["final_val_loss"] = last["val_loss"];
@@ -88,7 +90,8 @@ TrainResult TrainingRun::finish() {
   }
   // The verdict: what limited this run (thresholds in engine/run_verdict.cpp).
   const double run_stall = meter_.total_wait / std::max(meter_.total_train_s, 1e-9);
-  const std::string verdict_text = verdict(run_stall);
+  const std::string verdict_text =
+      cfg_.epochs == 0 ? std::string("evaluation only (--epochs 0): no training step") : verdict(run_stall);
   summary["input_stall"] = run_stall;
   if (meter_.total_device_s > 0)
     summary["gpu_busy"] = std::min(1.0, meter_.total_device_s / std::max(meter_.total_train_s, 1e-9));
@@ -98,7 +101,7 @@ TrainResult TrainingRun::finish() {
   summary["world"] = plan_.world.size;
   atomic_write_file((fs::path(folder_.dir) / "summary.json").string(), summary.dump(2) + "\n");
   refresh_report(folder_.dir, console_);
-  if (!cfg_.quiet && !folder_.history.empty()) say_summary(fc, verdict_text);
+  if (!cfg_.quiet && !folder_.history.empty() && cfg_.epochs > 0) say_summary(fc, verdict_text);
   return result_;
 }
 

@@ -7,7 +7,8 @@
 #             job's output names the lost rank
 #   resume    a run interrupted on 2 processes resumes on 1, and one interrupted on 1 resumes on 2, reaching the
 #             uninterrupted run's weights
-#   mismatch  ranks started with different settings, or a global batch that does not divide, are refused at start;
+#   mismatch  ranks started with different settings or different --init weights, or a global batch that does not
+#             divide, are refused at start;
 #             --batch-size auto agrees on one global batch
 #   signal    Ctrl-C on mpirun (SIGINT: Open MPI sends SIGTERM to every rank, then SIGKILL after
 #             odls_base_sigkill_timeout seconds, given 30 here) and
@@ -147,6 +148,26 @@ mismatch)
   [ $rc -eq 2 ] || fail "mismatched ranks: exit $rc, expected 2"
   grep -q "rank 1/2: error: this rank's settings differ from rank 0's: label_smoothing: rank 0 has 0.0, rank 1 has 0.1" m.log || fail "rank 1 did not name the setting"
   grep -q "rank 0/2: error: the settings of rank 1 differ" m.log || fail "rank 0 did not name rank 1"
+  # --init: every rank reads the file itself, and the start's checksum of the weights compares what they read. Rank 1
+  # gets a copy with one weight changed (a corrupt or other file): refused on both, naming both files.
+  "$stoke" export --run probe -o p.safetensors > /dev/null || fail "no export"
+  python3 - <<'PY' || fail "could not change a weight"
+import json, struct
+b = bytearray(open("p.safetensors", "rb").read())
+n = struct.unpack("<Q", b[:8])[0]
+head = json.loads(b[8:8 + n])
+s, _ = head[min(k for k in head if k.endswith(".weight"))]["data_offsets"]
+(v,) = struct.unpack_from("<f", b, 8 + n + s)
+struct.pack_into("<f", b, 8 + n + s, v + 0.5)
+open("q.safetensors", "wb").write(b)
+PY
+  mpi -np 1 "$stoke" train "${common[@]}" --epochs 1 --init p.safetensors --out i : -np 1 "$stoke" train "${common[@]}" --epochs 1 --init q.safetensors --out i > i.log 2>&1
+  rc=$?
+  cat i.log
+  [ $rc -eq 2 ] || fail "ranks with different --init files: exit $rc, expected 2"
+  grep -q "rank 1/2: error: this rank's settings differ from rank 0's: --init: q.safetensors here holds other weights than rank 0's p.safetensors" i.log || fail "rank 1 did not name the --init files"
+  grep -q "rank 0/2: error: the settings of rank 1 differ" i.log || fail "rank 0 did not name rank 1"
+  [ ! -e i/checkpoints ] || fail "a refused start wrote checkpoints"
   mpi -np 2 "$stoke" train "${base[@]}" --epochs 1 --batch-size 15 --out n > n.log 2>&1
   rc=$?
   cat n.log

@@ -36,8 +36,8 @@ TEST(Cli, HelpOnEverySubcommand) {
     EXPECT_NE(r.output.find("Usage"), std::string::npos) << sub << "\n" << r.output;
   }
   RunResult t = run_stoke("train --help");
-  for (const char* flag : {"--data", "--val", "--model", "--epochs", "--batch-size", "--lr", "--optimizer", "--seed",
-                           "--device", "--out"})
+  for (const char* flag :
+       {"--data", "--val", "--model", "--epochs", "--batch-size", "--lr", "--optimizer", "--seed", "--device", "--out"})
     EXPECT_NE(t.output.find(flag), std::string::npos) << flag;
 }
 
@@ -49,7 +49,9 @@ TEST(Cli, UserErrorsAreOneLineAndExitTwo) {
   expect_user_error("train", "--data");
   expect_user_error("train --data " + tmp.str() + "/missing", "no such folder");
   expect_user_error("train --data " + ok + " --epochs abc", "--epochs");
-  expect_user_error("train --data " + ok + " --epochs 0", "--epochs");
+  expect_user_error("train --data " + ok + " --epochs 0",
+                    "--epochs 0 evaluates imported weights without training: it needs --init");
+  expect_user_error("train --data " + ok + " --epochs -1", "--epochs");
   expect_user_error("train --data " + ok + " --lr -1", "--lr");
   expect_user_error("train --data " + ok + " --optimizer adam", "--optimizer");
   expect_user_error("train --data " + ok + " --model resnet-1000 --out " + tmp.str() + "/r1", "unknown model");
@@ -63,7 +65,8 @@ TEST(Cli, UserErrorsAreOneLineAndExitTwo) {
   expect_user_error("train --data " + ok + " --batch-size big", "--batch-size");
   expect_user_error("dataset synthetic --kind mednist-like --classes 5 --out " + tmp.str() + "/s1", "--classes");
   expect_user_error("dataset synthetic --kind imagenet --out " + tmp.str() + "/s2", "--kind");
-  expect_user_error("dataset synthetic --kind imagenet-like --count 5 --classes 10 --out " + tmp.str() + "/s3", "at least");
+  expect_user_error("dataset synthetic --kind imagenet-like --count 5 --classes 10 --out " + tmp.str() + "/s3",
+                    "at least");
 }
 
 TEST(Cli, DevicesSaysWhichBackend) {
@@ -77,7 +80,8 @@ TEST(Cli, TrainsATinyFolderAndWritesTheRunFolder) {
   write_tiny_folder(tmp.path() / "train", {"a", "b"}, 24);
   write_tiny_folder(tmp.path() / "val", {"a", "b"}, 6);
   const std::string run = tmp.str() + "/run";
-  RunResult r = run_stoke("train --data " + tmp.str() + "/train --val " + tmp.str() + "/val --epochs 2 --batch-size 8 --device cpu --out " + run);
+  RunResult r = run_stoke("train --data " + tmp.str() + "/train --val " + tmp.str() +
+                          "/val --epochs 2 --batch-size 8 --device cpu --out " + run);
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("summary:"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("validation accuracy"), std::string::npos) << r.output;
@@ -103,14 +107,17 @@ TEST(Cli, BatchSizeAutoSaysWhatItChoseAndResumeKeepsIt) {
   TempDir tmp("cli-auto-batch");
   write_tiny_folder(tmp.path() / "train", {"a", "b"}, 200);
   const std::string run = tmp.str() + "/run";
-  RunResult r = run_stoke("train --data " + tmp.str() + "/train --epochs 1 --batch-size auto --device cpu --out " + run);
+  RunResult r =
+      run_stoke("train --data " + tmp.str() + "/train --epochs 1 --batch-size auto --device cpu --out " + run);
   ASSERT_EQ(r.exit_code, 0) << r.output;
   // 400 images: at least 16 steps an epoch caps it at 25 -> 24.
-  EXPECT_NE(r.output.find("batch size auto: 24 (capped: at least 16 steps per epoch over 400 images"), std::string::npos)
+  EXPECT_NE(r.output.find("batch size auto: 24 (capped: at least 16 steps per epoch over 400 images"),
+            std::string::npos)
       << r.output;
   EXPECT_NE(r.output.find("batch 24,"), std::string::npos) << r.output;
   const std::vector<uint8_t> cfg = stoke::read_file(run + "/config.json");
-  EXPECT_NE(std::string(cfg.begin(), cfg.end()).find("\"batch_size\": 24"), std::string::npos) << "the resolved batch is saved";
+  EXPECT_NE(std::string(cfg.begin(), cfg.end()).find("\"batch_size\": 24"), std::string::npos)
+      << "the resolved batch is saved";
   RunResult again = run_stoke("train --resume " + run + " --epochs 2 --quiet");
   EXPECT_EQ(again.exit_code, 0) << again.output;
 }
@@ -122,7 +129,8 @@ TEST(Cli, AFoldersFilesAreReadFromDiskOnce) {
     const std::vector<uint8_t> b = stoke::read_file(run + "/summary.json");
     return nlohmann::json::parse(std::string(b.begin(), b.end()));
   };
-  const std::string base = "train --data " + tmp.str() + "/train --epochs 3 --batch-size 8 --device cpu --out " + tmp.str();
+  const std::string base =
+      "train --data " + tmp.str() + "/train --epochs 3 --batch-size 8 --device cpu --out " + tmp.str();
   RunResult r = run_stoke(base + "/cached");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("file cache: each file is read from disk once"), std::string::npos) << r.output;
@@ -149,8 +157,8 @@ TEST(Cli, PackThenTrainFromThePackGivesTheSameRun) {
   ASSERT_EQ(p.exit_code, 0) << p.output;
   EXPECT_NE(p.output.find("40 images"), std::string::npos) << p.output;
   for (const char* data : {"/train", "/train.pack"}) {
-    RunResult r = run_stoke("train --data " + tmp.str() + data + " --epochs 1 --batch-size 8 --quiet --out " + tmp.str() +
-                            "/run" + (data[6] == '.' ? "p" : "f"));
+    RunResult r = run_stoke("train --data " + tmp.str() + data + " --epochs 1 --batch-size 8 --quiet --out " +
+                            tmp.str() + "/run" + (data[6] == '.' ? "p" : "f"));
     ASSERT_EQ(r.exit_code, 0) << r.output;
   }
   // Same samples, same order, same bytes: the same losses.
@@ -193,10 +201,11 @@ TEST(Cli, DiagnoseMeasuresEveryStageAndGivesAVerdict) {
 TEST(Cli, HelpShowsTheTrueDefaults) {
   const RunResult t = run_stoke("train --help");
   ASSERT_EQ(t.exit_code, 0) << t.output;
-  for (const char* want : {"Passes over the training data (default: 3)", "fits (default: 128)", "learning rate (default: 0.1)",
-                           "or N (default: auto)", "(default: sgd)", "(default: onecycle)", "(default: 0.9)",
-                           "plain momentum (default: on)", "(default: 0.0005)", "--trace records (default: 1:50)",
-                           "(default runs/<model>-<time>"})
+  for (const char* want :
+       {"Passes over the training data (0 with --init: evaluate the imported weights, no step) (default: 3)",
+        "fits (default: 128)", "learning rate (default: 0.1)", "or N (default: auto)", "(default: sgd)",
+        "(default: onecycle)", "(default: 0.9)", "plain momentum (default: on)", "(default: 0.0005)",
+        "--trace records (default: 1:50)", "(default runs/<model>-<time>"})
     EXPECT_NE(t.output.find(want), std::string::npos) << want << "\n" << t.output;
   EXPECT_NE(t.output.find("--decoders,--workers,--num-workers"), std::string::npos) << t.output;
   EXPECT_EQ(t.output.find("{false}"), std::string::npos) << t.output;
@@ -225,10 +234,14 @@ TEST(Cli, HelpShowsTheTrueDefaults) {
   }
   check();
   EXPECT_GE(checked, 30) << "the help was not parsed as expected\n" << t.output;
-  for (const auto& [sub, want] : std::vector<std::pair<std::string, std::string>>{
-           {"eval", "Images per batch (default: 128)"}, {"predict", "(default: 1)"}, {"export", "(default: best)"},
-           {"diagnose", "Seconds per measurement (default: 3)"}, {"bench-input", "Seconds per measurement (default: 2)"},
-           {"dataset mnist", "JPEG quality (default: 95)"}, {"dataset synthetic", "one tree (default: on)"}}) {
+  for (const auto& [sub, want] :
+       std::vector<std::pair<std::string, std::string>>{{"eval", "Images per batch (default: 128)"},
+                                                        {"predict", "(default: 1)"},
+                                                        {"export", "(default: best)"},
+                                                        {"diagnose", "Seconds per measurement (default: 3)"},
+                                                        {"bench-input", "Seconds per measurement (default: 2)"},
+                                                        {"dataset mnist", "JPEG quality (default: 95)"},
+                                                        {"dataset synthetic", "one tree (default: on)"}}) {
     const RunResult r = run_stoke(sub + " --help");
     EXPECT_EQ(r.exit_code, 0) << sub;
     EXPECT_NE(r.output.find(want), std::string::npos) << sub << ": " << want << "\n" << r.output;
@@ -252,7 +265,8 @@ TEST(Cli, BatchAndDataSizeAreSaidOnceAtTheStart) {
   const RunResult big = run_stoke(base + "/r64 --batch-size 64");
   ASSERT_EQ(big.exit_code, 0) << big.output;
   EXPECT_EQ(count(big.output, "batch: "), 1) << big.output;
-  EXPECT_NE(big.output.find("batch: --batch-size 64 is more than the 20 training images, so the batch is 20"), std::string::npos)
+  EXPECT_NE(big.output.find("batch: --batch-size 64 is more than the 20 training images, so the batch is 20"),
+            std::string::npos)
       << big.output;
   EXPECT_EQ(big.output.find("left out (drop_last"), std::string::npos) << big.output;
   const std::vector<uint8_t> cfg = stoke::read_file(tmp.str() + "/r64/config.json");
@@ -260,7 +274,8 @@ TEST(Cli, BatchAndDataSizeAreSaidOnceAtTheStart) {
 
   const RunResult even = run_stoke(base + "/r10 --batch-size 10");
   ASSERT_EQ(even.exit_code, 0) << even.output;
-  EXPECT_EQ(even.output.find("batch: "), std::string::npos) << "nothing to say when the batch divides the data\n" << even.output;
+  EXPECT_EQ(even.output.find("batch: "), std::string::npos) << "nothing to say when the batch divides the data\n"
+                                                            << even.output;
 }
 
 TEST(Cli, ValWithOtherClassesNamesThem) {
@@ -275,7 +290,8 @@ TEST(Cli, ValWithOtherClassesNamesThem) {
 TEST(Cli, TwoRunsStartedTogetherGetTheirOwnDefaultFolders) {
   TempDir tmp("cli-two-runs");
   write_tiny_folder(tmp.path() / "train", {"a", "b"}, 8);
-  const std::string one = binary_dir() + "/bin/stoke train --data " + tmp.str() + "/train --epochs 1 --batch-size 8 --quiet "
+  const std::string one = binary_dir() + "/bin/stoke train --data " + tmp.str() +
+                          "/train --epochs 1 --batch-size 8 --quiet "
                           "--device cpu --threads 1 --decoders 1";
   const std::string cmd = "cd " + tmp.str() + " && { " + one + " & " + one + " & wait; } 2>&1";
   ASSERT_EQ(std::system(cmd.c_str()), 0);
@@ -294,8 +310,9 @@ TEST(Cli, TwoRunsStartedTogetherGetTheirOwnDefaultFolders) {
 TEST(Cli, ReportOnAFolderThatIsNotARunIsAUserError) {
   TempDir tmp("cli-report-not-run");
   write_tiny_folder(tmp.path() / "images", {"a"}, 1);
-  expect_user_error("report --run " + tmp.str() + "/images", tmp.str() + "/images is not a run folder: it holds neither "
-                    "config.json nor metrics.jsonl");
+  expect_user_error("report --run " + tmp.str() + "/images", tmp.str() +
+                                                                 "/images is not a run folder: it holds neither "
+                                                                 "config.json nor metrics.jsonl");
   EXPECT_FALSE(fs::exists(tmp.path() / "images" / "report.html"));
   expect_user_error("report --run " + tmp.str() + "/nowhere", tmp.str() + "/nowhere: no such run folder");
 }
