@@ -20,9 +20,11 @@ namespace {
 std::vector<st::Tensor> model_tensors(const Graph& g, const float* params, const float* buffers) {
   std::vector<st::Tensor> t;
   for (const ParamInfo& p : g.params())
-    t.push_back({p.name, st::DType::F32, std::vector<int64_t>(p.shape.begin(), p.shape.end()), params + p.offset});
+    t.push_back({p.name, st::DType::F32, std::vector<int64_t>(p.shape.begin(), p.shape.end()),
+                 params ? params + p.offset : nullptr});
   for (const ParamInfo& b : g.buffers())
-    t.push_back({b.name, st::DType::F32, std::vector<int64_t>(b.shape.begin(), b.shape.end()), buffers + b.offset});
+    t.push_back({b.name, st::DType::F32, std::vector<int64_t>(b.shape.begin(), b.shape.end()),
+                 buffers ? buffers + b.offset : nullptr});
   return t;
 }
 
@@ -34,14 +36,26 @@ std::vector<std::string> moment_names(const std::string& kind, size_t state_size
   return {"momentum"};
 }
 
-std::vector<st::Tensor> optimizer_tensors(const Graph& g, const std::string& kind, const std::vector<float>& state) {
+std::vector<st::Tensor> optimizer_tensors(const Graph& g, const std::string& kind, const float* state,
+                                          size_t state_size) {
   std::vector<st::Tensor> t;
-  const auto names = moment_names(kind, state.size(), g.num_params());
+  const auto names = moment_names(kind, state_size, g.num_params());
   for (size_t m = 0; m < names.size(); ++m)
     for (const ParamInfo& p : g.params())
       t.push_back({names[m] + "." + p.name, st::DType::F32, std::vector<int64_t>(p.shape.begin(), p.shape.end()),
-                   state.data() + static_cast<int64_t>(m) * g.num_params() + p.offset});
+                   state ? state + static_cast<int64_t>(m) * g.num_params() + p.offset : nullptr});
   return t;
+}
+
+const std::map<std::string, std::string>& checkpoint_metadata() {
+  static const std::map<std::string, std::string> meta = {{"format", "stoke-checkpoint"},
+                                                          {"layout", "NHWC activations, KRSC conv weights"}};
+  return meta;
+}
+
+// One "<bytes> <fnv1a64> <file>" line of manifest.txt (manifest_text).
+std::string manifest_line(size_t bytes, uint64_t sum, const std::string& file) {
+  return str(bytes, " ", hex64(sum), " ", file, "\n");
 }
 
 void read_tensor(const st::File& f, const std::string& name, const std::vector<int>& shape, float* dst, int64_t size) {
@@ -76,7 +90,7 @@ std::string manifest_text(const fs::path& dir, const std::vector<std::string>& f
   std::string body;
   for (const std::string& f : files) {
     const std::vector<uint8_t> b = read_file((dir / f).string());
-    body += str(b.size(), " ", hex64(fnv1a64(b.data(), b.size())), " ", f, "\n");
+    body += manifest_line(b.size(), fnv1a64(b.data(), b.size()), f);
   }
   return body + "manifest " + hex64(fnv1a64(body.data(), body.size())) + "\n";
 }
@@ -142,10 +156,10 @@ std::string save_checkpoint(const std::string& run_dir, const std::string& name,
   fs::create_directories(tmp, ec);
   if (ec) throw Error(str("cannot create ", tmp.string(), ": ", ec.message()));
   try {
-    const std::map<std::string, std::string> meta = {{"format", "stoke-checkpoint"},
-                                                     {"layout", "NHWC activations, KRSC conv weights"}};
+    const auto& meta = checkpoint_metadata();
     std::vector<uint8_t> model = st::serialize(model_tensors(graph, data.params.data(), data.buffers.data()), meta);
-    std::vector<uint8_t> opt = st::serialize(optimizer_tensors(graph, optimizer_kind, data.optimizer_state), meta);
+    std::vector<uint8_t> opt = st::serialize(
+        optimizer_tensors(graph, optimizer_kind, data.optimizer_state.data(), data.optimizer_state.size()), meta);
     atomic_write_file((tmp / "model.safetensors").string(), model.data(), model.size());
     atomic_write_file((tmp / "optimizer.safetensors").string(), opt.data(), opt.size());
     json state = data.state;
@@ -166,6 +180,39 @@ std::string save_checkpoint(const std::string& run_dir, const std::string& name,
   }
   prune(ckdir, keep_last);
   return dst.string();
+}
+
+int64_t checkpoint_bytes(const Graph& graph, const std::string& optimizer_kind, size_t optimizer_state_size,
+                         const json& config, int channels, int epochs) {
+  const auto& meta = checkpoint_metadata();
+  const size_t model = st::serialized_size(model_tensors(graph, nullptr, nullptr), meta);
+  const size_t opt = st::serialized_size(optimizer_tensors(graph, optimizer_kind, nullptr, optimizer_state_size), meta);
+  // state.json as the run's last checkpoint writes it (TrainingRun::write_checkpoint): numbers at their widest, a
+  // history line per epoch (one measured 480 bytes in state.json's layout; 640 leaves room for the optional keys).
+  constexpr int64_t kHistoryLineBytes = 640;
+  const double wide = 0.12345678901234567;
+  const std::vector<double> per_channel(static_cast<size_t>(std::max(channels, 1)), wide);
+  const json file = {{"bytes", int64_t{1} << 40}, {"fnv1a64", hex64(0)}};
+  const json state = {{"epoch", 1 << 20},
+                      {"cursor", 1 << 20},
+                      {"step", int64_t{1} << 40},
+                      {"optimizer_steps", int64_t{1} << 40},
+                      {"config", config},
+                      {"dataset", "123456-0123456789abcdef"},
+                      {"normalize_mean", per_channel},
+                      {"normalize_std", per_channel},
+                      {"epoch_sums", {{"correct", 1 << 30}, {"loss_sum", wide}, {"seconds", wide}, {"seen", 1 << 30}}},
+                      {"elapsed_s", wide},
+                      {"history", json::array()},
+                      {"best_score", wide},
+                      {"loss_scale", wide},
+                      {"files", {{"model.safetensors", file}, {"optimizer.safetensors", file}}},
+                      {"optimizer_kind", optimizer_kind}};
+  const size_t state_json = state.dump(2).size() + 1 + static_cast<size_t>(kHistoryLineBytes * std::max(epochs, 0));
+  const std::string manifest = manifest_line(model, 0, "model.safetensors") +
+                               manifest_line(opt, 0, "optimizer.safetensors") +
+                               manifest_line(state_json, 0, "state.json") + "manifest " + hex64(0) + "\n";
+  return static_cast<int64_t>(model + opt + state_json + manifest.size());
 }
 
 std::string find_checkpoint(const std::string& run_dir, const std::string& which, std::string* note) {

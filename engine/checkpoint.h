@@ -35,6 +35,13 @@ struct CheckpointData {
 std::string save_checkpoint(const std::string& run_dir, const std::string& name, const Graph& graph,
                             const std::string& optimizer_kind, const CheckpointData& data, bool best, int keep_last);
 
+// The bytes one checkpoint folder of this model takes, before any is written: both safetensors files exactly (the
+// graph's tensors, the optimizer state's size: SGD momentum one float per parameter, AdamW two), state.json from
+// the run's configuration with `epochs` lines of history (its size at the run's end), and the manifest. Block
+// rounding of the file system is the caller's.
+int64_t checkpoint_bytes(const Graph& graph, const std::string& optimizer_kind, size_t optimizer_state_size,
+                         const nlohmann::json& config, int channels, int epochs);
+
 // The folder `checkpoints/latest` (or `best`) names. When that pointer is empty or names a missing folder, or the
 // folder fails its manifest, the newest step folder that verifies instead, with *note saying what was wrong and which
 // one is used (a run never starts again while an intact checkpoint exists). "" when there is no intact checkpoint

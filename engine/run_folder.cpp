@@ -2,12 +2,14 @@
 // default name and its lock (engine/run_folder.h).
 #include "engine/run_folder.h"
 
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <ctime>
 #include <filesystem>
 
 #include "base/error.h"
+#include "base/format.h"
 #include "base/fs.h"
 #include "base/json_util.h"
 #include "io/source/display_name.h"
@@ -40,6 +42,27 @@ std::unique_ptr<FileLock> lock_run_folder(const std::string& dir, const std::str
     throw UserError(str(dir, " is in use by another stoke process (", holder,
                         "): a run writes its folder alone; wait for it to end, or choose another --out"));
   return lock;
+}
+
+int64_t free_bytes(const std::string& dir, int64_t* block) {
+  struct statvfs s {};
+  if (::statvfs(dir.c_str(), &s) != 0) return -1;
+  if (block) *block = static_cast<int64_t>(s.f_frsize);
+  return static_cast<int64_t>(s.f_bavail) * static_cast<int64_t>(s.f_frsize);
+}
+
+std::string check_space(const std::string& dir, int64_t free, const SpaceNeed& need) {
+  const auto kib = [](int64_t b) { return format_bytes(static_cast<size_t>(std::max<int64_t>(b, 0))); };
+  if (free < need.checkpoint + need.others)
+    throw UserError(str("not enough free space in ", dir, " for even one checkpoint: ", kib(free),
+                        " free, one checkpoint takes ", kib(need.checkpoint), " and the run's other files about ",
+                        kib(need.others), "; free some space or choose another --out"));
+  if (free >= need.at_once * need.checkpoint + need.others) return "";
+  const int64_t room = (free - need.others) / need.checkpoint;
+  return str(dir, " has ", kib(free), " free, room for ", room, room == 1 ? " checkpoint" : " checkpoints", " of ",
+             kib(need.checkpoint), " but the run holds ", need.at_once,
+             " at once (a new one is written beside the old before the old is removed, --keep-checkpoints ", need.keep,
+             "): expect \"No space left on device\" at a later checkpoint");
 }
 
 std::string default_run_dir(const std::string& model) {

@@ -51,6 +51,23 @@ struct RunFolder {
 // the holder's pid when another process holds it.
 std::unique_ptr<FileLock> lock_run_folder(const std::string& dir, const std::string& who);
 
+// Bytes free to this process on the file system holding `dir` (statvfs), -1 when it cannot be asked; *block gets its
+// block size.
+int64_t free_bytes(const std::string& dir, int64_t* block = nullptr);
+
+// What a training session needs on its run folder's file system: one checkpoint (block rounding included), the
+// run's other files (metrics.jsonl, report.html, summary.json, config.json), and how many checkpoints it holds at
+// once (those kept plus the one being written, less those already there; --keep-checkpoints is `keep`).
+struct SpaceNeed {
+  int64_t checkpoint = 0, others = 0;
+  int64_t at_once = 1;
+  int keep = 0;
+};
+// A full disk found at the first checkpoint costs an epoch of compute, so the run asks at its start. Throws UserError
+// naming `dir` and the numbers when `free` bytes do not hold one checkpoint and the other files; returns a one-line
+// warning when they do not hold `at_once` checkpoints; else "".
+std::string check_space(const std::string& dir, int64_t free, const SpaceNeed& need);
+
 // runs/<model>-<date>-<time>, before rank 0 claims a free name.
 std::string default_run_dir(const std::string& model);
 // Keeps metrics.jsonl consistent with a resumed run: drops lines written after the checkpoint's step.

@@ -46,9 +46,10 @@ size_t byte_count(DType d, const std::vector<int64_t>& shape) {
   for (int64_t s : shape) n *= static_cast<size_t>(s);
   return n;
 }
-}  // namespace
 
-std::vector<uint8_t> serialize(const std::vector<Tensor>& tensors, const std::map<std::string, std::string>& metadata) {
+// The padded JSON header; *data_bytes gets the size of the tensor bytes after it.
+std::string header_text(const std::vector<Tensor>& tensors, const std::map<std::string, std::string>& metadata,
+                        size_t* data_bytes) {
   // nlohmann::json sorts object keys; the byte order of the data follows the caller's order.
   json header = json::object();
   size_t offset = 0;
@@ -63,6 +64,20 @@ std::vector<uint8_t> serialize(const std::vector<Tensor>& tensors, const std::ma
   if (!metadata.empty()) header["__metadata__"] = metadata;
   std::string text = header.dump();
   while (text.size() % 8 != 0) text.push_back(' ');  // keeps the data 8-byte aligned
+  *data_bytes = offset;
+  return text;
+}
+
+}  // namespace
+
+size_t serialized_size(const std::vector<Tensor>& tensors, const std::map<std::string, std::string>& metadata) {
+  size_t data = 0;
+  return 8 + header_text(tensors, metadata, &data).size() + data;
+}
+
+std::vector<uint8_t> serialize(const std::vector<Tensor>& tensors, const std::map<std::string, std::string>& metadata) {
+  size_t offset = 0;
+  const std::string text = header_text(tensors, metadata, &offset);
   std::vector<uint8_t> out(8 + text.size() + offset);
   uint64_t len = text.size();
   for (int i = 0; i < 8; ++i) out[static_cast<size_t>(i)] = static_cast<uint8_t>(len >> (8 * i));

@@ -25,6 +25,9 @@ struct Tensor {
 // Serialises tensors (in the given order) and metadata into the file format.
 std::vector<uint8_t> serialize(const std::vector<Tensor>& tensors, const std::map<std::string, std::string>& metadata);
 
+// The size serialize() gives, without the bytes (data is not read): what a file will take before it is written.
+size_t serialized_size(const std::vector<Tensor>& tensors, const std::map<std::string, std::string>& metadata);
+
 // serialize + atomic_write_file (temporary, fsync, rename, fsync folder).
 void save(const std::string& path, const std::vector<Tensor>& tensors,
           const std::map<std::string, std::string>& metadata);

@@ -106,11 +106,47 @@ void TrainingRun::open_run_folder() {
   }
   fs::create_directories(folder_.dir, ec);
   if (ec) throw UserError(str("cannot create run folder ", folder_.dir, ": ", ec.message()));
+  check_free_space();  // before the old run's files go: a refused run loses nothing
   fs::remove(folder_.metrics_path, ec);
   fs::remove_all(fs::path(folder_.dir) / "checkpoints", ec);
   write_train_files(folder_.dir, *plan_.data.train_src);  // a resume can then name what changed in the data
   if (plan_.mean.empty())
     estimate_normalization(plan_.data.train_src, plan_.data.shape, cfg_.seed, cfg_.decoders, plan_.mean, plan_.stdev);
+}
+
+// Before an epoch of compute: room for this session's checkpoints and files (engine/run_folder.h check_space).
+void TrainingRun::check_free_space() {
+  int64_t block = 4096;
+  const int64_t free = plan_.world.writer ? free_bytes(folder_.dir, &block) : -1;
+  if (free < 0) return;  // rank 0 owns the folder; a file system that cannot say is not refused
+  const int64_t epochs = std::max<int64_t>(0, cfg_.epochs - folder_.start_epoch);
+  const int64_t steps = epochs * plan_.batch.steps_per_epoch - folder_.start_cursor;
+  const int64_t writes = epochs + (cfg_.checkpoint_every > 0 ? steps / cfg_.checkpoint_every : 0);
+  if (writes <= 0) return;
+  // A resumed run's step folders stay; a new run's predecessor (--overwrite) goes, and its bytes count as free.
+  int64_t there = 0, reclaimed = 0;
+  std::error_code ec;
+  for (const auto& e : fs::recursive_directory_iterator(fs::path(folder_.dir) / "checkpoints", ec)) {
+    if (resuming_ && e.is_directory() && e.path().parent_path().filename() == "checkpoints")
+      there += e.path().filename().string().rfind("step-", 0) == 0;
+    if (!resuming_ && e.is_regular_file()) reclaimed += static_cast<int64_t>(e.file_size(ec));
+  }
+  if (!resuming_ && fs::is_regular_file(folder_.metrics_path))
+    reclaimed += static_cast<int64_t>(fs::file_size(folder_.metrics_path, ec));
+  SpaceNeed need;
+  need.keep = std::max(cfg_.keep_checkpoints, 1);
+  need.at_once = std::max<int64_t>(1, std::min<int64_t>(there + writes, need.keep + 1) - there);
+  // Four files and two one-line pointers, each rounded up to a block.
+  need.checkpoint = checkpoint_bytes(model_.graph, to_string(cfg_.optimizer.kind), model_.opt_state.size(),
+                                     config_to_json(cfg_), plan_.data.shape.c, cfg_.epochs) +
+                    6 * block;
+  // metrics.jsonl: a line per --log-every steps (~300 bytes) and per epoch one with the validation report (a
+  // confusion matrix); report.html, summary.json and config.json about 128 KiB together.
+  const auto classes = static_cast<int64_t>(plan_.data.class_names.size());
+  need.others = (128 << 10) + (steps / std::max(cfg_.log_every, 1) + epochs) * 512 +
+                (plan_.data.has_val ? epochs * (classes * classes * 8 + classes * 64) : 0);
+  const std::string warning = check_space(folder_.dir, free + reclaimed, need);
+  if (!warning.empty()) warn(warning);
 }
 
 void TrainingRun::resume_from_checkpoint() {
@@ -158,6 +194,7 @@ void TrainingRun::resume_from_checkpoint() {
   };
   plan_.mean = channels("normalize_mean", -1e6);
   plan_.stdev = channels("normalize_std", 1e-12);
+  check_free_space();  // before the first write (metrics.jsonl truncated to the checkpoint's step)
   if (plan_.world.writer) truncate_metrics(folder_.metrics_path, folder_.start_step);
   if (st.contains("config") && st["config"].is_object()) {
     const std::string change =

@@ -100,6 +100,7 @@ class TrainingRun {
   void check_profile_window() const;  // prints the window it will profile (through the mutable console)
   void write_run_info();
   // training_folder.cpp
+  void check_free_space();
   void resume_from_checkpoint();
   void check_resumed_data(const nlohmann::json& state);
   std::string schedule_change(int planned_epochs) const;
