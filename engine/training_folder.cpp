@@ -121,7 +121,9 @@ void TrainingRun::check_free_space() {
   if (free < 0) return;  // rank 0 owns the folder; a file system that cannot say is not refused
   const int64_t epochs = std::max<int64_t>(0, cfg_.epochs - folder_.start_epoch);
   const int64_t steps = epochs * plan_.batch.steps_per_epoch - folder_.start_cursor;
-  const int64_t writes = epochs + (cfg_.checkpoint_every > 0 ? steps / cfg_.checkpoint_every : 0);
+  const int64_t writes = cfg_.epochs == 0 && !resuming_  // --epochs 0 --init: the imported weights' checkpoint
+                             ? 1
+                             : epochs + (cfg_.checkpoint_every > 0 ? steps / cfg_.checkpoint_every : 0);
   if (writes <= 0) return;
   // A resumed run's step folders stay; a new run's predecessor (--overwrite) goes, and its bytes count as free.
   int64_t there = 0, reclaimed = 0;
