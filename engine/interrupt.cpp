@@ -9,7 +9,10 @@ namespace stoke {
 namespace {
 std::atomic<int> g_signal{0};
 std::atomic<int> g_count{0};
-char g_message[512] = {0};  // set before the handlers are installed; read-only in the handler
+// The first signal's line. Replaced while the handlers are installed (a data-parallel run names its newest
+// checkpoint), so two buffers: the new text goes to the one the handler does not read, then the index flips.
+char g_messages[2][2048] = {};
+std::atomic<int> g_current{0};
 
 extern "C" void on_signal(int sig) {
   if (g_count.fetch_add(1) >= 1) {
@@ -19,18 +22,21 @@ extern "C" void on_signal(int sig) {
     ::_exit(128 + sig);
   }
   static const char msg[] = "\nstoke: interrupt: finishing this step, then writing a checkpoint (interrupt again to quit now)\n";
+  const char* m = g_messages[g_current.load()];
   size_t n = 0;
-  while (n < sizeof g_message && g_message[n]) ++n;
-  ssize_t ignored = n ? ::write(STDERR_FILENO, g_message, n) : ::write(STDERR_FILENO, msg, sizeof msg - 1);
+  while (n < sizeof g_messages[0] && m[n]) ++n;
+  ssize_t ignored = n ? ::write(STDERR_FILENO, m, n) : ::write(STDERR_FILENO, msg, sizeof msg - 1);
   (void)ignored;
   g_signal.store(sig);
 }
 }  // namespace
 
 void set_interrupt_message(const char* message) {
+  char* m = g_messages[1 - g_current.load()];
   size_t n = 0;
-  for (; message[n] && n + 1 < sizeof g_message; ++n) g_message[n] = message[n];
-  g_message[n] = 0;
+  for (; message[n] && n + 1 < sizeof g_messages[0]; ++n) m[n] = message[n];
+  m[n] = 0;
+  g_current.store(1 - g_current.load());
 }
 
 void install_interrupt_handlers() {

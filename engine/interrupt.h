@@ -17,7 +17,8 @@ int interrupt_requested();
 // For tests and internal stops: behave as if `sig` had arrived once.
 void request_interrupt(int sig);
 void clear_interrupt();
-// What the first signal prints (a data-parallel job names the rank); empty: the default line.
+// What the first signal prints (a data-parallel job names the rank and its newest checkpoint); empty: the default
+// line. May be called while the handlers are installed (from one thread).
 void set_interrupt_message(const char* message);
 
 }  // namespace stoke

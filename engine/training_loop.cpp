@@ -34,6 +34,34 @@ double resident_mib() {
   return static_cast<double>(resident) * static_cast<double>(sysconf(_SC_PAGESIZE)) / (1024.0 * 1024.0);
 }
 
+// Where a data-parallel job can continue from once a rank is lost: no checkpoint can be written then (one needs
+// every rank's step), so the last one written. `pending`: a checkpoint whose write is under way. Rank 0 writes the
+// checkpoints; another rank may not see its folder, so it names the pointer file.
+std::string continue_from(const RunWorld& world, const std::string& dir, const std::string& last,
+                          const std::string& pending) {
+  const std::string ckdir = (fs::path(dir) / "checkpoints").string(), resume = "stoke train --resume " + dir;
+  if (!world.writer) return str("rank 0's last checkpoint is the one ", ckdir, "/latest names; continue with ", resume);
+  const std::string name = last.empty() ? "" : fs::path(last).filename().string();
+  const std::string or_pending = pending.empty() ? "" : str(", or ", pending, " if its write, under way, completes");
+  if (name.empty() && pending.empty()) return "the run has no checkpoint yet: start it again";
+  return str("the last checkpoint is ", name.empty() ? "none yet" : name, or_pending, " (in ", ckdir,
+             "); continue with ", resume);
+}
+
+// What the first signal prints on a rank of a data-parallel job. The launcher signals the survivors of a lost rank
+// too, and then no checkpoint can follow: the line says where the run stands either way.
+void set_signal_line(const RunWorld& world, const std::string& dir, const std::string& last,
+                     const std::string& pending = "") {
+  if (world.size == 1) return;
+  set_interrupt_message(str("\nstoke: ", dist::error_prefix(),
+                            "stopped by a signal: every rank finishes the same step, then rank 0 writes a checkpoint "
+                            "(a second signal quits now). "
+                            "If a rank was lost (the launcher then stops the others and names it), none can be "
+                            "written: ",
+                            continue_from(world, dir, last, pending), "\n")
+                            .c_str());
+}
+
 }  // namespace
 
 void TrainingRun::warn(const std::string& m) { console_.warn(m); }
@@ -219,6 +247,10 @@ ClassificationReport TrainingRun::evaluate() {
 void TrainingRun::write_checkpoint(int64_t epoch, int64_t cursor, bool best) {
   if (!plan_.world.writer) return;  // rank 0 owns the run folder; every rank holds the same weights
   STOKE_TRACE("checkpoint");
+  char name[32];
+  std::snprintf(name, sizeof name, "step-%08lld", static_cast<long long>(meter_.step));
+  const std::string last = result_.last_checkpoint.empty() ? folder_.resumed_from : result_.last_checkpoint;
+  set_signal_line(plan_.world, folder_.dir, last, name);
   CheckpointData d;
   int64_t ost = 0;
   backend_->get_state(d.params, d.buffers, d.optimizer_state, ost);
@@ -235,10 +267,9 @@ void TrainingRun::write_checkpoint(int64_t epoch, int64_t cursor, bool best) {
              {"history", folder_.history},
              {"best_score", std::isfinite(folder_.best_score) ? json(folder_.best_score) : json()},
              {"loss_scale", 1.0}};
-  char name[32];
-  std::snprintf(name, sizeof name, "step-%08lld", static_cast<long long>(meter_.step));
   result_.last_checkpoint =
       save_checkpoint(folder_.dir, name, model_.graph, to_string(cfg_.optimizer.kind), d, best, cfg_.keep_checkpoints);
+  set_signal_line(plan_.world, folder_.dir, result_.last_checkpoint);
 }
 
 // The --profile-steps window: an NVTX range on this thread, and the device profiler's capture where there is one.
@@ -278,13 +309,14 @@ double TrainingRun::window_stall(double window_s) {
 }
 
 // ---- the epochs --------------------------------------------------------------------------------------------------
-void TrainingRun::train_epochs() {
+void TrainingRun::train_epochs() try {
   result_.run_dir = folder_.dir;
   result_.backend = backend_->name();
   result_.params = model_.graph.num_params();
   result_.first_step = folder_.start_step;
   meter_.start_run(folder_.start_step);
   if (cfg_.interrupt_after_steps > 0) stop_at_ = meter_.step + cfg_.interrupt_after_steps;  // the same on every rank
+  set_signal_line(plan_.world, folder_.dir, folder_.resumed_from);
   install_interrupt_handlers();
   struct HandlerGuard {
     ~HandlerGuard() { remove_interrupt_handlers(); }
@@ -314,6 +346,16 @@ void TrainingRun::train_epochs() {
     if (stop_now()) result_.interrupted = epoch + 1 < cfg_.epochs;
   }
   finish_trace();  // a window reaching past the last step ends with the run
+} catch (const dist::LostPeer& e) {
+  const std::string last = result_.last_checkpoint.empty() ? folder_.resumed_from : result_.last_checkpoint;
+  char name[32];
+  std::snprintf(name, sizeof name, "step-%08lld", static_cast<long long>(meter_.step));
+  const bool saved = !last.empty() && fs::path(last).filename() == name;  // the step had checkpointed already
+  throw dist::LostPeer(
+      str(e.what(), ". The job stopped after step ", meter_.step,
+          saved ? ", which is checkpointed: " : ": no checkpoint is written for it (one needs every rank); ",
+          continue_from(plan_.world, folder_.dir, last, ""), " (on any number of processes)"),
+      e.ranks());
 }
 
 // One epoch's steps (from the resume cursor in the first epoch). Returns false when Ctrl-C (or the test hook)

@@ -155,15 +155,7 @@ void TrainingRun::join_world() {
   w.writer = w.rank == 0;
   w.user_quiet = cfg_.quiet;
   if (!w.writer) cfg_.quiet = true;  // rank 0 speaks for the job; every rank still prints its own errors
-  console_.set_quiet(cfg_.quiet);
-  if (w.size > 1) {
-    static std::string stop;
-    stop =
-        str("\nstoke: ", dist::error_prefix(),
-            "stopped by a signal: every rank stops at the same step and rank 0 "
-            "writes a checkpoint (a second signal quits now; if a rank was lost, the launcher's message names it)\n");
-    set_interrupt_message(stop.c_str());
-  }
+  console_.set_quiet(cfg_.quiet);    // the line a signal prints: train_epochs (engine/training_loop.cpp)
 }
 
 // ---- the device --------------------------------------------------------------------------------------------------

@@ -3,8 +3,9 @@
 #   parity    2 processes reach the weights of 1 process at the same global batch (within float-summation
 #             tolerance), and the same bytes again on a repeat; the run folder holds what a 1-process run's holds;
 #             validation shared out over the ranks reports the whole set once, as 1 process does
-#   kill      a rank killed (SIGKILL) or hung (SIGSTOP) mid-run: the survivor exits non-zero within 60 s and the
-#             job's output names the lost rank
+#   kill      a rank killed (SIGKILL) or hung (SIGSTOP) mid-run: the survivor exits non-zero within 60 s, the
+#             job's output names the lost rank, and the survivor names the newest checkpoint on disk (none is
+#             written after the loss) and the command that continues from it
 #   resume    a run interrupted on 2 processes resumes on 1, and one interrupted on 1 resumes on 2, reaching the
 #             uninterrupted run's weights
 #   mismatch  ranks started with different settings or different --init weights, or a global batch that does not
@@ -118,13 +119,22 @@ kill)
     cat $sig.log
     [ $rc -ne 0 ] || fail "the job exited 0 after rank 1 was lost"
     [ $elapsed -le 60 ] || fail "the job took ${elapsed} s to stop"
+    # What the survivor says is true: no checkpoint follows the loss, and the one it names is the newest on disk
+    # (or the one it was writing, when it says so), with the command that continues from it.
+    newest=$(cat long/checkpoints/latest)
     if [ $sig = STOP ]; then
       # mpirun does not notice a hung rank: the survivor's own watchdog must.
-      grep -q "rank 0/2: failed: lost rank 1" $sig.log || fail "the survivor did not name the lost rank"
+      said=$(grep "rank 0/2: failed: lost rank 1" $sig.log) || fail "the survivor did not name the lost rank"
     else
       grep -q "rank 1" $sig.log || fail "nothing names the lost rank"
-      grep -q "rank 0/2: stopped by a signal" $sig.log || fail "the survivor said nothing"
+      said=$(grep "rank 0/2: stopped by a signal" $sig.log) || fail "the survivor said nothing"
+      grep -q "If a rank was lost .*none can be written" <<< "$said" || fail "the survivor promised a checkpoint"
     fi
+    named=$(grep -o "the last checkpoint is step-[0-9]*\(, or step-[0-9]* if its write\)\?" <<< "$said" |
+      grep -o "step-[0-9]*")
+    grep -qx "$newest" <<< "$named" || fail "the survivor named ${named:-no checkpoint}, the newest is $newest"
+    grep -q "(in long/checkpoints); continue with stoke train --resume long" <<< "$said" ||
+      fail "the survivor did not say how to continue"
   done
   ;;
 resume)
