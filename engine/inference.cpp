@@ -94,6 +94,10 @@ LoadedRun load_run(const std::string& path, const ModelFactory& build_model, con
   r.buffers = std::move(d.buffers);
   r.step = state.value("step", int64_t{0});
   if (which == "initial") {  // what the run started from: the trainer's Graph::initialize with the run's seed
+    // A run started from --init began with that file's weights, which no seed reproduces.
+    if (const std::string init = cfg.value("init", std::string()); !init.empty())
+      throw UserError(str(r.run_dir, " started from --init ", init,
+                          ": its initial weights are that file's (--checkpoint initial rebuilds a seeded start only)"));
     r.graph.initialize(r.params.data(), r.buffers.data(), cfg.value("seed", uint64_t{0}));
     r.step = 0;
     r.checkpoint = "the initial weights";

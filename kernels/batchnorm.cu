@@ -53,9 +53,10 @@ __device__ void finish_train_stats(int c, int C, double mean, double var, double
 }
 
 __global__ void __launch_bounds__(kFinThreads)
-    train_finalize_kernel(int64_t rows, int C, int chunks, const double* __restrict__ part, const float* __restrict__ gamma,
-                          const float* __restrict__ beta, float eps, float momentum, float* running_mean,
-                          float* running_var, float* save_mean, float* save_invstd, float* __restrict__ coef) {
+    train_finalize_kernel(int64_t rows, int C, int chunks, const double* __restrict__ part,
+                          const float* __restrict__ gamma, const float* __restrict__ beta, float eps, float momentum,
+                          float* running_mean, float* running_var, float* save_mean, float* save_invstd,
+                          float* __restrict__ coef) {
   double N, M, Q;
   reduce::welford_combine(C, chunks, part, N, M, Q);
   if (threadIdx.x != 0) return;
@@ -102,12 +103,13 @@ __global__ void sync_finalize_kernel(int C, const double* __restrict__ red, cons
 }
 
 __global__ void eval_coef_kernel(int C, const float* __restrict__ gamma, const float* __restrict__ beta,
-                                 const float* __restrict__ running_mean, const float* __restrict__ running_var, float eps,
-                                 float* __restrict__ coef) {
+                                 const float* __restrict__ running_mean, const float* __restrict__ running_var,
+                                 float eps, float* __restrict__ coef) {
   const int c = blockIdx.x * blockDim.x + threadIdx.x;
   if (c >= C) return;
   coef[c] = running_mean[c];
-  coef[C + c] = gamma[c] * static_cast<float>(1.0 / sqrt(static_cast<double>(running_var[c]) + static_cast<double>(eps)));
+  coef[C + c] =
+      gamma[c] * static_cast<float>(1.0 / sqrt(static_cast<double>(running_var[c]) + static_cast<double>(eps)));
   coef[2 * C + c] = beta[c];
 }
 
@@ -182,6 +184,28 @@ __global__ void sync_backward_coef_kernel(int C, const double* __restrict__ red,
   finish_backward(c, C, red[c], red[C + c], red[2 * C], gamma, save_invstd, coef);
 }
 
+// Eval mode: the running statistics are constants, so dx = gamma * invstd * dz (k1; k2 = k3 = 0), and xhat for dgamma
+// uses the running mean and invstd (kept in the --sync-bn region of the workspace, which eval mode does not use).
+__global__ void eval_backward_coef_kernel(int C, const float* __restrict__ gamma, const float* __restrict__ running_var,
+                                          float eps, float* __restrict__ invstd, float* __restrict__ coef) {
+  const int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c >= C) return;
+  const double is = 1.0 / sqrt(static_cast<double>(running_var[c]) + static_cast<double>(eps));
+  invstd[c] = static_cast<float>(is);
+  coef[c] = static_cast<float>(static_cast<double>(gamma[c]) * is);
+  coef[C + c] = 0.f;
+  coef[2 * C + c] = 0.f;
+}
+
+__global__ void __launch_bounds__(kFinThreads)
+    eval_backward_finalize_kernel(int C, int chunks, const double* __restrict__ part, float* dgamma, float* dbeta) {
+  double sum_dz, sum_dz_xhat;
+  reduce::sums_combine(C, chunks, part, sum_dz, sum_dz_xhat);
+  if (threadIdx.x != 0) return;
+  if (dbeta) dbeta[blockIdx.x] += static_cast<float>(sum_dz);
+  if (dgamma) dgamma[blockIdx.x] += static_cast<float>(sum_dz_xhat);
+}
+
 // dz = relu ? (y > 0 ? dy : 0) : dy;  dres = dz;  dx = k1 * dz + k2 * (x - mean) + k3
 template <typename T, int V>
 __global__ void backward_apply_kernel(int64_t n, int C, const T* x, const T* y, const T* dy, bool relu,
@@ -232,6 +256,19 @@ void launch_apply(int64_t n, int C, const T* x, const T* residual, bool relu, co
   CUDA_LAUNCH_CHECK(stream);
 }
 
+template <typename T>
+void launch_backward_apply(int64_t n, int C, const T* x, const T* y, const T* dy, bool relu, const float* mean,
+                           const float* coef, T* dx, T* dres, cudaStream_t stream) {
+  constexpr int V = vec_width<T>();
+  if (aligned16(x) && aligned16(y) && aligned16(dy) && aligned16(dx) && aligned16(dres))
+    backward_apply_kernel<T, V>
+        <<<grid_for(n / V + 1, kThreads), kThreads, 0, stream>>>(n, C, x, y, dy, relu, mean, coef, dx, dres);
+  else
+    backward_apply_kernel<T, 1>
+        <<<grid_for(n, kThreads), kThreads, 0, stream>>>(n, C, x, y, dy, relu, mean, coef, dx, dres);
+  CUDA_LAUNCH_CHECK(stream);
+}
+
 void check_shape(int rows, int C) { STOKE_CHECK(rows > 0 && C > 0, "batchnorm over an empty tensor"); }
 
 }  // namespace
@@ -255,8 +292,8 @@ void batchnorm_add_relu_forward_train(int rows, int C, const T* x, const T* resi
   CUDA_LAUNCH_CHECK(stream);
   if (across) {
     double* loc = sync_sums(workspace, rows, C);  // 2C
-    double* red = loc + 2 * C;                   // C + 1
-    double* dev = red + C + 1;                   // C
+    double* red = loc + 2 * C;                    // C + 1
+    double* dev = red + C + 1;                    // C
     const int blocks = (C + kThreads - 1) / kThreads;
     local_stats_kernel<<<C, kFinThreads, 0, stream>>>(rows, C, chunks, part, loc, red);
     CUDA_LAUNCH_CHECK(stream);
@@ -281,7 +318,7 @@ void batchnorm_add_relu_forward_eval(int rows, int C, const T* x, const T* resid
   check_shape(rows, C);
   float* coef = coefficients(workspace, rows, C);
   eval_coef_kernel<<<(C + kThreads - 1) / kThreads, kThreads, 0, stream>>>(C, gamma, beta, running_mean, running_var,
-                                                                          eps, coef);
+                                                                           eps, coef);
   CUDA_LAUNCH_CHECK(stream);
   launch_apply(static_cast<int64_t>(rows) * C, C, x, residual, relu, coef, y, stream);
 }
@@ -310,15 +347,32 @@ void batchnorm_add_relu_backward(int rows, int C, const T* x, const float* gamma
     CUDA_LAUNCH_CHECK(stream);
   }
   if (!dx && !dresidual) return;
-  const int64_t n = static_cast<int64_t>(rows) * C;
-  constexpr int V = vec_width<T>();
-  if (aligned16(x) && aligned16(y) && aligned16(dy) && aligned16(dx) && aligned16(dresidual))
-    backward_apply_kernel<T, V><<<grid_for(n / V + 1, kThreads), kThreads, 0, stream>>>(n, C, x, y, dy, relu, save_mean,
-                                                                                        coef, dx, dresidual);
-  else
-    backward_apply_kernel<T, 1><<<grid_for(n, kThreads), kThreads, 0, stream>>>(n, C, x, y, dy, relu, save_mean, coef,
-                                                                                dx, dresidual);
+  launch_backward_apply<T>(static_cast<int64_t>(rows) * C, C, x, y, dy, relu, save_mean, coef, dx, dresidual, stream);
+}
+
+template <typename T>
+void batchnorm_add_relu_backward_eval(int rows, int C, const T* x, const float* gamma, const float* running_mean,
+                                      const float* running_var, float eps, const T* y, const T* dy, bool relu, T* dx,
+                                      T* dresidual, float* dgamma, float* dbeta, void* workspace, cudaStream_t stream) {
+  check_shape(rows, C);
+  STOKE_CHECK(!relu || y, "fused ReLU backward needs the forward output");
+  float* coef = coefficients(workspace, rows, C);
+  float* invstd = reinterpret_cast<float*>(sync_sums(workspace, rows, C));  // C floats in 4C + 1 doubles
+  eval_backward_coef_kernel<<<(C + kThreads - 1) / kThreads, kThreads, 0, stream>>>(C, gamma, running_var, eps, invstd,
+                                                                                    coef);
   CUDA_LAUNCH_CHECK(stream);
+  if (dgamma || dbeta) {
+    const int chunks = reduce::chunks_for(rows);
+    double* part = partials(workspace);
+    reduce::sums_partial_kernel<T><<<reduce::partial_grid(chunks, C), reduce::partial_block(), 0, stream>>>(
+        rows, C, chunks, dy, y, relu, x, running_mean, invstd, part);
+    CUDA_LAUNCH_CHECK(stream);
+    eval_backward_finalize_kernel<<<C, kFinThreads, 0, stream>>>(C, chunks, part, dgamma, dbeta);
+    CUDA_LAUNCH_CHECK(stream);
+  }
+  if (!dx && !dresidual) return;
+  launch_backward_apply<T>(static_cast<int64_t>(rows) * C, C, x, y, dy, relu, running_mean, coef, dx, dresidual,
+                           stream);
 }
 
 template <typename T>
@@ -346,22 +400,35 @@ void batchnorm_backward(int rows, int C, const T* x, const float* gamma, const f
                                  dbeta, workspace, stream, across);
 }
 
-#define INSTANTIATE(T)                                                                                               \
-  template void batchnorm_forward_train<T>(int, int, const T*, const float*, const float*, float, float, float*,      \
-                                           float*, T*, float*, float*, void*, cudaStream_t,                          \
-                                           const DeviceChannelAllReduce*);                                           \
-  template void batchnorm_forward_eval<T>(int, int, const T*, const float*, const float*, const float*, const float*, \
-                                          float, T*, void*, cudaStream_t);                                           \
-  template void batchnorm_backward<T>(int, int, const T*, const float*, const float*, const float*, const T*, T*,     \
-                                      float*, float*, void*, cudaStream_t, const DeviceChannelAllReduce*);           \
-  template void batchnorm_add_relu_forward_train<T>(int, int, const T*, const T*, bool, const float*, const float*,   \
-                                                    float, float, float*, float*, T*, float*, float*, void*,         \
-                                                    cudaStream_t, const DeviceChannelAllReduce*);                    \
-  template void batchnorm_add_relu_forward_eval<T>(int, int, const T*, const T*, bool, const float*, const float*,    \
-                                                   const float*, const float*, float, T*, void*, cudaStream_t);      \
-  template void batchnorm_add_relu_backward<T>(int, int, const T*, const float*, const float*, const float*,          \
-                                               const T*, const T*, bool, T*, T*, float*, float*, void*,              \
-                                               cudaStream_t, const DeviceChannelAllReduce*);
+template <typename T>
+void batchnorm_backward_eval(int rows, int C, const T* x, const float* gamma, const float* running_mean,
+                             const float* running_var, float eps, const T* dy, T* dx, float* dgamma, float* dbeta,
+                             void* workspace, cudaStream_t stream) {
+  batchnorm_add_relu_backward_eval<T>(rows, C, x, gamma, running_mean, running_var, eps, nullptr, dy, false, dx,
+                                      nullptr, dgamma, dbeta, workspace, stream);
+}
+
+#define INSTANTIATE(T)                                                                                                 \
+  template void batchnorm_forward_train<T>(int, int, const T*, const float*, const float*, float, float, float*,       \
+                                           float*, T*, float*, float*, void*, cudaStream_t,                            \
+                                           const DeviceChannelAllReduce*);                                             \
+  template void batchnorm_forward_eval<T>(int, int, const T*, const float*, const float*, const float*, const float*,  \
+                                          float, T*, void*, cudaStream_t);                                             \
+  template void batchnorm_backward<T>(int, int, const T*, const float*, const float*, const float*, const T*, T*,      \
+                                      float*, float*, void*, cudaStream_t, const DeviceChannelAllReduce*);             \
+  template void batchnorm_add_relu_forward_train<T>(int, int, const T*, const T*, bool, const float*, const float*,    \
+                                                    float, float, float*, float*, T*, float*, float*, void*,           \
+                                                    cudaStream_t, const DeviceChannelAllReduce*);                      \
+  template void batchnorm_add_relu_forward_eval<T>(int, int, const T*, const T*, bool, const float*, const float*,     \
+                                                   const float*, const float*, float, T*, void*, cudaStream_t);        \
+  template void batchnorm_add_relu_backward<T>(int, int, const T*, const float*, const float*, const float*, const T*, \
+                                               const T*, bool, T*, T*, float*, float*, void*, cudaStream_t,            \
+                                               const DeviceChannelAllReduce*);                                         \
+  template void batchnorm_backward_eval<T>(int, int, const T*, const float*, const float*, const float*, float,        \
+                                           const T*, T*, float*, float*, void*, cudaStream_t);                         \
+  template void batchnorm_add_relu_backward_eval<T>(int, int, const T*, const float*, const float*, const float*,      \
+                                                    float, const T*, const T*, bool, T*, T*, float*, float*, void*,    \
+                                                    cudaStream_t);
 STOKE_FOR_EACH_STORAGE(INSTANTIATE)
 #undef INSTANTIATE
 

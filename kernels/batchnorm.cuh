@@ -44,6 +44,14 @@ void batchnorm_backward(int rows, int C, const T* x, const float* gamma, const f
                         const float* save_invstd, const T* dy, T* dx, float* dgamma, float* dbeta, void* workspace,
                         cudaStream_t stream, const DeviceChannelAllReduce* across = nullptr);
 
+// Backward of the eval-mode forward (--freeze-bn with something trainable before it): the running statistics are
+// constants, dx = dy * gamma / sqrt(running_var + eps), dgamma += sum(dy * xhat), dbeta += sum(dy), xhat from the
+// running statistics. The CUDA twin of cpu::batchnorm_backward_eval.
+template <typename T>
+void batchnorm_backward_eval(int rows, int C, const T* x, const float* gamma, const float* running_mean,
+                             const float* running_var, float eps, const T* dy, T* dx, float* dgamma, float* dbeta,
+                             void* workspace, cudaStream_t stream);
+
 // ---- fused with a residual add and/or ReLU ------------------------------------------------------------------
 
 template <typename T>
@@ -63,5 +71,11 @@ void batchnorm_add_relu_backward(int rows, int C, const T* x, const float* gamma
                                  const float* save_invstd, const T* y, const T* dy, bool relu, T* dx, T* dresidual,
                                  float* dgamma, float* dbeta, void* workspace, cudaStream_t stream,
                                  const DeviceChannelAllReduce* across = nullptr);
+
+// The eval-mode backward of the fused forward (dz as above, then batchnorm_backward_eval of dz).
+template <typename T>
+void batchnorm_add_relu_backward_eval(int rows, int C, const T* x, const float* gamma, const float* running_mean,
+                                      const float* running_var, float eps, const T* y, const T* dy, bool relu, T* dx,
+                                      T* dresidual, float* dgamma, float* dbeta, void* workspace, cudaStream_t stream);
 
 }  // namespace stoke::cuda

@@ -150,11 +150,7 @@ void Engine<T>::plan_fine_tune() {
   for (size_t i = 1; i < nodes.size(); ++i) {  // execution order: a node's inputs are decided before it
     char up = trains(nodes[i].weight) || trains(nodes[i].bias);
     for (int j : nodes[i].inputs) up = up || upstream_[static_cast<size_t>(j)];
-    upstream_[i] = up;
-    // An eval-mode batch norm with something trainable behind it would need its eval backward, which only the CPU
-    // has; a frozen backbone's never runs.
-    if (bn_eval(static_cast<int>(i)) && up)
-      throw UserError("--freeze-bn without --freeze backbone is not built on the CUDA backend yet: use --device cpu");
+    upstream_[i] = up;  // an eval-mode batch norm with something trainable at or before it runs its eval backward
   }
 }
 
@@ -216,10 +212,15 @@ void Engine<T>::backward_node(int node, int n) {
     }
     case Op::batchnorm: {
       Slot dx = take(x0, 0, in_count);
-      cuda::batchnorm_backward<T>(n * in.h * in.w, in.c, in_ptr(x0), master(nd.weight),
-                                  save_mean_[static_cast<size_t>(node)], save_invstd_[static_cast<size_t>(node)], dy,
-                                  dx.ptr, trains(nd.weight) ? grad(nd.weight) : nullptr,
-                                  trains(nd.bias) ? grad(nd.bias) : nullptr, reduce_ws_, s, sync_bn());
+      float* dgamma = trains(nd.weight) ? grad(nd.weight) : nullptr;
+      float* dbeta = trains(nd.bias) ? grad(nd.bias) : nullptr;
+      if (bn_eval(node))  // --freeze-bn: the forward normalised with the running statistics, constants here
+        cuda::batchnorm_backward_eval<T>(n * in.h * in.w, in.c, in_ptr(x0), master(nd.weight), buffer(nd.running_mean),
+                                         buffer(nd.running_var), nd.eps, dy, dx.ptr, dgamma, dbeta, reduce_ws_, s);
+      else
+        cuda::batchnorm_backward<T>(n * in.h * in.w, in.c, in_ptr(x0), master(nd.weight),
+                                    save_mean_[static_cast<size_t>(node)], save_invstd_[static_cast<size_t>(node)], dy,
+                                    dx.ptr, dgamma, dbeta, reduce_ws_, s, sync_bn());
       give(dx);
       break;
     }
@@ -434,11 +435,18 @@ void Engine<T>::backward_group(const Group& gr, int n) {
   // Claim both targets before the kernel writes them (the BN input may also be the residual).
   Slot dx = take(x0, 0, count);
   Slot dres = gr.residual >= 0 ? take(gr.residual, 1, count) : Slot{};
-  cuda::batchnorm_add_relu_backward<T>(rows, in.c, in_ptr(x0), master(bn.weight), save_mean_[b], save_invstd_[b],
-                                       gr.relu >= 0 ? act_[static_cast<size_t>(gr.out)] : nullptr,
-                                       dact_[static_cast<size_t>(gr.out)], gr.relu >= 0, dx.ptr, dres.ptr,
-                                       trains(bn.weight) ? grad(bn.weight) : nullptr,
-                                       trains(bn.bias) ? grad(bn.bias) : nullptr, reduce_ws_, ctx_.stream(), sync_bn());
+  const T* y = gr.relu >= 0 ? act_[static_cast<size_t>(gr.out)] : nullptr;
+  const T* dy = dact_[static_cast<size_t>(gr.out)];
+  float* dgamma = trains(bn.weight) ? grad(bn.weight) : nullptr;
+  float* dbeta = trains(bn.bias) ? grad(bn.bias) : nullptr;
+  if (bn_eval(gr.bn))
+    cuda::batchnorm_add_relu_backward_eval<T>(rows, in.c, in_ptr(x0), master(bn.weight), buffer(bn.running_mean),
+                                              buffer(bn.running_var), bn.eps, y, dy, gr.relu >= 0, dx.ptr, dres.ptr,
+                                              dgamma, dbeta, reduce_ws_, ctx_.stream());
+  else
+    cuda::batchnorm_add_relu_backward<T>(rows, in.c, in_ptr(x0), master(bn.weight), save_mean_[b], save_invstd_[b], y,
+                                         dy, gr.relu >= 0, dx.ptr, dres.ptr, dgamma, dbeta, reduce_ws_, ctx_.stream(),
+                                         sync_bn());
   give(dx);
   give(dres);
 }

@@ -102,6 +102,40 @@ eval_compare() {  # eval_compare RUN DATA
   python3 "$ROOT/scripts/gpu-check/eval_compare.py" "$LOGS/eval-cuda.txt" "$LOGS/eval-cpu.txt"
 }
 
+# Fine-tuning on the device, from a run's export: --freeze backbone for an epoch (the export keeps every backbone
+# tensor, running statistics included, bit for bit and moves the classifier), then --freeze-bn with the backbone
+# training (the eval-mode batch-norm backward: the statistics kept bit for bit, every weight moved).
+finetune() {  # finetune FROM_RUN
+  local init=$RUNS/finetune-init.safetensors
+  "$B/bin/stoke" export --run "$1" -o "$init" > "$LOGS/finetune-export.log" 2>&1 || { cat "$LOGS/finetune-export.log"; return 1; }
+  train finetune-frozen bf16 --init "$init" --freeze backbone || return 1
+  train finetune-freeze-bn bf16 --init "$init" --freeze-bn --lr-backbone-mult 0.5 || return 1
+  for r in frozen freeze-bn; do
+    "$B/bin/stoke" export --run "$RUNS/finetune-$r" -o "$RUNS/finetune-$r.safetensors" > /dev/null 2>&1 || return 1
+  done
+  python3 - "$init" "$RUNS/finetune-frozen.safetensors" "$RUNS/finetune-freeze-bn.safetensors" << 'PY'
+import json, math, struct, sys
+def tensors(path):
+    b = open(path, "rb").read()
+    n = struct.unpack("<Q", b[:8])[0]
+    return {k: b[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]] for k, v in json.loads(b[8:8 + n]).items()
+            if k != "__metadata__" and not k.endswith("num_batches_tracked")}
+init, frozen, fbn = (tensors(p) for p in sys.argv[1:4])
+stats = [k for k in init if k.endswith(("running_mean", "running_var"))]
+bad = [k for k in init if not k.startswith("classifier.") and frozen[k] != init[k]]
+bad += ["%s did not move" % k for k in init if k.startswith("classifier.") and frozen[k] == init[k]]
+bad += ["--freeze-bn: %s moved" % k for k in stats if fbn[k] != init[k]]
+bad += ["--freeze-bn: %s did not move" % k for k in init if k not in stats and fbn[k] == init[k]]
+for r in ("frozen", "freeze-bn"):
+    s = json.load(open(sys.argv[1].replace("init.safetensors", r) + "/summary.json"))
+    print("finetune-%s: %d steps, train loss %s, val acc %s" % (r, s["steps"], s.get("final_train_loss"), s.get("final_val_acc")))
+    if not (s["steps"] > 0 and math.isfinite(s.get("final_train_loss") or float("nan"))):
+        bad.append("finetune-%s did not train" % r)
+print("%d tensors; backbone kept by --freeze backbone, statistics by --freeze-bn: %s" % (len(init), "; ".join(bad) or "yes"))
+sys.exit(1 if bad else 0)
+PY
+}
+
 run_steps() {
   local T=$B/tests/gpu SBIN=$B/bin/stoke
   # Both calls: the binaries start (libraries, glibc), and the data the CLI runs train on.
@@ -135,6 +169,7 @@ run_steps() {
   step train-det-fp16 2 15 45 device bash -c 'train "$@"' _ train-det-fp16 fp16 --deterministic
   step train-nccl-fp16 2 15 45 device bash -c 'train_nccl "$@"' _ train-nccl-fp16 fp16 --deterministic --sync-bn
   step nccl-parity 2 5 30 device bash -c 'nccl_parity "$@"' _ "$RUNS/train-det-fp16" "$RUNS/train-nccl-fp16"
+  step finetune 2 20 60 device bash -c 'finetune "$@"' _ "$RUNS/train-det-fp16"
   # compute-sanitizer: memcheck over the kernels and one executor step, every arena buffer its own allocation.
   local san
   san=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2> /dev/null || echo compute-sanitizer)

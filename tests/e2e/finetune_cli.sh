@@ -107,6 +107,11 @@ size = lambda k: __import__("math").prod(h[k]["shape"])
 print("{:,} of {:,}".format(size("classifier.weight") + size("classifier.bias"),
       sum(size(k) for k in h if k != "__metadata__" and not k.endswith(("running_mean", "running_var", "num_batches_tracked")))))')
 check "f says what trains ($head)" grep -qx "fine-tuning: backbone frozen (only classifier trains: $head parameters), BN statistics frozen (3 of 3 batch norms in eval mode)" f.log
+"$STOKE" export --run f --checkpoint initial -o i.safetensors > i.log 2>&1
+rc=$?
+check "export --checkpoint initial of an --init run exits 2 (got $rc)" test "$rc" = 2
+check "... saying it started from the file" grep -q "started from --init a.safetensors: its initial weights are that file's" i.log
+check "... and writes nothing" test ! -e i.safetensors
 check "f's config.json records --freeze backbone" json_is f/config.json 'c["freeze"] == "backbone" and not c["freeze_bn"]'
 
 # ---- --freeze-bn: running statistics as loaded, every weight trains (the backbone at 0.1 x the lr) ----

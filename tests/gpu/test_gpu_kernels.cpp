@@ -122,6 +122,57 @@ TYPED_TEST(GpuOps, BatchNormEval) {
   expect_close(tag<T>("bn eval y"), download(dyo.get(), n), y, Tol<T>::rtol);
 }
 
+// The eval-mode backward (--freeze-bn with a trainable backbone): the running statistics are constants. Plain, and
+// fused after a residual add and ReLU (dz masked by the GPU's own forward output); dgamma and dbeta accumulate.
+TYPED_TEST(GpuOps, BatchNormEvalBackward) {
+  REQUIRE_GPU();
+  using T = TypeParam;
+  for (const BnCase& bc : kBnCases) {
+    const int rows = bc.rows, C = bc.C;
+    const size_t n = static_cast<size_t>(rows) * C;
+    std::printf(" rows %d, C %d\n", rows, C);
+    const auto x = rounded<T>(random_vec(n, 41, -2.f, 3.f));
+    const auto r = rounded<T>(random_vec(n, 42));
+    const auto dy = rounded<T>(random_vec(n, 43));
+    const auto gamma = random_vec(C, 44, 0.5f, 1.5f), rm = random_vec(C, 45), rv = random_vec(C, 46, 0.5f, 2.f);
+    const auto beta = random_vec(C, 47);
+    auto dx_ = upload<T>(x), dr = upload<T>(r), ddy = upload<T>(dy);
+    auto dg = upload<float>(gamma), db = upload<float>(beta), drm = upload<float>(rm), drv = upload<float>(rv);
+    DeviceBuffer<char> ws(static_cast<size_t>(cuda::batchnorm_workspace_bytes(rows, C)));
+    DeviceBuffer<T> ddx(n), ddr(n), dyo(n);
+    {  // plain: dx = dy * gamma / sqrt(running_var + eps), dgamma += sum(dy * xhat), dbeta += sum(dy)
+      std::vector<float> dgam = random_vec(C, 48), dbet = random_vec(C, 49), dxr(n);
+      auto ddg = upload<float>(dgam), ddb = upload<float>(dbet);
+      cuda::batchnorm_backward_eval<T>(rows, C, dx_.get(), dg.get(), drm.get(), drv.get(), 1e-5f, ddy.get(), ddx.get(),
+                                       ddg.get(), ddb.get(), ws.get(), kStream);
+      cpu::batchnorm_backward_eval(rows, C, x.data(), gamma.data(), rm.data(), rv.data(), 1e-5f, dy.data(), dxr.data(),
+                                   dgam.data(), dbet.data());
+      expect_close(tag<T>("bn eval dx"), download(ddx.get(), n), dxr, Tol<T>::rtol);
+      expect_close(tag<T>("bn eval dgamma (+=)"), download(ddg.get(), C), dgam, Tol<float>::rtol);
+      expect_close(tag<T>("bn eval dbeta (+=)"), download(ddb.get(), C), dbet, Tol<float>::rtol);
+    }
+    {  // fused: y = relu(bn_eval(x) + r)
+      cuda::batchnorm_add_relu_forward_eval<T>(rows, C, dx_.get(), dr.get(), true, dg.get(), db.get(), drm.get(),
+                                               drv.get(), 1e-5f, dyo.get(), ws.get(), kStream);
+      const auto ygpu = download(dyo.get(), n);
+      std::vector<float> dz(n), dxr(n), dgam(C, 0.f), dbet(C, 0.f);
+      cpu::relu_backward(static_cast<int64_t>(n), ygpu.data(), dy.data(), dz.data());
+      cpu::batchnorm_backward_eval(rows, C, x.data(), gamma.data(), rm.data(), rv.data(), 1e-5f, dz.data(), dxr.data(),
+                                   dgam.data(), dbet.data());
+      DeviceBuffer<float> ddg(C), ddb(C);
+      CUDA_CHECK(cudaMemset(ddg.get(), 0, C * sizeof(float)));
+      CUDA_CHECK(cudaMemset(ddb.get(), 0, C * sizeof(float)));
+      cuda::batchnorm_add_relu_backward_eval<T>(rows, C, dx_.get(), dg.get(), drm.get(), drv.get(), 1e-5f, dyo.get(),
+                                                ddy.get(), true, ddx.get(), ddr.get(), ddg.get(), ddb.get(), ws.get(),
+                                                kStream);
+      expect_close(tag<T>("fused eval dx"), download(ddx.get(), n), dxr, Tol<T>::rtol);
+      expect_close(tag<T>("fused eval dresidual"), download(ddr.get(), n), dz, Tol<T>::rtol);
+      expect_close(tag<T>("fused eval dgamma"), download(ddg.get(), C), dgam, Tol<float>::rtol);
+      expect_close(tag<T>("fused eval dbeta"), download(ddb.get(), C), dbet, Tol<float>::rtol);
+    }
+  }
+}
+
 // y = relu(bn(x) + r) against the CPU ops composed; backward against the CPU composition with the GPU's own
 // forward output as the ReLU mask (so a value that rounds to zero in fp16 cannot flip the comparison).
 TYPED_TEST(GpuOps, BatchNormAddReluFused) {
