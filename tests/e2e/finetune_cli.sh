@@ -88,6 +88,9 @@ check "predict on r: one line per image" test "$(grep -c '%' p.log)" = "$(ls d/v
 rm -f r/report.html
 "$STOKE" report --run r > /dev/null 2>&1
 check "report of r writes report.html" test -s r/report.html
+# The evaluated run goes on training from the imported weights when resumed with more epochs.
+"$STOKE" train --resume r --epochs 1 --quiet > rr.log 2>&1
+check "--resume of an --epochs 0 run trains (exit $?)" json_is r/summary.json 'c["steps"] == 1 and c["epochs"] == 1'
 train --out z --epochs 0 > z.log 2>&1
 rc=$?
 check "--epochs 0 without --init exits 2 (got $rc)" test "$rc" = 2
