@@ -56,6 +56,34 @@ train() {  # train NAME PRECISION [extra args]: one CLI run on the MNIST-shaped 
   tail -5 "$LOGS/$name.log"
   return $rc
 }
+# --cache gpu --augment monai: the training set held on the device, every batch gathered by sample id and put
+# through the fused augment kernel (rotation, zoom, flip; cuda::augment_transform_normalize) inside the step. The
+# run must learn (the last logged loss below the first, validation far above the 1-in-6 chance), record its recipe,
+# report the cache as held by the CUDA backend, and its trace must hold the augment op's range.
+train_augment() {  # train_augment NAME PRECISION [extra args]
+  local name=$1 rc=0
+  train "$@" --cache gpu --augment monai --log-every 5 --trace "$RUNS/$1-trace.json" || rc=$?
+  [ "$rc" = 0 ] || return $rc
+  python3 - "$RUNS/$name" "$RUNS/$name-trace.json" << 'PY'
+import json, sys
+run, trace = sys.argv[1], sys.argv[2]
+config, summary = json.load(open(run + "/config.json")), json.load(open(run + "/summary.json"))
+rows = [json.loads(l) for l in open(run + "/metrics.jsonl")]
+losses = [r["loss"] for r in rows if r.get("kind") == "train"]
+t = json.load(open(trace))
+spans = sum(e.get("name") == "augment and normalize" for e in (t["traceEvents"] if isinstance(t, dict) else t))
+print("augment %s, recipe rotate %s zoom %s hflip %s; backend %s, cache %s; %d augment spans in the trace" % (
+    config.get("augment"), config["augment_recipe"]["rotate_deg"], config["augment_recipe"]["zoom"],
+    config["augment_recipe"]["hflip_p"], summary["backend"], summary.get("decoded_cache"), spans))
+print("train loss %.4f -> %.4f over %d logged steps, validation accuracy %.4f (chance 0.167)" % (
+    losses[0], losses[-1], len(losses), summary["final_val_acc"]))
+assert config.get("augment") == "monai" and config["augment_recipe"]["rotate_deg"] == [-15.0, 15.0], "recipe"
+assert summary["backend"] == "cuda" and summary.get("decoded_cache") == "held by the backend", "not --cache gpu"
+assert spans > 0, "the trace has no 'augment and normalize' range: the fused op did not run"
+assert len(losses) >= 2 and losses[-1] < losses[0], "the training loss did not fall"
+assert summary["final_val_acc"] >= 0.5, "validation accuracy near chance"
+PY
+}
 # The NCCL path with one process: the launcher's variables (torchrun style, world 1) make a CUDA run go through
 # the NCCL communicator and the bucketed gradient all-reduce, exactly as each rank of a job does. Not --quiet: the
 # world line must name NCCL as the transport.
@@ -160,6 +188,8 @@ run_steps() {
   done
   # --cache gpu: the training set uploaded once, every batch gathered on the device by sample id.
   step train-bf16-cachegpu 1 12 40 device bash -c 'train "$@"' _ train-bf16-cachegpu bf16 --cache gpu
+  # ... and with --augment monai: the fused augment kernel inside the step, learning (train_augment).
+  step train-bf16-augment 1 12 40 device bash -c 'train_augment "$@"' _ train-bf16-augment bf16
   step eval-cuda 1 10 40 device bash -c 'eval_compare "$@"' _ "$RUNS/train-bf16" "$DATA/val"
   # The asynchronous step against the synchronous executor, with its output (host time per submit).
   step async-step 1 10 40 device "$T/test_gpu" --gtest_filter='GpuAsyncStep.*' --gtest_brief=0
