@@ -74,4 +74,33 @@ void add_augment_flags(CLI::App* t, AugmentFlags& f) {
       ->default_str("0");
 }
 
+void add_mix_flags(CLI::App* t, MixRecipe& mix, int& off_epochs) {
+  const CLI::Validator alpha = finite_range(0.0, 1e4);
+  t->add_option("--mixup", mix.mixup_alpha,
+                "Mixup: blend each image and its target with the batch reversed, weight lam ~ Beta(A, A) per batch "
+                "(timm Mixup mixup_alpha; 0 = off)")
+      ->type_name("A")
+      ->capture_default_str()
+      ->check(alpha);
+  t->add_option("--cutmix", mix.cutmix_alpha,
+                "CutMix: paste a box of the reversed batch's images, lam ~ Beta(A, A) corrected to the box's area "
+                "(timm cutmix_alpha; 0 = off)")
+      ->type_name("A")
+      ->capture_default_str()
+      ->check(alpha);
+  t->add_option("--mix-prob", mix.prob, "Probability that a batch is mixed (timm mix_prob)")
+      ->type_name("P")
+      ->capture_default_str()
+      ->check(finite_range(0.0, 1.0));
+  t->add_option("--mix-switch-prob", mix.switch_prob,
+                "With --mixup and --cutmix both on: probability of CutMix rather than mixup (timm switch_prob)")
+      ->type_name("P")
+      ->capture_default_str()
+      ->check(finite_range(0.0, 1.0));
+  t->add_option("--mix-off-epochs", off_epochs, "No mixing in the last N epochs (timm mixup_off_epoch)")
+      ->type_name("N")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1 << 30));
+}
+
 }  // namespace stoke

@@ -10,5 +10,7 @@
 namespace stoke {
 
 void add_augment_flags(CLI::App* train, AugmentFlags& flags);
+// --mixup, --cutmix, --mix-prob, --mix-switch-prob, --mix-off-epochs (timm's Mixup), straight into the run's settings.
+void add_mix_flags(CLI::App* train, MixRecipe& mix, int& off_epochs);
 
 }  // namespace stoke

@@ -155,6 +155,7 @@ void add_train(CLI::App& app, TrainConfig& cfg, AugmentFlags& augment, std::stri
       ->capture_default_str()
       ->check(decoders_check());
   add_augment_flags(t, augment);
+  add_mix_flags(t, cfg.mix, cfg.mix_off_epochs);
   add_choice(t, "--precision", cfg.precision, parse_precision_flag, kPrecisions,
              "CUDA backend: auto (bf16 on sm_80+, fp16 below) | bf16 | fp16 | fp32");
   t->add_flag("--sync-bn", cfg.sync_bn,

@@ -7,6 +7,7 @@
 
 #include "base/error.h"
 #include "base/json_util.h"
+#include "base/rng.h"
 #include "io/pipeline/augment.h"
 
 namespace stoke {
@@ -195,6 +196,18 @@ AugmentRecipe recipe_from_json(const json& j) {
     }
   }
   return r;
+}
+
+uint64_t mix_key(uint64_t seed, int64_t epoch, int64_t batch_index) {
+  constexpr uint64_t kMixKeyPurpose = 0x3a1b7e;
+  return hash_key(seed, kMixKeyPurpose, static_cast<uint64_t>(epoch), static_cast<uint64_t>(batch_index));
+}
+
+std::optional<BatchMix> batch_mix(const MixRecipe& r, int off_epochs, int epochs, Shape3 s, uint64_t seed,
+                                  int64_t epoch, int64_t index) {
+  if (!mix_active(r)) return std::nullopt;
+  if (epoch >= int64_t{epochs} - off_epochs) return BatchMix{};  // timm's mixup_off_epoch
+  return draw_batch_mix(r, s.h, s.w, mix_key(seed, epoch, index));
 }
 
 void draw_batch_transforms(const AugmentRecipe& r, Shape3 s, uint64_t seed, int64_t epoch, int n, const int64_t* ids,

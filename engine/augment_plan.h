@@ -14,6 +14,7 @@
 #include "engine/options.h"
 #include "io/pipeline/batch_source.h"
 #include "kernels/augment.h"
+#include "kernels/mix.h"
 
 namespace stoke {
 
@@ -42,6 +43,13 @@ AugmentRecipe recipe_from_json(const nlohmann::json& j);  // throws Error naming
 // out[k] = draw_sample_transform(r, s.h, s.w, s.c, io::augment_key(seed, epoch, ids[k])), k < n.
 void draw_batch_transforms(const AugmentRecipe& r, Shape3 s, uint64_t seed, int64_t epoch, int n, const int64_t* ids,
                            SampleTransform* out);
+
+// Batch mixing (kernels/mix.h) of training batch `index` of `epoch`, drawn from mix_key(seed, epoch, index): index is
+// the global batch's (every rank holds a slice of batch `index`), so every rank draws the same lam, kind and box as
+// one process does. The identity in the last `off_epochs` of `epochs`; nullopt when the recipe never mixes.
+uint64_t mix_key(uint64_t seed, int64_t epoch, int64_t batch_index);
+std::optional<BatchMix> batch_mix(const MixRecipe& r, int off_epochs, int epochs, Shape3 s, uint64_t seed,
+                                  int64_t epoch, int64_t index);
 
 // The trainer's transforms of the batches in flight: drawn when a batch is submitted and kept until the backend
 // releases its tag, the lifetime of the batch's pixels (a backend may copy them after submit returns).

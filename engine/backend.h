@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -20,6 +21,7 @@
 #include "engine/options.h"
 #include "io/pipeline/batch_source.h"
 #include "kernels/augment.h"
+#include "kernels/mix.h"
 
 namespace stoke {
 
@@ -65,6 +67,9 @@ struct StepRequest {
   // An augmentation recipe's transforms (kernels/augment.h), one per sample, drawn by the trainer from (seed, epoch,
   // sample id) and valid until batch.tag is released, like the pixels. They replace batch.flips. Null: none.
   const SampleTransform* transforms = nullptr;
+  // Batch mixing (kernels/mix.h): in the normalize phase after the transforms, the loss against the mixed targets.
+  // Set on every step of a run that mixes (the identity for a batch left unmixed), so a captured step stays one graph.
+  std::optional<BatchMix> mix;
   float lr = 0.f;
   bool skip = false;  // fault injection (tests): report a non-finite loss and skip the update
   bool stop = false;  // this process was asked to stop (a signal): carried to every rank with the step's sums

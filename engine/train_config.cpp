@@ -59,6 +59,11 @@ json config_to_json(const TrainConfig& c) {
           {"image_size", c.image_size},
           {"augment", c.augment_preset.empty() ? std::string(to_string(c.augment)) : c.augment_preset},
           {"augment_recipe", recipe_to_json(c.augment_recipe)},
+          {"mixup", c.mix.mixup_alpha},
+          {"cutmix", c.mix.cutmix_alpha},
+          {"mix_prob", c.mix.prob},
+          {"mix_switch_prob", c.mix.switch_prob},
+          {"mix_off_epochs", c.mix_off_epochs},
           {"precision", to_string(c.precision)},
           {"deterministic", c.deterministic},
           {"sync_bn", c.sync_bn},
@@ -127,6 +132,11 @@ TrainConfig config_from_json(const json& j) {
       c.augment = parse_augment(augment);
     }
     if (j.contains("augment_recipe")) c.augment_recipe = recipe_from_json(j["augment_recipe"]);  // else none
+    c.mix.mixup_alpha = real("mixup", 0, 1e4, 0.0);  // runs from before mixing: none
+    c.mix.cutmix_alpha = real("cutmix", 0, 1e4, 0.0);
+    c.mix.prob = real("mix_prob", 0, 1, 1.0);
+    c.mix.switch_prob = real("mix_switch_prob", 0, 1, 0.5);
+    c.mix_off_epochs = static_cast<int>(json_int(j, "mix_off_epochs", 0, 1 << 30, 0));
     c.precision = parse_precision_flag(text("precision", std::string("auto")));
     c.deterministic = flag("deterministic", false);
     c.sync_bn = flag("sync_bn", false);

@@ -14,6 +14,7 @@
 #include "engine/options.h"
 #include "io/pipeline/input_pipeline.h"
 #include "kernels/augment.h"
+#include "kernels/mix.h"
 
 namespace stoke {
 
@@ -54,6 +55,10 @@ struct TrainConfig {
   // ("" = none) and the recipe the backends apply. An active recipe takes the flip over from the decoders.
   std::string augment_preset;
   AugmentRecipe augment_recipe;
+  // --mixup, --cutmix, --mix-prob, --mix-switch-prob: batch mixing (kernels/mix.h), drawn per batch from (seed, epoch,
+  // batch index); --mix-off-epochs: none in the last N epochs.
+  MixRecipe mix;
+  int mix_off_epochs = 0;
   double watchdog_seconds = 30;  // report every decoder's state when a batch is this late
   // CUDA: auto (bf16 on sm_80+, fp16 below) | bf16 | fp16 | fp32
   PrecisionRequest precision = PrecisionRequest::automatic;

@@ -13,11 +13,13 @@ namespace stoke {
 template <class P>
 concept TrainStepParts = requires(P p) {
   p.normalize();  // the batch (gathered from the held set when the step names sample ids), flipped or transformed
-                  // by the run's augmentation recipe where asked, (pixel/255 - mean) / std, into the executor's input
+                  // by the run's augmentation recipe where asked, (pixel/255 - mean) / std, into the executor's input;
+                  // then mixup or cutmix with the batch reversed where the step carries a BatchMix (kernels/mix.h)
   p.forward();    // the executor: the graph, training mode (batch statistics, running averages updated)
-  // Softmax cross-entropy (label smoothing): the loss, the correct count, the gradient backward starts from (times
-  // the fp16 loss scale). False when this process already knows the update is skipped (a non-finite loss in a world
-  // of one, decided on the host): nothing more runs. A backend that decides on the device returns true.
+  // Softmax cross-entropy (label smoothing; against the mixed targets with a BatchMix): the loss, the correct count
+  // (a mixed row against its larger-weight label), the gradient backward starts from (times the fp16 loss scale).
+  // False when this process already knows the update is skipped (a non-finite loss in a world of one, decided on the
+  // host): nothing more runs. A backend that decides on the device returns true.
   { p.loss() } -> std::same_as<bool>;
   p.begin_exchange();  // a world of several: what can leave before backward (CUDA: the step's sums, ahead of the
                        // gradient buckets that backward launches as their nodes finish)

@@ -413,6 +413,7 @@ void TrainingRun::submit(const io::Batch& rb) {
   StepRequest req;
   req.batch = rb;
   req.transforms = input_.transforms.draw(rb);
+  req.mix = batch_mix(cfg_.mix, cfg_.mix_off_epochs, cfg_.epochs, plan_.data.shape, cfg_.seed, rb.epoch, rb.index);
   req.lr = plan_.batch.schedule.at(flight_.step);
   req.skip = std::find(cfg_.inject_nonfinite_steps.begin(), cfg_.inject_nonfinite_steps.end(), flight_.step) !=
              cfg_.inject_nonfinite_steps.end();

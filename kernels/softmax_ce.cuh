@@ -17,13 +17,23 @@
 
 #include <cstdint>
 
+#include "kernels/mix.h"
+
 namespace stoke::cuda {
 
 int64_t softmax_ce_workspace_bytes(int n);
 
 template <typename T>
-void softmax_cross_entropy(int n, int classes, const T* logits, const int32_t* labels, float smoothing, float grad_scale,
-                           float* losses, T* dlogits, float* mean_loss, int32_t* correct, void* workspace,
-                           cudaStream_t stream, const float* grad_scale_device = nullptr);
+void softmax_cross_entropy(int n, int classes, const T* logits, const int32_t* labels, float smoothing,
+                           float grad_scale, float* losses, T* dlogits, float* mean_loss, int32_t* correct,
+                           void* workspace, cudaStream_t stream, const float* grad_scale_device = nullptr);
+
+// Against the batch's mixed targets (cpu::softmax_cross_entropy_mixed): mix_device is this batch's BatchMix in device
+// memory, read when the kernel runs (a captured step reads each replay's). lam 1 gives the plain loss.
+template <typename T>
+void softmax_cross_entropy_mixed(int n, int classes, const T* logits, const int32_t* labels, const BatchMix* mix_device,
+                                 float smoothing, float grad_scale, float* losses, T* dlogits, float* mean_loss,
+                                 int32_t* correct, void* workspace, cudaStream_t stream,
+                                 const float* grad_scale_device = nullptr);
 
 }  // namespace stoke::cuda

@@ -24,6 +24,7 @@
 #include "engine/train_step.h"
 #include "kernels/augment.h"
 #include "kernels/gather.h"
+#include "kernels/mix.h"
 #include "kernels/softmax_ce.h"
 
 namespace stoke {
@@ -165,6 +166,7 @@ class CpuBackend final : public TrainingBackend {
       else
         cpu::augment_normalize(n(), s.h, s.w, s.c, pixels, st.batch.flips, b.scale_.data(), b.shift_.data(),
                                b.input_.data());
+      if (st.mix) cpu::mix_batch(n(), s.h, s.w, s.c, &*st.mix, b.input_.data());  // mixup, cutmix: this rank's slice
     }
     const int32_t* labels() const { return st.held_ids() ? b.gathered_labels_.data() : st.batch.labels; }
 
@@ -177,8 +179,13 @@ class CpuBackend final : public TrainingBackend {
     // that skipped it would meet the others' with its gradient all-reduce. A non-finite loss anywhere makes the
     // summed loss non-finite on every rank, and end_exchange skips the update.
     bool loss() {
-      out.loss = cpu::softmax_cross_entropy(n(), b.exec_.outputs(), b.logits_, labels(), b.opt_.label_smoothing, 1.f,
-                                            nullptr, b.dlogits_.data(), &out.correct);
+      if (st.mix)
+        out.loss =
+            cpu::softmax_cross_entropy_mixed(n(), b.exec_.outputs(), b.logits_, labels(), &*st.mix,
+                                             b.opt_.label_smoothing, 1.f, nullptr, b.dlogits_.data(), &out.correct);
+      else
+        out.loss = cpu::softmax_cross_entropy(n(), b.exec_.outputs(), b.logits_, labels(), b.opt_.label_smoothing, 1.f,
+                                              nullptr, b.dlogits_.data(), &out.correct);
       if (st.skip) out.loss = std::numeric_limits<float>::infinity();
       return world() > 1 || std::isfinite(out.loss);
     }

@@ -2,7 +2,8 @@
 //
 //   submit(step k)   slot b = k % 2 (engine/cuda/step_ring.h). On the copy stream: wait until the compute that
 //                    last read input buffer b finished (its done event), copy pixels, labels, flips (or an
-//                    augmentation recipe's transforms) and the step's StepControl {lr, skip} into buffer b, record
+//                    augmentation recipe's transforms, a mixing run's BatchMix) and the step's StepControl {lr, skip}
+//                    into buffer b, record
 //                    copied[b]. On the compute stream: wait for
 //                    copied[b], record start[b], run the step (a replayed CUDA graph, or the launches themselves),
 //                    copy the step's StepRecord to pinned memory, record done[b]. At most 2 steps are in flight:
@@ -80,12 +81,14 @@ class PinnedSlots {
   PinnedSlots& operator=(const PinnedSlots&) = delete;
   cuda::StepControl& control(int slot) { return p_->control[static_cast<size_t>(slot)]; }
   cuda::StepRecord& record(int slot) { return p_->record[static_cast<size_t>(slot)]; }
+  BatchMix& mix(int slot) { return p_->mix[static_cast<size_t>(slot)]; }
   SampleTransform* transforms(int slot) { return transforms_ + static_cast<size_t>(slot) * max_batch_; }
 
  private:
   struct Block {
     std::array<cuda::StepControl, kSlots> control;
     std::array<cuda::StepRecord, kSlots> record;
+    std::array<BatchMix, kSlots> mix;
   };
   Block* p_ = nullptr;
   size_t max_batch_;
@@ -99,6 +102,7 @@ struct InputBuffer {
   uint8_t* flips = nullptr;
   int64_t* ids = nullptr;                 // --cache gpu: the step's sample ids into the held set
   SampleTransform* transforms = nullptr;  // an augmentation recipe's, one per sample
+  BatchMix* mix = nullptr;                // a mixing run's (kernels/mix.h)
   cuda::StepControl* control = nullptr;
 };
 
@@ -246,7 +250,7 @@ class CudaBackend final : public TrainingBackend {
     skip_[static_cast<size_t>(slot)] = r.skip;
     stop_[static_cast<size_t>(slot)] = r.stop;
     copy_in(slot, r);
-    compute(slot, r.batch.size, r.held_ids() != nullptr, r.transforms != nullptr);
+    compute(slot, r.batch.size, r.held_ids() != nullptr, r.transforms != nullptr, r.mix.has_value());
     poll();
   }
 
@@ -293,6 +297,8 @@ class CudaBackend final : public TrainingBackend {
       CUDA_CHECK(cudaMemcpyAsync(transforms, r.transforms, static_cast<size_t>(r.batch.size) * sizeof(SampleTransform),
                                  cudaMemcpyHostToDevice, ex_.stream()));
     }
+    if (r.mix)  // likewise input buffer 0's
+      CUDA_CHECK(cudaMemcpyAsync(inputs_[0].mix, &*r.mix, sizeof(BatchMix), cudaMemcpyHostToDevice, ex_.stream()));
     cuda::set_step_control(ctl_sync(), r.lr, r.skip, ex_.stream());
     Step step{*this,
               r.batch.size,
@@ -301,6 +307,7 @@ class CudaBackend final : public TrainingBackend {
               r.batch.flips ? ex_.device_flips() : nullptr,
               nullptr,
               transforms,
+              r.mix ? inputs_[0].mix : nullptr,
               ctl_sync(),
               -1};
     run_train_step(step);
@@ -325,6 +332,7 @@ class CudaBackend final : public TrainingBackend {
       b.flips = a.alloc<uint8_t>(mb, "flip flags (asynchronous step)");
       b.ids = a.alloc<int64_t>(mb, "sample ids (asynchronous step, --cache gpu)");
       b.transforms = a.alloc<SampleTransform>(mb, "augmentation transforms (asynchronous step)");
+      b.mix = a.alloc<BatchMix>(1, "batch mix (asynchronous step)");
       b.control = a.alloc<cuda::StepControl>(1, "step control (asynchronous step)");
     }
     sync_control_ = a.alloc<cuda::StepControl>(1, "step control (synchronous step)");
@@ -370,6 +378,7 @@ class CudaBackend final : public TrainingBackend {
     const uint8_t* flips;
     const int64_t* gather_ids;  // --cache gpu: gather pixels and labels from the held set into `pixels`/`labels` first
     const SampleTransform* transforms;  // device memory: a recipe's, replacing the flips (null: none)
+    const BatchMix* mix;                // device memory: a mixing run's (null: none)
     const cuda::StepControl* control;
     int slot;
 
@@ -378,10 +387,11 @@ class CudaBackend final : public TrainingBackend {
         cuda::gather_samples(n, gather_ids, b.held_samples_, b.graph_.input_shape().size(), b.held_pixels_,
                              b.held_labels_, pixels, labels, b.ex_.stream());
       b.ex_.normalize(n, pixels, flips, transforms);
+      if (mix) b.ex_.mix_input(n, mix);
     }
     void forward() { b.ex_.forward(n, true); }
     bool loss() {
-      b.ex_.loss(n, labels, b.opt_.label_smoothing, true);
+      b.ex_.loss(n, labels, b.opt_.label_smoothing, true, mix);
       return true;
     }
     void begin_exchange() {
@@ -464,32 +474,35 @@ class CudaBackend final : public TrainingBackend {
       CUDA_CHECK(
           cudaMemcpyAsync(in.transforms, staged, n * sizeof(SampleTransform), cudaMemcpyHostToDevice, copy_.get()));
     }
+    if (r.mix) {  // pinned like the control: the copy may run after submit returns
+      pinned_.mix(slot) = *r.mix;
+      CUDA_CHECK(cudaMemcpyAsync(in.mix, &pinned_.mix(slot), sizeof(BatchMix), cudaMemcpyHostToDevice, copy_.get()));
+    }
     CUDA_CHECK(cudaMemcpyAsync(in.control, &ctl, sizeof(ctl), cudaMemcpyHostToDevice, copy_.get()));
     copied_[b].record(copy_.get());
   }
 
   // The compute stream's part of step `slot`: after its copy, the step (captured once warm, for full batches),
   // then its record to pinned memory.
-  void compute(int slot, int n, bool gather, bool augment) {
+  void compute(int slot, int n, bool gather, bool augment, bool mix) {
     const size_t b = static_cast<size_t>(slot);
     cudaStream_t s = ex_.stream();
     CUDA_CHECK(cudaStreamWaitEvent(s, copied_[b].get(), 0));
     start_[b].record(s);
     const bool full = n == opt_.max_batch;
     if (graphs_ && full && full_steps_ >= kWarmupSteps) {
-      // A graph records whether the step gathers and whether it augments; a step of another kind (a test mixing
-      // them) records anew. A run with a recipe augments every step, so it keeps one graph per slot.
-      if (captured_[b].ready() && (captured_gather_[b] != gather || captured_augment_[b] != augment))
-        captured_[b].reset();
+      // A graph records whether the step gathers, augments and mixes; a step of another kind (a test mixing
+      // them) records anew. A run with a recipe augments (and one with mixing mixes) every step: one graph per slot.
+      const int kind = (gather ? 1 : 0) | (augment ? 2 : 0) | (mix ? 4 : 0);
+      if (captured_[b].ready() && captured_kind_[b] != kind) captured_[b].reset();
       if (!captured_[b].ready()) {
         STOKE_TRACE("capture step graph");
-        captured_[b].capture(s, [&] { enqueue_step(slot, n, gather, augment); });
-        captured_gather_[b] = gather;
-        captured_augment_[b] = augment;
+        captured_[b].capture(s, [&] { enqueue_step(slot, n, gather, augment, mix); });
+        captured_kind_[b] = kind;
       }
       captured_[b].launch(s);
     } else {
-      enqueue_step(slot, n, gather, augment);
+      enqueue_step(slot, n, gather, augment, mix);
     }
     if (full) ++full_steps_;
     CUDA_CHECK(cudaMemcpyAsync(&pinned_.record(slot), ex_.device_record(), sizeof(cuda::StepRecord),
@@ -498,11 +511,12 @@ class CudaBackend final : public TrainingBackend {
   }
 
   // Everything a training step launches, all reading input buffer `slot`: the same calls eager or captured.
-  void enqueue_step(int slot, int n, bool gather, bool augment) {
+  void enqueue_step(int slot, int n, bool gather, bool augment, bool mix) {
     const InputBuffer& in = inputs_[static_cast<size_t>(slot)];
-    Step step{
-        *this,      n,   in.pixels, in.labels, in.flips, gather ? in.ids : nullptr, augment ? in.transforms : nullptr,
-        in.control, slot};
+    Step step{*this, n, in.pixels, in.labels, in.flips, nullptr, nullptr, nullptr, in.control, slot};
+    if (gather) step.gather_ids = in.ids;
+    if (augment) step.transforms = in.transforms;
+    if (mix) step.mix = in.mix;
     run_train_step(step);
   }
 
@@ -564,9 +578,9 @@ class CudaBackend final : public TrainingBackend {
   std::array<bool, kSlots> skip_{};
   std::array<bool, kSlots> stop_{};
   std::array<cuda::CapturedStep, kSlots> captured_;  // one per input buffer: the pointers a graph replays are fixed
-  std::array<bool, kSlots> captured_gather_{};       // whether that graph begins with the gather (--cache gpu)
-  std::array<bool, kSlots> captured_augment_{};      // whether it normalises through a recipe's transforms
-  cuda::DeviceArena held_;                           // --cache gpu: the held set (one cudaMalloc), else empty
+  // What that graph does besides the plain step: 1 gathers (--cache gpu), 2 augments (a recipe's transforms), 4 mixes
+  std::array<int, kSlots> captured_kind_{};
+  cuda::DeviceArena held_;  // --cache gpu: the held set (one cudaMalloc), else empty
   uint8_t* held_pixels_ = nullptr;
   int32_t* held_labels_ = nullptr;
   int64_t held_samples_ = 0;

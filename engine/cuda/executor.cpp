@@ -95,8 +95,11 @@ void CudaExecutor::forward(int n, bool train) {
 void CudaExecutor::forward_normalized_host(int n, const float* x, bool train) {
   impl_->visit([&](auto& e) { return e.forward_normalized_host(n, x, train); });
 }
-void CudaExecutor::loss(int n, const int32_t* labels, float label_smoothing, bool train) {
-  impl_->visit([&](auto& e) { return e.loss(n, labels, label_smoothing, train); });
+void CudaExecutor::mix_input(int n, const BatchMix* mix) {
+  impl_->visit([&](auto& e) { return e.mix_input(n, mix); });
+}
+void CudaExecutor::loss(int n, const int32_t* labels, float label_smoothing, bool train, const BatchMix* mix) {
+  impl_->visit([&](auto& e) { return e.loss(n, labels, label_smoothing, train, mix); });
 }
 void CudaExecutor::backward() {
   impl_->visit([&](auto& e) { return e.backward(); });

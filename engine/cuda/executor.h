@@ -62,6 +62,7 @@
 #include "engine/optimizer.h"
 #include "kernels/augment.h"
 #include "kernels/batchnorm.cuh"
+#include "kernels/mix.h"
 #include "kernels/optimizer.cuh"
 
 namespace stoke {
@@ -135,6 +136,9 @@ class CudaExecutor {
   // The same with one SampleTransform per sample (device memory, kernels/augment.h), which replaces the flips: the
   // augmentation and the normalisation in one pass (cuda::augment_transform_normalize). Null: as above.
   void normalize(int n, const uint8_t* pixels, const uint8_t* flips, const SampleTransform* transforms);
+  // Mixup or cutmix of the normalised input in place, sample i with sample n-1-i (kernels/mix.cuh); mix: device
+  // memory, read when the kernel runs. After normalize(), before forward().
+  void mix_input(int n, const BatchMix* mix);
   // The graph over the input normalize() wrote (the same n). train: batch statistics (and their running averages are
   // updated) and everything backward needs is kept; eval: running statistics.
   void forward(int n, bool train);
@@ -143,7 +147,8 @@ class CudaExecutor {
   void forward_normalized_host(int n, const float* x, bool train);
   // Softmax cross-entropy of the last forward's logits against device labels. train: also the gradient (times the
   // loss scale) that backward() starts from.
-  void loss(int n, const int32_t* labels, float label_smoothing, bool train);
+  // mix (device memory, may be null): against the batch's mixed targets (kernels/softmax_ce.cuh).
+  void loss(int n, const int32_t* labels, float label_smoothing, bool train, const BatchMix* mix = nullptr);
   void backward();
   void step(float lr);
   void step(const cuda::StepControl* control);  // control: device memory, read when the step runs

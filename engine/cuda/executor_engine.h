@@ -33,6 +33,7 @@
 #include "kernels/augment.cuh"
 #include "kernels/batchnorm.cuh"
 #include "kernels/cast.cuh"
+#include "kernels/mix.cuh"
 #include "kernels/optimizer.cuh"
 #include "kernels/pool.cuh"
 #include "kernels/softmax_ce.cuh"
@@ -170,6 +171,13 @@ class Engine {
     normalized_ = n;
   }
 
+  void mix_input(int n, const BatchMix* mix) {
+    STOKE_TRACE("mix");
+    STOKE_CHECK(n == normalized_, "mix_input() of ", n, " rows after normalize() of ", normalized_);
+    const Shape3 in = g_.input_shape();
+    cuda::mix_batch<T>(n, in.h, in.w, in_c_dev_, mix, input_, ctx_.stream());
+  }
+
   void forward(int n, bool train) {
     STOKE_TRACE("forward");
     STOKE_CHECK(n == normalized_, "forward() of ", n, " rows after normalize() of ", normalized_);
@@ -191,7 +199,7 @@ class Engine {
     run_forward(n, train);
   }
 
-  void loss(int n, const int32_t* labels, float smoothing, bool train) {
+  void loss(int n, const int32_t* labels, float smoothing, bool train, const BatchMix* mix) {
     STOKE_TRACE("loss");
     STOKE_CHECK(have_forward_ && n == n_, "loss() of ", n, " rows after a forward of ", n_);
     STOKE_CHECK(!train || forward_train_, "a training loss needs a training forward");
@@ -200,9 +208,14 @@ class Engine {
     // for here, so the step can be captured and nothing on the host depends on the last step's overflow.
     const float* scale = train && scaler_ ? &state_dev_->scaler.scale : nullptr;
     const int out = g_.output();
-    cuda::softmax_cross_entropy<T>(n, outputs(), act_[static_cast<size_t>(out)], labels, smoothing, 1.f, nullptr,
-                                   train ? dact_[static_cast<size_t>(out)] : nullptr, &state_dev_->record.loss,
-                                   &state_dev_->record.correct, ce_ws_, s, scale);
+    T* dlogits = train ? dact_[static_cast<size_t>(out)] : nullptr;
+    if (mix)
+      cuda::softmax_cross_entropy_mixed<T>(n, outputs(), act_[static_cast<size_t>(out)], labels, mix, smoothing, 1.f,
+                                           nullptr, dlogits, &state_dev_->record.loss, &state_dev_->record.correct,
+                                           ce_ws_, s, scale);
+    else
+      cuda::softmax_cross_entropy<T>(n, outputs(), act_[static_cast<size_t>(out)], labels, smoothing, 1.f, nullptr,
+                                     dlogits, &state_dev_->record.loss, &state_dev_->record.correct, ce_ws_, s, scale);
     if (train && scaler_)  // the record's scale is the one this loss used (a device-to-device copy: capturable)
       CUDA_CHECK(cudaMemcpyAsync(&state_dev_->record.loss_scale, scale, sizeof(float), cudaMemcpyDeviceToDevice, s));
     if (train) have_loss_grad_ = true;

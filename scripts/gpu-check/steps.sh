@@ -186,8 +186,10 @@ run_steps() {
   for p in bf16 fp16 fp32; do
     step "train-$p-nographs" 1 12 40 device env STOKE_NO_GRAPHS=1 bash -c 'train "$@"' _ "train-$p-nographs" "$p"
   done
-  # --cache gpu: the training set uploaded once, every batch gathered on the device by sample id.
-  step train-bf16-cachegpu 1 12 40 device bash -c 'train "$@"' _ train-bf16-cachegpu bf16 --cache gpu
+  # --cache gpu: the training set uploaded once, every batch gathered on the device by sample id; with batch mixing
+  # (mixup and cutmix in turn), so the captured graph also mixes the gathered batch and its labels.
+  step train-bf16-cachegpu 1 12 40 device bash -c 'train "$@"' _ train-bf16-cachegpu bf16 --cache gpu --mixup 0.2 \
+    --cutmix 1
   # ... and with --augment monai: the fused augment kernel inside the step, learning (train_augment).
   step train-bf16-augment 1 12 40 device bash -c 'train_augment "$@"' _ train-bf16-augment bf16
   step eval-cuda 1 10 40 device bash -c 'eval_compare "$@"' _ "$RUNS/train-bf16" "$DATA/val"
@@ -204,7 +206,7 @@ run_steps() {
   local san
   san=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2> /dev/null || echo compute-sanitizer)
   step memcheck 2 120 180 device env STOKE_ARENA_DEBUG=1 "$san" --tool memcheck --error-exitcode 3 --print-limit 30 \
-    "$T/test_gpu" --gtest_filter='GpuOps/*:GpuAugment/*:GpuExecutor/bf16.EveryOp*:GpuGather.*' --gtest_brief=1
+    "$T/test_gpu" --gtest_filter='GpuOps/*:GpuAugment/*:GpuMix/*:GpuExecutor/bf16.EveryOp*:GpuGather.*' --gtest_brief=1
   step racecheck 2 60 90 device "$san" --tool racecheck --error-exitcode 3 --print-limit 30 \
     "$T/test_gpu" --gtest_filter='GpuOps/bf16.*:GpuAugment/bf16.*' --gtest_brief=1
   step bench 2 60 90 device "$B/bin/bench_gpu" --benchmark_min_time=0.1 --benchmark_out="$LOGS/bench_gpu.json" \

@@ -16,6 +16,7 @@
 #             SIGUSR1 to mpirun (forwarded as it is): every rank stops at the same step, rank 0 writes a checkpoint
 #             in the middle of an epoch (no periodic one could be there), and a 1-process resume finishes the run
 #   syncbn    a model with batch norm: 2 processes with --sync-bn reach the 1-process weights, without it they do not
+#   mix       --mixup/--cutmix: 2 processes pair within their slices, so they differ from 1 process; a repeat does not
 #   comm      a 2-process run's metrics lines and summary carry the all-reduce's share (> 0) and its bytes (the
 #             parameters and the 4 step sums, 4 bytes each), the verdict names the all-reduce; a 1-process run's
 #             carry none of it; diagnose measures the all-reduce under mpirun and says it does not apply alone
@@ -260,6 +261,19 @@ bn = 8 * sum(4 * c + 2 for c in (16, 32, 64))  # small-cnn's three batch norms
 print("allreduce_bytes with --sync-bn", s["allreduce_bytes"], "without", a["allreduce_bytes"])
 assert a["allreduce_bytes"] == grads and s["allreduce_bytes"] == grads + bn, (s["allreduce_bytes"], grads, bn)
 PY
+  ;;
+mix)
+  # --mixup: every rank draws the global batch's lam (keyed by seed, epoch, batch index) but pairs the samples of its
+  # own slice, as timm under DDP: 2 processes are not 1 process (docs/AUGMENTATION.md), yet a repeat is the same bytes.
+  mix=("${common[@]}" --epochs 1 --mixup 1 --cutmix 1)
+  "$stoke" train "${mix[@]}" --out one || fail "1 process"
+  mpi -np 2 "$stoke" train "${mix[@]}" --out two || fail "2 processes"
+  mpi -np 2 "$stoke" train "${mix[@]}" --out again || fail "2 processes again"
+  echo "--mixup, 2 processes twice:"
+  $compare "$(final two)" "$(final again)" 0 || fail "2-process mixing runs differ from each other"
+  echo "--mixup, 2 processes vs 1 (must differ: the pairs are within each process's slice):"
+  if $compare "$(final one)" "$(final two)" $tol; then fail "2 processes mixed as 1 process: the pairs are not per slice"; fi
+  grep -q '"mixup": 1' two/config.json || fail "config.json does not record --mixup"
   ;;
 comm)
   # --cache decoded: no input wait, so the verdict is about the step (compute or communication) on any machine load

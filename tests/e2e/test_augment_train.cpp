@@ -1,8 +1,10 @@
 // Training with an augmentation recipe end to end: `stoke train --augment monai` runs and records the recipe; the
 // transforms come from (seed, epoch, sample id), so a run resumed mid-epoch repeats the uninterrupted run's losses
-// exactly and the decoded cache gives the streaming ring's losses.
+// exactly and the decoded cache gives the streaming ring's losses. Batch mixing (--mixup, --cutmix) likewise: its draw
+// is keyed by (seed, epoch, batch index), so a mid-epoch resume repeats the uninterrupted run with mixing on.
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <vector>
 
@@ -113,4 +115,76 @@ TEST(AugmentTrain, ResumedMidEpochAndDecodedCacheRepeatTheStreamingRunsLosses) {
   const TrainResult n = train(none, build_model);
   ASSERT_EQ(n.step_losses.size(), full.step_losses.size());
   EXPECT_NE(n.step_losses, full.step_losses);
+}
+
+TEST(AugmentTrain, MixFlagsAreListedRecordedComparedOnResumeAndCheckedByName) {
+  TempDir tmp("mix-cli");
+  make_data(tmp);
+  const test::RunResult help = test::run_stoke("train --help");
+  for (const char* flag : {"--mixup", "--cutmix", "--mix-prob", "--mix-switch-prob", "--mix-off-epochs"})
+    EXPECT_NE(help.output.find(flag), std::string::npos) << flag;
+  const std::string run = tmp.str() + "/run";
+  const std::string args =
+      "--mixup 0.4 --cutmix 1 --mix-prob 0.9 --mix-off-epochs 1 --batch-size 8 --device cpu --quiet "
+      "--checkpoint-every 3";
+  test::RunResult r = test::run_stoke("train --data " + tmp.str() + "/train --epochs 1 --out " + run + " " + args);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const nlohmann::json cfg = read_json(run + "/config.json");
+  EXPECT_FLOAT_EQ(cfg["mixup"].get<float>(), 0.4f);
+  EXPECT_EQ(cfg["cutmix"], 1.0);
+  EXPECT_FLOAT_EQ(cfg["mix_prob"].get<float>(), 0.9f);
+  EXPECT_EQ(cfg["mix_switch_prob"], 0.5);
+  EXPECT_EQ(cfg["mix_off_epochs"], 1);
+  r = test::run_stoke("train --resume " + run + " --epochs 2 " + args);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  r = test::run_stoke("train --resume " + run + " --epochs 3 --mixup 0.2 --quiet");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("--mixup"), std::string::npos) << r.output;
+  // Bad values: one line naming the flag, exit 2, before anything is written.
+  for (const char* bad : {"--mixup -0.5", "--cutmix nan", "--mix-prob 1.5", "--mix-switch-prob -0.1", "--mix-prob inf",
+                          "--mix-off-epochs -1"}) {
+    r = test::run_stoke("train --data " + tmp.str() + "/train --out " + tmp.str() + "/bad --device cpu " + bad);
+    EXPECT_EQ(r.exit_code, 2) << bad << ": " << r.output;
+    const std::string flag = std::string(bad).substr(0, std::string(bad).find(' '));
+    EXPECT_NE(r.output.find(flag), std::string::npos) << bad << ": " << r.output;
+    EXPECT_FALSE(std::filesystem::exists(tmp.path() / "bad")) << bad;
+  }
+}
+
+TrainConfig mix_config(const TempDir& tmp, const std::string& run) {
+  TrainConfig c = monai_config(tmp, run);
+  c.mix.mixup_alpha = 0.4f;
+  c.mix.cutmix_alpha = 1.f;
+  return c;
+}
+
+TEST(AugmentTrain, MixedRunResumedMidEpochRepeatsTheUninterruptedRunsLosses) {
+  TempDir tmp("mix-resume");
+  make_data(tmp);
+  const TrainResult full = train(mix_config(tmp, "full"), build_model);
+  ASSERT_EQ(full.step_losses.size(), 14u);
+
+  TrainConfig cut = mix_config(tmp, "cut");
+  cut.interrupt_after_steps = 5;  // mid-epoch: the resume starts at batch 5 of epoch 0
+  const TrainResult a = train(cut, build_model);
+  ASSERT_TRUE(a.interrupted);
+  TrainConfig rc = config_for_resume(cut.out);
+  rc.quiet = true;
+  EXPECT_EQ(rc.mix.cutmix_alpha, 1.f);  // the checkpoint's settings carry the mixing
+  const TrainResult b = train(rc, build_model);
+  std::vector<float> losses = a.step_losses;
+  losses.insert(losses.end(), b.step_losses.begin(), b.step_losses.end());
+  EXPECT_EQ(losses, full.step_losses);
+
+  TrainConfig gc = mix_config(tmp, "gpu-cache");  // on the CPU backend: the held set, labels gathered by id
+  gc.cache = CacheMode::gpu;
+  EXPECT_EQ(train(gc, build_model).step_losses, full.step_losses);
+
+  // Mixing is what made those losses; switched off for every epoch (--mix-off-epochs) a mixing run is the plain run
+  // bit for bit.
+  const TrainResult plain = train(monai_config(tmp, "plain"), build_model);
+  EXPECT_NE(plain.step_losses, full.step_losses);
+  TrainConfig off = mix_config(tmp, "off");
+  off.mix_off_epochs = 2;
+  EXPECT_EQ(train(off, build_model).step_losses, plain.step_losses);
 }

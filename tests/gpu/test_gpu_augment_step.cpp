@@ -1,6 +1,7 @@
 // The CUDA backend's steps with an augmentation recipe's transforms (StepRequest::transforms, copied with the batch
 // and applied by cuda::augment_transform_normalize in the normalize phase) against the CPU backend's: the same losses
-// and weights within the whole-model fp32 tolerance, eager and replayed as a captured CUDA graph alike.
+// and weights within the whole-model fp32 tolerance, eager and replayed as a captured CUDA graph alike. With batch
+// mixing too (StepRequest::mix: mixup, cutmix and the identity in turn, so the replayed graph meets every kind).
 #include <gtest/gtest.h>
 
 #include <memory>
@@ -21,7 +22,14 @@ struct Trace {
   std::vector<float> losses, params;
 };
 
-Trace run(bool cuda, bool graphs) {
+// Step k's mixing: mixup, cutmix, none, in turn.
+BatchMix mix_of(int k) {
+  if (k % 3 == 0) return BatchMix{0.35f, 0, 0, 0, 0, 0};
+  if (k % 3 == 1) return cutmix_box(0.6f, kShape.h, kShape.w, 3 + k, 15 - k);
+  return BatchMix{};
+}
+
+Trace run(bool cuda, bool graphs, bool mixing = false) {
   const Graph g = build_model("small-cnn", kShape, 4);
   BackendOptions o;
   o.max_batch = kBatch;
@@ -63,6 +71,7 @@ Trace run(bool cuda, bool graphs) {
     r.batch.pixels = px.data();
     r.batch.labels = labels.data();
     r.transforms = tf.data();
+    if (mixing) r.mix = mix_of(k);
     r.lr = 0.02f;
     tr.losses.push_back(be->train_step(r).loss);
   }
@@ -76,6 +85,17 @@ TEST(GpuAugmentStep, TransformedStepsMatchTheCpuBackend) {
   for (bool graphs : {false, true}) {
     const Trace gpu = run(true, graphs);
     const char* what = graphs ? "augmented steps, graphs" : "augmented steps, eager";
+    test::expect_model_close<float>(std::string(what) + " losses", gpu.losses, cpu.losses);
+    test::expect_model_close<float>(std::string(what) + " weights", gpu.params, cpu.params);
+  }
+}
+
+TEST(GpuAugmentStep, MixedStepsMatchTheCpuBackend) {
+  REQUIRE_GPU();
+  const Trace cpu = run(false, false, true);
+  for (bool graphs : {false, true}) {
+    const Trace gpu = run(true, graphs, true);
+    const char* what = graphs ? "mixed steps, graphs" : "mixed steps, eager";
     test::expect_model_close<float>(std::string(what) + " losses", gpu.losses, cpu.losses);
     test::expect_model_close<float>(std::string(what) + " weights", gpu.params, cpu.params);
   }

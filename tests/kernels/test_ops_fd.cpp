@@ -442,5 +442,26 @@ TEST(SoftmaxCeFd, GradientOfTheMeanLossMatches) {
   }
 }
 
+// Against mixed targets (mixup, cutmix): row i's target weighs its own smoothed label by lam and row n-1-i's by
+// 1 - lam. An odd batch (the middle row is its own partner), a repeated label, lam on both sides of 0.5.
+TEST(SoftmaxCeFd, MixedTargetGradientMatches) {
+  const int n = 5, K = 7;
+  const std::vector<int32_t> labels = {0, 6, 3, 3, 1};
+  for (float smoothing : {0.f, 0.1f})
+    for (float lam : {0.3f, 0.85f}) {
+      SCOPED_TRACE("smoothing " + std::to_string(smoothing) + ", lam " + std::to_string(lam));
+      const BatchMix mix{lam, 0, 0, 0, 0, 0};
+      auto z = random_vec(static_cast<size_t>(n) * K, 91, -3.f, 3.f);
+      auto loss = [&] {
+        return double{cpu::softmax_cross_entropy_mixed(n, K, z.data(), labels.data(), &mix, smoothing, 1.f, nullptr,
+                                                       nullptr, nullptr)};
+      };
+      std::vector<float> dz(z.size(), kNaN);
+      cpu::softmax_cross_entropy_mixed(n, K, z.data(), labels.data(), &mix, smoothing, 1.f, nullptr, dz.data(),
+                                       nullptr);
+      check_grad("mixed softmax-ce dlogits", z, dz, loss);
+    }
+}
+
 }  // namespace
 }  // namespace stoke
