@@ -17,6 +17,7 @@
 #include "apps/dataset_command.h"
 #include "apps/help_formatter.h"
 #include "apps/plan.h"
+#include "base/display_name.h"
 #include "base/error.h"
 #include "base/file_kind.h"
 #include "base/format.h"
@@ -352,7 +353,7 @@ int run_pack(const InputArgs& a) {
   progress.finish();
   const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   for (const std::string& b : r.bad) std::fprintf(stderr, "warning: %s\n", b.c_str());
-  std::printf("wrote %s: %s images, %.1f MB in %.1f s%s\n", a.out.c_str(),
+  std::printf("wrote %s: %s images, %.1f MB in %.1f s%s\n", display_name(a.out).c_str(),
               format_count(static_cast<double>(r.samples)).c_str(), static_cast<double>(r.bytes) / 1e6, el,
               r.bad.empty() ? ""
                             : str(" (", r.bad.size(), " bad file(s)",
@@ -379,8 +380,8 @@ int run_report(const UseArgs& u, bool tensorboard) {
   check_run_folder(u.run);
   const auto lock = lock_run_folder(u.run, "stoke report");  // a live run rewrites report.html itself
   write_report_html(u.run);
-  std::printf("wrote %s/report.html\n", u.run.c_str());
-  if (tensorboard) std::printf("wrote %s\n", export_tensorboard(u.run, u.run + "/tensorboard").c_str());
+  std::printf("wrote %s/report.html\n", display_name(u.run).c_str());
+  if (tensorboard) std::printf("wrote %s\n", display_name(export_tensorboard(u.run, u.run + "/tensorboard")).c_str());
   return 0;
 }
 
@@ -418,9 +419,10 @@ int run_diagnose(DiagArgs& d) {
 
 int run_eval(const UseArgs& u) {
   LoadedRun r = load_run(u.run, build_model, u.which);
-  std::printf("model: %s from %s\n", r.model.c_str(), r.checkpoint.c_str());
+  std::printf("model: %s from %s\n", r.model.c_str(), display_name(r.checkpoint).c_str());
   ClassificationReport rep = evaluate_folder(r, u.data, u.batch_size, 1, u.device);
-  if (rep.count == 0) throw UserError(str("none of the ", rep.unreadable, " images in ", u.data, " could be read"));
+  if (rep.count == 0)
+    throw UserError(str("none of the ", rep.unreadable, " images in ", display_name(u.data), " could be read"));
   const std::string left_out =
       rep.unreadable > 0 ? str(" (", rep.unreadable, " unreadable, left out: the numbers cover the readable ones)")
                          : "";
@@ -435,22 +437,22 @@ int run_predict(const UseArgs& u) {
   int bad = 0;
   for (const Prediction& p : predict(r, u.images, 64, u.device)) {
     if (u.json) {
-      nlohmann::json j = {{"path", p.path}};
+      nlohmann::json j = {{"path", display_name(p.path)}};  // name_from_display gives the file's bytes again
       if (!p.ok) {
         j["error"] = p.error;
         ++bad;
       } else {
-        j["class"] = r.classes[static_cast<size_t>(p.top_class)];
+        j["class"] = display_name(r.classes[static_cast<size_t>(p.top_class)]);
         j["probability"] = p.probs[static_cast<size_t>(p.top_class)];
         nlohmann::json all = nlohmann::json::object();
-        for (size_t c = 0; c < p.probs.size(); ++c) all[r.classes[c]] = p.probs[c];
+        for (size_t c = 0; c < p.probs.size(); ++c) all[display_name(r.classes[c])] = p.probs[c];
         j["probabilities"] = all;
       }
       std::printf("%s\n", j.dump().c_str());
       continue;
     }
     if (!p.ok) {
-      std::fprintf(stderr, "%s: error: %s\n", p.path.c_str(), p.error.c_str());
+      std::fprintf(stderr, "%s: error: %s\n", display_name(p.path).c_str(), p.error.c_str());
       ++bad;
       continue;
     }
@@ -458,9 +460,9 @@ int run_predict(const UseArgs& u) {
     for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int>(i);
     std::stable_sort(order.begin(), order.end(),
                      [&](int a, int b) { return p.probs[static_cast<size_t>(a)] > p.probs[static_cast<size_t>(b)]; });
-    std::printf("%s:", p.path.c_str());
+    std::printf("%s:", display_name(p.path).c_str());
     for (int k = 0; k < std::min<int>(u.top, static_cast<int>(order.size())); ++k)
-      std::printf(" %s %.2f%%", r.classes[static_cast<size_t>(order[static_cast<size_t>(k)])].c_str(),
+      std::printf(" %s %.2f%%", display_name(r.classes[static_cast<size_t>(order[static_cast<size_t>(k)])]).c_str(),
                   100.0 * p.probs[static_cast<size_t>(order[static_cast<size_t>(k)])]);
     std::printf("\n");
   }
@@ -473,7 +475,7 @@ int run_export(const UseArgs& u) {
   check_output_path(u.out, "-o");
   export_safetensors(r, u.out);
   std::printf("wrote %s (%s, from %s): load in PyTorch with model.load_state_dict(safetensors.torch.load_file(...))\n",
-              u.out.c_str(), r.model.c_str(), r.checkpoint.c_str());
+              display_name(u.out).c_str(), r.model.c_str(), display_name(r.checkpoint).c_str());
   return 0;
 }
 
@@ -574,6 +576,16 @@ int run_cli(int argc, const char* const* argv, bool dry_run) {
     std::fprintf(stderr, "stoke: %serror: %s\n", dist::error_prefix().c_str(), e.what());
     dist::exit_without_peers(2);
     return 2;
+  } catch (const std::filesystem::filesystem_error& e) {  // the library's text names the bytes raw: say it plainly
+    std::fprintf(stderr, "stoke: %sfailed: %s: %s\n", dist::error_prefix().c_str(),
+                 display_name(e.path1().string()).c_str(), e.code().message().c_str());
+    dist::exit_without_peers(1);
+    return 1;
+  } catch (const nlohmann::json::exception&) {  // cannot happen while every name is escaped; never the library's text
+    std::fprintf(stderr, "stoke: %sfailed: internal error: a value could not be written as JSON\n",
+                 dist::error_prefix().c_str());
+    dist::exit_without_peers(1);
+    return 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "stoke: %sfailed: %s\n", dist::error_prefix().c_str(), e.what());
     dist::exit_without_peers(1);

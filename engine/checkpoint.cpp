@@ -6,6 +6,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "base/display_name.h"
 #include "base/error.h"
 #include "base/fs.h"
 #include "engine/safetensors.h"
@@ -252,7 +253,7 @@ std::string find_checkpoint(const std::string& run_dir, const std::string& which
 
 CheckpointData load_checkpoint(const std::string& dir, const Graph& graph, const std::string& optimizer_kind) {
   const fs::path d(dir);
-  if (!fs::is_directory(d)) throw UserError(str("no checkpoint folder ", dir));
+  if (!fs::is_directory(d)) throw UserError(str("no checkpoint folder ", display_name(dir)));
   if (const std::string bad = verify_manifest(d, "state.json"); !bad.empty())
     throw Error(str(dir, " is damaged: ", bad));
   json state;

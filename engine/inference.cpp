@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "base/display_name.h"
 #include "base/error.h"
 #include "base/fs.h"
 #include "base/parallel.h"
@@ -53,7 +54,7 @@ std::unique_ptr<TrainingBackend> eval_backend(const LoadedRun& run, int batch, D
 
 LoadedRun load_run(const std::string& path, const ModelFactory& build_model, const std::string& which) {
   fs::path p(path);
-  if (!fs::exists(p)) throw UserError(str("no such run or checkpoint folder: ", path));
+  if (!fs::exists(p)) throw UserError(str("no such run or checkpoint folder: ", display_name(path)));
   std::string ck, note;
   fs::path run_dir;
   if (fs::exists(p / "state.json")) {  // a checkpoint folder: its run is two levels up
@@ -64,12 +65,14 @@ LoadedRun load_run(const std::string& path, const ModelFactory& build_model, con
     ck = find_checkpoint(path, which, &note);
     if (ck.empty() && note.empty()) ck = find_checkpoint(path, "latest", &note);
     if (ck.empty())
-      throw UserError(note.empty() ? str(path, " holds no checkpoint (expected ", path, "/checkpoints/latest)")
-                                   : str(path, ": ", note));
+      throw UserError(note.empty() ? str(display_name(path), " holds no checkpoint (expected ", display_name(path),
+                                         "/checkpoints/latest)")
+                                   : str(display_name(path), ": ", note));
     // Said where eval, predict and export say which weights they use: the user asked for others.
     if (!note.empty()) std::fprintf(stderr, "warning: %s\n", note.c_str());
   }
-  if (!fs::exists(run_dir / "config.json")) throw UserError(str("no config.json in run folder ", run_dir.string()));
+  if (!fs::exists(run_dir / "config.json"))
+    throw UserError(str("no config.json in run folder ", display_name(run_dir.string())));
   const json cfg = read_json(run_dir / "config.json");
   LoadedRun r;
   r.run_dir = run_dir.string();
@@ -80,11 +83,12 @@ LoadedRun load_run(const std::string& path, const ModelFactory& build_model, con
     auto in = cfg.at("input").get<std::vector<int>>();
     if (in.size() != 3) throw Error("input must be [h, w, c]");
     r.input = {in[0], in[1], in[2]};
-    r.classes = cfg.at("classes").get<std::vector<std::string>>();
+    for (const std::string& c : cfg.at("classes").get<std::vector<std::string>>())
+      r.classes.push_back(name_from_display(c));  // config.json shows the names: the folders hold the bytes
     r.mean = cfg.at("normalize_mean").get<std::vector<float>>();
     r.stdev = cfg.at("normalize_std").get<std::vector<float>>();
   } catch (const json::exception& e) {
-    throw Error(str((run_dir / "config.json").string(), " lacks a field: ", e.what()));
+    throw Error(str(display_name((run_dir / "config.json").string()), " lacks a field: ", e.what()));
   }
   r.graph = build_model(r.model, r.input, static_cast<int>(r.classes.size()));
   const json state = read_json(fs::path(ck) / "state.json");
@@ -155,8 +159,8 @@ ClassificationReport evaluate_folder(const LoadedRun& run, const std::string& fo
                                      DeviceRequest device) {
   std::shared_ptr<const io::Source> src = io::open_source(folder);
   if (src->classes() != run.classes)
-    throw UserError(str("the classes of ", folder,
-                        " differ from the model's: ", io::class_difference(run.classes, src->classes(), folder)));
+    throw UserError(str("the classes of ", display_name(folder), " differ from the model's: ",
+                        io::class_difference(run.classes, src->classes(), display_name(folder))));
   io::PipelineConfig pc;
   pc.h = run.input.h;
   pc.w = run.input.w;
@@ -243,7 +247,7 @@ void export_safetensors(const LoadedRun& run, const std::string& out_path) {
       tensors.push_back({n.name + ".num_batches_tracked", st::DType::I64, {}, &tracked.back()});
     }
   }
-  json classes = run.classes;
+  const json classes = display_names(run.classes);
   st::save(out_path, tensors,
            {{"format", "pt"},
             {"stoke_model", run.model},

@@ -6,6 +6,7 @@
 #include <numeric>
 #include <sstream>
 
+#include "base/display_name.h"
 #include "base/error.h"
 #include "engine/dist/communicator.h"
 
@@ -148,20 +149,41 @@ nlohmann::json ClassificationReport::to_json() const {
   return j;
 }
 
-std::string ClassificationReport::confusion_table(const std::vector<std::string>& names) const {
+std::string ClassificationReport::confusion_table(const std::vector<std::string>& class_names) const {
+  const std::vector<std::string> names = display_names(class_names);  // one line per class, whatever the bytes
   std::ostringstream os;
+  // Widths in characters, not bytes (the shown names are valid UTF-8); a cut splits no character and no escape.
+  auto chars = [](const std::string& s) {
+    return static_cast<size_t>(std::count_if(s.begin(), s.end(), [](char c) { return (c & 0xC0) != 0x80; }));
+  };
+  auto first_chars = [](const std::string& s, size_t n) {
+    size_t i = 0;
+    while (i < s.size()) {
+      size_t len = 1, width = 1;  // one character, or one escape (\xNN, \n, \\ ...), of `width` characters
+      if (s[i] == '\\') {
+        len = width = s.compare(i, 2, "\\x") == 0 ? 4 : 2;
+      } else {
+        while (i + len < s.size() && (s[i + len] & 0xC0) == 0x80) ++len;
+      }
+      if (width > n) break;
+      n -= width;
+      i += len;
+    }
+    return s.substr(0, i);
+  };
   size_t w = 6;
-  for (const auto& n : names) w = std::max(w, n.size() + 1);
+  for (const auto& n : names) w = std::max(w, chars(n) + 1);
   size_t cell = 7;
   for (int64_t v : confusion) cell = std::max(cell, std::to_string(v).size() + 2);
-  auto pad = [](const std::string& s, size_t width, bool right) {
-    if (s.size() >= width) return s;
-    return right ? std::string(width - s.size(), ' ') + s : s + std::string(width - s.size(), ' ');
+  auto pad = [&](const std::string& s, size_t width, bool right) {
+    const size_t n = chars(s);
+    if (n >= width) return s;
+    return right ? std::string(width - n, ' ') + s : s + std::string(width - n, ' ');
   };
   os << pad("true\\pred", w, false);
   for (int c = 0; c < classes; ++c) {
     std::string n = c < static_cast<int>(names.size()) ? names[static_cast<size_t>(c)] : std::to_string(c);
-    os << pad(n.substr(0, cell - 1), cell, true);
+    os << pad(first_chars(n, cell - 1), cell, true);
   }
   os << pad("acc", 9, true) << "\n";
   for (int t = 0; t < classes; ++t) {

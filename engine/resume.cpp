@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "base/console.h"
+#include "base/display_name.h"
 #include "base/error.h"
 #include "base/fs.h"
 #include "base/json_util.h"
@@ -27,14 +28,15 @@ json read_json_file(const std::string& path) {
     const std::vector<uint8_t> text = read_file(path);
     return json::parse(text.begin(), text.end());
   } catch (const json::exception& e) {
-    throw Error(str(path, " is damaged: ", e.what()));
+    throw Error(str(display_name(path), " is damaged: ", e.what()));
   }
 }
 
 json checkpoint_state(const std::string& run_dir, std::string* checkpoint = nullptr) {
   const std::string ck = find_checkpoint(run_dir);
   if (ck.empty())
-    throw UserError(str("--resume ", run_dir, ": the folder holds no checkpoint (", run_dir, "/checkpoints/latest)"));
+    throw UserError(str("--resume ", display_name(run_dir), ": the folder holds no checkpoint (", display_name(run_dir),
+                        "/checkpoints/latest)"));
   if (checkpoint) *checkpoint = ck;
   return read_json_file((fs::path(ck) / "state.json").string());
 }
@@ -108,9 +110,10 @@ bool is_session_flag(const std::string& flag) {
 }
 
 TrainConfig config_for_resume(const std::string& run_dir) {
-  if (!fs::is_directory(run_dir)) throw UserError(str("--resume ", run_dir, ": no such run folder"));
+  if (!fs::is_directory(run_dir)) throw UserError(str("--resume ", display_name(run_dir), ": no such run folder"));
   const json state = checkpoint_state(run_dir);
-  if (!state.contains("config")) throw Error(str(find_checkpoint(run_dir), "/state.json holds no configuration"));
+  if (!state.contains("config"))
+    throw Error(str(display_name(find_checkpoint(run_dir)), "/state.json holds no configuration"));
   TrainConfig c = config_from_json(state["config"]);
   c.resume = run_dir;
   c.out = run_dir;
@@ -119,23 +122,24 @@ TrainConfig config_for_resume(const std::string& run_dir) {
 
 TrainConfig resume_config(const std::string& run_dir, const TrainConfig& cli, const std::vector<std::string>& given,
                           std::string* note) {
-  if (!fs::is_directory(run_dir)) throw UserError(str("--resume ", run_dir, ": no such run folder"));
+  if (!fs::is_directory(run_dir)) throw UserError(str("--resume ", display_name(run_dir), ": no such run folder"));
   TrainConfig run;
   std::string saved_in = str(run_dir, "/config.json");
   std::string damaged;
   if (find_checkpoint(run_dir, "latest", &damaged).empty()) {
     // Checkpoints there, none intact: starting again would throw away what they hold; say what is wrong instead.
     if (!damaged.empty())
-      throw UserError(str("--resume ", run_dir, ": ", damaged, "; nothing intact to continue from"));
+      throw UserError(str("--resume ", display_name(run_dir), ": ", damaged, "; nothing intact to continue from"));
     // Killed before its first checkpoint: nothing to continue, and nothing to lose by starting again.
     if (!fs::exists(fs::path(run_dir) / "config.json"))
-      throw UserError(str("--resume ", run_dir, ": not a run folder (no checkpoint and no config.json)"));
+      throw UserError(str("--resume ", display_name(run_dir), ": not a run folder (no checkpoint and no config.json)"));
     run = config_from_json(read_json_file(saved_in));
     run.out = run_dir;
     run.overwrite = true;
     if (note)
-      *note = str(run_dir, " stopped before its first checkpoint: there is nothing to continue, so it starts again "
-                           "from the beginning with its saved settings");
+      *note = str(display_name(run_dir),
+                  " stopped before its first checkpoint: there is nothing to continue, so it starts again "
+                  "from the beginning with its saved settings");
   } else {
     run = config_for_resume(run_dir);
   }
@@ -148,22 +152,25 @@ TrainConfig resume_config(const std::string& run_dir, const TrainConfig& cli, co
     }
     if (name == "--out") {
       if (!same_folder(cli.out, run_dir))
-        throw UserError(str("--out ", cli.out, " and --resume ", run_dir, " name different folders: a resumed run stays in its own"));
+        throw UserError(str("--out ", display_name(cli.out), " and --resume ", display_name(run_dir),
+                            " name different folders: a resumed run stays in its own"));
       continue;
     }
     if (name == "--overwrite")
       throw UserError(str("--overwrite starts a run again from nothing and --resume continues it: choose one"));
     const std::string key = config_key(name);
     if (!mine.contains(key) || !theirs.contains(key))
-      throw UserError(str(name, " cannot change when resuming (the run's settings are in ", saved_in,
+      throw UserError(str(name, " cannot change when resuming (the run's settings are in ", display_name(saved_in),
                           "): start a new run with --out instead"));
     bool same = mine[key] == theirs[key];
     if (key == "data" || key == "val" || key == "init")  // a path, however it is spelt
-      same = same_folder(mine[key].get<std::string>(), theirs[key].get<std::string>());
+      same = same_folder(name_from_display(mine[key].get<std::string>()),
+                         name_from_display(theirs[key].get<std::string>()));
     if (key == "batch_size" && cli.batch_size == 0) same = true;  // auto: the run keeps the batch auto chose
     if (!same)
       throw UserError(str(name, " ", shown(mine[key]), " differs from the run's ", shown(theirs[key]), " (saved in ",
-                          saved_in, "): a resumed run keeps the settings it started with; start a new run with --out to "
+                          display_name(saved_in),
+                          "): a resumed run keeps the settings it started with; start a new run with --out to "
                           "change it"));
   }
   return run;
@@ -189,8 +196,8 @@ std::optional<TrainResult> finished_run(const TrainConfig& cfg) {
   const RunPosition p = position_of(st);  // the state just read, not a second read of the checkpoint
   const int64_t reached = p.epoch + (p.cursor > 0 ? 1 : 0);  // epochs started
   if (cfg.epochs < reached || (cfg.epochs == p.epoch && p.cursor > 0))
-    throw UserError(str("--epochs ", cfg.epochs, ": the run in ", cfg.resume, " has already trained ", p.epoch,
-                        " epoch", p.epoch == 1 ? "" : "s", p.cursor > 0 ? " and part of the next" : "",
+    throw UserError(str("--epochs ", cfg.epochs, ": the run in ", display_name(cfg.resume), " has already trained ",
+                        p.epoch, " epoch", p.epoch == 1 ? "" : "s", p.cursor > 0 ? " and part of the next" : "",
                         "; give more epochs to continue it"));
   if (p.epoch < cfg.epochs) return std::nullopt;
 
@@ -218,10 +225,11 @@ std::optional<TrainResult> finished_run(const TrainConfig& cfg) {
     val = str(", validation accuracy ", std::round(1e4 * r.epochs.back().val_acc) / 100, "% after the last");
   {
     Console console(cfg.quiet);  // before any TrainingRun (and its console) exists
-    console.say("%s is finished: %lld epoch%s, %lld steps%s. Nothing was changed.\n"
-                "To train longer: stoke train --resume %s --epochs N (N > %lld)\n",
-                cfg.resume.c_str(), static_cast<long long>(p.epoch), p.epoch == 1 ? "" : "s",
-                static_cast<long long>(p.step), val.c_str(), cfg.resume.c_str(), static_cast<long long>(p.epoch));
+    console.say(
+        "%s is finished: %lld epoch%s, %lld steps%s. Nothing was changed.\n"
+        "To train longer: stoke train --resume %s --epochs N (N > %lld)\n",
+        display_name(cfg.resume).c_str(), static_cast<long long>(p.epoch), p.epoch == 1 ? "" : "s",
+        static_cast<long long>(p.step), val.c_str(), display_name(cfg.resume).c_str(), static_cast<long long>(p.epoch));
   }
   return r;
 }
@@ -248,11 +256,7 @@ std::vector<std::string> relative_sample_names(const io::Source& src) {
 
 void write_train_files(const std::string& run_dir, const io::Source& src) {
   std::string text;
-  for (std::string n : relative_sample_names(src)) {
-    std::replace(n.begin(), n.end(), '\n', '?');  // one name per line, whatever the file system allows
-    text += n;
-    text += '\n';
-  }
+  for (const std::string& n : relative_sample_names(src)) text += display_name(n) + '\n';  // one name a line
   atomic_write_file((fs::path(run_dir) / kTrainFiles).string(), text);
 }
 
@@ -266,9 +270,8 @@ DataChange compare_train_files(const std::string& run_dir, const io::Source& src
   const std::vector<uint8_t> bytes = read_file(path.string());
   std::istringstream in(std::string(bytes.begin(), bytes.end()));
   std::vector<std::string> before;
-  for (std::string line; std::getline(in, line);) before.push_back(line);
+  for (std::string line; std::getline(in, line);) before.push_back(name_from_display(line));
   std::vector<std::string> now = relative_sample_names(src);
-  for (std::string& n : now) std::replace(n.begin(), n.end(), '\n', '?');
   std::sort(before.begin(), before.end());
   std::sort(now.begin(), now.end());
   std::vector<std::string> gone, added;
@@ -286,7 +289,7 @@ DataChange compare_train_files(const std::string& run_dir, const io::Source& src
 std::string DataChange::describe() const {
   auto list = [](int64_t n, const std::vector<std::string>& names, const char* what) {
     std::string s = str(n, " ", what, n == 1 ? " file (" : " files (");
-    for (size_t i = 0; i < names.size(); ++i) s += (i ? ", " : "") + names[i];
+    for (size_t i = 0; i < names.size(); ++i) s += (i ? ", " : "") + display_name(names[i]);
     return s + (static_cast<size_t>(n) > names.size() ? ", ...)" : ")");
   };
   std::string s;

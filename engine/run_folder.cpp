@@ -8,11 +8,11 @@
 #include <ctime>
 #include <filesystem>
 
+#include "base/display_name.h"
 #include "base/error.h"
 #include "base/format.h"
 #include "base/fs.h"
 #include "base/json_util.h"
-#include "io/source/display_name.h"
 #include "io/source/image_folder.h"
 
 namespace stoke {
@@ -96,7 +96,7 @@ void write_left_out(const std::string& dir, const io::Source* train, const io::S
   for (const auto* src : {train, val})
     if (const auto* folder = dynamic_cast<const io::FolderSource*>(src))
       for (const io::LeftOut& l : folder->left_out())
-        text += str(io::left_out_reason_name(l.reason), "\t", io::display_name(l.path),
+        text += str(io::left_out_reason_name(l.reason), "\t", display_name(l.path),
                     l.detail.empty() ? std::string() : "\t" + l.detail, "\n");
   if (!text.empty()) atomic_write_file((fs::path(dir) / "left_out.txt").string(), text);
 }

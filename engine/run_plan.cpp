@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdio>
 
+#include "base/display_name.h"
 #include "base/error.h"
 #include "base/fs.h"
 #include "base/permutation.h"
@@ -68,8 +69,8 @@ RunData open_run_data(const TrainConfig& cfg) {
     d.val_all = io::open_source(cfg.val);
     if (d.val_all->classes() != d.train_all->classes())
       throw UserError(
-          str("the classes of --val ", cfg.val, " differ from those of --data ", cfg.data, ": ",
-              io::class_difference(d.train_all->classes(), d.val_all->classes(), "--val"),
+          str("the classes of --val ", display_name(cfg.val), " differ from those of --data ", display_name(cfg.data),
+              ": ", io::class_difference(d.train_all->classes(), d.val_all->classes(), "--val"),
               " (a label is a class folder's place among the sorted names, so both need the same folders)"));
   }
   d.train_src = subset(d.train_all, cfg.limit_train, cfg.seed);

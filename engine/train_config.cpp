@@ -5,6 +5,7 @@
 #include <limits>
 #include <optional>
 
+#include "base/display_name.h"
 #include "base/error.h"
 #include "base/json_util.h"
 #include "engine/augment_plan.h"
@@ -30,8 +31,9 @@ io::PipelineConfig training_pipeline_config(const TrainConfig& cfg, Shape3 shape
 }
 
 json config_to_json(const TrainConfig& c) {
-  return {{"data", c.data},
-          {"val", c.val},
+  // Paths are bytes: shown escaped (base/display_name.h), read back to the bytes by config_from_json.
+  return {{"data", display_name(c.data)},
+          {"val", display_name(c.val)},
           {"model", c.model},
           {"epochs", c.epochs},
           {"batch_size", c.batch_size},
@@ -48,7 +50,7 @@ json config_to_json(const TrainConfig& c) {
           {"label_smoothing", c.label_smoothing},
           {"clip_grad_norm", c.clip_grad_norm},
           {"seed", c.seed},
-          {"init", c.init},
+          {"init", display_name(c.init)},
           {"init_partial", c.init_partial},
           {"freeze", to_string(c.freeze)},
           {"freeze_bn", c.freeze_bn},
@@ -95,8 +97,8 @@ TrainConfig config_from_json(const json& j) {
   };
   try {
     if (!j.is_object()) throw Error("not a JSON object");
-    c.data = text("data");
-    c.val = text("val", std::string());
+    c.data = name_from_display(text("data"));
+    c.val = name_from_display(text("val", std::string()));
     c.model = text("model");
     c.epochs = static_cast<int>(json_int(j, "epochs", 0, 1 << 30));
     c.batch_size = static_cast<int>(json_int(j, "batch_size", 1, 1 << 30));
@@ -113,7 +115,7 @@ TrainConfig config_from_json(const json& j) {
     c.label_smoothing = real("label_smoothing", 0, 1, 0.0);
     c.clip_grad_norm = real("clip_grad_norm", 0, 1e30, 0.0);
     c.seed = static_cast<uint64_t>(json_int(j, "seed", 0, std::numeric_limits<int64_t>::max()));
-    c.init = text("init", std::string());
+    c.init = name_from_display(text("init", std::string()));
     c.init_partial = flag("init_partial", false);
     c.freeze = parse_freeze(text("freeze", std::string("none")));
     c.freeze_bn = flag("freeze_bn", false);

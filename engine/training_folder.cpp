@@ -9,6 +9,7 @@
 #include <fstream>
 #include <limits>
 
+#include "base/display_name.h"
 #include "base/error.h"
 #include "base/fs.h"
 #include "base/json_util.h"
@@ -83,7 +84,7 @@ void TrainingRun::open_run_folder() {
   if (plan_.world.writer && (!resuming_ || fs::is_directory(folder_.dir))) {
     std::error_code ec;
     fs::create_directories(folder_.dir, ec);
-    if (ec) throw UserError(str("cannot create run folder ", folder_.dir, ": ", ec.message()));
+    if (ec) throw UserError(str("cannot create run folder ", display_name(folder_.dir), ": ", ec.message()));
     folder_.lock = lock_run_folder(folder_.dir, resuming_ ? "stoke train --resume" : "stoke train");
   }
   if (resuming_) {
@@ -98,14 +99,15 @@ void TrainingRun::open_run_folder() {
   std::error_code ec;
   if (fs::exists(folder_.metrics_path) && !cfg_.overwrite) {
     if (!find_checkpoint(folder_.dir).empty())
-      throw UserError(str("--out ", folder_.dir,
+      throw UserError(str("--out ", display_name(folder_.dir),
                           " already holds a run (metrics.jsonl): choose another folder, pass --overwrite, or --resume ",
                           folder_.dir));
     // Killed before its first checkpoint: nothing to continue and nothing to lose; advice to --resume would loop.
-    folder_.note = str(folder_.dir, " holds a run that stopped before its first checkpoint: starting it again");
+    folder_.note =
+        str(display_name(folder_.dir), " holds a run that stopped before its first checkpoint: starting it again");
   }
   fs::create_directories(folder_.dir, ec);
-  if (ec) throw UserError(str("cannot create run folder ", folder_.dir, ": ", ec.message()));
+  if (ec) throw UserError(str("cannot create run folder ", display_name(folder_.dir), ": ", ec.message()));
   check_free_space();  // before the old run's files go: a refused run loses nothing
   fs::remove(folder_.metrics_path, ec);
   fs::remove_all(fs::path(folder_.dir) / "checkpoints", ec);
@@ -155,9 +157,9 @@ void TrainingRun::resume_from_checkpoint() {
   std::string note;
   folder_.resumed_from = find_checkpoint(folder_.dir, "latest", &note);
   if (folder_.resumed_from.empty() && !note.empty())
-    throw UserError(str("--resume ", folder_.dir, ": ", note, "; nothing intact to continue from"));
+    throw UserError(str("--resume ", display_name(folder_.dir), ": ", note, "; nothing intact to continue from"));
   if (folder_.resumed_from.empty())
-    throw UserError(str("--resume ", folder_.dir,
+    throw UserError(str("--resume ", display_name(folder_.dir),
                         ": the run stopped before its first checkpoint, so there is nothing to "
                         "continue; run it again without --resume (its folder is reused)"));
   if (!note.empty()) console_.warn(note);  // the resume continues from an older checkpoint than `latest` named
@@ -167,7 +169,8 @@ void TrainingRun::resume_from_checkpoint() {
   model_.params = std::move(ck.params);
   model_.buffers = std::move(ck.buffers);
   if (model_.opt_state.size() != ck.optimizer_state.size())
-    throw UserError(str(folder_.resumed_from, ": the optimizer state does not fit this run's optimizer settings"));
+    throw UserError(
+        str(display_name(folder_.resumed_from), ": the optimizer state does not fit this run's optimizer settings"));
   model_.opt_state = std::move(ck.optimizer_state);
   try {
     model_.opt_steps = json_int(st, "optimizer_steps", 0, int64_t{1} << 50);
@@ -178,7 +181,7 @@ void TrainingRun::resume_from_checkpoint() {
     folder_.start_step = json_int(st, "step", 0, int64_t{1} << 50);
     folder_.elapsed_before = json_number(st, "elapsed_s", 0, 1e12, 0.0);
   } catch (const Error& e) {
-    throw Error(str(folder_.resumed_from, "/state.json is damaged: ", e.what()));
+    throw Error(str(display_name(folder_.resumed_from), "/state.json is damaged: ", e.what()));
   }
   folder_.resume_sums = st.value("epoch_sums", json::object());
   folder_.history = st.value("history", json::array());
@@ -186,8 +189,8 @@ void TrainingRun::resume_from_checkpoint() {
   auto channels = [&](const char* key, double lo) {
     std::vector<float> v;
     if (!st.contains(key) || !st[key].is_array() || st[key].size() != static_cast<size_t>(plan_.data.shape.c))
-      throw Error(
-          str(folder_.resumed_from, "/state.json is damaged: '", key, "' must hold ", plan_.data.shape.c, " numbers"));
+      throw Error(str(display_name(folder_.resumed_from), "/state.json is damaged: '", key, "' must hold ",
+                      plan_.data.shape.c, " numbers"));
     for (size_t k = 0; k < st[key].size(); ++k) {
       const nlohmann::json one = {{"v", st[key][k]}};
       v.push_back(static_cast<float>(json_number(one, "v", lo, 1e6)));
@@ -212,9 +215,10 @@ void TrainingRun::check_resumed_data(const json& state) {
   if (fs::exists(config)) {
     const std::vector<uint8_t> text = read_file(config.string());
     const json saved = json::parse(text.begin(), text.end(), nullptr, false);
-    if (saved.is_object() && saved.contains("classes") && saved["classes"] != json(plan_.data.class_names))
-      throw UserError(str("--resume ", folder_.dir, ": the classes of --data ", cfg_.data, " (",
-                          json(plan_.data.class_names).dump(), ") are not the run's (", saved["classes"].dump(),
+    const json classes = display_names(plan_.data.class_names);  // as config.json holds them
+    if (saved.is_object() && saved.contains("classes") && saved["classes"] != classes)
+      throw UserError(str("--resume ", display_name(folder_.dir), ": the classes of --data ", display_name(cfg_.data),
+                          " (", classes.dump(), ") are not the run's (", saved["classes"].dump(),
                           "): the model was built for those"));
   }
   if (state.value("dataset", std::string()) == plan_.data.fingerprint) return;
@@ -224,7 +228,7 @@ void TrainingRun::check_resumed_data(const json& state) {
                                      state.value("dataset", std::string("?")), " vs ", plan_.data.fingerprint, ")")
                                : str("the training data changed since the checkpoint: ", d.describe());
   if (!cfg_.force)
-    throw UserError(str("--resume ", folder_.dir, ": ", what,
+    throw UserError(str("--resume ", display_name(folder_.dir), ": ", what,
                         ". Resume with the same --data, --limit-train and --seed, or "
                         "pass --force to continue on the data as it is now (the rest of this epoch then comes in "
                         "another order than an uninterrupted run's)"));

@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <limits>
 
+#include "base/display_name.h"
 #include "base/error.h"
 #include "base/format.h"
 #include "base/fs.h"
@@ -23,7 +24,6 @@
 #include "engine/interrupt.h"
 #include "engine/resume.h"
 #include "io/codec/codec.h"
-#include "io/source/display_name.h"
 #include "io/source/image_folder.h"
 #include "report/report.h"
 
@@ -366,7 +366,7 @@ void TrainingRun::agree_across_ranks() {
   mine["normalize_mean"] = plan_.mean;
   mine["normalize_std"] = plan_.stdev;
   mine["start"] = {folder_.start_epoch, folder_.start_cursor, folder_.start_step};
-  mine["run_folder"] = fs::absolute(folder_.dir).lexically_normal().string();
+  mine["run_folder"] = display_name(fs::absolute(folder_.dir).lexically_normal().string());
   const json root = json::parse(comm_->broadcast_string(mine.dump(), 0));
   std::string differs;
   for (const auto& [key, value] : root.items()) {
@@ -464,7 +464,7 @@ void TrainingRun::announce() {
       console_.say("resuming: %s (epoch %lld, step %lld)\n", folder_.resumed_from.c_str(),
                    static_cast<long long>(folder_.start_epoch + 1), static_cast<long long>(folder_.start_step));
     if (!folder_.resume_note.empty()) console_.say("%s\n", folder_.resume_note.c_str());
-    console_.say("run folder: %s\n", folder_.dir.c_str());
+    console_.say("run folder: %s\n", display_name(folder_.dir).c_str());
   }
   check_profile_window();
   write_run_info();
@@ -510,7 +510,7 @@ void TrainingRun::write_run_info() {
   run_info["world"] = plan_.world.size;
   run_info["transport"] = comm_->transport();
   run_info["input"] = {plan_.data.shape.h, plan_.data.shape.w, plan_.data.shape.c};
-  run_info["classes"] = plan_.data.class_names;
+  run_info["classes"] = display_names(plan_.data.class_names);
   run_info["train_images"] = plan_.data.train_count;
   run_info["val_images"] = plan_.data.val_count;
   run_info["normalize_mean"] = plan_.mean;

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "base/display_name.h"
 #include "base/error.h"
 #include "base/format.h"
 #include "base/fs.h"
@@ -46,7 +47,8 @@ TrainResult TrainingRun::finish() {
   if (result_.interrupted) {
     if (!cfg_.quiet)
       console_.say("\ninterrupted at step %lld: checkpoint written to %s\ncontinue with: stoke train --resume %s\n",
-                   static_cast<long long>(meter_.step), result_.last_checkpoint.c_str(), folder_.dir.c_str());
+                   static_cast<long long>(meter_.step), display_name(result_.last_checkpoint).c_str(),
+                   display_name(folder_.dir).c_str());
     return result_;
   }
   json summary = {{"model", cfg_.model},
@@ -61,7 +63,7 @@ TrainResult TrainingRun::finish() {
                   {"vanished_images", result_.vanished_images},
                   {"skipped_steps", result_.skipped_steps},
                   {"params", model_.graph.num_params()},
-                  {"last_checkpoint", result_.last_checkpoint},
+                  {"last_checkpoint", display_name(result_.last_checkpoint)},
                   {"history", folder_.history}};
   const io::FileCacheSource::Stats fc = file_cache_stats(plan_.data);
   if (plan_.data.train_files)
@@ -84,7 +86,7 @@ TrainResult TrainingRun::finish() {
       summary["final_val_acc"] = last["val_acc"];
       summary["final_val_auc"] = last["val_auc"];
       summary["best_metric"] = to_string(cfg_.best_metric);
-      summary["best_checkpoint"] = find_checkpoint(folder_.dir, "best");
+      summary["best_checkpoint"] = display_name(find_checkpoint(folder_.dir, "best"));
       if (folder_.last_report.count > 0) summary["final_val_report"] = folder_.last_report.to_json();
     }
   }
@@ -139,8 +141,9 @@ void TrainingRun::say_summary(const io::FileCacheSource::Stats& fc, const std::s
   if (result_.skipped_steps > 0)
     console_.say("         %lld steps were skipped (non-finite loss)\n", static_cast<long long>(result_.skipped_steps));
   console_.say("         verdict: %s\n", verdict_text.c_str());
-  console_.say("         report: %s/report.html, metrics: %s/metrics.jsonl, checkpoint: %s\n", folder_.dir.c_str(),
-               folder_.dir.c_str(), result_.last_checkpoint.c_str());
+  const std::string dir = display_name(folder_.dir);
+  console_.say("         report: %s/report.html, metrics: %s/metrics.jsonl, checkpoint: %s\n", dir.c_str(), dir.c_str(),
+               display_name(result_.last_checkpoint).c_str());
 }
 
 // What limited this run (engine/run_verdict.h): the input stall, the device's busy time, the all-reduce's share.

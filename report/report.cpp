@@ -10,6 +10,7 @@
 #include <sstream>
 #include <vector>
 
+#include "base/display_name.h"
 #include "base/error.h"
 #include "base/format.h"
 #include "base/fs.h"
@@ -70,7 +71,7 @@ Page make_page(const std::string& run_dir, const RunFiles& r) {
   std::error_code ec;
   fs::path abs = fs::absolute(run_dir, ec).lexically_normal();
   if (abs.filename().empty()) abs = abs.parent_path();  // "runs/x/"
-  p.run_name = abs.filename().string();
+  p.run_name = display_name(abs.filename().string());   // the page shows every name escaped, never replaced
   p.model = p.pick("model");
   return p;
 }
@@ -139,7 +140,7 @@ std::string page_title(const Page& p) {
   if (p.r.has_summary) status = "finished";
   else if (p.r.has_metrics) status = "no summary.json: still running, interrupted or stopped by an error";
   else status = "no metrics.jsonl: nothing recorded yet";
-  o << "<p class=\"sub\">" << html_escape(p.run_dir) << " &#183; " << html_escape(status) << "</p>\n";
+  o << "<p class=\"sub\">" << html_escape(display_name(p.run_dir)) << " &#183; " << html_escape(status) << "</p>\n";
   return o.str();
 }
 
@@ -436,7 +437,7 @@ std::string page_footer(const Page& p) {
     << (r.has_config ? ", config.json" : "") << (r.has_summary ? ", summary.json" : "") << ".";
   std::error_code ec;
   const fs::path tb = fs::path(p.run_dir) / "tensorboard";
-  if (fs::is_directory(tb, ec)) o << " TensorBoard: tensorboard --logdir " << html_escape(tb.string());
+  if (fs::is_directory(tb, ec)) o << " TensorBoard: tensorboard --logdir " << html_escape(display_name(tb.string()));
   o << "</footer>\n";
   return o.str();
 }
@@ -447,7 +448,7 @@ std::string page_footer(const Page& p) {
 
 std::string render_report_html(const std::string& run_dir) {
   std::error_code ec;
-  if (!fs::is_directory(run_dir, ec)) throw UserError(str(run_dir, ": no such run folder"));
+  if (!fs::is_directory(run_dir, ec)) throw UserError(str(display_name(run_dir), ": no such run folder"));
   const RunFiles r = read_run_files(run_dir);
   const Page p = make_page(run_dir, r);
   std::string html = page_head(p);
@@ -466,9 +467,10 @@ void check_run_folder(const std::string& run_dir) {
   std::error_code ec;
   const fs::path dir(run_dir);
   const char* holds = "a run folder is what stoke train writes: config.json, metrics.jsonl, checkpoints/, summary.json";
-  if (!fs::is_directory(dir, ec)) throw UserError(str(run_dir, ": no such run folder (", holds, ")"));
+  if (!fs::is_directory(dir, ec)) throw UserError(str(display_name(run_dir), ": no such run folder (", holds, ")"));
   if (!fs::exists(dir / "config.json", ec) && !fs::exists(dir / "metrics.jsonl", ec))
-    throw UserError(str(run_dir, " is not a run folder: it holds neither config.json nor metrics.jsonl (", holds, ")"));
+    throw UserError(str(display_name(run_dir), " is not a run folder: it holds neither config.json nor metrics.jsonl (",
+                        holds, ")"));
 }
 
 void write_report_html(const std::string& run_dir) {

@@ -15,6 +15,7 @@
 #include <sstream>
 #include <vector>
 
+#include "base/display_name.h"
 #include "base/error.h"
 
 namespace stoke {
@@ -157,20 +158,21 @@ constexpr size_t kFlushBytes = 64 * 1024;
 TensorBoardWriter::TensorBoardWriter(const std::string& logdir) {
   std::error_code ec;
   fs::create_directories(logdir, ec);
-  if (ec) throw Error(str("cannot create the TensorBoard folder ", logdir, ": ", ec.message()));
+  if (ec) throw Error(str("cannot create the TensorBoard folder ", display_name(logdir), ": ", ec.message()));
   const double now = unix_time_now();
   const std::string stem = (fs::path(logdir) / str("events.out.tfevents.", static_cast<int64_t>(now), ".", host_name())).string();
   int fd = -1;
   for (int n = 0; fd < 0; ++n) {
     path_ = n == 0 ? stem + ".stoke" : str(stem, ".", n, ".stoke");
     fd = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    if (fd < 0 && (errno != EEXIST || n >= 1000)) throw Error(str("cannot create ", path_, ": ", std::strerror(errno)));
+    if (fd < 0 && (errno != EEXIST || n >= 1000))
+      throw Error(str("cannot create ", display_name(path_), ": ", std::strerror(errno)));
   }
   file_ = ::fdopen(fd, "wb");
   if (!file_) {
     const int err = errno;
     ::close(fd);
-    throw Error(str("cannot open ", path_, ": ", std::strerror(err)));
+    throw Error(str("cannot open ", display_name(path_), ": ", std::strerror(err)));
   }
   std::lock_guard<std::mutex> lock(mu_);
   pending_ = tfrecord_frame(tensorboard_version_event(now));
@@ -194,11 +196,12 @@ TensorBoardWriter::~TensorBoardWriter() {
 }
 
 void TensorBoardWriter::write_locked(const std::string& bytes) {
-  if (!file_) throw Error(str("cannot write ", path_, ": the file is closed"));
+  if (!file_) throw Error(str("cannot write ", display_name(path_), ": the file is closed"));
   errno = 0;
   if (!bytes.empty() && std::fwrite(bytes.data(), 1, bytes.size(), file_) != bytes.size())
-    throw Error(str("cannot write ", path_, ": ", std::strerror(errno ? errno : EIO)));
-  if (std::fflush(file_) != 0) throw Error(str("cannot write ", path_, ": ", std::strerror(errno ? errno : EIO)));
+    throw Error(str("cannot write ", display_name(path_), ": ", std::strerror(errno ? errno : EIO)));
+  if (std::fflush(file_) != 0)
+    throw Error(str("cannot write ", display_name(path_), ": ", std::strerror(errno ? errno : EIO)));
 }
 
 void TensorBoardWriter::scalar(const std::string& tag, double value, int64_t step, double wall_time) {
@@ -267,7 +270,7 @@ void tensorboard_log_metrics(TensorBoardWriter& w, const json& line, double wall
 std::string export_tensorboard(const std::string& run_dir, const std::string& logdir) {
   const std::string path = (fs::path(run_dir) / "metrics.jsonl").string();
   std::ifstream in(path);
-  if (!in) throw Error(str("cannot read ", path));
+  if (!in) throw Error(str("cannot read ", display_name(path)));
   std::vector<std::pair<json, double>> lines;  // each line and its run time (elapsed_s, continued across resumes)
   std::string text;
   double offset = 0, last_elapsed = 0;

@@ -9,11 +9,11 @@
 
 #include <sys/stat.h>
 
+#include "base/display_name.h"
 #include "base/error.h"
 #include "base/format.h"
 #include "base/fs.h"
 #include "io/codec/codec.h"
-#include "io/source/display_name.h"
 #include "io/source/source.h"
 
 namespace stoke::io {

@@ -14,7 +14,7 @@
 namespace stoke::io {
 
 struct Sample {
-  std::string path;  // full path (bytes as the file system has them: not necessarily UTF-8; see display_name.h)
+  std::string path;  // full path (bytes as the file system has them: not necessarily UTF-8; see base/display_name.h)
   int32_t label = 0;
 };
 

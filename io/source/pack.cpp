@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <system_error>
 
+#include "base/display_name.h"
 #include "base/error.h"
 #include "io/codec/codec.h"
 
@@ -128,7 +129,7 @@ PackReport pack_image_folder(const std::string& dir, const std::string& out_file
     }
     if (ok && !image_info(scratch.data(), n, info, &err)) ok = false;
     if (!ok) {
-      report.bad.push_back(str(s.path, ": ", err));
+      report.bad.push_back(str(display_name(s.path), ": ", err));
       if (options.drop_bad) {
         ++report.dropped;
         continue;
@@ -185,7 +186,7 @@ PackReport pack_image_folder(const std::string& dir, const std::string& out_file
 // ---- reader ------------------------------------------------------------------------------------------------
 
 std::shared_ptr<PackReader> PackReader::open(const std::string& path, bool verify_checksums) {
-  auto fail = [&](const std::string& what) { return UserError(str("pack ", path, ": ", what)); };
+  auto fail = [&](const std::string& what) { return UserError(str("pack ", display_name(path), ": ", what)); };
   std::shared_ptr<PackReader> r(new PackReader());
   r->path_ = path;
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -283,7 +284,7 @@ std::string_view PackReader::sample_name(int64_t i) const {
 std::string PackReader::name(int64_t i) const { return str(path_, "#", i, " (", sample_name(i), ")"); }
 
 std::string PackReader::description() const {
-  return str("pack ", path_, ": ", samples_, " images, ", classes_.size(), " classes");
+  return str("pack ", display_name(path_), ": ", samples_, " images, ", classes_.size(), " classes");
 }
 
 ReadStatus PackReader::read(int64_t i, std::vector<uint8_t>&, std::span<const uint8_t>& out, std::string*) const {

@@ -11,9 +11,9 @@
 #include <system_error>
 #include <utility>
 
+#include "base/display_name.h"
 #include "base/error.h"
 #include "io/codec/codec.h"
-#include "io/source/display_name.h"
 #include "io/source/pack.h"
 
 namespace stoke::io {
@@ -112,7 +112,7 @@ FolderSource::FolderSource(std::vector<Sample> samples, std::vector<std::string>
     : samples_(std::move(samples)), classes_(std::move(classes)), root_(std::move(root)) {}
 
 std::string FolderSource::description() const {
-  return str("ImageFolder ", root_, ": ", samples_.size(), " images, ", classes_.size(), " classes");
+  return str("ImageFolder ", display_name(root_), ": ", samples_.size(), " images, ", classes_.size(), " classes");
 }
 
 ReadStatus FolderSource::read(int64_t i, std::vector<uint8_t>& scratch, std::span<const uint8_t>& bytes,
@@ -137,12 +137,12 @@ std::shared_ptr<const Source> open_source(const std::string& path, bool verify_c
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) {
     const int e = errno;
-    if (is_gone(e)) throw UserError(str("no such folder or pack file: ", path));
-    throw UserError(str("cannot read ", path, ": ", errno_text(e)));
+    if (is_gone(e)) throw UserError(str("no such folder or pack file: ", display_name(path)));
+    throw UserError(str("cannot read ", display_name(path), ": ", errno_text(e)));
   }
   if (S_ISDIR(st.st_mode)) return std::make_shared<FolderSource>(index_image_folder(path));
   if (S_ISREG(st.st_mode)) return PackReader::open(path, verify_checksums);
-  throw UserError(str(path, " is neither a folder nor a pack file"));
+  throw UserError(str(display_name(path), " is neither a folder nor a pack file"));
 }
 
 DataShape probe_source_shape(const Source& source, int max_probe) {

@@ -2,6 +2,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <string>
+#include <vector>
 
 #include "engine/metrics.h"
 
@@ -46,4 +48,30 @@ TEST(Metrics, ConfusionAccuracyAndMacroAuc) {
   const std::string table = r.confusion_table({"cat", "dog", "eel"});
   EXPECT_NE(table.find("dog"), std::string::npos);
   EXPECT_NE(table.find("50.00%"), std::string::npos);
+}
+
+// Class names are bytes: a newline, a Latin-1 byte or a long UTF-8 name keeps the table one line per class, every
+// line as wide as the others, and the names shown escaped (base/display_name.h), never split inside an escape.
+TEST(Metrics, ConfusionTableShowsAnyNameOnItsLine) {
+  MetricsAccumulator acc(3);
+  const float logits[] = {5, 0, 0, 0, 4, 0, 0, 0, 3};
+  const int32_t labels[] = {0, 1, 2};
+  acc.add(3, logits, labels, 0.5);
+  const std::string table = acc.report().confusion_table({"line\nbreak", "caf\xE9", "\xc3\xa9t\xc3\xa9s-long-name"});
+  std::vector<std::string> lines;
+  for (size_t at = 0, nl; (nl = table.find('\n', at)) != std::string::npos; at = nl + 1)
+    lines.push_back(table.substr(at, nl - at));
+  ASSERT_EQ(lines.size(), 4u) << table;
+  auto chars = [](const std::string& s) {
+    size_t n = 0;
+    for (char c : s) n += (c & 0xC0) != 0x80;
+    return n;
+  };
+  for (const std::string& l : lines) EXPECT_EQ(chars(l), chars(lines[0])) << table;
+  EXPECT_EQ(lines[1].rfind("line\\nbreak ", 0), 0u) << table;
+  EXPECT_EQ(lines[2].rfind("caf\\xE9 ", 0), 0u) << table;
+  EXPECT_EQ(lines[3].rfind("\xc3\xa9t\xc3\xa9s-long-name ", 0), 0u) << table;
+  // Column heads are cut to the cell, between characters and escapes: "caf" rather than "caf\xE".
+  EXPECT_NE(lines[0].find(" caf "), std::string::npos) << table;
+  EXPECT_NE(lines[0].find(" \xc3\xa9t\xc3\xa9s-"), std::string::npos) << table;
 }

@@ -9,13 +9,13 @@
 #include <string>
 #include <vector>
 
+#include "base/display_name.h"
 #include "base/error.h"
 #include "base/fs.h"
 #include "io/codec/codec.h"
 #include "io/codec/jpeg.h"
 #include "io/codec/png.h"
 #include "io/codec/webp.h"
-#include "io/source/display_name.h"
 #include "io/source/image_folder.h"
 #include "io/source/source.h"
 #include "tests/test_util.h"
@@ -191,7 +191,7 @@ TEST(Folder, NamesThatAreNotUtf8) {
   std::vector<uint8_t> out(6 * 5);
   ASSERT_TRUE(decode_to(bytes.data(), bytes.size(), 6, 5, 1, out.data(), &err)) << err;
   EXPECT_EQ(out[0], 40);
-  // Shown as valid UTF-8, lossy but stable.
+  // Shown as valid UTF-8 (base/display_name.h; its own tests are in tests/base).
   EXPECT_EQ(display_name(cafe), "caf\\xE9");
   EXPECT_EQ(display_name(file), "\\xFF\\xFE-1.png");
   EXPECT_EQ(display_name("\xc3\xa9t\xc3\xa9"), "\xc3\xa9t\xc3\xa9") << "valid UTF-8 is kept";
