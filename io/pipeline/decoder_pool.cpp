@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "base/display_name.h"
 #include "base/error.h"
 #include "io/codec/codec.h"
 #include "base/rng.h"
@@ -209,7 +210,7 @@ const int64_t* DecoderPool::permutation(int64_t epoch) {
 }
 
 void DecoderPool::report_bad(int64_t id, ReadStatus status, const std::string& why) {
-  const std::string name = source_->name(id);
+  const std::string name = display_name(source_->name(id));  // quarantine.txt and messages: one line, UTF-8
   // vanished: the file is gone; unreadable: another read error; corrupt / unsupported: the decoder's verdict
   // (io/codec/codec.h problem_of).
   const std::string what = status == ReadStatus::vanished ? "vanished"
@@ -252,7 +253,7 @@ bool DecoderPool::fill(Worker& w, int64_t ticket) {
     for (int attempt = 0;; ++attempt) {  // attempt 0: the sample itself; then stand-ins
       if (attempt > cfg_.max_consecutive_bad)
         throw Error(str("more than ", cfg_.max_consecutive_bad, " unreadable images in a row (the last: ",
-                        source_->name(id), "): is the data set readable?"));
+                        display_name(source_->name(id)), "): is the data set readable?"));
       if (attempt > 0) {
         // A deterministic stand-in: any thread, any decoder count, picks the same one.
         id = static_cast<int64_t>(uniform_below(

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "base/display_name.h"
 #include "base/error.h"
 
 namespace stoke::io {
@@ -163,7 +164,7 @@ std::string InputPipeline::watchdog_report() const {
     }
     out += stage_name(d.stage);
     if (!d.file.empty() && (d.stage == Stage::read || d.stage == Stage::decode || d.stage == Stage::resize))
-      out += str(" ", d.file);
+      out += str(" ", display_name(d.file));
     out += str(" for ", fmt_seconds(d.seconds_in_stage));
     if (d.ticket >= 0) out += str(" (ticket ", d.ticket, ", ", d.images, " images so far)");
   }

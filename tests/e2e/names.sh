@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Names are bytes: a Latin-1 class folder, a Latin-1 file name, a file name holding the text "\x41", a class name
-# with a newline, a Latin-1 --data and --out. train -> eval -> predict (text and --json) -> export -> report ->
-# resume all exit 0; every JSON file and every line on the console is valid UTF-8; config.json, train_files.txt,
-# predict's lines and the export's metadata show the names escaped (base/display_name.h) and give the bytes back;
-# resume accepts the same data and names a file added since in the same escaped form.
+# with a newline, a Latin-1 --data and --out, a left-out and a corrupt file with Latin-1 names. train -> eval ->
+# predict (text and --json) -> export -> report -> resume all exit 0; every JSON file and every line on the console
+# is valid UTF-8; config.json, train_files.txt, left_out.txt, quarantine.txt, predict's lines and the export's
+# metadata show the names escaped (base/display_name.h) and give the bytes back; resume accepts the same data and
+# names a file added since in the same escaped form.
 #
 # usage: names.sh STOKE_BIN WORK_DIR
 set -uo pipefail
@@ -36,6 +37,7 @@ mv s/AbdomenCT "$DATA/$CAFE" && mv s/BreastMRI "$DATA/$LINE" && mv s/CXR "$DATA/
 mv "$DATA/plain/$(ls "$DATA/plain" | sed -n 1p)" "$DATA/plain/"$'\xFF\xFE-1.jpeg'
 mv "$DATA/plain/$(ls "$DATA/plain" | sed -n 1p)" "$DATA/plain/"$'x\\x41.jpeg'  # the text \x41, not the byte A
 echo "not an image" > "$DATA/plain/"$'notes\xE9\t.txt'                          # left out: left_out.txt names it
+echo "not a JPEG" > "$DATA/plain/"$'bad\xE9.jpeg'                               # quarantine.txt names it
 
 ok train "$STOKE" train --data "$DATA" --val "$DATA" --epochs 1 --batch-size 8 --bn-recalibrate 0 --tensorboard \
   --out "$OUT"
@@ -64,7 +66,7 @@ rm "$DATA/plain/"$'n\xE9w.jpeg'
 
 logs=()
 for f in log.*; do logs+=(:: utf8 "$f"); done
-$CHECK config "$OUT" "$DATA" "$CAFE" "$LINE" plain :: train_files "$OUT" "$DATA" :: left_out "$OUT" :: json "$OUT" \
+$CHECK config "$OUT" "$DATA" "$CAFE" "$LINE" plain :: train_files "$OUT" "$DATA" :: left_out "$OUT" :: quarantine "$OUT" :: json "$OUT" \
   :: utf8 "$OUT/report.html" :: predict_text log.predict "${IMAGES[@]}" :: predict_json log.predict_json "${IMAGES[@]}" \
   :: export w.safetensors "$CAFE" "$LINE" plain "${logs[@]}" || fail=1
 has "$OUT/report.html" 'out\xE9'

@@ -71,6 +71,10 @@ def run(check, args):
         lines = utf8(os.path.join(args[0], b"left_out.txt")).splitlines()
         if not lines or not all(os.path.isfile(unescape(line.split("\t", 1)[1])) for line in lines):
             raise Failed(f"left_out.txt names no file that exists: {lines!a}")
+    elif check == "quarantine":  # RUNDIR: "PATH<tab>WHAT: WHY" lines, each PATH giving the bytes of a file that exists
+        lines = utf8(os.path.join(args[0], b"quarantine.txt")).splitlines()
+        if not lines or not all(os.path.isfile(unescape(line.split("\t", 1)[0])) for line in lines):
+            raise Failed(f"quarantine.txt names no file that exists: {lines!a}")
     elif check == "predict_json":  # OUT IMAGE...: one JSON line per image, in order, its path giving the bytes again
         lines = [json.loads(line) for line in utf8(args[0]).splitlines()]
         if [unescape(j["path"]) for j in lines] != args[1:]:
