@@ -6,7 +6,7 @@
 // same way: bytes read + bytes written). Memory-bound kernels flush the L2 (a memset over twice its size) before
 // every timed repeat, so they are measured from DRAM, as in a training step on large tensors.
 //
-// Targets (shared/DESIGN.md): streaming kernels (casts, optimizer, augment) >= 0.90 of D2D; reductions (BN
+// Targets (shared/DESIGN.md): streaming kernels (casts, optimizer, augment, mixup) >= 0.90 of D2D; reductions (BN
 // statistics, softmax-CE) >= 0.80.
 #include <benchmark/benchmark.h>
 #include <cuda_bf16.h>
@@ -27,6 +27,7 @@
 #include "kernels/augment.cuh"
 #include "kernels/batchnorm.cuh"
 #include "kernels/cast.cuh"
+#include "kernels/mix.cuh"
 #include "kernels/optimizer.cuh"
 #include "kernels/pool.cuh"
 #include "kernels/softmax_ce.cuh"
@@ -251,6 +252,20 @@ void BM_AugmentNormalizeBf16(benchmark::State& state) {
   });
 }
 BENCHMARK(BM_AugmentNormalizeBf16)->UseManualTime()->Unit(benchmark::kMicrosecond);
+
+// Mixup of a normalised bf16 batch in place (256 x 224 x 224, 8 channels: the executor's padded input): every value
+// read and written once, as its partner's in the same thread.
+void BM_MixupBf16(benchmark::State& state) {
+  const int n = 256, h = 224, w = 224, c = 8;
+  const size_t count = static_cast<size_t>(n) * h * w * c;
+  Buf x(count * 2), mix(sizeof(stoke::BatchMix));
+  fill<bf16>(x);
+  const stoke::BatchMix m{0.3f, 0, 0, 0, 0, 0};
+  CUDA_CHECK(cudaMemcpy(mix.as<stoke::BatchMix>(), &m, sizeof(m), cudaMemcpyHostToDevice));
+  timed(state, 2.0 * static_cast<double>(count) * 2, true,
+        [&](cudaStream_t s) { stoke::cuda::mix_batch<bf16>(n, h, w, c, mix.as<stoke::BatchMix>(), x.as<bf16>(), s); });
+}
+BENCHMARK(BM_MixupBf16)->UseManualTime()->Unit(benchmark::kMicrosecond);
 
 // ---- optimizer (ResNet-18-sized: 11.7 M parameters in chunks like the executor's) ------------------------------------
 
