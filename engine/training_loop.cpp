@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <limits>
 
+#include "base/display_name.h"
 #include "base/error.h"
 #include "base/format.h"
 #include "base/json_util.h"
@@ -294,7 +295,7 @@ void TrainingRun::finish_trace() {
   if (!cfg_.quiet) {
     console_.end_progress();
     console_.say("timeline: %s (%lld ranges; open it in ui.perfetto.dev or chrome://tracing)\n",
-                 cfg_.trace_file.c_str(), static_cast<long long>(timeline::events()));
+                 display_name(cfg_.trace_file).c_str(), static_cast<long long>(timeline::events()));
   }
 }
 

@@ -78,7 +78,7 @@ void start_from_init(TrainConfig& cfg, RunPlan& plan, RunModel& model) {
     const InitSource src = resolve_init_source(cfg.init);
     const InitResult r = import_weights(model.graph, safetensors::File::load(src.file),
                                         InitOptions{cfg.init_partial, cfg.seed}, model.params, model.buffers);
-    model.notes.push_back(str("init: ", r.loaded, " tensors from ", src.file));
+    model.notes.push_back(str("init: ", r.loaded, " tensors from ", display_name(src.file)));
     model.notes.insert(model.notes.end(), r.notes.begin(), r.notes.end());
     if (!r.not_loaded.empty())
       model.notes.push_back(str("init: --init-partial: ", r.not_loaded.size(), " of the model's tensors not loaded, ",
@@ -359,7 +359,8 @@ void TrainingRun::agree_across_ranks() {
   std::vector<float> state = model_.params;
   state.insert(state.end(), model_.buffers.begin(), model_.buffers.end());
   mine["weights"] = std::to_string(fnv1a64(state.data(), state.size() * sizeof(float)));
-  if (!cfg_.init.empty()) mine["init_file"] = cfg_.init;  // named in the message, not compared (paths may differ)
+  if (!cfg_.init.empty())
+    mine["init_file"] = display_name(cfg_.init);  // named in the message, not compared (paths may differ)
   mine["batch_size"] = plan_.batch.global;
   mine["dataset"] = plan_.data.fingerprint;
   mine["val_images"] = plan_.data.val_count;
@@ -373,9 +374,9 @@ void TrainingRun::agree_across_ranks() {
     if (key == "init_file" || (mine.contains(key) && mine[key] == value)) continue;
     differs += differs.empty() ? "" : "; ";
     if (key == "weights" && !cfg_.init.empty() && root.contains("init_file"))
-      differs +=
-          str("--init: ", cfg_.init, " here holds other weights than rank 0's ", root["init_file"].get<std::string>(),
-              " (checksum ", mine[key].get<std::string>(), " vs ", value.get<std::string>(), ")");
+      differs += str("--init: ", display_name(cfg_.init), " here holds other weights than rank 0's ",
+                     root["init_file"].get<std::string>(), " (checksum ", mine[key].get<std::string>(), " vs ",
+                     value.get<std::string>(), ")");
     else
       differs += str(key, ": rank 0 has ", value.dump(), ", rank ", plan_.world.rank, " has ",
                      mine.contains(key) ? mine[key].dump() : std::string("nothing"));
