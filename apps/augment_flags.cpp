@@ -100,7 +100,7 @@ void add_mix_flags(CLI::App* t, MixRecipe& mix, int& off_epochs) {
   t->add_option("--mix-off-epochs", off_epochs, "No mixing in the last N epochs (timm mixup_off_epoch)")
       ->type_name("N")
       ->capture_default_str()
-      ->check(CLI::Range(0, 1 << 30));
+      ->check(number_check(true));
 }
 
 }  // namespace stoke
