@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "base/cuda_check.h"
+#include "bench/bench_gpu_recipes.h"
 #include "engine/cuda/poll_wait.h"
 #include "kernels/activation.cuh"
 #include "kernels/augment.cuh"
@@ -480,33 +481,6 @@ BENCHMARK(BM_HostWait)
 
 // ---- augment: transform + normalise ------------------------------------------------------------------------------
 
-// Transforms made by hand (bench_gpu links the CUDA kernels only, not the drawer): a few degrees of rotation, zoom,
-// flips, fill, colour jitter; `heavy` adds gamma and noise, the steps that call transcendental functions per value.
-std::vector<stoke::SampleTransform> bench_transforms(int n, int h, int w, bool heavy) {
-  std::vector<stoke::SampleTransform> ts(static_cast<size_t>(n));
-  for (int i = 0; i < n; ++i) {
-    stoke::SampleTransform& t = ts[static_cast<size_t>(i)];
-    const double th = (i % 21 - 10) * 3.14159265358979 / 180, s = 0.9 + 0.01 * (i % 20);
-    const double c = std::cos(th) / s, sn = std::sin(th) / s, cx = w / 2.0, cy = h / 2.0;
-    const double flip = i % 2 ? -1.0 : 1.0;
-    t.m[0] = static_cast<float>(flip * c), t.m[1] = static_cast<float>(-flip * sn);
-    t.m[2] = static_cast<float>((i % 2 ? w : 0) + flip * (cx - c * cx + sn * cy));
-    t.m[3] = static_cast<float>(sn), t.m[4] = static_cast<float>(c), t.m[5] = static_cast<float>(cy - sn * cx - c * cy);
-    t.fill[0] = t.fill[1] = t.fill[2] = 128.f;
-    t.brightness = static_cast<float>(i % 7) - 3.f;
-    t.contrast = 0.9f + 0.02f * static_cast<float>(i % 10);
-    t.saturation = 0.8f + 0.04f * static_cast<float>(i % 10);
-    t.hue_cos = 0.99f, t.hue_sin = 0.141067f;
-    if (heavy) {
-      t.gamma = 0.8f + 0.04f * static_cast<float>(i % 10);
-      t.noise_std = 5.f;
-      t.noise_key = static_cast<uint64_t>(i) + 1;
-    }
-    if (i % 2) t.erase_y = h / 4, t.erase_x = w / 3, t.erase_h = h / 4, t.erase_w = w / 5;
-  }
-  return ts;
-}
-
 // Best bandwidth of a device-to-device copy that moves `bytes` (half read, half written), L2 flushed, so the
 // kernel is compared with a copy of exactly its own traffic measured in the same run.
 double copy_gbps(double bytes) {
@@ -531,32 +505,64 @@ double copy_gbps(double bytes) {
   return best;
 }
 
-// uint8 NHWC (256 x 224 x 224 x 3) -> augmented, normalised bf16 with out_c channels per pixel. Bytes: the input
-// once and the output once (the bilinear taps' re-reads hit the cache). Target: of_copy >= 0.8.
-void BM_AugmentTransformNormalizeBf16(benchmark::State& state) {
-  const int n = 256, h = 224, w = 224, c = 3, out_c = static_cast<int>(state.range(0));
-  const bool heavy = state.range(1) != 0;
-  const size_t in = static_cast<size_t>(n) * h * w * c, out = static_cast<size_t>(n) * h * w * out_c * 2;
+// The fused augment op on an ImageNet-sized batch: uint8 NHWC 256 x 224 x 224 x 3 -> augmented, normalised T with
+// out_c channels per pixel, the transforms drawn from a real recipe (bench/bench_gpu_recipes.h; arg 0 indexes
+// augment_bench_recipes()). The executor's layouts: bf16 padded to 8 channels (one 16-byte store a pixel), fp32 3.
+// Bytes: the uint8 input read once and T written once (the bilinear taps' re-reads of neighbouring pixels hit the
+// cache). of_copy: that bandwidth over a device-to-device cudaMemcpy of the same bytes, L2 flushed, measured in the
+// same run. Target: of_copy >= 0.8.
+template <typename T>
+void BM_AugmentTransformNormalize(benchmark::State& state) {
+  const int n = 256, h = 224, w = 224, c = 3, out_c = static_cast<int>(state.range(1));
+  const std::string& recipe = stoke::bench::augment_bench_recipes().at(static_cast<size_t>(state.range(0)));
+  const size_t in = static_cast<size_t>(n) * h * w * c, out = static_cast<size_t>(n) * h * w * out_c * sizeof(T);
   Buf x(in), y(out), tr(sizeof(stoke::SampleTransform) * n);
   fill<uint8_t>(x);
-  const auto ts = bench_transforms(n, h, w, heavy);
+  const auto ts = stoke::bench::augment_bench_transforms(recipe, n, h, w, c);
   CUDA_CHECK(cudaMemcpy(tr.as<stoke::SampleTransform>(), ts.data(), tr.bytes(), cudaMemcpyHostToDevice));
   const float mean[3] = {0.485f, 0.456f, 0.406f}, sd[3] = {0.229f, 0.224f, 0.225f};
   const auto p = stoke::cuda::normalize_params(mean, sd, c);
   const double bytes = static_cast<double>(in + out);
   timed(state, bytes, true, [&](cudaStream_t s) {
-    stoke::cuda::augment_transform_normalize<bf16>(n, h, w, c, x.as<uint8_t>(), tr.as<stoke::SampleTransform>(), p,
-                                                   y.as<bf16>(), s, out_c);
+    stoke::cuda::augment_transform_normalize<T>(n, h, w, c, x.as<uint8_t>(), tr.as<stoke::SampleTransform>(), p,
+                                                y.as<T>(), s, out_c);
+  });
+  const double copy = copy_gbps(bytes);
+  const double ratio = copy > 0 ? state.counters["GB/s"].value / copy : 0.0;
+  state.counters["copy_GB/s"] = copy;
+  state.counters["of_copy"] = ratio;
+  state.SetLabel(recipe + (ratio >= 0.8 ? ", of_copy >= 0.8" : ", of_copy BELOW the 0.8 target"));
+}
+// The plain op (no transforms) on the same batch, as the floor the recipes are held against.
+template <typename T>
+void BM_AugmentNormalizePlain(benchmark::State& state) {
+  const int n = 256, h = 224, w = 224, c = 3, out_c = static_cast<int>(state.range(0));
+  const size_t in = static_cast<size_t>(n) * h * w * c, out = static_cast<size_t>(n) * h * w * out_c * sizeof(T);
+  Buf x(in), y(out);
+  fill<uint8_t>(x);
+  const float mean[3] = {0.485f, 0.456f, 0.406f}, sd[3] = {0.229f, 0.224f, 0.225f};
+  const auto p = stoke::cuda::normalize_params(mean, sd, c);
+  const double bytes = static_cast<double>(in + out);
+  timed(state, bytes, true, [&](cudaStream_t s) {
+    stoke::cuda::augment_normalize<T>(n, h, w, c, x.as<uint8_t>(), nullptr, p, y.as<T>(), s, out_c);
   });
   const double copy = copy_gbps(bytes);
   state.counters["copy_GB/s"] = copy;
   state.counters["of_copy"] = copy > 0 ? state.counters["GB/s"].value / copy : 0.0;
 }
-BENCHMARK(BM_AugmentTransformNormalizeBf16)
-    ->ArgsProduct({{3, 8}, {0, 1}})
-    ->ArgNames({"out_c", "heavy"})
+const std::vector<int64_t> kRecipeArgs = {0, 1, 2, 3};  // augment_bench_recipes(): monai, imagenet, cifar, every-step
+BENCHMARK(BM_AugmentTransformNormalize<bf16>)
+    ->ArgsProduct({kRecipeArgs, {8, 3}})
+    ->ArgNames({"recipe", "out_c"})
     ->UseManualTime()
     ->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_AugmentTransformNormalize<float>)
+    ->ArgsProduct({kRecipeArgs, {3}})
+    ->ArgNames({"recipe", "out_c"})
+    ->UseManualTime()
+    ->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_AugmentNormalizePlain<bf16>)->Arg(8)->ArgName("out_c")->UseManualTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_AugmentNormalizePlain<float>)->Arg(3)->ArgName("out_c")->UseManualTime()->Unit(benchmark::kMicrosecond);
 
 }  // namespace
 

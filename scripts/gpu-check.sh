@@ -106,8 +106,8 @@ trap 'finish' EXIT
 
 # shellcheck source=scripts/gpu-check/steps.sh
 source "$ROOT/scripts/gpu-check/steps.sh"
-export -f preflight ctest_timeouts make_data train train_augment train_nccl latest_weights nccl_parity eval_compare \
-  check_libs finetune
+export -f preflight ctest_timeouts make_data train train_augment train_nccl bench_gpu_run latest_weights nccl_parity \
+  eval_compare check_libs finetune
 
 say "machine"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader > "$LOGS/nvidia-smi.txt" 2>&1 || true
