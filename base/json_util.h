@@ -8,6 +8,7 @@
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <string>
 
 #include "base/error.h"
 
@@ -44,6 +45,17 @@ inline double json_number(const nlohmann::json& j, const char* key, double lo, d
     if (std::isfinite(d) && d >= lo && d <= hi) return d;
   }
   throw Error(str("'", key, "' must be a number in [", lo, ", ", hi, "], got ", v.dump()));
+}
+
+// What is wrong with JSON read from a file, for a message: the library's text without its "[json.exception...]"
+// tag, and for a syntax error only where it is (the library's text quotes the file's bytes, which need not be
+// UTF-8 or readable).
+inline std::string json_problem(const nlohmann::json::exception& e) {
+  if (const auto* p = dynamic_cast<const nlohmann::json::parse_error*>(&e))
+    return str("not valid JSON (at byte ", p->byte, ")");
+  const std::string what = e.what();
+  const size_t tag = what.rfind("[json.exception.", 0) == 0 ? what.find("] ") : std::string::npos;
+  return tag == std::string::npos ? what : what.substr(tag + 2);
 }
 
 }  // namespace stoke

@@ -9,6 +9,7 @@
 #include "base/display_name.h"
 #include "base/error.h"
 #include "base/fs.h"
+#include "base/json_util.h"
 #include "engine/safetensors.h"
 
 namespace stoke {
@@ -261,7 +262,7 @@ CheckpointData load_checkpoint(const std::string& dir, const Graph& graph, const
     std::vector<uint8_t> text = read_file((d / "state.json").string());
     state = json::parse(text.begin(), text.end());
   } catch (const json::exception& e) {
-    throw Error(str((d / "state.json").string(), " is damaged: ", e.what()));
+    throw Error(str(display_name((d / "state.json").string()), " is damaged: ", json_problem(e)));
   }
   if (!state.contains("files") || !state["files"].is_object())
     throw Error(str((d / "state.json").string(), " lists no files"));

@@ -9,6 +9,7 @@
 #include "base/display_name.h"
 #include "base/error.h"
 #include "base/fs.h"
+#include "base/json_util.h"
 #include "base/parallel.h"
 #include "engine/backend.h"
 #include "engine/checkpoint.h"
@@ -31,7 +32,7 @@ json read_json(const fs::path& p) {
     std::vector<uint8_t> b = read_file(p.string());
     return json::parse(b.begin(), b.end());
   } catch (const json::exception& e) {
-    throw Error(str(p.string(), " is damaged: ", e.what()));
+    throw Error(str(display_name(p.string()), " is damaged: ", json_problem(e)));
   }
 }
 
@@ -88,7 +89,7 @@ LoadedRun load_run(const std::string& path, const ModelFactory& build_model, con
     r.mean = cfg.at("normalize_mean").get<std::vector<float>>();
     r.stdev = cfg.at("normalize_std").get<std::vector<float>>();
   } catch (const json::exception& e) {
-    throw Error(str(display_name((run_dir / "config.json").string()), " lacks a field: ", e.what()));
+    throw Error(str(display_name((run_dir / "config.json").string()), " lacks a field: ", json_problem(e)));
   }
   r.graph = build_model(r.model, r.input, static_cast<int>(r.classes.size()));
   const json state = read_json(fs::path(ck) / "state.json");

@@ -28,7 +28,7 @@ json read_json_file(const std::string& path) {
     const std::vector<uint8_t> text = read_file(path);
     return json::parse(text.begin(), text.end());
   } catch (const json::exception& e) {
-    throw Error(str(display_name(path), " is damaged: ", e.what()));
+    throw Error(str(display_name(path), " is damaged: ", json_problem(e)));
   }
 }
 

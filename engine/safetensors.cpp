@@ -6,6 +6,7 @@
 
 #include "base/error.h"
 #include "base/fs.h"
+#include "base/json_util.h"
 
 namespace stoke::safetensors {
 using json = nlohmann::json;
@@ -111,7 +112,7 @@ File File::parse(std::vector<uint8_t> bytes, const std::string& source) {
   try {
     header = json::parse(bytes.begin() + 8, bytes.begin() + 8 + static_cast<std::ptrdiff_t>(len));
   } catch (const json::exception& e) {
-    throw fail(str("header is not JSON (", e.what(), ")"));
+    throw fail(str("header is not JSON (", json_problem(e), ")"));
   }
   if (!header.is_object()) throw fail("header is not a JSON object");
   f.data_start_ = 8 + static_cast<size_t>(len);

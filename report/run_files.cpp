@@ -7,6 +7,7 @@
 
 #include "base/error.h"
 #include "base/fs.h"
+#include "base/json_util.h"
 
 namespace stoke {
 namespace fs = std::filesystem;
@@ -30,6 +31,9 @@ json read_object(const fs::path& p, bool& present, std::vector<std::string>& not
     }
     present = true;
     return j;
+  } catch (const json::exception& e) {
+    notes.push_back(str(p.filename().string(), " could not be read (", json_problem(e), "); ignored"));
+    return json::object();
   } catch (const std::exception& e) {
     notes.push_back(str(p.filename().string(), " could not be read (", e.what(), "); ignored"));
     return json::object();
