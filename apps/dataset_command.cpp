@@ -53,6 +53,11 @@ void add_dataset(CLI::App& app, DatasetArgs& d) {
   sy->add_option("--classes", d.classes, "Classes (imagenet-like only, default 100; mednist-like has MedNIST's 6)")
       ->check(CLI::Range(2, 100000));
   sy->add_option("--seed", d.seed, "Seed (the tree is byte-identical for a seed)")->capture_default_str();
+  sy->add_option("--pose", d.pose,
+                 "mednist-like: varied (each image's position, scale and rotation drawn) or upright (centred, scale 1, "
+                 "unrotated: a training set for which geometric --augment must supply the variation)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"varied", "upright"}));
   sy->add_flag("--split,!--no-split", d.split, "Write train/ val/ test/ (80/10/10) instead of one tree")
       ->default_str(d.split ? "true" : "false");
 }
@@ -62,13 +67,16 @@ int run_dataset_synthetic(const DatasetArgs& d) {
   Progress progress;
   if (d.kind != "imagenet-like" && d.classes != 0)
     throw UserError(str("--classes applies to --kind imagenet-like only (", d.kind, " has fixed classes)"));
+  if (d.kind == "imagenet-like" && d.pose != "varied")
+    throw UserError("--pose applies to --kind mednist-like only (imagenet-like places its objects at random)");
   if (d.kind == "imagenet-like") {
     io::write_imagenet_like(d.out, d.count > 0 ? d.count : io::kImageNetLikeCount,
                             d.classes > 0 ? d.classes : io::kImageNetLikeClasses, d.seed, writing_progress(progress),
                             split);
   } else {
     io::write_synthetic_mednist_like(d.out, d.count > 0 ? d.count : io::kMedNistCount, d.seed,
-                                     writing_progress(progress), split);
+                                     writing_progress(progress), split,
+                                     d.pose == "upright" ? io::SyntheticPose::upright : io::SyntheticPose::varied);
   }
   progress.finish();
   std::printf("synthetic %s data set ready in %s%s\n", d.kind.c_str(), d.out.c_str(),

@@ -16,6 +16,7 @@ struct DatasetArgs {
   int classes = 0;    // 0: the kind's default
   uint64_t seed = 0;
   bool split = true;
+  std::string pose = "varied";  // mednist-like: varied | upright
 };
 
 void add_dataset(CLI::App& app, DatasetArgs& d);

@@ -14,7 +14,7 @@ if command -v nvcc > /dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then
 fi
 # The CPU-only configuration (STOKE_CUDA=OFF), built with AddressSanitizer + UBSan and -Werror, over every test
 # but the slow ones, the PyTorch cross-checks and the mpirun tests (those run in the preset above; under ASan they
-# take minutes, and Open MPI's own allocations would read as leaks), and the three learning tests that train for
+# take minutes, and Open MPI's own allocations would read as leaks), and the four learning tests that train for
 # hundreds of steps (7 of the asan run's 8 minutes; the ops they run are all covered by shorter tests under ASan).
 cmake --workflow --preset asan
 # The threaded protocols under ThreadSanitizer: the asynchronous step queue, the batch ring, and the ranks-as-threads

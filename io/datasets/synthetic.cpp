@@ -171,11 +171,12 @@ std::vector<int64_t> synthetic_mednist_counts(int64_t count) {
 
 int64_t synthetic_split_held_out(int64_t n) { return n < 3 ? 0 : std::max<int64_t>(1, n / 10); }
 
-void render_synthetic_mednist_like(int cls, uint64_t seed, int64_t index, uint8_t* pixels) {
+void render_synthetic_mednist_like(int cls, uint64_t seed, int64_t index, uint8_t* pixels, SyntheticPose pose) {
   STOKE_CHECK(cls >= 0 && cls < 6, "class ", cls);
   const uint64_t key = hash_key(seed, 0x5e7ed1c, static_cast<uint64_t>(cls), static_cast<uint64_t>(index));
   Draw d{key};
-  const float ox = d(-8.f, 8.f), oy = d(-8.f, 8.f), scale = d(0.8f, 1.2f), angle = d(-0.3f, 0.3f);
+  float ox = d(-8.f, 8.f), oy = d(-8.f, 8.f), scale = d(0.8f, 1.2f), angle = d(-0.3f, 0.3f);
+  if (pose == SyntheticPose::upright) ox = oy = angle = 0.f, scale = 1.f;  // drawn all the same: the rest is unchanged
   const float gain = d(0.75f, 1.2f), bias = d(-20.f, 20.f), sigma = d(3.f, 10.f);
   const Scene scene(cls, d);
   const float c = std::cos(angle), s = std::sin(angle), centre = (kSyntheticSize - 1) / 2.f;
@@ -191,17 +192,20 @@ void render_synthetic_mednist_like(int cls, uint64_t seed, int64_t index, uint8_
 }
 
 void write_synthetic_mednist_like(const std::string& out_dir, int64_t count, uint64_t seed,
-                                  const std::function<void(int64_t, int64_t)>& progress, SyntheticSplit split) {
+                                  const std::function<void(int64_t, int64_t)>& progress, SyntheticSplit split,
+                                  SyntheticPose pose) {
   const std::vector<int64_t> per_class = synthetic_mednist_counts(count);
   const auto& classes = synthetic_mednist_classes();
   const bool splitting = split == SyntheticSplit::train_val_test;
   const std::string marker = str("stoke synthetic MedNIST-like 64x64 gray JPEG tree\ncount ", count, "\nseed ", seed,
-                                 "\nsplit ", splitting ? "train/val/test 80/10/10" : "none", "\nquality ", kQuality, "\n");
+                                 "\nsplit ", splitting ? "train/val/test 80/10/10" : "none", "\nquality ", kQuality,
+                                 "\n", pose == SyntheticPose::upright ? "pose upright\n" : "");
   for (size_t c = 0; c < per_class.size(); ++c)
     if (per_class[c] < (splitting ? 3 : 1))
-      throw UserError(str("a synthetic data set of ", count, " images leaves class ", classes[c], " with ", per_class[c],
-                          " images: every class needs at least ", splitting ? "one image per split" : "one image",
-                          " (use a count of at least ", splitting ? 18 : 6, ")"));
+      throw UserError(str("a synthetic data set of ", count, " images leaves class ", classes[c], " with ",
+                          per_class[c], " images: every class needs at least ",
+                          splitting ? "one image per split" : "one image", " (use a count of at least ",
+                          splitting ? 18 : 6, ")"));
   SyntheticTree tree;
   tree.out_dir = out_dir;
   tree.marker_file = kMarker;
@@ -214,7 +218,7 @@ void write_synthetic_mednist_like(const std::string& out_dir, int64_t count, uin
       tree,
       [&](int cls, int64_t k) {
         uint8_t px[kSyntheticSize * kSyntheticSize];
-        render_synthetic_mednist_like(cls, seed, k, px);
+        render_synthetic_mednist_like(cls, seed, k, px, pose);
         return encode_jpeg(px, kSyntheticSize, kSyntheticSize, 1, kQuality);
       },
       progress);

@@ -28,8 +28,15 @@ const std::vector<std::string>& synthetic_mednist_classes();
 // Images per class for a total of `count`: MedNIST's proportions, largest remainder, summing to count.
 std::vector<int64_t> synthetic_mednist_counts(int64_t count);
 
+// How the scene sits in the frame: `varied` draws its position, scale and rotation per image (above); `upright`
+// centres it at scale 1, unrotated, and keeps every other draw (anatomy, contrast, noise) as `varied` makes it. A
+// training set drawn upright and tested varied is where geometric augmentation (--augment monai) has to carry
+// what the data does not show.
+enum class SyntheticPose { varied, upright };
+
 // Draws image `index` of class `cls` (0..5) into 64*64 bytes.
-void render_synthetic_mednist_like(int cls, uint64_t seed, int64_t index, uint8_t* pixels);
+void render_synthetic_mednist_like(int cls, uint64_t seed, int64_t index, uint8_t* pixels,
+                                   SyntheticPose pose = SyntheticPose::varied);
 
 enum class SyntheticSplit {
   none,            // out_dir/<Class>/<index>.jpeg
@@ -45,6 +52,7 @@ int64_t synthetic_split_held_out(int64_t n);
 // time to time on the calling thread. Throws UserError when a class (or a class in a split) would be empty.
 void write_synthetic_mednist_like(const std::string& out_dir, int64_t count = kMedNistCount, uint64_t seed = 0,
                                   const std::function<void(int64_t, int64_t)>& progress = {},
-                                  SyntheticSplit split = SyntheticSplit::none);
+                                  SyntheticSplit split = SyntheticSplit::none,
+                                  SyntheticPose pose = SyntheticPose::varied);
 
 }  // namespace stoke::io
