@@ -72,7 +72,8 @@ bool apply_exif_orientation();
 
 // Decodes the part of the image that covers the chosen crop (CropChooser: decided once the header has given
 // the source size), as `channels` (1 gray, 3 RGB) whatever the file holds, at the smallest scale the format
-// can decode directly that still covers target_h x target_w. out.pixels points into a per-thread buffer valid
+// can decode directly that still covers target_h x target_w (JPEG: a DCT scale n/8; PNG: an area average 1/k,
+// out.scale_num / out.scale_denom). out.pixels points into a per-thread buffer valid
 // until this thread's next decode -- or, when the region comes out exactly target_h x target_w and
 // dst_if_exact is given, straight into dst_if_exact (h*w*channels bytes) and out.pixels == dst_if_exact.
 bool decode_region(const uint8_t* data, size_t size, CropChooser choose, int target_h, int target_w, int channels,

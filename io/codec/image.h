@@ -32,7 +32,9 @@ struct DecodedRegion {
   size_t stride = 0;
   int src_h = 0, src_w = 0;  // the JPEG's own size
   CropBox crop;              // the crop chosen, clamped to the image (source pixels)
-  int scale_num = 8;         // DCT scaling used: scale_num / 8
+  // The scale of the region against the crop, scale_num / scale_denom: JPEG's DCT scaling n/8; PNG's area average
+  // of k x k pixels, 1/k (each region pixel the mean of a k x k block of the crop, fewer at its bottom and right).
+  int scale_num = 8, scale_denom = 8;
 };
 
 }  // namespace stoke::io

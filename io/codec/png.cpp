@@ -1,4 +1,7 @@
-// The PNG codec over libpng's classic API.
+// The PNG codec over libpng's classic API, read a row at a time: the rows of the crop are area-averaged as they
+// arrive (k x k source pixels to one, k the largest factor at which the crop still covers the target), so a
+// decoder holds one source row and the reduced crop, never the image (a legal 10000x10000 RGBA PNG is 400 MB).
+// Every allocation, libpng's and zlib's included, goes through operator new (a test counts them).
 //
 // libpng reports fatal errors through an error callback that must not return: we longjmp back to a setjmp()
 // taken in small "phase" functions that hold no C++ objects with destructors; the buffers live in the callers
@@ -13,6 +16,7 @@
 #include <csetjmp>
 #include <cstdio>
 #include <cstring>
+#include <new>
 
 #include "base/error.h"
 #include "io/codec/pixels.h"
@@ -44,6 +48,9 @@ void on_error(png_structp png, png_const_charp msg) {
 
 void on_warning(png_structp, png_const_charp) {}
 
+png_voidp on_malloc(png_structp, png_alloc_size_t n) { return ::operator new(n, std::nothrow); }
+void on_free(png_structp, png_voidp p) { ::operator delete(p); }
+
 void on_read(png_structp png, png_bytep out, size_t n) {
   auto* r = static_cast<Reader*>(png_get_io_ptr(png));
   if (n > r->size - r->pos) {
@@ -56,7 +63,7 @@ void on_read(png_structp png, png_bytep out, size_t n) {
 
 // Phase 1: create, then the chunks up to the first IDAT. No C++ objects with destructors in this frame.
 bool read_header(Reader* r) {
-  r->png = png_create_read_struct(PNG_LIBPNG_VER_STRING, r, on_error, on_warning);
+  r->png = png_create_read_struct_2(PNG_LIBPNG_VER_STRING, r, on_error, on_warning, nullptr, on_malloc, on_free);
   if (!r->png) {
     std::snprintf(r->message, sizeof r->message, "cannot create a PNG decoder (out of memory?)");
     return false;
@@ -78,7 +85,8 @@ bool read_header(Reader* r) {
   return true;
 }
 
-// Phase 2: transforms to 8-bit G / GA / RGB / RGBA, then the output geometry.
+// Phase 2: transforms to 8-bit G / GA / RGB / RGBA, then the output geometry. An interlaced image is read pass by
+// pass, each row of a pass being the pixels of that pass's columns (no interlace handling: that needs the image).
 bool set_transforms(Reader* r, int* channels, size_t* rowbytes) {
   if (setjmp(png_jmpbuf(r->png))) return false;
   png_structp png = r->png;
@@ -89,18 +97,17 @@ bool set_transforms(Reader* r, int* channels, size_t* rowbytes) {
   if (ct == PNG_COLOR_TYPE_GRAY && bd < 8) png_set_expand_gray_1_2_4_to_8(png);
   if (png_get_valid(png, info, PNG_INFO_tRNS)) png_set_tRNS_to_alpha(png);
   if (bd == 16) png_set_scale_16(png);
-  png_set_interlace_handling(png);
   png_read_update_info(png, info);
   *channels = png_get_channels(png, info);
   *rowbytes = png_get_rowbytes(png, info);
   return true;
 }
 
-// Phase 3: every row.
-bool read_rows(Reader* r, png_bytepp rows) {
+// Phase 3: the next row (of the current pass). No png_read_end: what follows the image data (text, a missing IEND)
+// does not change the pixels.
+bool read_row(Reader* r, png_bytep row) {
   if (setjmp(png_jmpbuf(r->png))) return false;
-  png_read_image(r->png, rows);
-  // No png_read_end: what follows the image data (text, a missing IEND) does not change the pixels.
+  png_read_row(r->png, row, nullptr);
   return true;
 }
 
@@ -145,8 +152,120 @@ bool open_png(Reader& r, const uint8_t* data, size_t size, std::string* error) {
   return true;
 }
 
-thread_local std::vector<uint8_t> t_pixels;      // the decoded image, 8-bit, 1..4 channels
-thread_local std::vector<png_bytep> t_rows;       // row pointers into t_pixels
+thread_local std::vector<uint8_t> t_row;        // one source row as libpng gives it (1..4 channels)
+thread_local std::vector<uint8_t> t_converted;  // the crop's part of it in the requested channels
+thread_local std::vector<uint32_t> t_sums;      // area sums of the reduced rows not yet complete
+thread_local std::vector<uint8_t> t_region;     // the reduced crop handed back
+
+// The crop, reduced by k as its rows arrive. Reduced pixel (ry, rx) is the rounded mean of the crop's pixels
+// [ry k, ry k + k) x [rx k, rx k + k) (fewer at the crop's bottom and right edges). k = 1 copies.
+struct Reduction {
+  CropBox cb;
+  int k = 1, rh = 0, rw = 0, c = 0;
+  uint8_t* out = nullptr;  // rh x rw x c
+  // k > 1. A plain image: the column sums of the reduced row being gathered (cb.w x c); an interlaced one: the sums
+  // of every reduced pixel (rh x rw x c), its rows arriving over seven passes.
+  uint32_t* sums = nullptr;
+
+  // Plain: crop row cy (cb.w converted pixels), rows in order.
+  void add_row(int cy, const uint8_t* px) {
+    const size_t n = static_cast<size_t>(cb.w) * c;
+    if (k == 1) {
+      std::memcpy(out + static_cast<size_t>(cy) * n, px, n);
+      return;
+    }
+    for (size_t i = 0; i < n; ++i) sums[i] += px[i];  // contiguous: vectorizes
+    if (cy % k != k - 1 && cy != cb.h - 1) return;
+    // The reduced row is complete: k columns at a time.
+    const int ry = cy / k;
+    const auto rows = static_cast<uint32_t>(std::min(k, cb.h - ry * k));
+    uint8_t* d = out + static_cast<size_t>(ry) * rw * c;
+    for (int rx = 0; rx < rw; ++rx) {
+      const int x0 = rx * k, x1 = std::min(x0 + k, cb.w);
+      const uint32_t count = rows * static_cast<uint32_t>(x1 - x0);
+      for (int ch = 0; ch < c; ++ch) {
+        uint32_t sum = 0;
+        for (int x = x0; x < x1; ++x) sum += sums[static_cast<size_t>(x) * c + ch];
+        d[static_cast<size_t>(rx) * c + ch] = static_cast<uint8_t>((sum + count / 2) / count);
+      }
+    }
+    std::fill(sums, sums + n, 0u);
+  }
+
+  // Interlaced: n converted pixels of crop row cy at crop columns x0, x0 + step, ...
+  void add_pixels(int cy, const uint8_t* px, int n, int x0, int step) {
+    if (k == 1) {
+      uint8_t* d = out + (static_cast<size_t>(cy) * rw + x0) * c;
+      for (int i = 0; i < n; ++i)
+        std::memcpy(d + static_cast<size_t>(i) * step * c, px + static_cast<size_t>(i) * c, c);
+      return;
+    }
+    uint32_t* row = sums + static_cast<size_t>(cy / k) * rw * c;
+    for (int i = 0; i < n; ++i) {
+      uint32_t* s = row + static_cast<size_t>((x0 + i * step) / k) * c;
+      for (int ch = 0; ch < c; ++ch) s[ch] += px[static_cast<size_t>(i) * c + ch];
+    }
+  }
+
+  // Interlaced, after the last pass: every reduced pixel's sum divided.
+  void finish_grid() const {
+    if (k == 1) return;
+    for (int ry = 0; ry < rh; ++ry) {
+      const auto rows = static_cast<uint32_t>(std::min(k, cb.h - ry * k));
+      for (int rx = 0; rx < rw; ++rx) {
+        const uint32_t count = rows * static_cast<uint32_t>(std::min(k, cb.w - rx * k));
+        for (int ch = 0; ch < c; ++ch) {
+          const size_t i = (static_cast<size_t>(ry) * rw + rx) * c + ch;
+          out[i] = static_cast<uint8_t>((sums[i] + count / 2) / count);
+        }
+      }
+    }
+  }
+};
+
+// Reads the rows of a plain image, reducing those of the crop. Every row is read: a file damaged below the crop
+// fails whatever the crop, so whether a sample is readable does not depend on its random crop (the decoder pool's
+// batches depend only on seed, epoch and index).
+bool reduce_plain(Reader& r, Reduction& red, int in_c, int ih, std::string* error) {
+  const CropBox& cb = red.cb;
+  for (int y = 0; y < ih; ++y) {
+    if (!read_row(&r, t_row.data())) {
+      set_error(error, str("PNG: ", r.message));
+      return false;
+    }
+    if (y < cb.y || y >= cb.y + cb.h) continue;
+    pixels::convert(t_row.data(), 0, in_c, 0, cb.x, 1, cb.w, red.c, t_converted.data(), 0);
+    red.add_row(y - cb.y, t_converted.data());
+  }
+  return true;
+}
+
+// Reads the seven passes of an Adam7 image: each pass's pixels of the crop go to their reduced pixels, every
+// reduced row kept until the last pass.
+bool reduce_interlaced(Reader& r, Reduction& red, int in_c, int ih, int iw, std::string* error) {
+  const CropBox& cb = red.cb;
+  for (int pass = 0; pass < 7; ++pass) {
+    const int rows = static_cast<int>(PNG_PASS_ROWS(static_cast<png_uint_32>(ih), pass));
+    const int cols = static_cast<int>(PNG_PASS_COLS(static_cast<png_uint_32>(iw), pass));
+    if (rows == 0 || cols == 0) continue;  // libpng skips empty passes
+    // The pass's columns inside the crop: i0 .. i0 + n - 1, at x = x0 + i step.
+    const int step = 1 << PNG_PASS_COL_SHIFT(pass), start = PNG_PASS_START_COL(pass);
+    const int i0 = std::max(0, (cb.x - start + step - 1) / step);
+    const int n = std::max(0, std::min(cols, (cb.x + cb.w - start + step - 1) / step) - i0);
+    for (int py = 0; py < rows; ++py) {
+      if (!read_row(&r, t_row.data())) {
+        set_error(error, str("PNG: ", r.message));
+        return false;
+      }
+      const int y = static_cast<int>(PNG_ROW_FROM_PASS_ROW(static_cast<png_uint_32>(py), pass));
+      if (y < cb.y || y >= cb.y + cb.h || n == 0) continue;
+      pixels::convert(t_row.data(), 0, in_c, 0, i0, 1, n, red.c, t_converted.data(), 0);
+      red.add_pixels(y - cb.y, t_converted.data(), n, start + i0 * step - cb.x, step);
+    }
+  }
+  red.finish_grid();
+  return true;
+}
 
 bool decode_region_impl(const uint8_t* data, size_t size, CropChooser choose, int th, int tw, int channels,
                         DecodedRegion& out, std::string* error, uint8_t* dst_exact) {
@@ -165,15 +284,42 @@ bool decode_region_impl(const uint8_t* data, size_t size, CropChooser choose, in
     set_error(error, str("PNG: unexpected output layout (", in_c, " channels, ", rowbytes, " bytes a row)"));
     return false;
   }
-  pixels::size_buffer(t_pixels, rowbytes * ih);
-  if (t_rows.size() < static_cast<size_t>(ih)) t_rows.resize(static_cast<size_t>(ih));
-  for (int y = 0; y < ih; ++y) t_rows[static_cast<size_t>(y)] = t_pixels.data() + rowbytes * y;
-  if (!read_rows(&r, t_rows.data())) {
-    set_error(error, str("PNG: ", r.message));
-    return false;
+  const bool interlaced = png_get_interlace_type(r.png, r.info) == PNG_INTERLACE_ADAM7;
+  Reduction red;
+  red.cb = pixels::choose_crop(choose, ih, iw);
+  red.k = std::max(1, std::min(red.cb.h / th, red.cb.w / tw));
+  red.rh = (red.cb.h + red.k - 1) / red.k;
+  red.rw = (red.cb.w + red.k - 1) / red.k;
+  red.c = channels;
+  const size_t region = static_cast<size_t>(red.rh) * red.rw * channels;
+  if (dst_exact && red.rh == th && red.rw == tw) {
+    red.out = dst_exact;
+  } else {
+    pixels::size_buffer(t_region, region);
+    red.out = t_region.data();
   }
-  pixels::region_from_whole(t_pixels.data(), rowbytes, in_c, ih, iw, choose, th, tw, channels, out, dst_exact);
-  if (t_rows.capacity() > (size_t{1} << 16)) std::vector<png_bytep>().swap(t_rows);
+  pixels::size_buffer(t_row, rowbytes);
+  pixels::size_buffer(t_converted, static_cast<size_t>(red.cb.w) * channels);
+  if (red.k > 1) {
+    const size_t sums =
+        interlaced ? static_cast<size_t>(red.rh) * red.rw * channels : static_cast<size_t>(red.cb.w) * channels;
+    if (t_sums.capacity() > (size_t{16} << 20) && sums <= (size_t{16} << 20)) std::vector<uint32_t>().swap(t_sums);
+    t_sums.assign(sums, 0u);
+    red.sums = t_sums.data();
+  }
+  if (!(interlaced ? reduce_interlaced(r, red, in_c, ih, iw, error) : reduce_plain(r, red, in_c, ih, error)))
+    return false;
+  out = DecodedRegion{};
+  out.pixels = red.out;
+  out.h = red.rh;
+  out.w = red.rw;
+  out.c = channels;
+  out.stride = static_cast<size_t>(red.rw) * channels;
+  out.src_h = ih;
+  out.src_w = iw;
+  out.crop = red.cb;
+  out.scale_num = 1;
+  out.scale_denom = red.k;
   return true;
 }
 

@@ -1,4 +1,4 @@
-// The PNG codec (libpng): header facts and whole-image decoding handed back as a crop region.
+// The PNG codec (libpng): header facts, and a crop decoded row by row into an area average near the target size.
 //
 // Every PNG kind maps to the requested channels (io/codec/pixels.h has the rules): gray, gray + alpha, palette
 // (with or without transparency), RGB, RGBA, at 1, 2, 4, 8 or 16 bits per sample, interlaced or not. 16-bit
@@ -7,7 +7,8 @@
 // used as they are, as torchvision and PIL do). An animated PNG gives its default image.
 //
 // Limits as for JPEG: at most 16384 per side and 100 megapixels; and a header whose pixels could not fit in the
-// file even at deflate's best ratio is called truncated before anything is allocated.
+// file even at deflate's best ratio is called truncated before anything is allocated. Within them any size costs
+// a decoder a few hundred KB: the rows stream through an area average to about the training size.
 // Error contract as every codec (io/codec/codec.h): false and the reason, never a throw, never an abort.
 #pragma once
 
@@ -29,7 +30,10 @@ struct PngInfo {
 };
 bool png_info(const uint8_t* data, size_t size, PngInfo& info, std::string* error);
 
-// As io::decode_region (io/codec/codec.h): decodes the whole image, hands back the crop (scale_num = 8).
+// As io::decode_region (io/codec/codec.h). Reads the image a row at a time and area-averages the crop by k, the
+// largest integer factor at which it still covers target_h x target_w (the region is then at least the target and
+// under twice it per side, as JPEG's DCT scaling gives; k = 1, the crop as it is, when it is smaller than twice
+// the target). Memory: one source row and the reduced crop (for an interlaced image, its sums), not the image.
 bool decode_png_region(const uint8_t* data, size_t size, CropChooser choose, int target_h, int target_w, int channels,
                        DecodedRegion& out, std::string* error, uint8_t* dst_if_exact = nullptr);
 
