@@ -11,9 +11,11 @@
 #include <regex>
 #include <set>
 
+#include "base/display_name.h"
 #include "base/error.h"
 #include "base/format.h"
 #include "base/fs.h"
+#include "base/json_util.h"
 #include "engine/checkpoint.h"
 
 namespace stoke {
@@ -360,7 +362,7 @@ InitSource resolve_init_source(const std::string& path) {
     s.file = path;
     return s;
   }
-  if (!fs::is_directory(path, ec)) throw UserError(str("--init ", path, ": no such file or folder"));
+  if (!fs::is_directory(path, ec)) throw UserError(str("--init ", display_name(path), ": no such file or folder"));
   std::string ck = path;
   fs::path run_dir = path;
   if (fs::exists(fs::path(path) / "state.json")) {
@@ -368,7 +370,7 @@ InitSource resolve_init_source(const std::string& path) {
   } else {
     ck = find_checkpoint(path, "latest");
     if (ck.empty())
-      throw UserError(str("--init ", path,
+      throw UserError(str("--init ", display_name(path),
                           ": a folder that is neither a stoke run (checkpoints/latest) nor a checkpoint "
                           "(state.json)"));
   }
@@ -382,7 +384,8 @@ InitSource resolve_init_source(const std::string& path) {
       s.mean = j.at("normalize_mean").get<std::vector<float>>();
       s.stdev = j.at("normalize_std").get<std::vector<float>>();
     } catch (const json::exception& e) {
-      throw UserError(str("--init ", path, ": ", config.string(), " holds no normalisation: ", e.what()));
+      throw UserError(str("--init ", display_name(path), ": ", display_name(config.string()),
+                          " holds no normalisation: ", json_problem(e)));
     }
   }
   return s;

@@ -20,7 +20,7 @@ namespace fs = std::filesystem;
 using json = nlohmann::json;
 
 JsonlWriter::JsonlWriter(const std::string& path, const std::string& tensorboard_dir) : f_(path, std::ios::app) {
-  if (!f_) throw Error(str("cannot write ", path));
+  if (!f_) throw Error(str("cannot write ", display_name(path)));
   if (!tensorboard_dir.empty()) tb_.emplace(tensorboard_dir);
 }
 
@@ -39,7 +39,7 @@ std::unique_ptr<FileLock> lock_run_folder(const std::string& dir, const std::str
   auto lock = FileLock::try_lock((std::filesystem::path(dir) / ".lock").string(),
                                  str("pid ", static_cast<long>(::getpid()), ", ", who), &holder);
   if (!lock)
-    throw UserError(str(dir, " is in use by another stoke process (", holder,
+    throw UserError(str(display_name(dir), " is in use by another stoke process (", holder,
                         "): a run writes its folder alone; wait for it to end, or choose another --out"));
   return lock;
 }
@@ -54,13 +54,14 @@ int64_t free_bytes(const std::string& dir, int64_t* block) {
 std::string check_space(const std::string& dir, int64_t free, const SpaceNeed& need) {
   const auto kib = [](int64_t b) { return format_bytes(static_cast<size_t>(std::max<int64_t>(b, 0))); };
   if (free < need.checkpoint + need.others)
-    throw UserError(str("not enough free space in ", dir, " for even one checkpoint: ", kib(free),
+    throw UserError(str("not enough free space in ", display_name(dir), " for even one checkpoint: ", kib(free),
                         " free, one checkpoint takes ", kib(need.checkpoint), " and the run's other files about ",
                         kib(need.others), "; free some space or choose another --out"));
   if (free >= need.at_once * need.checkpoint + need.others) return "";
   const int64_t room = (free - need.others) / need.checkpoint;
-  return str(dir, " has ", kib(free), " free, room for ", room, room == 1 ? " checkpoint" : " checkpoints", " of ",
-             kib(need.checkpoint), " but the run holds ", need.at_once,
+  return str(display_name(dir), " has ", kib(free), " free, room for ", room,
+             room == 1 ? " checkpoint" : " checkpoints", " of ", kib(need.checkpoint), " but the run holds ",
+             need.at_once,
              " at once (a new one is written beside the old before the old is removed, --keep-checkpoints ", need.keep,
              "): expect \"No space left on device\" at a later checkpoint");
 }

@@ -4,6 +4,7 @@
 #include <cstring>
 #include <nlohmann/json.hpp>
 
+#include "base/display_name.h"
 #include "base/error.h"
 #include "base/fs.h"
 #include "base/json_util.h"
@@ -25,8 +26,10 @@ const char* dtype_name(DType d) {
 
 size_t dtype_size(DType d) {
   switch (d) {
-    case DType::F32: case DType::I32: return 4;
-    case DType::F16: case DType::BF16: return 2;
+    case DType::F32:
+    case DType::I32: return 4;
+    case DType::F16:
+    case DType::BF16: return 2;
     case DType::I64: return 8;
     case DType::U8: return 1;
   }
@@ -92,7 +95,8 @@ std::vector<uint8_t> serialize(const std::vector<Tensor>& tensors, const std::ma
   return out;
 }
 
-void save(const std::string& path, const std::vector<Tensor>& tensors, const std::map<std::string, std::string>& metadata) {
+void save(const std::string& path, const std::vector<Tensor>& tensors,
+          const std::map<std::string, std::string>& metadata) {
   std::vector<uint8_t> bytes = serialize(tensors, metadata);
   atomic_write_file(path, bytes.data(), bytes.size());
 }
@@ -100,9 +104,11 @@ void save(const std::string& path, const std::vector<Tensor>& tensors, const std
 File File::load(const std::string& path) { return parse(read_file(path), path); }
 
 File File::parse(std::vector<uint8_t> bytes, const std::string& source) {
-  auto fail = [&](const std::string& why) -> Error { return Error(str(source, ": not a valid safetensors file: ", why)); };
+  auto fail = [&](const std::string& why) -> Error {
+    return Error(str(display_name(source), ": not a valid safetensors file: ", why));
+  };
   File f;
-  f.source_ = source;
+  f.source_ = display_name(source);  // only ever shown in messages
   if (bytes.size() < 8) throw fail("shorter than its 8-byte header length");
   uint64_t len = 0;
   for (int i = 0; i < 8; ++i) len |= static_cast<uint64_t>(bytes[static_cast<size_t>(i)]) << (8 * i);
@@ -144,14 +150,17 @@ File File::parse(std::vector<uint8_t> bytes, const std::string& source) {
     en.begin = off[0].get<size_t>();
     en.end = off[1].get<size_t>();
     if (en.begin > en.end || en.end > data_len)
-      throw fail(str("tensor '", it.key(), "' bytes [", en.begin, ", ", en.end, ") lie outside the ", data_len, " data bytes"));
+      throw fail(str("tensor '", it.key(), "' bytes [", en.begin, ", ", en.end, ") lie outside the ", data_len,
+                     " data bytes"));
     size_t expect = dtype_size(en.dtype);
     for (int64_t s : en.shape) {
-      if (s != 0 && expect > (size_t{1} << 62) / static_cast<size_t>(s)) throw fail(str("tensor '", it.key(), "' is absurdly large"));
+      if (s != 0 && expect > (size_t{1} << 62) / static_cast<size_t>(s))
+        throw fail(str("tensor '", it.key(), "' is absurdly large"));
       expect *= static_cast<size_t>(s);
     }
     if (expect != en.end - en.begin)
-      throw fail(str("tensor '", it.key(), "' holds ", en.end - en.begin, " bytes but its shape and dtype need ", expect));
+      throw fail(
+          str("tensor '", it.key(), "' holds ", en.end - en.begin, " bytes but its shape and dtype need ", expect));
     ranges.emplace_back(en.begin, en.end);
     f.entries_[it.key()] = std::move(en);
   }

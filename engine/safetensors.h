@@ -49,7 +49,7 @@ class File {
   const Entry* find(const std::string& name) const;
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
   const uint8_t* data(const Entry& e) const { return bytes_.data() + data_start_ + e.begin; }
-  const std::string& source() const { return source_; }
+  const std::string& source() const { return source_; }  // the file name as display_name() shows it
 
  private:
   std::vector<uint8_t> bytes_;
