@@ -46,7 +46,7 @@ def _as_array(value):
             value = t.numpy()
     except ImportError:
         pass
-    a = np.ascontiguousarray(np.asarray(value))
+    a = np.asarray(value, order="C")  # (np.ascontiguousarray would make a 0-d tensor 1-d: num_batches_tracked)
     if a.dtype not in _NAMES:
         raise TypeError(f"dtype {a.dtype} has no safetensors name")
     return a.astype(a.dtype.newbyteorder("<"), copy=False), _NAMES[a.dtype]
@@ -72,18 +72,45 @@ def save_state_dict(state_dict, path, metadata=None):
             f.write(raw)
 
 
+def state_dict_of(obj):
+    """The state_dict in what torch.load returned: itself, a whole pickled model's (torch.save(model)), or the one a
+    training checkpoint holds under state_dict, model_state_dict or model (a dict or a module); None if none."""
+    import torch
+
+    if isinstance(obj, torch.nn.Module):
+        return obj.state_dict()
+    if not isinstance(obj, dict):
+        return None
+    for key in ("state_dict", "model_state_dict", "model"):
+        if isinstance(obj.get(key), (dict, torch.nn.Module)):
+            return state_dict_of(obj[key])
+    return obj
+
+
 if __name__ == "__main__":
     import argparse
+    import sys
 
     ap = argparse.ArgumentParser(description="Convert a PyTorch .pth/.pt state_dict into safetensors.")
-    ap.add_argument("pth", help="torch.save'd state_dict (or a dict holding one under 'state_dict' or 'model')")
+    ap.add_argument("pth", help="torch.save'd state_dict, whole model, or a checkpoint dict holding one under "
+                                "'state_dict', 'model_state_dict' or 'model'")
     ap.add_argument("out", help="the .safetensors file to write")
     args = ap.parse_args()
     import torch
 
-    sd = torch.load(args.pth, map_location="cpu")
-    for key in ("state_dict", "model"):
-        if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
-            sd = sd[key]
+    def fail(msg):  # one line naming the file, exit 2 (bad input)
+        print(f"safetensors_write.py: {args.pth}: {msg}", file=sys.stderr)
+        sys.exit(2)
+
+    try:
+        loaded = torch.load(args.pth, map_location="cpu")
+    except Exception as e:  # a missing file, not a torch file, or (torch >= 2.6) a pickle weights_only refuses
+        fail(f"torch.load cannot read it: {(str(e).splitlines() or [repr(e)])[0]}")
+    sd = state_dict_of(loaded)
+    other = [f"{k} ({type(v).__name__})" for k, v in (sd or {}).items() if not isinstance(v, torch.Tensor)]
+    if not sd or other:
+        what = f"entries that are not tensors: {', '.join(other[:4])}" if other else f"a {type(loaded).__name__}"
+        fail(f"holds no state_dict ({what}); expected a state_dict, a whole model, or a dict holding one under "
+             "'state_dict', 'model_state_dict' or 'model'")
     save_state_dict(sd, args.out, {"format": "pt"})
     print(f"wrote {args.out}: {len(sd)} tensors")
