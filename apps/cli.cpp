@@ -63,6 +63,18 @@ const std::vector<std::string> kDevices = {"auto", "cpu", "cuda"};
 const std::vector<std::string> kAugments = {"none", "flip", "crop-flip"};
 const std::vector<std::string> kPrecisions = {"auto", "bf16", "fp16", "fp32"};
 
+// --tta flip (test-time augmentation): the only choice so far, so a flag with a value for what comes next.
+void add_tta(CLI::App* app, bool& tta_flip, const char* what) {
+  app->add_option_function<std::string>(
+         "--tta", [&tta_flip](const std::string& v) { tta_flip = v == "flip"; },
+         str("Test-time augmentation in ", what,
+             ": flip averages the class probabilities of each image and its "
+             "left-right mirror; none: off"))
+      ->check(CLI::IsMember({"none", "flip"}))
+      ->type_name("none|flip")
+      ->default_str("none");
+}
+
 void add_train(CLI::App& app, TrainConfig& cfg, AugmentFlags& augment, std::string& optimizer, std::string& schedule,
                std::string& decoders) {
   auto* t = app.add_subcommand("train", "Train a CNN classifier on an ImageFolder of JPEGs (DIR/<class>/*.jpg)");
@@ -216,6 +228,14 @@ void add_train(CLI::App& app, TrainConfig& cfg, AugmentFlags& augment, std::stri
       ->default_str("auto");
   add_choice(t, "--best-metric", cfg.best_metric, parse_best_metric, {"val_acc", "val_auc", "val_loss"},
              "What the best checkpoint maximises: val_acc | val_auc | val_loss");
+  t->add_option("--ema", cfg.ema,
+                "Keep an exponential moving average of the weights and batch-norm statistics, ema = DECAY ema + (1 - "
+                "DECAY) w after every update (timm's ModelEmaV2, e.g. 0.999); validation, checkpoints/best and eval, "
+                "predict, export of the run use it (docs/AUGMENTATION.md)")
+      ->type_name("DECAY")
+      ->default_str("off")
+      ->check(open_range(0.0, 1.0));
+  add_tta(t, cfg.tta_flip, "validation");
   t->add_flag("--strict", cfg.strict, "Stop at the first corrupt image instead of skipping it");
   t->add_flag("--quiet", cfg.quiet, "No progress output");
   t->add_flag("--tensorboard", cfg.tensorboard, "Also write TensorBoard event files to RUNDIR/tensorboard");
@@ -265,7 +285,13 @@ struct UseArgs {
   bool tensorboard = false;
   bool json = false;
   DeviceRequest device = DeviceRequest::automatic;
+  bool no_ema = false;  // --no-ema: a run's trained weights instead of its weight EMA
+  bool tta_flip = false;
 };
+
+void add_no_ema(CLI::App* app, bool& no_ema) {
+  app->add_flag("--no-ema", no_ema, "A run trained with --ema: its trained weights instead of their EMA (the default)");
+}
 
 void add_use(CLI::App& app, UseArgs& u) {
   auto* ev = app.add_subcommand(
@@ -277,6 +303,8 @@ void add_use(CLI::App& app, UseArgs& u) {
       ->check(CLI::IsMember({"best", "latest"}));
   ev->add_option("--batch-size", u.batch_size, "Images per batch")->capture_default_str()->check(kPositive);
   add_choice(ev, "--device", u.device, parse_device, kDevices, "auto | cpu | cuda (as for train)");
+  add_no_ema(ev, u.no_ema);
+  add_tta(ev, u.tta_flip, "evaluation");
   auto* pr = app.add_subcommand("predict", "Print the predicted class and probability of each image");
   pr->add_option("--run", u.run, "Run folder (or one of its checkpoint folders)")->required();
   pr->add_option("images", u.images, "Image files (JPEG, PNG, WebP)")->required();
@@ -285,6 +313,8 @@ void add_use(CLI::App& app, UseArgs& u) {
       ->check(CLI::IsMember({"best", "latest"}));
   pr->add_option("--top", u.top, "Show the K most likely classes")->capture_default_str()->check(kPositive);
   add_choice(pr, "--device", u.device, parse_device, kDevices, "auto | cpu | cuda (as for train)");
+  add_no_ema(pr, u.no_ema);
+  add_tta(pr, u.tta_flip, "prediction");
   pr->add_flag("--json", u.json,
                "One JSON object per image and line: path, class, probability and every class's "
                "probability at full precision (or path and error)");
@@ -300,6 +330,7 @@ void add_use(CLI::App& app, UseArgs& u) {
   ex->add_option("--checkpoint", u.which, "best | latest | initial (the weights the run started from)")
       ->capture_default_str()
       ->check(CLI::IsMember({"best", "latest", "initial"}));
+  add_no_ema(ex, u.no_ema);
 }
 
 struct InputArgs {
@@ -418,24 +449,25 @@ int run_diagnose(DiagArgs& d) {
 }
 
 int run_eval(const UseArgs& u) {
-  LoadedRun r = load_run(u.run, build_model, u.which);
-  std::printf("model: %s from %s\n", r.model.c_str(), display_name(r.checkpoint).c_str());
-  ClassificationReport rep = evaluate_folder(r, u.data, u.batch_size, 1, u.device);
+  LoadedRun r = load_run(u.run, build_model, u.which, !u.no_ema);
+  std::printf("model: %s from %s%s%s\n", r.model.c_str(), display_name(r.checkpoint).c_str(),
+              r.ema ? " (weight EMA)" : "", u.tta_flip ? ", test-time augmentation: flip" : "");
+  ClassificationReport rep = evaluate_folder(r, u.data, u.batch_size, 1, u.device, u.tta_flip);
   if (rep.count == 0)
     throw UserError(str("none of the ", rep.unreadable, " images in ", display_name(u.data), " could be read"));
   const std::string left_out =
       rep.unreadable > 0 ? str(" (", rep.unreadable, " unreadable, left out: the numbers cover the readable ones)")
                          : "";
-  std::printf("%s images evaluated%s: accuracy %.2f%%, loss %.4f, macro ROC-AUC %.4f\n\n%s",
-              format_count(static_cast<double>(rep.count)).c_str(), left_out.c_str(), 100 * rep.accuracy, rep.loss,
-              rep.macro_auc, rep.confusion_table(r.classes).c_str());
+  std::printf("%s images evaluated%s%s: accuracy %.2f%%, loss %.4f, macro ROC-AUC %.4f\n\n%s",
+              format_count(static_cast<double>(rep.count)).c_str(), u.tta_flip ? " with --tta flip" : "",
+              left_out.c_str(), 100 * rep.accuracy, rep.loss, rep.macro_auc, rep.confusion_table(r.classes).c_str());
   return 0;
 }
 
 int run_predict(const UseArgs& u) {
-  LoadedRun r = load_run(u.run, build_model, u.which);
+  LoadedRun r = load_run(u.run, build_model, u.which, !u.no_ema);
   int bad = 0;
-  for (const Prediction& p : predict(r, u.images, 64, u.device)) {
+  for (const Prediction& p : predict(r, u.images, 64, u.device, u.tta_flip)) {
     if (u.json) {
       nlohmann::json j = {{"path", display_name(p.path)}};  // name_from_display gives the file's bytes again
       if (!p.ok) {
@@ -471,11 +503,12 @@ int run_predict(const UseArgs& u) {
 
 int run_export(const UseArgs& u) {
   check_output_path(u.out, "-o");  // before the run is loaded: a refusal costs nothing and touches nothing
-  LoadedRun r = load_run(u.run, build_model, u.which);
+  LoadedRun r = load_run(u.run, build_model, u.which, !u.no_ema);
   check_output_path(u.out, "-o");
   export_safetensors(r, u.out);
-  std::printf("wrote %s (%s, from %s): load in PyTorch with model.load_state_dict(safetensors.torch.load_file(...))\n",
-              display_name(u.out).c_str(), r.model.c_str(), display_name(r.checkpoint).c_str());
+  std::printf(
+      "wrote %s (%s, from %s%s): load in PyTorch with model.load_state_dict(safetensors.torch.load_file(...))\n",
+      display_name(u.out).c_str(), r.model.c_str(), display_name(r.checkpoint).c_str(), r.ema ? ", weight EMA" : "");
   return 0;
 }
 

@@ -55,6 +55,20 @@ CLI::Validator finite_range(double lo, double hi) {
       "NUMBER in " + range);
 }
 
+CLI::Validator open_range(double lo, double hi) {
+  const std::string range = "(" + number_text(lo) + ", " + number_text(hi) + ")";
+  return CLI::Validator(
+      [lo, hi, range](std::string& v) -> std::string {
+        double x = 0;
+        if (std::string error = finite_number(v, &x, "a number in " + range); !error.empty()) return error;
+        const double f = static_cast<float>(x);
+        if (!(x > lo && x < hi && f > lo && f < hi))
+          return "must be a number in " + range + " (as a float), got '" + v + "'";
+        return "";
+      },
+      "NUMBER in " + range);
+}
+
 CLI::Validator decoders_check() {
   return CLI::Validator(
       [](std::string& v) -> std::string {

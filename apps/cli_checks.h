@@ -12,6 +12,8 @@ namespace stoke {
 CLI::Validator number_check(bool allow_zero);
 // A finite number in [lo, hi].
 CLI::Validator finite_range(double lo, double hi);
+// A finite number strictly between lo and hi, also once rounded to a float (--ema 0.99999999 would be 1).
+CLI::Validator open_range(double lo, double hi);
 // "auto" or a number of decoder threads, 1..256; parse_decoders gives 0 for auto.
 CLI::Validator decoders_check();
 int parse_decoders(const std::string& v);

@@ -58,6 +58,18 @@ bool TrainingBackend::hold_dataset(const uint8_t*, const int32_t*, int64_t, int6
   return false;
 }
 
+const float* TrainingBackend::eval_batch_mirrored(int n, const uint8_t* pixels, const int32_t* labels, float* loss) {
+  (void)n, (void)pixels, (void)labels, (void)loss;
+  throw Error(str("the ", name(), " backend cannot evaluate mirrored images (--tta flip)"));
+}
+void TrainingBackend::set_ema(const std::vector<float>&, const std::vector<float>&) {
+  throw Error(str("the ", name(), " backend keeps no weight EMA (--ema)"));
+}
+void TrainingBackend::get_ema(std::vector<float>&, std::vector<float>&) {
+  throw Error(str("the ", name(), " backend keeps no weight EMA (--ema)"));
+}
+void TrainingBackend::use_ema(bool) { throw Error(str("the ", name(), " backend keeps no weight EMA (--ema)")); }
+
 std::unique_ptr<TrainingBackend> make_backend(bool cuda, const Graph& graph, const BackendOptions& options) {
   if (backend_override()) return backend_override()(graph, options);
   if (!cuda) return make_cpu_backend(graph, options);

@@ -55,6 +55,9 @@ struct BackendOptions {
   std::vector<float> lr_mult;
   // Per node: a batch norm that runs in eval mode during training (running statistics used, not updated).
   std::vector<char> bn_eval;
+  // --ema: after every applied update, ema = decay * ema + (1 - decay) * value over the fp32 parameters and the
+  // batch-norm buffers (timm's ModelEmaV2 averages both). 0: off.
+  float ema_decay = 0.f;
 };
 
 // One training step as the trainer hands it over: the batch exactly as its source gave it (io/pipeline/batch_source.h)
@@ -135,6 +138,14 @@ class TrainingBackend {
   // Evaluation-mode forward of n samples; returns the logits (n x classes, host, valid until the next call) and
   // the batch's mean loss in *loss.
   virtual const float* eval_batch(int n, const uint8_t* pixels, const int32_t* labels, float* loss) = 0;
+  // The same of the images mirrored left to right (--tta flip), the mirror made where the backend normalises.
+  virtual const float* eval_batch_mirrored(int n, const uint8_t* pixels, const int32_t* labels, float* loss);
+  // --ema (BackendOptions::ema_decay > 0): the averaged parameters and buffers, in the Graph's flat layout. With
+  // use_ema(true) eval_batch runs on them until use_ema(false); no step may be submitted in between. Nothing in
+  // flight for any of these. Backends without EMA throw.
+  virtual void set_ema(const std::vector<float>& params, const std::vector<float>& buffers);
+  virtual void get_ema(std::vector<float>& params, std::vector<float>& buffers);
+  virtual void use_ema(bool on);
   // --profile-steps: start / stop the device profiler's capture (CUDA: cudaProfilerStart/Stop, for
   // `nsys --capture-range=cudaProfilerApi`). Returns false when the backend has no device profiler.
   virtual bool profiler(bool /*on*/) { return false; }

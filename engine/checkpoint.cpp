@@ -165,13 +165,22 @@ std::string save_checkpoint(const std::string& run_dir, const std::string& name,
     atomic_write_file((tmp / "model.safetensors").string(), model.data(), model.size());
     atomic_write_file((tmp / "optimizer.safetensors").string(), opt.data(), opt.size());
     json state = data.state;
-    state["files"] = {
-        {"model.safetensors", {{"bytes", model.size()}, {"fnv1a64", hex64(fnv1a64(model.data(), model.size()))}}},
-        {"optimizer.safetensors", {{"bytes", opt.size()}, {"fnv1a64", hex64(fnv1a64(opt.data(), opt.size()))}}}};
+    auto record = [](const std::vector<uint8_t>& b) {
+      return json{{"bytes", b.size()}, {"fnv1a64", hex64(fnv1a64(b.data(), b.size()))}};
+    };
+    state["files"] = {{"model.safetensors", record(model)}, {"optimizer.safetensors", record(opt)}};
+    std::vector<std::string> files = {"model.safetensors", "optimizer.safetensors"};
+    if (!data.ema_params.empty()) {
+      std::vector<uint8_t> ema =
+          st::serialize(model_tensors(graph, data.ema_params.data(), data.ema_buffers.data()), meta);
+      atomic_write_file((tmp / "ema.safetensors").string(), ema.data(), ema.size());
+      state["files"]["ema.safetensors"] = record(ema);
+      files.push_back("ema.safetensors");
+    }
     state["optimizer_kind"] = optimizer_kind;
     atomic_write_file((tmp / "state.json").string(), state.dump(2) + "\n");
-    atomic_write_file((tmp / "manifest.txt").string(),
-                      manifest_text(tmp, {"model.safetensors", "optimizer.safetensors", "state.json"}));
+    files.push_back("state.json");
+    atomic_write_file((tmp / "manifest.txt").string(), manifest_text(tmp, files));
     fs::remove_all(dst, ec);  // a folder of the same name from an earlier, abandoned attempt
     durable_rename(tmp.string(), dst.string());
     atomic_write_file((ckdir / "latest").string(), name + "\n");
@@ -303,6 +312,17 @@ CheckpointData load_checkpoint(const std::string& dir, const Graph& graph, const
     for (const ParamInfo& p : graph.params())
       read_tensor(opt, names[m] + "." + p.name, p.shape,
                   out.optimizer_state.data() + static_cast<int64_t>(m) * graph.num_params() + p.offset, p.size);
+  if (state["files"].contains("ema.safetensors")) {  // --ema: the same tensors as the model's
+    st::File ema = load_checked("ema.safetensors");
+    out.ema_params.resize(out.params.size());
+    out.ema_buffers.resize(out.buffers.size());
+    for (const ParamInfo& p : graph.params())
+      read_tensor(ema, p.name, p.shape, out.ema_params.data() + p.offset, p.size);
+    for (const ParamInfo& b : graph.buffers())
+      read_tensor(ema, b.name, b.shape, out.ema_buffers.data() + b.offset, b.size);
+    if (ema.entries().size() != expected)
+      throw Error(str(ema.source(), " holds ", ema.entries().size(), " tensors, the model has ", expected));
+  }
   out.state = std::move(state);
   return out;
 }

@@ -2,6 +2,7 @@
 //   model.safetensors      parameters and buffers (BN running statistics), stoke's layout (KRSC convs),
 //                          the parameter names of the Graph
 //   optimizer.safetensors  the optimizer's moment buffers (sgd: "momentum"; adamw: "exp_avg", "exp_avg_sq")
+//   ema.safetensors        --ema only: the averaged parameters and buffers, model.safetensors' names and layout
 //   state.json             epoch, cursor, step, optimizer steps, loss scale, the run's configuration, the
 //                          data set's fingerprint, running epoch sums, history, and the size and FNV-1a
 //                          checksum of both safetensors files
@@ -23,7 +24,8 @@ namespace stoke {
 struct CheckpointData {
   // Tensors (host, fp32, the Graph's layout).
   std::vector<float> params, buffers;
-  std::vector<float> optimizer_state;  // Optimizer::state()
+  std::vector<float> optimizer_state;          // Optimizer::state()
+  std::vector<float> ema_params, ema_buffers;  // --ema (empty: none; written and read as ema.safetensors)
   // Everything else, free-form but validated by the trainer.
   nlohmann::json state;
 };

@@ -16,6 +16,7 @@
 #include "engine/device.h"
 #include "engine/optimizer.h"
 #include "engine/safetensors.h"
+#include "engine/tta.h"
 #include "io/codec/codec.h"
 #include "io/pipeline/input_pipeline.h"
 #include "io/source/image_folder.h"
@@ -53,7 +54,7 @@ std::unique_ptr<TrainingBackend> eval_backend(const LoadedRun& run, int batch, D
 
 }  // namespace
 
-LoadedRun load_run(const std::string& path, const ModelFactory& build_model, const std::string& which) {
+LoadedRun load_run(const std::string& path, const ModelFactory& build_model, const std::string& which, bool ema) {
   fs::path p(path);
   if (!fs::exists(p)) throw UserError(str("no such run or checkpoint folder: ", display_name(path)));
   std::string ck, note;
@@ -95,8 +96,9 @@ LoadedRun load_run(const std::string& path, const ModelFactory& build_model, con
   const json state = read_json(fs::path(ck) / "state.json");
   const std::string opt_kind = state.value("optimizer_kind", std::string("sgd"));
   CheckpointData d = load_checkpoint(ck, r.graph, opt_kind);
-  r.params = std::move(d.params);
-  r.buffers = std::move(d.buffers);
+  r.ema = ema && !d.ema_params.empty() && which != "initial";
+  r.params = std::move(r.ema ? d.ema_params : d.params);
+  r.buffers = std::move(r.ema ? d.ema_buffers : d.buffers);
   r.step = state.value("step", int64_t{0});
   if (which == "initial") {  // what the run started from: the trainer's Graph::initialize with the run's seed
     // A run started from --init began with that file's weights, which no seed reproduces.
@@ -111,13 +113,14 @@ LoadedRun load_run(const std::string& path, const ModelFactory& build_model, con
 }
 
 std::vector<Prediction> predict(const LoadedRun& run, const std::vector<std::string>& images, int batch,
-                                DeviceRequest device) {
+                                DeviceRequest device, bool tta_flip) {
   const Shape3 s = run.input;
   const int classes = static_cast<int>(run.classes.size());
   std::vector<Prediction> out(images.size());
   const std::unique_ptr<TrainingBackend> backend = eval_backend(run, batch, device);
   std::vector<uint8_t> px(static_cast<size_t>(batch * s.size()));
   const std::vector<int32_t> no_labels(static_cast<size_t>(batch), 0);  // eval_batch's loss is not used here
+  std::vector<float> tta_logits;
   for (size_t b0 = 0; b0 < images.size(); b0 += static_cast<size_t>(batch)) {
     std::vector<size_t> ok;  // indices that decoded, in order
     for (size_t i = b0; i < std::min(images.size(), b0 + static_cast<size_t>(batch)); ++i) {
@@ -139,7 +142,8 @@ std::vector<Prediction> predict(const LoadedRun& run, const std::vector<std::str
     if (ok.empty()) continue;
     const int n = static_cast<int>(ok.size());
     float unused_loss = 0;
-    const float* logits = backend->eval_batch(n, px.data(), no_labels.data(), &unused_loss);
+    const float* logits =
+        eval_logits(*backend, n, classes, px.data(), no_labels.data(), tta_flip, &unused_loss, tta_logits);
     for (int j = 0; j < n; ++j) {
       Prediction& p = out[ok[static_cast<size_t>(j)]];
       const float* z = logits + static_cast<int64_t>(j) * classes;
@@ -157,7 +161,7 @@ std::vector<Prediction> predict(const LoadedRun& run, const std::vector<std::str
 }
 
 ClassificationReport evaluate_folder(const LoadedRun& run, const std::string& folder, int batch, int decoders,
-                                     DeviceRequest device) {
+                                     DeviceRequest device, bool tta_flip) {
   std::shared_ptr<const io::Source> src = io::open_source(folder);
   if (src->classes() != run.classes)
     throw UserError(str("the classes of ", display_name(folder), " differ from the model's: ",
@@ -179,6 +183,7 @@ ClassificationReport evaluate_folder(const LoadedRun& run, const std::string& fo
   MetricsAccumulator acc(static_cast<int>(run.classes.size()));
   std::vector<uint8_t> px_buffer;
   std::vector<int32_t> label_buffer;
+  std::vector<float> tta_logits;
   while (io::Batch b = in.acquire()) {
     // Neither the padding nor an unreadable image is counted: the accuracy covers exactly the readable images.
     const io::ReadableSamples r =
@@ -186,7 +191,8 @@ ClassificationReport evaluate_folder(const LoadedRun& run, const std::string& fo
     acc.add_unreadable(r.unreadable);
     if (r.n > 0) {
       float loss = 0;
-      const float* logits = backend->eval_batch(r.n, r.pixels, r.labels, &loss);
+      const float* logits = eval_logits(*backend, r.n, static_cast<int>(run.classes.size()), r.pixels, r.labels,
+                                        tta_flip, &loss, tta_logits);
       acc.add(r.n, logits, r.labels, loss);
     }
     in.release(b.tag);

@@ -18,34 +18,39 @@ struct LoadedRun {
   std::string model;
   Shape3 input;
   std::vector<std::string> classes;
-  std::vector<float> mean, stdev;   // normalisation of pixel/255, per channel
-  int64_t step = 0;                 // training steps behind these weights
-  Graph graph{Shape3{1, 1, 1}};  // replaced by load_run
+  std::vector<float> mean, stdev;  // normalisation of pixel/255, per channel
+  int64_t step = 0;                // training steps behind these weights
+  Graph graph{Shape3{1, 1, 1}};    // replaced by load_run
   std::vector<float> params, buffers;
+  bool ema = false;  // params and buffers are the run's weight EMA (--ema), not its trained weights
 };
 
 // `path` is a run folder (uses checkpoints/<which>, falling back to latest when there is no best) or a
 // checkpoint folder inside one. which = "initial": the weights the run started from (its seed's initialisation,
-// running statistics 0/1), for comparing a run with a twin that starts where it started. Throws UserError with a clear message when there is nothing to load.
-LoadedRun load_run(const std::string& path, const ModelFactory& build_model, const std::string& which = "best");
+// running statistics 0/1), for comparing a run with a twin that starts where it started. Throws UserError with a clear
+// message when there is nothing to load. ema: a checkpoint of an --ema run gives its averaged weights
+// (ema.safetensors); false (--no-ema): the trained ones.
+LoadedRun load_run(const std::string& path, const ModelFactory& build_model, const std::string& which = "best",
+                   bool ema = true);
 
 struct Prediction {
   std::string path;
   bool ok = false;
-  std::string error;          // why the image could not be read
+  std::string error;  // why the image could not be read
   int top_class = -1;
-  std::vector<float> probs;   // softmax over the classes
+  std::vector<float> probs;  // softmax over the classes
 };
 
 // Decodes each image (resized to the model input), runs the model in eval mode on the backend `device` chooses
 // (auto | cpu | cuda, as for training).
+// tta_flip (--tta flip): each image's probabilities are the mean of its own and its mirror's (engine/tta.h).
 std::vector<Prediction> predict(const LoadedRun& run, const std::vector<std::string>& images, int batch = 64,
-                                DeviceRequest device = DeviceRequest::automatic);
+                                DeviceRequest device = DeviceRequest::automatic, bool tta_flip = false);
 
 // Evaluates on an ImageFolder (or a pack) with the run's classes. Throws UserError when the classes differ.
 // decoders: JPEG decoder threads (0 = auto).
 ClassificationReport evaluate_folder(const LoadedRun& run, const std::string& folder, int batch, int decoders = 0,
-                                     DeviceRequest device = DeviceRequest::automatic);
+                                     DeviceRequest device = DeviceRequest::automatic, bool tta_flip = false);
 
 // Writes a safetensors file that PyTorch loads with load_state_dict: convolution weights as OIHW, the
 // weights of a linear layer that follows a spatial map re-ordered from stoke's (h, w, c) flattening to

@@ -89,6 +89,16 @@ void Optimizer::step(float* params, const float* grads, float base_lr) {
   });
 }
 
+void ema_update(float* ema, const float* x, int64_t n, float decay) {
+  const float keep = decay, take = 1.f - decay;
+  parallel_for(n, 1 << 16, [&](int64_t b, int64_t e) {  // element-wise: any split gives the same bits
+    for (int64_t i = b; i < e; ++i) {
+      const float kept = keep * ema[i], taken = take * x[i];
+      ema[i] = kept + taken;
+    }
+  });
+}
+
 double clip_grad_norm(float* g, int64_t n, double max_norm) {
   const int64_t chunks = std::clamp<int64_t>(n / 65536, 1, 64);
   std::vector<double> part(static_cast<size_t>(chunks), 0.0);

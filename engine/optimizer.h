@@ -60,6 +60,10 @@ class Optimizer {
   std::vector<float> lr_mult_;
 };
 
+// --ema, the CPU reference of kernels/optimizer.cuh's ema_update: ema[i] = decay * ema[i] + (1 - decay) * x[i],
+// with (1 - decay) formed once in float and each product and the sum rounded on its own.
+void ema_update(float* ema, const float* x, int64_t n, float decay);
+
 // Scales g so its global L2 norm is at most max_norm (no-op when already below); returns the norm before.
 // Deterministic: fixed chunking, partial sums in order.
 double clip_grad_norm(float* g, int64_t n, double max_norm);

@@ -49,6 +49,7 @@ struct RunModel {
   Graph graph{Shape3{}};  // replaced by the model once the data gave its input shape
   std::vector<float> params, buffers, opt_state;
   int64_t opt_steps = 0;
+  std::vector<float> ema_params, ema_buffers;  // --ema, resumed (empty: the EMA starts at params and buffers)
   std::vector<std::string> notes;  // --init and --normalize: what was loaded, adapted and chosen (announce says them)
 };
 

@@ -76,7 +76,9 @@ json config_to_json(const TrainConfig& c) {
           {"max_nonfinite_steps", c.max_nonfinite_steps},
           {"eval_every", c.eval_every},
           {"bn_recalibrate", c.bn_recalibrate},
-          {"best_metric", to_string(c.best_metric)}};
+          {"best_metric", to_string(c.best_metric)},
+          {"ema", c.ema},
+          {"tta", c.tta_flip ? "flip" : "none"}};
 }
 
 TrainConfig config_from_json(const json& j) {
@@ -150,6 +152,10 @@ TrainConfig config_from_json(const json& j) {
     c.eval_every = static_cast<int>(json_int(j, "eval_every", 1, 1 << 30, 1));
     c.bn_recalibrate = static_cast<int>(json_int(j, "bn_recalibrate", -1, 1 << 30, -1));
     c.best_metric = parse_best_metric(text("best_metric", std::string("val_acc")));
+    c.ema = real("ema", 0, 1, 0.0);  // runs from before --ema had none
+    const std::string tta = text("tta", std::string("none"));
+    if (tta != "none" && tta != "flip") throw Error(str("'tta' must be none or flip, not '", tta, "'"));
+    c.tta_flip = tta == "flip";
   } catch (const std::exception& e) {
     throw Error(str("the saved run configuration is incomplete or damaged: ", e.what()));
   }

@@ -91,6 +91,10 @@ struct TrainConfig {
   // when the run takes fewer than 100 steps, else none; 0: none. At most one epoch's batches.
   int bn_recalibrate = -1;
   BestMetric best_metric = BestMetric::val_acc;  // what the best checkpoint maximises
+  // --ema DECAY: an exponential moving average of the weights (and batch-norm statistics) after every applied update;
+  // evaluation, checkpoints/best and eval/predict/export of the run use it. 0: off.
+  float ema = 0.f;
+  bool tta_flip = false;  // --tta flip: evaluation averages the class probabilities of each image and its mirror
   // Test hooks (no flags): behave as if SIGINT arrived after this many steps of this process (0 = never);
   // make the loss of these global steps non-finite; call before_input once the data is indexed, before the
   // decoders start (a test deletes files there).

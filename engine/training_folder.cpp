@@ -172,6 +172,10 @@ void TrainingRun::resume_from_checkpoint() {
     throw UserError(
         str(display_name(folder_.resumed_from), ": the optimizer state does not fit this run's optimizer settings"));
   model_.opt_state = std::move(ck.optimizer_state);
+  if (cfg_.ema > 0.f && ck.ema_params.empty())
+    throw Error(str(folder_.resumed_from, " holds no ema.safetensors, yet the run trains with --ema"));
+  model_.ema_params = std::move(ck.ema_params);
+  model_.ema_buffers = std::move(ck.ema_buffers);
   try {
     model_.opt_steps = json_int(st, "optimizer_steps", 0, int64_t{1} << 50);
     folder_.start_epoch = json_int(st, "epoch", 0, 1 << 30);

@@ -20,6 +20,7 @@
 #include "engine/checkpoint.h"
 #include "engine/interrupt.h"
 #include "engine/training_run.h"
+#include "engine/tta.h"
 
 namespace stoke {
 namespace fs = std::filesystem;
@@ -221,9 +222,13 @@ void TrainingRun::release(int64_t tag) {
 ClassificationReport TrainingRun::evaluate() {
   STOKE_TRACE("eval");
   backend_->drain();
+  // --ema: validation (and so checkpoints/best) sees the averaged weights; the trained ones are back afterwards. An
+  // error in between ends the run, so nothing trains on the EMA.
+  if (cfg_.ema > 0.f) backend_->use_ema(true);
   MetricsAccumulator acc(plan_.data.classes);
   std::vector<uint8_t> px_buffer;
   std::vector<int32_t> label_buffer;
+  std::vector<float> tta_logits;
   auto add = [&](int valid, const uint8_t* px, const int32_t* lab) {
     // Unreadable validation images are left out, not replaced: the accuracy covers exactly the readable ones.
     const io::ReadableSamples r =
@@ -231,7 +236,8 @@ ClassificationReport TrainingRun::evaluate() {
     acc.add_unreadable(r.unreadable);
     if (r.n == 0) return;
     float loss = 0;
-    const float* logits = backend_->eval_batch(r.n, r.pixels, r.labels, &loss);
+    const float* logits =
+        eval_logits(*backend_, r.n, plan_.data.classes, r.pixels, r.labels, cfg_.tta_flip, &loss, tta_logits);
     acc.add(r.n, logits, r.labels, loss);
   };
   io::BatchSource& val = *input_.val_batches;  // the ring or the decoded cache: one epoch, in the data set's order
@@ -240,6 +246,7 @@ ClassificationReport TrainingRun::evaluate() {
     add(b.valid, b.pixels, b.labels);  // the last batch is padded: only the first `valid` samples count
     val.release(b.tag);
   }
+  if (cfg_.ema > 0.f) backend_->use_ema(false);
   acc.gather(*comm_);
   return acc.report();
 }
@@ -255,6 +262,7 @@ void TrainingRun::write_checkpoint(int64_t epoch, int64_t cursor, bool best) {
   CheckpointData d;
   int64_t ost = 0;
   backend_->get_state(d.params, d.buffers, d.optimizer_state, ost);
+  if (cfg_.ema > 0.f) backend_->get_ema(d.ema_params, d.ema_buffers);  // ema.safetensors: a resume goes on exactly
   d.state = {{"epoch", epoch},
              {"cursor", cursor},
              {"step", meter_.step},
@@ -550,6 +558,8 @@ void TrainingRun::end_epoch(int64_t epoch, double train_seconds, double input_wa
     ej["val_auc"] = std::isnan(es.val_auc) ? json() : json(es.val_auc);
     ej["val_report"] = report.to_json();
     if (report.unreadable > 0) ej["val_unreadable"] = report.unreadable;
+    if (cfg_.ema > 0.f) ej["val_weights"] = "ema";
+    if (cfg_.tta_flip) ej["val_tta"] = "flip";
   }
   if (folder_.metrics) {
     folder_.metrics->write(ej);
@@ -571,10 +581,12 @@ void TrainingRun::end_epoch(int64_t epoch, double train_seconds, double input_wa
     const std::string left_out = report.unreadable > 0 ? str("  (", report.unreadable, " unreadable val image",
                                                              report.unreadable == 1 ? "" : "s", " left out)")
                                                        : std::string();
+    const char* val = cfg_.ema > 0.f ? (cfg_.tta_flip ? "val (ema, tta flip)" : "val (ema)")
+                                     : (cfg_.tta_flip ? "val (tta flip)" : "val");
     if (evaluate_now)
       console_.say(
-          "epoch %d/%d  train loss %.4f acc %.2f%%  |  val loss %.4f acc %.2f%% auc %.4f  |  %s img/s, %.1f s%s%s\n",
-          es.epoch, cfg_.epochs, es.train_loss, 100 * es.train_acc, es.val_loss, 100 * es.val_acc, es.val_auc,
+          "epoch %d/%d  train loss %.4f acc %.2f%%  |  %s loss %.4f acc %.2f%% auc %.4f  |  %s img/s, %.1f s%s%s\n",
+          es.epoch, cfg_.epochs, es.train_loss, 100 * es.train_acc, val, es.val_loss, 100 * es.val_acc, es.val_auc,
           format_count(es.images_per_s).c_str(), es.seconds, best ? "  (best)" : "", left_out.c_str());
     else
       console_.say("epoch %d/%d  train loss %.4f acc %.2f%%  |  %s img/s, %.1f s\n", es.epoch, cfg_.epochs,

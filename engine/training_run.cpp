@@ -125,6 +125,7 @@ void check_train_config(const TrainConfig& cfg) {
   if (cfg.log_every < 1) throw UserError("--log-every must be at least 1");
   if (cfg.bn_recalibrate < -1) throw UserError("--bn-recalibrate must be auto or a number of batches (0: off)");
   if (cfg.decoders < 0) throw UserError("--decoders must be auto or a positive number");
+  if (!(cfg.ema >= 0.f && cfg.ema < 1.f)) throw UserError("--ema must be a decay in (0, 1) (0: off)");
   if (cfg.init_partial && cfg.init.empty()) throw UserError("--init-partial needs --init FILE");
   if (!(cfg.lr_backbone_mult > 0.f) || !std::isfinite(cfg.lr_backbone_mult))
     throw UserError("--lr-backbone-mult must be a positive number (--freeze backbone freezes it)");
@@ -407,6 +408,7 @@ void TrainingRun::start_backend() {
   bopt.deterministic = cfg_.deterministic;
   bopt.sync_bn = cfg_.sync_bn;
   bopt.graphs = cfg_.graphs;
+  bopt.ema_decay = cfg_.ema;
   FineTunePlan ft = fine_tune_plan(model_.graph, cfg_.freeze, cfg_.freeze_bn, cfg_.lr_backbone_mult);
   if (!ft.trivial() && cfg_.epochs > 0) model_.notes.push_back(fine_tune_line(model_.graph, ft, cfg_.lr_backbone_mult));
   if (!ft.trivial()) {
@@ -423,6 +425,8 @@ void TrainingRun::start_backend() {
                         fitting_batch_advice()));
   }
   backend_->set_state(model_.params, model_.buffers, model_.opt_state, model_.opt_steps);
+  if (cfg_.ema > 0.f && !model_.ema_params.empty())  // a resumed --ema run
+    backend_->set_ema(model_.ema_params, model_.ema_buffers);
 }
 
 // ---- everything the user could get wrong has been checked: now say what runs ------------------------------------

@@ -72,6 +72,25 @@ __global__ void __launch_bounds__(kThreads)
   if (__any_sync(0xffffffffu, bad) && (threadIdx.x % 32) == 0) atomicOr(found_inf, 1);
 }
 
+__global__ void __launch_bounds__(kThreads)
+    ema_kernel(int64_t np, float* __restrict__ ep, const float* __restrict__ p, int64_t nb, float* __restrict__ eb,
+               const float* __restrict__ b, float keep, float take, const int32_t* __restrict__ skip) {
+  if (skip && *skip) return;
+  for (int64_t i = global_thread(); i < np + nb; i += grid_threads()) {
+    float* e = i < np ? ep + i : eb + (i - np);
+    const float x = i < np ? p[i] : b[i - np];
+    *e = __fadd_rn(__fmul_rn(keep, *e), __fmul_rn(take, x));
+  }
+}
+
+__global__ void __launch_bounds__(kThreads) swap_kernel(int64_t n, float* __restrict__ a, float* __restrict__ b) {
+  for (int64_t i = global_thread(); i < n; i += grid_threads()) {
+    const float t = a[i];
+    a[i] = b[i];
+    b[i] = t;
+  }
+}
+
 __global__ void set_step_control_kernel(StepControl* ctl, float lr, int32_t skip) {
   ctl->lr = lr;
   ctl->skip = skip;
@@ -130,6 +149,21 @@ void adamw_step(const OptimizerChunk* chunks, int nchunks, float* params, T* par
   if (nchunks <= 0) return;
   adamw_kernel<T>
       <<<nchunks, kThreads, 0, stream>>>(chunks, params, params_half, grads, m, v, a, found_inf, args_device);
+  CUDA_LAUNCH_CHECK(stream);
+}
+
+void ema_update(int64_t n_params, float* ema_params, const float* params, int64_t n_buffers, float* ema_buffers,
+                const float* buffers, float decay, const int32_t* skip, cudaStream_t stream) {
+  const int64_t n = n_params + n_buffers;
+  if (n <= 0) return;
+  ema_kernel<<<grid_for(n, kThreads), kThreads, 0, stream>>>(n_params, ema_params, params, n_buffers, ema_buffers,
+                                                             buffers, decay, 1.f - decay, skip);
+  CUDA_LAUNCH_CHECK(stream);
+}
+
+void swap_values(int64_t n, float* a, float* b, cudaStream_t stream) {
+  if (n <= 0) return;
+  swap_kernel<<<grid_for(n, kThreads), kThreads, 0, stream>>>(n, a, b);
   CUDA_LAUNCH_CHECK(stream);
 }
 

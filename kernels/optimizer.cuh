@@ -66,6 +66,14 @@ void adamw_step(const OptimizerChunk* chunks, int nchunks, float* params, T* par
                 float* v, const AdamwArgs& a, const int32_t* found_inf, cudaStream_t stream,
                 const AdamwArgs* args_device = nullptr);
 
+// --ema, the twin of engine/optimizer.h's ema_update, over two flat ranges in one launch (the parameters in their
+// device layout, then the batch-norm buffers): e = decay * e + (1 - decay) * x, (1 - decay) formed in float. skip
+// (device, may be null): when *skip != 0 the step's update was skipped and nothing changes.
+void ema_update(int64_t n_params, float* ema_params, const float* params, int64_t n_buffers, float* ema_buffers,
+                const float* buffers, float decay, const int32_t* skip, cudaStream_t stream);
+// Exchanges a[0, n) and b[0, n): evaluation with the EMA swaps it into the trained weights' place and back, exactly.
+void swap_values(int64_t n, float* a, float* b, cudaStream_t stream);
+
 // Sets *found_inf = 1 when any of x[0, n) is infinite or NaN (never clears it: zero it before the first check of
 // a step). Integer atomics only, so the flag is deterministic.
 void check_finite(int64_t n, const float* x, int32_t* found_inf, cudaStream_t stream);

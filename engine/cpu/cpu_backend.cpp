@@ -77,6 +77,10 @@ class CpuBackend final : public TrainingBackend {
                 " values, expected ", optimizer_.state().size());
     optimizer_.state() = optimizer_state;
     optimizer_.set_steps(optimizer_steps);
+    if (opt_.ema_decay > 0.f && ema_params_.empty()) {  // the EMA starts at the first weights (set_ema replaces them)
+      ema_params_ = params;
+      ema_buffers_ = buffers;
+    }
   }
 
   void get_state(std::vector<float>& params, std::vector<float>& buffers, std::vector<float>& optimizer_state,
@@ -116,12 +120,30 @@ class CpuBackend final : public TrainingBackend {
   }
 
   const float* eval_batch(int n, const uint8_t* pixels, const int32_t* labels, float* loss) override {
+    return evaluate(n, pixels, nullptr, labels, loss);
+  }
+  const float* eval_batch_mirrored(int n, const uint8_t* pixels, const int32_t* labels, float* loss) override {
+    mirror_.assign(static_cast<size_t>(n), 1);
+    return evaluate(n, pixels, mirror_.data(), labels, loss);
+  }
+
+  void set_ema(const std::vector<float>& params, const std::vector<float>& buffers) override {
     drain();
-    const Shape3 s = graph_.input_shape();
-    cpu::augment_normalize(n, s.h, s.w, s.c, pixels, nullptr, scale_.data(), shift_.data(), input_.data());
-    const float* logits = exec_.forward(n, input_.data(), params_.data(), buffers_.data(), false);
-    *loss = cpu::softmax_cross_entropy(n, exec_.outputs(), logits, labels, 0.f, 1.f, nullptr, nullptr, nullptr);
-    return logits;
+    STOKE_CHECK(opt_.ema_decay > 0.f, "set_ema without --ema");
+    STOKE_CHECK(params.size() == params_.size() && buffers.size() == buffers_.size(), "EMA state of another model");
+    ema_params_ = params;
+    ema_buffers_ = buffers;
+  }
+  void get_ema(std::vector<float>& params, std::vector<float>& buffers) override {
+    drain();
+    STOKE_CHECK(opt_.ema_decay > 0.f && ema_params_.size() == params_.size(), "no EMA state (--ema)");
+    params = ema_params_;
+    buffers = ema_buffers_;
+  }
+  void use_ema(bool on) override {
+    drain();
+    STOKE_CHECK(!on || ema_params_.size() == params_.size(), "no EMA state (--ema)");
+    eval_ema_ = on;
   }
 
  protected:
@@ -130,6 +152,18 @@ class CpuBackend final : public TrainingBackend {
   }
 
  private:
+  const float* evaluate(int n, const uint8_t* pixels, const uint8_t* flips, const int32_t* labels, float* loss) {
+    drain();
+    STOKE_CHECK(n >= 1 && n <= opt_.max_batch, "evaluation batch of ", n, " for a backend of ", opt_.max_batch);
+    const Shape3 s = graph_.input_shape();
+    cpu::augment_normalize(n, s.h, s.w, s.c, pixels, flips, scale_.data(), shift_.data(), input_.data());
+    const float* params = eval_ema_ ? ema_params_.data() : params_.data();
+    float* buffers = eval_ema_ ? ema_buffers_.data() : buffers_.data();  // eval mode: read, never written
+    const float* logits = exec_.forward(n, input_.data(), params, buffers, false);
+    *loss = cpu::softmax_cross_entropy(n, exec_.outputs(), logits, labels, 0.f, 1.f, nullptr, nullptr, nullptr);
+    return logits;
+  }
+
   // One step on the compute thread, from the queue's own copy of the batch (engine/train_step.h's phases).
   StepResult compute(const StepRequest& st) {
     STOKE_TRACE("train step compute");
@@ -233,6 +267,10 @@ class CpuBackend final : public TrainingBackend {
       if (b.opt_.clip_grad_norm > 0.f) clip_grad_norm(b.grads_.data(), np, b.opt_.clip_grad_norm);
       b.optimizer_.step(b.params_.data(), b.grads_.data(), st.lr);
       out.applied = true;
+      if (b.opt_.ema_decay > 0.f) {  // after the update, over the weights it wrote and this step's running statistics
+        ema_update(b.ema_params_.data(), b.params_.data(), np, b.opt_.ema_decay);
+        ema_update(b.ema_buffers_.data(), b.buffers_.data(), static_cast<int64_t>(b.buffers_.size()), b.opt_.ema_decay);
+      }
     }
   };
 
@@ -245,6 +283,10 @@ class CpuBackend final : public TrainingBackend {
   CpuExecutor exec_;
   std::vector<float> params_, grads_, buffers_, input_, dlogits_, scale_, shift_;
   const float* logits_ = nullptr;  // the last training forward's output (executor memory)
+  // --ema: the averaged parameters and buffers (set_ema before the first step), and whether eval runs on them
+  std::vector<float> ema_params_, ema_buffers_;
+  bool eval_ema_ = false;
+  std::vector<uint8_t> mirror_;  // eval_batch_mirrored's flips: all set
   // --cache gpu: the held set, and the batch gathered from it (sized on first use: no cost without a held set)
   std::vector<uint8_t> held_pixels_, gathered_px_;
   std::vector<int32_t> held_labels_, gathered_labels_;

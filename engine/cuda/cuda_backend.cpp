@@ -155,6 +155,7 @@ class CudaBackend final : public TrainingBackend {
     x.device = o.device;
     x.lr_mult = o.lr_mult;
     x.bn_eval = o.bn_eval;
+    x.ema_decay = o.ema_decay;
     return x;
   }
 
@@ -180,15 +181,44 @@ class CudaBackend final : public TrainingBackend {
   void set_state(const std::vector<float>& params, const std::vector<float>& buffers,
                  const std::vector<float>& optimizer_state, int64_t optimizer_steps) override {
     drain();
+    STOKE_CHECK(!ema_in_place_, "the trained state set while evaluating on the EMA");
     // Same device addresses: captured graphs stay valid (they read the state, they do not hold it).
     ex_.upload_params(params.data());
     ex_.upload_buffers(buffers.data());
     ex_.upload_optimizer_state(optimizer_state, optimizer_steps);
+    if (opt_.ema_decay > 0.f && !ema_set_) set_ema(params, buffers);  // the EMA starts at the first weights
+  }
+
+  void set_ema(const std::vector<float>& params, const std::vector<float>& buffers) override {
+    drain();
+    STOKE_CHECK(opt_.ema_decay > 0.f && !ema_in_place_, "set_ema without --ema, or while evaluating on it");
+    STOKE_CHECK(static_cast<int64_t>(params.size()) == graph_.num_params() &&
+                    static_cast<int64_t>(buffers.size()) == graph_.num_buffers(),
+                "EMA state of another model");
+    ex_.upload_ema(params.data(), buffers.data());
+    ema_set_ = true;
+  }
+  void get_ema(std::vector<float>& params, std::vector<float>& buffers) override {
+    drain();
+    STOKE_CHECK(ema_set_ && !ema_in_place_, "no EMA state (--ema), or evaluating on it");
+    params.resize(static_cast<size_t>(graph_.num_params()));
+    buffers.resize(static_cast<size_t>(graph_.num_buffers()));
+    ex_.download_ema(params.data(), buffers.data());
+  }
+  // The EMA changes places with the trained weights on the device, and back: no copy through the host.
+  void use_ema(bool on) override {
+    drain();
+    STOKE_CHECK(ema_set_, "no EMA state (--ema)");
+    if (on == ema_in_place_) return;
+    ex_.swap_ema();
+    CUDA_CHECK(cudaStreamSynchronize(ex_.stream()));
+    ema_in_place_ = on;
   }
 
   void get_state(std::vector<float>& params, std::vector<float>& buffers, std::vector<float>& optimizer_state,
                  int64_t& optimizer_steps) override {
     drain();
+    STOKE_CHECK(!ema_in_place_, "the trained state asked for while evaluating on the EMA");
     params.resize(static_cast<size_t>(graph_.num_params()));
     buffers.resize(static_cast<size_t>(graph_.num_buffers()));
     ex_.download_params(params.data());
@@ -224,9 +254,18 @@ class CudaBackend final : public TrainingBackend {
   }
 
   const float* eval_batch(int n, const uint8_t* pixels, const int32_t* labels, float* loss) override {
+    return evaluate(n, pixels, labels, loss, false);
+  }
+  // The flip is the normalising kernel's own (every sample's flag set), on the device.
+  const float* eval_batch_mirrored(int n, const uint8_t* pixels, const int32_t* labels, float* loss) override {
+    return evaluate(n, pixels, labels, loss, true);
+  }
+  const float* evaluate(int n, const uint8_t* pixels, const int32_t* labels, float* loss, bool mirror) {
     drain();
-    stage_sync(n, pixels, labels, nullptr);
-    ex_.normalize(n, ex_.device_pixels(), nullptr);
+    STOKE_CHECK(n >= 1 && n <= opt_.max_batch, "evaluation batch of ", n, " for a backend of ", opt_.max_batch);
+    if (mirror) mirror_.assign(static_cast<size_t>(n), 1);
+    stage_sync(n, pixels, labels, mirror ? mirror_.data() : nullptr);
+    ex_.normalize(n, ex_.device_pixels(), mirror ? ex_.device_flips() : nullptr);
     ex_.forward(n, false);
     ex_.loss(n, ex_.device_labels(), 0.f, false);
     *loss = ex_.stats().loss;
@@ -239,6 +278,7 @@ class CudaBackend final : public TrainingBackend {
     STOKE_CHECK(r.batch.size >= 1 && r.batch.size <= opt_.max_batch, "batch of ", r.batch.size, " for a backend of ",
                 opt_.max_batch);
     STOKE_TRACE("submit");
+    STOKE_CHECK(!ema_in_place_, "a training step while evaluating on the EMA");
     if (ring_.full()) {
       // The host-side bound: the oldest step's slot (input buffer, pinned control and record) is needed again.
       wait_for(done_[static_cast<size_t>(ring_.oldest())]);
@@ -560,6 +600,8 @@ class CudaBackend final : public TrainingBackend {
   const Graph& graph_;
   BackendOptions opt_;
   CudaExecutor ex_;  // first: it selects the device the streams, events and buffers below belong to
+  bool ema_set_ = false, ema_in_place_ = false;  // --ema: uploaded; swapped into the trained weights' place
+  std::vector<uint8_t> mirror_;                  // eval_batch_mirrored's flags: all set
   const bool graphs_;
   cuda::Stream copy_;
   cuda::DeviceArena inputs_arena_;

@@ -47,6 +47,15 @@ std::string CudaExecutor::describe() const {
 std::string CudaExecutor::conv_algorithms() const {
   return impl_->visit([&](auto& e) { return e.conv_algorithms(); });
 }
+void CudaExecutor::upload_ema(const float* p, const float* b) {
+  impl_->visit([&](auto& e) { return e.upload_ema(p, b); });
+}
+void CudaExecutor::download_ema(float* p, float* b) const {
+  impl_->visit([&](auto& e) { return e.download_ema(p, b); });
+}
+void CudaExecutor::swap_ema() {
+  impl_->visit([&](auto& e) { return e.swap_ema(); });
+}
 void CudaExecutor::upload_params(const float* p) {
   impl_->visit([&](auto& e) { return e.upload_params(p); });
 }

@@ -80,6 +80,8 @@ struct CudaExecutorOptions {
   // per node a batch norm that runs in eval mode while training. Empty: all train, none in eval mode.
   std::vector<float> lr_mult;
   std::vector<char> bn_eval;
+  // --ema: step() also moves the EMA (kernels/optimizer.cuh ema_update) after the update, in the same stream. 0: off.
+  float ema_decay = 0.f;
 };
 
 struct CudaStepStats {
@@ -121,6 +123,11 @@ class CudaExecutor {
   void upload_optimizer_state(const std::vector<float>& state, int64_t steps);
   void download_optimizer_state(std::vector<float>& state, int64_t& steps) const;
   int64_t optimizer_steps() const;
+  // --ema (options.ema_decay > 0): the averaged parameters (Graph layout) and buffers. swap_ema() exchanges them with
+  // the trained ones on the device (evaluation runs on the EMA between two swaps); only between steps.
+  void upload_ema(const float* params, const float* buffers);
+  void download_ema(float* params, float* buffers) const;
+  void swap_ema();
   // Per-channel mean and std of pixel/255 (the trainer's normalisation).
   void set_normalization(const std::vector<float>& mean, const std::vector<float>& stdev);
 

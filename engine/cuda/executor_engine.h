@@ -136,6 +136,41 @@ class Engine {
     for (int k = 0; k < state_sets_; ++k) download_layout(state_ + k * pl_.total(), st.data() + k * P);
     steps = optimizer_steps();
   }
+  // --ema: its own allocation, made once at construction (before any step is captured, so its launch is in the graph).
+  void allocate_ema() {
+    const int64_t nb = std::max<int64_t>(g_.num_buffers(), 1);
+    ema_arena_ = DeviceArena(cuda::arena_round(static_cast<size_t>(pl_.total()) * sizeof(float)) +
+                                 cuda::arena_round(static_cast<size_t>(nb) * sizeof(float)),
+                             "the weight EMA (--ema)");
+    ema_params_ = ema_arena_.alloc<float>(static_cast<size_t>(pl_.total()), "EMA parameters");
+    ema_buffers_ = ema_arena_.alloc<float>(static_cast<size_t>(nb), "EMA buffers");
+    ema_arena_.zero(ctx_.stream());  // the alignment gaps stay zero, as the parameters' do
+  }
+  void upload_ema(const float* p, const float* b) {
+    STOKE_CHECK(ema_params_, "no EMA (--ema) on this executor");
+    const std::vector<float> d = pl_.to_device(p);
+    CUDA_CHECK(cudaMemcpyAsync(ema_params_, d.data(), d.size() * sizeof(float), cudaMemcpyHostToDevice, ctx_.stream()));
+    if (g_.num_buffers() > 0)
+      CUDA_CHECK(cudaMemcpyAsync(ema_buffers_, b, static_cast<size_t>(g_.num_buffers()) * sizeof(float),
+                                 cudaMemcpyHostToDevice, ctx_.stream()));
+    CUDA_CHECK(cudaStreamSynchronize(ctx_.stream()));  // `d` dies here
+  }
+  void download_ema(float* p, float* b) {
+    STOKE_CHECK(ema_params_, "no EMA (--ema) on this executor");
+    download_layout(ema_params_, p);
+    download(ema_buffers_, b, g_.num_buffers());
+  }
+  // Exchanges the trained weights and buffers with the EMA's (twice: back as they were, bit for bit), and rewrites
+  // the copies forward reads.
+  void swap_ema() {
+    STOKE_CHECK(ema_params_, "no EMA (--ema) on this executor");
+    cudaStream_t s = ctx_.stream();
+    cuda::swap_values(pl_.total(), params_, ema_params_, s);
+    cuda::swap_values(g_.num_buffers(), buffers_, ema_buffers_, s);
+    if constexpr (!std::is_same_v<T, float>) cuda::cast<float, T>(pl_.total(), params_, params_half_, s);
+    refresh_padded_weights();
+  }
+
   // The count lives on the device (a step skipped there is not counted): reading it waits for the stream.
   int64_t optimizer_steps() const {
     int64_t t = 0;
@@ -251,6 +286,9 @@ class Engine {
       cuda::adamw_step<T>(chunks_, nchunks, params_, half, grads_, state_, state_ ? state_ + pl_.total() : nullptr,
                           cuda::AdamwArgs{}, skip, s, &state_dev_->adamw);
     }
+    if (ema_params_)  // after the update, over the masters it wrote and this step's running statistics
+      cuda::ema_update(pl_.total(), ema_params_, params_, g_.num_buffers(), ema_buffers_, buffers_, opt_.ema_decay,
+                       skip, s);
     refresh_padded_weights();
   }
 
@@ -465,6 +503,9 @@ class Engine {
   T* linear_dw_ = nullptr;
   void* ce_ws_ = nullptr;
   cuda::StepState* state_dev_ = nullptr;
+  DeviceArena ema_arena_;        // --ema only
+  float* ema_params_ = nullptr;  // device layout, as params_
+  float* ema_buffers_ = nullptr;
   cuda::StepControl* ctl_ = nullptr;  // step(float lr) writes it; the asynchronous backend brings its own
   cuda::StepRecord* host_ = nullptr;  // pinned, for stats()
 

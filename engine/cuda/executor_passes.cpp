@@ -129,6 +129,7 @@ Engine<T>::Engine(const Graph& graph, int max_batch, const CudaExecutorOptions& 
   CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&host_), sizeof(cuda::StepRecord), cudaHostAllocDefault));
   *host_ = cuda::StepRecord{};
   init_step_state();
+  if (opt.ema_decay > 0.f) allocate_ema();
 
   // A usable starting point: Graph::initialize(seed 0) and pixel/255 normalisation (callers upload their own).
   std::vector<float> p(static_cast<size_t>(g_.num_params())),

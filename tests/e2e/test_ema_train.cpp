@@ -1,0 +1,159 @@
+// --ema and --tta flip through the trainer and the CLI: every step's checkpointed EMA is the recurrence over the
+// checkpointed trained weights computed here; an interrupted --ema run resumes to the same bytes; the trainer's
+// validation is evaluation of the EMA (with TTA when asked), which eval reproduces; flags are listed, recorded,
+// compared on --resume and refused by name when out of range.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "base/fs.h"
+#include "engine/checkpoint.h"
+#include "engine/inference.h"
+#include "engine/resume.h"
+#include "engine/trainer.h"
+#include "models/models.h"
+#include "tests/test_util.h"
+
+using namespace stoke;
+using stoke::test::TempDir;
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr float kDecay = 0.8f;
+
+TrainConfig ema_config(const TempDir& tmp, const std::string& run) {
+  TrainConfig c;
+  c.data = (tmp.path() / "train").string();
+  c.epochs = 2;
+  c.batch_size = 8;
+  c.lr = 0.05f;
+  c.seed = 5;
+  c.quiet = true;
+  c.ema = kDecay;
+  c.bn_recalibrate = 0;  // the checkpoints' running statistics are then the trained ones, step by step
+  c.out = (tmp.path() / run).string();
+  return c;
+}
+
+struct Data {
+  TempDir tmp{"ema"};
+  Data() {
+    test::write_tiny_folder(tmp.path() / "train", {"a", "b", "c"}, 8);  // 24 images: 3 steps of 8 per epoch
+    test::write_tiny_folder(tmp.path() / "val", {"a", "b", "c"}, 4);
+  }
+};
+Data& data() {
+  static Data d;
+  return d;
+}
+
+std::string file_bytes(const std::string& p) {
+  std::vector<uint8_t> b = read_file(p);
+  return std::string(b.begin(), b.end());
+}
+
+void reference_ema(std::vector<float>& ema, const std::vector<float>& x) {
+  const float keep = kDecay, take = 1.f - kDecay;
+  for (size_t i = 0; i < ema.size(); ++i) {
+    const float kept = keep * ema[i], taken = take * x[i];
+    ema[i] = kept + taken;
+  }
+}
+
+}  // namespace
+
+TEST(EmaTrain, EachStepsCheckpointHoldsTheRecurrenceOverTheTrainedWeights) {
+  TrainConfig c = ema_config(data().tmp, "steps");
+  c.checkpoint_every = 1;
+  c.keep_checkpoints = 100;
+  const TrainResult r = train(c, build_model);
+  ASSERT_EQ(r.steps, 6);
+  LoadedRun initial = load_run(r.run_dir, build_model, "initial");  // where the EMA starts
+  std::vector<float> ema_p = initial.params, ema_b = initial.buffers;
+  for (int step = 1; step <= 6; ++step) {
+    char name[32];
+    std::snprintf(name, sizeof name, "step-%08d", step);
+    const CheckpointData ck = load_checkpoint(r.run_dir + "/checkpoints/" + name, initial.graph, "sgd");
+    ASSERT_EQ(ck.ema_params.size(), ck.params.size()) << name << " holds no ema.safetensors";
+    reference_ema(ema_p, ck.params);
+    reference_ema(ema_b, ck.buffers);
+    EXPECT_EQ(ck.ema_params, ema_p) << name;
+    EXPECT_EQ(ck.ema_buffers, ema_b) << name << ": the batch-norm statistics are averaged";
+  }
+  // The manifest covers ema.safetensors: a changed byte there is found.
+  const std::string ema_file = r.last_checkpoint + "/ema.safetensors";
+  std::vector<uint8_t> bytes = read_file(ema_file);
+  bytes[bytes.size() - 1] ^= 1;
+  write_file(ema_file, bytes.data(), bytes.size());
+  EXPECT_NE(find_checkpoint(r.run_dir), r.last_checkpoint) << "a damaged ema.safetensors went unnoticed";
+}
+
+TEST(EmaTrain, AnInterruptedRunResumesToTheSameBytes) {
+  const TrainResult full = train(ema_config(data().tmp, "full"), build_model);
+  TrainConfig c = ema_config(data().tmp, "cut");
+  c.interrupt_after_steps = 2;  // mid-epoch
+  ASSERT_TRUE(train(c, build_model).interrupted);
+  TrainConfig rc = config_for_resume(c.out);
+  rc.quiet = true;
+  const TrainResult resumed = train(rc, build_model);
+  ASSERT_FALSE(resumed.interrupted);
+  for (const char* f : {"/ema.safetensors", "/model.safetensors"})
+    EXPECT_EQ(file_bytes(resumed.last_checkpoint + f), file_bytes(full.last_checkpoint + f)) << f;
+}
+
+// The trainer's validation ran on the EMA with TTA: eval of the checkpoint with both gives its numbers exactly, and
+// leaving out either gives others.
+TEST(EmaTrain, ValidationIsTheEmaWithTtaAndEvalReproducesIt) {
+  TrainConfig c = ema_config(data().tmp, "val-run");
+  c.val = (data().tmp.path() / "val").string();
+  c.tta_flip = true;
+  const TrainResult r = train(c, build_model);
+  const EpochStats& last = r.epochs.back();
+  const std::string val = c.val;
+  const LoadedRun ema = load_run(r.run_dir, build_model, "latest");
+  ASSERT_TRUE(ema.ema);
+  const ClassificationReport both = evaluate_folder(ema, val, 5, 1, DeviceRequest::cpu, true);
+  EXPECT_DOUBLE_EQ(both.accuracy, last.val_acc);
+  EXPECT_NEAR(both.loss, last.val_loss, 1e-6);
+  const LoadedRun raw = load_run(r.run_dir, build_model, "latest", false);
+  ASSERT_FALSE(raw.ema);
+  EXPECT_GT(std::fabs(evaluate_folder(raw, val, 5, 1, DeviceRequest::cpu, true).loss - last.val_loss), 1e-4);
+  EXPECT_GT(std::fabs(evaluate_folder(ema, val, 5, 1, DeviceRequest::cpu, false).loss - last.val_loss), 1e-4);
+  const nlohmann::json cfg = nlohmann::json::parse(file_bytes(r.run_dir + "/config.json"));
+  EXPECT_FLOAT_EQ(cfg.at("ema").get<float>(), kDecay);
+  EXPECT_EQ(cfg.at("tta"), "flip");
+}
+
+TEST(EmaTrain, TheCliListsRecordsComparesAndRefusesTheFlags) {
+  using test::run_stoke;
+  const std::string help = run_stoke("train --help").output;
+  EXPECT_NE(help.find("--ema"), std::string::npos);
+  EXPECT_NE(help.find("--tta"), std::string::npos);
+  for (const char* sub : {"eval", "predict"}) {
+    const std::string h = run_stoke(std::string(sub) + " --help").output;
+    EXPECT_NE(h.find("--no-ema"), std::string::npos) << sub;
+    EXPECT_NE(h.find("--tta"), std::string::npos) << sub;
+  }
+  const std::string data_dir = (data().tmp.path() / "train").string();
+  for (const char* bad : {"0", "1", "1.5", "-0.1", "nan", "0.999999999"}) {
+    const test::RunResult r =
+        run_stoke("train --data " + data_dir + " --ema " + bad + " --out " + (data().tmp.path() / "never").string());
+    EXPECT_EQ(r.exit_code, 2) << bad;
+    EXPECT_NE(r.output.find("--ema"), std::string::npos) << r.output;
+  }
+  EXPECT_FALSE(fs::exists(data().tmp.path() / "never"));
+  const std::string run = (data().tmp.path() / "cli").string(), val = (data().tmp.path() / "val").string();
+  const std::string args = "train --data " + data_dir + " --epochs 1 --batch-size 8 --ema 0.9 --quiet --out " + run;
+  ASSERT_EQ(run_stoke(args).exit_code, 0);
+  const test::RunResult changed = run_stoke("train --resume " + run + " --epochs 2 --ema 0.99");
+  EXPECT_EQ(changed.exit_code, 2);
+  EXPECT_NE(changed.output.find("--ema 0.99 differs from the run's 0.9"), std::string::npos) << changed.output;
+  const test::RunResult ev = run_stoke("eval --run " + run + " --data " + val + " --tta flip");
+  EXPECT_EQ(ev.exit_code, 0) << ev.output;
+  EXPECT_NE(ev.output.find("(weight EMA)"), std::string::npos) << ev.output;
+  EXPECT_NE(ev.output.find("with --tta flip"), std::string::npos) << ev.output;
+  const test::RunResult raw = run_stoke("eval --run " + run + " --data " + val + " --no-ema");
+  EXPECT_EQ(raw.output.find("weight EMA"), std::string::npos) << raw.output;
+}

@@ -1,0 +1,188 @@
+// --ema and --tta flip on the CPU backend (the reference): the EMA after each step is the recurrence computed here
+// from the trained weights the backend hands back, over the parameters and the batch-norm statistics, and a skipped
+// update leaves it alone; evaluation on it is evaluation of those weights; a mirrored evaluation mirrors, and TTA's
+// probabilities are the mean of the two passes' softmaxes computed here from known weights.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <vector>
+
+#include "base/rng.h"
+#include "engine/backend.h"
+#include "engine/graph.h"
+#include "engine/tta.h"
+
+using namespace stoke;
+
+namespace {
+
+constexpr int kH = 5, kW = 6, kC = 1, kN = 6, kClasses = 3;
+constexpr float kDecay = 0.75f;  // far from 1: every step moves the EMA by a visible amount
+
+Graph bn_graph() {
+  Graph g({kH, kW, kC}, "ema-test");
+  int x = g.relu(g.batchnorm(g.conv(g.input(), 4, 3, 1, 1, false, "conv"), "bn"));
+  g.linear(g.global_avgpool(x), kClasses, "fc");
+  return g;
+}
+
+std::vector<uint8_t> pixels(uint64_t seed, int n) {
+  std::vector<uint8_t> p(static_cast<size_t>(n * kH * kW * kC));
+  for (size_t i = 0; i < p.size(); ++i) p[i] = static_cast<uint8_t>(uniform_below(seed, i, 256));
+  return p;
+}
+
+BackendOptions options(float ema) {
+  BackendOptions o;
+  o.max_batch = kN;
+  o.optimizer.kind = OptimizerKind::adamw;
+  o.mean = {0.5f};
+  o.stdev = {0.25f};
+  o.ema_decay = ema;
+  return o;
+}
+
+struct State {
+  std::vector<float> params, buffers, opt;
+  int64_t steps = 0;
+};
+
+// The recurrence as the CPU reference defines it: (1 - decay) once in float, both products and the sum rounded.
+void reference_ema(std::vector<float>& ema, const std::vector<float>& x) {
+  const float keep = kDecay, take = 1.f - kDecay;
+  for (size_t i = 0; i < ema.size(); ++i) {
+    const float kept = keep * ema[i], taken = take * x[i];
+    ema[i] = kept + taken;
+  }
+}
+
+}  // namespace
+
+TEST(Ema, EveryAppliedStepMovesTheAverageOfWeightsAndStatisticsAndASkippedOneDoesNot) {
+  const Graph g = bn_graph();
+  auto b = make_cpu_backend(g, options(kDecay));
+  State s;
+  s.params.resize(static_cast<size_t>(g.num_params()));
+  s.buffers.resize(static_cast<size_t>(g.num_buffers()));
+  g.initialize(s.params.data(), s.buffers.data(), 7);
+  s.opt.assign(2 * s.params.size(), 0.f);
+  b->set_state(s.params, s.buffers, s.opt, 0);
+  std::vector<float> ref_p = s.params, ref_b = s.buffers;  // the EMA starts at the first weights (timm's deepcopy)
+  const std::vector<int32_t> labels = {0, 1, 2, 0, 1, 2};
+  for (int k = 0; k < 4; ++k) {
+    const std::vector<uint8_t> px = pixels(100 + k, kN);
+    const bool skip = k == 2;
+    const StepResult r = b->train_step(kN, px.data(), labels.data(), nullptr, 0.05f, skip);
+    ASSERT_EQ(r.applied, !skip);
+    b->get_state(s.params, s.buffers, s.opt, s.steps);
+    if (!skip) {
+      reference_ema(ref_p, s.params);
+      reference_ema(ref_b, s.buffers);
+    }
+    std::vector<float> ema_p, ema_b;
+    b->get_ema(ema_p, ema_b);
+    ASSERT_EQ(ema_p, ref_p) << "step " << k;
+    ASSERT_EQ(ema_b, ref_b) << "step " << k << ": the running statistics are averaged too";
+    EXPECT_NE(ema_p, s.params) << "the EMA lags the trained weights";
+  }
+}
+
+TEST(Ema, EvaluationOnTheEmaIsEvaluationOfItsWeightsAndLeavesTheTrainedOnesInPlace) {
+  const Graph g = bn_graph();
+  auto b = make_cpu_backend(g, options(kDecay));
+  State s;
+  s.params.resize(static_cast<size_t>(g.num_params()));
+  s.buffers.resize(static_cast<size_t>(g.num_buffers()));
+  g.initialize(s.params.data(), s.buffers.data(), 3);
+  s.opt.assign(2 * s.params.size(), 0.f);
+  b->set_state(s.params, s.buffers, s.opt, 0);
+  const std::vector<int32_t> labels = {0, 1, 2, 0, 1, 2};
+  for (int k = 0; k < 3; ++k) {
+    const std::vector<uint8_t> px = pixels(200 + k, kN);
+    b->train_step(kN, px.data(), labels.data(), nullptr, 0.05f);
+  }
+  std::vector<float> ema_p, ema_b;
+  b->get_ema(ema_p, ema_b);
+  b->get_state(s.params, s.buffers, s.opt, s.steps);
+  // A plain backend holding the EMA as its weights is the reference of evaluation on it.
+  auto plain = make_cpu_backend(g, options(0.f));
+  plain->set_state(ema_p, ema_b, s.opt, s.steps);
+  const std::vector<uint8_t> px = pixels(300, kN);
+  float loss = 0, want_loss = 0;
+  const float* want = plain->eval_batch(kN, px.data(), labels.data(), &want_loss);
+  const std::vector<float> expected(want, want + kN * kClasses);
+  b->use_ema(true);
+  const float* got = b->eval_batch(kN, px.data(), labels.data(), &loss);
+  EXPECT_EQ(std::vector<float>(got, got + kN * kClasses), expected);
+  EXPECT_EQ(loss, want_loss);
+  b->use_ema(false);
+  got = b->eval_batch(kN, px.data(), labels.data(), &loss);
+  EXPECT_NE(std::vector<float>(got, got + kN * kClasses), expected) << "use_ema(false) evaluates the trained weights";
+  State after;
+  b->get_state(after.params, after.buffers, after.opt, after.steps);
+  EXPECT_EQ(after.params, s.params);
+  EXPECT_EQ(after.buffers, s.buffers);
+}
+
+// A linear classifier straight on the pixels with known weights: class 0 looks at the left half, class 1 at the right
+// half, class 2 at the top row. Mirroring swaps classes 0 and 1, so the mirrored pass really differs.
+TEST(Tta, FlipAveragesTheSoftmaxOfTheImageAndOfItsMirror) {
+  Graph g({kH, kW, kC}, "tta-test");
+  g.linear(g.input(), kClasses, "fc");
+  BackendOptions o = options(0.f);
+  o.mean = {0.f};
+  o.stdev = {1.f};  // the input is pixel / 255
+  auto b = make_cpu_backend(g, o);
+  std::vector<float> params(static_cast<size_t>(g.num_params()), 0.f), buffers, opt(2 * params.size(), 0.f);
+  const ParamInfo& w = g.params()[static_cast<size_t>(g.find_param("fc.weight"))];
+  const ParamInfo& bias = g.params()[static_cast<size_t>(g.find_param("fc.bias"))];
+  auto weight = [&](int cls, int y, int x) -> float& {
+    return params[static_cast<size_t>(w.offset + cls * kH * kW + y * kW + x)];
+  };
+  for (int y = 0; y < kH; ++y)
+    for (int x = 0; x < kW; ++x) {
+      weight(0, y, x) = x < kW / 2 ? 0.9f : -0.2f;
+      weight(1, y, x) = x >= kW / 2 ? 0.7f : 0.1f;
+      weight(2, y, x) = y == 0 ? 1.3f : 0.f;
+    }
+  params[static_cast<size_t>(bias.offset + 2)] = -0.4f;
+  b->set_state(params, buffers, opt, 0);
+
+  const std::vector<uint8_t> px = pixels(11, kN);
+  const std::vector<int32_t> labels = {0, 1, 2, 2, 1, 0};
+  // The reference, written out here: logits of the image and of its mirror from the known weights.
+  std::vector<double> expected(static_cast<size_t>(kN * kClasses));
+  double expected_loss = 0;
+  for (int i = 0; i < kN; ++i) {
+    double p[2][kClasses];
+    for (int m = 0; m < 2; ++m) {
+      double z[kClasses], sum = 0;
+      for (int c = 0; c < kClasses; ++c) {
+        z[c] = params[static_cast<size_t>(bias.offset + c)];
+        for (int y = 0; y < kH; ++y)
+          for (int x = 0; x < kW; ++x) {
+            const int sx = m ? kW - 1 - x : x;
+            z[c] += weight(c, y, x) * (px[static_cast<size_t>((i * kH + y) * kW + sx)] / 255.0);
+          }
+      }
+      for (int c = 0; c < kClasses; ++c) sum += std::exp(z[c]);
+      for (int c = 0; c < kClasses; ++c) p[m][c] = std::exp(z[c]) / sum;
+    }
+    for (int c = 0; c < kClasses; ++c) expected[static_cast<size_t>(i * kClasses + c)] = 0.5 * (p[0][c] + p[1][c]);
+    expected_loss -= std::log(expected[static_cast<size_t>(i * kClasses + labels[static_cast<size_t>(i)])]);
+    EXPECT_GT(std::fabs(p[0][0] - p[1][0]), 1e-3)
+        << "the mirror must change the prediction for the test to mean anything";
+  }
+  expected_loss /= kN;
+
+  std::vector<float> scratch;
+  float loss = 0;
+  const float* logits = eval_logits(*b, kN, kClasses, px.data(), labels.data(), true, &loss, scratch);
+  const std::vector<double> got = softmax_rows(logits, kN, kClasses);
+  for (size_t j = 0; j < got.size(); ++j) EXPECT_NEAR(got[j], expected[j], 2e-6) << "row " << j / kClasses;
+  EXPECT_NEAR(loss, expected_loss, 1e-5);
+  // Without TTA: the image alone (the check above is not passing by accident of equal passes).
+  const std::vector<double> plain =
+      softmax_rows(eval_logits(*b, kN, kClasses, px.data(), labels.data(), false, &loss, scratch), kN, kClasses);
+  EXPECT_GT(std::fabs(plain[0] - expected[0]), 1e-4);
+}
