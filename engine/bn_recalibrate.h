@@ -19,7 +19,10 @@ namespace stoke {
 // and optimizer state end as they began. next(k) returns batch k (tag, n, pixels or ids, labels, flips);
 // release(tag) is called once the backend is done with its memory. Buffers no batch norm updates are kept.
 // Nothing may be in flight; in a data-parallel world every rank calls it with the same `batches`.
+// ema (--ema): the backend's EMA statistics are recomputed the same way under the EMA's weights, from the same batches
+// (torch.optim.swa_utils.update_bn on the averaged model); the EMA's parameters stay as they are.
 void recalibrate_batchnorm(TrainingBackend& backend, const Graph& graph, int batches,
-                           const std::function<StepRequest(int)>& next, const std::function<void(int64_t)>& release);
+                           const std::function<StepRequest(int)>& next, const std::function<void(int64_t)>& release,
+                           bool ema = false);
 
 }  // namespace stoke

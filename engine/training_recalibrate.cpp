@@ -40,7 +40,8 @@ int TrainingRun::recalibrate_batch_norm() {
     r.transforms = input_.transforms.draw(rb);  // the recipe's too, as a training step would see the batch
     return r;
   };
-  recalibrate_batchnorm(*backend_, model_.graph, batches, next, [this](int64_t tag) { release(tag); });
+  recalibrate_batchnorm(
+      *backend_, model_.graph, batches, next, [this](int64_t tag) { release(tag); }, cfg_.ema > 0.f);
   if (!cfg_.quiet)
     console_.say(
         "batch norm: running statistics recomputed over %d training batches (%lld images) with the final "

@@ -9,6 +9,7 @@
 
 #include "base/rng.h"
 #include "engine/backend.h"
+#include "engine/bn_recalibrate.h"
 #include "engine/graph.h"
 #include "engine/tta.h"
 
@@ -122,6 +123,49 @@ TEST(Ema, EvaluationOnTheEmaIsEvaluationOfItsWeightsAndLeavesTheTrainedOnesInPla
   b->get_state(after.params, after.buffers, after.opt, after.steps);
   EXPECT_EQ(after.params, s.params);
   EXPECT_EQ(after.buffers, s.buffers);
+}
+
+// --bn-recalibrate with --ema: the EMA's statistics become those a plain backend holding the EMA's weights
+// recalibrates to from the same batches (swa_utils.update_bn on the averaged model); its parameters stay.
+TEST(Ema, RecalibrationRecomputesTheEmasStatisticsUnderItsOwnWeights) {
+  const Graph g = bn_graph();
+  auto b = make_cpu_backend(g, options(kDecay));
+  State s;
+  s.params.resize(static_cast<size_t>(g.num_params()));
+  s.buffers.resize(static_cast<size_t>(g.num_buffers()));
+  g.initialize(s.params.data(), s.buffers.data(), 5);
+  s.opt.assign(2 * s.params.size(), 0.f);
+  b->set_state(s.params, s.buffers, s.opt, 0);
+  const std::vector<int32_t> labels = {0, 1, 2, 0, 1, 2};
+  std::vector<std::vector<uint8_t>> px;
+  for (int k = 0; k < 5; ++k) px.push_back(pixels(400 + k, kN));
+  for (int k = 0; k < 3; ++k) b->train_step(kN, px[static_cast<size_t>(k)].data(), labels.data(), nullptr, 0.05f);
+  std::vector<float> ema_p, ema_b;
+  b->get_ema(ema_p, ema_b);
+  b->get_state(s.params, s.buffers, s.opt, s.steps);
+  auto next = [&](int k) {
+    StepRequest r;
+    r.batch.tag = k;
+    r.batch.size = kN;
+    r.batch.pixels = px[static_cast<size_t>(3 + k)].data();
+    r.batch.labels = labels.data();
+    return r;
+  };
+  auto plain = make_cpu_backend(g, options(0.f));
+  plain->set_state(ema_p, ema_b, s.opt, s.steps);
+  recalibrate_batchnorm(*plain, g, 2, next, [](int64_t) {});
+  State want;
+  plain->get_state(want.params, want.buffers, want.opt, want.steps);
+  recalibrate_batchnorm(
+      *b, g, 2, next, [](int64_t) {}, true);
+  std::vector<float> got_p, got_b;
+  b->get_ema(got_p, got_b);
+  EXPECT_EQ(got_p, ema_p);
+  EXPECT_EQ(got_b, want.buffers);
+  EXPECT_NE(got_b, ema_b) << "the averaged statistics were replaced";
+  State after;
+  b->get_state(after.params, after.buffers, after.opt, after.steps);
+  EXPECT_EQ(after.params, s.params);
 }
 
 // A linear classifier straight on the pixels with known weights: class 0 looks at the left half, class 1 at the right
