@@ -15,13 +15,13 @@ using json = nlohmann::json;
 
 namespace {
 
-// "A:B" or "A" (then A:A).
-AugmentRange parse_range(const char* flag, const std::string& v) {
+// "A:B" or "A" (then A:A). `form` is what the flag takes, for the message.
+AugmentRange parse_range(const char* flag, const std::string& v, const char* form = "MIN:MAX (or one number)") {
   auto number = [&](const std::string& s) {
     char* end = nullptr;
     const float x = std::strtof(s.c_str(), &end);
     if (s.empty() || *end != '\0' || !std::isfinite(x))
-      throw UserError(str(flag, " must be MIN:MAX (or one number), got '", v, "'"));
+      throw UserError(str(flag, " must be ", form, " of finite numbers, got '", v, "'"));
     return x;
   };
   const size_t colon = v.find(':');
@@ -101,7 +101,7 @@ void apply_flags(const AugmentFlags& f, AugmentRecipe& r) {
     size_t at = 0;
     while (true) {
       const size_t colon = f.fill->find(':', at);
-      const AugmentRange v = parse_range("--fill", f.fill->substr(at, colon - at));
+      const AugmentRange v = parse_range("--fill", f.fill->substr(at, colon - at), "V or V1:V2:V3");
       r.fill.push_back(checked("--fill", v.lo, 0.f, 255.f, "pixel values in [0, 255]"));
       if (colon == std::string::npos) break;
       at = colon + 1;

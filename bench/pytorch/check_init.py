@@ -8,7 +8,7 @@ its own initialisation (docs/MODELS.md):
                                                                     zero linear bias; keys renamed to MONAI's)
   small-cnn*      bench/pytorch/stoke_torch.py SmallCNN            (stoke's own model: its twin is the reference)
 
-  check_init.py --export INIT.safetensors [--seed 0] [--sigmas 5]
+  check_init.py --export INIT.safetensors... [--seed 0] [--sigmas 5]
 
 Constant tensors (BN weights and biases, zero biases, running statistics) must be equal. Random ones: the standard
 deviation and the mean must agree within --sigmas sampling errors of the two samples (a sample's std has a standard
@@ -68,21 +68,15 @@ def compare(name, a, b, sigmas):
     return use <= 1.0, use, f"std {sa:.5g} vs {sb:.5g}, mean {ma:+.3g} vs {mb:+.3g} (n {n})"
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--export", required=True, help="stoke export --checkpoint initial of a run")
-    ap.add_argument("--seed", type=int, default=0, help="torch.manual_seed for the reference")
-    ap.add_argument("--sigmas", type=float, default=5.0)
-    a = ap.parse_args()
-
-    tensors, meta = st.load_safetensors(a.export)
+def check(path, seed, sigmas):
+    tensors, meta = st.load_safetensors(path)
     try:
         model = meta["stoke_model"]
         h, w, c = (int(v) for v in meta["input_hwc"].split("x"))
         classes = len(json.loads(meta["classes"]))
     except (KeyError, ValueError) as e:
-        sys.exit(f"check_init.py: {a.export}: metadata lacks or garbles {e}")
-    torch.manual_seed(a.seed)
+        sys.exit(f"check_init.py: {path}: metadata lacks or garbles {e}")
+    torch.manual_seed(seed)
     ref, rename = reference(model, c, classes, h, w)
     ref_sd = {rename(k): v for k, v in ref.state_dict().items() if not k.endswith("num_batches_tracked")}
     mine = {k: v for k, v in tensors.items() if not k.endswith("num_batches_tracked")}
@@ -92,7 +86,7 @@ def main():
         return 1
     worst, worst_what, bad = 0.0, "", []
     for name, b in ref_sd.items():
-        ok, use, what = compare(name, mine[name], b, a.sigmas)
+        ok, use, what = compare(name, mine[name], b, sigmas)
         if not ok:
             bad.append(f"{name}: {what}")
         if use > worst and math.isfinite(use):
@@ -100,8 +94,19 @@ def main():
     for line in bad[:10]:
         print(f"FAIL {model} {line}")
     print(f"{model} {h}x{w}x{c}: {len(ref_sd)} tensors, {len(bad)} differ; worst random tensor uses "
-          f"{100 * worst:.0f}% of {a.sigmas:g} sampling errors ({worst_what})")
+          f"{100 * worst:.0f}% of {sigmas:g} sampling errors ({worst_what})")
     return 1 if bad else 0
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--export", required=True, nargs="+",
+                    help="stoke export --checkpoint initial of a run (several: one Python start for all)")
+    ap.add_argument("--seed", type=int, default=0, help="torch.manual_seed for the reference")
+    ap.add_argument("--sigmas", type=float, default=5.0)
+    a = ap.parse_args()
+    failed = [path for path in a.export if check(path, a.seed, a.sigmas)]
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
