@@ -124,10 +124,14 @@ PY
 }
 # Evaluation of one run on the GPU and on the CPU: the image count and the accuracy must be equal, the loss and the
 # ROC-AUC may differ in their last digits (the two backends sum in different orders): within 1e-3 relative.
-eval_compare() {  # eval_compare RUN DATA
-  "$B/bin/stoke" eval --device cuda --run "$1" --data "$2" > "$LOGS/eval-cuda.txt" 2>&1 || { cat "$LOGS/eval-cuda.txt"; return 1; }
-  "$B/bin/stoke" eval --device cpu --run "$1" --data "$2" > "$LOGS/eval-cpu.txt" 2>&1 || { cat "$LOGS/eval-cpu.txt"; return 1; }
-  python3 "$ROOT/scripts/gpu-check/eval_compare.py" "$LOGS/eval-cuda.txt" "$LOGS/eval-cpu.txt"
+eval_compare() {  # eval_compare RUN DATA: logs named after the run, so two comparisons keep both
+  local tag
+  tag=$(basename "$1")
+  "$B/bin/stoke" eval --device cuda --run "$1" --data "$2" > "$LOGS/eval-cuda-$tag.txt" 2>&1 ||
+    { cat "$LOGS/eval-cuda-$tag.txt"; return 1; }
+  "$B/bin/stoke" eval --device cpu --run "$1" --data "$2" > "$LOGS/eval-cpu-$tag.txt" 2>&1 ||
+    { cat "$LOGS/eval-cpu-$tag.txt"; return 1; }
+  python3 "$ROOT/scripts/gpu-check/eval_compare.py" "$LOGS/eval-cuda-$tag.txt" "$LOGS/eval-cpu-$tag.txt"
 }
 
 # Fine-tuning on the device, from a run's export: --freeze backbone for an epoch (the export keeps every backbone
