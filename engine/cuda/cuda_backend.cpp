@@ -44,6 +44,7 @@
 #include "engine/cuda/grad_sync.h"
 #include "engine/cuda/runtime.h"
 #include "engine/cuda/step_graph.h"
+#include "engine/cuda/step_inputs.h"
 #include "engine/cuda/step_ring.h"
 #include "engine/dist/communicator.h"
 #include "engine/train_step.h"
@@ -52,6 +53,8 @@
 namespace stoke {
 namespace {
 
+using cuda::InputBuffer;
+using cuda::PinnedSlots;
 using cuda::StepRing;
 constexpr int kSlots = StepRing::kSlots;
 // Full-size steps run uncaptured before the first capture: cuDNN/cuBLASLt set-up on first use and lazy kernel
@@ -62,49 +65,6 @@ bool graphs_disabled_by_env() {
   const char* e = std::getenv("STOKE_NO_GRAPHS");
   return e != nullptr && *e != '\0' && std::strcmp(e, "0") != 0;
 }
-
-// The per-slot host memory the device writes to and copies from: pinned, so the copies are truly asynchronous
-// and nothing is staged through pageable memory.
-class PinnedSlots {
- public:
-  explicit PinnedSlots(int max_batch) : max_batch_(static_cast<size_t>(max_batch)) {
-    CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&p_), sizeof(Block), cudaHostAllocDefault));
-    *p_ = Block{};
-    const size_t bytes = kSlots * max_batch_ * sizeof(SampleTransform);
-    CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&transforms_), bytes, cudaHostAllocDefault));
-  }
-  ~PinnedSlots() {
-    CUDA_CHECK_NOEXCEPT(cudaFreeHost(transforms_));
-    CUDA_CHECK_NOEXCEPT(cudaFreeHost(p_));
-  }
-  PinnedSlots(const PinnedSlots&) = delete;
-  PinnedSlots& operator=(const PinnedSlots&) = delete;
-  cuda::StepControl& control(int slot) { return p_->control[static_cast<size_t>(slot)]; }
-  cuda::StepRecord& record(int slot) { return p_->record[static_cast<size_t>(slot)]; }
-  BatchMix& mix(int slot) { return p_->mix[static_cast<size_t>(slot)]; }
-  SampleTransform* transforms(int slot) { return transforms_ + static_cast<size_t>(slot) * max_batch_; }
-
- private:
-  struct Block {
-    std::array<cuda::StepControl, kSlots> control;
-    std::array<cuda::StepRecord, kSlots> record;
-    std::array<BatchMix, kSlots> mix;
-  };
-  Block* p_ = nullptr;
-  size_t max_batch_;
-  SampleTransform* transforms_ = nullptr;  // max_batch per slot: the trainer's copy may be gone once submit returns
-};
-
-// One device input buffer: what a step reads, filled by the copy stream.
-struct InputBuffer {
-  uint8_t* pixels = nullptr;
-  int32_t* labels = nullptr;
-  uint8_t* flips = nullptr;
-  int64_t* ids = nullptr;                 // --cache gpu: the step's sample ids into the held set
-  SampleTransform* transforms = nullptr;  // an augmentation recipe's, one per sample
-  BatchMix* mix = nullptr;                // a mixing run's (kernels/mix.h)
-  cuda::StepControl* control = nullptr;
-};
 
 class CudaBackend final : public TrainingBackend {
  public:
