@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <functional>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -57,9 +58,20 @@ struct UseArgs {
   bool tensorboard = false;
   bool json = false;
   DeviceRequest device = DeviceRequest::automatic;
-  bool no_ema = false;  // --no-ema: a run's trained weights instead of its weight EMA
-  bool tta_flip = false;
+  bool no_ema = false;           // --no-ema: a run's trained weights instead of its weight EMA
+  std::optional<bool> tta_flip;  // --tta for eval and predict; unset: as the run validated
 };
+
+// Whether eval and predict flip, and the words saying so ("" when neither the run nor the user asked for it).
+struct TtaChoice {
+  bool flip = false;
+  std::string note;
+};
+TtaChoice tta_choice(const UseArgs& u, const LoadedRun& r) {
+  if (!u.tta_flip) return {r.tta_flip, r.tta_flip ? "test-time augmentation: flip (as the run; --tta none: off)" : ""};
+  if (*u.tta_flip) return {true, "test-time augmentation: flip"};
+  return {false, r.tta_flip ? "test-time augmentation: none (--tta none; the run validated with flip)" : ""};
+}
 
 void add_no_ema(CLI::App* app, bool& no_ema) {
   app->add_flag("--no-ema", no_ema, "A run trained with --ema: its trained weights instead of their EMA (the default)");
@@ -76,7 +88,7 @@ void add_use(CLI::App& app, UseArgs& u) {
   ev->add_option("--batch-size", u.batch_size, "Images per batch")->capture_default_str()->check(kPositive);
   add_choice(ev, "--device", u.device, parse_device, kDevices, "auto | cpu | cuda (as for train)");
   add_no_ema(ev, u.no_ema);
-  add_tta(ev, u.tta_flip, "evaluation");
+  add_use_tta(ev, u.tta_flip, "evaluation");
   auto* pr = app.add_subcommand("predict", "Print the predicted class and probability of each image");
   pr->add_option("--run", u.run, "Run folder (or one of its checkpoint folders)")->required();
   pr->add_option("images", u.images, "Image files (JPEG, PNG, WebP)")->required();
@@ -86,7 +98,7 @@ void add_use(CLI::App& app, UseArgs& u) {
   pr->add_option("--top", u.top, "Show the K most likely classes")->capture_default_str()->check(kPositive);
   add_choice(pr, "--device", u.device, parse_device, kDevices, "auto | cpu | cuda (as for train)");
   add_no_ema(pr, u.no_ema);
-  add_tta(pr, u.tta_flip, "prediction");
+  add_use_tta(pr, u.tta_flip, "prediction");
   pr->add_flag("--json", u.json,
                "One JSON object per image and line: path, class, probability and every class's "
                "probability at full precision (or path and error)");
@@ -222,24 +234,28 @@ int run_diagnose(DiagArgs& d) {
 
 int run_eval(const UseArgs& u) {
   LoadedRun r = load_run(u.run, build_model, u.which, !u.no_ema);
-  std::printf("model: %s from %s%s%s\n", r.model.c_str(), display_name(r.checkpoint).c_str(),
-              r.ema ? " (weight EMA)" : "", u.tta_flip ? ", test-time augmentation: flip" : "");
-  ClassificationReport rep = evaluate_folder(r, u.data, u.batch_size, 1, u.device, u.tta_flip);
+  const TtaChoice tta = tta_choice(u, r);
+  std::printf("model: %s from %s%s%s%s\n", r.model.c_str(), display_name(r.checkpoint).c_str(),
+              r.ema ? " (weight EMA)" : "", tta.note.empty() ? "" : ", ", tta.note.c_str());
+  ClassificationReport rep = evaluate_folder(r, u.data, u.batch_size, 1, u.device, tta.flip);
   if (rep.count == 0)
     throw UserError(str("none of the ", rep.unreadable, " images in ", display_name(u.data), " could be read"));
   const std::string left_out =
       rep.unreadable > 0 ? str(" (", rep.unreadable, " unreadable, left out: the numbers cover the readable ones)")
                          : "";
   std::printf("%s images evaluated%s%s: accuracy %.2f%%, loss %.4f, macro ROC-AUC %.4f\n\n%s",
-              format_count(static_cast<double>(rep.count)).c_str(), u.tta_flip ? " with --tta flip" : "",
+              format_count(static_cast<double>(rep.count)).c_str(), tta.flip ? " with --tta flip" : "",
               left_out.c_str(), 100 * rep.accuracy, rep.loss, rep.macro_auc, rep.confusion_table(r.classes).c_str());
   return 0;
 }
 
 int run_predict(const UseArgs& u) {
   LoadedRun r = load_run(u.run, build_model, u.which, !u.no_ema);
+  const TtaChoice tta = tta_choice(u, r);
+  // On stderr: stdout holds one line (or JSON object) per image and nothing else.
+  if (!tta.note.empty()) std::fprintf(stderr, "%s\n", tta.note.c_str());
   int bad = 0;
-  for (const Prediction& p : predict(r, u.images, 64, u.device, u.tta_flip)) {
+  for (const Prediction& p : predict(r, u.images, 64, u.device, tta.flip)) {
     if (u.json) {
       nlohmann::json j = {{"path", display_name(p.path)}};  // name_from_display gives the file's bytes again
       if (!p.ok) {

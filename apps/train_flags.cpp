@@ -1,4 +1,4 @@
-// The train subcommand's flags (and --tta, which eval and predict share).
+// The train subcommand's flags (and --tta, which eval and predict share in their own form).
 #include "apps/train_flags.h"
 
 #include <cmath>
@@ -21,6 +21,17 @@ void add_tta(CLI::App* app, bool& tta_flip, const char* what) {
       ->check(CLI::IsMember({"none", "flip"}))
       ->type_name("none|flip")
       ->default_str("none");
+}
+
+void add_use_tta(CLI::App* app, std::optional<bool>& tta_flip, const char* what) {
+  app->add_option_function<std::string>(
+         "--tta", [&tta_flip](const std::string& v) { tta_flip = v == "flip"; },
+         str("Test-time augmentation in ", what,
+             ": flip averages the class probabilities of each image and its left-right mirror; none: off; "
+             "unset: what the run's own validation used (its config.json)"))
+      ->check(CLI::IsMember({"none", "flip"}))
+      ->type_name("none|flip")
+      ->default_str("as the run");
 }
 
 void add_train(CLI::App& app, TrainConfig& cfg, AugmentFlags& augment, std::string& optimizer, std::string& schedule,

@@ -89,6 +89,7 @@ LoadedRun load_run(const std::string& path, const ModelFactory& build_model, con
       r.classes.push_back(name_from_display(c));  // config.json shows the names: the folders hold the bytes
     r.mean = cfg.at("normalize_mean").get<std::vector<float>>();
     r.stdev = cfg.at("normalize_std").get<std::vector<float>>();
+    r.tta_flip = cfg.value("tta", std::string("none")) == "flip";  // runs from before --tta record none
   } catch (const json::exception& e) {
     throw Error(str(display_name((run_dir / "config.json").string()), " lacks a field: ", json_problem(e)));
   }

@@ -22,7 +22,8 @@ struct LoadedRun {
   int64_t step = 0;                // training steps behind these weights
   Graph graph{Shape3{1, 1, 1}};    // replaced by load_run
   std::vector<float> params, buffers;
-  bool ema = false;  // params and buffers are the run's weight EMA (--ema), not its trained weights
+  bool ema = false;       // params and buffers are the run's weight EMA (--ema), not its trained weights
+  bool tta_flip = false;  // the run validated with --tta flip (config.json's "tta"): eval and predict follow it
 };
 
 // `path` is a run folder (uses checkpoints/<which>, falling back to latest when there is no best) or a

@@ -157,3 +157,49 @@ TEST(EmaTrain, TheCliListsRecordsComparesAndRefusesTheFlags) {
   const test::RunResult raw = run_stoke("eval --run " + run + " --data " + val + " --no-ema");
   EXPECT_EQ(raw.output.find("weight EMA"), std::string::npos) << raw.output;
 }
+
+// eval and predict of a run trained with --tta flip flip as its validation did, unless --tta none says otherwise,
+// and say which they do; a run trained without it is evaluated without it.
+TEST(EmaTrain, EvalAndPredictFollowTheRunsTta) {
+  using test::run_stoke;
+  for (const char* sub : {"eval", "predict"})
+    EXPECT_NE(run_stoke(std::string(sub) + " --help").output.find("as the run"), std::string::npos) << sub;
+  const std::string train_dir = (data().tmp.path() / "train").string(), val = (data().tmp.path() / "val").string();
+  const std::string run = (data().tmp.path() / "tta-run").string();
+  ASSERT_EQ(run_stoke("train --data " + train_dir + " --val " + val +
+                      " --epochs 1 --batch-size 8 --tta flip --quiet --out " + run)
+                .exit_code,
+            0);
+  auto result_line = [](const std::string& out) {  // "N images evaluated ...: accuracy, loss, AUC"
+    const size_t at = out.find("images evaluated");
+    return at == std::string::npos ? std::string() : out.substr(at, out.find('\n', at) - at);
+  };
+  const test::RunResult as_run = run_stoke("eval --run " + run + " --data " + val);
+  const test::RunResult flip = run_stoke("eval --run " + run + " --data " + val + " --tta flip");
+  const test::RunResult none = run_stoke("eval --run " + run + " --data " + val + " --tta none");
+  ASSERT_EQ(as_run.exit_code, 0) << as_run.output;
+  EXPECT_NE(as_run.output.find("test-time augmentation: flip (as the run"), std::string::npos) << as_run.output;
+  EXPECT_NE(none.output.find("test-time augmentation: none (--tta none"), std::string::npos) << none.output;
+  EXPECT_EQ(result_line(as_run.output), result_line(flip.output));
+  EXPECT_NE(result_line(as_run.output), result_line(none.output));
+  // predict's probabilities at full precision: the run's default is the flipped ones, --tta none the plain ones.
+  const std::string image = (data().tmp.path() / "val" / "a" / "0.jpg").string();
+  auto probabilities = [&](const std::string& flags) {
+    const test::RunResult r = run_stoke("predict --json --run " + run + " " + image + flags);
+    const size_t brace = r.output.find('{');
+    EXPECT_NE(brace, std::string::npos) << r.output;
+    return brace == std::string::npos
+               ? nlohmann::json()
+               : nlohmann::json::parse(r.output.substr(brace, r.output.find('\n', brace) - brace)).at("probabilities");
+  };
+  const nlohmann::json p_run = probabilities(""), p_flip = probabilities(" --tta flip");
+  EXPECT_EQ(p_run, p_flip);
+  EXPECT_NE(p_run, probabilities(" --tta none"));
+  EXPECT_NE(run_stoke("predict --run " + run + " " + image).output.find("flip (as the run"), std::string::npos);
+  // A run without --tta: no flip, and nothing said about it.
+  const std::string plain = (data().tmp.path() / "no-tta-run").string();
+  ASSERT_EQ(run_stoke("train --data " + train_dir + " --epochs 1 --batch-size 8 --quiet --out " + plain).exit_code, 0);
+  const test::RunResult ev = run_stoke("eval --run " + plain + " --data " + val);
+  EXPECT_EQ(ev.output.find("test-time augmentation"), std::string::npos) << ev.output;
+  EXPECT_EQ(ev.output.find("with --tta flip"), std::string::npos) << ev.output;
+}
