@@ -101,6 +101,17 @@ void start_from_init(TrainConfig& cfg, RunPlan& plan, RunModel& model) {
   fixed_normalization(cfg.normalize, channels, plan.mean, plan.stdev);
 }
 
+// The rest of the header's data or val line: the seeded subset drawn, and what indexing a folder left out.
+std::string data_line_tail(const io::Source* all, int64_t used, const char* limit_flag) {
+  std::string s;
+  if (used < all->size())
+    s = str(", a seeded subset of the ", format_count(static_cast<double>(all->size())), " (", limit_flag, ")");
+  if (const auto* folder = dynamic_cast<const io::FolderSource*>(all))
+    s += str("; ", folder->left_out_summary(),
+             folder->left_out().empty() ? "" : " (every path in left_out.txt in the run folder)");
+  return s;
+}
+
 }  // namespace
 
 void check_train_config(const TrainConfig& cfg) {
@@ -438,11 +449,15 @@ void TrainingRun::announce() {
       console_.say("device: --device cpu: %s\n", backend_->describe().c_str());
     else
       console_.say("device: no usable GPU (%s): %s\n", plan_.device.probe.reason.c_str(), backend_->describe().c_str());
-    console_.say(
-        "data: %s images in %d classes (%dx%dx%d)%s, val: %s\n",
-        format_count(static_cast<double>(plan_.data.train_count)).c_str(), plan_.data.classes, plan_.data.shape.h,
-        plan_.data.shape.w, plan_.data.shape.c, cfg_.limit_train > 0 ? " (subset)" : "",
-        plan_.data.has_val ? (format_count(static_cast<double>(plan_.data.val_count)) + " images").c_str() : "none");
+    console_.say("data: %s images in %d classes (%dx%dx%d)%s\n",
+                 format_count(static_cast<double>(plan_.data.train_count)).c_str(), plan_.data.classes,
+                 plan_.data.shape.h, plan_.data.shape.w, plan_.data.shape.c,
+                 data_line_tail(plan_.data.train_all.get(), plan_.data.train_count, "--limit-train").c_str());
+    if (plan_.data.has_val)
+      console_.say("val: %s images%s\n", format_count(static_cast<double>(plan_.data.val_count)).c_str(),
+                   data_line_tail(plan_.data.val_all.get(), plan_.data.val_count, "--limit-val").c_str());
+    else
+      console_.say("val: none\n");
     const std::string model = model_.graph.description().empty() ? cfg_.model : model_.graph.description();
     const std::string params = format_count(static_cast<double>(model_.graph.num_params()));
     const double mmac = static_cast<double>(model_.graph.forward_macs()) / 1e6;
@@ -453,11 +468,6 @@ void TrainingRun::announce() {
       console_.say("model: %s, %s parameters, %.2f MMAC/image; %s, lr %g, %s schedule, batch %d, %d epochs\n",
                    model.c_str(), params.c_str(), mmac, to_string(cfg_.optimizer.kind), static_cast<double>(cfg_.lr),
                    to_string(cfg_.schedule), plan_.batch.global, cfg_.epochs);
-    for (const auto& [what, src] :
-         {std::pair{"data", plan_.data.train_all.get()}, std::pair{"val", plan_.data.val_all.get()}})
-      if (const auto* folder = dynamic_cast<const io::FolderSource*>(src))
-        console_.say("%s: %s%s\n", what, folder->index_summary().c_str(),
-                     folder->left_out().empty() ? "" : " (every path in left_out.txt in the run folder)");
     if (!plan_.data.shape_note.empty()) console_.say("input: %s\n", plan_.data.shape_note.c_str());
     for (const std::string& note : model_.notes) console_.say("%s\n", note.c_str());
     if (!plan_.batch.auto_note.empty()) console_.say("%s\n", plan_.batch.auto_note.c_str());

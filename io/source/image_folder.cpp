@@ -331,9 +331,12 @@ ImageFolder index_image_folder(const std::string& root) {
 }
 
 std::string index_summary(const ImageFolder& folder) {
-  std::string s = str("indexed ", format_count(static_cast<double>(folder.samples.size())), " images in ",
-                      folder.classes.size(), folder.classes.size() == 1 ? " class" : " classes");
-  if (folder.left_out.empty()) return s + "; nothing left out";
+  return str("indexed ", format_count(static_cast<double>(folder.samples.size())), " images in ", folder.classes.size(),
+             folder.classes.size() == 1 ? " class; " : " classes; ", left_out_summary(folder));
+}
+
+std::string left_out_summary(const ImageFolder& folder) {
+  if (folder.left_out.empty()) return "nothing left out";
   LeftOutCounts all = folder.root_left_out;
   for (const LeftOutCounts& c : folder.class_left_out)
     for (int r = 0; r < kLeftOutReasons; ++r)
@@ -348,7 +351,7 @@ std::string index_summary(const ImageFolder& folder) {
   }
   std::vector<std::pair<std::string, int64_t>> by_count(ext.begin(), ext.end());
   std::stable_sort(by_count.begin(), by_count.end(), [](const auto& a, const auto& b) { return a.second > b.second; });
-  s += str("; left out ", format_count(static_cast<double>(all.total())), ":");
+  std::string s = str("left out ", format_count(static_cast<double>(all.total())), ":");
   bool first = true;
   for (int r = 0; r < kLeftOutReasons; ++r) {
     const int64_t n = all.by_reason[static_cast<size_t>(r)];

@@ -67,6 +67,8 @@ ImageFolder index_image_folder(const std::string& root);
 // One line: "indexed 1234 images in 10 classes; left out 7: 4 other extension (.txt 3, .gif 1), 2 hidden/system,
 // 1 dangling link". Names in it are valid UTF-8 (display_name).
 std::string index_summary(const ImageFolder& folder);
+// Its part after the counts: "nothing left out" or "left out 7: ..." (the trainer's data line says the counts).
+std::string left_out_summary(const ImageFolder& folder);
 
 // The geometry of the data set, read from the headers of the first few images: the most common
 // height/width, and channels = 1 when every probed image is grayscale (or gray + alpha), else 3.

@@ -102,7 +102,7 @@ ReadStatus read_file_into(const std::string& path, std::vector<uint8_t>& scratch
 }
 
 FolderSource::FolderSource(ImageFolder folder)
-    : index_summary_(stoke::io::index_summary(folder)), left_out_(std::move(folder.left_out)) {
+    : left_out_summary_(stoke::io::left_out_summary(folder)), left_out_(std::move(folder.left_out)) {
   samples_ = std::move(folder.samples);
   classes_ = std::move(folder.classes);
   root_ = std::move(folder.root);
@@ -129,9 +129,7 @@ SubsetSource::SubsetSource(std::shared_ptr<const Source> base, std::vector<int64
   for (int64_t i : indices_) STOKE_CHECK(i >= 0 && i < base_->size(), "subset index ", i, " of ", base_->size());
 }
 
-std::string SubsetSource::description() const {
-  return str(indices_.size(), " of ", base_->description());
-}
+std::string SubsetSource::description() const { return str(indices_.size(), " of ", base_->description()); }
 
 std::shared_ptr<const Source> open_source(const std::string& path, bool verify_checksums) {
   struct stat st {};
@@ -180,9 +178,11 @@ DataShape probe_source_shape(const Source& source, int max_probe) {
   DataShape d{best.first, best.second, all_gray ? 1 : 3, ok, sides.front(), sides[sides.size() / 2], sides.back(), ""};
   if (2 * best_votes >= ok) return d;  // most images share one size: that is the data's size
   const int side = std::clamp(d.median_side, 1, kMaxAutoSide);
-  d.why = str("images differ in size (shorter side ", d.min_side, " to ", d.max_side, ", median ", d.median_side, " over ",
-              ok, " probed): training at ", side, "x", side, d.median_side > kMaxAutoSide ? str(" (the median, capped at ", kMaxAutoSide, ")") : std::string(" (the median)"),
-              ", centre-cropped to square; --image-size N chooses another");
+  d.why = str(
+      "images differ in size (shorter side ", d.min_side, " to ", d.max_side, ", median ", d.median_side, " over ", ok,
+      " probed): training at ", side, "x", side,
+      d.median_side > kMaxAutoSide ? str(" (the median, capped at ", kMaxAutoSide, ")") : std::string(" (the median)"),
+      ", centre-cropped to square; --image-size N chooses another");
   d.h = d.w = side;
   return d;
 }

@@ -59,15 +59,15 @@ class FolderSource final : public Source {
   ReadStatus read(int64_t i, std::vector<uint8_t>& scratch, std::span<const uint8_t>& bytes,
                   std::string* error) const override;
   const std::vector<Sample>& samples() const { return samples_; }
-  // What indexing found and left out (empty for a list of samples): index_summary()'s line, and every path.
-  const std::string& index_summary() const { return index_summary_; }
+  // What indexing left out (empty for a list of samples): left_out_summary()'s words, and every path.
+  const std::string& left_out_summary() const { return left_out_summary_; }
   const std::vector<LeftOut>& left_out() const { return left_out_; }
 
  private:
   std::vector<Sample> samples_;
   std::vector<std::string> classes_;
   std::string root_;
-  std::string index_summary_;
+  std::string left_out_summary_;
   std::vector<LeftOut> left_out_;
 };
 
@@ -105,8 +105,8 @@ std::shared_ptr<const Source> open_source(const std::string& path, bool verify_c
 std::string class_difference(const std::vector<std::string>& expected, const std::vector<std::string>& got,
                              const std::string& where);
 
-// The data's geometry from the headers of a few samples spread over the set (io/source/image_folder.h probe_shape, for any
-// source): the most common h x w; c = 1 when every probed image is grayscale, else 3.
+// The data's geometry from the headers of a few samples spread over the set (io/source/image_folder.h probe_shape, for
+// any source): the most common h x w; c = 1 when every probed image is grayscale, else 3.
 DataShape probe_source_shape(const Source& source, int max_probe = 64);
 
 }  // namespace stoke::io

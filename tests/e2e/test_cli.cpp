@@ -248,6 +248,27 @@ TEST(Cli, HelpShowsTheTrueDefaults) {
   }
 }
 
+// The header says each data set once, on one line with every fact: its images, classes and shape, the subset drawn,
+// what indexing left out.
+TEST(Cli, EachDataSetIsSaidOnceOnOneLine) {
+  TempDir tmp("cli-data-line");
+  write_tiny_folder(tmp.path() / "train", {"a", "b"}, 10);  // 20 images
+  write_tiny_folder(tmp.path() / "val", {"a", "b"}, 3);
+  stoke::write_file(tmp.str() + "/train/a/notes.txt", "x", 1);
+  const RunResult r =
+      run_stoke("train --data " + tmp.str() + "/train --val " + tmp.str() +
+                "/val --limit-train 12 --epochs 1 --batch-size 4 --device cpu --out " + tmp.str() + "/run");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(count(r.output, "\ndata: "), 1) << r.output;
+  EXPECT_EQ(count(r.output, "\nval: "), 1) << r.output;
+  EXPECT_EQ(count(r.output, "indexed"), 0) << r.output;
+  EXPECT_NE(r.output.find("\ndata: 12 images in 2 classes (12x12x1), a seeded subset of the 20 (--limit-train); left "
+                          "out 1: 1 other extension (.txt 1) (every path in left_out.txt in the run folder)\n"),
+            std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("\nval: 6 images; nothing left out\n"), std::string::npos) << r.output;
+}
+
 // stoke drops the last partial batch of an epoch (drop_last), and says so once, with the count; a batch larger than
 // the data becomes the whole data set, as a PyTorch DataLoader's one short batch would.
 TEST(Cli, BatchAndDataSizeAreSaidOnceAtTheStart) {
