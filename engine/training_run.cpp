@@ -232,7 +232,10 @@ void TrainingRun::build_model_and_batch() {
     b.global =
         static_cast<int>(world > 1 && data.train_count >= world ? data.train_count / world * world : data.train_count);
   b.steps_per_epoch = data.train_count / b.global;
-  b.fit_note = batch_fit_note(requested_batch, cfg_.batch_size > 0, b.global, data.train_count);
+  // Evaluation only (--epochs 0 --init) steps through no epoch: no drop_last note. The batch is still the one
+  // config.json records, which a later --resume --epochs N trains with.
+  if (cfg_.epochs > 0 || resuming_)
+    b.fit_note = batch_fit_note(requested_batch, cfg_.batch_size > 0, b.global, data.train_count);
   // Data parallel: --batch-size is the global batch; rank r takes its slice of each one (io/pipeline/sampler.h).
   if (b.global % world != 0)
     throw UserError(str("--batch-size ", b.global, " is the global batch: it must divide evenly over the ", world,

@@ -283,6 +283,16 @@ TEST(Cli, BatchAndDataSizeAreSaidOnceAtTheStart) {
             std::string::npos)
       << r.output;
 
+  // Evaluation only: no epoch is stepped through, so no training note, on the console or in config.json.
+  write_tiny_folder(tmp.path() / "val", {"a", "b"}, 3);
+  const RunResult eval_only =
+      run_stoke("train --data " + tmp.str() + "/train --epochs 0 --device cpu --batch-size 8 --val " + tmp.str() +
+                "/val --init " + tmp.str() + "/r8 --out " + tmp.str() + "/e8");
+  ASSERT_EQ(eval_only.exit_code, 0) << eval_only.output;
+  EXPECT_EQ(eval_only.output.find("batch: "), std::string::npos) << eval_only.output;
+  const std::vector<uint8_t> e8 = stoke::read_file(tmp.str() + "/e8/config.json");
+  EXPECT_FALSE(nlohmann::json::parse(std::string(e8.begin(), e8.end())).contains("batch_fit"));
+
   const RunResult big = run_stoke(base + "/r64 --batch-size 64");
   ASSERT_EQ(big.exit_code, 0) << big.output;
   EXPECT_EQ(count(big.output, "batch: "), 1) << big.output;
