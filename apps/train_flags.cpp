@@ -181,8 +181,9 @@ void add_train(CLI::App& app, TrainConfig& cfg, AugmentFlags& augment, std::stri
          cfg.bn_recalibrate = static_cast<int>(n);
        },
        "Before the final evaluation and checkpoint, recompute every batch-norm running mean and variance over N "
-       "training batches (at most an epoch's) with the final weights, so they do not depend on how many steps ran; "
-       "auto: 20 when the run takes fewer than 100 steps, else off; 0: off")
+       "training batches (at most an epoch's) with the final weights, so they do not depend on how many steps ran "
+       "(with --ema also the EMA's statistics, under the EMA's weights); auto: 20 when the run takes fewer than 100 "
+       "steps, else off; 0: off")
       ->type_name("N|auto")
       ->default_str("auto");
   add_choice(t, "--best-metric", cfg.best_metric, parse_best_metric, {"val_acc", "val_auc", "val_loss"},
@@ -194,6 +195,11 @@ void add_train(CLI::App& app, TrainConfig& cfg, AugmentFlags& augment, std::stri
       ->type_name("DECAY")
       ->default_str("off")
       ->check(open_range(0.0, 1.0));
+  t->add_flag("--ema-warmup", cfg.ema_warmup,
+              "With --ema: warm the decay up as timm does (ModelEmaV3 use_warmup; named after timm's "
+              "--model-ema-warmup, as --ema DECAY stands for its --model-ema-decay): update t uses min(DECAY, "
+              "1 - t^(-2/3)), so the first update copies the weights and early ones are not swamped by the initial "
+              "weights; counted over the whole run, --resume included");
   add_tta(t, cfg.tta_flip, "validation");
   t->add_flag("--strict", cfg.strict, "Stop at the first corrupt image instead of skipping it");
   t->add_flag("--quiet", cfg.quiet, "No progress output");

@@ -58,6 +58,9 @@ struct BackendOptions {
   // --ema: after every applied update, ema = decay * ema + (1 - decay) * value over the fp32 parameters and the
   // batch-norm buffers (timm's ModelEmaV2 averages both). 0: off.
   float ema_decay = 0.f;
+  // --ema-warmup: the decay of applied update t is ema_decay_at(t, ema_decay, true) (engine/optimizer.h), t the
+  // optimizer's step count after it (set_state's optimizer_steps carries it across a resume).
+  bool ema_warmup = false;
 };
 
 // One training step as the trainer hands it over: the batch exactly as its source gave it (io/pipeline/batch_source.h)

@@ -78,6 +78,7 @@ json config_to_json(const TrainConfig& c) {
           {"bn_recalibrate", c.bn_recalibrate},
           {"best_metric", to_string(c.best_metric)},
           {"ema", c.ema},
+          {"ema_warmup", c.ema_warmup},
           {"tta", c.tta_flip ? "flip" : "none"}};
 }
 
@@ -152,7 +153,8 @@ TrainConfig config_from_json(const json& j) {
     c.eval_every = static_cast<int>(json_int(j, "eval_every", 1, 1 << 30, 1));
     c.bn_recalibrate = static_cast<int>(json_int(j, "bn_recalibrate", -1, 1 << 30, -1));
     c.best_metric = parse_best_metric(text("best_metric", std::string("val_acc")));
-    c.ema = real("ema", 0, 1, 0.0);  // runs from before --ema had none
+    c.ema = real("ema", 0, 1, 0.0);            // runs from before --ema had none
+    c.ema_warmup = flag("ema_warmup", false);  // runs from before --ema-warmup: a fixed decay
     const std::string tta = text("tta", std::string("none"));
     if (tta != "none" && tta != "flip") throw Error(str("'tta' must be none or flip, not '", tta, "'"));
     c.tta_flip = tta == "flip";

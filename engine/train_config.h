@@ -94,6 +94,9 @@ struct TrainConfig {
   // --ema DECAY: an exponential moving average of the weights (and batch-norm statistics) after every applied update;
   // evaluation, checkpoints/best and eval/predict/export of the run use it. 0: off.
   float ema = 0.f;
+  // --ema-warmup: the decay of applied update t is min(ema, 1 - t^(-2/3)) (timm's ModelEmaV3 warm-up,
+  // engine/optimizer.h ema_decay_at), t counted from the run's start; needs --ema.
+  bool ema_warmup = false;
   bool tta_flip = false;  // --tta flip: evaluation averages the class probabilities of each image and its mirror
   // Test hooks (no flags): behave as if SIGINT arrived after this many steps of this process (0 = never);
   // make the loss of these global steps non-finite; call before_input once the data is indexed, before the
@@ -122,10 +125,10 @@ struct TrainResult {
   std::vector<float> step_losses;  // the loss of every step this process trained, in order
   int64_t first_step = 0;          // global step of step_losses[0] (non-zero after --resume)
   double seconds = 0;
-  int64_t steps = 0;  // global steps completed
+  int64_t steps = 0;            // global steps completed
   int64_t corrupt_images = 0;   // distinct files that could not be read or decoded (train and val)
   int64_t vanished_images = 0;  // distinct files deleted or renamed after indexing
-  int64_t skipped_steps = 0;  // steps whose update was skipped (non-finite loss)
+  int64_t skipped_steps = 0;    // steps whose update was skipped (non-finite loss)
   int64_t params = 0;
   bool interrupted = false;
   std::string last_checkpoint;  // folder of the newest checkpoint written

@@ -45,8 +45,9 @@ int TrainingRun::recalibrate_batch_norm() {
   if (!cfg_.quiet)
     console_.say(
         "batch norm: running statistics recomputed over %d training batches (%lld images) with the final "
-        "weights in %.1f s (--bn-recalibrate; 0 turns it off)\n",
-        batches, static_cast<long long>(batches) * plan_.batch.global, seconds_since(t0));
+        "weights%s in %.1f s (--bn-recalibrate; 0 turns it off)\n",
+        batches, static_cast<long long>(batches) * plan_.batch.global,
+        cfg_.ema > 0.f ? ", and the weight EMA's under its own weights," : "", seconds_since(t0));
   return batches;
 }
 

@@ -69,6 +69,17 @@ void refresh_report(const std::string& run_dir, Console& console) {
 
 namespace {
 
+// What the start of the run says of --ema: the fixed decay, or timm's warm-up and the update from which it is DECAY.
+std::string ema_line(float decay, bool warmup) {
+  if (!warmup) return str("weight EMA: decay ", decay, " at every applied update (--ema)");
+  int64_t full = static_cast<int64_t>(std::ceil(std::pow(1.0 - static_cast<double>(decay), -1.5)));
+  while (full > 1 && ema_decay_at(full - 1, decay, true) == decay) --full;
+  while (ema_decay_at(full, decay, true) != decay) ++full;
+  return str("weight EMA: decay min(", decay,
+             ", 1 - t^(-2/3)) at applied update t (--ema-warmup, timm's warm-up): ", ema_decay_at(10, decay, true),
+             " at update 10, ", decay, " from update ", full, " on");
+}
+
 // --init and --normalize, right after the model is initialised: every rank reads the file itself (agree_across_ranks
 // compares the weights). A data estimate is left to open_run_folder; everything else is resolved here, into cfg, so
 // config.json records what ran.
@@ -137,6 +148,7 @@ void check_train_config(const TrainConfig& cfg) {
   if (cfg.bn_recalibrate < -1) throw UserError("--bn-recalibrate must be auto or a number of batches (0: off)");
   if (cfg.decoders < 0) throw UserError("--decoders must be auto or a positive number");
   if (!(cfg.ema >= 0.f && cfg.ema < 1.f)) throw UserError("--ema must be a decay in (0, 1) (0: off)");
+  if (cfg.ema_warmup && cfg.ema == 0.f) throw UserError("--ema-warmup needs --ema DECAY (the decay it warms up to)");
   if (cfg.init_partial && cfg.init.empty()) throw UserError("--init-partial needs --init FILE");
   if (!(cfg.lr_backbone_mult > 0.f) || !std::isfinite(cfg.lr_backbone_mult))
     throw UserError("--lr-backbone-mult must be a positive number (--freeze backbone freezes it)");
@@ -423,6 +435,8 @@ void TrainingRun::start_backend() {
   bopt.sync_bn = cfg_.sync_bn;
   bopt.graphs = cfg_.graphs;
   bopt.ema_decay = cfg_.ema;
+  bopt.ema_warmup = cfg_.ema_warmup;
+  if (cfg_.ema > 0.f && cfg_.epochs > 0) model_.notes.push_back(ema_line(cfg_.ema, cfg_.ema_warmup));
   FineTunePlan ft = fine_tune_plan(model_.graph, cfg_.freeze, cfg_.freeze_bn, cfg_.lr_backbone_mult);
   if (!ft.trivial() && cfg_.epochs > 0) model_.notes.push_back(fine_tune_line(model_.graph, ft, cfg_.lr_backbone_mult));
   if (!ft.trivial()) {

@@ -74,8 +74,13 @@ __global__ void __launch_bounds__(kThreads)
 
 __global__ void __launch_bounds__(kThreads)
     ema_kernel(int64_t np, float* __restrict__ ep, const float* __restrict__ p, int64_t nb, float* __restrict__ eb,
-               const float* __restrict__ b, float keep, float take, const int32_t* __restrict__ skip) {
+               const float* __restrict__ b, float keep, float take, const int32_t* __restrict__ skip,
+               const float* __restrict__ decay_device) {
   if (skip && *skip) return;
+  if (decay_device) {
+    keep = *decay_device;
+    take = __fsub_rn(1.f, keep);  // the host's 1.f - decay
+  }
   for (int64_t i = global_thread(); i < np + nb; i += grid_threads()) {
     float* e = i < np ? ep + i : eb + (i - np);
     const float x = i < np ? p[i] : b[i - np];
@@ -153,11 +158,12 @@ void adamw_step(const OptimizerChunk* chunks, int nchunks, float* params, T* par
 }
 
 void ema_update(int64_t n_params, float* ema_params, const float* params, int64_t n_buffers, float* ema_buffers,
-                const float* buffers, float decay, const int32_t* skip, cudaStream_t stream) {
+                const float* buffers, float decay, const int32_t* skip, cudaStream_t stream,
+                const float* decay_device) {
   const int64_t n = n_params + n_buffers;
   if (n <= 0) return;
   ema_kernel<<<grid_for(n, kThreads), kThreads, 0, stream>>>(n_params, ema_params, params, n_buffers, ema_buffers,
-                                                             buffers, decay, 1.f - decay, skip);
+                                                             buffers, decay, 1.f - decay, skip, decay_device);
   CUDA_LAUNCH_CHECK(stream);
 }
 

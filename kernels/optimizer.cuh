@@ -68,9 +68,12 @@ void adamw_step(const OptimizerChunk* chunks, int nchunks, float* params, T* par
 
 // --ema, the twin of engine/optimizer.h's ema_update, over two flat ranges in one launch (the parameters in their
 // device layout, then the batch-norm buffers): e = decay * e + (1 - decay) * x, (1 - decay) formed in float. skip
-// (device, may be null): when *skip != 0 the step's update was skipped and nothing changes.
+// (device, may be null): when *skip != 0 the step's update was skipped and nothing changes. decay_device (may be
+// null): read the decay from device memory instead (StepState::ema_decay, which prepare_step writes: a captured
+// graph replays its launch arguments unchanged, and --ema-warmup's decay changes every step).
 void ema_update(int64_t n_params, float* ema_params, const float* params, int64_t n_buffers, float* ema_buffers,
-                const float* buffers, float decay, const int32_t* skip, cudaStream_t stream);
+                const float* buffers, float decay, const int32_t* skip, cudaStream_t stream,
+                const float* decay_device = nullptr);
 // Exchanges a[0, n) and b[0, n): evaluation with the EMA swaps it into the trained weights' place and back, exactly.
 void swap_values(int64_t n, float* a, float* b, cudaStream_t stream);
 
@@ -132,6 +135,7 @@ struct StepState {
   int32_t found_inf = 0;             // fp16: gradient overflow, set by check_finite
   int32_t skip_update = 0;           // the update kernels' flag: non-finite loss, injected skip or overflow
   int64_t t = 0;                     // optimizer steps applied
+  float ema_decay = 0.f;             // --ema: the decay of this step's EMA update (ema_step_decay of t)
   LossScaleState scaler{1.f, 0, 0};  // scale stays 1 without loss scaling
   SgdArgs sgd;
   AdamwArgs adamw;
@@ -148,7 +152,25 @@ struct StepConfig {
   // Data parallel: the gradients are the sum over the ranks of each rank's mean over its equal slice of the global
   // batch, so the update multiplies them by 1/world (folded into inv_scale: one multiply, as the CPU backend's).
   float inv_world = 1.f;
+  float ema_decay = 0.f;    // --ema (0: off)
+  bool ema_warmup = false;  // --ema-warmup
 };
+
+// --ema-warmup's decay of applied update t: the twin of engine/optimizer.h's ema_decay_at (timm's ModelEmaV3 with
+// warmup_gamma 1, warmup_power 2/3, min_decay 0), in double and rounded to float once, as the host computes it.
+STOKE_HOST_DEVICE inline float ema_step_decay(int64_t t, float decay, bool warmup) {
+  if (!warmup) return decay;
+#if defined(__CUDA_ARCH__)
+  auto dpow = [](double x, double y) { return pow(x, y); };
+#else
+  auto dpow = [](double x, double y) { return std::pow(x, y); };
+#endif
+  if (t <= 1) return 0.f;  // timm: max(0, t - 1) <= 0 gives 0, the weights copied
+  double d = 1.0 - dpow(1.0 + static_cast<double>(t - 1) / 1.0, -2.0 / 3.0);
+  if (d > static_cast<double>(decay)) d = static_cast<double>(decay);
+  if (d < 0.0) d = 0.0;
+  return static_cast<float>(d);
+}
 
 // The decision and the arguments of one step: prepare_step's whole body, a plain function so that the host tests
 // it (tests/gpu/test_cuda_host.cpp) and the kernel runs exactly this.
@@ -172,6 +194,7 @@ STOKE_HOST_DEVICE inline void prepare_step_state(StepState& st, const StepContro
   const float inv_scale = (c.loss_scaling ? 1.f / scale : 1.f) * c.inv_world;
   if (!skip) ++st.t;
   const int64_t t = st.t > 0 ? st.t : 1;  // a skipped first step: arguments unused, keep them finite
+  if (c.ema_decay > 0.f) st.ema_decay = ema_step_decay(t, c.ema_decay, c.ema_warmup);  // unused when skipped
   const float lr = ctl.lr;
   if (c.adamw) {
     // As engine/optimizer.cpp computes them (double, then rounded to float once).

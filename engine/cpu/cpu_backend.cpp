@@ -268,8 +268,9 @@ class CpuBackend final : public TrainingBackend {
       b.optimizer_.step(b.params_.data(), b.grads_.data(), st.lr);
       out.applied = true;
       if (b.opt_.ema_decay > 0.f) {  // after the update, over the weights it wrote and this step's running statistics
-        ema_update(b.ema_params_.data(), b.params_.data(), np, b.opt_.ema_decay);
-        ema_update(b.ema_buffers_.data(), b.buffers_.data(), static_cast<int64_t>(b.buffers_.size()), b.opt_.ema_decay);
+        const float decay = ema_decay_at(b.optimizer_.steps(), b.opt_.ema_decay, b.opt_.ema_warmup);
+        ema_update(b.ema_params_.data(), b.params_.data(), np, decay);
+        ema_update(b.ema_buffers_.data(), b.buffers_.data(), static_cast<int64_t>(b.buffers_.size()), decay);
       }
     }
   };

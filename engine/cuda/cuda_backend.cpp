@@ -116,6 +116,7 @@ class CudaBackend final : public TrainingBackend {
     x.lr_mult = o.lr_mult;
     x.bn_eval = o.bn_eval;
     x.ema_decay = o.ema_decay;
+    x.ema_warmup = o.ema_warmup;
     return x;
   }
 

@@ -82,6 +82,7 @@ struct CudaExecutorOptions {
   std::vector<char> bn_eval;
   // --ema: step() also moves the EMA (kernels/optimizer.cuh ema_update) after the update, in the same stream. 0: off.
   float ema_decay = 0.f;
+  bool ema_warmup = false;  // --ema-warmup: the decay of each step from its t (StepState::ema_decay)
 };
 
 struct CudaStepStats {

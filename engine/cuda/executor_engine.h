@@ -264,8 +264,8 @@ class Engine {
   }
 
   // Everything the update depends on that changes per step is in device memory (control: lr and the injected
-  // skip; state_dev_: t, the loss scale, the loss itself), so this enqueues the same launches every step and
-  // can be captured into a graph.
+  // skip; state_dev_: t, the loss scale, the loss itself, the EMA's decay), so this enqueues the same launches every
+  // step and can be captured into a graph.
   void step(const cuda::StepControl* control) {
     STOKE_TRACE("optimizer step");
     cudaStream_t s = ctx_.stream();
@@ -288,7 +288,7 @@ class Engine {
     }
     if (ema_params_)  // after the update, over the masters it wrote and this step's running statistics
       cuda::ema_update(pl_.total(), ema_params_, params_, g_.num_buffers(), ema_buffers_, buffers_, opt_.ema_decay,
-                       skip, s);
+                       skip, s, &state_dev_->ema_decay);
     refresh_padded_weights();
   }
 
@@ -425,6 +425,8 @@ class Engine {
     step_config_.beta2 = c.beta2;
     step_config_.eps = c.eps;
     step_config_.loss_scaling = scaler_.has_value();
+    step_config_.ema_decay = opt_.ema_decay;  // prepare_step writes each step's decay where the EMA launch reads it
+    step_config_.ema_warmup = opt_.ema_warmup;
     cuda::StepState init;
     if (scaler_) {
       step_config_.rule = scaler_->rule();

@@ -4,6 +4,8 @@
 // compared on --resume and refused by name when out of range.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
@@ -54,12 +56,17 @@ std::string file_bytes(const std::string& p) {
   return std::string(b.begin(), b.end());
 }
 
-void reference_ema(std::vector<float>& ema, const std::vector<float>& x) {
-  const float keep = kDecay, take = 1.f - kDecay;
+void reference_ema(std::vector<float>& ema, const std::vector<float>& x, float decay = kDecay) {
+  const float keep = decay, take = 1.f - decay;
   for (size_t i = 0; i < ema.size(); ++i) {
     const float kept = keep * ema[i], taken = take * x[i];
     ema[i] = kept + taken;
   }
+}
+
+// --ema-warmup's decay of update t, from timm's ModelEmaV3.get_decay with its defaults: min(DECAY, 1 - t^(-2/3)).
+float warmup_decay(int64_t t) {
+  return static_cast<float>(std::min(1.0 - std::pow(static_cast<double>(t), -2.0 / 3.0), static_cast<double>(kDecay)));
 }
 
 }  // namespace
@@ -88,6 +95,40 @@ TEST(EmaTrain, EachStepsCheckpointHoldsTheRecurrenceOverTheTrainedWeights) {
   bytes[bytes.size() - 1] ^= 1;
   write_file(ema_file, bytes.data(), bytes.size());
   EXPECT_NE(find_checkpoint(r.run_dir), r.last_checkpoint) << "a damaged ema.safetensors went unnoticed";
+}
+
+// With --ema-warmup (decay 0.8 is reached at update 12: all six are warm-up), every step's checkpoint holds the
+// recurrence with the decay of its update number, and an interrupted run resumes to the same bytes: the count of
+// updates goes on from the checkpoint's.
+TEST(EmaTrain, WarmupEachStepsCheckpointUsesItsUpdatesDecayAndAResumeKeepsTheCount) {
+  TrainConfig c = ema_config(data().tmp, "warm-steps");
+  c.ema_warmup = true;
+  c.checkpoint_every = 1;
+  c.keep_checkpoints = 100;
+  const TrainResult r = train(c, build_model);
+  ASSERT_EQ(r.steps, 6);
+  LoadedRun initial = load_run(r.run_dir, build_model, "initial");
+  std::vector<float> ema_p = initial.params, ema_b = initial.buffers;
+  for (int step = 1; step <= 6; ++step) {
+    char name[32];
+    std::snprintf(name, sizeof name, "step-%08d", step);
+    const CheckpointData ck = load_checkpoint(r.run_dir + "/checkpoints/" + name, initial.graph, "sgd");
+    reference_ema(ema_p, ck.params, warmup_decay(step));
+    reference_ema(ema_b, ck.buffers, warmup_decay(step));
+    EXPECT_EQ(ck.ema_params, ema_p) << name;
+    EXPECT_EQ(ck.ema_buffers, ema_b) << name;
+  }
+  TrainConfig cut = ema_config(data().tmp, "warm-cut");
+  cut.ema_warmup = true;
+  cut.interrupt_after_steps = 2;  // mid-epoch
+  ASSERT_TRUE(train(cut, build_model).interrupted);
+  TrainConfig rc = config_for_resume(cut.out);
+  ASSERT_TRUE(rc.ema_warmup) << "config.json records --ema-warmup";
+  rc.quiet = true;
+  const TrainResult resumed = train(rc, build_model);
+  ASSERT_FALSE(resumed.interrupted);
+  for (const char* f : {"/ema.safetensors", "/model.safetensors"})
+    EXPECT_EQ(file_bytes(resumed.last_checkpoint + f), file_bytes(r.last_checkpoint + f)) << f;
 }
 
 TEST(EmaTrain, AnInterruptedRunResumesToTheSameBytes) {
@@ -130,6 +171,7 @@ TEST(EmaTrain, TheCliListsRecordsComparesAndRefusesTheFlags) {
   using test::run_stoke;
   const std::string help = run_stoke("train --help").output;
   EXPECT_NE(help.find("--ema"), std::string::npos);
+  EXPECT_NE(help.find("--ema-warmup"), std::string::npos);
   EXPECT_NE(help.find("--tta"), std::string::npos);
   for (const char* sub : {"eval", "predict"}) {
     const std::string h = run_stoke(std::string(sub) + " --help").output;
@@ -144,12 +186,33 @@ TEST(EmaTrain, TheCliListsRecordsComparesAndRefusesTheFlags) {
     EXPECT_NE(r.output.find("--ema"), std::string::npos) << r.output;
   }
   EXPECT_FALSE(fs::exists(data().tmp.path() / "never"));
+  // The start says how the EMA moves, config.json records it, and the recalibration line names the EMA's statistics.
+  const std::string warm_run = (data().tmp.path() / "cli-warm").string();
+  const test::RunResult w =
+      run_stoke("train --data " + data_dir +
+                " --epochs 1 --batch-size 8 --ema 0.9 --ema-warmup --bn-recalibrate 1 --out " + warm_run);
+  ASSERT_EQ(w.exit_code, 0) << w.output;
+  EXPECT_NE(w.output.find("weight EMA: decay min(0.9, 1 - t^(-2/3)) at applied update t (--ema-warmup"),
+            std::string::npos)
+      << w.output;
+  EXPECT_NE(w.output.find("0.9 from update 32 on"), std::string::npos) << w.output;
+  EXPECT_NE(w.output.find("with the final weights, and the weight EMA's under its own weights, in"), std::string::npos)
+      << w.output;
+  EXPECT_EQ(nlohmann::json::parse(file_bytes(warm_run + "/config.json")).at("ema_warmup"), true);
   const std::string run = (data().tmp.path() / "cli").string(), val = (data().tmp.path() / "val").string();
   const std::string args = "train --data " + data_dir + " --epochs 1 --batch-size 8 --ema 0.9 --quiet --out " + run;
   ASSERT_EQ(run_stoke(args).exit_code, 0);
   const test::RunResult changed = run_stoke("train --resume " + run + " --epochs 2 --ema 0.99");
   EXPECT_EQ(changed.exit_code, 2);
   EXPECT_NE(changed.output.find("--ema 0.99 differs from the run's 0.9"), std::string::npos) << changed.output;
+  const test::RunResult warm = run_stoke("train --resume " + run + " --epochs 2 --ema-warmup");
+  EXPECT_EQ(warm.exit_code, 2);
+  EXPECT_NE(warm.output.find("--ema-warmup true differs from the run's false"), std::string::npos) << warm.output;
+  const test::RunResult alone =
+      run_stoke("train --data " + data_dir + " --ema-warmup --out " + (data().tmp.path() / "never").string());
+  EXPECT_EQ(alone.exit_code, 2);
+  EXPECT_NE(alone.output.find("--ema-warmup needs --ema"), std::string::npos) << alone.output;
+  EXPECT_FALSE(fs::exists(data().tmp.path() / "never"));
   const test::RunResult ev = run_stoke("eval --run " + run + " --data " + val + " --tta flip");
   EXPECT_EQ(ev.exit_code, 0) << ev.output;
   EXPECT_NE(ev.output.find("(weight EMA)"), std::string::npos) << ev.output;

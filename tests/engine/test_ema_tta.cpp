@@ -4,6 +4,7 @@
 // probabilities are the mean of the two passes' softmaxes computed here from known weights.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -11,6 +12,7 @@
 #include "engine/backend.h"
 #include "engine/bn_recalibrate.h"
 #include "engine/graph.h"
+#include "engine/optimizer.h"
 #include "engine/tta.h"
 
 using namespace stoke;
@@ -49,15 +51,78 @@ struct State {
 };
 
 // The recurrence as the CPU reference defines it: (1 - decay) once in float, both products and the sum rounded.
-void reference_ema(std::vector<float>& ema, const std::vector<float>& x) {
-  const float keep = kDecay, take = 1.f - kDecay;
+void reference_ema(std::vector<float>& ema, const std::vector<float>& x, float decay = kDecay) {
+  const float keep = decay, take = 1.f - decay;
   for (size_t i = 0; i < ema.size(); ++i) {
     const float kept = keep * ema[i], taken = take * x[i];
     ema[i] = kept + taken;
   }
 }
 
+// --ema-warmup's decay, written out from timm's ModelEmaV3.get_decay with its defaults (warmup_gamma 1,
+// warmup_power 2/3, min_decay 0): update t (1-based) decays by min(DECAY, 1 - t^(-2/3)), in double, then float.
+float warmup_decay(int64_t t, float decay) {
+  return static_cast<float>(std::min(1.0 - std::pow(static_cast<double>(t), -2.0 / 3.0), static_cast<double>(decay)));
+}
+
 }  // namespace
+
+TEST(Ema, WarmupDecayIsTimmsScheduleClampedToTheDecay) {
+  EXPECT_EQ(ema_decay_at(1, 0.9999f, true), 0.f) << "the first update copies the weights";
+  EXPECT_EQ(ema_decay_at(2, 0.9999f, true), static_cast<float>(1.0 - std::cbrt(0.25)));
+  EXPECT_EQ(ema_decay_at(8, 0.9999f, true), 0.75f);  // 8^(-2/3) = 1/4
+  EXPECT_EQ(ema_decay_at(27, 0.9999f, true), static_cast<float>(1.0 - 1.0 / 9.0));
+  EXPECT_EQ(ema_decay_at(27, 0.8f, true), 0.8f) << "clamped to --ema's decay";
+  EXPECT_EQ(ema_decay_at(int64_t{1} << 40, 0.9999f, true), 0.9999f);
+  for (const int64_t t : {int64_t{1}, int64_t{2}, int64_t{1000}}) EXPECT_EQ(ema_decay_at(t, 0.99f, false), 0.99f);
+  for (int64_t t = 1; t < 5000; t += 7) ASSERT_EQ(ema_decay_at(t, 0.999f, true), warmup_decay(t, 0.999f)) << t;
+}
+
+// The decay follows the count of applied updates: a skipped step does not count, and a backend given the state
+// (optimizer steps included) and the EMA of another goes on exactly as that one would have: a resume.
+TEST(Ema, WarmupCountsAppliedUpdatesAndARestoredStateGoesOnWithTheCount) {
+  constexpr float kLong = 0.9f;  // reached at update 32: every step here is in the warm-up
+  const Graph g = bn_graph();
+  BackendOptions o = options(kLong);
+  o.ema_warmup = true;
+  auto b = make_cpu_backend(g, o);
+  State s;
+  s.params.resize(static_cast<size_t>(g.num_params()));
+  s.buffers.resize(static_cast<size_t>(g.num_buffers()));
+  g.initialize(s.params.data(), s.buffers.data(), 8);
+  s.opt.assign(2 * s.params.size(), 0.f);
+  b->set_state(s.params, s.buffers, s.opt, 0);
+  std::vector<float> ref_p = s.params, ref_b = s.buffers;
+  const std::vector<int32_t> labels = {0, 1, 2, 0, 1, 2};
+  int64_t applied = 0;
+  for (int k = 0; k < 7; ++k) {
+    if (k == 4) {  // a resume: a new backend from the state and the EMA
+      std::vector<float> ep, eb;
+      b->get_state(s.params, s.buffers, s.opt, s.steps);
+      b->get_ema(ep, eb);
+      b = make_cpu_backend(g, o);
+      b->set_state(s.params, s.buffers, s.opt, s.steps);
+      b->set_ema(ep, eb);
+    }
+    const std::vector<uint8_t> px = pixels(500 + k, kN);
+    const bool skip = k == 1;
+    ASSERT_EQ(b->train_step(kN, px.data(), labels.data(), nullptr, 0.05f, skip).applied, !skip);
+    b->get_state(s.params, s.buffers, s.opt, s.steps);
+    if (!skip) {
+      ++applied;
+      reference_ema(ref_p, s.params, warmup_decay(applied, kLong));
+      reference_ema(ref_b, s.buffers, warmup_decay(applied, kLong));
+    }
+    std::vector<float> ema_p, ema_b;
+    b->get_ema(ema_p, ema_b);
+    ASSERT_EQ(s.steps, applied);
+    ASSERT_EQ(ema_p, ref_p) << "step " << k << ", update " << applied;
+    ASSERT_EQ(ema_b, ref_b) << "step " << k << ", update " << applied;
+    if (applied == 1) {
+      EXPECT_EQ(ema_p, s.params) << "decay 0: the first update copies the weights";
+    }
+  }
+}
 
 TEST(Ema, EveryAppliedStepMovesTheAverageOfWeightsAndStatisticsAndASkippedOneDoesNot) {
   const Graph g = bn_graph();

@@ -5,15 +5,16 @@
 #include <cstdlib>
 #include <string>
 
-#include "engine/cuda/arena.h"
-#include "engine/cuda/conv.h"
-#include "engine/cuda/param_layout.h"
-#include "engine/graph.h"
 #include "base/cuda_check.h"
-#include "engine/cuda/lib_check.h"
-#include "engine/cuda/runtime.h"
 #include "base/error.h"
 #include "base/format.h"
+#include "engine/cuda/arena.h"
+#include "engine/cuda/conv.h"
+#include "engine/cuda/lib_check.h"
+#include "engine/cuda/param_layout.h"
+#include "engine/cuda/runtime.h"
+#include "engine/graph.h"
+#include "engine/optimizer.h"
 
 namespace stoke::cuda {
 namespace {
@@ -54,9 +55,9 @@ TEST(CudaCheck, CudnnAndCublasStatusNames) {
 TEST(DeviceArena, CountingPlanAlignsEveryAllocation) {
   DeviceArena plan = DeviceArena::counting();
   EXPECT_TRUE(plan.is_counting());
-  auto* a = plan.alloc<float>(3, "a");  // 12 B -> 256
+  auto* a = plan.alloc<float>(3, "a");      // 12 B -> 256
   auto* b = plan.alloc<uint8_t>(257, "b");  // -> 512
-  auto* c = plan.alloc<double>(0, "c");  // even empty requests get a distinct slot
+  auto* c = plan.alloc<double>(0, "c");     // even empty requests get a distinct slot
   EXPECT_EQ(reinterpret_cast<uintptr_t>(a) % DeviceArena::kAlign, 0u);
   EXPECT_EQ(reinterpret_cast<uintptr_t>(b) - reinterpret_cast<uintptr_t>(a), 256u);
   EXPECT_EQ(reinterpret_cast<uintptr_t>(c) - reinterpret_cast<uintptr_t>(b), 512u);
@@ -84,7 +85,10 @@ TEST(DeviceArena, DebugModeFromTheEnvironment) {
   EXPECT_FALSE(DeviceArena::debug_from_env());
   ::setenv("STOKE_ARENA_DEBUG", "1", 1);
   EXPECT_TRUE(DeviceArena::debug_from_env());
-  if (old) ::setenv("STOKE_ARENA_DEBUG", saved.c_str(), 1); else ::unsetenv("STOKE_ARENA_DEBUG");
+  if (old)
+    ::setenv("STOKE_ARENA_DEBUG", saved.c_str(), 1);
+  else
+    ::unsetenv("STOKE_ARENA_DEBUG");
 }
 
 // Debug mode: construction allocates nothing, each allocate() is its own cudaMalloc, the capacity accounting is
@@ -194,10 +198,10 @@ TEST(LossScaler, StaysWithinBounds) {
 // tensors whose sizes are not multiples of 8 (3- and 5-channel convs, odd biases); the flat CPU layout round-trips.
 TEST(DeviceParamLayout, EveryTensorStartsAligned) {
   Graph g({13, 11, 3}, "odd");
-  int x = g.conv(g.input(), 5, 3, 1, 1, true, "c1");   // 5x3x3x3 = 135 weights, 5 biases
-  x = g.relu(g.batchnorm(x, "bn1"));                    // 5 + 5
-  x = g.conv(x, 7, 1, 1, 0, true, "c2");               // 35 + 7
-  g.linear(g.global_avgpool(x), 3, "head");            // 21 + 3
+  int x = g.conv(g.input(), 5, 3, 1, 1, true, "c1");  // 5x3x3x3 = 135 weights, 5 biases
+  x = g.relu(g.batchnorm(x, "bn1"));                  // 5 + 5
+  x = g.conv(x, 7, 1, 1, 0, true, "c2");              // 35 + 7
+  g.linear(g.global_avgpool(x), 3, "head");           // 21 + 3
   const DeviceParamLayout pl(g.params());
   ASSERT_EQ(pl.tensors(), g.params().size());
   EXPECT_EQ(pl.flat_total(), g.num_params());
@@ -410,7 +414,7 @@ TEST(PrepareStep, Fp16OverflowBacksOffAndANonFiniteLossLeavesTheScale) {
   EXPECT_EQ(st.skip_update, 1);
   EXPECT_EQ(st.t, 0);
   EXPECT_EQ(st.record.loss_scale, 1024.f);  // the scale this step used
-  EXPECT_EQ(st.scaler.scale, 512.f);       // the next step's
+  EXPECT_EQ(st.scaler.scale, 512.f);        // the next step's
   st.found_inf = 0;
   prepare_step_state(st, ctl, c);
   EXPECT_EQ(st.skip_update, 0);
@@ -444,6 +448,33 @@ TEST(PrepareStep, AdamwArgumentsAreTheCpuOptimizers) {
   EXPECT_EQ(st.adamw.inv_sqrt_bc2, static_cast<float>(1.0 / std::sqrt(bc2)));
   EXPECT_EQ(st.adamw.one_minus_beta1, 1.f - c.beta1);
   EXPECT_EQ(st.adamw.lr, ctl.lr);
+}
+
+// --ema(-warmup): prepare_step writes the decay the EMA launch reads, from the count of applied updates (a skipped
+// step does not count, a resumed t goes on), equal to engine/optimizer.h's ema_decay_at, the CPU backend's.
+TEST(PrepareStep, EmaDecayFollowsTheAppliedCountAsTheCpuReference) {
+  for (const float decay : {0.5f, 0.9f, 0.999f, 0.9999f})
+    for (int64_t t = 0; t < 20000; t += 1 + t / 8)
+      ASSERT_EQ(ema_step_decay(t, decay, true), ema_decay_at(t, decay, true));
+  StepState st;
+  StepConfig c;
+  c.ema_decay = 0.99f;
+  c.ema_warmup = true;
+  st.record.loss = 1.f;
+  prepare_step_state(st, StepControl{0.1f, 0}, c);
+  EXPECT_EQ(st.ema_decay, 0.f) << "the first update copies the weights";
+  prepare_step_state(st, StepControl{0.1f, 1}, c);  // skipped: t stays 1
+  prepare_step_state(st, StepControl{0.1f, 0}, c);
+  EXPECT_EQ(st.t, 2);
+  EXPECT_EQ(st.ema_decay, ema_decay_at(2, 0.99f, true));
+  st.t = 999;  // resumed
+  prepare_step_state(st, StepControl{0.1f, 0}, c);
+  EXPECT_EQ(st.ema_decay, ema_decay_at(1000, 0.99f, true));
+  EXPECT_GT(st.ema_decay, 0.98f);
+  EXPECT_LT(st.ema_decay, 0.99f);
+  c.ema_warmup = false;
+  prepare_step_state(st, StepControl{0.1f, 0}, c);
+  EXPECT_EQ(st.ema_decay, 0.99f);
 }
 
 // Data parallel: the summed gradients are scaled by 1/world in the same multiply as the fp16 unscale.

@@ -1,6 +1,7 @@
 // --ema and --tta flip on the CUDA side: the EMA kernel against the CPU reference (bit for bit: the same rounded
-// products and sum), its skip flag and the swap; the backend's EMA after every step (with CUDA graphs, an injected
-// skip included) against the recurrence over the weights it hands back; evaluation on the EMA and back; the mirrored
+// products and sum), its skip flag, its decay read from device memory and the swap; the backend's EMA after every
+// step (with CUDA graphs, an injected skip included) against the recurrence over the weights it hands back, with a
+// fixed decay and with --ema-warmup's (across a restored state); evaluation on the EMA and back; the mirrored
 // evaluation against evaluation of mirrored pixels.
 #include <gtest/gtest.h>
 
@@ -40,6 +41,15 @@ TEST(GpuEma, KernelMatchesTheCpuReferenceBitForBitAndHonoursTheSkipFlag) {
       ema_update(ref_b.data(), x_b.data(), nb, decay);
       expect_bitwise("EMA of the parameters", download(dep.get(), ref_p.size()), ref_p);
       expect_bitwise("EMA of the buffers", download(deb.get(), ref_b.size()), ref_b);
+      // --ema-warmup: the decay read from device memory (as a captured step reads prepare_step's), 0 included
+      for (const float warm : {0.f, 0.37f, decay}) {
+        DeviceBuffer<float> dd = upload<float>(std::vector<float>{warm});
+        cuda::ema_update(np, dep.get(), dxp.get(), nb, deb.get(), dxb.get(), 0.5f, skip.get(), nullptr, dd.get());
+        ema_update(ref_p.data(), x_p.data(), np, warm);
+        ema_update(ref_b.data(), x_b.data(), nb, warm);
+        expect_bitwise("EMA of the parameters, decay from the device", download(dep.get(), ref_p.size()), ref_p);
+        expect_bitwise("EMA of the buffers, decay from the device", download(deb.get(), ref_b.size()), ref_b);
+      }
       cuda::swap_values(np, dep.get(), dxp.get(), nullptr);
       expect_bitwise("swapped a", download(dep.get(), x_p.size()), x_p);
       expect_bitwise("swapped b", download(dxp.get(), ref_p.size()), ref_p);
@@ -109,6 +119,49 @@ TEST(GpuEma, TheBackendsEmaFollowsItsWeightsInsideCapturedStepsAndEvaluatesOnIt)
   be->get_state(p2, b2, opt, steps);
   expect_bitwise("trained parameters after the swap back", p2, p);
   expect_bitwise("trained buffers after the swap back", b2, b);
+}
+
+// --ema-warmup: every step's decay is the CPU reference's at the device's count of applied updates, inside captured
+// steps too (the skip at step 4 does not count), and a backend given another's state and EMA (a resume: t carried
+// by set_state) goes on with the count; steps 9-11 replay the second backend's captured graph.
+TEST(GpuEma, WarmupDecayFollowsTheAppliedCountInCapturedStepsAndAcrossARestoredState) {
+  REQUIRE_GPU();
+  constexpr float kLong = 0.99f;  // reached at update 1000: all twelve steps are warm-up
+  const Graph g = build_model("small-cnn", {28, 28, 1}, 10);
+  const DigitSet d = make_digits(12 * kBatch, 7);
+  BackendOptions o = ema_options(kLong);
+  o.ema_warmup = true;
+  std::unique_ptr<TrainingBackend> be = make_cuda_backend(g, o);
+  std::vector<float> p(static_cast<size_t>(g.num_params())), b(static_cast<size_t>(g.num_buffers())), opt, eb, ep;
+  g.initialize(p.data(), b.data(), 11);
+  opt.assign(p.size(), 0.f);
+  be->set_state(p, b, opt, 0);
+  std::vector<float> ref_p = p, ref_b = b;
+  int64_t steps = 0, applied = 0;
+  const size_t px = static_cast<size_t>(DigitSet::kSize) * DigitSet::kSize;
+  for (int k = 0; k < 12; ++k) {
+    if (k == 6) {
+      be->get_state(p, b, opt, steps);
+      be->get_ema(ep, eb);
+      be = make_cuda_backend(g, o);
+      be->set_state(p, b, opt, steps);
+      be->set_ema(ep, eb);
+    }
+    const bool skip = k == 4;
+    const StepResult r = be->train_step(kBatch, d.pixels.data() + static_cast<size_t>(k) * kBatch * px,
+                                        d.labels.data() + static_cast<size_t>(k) * kBatch, nullptr, 0.05f, skip);
+    ASSERT_EQ(r.applied, !skip) << k;
+    be->get_state(p, b, opt, steps);
+    if (!skip) {
+      const float decay = ema_decay_at(++applied, kLong, true);
+      ema_update(ref_p.data(), p.data(), static_cast<int64_t>(p.size()), decay);
+      ema_update(ref_b.data(), b.data(), static_cast<int64_t>(b.size()), decay);
+    }
+    ASSERT_EQ(steps, applied);
+    be->get_ema(ep, eb);
+    expect_bitwise("warm-up EMA parameters after step " + std::to_string(k), ep, ref_p);
+    expect_bitwise("warm-up EMA buffers after step " + std::to_string(k), eb, ref_b);
+  }
 }
 
 TEST(GpuTta, TheMirroredEvaluationIsEvaluationOfMirroredPixels) {
