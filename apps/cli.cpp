@@ -239,10 +239,11 @@ int run_eval(const UseArgs& u) {
               r.ema ? " (weight EMA)" : "", tta.note.empty() ? "" : ", ", tta.note.c_str());
   ClassificationReport rep = evaluate_folder(r, u.data, u.batch_size, 1, u.device, tta.flip);
   if (rep.count == 0)
-    throw UserError(str("none of the ", rep.unreadable, " images in ", display_name(u.data), " could be read"));
-  const std::string left_out =
-      rep.unreadable > 0 ? str(" (", rep.unreadable, " unreadable, left out: the numbers cover the readable ones)")
-                         : "";
+    throw UserError(
+        str("none of the ", rep.unreadable + rep.vanished, " images in ", display_name(u.data), " could be read"));
+  const std::string left_out = rep.left_out_words().empty() ? ""
+                                                            : str(" (", rep.left_out_words(),
+                                                                  ", left out: the numbers cover the readable ones)");
   std::printf("%s images evaluated%s%s: accuracy %.2f%%, loss %.4f, macro ROC-AUC %.4f\n\n%s",
               format_count(static_cast<double>(rep.count)).c_str(), tta.flip ? " with --tta flip" : "",
               left_out.c_str(), 100 * rep.accuracy, rep.loss, rep.macro_auc, rep.confusion_table(r.classes).c_str());

@@ -190,6 +190,7 @@ ClassificationReport evaluate_folder(const LoadedRun& run, const std::string& fo
     const io::ReadableSamples r =
         io::readable_samples(b.valid, b.pixels, b.labels, run.input.size(), px_buffer, label_buffer);
     acc.add_unreadable(r.unreadable);
+    acc.add_vanished(r.vanished);
     if (r.n > 0) {
       float loss = 0;
       const float* logits = eval_logits(*backend, r.n, static_cast<int>(run.classes.size()), r.pixels, r.labels,

@@ -49,14 +49,15 @@ void MetricsAccumulator::add(int n, const float* logits, const int32_t* labels, 
     const float mx = *std::max_element(z, z + classes_);
     double s = 0;
     for (int k = 0; k < classes_; ++k) s += std::exp(static_cast<double>(z[k] - mx));
-    for (int k = 0; k < classes_; ++k) probs_.push_back(static_cast<float>(std::exp(static_cast<double>(z[k] - mx)) / s));
+    for (int k = 0; k < classes_; ++k)
+      probs_.push_back(static_cast<float>(std::exp(static_cast<double>(z[k] - mx)) / s));
     labels_.push_back(labels[i]);
   }
 }
 
 void MetricsAccumulator::clear() {
   loss_sum_ = 0;
-  unreadable_ = 0;
+  unreadable_ = vanished_ = 0;
   probs_.clear();
   labels_.clear();
 }
@@ -65,11 +66,12 @@ void MetricsAccumulator::gather(dist::Communicator& comm) {
   const int W = comm.world();
   if (W == 1) return;
   const size_t C = static_cast<size_t>(classes_);
-  // [rows of each rank] [loss sum] [unreadable]: doubles, exact for the counts.
-  std::vector<double> head(static_cast<size_t>(W) + 2, 0.0);
+  // [rows of each rank] [loss sum] [unreadable] [vanished]: doubles, exact for the counts.
+  std::vector<double> head(static_cast<size_t>(W) + 3, 0.0);
   head[static_cast<size_t>(comm.rank())] = static_cast<double>(labels_.size());
   head[static_cast<size_t>(W)] = loss_sum_;
   head[static_cast<size_t>(W) + 1] = static_cast<double>(unreadable_);
+  head[static_cast<size_t>(W) + 2] = static_cast<double>(vanished_);
   comm.allreduce_sum(head.data(), head.size());
   size_t offset = 0, total = 0;
   for (int r = 0; r < W; ++r) {
@@ -88,6 +90,7 @@ void MetricsAccumulator::gather(dist::Communicator& comm) {
   for (size_t i = 0; i < total; ++i) labels_[i] = static_cast<int32_t>(std::lround(rows[C * total + i]));
   loss_sum_ = head[static_cast<size_t>(W)];
   unreadable_ = static_cast<int64_t>(std::llround(head[static_cast<size_t>(W) + 1]));
+  vanished_ = static_cast<int64_t>(std::llround(head[static_cast<size_t>(W) + 2]));
 }
 
 ClassificationReport MetricsAccumulator::report() const {
@@ -96,6 +99,7 @@ ClassificationReport MetricsAccumulator::report() const {
   r.classes = C;
   r.count = static_cast<int64_t>(labels_.size());
   r.unreadable = unreadable_;
+  r.vanished = vanished_;
   r.confusion.assign(static_cast<size_t>(C) * C, 0);
   int64_t correct = 0;
   for (size_t i = 0; i < labels_.size(); ++i) {
@@ -116,7 +120,9 @@ ClassificationReport MetricsAccumulator::report() const {
   for (int c = 0; c < C; ++c) {
     int64_t row = 0;
     for (int k = 0; k < C; ++k) row += r.confusion[static_cast<size_t>(c) * C + k];
-    if (row > 0) r.class_accuracy[static_cast<size_t>(c)] = static_cast<double>(r.confusion[static_cast<size_t>(c) * C + c]) / static_cast<double>(row);
+    if (row > 0)
+      r.class_accuracy[static_cast<size_t>(c)] =
+          static_cast<double>(r.confusion[static_cast<size_t>(c) * C + c]) / static_cast<double>(row);
     for (size_t i = 0; i < labels_.size(); ++i) {
       scores[i] = probs_[i * static_cast<size_t>(C) + static_cast<size_t>(c)];
       pos[i] = labels_[i] == c;
@@ -132,6 +138,12 @@ ClassificationReport MetricsAccumulator::report() const {
   return r;
 }
 
+std::string ClassificationReport::left_out_words() const {
+  std::string s = unreadable > 0 ? str(unreadable, " unreadable") : std::string();
+  if (vanished > 0) s += str(s.empty() ? "" : ", ", vanished, " vanished");
+  return s;
+}
+
 nlohmann::json ClassificationReport::to_json() const {
   auto clean = [](const std::vector<double>& v) {
     nlohmann::json a = nlohmann::json::array();
@@ -140,6 +152,7 @@ nlohmann::json ClassificationReport::to_json() const {
   };
   nlohmann::json j = {{"count", count},
                       {"unreadable", unreadable},
+                      {"vanished", vanished},
                       {"loss", loss},
                       {"accuracy", accuracy},
                       {"class_accuracy", clean(class_accuracy)},
@@ -188,7 +201,8 @@ std::string ClassificationReport::confusion_table(const std::vector<std::string>
   os << pad("acc", 9, true) << "\n";
   for (int t = 0; t < classes; ++t) {
     os << pad(t < static_cast<int>(names.size()) ? names[static_cast<size_t>(t)] : std::to_string(t), w, false);
-    for (int p = 0; p < classes; ++p) os << pad(std::to_string(confusion[static_cast<size_t>(t) * classes + p]), cell, true);
+    for (int p = 0; p < classes; ++p)
+      os << pad(std::to_string(confusion[static_cast<size_t>(t) * classes + p]), cell, true);
     char acc[32];
     const double a = class_accuracy[static_cast<size_t>(t)];
     if (std::isnan(a))

@@ -84,6 +84,7 @@ ClassificationReport TrainingRun::evaluate() {
     const io::ReadableSamples r =
         io::readable_samples(valid, px, lab, plan_.data.shape.size(), px_buffer, label_buffer);
     acc.add_unreadable(r.unreadable);
+    acc.add_vanished(r.vanished);
     if (r.n == 0) return;
     float loss = 0;
     const float* logits =
@@ -408,6 +409,7 @@ void TrainingRun::end_epoch(int64_t epoch, double train_seconds, double input_wa
     ej["val_auc"] = std::isnan(es.val_auc) ? json() : json(es.val_auc);
     ej["val_report"] = report.to_json();
     if (report.unreadable > 0) ej["val_unreadable"] = report.unreadable;
+    if (report.vanished > 0) ej["val_vanished"] = report.vanished;
     if (cfg_.ema > 0.f) ej["val_weights"] = "ema";
     if (cfg_.tta_flip) ej["val_tta"] = "flip";
   }
@@ -428,9 +430,10 @@ void TrainingRun::end_epoch(int64_t epoch, double train_seconds, double input_wa
   write_checkpoint(epoch + 1, 0, best);
   if (plan_.world.writer) refresh_report(folder_.dir, console_);
   if (!cfg_.quiet) {
-    const std::string left_out = report.unreadable > 0 ? str("  (", report.unreadable, " unreadable val image",
-                                                             report.unreadable == 1 ? "" : "s", " left out)")
-                                                       : std::string();
+    const std::string left_out = report.left_out_words().empty()
+                                     ? std::string()
+                                     : str("  (", report.left_out_words(), " val image",
+                                           report.unreadable + report.vanished == 1 ? "" : "s", " left out)");
     const char* val = cfg_.ema > 0.f ? (cfg_.tta_flip ? "val (ema, tta flip)" : "val (ema)")
                                      : (cfg_.tta_flip ? "val (tta flip)" : "val");
     if (evaluate_now)
@@ -465,6 +468,7 @@ void TrainingRun::evaluate_imported() {
     ej["val_auc"] = std::isnan(es.val_auc) ? json() : json(es.val_auc);
     ej["val_report"] = report.to_json();
     if (report.unreadable > 0) ej["val_unreadable"] = report.unreadable;
+    if (report.vanished > 0) ej["val_vanished"] = report.vanished;
     folder_.last_report = report;
     folder_.best_score = cfg_.best_metric == BestMetric::val_auc    ? es.val_auc
                          : cfg_.best_metric == BestMetric::val_loss ? -es.val_loss
@@ -487,7 +491,7 @@ void TrainingRun::evaluate_imported() {
     console_.say(
         "evaluation only (--epochs 0): %s images evaluated%s: accuracy %.2f%%, loss %.4f, macro ROC-AUC %.4f\n",
         format_count(static_cast<double>(report.count)).c_str(),
-        report.unreadable > 0 ? str(" (", report.unreadable, " unreadable left out)").c_str() : "",
+        report.left_out_words().empty() ? "" : str(" (", report.left_out_words(), " left out)").c_str(),
         100 * report.accuracy, report.loss, report.macro_auc);
   else
     console_.say("evaluation only (--epochs 0): no --val, so nothing evaluated; the imported weights are saved\n");

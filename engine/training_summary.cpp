@@ -117,9 +117,8 @@ void TrainingRun::say_summary(const io::FileCacheSource::Stats& fc, const std::s
                static_cast<long long>(meter_.step), format_duration(run_elapsed()).c_str(), session.c_str(),
                format_count(last["img_per_s"].get<double>()).c_str());
   if (plan_.data.has_val && folder_.last_report.count > 0) {
-    const std::string left_out = folder_.last_report.unreadable > 0
-                                     ? str("; ", folder_.last_report.unreadable, " unreadable left out")
-                                     : std::string();
+    const std::string words = folder_.last_report.left_out_words();
+    const std::string left_out = words.empty() ? std::string() : str("; ", words, " left out");
     console_.say("         validation accuracy %.2f%% (%s images%s), loss %.4f, macro ROC-AUC %.4f\n",
                  100 * folder_.last_report.accuracy,
                  format_count(static_cast<double>(folder_.last_report.count)).c_str(), left_out.c_str(),

@@ -36,6 +36,7 @@ namespace stoke::io {
 // The label of a position whose file could not be read, in pipelines that mask bad files instead of replacing
 // them (evaluation): its pixels are zero and it must not be counted.
 inline constexpr int32_t kUnreadable = -1;
+inline constexpr int32_t kVanished = -2;  // masked as kUnreadable is, because the file is gone since indexing
 
 // A view of one slot's memory (owned by the ring).
 struct BatchSlot {
@@ -45,9 +46,9 @@ struct BatchSlot {
   // The slot's descriptor, in the slot: its pointers are set by the ring, the producer fills tag (the ticket),
   // epoch, index, size, valid and corrupt before publish(); acquire() hands it to the consumer as it is.
   Batch* header = nullptr;
-  uint8_t* base = nullptr;    // == pixels: the slot's region starts with the pixels
-  size_t copy_bytes = 0;      // pixels and labels (padded between them to 64 bytes), for one H2D copy
-  size_t labels_offset = 0;   // labels - base
+  uint8_t* base = nullptr;   // == pixels: the slot's region starts with the pixels
+  size_t copy_bytes = 0;     // pixels and labels (padded between them to 64 bytes), for one H2D copy
+  size_t labels_offset = 0;  // labels - base
 };
 
 // Slot states, for telemetry.

@@ -10,8 +10,8 @@
 
 #include "base/display_name.h"
 #include "base/error.h"
-#include "io/codec/codec.h"
 #include "base/rng.h"
+#include "io/codec/codec.h"
 
 namespace stoke::io {
 
@@ -217,7 +217,10 @@ void DecoderPool::report_bad(int64_t id, ReadStatus status, const std::string& w
                            : status == ReadStatus::failed ? "unreadable"
                                                           : problem_name(problem_of(why));
   if (cfg_.strict) throw UserError(str(what, " image ", name, ": ", why, " (strict mode)"));
-  if (bad_[static_cast<size_t>(id)].exchange(1, std::memory_order_acq_rel) != 0) return;  // told already
+  uint8_t was = 0;  // the first report decides (and is told); the evaluation mask reads which it was
+  if (!bad_[static_cast<size_t>(id)].compare_exchange_strong(was, status == ReadStatus::vanished ? 2 : 1,
+                                                             std::memory_order_acq_rel))
+    return;
   (status == ReadStatus::vanished ? vanished_ : corrupt_).fetch_add(1, std::memory_order_relaxed);
   std::lock_guard lk(bad_mu_);
   const std::string line = str(name, "\t", what, ": ", why);
@@ -265,7 +268,8 @@ bool DecoderPool::fill(Worker& w, int64_t ticket) {
         w.clock.enter(Stage::read);
         std::span<const uint8_t> bytes;
         const ReadStatus st = source_->read(id, w.scratch, bytes, &err);
-        if (st == ReadStatus::ok && decode_sample(t, bytes, pos.epoch, static_cast<uint64_t>(id), dst, &err, &w.clock)) {
+        if (st == ReadStatus::ok &&
+            decode_sample(t, bytes, pos.epoch, static_cast<uint64_t>(id), dst, &err, &w.clock)) {
           slot.labels[k] = labels_[static_cast<size_t>(id)];
           slot.ids[k] = id;
           w.images.fetch_add(1, std::memory_order_relaxed);
@@ -275,7 +279,7 @@ bool DecoderPool::fill(Worker& w, int64_t ticket) {
       }
       if (!cfg_.replace_bad) {  // evaluation: a masked position, never a stand-in
         std::memset(dst, 0, static_cast<size_t>(sample_bytes));
-        slot.labels[k] = kUnreadable;
+        slot.labels[k] = bad_[static_cast<size_t>(id)].load(std::memory_order_acquire) == 2 ? kVanished : kUnreadable;
         slot.ids[k] = original;
         ++corrupt;
         break;

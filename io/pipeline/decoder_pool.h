@@ -33,17 +33,18 @@
 namespace stoke::io {
 
 struct PoolConfig {
-  TransformConfig transform;     // model input size, augmentation, seed
-  int decoders = 0;              // 0: auto (choose_decoders)
-  int reserve_cores = 1;         // auto: cores left to the trainer's own threads
+  TransformConfig transform;            // model input size, augmentation, seed
+  int decoders = 0;                     // 0: auto (choose_decoders)
+  int reserve_cores = 1;                // auto: cores left to the trainer's own threads
   double target_images_per_second = 0;  // auto: stop adding threads once this rate is covered (0: no target)
   bool strict = false;
-  std::string quarantine_path;   // e.g. RUNDIR/quarantine.txt ("" = none); one "name<TAB>kind: reason" line per
-                                 // file, kind = corrupt, unsupported (io/codec/codec.h), vanished or unreadable
+  std::string quarantine_path;  // e.g. RUNDIR/quarantine.txt ("" = none); one "name<TAB>kind: reason" line per
+                                // file, kind = corrupt, unsupported (io/codec/codec.h), vanished or unreadable
   std::function<void(const std::string&)> on_warning;  // a bad file, once per file (default: stderr)
   int max_consecutive_bad = 64;  // replacements tried for one position before giving up with an error
   // Training replaces a bad sample to keep the batch full; evaluation must not count a stand-in, so there
-  // (false) the position is zero pixels with label kUnreadable and the consumer leaves it out.
+  // (false) the position is zero pixels with label kUnreadable (kVanished: the file is gone) and the consumer leaves
+  // it out.
   bool replace_bad = true;
 };
 
@@ -89,7 +90,7 @@ class DecoderPool {
   const std::string& decoders_reason() const { return reason_; }
   std::vector<DecoderStatus> status() const;
   int running() const { return running_.load(std::memory_order_acquire); }  // threads still in their loop
-  int64_t images() const;                   // decoded since construction (replacements included)
+  int64_t images() const;  // decoded since construction (replacements included)
   // Distinct bad files: corrupt() those that could not be read or decoded, vanished() those deleted or renamed
   // since the data was indexed (not the data's fault: counted apart so a summary does not call them corrupt).
   int64_t corrupt() const { return corrupt_.load(std::memory_order_relaxed); }
@@ -124,7 +125,7 @@ class DecoderPool {
   // Every sample's label, read once: per image, the virtual calls through wrapped sources (file cache, subset,
   // folder) each touched another cold array.
   std::vector<int32_t> labels_;
-  std::unique_ptr<std::atomic<uint8_t>[]> bad_;  // per sample: known bad
+  std::unique_ptr<std::atomic<uint8_t>[]> bad_;  // per sample: 0 good (or not read yet), 1 bad, 2 vanished
   std::atomic<int64_t> corrupt_{0};
   std::atomic<int64_t> vanished_{0};
   mutable std::mutex bad_mu_;  // cold: warnings and the quarantine list only

@@ -24,7 +24,8 @@ InputPipeline::InputPipeline(std::shared_ptr<const Source> source, PipelineConfi
     : source_(std::move(source)), cfg_(std::move(cfg)) {
   STOKE_CHECK(source_ != nullptr);
   if (cfg_.batch < 1) throw UserError(str("batch size must be at least 1 (got ", cfg_.batch, ")"));
-  if (!(cfg_.watchdog_seconds > 0)) throw UserError(str("the watchdog timeout must be positive (got ", cfg_.watchdog_seconds, ")"));
+  if (!(cfg_.watchdog_seconds > 0))
+    throw UserError(str("the watchdog timeout must be positive (got ", cfg_.watchdog_seconds, ")"));
   if (cfg_.decoders < 0) throw UserError(str("decoders must be a count or auto (got ", cfg_.decoders, ")"));
   if (cfg_.slots != 0 && cfg_.slots < 2) throw UserError(str("the ring needs at least 2 slots (got ", cfg_.slots, ")"));
   if (cfg_.h <= 0 || cfg_.w <= 0 || cfg_.c <= 0) {
@@ -61,8 +62,8 @@ InputPipeline::InputPipeline(std::shared_ptr<const Source> source, PipelineConfi
     pc.decoders = cfg_.decoders;
     decoders_reason_ = str("decoders: ", cfg_.decoders, " (as configured)");
   } else {
-    pc.decoders = choose_decoders(*source_, pc.transform, cfg_.reserve_cores, cfg_.target_images_per_second,
-                                  &decoders_reason_);
+    pc.decoders =
+        choose_decoders(*source_, pc.transform, cfg_.reserve_cores, cfg_.target_images_per_second, &decoders_reason_);
   }
 
   const int64_t sample_bytes = int64_t{cfg_.h} * cfg_.w * cfg_.c;
@@ -148,8 +149,8 @@ std::string InputPipeline::watchdog_report() const {
   std::string out;
   if (since) {
     out = str("input pipeline stalled: the trainer has waited ",
-              fmt_seconds(static_cast<double>(StageClock::now_ns() - since) * 1e-9), " for batch ", pos.index, " of epoch ",
-              pos.epoch, " (ticket ", t, ")");
+              fmt_seconds(static_cast<double>(StageClock::now_ns() - since) * 1e-9), " for batch ", pos.index,
+              " of epoch ", pos.epoch, " (ticket ", t, ")");
   } else {
     out = str("input pipeline: the trainer is not waiting (next: batch ", pos.index, " of epoch ", pos.epoch, ")");
   }
@@ -206,8 +207,8 @@ void InputPipeline::watchdog_main() {
     // Every decoder gone while the consumer waits, and nobody said why: fail loudly instead of waiting forever.
     if (pool_->running() == 0 && !ring_->closed()) {
       if (++dead_polls >= 2)
-        ring_->close(std::make_exception_ptr(Error(str("the input pipeline's decoder threads have all stopped\n",
-                                                       watchdog_report()))));
+        ring_->close(std::make_exception_ptr(
+            Error(str("the input pipeline's decoder threads have all stopped\n", watchdog_report()))));
     } else {
       dead_polls = 0;
     }
@@ -216,17 +217,19 @@ void InputPipeline::watchdog_main() {
 
 ReadableSamples readable_samples(int valid, const uint8_t* pixels, const int32_t* labels, int64_t sample_bytes,
                                  std::vector<uint8_t>& pixel_buffer, std::vector<int32_t>& label_buffer) {
-  ReadableSamples r{valid, 0, pixels, labels};
-  if (std::none_of(labels, labels + valid, [](int32_t l) { return l == kUnreadable; })) return r;
+  ReadableSamples r{valid, 0, 0, pixels, labels};
+  if (std::none_of(labels, labels + valid, [](int32_t l) { return l == kUnreadable || l == kVanished; })) return r;
   pixel_buffer.resize(static_cast<size_t>(valid * sample_bytes));
   label_buffer.resize(static_cast<size_t>(valid));
   r.n = 0;
   for (int i = 0; i < valid; ++i) {
-    if (labels[i] == kUnreadable) continue;
+    if (labels[i] == kUnreadable || labels[i] == kVanished) {
+      ++(labels[i] == kVanished ? r.vanished : r.unreadable);
+      continue;
+    }
     std::memcpy(pixel_buffer.data() + r.n * sample_bytes, pixels + i * sample_bytes, static_cast<size_t>(sample_bytes));
     label_buffer[static_cast<size_t>(r.n++)] = labels[i];
   }
-  r.unreadable = valid - r.n;
   r.pixels = pixel_buffer.data();
   r.labels = label_buffer.data();
   return r;

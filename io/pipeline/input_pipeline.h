@@ -45,33 +45,33 @@
 namespace stoke::io {
 
 struct PipelineConfig {
-  int h = 0, w = 0, c = 0;   // model input; 0 = the data's own (probe_source_shape)
+  int h = 0, w = 0, c = 0;  // model input; 0 = the data's own (probe_source_shape)
   int batch = 128;
-  int slots = 0;             // ring slots; 0 = auto: decoders + 3, at least 4, fewer if they pass 2 GiB (min 3)
-  int decoders = 0;          // 0 = auto (decoder_pool.h choose_decoders)
-  int reserve_cores = 1;     // auto decoders: cores left to the trainer
+  int slots = 0;          // ring slots; 0 = auto: decoders + 3, at least 4, fewer if they pass 2 GiB (min 3)
+  int decoders = 0;       // 0 = auto (decoder_pool.h choose_decoders)
+  int reserve_cores = 1;  // auto decoders: cores left to the trainer
   double target_images_per_second = 0;  // auto decoders: the rate the consumer needs (0: unknown)
   uint64_t seed = 0;
-  bool shuffle = true;       // false: epoch order 0..n-1 (evaluation)
-  bool augment = false;      // random-resized-crop + flip (training); false: plain resize
+  bool shuffle = true;   // false: epoch order 0..n-1 (evaluation)
+  bool augment = false;  // random-resized-crop + flip (training); false: plain resize
   AugmentConfig aug;
-  bool drop_last = true;     // false: pad the last batch (evaluation)
+  bool drop_last = true;  // false: pad the last batch (evaluation)
   int rank = 0, world = 1;
-  int64_t end_epoch = -1;    // produce batches up to the end of epoch end_epoch - 1; -1: until stop()
-  bool strict = false;       // a bad image is an error naming the file
-  bool replace_bad = true;   // false (evaluation): a bad image is masked (label kUnreadable), never replaced
+  int64_t end_epoch = -1;       // produce batches up to the end of epoch end_epoch - 1; -1: until stop()
+  bool strict = false;          // a bad image is an error naming the file
+  bool replace_bad = true;      // false (evaluation): a bad image is masked (label kUnreadable), never replaced
   std::string quarantine_path;  // RUNDIR/quarantine.txt ("" = none)
   double watchdog_seconds = 30;
-  bool pinned = true;        // pinned host memory when a CUDA device is usable
+  bool pinned = true;                                  // pinned host memory when a CUDA device is usable
   std::function<void(const std::string&)> on_warning;  // bad files (default: stderr)
   std::function<void(const std::string&)> on_stall;    // watchdog reports (default: stderr)
 };
 
-// The samples of an evaluation batch that count: the first `valid`, less those labelled kUnreadable. Points into
-// the batch itself when none is unreadable (the common case, no copy); otherwise compacts the readable ones into
-// the two buffers. `unreadable` says how many were left out.
+// The samples of an evaluation batch that count: the first `valid`, less those labelled kUnreadable or kVanished.
+// Points into the batch itself when none is unreadable (the common case, no copy); otherwise compacts the readable ones
+// into the two buffers. `unreadable` and `vanished` say how many were left out.
 struct ReadableSamples {
-  int n = 0, unreadable = 0;
+  int n = 0, unreadable = 0, vanished = 0;  // unreadable: labelled kUnreadable; vanished: kVanished
   const uint8_t* pixels = nullptr;
   const int32_t* labels = nullptr;
 };
@@ -84,10 +84,10 @@ struct DecoderStats {
 };
 
 struct PipelineStats {
-  int64_t images = 0;           // decoded (stand-ins for bad files included)
-  int64_t batches = 0;          // acquired by the consumer since start()
-  int64_t corrupt = 0;          // distinct bad files so far (unreadable, corrupt or unsupported)
-  int64_t vanished = 0;         // distinct files gone since indexing (deleted or renamed mid-run)
+  int64_t images = 0;                // decoded (stand-ins for bad files included)
+  int64_t batches = 0;               // acquired by the consumer since start()
+  int64_t corrupt = 0;               // distinct bad files so far (unreadable, corrupt or unsupported)
+  int64_t vanished = 0;              // distinct files gone since indexing (deleted or renamed mid-run)
   double consumer_wait_seconds = 0;  // acquire() waiting for a batch that was not ready, since start()
   int64_t consumer_waits = 0;
   RingOccupancy ring;
@@ -141,7 +141,7 @@ class InputPipeline final : public BatchSource {
   std::unique_ptr<DecoderPool> pool_;
   std::string decoders_reason_;
   std::atomic<int64_t> first_{0};  // global batch of ticket 0
-  std::mutex stop_mu_;  // cold: start/stop
+  std::mutex stop_mu_;             // cold: start/stop
   std::thread watchdog_;
   std::mutex wd_mu_;  // cold: the watchdog's sleep
   std::condition_variable wd_cv_;

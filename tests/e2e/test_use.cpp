@@ -113,6 +113,12 @@ TEST(Use, ValidationDuringTrainingLeavesUnreadableImagesOut) {
 
 // Files deleted after the data was indexed are not the data's fault: the run counts them apart from the corrupt
 // ones (summary.json, the closing lines, the report), streaming and from the decoded cache.
+int count_of(const std::string& s, const std::string& what) {
+  int n = 0;
+  for (size_t at = s.find(what); at != std::string::npos; at = s.find(what, at + 1)) ++n;
+  return n;
+}
+
 TEST(Use, FilesDeletedAfterIndexingAreCountedAsVanishedNotCorrupt) {
   TempDir tmp("vanished");
   test::write_tiny_folder(tmp.path() / "src" / "train", {"a", "b"}, 15);
@@ -147,6 +153,21 @@ TEST(Use, FilesDeletedAfterIndexingAreCountedAsVanishedNotCorrupt) {
     EXPECT_EQ(sum.at("vanished_images"), 4) << sum.dump();
     EXPECT_EQ(sum.at("corrupt_images"), 2) << sum.dump();
     EXPECT_NE(said.find("4 images vanished during the run"), std::string::npos) << said;
+    // The deleted validation image is left out of each evaluation as vanished, not as unreadable.
+    std::istringstream lines(text(t.run_dir + "/metrics.jsonl"));
+    int epochs = 0;
+    for (std::string line; std::getline(lines, line);) {
+      const nlohmann::json j = nlohmann::json::parse(line);
+      if (j.value("kind", "") != "epoch") continue;
+      ++epochs;
+      EXPECT_EQ(j.value("val_vanished", 0), 1) << line;
+      EXPECT_FALSE(j.contains("val_unreadable")) << line;
+      EXPECT_EQ(j.at("val_report").at("vanished"), 1) << line;
+      EXPECT_EQ(j.at("val_report").at("count"), 5) << line;
+    }
+    EXPECT_EQ(epochs, 2);
+    EXPECT_EQ(count_of(said, "(1 vanished val image left out)"), 2) << said;
+    EXPECT_EQ(said.find("unreadable"), std::string::npos) << said;
     EXPECT_NE(said.find("2 corrupt images were skipped"), std::string::npos) << said;
     const std::string report = text(t.run_dir + "/report.html");
     EXPECT_NE(report.find("vanished during the run"), std::string::npos);
@@ -165,7 +186,8 @@ TEST(Use, PredictGivesProbabilitiesAndNamesBadFiles) {
   float sum = 0;
   for (float v : p[0].probs) sum += v;
   EXPECT_NEAR(sum, 1.f, 1e-5);
-  EXPECT_EQ(p[0].top_class, static_cast<int>(std::max_element(p[0].probs.begin(), p[0].probs.end()) - p[0].probs.begin()));
+  EXPECT_EQ(p[0].top_class,
+            static_cast<int>(std::max_element(p[0].probs.begin(), p[0].probs.end()) - p[0].probs.begin()));
 }
 
 TEST(Use, ExportWritesPyTorchLayout) {
@@ -189,7 +211,8 @@ TEST(Use, ExportWritesPyTorchLayout) {
     for (int c : {0, C - 1})
       for (int rr : {0, R - 1})
         for (int s : {0, S - 1})
-          EXPECT_EQ(oihw[((k * C + c) * R + rr) * S + s], r.params[static_cast<size_t>(w->offset + ((k * R + rr) * S + s) * C + c)]);
+          EXPECT_EQ(oihw[((k * C + c) * R + rr) * S + s],
+                    r.params[static_cast<size_t>(w->offset + ((k * R + rr) * S + s) * C + c)]);
   // The classifier follows a 3x3 map: its columns go from stoke's (h, w, c) order to PyTorch's (c, h, w).
   const Node& fc = r.graph.nodes().back();
   const Shape3 in = r.graph.node(fc.inputs[0]).out;
@@ -241,8 +264,8 @@ TEST(Use, CliCommands) {
   test::RunResult bad = test::run_stoke("predict --run " + run + " " + fx().tmp.str() + "/nope.jpg");
   EXPECT_EQ(bad.exit_code, 2) << bad.output;
   // --json: one object per image, full-precision probabilities that sum to 1, errors as objects too.
-  test::RunResult js = test::run_stoke("predict --json --run " + run + " " + fx().tmp.str() + "/val/b/2.jpg " + fx().tmp.str() +
-                                       "/nope.jpg");
+  test::RunResult js = test::run_stoke("predict --json --run " + run + " " + fx().tmp.str() + "/val/b/2.jpg " +
+                                       fx().tmp.str() + "/nope.jpg");
   EXPECT_EQ(js.exit_code, 2) << js.output;
   std::istringstream lines(js.output);
   std::string line;

@@ -27,8 +27,11 @@ TEST(DistEval, GatheredSlicesReportTheWholeSetOnEveryRank) {
   ClassificationReport got[3];
   world.run([&](int r) {
     MetricsAccumulator acc(kClasses);
-    if (r == 0) acc.add(3, kLogits, kLabels, 0.75);  // samples 0-2
-    if (r == 1) {                                    // samples 3-4, and the unreadable one
+    if (r == 0) {  // samples 0-2, and two that vanished
+      acc.add(3, kLogits, kLabels, 0.75);
+      acc.add_vanished(2);
+    }
+    if (r == 1) {  // samples 3-4, and the unreadable one
       acc.add(2, kLogits + 3 * kClasses, kLabels + 3, 1.25);
       acc.add_unreadable(1);
     }
@@ -39,6 +42,7 @@ TEST(DistEval, GatheredSlicesReportTheWholeSetOnEveryRank) {
     SCOPED_TRACE(r);
     EXPECT_EQ(got[r].count, 5);
     EXPECT_EQ(got[r].unreadable, 1);
+    EXPECT_EQ(got[r].vanished, 2) << "counted apart from the unreadable one";
     EXPECT_EQ(got[r].confusion, expect.confusion);
     EXPECT_DOUBLE_EQ(got[r].loss, expect.loss);
     EXPECT_DOUBLE_EQ(got[r].accuracy, expect.accuracy);
