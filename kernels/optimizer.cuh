@@ -10,9 +10,9 @@
 //
 // The captured step (engine/cuda/executor.h, CUDA graphs): a graph replays the same kernel arguments every time,
 // so what changes from step to step — lr, the step count t, the loss scale, whether to skip — lives in device
-// memory (StepState, StepControl). prepare_step() turns them into SgdArgs/AdamwArgs on the device and the update
-// kernels read those (args_device) instead of their by-value arguments. The host never reads the loss or an
-// overflow flag before the update.
+// memory (StepState, StepControl). prepare_step() turns them into SgdArgs/AdamwArgs (and --ema's decay of t) on the
+// device and the update kernels read those (args_device, decay_device) instead of their by-value arguments. The host
+// never reads the loss or an overflow flag before the update.
 #pragma once
 
 #include <cuda_bf16.h>
