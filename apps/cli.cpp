@@ -124,6 +124,7 @@ struct InputArgs {
   int max_threads = 0;
   double seconds = 2.0;
   bool augment = false;
+  std::string recipe;
   std::string cache = "auto";
 };
 
@@ -146,6 +147,10 @@ void add_input(CLI::App& app, InputArgs& a) {
       ->check(CLI::Range(0, 256));
   bi->add_option("--seconds", a.seconds, "Seconds per measurement")->capture_default_str()->check(kPositive);
   bi->add_flag("--augment", a.augment, "Random-resized-crop + flip in the pipeline");
+  bi->add_option("--recipe", a.recipe,
+                 "An --augment preset applied on the decoder threads, as train --augment-on decoders does (imagenet "
+                 "includes the random resized crop)")
+      ->check(CLI::IsMember({"monai", "imagenet", "cifar"}));
   bi->add_option("--cache", a.cache,
                  "auto | files: read a folder through the file cache as training does | none: every read from disk")
       ->capture_default_str()
@@ -185,6 +190,14 @@ int run_bench_input(const InputArgs& a) {
   o.seconds = a.seconds;
   o.augment = a.augment;
   o.cache = a.cache;
+  if (!a.recipe.empty()) {
+    AugmentFlags f;
+    f.augment = a.recipe;
+    const AugmentSettings s = resolve_augment(f);
+    o.augment = o.augment || s.decoder == Augment::crop_flip;
+    o.hflip = false;  // the recipe flips
+    o.decoder_augment = [s](int h, int w, int c) { return decoder_augment_fn(s.recipe, Shape3{h, w, c}, 1); };
+  }
   io::BenchInputResult r =
       io::bench_input(o, [](const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); });
   std::printf("%s", io::format_bench_input(r).c_str());

@@ -141,6 +141,11 @@ void add_train(CLI::App& app, TrainConfig& cfg, AugmentFlags& augment, std::stri
   t->add_flag(
       "!--no-exif-orientation", cfg.exif_orientation,
       "Decode JPEGs as stored, ignoring their EXIF orientation (by default they are turned as viewers show them)");
+  add_choice(t, "--augment-on", cfg.augment_on, parse_augment_on, {"auto", "decoders", "step"},
+             "Where the recipe's transforms run (rotate ... erase): decoders = on the decoder threads, the geometry in "
+             "the resize, as torchvision transforms in DataLoader workers (noise stays in the step) | step = in the "
+             "step, from the uint8 batch (the CUDA kernel on a GPU) | auto: decoders on the CPU backend when "
+             "streaming (no decoded cache), else step");
   add_choice(t, "--cache", cfg.cache, parse_cache, {"auto", "files", "decoded", "gpu", "none"},
              "auto (files, for folders) | files: read each file once, keep its JPEG bytes in memory | decoded: decode "
              "every image once into memory, then train from there | gpu: decoded, then the training set is uploaded "

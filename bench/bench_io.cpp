@@ -1,23 +1,25 @@
 // Input-pipeline microbenchmarks: the cost of handing a batch through the BatchRing (1 and several producers,
 // no decoding), the JPEG decode paths on a 28x28 gray and a 500x375 RGB image, and reading a small sample from
-// a file versus a pack. The end-to-end pipeline against raw libjpeg-turbo is `stoke bench-input` (io/pipeline/bench_input.h).
+// a file versus a pack. The end-to-end pipeline against raw libjpeg-turbo is `stoke bench-input`
+// (io/pipeline/bench_input.h).
 #include <benchmark/benchmark.h>
 
 #include <unistd.h>
 
 #include <algorithm>
-#include <cstdio>
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "base/fs.h"
+#include "io/codec/jpeg.h"
+#include "io/codec/resize.h"
 #include "io/pipeline/augment.h"
 #include "io/pipeline/batch_ring.h"
 #include "io/pipeline/bench_input.h"
-#include "io/codec/jpeg.h"
 #include "io/source/pack.h"
 
 using namespace stoke::io;
@@ -121,6 +123,48 @@ void BM_Decode500x375_TrainCrop224(benchmark::State& st) { decode_bench(st, phot
 BENCHMARK(BM_Decode500x375_TrainCrop224)->Unit(benchmark::kMicrosecond);
 void BM_Decode500x375_TrainCrop64(benchmark::State& st) { decode_bench(st, photo_jpeg(), 64, 64, 3, true); }
 BENCHMARK(BM_Decode500x375_TrainCrop64)->Unit(benchmark::kMicrosecond);
+
+// The decoders' geometry on a 234x234x3 region (500x375 at DCT scale 5/8, centre crop) to 224x224: the plain resize
+// against the affine pass with a monai-like warp (rotation 10 degrees, zoom 1.05), and the colour pass alone.
+void BM_ResizeRegion234To224(benchmark::State& st) {
+  const auto src = smooth(234, 234, 3);
+  std::vector<uint8_t> dst(224 * 224 * 3);
+  for (auto _ : st) {
+    resize_bilinear(src.data(), 234, 234, 3, dst.data(), 224, 224);
+    benchmark::DoNotOptimize(dst.data());
+  }
+}
+BENCHMARK(BM_ResizeRegion234To224)->Unit(benchmark::kMicrosecond);
+void BM_ResizeAffineRegion234To224(benchmark::State& st) {
+  const auto src = smooth(234, 234, 3);
+  std::vector<uint8_t> dst(224 * 224 * 3);
+  const double a = 10.0 * 3.14159265358979 / 180, z = 1.05, c = std::cos(a) / z, s = std::sin(a) / z;
+  const double m[6] = {c, -s, 112 - c * 112 + s * 112, s, c, 112 - s * 112 - c * 112};
+  const uint8_t fill[3] = {0, 0, 0};
+  for (auto _ : st) {
+    resize_affine(src.data(), 234, 234, 3, 234 * 3, dst.data(), 224, 224, m, fill);
+    benchmark::DoNotOptimize(dst.data());
+  }
+}
+BENCHMARK(BM_ResizeAffineRegion234To224)->Unit(benchmark::kMicrosecond);
+void colour_bench(benchmark::State& st, bool mix) {
+  auto px = smooth(224, 224, 3);
+  DecoderAugment a;
+  a.colour = true;
+  a.matrix[0][0] = 1.2f;
+  a.matrix[1][1] = 0.9f;
+  a.matrix[2][2] = 1.1f;
+  if (mix) a.matrix[0][1] = a.matrix[1][2] = a.matrix[2][0] = 0.1f;
+  a.offset[0] = a.offset[1] = a.offset[2] = -10.f;
+  for (auto _ : st) {
+    apply_decoder_colour(a, px.data(), 224, 224, 3);
+    benchmark::DoNotOptimize(px.data());
+  }
+}
+void BM_ColourTable224(benchmark::State& st) { colour_bench(st, false); }
+BENCHMARK(BM_ColourTable224)->Unit(benchmark::kMicrosecond);
+void BM_ColourMatrix224(benchmark::State& st) { colour_bench(st, true); }
+BENCHMARK(BM_ColourMatrix224)->Unit(benchmark::kMicrosecond);
 
 // The tjbench-style raw decode (the reference of `stoke bench-input`), per image.
 void raw_bench(benchmark::State& st, const std::vector<uint8_t>& jpg, int c) {

@@ -216,8 +216,98 @@ void draw_batch_transforms(const AugmentRecipe& r, Shape3 s, uint64_t seed, int6
     out[k] = draw_sample_transform(r, s.h, s.w, s.c, io::augment_key(seed, epoch, static_cast<uint64_t>(ids[k])));
 }
 
-BatchTransforms::BatchTransforms(const AugmentRecipe& r, Shape3 s, uint64_t seed)
-    : recipe_(r), shape_(s), seed_(seed), active_(recipe_active(r)) {
+bool is_identity(const SampleTransform& t) {
+  const SampleTransform id;
+  return std::equal(t.m, t.m + 6, id.m) && std::equal(t.fill, t.fill + kMaxAugmentChannels, id.fill) &&
+         t.brightness == id.brightness && t.contrast == id.contrast && t.saturation == id.saturation &&
+         t.hue_cos == id.hue_cos && t.hue_sin == id.hue_sin && t.gamma == id.gamma && t.noise_std == id.noise_std &&
+         (t.erase_h <= 0 || t.erase_w <= 0);
+}
+
+namespace {
+
+// The op's brightness, contrast, saturation and hue (kernels/augment_transform.h) as one affine map of the pixel:
+// contrast c about 127.5 of (v + b) is c v + c (b - 127.5) + 127.5, and saturation and hue are linear maps that keep
+// grey grey, so the offset passes through them unchanged: v' = c H S v + (c (b - 127.5) + 127.5).
+void colour_map(const SampleTransform& t, int c, io::DecoderAugment& d) {
+  const double k = t.contrast, offset = k * (static_cast<double>(t.brightness) - 127.5) + 127.5;
+  double m[3][3] = {{k, 0, 0}, {0, k, 0}, {0, 0, k}};
+  if (c == 3) {
+    const double s = t.saturation, luma[3] = {0.299, 0.587, 0.114};
+    const double a = (1.0 - t.hue_cos) / 3.0, b = t.hue_sin * 0.577350269189626;
+    const double dg = t.hue_cos + a, p = a - b, q = a + b;
+    const double hue[3][3] = {{dg, p, q}, {q, dg, p}, {p, q, dg}};
+    for (int i = 0; i < 3; ++i)
+      for (int j = 0; j < 3; ++j) {
+        double v = 0;
+        for (int l = 0; l < 3; ++l) v += hue[i][l] * ((l == j ? s : 0.0) + (1.0 - s) * luma[j]);
+        m[i][j] = k * v;
+      }
+  }
+  for (int i = 0; i < 3; ++i) {
+    for (int j = 0; j < 3; ++j) d.matrix[i][j] = static_cast<float>(m[i][j]);
+    d.offset[i] = static_cast<float>(offset);
+  }
+  d.gamma = t.gamma;
+  d.colour = t.brightness != 0.f || t.contrast != 1.f || t.gamma != 1.f ||
+             (c == 3 && (t.saturation != 1.f || t.hue_cos != 1.f || t.hue_sin != 0.f));
+}
+
+}  // namespace
+
+bool decoder_share(const SampleTransform& t, Shape3 s, io::DecoderAugment& d) {
+  const int c = s.c;
+  d = io::DecoderAugment{};
+  for (int i = 0; i < 6; ++i)
+    if (!(std::fabs(t.m[i]) < (i == 2 || i == 5 ? 1e7f : 1e3f))) return false;
+  for (int k = 0; k < c && k < 4; ++k) d.fill[k] = static_cast<uint8_t>(std::lround(std::clamp(t.fill[k], 0.f, 255.f)));
+  const float* m = t.m;
+  const auto w = static_cast<float>(s.w), h = static_cast<float>(s.h);
+  const bool mirrors = m[1] == 0.f && m[3] == 0.f && ((m[0] == 1.f && m[2] == 0.f) || (m[0] == -1.f && m[2] == w)) &&
+                       ((m[4] == 1.f && m[5] == 0.f) || (m[4] == -1.f && m[5] == h));
+  if (mirrors) {  // the identity, or m = [-1 0 w; 0 1 0] and the like: the plain resize, then exact flips
+    d.hflip = m[0] < 0;
+    d.vflip = m[4] < 0;
+  } else {
+    d.warp = true;
+    for (int i = 0; i < 6; ++i) d.m[i] = m[i];
+  }
+  colour_map(t, c, d);
+  d.erase_y = t.erase_y;
+  d.erase_x = t.erase_x;
+  d.erase_h = t.erase_h;
+  d.erase_w = t.erase_w;
+  return true;
+}
+
+SampleTransform step_share(const SampleTransform& t, Shape3 s) {
+  io::DecoderAugment d;
+  if (!decoder_share(t, s, d)) return t;
+  SampleTransform r;
+  if (t.noise_std == 0.f) return r;
+  std::copy(t.fill, t.fill + kMaxAugmentChannels, r.fill);
+  r.noise_std = t.noise_std;
+  r.noise_key = t.noise_key;
+  r.erase_y = t.erase_y;
+  r.erase_x = t.erase_x;
+  r.erase_h = t.erase_h;
+  r.erase_w = t.erase_w;
+  return r;
+}
+
+io::DecoderAugmentFn decoder_augment_fn(const AugmentRecipe& r, Shape3 s, uint64_t seed) {
+  return [r, s, seed](int64_t epoch, uint64_t id, io::DecoderAugment& out) {
+    decoder_share(draw_sample_transform(r, s.h, s.w, s.c, io::augment_key(seed, epoch, id)), s, out);
+  };
+}
+
+bool augments_on_decoders(AugmentOn on, bool cuda_backend, bool streaming, const AugmentRecipe& r) {
+  if (!recipe_active(r) || !streaming) return false;
+  return on == AugmentOn::decoders || (on == AugmentOn::automatic && !cuda_backend);
+}
+
+BatchTransforms::BatchTransforms(const AugmentRecipe& r, Shape3 s, uint64_t seed, bool on_decoders)
+    : recipe_(r), shape_(s), seed_(seed), active_(recipe_active(r)), on_decoders_(on_decoders) {
   if (active_ && !(r.fill.empty() || r.fill.size() == 1 || static_cast<int>(r.fill.size()) == s.c))
     throw UserError(str("--fill has ", r.fill.size(), " values for images of ", s.c,
                         " channels: give one, or one "
@@ -232,7 +322,15 @@ const SampleTransform* BatchTransforms::draw(const io::Batch& b) {
   it->tag = b.tag;
   it->t.resize(static_cast<size_t>(b.size));
   draw_batch_transforms(recipe_, shape_, seed_, b.epoch, b.size, b.ids, it->t.data());
-  return it->t.data();
+  if (!on_decoders_) return it->t.data();
+  bool any = false;
+  for (SampleTransform& t : it->t) {
+    t = step_share(t, shape_);
+    any = any || !is_identity(t);
+  }
+  if (any) return it->t.data();
+  it->tag = -1;  // nothing left for the step: the plain normalisation
+  return nullptr;
 }
 
 void BatchTransforms::release(int64_t tag) {

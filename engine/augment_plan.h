@@ -13,6 +13,7 @@
 #include "base/shape.h"
 #include "engine/options.h"
 #include "io/pipeline/batch_source.h"
+#include "io/pipeline/decoder_augment.h"
 #include "kernels/augment.h"
 #include "kernels/mix.h"
 
@@ -51,14 +52,30 @@ uint64_t mix_key(uint64_t seed, int64_t epoch, int64_t batch_index);
 std::optional<BatchMix> batch_mix(const MixRecipe& r, int off_epochs, int epochs, Shape3 s, uint64_t seed,
                                   int64_t epoch, int64_t index);
 
+// ---- the decoder threads' share (--augment-on decoders) ----
+// Whether t is the identity (the op would reproduce augment_normalize).
+bool is_identity(const SampleTransform& t);
+// The part of t the decoders apply in uint8 (io/pipeline/decoder_augment.h): the geometry, brightness, contrast,
+// saturation, hue, gamma and the erase box. False when t's geometry is beyond their fixed point (a zoom under 1/1000):
+// then the step applies all of t.
+bool decoder_share(const SampleTransform& t, Shape3 s, io::DecoderAugment& out);
+// What the step applies to a sample whose decoder_share the decoders applied: the noise (outside the erase box, as
+// the op), else the identity; all of t when decoder_share refused it.
+SampleTransform step_share(const SampleTransform& t, Shape3 s);
+// The decoders' function: draws each sample's transform from (seed, epoch, sample id) as the trainer does.
+io::DecoderAugmentFn decoder_augment_fn(const AugmentRecipe& r, Shape3 s, uint64_t seed);
+// Where a run's recipe runs: on the decoders when asked, or by default on the CPU backend's streaming input.
+bool augments_on_decoders(AugmentOn on, bool cuda_backend, bool streaming, const AugmentRecipe& r);
+
 // The trainer's transforms of the batches in flight: drawn when a batch is submitted and kept until the backend
 // releases its tag, the lifetime of the batch's pixels (a backend may copy them after submit returns).
 class BatchTransforms {
  public:
   BatchTransforms() = default;
-  BatchTransforms(const AugmentRecipe& r, Shape3 s, uint64_t seed);  // UserError: a fill for the wrong channels
+  // UserError: a fill for the wrong channels. on_decoders: the decoders applied decoder_share, draw gives step_share.
+  BatchTransforms(const AugmentRecipe& r, Shape3 s, uint64_t seed, bool on_decoders = false);
   bool active() const { return active_; }
-  const SampleTransform* draw(const io::Batch& b);  // null when inactive
+  const SampleTransform* draw(const io::Batch& b);  // null when inactive, or when no sample has anything left
   void release(int64_t tag);
 
  private:
@@ -70,6 +87,7 @@ class BatchTransforms {
   Shape3 shape_{};
   uint64_t seed_ = 0;
   bool active_ = false;
+  bool on_decoders_ = false;
   std::vector<Held> held_;
 };
 

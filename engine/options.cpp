@@ -26,6 +26,8 @@ constexpr Names<CacheMode, 5> kCache{{{CacheMode::automatic, "auto"},
                                       {CacheMode::decoded, "decoded"},
                                       {CacheMode::gpu, "gpu"},
                                       {CacheMode::none, "none"}}};
+constexpr Names<AugmentOn, 3> kAugmentOn{
+    {{AugmentOn::automatic, "auto"}, {AugmentOn::decoders, "decoders"}, {AugmentOn::step, "step"}}};
 
 template <class E, size_t N>
 E parse(const Names<E, N>& names, const std::string& s, const char* flag) {
@@ -51,6 +53,8 @@ BestMetric parse_best_metric(const std::string& s) { return parse(kBestMetric, s
 DeviceRequest parse_device(const std::string& s) { return parse(kDevice, s, "--device"); }
 PrecisionRequest parse_precision_flag(const std::string& s) { return parse(kPrecision, s, "--precision"); }
 CacheMode parse_cache(const std::string& s) { return parse(kCache, s, "--cache"); }
+AugmentOn parse_augment_on(const std::string& s) { return parse(kAugmentOn, s, "--augment-on"); }
+const char* to_string(AugmentOn a) { return name_of(kAugmentOn, a); }
 const char* to_string(PrecisionRequest p) { return name_of(kPrecision, p); }
 const char* to_string(CacheMode m) { return name_of(kCache, m); }
 const char* to_string(Augment a) { return name_of(kAugment, a); }

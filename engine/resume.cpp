@@ -77,6 +77,7 @@ void apply_session_flag(const std::string& name, const TrainConfig& cli, TrainCo
   else if (name == "--decoders") run.decoders = cli.decoders;
   else if (name == "--no-graphs") run.graphs = cli.graphs;
   else if (name == "--cache") run.cache = cli.cache;
+  else if (name == "--augment-on") run.augment_on = cli.augment_on;
   else if (name == "--cache-budget-mb") run.cache_budget_mb = cli.cache_budget_mb;
   else if (name == "--device") run.device = cli.device;
   else if (name == "--quiet") run.quiet = cli.quiet;
@@ -103,7 +104,7 @@ void apply_session_flag(const std::string& name, const TrainConfig& cli, TrainCo
 
 bool is_session_flag(const std::string& flag) {
   static const std::set<std::string> kSession = {
-      "--epochs", "--threads", "--decoders", "--no-graphs", "--cache", "--cache-budget-mb", "--device", "--quiet",
+      "--epochs", "--threads", "--decoders", "--no-graphs", "--cache", "--augment-on", "--cache-budget-mb", "--device", "--quiet",
       "--tensorboard", "--watchdog", "--strict", "--checkpoint-every", "--keep-checkpoints", "--force",
       "--interrupt-after-steps", "--trace", "--profile-steps", "--trace-steps", "--log-every", "--bn-recalibrate"};
   return kSession.count(flag) > 0;

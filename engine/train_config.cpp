@@ -61,6 +61,7 @@ json config_to_json(const TrainConfig& c) {
           {"image_size", c.image_size},
           {"augment", c.augment_preset.empty() ? std::string(to_string(c.augment)) : c.augment_preset},
           {"augment_recipe", recipe_to_json(c.augment_recipe)},
+          {"augment_on", to_string(c.augment_on)},
           {"mixup", c.mix.mixup_alpha},
           {"cutmix", c.mix.cutmix_alpha},
           {"mix_prob", c.mix.prob},
@@ -137,7 +138,8 @@ TrainConfig config_from_json(const json& j) {
       c.augment = parse_augment(augment);
     }
     if (j.contains("augment_recipe")) c.augment_recipe = recipe_from_json(j["augment_recipe"]);  // else none
-    c.mix.mixup_alpha = real("mixup", 0, 1e4, 0.0);  // runs from before mixing: none
+    c.augment_on = parse_augment_on(text("augment_on", std::string("step")));  // runs from before it: the step
+    c.mix.mixup_alpha = real("mixup", 0, 1e4, 0.0);                            // runs from before mixing: none
     c.mix.cutmix_alpha = real("cutmix", 0, 1e4, 0.0);
     c.mix.prob = real("mix_prob", 0, 1, 1.0);
     c.mix.switch_prob = real("mix_switch_prob", 0, 1, 0.5);

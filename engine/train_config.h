@@ -55,6 +55,10 @@ struct TrainConfig {
   // ("" = none) and the recipe the backends apply. An active recipe takes the flip over from the decoders.
   std::string augment_preset;
   AugmentRecipe augment_recipe;
+  // --augment-on: where the recipe's per-sample transforms run. auto: on the decoder threads when the CPU backend
+  // streams its input (the step's cores are the compute), else in the backend's normalize phase (the CUDA op; the
+  // caches, which decode once). A session flag, as --cache: it changes rounding, not the draws.
+  AugmentOn augment_on = AugmentOn::automatic;
   // --mixup, --cutmix, --mix-prob, --mix-switch-prob: batch mixing (kernels/mix.h), drawn per batch from (seed, epoch,
   // batch index); --mix-off-epochs: none in the last N epochs.
   MixRecipe mix;

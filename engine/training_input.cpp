@@ -40,6 +40,10 @@ void TrainingRun::start_input() {
   // the same, and then the training set goes to the backend, which gathers each batch itself (hold_train_set).
   // --epochs 0 (evaluation only) reads no training batch: no training input is made.
   const bool trains = cfg_.epochs > 0;
+  // --augment-on: the recipe's transforms on the decoder threads (drawn there by the same rule) or in the step.
+  const bool decoders_augment =
+      augments_on_decoders(cfg_.augment_on, plan_.device.use_cuda, !decodes_once(cfg_.cache), cfg_.augment_recipe);
+  if (decoders_augment) tpc.decoder_augment = decoder_augment_fn(cfg_.augment_recipe, plan_.data.shape, cfg_.seed);
   if (decodes_once(cfg_.cache)) {
     if (trains) input_.train_cache = std::make_unique<io::DecodedCache>(plan_.data.train_src, plan_.data.shape, tpc);
     if (plan_.data.has_val)
@@ -88,7 +92,11 @@ void TrainingRun::start_input() {
     input_.val_ring = ring.get();
     input_.val_batches = std::move(ring);
   }
-  input_.transforms = BatchTransforms(cfg_.augment_recipe, plan_.data.shape, cfg_.seed);
+  input_.transforms = BatchTransforms(cfg_.augment_recipe, plan_.data.shape, cfg_.seed, decoders_augment);
+  if (!cfg_.quiet && recipe_active(cfg_.augment_recipe) && trains)
+    console_.say("augmentation: %s\n", decoders_augment
+                                           ? "on the decoder threads (the geometry in the resize; noise in the step)"
+                                           : "in the step, from the uint8 batch");
   if (!cfg_.quiet && input_.train_ring) {
     console_.say("input: %d decoder thread%s (%s), %d ring slots, %s host memory\n", input_.train_ring->decoders(),
                  input_.train_ring->decoders() == 1 ? "" : "s", input_.train_ring->decoders_reason().c_str(),

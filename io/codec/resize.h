@@ -13,7 +13,19 @@ void resize_bilinear(const uint8_t* src, int sh, int sw, int c, uint8_t* dst, in
 void resize_bilinear_strided(const uint8_t* src, int sh, int sw, int c, size_t src_stride, uint8_t* dst, int dh,
                              int dw);
 
+// One bilinear pass that resizes a source region to dh x dw and applies an affine warp on the way (the decoder
+// threads' augmentation, io/pipeline/decoder_augment.h). m maps an output pixel centre (x + 0.5, y + 0.5) to a
+// position in the dh x dw image the plain resize would give (as kernels/augment.h's SampleTransform::m); that
+// position scaled to the source is sampled with the plain resize's taps (clamped to the edge pixels). Where the
+// position falls outside that dh x dw image, the value blends into `fill` (c values) with the weight the four taps
+// of a bilinear sample there would give the outside, as grid_sample with align_corners=False: so with a source of
+// dh x dw this is augment_transform's geometry exactly, rounded to uint8 once. Integer arithmetic (11-bit weights).
+void resize_affine(const uint8_t* src, int sh, int sw, int c, size_t src_stride, uint8_t* dst, int dh, int dw,
+                   const double m[6], const uint8_t* fill);
+
 // Mirrors HWC pixels left-right in place.
 void flip_horizontal(uint8_t* pixels, int h, int w, int c);
+// Mirrors HWC pixels top-bottom in place.
+void flip_vertical(uint8_t* pixels, int h, int w, int c);
 
 }  // namespace stoke::io

@@ -3,8 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
-#include "io/codec/codec.h"
 #include "base/rng.h"
+#include "io/codec/codec.h"
 #include "io/codec/resize.h"
 
 namespace stoke::io {
@@ -78,6 +78,7 @@ const char* stage_name(Stage s) {
     case Stage::read: return "read";
     case Stage::decode: return "decode";
     case Stage::resize: return "resize";
+    case Stage::augment: return "augment";
     case Stage::count: break;
   }
   return "?";
@@ -88,17 +89,30 @@ bool decode_sample(const TransformConfig& t, std::span<const uint8_t> bytes, int
   AugmentParams local;
   AugmentParams* p = params ? params : &local;
   *p = AugmentParams{};
+  DecoderAugment da;
+  if (t.decoder_augment) t.decoder_augment(epoch, sample_id, da);
   ChooserCtx ctx{&t.aug, augment_key(t.seed, epoch, sample_id), p, {t.h, t.w}};
-  const CropChooser chooser = t.augment ? CropChooser{&choose_crop, &ctx} : CropChooser{&choose_centre_crop, ctx.target};
+  const CropChooser chooser =
+      t.augment ? CropChooser{&choose_crop, &ctx} : CropChooser{&choose_centre_crop, ctx.target};
   if (clock) clock->enter(Stage::decode);
   DecodedRegion r;
-  if (!decode_region(bytes.data(), bytes.size(), chooser, t.h, t.w, t.c, r, error, dst)) return false;
+  // A warp reads the region while it writes dst: the region must not be dst.
+  if (!decode_region(bytes.data(), bytes.size(), chooser, t.h, t.w, t.c, r, error, da.warp ? nullptr : dst))
+    return false;
   if (!t.augment) p->crop = r.crop;
-  if (r.pixels != dst) {  // a decode straight into dst (the common case for data at the model's size) skips the clock
+  if (da.warp) {
+    if (clock) clock->enter(Stage::resize);
+    resize_affine(r.pixels, r.h, r.w, t.c, r.stride, dst, t.h, t.w, da.m, da.fill);
+  } else if (r.pixels != dst) {  // a decode straight into dst (data at the model's size) skips the clock
     if (clock) clock->enter(Stage::resize);
     resize_bilinear_strided(r.pixels, r.h, r.w, t.c, r.stride, dst, t.h, t.w);
   }
-  if (p->flip) flip_horizontal(dst, t.h, t.w, t.c);
+  if (p->flip != da.hflip) flip_horizontal(dst, t.h, t.w, t.c);
+  if (da.vflip) flip_vertical(dst, t.h, t.w, t.c);
+  if (da.colour || (da.erase_h > 0 && da.erase_w > 0)) {
+    if (clock) clock->enter(Stage::augment);
+    apply_decoder_colour(da, dst, t.h, t.w, t.c);
+  }
   return true;
 }
 

@@ -19,16 +19,17 @@
 #include <span>
 #include <string>
 
-#include "io/codec/codec.h"
 #include "base/trace.h"
+#include "io/codec/codec.h"
+#include "io/pipeline/decoder_augment.h"
 
 namespace stoke::io {
 
 struct AugmentConfig {
   bool random_resized_crop = true;
-  float scale_min = 0.08f, scale_max = 1.0f;   // of the image area
+  float scale_min = 0.08f, scale_max = 1.0f;               // of the image area
   float ratio_min = 3.0f / 4.0f, ratio_max = 4.0f / 3.0f;  // crop width / height
-  bool hflip = true;                           // with probability 1/2
+  bool hflip = true;                                       // with probability 1/2
 };
 
 struct AugmentParams {
@@ -48,7 +49,7 @@ AugmentParams augment_params(const AugmentConfig& cfg, uint64_t key, int src_h, 
 
 // What a decoder thread is doing, written by that thread and read by any other (the watchdog) with relaxed
 // atomics: the stage, since when, and the time spent per stage so far.
-enum class Stage : int { idle = 0, wait_slot, read, decode, resize, count };
+enum class Stage : int { idle = 0, wait_slot, read, decode, resize, augment, count };
 const char* stage_name(Stage s);
 
 struct StageClock {
@@ -57,8 +58,7 @@ struct StageClock {
   std::atomic<int64_t> total_ns[static_cast<int>(Stage::count)] = {};
 
   static int64_t now_ns() {
-    return std::chrono::duration_cast<std::chrono::nanoseconds>(
-               std::chrono::steady_clock::now().time_since_epoch())
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
         .count();
   }
   bool traced = false;  // an NVTX range for the current stage is open (owning thread only)
@@ -68,8 +68,8 @@ struct StageClock {
     const int64_t now = now_ns();
     const int prev = stage.load(std::memory_order_relaxed);
     const int64_t since = since_ns.load(std::memory_order_relaxed);
-    if (since) total_ns[prev].store(total_ns[prev].load(std::memory_order_relaxed) + (now - since),
-                                    std::memory_order_relaxed);
+    if (since)
+      total_ns[prev].store(total_ns[prev].load(std::memory_order_relaxed) + (now - since), std::memory_order_relaxed);
     stage.store(static_cast<int>(s), std::memory_order_relaxed);
     since_ns.store(now, std::memory_order_relaxed);
     if constexpr (trace_enabled()) {
@@ -89,10 +89,14 @@ struct TransformConfig {
   bool augment = false;     // training augmentation (above) or plain resize
   AugmentConfig aug;
   uint64_t seed = 0;
+  // The engine's per-sample augmentation done here (decoder_augment.h): the geometry folded into the resize, then
+  // the colour and the erase box. Empty: none.
+  DecoderAugmentFn decoder_augment;
 };
 
 // Decodes one sample into dst (h*w*c bytes) under `t`, drawing augmentation from (t.seed, epoch, sample_id).
-// clock (optional) goes through Stage::decode and, when the decode needs resizing, Stage::resize. Never throws on
+// clock (optional) goes through Stage::decode, Stage::resize when the decode needs resizing (or warping) and
+// Stage::augment for a decoder augmentation's colour and erase box. Never throws on
 // bad data: false with the reason in *error (io/codec/image.h's contract). params (optional) receives what was
 // applied.
 bool decode_sample(const TransformConfig& t, std::span<const uint8_t> bytes, int64_t epoch, uint64_t sample_id,

@@ -4,18 +4,18 @@
 #include <chrono>
 #include <cmath>
 #include <csetjmp>
-#include <ctime>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 
 // jpeglib.h needs size_t and FILE declared first.
 #include <jpeglib.h>
 
-#include "io/codec/codec.h"
 #include "base/error.h"
+#include "io/codec/codec.h"
 #include "io/pipeline/decoder_pool.h"
-#include "io/source/file_cache.h"
 #include "io/pipeline/input_pipeline.h"
+#include "io/source/file_cache.h"
 #include "io/source/source.h"
 
 namespace stoke::io {
@@ -175,6 +175,8 @@ BenchInputResult bench_input(const BenchInputOptions& o, const std::function<voi
     pc.decoders = t;
     pc.seed = 1;
     pc.augment = o.augment;
+    pc.aug.hflip = o.hflip;
+    if (o.decoder_augment) pc.decoder_augment = o.decoder_augment(r.h, r.w, r.c);
     pc.pinned = false;
     pc.on_warning = [&](const std::string& m) { say(str("warning: ", m)); };
     InputPipeline pipe(source, pc);
@@ -222,11 +224,12 @@ BenchInputResult bench_input(const BenchInputOptions& o, const std::function<voi
 }
 
 std::string format_bench_input(const BenchInputResult& r) {
-  std::string out = str("data: ", r.source, "\ndecode to ", r.h, "x", r.w, "x", r.c, "; ", r.files,
-                        " files in memory, ", std::lround(r.mean_file_bytes), " bytes on average\n",
-                        r.file_cache ? "pipeline reads: the folder through the file cache, as training does (each file from "
-                                       "disk once, then from memory; --cache none: every read from disk)\n"
-                                     : "");
+  std::string out =
+      str("data: ", r.source, "\ndecode to ", r.h, "x", r.w, "x", r.c, "; ", r.files, " files in memory, ",
+          std::lround(r.mean_file_bytes), " bytes on average\n",
+          r.file_cache ? "pipeline reads: the folder through the file cache, as training does (each file from "
+                         "disk once, then from memory; --cache none: every read from disk)\n"
+                       : "");
   char line[200];
   std::snprintf(line, sizeof line,
                 "reference (raw libjpeg-turbo, 1 thread, from memory): %.0f img/s (%.0f per CPU-second)\n",

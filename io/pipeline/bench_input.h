@@ -17,6 +17,8 @@
 #include <string>
 #include <vector>
 
+#include "io/pipeline/decoder_augment.h"
+
 namespace stoke::io {
 
 struct BenchInputOptions {
@@ -29,6 +31,10 @@ struct BenchInputOptions {
   int64_t max_files = 4000;
   int64_t max_bytes = int64_t{256} << 20;
   bool augment = false;        // random-resized-crop + flip in the pipeline (the reference stays a full decode)
+  bool hflip = true;           // with augment: the decoders' flip (off when a recipe flips)
+  // A recipe on the decoder threads (decoder_augment.h), made once the decode size is known (the engine's
+  // decoder_augment_fn; empty: none).
+  std::function<DecoderAugmentFn(int h, int w, int c)> decoder_augment;
   std::string cache = "auto";  // auto | files: a folder's files through io::FileCacheSource, as training reads them
                                // (each file from disk once, then from memory) | none: every read from disk
 };

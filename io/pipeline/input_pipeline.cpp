@@ -53,6 +53,7 @@ InputPipeline::InputPipeline(std::shared_ptr<const Source> source, PipelineConfi
   pc.transform.c = cfg_.c;
   pc.transform.augment = cfg_.augment;
   pc.transform.aug = cfg_.aug;
+  pc.transform.decoder_augment = cfg_.decoder_augment;
   pc.transform.seed = cfg_.seed;
   pc.strict = cfg_.strict;
   pc.replace_bad = cfg_.replace_bad;

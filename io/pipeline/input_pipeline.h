@@ -55,7 +55,8 @@ struct PipelineConfig {
   bool shuffle = true;   // false: epoch order 0..n-1 (evaluation)
   bool augment = false;  // random-resized-crop + flip (training); false: plain resize
   AugmentConfig aug;
-  bool drop_last = true;  // false: pad the last batch (evaluation)
+  DecoderAugmentFn decoder_augment;  // the engine's per-sample augmentation on the decoders (decoder_augment.h)
+  bool drop_last = true;             // false: pad the last batch (evaluation)
   int rank = 0, world = 1;
   int64_t end_epoch = -1;       // produce batches up to the end of epoch end_epoch - 1; -1: until stop()
   bool strict = false;          // a bad image is an error naming the file

@@ -4,6 +4,7 @@
 // is keyed by (seed, epoch, batch index), so a mid-epoch resume repeats the uninterrupted run with mixing on.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <vector>
@@ -43,6 +44,7 @@ TrainConfig monai_config(const TempDir& tmp, const std::string& run) {
   c.augment = s.decoder;
   c.augment_preset = s.preset;
   c.augment_recipe = s.recipe;
+  c.augment_on = AugmentOn::step;  // the op in the step, whatever the input path (the decoders' path: below)
   return c;
 }
 
@@ -115,6 +117,60 @@ TEST(AugmentTrain, ResumedMidEpochAndDecodedCacheRepeatTheStreamingRunsLosses) {
   const TrainResult n = train(none, build_model);
   ASSERT_EQ(n.step_losses.size(), full.step_losses.size());
   EXPECT_NE(n.step_losses, full.step_losses);
+}
+
+TEST(AugmentTrain, OnTheDecodersAnyDecoderCountAndAResumeRepeatTheRunAndTheStepAgrees) {
+  TempDir tmp("augment-decoders");
+  make_data(tmp);
+  auto on_decoders = [&](const std::string& run, int decoders) {
+    TrainConfig c = monai_config(tmp, run);
+    c.augment_recipe.translate = 0.1f;  // every sample warped, not only the rotated or zoomed half
+    c.augment_recipe.contrast = {0.7f, 1.3f};
+    c.cache = CacheMode::none;
+    c.augment_on = AugmentOn::decoders;
+    c.decoders = decoders;
+    return c;
+  };
+  const TrainResult one = train(on_decoders("one", 1), build_model);
+  ASSERT_EQ(one.step_losses.size(), 14u);
+  const TrainResult three = train(on_decoders("three", 3), build_model);
+  EXPECT_EQ(three.step_losses, one.step_losses);  // every transform drawn from (seed, epoch, sample id)
+
+  TrainConfig cut = on_decoders("cut", 2);
+  cut.interrupt_after_steps = 5;
+  TrainResult a = train(cut, build_model);
+  ASSERT_TRUE(a.interrupted);
+  TrainConfig rc = config_for_resume(cut.out);
+  rc.quiet = true;
+  rc.augment_on = AugmentOn::decoders;  // a session flag, as --cache: given again
+  rc.cache = CacheMode::none;
+  const TrainResult b = train(rc, build_model);
+  std::vector<float> losses = a.step_losses;
+  losses.insert(losses.end(), b.step_losses.begin(), b.step_losses.end());
+  EXPECT_EQ(losses, one.step_losses);
+
+  // The step's op applies the same transforms in fp32: the same run to within the decoders' rounding (a level).
+  TrainConfig sc = on_decoders("step", 2);
+  sc.augment_on = AugmentOn::step;
+  const TrainResult s = train(sc, build_model);
+  TrainConfig nc = on_decoders("none", 2);
+  nc.augment_recipe = {};
+  const TrainResult n = train(nc, build_model);
+  ASSERT_EQ(s.step_losses.size(), one.step_losses.size());
+  ASSERT_EQ(n.step_losses.size(), one.step_losses.size());
+  // SGD amplifies a level's difference over the steps, so: the first step's loss (the same weights, inputs a level
+  // apart) and the run's mean loss, against what the recipe itself does to them.
+  auto mean = [](const std::vector<float>& v) {
+    double m = 0;
+    for (float x : v) m += x;
+    return m / static_cast<double>(v.size());
+  };
+  EXPECT_LT(std::fabs(one.step_losses[0] - s.step_losses[0]), 0.005);
+  EXPECT_GT(std::fabs(one.step_losses[0] - n.step_losses[0]), 0.02);
+  const double to_step = std::fabs(mean(one.step_losses) - mean(s.step_losses));
+  const double to_none = std::fabs(mean(one.step_losses) - mean(n.step_losses));
+  EXPECT_LT(to_step, 0.1 * to_none) << "mean loss: decoders " << mean(one.step_losses) << ", step "
+                                    << mean(s.step_losses) << ", no recipe " << mean(n.step_losses);
 }
 
 TEST(AugmentTrain, MixFlagsAreListedRecordedComparedOnResumeAndCheckedByName) {
