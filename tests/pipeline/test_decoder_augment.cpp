@@ -268,3 +268,31 @@ TEST(DecoderAugment, DecodeSampleAppliesEachSamplesShareAndOnlyIts) {
     EXPECT_GT(diff(out, std::vector<int>(decoded.begin(), decoded.end())).mean, 1.0) << "sample " << id;
   }
 }
+
+TEST(ResizeAffine, AnySizeAndTransformStaysInItsBuffersAndBetweenItsInputs) {
+  // Sources from 1x1 up, any affine: every value is a convex blend of source pixels and the fill, so it lies
+  // between their extremes; the buffers are exactly sized, so a tap past an edge is an error under AddressSanitizer.
+  for (uint64_t i = 0; i < 400; ++i) {
+    auto draw = [&](uint64_t k, int lo, int hi) {
+      return lo + static_cast<int>(uniform_below(i, k, static_cast<uint64_t>(hi - lo + 1)));
+    };
+    const int sh = draw(0, 1, 9), sw = draw(1, 1, 9), dh = draw(2, 1, 9), dw = draw(3, 1, 9), c = draw(4, 0, 1) ? 3 : 1;
+    double m[6];
+    for (int k = 0; k < 6; ++k)
+      m[k] = (uniform01(i, 10 + static_cast<uint64_t>(k)) - 0.5) * (k == 2 || k == 5 ? 20 : 6);
+    const auto src = image(sh, sw, c, i);
+    const uint8_t fill[3] = {static_cast<uint8_t>(draw(5, 0, 255)), static_cast<uint8_t>(draw(6, 0, 255)),
+                             static_cast<uint8_t>(draw(7, 0, 255))};
+    std::vector<uint8_t> out(static_cast<size_t>(dh) * dw * c);
+    io::resize_affine(src.data(), sh, sw, c, static_cast<size_t>(sw) * c, out.data(), dh, dw, m, fill);
+    for (int k = 0; k < c; ++k) {
+      int lo = fill[k], hi = fill[k];
+      for (size_t p = static_cast<size_t>(k); p < src.size(); p += static_cast<size_t>(c))
+        lo = std::min<int>(lo, src[p]), hi = std::max<int>(hi, src[p]);
+      for (size_t p = static_cast<size_t>(k); p < out.size(); p += static_cast<size_t>(c)) {
+        ASSERT_GE(out[p], lo) << "case " << i;
+        ASSERT_LE(out[p], hi) << "case " << i;
+      }
+    }
+  }
+}
