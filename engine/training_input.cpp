@@ -94,9 +94,11 @@ void TrainingRun::start_input() {
   }
   input_.transforms = BatchTransforms(cfg_.augment_recipe, plan_.data.shape, cfg_.seed, decoders_augment);
   if (!cfg_.quiet && recipe_active(cfg_.augment_recipe) && trains)
-    console_.say("augmentation: %s\n", decoders_augment
-                                           ? "on the decoder threads (the geometry in the resize; noise in the step)"
-                                           : "in the step, from the uint8 batch");
+    console_.say("augmentation: %s\n",
+                 !decoders_augment ? "in the step, from the uint8 batch"
+                 : cfg_.augment_recipe.noise_p > 0.f
+                     ? "on the decoder threads (the geometry in their resize; the noise in the step)"
+                     : "on the decoder threads (the geometry in their resize)");
   if (!cfg_.quiet && input_.train_ring) {
     console_.say("input: %d decoder thread%s (%s), %d ring slots, %s host memory\n", input_.train_ring->decoders(),
                  input_.train_ring->decoders() == 1 ? "" : "s", input_.train_ring->decoders_reason().c_str(),
