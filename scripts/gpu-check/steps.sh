@@ -84,6 +84,25 @@ assert len(losses) >= 2 and losses[-1] < losses[0], "the training loss did not f
 assert summary["final_val_acc"] >= 0.5, "validation accuracy near chance"
 PY
 }
+# --augment-on decoders on the CUDA backend: the decoder threads warp each sample into the slot (the geometry in
+# their resize) and the captured step applies only the noise (the op with an identity geometry). It must learn and
+# record where it augmented.
+train_decoders() {  # train_decoders NAME PRECISION [extra args]
+  local name=$1 rc=0
+  train "$@" --cache none --augment monai --noise 0.02 --augment-on decoders --log-every 5 || rc=$?
+  [ "$rc" = 0 ] || return $rc
+  python3 - "$RUNS/$name" << 'PY'
+import json, sys
+run = sys.argv[1]
+config, summary = json.load(open(run + "/config.json")), json.load(open(run + "/summary.json"))
+losses = [json.loads(l)["loss"] for l in open(run + "/metrics.jsonl") if json.loads(l).get("kind") == "train"]
+print("augment_on %s, noise %s; train loss %.4f -> %.4f, validation accuracy %.4f (chance 0.167)" % (
+    config.get("augment_on"), config["augment_recipe"]["noise_std"], losses[0], losses[-1], summary["final_val_acc"]))
+assert config.get("augment_on") == "decoders" and summary["backend"] == "cuda", "not the decoders on CUDA"
+assert len(losses) >= 2 and losses[-1] < losses[0], "the training loss did not fall"
+assert summary["final_val_acc"] >= 0.5, "validation accuracy near chance"
+PY
+}
 # The NCCL path with one process: the launcher's variables (torchrun style, world 1) make a CUDA run go through
 # the NCCL communicator and the bucketed gradient all-reduce, exactly as each rank of a job does. Not --quiet: the
 # world line must name NCCL as the transport.
@@ -223,6 +242,7 @@ run_steps() {
   # --tta flip in validation; eval of its weight EMA on CUDA and on the CPU agree.
   step train-bf16-ema 2 12 40 device bash -c 'train "$@"' _ train-bf16-ema bf16 --ema 0.99 --ema-warmup --tta flip
   step eval-ema 2 10 40 device bash -c 'eval_compare "$@"' _ "$RUNS/train-bf16-ema" "$DATA/val"
+  step train-bf16-augment-decoders 2 12 40 device bash -c 'train_decoders "$@"' _ train-bf16-augment-decoders bf16
   # compute-sanitizer: memcheck over the kernels and one executor step, every arena buffer its own allocation.
   local san
   san=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2> /dev/null || echo compute-sanitizer)

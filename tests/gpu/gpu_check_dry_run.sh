@@ -36,7 +36,7 @@ names = [st["name"] for st in s["steps"]]
 expected = ["preflight", "data", "conv-probe", "host-tests", "parity", "train-first-step-sync", "train-bf16", "train-fp16",
             "train-fp32", "train-bf16-nographs", "train-fp16-nographs", "train-fp32-nographs", "train-bf16-cachegpu",
             "train-bf16-augment", "eval-cuda", "async-step", "train-det-fp16", "train-nccl-fp16", "nccl-parity",
-            "finetune", "train-bf16-ema", "eval-ema",
+            "finetune", "train-bf16-ema", "eval-ema", "train-bf16-augment-decoders",
             "memcheck", "racecheck", "bench", "export-check", "batch-auto", "diagnose"]
 need(names == expected, "steps %s, expected %s" % (names, expected))
 host = {"preflight", "data", "host-tests"}
