@@ -44,6 +44,9 @@ void TrainingRun::start_input() {
   const bool decoders_augment =
       augments_on_decoders(cfg_.augment_on, plan_.device.use_cuda, !decodes_once(cfg_.cache), cfg_.augment_recipe);
   if (decoders_augment) tpc.decoder_augment = decoder_augment_fn(cfg_.augment_recipe, plan_.data.shape, cfg_.seed);
+  if (cfg_.augment_on == AugmentOn::decoders && !decoders_augment && recipe_active(cfg_.augment_recipe) && trains)
+    warn(str("--augment-on decoders: --cache ", to_string(cfg_.cache),
+             " decodes every image once, before the epochs, so the transforms run in the step"));
   if (decodes_once(cfg_.cache)) {
     if (trains) input_.train_cache = std::make_unique<io::DecodedCache>(plan_.data.train_src, plan_.data.shape, tpc);
     if (plan_.data.has_val)
