@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Data-parallel training end to end, through mpirun: dist_test.sh CASE STOKE_BINARY
 #   parity    2 processes reach the weights of 1 process at the same global batch (within float-summation
-#             tolerance), and the same bytes again on a repeat; the run folder holds what a 1-process run's holds;
+#             tolerance), and the same bytes again on a repeat, streaming, from the decoded cache and with an
+#             augmentation recipe on the decoder threads; the run folder holds what a 1-process run's holds;
 #             validation shared out over the ranks reports the whole set once, as 1 process does
 #   kill      a rank killed (SIGKILL) or hung (SIGSTOP) mid-run: the survivor exits non-zero within 60 s, the
 #             job's output names the lost rank, and the survivor names the newest checkpoint on disk (none is
@@ -66,17 +67,25 @@ case "$case_name" in
 parity)
   # 40 validation images: rounds of 16 (8 per rank), so in the last round rank 0 has 8 and rank 1 only padding.
   "$stoke" dataset synthetic --kind mednist-like --count 40 --seed 9 --out vdata --no-split > /dev/null || fail "no val set"
-  for cache in files decoded; do
-    "$stoke" train "${common[@]}" --val vdata --epochs 2 --cache $cache --out one-$cache || fail "1 process ($cache)"
-    mpi -np 2 "$stoke" train "${common[@]}" --val vdata --epochs 2 --cache $cache --out two-$cache || fail "2 processes ($cache)"
-    mpi -np 2 "$stoke" train "${common[@]}" --val vdata --epochs 2 --cache $cache --out again-$cache || fail "2 processes again ($cache)"
-    echo "--cache $cache: 1 process vs 2:"
-    $compare "$(final one-$cache)" "$(final two-$cache)" $tol || fail "2 processes differ from 1 ($cache)"
-    echo "--cache $cache: 2 processes, twice:"
-    $compare "$(final two-$cache)" "$(final again-$cache)" 0 || fail "2-process runs differ from each other ($cache)"
-    [ "$(cd one-$cache && find . -type f | sort)" = "$(cd two-$cache && find . -type f | sort)" ] ||
-      fail "the run folders hold different files: $(diff <(cd one-$cache && find . -type f | sort) <(cd two-$cache && find . -type f | sort))"
-    python3 - one-$cache two-$cache <<'PY' || fail "the step losses differ"
+  # recipe: --augment monai with a shift, on the decoder threads: each rank's decoders warp their slice's samples,
+  # drawn per sample id, so 2 processes see what 1 does.
+  for variant in files decoded recipe; do
+    cache=$variant
+    args=("${common[@]}")
+    if [ "$variant" = recipe ]; then
+      cache=files
+      args=("${common[@]/#flip/monai}" --translate 0.1 --augment-on decoders)
+    fi
+    "$stoke" train "${args[@]}" --val vdata --epochs 2 --cache $cache --out one-$variant || fail "1 process ($variant)"
+    mpi -np 2 "$stoke" train "${args[@]}" --val vdata --epochs 2 --cache $cache --out two-$variant || fail "2 processes ($variant)"
+    mpi -np 2 "$stoke" train "${args[@]}" --val vdata --epochs 2 --cache $cache --out again-$variant || fail "2 processes again ($variant)"
+    echo "$variant: 1 process vs 2:"
+    $compare "$(final one-$variant)" "$(final two-$variant)" $tol || fail "2 processes differ from 1 ($variant)"
+    echo "$variant: 2 processes, twice:"
+    $compare "$(final two-$variant)" "$(final again-$variant)" 0 || fail "2-process runs differ from each other ($variant)"
+    [ "$(cd one-$variant && find . -type f | sort)" = "$(cd two-$variant && find . -type f | sort)" ] ||
+      fail "the run folders hold different files: $(diff <(cd one-$variant && find . -type f | sort) <(cd two-$variant && find . -type f | sort))"
+    python3 - one-$variant two-$variant <<'PY' || fail "the step losses differ"
 import json, sys
 rows = [[json.loads(l) for l in open(f"{d}/metrics.jsonl")] for d in sys.argv[1:]]
 a, b = ([r["train_loss"] for r in x if r["kind"] == "epoch"] for x in rows)
@@ -90,7 +99,7 @@ for x, y in zip(va, vb):
     assert abs(x["loss"] - y["loss"]) <= 1e-5 * (1 + abs(x["loss"])), (x["loss"], y["loss"])
 print("validation: 40 images on 1 and on 2 processes, losses", [x["loss"] for x in va], [y["loss"] for y in vb])
 PY
-    grep -q '"world": 2' two-$cache/summary.json || fail "summary.json does not say world 2"
+    grep -q '"world": 2' two-$variant/summary.json || fail "summary.json does not say world 2"
   done
   ;;
 kill)
