@@ -99,9 +99,10 @@ std::string manifest_text(const fs::path& dir, const std::vector<std::string>& f
 
 // "" when the checkpoint's files are as its manifest records, else what is wrong (one phrase). A checkpoint of an
 // older stoke has no manifest: its state.json's records of the two tensor files are checked by load_checkpoint.
-// only: check that one file's line (load_checkpoint checks the tensor files against state.json as it reads them,
-// so reading them here too would read every byte twice).
-std::string verify_manifest(const fs::path& dir, const std::string& only = "") {
+// only: check only these files' lines (load_checkpoint checks the tensor files against state.json as it reads them,
+// so reading them here too would read every byte twice; eval, predict and export read no optimizer state). Empty:
+// every line.
+std::string verify_manifest(const fs::path& dir, const std::vector<std::string>& only = {}) {
   if (!fs::exists(dir / "manifest.txt")) return fs::exists(dir / "state.json") ? "" : "state.json is missing";
   std::string text;
   try {
@@ -117,7 +118,7 @@ std::string verify_manifest(const fs::path& dir, const std::string& only = "") {
   uint64_t bytes = 0;
   std::string sum, file;
   while (lines >> bytes >> sum >> file) {
-    if (!only.empty() && file != only) continue;
+    if (!only.empty() && std::find(only.begin(), only.end(), file) == only.end()) continue;
     std::vector<uint8_t> b;
     try {
       b = read_file((dir / file).string());
@@ -128,6 +129,50 @@ std::string verify_manifest(const fs::path& dir, const std::string& only = "") {
       return file + " differs from the manifest's record";
   }
   return "";
+}
+
+// What eval, predict and export read of a checkpoint, and so verify (CheckpointUse::weights).
+const std::vector<std::string> kWeightFiles = {"state.json", "model.safetensors", "ema.safetensors"};
+
+json read_state(const fs::path& d) {
+  json state;
+  try {
+    std::vector<uint8_t> text = read_file((d / "state.json").string());
+    state = json::parse(text.begin(), text.end());
+  } catch (const json::exception& e) {
+    throw Error(str(display_name((d / "state.json").string()), " is damaged: ", json_problem(e)));
+  }
+  if (!state.contains("files") || !state["files"].is_object())
+    throw Error(str((d / "state.json").string(), " lists no files"));
+  return state;
+}
+
+// A tensor file of the checkpoint, parsed; `check`: its size and checksum against state.json's record first.
+st::File load_checked(const fs::path& d, const json& state, const std::string& file, bool check) {
+  std::vector<uint8_t> bytes = read_file((d / file).string());
+  const json& rec = state["files"].contains(file) ? state["files"][file] : json();
+  const bool recorded = rec.is_object() && rec.contains("bytes") && rec["bytes"].is_number_unsigned() &&
+                        rec.contains("fnv1a64") && rec["fnv1a64"].is_string();
+  if (check && (!recorded || rec["bytes"].get<uint64_t>() != bytes.size() ||
+                rec["fnv1a64"].get<std::string>() != hex64(fnv1a64(bytes.data(), bytes.size()))))
+    throw Error(str((d / file).string(), " is damaged: its size or checksum differs from state.json's record"));
+  return st::File::parse(std::move(bytes), (d / file).string());
+}
+
+// model.safetensors (or ema.safetensors: `model` false) into params and buffers: every tensor of the graph with its
+// shape, nothing extra.
+void read_model(const st::File& f, const Graph& graph, std::vector<float>& params, std::vector<float>& buffers,
+                bool model) {
+  params.resize(static_cast<size_t>(graph.num_params()));
+  buffers.resize(static_cast<size_t>(graph.num_buffers()));
+  for (const ParamInfo& p : graph.params()) read_tensor(f, p.name, p.shape, params.data() + p.offset, p.size);
+  for (const ParamInfo& b : graph.buffers()) read_tensor(f, b.name, b.shape, buffers.data() + b.offset, b.size);
+  const size_t expected = graph.params().size() + graph.buffers().size();
+  if (f.entries().size() == expected) return;
+  if (model)
+    throw UserError(str(f.source(), " holds ", f.entries().size(), " tensors, this model has ", expected,
+                        ": the checkpoint belongs to another model"));
+  throw Error(str(f.source(), " holds ", f.entries().size(), " tensors, the model has ", expected));
 }
 
 void prune(const fs::path& ckdir, int keep_last) {
@@ -226,8 +271,10 @@ int64_t checkpoint_bytes(const Graph& graph, const std::string& optimizer_kind, 
   return static_cast<int64_t>(model + opt + state_json + manifest.size());
 }
 
-std::string find_checkpoint(const std::string& run_dir, const std::string& which, std::string* note) {
+std::string find_checkpoint(const std::string& run_dir, const std::string& which, std::string* note,
+                            CheckpointUse use) {
   const fs::path ckdir = fs::path(run_dir) / "checkpoints";
+  const std::vector<std::string> files = use == CheckpointUse::weights ? kWeightFiles : std::vector<std::string>{};
   const std::string name = read_pointer(ckdir / which);
   std::string why;
   if (name.empty() && !fs::exists(ckdir / which) && which != "latest") return "";  // no best chosen yet
@@ -235,7 +282,7 @@ std::string find_checkpoint(const std::string& run_dir, const std::string& which
     why = fs::exists(ckdir / which) ? str("checkpoints/", which, " is empty") : "";
   else if (!fs::is_directory(ckdir / name))
     why = str("checkpoints/", which, " names ", name, ", which is missing");
-  else if (const std::string bad = verify_manifest(ckdir / name); !bad.empty())
+  else if (const std::string bad = verify_manifest(ckdir / name, files); !bad.empty())
     why = str("checkpoints/", name, " is damaged (", bad, ")");
   else
     return (ckdir / name).string();
@@ -248,7 +295,7 @@ std::string find_checkpoint(const std::string& run_dir, const std::string& which
   std::sort(steps.rbegin(), steps.rend());
   for (const std::string& s : steps) {
     if (s == name) continue;
-    if (const std::string bad = verify_manifest(ckdir / s); !bad.empty()) {
+    if (const std::string bad = verify_manifest(ckdir / s, files); !bad.empty()) {
       why += str("; ", s, " is damaged (", bad, ")");
       continue;
     }
@@ -264,29 +311,11 @@ std::string find_checkpoint(const std::string& run_dir, const std::string& which
 CheckpointData load_checkpoint(const std::string& dir, const Graph& graph, const std::string& optimizer_kind) {
   const fs::path d(dir);
   if (!fs::is_directory(d)) throw UserError(str("no checkpoint folder ", display_name(dir)));
-  if (const std::string bad = verify_manifest(d, "state.json"); !bad.empty())
+  if (const std::string bad = verify_manifest(d, {"state.json"}); !bad.empty())
     throw Error(str(dir, " is damaged: ", bad));
-  json state;
-  try {
-    std::vector<uint8_t> text = read_file((d / "state.json").string());
-    state = json::parse(text.begin(), text.end());
-  } catch (const json::exception& e) {
-    throw Error(str(display_name((d / "state.json").string()), " is damaged: ", json_problem(e)));
-  }
-  if (!state.contains("files") || !state["files"].is_object())
-    throw Error(str((d / "state.json").string(), " lists no files"));
-  auto load_checked = [&](const std::string& file) {
-    std::vector<uint8_t> bytes = read_file((d / file).string());
-    const json& rec = state["files"][file];
-    const bool recorded = rec.is_object() && rec.contains("bytes") && rec["bytes"].is_number_unsigned() &&
-                          rec.contains("fnv1a64") && rec["fnv1a64"].is_string();
-    if (!recorded || rec["bytes"].get<uint64_t>() != bytes.size() ||
-        rec["fnv1a64"].get<std::string>() != hex64(fnv1a64(bytes.data(), bytes.size())))
-      throw Error(str((d / file).string(), " is damaged: its size or checksum differs from state.json's record"));
-    return st::File::parse(std::move(bytes), (d / file).string());
-  };
-  st::File model = load_checked("model.safetensors");
-  st::File opt = load_checked("optimizer.safetensors");
+  json state = read_state(d);
+  st::File model = load_checked(d, state, "model.safetensors", true);
+  st::File opt = load_checked(d, state, "optimizer.safetensors", true);
   const std::string kind = state.contains("optimizer_kind") && state["optimizer_kind"].is_string()
                                ? state["optimizer_kind"].get<std::string>()
                                : std::string("?");
@@ -294,14 +323,7 @@ CheckpointData load_checkpoint(const std::string& dir, const Graph& graph, const
     throw UserError(str(dir, " was written with optimizer ", kind, ", this run uses ", optimizer_kind));
 
   CheckpointData out;
-  out.params.resize(static_cast<size_t>(graph.num_params()));
-  out.buffers.resize(static_cast<size_t>(graph.num_buffers()));
-  for (const ParamInfo& p : graph.params()) read_tensor(model, p.name, p.shape, out.params.data() + p.offset, p.size);
-  for (const ParamInfo& b : graph.buffers()) read_tensor(model, b.name, b.shape, out.buffers.data() + b.offset, b.size);
-  const size_t expected = graph.params().size() + graph.buffers().size();
-  if (model.entries().size() != expected)
-    throw UserError(str(model.source(), " holds ", model.entries().size(), " tensors, this model has ", expected,
-                        ": the checkpoint belongs to another model"));
+  read_model(model, graph, out.params, out.buffers, true);
   const size_t moments = opt.entries().size() / std::max<size_t>(1, graph.params().size());
   if (opt.entries().size() != moments * graph.params().size())
     throw Error(str(opt.source(), " holds an unexpected number of tensors"));
@@ -312,17 +334,25 @@ CheckpointData load_checkpoint(const std::string& dir, const Graph& graph, const
     for (const ParamInfo& p : graph.params())
       read_tensor(opt, names[m] + "." + p.name, p.shape,
                   out.optimizer_state.data() + static_cast<int64_t>(m) * graph.num_params() + p.offset, p.size);
-  if (state["files"].contains("ema.safetensors")) {  // --ema: the same tensors as the model's
-    st::File ema = load_checked("ema.safetensors");
-    out.ema_params.resize(out.params.size());
-    out.ema_buffers.resize(out.buffers.size());
-    for (const ParamInfo& p : graph.params())
-      read_tensor(ema, p.name, p.shape, out.ema_params.data() + p.offset, p.size);
-    for (const ParamInfo& b : graph.buffers())
-      read_tensor(ema, b.name, b.shape, out.ema_buffers.data() + b.offset, b.size);
-    if (ema.entries().size() != expected)
-      throw Error(str(ema.source(), " holds ", ema.entries().size(), " tensors, the model has ", expected));
-  }
+  if (state["files"].contains("ema.safetensors"))  // --ema: the same tensors as the model's
+    read_model(load_checked(d, state, "ema.safetensors", true), graph, out.ema_params, out.ema_buffers, false);
+  out.state = std::move(state);
+  return out;
+}
+
+CheckpointData load_checkpoint_weights(const std::string& dir, const Graph& graph, bool ema, bool verified) {
+  const fs::path d(dir);
+  if (!fs::is_directory(d)) throw UserError(str("no checkpoint folder ", display_name(dir)));
+  if (!verified)
+    if (const std::string bad = verify_manifest(d, kWeightFiles); !bad.empty())
+      throw Error(str(display_name(dir), " is damaged: ", bad));
+  // The manifest covered every file read here (just now, or in find_checkpoint); an older checkpoint has none.
+  const bool by_state = !fs::exists(d / "manifest.txt");
+  json state = read_state(d);
+  CheckpointData out;
+  read_model(load_checked(d, state, "model.safetensors", by_state), graph, out.params, out.buffers, true);
+  if (ema && state["files"].contains("ema.safetensors"))
+    read_model(load_checked(d, state, "ema.safetensors", by_state), graph, out.ema_params, out.ema_buffers, false);
   out.state = std::move(state);
   return out;
 }

@@ -48,13 +48,25 @@ int64_t checkpoint_bytes(const Graph& graph, const std::string& optimizer_kind, 
 // folder fails its manifest, the newest step folder that verifies instead, with *note saying what was wrong and which
 // one is used (a run never starts again while an intact checkpoint exists). "" when there is no intact checkpoint
 // (*note then says why, if any checkpoint was named).
+// use: which files "verifies" covers, the ones the caller goes on to read (CheckpointUse).
+enum class CheckpointUse {
+  resume,  // every file the manifest lists (--resume reads them all)
+  weights  // state.json, model.safetensors and ema.safetensors: eval, predict and export never read the optimizer's
+};
 std::string find_checkpoint(const std::string& run_dir, const std::string& which = "latest",
-                            std::string* note = nullptr);
+                            std::string* note = nullptr, CheckpointUse use = CheckpointUse::resume);
 
 // Loads and validates a checkpoint folder against `graph`: every file present, sizes and checksums as
 // recorded, every parameter and buffer present with its shape and dtype, nothing extra. Throws
 // stoke::UserError with a clear message when the checkpoint belongs to another model, or stoke::Error when
 // it is damaged.
 CheckpointData load_checkpoint(const std::string& dir, const Graph& graph, const std::string& optimizer_kind);
+
+// The weights of a checkpoint folder for eval, predict and export: params and buffers, and with `ema` the EMA's when
+// the checkpoint has them. optimizer.safetensors is neither read nor hashed (half the bytes of an SGD checkpoint,
+// two thirds of an AdamW one). Every file read is checked against the manifest, once: `verified` says
+// find_checkpoint(..., CheckpointUse::weights) has just done so; otherwise it is done here, and a damaged file is an
+// Error naming it. A checkpoint of an older stoke without a manifest is checked against state.json's records.
+CheckpointData load_checkpoint_weights(const std::string& dir, const Graph& graph, bool ema, bool verified = false);
 
 }  // namespace stoke

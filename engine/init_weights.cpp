@@ -368,7 +368,7 @@ InitSource resolve_init_source(const std::string& path) {
   if (fs::exists(fs::path(path) / "state.json")) {
     run_dir = fs::path(path).parent_path().parent_path();  // RUNDIR/checkpoints/<name>
   } else {
-    ck = find_checkpoint(path, "latest");
+    ck = find_checkpoint(path, "latest", nullptr, CheckpointUse::weights);  // only model.safetensors is read
     if (ck.empty())
       throw UserError(str("--init ", display_name(path),
                           ": a folder that is neither a stoke run (checkpoints/latest) nor a checkpoint "

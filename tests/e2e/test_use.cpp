@@ -9,6 +9,7 @@
 
 #include "base/error.h"
 #include "base/fs.h"
+#include "engine/checkpoint.h"
 #include "engine/inference.h"
 #include "engine/safetensors.h"
 #include "engine/trainer.h"
@@ -188,6 +189,49 @@ TEST(Use, PredictGivesProbabilitiesAndNamesBadFiles) {
   EXPECT_NEAR(sum, 1.f, 1e-5);
   EXPECT_EQ(p[0].top_class,
             static_cast<int>(std::max_element(p[0].probs.begin(), p[0].probs.end()) - p[0].probs.begin()));
+}
+
+// eval, predict and export read a checkpoint's weights, never its optimizer state: they verify what they read (a
+// damaged model file is refused, naming it) and not the optimizer's file, which --resume still verifies.
+TEST(Use, LoadingWeightsVerifiesTheFilesItReadsAndOnlyThose) {
+  auto copy_with_damaged = [](const std::string& name, const char* file) {
+    const fs::path run = fx().tmp.path() / name;
+    fs::remove_all(run);
+    fs::copy(fx().result.run_dir, run, fs::copy_options::recursive);
+    for (const auto& e : fs::directory_iterator(run / "checkpoints")) {  // every checkpoint: no fall-back
+      if (!e.is_directory()) continue;
+      std::vector<uint8_t> b = read_file((e.path() / file).string());
+      b[b.size() - 1] ^= 1;
+      write_file((e.path() / file).string(), b.data(), b.size());
+    }
+    return run.string();
+  };
+  const LoadedRun good = load_run(fx().result.run_dir, build_model, "latest");
+  const std::string opt = copy_with_damaged("optimizer-damaged", "optimizer.safetensors");
+  const LoadedRun r = load_run(opt, build_model, "latest");
+  EXPECT_EQ(r.params, good.params);
+  EXPECT_EQ(r.buffers, good.buffers);
+  EXPECT_EQ(r.checkpoint_note, "");
+  const std::string image = fx().tmp.str() + "/val/a/0.jpg";
+  const test::RunResult pr = test::run_stoke("predict --run " + opt + " " + image);
+  EXPECT_EQ(pr.exit_code, 0) << pr.output;
+  EXPECT_EQ(pr.output.find("damaged"), std::string::npos) << pr.output;
+  EXPECT_EQ(test::run_stoke("export --run " + opt + " -o " + fx().tmp.str() + "/from-damaged.safetensors").exit_code,
+            0);
+  EXPECT_EQ(find_checkpoint(opt), "") << "--resume reads the optimizer's state: it must verify it";
+
+  const std::string model = copy_with_damaged("model-damaged", "model.safetensors");
+  for (const std::string& path : {model, model + "/checkpoints/" + fs::path(good.checkpoint).filename().string()}) {
+    try {
+      load_run(path, build_model, "latest");
+      ADD_FAILURE() << path << ": a damaged model.safetensors was loaded";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("model.safetensors"), std::string::npos) << e.what();
+    }
+  }
+  const test::RunResult bad = test::run_stoke("predict --run " + model + " " + image);
+  EXPECT_EQ(bad.exit_code, 2) << bad.output;
+  EXPECT_NE(bad.output.find("model.safetensors differs from the manifest's record"), std::string::npos) << bad.output;
 }
 
 TEST(Use, ExportWritesPyTorchLayout) {
