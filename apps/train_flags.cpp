@@ -34,9 +34,10 @@ void add_use_tta(CLI::App* app, std::optional<bool>& tta_flip, const char* what)
       ->default_str("as the run");
 }
 
-void add_train(CLI::App& app, TrainConfig& cfg, AugmentFlags& augment, std::string& optimizer, std::string& schedule,
-               std::string& decoders) {
-  auto* t = app.add_subcommand("train", "Train a CNN classifier on an ImageFolder of JPEGs (DIR/<class>/*.jpg)");
+namespace {
+
+// What to train on and for how long: the data, the model, epochs and batch size.
+void add_data_flags(CLI::App* t, TrainConfig& cfg) {
   t->add_option("--data", cfg.data, "Training images: DIR/<class>/*.jpg (required unless --resume)");
   t->add_option("--val", cfg.val, "Validation images, same classes (evaluated after each epoch)");
   t->add_option("--model", cfg.model,
@@ -51,6 +52,10 @@ void add_train(CLI::App& app, TrainConfig& cfg, AugmentFlags& augment, std::stri
        "Images per step, or auto: the largest multiple of 8 whose planned memory fits")
       ->type_name("N|auto")
       ->default_str(std::to_string(cfg.batch_size));
+}
+
+// The optimizer, its learning-rate schedule and the loss's label smoothing.
+void add_optimizer_flags(CLI::App* t, TrainConfig& cfg, std::string& optimizer, std::string& schedule) {
   t->add_option("--lr", cfg.lr, "Peak learning rate")->capture_default_str()->check(kPositive);
   t->add_option("--optimizer", optimizer, "sgd | adamw")->capture_default_str()->check(CLI::IsMember({"sgd", "adamw"}));
   t->add_option("--momentum", cfg.optimizer.momentum, "SGD momentum")
@@ -71,6 +76,10 @@ void add_train(CLI::App& app, TrainConfig& cfg, AugmentFlags& augment, std::stri
   t->add_option("--label-smoothing", cfg.label_smoothing, "Label smoothing")
       ->capture_default_str()
       ->check(finite_range(0.0, 0.99));
+}
+
+// Where the weights start (seed, --init for fine-tuning), what stays frozen, and the input normalisation.
+void add_init_flags(CLI::App* t, TrainConfig& cfg) {
   t->add_option("--seed", cfg.seed, "Seed for initialisation and sample order")->capture_default_str();
   t->add_option("--init", cfg.init,
                 "Start from these weights: a safetensors file (PyTorch's state_dict names and layout: torchvision, "
@@ -94,7 +103,10 @@ void add_train(CLI::App& app, TrainConfig& cfg, AugmentFlags& augment, std::stri
                 "Input mean/std of pixel/255: data (estimated from 2,000 training images; the default) | imagenet | "
                 "none | MEAN,STD, or per channel M1:M2:M3,S1:S2:S3; with --init of a file the default is imagenet, "
                 "of a stoke run that run's own");
-  add_choice(t, "--device", cfg.device, parse_device, kDevices, "auto | cpu | cuda");
+}
+
+// The run folder, resuming, checkpoints, and the guards that clip or stop a diverging run.
+void add_run_flags(CLI::App* t, TrainConfig& cfg) {
   t->add_option("--out", cfg.out,
                 "Run folder for metrics.jsonl, config.json, summary.json (default runs/<model>-<time>, "
                 "or <time>-2, -3, ... when a run started in the same second holds it)");
@@ -119,6 +131,10 @@ void add_train(CLI::App& app, TrainConfig& cfg, AugmentFlags& augment, std::stri
   t->add_option("--max-nonfinite-steps", cfg.max_nonfinite_steps, "Stop after this many consecutive non-finite losses")
       ->capture_default_str()
       ->check(CLI::Range(1, 1000000));
+}
+
+// CPU threads and JPEG decoder threads.
+void add_worker_flags(CLI::App* t, TrainConfig& cfg, std::string& decoders) {
   t->add_option("--threads", cfg.threads, "CPU backend threads (0 = all cores)")
       ->capture_default_str()
       ->check(kNonNegative);
@@ -126,8 +142,10 @@ void add_train(CLI::App& app, TrainConfig& cfg, AugmentFlags& augment, std::stri
                 "JPEG decoder threads: auto (from the cores and a measured decode rate) or N")
       ->capture_default_str()
       ->check(decoders_check());
-  add_augment_flags(t, augment);
-  add_mix_flags(t, cfg.mix, cfg.mix_off_epochs);
+}
+
+// How the CUDA backend runs the step: precision, batch-norm sync, determinism, graphs.
+void add_cuda_flags(CLI::App* t, TrainConfig& cfg) {
   add_choice(t, "--precision", cfg.precision, parse_precision_flag, kPrecisions,
              "CUDA backend: auto (bf16 on sm_80+, fp16 below) | bf16 | fp16 | fp32");
   t->add_flag("--sync-bn", cfg.sync_bn,
@@ -138,6 +156,10 @@ void add_train(CLI::App& app, TrainConfig& cfg, AugmentFlags& augment, std::stri
   t->add_flag(
       "!--no-graphs", cfg.graphs,
       "CUDA backend: run every step uncaptured (by default the step is captured once as a CUDA graph and replayed)");
+}
+
+// The input pipeline: decoding, where augmentation runs, caching, subsets and image size.
+void add_input_flags(CLI::App* t, TrainConfig& cfg) {
   t->add_flag(
       "!--no-exif-orientation", cfg.exif_orientation,
       "Decode JPEGs as stored, ignoring their EXIF orientation (by default they are turned as viewers show them)");
@@ -169,6 +191,10 @@ void add_train(CLI::App& app, TrainConfig& cfg, AugmentFlags& augment, std::stri
   t->add_option("--image-size", cfg.image_size, "Resize inputs to SxS (0 = the data's own size)")
       ->capture_default_str()
       ->check(CLI::Range(0, 4096));
+}
+
+// Validation and logging cadence, the final weights (batch-norm recalibration, EMA), the best checkpoint, TTA.
+void add_validation_flags(CLI::App* t, TrainConfig& cfg) {
   t->add_option("--eval-every", cfg.eval_every, "Validate every N epochs (and after the last)")
       ->capture_default_str()
       ->check(kPositive);
@@ -206,6 +232,10 @@ void add_train(CLI::App& app, TrainConfig& cfg, AugmentFlags& augment, std::stri
               "1 - t^(-2/3)), so the first update copies the weights and early ones are not swamped by the initial "
               "weights; counted over the whole run, --resume included");
   add_tta(t, cfg.tta_flip, "validation");
+}
+
+// Corrupt images, console and TensorBoard output, and the test, profiling and tracing hooks.
+void add_output_and_debug_flags(CLI::App* t, TrainConfig& cfg) {
   t->add_flag("--strict", cfg.strict, "Stop at the first corrupt image instead of skipping it");
   t->add_flag("--quiet", cfg.quiet, "No progress output");
   t->add_flag("--tensorboard", cfg.tensorboard, "Also write TensorBoard event files to RUNDIR/tensorboard");
@@ -241,6 +271,26 @@ void add_train(CLI::App& app, TrainConfig& cfg, AugmentFlags& augment, std::stri
                                       "The steps --trace records")
       ->type_name("A:B")
       ->default_str(str(cfg.trace_first, ":", cfg.trace_last));
+}
+
+}  // namespace
+
+void add_train(CLI::App& app, TrainConfig& cfg, AugmentFlags& augment, std::string& optimizer, std::string& schedule,
+               std::string& decoders) {
+  auto* t = app.add_subcommand("train", "Train a CNN classifier on an ImageFolder of JPEGs (DIR/<class>/*.jpg)");
+  // Declaration order is --help's order: keep it when moving a flag between these.
+  add_data_flags(t, cfg);
+  add_optimizer_flags(t, cfg, optimizer, schedule);
+  add_init_flags(t, cfg);
+  add_choice(t, "--device", cfg.device, parse_device, kDevices, "auto | cpu | cuda");
+  add_run_flags(t, cfg);
+  add_worker_flags(t, cfg, decoders);
+  add_augment_flags(t, augment);
+  add_mix_flags(t, cfg.mix, cfg.mix_off_epochs);
+  add_cuda_flags(t, cfg);
+  add_input_flags(t, cfg);
+  add_validation_flags(t, cfg);
+  add_output_and_debug_flags(t, cfg);
 }
 
 }  // namespace stoke
