@@ -1,31 +1,13 @@
-// The CUDA backend behind engine/backend.h: CudaExecutor driven by the asynchronous step protocol.
-//
-//   submit(step k)   slot b = k % 2 (engine/cuda/step_ring.h). On the copy stream: wait until the compute that
-//                    last read input buffer b finished (its done event), copy pixels, labels, flips (or an
-//                    augmentation recipe's transforms, a mixing run's BatchMix) and the step's StepControl {lr, skip}
-//                    into buffer b, record
-//                    copied[b]. On the compute stream: wait for
-//                    copied[b], record start[b], run the step (a replayed CUDA graph, or the launches themselves),
-//                    copy the step's StepRecord to pinned memory, record done[b]. At most 2 steps are in flight:
-//                    a third submit waits for the oldest's done event first.
-//   collect()        a tag is released once copied[b] has *completed* (cudaEventQuery) — the trainer then gives
-//                    its host memory back to the decoders, so a release at issue time would let the next batch
-//                    overwrite pixels the copy engine is still reading. Results once done[b] has completed, read
-//                    from the pinned record, in order.
-//   drain()          waits for both streams.
-//
-// --cache gpu (hold_dataset): the whole uint8 set and its labels in one device allocation, made once. A step named
-// by sample ids copies only the ids (and flips, control) into input buffer b on the copy stream; the compute stream
-// then gathers the batch into buffer b's pixels and labels (kernels/gather.cuh) as the first launch of the step, so
-// the gather is inside the captured graph too (the held set and buffer b's ids sit at fixed addresses).
-//
-// Nothing inside a step waits for the host: whether the update runs (non-finite loss, injected skip, fp16
-// overflow), t, lr and the loss scale are on the device (CudaExecutor::step(const StepControl*)). The host never
-// reads the loss before the update; it learns everything from the record.
-//
-// Data parallel (BackendOptions::comm is the NCCL communicator): the step's sums and its gradient buckets are
-// all-reduced on a communication stream during backward (engine/cuda/grad_sync.h), and captured with the rest of
-// the step into its graph. Waits on the host poll NCCL's asynchronous error, so a failed peer is an error here.
+// The CUDA backend behind engine/backend.h: CudaExecutor driven by the asynchronous step protocol. docs/GPU.md ("The
+// asynchronous step") has the whole protocol; what the code below keeps to:
+//   - two input buffers and two streams: step k copies into slot k % 2 on the copy stream (after the compute that last
+//     read it), the compute stream waits for that copy, runs the step (a replayed CUDA graph or the launches), copies
+//     its StepRecord to pinned memory; at most 2 steps in flight;
+//   - a tag is released only once its copy has *completed* (the trainer then gives the host memory to the decoders);
+//   - nothing inside a step waits for the host: skip, t, lr and the loss scale are on the device;
+//   - --cache gpu: a step copies only sample ids and gathers its batch from the held set as its first launch;
+//   - data parallel (NCCL): sums and gradient buckets all-reduced on a communication stream during backward, inside
+//     the captured graph; host waits poll NCCL's asynchronous error, so a failed peer is an error here.
 #include <cuda_profiler_api.h>
 
 #include <array>
