@@ -50,6 +50,17 @@ struct State {
   int64_t steps = 0;
 };
 
+// The graph's seeded weights, zero optimizer state, set on the backend as step 0.
+State start_state(const Graph& g, uint64_t seed, TrainingBackend& b) {
+  State s;
+  s.params.resize(static_cast<size_t>(g.num_params()));
+  s.buffers.resize(static_cast<size_t>(g.num_buffers()));
+  g.initialize(s.params.data(), s.buffers.data(), seed);
+  s.opt.assign(2 * s.params.size(), 0.f);
+  b.set_state(s.params, s.buffers, s.opt, 0);
+  return s;
+}
+
 // The recurrence as the CPU reference defines it: (1 - decay) once in float, both products and the sum rounded.
 void reference_ema(std::vector<float>& ema, const std::vector<float>& x, float decay = kDecay) {
   const float keep = decay, take = 1.f - decay;
@@ -86,12 +97,7 @@ TEST(Ema, WarmupCountsAppliedUpdatesAndARestoredStateGoesOnWithTheCount) {
   BackendOptions o = options(kLong);
   o.ema_warmup = true;
   auto b = make_cpu_backend(g, o);
-  State s;
-  s.params.resize(static_cast<size_t>(g.num_params()));
-  s.buffers.resize(static_cast<size_t>(g.num_buffers()));
-  g.initialize(s.params.data(), s.buffers.data(), 8);
-  s.opt.assign(2 * s.params.size(), 0.f);
-  b->set_state(s.params, s.buffers, s.opt, 0);
+  State s = start_state(g, 8, *b);
   std::vector<float> ref_p = s.params, ref_b = s.buffers;
   const std::vector<int32_t> labels = {0, 1, 2, 0, 1, 2};
   int64_t applied = 0;
@@ -127,12 +133,7 @@ TEST(Ema, WarmupCountsAppliedUpdatesAndARestoredStateGoesOnWithTheCount) {
 TEST(Ema, EveryAppliedStepMovesTheAverageOfWeightsAndStatisticsAndASkippedOneDoesNot) {
   const Graph g = bn_graph();
   auto b = make_cpu_backend(g, options(kDecay));
-  State s;
-  s.params.resize(static_cast<size_t>(g.num_params()));
-  s.buffers.resize(static_cast<size_t>(g.num_buffers()));
-  g.initialize(s.params.data(), s.buffers.data(), 7);
-  s.opt.assign(2 * s.params.size(), 0.f);
-  b->set_state(s.params, s.buffers, s.opt, 0);
+  State s = start_state(g, 7, *b);
   std::vector<float> ref_p = s.params, ref_b = s.buffers;  // the EMA starts at the first weights (timm's deepcopy)
   const std::vector<int32_t> labels = {0, 1, 2, 0, 1, 2};
   for (int k = 0; k < 4; ++k) {
@@ -156,12 +157,7 @@ TEST(Ema, EveryAppliedStepMovesTheAverageOfWeightsAndStatisticsAndASkippedOneDoe
 TEST(Ema, EvaluationOnTheEmaIsEvaluationOfItsWeightsAndLeavesTheTrainedOnesInPlace) {
   const Graph g = bn_graph();
   auto b = make_cpu_backend(g, options(kDecay));
-  State s;
-  s.params.resize(static_cast<size_t>(g.num_params()));
-  s.buffers.resize(static_cast<size_t>(g.num_buffers()));
-  g.initialize(s.params.data(), s.buffers.data(), 3);
-  s.opt.assign(2 * s.params.size(), 0.f);
-  b->set_state(s.params, s.buffers, s.opt, 0);
+  State s = start_state(g, 3, *b);
   const std::vector<int32_t> labels = {0, 1, 2, 0, 1, 2};
   for (int k = 0; k < 3; ++k) {
     const std::vector<uint8_t> px = pixels(200 + k, kN);
@@ -195,12 +191,7 @@ TEST(Ema, EvaluationOnTheEmaIsEvaluationOfItsWeightsAndLeavesTheTrainedOnesInPla
 TEST(Ema, RecalibrationRecomputesTheEmasStatisticsUnderItsOwnWeights) {
   const Graph g = bn_graph();
   auto b = make_cpu_backend(g, options(kDecay));
-  State s;
-  s.params.resize(static_cast<size_t>(g.num_params()));
-  s.buffers.resize(static_cast<size_t>(g.num_buffers()));
-  g.initialize(s.params.data(), s.buffers.data(), 5);
-  s.opt.assign(2 * s.params.size(), 0.f);
-  b->set_state(s.params, s.buffers, s.opt, 0);
+  State s = start_state(g, 5, *b);
   const std::vector<int32_t> labels = {0, 1, 2, 0, 1, 2};
   std::vector<std::vector<uint8_t>> px;
   for (int k = 0; k < 5; ++k) px.push_back(pixels(400 + k, kN));
