@@ -10,15 +10,15 @@ namespace stoke {
 namespace fs = std::filesystem;
 
 // ---- the input ----------------------------------------------------------------------------------------------------
-void TrainingRun::start_input() {
-  if (cfg_.before_input) cfg_.before_input();
+// The training and validation pipelines' settings: this rank's slice, the quarantine list, the watchdog's voice.
+void TrainingRun::pipeline_configs(io::PipelineConfig& tpc, io::PipelineConfig& vpc) {
   const std::string quarantine =
       plan_.world.writer ? (fs::path(folder_.dir) / "quarantine.txt").string() : std::string();
   auto on_warning = [this](const std::string& m) { warn(m); };
   // The watchdog speaks even with --quiet: something is stuck.
   auto on_stall = [this](const std::string& report) { console_.alert(report); };
   // Data parallel: this rank's slice of every global batch (io/pipeline/sampler.h).
-  io::PipelineConfig tpc = training_pipeline_config(cfg_, plan_.data.shape, plan_.batch.local);
+  tpc = training_pipeline_config(cfg_, plan_.data.shape, plan_.batch.local);
   tpc.rank = plan_.world.rank;
   tpc.world = plan_.world.size;
   tpc.end_epoch = cfg_.epochs + (recalibration_batches() > 0 ? 1 : 0);  // --bn-recalibrate reads the next epoch's
@@ -27,8 +27,7 @@ void TrainingRun::start_input() {
   tpc.watchdog_seconds = cfg_.watchdog_seconds;
   tpc.on_warning = on_warning;
   tpc.on_stall = on_stall;
-  io::PipelineConfig vpc =
-      eval_pipeline_config(plan_.data.shape, plan_.batch.local, cfg_.decoders, cfg_.strict, quarantine);
+  vpc = eval_pipeline_config(plan_.data.shape, plan_.batch.local, cfg_.decoders, cfg_.strict, quarantine);
   // Validation is shared out too: rank r evaluates its slice of each global batch (the last one padded and masked),
   // and the ranks' rows are gathered before the metrics (evaluate()).
   vpc.rank = plan_.world.rank;
@@ -36,6 +35,12 @@ void TrainingRun::start_input() {
   vpc.watchdog_seconds = cfg_.watchdog_seconds;
   vpc.on_warning = on_warning;
   vpc.on_stall = on_stall;
+}
+
+void TrainingRun::start_input() {
+  if (cfg_.before_input) cfg_.before_input();
+  io::PipelineConfig tpc, vpc;
+  pipeline_configs(tpc, vpc);
   // --cache decoded: decode everything once, then gather batches from memory in the pipeline's order. --cache gpu
   // the same, and then the training set goes to the backend, which gathers each batch itself (hold_train_set).
   // --epochs 0 (evaluation only) reads no training batch: no training input is made.
@@ -96,13 +101,18 @@ void TrainingRun::start_input() {
     input_.val_batches = std::move(ring);
   }
   input_.transforms = BatchTransforms(cfg_.augment_recipe, plan_.data.shape, cfg_.seed, decoders_augment);
-  if (!cfg_.quiet && recipe_active(cfg_.augment_recipe) && trains)
+  if (!cfg_.quiet) say_input(decoders_augment, trains);
+}
+
+// The start's lines on the input: where the augmentation runs, the decoder ring, the file cache.
+void TrainingRun::say_input(bool decoders_augment, bool trains) {
+  if (recipe_active(cfg_.augment_recipe) && trains)
     console_.say("augmentation: %s\n",
                  !decoders_augment ? "in the step, from the uint8 batch"
                  : cfg_.augment_recipe.noise_p > 0.f
                      ? "on the decoder threads (the geometry in their resize; the noise in the step)"
                      : "on the decoder threads (the geometry in their resize)");
-  if (!cfg_.quiet && input_.train_ring) {
+  if (input_.train_ring) {
     console_.say("input: %d decoder thread%s (%s), %d ring slots, %s host memory\n", input_.train_ring->decoders(),
                  input_.train_ring->decoders() == 1 ? "" : "s", input_.train_ring->decoders_reason().c_str(),
                  input_.train_ring->slots(), input_.train_ring->pinned() ? "pinned" : "pageable");

@@ -86,6 +86,8 @@ class TrainingRun {
   void announce();
   // ---- train (training_loop.cpp) ----
   void start_input();
+  void pipeline_configs(io::PipelineConfig& tpc, io::PipelineConfig& vpc);
+  void say_input(bool decoders_augment, bool trains);
   void train_epochs();
   // ---- summary (training_summary.cpp) ----
   TrainResult finish();
