@@ -8,6 +8,7 @@
 #include "base/error.h"
 #include "base/json_util.h"
 #include "base/rng.h"
+#include "io/codec/resize.h"
 #include "io/pipeline/augment.h"
 
 namespace stoke {
@@ -253,13 +254,18 @@ void colour_map(const SampleTransform& t, int c, io::DecoderAugment& d) {
              (c == 3 && (t.saturation != 1.f || t.hue_cos != 1.f || t.hue_sin != 0.f));
 }
 
+// Whether t's geometry is within the decoders' fixed point (io::affine_in_domain); else the step applies t.
+bool decoders_can(const SampleTransform& t) {
+  const double m[6] = {t.m[0], t.m[1], t.m[2], t.m[3], t.m[4], t.m[5]};
+  return io::affine_in_domain(m);
+}
+
 }  // namespace
 
 bool decoder_share(const SampleTransform& t, Shape3 s, io::DecoderAugment& d) {
   const int c = s.c;
   d = io::DecoderAugment{};
-  for (int i = 0; i < 6; ++i)
-    if (!(std::fabs(t.m[i]) < (i == 2 || i == 5 ? 1e7f : 1e3f))) return false;
+  if (!decoders_can(t)) return false;
   for (int k = 0; k < c && k < 4; ++k) d.fill[k] = static_cast<uint8_t>(std::lround(std::clamp(t.fill[k], 0.f, 255.f)));
   const float* m = t.m;
   const auto w = static_cast<float>(s.w), h = static_cast<float>(s.h);
@@ -280,9 +286,8 @@ bool decoder_share(const SampleTransform& t, Shape3 s, io::DecoderAugment& d) {
   return true;
 }
 
-SampleTransform step_share(const SampleTransform& t, Shape3 s) {
-  io::DecoderAugment d;
-  if (!decoder_share(t, s, d)) return t;
+SampleTransform step_share(const SampleTransform& t) {
+  if (!decoders_can(t)) return t;
   SampleTransform r;
   if (t.noise_std == 0.f) return r;
   std::copy(t.fill, t.fill + kMaxAugmentChannels, r.fill);
@@ -325,7 +330,7 @@ const SampleTransform* BatchTransforms::draw(const io::Batch& b) {
   if (!on_decoders_) return it->t.data();
   bool any = false;
   for (SampleTransform& t : it->t) {
-    t = step_share(t, shape_);
+    t = step_share(t);
     any = any || !is_identity(t);
   }
   if (any) return it->t.data();

@@ -61,7 +61,7 @@ bool is_identity(const SampleTransform& t);
 bool decoder_share(const SampleTransform& t, Shape3 s, io::DecoderAugment& out);
 // What the step applies to a sample whose decoder_share the decoders applied: the noise (outside the erase box, as
 // the op), else the identity; all of t when decoder_share refused it.
-SampleTransform step_share(const SampleTransform& t, Shape3 s);
+SampleTransform step_share(const SampleTransform& t);
 // The decoders' function: draws each sample's transform from (seed, epoch, sample id) as the trainer does.
 io::DecoderAugmentFn decoder_augment_fn(const AugmentRecipe& r, Shape3 s, uint64_t seed);
 // Where a run's recipe runs: on the decoders when asked, or by default on the CPU backend's streaming input.

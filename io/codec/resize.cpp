@@ -10,7 +10,6 @@
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
-#include <span>
 #include <vector>
 
 #include "base/error.h"
@@ -292,12 +291,18 @@ void affine_rows(const uint8_t* src, int sh, int sw, int c_runtime, size_t strid
 
 }  // namespace
 
+bool affine_in_domain(const double m[6]) {
+  for (int i = 0; i < 6; ++i)
+    if (!(std::fabs(m[i]) < (i == 2 || i == 5 ? kMaxAffineShift : kMaxAffineScale))) return false;  // NaN too
+  return true;
+}
+
 void resize_affine(const uint8_t* src, int sh, int sw, int c, size_t src_stride, uint8_t* dst, int dh, int dw,
                    const double m[6], const uint8_t* fill) {
   STOKE_CHECK(sh > 0 && sw > 0 && dh > 0 && dw > 0 && c > 0, "resize_affine ", sh, "x", sw, " -> ", dh, "x", dw);
   STOKE_CHECK(src_stride >= static_cast<size_t>(sw) * c, "resize_affine stride ", src_stride);
-  for (double v : std::span<const double>(m, 6))
-    STOKE_CHECK(std::isfinite(v) && std::fabs(v) < 1e6, "resize_affine: matrix entry ", v);
+  STOKE_CHECK(affine_in_domain(m), "resize_affine: matrix ", m[0], " ", m[1], " ", m[2], " / ", m[3], " ", m[4], " ",
+              m[5], " beyond its fixed point");
   switch (c) {
     case 1: affine_rows<1>(src, sh, sw, c, src_stride, dst, dh, dw, m, fill); break;
     case 3: affine_rows<3>(src, sh, sw, c, src_stride, dst, dh, dw, m, fill); break;

@@ -20,6 +20,10 @@ void resize_bilinear_strided(const uint8_t* src, int sh, int sw, int c, size_t s
 // position falls outside that dh x dw image, the value blends into `fill` (c values) with the weight the four taps
 // of a bilinear sample there would give the outside, as grid_sample with align_corners=False: so with a source of
 // dh x dw this is augment_transform's geometry exactly, rounded to uint8 once. Integer arithmetic (11-bit weights).
+// resize_affine's domain, which keeps its 32.32 fixed-point positions in range: |m[0]|, |m[1]|, |m[3]|, |m[4]| below
+// kMaxAffineScale (a zoom of at least 1/1000) and |m[2]|, |m[5]| below kMaxAffineShift.
+inline constexpr double kMaxAffineScale = 1e3, kMaxAffineShift = 1e6;
+bool affine_in_domain(const double m[6]);
 void resize_affine(const uint8_t* src, int sh, int sw, int c, size_t src_stride, uint8_t* dst, int dh, int dw,
                    const double m[6], const uint8_t* fill);
 

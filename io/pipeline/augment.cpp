@@ -5,7 +5,6 @@
 
 #include "base/rng.h"
 #include "io/codec/codec.h"
-#include "io/codec/resize.h"
 
 namespace stoke::io {
 
@@ -100,15 +99,9 @@ bool decode_sample(const TransformConfig& t, std::span<const uint8_t> bytes, int
   if (!decode_region(bytes.data(), bytes.size(), chooser, t.h, t.w, t.c, r, error, da.warp ? nullptr : dst))
     return false;
   if (!t.augment) p->crop = r.crop;
-  if (da.warp) {
-    if (clock) clock->enter(Stage::resize);
-    resize_affine(r.pixels, r.h, r.w, t.c, r.stride, dst, t.h, t.w, da.m, da.fill);
-  } else if (r.pixels != dst) {  // a decode straight into dst (data at the model's size) skips the clock
-    if (clock) clock->enter(Stage::resize);
-    resize_bilinear_strided(r.pixels, r.h, r.w, t.c, r.stride, dst, t.h, t.w);
-  }
-  if (p->flip != da.hflip) flip_horizontal(dst, t.h, t.w, t.c);
-  if (da.vflip) flip_vertical(dst, t.h, t.w, t.c);
+  // A decode straight into dst (data at the model's size, no warp) skips the resize clock.
+  if (clock && (da.warp || r.pixels != dst)) clock->enter(Stage::resize);
+  apply_decoder_geometry(da, r.pixels, r.h, r.w, r.stride, dst, t.h, t.w, t.c, p->flip);
   if (da.colour || (da.erase_h > 0 && da.erase_w > 0)) {
     if (clock) clock->enter(Stage::augment);
     apply_decoder_colour(da, dst, t.h, t.w, t.c);

@@ -6,6 +6,7 @@
 #include <cstddef>
 
 #include "base/error.h"
+#include "io/codec/resize.h"
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -80,6 +81,16 @@ void mix_channels(const DecoderAugment& a, uint8_t* pixels, size_t count) {
 
 }  // namespace
 
+void apply_decoder_geometry(const DecoderAugment& a, const uint8_t* region, int rh, int rw, size_t stride, uint8_t* dst,
+                            int h, int w, int c, bool flip) {
+  if (a.warp)
+    resize_affine(region, rh, rw, c, stride, dst, h, w, a.m, a.fill);
+  else if (region != dst)
+    resize_bilinear_strided(region, rh, rw, c, stride, dst, h, w);
+  if (flip != a.hflip) flip_horizontal(dst, h, w, c);
+  if (a.vflip) flip_vertical(dst, h, w, c);
+}
+
 void apply_decoder_colour(const DecoderAugment& a, uint8_t* pixels, int h, int w, int c) {
   STOKE_CHECK(c == 1 || c == 3, "decoder augmentation of ", c, " channels");
   for (int i = 0; i < c; ++i)
@@ -90,13 +101,21 @@ void apply_decoder_colour(const DecoderAugment& a, uint8_t* pixels, int h, int w
   if (a.colour && c == 3 && !diagonal(a, c)) {
     mix_channels(a, pixels, count);
   } else if (a.colour) {
+    // One table per channel, built once when the channels share their scale and offset (brightness and contrast
+    // alone: always), so gamma costs 256 pow calls an image, not 768.
     Table t[3];
-    for (int k = 0; k < c; ++k)
+    auto build = [&](int k) {
       for (int v = 0; v < 256; ++v)
         t[k][static_cast<size_t>(v)] = finish(static_cast<double>(a.matrix[k][k]) * v + a.offset[k], a.gamma);
-    if (c == 1) {
-      for (size_t i = 0; i < count; ++i) pixels[i] = t[0][pixels[i]];
+    };
+    bool shared = true;
+    for (int k = 1; k < c; ++k) shared = shared && a.matrix[k][k] == a.matrix[0][0] && a.offset[k] == a.offset[0];
+    build(0);
+    if (shared) {
+      for (size_t i = 0; i < count * static_cast<size_t>(c); ++i) pixels[i] = t[0][pixels[i]];
     } else {
+      build(1);
+      build(2);
       for (size_t i = 0; i < count; ++i) {
         uint8_t* p = pixels + i * 3;
         p[0] = t[0][p[0]];

@@ -30,8 +30,15 @@ struct DecoderAugment {
 // What the engine gives the decoders: fills `out` for a sample of `epoch` (the default value: nothing to do).
 using DecoderAugmentFn = std::function<void(int64_t epoch, uint64_t sample_id, DecoderAugment& out)>;
 
-// The colour and the erase box of `a` on an h x w x c image (c = 1 or 3), in place. Diagonal matrices (and gray
-// images) go through a 256-entry table per channel; saturation and hue through a 12-bit fixed-point matrix.
+// The geometry of `a` from a decoded region (rh x rw x c, rows `stride` bytes apart) into dst (h x w x c): the warp
+// folded into the resize (io/codec/resize.h resize_affine), or the plain resize and then the mirrors. flip: the
+// decoders' own crop-flip mirror (a.hflip toggles it). region may be dst when it is h x w already and a has no warp.
+void apply_decoder_geometry(const DecoderAugment& a, const uint8_t* region, int rh, int rw, size_t stride, uint8_t* dst,
+                            int h, int w, int c, bool flip = false);
+
+// The colour and the erase box of `a` on an h x w x c image (c = 1 or 3), in place, after the geometry. Diagonal
+// matrices (and gray images) go through a 256-entry table (one for all channels when they share it); saturation and
+// hue through an fp32 matrix per pixel.
 void apply_decoder_colour(const DecoderAugment& a, uint8_t* pixels, int h, int w, int c);
 
 }  // namespace stoke::io

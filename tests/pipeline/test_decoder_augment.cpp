@@ -67,13 +67,7 @@ std::vector<uint8_t> on_decoders(const std::vector<uint8_t>& px, int h, int w, i
   io::DecoderAugment d;
   EXPECT_TRUE(decoder_share(t, Shape3{h, w, c}, d));
   std::vector<uint8_t> out(px.size());
-  if (d.warp) {
-    io::resize_affine(px.data(), h, w, c, static_cast<size_t>(w) * c, out.data(), h, w, d.m, d.fill);
-  } else {
-    out = px;
-    if (d.hflip) io::flip_horizontal(out.data(), h, w, c);
-    if (d.vflip) io::flip_vertical(out.data(), h, w, c);
-  }
+  io::apply_decoder_geometry(d, px.data(), h, w, static_cast<size_t>(w) * c, out.data(), h, w, c);
   io::apply_decoder_colour(d, out.data(), h, w, c);
   return out;
 }
@@ -220,14 +214,14 @@ TEST(DecoderShare, SplitsATransformBetweenTheDecodersAndTheStep) {
   flip.m[2] = 19.f;  // a mirror and a shift: a warp
   ASSERT_TRUE(decoder_share(flip, s, d));
   EXPECT_TRUE(d.warp);
-  EXPECT_TRUE(is_identity(step_share(flip, s)));
+  EXPECT_TRUE(is_identity(step_share(flip)));
 
   SampleTransform noisy;
   noisy.noise_std = 3.f;
   noisy.noise_key = 42;
   noisy.erase_h = noisy.erase_w = 4;
   noisy.contrast = 1.3f;
-  const SampleTransform step = step_share(noisy, s);
+  const SampleTransform step = step_share(noisy);
   EXPECT_EQ(step.noise_std, 3.f);
   EXPECT_EQ(step.noise_key, 42u);
   EXPECT_EQ(step.erase_h, 4);     // no noise inside the box, as the op
@@ -239,7 +233,7 @@ TEST(DecoderShare, SplitsATransformBetweenTheDecodersAndTheStep) {
   SampleTransform tiny;  // a zoom of 1/10000: past the decoders' fixed point, all of it stays in the step
   tiny.m[0] = tiny.m[4] = 1e4f;
   EXPECT_FALSE(decoder_share(tiny, s, d));
-  EXPECT_EQ(step_share(tiny, s).m[0], 1e4f);
+  EXPECT_EQ(step_share(tiny).m[0], 1e4f);
 }
 
 TEST(DecoderAugment, DecodeSampleAppliesEachSamplesShareAndOnlyIts) {
