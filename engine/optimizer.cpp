@@ -6,6 +6,7 @@
 
 #include "base/error.h"
 #include "base/parallel.h"
+#include "kernels/ema_decay.h"
 
 namespace stoke {
 
@@ -99,14 +100,7 @@ void ema_update(float* ema, const float* x, int64_t n, float decay) {
   });
 }
 
-float ema_decay_at(int64_t t, float decay, bool warmup) {
-  if (!warmup) return decay;
-  constexpr double kGamma = 1.0, kPower = 2.0 / 3.0, kMinDecay = 0.0;  // timm's defaults
-  const double step = static_cast<double>(std::max<int64_t>(0, t - 1));
-  if (step <= 0) return 0.f;
-  const double d = 1.0 - std::pow(1.0 + step / kGamma, -kPower);
-  return static_cast<float>(std::max(std::min(d, static_cast<double>(decay)), kMinDecay));
-}
+float ema_decay_at(int64_t t, float decay, bool warmup) { return ema_step_decay(t, decay, warmup); }
 
 double clip_grad_norm(float* g, int64_t n, double max_norm) {
   const int64_t chunks = std::clamp<int64_t>(n / 65536, 1, 64);

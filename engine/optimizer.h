@@ -67,7 +67,7 @@ void ema_update(float* ema, const float* x, int64_t n, float decay);
 // The decay of applied update t (1-based, counted from the run's start and carried across --resume). Without
 // warm-up: `decay`. --ema-warmup: timm's ModelEmaV3 warm-up with its defaults (warmup_gamma 1, warmup_power 2/3,
 // min_decay 0, no update_after_step): 1 - (1 + (t - 1))^(-2/3) in double, clamped to [0, decay], rounded to float
-// once; so the first update copies the weights (decay 0). kernels/optimizer.cuh's ema_step_decay is the twin.
+// once; so the first update copies the weights (decay 0). Defined once, for the device too: kernels/ema_decay.h.
 float ema_decay_at(int64_t t, float decay, bool warmup);
 
 // Scales g so its global L2 norm is at most max_norm (no-op when already below); returns the norm before.

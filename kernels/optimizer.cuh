@@ -23,6 +23,8 @@
 #include <cstdint>
 #include <limits>
 
+#include "kernels/ema_decay.h"
+
 #if defined(__CUDACC__)
 #define STOKE_HOST_DEVICE __host__ __device__
 #else
@@ -155,22 +157,6 @@ struct StepConfig {
   float ema_decay = 0.f;    // --ema (0: off)
   bool ema_warmup = false;  // --ema-warmup
 };
-
-// --ema-warmup's decay of applied update t: the twin of engine/optimizer.h's ema_decay_at (timm's ModelEmaV3 with
-// warmup_gamma 1, warmup_power 2/3, min_decay 0), in double and rounded to float once, as the host computes it.
-STOKE_HOST_DEVICE inline float ema_step_decay(int64_t t, float decay, bool warmup) {
-  if (!warmup) return decay;
-#if defined(__CUDA_ARCH__)
-  auto dpow = [](double x, double y) { return pow(x, y); };
-#else
-  auto dpow = [](double x, double y) { return std::pow(x, y); };
-#endif
-  if (t <= 1) return 0.f;  // timm: max(0, t - 1) <= 0 gives 0, the weights copied
-  double d = 1.0 - dpow(1.0 + static_cast<double>(t - 1) / 1.0, -2.0 / 3.0);
-  if (d > static_cast<double>(decay)) d = static_cast<double>(decay);
-  if (d < 0.0) d = 0.0;
-  return static_cast<float>(d);
-}
 
 // The decision and the arguments of one step: prepare_step's whole body, a plain function so that the host tests
 // it (tests/gpu/test_cuda_host.cpp) and the kernel runs exactly this.

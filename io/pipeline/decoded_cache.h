@@ -22,7 +22,8 @@ class DecodedCache {
 
   // Decodes every sample of `source` with an evaluation-style pipeline built from `base` (decoders, warning
   // and quarantine settings are taken from it; order, padding and augmentation are set here). A bad image
-  // is handled as that pipeline handles it: replaced (training) or masked with label kUnreadable (evaluation).
+  // is handled as that pipeline handles it: replaced (training) or masked with label kUnreadable, kVanished for a file
+  // gone since indexing (evaluation).
   DecodedCache(const std::shared_ptr<const Source>& source, Shape3 shape, const PipelineConfig& base);
 
   int64_t size() const { return static_cast<int64_t>(labels_.size()); }
