@@ -127,12 +127,15 @@ TEST(Profile, RangesAndTheProfileWindowReachAnNvtxTool) {
 
 // --trace: stoke's own timeline as Chrome-trace JSON. The CPU backend's steps run on their compute thread while
 // the decoders decode the next batches: the timeline must show that overlap, and every range it names.
+// Large photos resized to 32 px keep the decoders busy for the whole window: with fast decodes and idle
+// decoders, whether a decoder got a core during a short step was the scheduler's choice on a loaded machine.
 TEST(Profile, TraceShowsDecodingOverlappingCompute) {
   TempDir tmp("profile-trace");
-  write_tiny_folder(tmp.path() / "train", {"a", "b"}, 48, 64);
+  write_tiny_folder(tmp.path() / "train", {"a", "b"}, 48, 480, 480);
   const std::string trace = tmp.str() + "/trace.json";
   RunResult r = run_stoke("train --data " + tmp.str() + "/train --epochs 1 --batch-size 8 --device cpu --decoders 2 "
-                          "--trace " + trace + " --trace-steps 2:7 --out " + tmp.str() + "/run");
+                          "--threads 1 --image-size 32 --trace " + trace + " --trace-steps 2:7 --out " + tmp.str() +
+                          "/run");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("timeline: " + trace), std::string::npos) << r.output;
   const std::vector<uint8_t> bytes = stoke::read_file(trace);
