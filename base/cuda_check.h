@@ -10,8 +10,8 @@
 //
 // What CUDA_LAUNCH_CHECK cannot see: kernels that cuDNN and cuBLASLt launch themselves. They may launch through
 // their own statically linked runtime or the driver API, so cudaGetLastError() in ours is not guaranteed to
-// report their launch errors; their status codes (CUDNN_CHECK / CUBLAS_CHECK) cover argument errors only, and a fault inside
-// one of their kernels shows up at some later synchronisation, blamed on whatever call happened to wait. The
+// report their launch errors; their status codes (CUDNN_CHECK / CUBLAS_CHECK) cover argument errors only, and a fault
+// inside one of their kernels shows up at some later synchronisation, blamed on whatever call happened to wait. The
 // executor puts a CUDA_LAUNCH_CHECK after every library call anyway: with STOKE_CUDA_SYNC=1 that synchronises
 // right after it, so a sticky fault from inside the library is reported at the cuDNN/cuBLASLt call that made it.
 // scripts/gpu-check.sh therefore runs the first training step with STOKE_CUDA_SYNC=1.

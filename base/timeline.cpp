@@ -151,8 +151,8 @@ std::string to_json() {
     if (t->events.empty()) continue;
     out += first ? "" : ",\n";
     first = false;
-    std::snprintf(buf, sizeof buf, "{\"ph\":\"M\",\"name\":\"thread_name\",\"pid\":%ld,\"tid\":%ld,\"args\":{\"name\":\"", pid,
-                  t->tid);
+    std::snprintf(buf, sizeof buf,
+                  "{\"ph\":\"M\",\"name\":\"thread_name\",\"pid\":%ld,\"tid\":%ld,\"args\":{\"name\":\"", pid, t->tid);
     out += buf;
     escape_into(out, t->name.empty() ? "stoke main" : t->name);
     out += "\"}}";

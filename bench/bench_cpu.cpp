@@ -62,21 +62,31 @@ void BM_ConvFwdBwd(benchmark::State& st) {
     benchmark::DoNotOptimize(dw.data());
   }
   const double macs = double(s.n) * s.p() * s.q() * s.k * 9 * s.c;
-  st.counters["GFLOP/s"] = benchmark::Counter(2e-9 * macs * (s.c > 1 ? 3 : 2), benchmark::Counter::kIsIterationInvariantRate);
+  st.counters["GFLOP/s"] =
+      benchmark::Counter(2e-9 * macs * (s.c > 1 ? 3 : 2), benchmark::Counter::kIsIterationInvariantRate);
   st.counters["threads"] = ThreadPool::threads();
 }
-BENCHMARK(BM_ConvFwdBwd)->Args({28, 1, 16})->Args({14, 16, 32})->Args({7, 32, 64})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_ConvFwdBwd)
+    ->Args({28, 1, 16})
+    ->Args({14, 16, 32})
+    ->Args({7, 32, 64})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 
 void BM_BatchNormTrainFwdBwd(benchmark::State& st) {
   const int rows = 128 * 14 * 14, c = 32;
   auto x = randn(static_cast<size_t>(rows) * c, 6), dy = randn(x.size(), 7);
-  std::vector<float> y(x.size()), dx(x.size()), g(c, 1.f), b(c, 0.f), rm(c, 0.f), rv(c, 1.f), sm(c), si(c), dg(c), db(c);
+  std::vector<float> y(x.size()), dx(x.size()), g(c, 1.f), b(c, 0.f), rm(c, 0.f), rv(c, 1.f), sm(c), si(c), dg(c),
+      db(c);
   for (auto _ : st) {
-    cpu::batchnorm_forward_train(rows, c, x.data(), g.data(), b.data(), 1e-5f, 0.1f, rm.data(), rv.data(), y.data(), sm.data(), si.data());
-    cpu::batchnorm_backward(rows, c, x.data(), g.data(), sm.data(), si.data(), dy.data(), dx.data(), dg.data(), db.data());
+    cpu::batchnorm_forward_train(rows, c, x.data(), g.data(), b.data(), 1e-5f, 0.1f, rm.data(), rv.data(), y.data(),
+                                 sm.data(), si.data());
+    cpu::batchnorm_backward(rows, c, x.data(), g.data(), sm.data(), si.data(), dy.data(), dx.data(), dg.data(),
+                            db.data());
     benchmark::DoNotOptimize(dx.data());
   }
-  st.counters["GB/s"] = benchmark::Counter(1e-9 * 5.0 * sizeof(float) * x.size(), benchmark::Counter::kIsIterationInvariantRate);
+  st.counters["GB/s"] =
+      benchmark::Counter(1e-9 * 5.0 * sizeof(float) * x.size(), benchmark::Counter::kIsIterationInvariantRate);
 }
 BENCHMARK(BM_BatchNormTrainFwdBwd)->Unit(benchmark::kMicrosecond)->UseRealTime();
 

@@ -63,7 +63,8 @@ class Buf {
 // Fills a buffer with small finite values of T (a kernel fed zeros or NaNs may take shortcuts).
 template <typename T>
 __global__ void fill_kernel(T* p, size_t n, float lo, float hi) {
-  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n; i += static_cast<size_t>(gridDim.x) * blockDim.x) {
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<size_t>(gridDim.x) * blockDim.x) {
     const uint32_t h = static_cast<uint32_t>(i) * 2654435761u;
     const float u = static_cast<float>(h >> 8) * (1.f / 16777216.f);
     if constexpr (std::is_same_v<T, float>)
@@ -182,7 +183,8 @@ void BM_D2DMemcpy(benchmark::State& state) {
   Buf a(n), b(n);
   run_timed(
       state, 2.0 * static_cast<double>(n), true,
-      [&](cudaStream_t s) { CUDA_CHECK(cudaMemcpyAsync(b.as<char>(), a.as<char>(), n, cudaMemcpyDeviceToDevice, s)); }, 0);
+      [&](cudaStream_t s) { CUDA_CHECK(cudaMemcpyAsync(b.as<char>(), a.as<char>(), n, cudaMemcpyDeviceToDevice, s)); },
+      0);
   state.counters["best_GB/s"] = d2d_gbps();
 }
 BENCHMARK(BM_D2DMemcpy)->UseManualTime()->Unit(benchmark::kMicrosecond);
@@ -213,8 +215,9 @@ void BM_ReluBackwardBf16(benchmark::State& state) {
   Buf y(kElems * 2), dy(kElems * 2), dx(kElems * 2);
   fill<bf16>(y);
   fill<bf16>(dy);
-  timed(state, 3.0 * kElems * 2, true,
-        [&](cudaStream_t s) { stoke::cuda::relu_backward<bf16>(kElems, y.as<bf16>(), dy.as<bf16>(), dx.as<bf16>(), s); });
+  timed(state, 3.0 * kElems * 2, true, [&](cudaStream_t s) {
+    stoke::cuda::relu_backward<bf16>(kElems, y.as<bf16>(), dy.as<bf16>(), dx.as<bf16>(), s);
+  });
 }
 BENCHMARK(BM_ReluBackwardBf16)->UseManualTime()->Unit(benchmark::kMicrosecond);
 
@@ -268,7 +271,8 @@ void BM_MixupBf16(benchmark::State& state) {
 }
 BENCHMARK(BM_MixupBf16)->UseManualTime()->Unit(benchmark::kMicrosecond);
 
-// ---- optimizer (ResNet-18-sized: 11.7 M parameters in chunks like the executor's) ------------------------------------
+// ---- optimizer (ResNet-18-sized: 11.7 M parameters in chunks like the executor's)
+// ------------------------------------
 
 constexpr int64_t kParams = 11'700'000;
 
@@ -378,8 +382,8 @@ void BM_SoftmaxCrossEntropyBf16(benchmark::State& state) {
   fill<bf16>(z, -4.f, 4.f);
   CUDA_CHECK(cudaMemset(labels.as<int32_t>(), 0, labels.bytes()));
   timed(state, 2.0 * nk * 2, true, [&](cudaStream_t s) {
-    stoke::cuda::softmax_cross_entropy<bf16>(n, K, z.as<bf16>(), labels.as<int32_t>(), 0.1f, 1.f, nullptr, dz.as<bf16>(),
-                                             mean.as<float>(), correct.as<int32_t>(), ws.as<char>(), s);
+    stoke::cuda::softmax_cross_entropy<bf16>(n, K, z.as<bf16>(), labels.as<int32_t>(), 0.1f, 1.f, nullptr,
+                                             dz.as<bf16>(), mean.as<float>(), correct.as<int32_t>(), ws.as<char>(), s);
   });
 }
 BENCHMARK(BM_SoftmaxCrossEntropyBf16)->UseManualTime()->Unit(benchmark::kMicrosecond);
@@ -394,7 +398,8 @@ stoke::PoolShape resnet_stem_pool() {
 
 void BM_MaxPoolForwardBf16(benchmark::State& state) {
   const stoke::PoolShape sh = resnet_stem_pool();
-  const size_t nin = static_cast<size_t>(sh.n) * sh.h * sh.w * sh.c, nout = static_cast<size_t>(sh.n) * sh.p() * sh.q() * sh.c;
+  const size_t nin = static_cast<size_t>(sh.n) * sh.h * sh.w * sh.c,
+               nout = static_cast<size_t>(sh.n) * sh.p() * sh.q() * sh.c;
   Buf x(nin * 2), y(nout * 2), arg(nout * 4);
   fill<bf16>(x);
   timed(state, nin * 2.0 + nout * 6.0, true, [&](cudaStream_t s) {
@@ -405,7 +410,8 @@ BENCHMARK(BM_MaxPoolForwardBf16)->UseManualTime()->Unit(benchmark::kMicrosecond)
 
 void BM_MaxPoolBackwardBf16(benchmark::State& state) {
   const stoke::PoolShape sh = resnet_stem_pool();
-  const size_t nin = static_cast<size_t>(sh.n) * sh.h * sh.w * sh.c, nout = static_cast<size_t>(sh.n) * sh.p() * sh.q() * sh.c;
+  const size_t nin = static_cast<size_t>(sh.n) * sh.h * sh.w * sh.c,
+               nout = static_cast<size_t>(sh.n) * sh.p() * sh.q() * sh.c;
   Buf x(nin * 2), y(nout * 2), arg(nout * 4), dy(nout * 2), dx(nin * 2);
   fill<bf16>(x);
   fill<bf16>(dy);

@@ -21,7 +21,8 @@ DeviceChoice choose_device(DeviceRequest request, bool cuda_linked, int device) 
   const bool available = c.probe.usable && cuda_linked;
   if (request == DeviceRequest::cuda && !available) {
     if (!c.probe.usable) throw UserError(str("--device cuda: no usable GPU: ", c.probe.reason));
-    throw UserError(str("--device cuda: found ", c.probe.description, ", but this program was built without the CUDA backend"));
+    throw UserError(
+        str("--device cuda: found ", c.probe.description, ", but this program was built without the CUDA backend"));
   }
   c.use_cuda = available;
   return c;
@@ -45,8 +46,9 @@ DeviceProbe probe_cuda(int device) {
   }
   p.count = count;
   if (device < 0 || device >= count) {
-    p.reason = str("this process's device is cuda:", device, " (its launcher's local rank) but there ", count == 1 ? "is " : "are ",
-                   count, " GPU", count == 1 ? "" : "s", " here (cuda:0", count > 1 ? str("..cuda:", count - 1) : std::string(), ")");
+    p.reason = str("this process's device is cuda:", device, " (its launcher's local rank) but there ",
+                   count == 1 ? "is " : "are ", count, " GPU", count == 1 ? "" : "s", " here (cuda:0",
+                   count > 1 ? str("..cuda:", count - 1) : std::string(), ")");
     return p;
   }
   cudaDeviceProp prop{};
@@ -94,7 +96,8 @@ double measure_h2d_gb_s([[maybe_unused]] size_t bytes, [[maybe_unused]] bool pin
   }
   void (*release)(void*) = pinned ? +[](void* p) { cudaFreeHost(p); } : +[](void* p) { std::free(p); };
   std::unique_ptr<void, void (*)(void*)> host_guard(host, release);
-  for (size_t i = 0; i < bytes; i += 4096) static_cast<unsigned char*>(host)[i] = static_cast<unsigned char>(i);  // touch every page
+  for (size_t i = 0; i < bytes; i += 4096)
+    static_cast<unsigned char*>(host)[i] = static_cast<unsigned char>(i);  // touch every page
   cudaStream_t s = nullptr;
   check(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "cudaStreamCreate");
   std::unique_ptr<CUstream_st, void (*)(cudaStream_t)> stream_guard(s, [](cudaStream_t x) { cudaStreamDestroy(x); });

@@ -58,7 +58,8 @@ DiagnoseResult diagnose(const TrainConfig& cfg, const ModelFactory& build_model,
   r.world = launch.world;
   std::shared_ptr<const io::Source> src = io::open_source(cfg.data);
   r.folder_source = std::filesystem::is_directory(cfg.data);
-  if (r.folder_source && (cfg.cache == CacheMode::automatic || cfg.cache == CacheMode::files))  // as training reads a folder
+  if (r.folder_source &&
+      (cfg.cache == CacheMode::automatic || cfg.cache == CacheMode::files))  // as training reads a folder
     src = std::make_shared<io::FileCacheSource>(src, io::default_file_cache_budget());
   io::DataShape ds = io::probe_source_shape(*src);
   Shape3 shape{ds.h, ds.w, ds.c};
@@ -104,7 +105,8 @@ DiagnoseResult diagnose(const TrainConfig& cfg, const ModelFactory& build_model,
   bo.precision = cfg.precision;
   std::unique_ptr<TrainingBackend> backend = make_backend(use_cuda, graph, bo);
   {
-    std::vector<float> params(static_cast<size_t>(graph.num_params())), buffers(static_cast<size_t>(graph.num_buffers()));
+    std::vector<float> params(static_cast<size_t>(graph.num_params())),
+        buffers(static_cast<size_t>(graph.num_buffers()));
     graph.initialize(params.data(), buffers.data(), cfg.seed);
     backend->set_state(params, buffers, Optimizer(cfg.optimizer, graph.params(), graph.num_params()).state(), 0);
   }
@@ -162,10 +164,15 @@ DiagnoseResult diagnose(const TrainConfig& cfg, const ModelFactory& build_model,
     if (!use_cuda && cores <= r.decoders + 1)
       tips.push_back("the decoders and the CPU backend share " + std::to_string(cores) + " cores: a GPU frees them");
     else if (r.decoders < cores - 1)
-      tips.push_back(str("use --decoders ", std::min(cores - 1, std::max(r.decoders + 1, static_cast<int>(r.decoders * 1.2 * r.compute_img_s / std::max(r.decode_img_s, 1.0)) + 1))));
+      tips.push_back(
+          str("use --decoders ",
+              std::min(cores - 1, std::max(r.decoders + 1, static_cast<int>(r.decoders * 1.2 * r.compute_img_s /
+                                                                            std::max(r.decode_img_s, 1.0)) +
+                                                               1))));
     if (r.folder_source)
       tips.push_back("stoke pack the folder (the first epoch opens every file; the file cache serves the later ones)");
-    if (fits && cfg.augment != Augment::crop_flip) tips.push_back(str("--cache decoded (", r.cache_bytes >> 20, " MiB fits in memory)"));
+    if (fits && cfg.augment != Augment::crop_flip)
+      tips.push_back(str("--cache decoded (", r.cache_bytes >> 20, " MiB fits in memory)"));
     for (size_t i = 0; i < tips.size(); ++i) r.recommendation += (i ? ", " : "") + tips[i];
   } else {
     r.verdict = str("compute-bound: the decoders give ", format_count(r.decode_img_s), " img/s, ",
@@ -177,7 +184,8 @@ DiagnoseResult diagnose(const TrainConfig& cfg, const ModelFactory& build_model,
       r.verdict = str("communication-bound: the all-reduce of ", format_bytes(static_cast<size_t>(r.allreduce_bytes)),
                       " takes ", std::lround(100 * r.comm_share), "% of a step of ", batch, " images on ", r.world,
                       " processes");
-      r.recommendation = "fewer, larger steps (a larger --batch-size per process) or a faster link between the processes";
+      r.recommendation =
+          "fewer, larger steps (a larger --batch-size per process) or a faster link between the processes";
     }
   }
   return r;
@@ -194,7 +202,8 @@ std::string DiagnoseResult::table() const {
   std::snprintf(line, sizeof line, "(a) decode capacity (pipeline alone)  %9s\n", format_count(decode_img_s).c_str());
   t += line;
   if (h2d_pinned_gb_s > 0) {
-    std::snprintf(line, sizeof line, "(b) host->device, %.1f MiB batches: pinned %.1f GB/s, pageable %.1f GB/s (%s img/s pinned)\n",
+    std::snprintf(line, sizeof line,
+                  "(b) host->device, %.1f MiB batches: pinned %.1f GB/s, pageable %.1f GB/s (%s img/s pinned)\n",
                   static_cast<double>(h2d_batch_bytes) / 1048576.0, h2d_pinned_gb_s, h2d_pageable_gb_s,
                   format_count(image_bytes > 0 ? h2d_pinned_gb_s * 1e9 / static_cast<double>(image_bytes) : 0).c_str());
     t += line;
@@ -203,17 +212,18 @@ std::string DiagnoseResult::table() const {
   }
   std::snprintf(line, sizeof line, "(c) compute (steps on data in memory) %9s\n", format_count(compute_img_s).c_str());
   t += line;
-  std::snprintf(line, sizeof line, "(d) full pipeline                     %9s   input wait %.0f%%\n", format_count(full_img_s).c_str(),
-                100 * full_stall);
+  std::snprintf(line, sizeof line, "(d) full pipeline                     %9s   input wait %.0f%%\n",
+                format_count(full_img_s).c_str(), 100 * full_stall);
   t += line;
   if (allreduce_s > 0) {
     std::snprintf(line, sizeof line, "(e) all-reduce of %s over %d processes (%s): %.2f ms, %.0f%% of a step\n\n",
-                  format_bytes(static_cast<size_t>(allreduce_bytes)).c_str(), world, transport.c_str(), 1e3 * allreduce_s,
-                  100 * comm_share);
+                  format_bytes(static_cast<size_t>(allreduce_bytes)).c_str(), world, transport.c_str(),
+                  1e3 * allreduce_s, 100 * comm_share);
     t += line;
   } else {
-    t += world > 1 ? "(e) all-reduce                              n/a (a torchrun-style launch: measured under mpirun)\n\n"
-                   : "(e) all-reduce                              n/a (one process: nothing to all-reduce)\n\n";
+    t += world > 1
+             ? "(e) all-reduce                              n/a (a torchrun-style launch: measured under mpirun)\n\n"
+             : "(e) all-reduce                              n/a (one process: nothing to all-reduce)\n\n";
   }
   t += "verdict: " + verdict + "\n";
   if (!recommendation.empty()) t += "recommendation: " + recommendation + "\n";

@@ -21,7 +21,8 @@ extern "C" void on_signal(int sig) {
     (void)ignored;
     ::_exit(128 + sig);
   }
-  static const char msg[] = "\nstoke: interrupt: finishing this step, then writing a checkpoint (interrupt again to quit now)\n";
+  static const char msg[] =
+      "\nstoke: interrupt: finishing this step, then writing a checkpoint (interrupt again to quit now)\n";
   const char* m = g_messages[g_current.load()];
   size_t n = 0;
   while (n < sizeof g_messages[0] && m[n]) ++n;

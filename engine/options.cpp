@@ -11,7 +11,8 @@ namespace {
 template <class E, size_t N>
 using Names = std::array<std::pair<E, const char*>, N>;
 
-constexpr Names<Augment, 3> kAugment{{{Augment::none, "none"}, {Augment::flip, "flip"}, {Augment::crop_flip, "crop-flip"}}};
+constexpr Names<Augment, 3> kAugment{
+    {{Augment::none, "none"}, {Augment::flip, "flip"}, {Augment::crop_flip, "crop-flip"}}};
 constexpr Names<BestMetric, 3> kBestMetric{
     {{BestMetric::val_acc, "val_acc"}, {BestMetric::val_auc, "val_auc"}, {BestMetric::val_loss, "val_loss"}}};
 constexpr Names<DeviceRequest, 3> kDevice{

@@ -103,10 +103,27 @@ void apply_session_flag(const std::string& name, const TrainConfig& cli, TrainCo
 }  // namespace
 
 bool is_session_flag(const std::string& flag) {
-  static const std::set<std::string> kSession = {
-      "--epochs", "--threads", "--decoders", "--no-graphs", "--cache", "--augment-on", "--cache-budget-mb", "--device", "--quiet",
-      "--tensorboard", "--watchdog", "--strict", "--checkpoint-every", "--keep-checkpoints", "--force",
-      "--interrupt-after-steps", "--trace", "--profile-steps", "--trace-steps", "--log-every", "--bn-recalibrate"};
+  static const std::set<std::string> kSession = {"--epochs",
+                                                 "--threads",
+                                                 "--decoders",
+                                                 "--no-graphs",
+                                                 "--cache",
+                                                 "--augment-on",
+                                                 "--cache-budget-mb",
+                                                 "--device",
+                                                 "--quiet",
+                                                 "--tensorboard",
+                                                 "--watchdog",
+                                                 "--strict",
+                                                 "--checkpoint-every",
+                                                 "--keep-checkpoints",
+                                                 "--force",
+                                                 "--interrupt-after-steps",
+                                                 "--trace",
+                                                 "--profile-steps",
+                                                 "--trace-steps",
+                                                 "--log-every",
+                                                 "--bn-recalibrate"};
   return kSession.count(flag) > 0;
 }
 

@@ -24,8 +24,9 @@ std::string run_verdict(const VerdictInputs& in) {
   const std::string comm =
       in.comm_share > 0 ? str("the all-reduce ", pct(in.comm_share), "% of the step time") : std::string();
   if (in.decoded_cache)
-    return str("compute-bound: the data came from the decoded cache (no input stage)",
-               in.comm_share > 0 ? str("; the all-reduce took ", pct(in.comm_share), "% of the step time") : std::string());
+    return str(
+        "compute-bound: the data came from the decoded cache (no input stage)",
+        in.comm_share > 0 ? str("; the all-reduce took ", pct(in.comm_share), "% of the step time") : std::string());
   if (stall >= 0.20)
     return str("strongly input-bound: the trainer waited for data ", pct(stall), "% of the time; ", in.decoders,
                " decoder thread(s) are the limiting stage: try --decoders N, stoke pack, or --cache decoded");

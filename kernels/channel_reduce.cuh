@@ -31,7 +31,9 @@ inline int chunks_for(int64_t rows) {
   return static_cast<int>(c);
 }
 
-inline dim3 partial_grid(int chunks, int C) { return dim3(static_cast<unsigned>(chunks), static_cast<unsigned>((C + kTx - 1) / kTx)); }
+inline dim3 partial_grid(int chunks, int C) {
+  return dim3(static_cast<unsigned>(chunks), static_cast<unsigned>((C + kTx - 1) / kTx));
+}
 inline dim3 partial_block() { return dim3(kTx, kTy); }
 
 // Rows of chunk `k` of `chunks`: [begin, end).
@@ -49,8 +51,8 @@ __device__ __forceinline__ void chan_merge(double& na, double& ma, double& qa, d
 
 // ---- Welford statistics of x: partial[k][c] = (count, mean, m2) in doubles, laid out as three [chunks][C] planes.
 template <typename T>
-__global__ void __launch_bounds__(kTx * kTy) welford_partial_kernel(int64_t rows, int C, int chunks, const T* __restrict__ x,
-                                                                 double* __restrict__ part) {
+__global__ void __launch_bounds__(kTx* kTy)
+    welford_partial_kernel(int64_t rows, int C, int chunks, const T* __restrict__ x, double* __restrict__ part) {
   __shared__ double sn[kTy][kTx], sm[kTy][kTx], sq[kTy][kTx];
   const int tx = threadIdx.x, ty = threadIdx.y;
   const int c = blockIdx.y * kTx + tx;
@@ -82,8 +84,8 @@ __global__ void __launch_bounds__(kTx * kTy) welford_partial_kernel(int64_t rows
 
 // Combines the chunk partials of channel blockIdx.x: on return thread 0 holds the totals. Every thread of the
 // block must call it (it synchronises).
-__device__ __forceinline__ void welford_combine(int C, int chunks, const double* __restrict__ part, double& N, double& M,
-                                                double& Q) {
+__device__ __forceinline__ void welford_combine(int C, int chunks, const double* __restrict__ part, double& N,
+                                                double& M, double& Q) {
   __shared__ double sn[kFinThreads], sm[kFinThreads], sq[kFinThreads];
   const int c = blockIdx.x, t = threadIdx.x;
   const int64_t plane = static_cast<int64_t>(chunks) * C;
@@ -107,10 +109,10 @@ __device__ __forceinline__ void welford_combine(int C, int chunks, const double*
 // g = relu ? (y > 0 ? dy : 0) : dy. Partial layout: two [chunks][C] planes of doubles (the second unused
 // without `mean`).
 template <typename T>
-__global__ void __launch_bounds__(kTx * kTy) sums_partial_kernel(int64_t rows, int C, int chunks, const T* __restrict__ dy,
-                                                              const T* __restrict__ y, bool relu, const T* __restrict__ x,
-                                                              const float* __restrict__ mean, const float* __restrict__ invstd,
-                                                              double* __restrict__ part) {
+__global__ void __launch_bounds__(kTx* kTy)
+    sums_partial_kernel(int64_t rows, int C, int chunks, const T* __restrict__ dy, const T* __restrict__ y, bool relu,
+                        const T* __restrict__ x, const float* __restrict__ mean, const float* __restrict__ invstd,
+                        double* __restrict__ part) {
   __shared__ double s1s[kTy][kTx], s2s[kTy][kTx];
   const int tx = threadIdx.x, ty = threadIdx.y;
   const int c = blockIdx.y * kTx + tx;
@@ -144,7 +146,8 @@ __global__ void __launch_bounds__(kTx * kTy) sums_partial_kernel(int64_t rows, i
 }
 
 // Totals of the two sums for channel blockIdx.x, in thread 0. Every thread of the block must call it.
-__device__ __forceinline__ void sums_combine(int C, int chunks, const double* __restrict__ part, double& S1, double& S2) {
+__device__ __forceinline__ void sums_combine(int C, int chunks, const double* __restrict__ part, double& S1,
+                                             double& S2) {
   __shared__ double a[kFinThreads], b[kFinThreads];
   const int c = blockIdx.x, t = threadIdx.x;
   const int64_t plane = static_cast<int64_t>(chunks) * C;

@@ -31,7 +31,8 @@ __global__ void confusion_kernel(int n, int K, const T* __restrict__ logits, con
 }  // namespace
 
 template <typename T>
-void confusion_update(int n, int classes, const T* logits, const int32_t* labels, int32_t* counts, cudaStream_t stream) {
+void confusion_update(int n, int classes, const T* logits, const int32_t* labels, int32_t* counts,
+                      cudaStream_t stream) {
   STOKE_CHECK(classes > 0, "confusion matrix of no classes");
   if (n <= 0) return;
   confusion_kernel<T><<<(n + kThreads - 1) / kThreads, kThreads, 0, stream>>>(n, classes, logits, labels, counts);

@@ -63,8 +63,8 @@ __global__ void maxpool_forward_kernel(int64_t total, Geo g, const T* __restrict
 }
 
 template <typename T>
-__global__ void maxpool_backward_kernel(int64_t total, Geo g, const int32_t* __restrict__ argmax, const T* __restrict__ dy,
-                                        T* __restrict__ dx) {
+__global__ void maxpool_backward_kernel(int64_t total, Geo g, const int32_t* __restrict__ argmax,
+                                        const T* __restrict__ dy, T* __restrict__ dx) {
   for (int64_t i = global_thread(); i < total; i += grid_threads()) {
     const int c = static_cast<int>(i % g.C);
     int64_t t = i / g.C;
@@ -129,7 +129,8 @@ __global__ void avgpool_backward_kernel(int64_t total, Geo g, const T* __restric
 }
 
 template <typename T>
-__global__ void global_avgpool_forward_kernel(int64_t total, int hw, int C, const T* __restrict__ x, T* __restrict__ y) {
+__global__ void global_avgpool_forward_kernel(int64_t total, int hw, int C, const T* __restrict__ x,
+                                              T* __restrict__ y) {
   const float inv = 1.f / static_cast<float>(hw);
   for (int64_t o = global_thread(); o < total; o += grid_threads()) {
     const int c = static_cast<int>(o % C);
@@ -142,7 +143,8 @@ __global__ void global_avgpool_forward_kernel(int64_t total, int hw, int C, cons
 }
 
 template <typename T>
-__global__ void global_avgpool_backward_kernel(int64_t total, int hw, int C, const T* __restrict__ dy, T* __restrict__ dx) {
+__global__ void global_avgpool_backward_kernel(int64_t total, int hw, int C, const T* __restrict__ dy,
+                                               T* __restrict__ dx) {
   const float inv = 1.f / static_cast<float>(hw);
   for (int64_t i = global_thread(); i < total; i += grid_threads()) {
     const int c = static_cast<int>(i % C);

@@ -45,7 +45,8 @@ void max_window(const float* xn, int W, int C, int h0, int h1, int w0, int w1, f
       const int32_t idx = h * W + w;
       for (int c = 0; c < C; ++c) {
         const float v = xv[c], best = y[c];
-        const bool take = static_cast<int>(v > best) | (static_cast<int>(std::isnan(v)) & static_cast<int>(!std::isnan(best)));  // bitwise: no branches
+        const bool take = static_cast<int>(v > best) | (static_cast<int>(std::isnan(v)) &
+                                                        static_cast<int>(!std::isnan(best)));  // bitwise: no branches
         y[c] = take ? v : best;
         a[c] = take ? idx : a[c];
       }

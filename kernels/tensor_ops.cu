@@ -65,7 +65,8 @@ template <typename T>
 void add_backward(int64_t n, const T* dy, T* da, T* db, cudaStream_t stream) {
   if (n <= 0) return;
   for (T* d : {da, db})
-    if (d && d != dy) CUDA_CHECK(cudaMemcpyAsync(d, dy, static_cast<size_t>(n) * sizeof(T), cudaMemcpyDeviceToDevice, stream));
+    if (d && d != dy)
+      CUDA_CHECK(cudaMemcpyAsync(d, dy, static_cast<size_t>(n) * sizeof(T), cudaMemcpyDeviceToDevice, stream));
 }
 
 template <typename T>

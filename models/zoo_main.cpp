@@ -105,7 +105,8 @@ int main(int argc, char** argv) {
         if (*p == ',') ++p;
       }
     } else {
-      std::fprintf(stderr, "usage: stoke-zoo [--batches 128,300] [--time] [--time-size 64] [--time-batch 8] [--threads N]\n");
+      std::fprintf(stderr,
+                   "usage: stoke-zoo [--batches 128,300] [--time] [--time-size 64] [--time-batch 8] [--threads N]\n");
       return a == "--help" || a == "-h" ? 0 : 2;
     }
   }
@@ -132,8 +133,9 @@ int main(int argc, char** argv) {
         if (std::string(u.model) == "densenet121")
           std::snprintf(densecat, sizeof densecat, "%.1f", mb(plan_memory(g, b, dense).arena_bytes));
         const std::string in = str(u.in.h, "x", u.in.w, "x", u.in.c);
-        std::printf("%-15s %-9s %6d %10.1f %10.1f %10.1f %10.1f %10.1f %10s\n", u.model, in.c_str(), b, mb(pt.arena_bytes),
-                    mb(p16.arena_bytes), mb(pt.naive_bytes), mb(pe.arena_bytes), mb(pe.naive_bytes), densecat);
+        std::printf("%-15s %-9s %6d %10.1f %10.1f %10.1f %10.1f %10.1f %10s\n", u.model, in.c_str(), b,
+                    mb(pt.arena_bytes), mb(p16.arena_bytes), mb(pt.naive_bytes), mb(pe.arena_bytes), mb(pe.naive_bytes),
+                    densecat);
       }
     }
     std::printf("(densecat: the train plan without zero-copy concat. naive: every tensor its own buffer.)\n");

@@ -106,7 +106,8 @@ XY percent_series(const std::vector<RunLine>& lines, const char* field, double t
 }
 
 bool any_field(const std::vector<RunLine>& lines, const char* field) {
-  return std::any_of(lines.begin(), lines.end(), [&](const RunLine& l) { return std::isfinite(field_number(l.j, field)); });
+  return std::any_of(lines.begin(), lines.end(),
+                     [&](const RunLine& l) { return std::isfinite(field_number(l.j, field)); });
 }
 
 ChartSeries make_series(std::string name, XY xy, const char* color, bool markers = false, bool dashed = false) {
@@ -135,7 +136,8 @@ std::string page_head(const Page& p) {
 
 std::string page_title(const Page& p) {
   std::ostringstream o;
-  o << "<h1>" << html_escape(p.model.empty() ? std::string("stoke run") : p.model) << " &#8212; " << html_escape(p.run_name) << "</h1>\n";
+  o << "<h1>" << html_escape(p.model.empty() ? std::string("stoke run") : p.model) << " &#8212; "
+    << html_escape(p.run_name) << "</h1>\n";
   std::string status;
   if (p.r.has_summary) status = "finished";
   else if (p.r.has_metrics) status = "no summary.json: still running, interrupted or stopped by an error";
@@ -150,7 +152,8 @@ std::string progress_cards(const Page& p) {
   std::ostringstream o;
   double acc = field_number(p.sum, "final_val_acc");
   std::string acc_kind = "validation";
-  for (auto it = r.epochs.rbegin(); !std::isfinite(acc) && it != r.epochs.rend(); ++it) acc = field_number(it->j, "val_acc");
+  for (auto it = r.epochs.rbegin(); !std::isfinite(acc) && it != r.epochs.rend(); ++it)
+    acc = field_number(it->j, "val_acc");
   if (!std::isfinite(acc)) {
     acc = field_number(p.sum, "final_train_acc");
     if (!std::isfinite(acc) && !r.epochs.empty()) acc = field_number(r.epochs.back().j, "train_acc");
@@ -177,7 +180,8 @@ std::string progress_cards(const Page& p) {
         if (std::isfinite(st)) steps = std::isfinite(steps) ? std::max(steps, st) : st;
       }
   o << card("steps", std::isfinite(steps) ? html_escape(format_count(steps)) : "&#8212;");
-  o << card("batch", std::isfinite(field_number(p.cfg, "batch_size")) ? fixed(field_number(p.cfg, "batch_size"), 0) : "&#8212;");
+  o << card("batch",
+            std::isfinite(field_number(p.cfg, "batch_size")) ? fixed(field_number(p.cfg, "batch_size"), 0) : "&#8212;");
   return o.str();
 }
 
@@ -187,9 +191,11 @@ std::string setting_cards(const Page& p) {
   std::ostringstream o;
   std::string backend = p.pick("backend");
   const std::string device = p.pick("device");
-  if (!device.empty() && device != backend && device != "auto") backend = backend.empty() ? device : backend + " · " + device;
+  if (!device.empty() && device != backend && device != "auto")
+    backend = backend.empty() ? device : backend + " · " + device;
   const double threads = field_number(cfg, "threads");
-  if (std::isfinite(threads) && (backend == "cpu" || backend.empty())) backend += str(backend.empty() ? "" : ", ", threads, " threads");
+  if (std::isfinite(threads) && (backend == "cpu" || backend.empty()))
+    backend += str(backend.empty() ? "" : ", ", threads, " threads");
   o << card("backend / device", backend.empty() ? "&#8212;" : html_escape(backend));
   o << card("model", p.model.empty() ? "&#8212;" : html_escape(p.model));
   const double params = p.pick_num("params");
@@ -212,7 +218,8 @@ std::string setting_cards(const Page& p) {
   }
   const double tri = p.pick_num("train_images"), vai = p.pick_num("val_images");
   if (std::isfinite(tri))
-    o << card("images", html_escape(format_count(tri)) + " train" + (std::isfinite(vai) && vai > 0 ? " · " + html_escape(format_count(vai)) + " val" : ""));
+    o << card("images", html_escape(format_count(tri)) + " train" +
+                            (std::isfinite(vai) && vai > 0 ? " · " + html_escape(format_count(vai)) + " val" : ""));
   for (const auto& [k, label] :
        {std::pair{"corrupt_images", "corrupt images"}, std::pair{"vanished_images", "vanished during the run"},
         std::pair{"skipped_steps", "skipped steps"}}) {
@@ -251,7 +258,8 @@ std::string loss_figure(const Page& p) {
   std::vector<ChartSeries> s;
   XY tr = series_of(p.r.train, "loss", 1.0, at_step);
   if (tr.any()) s.push_back(make_series("train (per logged window)", std::move(tr), "#1f77b4"));
-  else s.push_back(make_series("train (per epoch)", series_of(p.r.epochs, "train_loss", 1.0, at_step), "#1f77b4", true));
+  else
+    s.push_back(make_series("train (per epoch)", series_of(p.r.epochs, "train_loss", 1.0, at_step), "#1f77b4", true));
   s.push_back(make_series("validation (per epoch)", series_of(p.r.epochs, "val_loss", 1.0, at_step), "#d62728", true));
   // A loss that falls by more than 10x reads better on a log axis.
   double lo = INFINITY, hi = 0;
@@ -262,7 +270,10 @@ std::string loss_figure(const Page& p) {
     c.log_y = true;
     c.y_label = "loss (log scale)";
   }
-  return figure(svg_line_chart(s, c), "Training loss averaged over each logged window of steps; validation loss at each evaluated epoch's last step.") + "\n";
+  return figure(svg_line_chart(s, c),
+                "Training loss averaged over each logged window of steps; validation loss at each evaluated epoch's "
+                "last step.") +
+         "\n";
 }
 
 std::string accuracy_figure(const Page& p) {
@@ -273,9 +284,13 @@ std::string accuracy_figure(const Page& p) {
   std::vector<ChartSeries> s;
   XY tr = series_of(p.r.train, "acc", 100.0, at_step);
   if (tr.any()) s.push_back(make_series("train (per logged window)", std::move(tr), "#1f77b4"));
-  else s.push_back(make_series("train (per epoch)", series_of(p.r.epochs, "train_acc", 100.0, at_step), "#1f77b4", true));
+  else
+    s.push_back(make_series("train (per epoch)", series_of(p.r.epochs, "train_acc", 100.0, at_step), "#1f77b4", true));
   s.push_back(make_series("validation (per epoch)", series_of(p.r.epochs, "val_acc", 100.0, at_step), "#d62728", true));
-  return figure(svg_line_chart(s, c), "Training accuracy of each logged window (with augmentation, if any); validation accuracy per evaluated epoch.") + "\n";
+  return figure(svg_line_chart(s, c),
+                "Training accuracy of each logged window (with augmentation, if any); validation accuracy per "
+                "evaluated epoch.") +
+         "\n";
 }
 
 std::string throughput_figure(const Page& p) {
@@ -289,7 +304,9 @@ std::string throughput_figure(const Page& p) {
   XY tr = series_of(p.r.train, "img_per_s", 1.0, at_time);
   if (tr.any()) s.push_back(make_series("training (epoch so far)", std::move(tr), "#2ca02c"));
   s.push_back(make_series("epoch average", series_of(p.r.epochs, "img_per_s", 1.0, at_time), "#9467bd", true, true));
-  return figure(svg_line_chart(s, c), "Training images per second: the running rate within each epoch, and each epoch's average.") + "\n";
+  return figure(svg_line_chart(s, c),
+                "Training images per second: the running rate within each epoch, and each epoch's average.") +
+         "\n";
 }
 
 std::string busy_and_stall_figure(const Page& p) {
@@ -315,7 +332,8 @@ std::string busy_and_stall_figure(const Page& p) {
   if (!stall.any()) missing.push_back("input stall");
   const bool comm_any = comm.any();
   if (gpu.any()) s.push_back(make_series("GPU busy", std::move(gpu), "#ff7f0e", !gpu_train));
-  if (stall.any()) s.push_back(make_series("input stall (waiting for batches)", std::move(stall), "#d62728", !stall_train));
+  if (stall.any())
+    s.push_back(make_series("input stall (waiting for batches)", std::move(stall), "#d62728", !stall_train));
   if (comm_any) s.push_back(make_series("all-reduce (communication share)", std::move(comm), "#1f77b4", !comm_train));
   if (missing.size() == 2 && !comm_any) c.empty_text = "not measured";
   else if (!missing.empty()) c.note = missing[0] + (missing.size() == 2 ? " and " + missing[1] : "") + ": not measured";
@@ -336,7 +354,8 @@ std::string decoder_figure(const Page& p) {
   c.y_label = "threads";
   c.y_include_zero = true;
   std::vector<ChartSeries> s;
-  s.push_back(make_series("JPEG decoders", series_of(dec_train ? p.r.train : p.r.epochs, "decoders", 1.0, at_time), "#8c564b", !dec_train));
+  s.push_back(make_series("JPEG decoders", series_of(dec_train ? p.r.train : p.r.epochs, "decoders", 1.0, at_time),
+                          "#8c564b", !dec_train));
   return figure(svg_line_chart(s, c), "JPEG decoder threads feeding the training batches.") + "\n";
 }
 
@@ -348,9 +367,13 @@ std::string memory_figure(const Page& p) {
   c.y_include_zero = true;
   c.empty_text = "not recorded";
   std::vector<ChartSeries> s;
-  s.push_back(make_series("resident set size", series_of(p.r.epochs, "rss_mib", 1.0, [](const RunLine& l) { return field_number(l.j, "epoch"); }),
-                          "#17becf", true));
-  return figure(svg_line_chart(s, c), "The process's resident memory at the end of each epoch: growth across epochs is a leak.") + "\n";
+  s.push_back(
+      make_series("resident set size",
+                  series_of(p.r.epochs, "rss_mib", 1.0, [](const RunLine& l) { return field_number(l.j, "epoch"); }),
+                  "#17becf", true));
+  return figure(svg_line_chart(s, c),
+                "The process's resident memory at the end of each epoch: growth across epochs is a leak.") +
+         "\n";
 }
 
 std::string training_plots(const Page& p) {
@@ -364,7 +387,8 @@ std::string training_plots(const Page& p) {
   o += "</div>\n";
   if (!any_field(p.r.train, "decoders") && !any_field(p.r.epochs, "decoders")) {
     const double d = p.pick_num("decoders");
-    o += "<p class=\"sub\">Decoder threads: " + (std::isfinite(d) && d > 0 ? fixed(d, 0) + " (from the settings)" : std::string("not recorded")) + ".</p>\n";
+    o += "<p class=\"sub\">Decoder threads: " +
+         (std::isfinite(d) && d > 0 ? fixed(d, 0) + " (from the settings)" : std::string("not recorded")) + ".</p>\n";
   }
   return o;
 }
@@ -394,12 +418,15 @@ std::string confusion_matrix(const Page& p) {
   }
   const double n = field_number(report, "count");
   caption += std::isfinite(n) ? str(", ", format_count(n), " images") : "";
-  const double acc = field_number(report, "accuracy"), auc = field_number(report, "macro_auc"), loss = field_number(report, "loss");
+  const double acc = field_number(report, "accuracy"), auc = field_number(report, "macro_auc"),
+               loss = field_number(report, "loss");
   if (std::isfinite(acc)) caption += ", accuracy " + percent(acc);
   if (std::isfinite(auc)) caption += ", macro ROC-AUC " + auc_text(auc);
   if (std::isfinite(loss)) caption += ", loss " + fixed(loss, 4);
-  o << "<p class=\"sub\">" << html_escape(caption) << ". Rows: true class; columns: predicted class; shading: share of the "
-    << "true class's images (green on the diagonal, red off it).</p>\n" << table << "\n";
+  o << "<p class=\"sub\">" << html_escape(caption)
+    << ". Rows: true class; columns: predicted class; shading: share of the "
+    << "true class's images (green on the diagonal, red off it).</p>\n"
+    << table << "\n";
   return o.str();
 }
 
@@ -407,18 +434,21 @@ std::string confusion_matrix(const Page& p) {
 std::string epoch_table(const Page& p) {
   if (p.r.epochs.empty()) return "";
   std::ostringstream o;
-  o << "<h2>Epochs</h2>\n<div class=\"scroll\"><table class=\"ep\"><thead><tr><th>epoch</th><th>step</th><th>train loss</th>"
-       "<th>train acc</th><th>val loss</th><th>val acc</th><th>val AUC</th><th>img/s</th><th>seconds</th><th>RSS MiB</th>"
+  o << "<h2>Epochs</h2>\n<div class=\"scroll\"><table class=\"ep\"><thead><tr><th>epoch</th><th>step</th><th>train "
+       "loss</th>"
+       "<th>train acc</th><th>val loss</th><th>val acc</th><th>val AUC</th><th>img/s</th><th>seconds</th><th>RSS "
+       "MiB</th>"
        "<th>input stall</th></tr></thead><tbody>";
   for (const RunLine& l : p.r.epochs) {
     const json& j = l.j;
     const double stall = field_number(j, "input_stall");
-    o << "<tr><td>" << fixed(field_number(j, "epoch"), 0) << "</td><td>" << fixed(field_number(j, "step"), 0) << "</td><td>"
-      << fixed(field_number(j, "train_loss"), 4) << "</td><td>" << percent(field_number(j, "train_acc")) << "</td><td>"
-      << fixed(field_number(j, "val_loss"), 4) << "</td><td>" << percent(field_number(j, "val_acc")) << "</td><td>"
-      << auc_text(field_number(j, "val_auc")) << "</td><td>" << fixed(field_number(j, "img_per_s"), 0) << "</td><td>"
-      << fixed(field_number(j, "seconds"), 1) << "</td><td>" << fixed(field_number(j, "rss_mib"), 0) << "</td><td>"
-      << (std::isfinite(stall) ? percent(stall > 1.5 ? stall / 100 : stall, 1) : "&#8212;") << "</td></tr>";
+    o << "<tr><td>" << fixed(field_number(j, "epoch"), 0) << "</td><td>" << fixed(field_number(j, "step"), 0)
+      << "</td><td>" << fixed(field_number(j, "train_loss"), 4) << "</td><td>" << percent(field_number(j, "train_acc"))
+      << "</td><td>" << fixed(field_number(j, "val_loss"), 4) << "</td><td>" << percent(field_number(j, "val_acc"))
+      << "</td><td>" << auc_text(field_number(j, "val_auc")) << "</td><td>" << fixed(field_number(j, "img_per_s"), 0)
+      << "</td><td>" << fixed(field_number(j, "seconds"), 1) << "</td><td>" << fixed(field_number(j, "rss_mib"), 0)
+      << "</td><td>" << (std::isfinite(stall) ? percent(stall > 1.5 ? stall / 100 : stall, 1) : "&#8212;")
+      << "</td></tr>";
   }
   o << "</tbody></table></div>\n";
   return o.str();
@@ -433,7 +463,8 @@ std::string page_footer(const Page& p) {
   gmtime_r(&t, &tm);
   char buf[64];
   std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S UTC", &tm);
-  o << "<footer>Written by stoke at " << buf << " from " << (r.has_metrics ? str("metrics.jsonl (", r.lines, " lines)") : "no metrics")
+  o << "<footer>Written by stoke at " << buf << " from "
+    << (r.has_metrics ? str("metrics.jsonl (", r.lines, " lines)") : "no metrics")
     << (r.has_config ? ", config.json" : "") << (r.has_summary ? ", summary.json" : "") << ".";
   std::error_code ec;
   const fs::path tb = fs::path(p.run_dir) / "tensorboard";

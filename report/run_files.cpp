@@ -95,8 +95,10 @@ RunFiles read_run_files(const std::string& run_dir) {
     else if (kind == "epoch") r.epochs.push_back(std::move(l));
   }
   if (r.skipped > 0)
-    r.notes.push_back(str(r.skipped, " of ", r.lines, " lines of metrics.jsonl could not be read (a line torn by a crash, or "
-                          "one being written) and ", r.skipped == 1 ? "was" : "were", " skipped"));
+    r.notes.push_back(str(r.skipped, " of ", r.lines,
+                          " lines of metrics.jsonl could not be read (a line torn by a crash, or "
+                          "one being written) and ",
+                          r.skipped == 1 ? "was" : "were", " skipped"));
   return r;
 }
 

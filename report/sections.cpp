@@ -117,11 +117,13 @@ std::string verdict_section(const json& v) {
     const std::string s = v.is_string() ? v.get<std::string>() : v.dump();
     body << "<div>" << html_escape(s) << "</div>";
   }
-  return "<div class=\"verdict" + (tone.empty() ? std::string() : " " + tone) + "\"><b>Verdict</b>" + body.str() + "</div>";
+  return "<div class=\"verdict" + (tone.empty() ? std::string() : " " + tone) + "\"><b>Verdict</b>" + body.str() +
+         "</div>";
 }
 
 // The confusion matrix section (rows = true class, columns = predicted).
-std::string confusion_section(const json& report, const std::string& caption, const std::vector<std::string>& names_in) {
+std::string confusion_section(const json& report, const std::string& caption,
+                              const std::vector<std::string>& names_in) {
   std::ostringstream o;
   const json& cm = report.contains("confusion") ? report["confusion"] : json();
   if (!cm.is_array() || cm.empty()) return "";
@@ -146,7 +148,9 @@ std::string confusion_section(const json& report, const std::string& caption, co
     return v;
   };
   const bool has_auc = report.contains("class_auc") && report["class_auc"].is_array();
-  auto count = [](double v) { return std::isfinite(v) ? str(static_cast<int64_t>(std::llround(v))) : std::string("&#8212;"); };
+  auto count = [](double v) {
+    return std::isfinite(v) ? str(static_cast<int64_t>(std::llround(v))) : std::string("&#8212;");
+  };
 
   if (!caption.empty()) o << "<p class=\"sub\">" << caption << "</p>";
   constexpr size_t kMaxMatrix = 40;
@@ -192,8 +196,10 @@ std::string confusion_section(const json& report, const std::string& caption, co
       if (t != p && cells[t * k + p] > 0) pairs.push_back({cells[t * k + p], t, p});
   std::sort(pairs.begin(), pairs.end(), [](const Pair& a, const Pair& b) { return a.v > b.v; });
   if (pairs.size() > 30) pairs.resize(30);
-  o << "<p class=\"sub\">" << k << " classes: too many for a matrix; the most frequent confusions and every class's accuracy.</p>";
-  o << "<div class=\"scroll\"><table class=\"ep\"><thead><tr><th>true</th><th>predicted</th><th>images</th><th>share of true class</th></tr></thead><tbody>";
+  o << "<p class=\"sub\">" << k
+    << " classes: too many for a matrix; the most frequent confusions and every class's accuracy.</p>";
+  o << "<div class=\"scroll\"><table class=\"ep\"><thead><tr><th>true</th><th>predicted</th><th>images</th><th>share "
+       "of true class</th></tr></thead><tbody>";
   for (const Pair& pr : pairs)
     o << "<tr><td>" << html_escape(names[pr.t]) << "</td><td>" << html_escape(names[pr.p]) << "</td><td>" << count(pr.v)
       << "</td><td>" << percent(row_total[pr.t] > 0 ? pr.v / row_total[pr.t] : kNaN, 1) << "</td></tr>";
@@ -201,7 +207,8 @@ std::string confusion_section(const json& report, const std::string& caption, co
   o << "<div class=\"scroll\"><table class=\"ep\"><thead><tr><th>class</th><th>images</th><th>accuracy</th>"
     << (has_auc ? "<th>ROC-AUC</th>" : "") << "</tr></thead><tbody>";
   for (size_t c = 0; c < k; ++c) {
-    o << "<tr><td>" << html_escape(names[c]) << "</td><td>" << count(row_total[c]) << "</td><td>" << percent(class_acc(c)) << "</td>";
+    o << "<tr><td>" << html_escape(names[c]) << "</td><td>" << count(row_total[c]) << "</td><td>"
+      << percent(class_acc(c)) << "</td>";
     if (has_auc) o << "<td>" << auc_text(class_value("class_auc", c)) << "</td>";
     o << "</tr>";
   }

@@ -30,6 +30,7 @@ std::string verdict_section(const nlohmann::json& verdict);
 // A val_report's confusion matrix (rows = true class, columns = predicted) with each class's images, accuracy
 // and ROC-AUC; above 40 classes, the most frequent confusions and a per-class table instead. "" when the
 // report holds no confusion matrix.
-std::string confusion_section(const nlohmann::json& report, const std::string& caption, const std::vector<std::string>& names);
+std::string confusion_section(const nlohmann::json& report, const std::string& caption,
+                              const std::vector<std::string>& names);
 
 }  // namespace stoke::sections

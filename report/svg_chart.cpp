@@ -93,7 +93,8 @@ AxisTicks nice_ticks(double lo, double hi, int target) {
   TicksL t = nice_ticks_l(lo, hi, target);
   AxisTicks a;
   auto clampd = [](ld v) {
-    return static_cast<double>(std::clamp<ld>(v, -std::numeric_limits<double>::max(), std::numeric_limits<double>::max()));
+    return static_cast<double>(
+        std::clamp<ld>(v, -std::numeric_limits<double>::max(), std::numeric_limits<double>::max()));
   };
   a.lo = clampd(t.lo);
   a.hi = clampd(t.hi);
@@ -252,12 +253,13 @@ struct Frame {
 std::string empty_plot_svg(const Frame& f, const ChartOptions& opt) {
   std::ostringstream o;
   o << "<rect x=\"" << coord(f.left) << "\" y=\"" << coord(f.plot_top) << "\" width=\"" << coord(f.right - f.left)
-    << "\" height=\"" << coord(f.bottom - f.plot_top) << "\" fill=\"#fafafa\" stroke=\"#cccccc\" stroke-dasharray=\"4 3\"/>";
+    << "\" height=\"" << coord(f.bottom - f.plot_top)
+    << "\" fill=\"#fafafa\" stroke=\"#cccccc\" stroke-dasharray=\"4 3\"/>";
   o << "<text x=\"" << coord((f.left + f.right) / 2) << "\" y=\"" << coord((f.plot_top + f.bottom) / 2 + 4)
     << "\" text-anchor=\"middle\" fill=\"#777777\" font-size=\"13\">" << html_escape(opt.empty_text) << "</text>";
   if (!opt.note.empty())
-    o << "<text x=\"" << coord(f.right - 4) << "\" y=\"" << coord(f.plot_top + 14) << "\" text-anchor=\"end\" fill=\"#777777\">"
-      << html_escape(opt.note) << "</text>";
+    o << "<text x=\"" << coord(f.right - 4) << "\" y=\"" << coord(f.plot_top + 14)
+      << "\" text-anchor=\"end\" fill=\"#777777\">" << html_escape(opt.note) << "</text>";
   return o.str();
 }
 
@@ -315,7 +317,8 @@ YAxis linear_y_axis(ld ymin, ld ymax, int ytarget, const ChartOptions& opt) {
   a.hi = yt.hi;
   // A fixed end stays where it was asked to be.
   if (std::isfinite(opt.y_min) || std::isfinite(opt.y_max)) {
-    const ld lo = std::isfinite(opt.y_min) ? ld(opt.y_min) : yt.lo, hi = std::isfinite(opt.y_max) ? ld(opt.y_max) : yt.hi;
+    const ld lo = std::isfinite(opt.y_min) ? ld(opt.y_min) : yt.lo,
+             hi = std::isfinite(opt.y_max) ? ld(opt.y_max) : yt.hi;
     if (hi > lo) a.lo = lo, a.hi = hi;
   }
   for (ld v : yt.values)
@@ -341,8 +344,8 @@ std::string grid_svg(const Plot& p) {
   std::ostringstream o;
   for (const YTick& t : p.y.ticks) {
     const double y = p.py(t.pos);
-    o << "<line x1=\"" << coord(f.left) << "\" y1=\"" << coord(y) << "\" x2=\"" << coord(f.right) << "\" y2=\"" << coord(y)
-      << "\" stroke=\"#e5e5e5\" stroke-width=\"1\"/>";
+    o << "<line x1=\"" << coord(f.left) << "\" y1=\"" << coord(y) << "\" x2=\"" << coord(f.right) << "\" y2=\""
+      << coord(y) << "\" stroke=\"#e5e5e5\" stroke-width=\"1\"/>";
     o << "<text x=\"" << coord(f.left - 6) << "\" y=\"" << coord(y + 4) << "\" text-anchor=\"end\" fill=\"#444444\">"
       << html_escape(t.label) << "</text>";
   }
@@ -375,7 +378,8 @@ std::string series_svg(const std::vector<Prepared>& prep, const Plot& pl) {
       }
       if (p.markers || seg.size() == 1)
         for (const auto& [x, y] : seg)
-          o << "<circle cx=\"" << coord(pl.px(x)) << "\" cy=\"" << coord(pl.py(y)) << "\" r=\"2.8\" fill=\"" << color << "\"/>";
+          o << "<circle cx=\"" << coord(pl.px(x)) << "\" cy=\"" << coord(pl.py(y)) << "\" r=\"2.8\" fill=\"" << color
+            << "\"/>";
     }
   }
   return o.str();
@@ -385,14 +389,14 @@ std::string series_svg(const std::vector<Prepared>& prep, const Plot& pl) {
 std::string labels_svg(const Frame& f, const ChartOptions& opt) {
   std::ostringstream o;
   if (!opt.x_label.empty())
-    o << "<text x=\"" << coord((f.left + f.right) / 2) << "\" y=\"" << coord(f.H - 8) << "\" text-anchor=\"middle\" fill=\"#222222\">"
-      << html_escape(opt.x_label) << "</text>";
+    o << "<text x=\"" << coord((f.left + f.right) / 2) << "\" y=\"" << coord(f.H - 8)
+      << "\" text-anchor=\"middle\" fill=\"#222222\">" << html_escape(opt.x_label) << "</text>";
   if (!opt.y_label.empty())
-    o << "<text transform=\"rotate(-90)\" x=\"" << coord(-(f.plot_top + f.bottom) / 2) << "\" y=\"14\" text-anchor=\"middle\" fill=\"#222222\">"
-      << html_escape(opt.y_label) << "</text>";
+    o << "<text transform=\"rotate(-90)\" x=\"" << coord(-(f.plot_top + f.bottom) / 2)
+      << "\" y=\"14\" text-anchor=\"middle\" fill=\"#222222\">" << html_escape(opt.y_label) << "</text>";
   if (!opt.note.empty())
-    o << "<text x=\"" << coord(f.right - 4) << "\" y=\"" << coord(f.plot_top + 12) << "\" text-anchor=\"end\" fill=\"#777777\">"
-      << html_escape(opt.note) << "</text>";
+    o << "<text x=\"" << coord(f.right - 4) << "\" y=\"" << coord(f.plot_top + 12)
+      << "\" text-anchor=\"end\" fill=\"#777777\">" << html_escape(opt.note) << "</text>";
   return o.str();
 }
 

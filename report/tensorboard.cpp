@@ -71,7 +71,9 @@ void put_varint(std::string& out, uint64_t v) {
   out.push_back(static_cast<char>(v));
 }
 
-void put_key(std::string& out, uint32_t field, uint32_t wire_type) { put_varint(out, (uint64_t{field} << 3) | wire_type); }
+void put_key(std::string& out, uint32_t field, uint32_t wire_type) {
+  put_varint(out, (uint64_t{field} << 3) | wire_type);
+}
 
 void put_le(std::string& out, uint64_t v, int bytes) {
   for (int i = 0; i < bytes; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xFF));
@@ -160,7 +162,8 @@ TensorBoardWriter::TensorBoardWriter(const std::string& logdir) {
   fs::create_directories(logdir, ec);
   if (ec) throw Error(str("cannot create the TensorBoard folder ", display_name(logdir), ": ", ec.message()));
   const double now = unix_time_now();
-  const std::string stem = (fs::path(logdir) / str("events.out.tfevents.", static_cast<int64_t>(now), ".", host_name())).string();
+  const std::string stem =
+      (fs::path(logdir) / str("events.out.tfevents.", static_cast<int64_t>(now), ".", host_name())).string();
   int fd = -1;
   for (int n = 0; fd < 0; ++n) {
     path_ = n == 0 ? stem + ".stoke" : str(stem, ".", n, ".stoke");

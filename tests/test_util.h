@@ -56,8 +56,9 @@ inline void write_tiny_folder(const fs::path& root, const std::vector<std::strin
       std::vector<uint8_t> px(static_cast<size_t>(h * w));
       for (int y = 0; y < h; ++y)
         for (int x = 0; x < w; ++x)
-          px[static_cast<size_t>(y * w + x)] = static_cast<uint8_t>(
-              ((c % 2 == 0) ? (x * 255 / w) : (y * 255 / h)) / 2 + 60 * c % 128 + uniform_below(c * 1000 + i, y * w + x, 20));
+          px[static_cast<size_t>(y * w + x)] =
+              static_cast<uint8_t>(((c % 2 == 0) ? (x * 255 / w) : (y * 255 / h)) / 2 + 60 * c % 128 +
+                                   uniform_below(c * 1000 + i, y * w + x, 20));
       std::vector<uint8_t> jpg = io::encode_jpeg(px.data(), h, w, 1, 90);
       write_file((root / classes[c] / (std::to_string(i) + ".jpg")).string(), jpg.data(), jpg.size());
     }

@@ -50,8 +50,8 @@ bool usable(const Perf& p, bool deterministic, Precision storage) {
 // Walks cuDNN's ranked candidates and takes the first usable one whose workspace fits. `ws_of(algo)` returns the
 // workspace (after the caller's descriptor has the math type it will run with) or SIZE_MAX when cuDNN refuses.
 template <typename Perf, typename Algo, typename SetMath, typename WsOf>
-bool choose(const std::vector<Perf>& perf, int got, bool deterministic, Precision storage, size_t limit, SetMath set_math,
-            WsOf ws_of, Algo& algo, cudnnMathType_t& math, size_t& ws, std::string& why) {
+bool choose(const std::vector<Perf>& perf, int got, bool deterministic, Precision storage, size_t limit,
+            SetMath set_math, WsOf ws_of, Algo& algo, cudnnMathType_t& math, size_t& ws, std::string& why) {
   for (int i = 0; i < got; ++i) {
     const Perf& p = perf[static_cast<size_t>(i)];
     if (!usable(p, deterministic, storage)) continue;
@@ -67,8 +67,9 @@ bool choose(const std::vector<Perf>& perf, int got, bool deterministic, Precisio
   std::ostringstream os;
   for (int i = 0; i < got; ++i) {
     const Perf& p = perf[static_cast<size_t>(i)];
-    os << " [algo " << static_cast<int>(p.algo) << ": " << cudnnGetErrorString(p.status) << ", " << math_name(p.mathType)
-       << (p.determinism == CUDNN_DETERMINISTIC ? ", deterministic" : "") << ", " << p.memory << " B]";
+    os << " [algo " << static_cast<int>(p.algo) << ": " << cudnnGetErrorString(p.status) << ", "
+       << math_name(p.mathType) << (p.determinism == CUDNN_DETERMINISTIC ? ", deterministic" : "") << ", " << p.memory
+       << " B]";
   }
   why = os.str();
   return false;
@@ -160,18 +161,19 @@ ConvRunner::Plan& ConvRunner::plan(const ConvShape& sh, size_t workspace_limit, 
     CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithmMaxCount(h, &maxc));
     std::vector<cudnnConvolutionFwdAlgoPerf_t> perf(static_cast<size_t>(std::max(maxc, 1)));
     if (find)
-      CUDNN_CHECK(cudnnFindConvolutionForwardAlgorithmEx(h, p->x, bench->x, p->w, bench->w, p->fwd, p->y, bench->y, maxc,
-                                                         &got, perf.data(), bench->workspace, bench_ws));
+      CUDNN_CHECK(cudnnFindConvolutionForwardAlgorithmEx(h, p->x, bench->x, p->w, bench->w, p->fwd, p->y, bench->y,
+                                                         maxc, &got, perf.data(), bench->workspace, bench_ws));
     else
       CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(h, p->x, p->w, p->fwd, p->y, maxc, &got, perf.data()));
     auto set_math = [&](cudnnMathType_t m) { CUDNN_CHECK(cudnnSetConvolutionMathType(p->fwd, m)); };
     auto ws_of = [&](cudnnConvolutionFwdAlgo_t a) {
       size_t ws = 0;
-      return cudnnGetConvolutionForwardWorkspaceSize(h, p->x, p->w, p->fwd, p->y, a, &ws) == CUDNN_STATUS_SUCCESS ? ws
-                                                                                                                : SIZE_MAX;
+      return cudnnGetConvolutionForwardWorkspaceSize(h, p->x, p->w, p->fwd, p->y, a, &ws) == CUDNN_STATUS_SUCCESS
+                 ? ws
+                 : SIZE_MAX;
     };
-    if (!choose(perf, got, options_.deterministic, storage_, limit, set_math, ws_of, p->fwd_algo, p->fwd_math, p->fwd_ws,
-                why))
+    if (!choose(perf, got, options_.deterministic, storage_, limit, set_math, ws_of, p->fwd_algo, p->fwd_math,
+                p->fwd_ws, why))
       throw Error(str("cuDNN offers no usable forward algorithm for conv ", shape_text(sh), " (", to_string(storage_),
                       options_.deterministic ? ", deterministic" : "", ", workspace limit ", limit, " B):", why));
     set_math(p->fwd_math);
@@ -185,7 +187,8 @@ ConvRunner::Plan& ConvRunner::plan(const ConvShape& sh, size_t workspace_limit, 
                                                                 bench->dw, maxc, &got, perf.data(), bench->workspace,
                                                                 bench_ws));
     else
-      CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, p->x, p->y, p->filter, p->w, maxc, &got, perf.data()));
+      CUDNN_CHECK(
+          cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, p->x, p->y, p->filter, p->w, maxc, &got, perf.data()));
     auto set_math = [&](cudnnMathType_t m) { CUDNN_CHECK(cudnnSetConvolutionMathType(p->filter, m)); };
     auto ws_of = [&](cudnnConvolutionBwdFilterAlgo_t a) {
       size_t ws = 0;
@@ -222,8 +225,9 @@ void ConvRunner::plan_backward_data(Plan& pl, size_t workspace_limit, const Conv
     CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithmMaxCount(h, &maxc));
     std::vector<cudnnConvolutionBwdDataAlgoPerf_t> perf(static_cast<size_t>(std::max(maxc, 1)));
     if (find)
-      CUDNN_CHECK(cudnnFindConvolutionBackwardDataAlgorithmEx(h, p->w, bench->w, p->y, bench->y, p->data, p->x, bench->dx,
-                                                              maxc, &got, perf.data(), bench->workspace, bench_ws));
+      CUDNN_CHECK(cudnnFindConvolutionBackwardDataAlgorithmEx(h, p->w, bench->w, p->y, bench->y, p->data, p->x,
+                                                              bench->dx, maxc, &got, perf.data(), bench->workspace,
+                                                              bench_ws));
     else
       CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(h, p->w, p->y, p->data, p->x, maxc, &got, perf.data()));
     auto set_math = [&](cudnnMathType_t m) { CUDNN_CHECK(cudnnSetConvolutionMathType(p->data, m)); };

@@ -2,11 +2,11 @@
 // kernels/conv2d.h, so no transposes anywhere.
 //
 // Half precision (bf16/fp16) runs on tensor cores with fp32 accumulation (CUDNN_TENSOR_OP_MATH, compute type
-// float); fp32 runs every algorithm with CUDNN_FMA_MATH (no TF32, whatever NVIDIA_TF32_OVERRIDE says). Algorithms are chosen once per shape — by the
-// _v7 heuristics, or by timing them (cudnnFind*AlgorithmEx) when `benchmark` is on and prepare() is given
-// buffers — and cached with their descriptors, so a training step only looks up a map. With `deterministic`
-// only algorithms cuDNN reports as deterministic are taken. The workspace comes from the caller (the arena):
-// prepare() returns what the chosen algorithms need, and an algorithm is taken only if it fits the limit.
+// float); fp32 runs every algorithm with CUDNN_FMA_MATH (no TF32, whatever NVIDIA_TF32_OVERRIDE says). Algorithms are
+// chosen once per shape — by the _v7 heuristics, or by timing them (cudnnFind*AlgorithmEx) when `benchmark` is on and
+// prepare() is given buffers — and cached with their descriptors, so a training step only looks up a map. With
+// `deterministic` only algorithms cuDNN reports as deterministic are taken. The workspace comes from the caller (the
+// arena): prepare() returns what the chosen algorithms need, and an algorithm is taken only if it fits the limit.
 //
 // Conventions: forward and backward-data assign (y =, dx =); backward-filter computes dw = beta * dw + dW,
 // so beta = 1 accumulates (the fp32 path writes straight into the fp32 gradients).

@@ -121,10 +121,14 @@ LinearRunner::Op* LinearRunner::op(int kind, int m, int nn, int k, const void* a
     CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
     const uint32_t al_a = static_cast<uint32_t>(alignment_of(a)), al_b = static_cast<uint32_t>(alignment_of(b)),
                    al_d = static_cast<uint32_t>(alignment_of(d));
-    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al_a, sizeof al_a));
-    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al_b, sizeof al_b));
-    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_d, sizeof al_d));
-    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_d, sizeof al_d));
+    CUBLAS_CHECK(
+        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al_a, sizeof al_a));
+    CUBLAS_CHECK(
+        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al_b, sizeof al_b));
+    CUBLAS_CHECK(
+        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_d, sizeof al_d));
+    CUBLAS_CHECK(
+        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_d, sizeof al_d));
     st = cublasLtMatmulAlgoGetHeuristic(ctx_.cublaslt(), o->desc, o->a, o->b, o->d, o->d, pref, 1, &res, &got);
   } catch (...) {
     CUBLAS_CHECK_NOEXCEPT(cublasLtMatmulPreferenceDestroy(pref));
@@ -156,7 +160,8 @@ void LinearRunner::forward(int n, int in, int out, const void* x, const void* w,
   STOKE_CHECK(n > 0 && in > 0 && out > 0, "empty linear layer");
   Op* o = op(kForward, out, n, in, w, x, y, bias, false);
   if (!o->found)
-    throw Error(str("cuBLASLt has no algorithm for linear forward ", n, "x", in, " -> ", out, " (", to_string(storage_), ")"));
+    throw Error(
+        str("cuBLASLt has no algorithm for linear forward ", n, "x", in, " -> ", out, " (", to_string(storage_), ")"));
   run(*o, w, x, y, bias, 0.f);
   if (!o->bias_epilogue && (bias_fp32 || bias)) {
     STOKE_CHECK(bias_fp32 != nullptr, "an unaligned linear bias needs its fp32 copy for the separate bias kernel");

@@ -41,8 +41,9 @@ const NcclApi& nccl() {
   static const NcclApi api = [] {
     void* lib = dlopen("libnccl.so.2", RTLD_NOW | RTLD_LOCAL);
     if (!lib)
-      throw UserError(str("data-parallel training on the CUDA backend needs NCCL, and libnccl.so.2 could not be loaded (",
-                          dlerror(), "): install NCCL or put its lib folder on LD_LIBRARY_PATH"));
+      throw UserError(
+          str("data-parallel training on the CUDA backend needs NCCL, and libnccl.so.2 could not be loaded (",
+              dlerror(), "): install NCCL or put its lib folder on LD_LIBRARY_PATH"));
     NcclApi a{};
     load(lib, "ncclAllReduce", a.AllReduce);
     load(lib, "ncclBroadcast", a.Broadcast);
@@ -59,7 +60,8 @@ const NcclApi& nccl() {
 }
 
 void nccl_check(ncclResult_t r, const char* expr, const char* file, int line) {
-  if (r != ncclSuccess) throw Error(str("NCCL: ", expr, " failed: ", nccl().GetErrorString(r), " (", file, ":", line, ")"));
+  if (r != ncclSuccess)
+    throw Error(str("NCCL: ", expr, " failed: ", nccl().GetErrorString(r), " (", file, ":", line, ")"));
 }
 #define NCCL_CHECK(x) nccl_check((x), #x, __FILE__, __LINE__)
 
@@ -249,8 +251,8 @@ class NcclCommunicator final : public dist::Communicator, public cuda::DeviceCol
 
 }  // namespace
 
-std::unique_ptr<dist::Communicator> make_nccl_communicator(const dist::LaunchInfo& launch, dist::Communicator* bootstrap,
-                                                           cudaStream_t stream) {
+std::unique_ptr<dist::Communicator> make_nccl_communicator(const dist::LaunchInfo& launch,
+                                                           dist::Communicator* bootstrap, cudaStream_t stream) {
   return std::make_unique<NcclCommunicator>(launch, bootstrap, stream);
 }
 

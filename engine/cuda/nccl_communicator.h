@@ -21,7 +21,7 @@ namespace stoke {
 // (the step's collectives go through cuda::DeviceCollectives on the backend's communication stream, and NCCL
 // needs the two never to run concurrently on one communicator). The returned object is also a
 // cuda::DeviceCollectives (engine/cuda/device_collectives.h).
-std::unique_ptr<dist::Communicator> make_nccl_communicator(const dist::LaunchInfo& launch, dist::Communicator* bootstrap,
-                                                           cudaStream_t stream);
+std::unique_ptr<dist::Communicator> make_nccl_communicator(const dist::LaunchInfo& launch,
+                                                           dist::Communicator* bootstrap, cudaStream_t stream);
 
 }  // namespace stoke

@@ -45,7 +45,8 @@ LaunchInfo launch_from_environment() {
     l.rank = env(rank) ? env_int(rank, 0, kMax) : 0;
     l.local_rank = env(local) ? env_int(local, 0, kMax) : 0;
     if (l.rank >= l.world)
-      throw UserError(str("the launcher says rank ", l.rank, " (", rank, ") of a world of ", l.world, " (", world, ")"));
+      throw UserError(
+          str("the launcher says rank ", l.rank, " (", rank, ") of a world of ", l.world, " (", world, ")"));
   };
   if (env("OMPI_COMM_WORLD_SIZE")) {
     take("mpirun", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK");
@@ -78,8 +79,10 @@ Transport choose_transport(const LaunchInfo& launch, bool cuda, bool nccl_built)
   if (!cuda || launch.launcher == "none") return Transport::host;
   if (nccl_built) return Transport::nccl;
   if (launch.world > 1)
-    throw UserError(str("a data-parallel run of ", launch.world, " processes on the CUDA backend needs NCCL, and this "
-                        "stoke was built without it (install NCCL beside the CUDA toolkit and rebuild), or pass --device cpu"));
+    throw UserError(
+        str("a data-parallel run of ", launch.world,
+            " processes on the CUDA backend needs NCCL, and this "
+            "stoke was built without it (install NCCL beside the CUDA toolkit and rebuild), or pass --device cpu"));
   return Transport::host;  // one process: the plain step
 }
 
@@ -96,9 +99,11 @@ std::unique_ptr<Communicator> make_communicator(const LaunchInfo& launch) {
   if (launch.world == 1) {
     c = std::make_unique<SingleProcess>();
   } else if (launch.launcher == "torchrun") {
-    throw UserError(str("a world of ", launch.world, " from RANK/WORLD_SIZE: the CPU backend joins processes over MPI only "
-                        "(launch with mpirun or srun); the TCP rendezvous on MASTER_ADDR:MASTER_PORT serves NCCL, which "
-                        "the CUDA backend uses (--device cuda)"));
+    throw UserError(
+        str("a world of ", launch.world,
+            " from RANK/WORLD_SIZE: the CPU backend joins processes over MPI only "
+            "(launch with mpirun or srun); the TCP rendezvous on MASTER_ADDR:MASTER_PORT serves NCCL, which "
+            "the CUDA backend uses (--device cuda)"));
   } else {
 #if defined(STOKE_WITH_MPI)
     c = make_mpi_communicator(launch);
@@ -110,7 +115,8 @@ std::unique_ptr<Communicator> make_communicator(const LaunchInfo& launch) {
   if (const char* t = env("STOKE_DIST_TIMEOUT")) {
     char* end = nullptr;
     const double s = std::strtod(t, &end);
-    if (end == t || *end != '\0' || !(s > 0)) throw UserError(str("STOKE_DIST_TIMEOUT='", t, "' must be a number of seconds > 0"));
+    if (end == t || *end != '\0' || !(s > 0))
+      throw UserError(str("STOKE_DIST_TIMEOUT='", t, "' must be a number of seconds > 0"));
     c->set_timeout_seconds(s);
   }
   if (c->world() > 1) set_error_prefix(str("rank ", c->rank(), "/", c->world(), ": "));

@@ -10,7 +10,8 @@ namespace stoke::dist {
 std::vector<GradBucket> plan_grad_buckets(std::vector<GradTensor> tensors, int64_t total, int64_t bucket_bytes,
                                           int64_t element_bytes) {
   STOKE_CHECK(bucket_bytes > 0 && element_bytes > 0, "bucket of ", bucket_bytes, " bytes, elements of ", element_bytes);
-  std::sort(tensors.begin(), tensors.end(), [](const GradTensor& a, const GradTensor& b) { return a.offset > b.offset; });
+  std::sort(tensors.begin(), tensors.end(),
+            [](const GradTensor& a, const GradTensor& b) { return a.offset > b.offset; });
   for (size_t i = 0; i < tensors.size(); ++i) {
     const GradTensor& t = tensors[i];
     STOKE_CHECK(t.size >= 0 && t.offset >= 0 && t.offset + t.size <= total, "gradient tensor [", t.offset, ", ",

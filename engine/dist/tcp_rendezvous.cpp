@@ -98,7 +98,8 @@ std::vector<uint8_t> serve(const std::string& addr, int port, int world, const s
     }
   }
   ::freeaddrinfo(res);
-  if (listener.fd < 0) throw Error(str("rank 0 cannot listen on ", addr, ":", port, " (MASTER_ADDR:MASTER_PORT): ", why));
+  if (listener.fd < 0)
+    throw Error(str("rank 0 cannot listen on ", addr, ":", port, " (MASTER_ADDR:MASTER_PORT): ", why));
   std::string joined(static_cast<size_t>(world), '\0');  // which ranks have their bytes (rank 0 has)
   joined.front() = 1;
   const uint64_t n = payload.size();
@@ -154,8 +155,8 @@ std::vector<uint8_t> join(const std::string& addr, int port, int rank, Clock::ti
     ::freeaddrinfo(res);
     std::this_thread::sleep_for(std::chrono::milliseconds(50));  // rank 0 may not be listening yet
   }
-  throw Error(str("rank ", rank, ": rendezvous with rank 0 at ", addr, ":", port, " (MASTER_ADDR:MASTER_PORT) failed within ",
-                  timeout_s, " s: ", why));
+  throw Error(str("rank ", rank, ": rendezvous with rank 0 at ", addr, ":", port,
+                  " (MASTER_ADDR:MASTER_PORT) failed within ", timeout_s, " s: ", why));
 }
 
 }  // namespace
@@ -164,7 +165,8 @@ std::vector<uint8_t> tcp_rendezvous(const std::string& addr, int port, int rank,
                                     const std::vector<uint8_t>& payload, double timeout_s) {
   if (world == 1) return payload;
   if (port <= 0) throw UserError("a torchrun-style launch needs MASTER_PORT (rank 0's rendezvous port)");
-  const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(timeout_s));
+  const auto deadline =
+      Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(timeout_s));
   if (rank == 0) return serve(addr, port, world, payload, deadline, timeout_s);
   return join(addr.empty() ? std::string("127.0.0.1") : addr, port, rank, deadline, timeout_s);
 }

@@ -114,7 +114,8 @@ std::vector<uint8_t> encode_webp(const uint8_t* pixels, int h, int w, int c, boo
   if (lossless)
     n = c == 3 ? WebPEncodeLosslessRGB(pixels, w, h, stride, &buf) : WebPEncodeLosslessRGBA(pixels, w, h, stride, &buf);
   else
-    n = c == 3 ? WebPEncodeRGB(pixels, w, h, stride, quality, &buf) : WebPEncodeRGBA(pixels, w, h, stride, quality, &buf);
+    n = c == 3 ? WebPEncodeRGB(pixels, w, h, stride, quality, &buf)
+               : WebPEncodeRGBA(pixels, w, h, stride, quality, &buf);
   if (n == 0 || buf == nullptr) {
     WebPFree(buf);
     throw Error(str("WebP encoding of ", w, "x", h, "x", c, " failed"));

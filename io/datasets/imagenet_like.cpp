@@ -29,7 +29,9 @@ struct Draw {
 struct Rgb {
   float r = 0, g = 0, b = 0;
 };
-Rgb mix(const Rgb& a, const Rgb& b, float t) { return {a.r + (b.r - a.r) * t, a.g + (b.g - a.g) * t, a.b + (b.b - a.b) * t}; }
+Rgb mix(const Rgb& a, const Rgb& b, float t) {
+  return {a.r + (b.r - a.r) * t, a.g + (b.g - a.g) * t, a.b + (b.b - a.b) * t};
+}
 Rgb scale(const Rgb& a, float s) { return {a.r * s, a.g * s, a.b * s}; }
 
 // h in [0, 1), s and v in [0, 1] -> 0..255.
@@ -81,7 +83,8 @@ class Noise {
     constexpr float c = 0.7986f, s = 0.6018f;
     float sum = 0, amp = 0.5f, norm = 0;
     for (int o = 0; o < octaves; ++o) {
-      sum += amp * (*this)(x * f + offset + 17.3f * static_cast<float>(o), y * f + offset * 0.7f + 31.1f * static_cast<float>(o));
+      sum += amp * (*this)(x * f + offset + 17.3f * static_cast<float>(o),
+                           y * f + offset * 0.7f + 31.1f * static_cast<float>(o));
       norm += amp;
       amp *= 0.5f;
       f *= 2.03f;
@@ -354,7 +357,8 @@ void render_imagenet_like(int cls, uint64_t seed, int64_t index, uint8_t* rgb) {
     for (size_t i = 0; i < 3; ++i) {
       const Rgb& c = proto.palette[i];
       // A small hue rotation approximated by mixing towards the neighbouring channel, then brightness.
-      const Rgb shifted = hue_jitter >= 0 ? mix(c, Rgb{c.b, c.r, c.g}, hue_jitter * 3.f) : mix(c, Rgb{c.g, c.b, c.r}, -hue_jitter * 3.f);
+      const Rgb shifted = hue_jitter >= 0 ? mix(c, Rgb{c.b, c.r, c.g}, hue_jitter * 3.f)
+                                          : mix(c, Rgb{c.g, c.b, c.r}, -hue_jitter * 3.f);
       pal[i] = scale(shifted, bright);
     }
     const float cr = std::cos(rot), sr = std::sin(rot);
@@ -399,7 +403,8 @@ void render_imagenet_like(int cls, uint64_t seed, int64_t index, uint8_t* rgb) {
         return (u1 + u2 - 1023.f) * (2.449f / 1023.f);
       };
       const float g = grain * tri(bits2, 0);
-      const float v[3] = {c.r * tint.r * light + g + sigma * tri(bits, 0), c.g * tint.g * light + g + sigma * tri(bits, 20),
+      const float v[3] = {c.r * tint.r * light + g + sigma * tri(bits, 0),
+                          c.g * tint.g * light + g + sigma * tri(bits, 20),
                           c.b * tint.b * light + g + sigma * tri(bits, 40)};
       for (int k = 0; k < 3; ++k) row[x * 3 + k] = static_cast<uint8_t>(std::clamp(v[k], 0.f, 255.f) + 0.5f);
     }
@@ -419,8 +424,9 @@ void write_imagenet_like(const std::string& out_dir, int64_t count, int classes,
   const int64_t need = splitting ? 3 : 1;
   if (per_class.back() < need)
     throw UserError(str("an ImageNet-like data set of ", count, " images in ", classes, " classes leaves class ",
-                        imagenet_like_class_name(classes - 1), " with ", per_class.back(), " images: every class needs at least ",
-                        splitting ? "one image per split" : "one image", " (use a count of at least ", need * classes, ")"));
+                        imagenet_like_class_name(classes - 1), " with ", per_class.back(),
+                        " images: every class needs at least ", splitting ? "one image per split" : "one image",
+                        " (use a count of at least ", need * classes, ")"));
   SyntheticTree tree;
   tree.out_dir = out_dir;
   tree.marker_file = kMarker;

@@ -47,8 +47,9 @@ void render_imagenet_like(int cls, uint64_t seed, int64_t index, uint8_t* rgb);
 // already holds a complete tree with the same parameters nothing is written; with different ones it throws
 // UserError. progress(done, total) is called from time to time on the calling thread. Throws UserError when a
 // class (or a class in a split) would be empty, or for classes outside 2..100000 or quality outside 1..100.
-void write_imagenet_like(const std::string& out_dir, int64_t count = kImageNetLikeCount, int classes = kImageNetLikeClasses,
-                         uint64_t seed = 0, const std::function<void(int64_t, int64_t)>& progress = {},
+void write_imagenet_like(const std::string& out_dir, int64_t count = kImageNetLikeCount,
+                         int classes = kImageNetLikeClasses, uint64_t seed = 0,
+                         const std::function<void(int64_t, int64_t)>& progress = {},
                          SyntheticSplit split = SyntheticSplit::none, int quality = kImageNetLikeQuality);
 
 }  // namespace stoke::io

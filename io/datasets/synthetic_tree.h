@@ -1,5 +1,5 @@
-// The part the synthetic data-set writers (io/datasets/synthetic.h, io/datasets/imagenet_like.h) share: a JPEG ImageFolder tree
-// written in parallel, optionally split 80/10/10 into train/ val/ test/, ending with a marker file.
+// The part the synthetic data-set writers (io/datasets/synthetic.h, io/datasets/imagenet_like.h) share: a JPEG
+// ImageFolder tree written in parallel, optionally split 80/10/10 into train/ val/ test/, ending with a marker file.
 #pragma once
 
 #include <cstdint>

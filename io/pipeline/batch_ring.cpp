@@ -59,7 +59,8 @@ BatchSlot BatchRing::slot_at(int i) const {
 }
 
 void BatchRing::reset(int64_t limit) {
-  for (int i = 0; i < nslots_; ++i) seq_[static_cast<size_t>(i)].v.store(static_cast<uint64_t>(i), std::memory_order_relaxed);
+  for (int i = 0; i < nslots_; ++i)
+    seq_[static_cast<size_t>(i)].v.store(static_cast<uint64_t>(i), std::memory_order_relaxed);
   next_claim_.store(0, std::memory_order_relaxed);
   next_acquire_.store(0, std::memory_order_relaxed);
   wait_ns_.store(0, std::memory_order_relaxed);
@@ -96,7 +97,8 @@ int64_t BatchRing::claim() {
 }
 
 void BatchRing::publish(int64_t ticket) {
-  std::atomic<uint64_t>& word = seq_[static_cast<size_t>(static_cast<uint64_t>(ticket) % static_cast<uint64_t>(nslots_))].v;
+  std::atomic<uint64_t>& word =
+      seq_[static_cast<size_t>(static_cast<uint64_t>(ticket) % static_cast<uint64_t>(nslots_))].v;
   // t -> t + 1, keeping a close bit that may have been set meanwhile.
   word.fetch_add(1, std::memory_order_release);
   word.notify_all();
@@ -106,7 +108,8 @@ int64_t BatchRing::acquire(BatchSlot* slot) {
   const int64_t t = next_acquire_.load(std::memory_order_relaxed);
   const int64_t lim = limit_.load(std::memory_order_relaxed);
   if (lim >= 0 && t >= lim) return -1;
-  const std::atomic<uint64_t>& word = seq_[static_cast<size_t>(static_cast<uint64_t>(t) % static_cast<uint64_t>(nslots_))].v;
+  const std::atomic<uint64_t>& word =
+      seq_[static_cast<size_t>(static_cast<uint64_t>(t) % static_cast<uint64_t>(nslots_))].v;
   const uint64_t want = static_cast<uint64_t>(t) + 1;
   int64_t t0 = 0;
   for (;;) {
@@ -142,7 +145,8 @@ int64_t BatchRing::acquire(BatchSlot* slot) {
 void BatchRing::release(int64_t ticket) {
   STOKE_CHECK(ticket >= 0 && ticket < next_acquire_.load(std::memory_order_relaxed), "release of ticket ", ticket,
               " that was not acquired");
-  std::atomic<uint64_t>& word = seq_[static_cast<size_t>(static_cast<uint64_t>(ticket) % static_cast<uint64_t>(nslots_))].v;
+  std::atomic<uint64_t>& word =
+      seq_[static_cast<size_t>(static_cast<uint64_t>(ticket) % static_cast<uint64_t>(nslots_))].v;
   const uint64_t v = word.load(std::memory_order_relaxed);
   STOKE_CHECK((v & ~kClosed) == static_cast<uint64_t>(ticket) + 1, "release of ticket ", ticket,
               " that is not in flight (released twice?)");

@@ -37,7 +37,8 @@ bool cuda_device_usable(std::string* why) {
     int n = 0;
     const cudaError_t e = cudaGetDeviceCount(&n);
     if (e != cudaSuccess) {
-      reason = str("no usable CUDA device (cudaGetDeviceCount: ", cudaGetErrorName(e), ": ", cudaGetErrorString(e), ")");
+      reason =
+          str("no usable CUDA device (cudaGetDeviceCount: ", cudaGetErrorName(e), ": ", cudaGetErrorString(e), ")");
       (void)cudaGetLastError();  // not sticky: leave no error behind for the engine's own checks
     } else if (n == 0) {
       reason = "no CUDA device";

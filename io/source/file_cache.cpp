@@ -56,8 +56,9 @@ int64_t available_memory_bytes_from(const std::string& meminfo, const std::strin
   }
   if (cgroup_dir.empty()) return avail;
   // cgroup v2, then v1 (a v1 "no limit" is a huge number: it never wins the min).
-  for (const auto& [limit_file, usage_file] : {std::pair{"/memory.max", "/memory.current"},
-                                               std::pair{"/memory/memory.limit_in_bytes", "/memory/memory.usage_in_bytes"}}) {
+  for (const auto& [limit_file, usage_file] :
+       {std::pair{"/memory.max", "/memory.current"},
+        std::pair{"/memory/memory.limit_in_bytes", "/memory/memory.usage_in_bytes"}}) {
     const int64_t limit = read_number(cgroup_dir + limit_file), used = read_number(cgroup_dir + usage_file);
     if (limit > 0 && used >= 0) {
       const int64_t left = std::max<int64_t>(limit - used, 0);
@@ -80,10 +81,11 @@ FileCacheSource::FileCacheSource(std::shared_ptr<const Source> base, int64_t bud
   slots_.reset(new std::atomic<uint64_t>[static_cast<size_t>(std::max<int64_t>(base_->size(), 1))]);
   for (int64_t i = 0; i < base_->size(); ++i) slots_[static_cast<size_t>(i)].store(0, std::memory_order_relaxed);
   if (budget_ > 0) {
-    void* p = ::mmap(nullptr, static_cast<size_t>(budget_), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-                     -1, 0);
+    void* p = ::mmap(nullptr, static_cast<size_t>(budget_), PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p == MAP_FAILED)
-      throw Error(str("cannot reserve ", budget_ >> 20, " MiB of address space for the file cache: ", std::strerror(errno)));
+      throw Error(
+          str("cannot reserve ", budget_ >> 20, " MiB of address space for the file cache: ", std::strerror(errno)));
     memory_ = static_cast<uint8_t*>(p);
     // Samples are read in shuffled order: with 4 KiB pages nearly every small file costs a TLB miss. The bump
     // pointer fills the region in order, so huge pages waste at most one partly used page. Only a hint.

@@ -68,11 +68,13 @@ class TempFile {
     if (n && std::fwrite(p, 1, n, f_) != n) throw Error(str("cannot write ", tmp_, ": ", errno_text(errno)));
   }
   void write_at(uint64_t offset, const void* p, size_t n) {
-    if (std::fseek(f_, static_cast<long>(offset), SEEK_SET) != 0) throw Error(str("cannot seek in ", tmp_, ": ", errno_text(errno)));
+    if (std::fseek(f_, static_cast<long>(offset), SEEK_SET) != 0)
+      throw Error(str("cannot seek in ", tmp_, ": ", errno_text(errno)));
     write(p, n);
   }
   void commit() {
-    if (std::fflush(f_) != 0 || ::fsync(::fileno(f_)) != 0) throw Error(str("cannot write ", tmp_, ": ", errno_text(errno)));
+    if (std::fflush(f_) != 0 || ::fsync(::fileno(f_)) != 0)
+      throw Error(str("cannot write ", tmp_, ": ", errno_text(errno)));
     FILE* f = f_;
     f_ = nullptr;
     if (std::fclose(f) != 0) throw Error(str("cannot write ", tmp_, ": ", errno_text(errno)));
@@ -212,8 +214,10 @@ std::shared_ptr<PackReader> PackReader::open(const std::string& path, bool verif
 
   if (std::memcmp(h, kPackMagic, 8) != 0) throw fail("not a stoke pack (bad magic)");
   const uint32_t version = get_u32(h + kOffVersion);
-  if (version != kPackVersion) throw fail(str("unsupported version ", version, " (this build reads ", kPackVersion, ")"));
-  if (get_u32(h + kOffHeaderCrc) != crc32_of({h, kOffHeaderCrc})) throw fail("header checksum mismatch (corrupt header)");
+  if (version != kPackVersion)
+    throw fail(str("unsupported version ", version, " (this build reads ", kPackVersion, ")"));
+  if (get_u32(h + kOffHeaderCrc) != crc32_of({h, kOffHeaderCrc}))
+    throw fail("header checksum mismatch (corrupt header)");
   if (get_u32(h + kOffHeaderBytes) != kPackHeaderBytes) throw fail("bad header size");
   if (get_u32(h + kOffFlags) != 0) throw fail("unknown flags (written by a newer stoke?)");
   const uint64_t file_size = get_u64(h + kOffFileSize);
@@ -228,7 +232,8 @@ std::shared_ptr<PackReader> PackReader::open(const std::string& path, bool verif
   if (nc > meta_size / kPackClassEntryBytes || ns > meta_size / kPackIndexEntryBytes ||
       nc * kPackClassEntryBytes + ns * kPackIndexEntryBytes > meta_size)
     throw fail(str("index too short for ", ns, " samples and ", nc, " classes"));
-  if (get_u32(h + kOffMetaCrc) != crc32_of({h + meta_off, meta_size})) throw fail("index checksum mismatch (corrupt index)");
+  if (get_u32(h + kOffMetaCrc) != crc32_of({h + meta_off, meta_size}))
+    throw fail("index checksum mismatch (corrupt index)");
 
   r->samples_ = static_cast<int64_t>(ns);
   r->index_off_ = meta_off + nc * kPackClassEntryBytes;
@@ -248,8 +253,10 @@ std::shared_ptr<PackReader> PackReader::open(const std::string& path, bool verif
     if (off < data_off || off > meta_off || size > meta_off - off)
       throw fail(str("sample ", i, ": bytes [", off, ", ", off + size, ") outside the data section [", data_off, ", ",
                      meta_off, ")"));
-    if (get_u32(e + kEntLabel) >= nc) throw fail(str("sample ", i, ": label ", get_u32(e + kEntLabel), " >= ", nc, " classes"));
-    if (!in_strings(get_u32(e + kEntNameOff), get_u32(e + kEntNameLen))) throw fail(str("sample ", i, ": name out of bounds"));
+    if (get_u32(e + kEntLabel) >= nc)
+      throw fail(str("sample ", i, ": label ", get_u32(e + kEntLabel), " >= ", nc, " classes"));
+    if (!in_strings(get_u32(e + kEntNameOff), get_u32(e + kEntNameLen)))
+      throw fail(str("sample ", i, ": name out of bounds"));
   }
   if (verify_checksums) {
     for (int64_t i = 0; i < r->samples_; ++i)

@@ -37,8 +37,8 @@ struct PackReport {
   int64_t dropped = 0;           // of those, left out (drop_bad)
 };
 
-// Packs the ImageFolder `dir` (io/source/image_folder.h rules: classes and files sorted) into out_file, atomically (written
-// to out_file.tmp, fsynced, renamed). Throws stoke::UserError for a bad folder, stoke::Error naming the file
+// Packs the ImageFolder `dir` (io/source/image_folder.h rules: classes and files sorted) into out_file, atomically
+// (written to out_file.tmp, fsynced, renamed). Throws stoke::UserError for a bad folder, stoke::Error naming the file
 // for I/O failures (disk full).
 PackReport pack_image_folder(const std::string& dir, const std::string& out_file, const PackOptions& options = {});
 

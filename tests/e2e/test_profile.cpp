@@ -47,7 +47,8 @@ std::vector<Event> read_log(const std::string& path) {
 TEST(Profile, FlagErrorsAreUserErrors) {
   TempDir tmp("profile-flags");
   write_tiny_folder(tmp.path() / "d", {"a", "b"}, 8);
-  const std::string base = "train --data " + tmp.str() + "/d --epochs 1 --batch-size 4 --device cpu --quiet --out " + tmp.str();
+  const std::string base =
+      "train --data " + tmp.str() + "/d --epochs 1 --batch-size 4 --device cpu --quiet --out " + tmp.str();
   for (const char* bad : {"0:3", "5:2", "abc", "3:", ":4", "2:x"}) {
     RunResult r = run_stoke(base + "/r --profile-steps " + bad);
     EXPECT_EQ(r.exit_code, 2) << bad << ": " << r.output;
@@ -68,17 +69,19 @@ TEST(Profile, RangesAndTheProfileWindowReachAnNvtxTool) {
   write_tiny_folder(tmp.path() / "val", {"a", "b"}, 4);
   const std::string log = tmp.str() + "/nvtx.log";
   RunResult r = run_stoke("train --data " + tmp.str() + "/train --val " + tmp.str() +
-                          "/val --epochs 2 --batch-size 8 --device cpu --decoders 2 --profile-steps 2:3 --out " + tmp.str() +
-                          "/run");
+                          "/val --epochs 2 --batch-size 8 --device cpu --decoders 2 --profile-steps 2:3 --out " +
+                          tmp.str() + "/run");
   // Without the tool: the window is announced, nothing else changes.
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_NE(r.output.find("profile window: steps 2-3 in the NVTX range 'profiled steps'"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("profile window: steps 2-3 in the NVTX range 'profiled steps'"), std::string::npos)
+      << r.output;
 
   // With the tool, as under nsys.
-  const std::string traced = "env NVTX_INJECTION64_PATH=" + std::string(STOKE_NVTX_RECORDER) + " STOKE_NVTX_LOG=" + log + " " +
-                             binary_dir() + "/bin/stoke train --data " + tmp.str() + "/train --val " + tmp.str() +
-                             "/val --epochs 2 --batch-size 8 --device cpu --decoders 2 --profile-steps 2:3 --quiet --out " +
-                             tmp.str() + "/run-traced > " + tmp.str() + "/traced.out 2>&1";
+  const std::string traced =
+      "env NVTX_INJECTION64_PATH=" + std::string(STOKE_NVTX_RECORDER) + " STOKE_NVTX_LOG=" + log + " " + binary_dir() +
+      "/bin/stoke train --data " + tmp.str() + "/train --val " + tmp.str() +
+      "/val --epochs 2 --batch-size 8 --device cpu --decoders 2 --profile-steps 2:3 --quiet --out " + tmp.str() +
+      "/run-traced > " + tmp.str() + "/traced.out 2>&1";
   ASSERT_EQ(std::system(traced.c_str()), 0) << traced;
 
   const std::vector<Event> events = read_log(log);
@@ -108,7 +111,8 @@ TEST(Profile, RangesAndTheProfileWindowReachAnNvtxTool) {
       stack[e.tid].pop_back();
     }
   }
-  for (const auto& [tid, s] : stack) EXPECT_TRUE(s.empty()) << "thread " << tid << " left " << s.size() << " ranges open";
+  for (const auto& [tid, s] : stack)
+    EXPECT_TRUE(s.empty()) << "thread " << tid << " left " << s.size() << " ranges open";
 
   // 16 images per class, batch 8: 4 steps an epoch, 2 epochs.
   EXPECT_EQ(pushes["train step"], 8);

@@ -32,7 +32,9 @@ class Tmpfs {
   }
   bool ok() const { return error_.empty(); }
   const std::string& error() const { return error_; }
-  void remount_read_only() { ASSERT_EQ(::mount("tmpfs", at_.c_str(), "tmpfs", MS_REMOUNT | MS_RDONLY, nullptr), 0) << std::strerror(errno); }
+  void remount_read_only() {
+    ASSERT_EQ(::mount("tmpfs", at_.c_str(), "tmpfs", MS_REMOUNT | MS_RDONLY, nullptr), 0) << std::strerror(errno);
+  }
   void fill() {  // writes until the file system is full
     std::ofstream f(at_ / "filler", std::ios::binary);
     std::string block(4096, 'x');
@@ -184,7 +186,8 @@ TEST(Resources, ReadOnlyRunFolderIsAClearError) {
   train(c, build_model);
   disk.remount_read_only();
   // A new run cannot even create its folder: one line, exit 2.
-  test::RunResult fresh = test::run_stoke("train --data " + tmp.str() + "/train --out " + (tmp.path() / "ro" / "other").string());
+  test::RunResult fresh =
+      test::run_stoke("train --data " + tmp.str() + "/train --out " + (tmp.path() / "ro" / "other").string());
   EXPECT_EQ(fresh.exit_code, 2) << fresh.output;
   EXPECT_NE(fresh.output.find("Read-only file system"), std::string::npos) << fresh.output;
   // Resuming into it fails before training, naming the file it could not write.

@@ -75,7 +75,8 @@ TEST(ResumeUse, TheSameCommandWithResumeAppendedIsAccepted) {
   TrainConfig again = d.config("run");
   again.data = d.tmp.str() + "/./train/";  // the same folder, spelt differently
   again.resume = again.out;
-  const std::vector<std::string> flags = {"--data", "--val", "--epochs", "--batch-size", "--lr", "--seed", "--out", "--resume"};
+  const std::vector<std::string> flags = {"--data", "--val",  "--epochs", "--batch-size",
+                                          "--lr",   "--seed", "--out",    "--resume"};
   TrainConfig merged = resume_config(again.out, again, flags);
   EXPECT_EQ(merged.resume, again.out);
   EXPECT_EQ(merged.lr, 0.05f);
@@ -92,7 +93,8 @@ TEST(ResumeUse, TheSameCommandWithResumeAppendedIsAccepted) {
   const TrainConfig s = resume_config(again.out, session, {"--epochs", "--threads"});
   EXPECT_EQ(s.epochs, 5);
   EXPECT_EQ(s.threads, 1);
-  EXPECT_NE(user_error([&] { resume_config(again.out, again, {"--overwrite"}); }).find("choose one"), std::string::npos);
+  EXPECT_NE(user_error([&] { resume_config(again.out, again, {"--overwrite"}); }).find("choose one"),
+            std::string::npos);
 }
 
 // Resuming a finished run changes nothing (not a byte of the run folder); --epochs beyond it continues the run

@@ -30,7 +30,9 @@ constexpr int kBatch = 4;
 constexpr int64_t kPixels = kBatch * 8;  // 8 bytes a sample
 
 // The pattern batch `tag` carries: every byte a function of (tag, position).
-uint8_t pattern(int64_t tag, size_t i) { return static_cast<uint8_t>((tag * 131 + static_cast<int64_t>(i) * 7) & 0xff); }
+uint8_t pattern(int64_t tag, size_t i) {
+  return static_cast<uint8_t>((tag * 131 + static_cast<int64_t>(i) * 7) & 0xff);
+}
 
 struct HostBatch {
   std::vector<uint8_t> pixels = std::vector<uint8_t>(kPixels);
@@ -253,7 +255,8 @@ TEST(AsyncStep, AnErrorWithCopiesInFlightReleasesTheInputOnlyAfterTheBackend) {
   test::TempDir tmp("teardown");
   test::write_tiny_folder(tmp.path() / "train", {"a", "b"}, 40);
   std::atomic<int> stale{0};
-  set_backend_override([&](const Graph& g, const BackendOptions& o) { return std::make_unique<SlowCopyBackend>(g, o, stale); });
+  set_backend_override(
+      [&](const Graph& g, const BackendOptions& o) { return std::make_unique<SlowCopyBackend>(g, o, stale); });
   TrainConfig c;
   c.data = tmp.str() + "/train";
   c.out = tmp.str() + "/run";

@@ -23,14 +23,16 @@ TEST(BatchSize, CpuPlanIsWhatTheCpuBackendAllocates) {
   const int64_t P = g.num_params();
   for (int batch : {1, 7, 64}) {
     CpuExecutor ex(g, batch);
-    const int64_t fixed = planned_training_bytes(g, batch, cpu_target()) - ex.activation_bytes() - int64_t{batch} * 28 * 28 * 4;
+    const int64_t fixed =
+        planned_training_bytes(g, batch, cpu_target()) - ex.activation_bytes() - int64_t{batch} * 28 * 28 * 4;
     // weights, gradients, SGD momentum, BN statistics: 3 fp32 copies of the parameters and the buffers, aligned
     EXPECT_GE(fixed, 3 * P * 4 + g.num_buffers() * 4) << batch;
     EXPECT_LE(fixed, 3 * P * 4 + g.num_buffers() * 4 + 4 * 256 + 255) << batch;
   }
   MemoryTarget adam = cpu_target();
   adam.optimizer.kind = OptimizerKind::adamw;
-  EXPECT_GE(planned_training_bytes(g, 8, adam) - planned_training_bytes(g, 8, cpu_target()), P * 4) << "AdamW's second moment";
+  EXPECT_GE(planned_training_bytes(g, 8, adam) - planned_training_bytes(g, 8, cpu_target()), P * 4)
+      << "AdamW's second moment";
 }
 
 TEST(BatchSize, PlannedBytesGrowWithTheBatchAndShrinkWithHalfPrecision) {
@@ -52,8 +54,10 @@ TEST(BatchSize, PlannedBytesGrowWithTheBatchAndShrinkWithHalfPrecision) {
   // The CUDA plan holds the cuDNN and cuBLASLt workspaces whatever the batch.
   EXPECT_GE(planned_training_bytes(g, 1, cuda_bf16), (int64_t{256} + 32) << 20);
   // Per sample, bf16 activations cost about half of fp32 ones.
-  const double per_h = static_cast<double>(planned_training_bytes(g, 129, cuda_bf16) - planned_training_bytes(g, 1, cuda_bf16)) / 128;
-  const double per_f = static_cast<double>(planned_training_bytes(g, 129, cuda_fp32) - planned_training_bytes(g, 1, cuda_fp32)) / 128;
+  const double per_h =
+      static_cast<double>(planned_training_bytes(g, 129, cuda_bf16) - planned_training_bytes(g, 1, cuda_bf16)) / 128;
+  const double per_f =
+      static_cast<double>(planned_training_bytes(g, 129, cuda_fp32) - planned_training_bytes(g, 1, cuda_fp32)) / 128;
   EXPECT_NEAR(per_h / per_f, 0.5, 0.05);
 }
 

@@ -55,7 +55,11 @@ TEST(Launch, ReadsMpirunTorchrunAndSlurm) {
     EXPECT_EQ(l.local_rank, 1);
   }
   {
-    Env e({{"RANK", "1"}, {"WORLD_SIZE", "4"}, {"LOCAL_RANK", "1"}, {"MASTER_ADDR", "10.0.0.1"}, {"MASTER_PORT", "29500"}});
+    Env e({{"RANK", "1"},
+           {"WORLD_SIZE", "4"},
+           {"LOCAL_RANK", "1"},
+           {"MASTER_ADDR", "10.0.0.1"},
+           {"MASTER_PORT", "29500"}});
     const LaunchInfo l = launch_from_environment();
     EXPECT_EQ(l.launcher, "torchrun");
     EXPECT_EQ(l.rank, 1);
@@ -122,7 +126,10 @@ TEST(Rendezvous, EveryRankGetsRankZerosBytesOnLoopback) {
   std::vector<std::vector<uint8_t>> got(kWorld);
   std::vector<std::thread> ts;
   for (int r = kWorld - 1; r >= 0; --r)  // the others first: they must wait for rank 0 to listen
-    ts.emplace_back([&, r] { got[static_cast<size_t>(r)] = tcp_rendezvous("127.0.0.1", port, r, kWorld, r == 0 ? id : std::vector<uint8_t>{}, 20); });
+    ts.emplace_back([&, r] {
+      got[static_cast<size_t>(r)] =
+          tcp_rendezvous("127.0.0.1", port, r, kWorld, r == 0 ? id : std::vector<uint8_t>{}, 20);
+    });
   for (auto& t : ts) t.join();
   for (const auto& g : got) EXPECT_EQ(g, id);
 }

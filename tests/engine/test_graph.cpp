@@ -100,7 +100,8 @@ TEST(Graph, InitialisationIsDeterministicAndScaled) {
   ASSERT_NE(wp, nullptr);
   const ParamInfo& w = *wp;
   double s2 = 0;
-  for (int64_t i = 0; i < w.size; ++i) s2 += static_cast<double>(a[static_cast<size_t>(w.offset + i)]) * a[static_cast<size_t>(w.offset + i)];
+  for (int64_t i = 0; i < w.size; ++i)
+    s2 += static_cast<double>(a[static_cast<size_t>(w.offset + i)]) * a[static_cast<size_t>(w.offset + i)];
   EXPECT_NEAR(std::sqrt(s2 / static_cast<double>(w.size)), std::sqrt(2.0 / (32 * 9)), 0.01);
 }
 
@@ -191,7 +192,8 @@ TEST(Learning, SmallCnnMemorises64Samples) {
   std::vector<float> x(static_cast<size_t>(n * 784));
   for (size_t i = 0; i < x.size(); ++i) x[i] = normal01(21, i);
   std::vector<int32_t> labels(static_cast<size_t>(n));
-  for (int i = 0; i < n; ++i) labels[static_cast<size_t>(i)] = static_cast<int32_t>(uniform_below(22, static_cast<uint64_t>(i), classes));
+  for (int i = 0; i < n; ++i)
+    labels[static_cast<size_t>(i)] = static_cast<int32_t>(uniform_below(22, static_cast<uint64_t>(i), classes));
   OptimizerConfig oc;
   oc.kind = OptimizerKind::adamw;
   oc.weight_decay = 0.f;

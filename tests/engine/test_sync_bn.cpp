@@ -148,7 +148,8 @@ TEST(SyncBatchNorm, AModelOnTwoRanksHasTheGradientsOfOneRank) {
   expect_close(b_sync[1], whole_buffers, 1e-5f, "running statistics of rank 1");
   float worst = 0.f;
   for (size_t i = 0; i < apart.size(); ++i) worst = std::max(worst, std::fabs(apart[i] - whole_grads[i]));
-  EXPECT_GT(worst, 1e-3f) << "without the exchange the gradients should differ (or the comparison above proves nothing)";
+  EXPECT_GT(worst, 1e-3f)
+      << "without the exchange the gradients should differ (or the comparison above proves nothing)";
 }
 
 }  // namespace

@@ -27,7 +27,8 @@ const stoke::Graph& graph() {
 }
 std::string scratch() {
   static std::string dir = [] {
-    std::string d = (std::filesystem::temp_directory_path() / ("stoke-fuzz-ckpt-" + std::to_string(::getpid()))).string();
+    std::string d =
+        (std::filesystem::temp_directory_path() / ("stoke-fuzz-ckpt-" + std::to_string(::getpid()))).string();
     std::filesystem::create_directories(d);
     return d;
   }();

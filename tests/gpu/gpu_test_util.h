@@ -160,7 +160,8 @@ template <typename T>
 double expect_model_close(const std::string& what, const std::vector<float>& gpu, const std::vector<float>& ref,
                           double family_rms = -1, double tol_mult = 1) {
   const double s = family_rms < 0 ? rms_of(ref) : family_rms;
-  return expect_l2_close(std::string(Tol<T>::name) + " " + what, gpu, ref, tol_mult * Tol<T>::model_l2, Tol<T>::noise * s);
+  return expect_l2_close(std::string(Tol<T>::name) + " " + what, gpu, ref, tol_mult * Tol<T>::model_l2,
+                         Tol<T>::noise * s);
 }
 
 // "<storage type> <what>": the name a comparison prints and fails with.
@@ -214,7 +215,9 @@ template <typename T>
 class DeviceBuffer {
  public:
   DeviceBuffer() = default;
-  explicit DeviceBuffer(size_t n) : n_(n) { CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&p_), std::max<size_t>(n, 1) * sizeof(T))); }
+  explicit DeviceBuffer(size_t n) : n_(n) {
+    CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&p_), std::max<size_t>(n, 1) * sizeof(T)));
+  }
   ~DeviceBuffer() {
     if (p_) CUDA_CHECK_NOEXCEPT(cudaFree(p_));
   }

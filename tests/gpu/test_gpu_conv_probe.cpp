@@ -56,7 +56,8 @@ std::vector<ProbeShape> shapes_for(cuda::Precision prec) {
     add_convs(every_op_graph(true), n, prec, "every-op@" + std::to_string(n), all);
     add_convs(every_op_graph(false), n, prec, "every-op-avgpool@" + std::to_string(n), all);
   }
-  for (int n : {64, 128}) add_convs(build_model("small-cnn", {28, 28, 1}, 10), n, prec, "small-cnn@" + std::to_string(n), all);
+  for (int n : {64, 128})
+    add_convs(build_model("small-cnn", {28, 28, 1}, 10), n, prec, "small-cnn@" + std::to_string(n), all);
   add_convs(build_model("densenet121", {64, 64, 1}, 6), 300, prec, "densenet121@300", all);
   add_convs(build_model("resnet18", {32, 32, 3}, 10), 128, prec, "resnet18@128", all);
   add_convs(build_model("resnet50", {224, 224, 3}, 1000), 256, prec, "resnet50@256", all);

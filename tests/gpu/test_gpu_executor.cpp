@@ -79,7 +79,8 @@ void compare_training_step(const Graph& g, const StepInput& in, const OptimizerC
   // Start from non-trivial running statistics so their update is visible.
   for (const ParamInfo& b : g.buffers())
     for (int64_t i = 0; i < b.size; ++i)
-      buffers[static_cast<size_t>(b.offset + i)] = b.init == Init::ones ? 1.f + 0.01f * static_cast<float>(i % 7) : 0.05f;
+      buffers[static_cast<size_t>(b.offset + i)] =
+          b.init == Init::ones ? 1.f + 0.01f * static_cast<float>(i % 7) : 0.05f;
 
   // CPU backend.
   std::vector<float> cp = params, cb = buffers, cg(params.size(), 0.f), dlogits(static_cast<size_t>(in.n * classes));
@@ -138,13 +139,14 @@ void compare_training_step(const Graph& g, const StepInput& in, const OptimizerC
   const int64_t P = g.num_params();
   // The families whose rms sets each comparison's noise floor (gpu_test_util.h): all gradients, all updates, ...
   const double grad_rms = rms_of(cg), update_rms = rms_of(minus(cp, params)), stat_rms = rms_of(minus(cb, buffers));
-  const double m_rms = rms_of({cstate.begin(), cstate.begin() + std::min<int64_t>(P, static_cast<int64_t>(cstate.size()))});
+  const double m_rms =
+      rms_of({cstate.begin(), cstate.begin() + std::min<int64_t>(P, static_cast<int64_t>(cstate.size()))});
   const double v_rms = cstate.size() >= static_cast<size_t>(2 * P) ? rms_of({cstate.begin() + P, cstate.end()}) : 0.0;
   for (const ParamInfo& p : g.params()) {
     expect_model_close<T>("grad " + p.name, slice(gg, p), slice(cg, p), grad_rms);
     if (oc.kind == OptimizerKind::sgd) {
-      expect_model_close<T>("update " + p.name, minus(slice(gp, p), slice(params, p)), minus(slice(cp, p), slice(params, p)),
-                            update_rms);
+      expect_model_close<T>("update " + p.name, minus(slice(gp, p), slice(params, p)),
+                            minus(slice(cp, p), slice(params, p)), update_rms);
     } else {
       ParamInfo v = p;
       v.offset += P;
@@ -400,8 +402,8 @@ double train_gpu(const Graph& g, const DigitSet& train, const DigitSet& test, co
       std::copy_n(set.pixels.begin() + static_cast<std::ptrdiff_t>(((first + i) % set.n) * px), px,
                   batch.begin() + static_cast<std::ptrdiff_t>(i) * px);
     const auto labels = batch_labels(set, first, count);
-    CUDA_CHECK(cudaMemcpyAsync(ex.device_pixels(), batch.data(), static_cast<size_t>(count) * px, cudaMemcpyHostToDevice,
-                               ex.stream()));
+    CUDA_CHECK(cudaMemcpyAsync(ex.device_pixels(), batch.data(), static_cast<size_t>(count) * px,
+                               cudaMemcpyHostToDevice, ex.stream()));
     CUDA_CHECK(cudaMemcpyAsync(ex.device_labels(), labels.data(), labels.size() * sizeof(int32_t),
                                cudaMemcpyHostToDevice, ex.stream()));
     CUDA_CHECK(cudaStreamSynchronize(ex.stream()));  // the host buffers are reused next batch
@@ -438,8 +440,8 @@ TYPED_TEST(GpuExecutor, SyntheticDigits200StepsLandInTheCpuAccuracyBand) {
   static const Graph g = build_model("small-cnn", {28, 28, 1}, 10);
   static const double cpu_acc = train_cpu(g, train, test, TrainRecipe{});
   const double gpu_acc = train_gpu(g, train, test, TrainRecipe{}, cuda::precision_of<T>());
-  std::printf("  200 steps of 64 synthetic digits: CPU backend %.2f%%, CUDA %s %.2f%% (band +-2 points)\n", 100 * cpu_acc,
-              Tol<T>::name, 100 * gpu_acc);
+  std::printf("  200 steps of 64 synthetic digits: CPU backend %.2f%%, CUDA %s %.2f%% (band +-2 points)\n",
+              100 * cpu_acc, Tol<T>::name, 100 * gpu_acc);
   EXPECT_GE(cpu_acc, 0.90);
   EXPECT_NEAR(gpu_acc, cpu_acc, 0.02);
 }

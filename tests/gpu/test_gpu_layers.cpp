@@ -47,7 +47,8 @@ std::vector<float> rechannel(const std::vector<float>& v, int from, int to) {
   std::vector<float> r(rows * static_cast<size_t>(to), 0.f);
   for (size_t i = 0; i < rows; ++i)
     for (int c = 0; c < std::min(from, to); ++c)
-      r[i * static_cast<size_t>(to) + static_cast<size_t>(c)] = v[i * static_cast<size_t>(from) + static_cast<size_t>(c)];
+      r[i * static_cast<size_t>(to) + static_cast<size_t>(c)] =
+          v[i * static_cast<size_t>(from) + static_cast<size_t>(c)];
   return r;
 }
 
@@ -92,7 +93,8 @@ void conv_case(const ConvShape& sh, bool deterministic, bool benchmark) {
   conv.forward(dev, dxb.get(), dwb.get(), dyo.get(), ws.get(), ws_bytes);
   expect_close(std::string(Tol<T>::name) + " conv forward", download(dyo.get(), ny), y, Tol<T>::rtol);
   conv.backward_data(dev, dwb.get(), ddy.get(), ddx.get(), ws.get(), ws_bytes);
-  expect_close(std::string(Tol<T>::name) + " conv dx", rechannel(download(ddx.get(), nxd), dev.c, sh.c), dx, Tol<T>::rtol);
+  expect_close(std::string(Tol<T>::name) + " conv dx", rechannel(download(ddx.get(), nxd), dev.c, sh.c), dx,
+               Tol<T>::rtol);
   if constexpr (std::is_same_v<T, float>) {
     auto ddw = upload<float>(dw0);  // finished before the context's (non-blocking) stream reads it: beta = 1
     conv.backward_filter(dev, dxb.get(), ddy.get(), ddw.get(), 1.f, ws.get(), ws_bytes);
@@ -181,7 +183,8 @@ TYPED_TEST(GpuLayers, LinearMatchesTheCpuReference) {
     cpu::linear_forward(c.n, c.in, c.out, x.data(), w.data(), bias, y.data());
     cpu::linear_backward(c.n, c.in, c.out, x.data(), w.data(), dy.data(), dx.data(), dw.data(), db.data());
 
-    lin.forward(c.n, c.in, c.out, dxb.get(), dwb.get(), dbT.get() + c.bias_offset, dbF.get() + c.bias_offset, dyo.get());
+    lin.forward(c.n, c.in, c.out, dxb.get(), dwb.get(), dbT.get() + c.bias_offset, dbF.get() + c.bias_offset,
+                dyo.get());
     expect_close(std::string(Tol<T>::name) + " linear forward", download(dyo.get(), ny), y, Tol<T>::rtol);
     lin.backward_data(c.n, c.in, c.out, dwb.get(), ddy.get(), ddx.get());
     expect_close(std::string(Tol<T>::name) + " linear dx", download(ddx.get(), nx), dx, Tol<T>::rtol);

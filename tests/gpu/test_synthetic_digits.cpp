@@ -33,7 +33,8 @@ TEST(SyntheticDigits, TheCpuBackendLearnsThemIn200Steps) {
   const auto t0 = std::chrono::steady_clock::now();
   const double acc = train_cpu(g, train, test, TrainRecipe{});
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  std::printf("CPU backend, small CNN, 200 steps of 64 synthetic digits: test accuracy %.2f%% (%.1f s)\n", 100 * acc, s);
+  std::printf("CPU backend, small CNN, 200 steps of 64 synthetic digits: test accuracy %.2f%% (%.1f s)\n", 100 * acc,
+              s);
   EXPECT_GE(acc, 0.90);
 }
 

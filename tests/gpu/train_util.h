@@ -32,7 +32,8 @@ inline void normalize_batch(const DigitSet& set, int first, int count, float mea
   for (int i = 0; i < count; ++i) {
     const int src = (first + i) % set.n;
     for (int j = 0; j < px; ++j)
-      out[static_cast<size_t>(i) * px + j] = static_cast<float>(set.pixels[static_cast<size_t>(src) * px + j]) * scale + shift;
+      out[static_cast<size_t>(i) * px + j] =
+          static_cast<float>(set.pixels[static_cast<size_t>(src) * px + j]) * scale + shift;
   }
 }
 

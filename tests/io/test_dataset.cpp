@@ -124,7 +124,8 @@ TEST(ImageFolder, Errors) {
   touch(t / "d/dog/a.jpg");
   touch(t / "d/cat/readme.txt");
   touch(t / "d/cat/.b.jpg");
-  expect_user_error([&] { index_image_folder(t / "d"); }, "class 'cat' in " + (t / "d") + " holds no .jpg/.jpeg/.png/.webp images");
+  expect_user_error([&] { index_image_folder(t / "d"); },
+                    "class 'cat' in " + (t / "d") + " holds no .jpg/.jpeg/.png/.webp images");
   fs::create_directories(t / "d2/emptyclass");
   touch(t / "d2/ok/a.jpg");
   expect_user_error([&] { index_image_folder(t / "d2"); }, "class 'emptyclass' in ");
@@ -202,11 +203,13 @@ TEST(ImageFolder, ProbeShape) {
 TEST(ClassDifference, NamesMissingAndExtraClasses) {
   using stoke::io::class_difference;
   EXPECT_EQ(class_difference({"a", "b"}, {"a", "b"}, "--val"), "");
-  EXPECT_EQ(class_difference({"cat", "dog", "fox"}, {"cat", "dgo", "fox"}, "--val"), "missing from --val: dog; extra in --val: dgo");
+  EXPECT_EQ(class_difference({"cat", "dog", "fox"}, {"cat", "dgo", "fox"}, "--val"),
+            "missing from --val: dog; extra in --val: dgo");
   EXPECT_EQ(class_difference({"a", "b", "c"}, {"a"}, "V"), "missing from V: b, c");
   EXPECT_EQ(class_difference({"a"}, {"a", "z"}, "V"), "extra in V: z");
   std::vector<std::string> many;
   for (int i = 0; i < 20; ++i) many.push_back(std::string(1, static_cast<char>('a' + i)));
   EXPECT_EQ(class_difference(many, {"a"}, "V"), "missing from V: b, c, d, e, f, g, h, i and 11 more");
-  EXPECT_EQ(class_difference({"ok"}, {"ok", "caf\xE9"}, "V"), "extra in V: caf\\xE9") << "names that are not UTF-8 shown escaped";
+  EXPECT_EQ(class_difference({"ok"}, {"ok", "caf\xE9"}, "V"), "extra in V: caf\\xE9")
+      << "names that are not UTF-8 shown escaped";
 }

@@ -22,7 +22,8 @@ namespace {
 // ---- a PNG writer for every colour type and bit depth ----------------------------------------------------
 
 struct PngSpec {
-  PngSpec(int h_, int w_, int color_type_, int bit_depth_) : h(h_), w(w_), color_type(color_type_), bit_depth(bit_depth_) {}
+  PngSpec(int h_, int w_, int color_type_, int bit_depth_)
+      : h(h_), w(w_), color_type(color_type_), bit_depth(bit_depth_) {}
   int h = 0, w = 0;
   int color_type = PNG_COLOR_TYPE_GRAY;
   int bit_depth = 8;

@@ -376,7 +376,8 @@ TEST(JpegCodec, ProgressiveDecodes) {
   }
 }
 
-// ---- bad data --------------------------------------------------------------------------------------------------------
+// ---- bad data
+// --------------------------------------------------------------------------------------------------------
 
 class BadData : public ::testing::Test {
  protected:
@@ -516,7 +517,8 @@ TEST_F(BadData, FuzzSingleByteMutations) {
   std::printf("fuzz: %d accepted, %d rejected\n", accepted, rejected);
 }
 
-// ---- resize_bilinear -------------------------------------------------------------------------------------------------
+// ---- resize_bilinear
+// -------------------------------------------------------------------------------------------------
 
 TEST(ResizeBilinear, TwoByTwoToFourByFour) {
   const uint8_t src[4] = {0, 100, 200, 40};
@@ -574,7 +576,8 @@ TEST(ResizeBilinear, IdentityAndEdges) {
   for (uint8_t v : big) ASSERT_EQ(v, 200);
 }
 
-// ---- files ------------------------------------------------------------------------------------------------------------
+// ---- files
+// ------------------------------------------------------------------------------------------------------------
 
 TEST(Files, WriteReadAndErrors) {
   namespace fs = std::filesystem;

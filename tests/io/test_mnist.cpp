@@ -207,7 +207,8 @@ TEST_F(MnistTree, WritesTreeThenSkips) {
       EXPECT_EQ(info.components, 1) << "MNIST JPEGs are grayscale";
       int maxd = 0;
       for (int k = 0; k < 28 * 28; ++k)
-        maxd = std::max(maxd, std::abs(int{img.pixels[static_cast<size_t>(k)]} - int{px[i * 784 + static_cast<size_t>(k)]}));
+        maxd = std::max(maxd,
+                        std::abs(int{img.pixels[static_cast<size_t>(k)]} - int{px[i * 784 + static_cast<size_t>(k)]}));
       EXPECT_LE(maxd, 5) << path;  // measured: 2-3 at quality 95
     }
   };

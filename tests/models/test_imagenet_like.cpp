@@ -90,10 +90,12 @@ TEST(ImageNetLike, TreeLooksLikePhotosAndIsDeterministic) {
   EXPECT_THROW(io::write_imagenet_like(a.string(), 24, 4, 7), UserError);
   EXPECT_THROW(io::write_imagenet_like(a.string(), 28, 4, 5), UserError);
   EXPECT_THROW(io::write_imagenet_like((tmp.path() / "few").string(), 3, 4, 5), UserError);
-  EXPECT_THROW(io::write_imagenet_like((tmp.path() / "few-split").string(), 11, 4, 5, {}, io::SyntheticSplit::train_val_test),
-               UserError);
+  EXPECT_THROW(
+      io::write_imagenet_like((tmp.path() / "few-split").string(), 11, 4, 5, {}, io::SyntheticSplit::train_val_test),
+      UserError);
   EXPECT_THROW(io::write_imagenet_like((tmp.path() / "one").string(), 10, 1, 5), UserError);
-  EXPECT_THROW(io::write_imagenet_like((tmp.path() / "q").string(), 10, 2, 5, {}, io::SyntheticSplit::none, 0), UserError);
+  EXPECT_THROW(io::write_imagenet_like((tmp.path() / "q").string(), 10, 2, 5, {}, io::SyntheticSplit::none, 0),
+               UserError);
 }
 
 TEST(ImageNetLike, TrainValTestSplit) {
@@ -114,8 +116,8 @@ TEST(ImageNetLike, TrainValTestSplit) {
 }
 
 // The classes are objects (shape, arrangement, palette, texture) at random places, sizes and rotations over
-// varied scenes: a small CNN learns them from 80 images per class at 40x40 (82% on 6 classes when written), while the average colour of an
-// image — the shortcut a careless generator leaves — does much worse.
+// varied scenes: a small CNN learns them from 80 images per class at 40x40 (82% on 6 classes when written), while the
+// average colour of an image — the shortcut a careless generator leaves — does much worse.
 TEST(ImageNetLike, ClassesAreLearnableFromContent) {
   constexpr int classes = 6, per_train = 80, per_test = 20, S = 40, C = 3, px = S * S * C;
   auto make = [&](int first, int per, std::vector<float>& x, std::vector<int32_t>& y) {
@@ -132,7 +134,8 @@ TEST(ImageNetLike, ClassesAreLearnableFromContent) {
         std::string err;
         if (!io::decode_jpeg_to(jpg.data(), jpg.size(), S, S, C, dec.data(), &err)) throw Error(err);
         for (int j = 0; j < px; ++j)
-          x[static_cast<size_t>(i) * px + static_cast<size_t>(j)] = (static_cast<float>(dec[static_cast<size_t>(j)]) - 110.f) / 60.f;
+          x[static_cast<size_t>(i) * px + static_cast<size_t>(j)] =
+              (static_cast<float>(dec[static_cast<size_t>(j)]) - 110.f) / 60.f;
         y[static_cast<size_t>(i)] = c;
       }
     });
@@ -147,13 +150,15 @@ TEST(ImageNetLike, ClassesAreLearnableFromContent) {
     auto mean_rgb = [&](const std::vector<float>& x, size_t i) {
       std::array<double, 3> m{0, 0, 0};
       for (int j = 0; j < S * S; ++j)
-        for (int ch = 0; ch < C; ++ch) m[static_cast<size_t>(ch)] += x[i * px + static_cast<size_t>(j * C + ch)] / (S * S);
+        for (int ch = 0; ch < C; ++ch)
+          m[static_cast<size_t>(ch)] += x[i * px + static_cast<size_t>(j * C + ch)] / (S * S);
       return m;
     };
     std::vector<std::array<double, 3>> centre(classes, {0, 0, 0});
     for (size_t i = 0; i < ytr.size(); ++i) {
       auto m = mean_rgb(xtr, i);
-      for (int ch = 0; ch < 3; ++ch) centre[static_cast<size_t>(ytr[i])][static_cast<size_t>(ch)] += m[static_cast<size_t>(ch)] / per_train;
+      for (int ch = 0; ch < 3; ++ch)
+        centre[static_cast<size_t>(ytr[i])][static_cast<size_t>(ch)] += m[static_cast<size_t>(ch)] / per_train;
     }
     int right = 0;
     for (size_t i = 0; i < yte.size(); ++i) {
@@ -162,7 +167,8 @@ TEST(ImageNetLike, ClassesAreLearnableFromContent) {
       double bestd = 1e30;
       for (int c = 0; c < classes; ++c) {
         double d = 0;
-        for (int ch = 0; ch < 3; ++ch) d += std::pow(m[static_cast<size_t>(ch)] - centre[static_cast<size_t>(c)][static_cast<size_t>(ch)], 2);
+        for (int ch = 0; ch < 3; ++ch)
+          d += std::pow(m[static_cast<size_t>(ch)] - centre[static_cast<size_t>(c)][static_cast<size_t>(ch)], 2);
         if (d < bestd) bestd = d, best = c;
       }
       right += best == yte[i];
@@ -175,8 +181,8 @@ TEST(ImageNetLike, ClassesAreLearnableFromContent) {
 
   const int ntrain = static_cast<int>(ytr.size());
   const double acc = test::small_cnn_held_out_accuracy({S, S, C}, classes, xtr, ytr, xte, yte, 16, 24, 3e-3f);
-  std::printf("small-cnn, %d training images at %dx%d, 16 epochs: %.1f%% on %zu held-out images\n", ntrain, S, S, 100 * acc,
-              yte.size());
+  std::printf("small-cnn, %d training images at %dx%d, 16 epochs: %.1f%% on %zu held-out images\n", ntrain, S, S,
+              100 * acc, yte.size());
   EXPECT_GE(acc, 0.7);
   EXPECT_GE(acc, colour_acc + 0.25) << "learnt from content, not from the average colour";
 }

@@ -90,7 +90,8 @@ void expect_views_consistent(const Graph& g, const MemoryPlan& plan, int element
         continue;
       }
       for (int c = t.channel_offset; c < t.channel_offset + t.channels; ++c) {
-        EXPECT_EQ(owner[static_cast<size_t>(c)], -1) << what << ": channel " << c << " of " << T[b].name << " written by two nodes";
+        EXPECT_EQ(owner[static_cast<size_t>(c)], -1)
+            << what << ": channel " << c << " of " << T[b].name << " written by two nodes";
         owner[static_cast<size_t>(c)] = t.node;
       }
     }
@@ -165,8 +166,8 @@ TEST(MemoryPlan, NoTwoLiveTensorsOverlapInAnyModel) {
         o.mode = mode;
         o.share_concat = share;
         o.element_bytes = share ? 4 : 2;
-        const std::string what = s.model + "@" + std::to_string(s.in.h) + (mode == PlanMode::train ? " train" : " eval") +
-                                 (share ? " shared" : " dense");
+        const std::string what = s.model + "@" + std::to_string(s.in.h) +
+                                 (mode == PlanMode::train ? " train" : " eval") + (share ? " shared" : " dense");
         MemoryPlan p = plan_memory(g, 3, o);
         expect_no_overlap(p, what);
         expect_views_consistent(g, p, o.element_bytes, what);
@@ -188,7 +189,8 @@ TEST(MemoryPlan, RoutingGraph) {
     expect_no_overlap(p, what);
     expect_lifetimes_cover_accesses(g, p, mode == PlanMode::train, what);
     EXPECT_LT(p.arena_bytes, p.naive_bytes) << what;
-    for (const PlannedTensor& t : p.tensors) EXPECT_TRUE(t.is_allocation()) << "concat({r, a, r}) repeats r: no sharing";
+    for (const PlannedTensor& t : p.tensors)
+      EXPECT_TRUE(t.is_allocation()) << "concat({r, a, r}) repeats r: no sharing";
   }
   // r reaches the loss through the add's consumer c3 and the concat (twice): its second and third
   // contributions need scratch; the concat's step needs scratch of r's size.
@@ -203,7 +205,9 @@ TEST(MemoryPlan, LifetimesFollowWhatBackwardNeeds) {
   const int N = static_cast<int>(g.nodes().size());
   MemoryPlan train = plan_memory(g, 8);
   MemoryPlan eval = plan_memory(g, 8, {PlanMode::eval});
-  auto act = [&](const MemoryPlan& p, int i) { return p.tensors[static_cast<size_t>(p.nodes[static_cast<size_t>(i)].activation)]; };
+  auto act = [&](const MemoryPlan& p, int i) {
+    return p.tensors[static_cast<size_t>(p.nodes[static_cast<size_t>(i)].activation)];
+  };
   // Nodes 1..3: conv1, bn1, relu. The image stays for conv1's weight gradient, the conv output for bn1's
   // backward; bn1's output (the ReLU's input) dies at the ReLU, whose own output stays for its backward.
   ASSERT_EQ(g.node(1).op, Op::conv);
@@ -224,7 +228,8 @@ TEST(MemoryPlan, EvalPlanIsMuchSmallerThanNaive) {
   Graph g = build_model("resnet50", {224, 224, 3}, 1000);
   MemoryPlan eval = plan_memory(g, 128, {PlanMode::eval});
   MemoryPlan train = plan_memory(g, 128);
-  std::printf("resnet50@224 batch 128: %s\n                         %s\n", train.summary().c_str(), eval.summary().c_str());
+  std::printf("resnet50@224 batch 128: %s\n                         %s\n", train.summary().c_str(),
+              eval.summary().c_str());
   EXPECT_LT(eval.arena_bytes * 10, eval.naive_bytes);
   EXPECT_LT(train.arena_bytes * 10, train.naive_bytes * 6);  // training keeps most activations for backward
   EXPECT_LT(eval.arena_bytes * 5, train.arena_bytes);
@@ -256,7 +261,8 @@ TEST(MemoryPlan, DenseNetConcatsShareOneBufferPerBlock) {
   ASSERT_EQ(grad_bufs.size(), 4u);
   for (int b = 0; b < 4; ++b) {
     EXPECT_EQ(act_bufs[static_cast<size_t>(b)]->channels, blocks[b].channels);
-    EXPECT_EQ(act_bufs[static_cast<size_t>(b)]->bytes, int64_t{4} * blocks[b].hw * blocks[b].hw * blocks[b].channels * 4);
+    EXPECT_EQ(act_bufs[static_cast<size_t>(b)]->bytes,
+              int64_t{4} * blocks[b].hw * blocks[b].hw * blocks[b].channels * 4);
   }
   // Block 1: pool0's output at [0, 64), denselayer k's conv2 at [64 + 32 (k-1), +32), each concat a prefix.
   auto view = [&](const std::string& node_name) -> const PlannedTensor& {

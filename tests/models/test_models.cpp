@@ -146,8 +146,8 @@ TEST(Zoo, ResNetStemSwitchesAt64PixelsAndSaysSo) {
 }
 
 TEST(Zoo, NamesAndErrors) {
-  const std::vector<std::string> want = {"small-cnn", "small-cnn-wide", "small-cnn-nobn", "resnet18", "resnet34", "resnet50",
-                                         "densenet121"};
+  const std::vector<std::string> want = {"small-cnn", "small-cnn-wide", "small-cnn-nobn", "resnet18",
+                                         "resnet34",  "resnet50",       "densenet121"};
   EXPECT_EQ(model_names(), want);
   for (const auto& n : model_names()) EXPECT_EQ(build_model(n, {32, 32, 3}, 4).node(0).out, (Shape3{32, 32, 3}));
   EXPECT_THROW(build_model("densenet121", {28, 28, 1}, 10), UserError);

@@ -44,7 +44,8 @@ TEST_P(ZooLearns, AFewStepsLowerTheLoss) {
   for (int step = 0; step <= steps; ++step) {
     const float* logits = ex.forward(n, x.data(), params.data(), buffers.data(), true);
     for (int i = 0; i < n * classes; ++i) ASSERT_TRUE(std::isfinite(logits[i])) << "step " << step;
-    losses.push_back(cpu::softmax_cross_entropy(n, classes, logits, labels.data(), 0.f, 1.f, nullptr, dl.data(), nullptr));
+    losses.push_back(
+        cpu::softmax_cross_entropy(n, classes, logits, labels.data(), 0.f, 1.f, nullptr, dl.data(), nullptr));
     if (step == steps) break;
     std::fill(grads.begin(), grads.end(), 0.f);
     ex.backward(params.data(), grads.data(), dl.data());

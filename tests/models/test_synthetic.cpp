@@ -24,7 +24,8 @@ namespace fs = std::filesystem;
 using test::read_tree;
 
 TEST(Synthetic, ClassCountsFollowMedNist) {
-  EXPECT_EQ(io::synthetic_mednist_counts(io::kMedNistCount), (std::vector<int64_t>{10000, 8954, 10000, 10000, 10000, 10000}));
+  EXPECT_EQ(io::synthetic_mednist_counts(io::kMedNistCount),
+            (std::vector<int64_t>{10000, 8954, 10000, 10000, 10000, 10000}));
   EXPECT_EQ(io::synthetic_mednist_counts(60), (std::vector<int64_t>{11, 9, 10, 10, 10, 10}));
   EXPECT_EQ(io::synthetic_mednist_counts(0), (std::vector<int64_t>(6, 0)));
   for (int64_t n : {1, 5, 7, 600, 12345, 100000}) {
@@ -107,8 +108,9 @@ TEST(Synthetic, TrainValTestSplit) {
   EXPECT_EQ(io::synthetic_split_held_out(10000), 1000);
   EXPECT_EQ(io::synthetic_split_held_out(8954), 895);
   EXPECT_EQ(io::synthetic_split_held_out(9), 1);
-  EXPECT_THROW(io::write_synthetic_mednist_like((tmp.path() / "tiny").string(), 17, 3, {}, io::SyntheticSplit::train_val_test),
-               UserError);
+  EXPECT_THROW(
+      io::write_synthetic_mednist_like((tmp.path() / "tiny").string(), 17, 3, {}, io::SyntheticSplit::train_val_test),
+      UserError);
   EXPECT_THROW(io::write_synthetic_mednist_like((tmp.path() / "tiny").string(), 5, 3), UserError);
   EXPECT_NO_THROW(io::write_synthetic_mednist_like((tmp.path() / "least-split").string(), 18, 3, {},
                                                    io::SyntheticSplit::train_val_test));
@@ -177,9 +179,10 @@ TEST(Synthetic, ClassesAreLearnable) {
   {
     std::vector<double> mean(classes, 0);
     for (size_t i = 0; i < ytr.size(); ++i)
-      mean[static_cast<size_t>(ytr[i])] += std::accumulate(xtr.begin() + static_cast<std::ptrdiff_t>(i * px),
-                                                           xtr.begin() + static_cast<std::ptrdiff_t>((i + 1) * px), 0.0) /
-                                           px / per_train;
+      mean[static_cast<size_t>(ytr[i])] +=
+          std::accumulate(xtr.begin() + static_cast<std::ptrdiff_t>(i * px),
+                          xtr.begin() + static_cast<std::ptrdiff_t>((i + 1) * px), 0.0) /
+          px / per_train;
     int right = 0;
     for (size_t i = 0; i < yte.size(); ++i) {
       const double m = std::accumulate(xte.begin() + static_cast<std::ptrdiff_t>(i * px),
@@ -196,6 +199,7 @@ TEST(Synthetic, ClassesAreLearnable) {
 
   const int ntrain = static_cast<int>(ytr.size());
   const double acc = test::small_cnn_held_out_accuracy({S, S, 1}, classes, xtr, ytr, xte, yte, 6, 32, 3e-3f);
-  std::printf("small-cnn, %d training images, 6 epochs: %.1f%% on %zu held-out images\n", ntrain, 100 * acc, yte.size());
+  std::printf("small-cnn, %d training images, 6 epochs: %.1f%% on %zu held-out images\n", ntrain, 100 * acc,
+              yte.size());
   EXPECT_GE(acc, 0.9);
 }

@@ -140,7 +140,8 @@ template <typename F>
 void finishes_within(std::chrono::milliseconds limit, F&& f, const char* what = "") {
   auto fut = std::async(std::launch::async, std::forward<F>(f));
   if (fut.wait_for(limit) != std::future_status::ready) {
-    std::fprintf(stderr, "FAILED: %s did not finish within %lld ms (a hang)\n", what, static_cast<long long>(limit.count()));
+    std::fprintf(stderr, "FAILED: %s did not finish within %lld ms (a hang)\n", what,
+                 static_cast<long long>(limit.count()));
     std::fflush(stderr);
     std::quick_exit(1);
   }

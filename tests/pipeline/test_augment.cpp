@@ -30,7 +30,8 @@ TEST(RandomResizedCrop, InsideTheImageAndDeterministic) {
   for (auto [h, w] : sizes)
     for (uint64_t key = 0; key < 500; ++key) {
       const CropBox b = random_resized_crop(key, h, w, 0.08f, 1.0f, 0.75f, 4.0f / 3.0f);
-      ASSERT_TRUE(inside(b, h, w)) << h << "x" << w << " key " << key << ": " << b.y << "," << b.x << " " << b.h << "x" << b.w;
+      ASSERT_TRUE(inside(b, h, w)) << h << "x" << w << " key " << key << ": " << b.y << "," << b.x << " " << b.h << "x"
+                                   << b.w;
       const CropBox again = random_resized_crop(key, h, w, 0.08f, 1.0f, 0.75f, 4.0f / 3.0f);
       ASSERT_TRUE(again.y == b.y && again.x == b.x && again.h == b.h && again.w == b.w);
     }
@@ -162,22 +163,26 @@ TEST(CropDecode, ScaledCropsEqualTheSameCropOfAWholeScaledDecode) {
         }
         if (num > 1) {
           const unsigned half = num / 2;  // the next smaller scale would not cover the target
-          ASSERT_TRUE((cb.h * half + 7) / 8 < static_cast<unsigned>(th) || (cb.w * half + 7) / 8 < static_cast<unsigned>(tw));
+          ASSERT_TRUE((cb.h * half + 7) / 8 < static_cast<unsigned>(th) ||
+                      (cb.w * half + 7) / 8 < static_cast<unsigned>(tw));
         }
-        const std::vector<uint8_t> region_copy(r.pixels, r.pixels + (r.h - 1) * r.stride + static_cast<size_t>(r.w) * k.comps);
+        const std::vector<uint8_t> region_copy(r.pixels,
+                                               r.pixels + (r.h - 1) * r.stride + static_cast<size_t>(r.w) * k.comps);
         // The whole image at the same scale: a target of exactly the scaled size picks the same n.
         const int sh = static_cast<int>((h * num + 7) / 8), sw = static_cast<int>((w * num + 7) / 8);
         DecodedRegion whole;
-        ASSERT_TRUE(decode_jpeg_region(k.jpeg.data(), k.jpeg.size(), CropChooser{}, sh, sw, k.comps, whole, &err)) << err;
+        ASSERT_TRUE(decode_jpeg_region(k.jpeg.data(), k.jpeg.size(), CropChooser{}, sh, sw, k.comps, whole, &err))
+            << err;
         ASSERT_EQ(whole.scale_num, r.scale_num);
         ASSERT_EQ(whole.h, sh);
         ASSERT_EQ(whole.w, sw);
         const int sy0 = static_cast<int>(cb.y * num / 8), sx0 = static_cast<int>(cb.x * num / 8);
         int worst = 0;
         for (int y = 0; y < r.h; ++y)
-          worst = std::max(worst, max_abs_diff(region_copy.data() + y * r.stride,
-                                               whole.pixels + (sy0 + y) * whole.stride + static_cast<size_t>(sx0) * k.comps,
-                                               static_cast<size_t>(r.w) * k.comps));
+          worst =
+              std::max(worst, max_abs_diff(region_copy.data() + y * r.stride,
+                                           whole.pixels + (sy0 + y) * whole.stride + static_cast<size_t>(sx0) * k.comps,
+                                           static_cast<size_t>(r.w) * k.comps));
         EXPECT_EQ(worst, 0) << k.name << " crop " << cb.h << "x" << cb.w << " -> " << th << "x" << tw;
       }
 }
@@ -198,11 +203,12 @@ TEST(CropDecode, ScaledCropsMatchDecodeCropResize) {
     for (const CropBox& cb : crops)
       for (auto [th, tw] : targets) {
         if (cb.h > 4 * th || cb.w > 4 * tw) continue;
-        std::vector<uint8_t> cropped(static_cast<size_t>(cb.h) * cb.w * k.comps), want(static_cast<size_t>(th) * tw * k.comps),
-            got(want.size());
+        std::vector<uint8_t> cropped(static_cast<size_t>(cb.h) * cb.w * k.comps),
+            want(static_cast<size_t>(th) * tw * k.comps), got(want.size());
         for (int y = 0; y < cb.h; ++y)
           std::memcpy(&cropped[static_cast<size_t>(y) * cb.w * k.comps],
-                      &ref.pixels[(static_cast<size_t>(cb.y + y) * w + cb.x) * k.comps], static_cast<size_t>(cb.w) * k.comps);
+                      &ref.pixels[(static_cast<size_t>(cb.y + y) * w + cb.x) * k.comps],
+                      static_cast<size_t>(cb.w) * k.comps);
         resize_bilinear(cropped.data(), cb.h, cb.w, k.comps, want.data(), th, tw);
         ASSERT_TRUE(decode_jpeg_crop_to(k.jpeg.data(), k.jpeg.size(), CropChooser{fn, &cb}, false, th, tw, k.comps,
                                         got.data(), &err))
@@ -340,7 +346,8 @@ TEST(DecodeSample, BadInputIsFalseWithAReason) {
   std::string err;
   decode_sample(t, corrupt_body, 0, 0, dst.data(), &err);  // either outcome, but no crash
   // Valid kinds that are not baseline RGB decode fine.
-  for (const Kind& k : kinds(40, 50)) EXPECT_TRUE(decode_sample(t, k.jpeg, 0, 5, dst.data(), &err)) << k.name << ": " << err;
+  for (const Kind& k : kinds(40, 50))
+    EXPECT_TRUE(decode_sample(t, k.jpeg, 0, 5, dst.data(), &err)) << k.name << ": " << err;
 }
 
 TEST(DecodeSample, StageClockAccumulates) {

@@ -96,7 +96,8 @@ TEST_F(FileCache, ConcurrentReadersAlwaysSeeWholeFiles) {
           std::span<const uint8_t> bytes;
           std::string err;
           if (cache.read(i, scratch, bytes, &err) != ReadStatus::ok ||
-              !std::equal(bytes.begin(), bytes.end(), want[static_cast<size_t>(i)].begin(), want[static_cast<size_t>(i)].end()))
+              !std::equal(bytes.begin(), bytes.end(), want[static_cast<size_t>(i)].begin(),
+                          want[static_cast<size_t>(i)].end()))
             wrong.fetch_add(1);
         }
       }

@@ -131,7 +131,8 @@ TEST_F(Pack, BadFilesKeepTheirIndexOrAreDropped) {
   EXPECT_NE(kept.bad[0].find("zz_broken.jpg"), std::string::npos) << kept.bad[0];
   auto r = PackReader::open(p2.string(), true);
   ASSERT_EQ(r->size(), folder->size());
-  for (int64_t i = 0; i < r->size(); ++i) ASSERT_EQ(std::string(r->sample_name(i)).substr(3), fs::path(folder->name(i)).filename().string());
+  for (int64_t i = 0; i < r->size(); ++i)
+    ASSERT_EQ(std::string(r->sample_name(i)).substr(3), fs::path(folder->name(i)).filename().string());
   const fs::path p3 = dir.path() / "p3.pack";
   PackOptions drop;
   drop.drop_bad = true;

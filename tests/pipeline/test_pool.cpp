@@ -91,7 +91,8 @@ TEST_F(Pool, SameBatchesForAnyDecoderCount) {
       p.start(0);
       const auto got = take(p, 25);
       ASSERT_EQ(got.size(), ref.size());
-      for (size_t i = 0; i < ref.size(); ++i) ASSERT_EQ(got[i], ref[i]) << "batch " << i << " with " << dec << " decoders";
+      for (size_t i = 0; i < ref.size(); ++i)
+        ASSERT_EQ(got[i], ref[i]) << "batch " << i << " with " << dec << " decoders";
     });
   }
 }
@@ -231,7 +232,8 @@ class BadInput : public Pool {
     // Valid, just unusual: decoded, not quarantined.
     const auto k = stoke::test::smooth_image(30, 40, 4, 5);
     stoke::test::write_bytes(root / "c0" / "ok_cmyk.jpg", stoke::test::libjpeg_encode(k, 30, 40, 4, false));
-    stoke::test::write_bytes(root / "c2" / "ok_progressive.jpg", stoke::test::libjpeg_encode(px, 30, 40, 3, true, 2, 2));
+    stoke::test::write_bytes(root / "c2" / "ok_progressive.jpg",
+                             stoke::test::libjpeg_encode(px, 30, 40, 3, true, 2, 2));
     // 39 + 5 bad + 2 odd = 46 samples.
   }
   const std::vector<std::string> bad_names = {"bad_zero.jpg", "bad_text.jpg", "bad_trunc.jpg", "bad_12bit.jpg",
@@ -266,7 +268,8 @@ TEST_F(BadInput, ReplacedCountedWarnedOnceAndQuarantined) {
         ASSERT_TRUE(b);
         ASSERT_EQ(b.size, 23);
         replaced += b.corrupt;
-        for (int i = 0; i < b.size; ++i) ASSERT_EQ(bad_ids.count(static_cast<int64_t>(b.ids[i])), 0u) << "a bad sample got through";
+        for (int i = 0; i < b.size; ++i)
+          ASSERT_EQ(bad_ids.count(static_cast<int64_t>(b.ids[i])), 0u) << "a bad sample got through";
         first.push_back(serialize(b, 24 * 20 * 3));
         p.release(b.tag);
       }
@@ -332,7 +335,8 @@ TEST_F(BadInput, StrictModeStopsWithTheFileName) {
       const std::string m = e.what();
       EXPECT_NE(m.find("strict"), std::string::npos) << m;
       bool named = false;
-      for (const std::string& n : bad_names) named |= m.find(root.string()) != std::string::npos && m.find(n) != std::string::npos;
+      for (const std::string& n : bad_names)
+        named |= m.find(root.string()) != std::string::npos && m.find(n) != std::string::npos;
       EXPECT_TRUE(named) << m;
     }
   });

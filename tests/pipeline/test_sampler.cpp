@@ -58,7 +58,8 @@ TEST(Sampler, SameOrderAsTheEngineForWorldOne) {
     for (uint64_t seed : {0ull, 1ull, 12345ull})
       for (int64_t epoch : {-2, -1, 0, 1, 5}) {
         Sampler s(cfg(n, 1, 0, 1, true, seed));
-        ASSERT_EQ(s.permutation(epoch), reference_epoch_permutation(n, seed, epoch)) << n << " " << seed << " " << epoch;
+        ASSERT_EQ(s.permutation(epoch), reference_epoch_permutation(n, seed, epoch))
+            << n << " " << seed << " " << epoch;
       }
   // And the batches are consecutive slices of it.
   Sampler s(cfg(103, 10, 0, 1, true, 3));

@@ -25,7 +25,9 @@ inline bool valid_entity(const std::string& s, size_t amp, size_t* end) {
     const bool hex = i < s.size() && (s[i] == 'x' || s[i] == 'X');
     if (hex) ++i;
     const size_t start = i;
-    while (i < s.size() && (hex ? std::isxdigit(static_cast<unsigned char>(s[i])) : std::isdigit(static_cast<unsigned char>(s[i])))) ++i;
+    while (i < s.size() &&
+           (hex ? std::isxdigit(static_cast<unsigned char>(s[i])) : std::isdigit(static_cast<unsigned char>(s[i]))))
+      ++i;
     if (i == start || i >= s.size() || s[i] != ';') return false;
   } else {
     const size_t start = i;
@@ -89,7 +91,8 @@ inline HtmlCheck check_html(const std::string& s) {
         break;
       }
       if (stack.empty() || stack.back() != name) {
-        fail(i, "closing </" + name + "> does not match <" + (stack.empty() ? std::string("nothing") : stack.back()) + ">");
+        fail(i, "closing </" + name + "> does not match <" + (stack.empty() ? std::string("nothing") : stack.back()) +
+                    ">");
         break;
       }
       stack.pop_back();
@@ -192,14 +195,16 @@ inline std::string external_reference(std::string s) {
 // Every number in the x/y/width/height/cx/cy/x1/y1/x2/y2 attributes and in points="..." of an SVG.
 inline std::vector<double> svg_coordinates(const std::string& svg) {
   std::vector<double> out;
-  static const char* attrs[] = {" x=\"", " y=\"", " x1=\"", " y1=\"", " x2=\"", " y2=\"", " cx=\"", " cy=\"", " points=\"", " d=\""};
+  static const char* attrs[] = {" x=\"",  " y=\"",  " x1=\"", " y1=\"",     " x2=\"",
+                                " y2=\"", " cx=\"", " cy=\"", " points=\"", " d=\""};
   for (const char* a : attrs) {
     const std::string key = a;
     for (size_t p = svg.find(key); p != std::string::npos; p = svg.find(key, p + 1)) {
       const size_t b = p + key.size(), e = svg.find('"', b);
       std::string v = svg.substr(b, e - b);
       for (char& ch : v)
-        if (!(std::isdigit(static_cast<unsigned char>(ch)) || ch == '.' || ch == '-' || ch == 'e' || ch == '+')) ch = ' ';
+        if (!(std::isdigit(static_cast<unsigned char>(ch)) || ch == '.' || ch == '-' || ch == 'e' || ch == '+'))
+          ch = ' ';
       const char* q = v.c_str();
       char* end;
       for (;;) {

@@ -72,10 +72,21 @@ std::string metrics_text(bool gpu_fields) {
       }
       out += t.dump() + "\n";
     }
-    json e = {{"kind", "epoch"}, {"epoch", epoch}, {"step", step}, {"train_loss", 1.0 / epoch}, {"train_acc", 0.8 + 0.05 * epoch},
-              {"img_per_s", 1100}, {"seconds", 18}, {"elapsed_s", elapsed}, {"rss_mib", 200 + epoch},
-              {"input_wait_s", 0.5}, {"input_stall", 0.03}, {"val_loss", 0.5 / epoch}, {"val_acc", 0.85 + 0.01 * epoch},
-              {"val_auc", 0.98}, {"val_report", val_report()}};
+    json e = {{"kind", "epoch"},
+              {"epoch", epoch},
+              {"step", step},
+              {"train_loss", 1.0 / epoch},
+              {"train_acc", 0.8 + 0.05 * epoch},
+              {"img_per_s", 1100},
+              {"seconds", 18},
+              {"elapsed_s", elapsed},
+              {"rss_mib", 200 + epoch},
+              {"input_wait_s", 0.5},
+              {"input_stall", 0.03},
+              {"val_loss", 0.5 / epoch},
+              {"val_acc", 0.85 + 0.01 * epoch},
+              {"val_auc", 0.98},
+              {"val_report", val_report()}};
     out += e.dump() + "\n";
   }
   return out;
@@ -148,7 +159,8 @@ TEST(Report, FullRunIsWellFormedWithAChartPerPlotAndTheConfusionMatrix) {
   EXPECT_EQ(html.find("<b>&"), std::string::npos);
   // No temporary file left behind.
   int files = 0;
-  for (const auto& e : fs::directory_iterator(run.str())) files += e.path().filename().string().find("report") != std::string::npos;
+  for (const auto& e : fs::directory_iterator(run.str()))
+    files += e.path().filename().string().find("report") != std::string::npos;
   EXPECT_EQ(files, 1);
   EXPECT_LT(html.size(), 200000u);
 }
@@ -213,9 +225,10 @@ TEST(Report, EmptyFolderAndMissingFields) {
   EXPECT_EQ(confusion_cells(html).size(), 0u);
 
   // Lines with odd content: arrays, strings for numbers, nulls, no kind, a blank line, garbage.
-  run.write("metrics.jsonl",
-            "[1,2,3]\n\n{\"kind\":\"train\",\"step\":\"ten\",\"loss\":null}\n{\"kind\":\"epoch\",\"epoch\":1}\n"
-            "{\"step\":5}\n\x01\x02garbage\n{\"kind\":\"train\",\"step\":10,\"loss\":1e308,\"acc\":-5,\"elapsed_s\":-1}\n");
+  run.write(
+      "metrics.jsonl",
+      "[1,2,3]\n\n{\"kind\":\"train\",\"step\":\"ten\",\"loss\":null}\n{\"kind\":\"epoch\",\"epoch\":1}\n"
+      "{\"step\":5}\n\x01\x02garbage\n{\"kind\":\"train\",\"step\":10,\"loss\":1e308,\"acc\":-5,\"elapsed_s\":-1}\n");
   run.write("config.json", "{\"classes\": 5, \"epochs\": \"three\", \"input\": [1]}");
   run.write("summary.json", "not json");
   html = render_report_html(run.str());
@@ -242,7 +255,8 @@ TEST(Report, ManyClassesListConfusionsInsteadOfAMatrix) {
   TempRun run("many");
   const int k = 60;
   std::vector<int64_t> cm(static_cast<size_t>(k * k), 0);
-  for (int i = 0; i < k; ++i) cm[static_cast<size_t>(i * k + i)] = 10, cm[static_cast<size_t>(i * k + (i + 1) % k)] = i % 3;
+  for (int i = 0; i < k; ++i)
+    cm[static_cast<size_t>(i * k + i)] = 10, cm[static_cast<size_t>(i * k + (i + 1) % k)] = i % 3;
   json e = {{"kind", "epoch"}, {"epoch", 1}, {"step", 5}, {"val_report", {{"confusion", cm}, {"count", 900}}}};
   run.write("metrics.jsonl", e.dump() + "\n");
   const std::string html = render_report_html(run.str());

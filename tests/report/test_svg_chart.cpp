@@ -71,7 +71,8 @@ TEST(SvgChart, EdgeCasesGiveValidSvgWithFiniteCoordinates) {
   expect_valid_svg(svg_line_chart({make({0, 1}, {-1.7e308, 1.7e308})}, o), "largest doubles");
   expect_valid_svg(svg_line_chart({make({0, 1}, {1e-300, 3e-300})}, o), "tiny values");
   expect_valid_svg(svg_line_chart({make({0, 1}, {4.9e-324, 1e-323})}, o), "denormals");
-  expect_valid_svg(svg_line_chart({make({0, 1, 2}, {1.0, 1.0 + 1e-15, 1.0 + 2e-15})}, o), "range below double resolution");
+  expect_valid_svg(svg_line_chart({make({0, 1, 2}, {1.0, 1.0 + 1e-15, 1.0 + 2e-15})}, o),
+                   "range below double resolution");
   expect_valid_svg(svg_line_chart({make({1e15, 1e15 + 1}, {1, 2})}, o), "large x offset");
   expect_valid_svg(svg_line_chart({make({-5, -4}, {-3e9, -2e9})}, o), "negative values");
   expect_valid_svg(svg_line_chart({make({1, 2, 3}, {1, 2})}, o), "mismatched lengths");
@@ -96,7 +97,8 @@ TEST(SvgChart, LogAxis) {
   o.log_y = true;
   std::string svg = svg_line_chart({make({1, 2, 3, 4}, {10, 1, 0.1, 0.01})}, o);
   expect_valid_svg(svg, "decades");
-  for (const char* label : {">0.01</text>", ">0.1</text>", ">1</text>", ">10</text>"}) EXPECT_NE(svg.find(label), std::string::npos) << label;
+  for (const char* label : {">0.01</text>", ">0.1</text>", ">1</text>", ">10</text>"})
+    EXPECT_NE(svg.find(label), std::string::npos) << label;
   svg = svg_line_chart({make({1, 2}, {0.3, 0.9})}, o);  // less than a decade: linear labels
   expect_valid_svg(svg, "within a decade");
   EXPECT_NE(svg.find(">0.4</text>"), std::string::npos);
@@ -182,7 +184,8 @@ TEST(SvgChart, NiceTicks) {
   EXPECT_NEAR(t.step, 0.01, 1e-12);
   EXPECT_EQ(t.values.size(), 4u);  // 0.97 .. 1.00
 
-  for (auto [lo, hi] : std::vector<std::pair<double, double>>{{5, 5}, {0, 0}, {-2, -2}, {1e-9, 3e-9}, {-1e300, 1e300}, {7, 3}}) {
+  for (auto [lo, hi] :
+       std::vector<std::pair<double, double>>{{5, 5}, {0, 0}, {-2, -2}, {1e-9, 3e-9}, {-1e300, 1e300}, {7, 3}}) {
     SCOPED_TRACE(std::to_string(lo) + " " + std::to_string(hi));
     t = nice_ticks(lo, hi);
     EXPECT_LE(t.lo, std::min(lo, hi));
@@ -193,7 +196,9 @@ TEST(SvgChart, NiceTicks) {
     for (size_t i = 1; i < t.values.size(); ++i) EXPECT_GT(t.values[i], t.values[i - 1]);
     // 1, 2 or 5 times a power of ten
     const double m = t.step / std::pow(10.0, std::floor(std::log10(t.step) + 1e-12));
-    EXPECT_TRUE(std::fabs(m - 1) < 1e-9 || std::fabs(m - 2) < 1e-9 || std::fabs(m - 5) < 1e-9 || std::fabs(m - 10) < 1e-9) << m;
+    EXPECT_TRUE(std::fabs(m - 1) < 1e-9 || std::fabs(m - 2) < 1e-9 || std::fabs(m - 5) < 1e-9 ||
+                std::fabs(m - 10) < 1e-9)
+        << m;
   }
   t = nice_ticks(-0.3, 0.3);
   for (double v : t.values) EXPECT_FALSE(std::signbit(v) && v == 0);  // no -0

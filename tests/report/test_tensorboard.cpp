@@ -50,7 +50,8 @@ std::vector<std::string> read_records(const std::string& file) {
     EXPECT_GE(file.size() - p, 12u) << "truncated header at " << p;
     if (file.size() - p < 12) break;
     const uint64_t len = le(file, p, 8);
-    EXPECT_EQ(static_cast<uint32_t>(le(file, p + 8, 4)), masked(crc32c_bitwise(file.substr(p, 8)))) << "length CRC at " << p;
+    EXPECT_EQ(static_cast<uint32_t>(le(file, p + 8, 4)), masked(crc32c_bitwise(file.substr(p, 8))))
+        << "length CRC at " << p;
     EXPECT_GE(file.size() - p - 12, len + 4) << "truncated record at " << p;
     if (file.size() - p - 12 < len + 4) break;
     std::string data = file.substr(p + 12, len);
@@ -216,7 +217,8 @@ TEST(Crc32c, KnownAnswers) {
 TEST(Crc32c, Mask) {
   EXPECT_EQ(mask_crc32c(0), 0xa282ead8u);
   EXPECT_EQ(mask_crc32c(0xE3069283u), masked(0xE3069283u));
-  for (uint32_t v : {0u, 1u, 0xE3069283u, 0xFFFFFFFFu, 0x80000000u, 0x12345678u}) EXPECT_EQ(unmask_crc32c(mask_crc32c(v)), v);
+  for (uint32_t v : {0u, 1u, 0xE3069283u, 0xFFFFFFFFu, 0x80000000u, 0x12345678u})
+    EXPECT_EQ(unmask_crc32c(mask_crc32c(v)), v);
 }
 
 TEST(TensorBoard, ExactBytesOfAScalarEvent) {
@@ -395,7 +397,8 @@ TEST(TensorBoard, ReadByTensorBoardItself) {
          "    for e in acc.Scalars(tag):\n"
          "        print(tag, e.step, repr(e.value), repr(e.wall_time))\n";
   }
-  ASSERT_EQ(std::system(("python3 " + script + " " + dir.str() + " > " + out + " 2>" + dir.str() + "/err.txt").c_str()), 0)
+  ASSERT_EQ(std::system(("python3 " + script + " " + dir.str() + " > " + out + " 2>" + dir.str() + "/err.txt").c_str()),
+            0)
       << slurp(dir.str() + "/err.txt");
   std::istringstream lines(slurp(out));
   std::vector<std::tuple<std::string, int64_t, double, double>> got;
