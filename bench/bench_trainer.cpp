@@ -21,6 +21,7 @@
 
 #include "base/fs.h"
 #include "engine/backend.h"
+#include "engine/bn_recalibrate.h"
 #include "engine/cuda/poll_wait.h"
 #include "engine/init_weights.h"
 #include "engine/trainer.h"
@@ -244,6 +245,58 @@ void BM_FrozenBackboneStep(benchmark::State& state) {
   state.counters["of_full"] = frozen_s / full_s;
 }
 BENCHMARK(BM_FrozenBackboneStep)->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(5);
+
+// --bn-recalibrate's cost (engine/bn_recalibrate.h) with --ema: ResNet-18 at 32x32x3, batch 16, 4 batches, against the
+// skipped steps it is made of (8: one under the weights and one under the EMA per batch) timed in the same run;
+// `of_steps` is the ratio, what moving the state around adds to the forward passes.
+void BM_BnRecalibrate(benchmark::State& state) {
+  const Graph g = build_model("resnet18", {32, 32, 3}, 10);
+  const int n = 16, batches = 4;
+  std::vector<uint8_t> px(static_cast<size_t>(n) * 32 * 32 * 3);
+  for (size_t i = 0; i < px.size(); ++i) px[i] = static_cast<uint8_t>((i * 131 + 7) % 251);
+  std::vector<int32_t> labels(static_cast<size_t>(n));
+  for (int i = 0; i < n; ++i) labels[static_cast<size_t>(i)] = i % 10;
+  BackendOptions o;
+  o.max_batch = n;
+  o.mean = {0.5f, 0.5f, 0.5f};
+  o.stdev = {0.25f, 0.25f, 0.25f};
+  o.ema_decay = 0.999f;
+  std::unique_ptr<TrainingBackend> b = make_cpu_backend(g, o);
+  std::vector<float> params(static_cast<size_t>(g.num_params())), buffers(static_cast<size_t>(g.num_buffers()));
+  g.initialize(params.data(), buffers.data(), 1);
+  b->set_state(params, buffers, std::vector<float>(params.size(), 0.f), 0);
+  auto next = [&](int k) {
+    StepRequest r;
+    r.batch.tag = k;
+    r.batch.size = n;
+    r.batch.pixels = px.data();
+    r.batch.labels = labels.data();
+    r.skip = true;
+    return r;
+  };
+  using Clock = std::chrono::steady_clock;
+  auto since = [](Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); };
+  auto skipped_steps = [&] {
+    const auto t0 = Clock::now();
+    for (int k = 0; k < 2 * batches; ++k) b->train_step(next(k));
+    return since(t0);
+  };
+  skipped_steps();  // warm-up: first-touch of the arena
+  double steps_s = 0, recal_s = 0;
+  for (auto _ : state) {
+    steps_s += skipped_steps();
+    const auto t0 = Clock::now();
+    recalibrate_batchnorm(
+        *b, g, batches, next, [](int64_t) {}, true);
+    const double r = since(t0);
+    recal_s += r;
+    state.SetIterationTime(r);
+  }
+  state.counters["recal_ms"] = 1e3 * recal_s / static_cast<double>(state.iterations());
+  state.counters["steps_ms"] = 1e3 * steps_s / static_cast<double>(state.iterations());
+  state.counters["of_steps"] = recal_s / steps_s;
+}
+BENCHMARK(BM_BnRecalibrate)->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(5);
 
 }  // namespace
 

@@ -53,6 +53,18 @@ BackendFactory& backend_override() {
 
 void set_backend_override(BackendFactory factory) { backend_override() = std::move(factory); }
 
+void TrainingBackend::get_buffers(std::vector<float>& buffers) {
+  std::vector<float> params, optimizer_state;
+  int64_t steps = 0;
+  get_state(params, buffers, optimizer_state, steps);
+}
+void TrainingBackend::set_buffers(const std::vector<float>& buffers) {
+  std::vector<float> params, old, optimizer_state;
+  int64_t steps = 0;
+  get_state(params, old, optimizer_state, steps);
+  set_state(params, buffers, optimizer_state, steps);
+}
+
 bool TrainingBackend::hold_dataset(const uint8_t*, const int32_t*, int64_t, int64_t, std::string* why) {
   if (why) *why = str("the ", name(), " backend cannot hold a data set");
   return false;

@@ -112,6 +112,11 @@ class TrainingBackend {
                          const std::vector<float>& optimizer_state, int64_t optimizer_steps) = 0;
   virtual void get_state(std::vector<float>& params, std::vector<float>& buffers, std::vector<float>& optimizer_state,
                          int64_t& optimizer_steps) = 0;
+  // The batch-norm running statistics alone (the Graph's flat buffer layout), without the parameters and optimizer
+  // state: --bn-recalibrate moves only these per batch. With use_ema(true) they are the EMA's (those in place).
+  // Nothing in flight. The defaults go through get_state/set_state; the CPU and CUDA backends move the buffers only.
+  virtual void get_buffers(std::vector<float>& buffers);
+  virtual void set_buffers(const std::vector<float>& buffers);
 
   // ---- the asynchronous step ----------------------------------------------------------------------------------
   // submit() queues one step and returns (it blocks only while the backend's queue is full). collect() moves out
@@ -143,9 +148,12 @@ class TrainingBackend {
   virtual const float* eval_batch(int n, const uint8_t* pixels, const int32_t* labels, float* loss) = 0;
   // The same of the images mirrored left to right (--tta flip), the mirror made where the backend normalises.
   virtual const float* eval_batch_mirrored(int n, const uint8_t* pixels, const int32_t* labels, float* loss);
-  // --ema (BackendOptions::ema_decay > 0): the averaged parameters and buffers, in the Graph's flat layout. With
-  // use_ema(true) eval_batch runs on them until use_ema(false); no step may be submitted in between. Nothing in
-  // flight for any of these. Backends without EMA throw.
+  // --ema (BackendOptions::ema_decay > 0): the averaged parameters and buffers, in the Graph's flat layout.
+  // use_ema(true) puts them in the trained weights' place (use_ema(false) puts each back, bit for bit): eval_batch
+  // runs on them, get_buffers/set_buffers move their buffers, and the only steps allowed are those with `skip` set
+  // (--bn-recalibrate: a training-mode forward on the EMA that moves only the running statistics in place); the
+  // state and EMA transfers are refused until use_ema(false). Nothing in flight for any of these. Backends without
+  // EMA throw.
   virtual void set_ema(const std::vector<float>& params, const std::vector<float>& buffers);
   virtual void get_ema(std::vector<float>& params, std::vector<float>& buffers);
   virtual void use_ema(bool on);

@@ -13,9 +13,16 @@ void recalibrate_batchnorm(TrainingBackend& backend, const Graph& graph, int bat
                            bool ema) {
   STOKE_TRACE("bn recalibrate");
   STOKE_CHECK(batches >= 1, "recalibrating over ", batches, " batches");
-  std::vector<float> params, start, opt, got, scratch_p, scratch_o;
-  int64_t steps = 0, scratch_steps = 0;
-  backend.get_state(params, start, opt, steps);
+  // Only the buffers move: a skipped step leaves the parameters and the optimizer state (and the EMA's parameters)
+  // as they are, so neither is read nor set here. The EMA's pass runs with it in the weights' place (use_ema: on the
+  // CUDA backend a swap on the device), which allows skipped steps.
+  std::vector<float> start, got, ema_start;
+  backend.get_buffers(start);
+  if (ema) {
+    backend.use_ema(true);
+    backend.get_buffers(ema_start);
+    backend.use_ema(false);
+  }
   // Per buffer value: the momentum of the batch norm that updates it (0: none does, the value is kept).
   std::vector<float> momentum(start.size(), 0.f);
   for (const Node& n : graph.nodes()) {
@@ -26,14 +33,12 @@ void recalibrate_batchnorm(TrainingBackend& backend, const Graph& graph, int bat
     }
   }
   const std::vector<float> zeros(start.size(), 0.f);
-  std::vector<float> ema_params, ema_start;
-  if (ema) backend.get_ema(ema_params, ema_start);
   std::vector<double> sum(start.size(), 0.0), ema_sum(ema ? start.size() : 0, 0.0);
-  // One batch's statistics under `weights`, added to `into` (the update is skipped: only the buffers move).
-  auto accumulate = [&](const std::vector<float>& weights, const StepRequest& r, std::vector<double>& into) {
-    backend.set_state(weights, zeros, opt, steps);  // from 0, a step leaves momentum x this batch's statistics
+  // One batch's statistics under the weights in place, added to `into` (the update is skipped: only the buffers move).
+  auto accumulate = [&](const StepRequest& r, std::vector<double>& into) {
+    backend.set_buffers(zeros);  // from 0, a step leaves momentum x this batch's statistics
     backend.train_step(r);
-    backend.get_state(scratch_p, got, scratch_o, scratch_steps);
+    backend.get_buffers(got);
     for (size_t i = 0; i < got.size(); ++i)
       if (momentum[i] > 0.f) into[i] += static_cast<double>(got[i]) / static_cast<double>(momentum[i]);
   };
@@ -42,8 +47,12 @@ void recalibrate_batchnorm(TrainingBackend& backend, const Graph& graph, int bat
     r.lr = 0.f;
     r.skip = true;
     r.stop = false;
-    accumulate(params, r, sum);
-    if (ema) accumulate(ema_params, r, ema_sum);
+    accumulate(r, sum);
+    if (ema) {
+      backend.use_ema(true);
+      accumulate(r, ema_sum);
+      backend.use_ema(false);
+    }
     release(r.batch.tag);
   }
   auto averaged = [&](std::vector<float> result, const std::vector<double>& s) {
@@ -51,8 +60,12 @@ void recalibrate_batchnorm(TrainingBackend& backend, const Graph& graph, int bat
       if (momentum[i] > 0.f) result[i] = static_cast<float>(s[i] / batches);
     return result;
   };
-  backend.set_state(params, averaged(start, sum), opt, steps);
-  if (ema) backend.set_ema(ema_params, averaged(ema_start, ema_sum));
+  backend.set_buffers(averaged(start, sum));
+  if (ema) {
+    backend.use_ema(true);
+    backend.set_buffers(averaged(ema_start, ema_sum));
+    backend.use_ema(false);
+  }
 }
 
 }  // namespace stoke

@@ -13,6 +13,7 @@
 #include <memory>
 #include <new>
 #include <string>
+#include <utility>
 
 #include "base/error.h"
 #include "base/parallel.h"
@@ -70,6 +71,7 @@ class CpuBackend final : public TrainingBackend {
   void set_state(const std::vector<float>& params, const std::vector<float>& buffers,
                  const std::vector<float>& optimizer_state, int64_t optimizer_steps) override {
     drain();
+    STOKE_CHECK(!eval_ema_, "the trained state set while the EMA is in its place");
     STOKE_CHECK(params.size() == params_.size() && buffers.size() == buffers_.size());
     params_ = params;
     buffers_ = buffers;
@@ -86,13 +88,28 @@ class CpuBackend final : public TrainingBackend {
   void get_state(std::vector<float>& params, std::vector<float>& buffers, std::vector<float>& optimizer_state,
                  int64_t& optimizer_steps) override {
     drain();
+    STOKE_CHECK(!eval_ema_, "the trained state asked for while the EMA is in its place");
     params = params_;
     buffers = buffers_;
     optimizer_state = optimizer_.state();
     optimizer_steps = optimizer_.steps();
   }
 
-  void submit(const StepRequest& r) override { queue_->submit(r); }
+  // The running statistics in place: the trained ones, or the EMA's after use_ema(true).
+  void get_buffers(std::vector<float>& buffers) override {
+    drain();
+    buffers = buffers_;
+  }
+  void set_buffers(const std::vector<float>& buffers) override {
+    drain();
+    STOKE_CHECK(buffers.size() == buffers_.size(), buffers.size(), " buffer values, expected ", buffers_.size());
+    buffers_ = buffers;
+  }
+
+  void submit(const StepRequest& r) override {
+    STOKE_CHECK(!eval_ema_ || r.skip, "a training step while the EMA is in the trained weights' place");
+    queue_->submit(r);
+  }
   void collect(std::vector<int64_t>& released, std::vector<StepResult>& results, bool wait) override {
     queue_->collect(released, results, wait);
   }
@@ -129,20 +146,25 @@ class CpuBackend final : public TrainingBackend {
 
   void set_ema(const std::vector<float>& params, const std::vector<float>& buffers) override {
     drain();
-    STOKE_CHECK(opt_.ema_decay > 0.f, "set_ema without --ema");
+    STOKE_CHECK(opt_.ema_decay > 0.f && !eval_ema_, "set_ema without --ema, or while it is in place");
     STOKE_CHECK(params.size() == params_.size() && buffers.size() == buffers_.size(), "EMA state of another model");
     ema_params_ = params;
     ema_buffers_ = buffers;
   }
   void get_ema(std::vector<float>& params, std::vector<float>& buffers) override {
     drain();
-    STOKE_CHECK(opt_.ema_decay > 0.f && ema_params_.size() == params_.size(), "no EMA state (--ema)");
+    STOKE_CHECK(opt_.ema_decay > 0.f && ema_params_.size() == params_.size() && !eval_ema_,
+                "no EMA state (--ema), or it is in place");
     params = ema_params_;
     buffers = ema_buffers_;
   }
+  // As the CUDA backend's: the EMA and the trained weights change places (vectors swapped, nothing copied).
   void use_ema(bool on) override {
     drain();
-    STOKE_CHECK(!on || ema_params_.size() == params_.size(), "no EMA state (--ema)");
+    if (on == eval_ema_) return;
+    STOKE_CHECK(ema_params_.size() == params_.size(), "no EMA state (--ema)");
+    std::swap(params_, ema_params_);
+    std::swap(buffers_, ema_buffers_);
     eval_ema_ = on;
   }
 
@@ -157,9 +179,8 @@ class CpuBackend final : public TrainingBackend {
     STOKE_CHECK(n >= 1 && n <= opt_.max_batch, "evaluation batch of ", n, " for a backend of ", opt_.max_batch);
     const Shape3 s = graph_.input_shape();
     cpu::augment_normalize(n, s.h, s.w, s.c, pixels, flips, scale_.data(), shift_.data(), input_.data());
-    const float* params = eval_ema_ ? ema_params_.data() : params_.data();
-    float* buffers = eval_ema_ ? ema_buffers_.data() : buffers_.data();  // eval mode: read, never written
-    const float* logits = exec_.forward(n, input_.data(), params, buffers, false);
+    // eval mode: the buffers are read, never written
+    const float* logits = exec_.forward(n, input_.data(), params_.data(), buffers_.data(), false);
     *loss = cpu::softmax_cross_entropy(n, exec_.outputs(), logits, labels, 0.f, 1.f, nullptr, nullptr, nullptr);
     return logits;
   }
@@ -284,7 +305,8 @@ class CpuBackend final : public TrainingBackend {
   CpuExecutor exec_;
   std::vector<float> params_, grads_, buffers_, input_, dlogits_, scale_, shift_;
   const float* logits_ = nullptr;  // the last training forward's output (executor memory)
-  // --ema: the averaged parameters and buffers (set_ema before the first step), and whether eval runs on them
+  // --ema: the averaged parameters and buffers (set_ema before the first step), and whether they are in the trained
+  // ones' place (use_ema: then params_/buffers_ hold the EMA and these the trained state)
   std::vector<float> ema_params_, ema_buffers_;
   bool eval_ema_ = false;
   std::vector<uint8_t> mirror_;  // eval_batch_mirrored's flips: all set

@@ -169,6 +169,19 @@ class CudaBackend final : public TrainingBackend {
     ex_.download_optimizer_state(optimizer_state, optimizer_steps);
   }
 
+  // The running statistics in place (the EMA's after use_ema(true)), without the parameters or optimizer state.
+  void get_buffers(std::vector<float>& buffers) override {
+    drain();
+    buffers.resize(static_cast<size_t>(graph_.num_buffers()));
+    ex_.download_buffers(buffers.data());
+  }
+  void set_buffers(const std::vector<float>& buffers) override {
+    drain();
+    STOKE_CHECK(static_cast<int64_t>(buffers.size()) == graph_.num_buffers(), buffers.size(),
+                " buffer values, expected ", graph_.num_buffers());
+    ex_.upload_buffers(buffers.data());
+  }
+
   bool hold_dataset(const uint8_t* pixels, const int32_t* labels, int64_t samples, int64_t sample_bytes,
                     std::string* why) override {
     drain();
@@ -221,7 +234,8 @@ class CudaBackend final : public TrainingBackend {
     STOKE_CHECK(r.batch.size >= 1 && r.batch.size <= opt_.max_batch, "batch of ", r.batch.size, " for a backend of ",
                 opt_.max_batch);
     STOKE_TRACE("submit");
-    STOKE_CHECK(!ema_in_place_, "a training step while evaluating on the EMA");
+    // With the EMA in place only a skipped step (--bn-recalibrate): its update and EMA launches do nothing.
+    STOKE_CHECK(!ema_in_place_ || r.skip, "a training step while evaluating on the EMA");
     if (ring_.full()) {
       // The host-side bound: the oldest step's slot (input buffer, pinned control and record) is needed again.
       wait_for(done_[static_cast<size_t>(ring_.oldest())]);
