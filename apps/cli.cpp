@@ -88,7 +88,7 @@ void add_use(CLI::App& app, UseArgs& u) {
   ev->add_option("--batch-size", u.batch_size, "Images per batch")->capture_default_str()->check(kPositive);
   add_choice(ev, "--device", u.device, parse_device, kDevices, "auto | cpu | cuda (as for train)");
   add_no_ema(ev, u.no_ema);
-  add_use_tta(ev, u.tta_flip, "evaluation");
+  add_tta(ev, "evaluation", true, [&u](bool flip) { u.tta_flip = flip; });
   auto* pr = app.add_subcommand("predict", "Print the predicted class and probability of each image");
   pr->add_option("--run", u.run, "Run folder (or one of its checkpoint folders)")->required();
   pr->add_option("images", u.images, "Image files (JPEG, PNG, WebP)")->required();
@@ -98,7 +98,7 @@ void add_use(CLI::App& app, UseArgs& u) {
   pr->add_option("--top", u.top, "Show the K most likely classes")->capture_default_str()->check(kPositive);
   add_choice(pr, "--device", u.device, parse_device, kDevices, "auto | cpu | cuda (as for train)");
   add_no_ema(pr, u.no_ema);
-  add_use_tta(pr, u.tta_flip, "prediction");
+  add_tta(pr, "prediction", true, [&u](bool flip) { u.tta_flip = flip; });
   pr->add_flag("--json", u.json,
                "One JSON object per image and line: path, class, probability and every class's "
                "probability at full precision (or path and error)");

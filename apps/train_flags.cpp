@@ -2,7 +2,9 @@
 #include "apps/train_flags.h"
 
 #include <cmath>
+#include <functional>
 #include <string>
+#include <utility>
 
 #include "base/error.h"
 #include "base/format.h"
@@ -12,26 +14,15 @@
 namespace stoke {
 
 // --tta flip (test-time augmentation): the only choice so far, so a flag with a value for what comes next.
-void add_tta(CLI::App* app, bool& tta_flip, const char* what) {
+void add_tta(CLI::App* app, const char* what, bool follows_run, std::function<void(bool)> set) {
   app->add_option_function<std::string>(
-         "--tta", [&tta_flip](const std::string& v) { tta_flip = v == "flip"; },
+         "--tta", [set = std::move(set)](const std::string& v) { set(v == "flip"); },
          str("Test-time augmentation in ", what,
-             ": flip averages the class probabilities of each image and its "
-             "left-right mirror; none: off"))
+             ": flip averages the class probabilities of each image and its left-right mirror; none: off",
+             follows_run ? "; unset: what the run's own validation used (its config.json)" : ""))
       ->check(CLI::IsMember({"none", "flip"}))
       ->type_name("none|flip")
-      ->default_str("none");
-}
-
-void add_use_tta(CLI::App* app, std::optional<bool>& tta_flip, const char* what) {
-  app->add_option_function<std::string>(
-         "--tta", [&tta_flip](const std::string& v) { tta_flip = v == "flip"; },
-         str("Test-time augmentation in ", what,
-             ": flip averages the class probabilities of each image and its left-right mirror; none: off; "
-             "unset: what the run's own validation used (its config.json)"))
-      ->check(CLI::IsMember({"none", "flip"}))
-      ->type_name("none|flip")
-      ->default_str("as the run");
+      ->default_str(follows_run ? "as the run" : "none");
 }
 
 namespace {
@@ -231,7 +222,7 @@ void add_validation_flags(CLI::App* t, TrainConfig& cfg) {
               "--model-ema-warmup, as --ema DECAY stands for its --model-ema-decay): update t uses min(DECAY, "
               "1 - t^(-2/3)), so the first update copies the weights and early ones are not swamped by the initial "
               "weights; counted over the whole run, --resume included");
-  add_tta(t, cfg.tta_flip, "validation");
+  add_tta(t, "validation", false, [&cfg](bool flip) { cfg.tta_flip = flip; });
 }
 
 // Corrupt images, console and TensorBoard output, and the test, profiling and tracing hooks.

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -31,10 +32,9 @@ inline const std::vector<std::string> kDevices = {"auto", "cpu", "cuda"};
 inline const std::vector<std::string> kAugments = {"none", "flip", "crop-flip"};
 inline const std::vector<std::string> kPrecisions = {"auto", "bf16", "fp16", "fp32"};
 
-// --tta none|flip for train; `what` names the command in its help.
-void add_tta(CLI::App* app, bool& tta_flip, const char* what);
-// --tta none|flip for eval and predict: unset (the default) follows the run's own --tta.
-void add_use_tta(CLI::App* app, std::optional<bool>& tta_flip, const char* what);
+// --tta none|flip, handed to `set` when given; `what` names the command in its help. follows_run (eval, predict):
+// unset, the default, follows the run's own --tta (its config.json); otherwise the default is none.
+void add_tta(CLI::App* app, const char* what, bool follows_run, std::function<void(bool)> set);
 
 // The train subcommand and every flag of it; optimizer, schedule and decoders are parsed after CLI11 is done.
 void add_train(CLI::App& app, TrainConfig& cfg, AugmentFlags& augment, std::string& optimizer, std::string& schedule,

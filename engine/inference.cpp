@@ -14,6 +14,7 @@
 #include "engine/backend.h"
 #include "engine/checkpoint.h"
 #include "engine/device.h"
+#include "engine/metrics.h"
 #include "engine/optimizer.h"
 #include "engine/safetensors.h"
 #include "engine/tta.h"
@@ -149,13 +150,8 @@ std::vector<Prediction> predict(const LoadedRun& run, const std::vector<std::str
         eval_logits(*backend, n, classes, px.data(), no_labels.data(), tta_flip, &unused_loss, tta_logits);
     for (int j = 0; j < n; ++j) {
       Prediction& p = out[ok[static_cast<size_t>(j)]];
-      const float* z = logits + static_cast<int64_t>(j) * classes;
-      const float mx = *std::max_element(z, z + classes);
-      double sum = 0;
-      for (int k = 0; k < classes; ++k) sum += std::exp(static_cast<double>(z[k] - mx));
       p.probs.resize(static_cast<size_t>(classes));
-      for (int k = 0; k < classes; ++k)
-        p.probs[static_cast<size_t>(k)] = static_cast<float>(std::exp(static_cast<double>(z[k] - mx)) / sum);
+      softmax_probabilities(logits + static_cast<int64_t>(j) * classes, 1, classes, p.probs.data());
       p.top_class = static_cast<int>(std::max_element(p.probs.begin(), p.probs.end()) - p.probs.begin());
       p.ok = true;
     }

@@ -42,17 +42,23 @@ double roc_auc(const std::vector<float>& scores, const std::vector<uint8_t>& pos
   return u / (static_cast<double>(pos) * static_cast<double>(neg));
 }
 
+void softmax_probabilities(const float* logits, int n, int classes, float* out) {
+  for (int i = 0; i < n; ++i) {
+    const float* z = logits + static_cast<int64_t>(i) * classes;
+    float* p = out + static_cast<int64_t>(i) * classes;
+    const float mx = *std::max_element(z, z + classes);
+    double s = 0;
+    for (int k = 0; k < classes; ++k) s += std::exp(static_cast<double>(z[k] - mx));
+    for (int k = 0; k < classes; ++k) p[k] = static_cast<float>(std::exp(static_cast<double>(z[k] - mx)) / s);
+  }
+}
+
 void MetricsAccumulator::add(int n, const float* logits, const int32_t* labels, double mean_loss) {
   loss_sum_ += mean_loss * n;
-  for (int i = 0; i < n; ++i) {
-    const float* z = logits + static_cast<int64_t>(i) * classes_;
-    const float mx = *std::max_element(z, z + classes_);
-    double s = 0;
-    for (int k = 0; k < classes_; ++k) s += std::exp(static_cast<double>(z[k] - mx));
-    for (int k = 0; k < classes_; ++k)
-      probs_.push_back(static_cast<float>(std::exp(static_cast<double>(z[k] - mx)) / s));
-    labels_.push_back(labels[i]);
-  }
+  const size_t at = probs_.size();
+  probs_.resize(at + static_cast<size_t>(n) * static_cast<size_t>(classes_));
+  softmax_probabilities(logits, n, classes_, probs_.data() + at);
+  labels_.insert(labels_.end(), labels, labels + n);
 }
 
 void MetricsAccumulator::clear() {

@@ -54,6 +54,10 @@ class MetricsAccumulator {
   std::vector<int32_t> labels_;
 };
 
+// The softmax of each of n rows of logits (n x classes) into out (n x classes): the maximum subtracted in float, the
+// exponentials summed in double. The probabilities evaluation ranks for its ROC-AUC and `stoke predict` prints.
+void softmax_probabilities(const float* logits, int n, int classes, float* out);
+
 // Area under the ROC curve of scores against binary targets (Mann-Whitney U with average ranks for ties).
 // NaN when all targets are equal.
 double roc_auc(const std::vector<float>& scores, const std::vector<uint8_t>& positive);

@@ -75,3 +75,18 @@ TEST(Metrics, ConfusionTableShowsAnyNameOnItsLine) {
   EXPECT_NE(lines[0].find(" caf "), std::string::npos) << table;
   EXPECT_NE(lines[0].find(" \xc3\xa9t\xc3\xa9s-"), std::string::npos) << table;
 }
+
+// The probabilities evaluation ranks and `stoke predict` prints: each row's softmax, against hand-computed values,
+// unchanged by a shift of the row (the maximum is subtracted) and finite for logits far beyond exp's range.
+TEST(Metrics, SoftmaxProbabilitiesOfEachRow) {
+  const float l2 = std::log(2.f), l3 = std::log(3.f);
+  const std::vector<float> logits = {0.f, l2, l3, 1000.f, 1000.f + l2, 1000.f + l3, -5.f, -5.f, -5.f};
+  std::vector<float> p(logits.size(), -1.f);
+  softmax_probabilities(logits.data(), 3, 3, p.data());
+  const float want[3] = {1.f / 6, 2.f / 6, 3.f / 6};
+  for (int k = 0; k < 3; ++k) {
+    EXPECT_NEAR(p[static_cast<size_t>(k)], want[k], 2e-7f);
+    EXPECT_NEAR(p[static_cast<size_t>(3 + k)], want[k], 1e-4f);  // 1000 + ln 2 holds ln 2 to float's 6e-5 only
+    EXPECT_FLOAT_EQ(p[static_cast<size_t>(6 + k)], 1.f / 3);
+  }
+}
