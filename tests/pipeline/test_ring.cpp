@@ -232,11 +232,15 @@ TEST(BatchRing, CloseWakesBlockedProducers) {
       }
       exited.fetch_add(1);
     });
-  // Nobody consumes: after 2 tickets every producer waits for a free slot.
-  while (ring.claimed() < 2) std::this_thread::sleep_for(1ms);
+  // Nobody consumes: once both slots are published every producer waits for a free slot. (Waiting on claimed()
+  // alone left a producer between its claim and its publish when the scheduler did not run it for 50 ms.)
+  finishes_within(10s, [&] {
+    while (ring.occupancy().ready < 2) std::this_thread::sleep_for(1ms);
+  });
   std::this_thread::sleep_for(50ms);
   EXPECT_EQ(exited.load(), 0);
   EXPECT_EQ(ring.occupancy().ready, 2);
+  EXPECT_EQ(ring.claimed(), 2);
   finishes_within(10s, [&] {
     ring.close();
     for (auto& t : ps) t.join();
@@ -251,9 +255,13 @@ TEST(BatchRing, CloseWakesBlockedConsumer) {
     BatchSlot s;
     got = ring.acquire(&s);
   });
+  // The wait is measured from the moment the consumer blocked: wait for that moment (a loaded machine may start
+  // the thread late), then close it 50 ms later.
+  finishes_within(10s, [&] {
+    while (ring.consumer_waiting_since_ns() == 0) std::this_thread::sleep_for(1ms);
+  });
   std::this_thread::sleep_for(50ms);
   EXPECT_EQ(got.load(), -2);
-  EXPECT_NE(ring.consumer_waiting_since_ns(), 0);
   finishes_within(10s, [&] {
     ring.close();
     consumer.join();
