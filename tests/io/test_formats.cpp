@@ -14,54 +14,14 @@
 #include "io/codec/jpeg.h"
 #include "io/codec/png.h"
 #include "io/codec/webp.h"
+#include "tests/io/png_writer.h"
 #include "tests/pipeline/pipeline_util.h"
 
 namespace stoke::io {
 namespace {
 
-// ---- a PNG writer for every colour type and bit depth ----------------------------------------------------
-
-struct PngSpec {
-  PngSpec(int h_, int w_, int color_type_, int bit_depth_)
-      : h(h_), w(w_), color_type(color_type_), bit_depth(bit_depth_) {}
-  int h = 0, w = 0;
-  int color_type = PNG_COLOR_TYPE_GRAY;
-  int bit_depth = 8;
-  bool interlace = false;
-  std::vector<png_color> palette;
-  std::vector<uint8_t> trns;          // palette alpha
-  std::vector<uint8_t> raw;           // rows of packed samples as PNG stores them (16-bit big-endian)
-};
-
-void append(png_structp png, png_bytep d, size_t n) {
-  auto* out = static_cast<std::vector<uint8_t>*>(png_get_io_ptr(png));
-  out->insert(out->end(), d, d + n);
-}
-
-std::vector<uint8_t> write_png(const PngSpec& s) {
-  std::vector<uint8_t> out;
-  png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, nullptr, nullptr, nullptr);
-  png_infop info = png_create_info_struct(png);
-  if (setjmp(png_jmpbuf(png))) {
-    png_destroy_write_struct(&png, &info);
-    ADD_FAILURE() << "libpng could not write the test file";
-    return {};
-  }
-  png_set_write_fn(png, &out, append, nullptr);
-  png_set_IHDR(png, info, static_cast<png_uint_32>(s.w), static_cast<png_uint_32>(s.h), s.bit_depth, s.color_type,
-               s.interlace ? PNG_INTERLACE_ADAM7 : PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT,
-               PNG_FILTER_TYPE_DEFAULT);
-  if (!s.palette.empty()) png_set_PLTE(png, info, s.palette.data(), static_cast<int>(s.palette.size()));
-  if (!s.trns.empty()) png_set_tRNS(png, info, s.trns.data(), static_cast<int>(s.trns.size()), nullptr);
-  png_write_info(png, info);
-  const size_t row = s.raw.size() / static_cast<size_t>(s.h);
-  std::vector<png_bytep> rows(static_cast<size_t>(s.h));
-  for (int y = 0; y < s.h; ++y) rows[static_cast<size_t>(y)] = const_cast<png_bytep>(s.raw.data() + row * y);
-  png_write_image(png, rows.data());
-  png_write_end(png, nullptr);
-  png_destroy_write_struct(&png, &info);
-  return out;
-}
+using test::PngSpec;
+using test::write_png;
 
 std::vector<uint8_t> decode(const std::vector<uint8_t>& bytes, int h, int w, int c) {
   std::vector<uint8_t> dst(static_cast<size_t>(h) * w * c);

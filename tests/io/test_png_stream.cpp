@@ -19,6 +19,7 @@
 #include "io/codec/pixels.h"
 #include "io/codec/png.h"
 #include "io/codec/resize.h"
+#include "tests/io/png_writer.h"
 #include "tests/pipeline/pipeline_util.h"
 
 // ---- every heap byte of this binary, live and at its peak ---------------------------------------------------
@@ -65,55 +66,14 @@ void operator delete[](void* p, const std::nothrow_t&) noexcept { counted_delete
 namespace stoke::io {
 namespace {
 
-using RowFn = std::function<void(int, uint8_t*)>;
-
-void append(png_structp p, png_bytep d, size_t n) {
-  auto* o = static_cast<std::vector<uint8_t>*>(png_get_io_ptr(p));
-  o->insert(o->end(), d, d + n);
-}
-
-// libpng's part, in a frame without destructors (its errors longjmp here). rows: h pointers into whole (Adam7
-// needs every row at once) or nullptr (a row at a time through buf).
-bool write_png_rows(png_structp png, png_infop info, std::vector<uint8_t>* out, int h, int w, int c, uint8_t* buf,
-                    png_bytepp rows, const RowFn* row) {
-  if (setjmp(png_jmpbuf(png))) return false;
-  png_set_write_fn(png, out, append, nullptr);
+// A PNG written a row at a time (so a large one never exists in memory): row(y, dst) fills row y (w x c bytes).
+std::vector<uint8_t> stream_png(int h, int w, int c, bool interlace, const test::PngRowFn& row) {
   static const int kTypes[5] = {0, PNG_COLOR_TYPE_GRAY, PNG_COLOR_TYPE_GRAY_ALPHA, PNG_COLOR_TYPE_RGB,
                                 PNG_COLOR_TYPE_RGB_ALPHA};
-  png_set_IHDR(png, info, static_cast<png_uint_32>(w), static_cast<png_uint_32>(h), 8, kTypes[c],
-               rows ? PNG_INTERLACE_ADAM7 : PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
-  png_set_compression_level(png, 1);
-  png_set_filter(png, 0, PNG_FILTER_NONE);
-  png_write_info(png, info);
-  if (rows) {
-    png_write_image(png, rows);
-  } else {
-    for (int y = 0; y < h; ++y) {
-      (*row)(y, buf);
-      png_write_row(png, buf);
-    }
-  }
-  png_write_end(png, nullptr);
-  return true;
-}
-
-// A PNG written a row at a time (so a large one never exists in memory): row(y, dst) fills row y (w x c bytes).
-std::vector<uint8_t> stream_png(int h, int w, int c, bool interlace, const RowFn& row) {
-  std::vector<uint8_t> out, buf(static_cast<size_t>(w) * c), whole;
-  std::vector<png_bytep> rows;
-  if (interlace) {
-    whole.resize(buf.size() * h);
-    for (int y = 0; y < h; ++y) {
-      rows.push_back(whole.data() + buf.size() * y);
-      row(y, rows.back());
-    }
-  }
-  png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, nullptr, nullptr, nullptr);
-  png_infop info = png_create_info_struct(png);
-  const bool ok = write_png_rows(png, info, &out, h, w, c, buf.data(), interlace ? rows.data() : nullptr, &row);
-  png_destroy_write_struct(&png, &info);
-  EXPECT_TRUE(ok) << "libpng could not write the test file";
-  return out;
+  test::PngSpec s{h, w, kTypes[c], 8};
+  s.interlace = interlace;
+  s.fast = true;
+  return test::write_png(s, row);
 }
 
 // The reference: the crop of the whole image (converted to `channels` as every codec does), each k x k block
