@@ -11,13 +11,11 @@
 #include <thread>
 #include <vector>
 
-// For encoding test inputs the codec itself never writes (CMYK, progressive).
-#include <jpeglib.h>
-
 #include "base/error.h"
 #include "base/fs.h"
 #include "io/codec/jpeg.h"
 #include "io/codec/resize.h"
+#include "tests/pipeline/pipeline_util.h"  // libjpeg_encode: inputs the codec never writes (CMYK, progressive)
 
 namespace {
 
@@ -27,6 +25,9 @@ using stoke::io::encode_jpeg;
 using stoke::io::Image;
 using stoke::io::JpegInfo;
 using stoke::io::resize_bilinear;
+using stoke::test::libjpeg_encode;
+using stoke::test::max_abs_diff;
+using stoke::test::mean_abs_diff;
 
 // A smooth synthetic image: gradients plus low-frequency waves, different per channel.
 std::vector<uint8_t> make_image(int h, int w, int c) {
@@ -39,48 +40,6 @@ std::vector<uint8_t> make_image(int h, int w, int c) {
         px[(static_cast<size_t>(y) * w + x) * c + k] = static_cast<uint8_t>(std::clamp(std::lround(v), 0L, 255L));
       }
   return px;
-}
-
-int max_abs_diff(const uint8_t* a, const uint8_t* b, size_t n) {
-  int m = 0;
-  for (size_t i = 0; i < n; ++i) m = std::max(m, std::abs(int{a[i]} - int{b[i]}));
-  return m;
-}
-
-double mean_abs_diff(const uint8_t* a, const uint8_t* b, size_t n) {
-  double s = 0;
-  for (size_t i = 0; i < n; ++i) s += std::abs(int{a[i]} - int{b[i]});
-  return s / static_cast<double>(n);
-}
-
-// Encodes with libjpeg directly: components 1, 3 (RGB) or 4 (CMYK as stored, i.e. Adobe-inverted).
-std::vector<uint8_t> libjpeg_encode(const std::vector<uint8_t>& px, int h, int w, int comps, bool progressive,
-                                    J_COLOR_SPACE jpeg_space = JCS_UNKNOWN) {
-  jpeg_compress_struct cinfo;
-  jpeg_error_mgr jerr;
-  cinfo.err = jpeg_std_error(&jerr);
-  jpeg_create_compress(&cinfo);
-  unsigned char* buf = nullptr;
-  unsigned long len = 0;
-  jpeg_mem_dest(&cinfo, &buf, &len);
-  cinfo.image_width = static_cast<JDIMENSION>(w);
-  cinfo.image_height = static_cast<JDIMENSION>(h);
-  cinfo.input_components = comps;
-  cinfo.in_color_space = comps == 1 ? JCS_GRAYSCALE : comps == 3 ? JCS_RGB : JCS_CMYK;
-  jpeg_set_defaults(&cinfo);
-  if (jpeg_space != JCS_UNKNOWN) jpeg_set_colorspace(&cinfo, jpeg_space);
-  jpeg_set_quality(&cinfo, 95, TRUE);
-  if (progressive) jpeg_simple_progression(&cinfo);
-  jpeg_start_compress(&cinfo, TRUE);
-  while (cinfo.next_scanline < cinfo.image_height) {
-    JSAMPROW row = const_cast<JSAMPROW>(px.data() + static_cast<size_t>(cinfo.next_scanline) * w * comps);
-    jpeg_write_scanlines(&cinfo, &row, 1);
-  }
-  jpeg_finish_compress(&cinfo);
-  jpeg_destroy_compress(&cinfo);
-  std::vector<uint8_t> out(buf, buf + len);
-  free(buf);
-  return out;
 }
 
 // Offset of the SOFn marker (FF C0..C2) in a JPEG, or -1.
@@ -311,7 +270,7 @@ TEST(JpegCodec, CmykAndYcckDecodeToRgb) {
     for (int x = 0; x < w; ++x)
       for (int k = 0; k < 4; ++k) cmyk[(static_cast<size_t>(y) * w + x) * 4 + k] = 255 - ink[quad(y, x)][k];
   for (J_COLOR_SPACE space : {JCS_CMYK, JCS_YCCK}) {
-    auto jpg = libjpeg_encode(cmyk, h, w, 4, false, space);
+    auto jpg = libjpeg_encode(cmyk, h, w, 4, false, 0, 0, 95, space);
     JpegInfo info;
     std::string err;
     ASSERT_TRUE(stoke::io::jpeg_info(jpg.data(), jpg.size(), info, &err)) << err;
@@ -342,7 +301,7 @@ TEST(JpegCodec, RgbColourSpaceDecodes) {
   // Components stored as R, G, B (Adobe transform 0) rather than YCbCr.
   const int h = 24, w = 40;
   auto src = make_image(h, w, 3);
-  auto jpg = libjpeg_encode(src, h, w, 3, false, JCS_RGB);
+  auto jpg = libjpeg_encode(src, h, w, 3, false, 0, 0, 95, JCS_RGB);
   Image img, gray;
   std::string err;
   ASSERT_TRUE(decode_jpeg(jpg.data(), jpg.size(), 3, img, &err)) << err;
@@ -357,7 +316,7 @@ TEST(JpegCodec, ProgressiveDecodes) {
   const int h = 120, w = 160;
   for (int c : {1, 3}) {
     auto src = make_image(h, w, c);
-    auto jpg = libjpeg_encode(src, h, w, c, true);
+    auto jpg = libjpeg_encode(src, h, w, c, true, 0, 0, 95);
     long sof = find_sof(jpg);
     ASSERT_GE(sof, 0);
     EXPECT_EQ(jpg[static_cast<size_t>(sof) + 1], 0xC2) << "not progressive";
@@ -488,7 +447,7 @@ TEST_F(BadData, FuzzSingleByteMutations) {
   seeds.push_back(encode_jpeg(g.data(), 24, 24, 1, 90));
   auto c = make_image(24, 32, 3);
   seeds.push_back(encode_jpeg(c.data(), 24, 32, 3, 75));
-  seeds.push_back(libjpeg_encode(c, 24, 32, 3, true));
+  seeds.push_back(libjpeg_encode(c, 24, 32, 3, true, 0, 0, 95));
   std::mt19937 rng(12345);
   int accepted = 0, rejected = 0;
   std::vector<uint8_t> dst(static_cast<size_t>(16) * 16 * 3);

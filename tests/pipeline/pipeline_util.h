@@ -63,9 +63,11 @@ inline void write_folder(const fs::path& root, int classes, int per_class, int h
 }
 
 // Encodes with libjpeg directly: 1, 3 (RGB/YCbCr) or 4 (CMYK, stored Adobe-inverted) components, optionally
-// progressive, with luma sampling factors h_samp x v_samp (chroma 1x1).
+// progressive, with luma sampling factors h_samp x v_samp (chroma 1x1; 0: libjpeg's default, 2x2), stored in
+// jpeg_space when one is given (JCS_RGB: no colour transform; JCS_YCCK for CMYK).
 inline std::vector<uint8_t> libjpeg_encode(const std::vector<uint8_t>& px, int h, int w, int comps, bool progressive,
-                                           int h_samp = 1, int v_samp = 1, int quality = 92) {
+                                           int h_samp = 1, int v_samp = 1, int quality = 92,
+                                           J_COLOR_SPACE jpeg_space = JCS_UNKNOWN) {
   jpeg_compress_struct cinfo;
   jpeg_error_mgr jerr;
   cinfo.err = jpeg_std_error(&jerr);
@@ -78,8 +80,9 @@ inline std::vector<uint8_t> libjpeg_encode(const std::vector<uint8_t>& px, int h
   cinfo.input_components = comps;
   cinfo.in_color_space = comps == 1 ? JCS_GRAYSCALE : comps == 3 ? JCS_RGB : JCS_CMYK;
   jpeg_set_defaults(&cinfo);
+  if (jpeg_space != JCS_UNKNOWN) jpeg_set_colorspace(&cinfo, jpeg_space);
   jpeg_set_quality(&cinfo, quality, TRUE);
-  if (comps == 3) {
+  if (comps == 3 && h_samp > 0) {
     cinfo.comp_info[0].h_samp_factor = h_samp;
     cinfo.comp_info[0].v_samp_factor = v_samp;
   }
@@ -122,17 +125,32 @@ inline std::vector<uint8_t> with_dims(std::vector<uint8_t> j, int h, int w) {
   return j;
 }
 
-inline double mean_abs_diff(const uint8_t* a, const uint8_t* b, size_t n) {
-  double s = 0;
-  for (size_t i = 0; i < n; ++i) s += std::abs(int{a[i]} - int{b[i]});
-  return s / static_cast<double>(n);
+// How far two images (pixel values, uint8 or int) are apart: the largest and the mean absolute difference, and how
+// many values differ.
+struct PixelDiff {
+  int max = 0;
+  double mean = 0;
+  size_t differing = 0;
+};
+template <typename A, typename B>
+PixelDiff pixel_diff(const A* a, const B* b, size_t n) {
+  PixelDiff d;
+  for (size_t i = 0; i < n; ++i) {
+    const int e = std::abs(static_cast<int>(a[i]) - static_cast<int>(b[i]));
+    d.max = std::max(d.max, e);
+    d.mean += e;
+    d.differing += e != 0;
+  }
+  d.mean /= static_cast<double>(n);
+  return d;
+}
+template <typename A, typename B>
+PixelDiff pixel_diff(const std::vector<A>& a, const std::vector<B>& b) {
+  return pixel_diff(a.data(), b.data(), a.size());
 }
 
-inline int max_abs_diff(const uint8_t* a, const uint8_t* b, size_t n) {
-  int m = 0;
-  for (size_t i = 0; i < n; ++i) m = std::max(m, std::abs(int{a[i]} - int{b[i]}));
-  return m;
-}
+inline double mean_abs_diff(const uint8_t* a, const uint8_t* b, size_t n) { return pixel_diff(a, b, n).mean; }
+inline int max_abs_diff(const uint8_t* a, const uint8_t* b, size_t n) { return pixel_diff(a, b, n).max; }
 
 // Runs f on another thread; when it has not finished within `limit`, the test process exits with a failure
 // instead of hanging (threads stuck in a wait cannot be joined, and ctest's own timeout is long).

@@ -18,8 +18,11 @@
 #include "io/pipeline/augment.h"
 #include "io/pipeline/decoder_augment.h"
 #include "kernels/augment.h"
+#include "tests/pipeline/pipeline_util.h"
 
 using namespace stoke;
+using stoke::test::pixel_diff;
+using stoke::test::PixelDiff;
 
 namespace {
 
@@ -43,23 +46,6 @@ std::vector<int> op_reference(const std::vector<uint8_t>& px, int h, int w, int 
   std::vector<int> r(out.size());
   for (size_t i = 0; i < out.size(); ++i) r[i] = static_cast<int>(std::floor(std::clamp(out[i], 0.f, 255.f) + 0.5f));
   return r;
-}
-
-struct Diff {
-  int max = 0;
-  double mean = 0;
-  size_t differing = 0;
-};
-Diff diff(const std::vector<uint8_t>& a, const std::vector<int>& b) {
-  Diff d;
-  for (size_t i = 0; i < a.size(); ++i) {
-    const int e = std::abs(a[i] - b[i]);
-    d.max = std::max(d.max, e);
-    d.mean += e;
-    d.differing += e != 0;
-  }
-  d.mean /= static_cast<double>(a.size());
-  return d;
 }
 
 // The decoders' whole share of t applied to an image already at the model's size (the resize is then 1:1).
@@ -102,7 +88,7 @@ TEST(ResizeAffine, IdentityWhileResizingIsThePlainResizeWithinALevel) {
     const double m[6] = {1, 0, 0, 0, 1, 0};
     const uint8_t fill[3] = {};
     io::resize_affine(px.data(), 41, 53, c, static_cast<size_t>(53) * c, affine.data(), 29, 31, m, fill);
-    const Diff d = diff(affine, std::vector<int>(plain.begin(), plain.end()));
+    const PixelDiff d = pixel_diff(affine, std::vector<int>(plain.begin(), plain.end()));
     EXPECT_LE(d.max, 1) << c;
     EXPECT_LT(d.differing, plain.size() / 50) << c;  // the staged rounding moves a few values by one level
   }
@@ -120,7 +106,7 @@ TEST(ResizeAffine, QuarterTurnsAndMirrorsMovePixelsExactly) {
       const uint8_t fill[3] = {};
       const double m[6] = {t.m[0], t.m[1], t.m[2], t.m[3], t.m[4], t.m[5]};
       io::resize_affine(px.data(), 15, 15, c, static_cast<size_t>(15) * c, out.data(), 15, 15, m, fill);
-      const Diff d = diff(out, op_reference(px, 15, 15, c, t));
+      const PixelDiff d = pixel_diff(out, op_reference(px, 15, 15, c, t));
       EXPECT_EQ(d.max, 0) << deg << " degrees, " << c << " channels";
     }
   }
@@ -136,7 +122,7 @@ TEST(ResizeAffine, MatchesTheOpsGeometryWithinALevel) {
     double worst_mean = 0;
     for (uint64_t key = 0; key < 40; ++key) {
       const SampleTransform t = draw_sample_transform(rc, h, w, c, key);
-      const Diff d = diff(on_decoders(px, h, w, c, t), op_reference(px, h, w, c, t));
+      const PixelDiff d = pixel_diff(on_decoders(px, h, w, c, t), op_reference(px, h, w, c, t));
       EXPECT_LE(d.max, 1) << "key " << key << ", " << c << " channels";
       worst_mean = std::max(worst_mean, d.mean);
     }
@@ -188,7 +174,7 @@ TEST(DecoderColour, MatchesTheOpsIntensityAndColourWithinALevel) {
       const auto px = image(19, 23, c, 6);
       for (uint64_t key = 0; key < 20; ++key) {
         const SampleTransform t = draw_sample_transform(cs.r, 19, 23, c, key);
-        const Diff d = diff(on_decoders(px, 19, 23, c, t), op_reference(px, 19, 23, c, t));
+        const PixelDiff d = pixel_diff(on_decoders(px, 19, 23, c, t), op_reference(px, 19, 23, c, t));
         // The op keeps the value in fp32 from the sample to the end; here the colour is rounded to a level once,
         // and where saturation or hue come with gamma, rounded again after the gamma table: one level apart, two
         // where gamma's slope exceeds one.
@@ -257,9 +243,9 @@ TEST(DecoderAugment, DecodeSampleAppliesEachSamplesShareAndOnlyIts) {
     ASSERT_TRUE(io::decode_sample(aug, jpg, 3, id, out.data(), &err)) << err;
     // The transform of (seed 9, epoch 3, sample id), as the trainer draws it, applied to the plain decode.
     const SampleTransform t = draw_sample_transform(r, h, w, 3, io::augment_key(9, 3, id));
-    const Diff d = diff(out, op_reference(decoded, h, w, 3, t));
+    const PixelDiff d = pixel_diff(out, op_reference(decoded, h, w, 3, t));
     EXPECT_LE(d.max, 1) << "sample " << id;
-    EXPECT_GT(diff(out, std::vector<int>(decoded.begin(), decoded.end())).mean, 1.0) << "sample " << id;
+    EXPECT_GT(pixel_diff(out, std::vector<int>(decoded.begin(), decoded.end())).mean, 1.0) << "sample " << id;
   }
 }
 
