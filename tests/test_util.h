@@ -73,6 +73,19 @@ inline std::map<std::string, std::vector<uint8_t>> read_tree(const fs::path& roo
   return files;
 }
 
+// A file's bytes as a string: text to search or parse, or bytes to compare.
+inline std::string file_bytes(const std::string& path) {
+  const std::vector<uint8_t> b = read_file(path);
+  return std::string(b.begin(), b.end());
+}
+
+// How many times `what` occurs in s, without overlaps.
+inline size_t count_of(const std::string& s, const std::string& what) {
+  size_t k = 0;
+  for (size_t p = s.find(what); p != std::string::npos; p = s.find(what, p + what.size())) ++k;
+  return k;
+}
+
 struct RunResult {
   int exit_code = -1;
   std::string output;  // stdout and stderr together

@@ -13,11 +13,6 @@
 using namespace stoke::test;
 
 namespace {
-int count(const std::string& s, const std::string& what) {
-  int n = 0;
-  for (size_t k = s.find(what); k != std::string::npos; k = s.find(what, k + 1)) ++n;
-  return n;
-}
 int lines(const std::string& s) {
   return static_cast<int>(std::count(s.begin(), s.end(), '\n')) + (!s.empty() && s.back() != '\n' ? 1 : 0);
 }
@@ -125,10 +120,7 @@ TEST(Cli, BatchSizeAutoSaysWhatItChoseAndResumeKeepsIt) {
 TEST(Cli, AFoldersFilesAreReadFromDiskOnce) {
   TempDir tmp("cli-file-cache");
   write_tiny_folder(tmp.path() / "train", {"a", "b"}, 24);
-  auto summary = [&](const std::string& run) {
-    const std::vector<uint8_t> b = stoke::read_file(run + "/summary.json");
-    return nlohmann::json::parse(std::string(b.begin(), b.end()));
-  };
+  auto summary = [&](const std::string& run) { return nlohmann::json::parse(file_bytes(run + "/summary.json")); };
   const std::string base =
       "train --data " + tmp.str() + "/train --epochs 3 --batch-size 8 --device cpu --out " + tmp.str();
   RunResult r = run_stoke(base + "/cached");
@@ -163,8 +155,7 @@ TEST(Cli, PackThenTrainFromThePackGivesTheSameRun) {
   }
   // Same samples, same order, same bytes: the same losses.
   auto loss_of = [&](const std::string& run) {
-    std::vector<uint8_t> b = stoke::read_file(run + "/summary.json");
-    std::string t(b.begin(), b.end());
+    const std::string t = file_bytes(run + "/summary.json");
     size_t k = t.find("\"final_train_loss\"");
     return t.substr(k, t.find(',', k) - k);
   };
@@ -259,9 +250,9 @@ TEST(Cli, EachDataSetIsSaidOnceOnOneLine) {
       run_stoke("train --data " + tmp.str() + "/train --val " + tmp.str() +
                 "/val --limit-train 12 --epochs 1 --batch-size 4 --device cpu --out " + tmp.str() + "/run");
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_EQ(count(r.output, "\ndata: "), 1) << r.output;
-  EXPECT_EQ(count(r.output, "\nval: "), 1) << r.output;
-  EXPECT_EQ(count(r.output, "indexed"), 0) << r.output;
+  EXPECT_EQ(count_of(r.output, "\ndata: "), 1u) << r.output;
+  EXPECT_EQ(count_of(r.output, "\nval: "), 1u) << r.output;
+  EXPECT_EQ(count_of(r.output, "indexed"), 0u) << r.output;
   EXPECT_NE(r.output.find("\ndata: 12 images in 2 classes (12x12x1), a seeded subset of the 20 (--limit-train); left "
                           "out 1: 1 other extension (.txt 1) (every path in left_out.txt in the run folder)\n"),
             std::string::npos)
@@ -277,7 +268,7 @@ TEST(Cli, BatchAndDataSizeAreSaidOnceAtTheStart) {
   const std::string base = "train --data " + tmp.str() + "/train --epochs 2 --device cpu --out " + tmp.str();
   const RunResult r = run_stoke(base + "/r8 --batch-size 8");
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_EQ(count(r.output, "batch: "), 1) << r.output;
+  EXPECT_EQ(count_of(r.output, "batch: "), 1u) << r.output;
   EXPECT_NE(r.output.find("batch: 20 training images make 2 steps of 8 per epoch, the other 4 are left out (drop_last: "
                           "every step is a full batch), a different 4 each epoch as the order is reshuffled\n"),
             std::string::npos)
@@ -295,7 +286,7 @@ TEST(Cli, BatchAndDataSizeAreSaidOnceAtTheStart) {
 
   const RunResult big = run_stoke(base + "/r64 --batch-size 64");
   ASSERT_EQ(big.exit_code, 0) << big.output;
-  EXPECT_EQ(count(big.output, "batch: "), 1) << big.output;
+  EXPECT_EQ(count_of(big.output, "batch: "), 1u) << big.output;
   EXPECT_NE(big.output.find("batch: --batch-size 64 is more than the 20 training images, so the batch is 20"),
             std::string::npos)
       << big.output;

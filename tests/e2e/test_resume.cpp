@@ -24,6 +24,7 @@
 extern char** environ;
 
 using namespace stoke;
+using stoke::test::file_bytes;
 using stoke::test::TempDir;
 namespace fs = std::filesystem;
 
@@ -46,11 +47,6 @@ TrainConfig tiny_config(const TempDir& tmp, const std::string& run) {
 void make_data(const TempDir& tmp) {
   test::write_tiny_folder(tmp.path() / "train", {"a", "b", "c"}, 20);  // 60 images: 7 steps of 8 per epoch
   test::write_tiny_folder(tmp.path() / "val", {"a", "b", "c"}, 4);
-}
-
-std::string file_bytes(const std::string& p) {
-  std::vector<uint8_t> b = read_file(p);
-  return std::string(b.begin(), b.end());
 }
 
 }  // namespace

@@ -41,13 +41,8 @@ struct Data {
   }
 };
 
-std::string bytes_of(const std::string& p) {
-  const std::vector<uint8_t> b = read_file(p);
-  return std::string(b.begin(), b.end());
-}
-
 std::vector<json> metrics_lines(const std::string& run) {
-  std::istringstream in(bytes_of(run + "/metrics.jsonl"));
+  std::istringstream in(test::file_bytes(run + "/metrics.jsonl"));
   std::vector<json> out;
   for (std::string line; std::getline(in, line);) out.push_back(json::parse(line));
   return out;
@@ -103,15 +98,16 @@ TEST(ResumeUse, AFinishedRunChangesNothingUntilEpochsExtendIt) {
   Data d;
   const TrainResult first = train(d.config("run", 1), build_model);
   const std::string run = first.run_dir;
-  const std::string metrics = bytes_of(run + "/metrics.jsonl"), summary = bytes_of(run + "/summary.json");
+  const std::string metrics = test::file_bytes(run + "/metrics.jsonl"),
+                    summary = test::file_bytes(run + "/summary.json");
   const std::string latest = find_checkpoint(run);
 
   const TrainResult again = train(config_for_resume(run), build_model);
   EXPECT_EQ(again.steps, 4);
   ASSERT_EQ(again.epochs.size(), 1u);
   EXPECT_DOUBLE_EQ(again.epochs[0].val_acc, first.epochs[0].val_acc);
-  EXPECT_EQ(bytes_of(run + "/metrics.jsonl"), metrics);
-  EXPECT_EQ(bytes_of(run + "/summary.json"), summary);
+  EXPECT_EQ(test::file_bytes(run + "/metrics.jsonl"), metrics);
+  EXPECT_EQ(test::file_bytes(run + "/summary.json"), summary);
   EXPECT_EQ(find_checkpoint(run), latest);
 
   TrainConfig more = config_for_resume(run);
@@ -119,7 +115,7 @@ TEST(ResumeUse, AFinishedRunChangesNothingUntilEpochsExtendIt) {
   const TrainResult longer = train(more, build_model);
   EXPECT_EQ(longer.first_step, 4);
   EXPECT_EQ(longer.steps, 12);
-  const json s = json::parse(bytes_of(run + "/summary.json"));
+  const json s = json::parse(test::file_bytes(run + "/summary.json"));
   EXPECT_EQ(s.at("history").size(), 3u);
   EXPECT_EQ(s.at("epochs"), 3);
 
@@ -197,7 +193,7 @@ TEST(ResumeUse, TheRunsTimeAddsUpAcrossSessions) {
   TrainConfig c = d.config("run");
   c.interrupt_after_steps = 2;
   train(c, build_model);
-  const json state = json::parse(bytes_of(find_checkpoint(c.out) + "/state.json"));
+  const json state = json::parse(test::file_bytes(find_checkpoint(c.out) + "/state.json"));
   const double before = state.at("elapsed_s").get<double>();
   const double epoch_part = state.at("epoch_sums").at("seconds").get<double>();
   EXPECT_GT(before, 0);
@@ -209,7 +205,7 @@ TEST(ResumeUse, TheRunsTimeAddsUpAcrossSessions) {
     EXPECT_GE(e, last) << j.dump();
     last = e;
   }
-  const json s = json::parse(bytes_of(c.out + "/summary.json"));
+  const json s = json::parse(test::file_bytes(c.out + "/summary.json"));
   EXPECT_GE(s.at("seconds_total").get<double>(), before + s.at("seconds_this_session").get<double>() - 1e-6);
   EXPECT_NEAR(s.at("seconds_this_session").get<double>(), rest.seconds, 0.5);
   EXPECT_GE(rest.epochs.at(0).seconds, epoch_part);

@@ -114,22 +114,12 @@ TEST(Use, ValidationDuringTrainingLeavesUnreadableImagesOut) {
 
 // Files deleted after the data was indexed are not the data's fault: the run counts them apart from the corrupt
 // ones (summary.json, the closing lines, the report), streaming and from the decoded cache.
-int count_of(const std::string& s, const std::string& what) {
-  int n = 0;
-  for (size_t at = s.find(what); at != std::string::npos; at = s.find(what, at + 1)) ++n;
-  return n;
-}
-
 TEST(Use, FilesDeletedAfterIndexingAreCountedAsVanishedNotCorrupt) {
   TempDir tmp("vanished");
   test::write_tiny_folder(tmp.path() / "src" / "train", {"a", "b"}, 15);
   test::write_tiny_folder(tmp.path() / "src" / "val", {"a", "b"}, 3);
   write_file((tmp.path() / "src" / "train" / "a" / "garbage.jpg").string(), "not an image at all", 19);
   write_file((tmp.path() / "src" / "train" / "b" / "empty.jpg").string(), "", 0);  // 32 files: 4 full batches
-  auto text = [](const std::string& path) {
-    const std::vector<uint8_t> b = read_file(path);
-    return std::string(b.begin(), b.end());
-  };
   for (const std::string cache : {"none", "decoded"}) {
     SCOPED_TRACE(cache);
     const fs::path data = tmp.path() / ("data-" + cache);
@@ -150,12 +140,12 @@ TEST(Use, FilesDeletedAfterIndexingAreCountedAsVanishedNotCorrupt) {
     const std::string said = testing::internal::GetCapturedStdout();
     EXPECT_EQ(t.vanished_images, 4);
     EXPECT_EQ(t.corrupt_images, 2);
-    const nlohmann::json sum = nlohmann::json::parse(text(t.run_dir + "/summary.json"));
+    const nlohmann::json sum = nlohmann::json::parse(test::file_bytes(t.run_dir + "/summary.json"));
     EXPECT_EQ(sum.at("vanished_images"), 4) << sum.dump();
     EXPECT_EQ(sum.at("corrupt_images"), 2) << sum.dump();
     EXPECT_NE(said.find("4 images vanished during the run"), std::string::npos) << said;
     // The deleted validation image is left out of each evaluation as vanished, not as unreadable.
-    std::istringstream lines(text(t.run_dir + "/metrics.jsonl"));
+    std::istringstream lines(test::file_bytes(t.run_dir + "/metrics.jsonl"));
     int epochs = 0;
     for (std::string line; std::getline(lines, line);) {
       const nlohmann::json j = nlohmann::json::parse(line);
@@ -167,10 +157,10 @@ TEST(Use, FilesDeletedAfterIndexingAreCountedAsVanishedNotCorrupt) {
       EXPECT_EQ(j.at("val_report").at("count"), 5) << line;
     }
     EXPECT_EQ(epochs, 2);
-    EXPECT_EQ(count_of(said, "(1 vanished val image left out)"), 2) << said;
+    EXPECT_EQ(test::count_of(said, "(1 vanished val image left out)"), 2u) << said;
     EXPECT_EQ(said.find("unreadable"), std::string::npos) << said;
     EXPECT_NE(said.find("2 corrupt images were skipped"), std::string::npos) << said;
-    const std::string report = text(t.run_dir + "/report.html");
+    const std::string report = test::file_bytes(t.run_dir + "/report.html");
     EXPECT_NE(report.find("vanished during the run"), std::string::npos);
   }
 }

@@ -22,10 +22,6 @@ namespace fs = std::filesystem;
 using stoke::test::TempDir;
 
 namespace {
-std::string slurp(const fs::path& p) {
-  std::vector<uint8_t> b = read_file(p.string());
-  return std::string(b.begin(), b.end());
-}
 void spit(const fs::path& p, const std::string& s) {
   std::ofstream f(p, std::ios::binary | std::ios::trunc);
   f << s;
@@ -37,7 +33,7 @@ TEST(AtomicWrite, ReplacesContentAndLeavesNoTemporary) {
   const std::string p = (tmp.path() / "f.txt").string();
   atomic_write_file(p, "first");
   atomic_write_file(p, "second");
-  EXPECT_EQ(slurp(p), "second");
+  EXPECT_EQ(test::file_bytes(p), "second");
   EXPECT_FALSE(fs::exists(p + ".tmp"));
 }
 
@@ -49,8 +45,8 @@ TEST(AtomicWrite, ALinkAtTheTemporaryNameIsNotWrittenThrough) {
   const std::string p = (tmp.path() / "f.txt").string();
   fs::create_symlink(victim, p + ".tmp");
   atomic_write_file(p, "new");
-  EXPECT_EQ(slurp(p), "new");
-  EXPECT_EQ(slurp(victim), "keep me");
+  EXPECT_EQ(test::file_bytes(p), "new");
+  EXPECT_EQ(test::file_bytes(victim), "keep me");
   EXPECT_FALSE(fs::exists(fs::symlink_status(p + ".tmp")));
 }
 
@@ -67,7 +63,7 @@ TEST(AtomicWrite, AFullDiskLeavesThePreviousFileIntact) {
     EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << e.what();
   }
   inject_write_failure_after(-1);
-  EXPECT_EQ(slurp(p), std::string(1000, 'a'));
+  EXPECT_EQ(test::file_bytes(p), std::string(1000, 'a'));
   EXPECT_FALSE(fs::exists(p + ".tmp"));
 }
 
@@ -83,7 +79,7 @@ TEST(FileLock, TryLockIsRefusedWhileHeldAndNamesTheHolder) {
   first.reset();
   std::unique_ptr<FileLock> second = FileLock::try_lock(p, "pid 222, stoke train", &holder);
   ASSERT_NE(second, nullptr) << "released with its holder";
-  EXPECT_EQ(slurp(p), "pid 222, stoke train\n");
+  EXPECT_EQ(test::file_bytes(p), "pid 222, stoke train\n");
 }
 
 // The default run folder holds the time to the second: two runs started together must still get two folders.
@@ -254,7 +250,7 @@ TEST(Checkpoint, DetectsDamage) {
   TempDir tmp("ckpt-damage");
   Graph g = small_cnn({28, 28, 1}, 10);
   const std::string dir = save_checkpoint(tmp.str(), "step-1", g, "sgd", sample_data(g, 1), false, 3);
-  std::string bytes = slurp(dir + "/model.safetensors");
+  std::string bytes = test::file_bytes(dir + "/model.safetensors");
   bytes[bytes.size() / 2] ^= 0x40;  // one flipped bit in the weights
   spit(dir + "/model.safetensors", bytes);
   try {
@@ -277,7 +273,7 @@ TEST(Checkpoint, TheManifestFindsAChangedDigitInStateJson) {
   d.state = {{"step", 374}};
   const std::string dir = save_checkpoint(tmp.str(), "step-00000374", g, "sgd", d, false, 3);
   EXPECT_EQ(load_checkpoint(dir, g, "sgd").state["step"], 374);
-  std::string text = slurp(dir + "/state.json");
+  std::string text = test::file_bytes(dir + "/state.json");
   text.replace(text.find("374"), 3, "375");
   spit(dir + "/state.json", text);
   try {
@@ -286,7 +282,8 @@ TEST(Checkpoint, TheManifestFindsAChangedDigitInStateJson) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("state.json differs from the manifest"), std::string::npos) << e.what();
   }
-  std::string manifest = slurp(dir + "/manifest.txt");  // and the manifest itself, made to agree with the change
+  // And the manifest itself, made to agree with the change.
+  std::string manifest = test::file_bytes(dir + "/manifest.txt");
   spit(dir + "/manifest.txt", manifest.replace(0, 1, manifest.substr(0, 1) == "1" ? "2" : "1"));
   EXPECT_THROW(load_checkpoint(dir, g, "sgd"), Error);
 }
@@ -310,7 +307,7 @@ TEST(Checkpoint, ADamagedLatestFallsBackToTheNewestIntactCheckpoint) {
   EXPECT_EQ(fs::path(find_checkpoint(tmp.str(), "latest", &note)).filename(), "step-00000003");
   EXPECT_NE(note.find("names step-00000009, which is missing"), std::string::npos) << note;
   spit(ck / "latest", "step-00000003\n");
-  std::string bytes = slurp(ck / "step-00000003" / "optimizer.safetensors");
+  std::string bytes = test::file_bytes(ck / "step-00000003" / "optimizer.safetensors");
   bytes[bytes.size() - 3] ^= 0x01;
   spit(ck / "step-00000003" / "optimizer.safetensors", bytes);
   const std::string found = find_checkpoint(tmp.str(), "latest", &note);

@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "tests/test_util.h"  // count_of
+
 namespace stoke::test {
 
 struct HtmlCheck {
@@ -216,12 +218,6 @@ inline std::vector<double> svg_coordinates(const std::string& svg) {
     }
   }
   return out;
-}
-
-inline size_t count_of(const std::string& s, const std::string& what) {
-  size_t k = 0;
-  for (size_t p = s.find(what); p != std::string::npos; p = s.find(what, p + what.size())) ++k;
-  return k;
 }
 
 }  // namespace stoke::test

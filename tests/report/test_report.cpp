@@ -127,10 +127,7 @@ TEST(Report, FullRunIsWellFormedWithAChartPerPlotAndTheConfusionMatrix) {
                   {"verdict", {{"status", "pass"}, {"text", "accuracy <above> target & fast"}}}};
   run.write("summary.json", summary.dump(2));
   write_report_html(run.str());
-  const std::string html = [&] {
-    std::vector<uint8_t> b = read_file(run.str() + "/report.html");
-    return std::string(b.begin(), b.end());
-  }();
+  const std::string html = test::file_bytes(run.str() + "/report.html");
   expect_well_formed(html);
   // loss, accuracy, throughput, GPU/stall, decoders, memory
   EXPECT_EQ(test::count_of(html, "<svg"), 6u);
