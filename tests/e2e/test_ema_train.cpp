@@ -15,10 +15,14 @@
 #include "engine/resume.h"
 #include "engine/trainer.h"
 #include "models/models.h"
+#include "tests/engine/ema_reference.h"
 #include "tests/test_util.h"
 
 using namespace stoke;
+using stoke::test::file_bytes;
+using stoke::test::reference_ema;
 using stoke::test::TempDir;
+using stoke::test::warmup_decay;
 namespace fs = std::filesystem;
 
 namespace {
@@ -51,24 +55,6 @@ Data& data() {
   return d;
 }
 
-std::string file_bytes(const std::string& p) {
-  std::vector<uint8_t> b = read_file(p);
-  return std::string(b.begin(), b.end());
-}
-
-void reference_ema(std::vector<float>& ema, const std::vector<float>& x, float decay = kDecay) {
-  const float keep = decay, take = 1.f - decay;
-  for (size_t i = 0; i < ema.size(); ++i) {
-    const float kept = keep * ema[i], taken = take * x[i];
-    ema[i] = kept + taken;
-  }
-}
-
-// --ema-warmup's decay of update t, from timm's ModelEmaV3.get_decay with its defaults: min(DECAY, 1 - t^(-2/3)).
-float warmup_decay(int64_t t) {
-  return static_cast<float>(std::min(1.0 - std::pow(static_cast<double>(t), -2.0 / 3.0), static_cast<double>(kDecay)));
-}
-
 }  // namespace
 
 TEST(EmaTrain, EachStepsCheckpointHoldsTheRecurrenceOverTheTrainedWeights) {
@@ -84,8 +70,8 @@ TEST(EmaTrain, EachStepsCheckpointHoldsTheRecurrenceOverTheTrainedWeights) {
     std::snprintf(name, sizeof name, "step-%08d", step);
     const CheckpointData ck = load_checkpoint(r.run_dir + "/checkpoints/" + name, initial.graph, "sgd");
     ASSERT_EQ(ck.ema_params.size(), ck.params.size()) << name << " holds no ema.safetensors";
-    reference_ema(ema_p, ck.params);
-    reference_ema(ema_b, ck.buffers);
+    reference_ema(ema_p, ck.params, kDecay);
+    reference_ema(ema_b, ck.buffers, kDecay);
     EXPECT_EQ(ck.ema_params, ema_p) << name;
     EXPECT_EQ(ck.ema_buffers, ema_b) << name << ": the batch-norm statistics are averaged";
   }
@@ -113,8 +99,8 @@ TEST(EmaTrain, WarmupEachStepsCheckpointUsesItsUpdatesDecayAndAResumeKeepsTheCou
     char name[32];
     std::snprintf(name, sizeof name, "step-%08d", step);
     const CheckpointData ck = load_checkpoint(r.run_dir + "/checkpoints/" + name, initial.graph, "sgd");
-    reference_ema(ema_p, ck.params, warmup_decay(step));
-    reference_ema(ema_b, ck.buffers, warmup_decay(step));
+    reference_ema(ema_p, ck.params, warmup_decay(step, kDecay));
+    reference_ema(ema_b, ck.buffers, warmup_decay(step, kDecay));
     EXPECT_EQ(ck.ema_params, ema_p) << name;
     EXPECT_EQ(ck.ema_buffers, ema_b) << name;
   }

@@ -14,8 +14,11 @@
 #include "engine/graph.h"
 #include "engine/optimizer.h"
 #include "engine/tta.h"
+#include "tests/engine/ema_reference.h"
 
 using namespace stoke;
+using stoke::test::reference_ema;
+using stoke::test::warmup_decay;
 
 namespace {
 
@@ -59,21 +62,6 @@ State start_state(const Graph& g, uint64_t seed, TrainingBackend& b) {
   s.opt.assign(2 * s.params.size(), 0.f);
   b.set_state(s.params, s.buffers, s.opt, 0);
   return s;
-}
-
-// The recurrence as the CPU reference defines it: (1 - decay) once in float, both products and the sum rounded.
-void reference_ema(std::vector<float>& ema, const std::vector<float>& x, float decay = kDecay) {
-  const float keep = decay, take = 1.f - decay;
-  for (size_t i = 0; i < ema.size(); ++i) {
-    const float kept = keep * ema[i], taken = take * x[i];
-    ema[i] = kept + taken;
-  }
-}
-
-// --ema-warmup's decay, written out from timm's ModelEmaV3.get_decay with its defaults (warmup_gamma 1,
-// warmup_power 2/3, min_decay 0): update t (1-based) decays by min(DECAY, 1 - t^(-2/3)), in double, then float.
-float warmup_decay(int64_t t, float decay) {
-  return static_cast<float>(std::min(1.0 - std::pow(static_cast<double>(t), -2.0 / 3.0), static_cast<double>(decay)));
 }
 
 }  // namespace
@@ -143,8 +131,8 @@ TEST(Ema, EveryAppliedStepMovesTheAverageOfWeightsAndStatisticsAndASkippedOneDoe
     ASSERT_EQ(r.applied, !skip);
     b->get_state(s.params, s.buffers, s.opt, s.steps);
     if (!skip) {
-      reference_ema(ref_p, s.params);
-      reference_ema(ref_b, s.buffers);
+      reference_ema(ref_p, s.params, kDecay);
+      reference_ema(ref_b, s.buffers, kDecay);
     }
     std::vector<float> ema_p, ema_b;
     b->get_ema(ema_p, ema_b);
