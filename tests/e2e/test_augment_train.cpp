@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <vector>
 
@@ -48,9 +49,22 @@ TrainConfig monai_config(const TempDir& tmp, const std::string& run) {
   return c;
 }
 
-nlohmann::json read_json(const std::string& path) {
-  const std::vector<uint8_t> b = read_file(path);
-  return nlohmann::json::parse(b.begin(), b.end());
+nlohmann::json read_json(const std::string& path) { return nlohmann::json::parse(test::file_bytes(path)); }
+
+// Trains `cut` until it is interrupted after 5 steps (mid-epoch: the resume starts at batch 5 of epoch 0), resumes
+// its run folder and gives both parts' step losses in order. on_resume sees the resumed configuration and gives
+// the session flags again (a resume does not take them from config.json).
+void cut_and_resume(TrainConfig cut, std::vector<float>& losses,
+                    const std::function<void(TrainConfig&)>& on_resume = nullptr) {
+  cut.interrupt_after_steps = 5;
+  const TrainResult a = train(cut, build_model);
+  ASSERT_TRUE(a.interrupted);
+  TrainConfig rc = config_for_resume(cut.out);
+  rc.quiet = true;
+  if (on_resume) on_resume(rc);
+  const TrainResult b = train(rc, build_model);
+  losses = a.step_losses;
+  losses.insert(losses.end(), b.step_losses.begin(), b.step_losses.end());
 }
 
 }  // namespace
@@ -88,15 +102,8 @@ TEST(AugmentTrain, ResumedMidEpochAndDecodedCacheRepeatTheStreamingRunsLosses) {
   const TrainResult full = train(monai_config(tmp, "full"), build_model);
   ASSERT_EQ(full.step_losses.size(), 14u);
 
-  TrainConfig cut = monai_config(tmp, "cut");
-  cut.interrupt_after_steps = 5;  // mid-epoch: the resume starts at batch 5 of epoch 0
-  TrainResult a = train(cut, build_model);
-  ASSERT_TRUE(a.interrupted);
-  TrainConfig rc = config_for_resume(cut.out);
-  rc.quiet = true;
-  const TrainResult b = train(rc, build_model);
-  std::vector<float> losses = a.step_losses;
-  losses.insert(losses.end(), b.step_losses.begin(), b.step_losses.end());
+  std::vector<float> losses;
+  ASSERT_NO_FATAL_FAILURE(cut_and_resume(monai_config(tmp, "cut"), losses));
   ASSERT_EQ(losses.size(), full.step_losses.size());
   for (size_t i = 0; i < losses.size(); ++i) EXPECT_EQ(losses[i], full.step_losses[i]) << "step " << i;
 
@@ -136,17 +143,11 @@ TEST(AugmentTrain, OnTheDecodersAnyDecoderCountAndAResumeRepeatTheRunAndTheStepA
   const TrainResult three = train(on_decoders("three", 3), build_model);
   EXPECT_EQ(three.step_losses, one.step_losses);  // every transform drawn from (seed, epoch, sample id)
 
-  TrainConfig cut = on_decoders("cut", 2);
-  cut.interrupt_after_steps = 5;
-  TrainResult a = train(cut, build_model);
-  ASSERT_TRUE(a.interrupted);
-  TrainConfig rc = config_for_resume(cut.out);
-  rc.quiet = true;
-  rc.augment_on = AugmentOn::decoders;  // a session flag, as --cache: given again
-  rc.cache = CacheMode::none;
-  const TrainResult b = train(rc, build_model);
-  std::vector<float> losses = a.step_losses;
-  losses.insert(losses.end(), b.step_losses.begin(), b.step_losses.end());
+  std::vector<float> losses;
+  ASSERT_NO_FATAL_FAILURE(cut_and_resume(on_decoders("cut", 2), losses, [](TrainConfig& rc) {
+    rc.augment_on = AugmentOn::decoders;  // a session flag, as --cache: given again
+    rc.cache = CacheMode::none;
+  }));
   EXPECT_EQ(losses, one.step_losses);
 
   // The step's op applies the same transforms in fp32: the same run to within the decoders' rounding (a level).
@@ -220,16 +221,10 @@ TEST(AugmentTrain, MixedRunResumedMidEpochRepeatsTheUninterruptedRunsLosses) {
   const TrainResult full = train(mix_config(tmp, "full"), build_model);
   ASSERT_EQ(full.step_losses.size(), 14u);
 
-  TrainConfig cut = mix_config(tmp, "cut");
-  cut.interrupt_after_steps = 5;  // mid-epoch: the resume starts at batch 5 of epoch 0
-  const TrainResult a = train(cut, build_model);
-  ASSERT_TRUE(a.interrupted);
-  TrainConfig rc = config_for_resume(cut.out);
-  rc.quiet = true;
-  EXPECT_EQ(rc.mix.cutmix_alpha, 1.f);  // the checkpoint's settings carry the mixing
-  const TrainResult b = train(rc, build_model);
-  std::vector<float> losses = a.step_losses;
-  losses.insert(losses.end(), b.step_losses.begin(), b.step_losses.end());
+  std::vector<float> losses;
+  ASSERT_NO_FATAL_FAILURE(cut_and_resume(mix_config(tmp, "cut"), losses, [](TrainConfig& rc) {
+    EXPECT_EQ(rc.mix.cutmix_alpha, 1.f);  // the checkpoint's settings carry the mixing
+  }));
   EXPECT_EQ(losses, full.step_losses);
 
   TrainConfig gc = mix_config(tmp, "gpu-cache");  // on the CPU backend: the held set, labels gathered by id
