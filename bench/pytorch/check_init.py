@@ -20,7 +20,6 @@ import argparse
 import json
 import math
 import os
-import re
 import sys
 
 import torch
@@ -42,11 +41,7 @@ def reference(model, channels, classes, height, width):
         if channels != 3:
             sys.exit("check_init.py: torchvision's densenet121 takes 3 channels")
 
-        def monai_name(k):
-            k = re.sub(r"(denselayer\d+)\.", r"\1.layers.", k)
-            return k.replace("classifier.", "class_layers.out.")
-
-        return torchvision.models.densenet121(num_classes=classes), monai_name
+        return torchvision.models.densenet121(num_classes=classes), st.monai_densenet_name
     return st.build_model(model, channels, classes, height, width), lambda k: k
 
 

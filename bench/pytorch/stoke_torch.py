@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 from collections import OrderedDict
 
@@ -203,6 +204,13 @@ class MonaiDenseNet(nn.Module):
 
 def densenet121(in_channels, num_classes):
     return MonaiDenseNet(in_channels, num_classes)
+
+
+def monai_densenet_name(name):
+    """A torchvision DenseNet state_dict name -> MONAI's, the names stoke imports and exports (any other name, e.g.
+    a ResNet's, is torchvision's own and comes back unchanged)."""
+    name = re.sub(r"(denselayer\d+)\.", r"\1.layers.", name)
+    return re.sub(r"^classifier\.", "class_layers.out.", name)
 
 
 def resnet(depth, in_channels, num_classes, small_stem):

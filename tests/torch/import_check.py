@@ -100,14 +100,6 @@ def torchvision_model(name):
     return m
 
 
-def stoke_name(name):
-    """torchvision's name -> stoke's export (MONAI's, for DenseNet; ResNet's are torchvision's own)."""
-    import re
-
-    name = re.sub(r"(denselayer\d+)\.", r"\1.layers.", name)
-    return re.sub(r"^classifier\.", "class_layers.out.", name)
-
-
 def twin_of(model, kind, brk):
     twin = copy.deepcopy(model)
     if kind == "grey":  # conv1 summed over its input channels, as stoke said it did
@@ -182,7 +174,7 @@ class Case:
         for name, ref in twin.state_dict().items():
             if name.endswith("num_batches_tracked"):
                 continue
-            got, ref = self.tensors[stoke_name(name)].double(), ref.double()
+            got, ref = self.tensors[st.monai_densenet_name(name)].double(), ref.double()
             out.append(("weights" if name in params else "stats", name, float((got - ref).norm() / ref.norm())))
             if name in params:
                 moved = ref - start[name].double()
