@@ -9,6 +9,26 @@
 # augment_learning.sh asserts the margin from one seed at a threshold well inside what this measures.
 #
 #   bench/augment_learning.sh OUT.json [STOKE_BIN] [EPOCHS] [SEEDS...]   (defaults: build-cpu/bin/stoke, 3, 1..6)
+#
+# The data and the runs are defined once, here; tests/e2e/augment_learning.sh sources this file for them.
+declare -A AUGMENT_LEARNING_FLAGS=([none]="--augment none" [augment]="--augment monai --translate 0.125")
+
+# augment_learning_data BIN DIR: DIR/train (2,000 upright) and DIR/test (600 varied).
+augment_learning_data() {
+  "$1" dataset synthetic --kind mednist-like --count 2000 --no-split --pose upright --seed 1 --out "$2/train" \
+    > /dev/null &&
+    "$1" dataset synthetic --kind mednist-like --count 600 --no-split --pose varied --seed 2 --out "$2/test" > /dev/null
+}
+
+# augment_learning_args DIR OUT SEED EPOCHS ARM: stoke's arguments for one run on DIR's data, in TRAIN_ARGS.
+augment_learning_args() {
+  # shellcheck disable=SC2206  # the arm's flags, split into words
+  TRAIN_ARGS=(train --device cpu --data "$1/train" --val "$1/test" --image-size 28 --model small-cnn --epochs "$4"
+    --batch-size 64 --cache decoded --seed "$3" --out "$2" --quiet ${AUGMENT_LEARNING_FLAGS[$5]})
+}
+
+[[ "${BASH_SOURCE[0]}" != "$0" ]] && return 0  # sourced: the definitions only
+
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:?usage: bench/augment_learning.sh OUT.json [STOKE_BIN] [EPOCHS] [SEEDS...]}
@@ -19,20 +39,17 @@ SEEDS=("$@")
 [ ${#SEEDS[@]} -eq 0 ] && SEEDS=(1 2 3 4 5 6)
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/stoke-augment-learning.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
-"$BIN" dataset synthetic --kind mednist-like --count 2000 --no-split --pose upright --seed 1 --out "$WORK/train" > /dev/null
-"$BIN" dataset synthetic --kind mednist-like --count 600 --no-split --pose varied --seed 2 --out "$WORK/test" > /dev/null
-declare -A ARGS=([none]="--augment none" [augment]="--augment monai --translate 0.125")
+augment_learning_data "$BIN" "$WORK"
 for seed in "${SEEDS[@]}"; do
   for arm in none augment; do
-    # shellcheck disable=SC2086
-    /usr/bin/time -f "%e" -o "$WORK/$arm-$seed.time" "$BIN" train --device cpu --data "$WORK/train" --val "$WORK/test" \
-      --image-size 28 --model small-cnn --epochs "$EPOCHS" --batch-size 64 --cache decoded --seed "$seed" \
-      --out "$WORK/runs/$arm-$seed" --quiet ${ARGS[$arm]} > /dev/null
+    augment_learning_args "$WORK" "$WORK/runs/$arm-$seed" "$seed" "$EPOCHS" "$arm"
+    /usr/bin/time -f "%e" -o "$WORK/$arm-$seed.time" "$BIN" "${TRAIN_ARGS[@]}" > /dev/null
     echo "seed $seed $arm: $(grep -h '"kind":"epoch"' "$WORK/runs/$arm-$seed/metrics.jsonl" | tail -1 |
       python3 -c 'import json,sys; print("test accuracy %.4f" % json.load(sys.stdin)["val_acc"])') in $(cat "$WORK/$arm-$seed.time") s"
   done
 done
-python3 - "$OUT" "$WORK" "$EPOCHS" "$(git rev-parse --short HEAD)" "${ARGS[none]}" "${ARGS[augment]}" "${SEEDS[@]}" << 'PY'
+python3 - "$OUT" "$WORK" "$EPOCHS" "$(git rev-parse --short HEAD)" "${AUGMENT_LEARNING_FLAGS[none]}" \
+  "${AUGMENT_LEARNING_FLAGS[augment]}" "${SEEDS[@]}" << 'PY'
 import datetime, json, os, platform, statistics, sys
 out, work, epochs, commit, none_args, aug_args, seeds = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], \
     sys.argv[5], sys.argv[6], [int(s) for s in sys.argv[7:]]

@@ -9,19 +9,17 @@
 set -uo pipefail
 STOKE=$1
 WORK=$2
+# The bench's data and runs (augment_learning_data, augment_learning_args), so the two measure the same thing.
+# shellcheck source=bench/augment_learning.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../../bench/augment_learning.sh"
 rm -rf "$WORK" && mkdir -p "$WORK" && cd "$WORK" || exit 1
-"$STOKE" dataset synthetic --kind mednist-like --count 2000 --no-split --pose upright --seed 1 --out train > /dev/null ||
-  exit 1
-"$STOKE" dataset synthetic --kind mednist-like --count 600 --no-split --pose varied --seed 2 --out test > /dev/null ||
-  exit 1
-run() {  # NAME AUGMENT-FLAGS...
-  local name=$1
-  shift
-  "$STOKE" train --device cpu --data train --val test --image-size 28 --model small-cnn --epochs 3 --batch-size 64 \
-    --cache decoded --seed 1 --out "$name" --quiet "$@" > "$name.log" 2>&1 || { cat "$name.log"; exit 1; }
+augment_learning_data "$STOKE" . || exit 1
+run() {  # ARM (none | augment): seed 1, 3 epochs
+  augment_learning_args . "$1" 1 3 "$1"
+  "$STOKE" "${TRAIN_ARGS[@]}" > "$1.log" 2>&1 || { cat "$1.log"; exit 1; }
 }
-run none --augment none
-run augment --augment monai --translate 0.125
+run none
+run augment
 python3 - << 'PY'
 import json, sys
 def run(name):
