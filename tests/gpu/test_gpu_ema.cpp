@@ -73,8 +73,16 @@ BackendOptions ema_options(float decay) {
   return o;
 }
 
-void reference_ema(std::vector<float>& ema, const std::vector<float>& x) {
-  ema_update(ema.data(), x.data(), ema.size(), kDecay);
+// The CPU reference's update (the kernel is held to it bit for bit above).
+void reference_ema(std::vector<float>& ema, const std::vector<float>& x, float decay) {
+  ema_update(ema.data(), x.data(), static_cast<int64_t>(ema.size()), decay);
+}
+
+// A step on batch k of the digits, or an injected skip.
+StepResult digits_step(TrainingBackend& be, const DigitSet& d, int k, bool skip) {
+  const size_t px = static_cast<size_t>(DigitSet::kSize) * DigitSet::kSize;
+  return be.train_step(kBatch, d.pixels.data() + static_cast<size_t>(k) * kBatch * px,
+                       d.labels.data() + static_cast<size_t>(k) * kBatch, nullptr, 0.05f, skip);
 }
 
 // Eight steps, the fifth an injected skip; steps past the warm-up replay captured graphs, so the EMA launch is
@@ -90,16 +98,14 @@ TEST(GpuEma, TheBackendsEmaFollowsItsWeightsInsideCapturedStepsAndEvaluatesOnIt)
   be->set_state(p, b, opt, 0);
   std::vector<float> ref_p = p, ref_b = b;
   int64_t steps = 0;
-  const size_t px = static_cast<size_t>(DigitSet::kSize) * DigitSet::kSize;
   for (int k = 0; k < 8; ++k) {
     const bool skip = k == 4;
-    const StepResult r = be->train_step(kBatch, d.pixels.data() + static_cast<size_t>(k) * kBatch * px,
-                                        d.labels.data() + static_cast<size_t>(k) * kBatch, nullptr, 0.05f, skip);
+    const StepResult r = digits_step(*be, d, k, skip);
     ASSERT_EQ(r.applied, !skip) << k;
     be->get_state(p, b, opt, steps);
     if (!skip) {
-      reference_ema(ref_p, p);
-      reference_ema(ref_b, b);
+      reference_ema(ref_p, p, kDecay);
+      reference_ema(ref_b, b, kDecay);
     }
     be->get_ema(ep, eb);
     expect_bitwise("EMA parameters after step " + std::to_string(k), ep, ref_p);
@@ -138,7 +144,6 @@ TEST(GpuEma, WarmupDecayFollowsTheAppliedCountInCapturedStepsAndAcrossARestoredS
   be->set_state(p, b, opt, 0);
   std::vector<float> ref_p = p, ref_b = b;
   int64_t steps = 0, applied = 0;
-  const size_t px = static_cast<size_t>(DigitSet::kSize) * DigitSet::kSize;
   for (int k = 0; k < 12; ++k) {
     if (k == 6) {
       be->get_state(p, b, opt, steps);
@@ -148,14 +153,13 @@ TEST(GpuEma, WarmupDecayFollowsTheAppliedCountInCapturedStepsAndAcrossARestoredS
       be->set_ema(ep, eb);
     }
     const bool skip = k == 4;
-    const StepResult r = be->train_step(kBatch, d.pixels.data() + static_cast<size_t>(k) * kBatch * px,
-                                        d.labels.data() + static_cast<size_t>(k) * kBatch, nullptr, 0.05f, skip);
+    const StepResult r = digits_step(*be, d, k, skip);
     ASSERT_EQ(r.applied, !skip) << k;
     be->get_state(p, b, opt, steps);
     if (!skip) {
       const float decay = ema_decay_at(++applied, kLong, true);
-      ema_update(ref_p.data(), p.data(), static_cast<int64_t>(p.size()), decay);
-      ema_update(ref_b.data(), b.data(), static_cast<int64_t>(b.size()), decay);
+      reference_ema(ref_p, p, decay);
+      reference_ema(ref_b, b, decay);
     }
     ASSERT_EQ(steps, applied);
     be->get_ema(ep, eb);
