@@ -74,6 +74,15 @@ const float* TrainingBackend::eval_batch_mirrored(int n, const uint8_t* pixels, 
   (void)n, (void)pixels, (void)labels, (void)loss;
   throw Error(str("the ", name(), " backend cannot evaluate mirrored images (--tta flip)"));
 }
+void TrainingBackend::eval_batch_and_mirror(int n, int classes, const uint8_t* pixels, const int32_t* labels,
+                                            std::vector<float>& plain, std::vector<float>& mirrored, float* loss) {
+  const size_t m = static_cast<size_t>(n) * static_cast<size_t>(classes);
+  const float* z = eval_batch(n, pixels, labels, loss);
+  plain.assign(z, z + m);  // before the next call reuses the backend's logits
+  float unused = 0;
+  z = eval_batch_mirrored(n, pixels, labels, &unused);
+  mirrored.assign(z, z + m);
+}
 void TrainingBackend::set_ema(const std::vector<float>&, const std::vector<float>&) {
   throw Error(str("the ", name(), " backend keeps no weight EMA (--ema)"));
 }

@@ -148,6 +148,11 @@ class TrainingBackend {
   virtual const float* eval_batch(int n, const uint8_t* pixels, const int32_t* labels, float* loss) = 0;
   // The same of the images mirrored left to right (--tta flip), the mirror made where the backend normalises.
   virtual const float* eval_batch_mirrored(int n, const uint8_t* pixels, const int32_t* labels, float* loss);
+  // --tta flip: eval_batch of the images and then of their mirrors, the batch handed over once (the CUDA backend
+  // uploads it once and mirrors it on the device). The two passes' logits (n x classes each) in `plain` and
+  // `mirrored`, *loss the plain pass's. The default calls eval_batch and eval_batch_mirrored.
+  virtual void eval_batch_and_mirror(int n, int classes, const uint8_t* pixels, const int32_t* labels,
+                                     std::vector<float>& plain, std::vector<float>& mirrored, float* loss);
   // --ema (BackendOptions::ema_decay > 0): the averaged parameters and buffers, in the Graph's flat layout.
   // use_ema(true) puts them in the trained weights' place (use_ema(false) puts each back, bit for bit): eval_batch
   // runs on them, get_buffers/set_buffers move their buffers, and the only steps allowed are those with `skip` set

@@ -20,12 +20,11 @@ std::vector<double> softmax_rows(const float* logits, int n, int classes) {
 
 const float* eval_logits(TrainingBackend& backend, int n, int classes, const uint8_t* pixels, const int32_t* labels,
                          bool tta_flip, float* loss, std::vector<float>& scratch) {
-  const float* logits = backend.eval_batch(n, pixels, labels, loss);
-  if (!tta_flip) return logits;
-  std::vector<double> p = softmax_rows(logits, n, classes);  // before the next call reuses the backend's logits
-  float unused = 0;
-  const std::vector<double> mirrored =
-      softmax_rows(backend.eval_batch_mirrored(n, pixels, labels, &unused), n, classes);
+  if (!tta_flip) return backend.eval_batch(n, pixels, labels, loss);
+  std::vector<float> plain_logits, mirrored_logits;
+  backend.eval_batch_and_mirror(n, classes, pixels, labels, plain_logits, mirrored_logits, loss);
+  std::vector<double> p = softmax_rows(plain_logits.data(), n, classes);
+  const std::vector<double> mirrored = softmax_rows(mirrored_logits.data(), n, classes);
   scratch.resize(p.size());
   double nll = 0;
   for (size_t j = 0; j < p.size(); ++j) {

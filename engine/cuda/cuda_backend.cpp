@@ -125,11 +125,17 @@ class CudaBackend final : public TrainingBackend {
                  const std::vector<float>& optimizer_state, int64_t optimizer_steps) override {
     drain();
     STOKE_CHECK(!ema_in_place_, "the trained state set while evaluating on the EMA");
+    STOKE_CHECK(static_cast<int64_t>(params.size()) == graph_.num_params() &&
+                    static_cast<int64_t>(buffers.size()) == graph_.num_buffers(),
+                "state of another model");
     // Same device addresses: captured graphs stay valid (they read the state, they do not hold it).
     ex_.upload_params(params.data());
     ex_.upload_buffers(buffers.data());
     ex_.upload_optimizer_state(optimizer_state, optimizer_steps);
-    if (opt_.ema_decay > 0.f && !ema_set_) set_ema(params, buffers);  // the EMA starts at the first weights
+    if (opt_.ema_decay > 0.f && !ema_set_) {  // the EMA starts at the first weights: copied on the device
+      ex_.seed_ema();
+      ema_set_ = true;
+    }
   }
 
   void set_ema(const std::vector<float>& params, const std::vector<float>& buffers) override {
@@ -148,13 +154,14 @@ class CudaBackend final : public TrainingBackend {
     buffers.resize(static_cast<size_t>(graph_.num_buffers()));
     ex_.download_ema(params.data(), buffers.data());
   }
-  // The EMA changes places with the trained weights on the device, and back: no copy through the host.
+  // The EMA changes places with the trained weights on the device, and back: no copy through the host. Not waited
+  // for: whatever reads or writes the swapped memory next is stream-ordered behind it (eval, skipped steps and every
+  // transfer run on the compute stream; the copy stream writes only the input buffers).
   void use_ema(bool on) override {
     drain();
     STOKE_CHECK(ema_set_, "no EMA state (--ema)");
     if (on == ema_in_place_) return;
     ex_.swap_ema();
-    CUDA_CHECK(cudaStreamSynchronize(ex_.stream()));
     ema_in_place_ = on;
   }
 
@@ -216,11 +223,26 @@ class CudaBackend final : public TrainingBackend {
   const float* eval_batch_mirrored(int n, const uint8_t* pixels, const int32_t* labels, float* loss) override {
     return evaluate(n, pixels, labels, loss, true);
   }
+  // --tta flip: the batch goes to the device once and is evaluated as it is, then mirrored there.
+  void eval_batch_and_mirror(int n, int classes, const uint8_t* pixels, const int32_t* labels,
+                             std::vector<float>& plain, std::vector<float>& mirrored, float* loss) override {
+    STOKE_CHECK(classes == ex_.outputs(), classes, " classes for a model of ", ex_.outputs());
+    const size_t m = static_cast<size_t>(n) * static_cast<size_t>(classes);
+    const float* z = evaluate(n, pixels, labels, loss, false);
+    plain.assign(z, z + m);
+    float unused = 0;
+    z = evaluate_staged(n, true, &unused);
+    mirrored.assign(z, z + m);
+  }
   const float* evaluate(int n, const uint8_t* pixels, const int32_t* labels, float* loss, bool mirror) {
     drain();
     STOKE_CHECK(n >= 1 && n <= opt_.max_batch, "evaluation batch of ", n, " for a backend of ", opt_.max_batch);
-    if (mirror) mirror_.assign(static_cast<size_t>(n), 1);
-    stage_sync(n, pixels, labels, mirror ? mirror_.data() : nullptr);
+    stage_sync(n, pixels, labels, nullptr);
+    return evaluate_staged(n, mirror, loss);
+  }
+  // The batch stage_sync left on the device; mirror: every sample's flip flag set there, no upload.
+  const float* evaluate_staged(int n, bool mirror, float* loss) {
+    if (mirror) CUDA_CHECK(cudaMemsetAsync(ex_.device_flips(), 1, static_cast<size_t>(n), ex_.stream()));
     ex_.normalize(n, ex_.device_pixels(), mirror ? ex_.device_flips() : nullptr);
     ex_.forward(n, false);
     ex_.loss(n, ex_.device_labels(), 0.f, false);
@@ -558,7 +580,6 @@ class CudaBackend final : public TrainingBackend {
   BackendOptions opt_;
   CudaExecutor ex_;  // first: it selects the device the streams, events and buffers below belong to
   bool ema_set_ = false, ema_in_place_ = false;  // --ema: uploaded; swapped into the trained weights' place
-  std::vector<uint8_t> mirror_;                  // eval_batch_mirrored's flags: all set
   const bool graphs_;
   cuda::Stream copy_;
   cuda::DeviceArena inputs_arena_;

@@ -53,6 +53,9 @@ void CudaExecutor::upload_ema(const float* p, const float* b) {
 void CudaExecutor::download_ema(float* p, float* b) const {
   impl_->visit([&](auto& e) { return e.download_ema(p, b); });
 }
+void CudaExecutor::seed_ema() {
+  impl_->visit([&](auto& e) { return e.seed_ema(); });
+}
 void CudaExecutor::swap_ema() {
   impl_->visit([&](auto& e) { return e.swap_ema(); });
 }

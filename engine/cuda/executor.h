@@ -128,7 +128,8 @@ class CudaExecutor {
   // the trained ones on the device (evaluation runs on the EMA between two swaps); only between steps.
   void upload_ema(const float* params, const float* buffers);
   void download_ema(float* params, float* buffers) const;
-  void swap_ema();
+  void seed_ema();  // the EMA := the trained parameters and buffers, copied on the device in stream order
+  void swap_ema();  // in stream order: nothing waits for it
   // Per-channel mean and std of pixel/255 (the trainer's normalisation).
   void set_normalization(const std::vector<float>& mean, const std::vector<float>& stdev);
 

@@ -100,12 +100,9 @@ class Engine {
 
   // ---- state ------------------------------------------------------------------------------------------------------
   void upload_params(const float* p) {
-    cudaStream_t s = ctx_.stream();
-    const std::vector<float> d = pl_.to_device(p);
-    CUDA_CHECK(cudaMemcpyAsync(params_, d.data(), d.size() * sizeof(float), cudaMemcpyHostToDevice, s));
-    if constexpr (!std::is_same_v<T, float>) cuda::cast<float, T>(pl_.total(), params_, params_half_, s);
+    upload_layout(p, params_);
+    if constexpr (!std::is_same_v<T, float>) cuda::cast<float, T>(pl_.total(), params_, params_half_, ctx_.stream());
     refresh_padded_weights();
-    CUDA_CHECK(cudaStreamSynchronize(s));  // `d` dies here
   }
   void upload_buffers(const float* b) {
     if (g_.num_buffers() == 0) return;
@@ -121,12 +118,7 @@ class Engine {
     const int64_t P = g_.num_params();
     STOKE_CHECK(static_cast<int64_t>(st.size()) == state_sets_ * P, "optimizer state of ", st.size(),
                 " values, expected ", state_sets_ * P);
-    for (int k = 0; k < state_sets_; ++k) {
-      const std::vector<float> d = pl_.to_device(st.data() + k * P);
-      CUDA_CHECK(cudaMemcpyAsync(state_ + k * pl_.total(), d.data(), d.size() * sizeof(float), cudaMemcpyHostToDevice,
-                                 ctx_.stream()));
-      CUDA_CHECK(cudaStreamSynchronize(ctx_.stream()));  // `d` dies here
-    }
+    for (int k = 0; k < state_sets_; ++k) upload_layout(st.data() + k * P, state_ + k * pl_.total());
     CUDA_CHECK(cudaMemcpyAsync(&state_dev_->t, &steps, sizeof(int64_t), cudaMemcpyHostToDevice, ctx_.stream()));
     CUDA_CHECK(cudaStreamSynchronize(ctx_.stream()));  // `steps` is the caller's
   }
@@ -148,12 +140,21 @@ class Engine {
   }
   void upload_ema(const float* p, const float* b) {
     STOKE_CHECK(ema_params_, "no EMA (--ema) on this executor");
-    const std::vector<float> d = pl_.to_device(p);
-    CUDA_CHECK(cudaMemcpyAsync(ema_params_, d.data(), d.size() * sizeof(float), cudaMemcpyHostToDevice, ctx_.stream()));
     if (g_.num_buffers() > 0)
       CUDA_CHECK(cudaMemcpyAsync(ema_buffers_, b, static_cast<size_t>(g_.num_buffers()) * sizeof(float),
                                  cudaMemcpyHostToDevice, ctx_.stream()));
-    CUDA_CHECK(cudaStreamSynchronize(ctx_.stream()));  // `d` dies here
+    upload_layout(p, ema_params_);  // its synchronisation covers `b`, the caller's, too
+  }
+  // The EMA starts as the trained weights and buffers already on the device: copied there, in stream order (the
+  // same bytes upload_ema of the host arrays they came from writes, alignment gaps included).
+  void seed_ema() {
+    STOKE_CHECK(ema_params_, "no EMA (--ema) on this executor");
+    cudaStream_t s = ctx_.stream();
+    CUDA_CHECK(cudaMemcpyAsync(ema_params_, params_, static_cast<size_t>(pl_.total()) * sizeof(float),
+                               cudaMemcpyDeviceToDevice, s));
+    if (g_.num_buffers() > 0)
+      CUDA_CHECK(cudaMemcpyAsync(ema_buffers_, buffers_, static_cast<size_t>(g_.num_buffers()) * sizeof(float),
+                                 cudaMemcpyDeviceToDevice, s));
   }
   void download_ema(float* p, float* b) {
     STOKE_CHECK(ema_params_, "no EMA (--ema) on this executor");
@@ -395,6 +396,12 @@ class Engine {
       const int64_t rows = g_.params()[static_cast<size_t>(nd.weight)].size / c;
       cuda::copy_channels<T>(rows, c, weight(nd.weight), c, padded_w_[i], in_c_dev_, ctx_.stream());
     }
+  }
+  // The Graph's flat layout -> a device array in the padded layout (synchronises: the padded copy dies here).
+  void upload_layout(const float* flat, float* dst) {
+    const std::vector<float> d = pl_.to_device(flat);
+    CUDA_CHECK(cudaMemcpyAsync(dst, d.data(), d.size() * sizeof(float), cudaMemcpyHostToDevice, ctx_.stream()));
+    CUDA_CHECK(cudaStreamSynchronize(ctx_.stream()));
   }
   // A device array in the padded layout -> the Graph's flat layout (synchronises).
   void download_layout(const float* src, float* flat) {

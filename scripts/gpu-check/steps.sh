@@ -239,8 +239,10 @@ run_steps() {
   step nccl-parity 2 5 30 device bash -c 'nccl_parity "$@"' _ "$RUNS/train-det-fp16" "$RUNS/train-nccl-fp16"
   step finetune 2 20 60 device bash -c 'finetune "$@"' _ "$RUNS/train-det-fp16"
   # --ema in the captured step, its decay warmed up per step from the device's update count (--ema-warmup), and
-  # --tta flip in validation; eval of its weight EMA on CUDA and on the CPU agree.
-  step train-bf16-ema 2 12 40 device bash -c 'train "$@"' _ train-bf16-ema bf16 --ema 0.99 --ema-warmup --tta flip
+  # --tta flip in validation (the batch uploaded once, mirrored on the device); --bn-recalibrate's skipped steps with
+  # the EMA swapped into place; eval of its weight EMA on CUDA and on the CPU agree.
+  step train-bf16-ema 2 12 40 device bash -c 'train "$@"' _ train-bf16-ema bf16 --ema 0.99 --ema-warmup --tta flip \
+    --bn-recalibrate 4
   step eval-ema 2 10 40 device bash -c 'eval_compare "$@"' _ "$RUNS/train-bf16-ema" "$DATA/val"
   step train-bf16-augment-decoders 2 12 40 device bash -c 'train_decoders "$@"' _ train-bf16-augment-decoders bf16
   # compute-sanitizer: memcheck over the kernels and one executor step, every arena buffer its own allocation.

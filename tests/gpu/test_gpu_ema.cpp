@@ -2,13 +2,15 @@
 // products and sum), its skip flag, its decay read from device memory and the swap; the backend's EMA after every
 // step (with CUDA graphs, an injected skip included) against the recurrence over the weights it hands back, with a
 // fixed decay and with --ema-warmup's (across a restored state); evaluation on the EMA and back; the mirrored
-// evaluation against evaluation of mirrored pixels.
+// evaluation against evaluation of mirrored pixels, and --tta flip's pair (one upload) against both; --bn-recalibrate
+// of the EMA with it swapped into place.
 #include <gtest/gtest.h>
 
 #include <memory>
 #include <vector>
 
 #include "engine/backend.h"
+#include "engine/bn_recalibrate.h"
 #include "engine/optimizer.h"
 #include "kernels/optimizer.cuh"
 #include "models/models.h"
@@ -168,6 +170,52 @@ TEST(GpuEma, WarmupDecayFollowsTheAppliedCountInCapturedStepsAndAcrossARestoredS
   }
 }
 
+// --bn-recalibrate with --ema on CUDA: each batch's EMA step runs with the EMA swapped into the weights' place (a
+// skipped step, replayed from a captured graph past the warm-up), only the buffers move. The EMA's statistics become
+// those a plain backend holding the EMA's weights recalibrates to, bit for bit; the EMA's parameters, the trained
+// weights and the optimizer state stay as they were.
+TEST(GpuEma, RecalibrationUnderTheEmaEqualsAPlainBackendHoldingIt) {
+  REQUIRE_GPU();
+  const Graph g = build_model("small-cnn", {28, 28, 1}, 10);
+  const DigitSet d = make_digits(8 * kBatch, 12);
+  const size_t px = static_cast<size_t>(DigitSet::kSize) * DigitSet::kSize;
+  auto request = [&](int k) {
+    StepRequest r;
+    r.batch.tag = k;
+    r.batch.size = kBatch;
+    r.batch.pixels = d.pixels.data() + static_cast<size_t>(k) * kBatch * px;
+    r.batch.labels = d.labels.data() + static_cast<size_t>(k) * kBatch;
+    return r;
+  };
+  std::unique_ptr<TrainingBackend> be = make_cuda_backend(g, ema_options(kDecay));
+  std::vector<float> p(static_cast<size_t>(g.num_params())), b(static_cast<size_t>(g.num_buffers())), opt, eb, ep;
+  g.initialize(p.data(), b.data(), 13);
+  opt.assign(p.size(), 0.f);
+  be->set_state(p, b, opt, 0);
+  for (int k = 0; k < 4; ++k) ASSERT_TRUE(digits_step(*be, d, k, false).applied) << k;
+  int64_t steps = 0;
+  be->get_state(p, b, opt, steps);
+  be->get_ema(ep, eb);
+  auto next = [&](int k) { return request(4 + k); };
+  std::unique_ptr<TrainingBackend> plain = make_cuda_backend(g, ema_options(0.f));
+  plain->set_state(ep, eb, opt, steps);
+  recalibrate_batchnorm(*plain, g, 4, next, [](int64_t) {});
+  std::vector<float> want_b;
+  plain->get_buffers(want_b);
+  recalibrate_batchnorm(
+      *be, g, 4, next, [](int64_t) {}, true);
+  std::vector<float> got_p, got_b, p2, b2, opt2;
+  be->get_ema(got_p, got_b);
+  expect_bitwise("EMA statistics after recalibration", got_b, want_b);
+  expect_bitwise("EMA parameters after recalibration", got_p, ep);
+  EXPECT_NE(got_b, eb) << "the averaged statistics were replaced";
+  int64_t steps2 = 0;
+  be->get_state(p2, b2, opt2, steps2);
+  expect_bitwise("trained parameters after recalibration", p2, p);
+  expect_bitwise("optimizer state after recalibration", opt2, opt);
+  EXPECT_EQ(steps2, steps);
+}
+
 TEST(GpuTta, TheMirroredEvaluationIsEvaluationOfMirroredPixels) {
   REQUIRE_GPU();
   const Graph g = build_model("small-cnn", {28, 28, 1}, 10);
@@ -189,8 +237,16 @@ TEST(GpuTta, TheMirroredEvaluationIsEvaluationOfMirroredPixels) {
   const float* m = be->eval_batch_mirrored(kBatch, d.pixels.data(), d.labels.data(), &loss);
   expect_bitwise("logits of the mirrored evaluation", std::vector<float>(m, m + kBatch * 10), want);
   const float* plain = be->eval_batch(kBatch, d.pixels.data(), d.labels.data(), &loss);
-  EXPECT_NE(std::vector<float>(plain, plain + kBatch * 10), want)
-      << "the digits are not symmetric: the test means something";
+  const std::vector<float> want_plain(plain, plain + kBatch * 10);
+  EXPECT_NE(want_plain, want) << "the digits are not symmetric: the test means something";
+  // --tta flip's pair: the batch uploaded once, mirrored on the device, the same two results.
+  std::vector<float> pair_plain, pair_mirrored;
+  float pair_loss = 0, plain_loss = 0;
+  be->eval_batch(kBatch, d.pixels.data(), d.labels.data(), &plain_loss);
+  be->eval_batch_and_mirror(kBatch, 10, d.pixels.data(), d.labels.data(), pair_plain, pair_mirrored, &pair_loss);
+  expect_bitwise("the pair's plain logits", pair_plain, want_plain);
+  expect_bitwise("the pair's mirrored logits", pair_mirrored, want);
+  EXPECT_EQ(pair_loss, plain_loss);
 }
 
 }  // namespace
