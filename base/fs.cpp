@@ -101,6 +101,12 @@ void durable_rename(const std::string& from, const std::string& to) {
   fsync_dir(std::filesystem::path(to).parent_path().string());
 }
 
+namespace {
+std::atomic<uint64_t> g_read_file_bytes{0};
+}  // namespace
+
+uint64_t read_file_total_bytes() { return g_read_file_bytes.load(std::memory_order_relaxed); }
+
 std::vector<uint8_t> read_file(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) throw Error(str("cannot read ", path, ": ", std::strerror(errno)));
@@ -132,6 +138,7 @@ std::vector<uint8_t> read_file(const std::string& path) {
   }
   ::close(fd);
   data.resize(got);
+  g_read_file_bytes.fetch_add(got, std::memory_order_relaxed);
   return data;
 }
 

@@ -32,6 +32,8 @@ void write_file(const std::string& path, const void* data, size_t size);
 
 // Whole file into memory (also one that grows while being read); throws stoke::Error naming the file.
 std::vector<uint8_t> read_file(const std::string& path);
+// The bytes read_file has read in this process (all threads): how a test sees that a file is read once.
+uint64_t read_file_total_bytes();
 
 // 64-bit FNV-1a of bytes: the checksum recorded in checkpoint manifests.
 uint64_t fnv1a64(const void* data, size_t size, uint64_t seed = 0xcbf29ce484222325ULL);

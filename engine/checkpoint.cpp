@@ -101,8 +101,10 @@ std::string manifest_text(const fs::path& dir, const std::vector<std::string>& f
 // older stoke has no manifest: its state.json's records of the two tensor files are checked by load_checkpoint.
 // only: check only these files' lines (load_checkpoint checks the tensor files against state.json as it reads them,
 // so reading them here too would read every byte twice; eval, predict and export read no optimizer state). Empty:
-// every line.
-std::string verify_manifest(const fs::path& dir, const std::vector<std::string>& only = {}) {
+// every line. keep (optional): receives the bytes checked, when all of them are as recorded.
+std::string verify_manifest(const fs::path& dir, const std::vector<std::string>& only = {},
+                            CheckpointBytes* keep = nullptr) {
+  if (keep) keep->clear();
   if (!fs::exists(dir / "manifest.txt")) return fs::exists(dir / "state.json") ? "" : "state.json is missing";
   std::string text;
   try {
@@ -117,6 +119,7 @@ std::string verify_manifest(const fs::path& dir, const std::vector<std::string>&
   std::istringstream lines(text.substr(0, last));
   uint64_t bytes = 0;
   std::string sum, file;
+  CheckpointBytes checked;
   while (lines >> bytes >> sum >> file) {
     if (!only.empty() && std::find(only.begin(), only.end(), file) == only.end()) continue;
     std::vector<uint8_t> b;
@@ -127,17 +130,30 @@ std::string verify_manifest(const fs::path& dir, const std::vector<std::string>&
     }
     if (b.size() != bytes || hex64(fnv1a64(b.data(), b.size())) != sum)
       return file + " differs from the manifest's record";
+    if (keep) checked[file] = std::move(b);
   }
+  if (keep) *keep = std::move(checked);
   return "";
+}
+
+// A file of checkpoint folder d: the bytes already read and checked, taken from `have`, else read now.
+std::vector<uint8_t> checkpoint_file(const fs::path& d, const std::string& file, CheckpointBytes* have) {
+  if (have)
+    if (auto it = have->find(file); it != have->end()) {
+      std::vector<uint8_t> b = std::move(it->second);
+      have->erase(it);
+      return b;
+    }
+  return read_file((d / file).string());
 }
 
 // What eval, predict and export read of a checkpoint, and so verify (CheckpointUse::weights).
 const std::vector<std::string> kWeightFiles = {"state.json", "model.safetensors", "ema.safetensors"};
 
-json read_state(const fs::path& d) {
+json read_state(const fs::path& d, CheckpointBytes* have = nullptr) {
   json state;
   try {
-    std::vector<uint8_t> text = read_file((d / "state.json").string());
+    std::vector<uint8_t> text = checkpoint_file(d, "state.json", have);
     state = json::parse(text.begin(), text.end());
   } catch (const json::exception& e) {
     throw Error(str(display_name((d / "state.json").string()), " is damaged: ", json_problem(e)));
@@ -148,8 +164,9 @@ json read_state(const fs::path& d) {
 }
 
 // A tensor file of the checkpoint, parsed; `check`: its size and checksum against state.json's record first.
-st::File load_checked(const fs::path& d, const json& state, const std::string& file, bool check) {
-  std::vector<uint8_t> bytes = read_file((d / file).string());
+st::File load_checked(const fs::path& d, const json& state, const std::string& file, bool check,
+                      CheckpointBytes* have = nullptr) {
+  std::vector<uint8_t> bytes = checkpoint_file(d, file, have);
   const json& rec = state["files"].contains(file) ? state["files"][file] : json();
   const bool recorded = rec.is_object() && rec.contains("bytes") && rec["bytes"].is_number_unsigned() &&
                         rec.contains("fnv1a64") && rec["fnv1a64"].is_string();
@@ -271,8 +288,8 @@ int64_t checkpoint_bytes(const Graph& graph, const std::string& optimizer_kind, 
   return static_cast<int64_t>(model + opt + state_json + manifest.size());
 }
 
-std::string find_checkpoint(const std::string& run_dir, const std::string& which, std::string* note,
-                            CheckpointUse use) {
+std::string find_checkpoint(const std::string& run_dir, const std::string& which, std::string* note, CheckpointUse use,
+                            CheckpointBytes* verified) {
   const fs::path ckdir = fs::path(run_dir) / "checkpoints";
   const std::vector<std::string> files = use == CheckpointUse::weights ? kWeightFiles : std::vector<std::string>{};
   const std::string name = read_pointer(ckdir / which);
@@ -282,7 +299,7 @@ std::string find_checkpoint(const std::string& run_dir, const std::string& which
     why = fs::exists(ckdir / which) ? str("checkpoints/", which, " is empty") : "";
   else if (!fs::is_directory(ckdir / name))
     why = str("checkpoints/", which, " names ", name, ", which is missing");
-  else if (const std::string bad = verify_manifest(ckdir / name, files); !bad.empty())
+  else if (const std::string bad = verify_manifest(ckdir / name, files, verified); !bad.empty())
     why = str("checkpoints/", name, " is damaged (", bad, ")");
   else
     return (ckdir / name).string();
@@ -295,7 +312,7 @@ std::string find_checkpoint(const std::string& run_dir, const std::string& which
   std::sort(steps.rbegin(), steps.rend());
   for (const std::string& s : steps) {
     if (s == name) continue;
-    if (const std::string bad = verify_manifest(ckdir / s, files); !bad.empty()) {
+    if (const std::string bad = verify_manifest(ckdir / s, files, verified); !bad.empty()) {
       why += str("; ", s, " is damaged (", bad, ")");
       continue;
     }
@@ -340,19 +357,25 @@ CheckpointData load_checkpoint(const std::string& dir, const Graph& graph, const
   return out;
 }
 
-CheckpointData load_checkpoint_weights(const std::string& dir, const Graph& graph, bool ema, bool verified) {
+CheckpointData load_checkpoint_weights(const std::string& dir, const Graph& graph, bool ema,
+                                       CheckpointBytes* verified) {
   const fs::path d(dir);
   if (!fs::is_directory(d)) throw UserError(str("no checkpoint folder ", display_name(dir)));
-  if (!verified)
-    if (const std::string bad = verify_manifest(d, kWeightFiles); !bad.empty())
+  CheckpointBytes checked;
+  if (!verified) {
+    if (const std::string bad = verify_manifest(d, kWeightFiles, &checked); !bad.empty())
       throw Error(str(display_name(dir), " is damaged: ", bad));
-  // The manifest covered every file read here (just now, or in find_checkpoint); an older checkpoint has none.
+    verified = &checked;
+  }
+  // The manifest covered every file read here (just now, or in find_checkpoint: these are the bytes it hashed); an
+  // older checkpoint has none.
   const bool by_state = !fs::exists(d / "manifest.txt");
-  json state = read_state(d);
+  json state = read_state(d, verified);
   CheckpointData out;
-  read_model(load_checked(d, state, "model.safetensors", by_state), graph, out.params, out.buffers, true);
+  read_model(load_checked(d, state, "model.safetensors", by_state, verified), graph, out.params, out.buffers, true);
   if (ema && state["files"].contains("ema.safetensors"))
-    read_model(load_checked(d, state, "ema.safetensors", by_state), graph, out.ema_params, out.ema_buffers, false);
+    read_model(load_checked(d, state, "ema.safetensors", by_state, verified), graph, out.ema_params, out.ema_buffers,
+               false);
   out.state = std::move(state);
   return out;
 }

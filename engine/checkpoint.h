@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -53,8 +54,13 @@ enum class CheckpointUse {
   resume,  // every file the manifest lists (--resume reads them all)
   weights  // state.json, model.safetensors and ema.safetensors: eval, predict and export never read the optimizer's
 };
+// The bytes of a checkpoint folder's files as its manifest check read and hashed them, by file name: handed on to
+// load_checkpoint_weights, so each file is read from disk once (a ResNet-50's model.safetensors is ~100 MB).
+using CheckpointBytes = std::map<std::string, std::vector<uint8_t>>;
+// verified (optional): receives the checked bytes of the folder returned (those of a damaged one are dropped).
 std::string find_checkpoint(const std::string& run_dir, const std::string& which = "latest",
-                            std::string* note = nullptr, CheckpointUse use = CheckpointUse::resume);
+                            std::string* note = nullptr, CheckpointUse use = CheckpointUse::resume,
+                            CheckpointBytes* verified = nullptr);
 
 // Loads and validates a checkpoint folder against `graph`: every file present, sizes and checksums as
 // recorded, every parameter and buffer present with its shape and dtype, nothing extra. Throws
@@ -64,9 +70,11 @@ CheckpointData load_checkpoint(const std::string& dir, const Graph& graph, const
 
 // The weights of a checkpoint folder for eval, predict and export: params and buffers, and with `ema` the EMA's when
 // the checkpoint has them. optimizer.safetensors is neither read nor hashed (half the bytes of an SGD checkpoint,
-// two thirds of an AdamW one). Every file read is checked against the manifest, once: `verified` says
-// find_checkpoint(..., CheckpointUse::weights) has just done so; otherwise it is done here, and a damaged file is an
-// Error naming it. A checkpoint of an older stoke without a manifest is checked against state.json's records.
-CheckpointData load_checkpoint_weights(const std::string& dir, const Graph& graph, bool ema, bool verified = false);
+// two thirds of an AdamW one). Every file is read once and checked against the manifest before it is used: `verified`
+// holds the bytes find_checkpoint(..., CheckpointUse::weights, &verified) checked (taken from it, not read again);
+// null: the check is done here on the bytes then loaded, and a damaged file is an Error naming it. A checkpoint of an
+// older stoke without a manifest is checked against state.json's records.
+CheckpointData load_checkpoint_weights(const std::string& dir, const Graph& graph, bool ema,
+                                       CheckpointBytes* verified = nullptr);
 
 }  // namespace stoke

@@ -60,16 +60,17 @@ LoadedRun load_run(const std::string& path, const ModelFactory& build_model, con
   if (!fs::exists(p)) throw UserError(str("no such run or checkpoint folder: ", display_name(path)));
   std::string ck, note;
   fs::path run_dir;
-  bool verified = false;               // find_checkpoint has checked the files read below against the manifest
+  CheckpointBytes verified;  // the files find_checkpoint checked against the manifest: loaded without reading again
+  bool found = false;
   if (fs::exists(p / "state.json")) {  // a checkpoint folder: its run is two levels up
     ck = p.string();
     run_dir = p.parent_path().parent_path();
   } else {
     run_dir = p;
     // Only the files read here are verified: eval, predict and export never read the optimizer's state.
-    ck = find_checkpoint(path, which, &note, CheckpointUse::weights);
-    if (ck.empty() && note.empty()) ck = find_checkpoint(path, "latest", &note, CheckpointUse::weights);
-    verified = !ck.empty();
+    ck = find_checkpoint(path, which, &note, CheckpointUse::weights, &verified);
+    if (ck.empty() && note.empty()) ck = find_checkpoint(path, "latest", &note, CheckpointUse::weights, &verified);
+    found = !ck.empty();
     if (ck.empty())
       throw UserError(note.empty() ? str(display_name(path), " holds no checkpoint (expected ", display_name(path),
                                          "/checkpoints/latest)")
@@ -98,7 +99,7 @@ LoadedRun load_run(const std::string& path, const ModelFactory& build_model, con
     throw Error(str(display_name((run_dir / "config.json").string()), " lacks a field: ", json_problem(e)));
   }
   r.graph = build_model(r.model, r.input, static_cast<int>(r.classes.size()));
-  CheckpointData d = load_checkpoint_weights(ck, r.graph, ema && which != "initial", verified);
+  CheckpointData d = load_checkpoint_weights(ck, r.graph, ema && which != "initial", found ? &verified : nullptr);
   const json& state = d.state;
   r.ema = !d.ema_params.empty();
   r.params = std::move(r.ema ? d.ema_params : d.params);

@@ -335,3 +335,34 @@ TEST(Checkpoint, AFullDiskKeepsThePreviousCheckpointLoadable) {
     EXPECT_FALSE(fs::exists(tmp.path() / "checkpoints" / "step-00000002"));
   }
 }
+
+// eval, predict and export read each checkpoint file once: the manifest check hands the loader the bytes it hashed
+// (found then loaded, as load_run does, or loaded alone), and a changed bit is still refused, naming the file.
+TEST(Checkpoint, TheWeightsAreReadOnceAndCheckedBeforeUse) {
+  TempDir tmp("ckpt-once");
+  Graph g = small_cnn({28, 28, 1}, 10);
+  const CheckpointData d = sample_data(g, 1);
+  const fs::path dir = save_checkpoint(tmp.str(), "step-00000001", g, "sgd", d, false, 3);
+  const uint64_t files = fs::file_size(dir / "model.safetensors") + fs::file_size(dir / "state.json") +
+                         fs::file_size(dir / "manifest.txt");
+  uint64_t before = read_file_total_bytes();
+  CheckpointBytes verified;
+  const std::string found = find_checkpoint(tmp.str(), "latest", nullptr, CheckpointUse::weights, &verified);
+  ASSERT_EQ(found, dir.string());
+  EXPECT_EQ(load_checkpoint_weights(found, g, true, &verified).params, d.params);
+  EXPECT_EQ(read_file_total_bytes() - before, files) << "a checkpoint file read twice";
+  before = read_file_total_bytes();
+  EXPECT_EQ(load_checkpoint_weights(dir.string(), g, true).buffers, d.buffers);
+  EXPECT_EQ(read_file_total_bytes() - before, files) << "a checkpoint file read twice";
+  std::string bytes = test::file_bytes(dir / "model.safetensors");
+  bytes[bytes.size() - 5] ^= 0x01;
+  spit(dir / "model.safetensors", bytes);
+  try {
+    load_checkpoint_weights(dir.string(), g, true);
+    ADD_FAILURE() << "loaded a damaged checkpoint";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("step-00000001 is damaged: model.safetensors differs"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_EQ(find_checkpoint(tmp.str(), "latest", nullptr, CheckpointUse::weights, &verified), "");
+}
