@@ -61,6 +61,10 @@ struct BackendOptions {
   // --ema-warmup: the decay of applied update t is ema_decay_at(t, ema_decay, true) (engine/optimizer.h), t the
   // optimizer's step count after it (set_state's optimizer_steps carries it across a resume).
   bool ema_warmup = false;
+  // eval, predict and export: the backend only evaluates (eval_batch), so it holds no optimizer state and no parameter
+  // gradients (a ResNet-50's are 100 MB each), set_state takes an empty optimizer state, and a training step is an
+  // internal error. CPU backend; the CUDA one keeps its arena as planned and skips the optimizer state's upload.
+  bool evaluation_only = false;
 };
 
 // One training step as the trainer hands it over: the batch exactly as its source gave it (io/pipeline/batch_source.h)

@@ -48,8 +48,9 @@ std::unique_ptr<TrainingBackend> eval_backend(const LoadedRun& run, int batch, D
   o.stdev = run.stdev;
   o.precision =
       PrecisionRequest::fp32;  // evaluation numbers comparable with the CPU backend's; the step is not the cost here
+  o.evaluation_only = true;    // no optimizer state, no gradients: nothing here trains
   std::unique_ptr<TrainingBackend> b = make_backend(d.use_cuda, run.graph, o);
-  b->set_state(run.params, run.buffers, Optimizer(o.optimizer, run.graph.params(), run.graph.num_params()).state(), 0);
+  b->set_state(run.params, run.buffers, {}, 0);
   return b;
 }
 

@@ -37,13 +37,13 @@ class CpuBackend final : public TrainingBackend {
   CpuBackend(const Graph& g, const BackendOptions& o)
       : graph_(g),
         opt_(o),
-        optimizer_(o.optimizer, g.params(), g.num_params(), o.lr_mult),
+        optimizer_(make_optimizer(g, o)),
         exec_(g, o.max_batch),
         params_(static_cast<size_t>(g.num_params())),
-        grads_(params_.size() + kStepSums),
+        grads_(o.evaluation_only ? 0 : params_.size() + kStepSums),
         buffers_(static_cast<size_t>(g.num_buffers())),
         input_(static_cast<size_t>(o.max_batch * g.input_shape().size())),
-        dlogits_(static_cast<size_t>(o.max_batch * exec_.outputs())) {
+        dlogits_(o.evaluation_only ? 0 : static_cast<size_t>(o.max_batch * exec_.outputs())) {
     normalize_coefficients(o.mean, o.stdev, scale_, shift_);
     exec_.set_fine_tune(o.lr_mult, o.bn_eval);
     if (o.sync_bn && o.comm && o.comm->world() > 1) {
@@ -107,6 +107,7 @@ class CpuBackend final : public TrainingBackend {
   }
 
   void submit(const StepRequest& r) override {
+    STOKE_CHECK(!opt_.evaluation_only, "a training step on an evaluation-only backend (no optimizer, no gradients)");
     STOKE_CHECK(!eval_ema_ || r.skip, "a training step while the EMA is in the trained weights' place");
     queue_->submit(r);
   }
@@ -185,8 +186,15 @@ class CpuBackend final : public TrainingBackend {
     return logits;
   }
 
+  // evaluation_only: an optimizer over no parameters, so no state is allocated.
+  static Optimizer make_optimizer(const Graph& g, const BackendOptions& o) {
+    if (o.evaluation_only) return Optimizer(o.optimizer, {}, 0);
+    return Optimizer(o.optimizer, g.params(), g.num_params(), o.lr_mult);
+  }
+
   // One step on the compute thread, from the queue's own copy of the batch (engine/train_step.h's phases).
   StepResult compute(const StepRequest& st) {
+    STOKE_CHECK(!opt_.evaluation_only, "a training step on an evaluation-only backend (no optimizer, no gradients)");
     STOKE_TRACE("train step compute");
     StepResult out;
     out.tag = st.batch.tag;

@@ -131,7 +131,7 @@ class CudaBackend final : public TrainingBackend {
     // Same device addresses: captured graphs stay valid (they read the state, they do not hold it).
     ex_.upload_params(params.data());
     ex_.upload_buffers(buffers.data());
-    ex_.upload_optimizer_state(optimizer_state, optimizer_steps);
+    if (!opt_.evaluation_only) ex_.upload_optimizer_state(optimizer_state, optimizer_steps);
     if (opt_.ema_decay > 0.f && !ema_set_) {  // the EMA starts at the first weights: copied on the device
       ex_.seed_ema();
       ema_set_ = true;
@@ -253,6 +253,7 @@ class CudaBackend final : public TrainingBackend {
 
   // ---- the asynchronous step -------------------------------------------------------------------------------------
   void submit(const StepRequest& r) override {
+    STOKE_CHECK(!opt_.evaluation_only, "a training step on an evaluation-only backend (no optimizer state uploaded)");
     STOKE_CHECK(r.batch.size >= 1 && r.batch.size <= opt_.max_batch, "batch of ", r.batch.size, " for a backend of ",
                 opt_.max_batch);
     STOKE_TRACE("submit");
