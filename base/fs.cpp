@@ -107,7 +107,10 @@ std::atomic<uint64_t> g_read_file_bytes{0};
 
 uint64_t read_file_total_bytes() { return g_read_file_bytes.load(std::memory_order_relaxed); }
 
-std::vector<uint8_t> read_file(const std::string& path) {
+namespace {
+
+template <class Bytes>
+Bytes read_whole(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) throw Error(str("cannot read ", path, ": ", std::strerror(errno)));
   struct stat st {};
@@ -122,7 +125,7 @@ std::vector<uint8_t> read_file(const std::string& path) {
   }
   // Read the size fstat gave, then on until end of file: a file that grew while we read it is read whole, and
   // files whose size fstat does not know (/proc, pipes) too.
-  std::vector<uint8_t> data(st.st_size > 0 ? static_cast<size_t>(st.st_size) : size_t{65536});
+  Bytes data(st.st_size > 0 ? static_cast<size_t>(st.st_size) : size_t{65536});
   size_t got = 0;
   for (;;) {
     if (got == data.size()) data.resize(data.size() * 2);
@@ -141,6 +144,10 @@ std::vector<uint8_t> read_file(const std::string& path) {
   g_read_file_bytes.fetch_add(got, std::memory_order_relaxed);
   return data;
 }
+}  // namespace
+
+std::vector<uint8_t> read_file(const std::string& path) { return read_whole<std::vector<uint8_t>>(path); }
+FileBytes read_file_bytes(const std::string& path) { return read_whole<FileBytes>(path); }
 
 uint64_t fnv1a64(const void* data, size_t size, uint64_t seed) {
   const auto* p = static_cast<const uint8_t*>(data);

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace stoke {
@@ -32,6 +33,30 @@ void write_file(const std::string& path, const void* data, size_t size);
 
 // Whole file into memory (also one that grows while being read); throws stoke::Error naming the file.
 std::vector<uint8_t> read_file(const std::string& path);
+
+// An allocator whose vectors leave new elements uninitialised: a buffer about to be read into is not zero-filled
+// first (for a 100 MB checkpoint file that zero-fill cost as much as the read).
+template <class T>
+struct NoInitAllocator : std::allocator<T> {
+  template <class U>
+  struct rebind {
+    using other = NoInitAllocator<U>;
+  };
+  NoInitAllocator() = default;
+  template <class U>
+  NoInitAllocator(const NoInitAllocator<U>&) noexcept {}
+  template <class U>
+  void construct(U* p) noexcept {
+    ::new (static_cast<void*>(p)) U;
+  }
+  template <class U, class... Args>
+  void construct(U* p, Args&&... args) {
+    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+  }
+};
+using FileBytes = std::vector<uint8_t, NoInitAllocator<uint8_t>>;
+// read_file without the zero-fill, for large files (checkpoints).
+FileBytes read_file_bytes(const std::string& path);
 // The bytes read_file has read in this process (all threads): how a test sees that a file is read once.
 uint64_t read_file_total_bytes();
 

@@ -122,9 +122,9 @@ std::string verify_manifest(const fs::path& dir, const std::vector<std::string>&
   CheckpointBytes checked;
   while (lines >> bytes >> sum >> file) {
     if (!only.empty() && std::find(only.begin(), only.end(), file) == only.end()) continue;
-    std::vector<uint8_t> b;
+    FileBytes b;
     try {
-      b = read_file((dir / file).string());
+      b = read_file_bytes((dir / file).string());
     } catch (const Error&) {
       return file + " is missing";
     }
@@ -137,14 +137,14 @@ std::string verify_manifest(const fs::path& dir, const std::vector<std::string>&
 }
 
 // A file of checkpoint folder d: the bytes already read and checked, taken from `have`, else read now.
-std::vector<uint8_t> checkpoint_file(const fs::path& d, const std::string& file, CheckpointBytes* have) {
+FileBytes checkpoint_file(const fs::path& d, const std::string& file, CheckpointBytes* have) {
   if (have)
     if (auto it = have->find(file); it != have->end()) {
-      std::vector<uint8_t> b = std::move(it->second);
+      FileBytes b = std::move(it->second);
       have->erase(it);
       return b;
     }
-  return read_file((d / file).string());
+  return read_file_bytes((d / file).string());
 }
 
 // What eval, predict and export read of a checkpoint, and so verify (CheckpointUse::weights).
@@ -153,7 +153,7 @@ const std::vector<std::string> kWeightFiles = {"state.json", "model.safetensors"
 json read_state(const fs::path& d, CheckpointBytes* have = nullptr) {
   json state;
   try {
-    std::vector<uint8_t> text = checkpoint_file(d, "state.json", have);
+    const FileBytes text = checkpoint_file(d, "state.json", have);
     state = json::parse(text.begin(), text.end());
   } catch (const json::exception& e) {
     throw Error(str(display_name((d / "state.json").string()), " is damaged: ", json_problem(e)));
@@ -166,7 +166,7 @@ json read_state(const fs::path& d, CheckpointBytes* have = nullptr) {
 // A tensor file of the checkpoint, parsed; `check`: its size and checksum against state.json's record first.
 st::File load_checked(const fs::path& d, const json& state, const std::string& file, bool check,
                       CheckpointBytes* have = nullptr) {
-  std::vector<uint8_t> bytes = checkpoint_file(d, file, have);
+  FileBytes bytes = checkpoint_file(d, file, have);
   const json& rec = state["files"].contains(file) ? state["files"][file] : json();
   const bool recorded = rec.is_object() && rec.contains("bytes") && rec["bytes"].is_number_unsigned() &&
                         rec.contains("fnv1a64") && rec["fnv1a64"].is_string();

@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "base/fs.h"
 #include "engine/graph.h"
 
 namespace stoke {
@@ -56,7 +57,7 @@ enum class CheckpointUse {
 };
 // The bytes of a checkpoint folder's files as its manifest check read and hashed them, by file name: handed on to
 // load_checkpoint_weights, so each file is read from disk once (a ResNet-50's model.safetensors is ~100 MB).
-using CheckpointBytes = std::map<std::string, std::vector<uint8_t>>;
+using CheckpointBytes = std::map<std::string, FileBytes>;
 // verified (optional): receives the checked bytes of the folder returned (those of a damaged one are dropped).
 std::string find_checkpoint(const std::string& run_dir, const std::string& which = "latest",
                             std::string* note = nullptr, CheckpointUse use = CheckpointUse::resume,

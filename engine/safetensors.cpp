@@ -101,9 +101,13 @@ void save(const std::string& path, const std::vector<Tensor>& tensors,
   atomic_write_file(path, bytes.data(), bytes.size());
 }
 
-File File::load(const std::string& path) { return parse(read_file(path), path); }
+File File::load(const std::string& path) { return parse(read_file_bytes(path), path); }
 
-File File::parse(std::vector<uint8_t> bytes, const std::string& source) {
+File File::parse(const std::vector<uint8_t>& bytes, const std::string& source) {
+  return parse(FileBytes(bytes.begin(), bytes.end()), source);
+}
+
+File File::parse(FileBytes bytes, const std::string& source) {
   auto fail = [&](const std::string& why) -> Error {
     return Error(str(display_name(source), ": not a valid safetensors file: ", why));
   };

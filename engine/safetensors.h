@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "base/fs.h"
+
 namespace stoke::safetensors {
 
 enum class DType { F32, F16, BF16, I64, I32, U8 };
@@ -42,7 +44,8 @@ class File {
     std::vector<int64_t> shape;
     size_t begin = 0, end = 0;  // within data()
   };
-  static File parse(std::vector<uint8_t> bytes, const std::string& source);
+  static File parse(FileBytes bytes, const std::string& source);
+  static File parse(const std::vector<uint8_t>& bytes, const std::string& source);  // copies them
   static File load(const std::string& path);
 
   const std::map<std::string, Entry>& entries() const { return entries_; }
@@ -52,7 +55,7 @@ class File {
   const std::string& source() const { return source_; }  // the file name as display_name() shows it
 
  private:
-  std::vector<uint8_t> bytes_;
+  FileBytes bytes_;
   size_t data_start_ = 0;
   std::map<std::string, Entry> entries_;
   std::map<std::string, std::string> metadata_;
