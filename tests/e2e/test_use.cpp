@@ -224,6 +224,20 @@ TEST(Use, LoadingWeightsVerifiesTheFilesItReadsAndOnlyThose) {
   EXPECT_NE(bad.output.find("model.safetensors differs from the manifest's record"), std::string::npos) << bad.output;
 }
 
+// load_run (eval, predict, export) reads each file of the checkpoint once: the manifest check and the load share them.
+TEST(Use, LoadingARunReadsEachCheckpointFileOnce) {
+  const fs::path run = fx().result.run_dir;
+  const LoadedRun first = load_run(run.string(), build_model, "latest");
+  const fs::path ck = first.checkpoint;
+  uint64_t files = fs::file_size(run / "config.json");
+  for (const char* f : {"manifest.txt", "state.json", "model.safetensors", "ema.safetensors"})
+    if (fs::exists(ck / f)) files += fs::file_size(ck / f);
+  const uint64_t before = read_file_total_bytes();
+  const LoadedRun again = load_run(run.string(), build_model, "latest");
+  EXPECT_EQ(read_file_total_bytes() - before, files) << "a file of " << ck << " read twice";
+  EXPECT_EQ(again.params, first.params);
+}
+
 TEST(Use, ExportWritesPyTorchLayout) {
   LoadedRun r = load_run(fx().result.run_dir, build_model, "latest");
   const std::string out = fx().tmp.str() + "/model.safetensors";
