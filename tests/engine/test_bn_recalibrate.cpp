@@ -82,23 +82,30 @@ const float* buffer(const Graph& g, const State& s, const char* name) {
   return s.buffers.data() + g.buffers()[static_cast<size_t>(g.find_buffer(name))].offset;
 }
 
+// A CPU backend initialised from `seed` and trained for kBatches steps (lr 0.05).
+std::unique_ptr<TrainingBackend> trained_backend(const Graph& g, const Batches& data, const BackendOptions& o,
+                                                 uint64_t seed) {
+  std::unique_ptr<TrainingBackend> b = make_cpu_backend(g, o);
+  State s;
+  s.params.resize(static_cast<size_t>(g.num_params()));
+  s.buffers.resize(static_cast<size_t>(g.num_buffers()));
+  g.initialize(s.params.data(), s.buffers.data(), seed);
+  s.opt.assign(static_cast<size_t>(g.num_params()), 0.f);
+  b->set_state(s.params, s.buffers, s.opt, 0);
+  for (int k = 0; k < kBatches; ++k) {
+    StepRequest r = data.request(k);
+    r.lr = 0.05f;
+    b->train_step(r);
+  }
+  return b;
+}
+
 }  // namespace
 
 TEST(BnRecalibrate, RunningStatisticsBecomeTheAverageOfTheBatchStatistics) {
   const Graph g = two_bn_graph();
   const Batches data(5);
-  std::unique_ptr<TrainingBackend> backend = make_cpu_backend(g, options());
-  State init;
-  init.params.resize(static_cast<size_t>(g.num_params()));
-  init.buffers.resize(static_cast<size_t>(g.num_buffers()));
-  g.initialize(init.params.data(), init.buffers.data(), 3);
-  init.opt.assign(static_cast<size_t>(g.num_params()), 0.f);
-  backend->set_state(init.params, init.buffers, init.opt, 0);
-  for (int k = 0; k < kBatches; ++k) {
-    StepRequest r = data.request(k);
-    r.lr = 0.05f;
-    backend->train_step(r);
-  }
+  std::unique_ptr<TrainingBackend> backend = trained_backend(g, data, options(), 3);
   const State trained = state_of(*backend);
 
   std::vector<int64_t> released;
@@ -238,19 +245,7 @@ class Counting final : public TrainingBackend {
 std::unique_ptr<TrainingBackend> trained_with_ema(const Graph& g, const Batches& data) {
   BackendOptions o = options();
   o.ema_decay = 0.5f;
-  std::unique_ptr<TrainingBackend> b = make_cpu_backend(g, o);
-  State s;
-  s.params.resize(static_cast<size_t>(g.num_params()));
-  s.buffers.resize(static_cast<size_t>(g.num_buffers()));
-  g.initialize(s.params.data(), s.buffers.data(), 6);
-  s.opt.assign(static_cast<size_t>(g.num_params()), 0.f);
-  b->set_state(s.params, s.buffers, s.opt, 0);
-  for (int k = 0; k < kBatches; ++k) {
-    StepRequest r = data.request(k);
-    r.lr = 0.05f;
-    b->train_step(r);
-  }
-  return b;
+  return trained_backend(g, data, o, 6);
 }
 
 }  // namespace
