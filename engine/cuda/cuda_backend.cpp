@@ -24,13 +24,13 @@
 #include "engine/cuda/device_collectives.h"
 #include "engine/cuda/executor.h"
 #include "engine/cuda/grad_sync.h"
+#include "engine/cuda/held_dataset.h"
 #include "engine/cuda/runtime.h"
 #include "engine/cuda/step_graph.h"
 #include "engine/cuda/step_inputs.h"
 #include "engine/cuda/step_ring.h"
 #include "engine/dist/communicator.h"
 #include "engine/train_step.h"
-#include "kernels/gather.cuh"
 
 namespace stoke {
 namespace {
@@ -196,24 +196,7 @@ class CudaBackend final : public TrainingBackend {
                 sample_bytes, " bytes for an input of ", graph_.input_shape().size());
     // The graphs captured so far gather from the old set's address (or not at all): they are recorded afresh.
     for (cuda::CapturedStep& c : captured_) c.reset();
-    held_ = cuda::DeviceArena();
-    held_samples_ = 0;
-    const size_t px = static_cast<size_t>(samples) * static_cast<size_t>(sample_bytes);
-    const size_t lb = static_cast<size_t>(samples) * sizeof(int32_t);
-    try {
-      held_ = cuda::DeviceArena(px + lb + 2 * cuda::DeviceArena::kAlign, "the held data set (--cache gpu)");
-    } catch (const OutOfMemory& e) {
-      if (why) *why = e.what();
-      return false;
-    }
-    held_pixels_ = held_.alloc<uint8_t>(px, "held pixels (--cache gpu)");
-    held_labels_ = held_.alloc<int32_t>(static_cast<size_t>(samples), "held labels (--cache gpu)");
-    // Once, synchronously: the caller may free its copy when this returns.
-    CUDA_CHECK(cudaMemcpyAsync(held_pixels_, pixels, px, cudaMemcpyHostToDevice, copy_.get()));
-    CUDA_CHECK(cudaMemcpyAsync(held_labels_, labels, lb, cudaMemcpyHostToDevice, copy_.get()));
-    copy_.synchronize();
-    held_samples_ = samples;
-    return true;
+    return held_.hold(pixels, labels, samples, sample_bytes, copy_.get(), why);
   }
 
   const float* eval_batch(int n, const uint8_t* pixels, const int32_t* labels, float* loss) override {
@@ -264,8 +247,7 @@ class CudaBackend final : public TrainingBackend {
       wait_for(done_[static_cast<size_t>(ring_.oldest())]);
       poll();
     }
-    if (r.held_ids())
-      check_ids(r.batch.size, r.held_ids());  // before anything is queued: a kernel cannot report a bad id
+    if (r.held_ids()) held_.check_ids(r.batch.size, r.held_ids());  // before anything is queued
     const int slot = ring_.push(r.batch.tag);
     skip_[static_cast<size_t>(slot)] = r.skip;
     stop_[static_cast<size_t>(slot)] = r.stop;
@@ -403,9 +385,7 @@ class CudaBackend final : public TrainingBackend {
     int slot;
 
     void normalize() {
-      if (gather_ids)
-        cuda::gather_samples(n, gather_ids, b.held_samples_, b.graph_.input_shape().size(), b.held_pixels_,
-                             b.held_labels_, pixels, labels, b.ex_.stream());
+      if (gather_ids) b.held_.gather(n, gather_ids, pixels, labels, b.ex_.stream());
       b.ex_.normalize(n, pixels, flips, transforms);
       if (mix) b.ex_.mix_input(n, mix);
     }
@@ -540,12 +520,6 @@ class CudaBackend final : public TrainingBackend {
     run_train_step(step);
   }
 
-  void check_ids(int n, const int64_t* ids) const {
-    STOKE_CHECK(held_samples_ > 0, "a step named by sample ids, but no data set is held");
-    for (int k = 0; k < n; ++k)
-      STOKE_CHECK(ids[k] >= 0 && ids[k] < held_samples_, "sample id ", ids[k], " of a held set of ", held_samples_);
-  }
-
   // Moves completed copies (releases) and finished steps (results) out of the ring, never waiting.
   void poll() {
     ring_.poll([&](int s) { return copied_[static_cast<size_t>(s)].done(); },
@@ -601,10 +575,7 @@ class CudaBackend final : public TrainingBackend {
   std::array<cuda::CapturedStep, kSlots> captured_;  // one per input buffer: the pointers a graph replays are fixed
   // What that graph does besides the plain step: 1 gathers (--cache gpu), 2 augments (a recipe's transforms), 4 mixes
   std::array<int, kSlots> captured_kind_{};
-  cuda::DeviceArena held_;  // --cache gpu: the held set (one cudaMalloc), else empty
-  uint8_t* held_pixels_ = nullptr;
-  int32_t* held_labels_ = nullptr;
-  int64_t held_samples_ = 0;
+  cuda::HeldDataset held_;  // --cache gpu: the held set, else empty
   int64_t full_steps_ = 0;
   StepRing ring_;
   std::vector<int64_t> released_;
